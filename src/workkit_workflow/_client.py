@@ -1,0 +1,262 @@
+"""The client a Worker uses to start and inspect executions.
+
+``create_durable_workflow(env.WORKFLOW_DO)`` wraps the namespace binding; each
+call is one ``fetch`` to the execution's Durable Object (``idFromName`` of the
+execution id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from ._definition import Workflow
+from ._journal import Status
+from ._ports import Namespace, WireResponse
+from .errors import (
+    ExecutionFailedError,
+    ExecutionNotFinishedError,
+    InvalidRequestError,
+    TransportError,
+    from_wire,
+)
+
+T = TypeVar("T")
+
+RESULT_POLL = 25.0
+"""Seconds one ``/result`` long-poll waits before the client asks again."""
+
+
+@dataclass(frozen=True)
+class WorkflowResult(Generic[T]):
+    """The outcome of a settled execution: ``ok`` and ``value``, or ``error``."""
+
+    ok: bool
+    status: Status
+    value: T | None = None
+    error: ExecutionFailedError | None = None
+
+    def unwrap(self) -> T:
+        """The value, or raise the ExecutionFailedError."""
+        if self.ok:
+            return cast(T, self.value)
+        assert self.error is not None
+        raise self.error
+
+
+def _resolve(binding: Any) -> Namespace:
+    if callable(getattr(binding, "request", None)) and not hasattr(binding, "idFromName"):
+        return cast(Namespace, binding)
+    from . import _cloudflare
+
+    return _cloudflare.namespace_from_binding(binding)
+
+
+def _raise_for(response: WireResponse) -> dict[str, Any]:
+    body = response.body
+    if response.ok and isinstance(body, dict):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        raise from_wire(body["error"])
+    raise TransportError(f"unexpected answer from the execution object: {response.status} {body!r}")
+
+
+class ExecutionHandle:
+    """One execution, by id. Cheap to create; every method is one request."""
+
+    def __init__(self, namespace: Namespace, execution_id: str, *, created: bool | None = None) -> None:
+        self._ns = namespace
+        self.execution_id = execution_id
+        self.created = created
+        """Whether ``run`` created this execution (False: it already existed)."""
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        response = await self._ns.request(self.execution_id, method, path, body, query)
+        return _raise_for(response)
+
+    async def status(self) -> Status:
+        """``pending | running | sleeping | waiting | completed | failed | cancelled``."""
+        return cast(Status, (await self.describe())["status"])
+
+    async def describe(self) -> dict[str, Any]:
+        """The full status view: status, timings, wake-up, error, compensation, running steps."""
+        return cast(dict[str, Any], (await self._call("GET", "/status"))["execution"])
+
+    async def journal(self) -> list[dict[str, Any]]:
+        """Every journal entry: steps, sleeps, waits, then compensation steps."""
+        return cast(list[dict[str, Any]], (await self._call("GET", "/journal"))["entries"])
+
+    async def meta(self) -> dict[str, Any]:
+        """Input, workflow, creation, start and finish times, attempts."""
+        return cast(dict[str, Any], (await self._call("GET", "/meta"))["meta"])
+
+    async def cancel(self, reason: str | None = None) -> bool:
+        """Request cancellation; returns False if the execution had already finished."""
+        body = await self._call("POST", "/cancel", {"reason": reason})
+        return bool(body["cancelled"])
+
+    async def send_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> bool:
+        """Deliver an external event; returns False for a duplicate ``event_id``."""
+        body: dict[str, Any] = {"type": event_type, "payload": payload}
+        if event_id is not None:
+            body["id"] = event_id
+        return bool((await self._call("POST", "/event", body))["accepted"])
+
+    async def resume(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> bool:
+        """Resume an execution waiting for ``event_type`` (same as :meth:`send_event`)."""
+        return await self.send_event(event_type, payload, event_id=event_id)
+
+    async def result(self, timeout: float | None = None) -> WorkflowResult[Any]:
+        """Wait for the execution to settle (compensation included) and return its outcome.
+
+        ``timeout`` bounds the wait in seconds (``None``: no bound; ``0``: do not
+        wait); past it, :class:`~workkit_workflow.errors.ExecutionNotFinishedError`.
+        """
+        remaining = timeout
+        while True:
+            chunk = RESULT_POLL if remaining is None else min(RESULT_POLL, remaining)
+            body = (await self._call("GET", "/result", query={"wait": f"{chunk:g}"}))["result"]
+            if body.get("settled"):
+                return _result_from(body)
+            if remaining is not None:
+                remaining -= chunk
+                if remaining <= 0:
+                    raise ExecutionNotFinishedError(
+                        f"execution {self.execution_id!r} is still {body['status']}",
+                        execution_id=self.execution_id,
+                        status=body["status"],
+                    )
+
+    def __repr__(self) -> str:
+        return f"ExecutionHandle({self.execution_id!r})"
+
+
+def _result_from(body: dict[str, Any]) -> WorkflowResult[Any]:
+    status = cast(Status, body["status"])
+    if body.get("ok"):
+        return WorkflowResult(ok=True, status=status, value=body.get("value"))
+    error = body.get("error") or {}
+    step = body.get("failed_step")
+    where = f"step {step!r}" if step else "the workflow"
+    message = f"{where} {status}: {error.get('message', status)}"
+    failure = ExecutionFailedError(
+        message,
+        code=str(error.get("code", status)),
+        execution_id=body["execution_id"],
+        status=status,
+        failed_step=step,
+        step_attempt=int(body.get("step_attempt") or 0),
+        error=error or None,
+        compensation=body.get("compensation"),
+        journal=body.get("journal") or [],
+    )
+    return WorkflowResult(ok=False, status=status, error=failure)
+
+
+class DurableWorkflows:
+    """Start and look up executions through a Durable Object namespace."""
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+
+    async def run(
+        self,
+        workflow: Workflow[Any] | str,
+        input: Any = None,
+        *,
+        execution_id: str | None = None,
+        wait: bool = True,
+    ) -> ExecutionHandle:
+        """Start ``workflow`` with ``input`` (or find the execution if the id exists).
+
+        With ``wait=True`` the object drives the execution during this call
+        until it finishes or parks (sleep, wait, retry backoff); correctness
+        never depends on it: the object's alarm carries the execution on.
+        """
+        name = workflow.name if isinstance(workflow, Workflow) else workflow
+        execution_id = execution_id or str(uuid.uuid4())
+        if isinstance(workflow, Workflow) and workflow.input_type is not None:
+            from ._values import to_data, validate
+
+            input = to_data(validate(workflow.input_type, input, what="workflow input"))
+        else:
+            from ._values import to_data
+
+            input = to_data(input)
+        body = {"workflow": name, "input": input, "execution_id": execution_id, "wait": wait}
+        return await self._start(execution_id, body)
+
+    async def start(
+        self, workflow: Workflow[Any] | str, input: Any = None, *, execution_id: str | None = None
+    ) -> ExecutionHandle:
+        """Start without waiting: the object's alarm drives the execution."""
+        return await self.run(workflow, input, execution_id=execution_id, wait=False)
+
+    async def _start(self, execution_id: str, body: dict[str, Any]) -> ExecutionHandle:
+        response = await self.namespace.request(execution_id, "POST", "/execute", body)
+        payload = _raise_for(response)
+        return ExecutionHandle(self.namespace, execution_id, created=bool(payload.get("created")))
+
+    def execution(self, execution_id: str) -> ExecutionHandle:
+        """A handle on an existing execution (no request is made)."""
+        if not isinstance(execution_id, str) or not execution_id:
+            raise InvalidRequestError("execution_id must be a non-empty string")
+        return ExecutionHandle(self.namespace, execution_id)
+
+    async def restart(
+        self,
+        execution_id: str,
+        *,
+        from_step: str,
+        new_execution_id: str | None = None,
+        input: Any = None,
+        wait: bool = True,
+    ) -> ExecutionHandle:
+        """Start a new execution that reuses the journal of ``execution_id`` up to
+        (not including) the first operation named ``from_step``, and runs from there.
+
+        Use it after fixing a bug: finished steps before ``from_step`` are not
+        run again; their idempotency keys stay recorded. The new execution's
+        meta records where it came from.
+        """
+        source = self.execution(execution_id)
+        meta = await source.meta()
+        entries = [e for e in await source.journal() if e.get("phase") == "main"]
+        cut = next((i for i, e in enumerate(entries) if e.get("name") == from_step), None)
+        if cut is None:
+            raise InvalidRequestError(
+                f"execution {execution_id!r} has no operation named {from_step!r} in its journal",
+                execution_id=execution_id,
+                from_step=from_step,
+            )
+        kept = [
+            {k: v for k, v in e.items() if k != "phase"}
+            for e in entries[:cut]
+            if e.get("status") == "completed"
+        ]
+        if len(kept) != cut:
+            raise InvalidRequestError(
+                f"every operation before {from_step!r} must have completed to restart from it"
+            )
+        new_id = new_execution_id or str(uuid.uuid4())
+        body = {
+            "workflow": meta["workflow"],
+            "input": meta.get("input") if input is None else input,
+            "execution_id": new_id,
+            "wait": wait,
+            "restart": {"execution_id": execution_id, "from_step": from_step, "entries": kept},
+        }
+        return await self._start(new_id, body)
+
+
+def create_durable_workflow(binding: Any) -> DurableWorkflows:
+    """The client for a ``WorkflowExecutionDO`` namespace: ``env.WORKFLOW_DO`` in a
+    Worker, or a :class:`workkit_workflow.local.LocalNamespace` locally."""
+    return DurableWorkflows(_resolve(binding))
+
+
+__all__ = ["DurableWorkflows", "ExecutionHandle", "WorkflowResult", "create_durable_workflow"]

@@ -1,0 +1,140 @@
+"""The contexts user code receives: per step, per workflow body, per compensation."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._definition import MISSING, StepHandler, StepOptions, make_options
+from ._durations import Duration, to_instant, to_seconds
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._run import PhaseRun
+
+_CURRENT_STEP: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
+    "workkit_workflow_step", default=None
+)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a running step attempt knows about itself."""
+
+    execution_id: str
+    workflow: str
+    step: str
+    attempt: int
+    """1 for the first attempt; a lost attempt (the object died mid-step) counts."""
+    idempotency_key: str
+    """Stable across retries and restarts: send it to external systems to dedupe."""
+    input: Any = field(repr=False, default=None)
+
+
+def current_step() -> StepContext | None:
+    """The step attempt this code runs in, if any (e.g. for HTTP helpers)."""
+    return _CURRENT_STEP.get()
+
+
+class WorkflowContext:
+    """The handle a code-first workflow drives its durable operations through.
+
+    Operations are identified by the order in which the workflow calls them
+    (and their names, checked on replay). Only ``await`` these operations (or
+    ``asyncio.gather`` over them) in the workflow body: anything else is not
+    journaled and runs again on every replay.
+    """
+
+    def __init__(self, run: PhaseRun, execution_id: str, workflow: str, input: Any) -> None:
+        self._run = run
+        self.execution_id = execution_id
+        self.workflow = workflow
+        self.input = input
+
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: Duration | None = None,
+        idempotency_key: str | Callable[[StepContext], str] | None = None,
+        output: Any = None,
+    ) -> Awaitable[Any]:
+        """Run ``fn(*args)`` as a journaled step and return its output.
+
+        ``fn`` may be sync or async; :func:`current_step` gives it its
+        :class:`StepContext`. On replay the journaled output is returned
+        without calling ``fn``. ``output`` (a pydantic model or type)
+        validates the output on first run and on replay.
+        """
+        options = make_options(
+            retry=retry,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            output=output,
+            where=f"step {name!r}",
+        )
+        return self._run.step(name, lambda _ctx: fn(*args), options)
+
+    def _builder_step(
+        self, name: str, handler: StepHandler, prev: Any, options: StepOptions
+    ) -> Awaitable[Any]:
+        input = self.input
+        return self._run.step(name, lambda ctx: handler(input, prev, ctx), options)
+
+    def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
+        """Sleep durably: the execution parks and an alarm wakes it."""
+        return self._run.sleep(name, until=None, duration=to_seconds(duration, what=f"sleep {name!r}"))
+
+    def sleep_until(self, name: str, when: datetime | float) -> Awaitable[None]:
+        """Sleep durably until an aware datetime or epoch seconds."""
+        return self._run.sleep(name, until=to_instant(when, what=f"sleep_until {name!r}"), duration=None)
+
+    def wait_for_event(
+        self, name: str, event_type: str, *, timeout: Duration | None = None, default: Any = MISSING
+    ) -> Awaitable[Any]:
+        """Wait durably for an external event of ``event_type`` and return its payload.
+
+        An event sent before the wait is kept and consumed here. Without
+        ``default``, a timeout raises :class:`~workkit_workflow.errors.StepFailedError`.
+        """
+        seconds = None if timeout is None else to_seconds(timeout, what=f"wait {name!r}: timeout")
+        return self._run.wait(name, event_type, timeout=seconds, default=default)
+
+
+class CompensationContext(WorkflowContext):
+    """What ``on_failure`` receives: the failure, the input, the outputs to undo.
+
+    Its ``step`` journals compensation work, so a crash during compensation
+    resumes it without repeating finished undo steps. Compensation steps make
+    a single attempt unless given a ``retry``.
+    """
+
+    def __init__(
+        self,
+        run: PhaseRun,
+        execution_id: str,
+        workflow: str,
+        input: Any,
+        *,
+        status: str,
+        failed_step: str | None,
+        error: dict[str, Any] | None,
+        step_outputs: dict[str, Any],
+    ) -> None:
+        super().__init__(run, execution_id, workflow, input)
+        self.status = status
+        """``failed`` or ``cancelled``."""
+        self.failed_step = failed_step
+        self.error = error
+        """The failed step's SerializedStepError (code, message, retryable, attempt, timing)."""
+        self.step_outputs = step_outputs
+        """Outputs of the steps that succeeded, by step name."""
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"

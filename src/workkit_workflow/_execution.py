@@ -1,0 +1,743 @@
+"""The durable execution behind one Durable Object.
+
+``ExecutionCore`` owns everything about one execution inside one object
+instance: the cached ``meta``/``state`` records (every write goes through it,
+so concurrent requests never lose an update), the single runner that drives
+the phases, and the operations the wire exposes (execute, status, cancel,
+event, journal, meta, result, alarm).
+
+Invariants kept here:
+
+* every state change is one ``Storage.commit`` (puts, deletes and alarm
+  together);
+* at most one runner per object instance: ``_ensure_runner`` is synchronous
+  single-flight, and requests that arrive meanwhile only read or signal it;
+* while a phase runs, an alarm (the lease) is set, so if the object dies the
+  alarm resumes it; when it parks, the alarm is the earliest wake-up;
+* the alarm handler never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from . import _journal as jn
+from ._context import CompensationContext, WorkflowContext
+from ._definition import REGISTRY, Registry, Workflow, check_name
+from ._ports import KEEP_ALARM, Clock, Host, Storage
+from ._retry import NO_RETRY
+from ._run import ControlSignal, Outcome, PhaseRun
+from ._values import validate
+from .errors import (
+    ExecutionConflictError,
+    ExecutionNotFoundError,
+    InvalidRequestError,
+    SerializationError,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+
+log = logging.getLogger("workkit_workflow")
+
+FaultHook = Callable[..., None]
+
+DEFAULT_LEASE = 30.0
+"""Seconds a running phase's alarm is set ahead: if the object dies mid-step,
+this alarm resumes the execution at most this long afterwards."""
+
+
+class StorageFailure(ControlSignal):
+    """A storage write failed: the runner stops and the alarm retries later.
+
+    A ``BaseException`` so it cannot turn into a step or workflow failure on
+    its way through user code.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"storage write failed: {cause!r}")
+        self.cause = cause
+
+
+def _noop_fault(point: str, **info: Any) -> None:
+    return None
+
+
+class ExecutionCore:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        registry: Registry = REGISTRY,
+        lease: float = DEFAULT_LEASE,
+        rng: random.Random | None = None,
+        faults: FaultHook | None = None,
+    ) -> None:
+        self.host = host
+        self.storage: Storage = host.storage
+        self.clock: Clock = host.clock
+        self.registry = registry
+        self.lease = lease
+        self.rng = rng or random.Random()
+        self.fault: FaultHook = faults or _noop_fault
+        self._meta: dict[str, Any] | None = None
+        self._state: dict[str, Any] | None = None
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+        self._create_lock = asyncio.Lock()
+        self._event_lock = asyncio.Lock()
+        self._runner: asyncio.Task[None] | None = None
+        self._run: PhaseRun | None = None
+        self._kick = False
+        self._pending: dict[str, str] = {}
+        self._flush_scheduled = False
+        self._write_failure: BaseException | None = None
+        self._inbox: dict[str, dict[str, Any]] = {}
+        self._idempotent: dict[str, dict[str, Any]] = {}
+        self._settled: asyncio.Event | None = None
+        self._alarm_failures = 0
+        self.input: Any = None
+        self.writes = 0
+
+    # -- plumbing ------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self.host.spawn(coro)
+
+    @property
+    def execution_id(self) -> str:
+        return str((self._meta or {}).get("execution_id", ""))
+
+    @property
+    def workflow_name(self) -> str:
+        return str((self._meta or {}).get("workflow", ""))
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self._state and self._state.get("cancel_requested_at") is not None)
+
+    async def write(
+        self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
+    ) -> None:
+        """One atomic storage write, carrying any deferred step completions with it."""
+        if self._write_failure is not None:
+            raise StorageFailure(self._write_failure)
+        deferred = bool(self._pending)
+        if deferred:
+            merged = self._pending
+            merged.update(puts)
+            self._pending = {}
+        else:
+            merged = dict(puts)
+        self.writes += 1
+        try:
+            await self.storage.commit(merged, deletes, alarm)
+        except Exception as exc:
+            self._write_failure = exc
+            raise StorageFailure(exc) from exc
+        if deferred:
+            self.fault("after_journal")
+
+    def defer(self, key: str, text: str) -> None:
+        """Queue a step completion for the next write (the next operation's start,
+        the phase's end, or the end of this loop turn, whichever comes first)."""
+        self._pending[key] = text
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        if self._pending:
+            self.spawn(self._flush())
+
+    async def _flush(self) -> None:
+        if self._pending:
+            # A failure is kept in _write_failure; the runner stops at its next write.
+            with contextlib.suppress(StorageFailure):
+                await self.write({})
+
+    def idempotent_output(self, key_hash: str) -> dict[str, Any] | None:
+        return self._idempotent.get(key_hash)
+
+    def remember_idempotent(self, key_hash: str, entry: dict[str, Any]) -> None:
+        self._idempotent[key_hash] = entry
+
+    def take_event(self, event_type: str) -> tuple[str, dict[str, Any]] | None:
+        for key in sorted(self._inbox):
+            record = self._inbox[key]
+            if record.get("type") == event_type:
+                del self._inbox[key]
+                return key, record
+        return None
+
+    # -- loading -----------------------------------------------------------------
+
+    async def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        async with self._load_lock:
+            if self._loaded:
+                return
+            found = await self.storage.get_many([jn.META, jn.STATE])
+            self._meta = jn.decode_record(jn.META, found[jn.META]) if jn.META in found else None
+            self._state = jn.decode_record(jn.STATE, found[jn.STATE]) if jn.STATE in found else None
+            self._loaded = True
+
+    def _require(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._meta is None or self._state is None:
+            raise ExecutionNotFoundError("no execution with this id", execution_id=None)
+        return self._meta, self._state
+
+    async def _write_state(
+        self,
+        changes: Mapping[str, Any],
+        *,
+        puts: Mapping[str, str] | None = None,
+        deletes: Sequence[str] = (),
+        alarm: Any = KEEP_ALARM,
+    ) -> None:
+        # The cache changes synchronously, before the write is issued, so a
+        # request interleaving at the await sees (and builds on) the new state.
+        assert self._state is not None
+        state = {**self._state, **changes, "updated_at": self.now()}
+        text = jn.encode_record(jn.STATE, state, what="execution state")
+        self._state = state
+        await self.write({**(puts or {}), jn.STATE: text}, deletes, alarm)
+
+    # -- requests ------------------------------------------------------------------
+
+    async def execute(
+        self,
+        *,
+        workflow: str,
+        input: Any,
+        execution_id: str | None,
+        wait: bool,
+        restart: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create the execution if it does not exist, then drive it (or let the alarm).
+
+        Returns ``(status view, created)``. A second call for the same id, at
+        the same time or later, never starts a second run.
+        """
+        await self._ensure_loaded()
+        async with self._create_lock:
+            if self._meta is not None:
+                if self._meta.get("workflow") != workflow:
+                    raise ExecutionConflictError(
+                        f"execution {self._meta.get('execution_id')!r} already runs workflow "
+                        f"{self._meta.get('workflow')!r}, not {workflow!r}",
+                        execution_id=self._meta.get("execution_id"),
+                    )
+                created = False
+            else:
+                await self._create(workflow, input, execution_id, restart)
+                created = True
+        if wait:
+            await self._drive_until_quiet()
+        elif not self._runner_active():
+            self._ensure_runner()
+        return self.view(), created
+
+    async def _create(
+        self, workflow: str, input: Any, execution_id: str | None, restart: Mapping[str, Any] | None
+    ) -> None:
+        definition = self.registry.get(workflow)
+        if definition.input_type is not None:
+            validate(definition.input_type, input, what="workflow input")
+        execution_id = execution_id or str(uuid.uuid4())
+        now = self.now()
+        meta = {
+            "execution_id": execution_id,
+            "workflow": workflow,
+            "input": input,
+            "created_at": now,
+            "deadline": None if definition.timeout is None else now + definition.timeout,
+            "restarted_from": None,
+        }
+        puts: dict[str, str] = {}
+        if restart:
+            meta["restarted_from"] = {
+                "execution_id": restart.get("execution_id"),
+                "from_step": restart.get("from_step"),
+            }
+            for entry in restart.get("entries", []):
+                key = jn.op_key(jn.MAIN, int(entry["op"]))
+                puts[key] = jn.encode_record(
+                    key,
+                    {**entry, "restored_from": restart.get("execution_id")},
+                    what="restored entry",
+                )
+        meta_text = jn.encode_record(jn.META, meta, what="workflow input")
+        state = {
+            "status": "pending",
+            "phase": "main",
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "finished_at": None,
+            "incarnation": 0,
+            "wake_at": None,
+            "waiting_for": [],
+            "error": None,
+            "failed_step": None,
+            "step_attempt": 0,
+            "cancel_requested_at": None,
+            "cancel_reason": None,
+            "compensation": None,
+            "events_received": 0,
+        }
+        state_text = jn.encode_record(jn.STATE, state, what="execution state")
+        # The alarm is the guarantee that the execution starts, whoever drives it.
+        await self.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=now)
+        self._meta, self._state = meta, state
+
+    async def status(self) -> dict[str, Any]:
+        await self._ensure_loaded()
+        self._require()
+        return self.view()
+
+    def view(self) -> dict[str, Any]:
+        meta, state = self._require()
+        run = self._run if self._runner_active() else None
+        return {
+            "execution_id": meta["execution_id"],
+            "workflow": meta["workflow"],
+            "status": state["status"],
+            "settled": state["phase"] == "done",
+            "created_at": state["created_at"],
+            "updated_at": state["updated_at"],
+            "started_at": state.get("started_at"),
+            "finished_at": state.get("finished_at"),
+            "wake_at": state.get("wake_at"),
+            "waiting_for": state.get("waiting_for") or [],
+            "error": state.get("error"),
+            "failed_step": state.get("failed_step"),
+            "step_attempt": state.get("step_attempt", 0),
+            "compensation": state.get("compensation"),
+            "cancel_reason": state.get("cancel_reason"),
+            "running": sorted(run.current.values()) if run is not None else [],
+        }
+
+    async def journal(self) -> list[dict[str, Any]]:
+        await self._ensure_loaded()
+        self._require()
+        entries = []
+        for prefix, phase in ((jn.MAIN, "main"), (jn.COMPENSATION, "compensation")):
+            for key, text in (await self.storage.list(prefix=prefix)).items():
+                entry = jn.decode_record(key, text)
+                entry.pop("idempotency_key", None)
+                entry["phase"] = phase
+                entries.append(entry)
+        return entries
+
+    async def meta(self) -> dict[str, Any]:
+        await self._ensure_loaded()
+        meta, state = self._require()
+        journal = await self.journal()
+        attempts = sum(int(e.get("attempt", 0)) for e in journal if e.get("kind") == "step")
+        return {
+            **{k: v for k, v in meta.items() if k != "v"},
+            "status": state["status"],
+            "started_at": state.get("started_at"),
+            "finished_at": state.get("finished_at"),
+            "attempts": attempts,
+            "steps": sum(1 for e in journal if e["phase"] == "main"),
+            "incarnations": state.get("incarnation", 0),
+        }
+
+    async def result(self, wait: float = 0.0) -> dict[str, Any]:
+        """The outcome once settled; waits up to ``wait`` seconds (in memory, a
+        convenience only) for it."""
+        await self._ensure_loaded()
+        self._require()
+        if wait > 0 and not self._is_settled():
+            settled = self._settled_event()
+            waiter = self.spawn(settled.wait())
+            timer = self.spawn(self.clock.sleep(wait))
+            try:
+                await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                timer.cancel()
+        view = self.view()
+        if not view["settled"]:
+            return {"settled": False, **view}
+        if view["status"] == "completed":
+            raw = await self.storage.get(jn.RESULT)
+            value = jn.decode_record(jn.RESULT, raw)["value"] if raw is not None else None
+            return {**view, "ok": True, "value": value}
+        return {**view, "ok": False, "journal": await self.journal()}
+
+    def _is_settled(self) -> bool:
+        return bool(self._state and self._state.get("phase") == "done")
+
+    def _settled_event(self) -> asyncio.Event:
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        if self._is_settled():
+            self._settled.set()
+        return self._settled
+
+    async def cancel(self, reason: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Request cancellation. Returns ``(view, changed)``; a finished execution is left alone."""
+        await self._ensure_loaded()
+        _, state = self._require()
+        if state["phase"] != "main" or state["status"] in jn.TERMINAL:
+            return self.view(), False
+        active = self._runner_active()
+        await self._write_state(
+            {"status": "cancelled", "cancel_requested_at": self.now(), "cancel_reason": reason},
+            alarm=KEEP_ALARM if active else self.now(),
+        )
+        if active and self._run is not None:
+            self._run.stop()
+        elif not active:
+            self._ensure_runner()
+        return self.view(), True
+
+    async def send_event(self, event_type: str, payload: Any, event_id: str | None) -> dict[str, Any]:
+        """Deliver an external event to the inbox; duplicates (same id) are ignored."""
+        check_name(event_type, "event type")
+        await self._ensure_loaded()
+        _, state = self._require()
+        if state["status"] in jn.TERMINAL or state["phase"] != "main":
+            raise ExecutionConflictError(
+                f"the execution is {state['status']}; the {event_type!r} event was not delivered",
+                status=state["status"],
+            )
+        event_id = event_id or str(uuid.uuid4())
+        marker = jn.EVENT_ID + event_id
+        async with self._event_lock:
+            if len(marker) > 512:
+                raise InvalidRequestError("event id is longer than 500 characters")
+            if await self.storage.get(marker) is not None:
+                return {"accepted": False, "duplicate": True, "event_id": event_id}
+            seq = int(state.get("events_received", 0)) + 1
+            key = jn.seq_key(jn.INBOX, seq)
+            record = {
+                "id": event_id,
+                "type": event_type,
+                "payload": payload,
+                "received_at": self.now(),
+            }
+            text = jn.encode_record(key, record, what=f"payload of event {event_type!r}")
+            active = self._runner_active()
+            await self._write_state(
+                {"events_received": seq},
+                puts={key: text, marker: jn.dumps({"v": jn.VERSION, "key": key})},
+                alarm=KEEP_ALARM if active else self.now(),
+            )
+            self._inbox[key] = record
+            self._kick = True
+            if active and self._run is not None:
+                self._run.deliver(event_type)
+            elif not active:
+                self._ensure_runner()
+        return {"accepted": True, "duplicate": False, "event_id": event_id}
+
+    # -- the alarm -------------------------------------------------------------
+
+    async def alarm(self) -> None:
+        """Resume whatever is due. Never raises: Cloudflare would retry a few times
+        and then drop the alarm for good, so failures set the next alarm here."""
+        try:
+            self.fault("in_alarm")
+            if self._runner_active():
+                # The runner is alive in this instance: just renew its lease.
+                await self.storage.set_alarm(self.now() + self.lease)
+                return
+            await self._drive_until_quiet()
+        except ControlSignal as exc:
+            if isinstance(exc, StorageFailure):
+                await self._retry_alarm_later(exc)
+            else:
+                raise
+        except Exception as exc:
+            await self._retry_alarm_later(exc)
+
+    async def _retry_alarm_later(self, exc: BaseException) -> None:
+        self._alarm_failures += 1
+        delay = min(2.0**self._alarm_failures, 300.0)
+        log.warning("workkit_workflow: alarm failed (%r); retrying in %.0fs", exc, delay)
+        try:
+            await self.storage.set_alarm(self.now() + delay)
+        except Exception:
+            log.exception("workkit_workflow: could not set the retry alarm")
+
+    # -- the runner ----------------------------------------------------------------
+
+    def _runner_active(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
+    def _ensure_runner(self) -> asyncio.Task[None]:
+        if self._runner is None or self._runner.done():
+            self._runner = self.spawn(self._drive_safely())
+        return self._runner
+
+    async def _drive_until_quiet(self) -> None:
+        runner = self._ensure_runner()
+        await asyncio.wait({runner})
+        if not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
+                raise exc
+
+    async def _drive_safely(self) -> None:
+        try:
+            await self._drive()
+            self._alarm_failures = 0
+        except StorageFailure as exc:
+            self._forget()
+            await self._retry_alarm_later(exc.cause)
+        except WorkflowError as exc:
+            self._forget()
+            await self._retry_alarm_later(exc)
+        except Exception as exc:
+            log.exception("workkit_workflow: the runner failed")
+            self._forget()
+            await self._retry_alarm_later(exc)
+        finally:
+            self._run = None
+
+    def _forget(self) -> None:
+        """Drop cached state after a failed write: storage is the truth, reload it."""
+        self._loaded = False
+        self._pending = {}
+        self._write_failure = None
+        self._meta = self._state = None
+
+    async def _drive(self) -> None:
+        while True:
+            self._kick = False
+            snapshot = await self.storage.list()
+            meta_text, state_text = snapshot.get(jn.META), snapshot.get(jn.STATE)
+            if meta_text is None or state_text is None:
+                await self.storage.set_alarm(None)
+                return
+            self._meta = jn.decode_record(jn.META, meta_text)
+            self._state = jn.decode_record(jn.STATE, state_text)
+            self._loaded = True
+            state = self._state
+            if state["phase"] == "done":
+                await self.write({}, alarm=None)
+                self._settled_event().set()
+                return
+            try:
+                definition = self.registry.get(self._meta["workflow"])
+            except UnknownWorkflowError as exc:
+                # A deploy without this workflow: keep the execution, try again later.
+                await self._write_state({"stalled": exc.to_dict()}, alarm=self.now() + 60.0)
+                return
+            main_entries, comp_entries = self._load_entries(snapshot)
+            self._inbox.update(
+                {k: jn.decode_record(k, v) for k, v in snapshot.items() if k.startswith(jn.INBOX)}
+            )
+            self._idempotent = {
+                e["idempotency_hash"]: e
+                for e in main_entries.values()
+                if e.get("status") == "completed" and e.get("idempotency_hash")
+            }
+            now = self.now()
+            changes: dict[str, Any] = {
+                "incarnation": int(state.get("incarnation", 0)) + 1,
+                "wake_at": None,
+                "stalled": None,
+            }
+            if state["status"] in ("pending", "sleeping", "waiting"):
+                changes["status"] = "running"
+            if state.get("started_at") is None:
+                changes["started_at"] = now
+            await self._write_state(changes, alarm=now + self.lease)
+            if self._state["phase"] == "main":
+                outcome = await self._main_phase(definition, main_entries)
+            else:
+                outcome = await self._compensation_phase(definition, main_entries, comp_entries)
+            if outcome is None or self._kick:
+                continue
+            return
+
+    def _load_entries(
+        self, snapshot: Mapping[str, str]
+    ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+        main: dict[int, dict[str, Any]] = {}
+        comp: dict[int, dict[str, Any]] = {}
+        for key, text in snapshot.items():
+            if key.startswith(jn.MAIN):
+                main[jn.op_of(key)] = jn.decode_record(key, text)
+            elif key.startswith(jn.COMPENSATION):
+                comp[jn.op_of(key)] = jn.decode_record(key, text)
+        return main, comp
+
+    async def _main_phase(
+        self, definition: Workflow[Any], entries: dict[int, dict[str, Any]]
+    ) -> Outcome | None:
+        """Run the body; returns the outcome if the drive is over, None to go on."""
+        assert self._meta is not None and self._state is not None
+        if self.cancel_requested:
+            await self._end_main(definition, Outcome("stopped"))
+            return None
+        run = PhaseRun(
+            self,
+            prefix=jn.MAIN,
+            entries=entries,
+            retry=definition.retry,
+            deadline=self._meta.get("deadline"),
+        )
+        self._run = run
+        self.input = self._meta.get("input")
+        ctx = WorkflowContext(run, self.execution_id, definition.name, self.input)
+
+        async def body() -> Any:
+            value = self.input
+            if definition.input_type is not None:
+                value = validate(definition.input_type, value, what="workflow input")
+                ctx.input = value
+            return await definition.run(ctx, value)
+
+        outcome = await run.execute(body)
+        self._run = None
+        if outcome.kind == "parked":
+            await self._park(outcome)
+            return outcome
+        await self._end_main(definition, outcome)
+        return None if self._state and self._state["phase"] == "compensation" else outcome
+
+    async def _end_main(self, definition: Workflow[Any], outcome: Outcome) -> None:
+        now = self.now()
+        if outcome.kind == "completed":
+            try:
+                text = jn.encode_record(jn.RESULT, {"value": outcome.value}, what="workflow result")
+            except SerializationError as exc:
+                outcome = Outcome("failed", error=exc.to_dict(), failed_step=None)
+            else:
+                await self._write_state(
+                    {"status": "completed", "phase": "done", "finished_at": now, "waiting_for": []},
+                    puts={jn.RESULT: text},
+                    alarm=None,
+                )
+                self._settled_event().set()
+                return
+        compensate = definition.compensation is not None and outcome.compensate
+        status = "cancelled" if outcome.kind == "stopped" else "failed"
+        changes: dict[str, Any] = {"status": status, "finished_at": now, "waiting_for": []}
+        if outcome.kind == "failed":
+            changes.update(error=outcome.error, failed_step=outcome.failed_step, step_attempt=outcome.attempt)
+        else:
+            changes["error"] = (
+                {"code": "cancelled", "message": self._state.get("cancel_reason") or "cancelled"}
+                if self._state
+                else None
+            )
+        if compensate:
+            changes.update(
+                phase="compensation",
+                compensation={
+                    "status": "pending",
+                    "started_at": None,
+                    "finished_at": None,
+                    "error": None,
+                },
+            )
+            await self._write_state(changes, alarm=now)
+            return
+        changes.update(phase="done", compensation=None)
+        await self._write_state(changes, alarm=None)
+        self._settled_event().set()
+
+    async def _compensation_phase(
+        self,
+        definition: Workflow[Any],
+        main_entries: dict[int, dict[str, Any]],
+        entries: dict[int, dict[str, Any]],
+    ) -> Outcome | None:
+        assert self._meta is not None and self._state is not None
+        handler = definition.compensation
+        state = self._state
+        compensation = dict(state.get("compensation") or {})
+        if handler is None:
+            await self._write_state({"phase": "done"}, alarm=None)
+            self._settled_event().set()
+            return Outcome("completed")
+        if compensation.get("status") != "running":
+            compensation.update(status="running", started_at=self.now())
+            await self._write_state({"compensation": compensation})
+        outputs = {
+            e["name"]: e.get("output")
+            for _, e in sorted(main_entries.items())
+            if e.get("kind") == "step" and e.get("status") == "completed"
+        }
+        run = PhaseRun(self, prefix=jn.COMPENSATION, entries=entries, retry=NO_RETRY, deadline=None)
+        self._run = run
+        self.input = self._meta.get("input")
+        ctx = CompensationContext(
+            run,
+            self.execution_id,
+            definition.name,
+            self.input,
+            status=state["status"],
+            failed_step=state.get("failed_step"),
+            error=state.get("error"),
+            step_outputs=outputs,
+        )
+
+        async def body() -> Any:
+            self.fault("in_compensation")
+            result = handler(ctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return None
+
+        outcome = await run.execute(body)
+        self._run = None
+        if outcome.kind == "parked":
+            await self._park(outcome)
+            return outcome
+        compensation.update(
+            status="completed" if outcome.kind == "completed" else "failed",
+            finished_at=self.now(),
+            error=outcome.error if outcome.kind == "failed" else None,
+        )
+        await self._write_state({"compensation": compensation, "phase": "done"}, alarm=None)
+        self._settled_event().set()
+        return outcome
+
+    async def _park(self, outcome: Outcome) -> None:
+        assert self._state is not None and self._meta is not None
+        wakes = [
+            t
+            for t in (
+                outcome.wake_at,
+                self._meta.get("deadline") if self._state["phase"] == "main" else None,
+            )
+            if t is not None
+        ]
+        if any(self._inbox_has(t) for t in outcome.waiting_for):
+            wakes.append(self.now())
+        wake_at = min(wakes) if wakes else None
+        changes: dict[str, Any] = {"wake_at": wake_at, "waiting_for": outcome.waiting_for}
+        if self._state["status"] == "running":
+            changes["status"] = "waiting" if outcome.waiting_for else "sleeping"
+        await self._write_state(changes, alarm=wake_at)
+
+    def _inbox_has(self, event_type: str) -> bool:
+        return any(r.get("type") == event_type for r in self._inbox.values())
+
+
+async def maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+AsyncFn = Callable[..., Awaitable[Any]]

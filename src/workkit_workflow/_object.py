@@ -1,0 +1,194 @@
+"""``WorkflowExecutionDO``: the Durable Object that holds one execution.
+
+Routes (JSON in, JSON out; errors are ``{"error": {"code", "message", ...}}``):
+
+==========  =========  ===============================================
+route       method     does
+==========  =========  ===============================================
+/execute    POST       create the execution (idempotent by id), drive it
+/status     GET, POST  the status view
+/result     GET        the outcome once settled (``?wait=seconds``)
+/cancel     POST       request cancellation (compensation runs)
+/event      POST       deliver an external event (``/resume`` is an alias)
+/journal    GET        every journal entry
+/meta       GET        input, timings, attempts
+==========  =========  ===============================================
+
+The same class runs on Cloudflare (it subclasses ``workers.DurableObject``
+when that module exists) and in the local runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import _cloudflare
+from ._execution import DEFAULT_LEASE, ExecutionCore
+from ._ports import Host, WireRequest, WireResponse
+from .errors import (
+    ExecutionConflictError,
+    ExecutionNotFoundError,
+    InvalidRequestError,
+    SerializationError,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+
+log = logging.getLogger("workkit_workflow")
+
+_STATUS_BY_ERROR: dict[type[WorkflowError], int] = {
+    InvalidRequestError: 400,
+    UnknownWorkflowError: 404,
+    ExecutionNotFoundError: 404,
+    ExecutionConflictError: 409,
+    SerializationError: 413,
+}
+
+
+def error_response(exc: WorkflowError) -> WireResponse:
+    status = exc.details.get("status") if isinstance(exc.details.get("status"), int) else None
+    if status is None:
+        status = next((code for cls, code in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
+    body = {k: v for k, v in exc.to_dict().items() if k != "status" or not isinstance(v, int)}
+    return WireResponse(status, {"error": body})
+
+
+class ExecutionObject:
+    """The runtime-independent request handling of one execution object."""
+
+    def __init__(self, host: Host, *, lease: float = DEFAULT_LEASE, **options: Any) -> None:
+        self.host = host
+        self.core = ExecutionCore(host, lease=lease, faults=getattr(host, "faults", None), **options)
+
+    async def handle(self, request: WireRequest) -> WireResponse:
+        try:
+            return await self._route(request)
+        except WorkflowError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            # A bug must not take the object down or leak a traceback to callers.
+            log.exception("workkit_workflow: unexpected error serving %s %s", request.method, request.path)
+            return WireResponse(
+                500,
+                {"error": {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}},
+            )
+
+    async def _route(self, request: WireRequest) -> WireResponse:
+        from . import _wire
+
+        path = "/" + request.path.strip("/").split("/")[-1] if request.path.strip("/") else "/"
+        method = request.method.upper()
+        routes = {
+            "/execute": ("POST",),
+            "/status": ("GET", "POST"),
+            "/result": ("GET", "POST"),
+            "/cancel": ("POST",),
+            "/event": ("POST",),
+            "/resume": ("POST",),
+            "/journal": ("GET", "POST"),
+            "/meta": ("GET", "POST"),
+        }
+        if path not in routes:
+            return WireResponse(
+                404,
+                {
+                    "error": {
+                        "code": "not_found",
+                        "message": f"no route {path!r}",
+                        "routes": sorted(routes),
+                    }
+                },
+            )
+        if method not in routes[path]:
+            return WireResponse(
+                405,
+                {
+                    "error": {
+                        "code": "method_not_allowed",
+                        "message": f"{path} accepts {', '.join(routes[path])}, not {method}",
+                    }
+                },
+            )
+        core = self.core
+        if path == "/execute":
+            body = _wire.parse(_wire.ExecuteBody, request.body)
+            name = self.host.object_name
+            if name is not None and name != body.execution_id:
+                raise InvalidRequestError(
+                    f"execution_id {body.execution_id!r} does not match this object ({name!r})"
+                )
+            restart = body.restart.model_dump() if body.restart is not None else None
+            view, created = await core.execute(
+                workflow=body.workflow,
+                input=body.input,
+                execution_id=body.execution_id,
+                wait=body.wait,
+                restart=restart,
+            )
+            return WireResponse(201 if created else 200, {"execution": view, "created": created})
+        if path == "/status":
+            return WireResponse(200, {"execution": await core.status()})
+        if path == "/result":
+            wait = _float_param(request, "wait", 0.0, maximum=60.0)
+            return WireResponse(200, {"result": await core.result(wait)})
+        if path == "/cancel":
+            cancel = _wire.parse(_wire.CancelBody, request.body)
+            view, changed = await core.cancel(cancel.reason)
+            return WireResponse(200, {"execution": view, "cancelled": changed})
+        if path in ("/event", "/resume"):
+            event = _wire.parse(_wire.EventBody, request.body)
+            outcome = await core.send_event(event.type, event.payload, event.id)
+            return WireResponse(202 if outcome["accepted"] else 200, outcome)
+        if path == "/journal":
+            return WireResponse(200, {"entries": await core.journal()})
+        return WireResponse(200, {"meta": await core.meta()})
+
+    async def alarm(self) -> None:
+        await self.core.alarm()
+
+
+def _float_param(request: WireRequest, name: str, default: float, *, maximum: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequestError(f"query parameter {name!r} must be a number") from None
+    if not 0.0 <= value <= maximum:
+        raise InvalidRequestError(f"query parameter {name!r} must be between 0 and {maximum:g}")
+    return value
+
+
+class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,valid-type]
+    """The Durable Object class to bind as ``WORKFLOW_DO``.
+
+    Re-export it from your Worker's entry module under this exact name::
+
+        from workkit_workflow import WorkflowExecutionDO
+    """
+
+    lease: float = DEFAULT_LEASE
+    """Seconds the running-execution alarm is set ahead (see ``DEFAULT_LEASE``)."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        if _cloudflare.DurableObjectBase is not object:
+            super().__init__(ctx, env)
+        self.ctx = ctx
+        self.env = env
+        host: Host = ctx if getattr(ctx, "is_workkit_host", False) else _cloudflare.host_from_ctx(ctx)
+        self._object = ExecutionObject(host, lease=self.lease)
+
+    async def fetch(self, request: Any) -> Any:
+        if isinstance(request, WireRequest):
+            return await self._object.handle(request)
+        wire = await _cloudflare.read_request(request)
+        return _cloudflare.make_response(await self._object.handle(wire))
+
+    async def alarm(self, alarm_info: Any = None) -> None:
+        await self._object.alarm()
+
+    # Compatibility dates before 2025-08-14 look for on_fetch / on_alarm.
+    on_fetch = fetch
+    on_alarm = alarm

@@ -1,0 +1,131 @@
+"""The small async ports the engine talks to, and the plain request/response types.
+
+The core (definitions, journal, engine, execution object) depends only on
+these. Adapters implement them: Durable Object storage under Pyodide
+(``_cloudflare``), SQLite and memory for the local runtime (``local``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+class _Keep:
+    """Sentinel: leave the alarm as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP_ALARM"
+
+
+KEEP_ALARM: Any = _Keep()
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Transactional key-value storage of one Durable Object; values are JSON text.
+
+    ``commit`` is the one write the engine uses on its hot path: every put,
+    delete and the alarm change land atomically, or none does.
+    """
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str]: ...
+
+    async def list(
+        self,
+        *,
+        prefix: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> dict[str, str]: ...
+
+    async def commit(
+        self,
+        puts: Mapping[str, str],
+        deletes: Sequence[str] = (),
+        alarm: float | _Keep | None = KEEP_ALARM,
+    ) -> None:
+        """Write ``puts``, remove ``deletes`` and set (float epoch seconds), clear
+        (``None``) or keep the alarm, in one atomic write."""
+        ...
+
+    async def get_alarm(self) -> float | None: ...
+
+    async def set_alarm(self, at: float | None) -> None: ...
+
+
+class Clock(Protocol):
+    """Wall time and waiting, injectable so tests can skip time."""
+
+    def now(self) -> float:
+        """Seconds since the Unix epoch."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock: ``time.time`` and ``asyncio.sleep``."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0))
+
+
+class Host(Protocol):
+    """What the hosting runtime gives an execution object besides storage."""
+
+    storage: Storage
+    clock: Clock
+    object_name: str | None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start background work owned by the object (cancelled if the object dies)."""
+        ...
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """A request to the execution object, independent of the runtime."""
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WireResponse:
+    status: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class Namespace(Protocol):
+    """A Durable Object namespace as the client sees it: send a request to the
+    object named ``name`` and get its JSON answer."""
+
+    async def request(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+    ) -> WireResponse: ...
+
+
+AwaitableNone = Awaitable[None]

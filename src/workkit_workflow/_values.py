@@ -1,0 +1,38 @@
+"""Converting user values to JSON-able data and back into declared types.
+
+Kept free of a hard pydantic import so the engine runs where pydantic cannot
+be loaded (the offline Pyodide used in tests): models are duck-typed by their
+``model_dump`` / ``model_validate`` methods; other annotated types load
+pydantic's ``TypeAdapter`` only when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import SerializationError
+
+
+def to_data(value: Any) -> Any:
+    """Turn a step's return value into JSON-able data (pydantic models are dumped)."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return dump(mode="json")
+    return value
+
+
+def validate(tp: Any, data: Any, *, what: str) -> Any:
+    """Validate ``data`` into ``tp`` (a pydantic model or any type pydantic understands)."""
+    if tp is None:
+        return data
+    model_validate = getattr(tp, "model_validate", None)
+    try:
+        if callable(model_validate):
+            return model_validate(data)
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(tp).validate_python(data)
+    except ImportError:
+        raise
+    except Exception as exc:
+        raise SerializationError(f"{what} does not match {getattr(tp, '__name__', tp)}: {exc}") from None

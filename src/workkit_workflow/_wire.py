@@ -1,0 +1,68 @@
+"""Request bodies of the execution object's routes, validated with pydantic at the edge.
+
+pydantic is imported here only, when a request arrives, so the engine stays
+importable (and testable) where pydantic cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from .errors import InvalidRequestError
+
+MAX_BODY_BYTES = 2_500_000
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RestartSpec(_Body):
+    execution_id: str = Field(pattern=_ID_PATTERN)
+    from_step: str = Field(min_length=1, max_length=256)
+    entries: list[dict[str, JsonValue]] = Field(default_factory=list, max_length=100_000)
+
+
+class ExecuteBody(_Body):
+    workflow: str = Field(min_length=1, max_length=256)
+    input: JsonValue = None
+    execution_id: str = Field(pattern=_ID_PATTERN)
+    wait: bool = True
+    restart: RestartSpec | None = None
+
+
+class CancelBody(_Body):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class EventBody(_Body):
+    type: str = Field(min_length=1, max_length=256)
+    payload: JsonValue = None
+    id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+def parse(model: type[_Body], body: bytes) -> Any:
+    """Decode and validate a JSON body, or raise InvalidRequestError naming the problem."""
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequestError(
+            f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", status=413
+        )
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ][:20]
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise InvalidRequestError(f"invalid request body: {summary}", problems=problems) from None

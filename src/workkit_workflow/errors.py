@@ -1,0 +1,249 @@
+"""The error tree of workkit_workflow.
+
+Every error the library raises or reports is a :class:`WorkflowError` with a
+stable ``code`` and JSON-serializable fields (``to_dict()``)::
+
+    WorkflowError
+    ├── NonRetryableError          raise it from a step: no further attempts
+    ├── ExecutionFailedError       the terminal failure of an execution (result().error)
+    ├── StepFailedError            a step failed for good (seen by code-first workflows)
+    ├── StepTimeoutError           one attempt ran past the step's timeout (retryable)
+    ├── WorkflowTimeoutError       the execution ran past the workflow's timeout
+    ├── WaitTimeoutError           wait_for_event reached its timeout without an event
+    ├── ReplayMismatchError        replay met a different step than the journal recorded
+    ├── SerializationError         a value is not JSON-serializable or too big to store
+    ├── DefinitionError            a workflow definition is invalid
+    │   └── UnknownWorkflowError   no workflow is registered under that name
+    ├── InvalidRequestError        a request to the execution object was malformed (4xx)
+    ├── ExecutionNotFoundError     no execution has that id
+    ├── ExecutionConflictError     the id is taken, or the execution is in the wrong state
+    ├── ExecutionNotFinishedError  result() gave up waiting for a terminal state
+    └── TransportError             the execution object answered something unexpected
+
+A step error that is not a ``WorkflowError`` is retried unless it has a
+``retryable = False`` attribute. Its ``code`` attribute, if any, is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkflowError(Exception):
+    """Base of every workkit_workflow error. ``code`` is stable; ``message`` is for people."""
+
+    code: str = "workflow_error"
+    retryable: bool = True
+
+    def __init__(self, message: str = "", *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details: dict[str, Any] = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable description, as sent over the wire."""
+        return {"code": self.code, "message": self.message, **self.details}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class NonRetryableError(WorkflowError):
+    """Raised by a step to fail it at once, without the remaining attempts."""
+
+    code = "non_retryable"
+    retryable = False
+
+
+class StepTimeoutError(WorkflowError):
+    """One attempt of a step ran longer than its ``timeout``. Retried like any error."""
+
+    code = "step_timeout"
+
+
+class WorkflowTimeoutError(WorkflowError):
+    """The execution ran past the workflow's ``timeout``; no more steps start."""
+
+    code = "workflow_timeout"
+    retryable = False
+
+
+class WaitTimeoutError(WorkflowError):
+    """A ``wait_for_event`` reached its timeout and the definition gave no default."""
+
+    code = "wait_timeout"
+    retryable = False
+
+
+class ReplayMismatchError(WorkflowError):
+    """Replay met a different operation than the journal recorded at that position.
+
+    The workflow's code changed under a running execution. The execution fails
+    without compensation; fix the code or start a new execution with
+    ``restart_from``.
+    """
+
+    code = "replay_mismatch"
+    retryable = False
+
+
+class SerializationError(WorkflowError):
+    """A value is not JSON-serializable, or its journal entry is over the size limit."""
+
+    code = "serialization_error"
+    retryable = False
+
+
+class DefinitionError(WorkflowError):
+    """A workflow definition is invalid (duplicate step names, bad options...)."""
+
+    code = "invalid_definition"
+    retryable = False
+
+
+class UnknownWorkflowError(DefinitionError):
+    """No workflow is registered under the requested name in this Worker."""
+
+    code = "unknown_workflow"
+
+
+class InvalidRequestError(WorkflowError):
+    """A request to the execution object was malformed."""
+
+    code = "invalid_request"
+    retryable = False
+
+
+class ExecutionNotFoundError(WorkflowError):
+    """No execution exists with this id."""
+
+    code = "execution_not_found"
+    retryable = False
+
+
+class ExecutionConflictError(WorkflowError):
+    """The execution id is taken by another workflow, or the execution cannot do that now."""
+
+    code = "execution_conflict"
+    retryable = False
+
+
+class ExecutionNotFinishedError(WorkflowError):
+    """``result(timeout=...)`` returned before the execution reached a terminal state."""
+
+    code = "execution_not_finished"
+
+
+class TransportError(WorkflowError):
+    """The execution object answered with something the client does not understand."""
+
+    code = "transport_error"
+
+
+class StepFailedError(WorkflowError):
+    """A step failed for good. Code-first workflows may catch it and carry on."""
+
+    code = "step_failed"
+    retryable = False
+
+    def __init__(self, message: str, *, step: str, attempt: int, error: dict[str, Any]) -> None:
+        super().__init__(message, step=step, attempt=attempt, error=error)
+        self.step = step
+        self.attempt = attempt
+        self.error = error
+
+
+class ExecutionFailedError(WorkflowError):
+    """The terminal failure of an execution, as ``result().error`` reports it.
+
+    ``code`` is the failed step's error code (or ``workflow_timeout``,
+    ``cancelled``, ``replay_mismatch``...). ``journal`` is the full journal.
+    """
+
+    code = "execution_failed"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        execution_id: str,
+        status: str,
+        failed_step: str | None,
+        step_attempt: int,
+        error: dict[str, Any] | None,
+        compensation: dict[str, Any] | None,
+        journal: list[dict[str, Any]],
+    ) -> None:
+        super().__init__(
+            message,
+            code=code,
+            execution_id=execution_id,
+            status=status,
+            failed_step=failed_step,
+            step_attempt=step_attempt,
+            error=error,
+            compensation=compensation,
+            journal=journal,
+        )
+        self.execution_id = execution_id
+        self.status = status
+        self.failed_step = failed_step
+        self.step_attempt = step_attempt
+        self.error = error
+        self.compensation = compensation
+        self.journal = journal
+
+
+_BY_CODE: dict[str, type[WorkflowError]] = {
+    cls.code: cls
+    for cls in (
+        WorkflowError,
+        NonRetryableError,
+        StepTimeoutError,
+        WorkflowTimeoutError,
+        WaitTimeoutError,
+        ReplayMismatchError,
+        SerializationError,
+        DefinitionError,
+        UnknownWorkflowError,
+        InvalidRequestError,
+        ExecutionNotFoundError,
+        ExecutionConflictError,
+        ExecutionNotFinishedError,
+        TransportError,
+    )
+}
+
+
+def from_wire(payload: dict[str, Any]) -> WorkflowError:
+    """Rebuild an error the execution object reported (``{"code", "message", ...}``)."""
+    code = str(payload.get("code", "workflow_error"))
+    message = str(payload.get("message", ""))
+    details = {k: v for k, v in payload.items() if k not in ("code", "message")}
+    cls = _BY_CODE.get(code, WorkflowError)
+    return cls(message, code=code, **details)
+
+
+__all__ = [
+    "DefinitionError",
+    "ExecutionConflictError",
+    "ExecutionFailedError",
+    "ExecutionNotFinishedError",
+    "ExecutionNotFoundError",
+    "InvalidRequestError",
+    "NonRetryableError",
+    "ReplayMismatchError",
+    "SerializationError",
+    "StepFailedError",
+    "StepTimeoutError",
+    "TransportError",
+    "UnknownWorkflowError",
+    "WaitTimeoutError",
+    "WorkflowError",
+    "WorkflowTimeoutError",
+    "from_wire",
+]

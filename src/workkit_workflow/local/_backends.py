@@ -1,0 +1,198 @@
+"""Where the local runtime keeps Durable Object storage: in memory or in SQLite.
+
+Both are synchronous and hold every object of a namespace, keyed by object
+name, with the key-value API of a Durable Object (ordered keys, atomic
+commits, one alarm per object). SQLite runs in WAL mode with durable commits
+(``synchronous=FULL`` unless told otherwise): a commit that returned survives
+the process being killed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .._ports import KEEP_ALARM
+
+
+class Backend(Protocol):
+    def get_many(self, obj: str, keys: Sequence[str]) -> dict[str, str]: ...
+
+    def list(
+        self,
+        obj: str,
+        prefix: str | None,
+        start: str | None,
+        end: str | None,
+        limit: int | None,
+        reverse: bool,
+    ) -> dict[str, str]: ...
+
+    def commit(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str], alarm: Any) -> None: ...
+
+    def get_alarm(self, obj: str) -> float | None: ...
+
+    def alarms(self) -> dict[str, float]: ...
+
+    def objects(self) -> builtins.list[str]: ...
+
+    def close(self) -> None: ...
+
+
+def _in_range(key: str, prefix: str | None, start: str | None, end: str | None) -> bool:
+    if prefix is not None and not key.startswith(prefix):
+        return False
+    if start is not None and key.encode() < start.encode():
+        return False
+    return not (end is not None and key.encode() >= end.encode())
+
+
+class MemoryBackend:
+    """Dicts in memory: survives eviction of an object, not the process."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, str]] = {}
+        self._alarms: dict[str, float] = {}
+
+    def get_many(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        data = self._data.get(obj, {})
+        return {k: data[k] for k in keys if k in data}
+
+    def list(
+        self,
+        obj: str,
+        prefix: str | None,
+        start: str | None,
+        end: str | None,
+        limit: int | None,
+        reverse: bool,
+    ) -> dict[str, str]:
+        data = self._data.get(obj, {})
+        # Cloudflare orders keys by their UTF-8 bytes.
+        keys = sorted((k for k in data if _in_range(k, prefix, start, end)), key=str.encode, reverse=reverse)
+        if limit is not None:
+            keys = keys[:limit]
+        return {k: data[k] for k in keys}
+
+    def commit(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str], alarm: Any) -> None:
+        data = self._data.setdefault(obj, {})
+        data.update(puts)
+        for key in deletes:
+            data.pop(key, None)
+        if alarm is not KEEP_ALARM:
+            if alarm is None:
+                self._alarms.pop(obj, None)
+            else:
+                self._alarms[obj] = float(alarm)
+
+    def get_alarm(self, obj: str) -> float | None:
+        return self._alarms.get(obj)
+
+    def alarms(self) -> dict[str, float]:
+        return dict(self._alarms)
+
+    def objects(self) -> builtins.list[str]:
+        return sorted(self._data)
+
+    def close(self) -> None:
+        return None
+
+
+class SqliteBackend:
+    """One SQLite database for all objects of a namespace (WAL, durable commits)."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ValueError("synchronous must be FULL, NORMAL, EXTRA or OFF")
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS kv (obj TEXT NOT NULL, key BLOB NOT NULL, value TEXT NOT NULL,"
+            " PRIMARY KEY (obj, key)) WITHOUT ROWID"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS alarms (obj TEXT PRIMARY KEY, at REAL NOT NULL)")
+
+    def get_many(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for key in keys:
+            row = self._db.execute(
+                "SELECT value FROM kv WHERE obj = ? AND key = ?", (obj, key.encode())
+            ).fetchone()
+            if row is not None:
+                found[key] = row[0]
+        return found
+
+    def list(
+        self,
+        obj: str,
+        prefix: str | None,
+        start: str | None,
+        end: str | None,
+        limit: int | None,
+        reverse: bool,
+    ) -> dict[str, str]:
+        # Keys are stored as UTF-8 BLOBs so SQLite orders them as Cloudflare does.
+        sql = "SELECT key, value FROM kv WHERE obj = ?"
+        args: list[Any] = [obj]
+        if prefix:
+            low = prefix.encode()
+            sql += " AND key >= ? AND key < ?"
+            args += [low, low + b"\xff"]
+        if start is not None:
+            sql += " AND key >= ?"
+            args.append(start.encode())
+        if end is not None:
+            sql += " AND key < ?"
+            args.append(end.encode())
+        sql += " ORDER BY key DESC" if reverse else " ORDER BY key"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return {bytes(k).decode(): v for k, v in self._db.execute(sql, args)}
+
+    def commit(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str], alarm: Any) -> None:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if puts:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO kv (obj, key, value) VALUES (?, ?, ?)",
+                        [(obj, k.encode(), v) for k, v in puts.items()],
+                    )
+                if deletes:
+                    db.executemany(
+                        "DELETE FROM kv WHERE obj = ? AND key = ?",
+                        [(obj, k.encode()) for k in deletes],
+                    )
+                if alarm is not KEEP_ALARM:
+                    if alarm is None:
+                        db.execute("DELETE FROM alarms WHERE obj = ?", (obj,))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO alarms (obj, at) VALUES (?, ?)",
+                            (obj, float(alarm)),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def get_alarm(self, obj: str) -> float | None:
+        row = self._db.execute("SELECT at FROM alarms WHERE obj = ?", (obj,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def alarms(self) -> dict[str, float]:
+        return {obj: float(at) for obj, at in self._db.execute("SELECT obj, at FROM alarms")}
+
+    def objects(self) -> builtins.list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT obj FROM kv ORDER BY obj")]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,425 @@
+"""``LocalNamespace``: a faithful stand-in for a Durable Object namespace binding.
+
+Use it wherever ``env.WORKFLOW_DO`` goes. It runs the very same
+``WorkflowExecutionDO`` code with the semantics measured on Cloudflare:
+
+* one live instance per object name; in-memory state is lost on eviction,
+  committed storage is not;
+* another request may run at every storage ``await`` (``interleave="storage"``,
+  the default), or at random extra points (``"chaos"``) to flush out races;
+* one alarm per object, delivered at least once after its time; a handler that
+  raises is retried (about 2, 4, 8, 16, 32, 64 s), then the alarm is dropped;
+* opening a namespace on an existing SQLite file delivers the alarms that were
+  pending when the last process died: interrupted executions carry on. Nothing
+  else is scanned at start-up, as on Cloudflare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._ports import KEEP_ALARM, Clock, SystemClock, WireRequest, WireResponse
+from ..errors import TransportError
+from ._backends import Backend, MemoryBackend, SqliteBackend
+
+log = logging.getLogger("workkit_workflow.local")
+
+ALARM_RETRIES = 6
+
+
+class ObjectEvicted(BaseException):
+    """Raised inside an object's tasks once it was evicted: its process is gone."""
+
+
+class SimulatedCrash(BaseException):
+    """Raised at an injected fault point; the object is evicted on the spot."""
+
+    def __init__(self, point: str, info: Mapping[str, Any]) -> None:
+        super().__init__(f"simulated crash at {point} {dict(info)}")
+        self.point = point
+        self.info = dict(info)
+
+
+@dataclass
+class StorageStats:
+    """Counts of storage operations, for tests and benchmarks."""
+
+    reads: int = 0
+    lists: int = 0
+    writes: int = 0
+    bytes_written: int = 0
+    alarm_sets: int = 0
+
+    def reset(self) -> None:
+        self.reads = self.lists = self.writes = self.bytes_written = self.alarm_sets = 0
+
+
+class LocalStorage:
+    """The Storage port of one live object instance over a backend."""
+
+    def __init__(self, host: LocalHost) -> None:
+        self._host = host
+        self._ns = host.namespace
+        self._obj = host.name
+
+    async def _gate(self) -> None:
+        # Another request can run at every storage await, as measured on
+        # Cloudflare from Python.
+        self._host.check_alive()
+        await self._ns._yield_point()
+        self._host.check_alive()
+
+    async def get(self, key: str) -> str | None:
+        await self._gate()
+        self._ns.stats.reads += 1
+        return self._ns.backend.get_many(self._obj, [key]).get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        await self._gate()
+        self._ns.stats.reads += 1
+        return self._ns.backend.get_many(self._obj, list(keys))
+
+    async def list(
+        self,
+        *,
+        prefix: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> dict[str, str]:
+        await self._gate()
+        self._ns.stats.lists += 1
+        return self._ns.backend.list(self._obj, prefix, start, end, limit, reverse)
+
+    async def commit(
+        self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
+    ) -> None:
+        # The write is issued (and durable) before the await, as a put issued on
+        # Cloudflare is visible to later reads at once.
+        self._host.check_alive()
+        for key, value in puts.items():
+            if not isinstance(value, str):
+                raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
+        self._ns._before_write(self._obj, puts, deletes)
+        self._ns.backend.commit(self._obj, puts, deletes, alarm)
+        stats = self._ns.stats
+        stats.writes += 1
+        stats.bytes_written += sum(len(k) + len(v.encode()) for k, v in puts.items())
+        if alarm is not KEEP_ALARM:
+            stats.alarm_sets += 1
+            self._ns._alarm_changed()
+        await self._gate()
+
+    async def get_alarm(self) -> float | None:
+        await self._gate()
+        if self._host.in_alarm_handler:
+            return None
+        return self._ns.backend.get_alarm(self._obj)
+
+    async def set_alarm(self, at: float | None) -> None:
+        await self.commit({}, (), at)
+
+
+class LocalHost:
+    """The ``ctx`` a local object instance gets: storage, clock, background tasks."""
+
+    is_workkit_host = True
+
+    def __init__(self, namespace: LocalNamespace, object_name: str) -> None:
+        self.namespace = namespace
+        self.name = object_name
+        self.object_name: str | None = object_name
+        self.clock: Clock = namespace.clock
+        self.alive = True
+        self.in_alarm_handler = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.storage = LocalStorage(self)
+        self.faults: Callable[..., None] | None = self._fault if namespace.faults is not None else None
+
+    def check_alive(self) -> None:
+        if not self.alive:
+            raise ObjectEvicted(self.object_name)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        if not self.alive:
+            coro.close()
+            raise ObjectEvicted(self.object_name)
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _fault(self, point: str, **info: Any) -> None:
+        hook = self.namespace.faults
+        if hook is not None and hook(self.object_name, point, info):
+            self.namespace.evict(self.name)
+            raise SimulatedCrash(point, info)
+
+
+@dataclass
+class _Live:
+    host: LocalHost
+    instance: Any
+    alarm_task: asyncio.Task[None] | None = None
+    requests: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+FaultPredicate = Callable[[str | None, str, Mapping[str, Any]], bool]
+
+
+class LocalNamespace:
+    """A local Durable Object namespace running ``WorkflowExecutionDO`` objects.
+
+    ``path=None`` keeps storage in memory (it survives eviction, not the
+    process); a path keeps it in a SQLite file. ``clock`` defaults to the
+    system clock; pass a :class:`VirtualClock` to skip time.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        clock: Clock | None = None,
+        *,
+        object_class: Any = None,
+        env: Any = None,
+        interleave: str = "storage",
+        seed: int | None = None,
+        synchronous: str = "FULL",
+        faults: FaultPredicate | None = None,
+        deliver_alarms: bool = True,
+    ) -> None:
+        if interleave not in ("storage", "chaos", "none"):
+            raise ValueError("interleave must be 'storage', 'chaos' or 'none'")
+        if object_class is None:
+            from .._object import WorkflowExecutionDO
+
+            object_class = WorkflowExecutionDO
+        self.path = path
+        self.clock: Clock = clock or SystemClock()
+        self.object_class = object_class
+        self.env = env
+        self.interleave = interleave
+        self.faults = faults
+        self.deliver_alarms = deliver_alarms
+        self.backend: Backend = (
+            MemoryBackend() if path is None else SqliteBackend(path, synchronous=synchronous)
+        )
+        self.stats = StorageStats()
+        self._rng = random.Random(seed)
+        self._live: dict[str, _Live] = {}
+        self._alarm_loop: asyncio.Task[None] | None = None
+        self._alarm_event: asyncio.Event | None = None
+        self._retries: dict[str, int] = {}
+        self._closed = False
+        self.write_hook: Callable[[str, Mapping[str, str], Sequence[str]], None] | None = None
+
+    # -- the namespace API --------------------------------------------------
+
+    def id_from_name(self, name: str) -> str:
+        return name
+
+    async def request(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+    ) -> WireResponse:
+        """Send one request to the object ``name``, as ``stub.fetch`` would."""
+        self._start()
+        raw = b"" if body is None else json.dumps(body).encode()
+        return await self.fetch(
+            name, WireRequest(method=method, path=path, query=dict(query or {}), body=raw)
+        )
+
+    async def fetch(self, name: str, request: WireRequest) -> WireResponse:
+        """Deliver a raw request (any bytes) to the object ``name``."""
+        self._start()
+        live = self._instance(name)
+        task = live.host.spawn(live.instance.fetch(request))
+        live.requests.add(task)
+        try:
+            response: WireResponse = await asyncio.shield(task)
+        except (asyncio.CancelledError, ObjectEvicted, SimulatedCrash):
+            if task.cancelled() or not live.host.alive:
+                raise TransportError(f"the object {name!r} was reset while serving the request") from None
+            raise
+        finally:
+            live.requests.discard(task)
+        # The body crosses a process boundary on Cloudflare: copy it through JSON.
+        return WireResponse(response.status, json.loads(json.dumps(response.body)))
+
+    def _instance(self, name: str) -> _Live:
+        live = self._live.get(name)
+        if live is None:
+            host = LocalHost(self, name)
+            live = _Live(host=host, instance=self.object_class(host, self.env))
+            self._live[name] = live
+        return live
+
+    # -- failures ------------------------------------------------------------
+
+    def evict(self, name: str) -> None:
+        """Kill the live instance of ``name``: its tasks stop, its memory is gone."""
+        live = self._live.pop(name, None)
+        if live is None:
+            return
+        live.host.alive = False
+        current = asyncio.current_task() if _loop_running() else None
+        for task in list(live.host.tasks):
+            if task is not current:
+                task.cancel()
+
+    def evict_all(self) -> None:
+        for name in list(self._live):
+            self.evict(name)
+
+    def live_objects(self) -> list[str]:
+        return sorted(self._live)
+
+    # -- alarms -------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("this LocalNamespace is closed")
+        loop = asyncio.get_running_loop()
+        if self.deliver_alarms and (
+            self._alarm_loop is None or self._alarm_loop.done() or self._alarm_loop.get_loop() is not loop
+        ):
+            self._alarm_event = asyncio.Event()
+            self._alarm_loop = loop.create_task(self._deliver_alarms())
+
+    async def start(self) -> None:
+        """Start delivering alarms (also done by the first request)."""
+        self._start()
+
+    def _alarm_changed(self) -> None:
+        if self._alarm_event is not None:
+            self._alarm_event.set()
+
+    async def _deliver_alarms(self) -> None:
+        assert self._alarm_event is not None
+        while not self._closed:
+            self._alarm_event.clear()
+            busy = {
+                name for name, live in self._live.items() if live.alarm_task and not live.alarm_task.done()
+            }
+            pending = {obj: at for obj, at in self.backend.alarms().items() if obj not in busy}
+            now = self.clock.now()
+            due = sorted((at, obj) for obj, at in pending.items() if at <= now)
+            for _, obj in due:
+                self._fire(obj)
+            if due:
+                await asyncio.sleep(0)
+                continue
+            future = [at for at in pending.values() if at > now]
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._alarm_event.wait())}
+            if future:
+                waits.add(asyncio.ensure_future(self.clock.sleep(min(future) - now)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+
+    def _fire(self, obj: str) -> None:
+        live = self._instance(obj)
+        scheduled = self.backend.get_alarm(obj)
+        # The alarm is cleared as the handler starts (getAlarm() is None inside it).
+        self.backend.commit(obj, {}, (), None)
+        live.alarm_task = live.host.spawn(self._run_alarm(live, obj, scheduled))
+
+    async def _run_alarm(self, live: _Live, obj: str, scheduled: float | None) -> None:
+        retry = self._retries.get(obj, 0)
+        live.host.in_alarm_handler = True
+        try:
+            await live.instance.alarm({"retryCount": retry, "isRetry": retry > 0})
+        except (ObjectEvicted, SimulatedCrash, asyncio.CancelledError):
+            # The object died mid-handler: Cloudflare retries the alarm.
+            self._reschedule(obj, retry, scheduled)
+            raise
+        except Exception as exc:
+            log.warning("alarm handler of %s raised %r", obj, exc)
+            self._reschedule(obj, retry, scheduled)
+            return
+        finally:
+            live.host.in_alarm_handler = False
+            # An alarm set while the handler ran is due for delivery now.
+            self._alarm_changed()
+        self._retries.pop(obj, None)
+
+    def _reschedule(self, obj: str, retry: int, scheduled: float | None) -> None:
+        if retry >= ALARM_RETRIES:
+            log.warning("alarm of %s dropped after %d retries", obj, retry)
+            self._retries.pop(obj, None)
+            return
+        if self.backend.get_alarm(obj) is None:
+            delay = 2.0 ** (retry + 1) * (1.0 + self._rng.uniform(0.0, 0.25))
+            self.backend.commit(obj, {}, (), self.clock.now() + delay)
+        self._retries[obj] = retry + 1
+        self._alarm_changed()
+
+    # -- interleaving -------------------------------------------------------------
+
+    async def _yield_point(self) -> None:
+        if self.interleave == "none":
+            return
+        turns = 1 if self.interleave == "storage" else self._rng.randint(0, 4)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+
+    def _before_write(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+        if self.write_hook is not None:
+            self.write_hook(obj, puts, deletes)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until no request or alarm handler runs (for tests and demos)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            busy = [t for live in self._live.values() for t in live.host.tasks if not t.done()]
+            if not busy:
+                return
+            await asyncio.wait(busy, timeout=max(end - loop.time(), 0.0))
+        raise TimeoutError("objects still busy")
+
+    async def close(self) -> None:
+        """Stop alarm delivery, kill live objects and close storage."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._alarm_loop is not None:
+            self._alarm_loop.cancel()
+            with contextlib.suppress(BaseException):
+                await self._alarm_loop
+        tasks = [t for live in self._live.values() for t in live.host.tasks]
+        self.evict_all()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        self.backend.close()
+
+    async def __aenter__(self) -> LocalNamespace:
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
