@@ -96,6 +96,7 @@ class ExecutionCore:
         self._run: PhaseRun | None = None
         self._kick = False
         self._pending: dict[str, str] = {}
+        self._pending_steps: list[str] = []
         self._flush_scheduled = False
         self._write_failure: BaseException | None = None
         self._inbox: dict[str, dict[str, Any]] = {}
@@ -131,11 +132,12 @@ class ExecutionCore:
         """One atomic storage write, carrying any deferred step completions with it."""
         if self._write_failure is not None:
             raise StorageFailure(self._write_failure)
-        deferred = bool(self._pending)
-        if deferred:
+        deferred = list(self._pending_steps)
+        if self._pending:
             merged = self._pending
             merged.update(puts)
             self._pending = {}
+            self._pending_steps = []
         else:
             merged = dict(puts)
         self.writes += 1
@@ -144,13 +146,14 @@ class ExecutionCore:
         except Exception as exc:
             self._write_failure = exc
             raise StorageFailure(exc) from exc
-        if deferred:
-            self.fault("after_journal")
+        for step in deferred:
+            self.fault("after_journal", step=step)
 
-    def defer(self, key: str, text: str) -> None:
-        """Queue a step completion for the next write (the next operation's start,
-        the phase's end, or the end of this loop turn, whichever comes first)."""
+    def defer(self, key: str, text: str, name: str) -> None:
+        """Queue an operation's completion for the next write (the next operation's
+        start, the phase's end, or the end of this loop turn, whichever comes first)."""
         self._pending[key] = text
+        self._pending_steps.append(name)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
@@ -514,6 +517,7 @@ class ExecutionCore:
         """Drop cached state after a failed write: storage is the truth, reload it."""
         self._loaded = False
         self._pending = {}
+        self._pending_steps = []
         self._write_failure = None
         self._meta = self._state = None
 

@@ -535,7 +535,7 @@ class PhaseRun:
             "errors": [],
         }
         key, text = self._record(op, record)
-        self.core.defer(key, text)
+        self.core.defer(key, text, name)
         return validate(options.output, record["output"], what=f"output of {name!r}")
 
     def _defer_with_output(self, op: int, record: dict[str, Any], output_text: str) -> None:
@@ -548,7 +548,7 @@ class PhaseRun:
         jn.check_size(key, text, what=f"output of step {record['name']!r}")
         record["output"] = jn.loads(output_text)
         self.entries[op] = record
-        self.core.defer(key, text)
+        self.core.defer(key, text, record["name"])
 
     async def _invoke(
         self, call: Callable[[StepContext], Any], ctx: StepContext, options: StepOptions, name: str
@@ -630,7 +630,7 @@ class PhaseRun:
                     await self.core.write({key: text})
             await self._wait_until(op, name, wake_at, 0)
             key, text = self._record(op, {**entry, "status": "completed", "finished_at": self.core.now()})
-            self.core.defer(key, text)
+            self.core.defer(key, text, name)
         finally:
             self._leave(op)
 
@@ -692,7 +692,7 @@ class PhaseRun:
                             "timed_out": True,
                         }
                         key, text = self._record(op, done)
-                        self.core.defer(key, text)
+                        self.core.defer(key, text, name)
                         return data
                     error = dict(
                         jn.serialize_error(

@@ -154,8 +154,14 @@ class LocalHost:
             raise ObjectEvicted(self.object_name)
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._reap)
         return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        # A task killed with its object has no one left to look at it.
+        if not task.cancelled() and isinstance(task.exception(), (ObjectEvicted, SimulatedCrash)):
+            return
 
     def _fault(self, point: str, **info: Any) -> None:
         hook = self.namespace.faults

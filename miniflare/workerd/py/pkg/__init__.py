@@ -1,0 +1,3 @@
+from .sub import double
+
+NAME = "pkg"

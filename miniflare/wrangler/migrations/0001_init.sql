@@ -1,0 +1,6 @@
+CREATE TABLE IF NOT EXISTS history (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  instance_id TEXT NOT NULL,
+  event TEXT NOT NULL,
+  payload TEXT
+);
