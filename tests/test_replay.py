@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Effects, make_order_flow, unique
 
+from conftest import Effects, make_order_flow, unique
 from workkit_workflow import RetryPolicy, Workflow, workflow
 from workkit_workflow.testing import WorkflowTestEnv, step_names
 
@@ -76,15 +76,28 @@ async def test_lost_attempt_counts_and_is_retried(env: WorkflowTestEnv, effects:
     assert effects.effects_applied == 3
 
 
-async def test_a_step_lost_more_times_than_its_attempts_fails(env: WorkflowTestEnv, effects: Effects) -> None:
-    flow = make_order_flow(effects, retry=RetryPolicy(max_attempts=2, initial_delay=1.0))
-    env.faults.crash_at("after_side_effect", step="charge-card", times=5)
-    handle = await env.start(flow, {"order_id": "o-4"})
+async def test_lost_attempts_do_not_use_up_the_retry_policy(env: WorkflowTestEnv, effects: Effects) -> None:
+    # A single-attempt step that may have run without being journaled still runs again.
+    flow = make_order_flow(effects, retry=RetryPolicy(max_attempts=1))
+    env.faults.crash_at("before_step", step="charge-card", times=3)
+    result = await env.result(await env.start(flow, {"order_id": "o-4"}))
+    assert result.ok
+    assert effects.calls["charge"] == 1  # the three lost attempts crashed before the handler
+
+
+async def test_a_step_that_always_kills_its_process_fails_after_the_lost_attempt_cap(
+    env: WorkflowTestEnv, effects: Effects
+) -> None:
+    from workkit_workflow._run import MAX_LOST_ATTEMPTS
+
+    flow = make_order_flow(effects)
+    env.faults.crash_at("after_side_effect", step="charge-card", times=100)
+    handle = await env.start(flow, {"order_id": "o-5"})
     result = await env.result(handle)
-    assert not result.ok
-    assert result.error is not None
+    assert not result.ok and result.error is not None
     assert result.error.failed_step == "charge-card"
     assert result.error.code == "attempt_lost"
+    assert effects.calls["charge"] == MAX_LOST_ATTEMPTS
     assert effects.calls["compensate"] == 1
 
 

@@ -248,8 +248,7 @@ class ExecutionCore:
                 created = True
         if wait:
             await self._drive_until_quiet()
-        elif not self._runner_active():
-            self._ensure_runner()
+        # Without wait, the alarm set at creation (due now) starts the execution.
         return self.view(), created
 
     async def _create(

@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 MAX_ERRORS_KEPT = 10
 """Attempt errors kept per journal entry, newest last (bounds an entry's size)."""
 
+MAX_LOST_ATTEMPTS = 5
+"""Consecutive attempts lost to the object dying mid-step before the step fails.
+
+A lost attempt may or may not have run, so it runs again (at least once)
+without using up the retry policy's attempts; this cap only stops a step that
+kills its process every time from looping forever."""
+
 
 class ControlSignal(BaseException):
     """Private control flow; a ``BaseException`` so ``except Exception`` in user code
@@ -360,21 +367,24 @@ class PhaseRun:
         errors: list[dict[str, Any]] = list(entry.get("errors") or []) if entry else []
         key_text: str | None = entry.get("idempotency_key") if entry else None
         first_started = entry.get("started_at") if entry else None
+        failures = int(entry.get("failures", 0)) if entry else 0
         if entry is not None and entry["status"] == "running":
             # The attempt started and never journaled: the object died mid-step.
+            lost_in_a_row = int(entry.get("lost", 0)) + 1
             lost = {
                 "code": "attempt_lost",
                 "message": "the execution object stopped while this attempt ran",
                 "type": "AttemptLost",
-                "retryable": attempt < policy.max_attempts,
+                "retryable": lost_in_a_row < MAX_LOST_ATTEMPTS,
                 "attempt": attempt,
                 "started_at": entry.get("attempt_started_at"),
                 "finished_at": None,
                 "duration_ms": None,
             }
             errors = [*errors, lost][-MAX_ERRORS_KEPT:]
-            if attempt >= policy.max_attempts:
-                raise await self._fail(op, entry, lost)
+            if lost_in_a_row >= MAX_LOST_ATTEMPTS:
+                raise await self._fail(op, {**entry, "errors": errors}, lost)
+            entry = {**entry, "lost": lost_in_a_row}
         elif entry is not None and entry["status"] == "retrying":
             await self._wait_until(op, name, float(entry["retry_at"]), attempt)
         while True:
@@ -403,6 +413,8 @@ class PhaseRun:
                 "name": name,
                 "status": "running",
                 "attempt": attempt,
+                "failures": failures,
+                "lost": int(entry.get("lost", 0)) if entry else 0,
                 "started_at": first_started if first_started is not None else now,
                 "attempt_started_at": now,
                 "idempotency_key": key_text,
@@ -436,13 +448,14 @@ class PhaseRun:
                     )
                     await self._fail(op, {**running, "errors": [*errors, error][-MAX_ERRORS_KEPT:]}, error)
                     raise _Abort(timeout, step=name, attempt=attempt, compensate=True) from None
+                failures += 1
                 retry = (
                     jn.is_retryable(exc, policy.non_retryable)
-                    and attempt < policy.max_attempts
+                    and failures < policy.max_attempts
                     and not self.stopping
                     and not self.core.cancel_requested
                 )
-                retry_at = finished + policy.next_delay(attempt, self.core.rng) if retry else None
+                retry_at = finished + policy.next_delay(failures, self.core.rng) if retry else None
                 if retry_at is not None and self.deadline is not None and retry_at >= self.deadline:
                     retry, retry_at = False, None
                 error = dict(
@@ -452,13 +465,17 @@ class PhaseRun:
                 )
                 errors = [*errors, error][-MAX_ERRORS_KEPT:]
                 if retry_at is None:
-                    raise await self._fail(op, {**running, "errors": errors}, error) from None
+                    raise await self._fail(
+                        op, {**running, "errors": errors, "failures": failures}, error
+                    ) from None
                 retrying = {
                     **running,
                     "status": "retrying",
                     "retry_at": retry_at,
                     "error": error,
                     "errors": errors,
+                    "failures": failures,
+                    "lost": 0,
                 }
                 key, text = self._record(op, retrying)
                 await self.core.write({key: text})
