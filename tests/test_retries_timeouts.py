@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -66,7 +67,7 @@ async def test_retries_wait_durably_with_backoff(env: WorkflowTestEnv) -> None:
     assert view["running"] == []
     result = await env.result(handle)
     assert result.ok and result.value == "ok"
-    gaps = [round(b - a, 6) for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(attempts)]
     assert gaps == [10.0, 30.0, 60.0]
     entry = (await handle.journal())[0]
     assert entry["attempt"] == 4
