@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from workkit_workflow._ports import WireRequest, WireResponse
@@ -39,7 +40,7 @@ async def test_alarm_retries_with_backoff_then_drops() -> None:
         times = [t - start for t, _ in AlarmProbe.deliveries]
         assert len(times) == 7  # the first delivery and 6 retries, then dropped
         assert times[0] == 10.0
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         for gap, base in zip(gaps, [2, 4, 8, 16, 32, 64], strict=True):
             assert base <= gap <= base * 1.25
         assert [info["retryCount"] for _, info in AlarmProbe.deliveries] == list(range(7))

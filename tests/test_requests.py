@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Effects, make_order_flow, unique
 
+from conftest import Effects, make_order_flow, unique
 from workkit_workflow import Workflow
 from workkit_workflow._ports import WireRequest
 from workkit_workflow.errors import ExecutionConflictError, ExecutionNotFoundError, UnknownWorkflowError
