@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import unique
 
+from conftest import unique
 from workkit_workflow import Workflow, workflow
 from workkit_workflow.errors import ExecutionConflictError
 from workkit_workflow.testing import WorkflowTestEnv, step_names
@@ -55,7 +55,7 @@ async def test_sleep_survives_restart_and_is_not_repeated(env: WorkflowTestEnv) 
 
 
 async def test_sleep_until(env: WorkflowTestEnv) -> None:
-    target = datetime.fromtimestamp(env.clock.now(), tz=timezone.utc) + timedelta(days=3)
+    target = datetime.fromtimestamp(env.clock.now(), tz=UTC) + timedelta(days=3)
     woke: list[float] = []
     flow = (
         Workflow(unique("until"))

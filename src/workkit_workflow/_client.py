@@ -242,13 +242,25 @@ class DurableWorkflows:
             raise InvalidRequestError(
                 f"every operation before {from_step!r} must have completed to restart from it"
             )
+        # Completed steps from the cut on keep their recorded idempotent results:
+        # re-run with the same key, they return them instead of acting twice.
+        idempotent = [
+            {"idempotency_hash": e["idempotency_hash"], "name": e.get("name"), "output": e.get("output")}
+            for e in entries[cut:]
+            if e.get("status") == "completed" and e.get("kind") == "step" and e.get("idempotency_hash")
+        ]
         new_id = new_execution_id or str(uuid.uuid4())
         body = {
             "workflow": meta["workflow"],
             "input": meta.get("input") if input is None else input,
             "execution_id": new_id,
             "wait": wait,
-            "restart": {"execution_id": execution_id, "from_step": from_step, "entries": kept},
+            "restart": {
+                "execution_id": execution_id,
+                "from_step": from_step,
+                "entries": kept,
+                "idempotent": idempotent,
+            },
         }
         return await self._start(new_id, body)
 

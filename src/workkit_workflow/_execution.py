@@ -34,7 +34,7 @@ from ._definition import REGISTRY, Registry, Workflow, check_name
 from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._retry import NO_RETRY
 from ._run import ControlSignal, Outcome, PhaseRun
-from ._values import validate
+from ._values import to_data, validate
 from .errors import (
     ExecutionConflictError,
     ExecutionNotFoundError,
@@ -273,13 +273,18 @@ class ExecutionCore:
                 "execution_id": restart.get("execution_id"),
                 "from_step": restart.get("from_step"),
             }
+            source = restart.get("execution_id")
             for entry in restart.get("entries", []):
                 key = jn.op_key(jn.MAIN, int(entry["op"]))
-                puts[key] = jn.encode_record(
-                    key,
-                    {**entry, "restored_from": restart.get("execution_id")},
-                    what="restored entry",
-                )
+                puts[key] = jn.encode_record(key, {**entry, "restored_from": source}, what="restored entry")
+            for entry in restart.get("idempotent", []):
+                key = jn.IDEMPOTENT + str(entry["idempotency_hash"])
+                record = {
+                    "name": entry.get("name"),
+                    "output": entry.get("output"),
+                    "source": f"{entry.get('name')} in {source}",
+                }
+                puts[key] = jn.encode_record(key, record, what="recorded idempotent result")
         meta_text = jn.encode_record(jn.META, meta, what="workflow input")
         state = {
             "status": "pending",
@@ -547,10 +552,15 @@ class ExecutionCore:
                 {k: jn.decode_record(k, v) for k, v in snapshot.items() if k.startswith(jn.INBOX)}
             )
             self._idempotent = {
-                e["idempotency_hash"]: e
+                key[len(jn.IDEMPOTENT) :]: jn.decode_record(key, text)
+                for key, text in snapshot.items()
+                if key.startswith(jn.IDEMPOTENT)
+            }
+            self._idempotent.update(
+                (e["idempotency_hash"], e)
                 for e in main_entries.values()
                 if e.get("status") == "completed" and e.get("idempotency_hash")
-            }
+            )
             now = self.now()
             changes: dict[str, Any] = {
                 "incarnation": int(state.get("incarnation", 0)) + 1,
@@ -620,7 +630,7 @@ class ExecutionCore:
         now = self.now()
         if outcome.kind == "completed":
             try:
-                text = jn.encode_record(jn.RESULT, {"value": outcome.value}, what="workflow result")
+                text = jn.encode_record(jn.RESULT, {"value": to_data(outcome.value)}, what="workflow result")
             except SerializationError as exc:
                 outcome = Outcome("failed", error=exc.to_dict(), failed_step=None)
             else:

@@ -10,6 +10,7 @@ One Durable Object holds one execution. Its keys:
 ``e:<seq>``         an external event waiting in the inbox
 ``eid:<id>``        a delivered event id, so a duplicate delivery is ignored
 ``o:<seq>``         a history record waiting for delivery to D1 (the outbox)
+``i:<hash>``        a recorded idempotent result carried over by ``restart``
 
 Every value is JSON text carrying ``"v": 1``: the same bytes on CPython and
 Pyodide, readable from D1 and by people. An operation's entry is rewritten as
@@ -41,6 +42,7 @@ COMPENSATION: Final = "c:"
 INBOX: Final = "e:"
 EVENT_ID: Final = "eid:"
 OUTBOX: Final = "o:"
+IDEMPOTENT: Final = "i:"
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping"]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
@@ -128,7 +130,10 @@ def check_size(key: str, text: str, *, what: str, limit: int = MAX_VALUE_BYTES) 
 
 def encode_record(key: str, record: dict[str, Any], *, what: str) -> str:
     """Serialize a journal record (already made of JSON values) and check its size."""
-    text = dumps({"v": VERSION, **record} if "v" not in record else record)
+    try:
+        text = dumps({"v": VERSION, **record} if "v" not in record else record)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} is not JSON-serializable: {exc}", what=what) from None
     check_size(key, text, what=what)
     return text
 

@@ -21,8 +21,9 @@ class RetryPolicy:
     """Total attempts, the first included. ``1`` means no retries."""
     initial_delay: float = 1.0
     """Seconds before the second attempt."""
-    max_delay: float = 30.0
-    """Upper bound, in seconds, of any single wait (before jitter)."""
+    max_delay: float | None = None
+    """Upper bound, in seconds, of any single wait (before jitter); ``None``:
+    30 s, or ``initial_delay`` if that is longer."""
     backoff_multiplier: float = 2.0
     """Growth factor of the wait from one attempt to the next."""
     jitter: float = 0.1
@@ -33,7 +34,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         # Accept durations in any public form, store seconds.
         object.__setattr__(self, "initial_delay", to_seconds(self.initial_delay, what="initial_delay"))
-        object.__setattr__(self, "max_delay", to_seconds(self.max_delay, what="max_delay"))
+        if self.max_delay is None:
+            object.__setattr__(self, "max_delay", max(30.0, self.initial_delay))
+        else:
+            object.__setattr__(self, "max_delay", to_seconds(self.max_delay, what="max_delay"))
         object.__setattr__(self, "non_retryable", tuple(self.non_retryable))
         self._validate()
 
@@ -46,7 +50,7 @@ class RetryPolicy:
             raise ValueError("backoff_multiplier must be >= 1.0")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("jitter must be between 0 and 1")
-        if self.max_delay < self.initial_delay:
+        if self.cap < self.initial_delay:
             raise ValueError("max_delay must be >= initial_delay")
 
     @classmethod
@@ -55,7 +59,7 @@ class RetryPolicy:
         *,
         max_attempts: int = 3,
         initial_delay: Duration = 1.0,
-        max_delay: Duration = 30.0,
+        max_delay: Duration | None = None,
         backoff_multiplier: float = 2.0,
         jitter: float = 0.1,
         non_retryable: tuple[str, ...] = (),
@@ -64,7 +68,7 @@ class RetryPolicy:
         return cls(
             max_attempts=max_attempts,
             initial_delay=to_seconds(initial_delay),
-            max_delay=to_seconds(max_delay),
+            max_delay=None if max_delay is None else to_seconds(max_delay),
             backoff_multiplier=backoff_multiplier,
             jitter=jitter,
             non_retryable=non_retryable,
@@ -75,7 +79,12 @@ class RetryPolicy:
         exponent = max(attempt - 1, 0)
         # Cap the exponent so huge attempt numbers cannot overflow a float.
         delay = self.initial_delay * (self.backoff_multiplier ** min(exponent, 64))
-        return min(delay, self.max_delay)
+        return min(delay, self.cap)
+
+    @property
+    def cap(self) -> float:
+        """``max_delay`` as resolved (never None after construction)."""
+        return float(self.max_delay if self.max_delay is not None else max(30.0, self.initial_delay))
 
     def next_delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait after failed attempt ``attempt``, jitter applied (never negative)."""

@@ -546,7 +546,7 @@ class PhaseRun:
             "started_at": now,
             "finished_at": now,
             "idempotency_hash": key_hash,
-            "reused_from": reused.get("source") or f"{reused.get('name')}",
+            "reused_from": reused.get("source") or reused.get("name"),
             "output": reused.get("output"),
             "error": None,
             "errors": [],

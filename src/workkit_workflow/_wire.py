@@ -25,6 +25,7 @@ class RestartSpec(_Body):
     execution_id: str = Field(pattern=_ID_PATTERN)
     from_step: str = Field(min_length=1, max_length=256)
     entries: list[dict[str, JsonValue]] = Field(default_factory=list, max_length=100_000)
+    idempotent: list[dict[str, JsonValue]] = Field(default_factory=list, max_length=100_000)
 
 
 class ExecuteBody(_Body):
