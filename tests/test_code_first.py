@@ -126,8 +126,9 @@ async def test_workflow_code_may_catch_a_failed_step(env: WorkflowTestEnv) -> No
     async def flow(ctx: Any, input: Any) -> Any:
         try:
             await ctx.step("primary", lambda: (_ for _ in ()).throw(NonRetryableError("down")))
-        except StepFailedError:
-            return await ctx.step("fallback", lambda: f"fallback after {exc.step}")
+        except StepFailedError as exc:
+            failed = exc.step
+            return await ctx.step("fallback", lambda: f"fallback after {failed}")
         return "primary"
 
     handle = await env.run(flow, {})
