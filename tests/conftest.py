@@ -63,7 +63,7 @@ def make_order_flow(
     ship_error: BaseException | None = None,
     compensate: bool = True,
     retry: RetryPolicy | None = None,
-) -> Workflow[Any]:
+) -> Workflow:
     async def reserve(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:
         effects.call("reserve")
         effects.deliver(ctx.idempotency_key)

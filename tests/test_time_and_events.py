@@ -66,7 +66,7 @@ async def test_sleep_until(env: WorkflowTestEnv) -> None:
     assert woke == [pytest.approx(target.timestamp())]
 
 
-def approval_flow(decisions: list[Any]) -> Workflow[Any]:
+def approval_flow(decisions: list[Any]) -> Workflow:
     return (
         Workflow(unique("approval"))
         .step("quote", lambda i, p, c: {"amount": i["amount"]})

@@ -165,7 +165,7 @@ class DurableWorkflows:
 
     async def run(
         self,
-        workflow: Workflow[Any] | str,
+        workflow: Workflow | str,
         input: Any = None,
         *,
         execution_id: str | None = None,
@@ -191,7 +191,7 @@ class DurableWorkflows:
         return await self._start(execution_id, body)
 
     async def start(
-        self, workflow: Workflow[Any] | str, input: Any = None, *, execution_id: str | None = None
+        self, workflow: Workflow | str, input: Any = None, *, execution_id: str | None = None
     ) -> ExecutionHandle:
         """Start without waiting: the object's alarm drives the execution."""
         return await self.run(workflow, input, execution_id=execution_id, wait=False)

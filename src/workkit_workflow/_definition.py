@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
@@ -21,7 +21,6 @@ from .errors import DefinitionError, UnknownWorkflowError
 if TYPE_CHECKING:
     from ._context import CompensationContext, StepContext, WorkflowContext
 
-T = TypeVar("T")
 StepHandler = Callable[[Any, Any, "StepContext"], Any]
 """A builder step: ``handler(input, prev, ctx)``, sync or async."""
 IdempotencyKey = str | Callable[..., str]
@@ -91,7 +90,7 @@ class _BuilderOp:
     default: Any = MISSING
 
 
-class Workflow(Generic[T]):
+class Workflow:
     """A named, durable workflow.
 
     Build it step by step::
@@ -142,7 +141,7 @@ class Workflow(Generic[T]):
         timeout: Duration | None = None,
         idempotency_key: IdempotencyKey | None = None,
         output: Any = None,
-    ) -> Workflow[T]:
+    ) -> Workflow:
         """Append a step. ``idempotency_key`` is a string or ``(input, ctx) -> str``."""
         self._check_builder()
         check_name(name, "step")
@@ -159,13 +158,13 @@ class Workflow(Generic[T]):
         )
         return self._append(_BuilderOp("step", name, handler=handler, options=options))
 
-    def sleep(self, name: str, duration: Duration) -> Workflow[T]:
+    def sleep(self, name: str, duration: Duration) -> Workflow:
         """Append a durable sleep: the execution parks and an alarm wakes it."""
         self._check_builder()
         seconds = _duration(duration, f"sleep {name!r}")
         return self._append(_BuilderOp("sleep", check_name(name, "sleep"), duration=seconds))
 
-    def sleep_until(self, name: str, when: datetime | float) -> Workflow[T]:
+    def sleep_until(self, name: str, when: datetime | float) -> Workflow:
         """Append a durable sleep until an instant (aware datetime or epoch seconds)."""
         self._check_builder()
         try:
@@ -181,7 +180,7 @@ class Workflow(Generic[T]):
         *,
         timeout: Duration | None = None,
         default: Any = MISSING,
-    ) -> Workflow[T]:
+    ) -> Workflow:
         """Append a wait for an external event; its payload becomes ``prev`` of the next step.
 
         Without ``default``, a timeout fails the step (and compensation runs).
@@ -198,7 +197,7 @@ class Workflow(Generic[T]):
         )
         return self._append(op)
 
-    def on_failure(self, handler: CompensationHandler) -> Workflow[T]:
+    def on_failure(self, handler: CompensationHandler) -> Workflow:
         """Set the compensation handler: runs once when the execution fails for good or is cancelled."""
         if not callable(handler):
             raise DefinitionError("on_failure handler must be callable")
@@ -209,7 +208,7 @@ class Workflow(Generic[T]):
         if self._fn is not None:
             raise DefinitionError(f"workflow {self.name!r} is code-first; it has no builder steps")
 
-    def _append(self, op: _BuilderOp) -> Workflow[T]:
+    def _append(self, op: _BuilderOp) -> Workflow:
         if any(existing.name == op.name for existing in self._ops):
             raise DefinitionError(f"workflow {self.name!r} already has a step named {op.name!r}")
         self._ops.append(op)
@@ -259,7 +258,7 @@ def workflow(
     timeout: Duration | None = None,
     input_type: Any = None,
     register: bool = True,
-) -> Callable[[WorkflowFunction], Workflow[Any]]:
+) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
 
         @workflow("approval")
@@ -272,7 +271,7 @@ def workflow(
     Use ``.on_failure(handler)`` on the result to add compensation.
     """
 
-    def decorate(fn: WorkflowFunction) -> Workflow[Any]:
+    def decorate(fn: WorkflowFunction) -> Workflow:
         if not inspect.iscoroutinefunction(fn):
             raise DefinitionError(f"workflow {name!r}: the function must be `async def`")
         return Workflow(name, fn, retry=retry, timeout=timeout, input_type=input_type, register=register)
@@ -285,12 +284,12 @@ class Registry:
     the earlier one (module reloads and tests redefine freely)."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, Workflow[Any]] = {}
+        self._by_name: dict[str, Workflow] = {}
 
-    def register(self, definition: Workflow[Any]) -> None:
+    def register(self, definition: Workflow) -> None:
         self._by_name[definition.name] = definition
 
-    def get(self, name: str) -> Workflow[Any]:
+    def get(self, name: str) -> Workflow:
         try:
             return self._by_name[name]
         except KeyError:

@@ -592,9 +592,7 @@ class ExecutionCore:
                 comp[jn.op_of(key)] = jn.decode_record(key, text)
         return main, comp
 
-    async def _main_phase(
-        self, definition: Workflow[Any], entries: dict[int, dict[str, Any]]
-    ) -> Outcome | None:
+    async def _main_phase(self, definition: Workflow, entries: dict[int, dict[str, Any]]) -> Outcome | None:
         """Run the body; returns the outcome if the drive is over, None to go on."""
         assert self._meta is not None and self._state is not None
         if self.cancel_requested:
@@ -626,7 +624,7 @@ class ExecutionCore:
         await self._end_main(definition, outcome)
         return None if self._state and self._state["phase"] == "compensation" else outcome
 
-    async def _end_main(self, definition: Workflow[Any], outcome: Outcome) -> None:
+    async def _end_main(self, definition: Workflow, outcome: Outcome) -> None:
         now = self.now()
         if outcome.kind == "completed":
             try:
@@ -670,7 +668,7 @@ class ExecutionCore:
 
     async def _compensation_phase(
         self,
-        definition: Workflow[Any],
+        definition: Workflow,
         main_entries: dict[int, dict[str, Any]],
         entries: dict[int, dict[str, Any]],
     ) -> Outcome | None:

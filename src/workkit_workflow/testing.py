@@ -125,13 +125,11 @@ class WorkflowTestEnv:
             self.path, self.clock, interleave=self._interleave, seed=self._seed, faults=self.faults
         )
 
-    async def run(self, workflow: Workflow[Any] | str, input: Any = None, **options: Any) -> ExecutionHandle:
+    async def run(self, workflow: Workflow | str, input: Any = None, **options: Any) -> ExecutionHandle:
         """Start an execution and drive it until it finishes or parks."""
         return await self.client.run(workflow, input, **options)
 
-    async def start(
-        self, workflow: Workflow[Any] | str, input: Any = None, **options: Any
-    ) -> ExecutionHandle:
+    async def start(self, workflow: Workflow | str, input: Any = None, **options: Any) -> ExecutionHandle:
         """Start an execution without driving it: its alarm does. A crash at a
         fault point does not reach the caller this way."""
         return await self.client.start(workflow, input, **options)
