@@ -20,8 +20,8 @@ from workkit_workflow.local import LocalNamespace, VirtualClock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "worker"))
 
-import app  # noqa: E402
-import order_flow  # noqa: E402, F401
+import app
+import order_flow  # noqa: F401
 
 ORDER = {"order_id": "o-1", "amount": 25.5, "items": [{"sku": "book-1", "quantity": 2}]}
 
@@ -125,14 +125,28 @@ async def test_bad_orders_get_400_with_the_field(env: Any, body: Any, field: str
     [
         ("POST", "/orders", b"{not json", None, 400, "invalid_json"),
         ("POST", "/orders", b"[1, 2]", None, 400, "invalid_request"),
-        ("POST", "/orders", b'{"order_id": "x"}', {"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        (
+            "POST",
+            "/orders",
+            b'{"order_id": "x"}',
+            {"content-type": "text/plain"},
+            415,
+            "unsupported_media_type",
+        ),
         ("POST", "/orders", b"x" * 70_000, None, 413, "too_large"),
         ("GET", "/orders", None, None, 405, "method_not_allowed"),
         ("GET", "/nowhere", None, None, 404, "not_found"),
         ("GET", "/executions/bad%20id", None, None, 400, "invalid_request"),
         ("GET", "/executions/nobody", None, None, 404, "execution_not_found"),
         ("POST", "/executions/nobody/approval", {"approved": "yes", "by": "x"}, None, 400, "invalid_request"),
-        ("POST", "/executions/nobody/approval", {"approved": True, "by": "x"}, None, 404, "execution_not_found"),
+        (
+            "POST",
+            "/executions/nobody/approval",
+            {"approved": True, "by": "x"},
+            None,
+            404,
+            "execution_not_found",
+        ),
         ("POST", "/executions/nobody/cancel", {"reason": 5}, None, 400, "invalid_request"),
     ],
 )

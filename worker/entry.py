@@ -11,6 +11,7 @@ from typing import Any
 
 import app
 import order_flow  # noqa: F401  (registers the "order" workflow)
+
 from workkit_workflow import WorkflowExecutionDO
 from workkit_workflow._cloudflare import make_response, read_request
 from workkit_workflow._ports import WireResponse
