@@ -37,3 +37,16 @@ async def test_scenario_on_the_local_runtime(scenario: Any, backend: str, tmp_pa
         await scenario(harness)
     finally:
         await harness.namespace.close()
+
+
+import storage_contract  # noqa: E402
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize("check", storage_contract.CONTRACT, ids=lambda c: c.__name__)
+async def test_storage_contract_on_the_local_runtime(check: Any, backend: str, tmp_path: Path) -> None:
+    harness = LocalHarness(None if backend == "memory" else str(tmp_path / "objects.db"))
+    try:
+        await check(harness.host("contract").storage)
+    finally:
+        await harness.namespace.close()
