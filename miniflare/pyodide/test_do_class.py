@@ -118,3 +118,52 @@ async def test_without_the_sdk_the_class_is_plain_and_speaks_js():
     finally:
         _purge()
         import workkit_workflow  # noqa: F401
+
+
+async def test_the_example_entry_with_the_sdk_serves_through_default():
+    """worker/entry.py (mounted at /worker) under the SDK: ``Default(WorkerEntrypoint)`` serves
+    the API, and the client reaches the namespace through the SDK's stub wrapper, which only
+    takes keyword options."""
+    _purge()
+    for name in ("entry", "app", "order_flow"):
+        sys.modules.pop(name, None)
+    workers = fake_workers.install()
+    sys.path.insert(0, "/worker")
+    try:
+        import entry
+
+        assert "Default" in entry.__all__ and "WorkflowExecutionDO" in entry.__all__
+        assert issubclass(entry.Default, workers.WorkerEntrypoint)
+        assert issubclass(entry.WorkflowExecutionDO, workers.DurableObject)
+        assert not hasattr(entry, "on_fetch")
+        env = types.SimpleNamespace(
+            WORKFLOW_DO=fake_workers.DurableObjectNamespaceWrapper(cf_runtime.workflowDoubleNamespace()),
+            API_TOKEN="t0ken",
+        )
+        default = entry.Default(types.SimpleNamespace(), env)
+        index = await default.fetch(_request("GET", "/"))
+        assert isinstance(index, workers.Response) and index.status == 200
+        order = {"order_id": "e1", "amount": 10, "items": [{"sku": "a", "quantity": 1}]}
+        denied = await default.on_fetch(_request("POST", "/orders", order))
+        assert denied.status == 401
+        request = JsRequest.new(
+            "https://api.example/orders",
+            to_js(
+                {
+                    "method": "POST",
+                    "body": json.dumps(order),
+                    "headers": {"content-type": "application/json", "authorization": "Bearer t0ken"},
+                },
+                dict_converter=Object.fromEntries,
+            ),
+        )
+        created = await default.fetch(fake_workers.Request(request))
+        body = json.loads(await created.text())
+        assert created.status == 201 and body["execution"]["execution_id"] == "order-e1", body
+    finally:
+        sys.path.remove("/worker")
+        for name in ("entry", "app", "order_flow"):
+            sys.modules.pop(name, None)
+        fake_workers.uninstall()
+        _purge()
+        import workkit_workflow  # noqa: F401
