@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from _runtime import require, summary
+from _cf_harness import require, summary
 from workkit_workflow import create_durable_workflow
 from workkit_workflow._cloudflare import IN_PYODIDE, DurableObjectBase, _ms, headers_of, to_js, to_py
 

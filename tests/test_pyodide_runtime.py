@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from _runtime import MINIFLARE, NODE_MODULES, ROOT, assert_all_passed, require
+from _cf_harness import MINIFLARE, NODE_MODULES, ROOT, assert_all_passed, require
 
 pytestmark = pytest.mark.pyodide
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from _runtime import MINIFLARE, NODE_MODULES, assert_all_passed, require
+from _cf_harness import MINIFLARE, NODE_MODULES, assert_all_passed, require
 
 pytestmark = pytest.mark.workerd
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _runtime import NODE_MODULES, ROOT, require
+from _cf_harness import NODE_MODULES, ROOT, require
 
 pytestmark = pytest.mark.workerd
 
