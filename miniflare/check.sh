@@ -19,6 +19,8 @@ check "pyodide 0.26.4 ffi probe" PYODIDE_OK node run_pyodide.mjs --js fakes.mjs 
 if [[ -d node_modules/pyodide-0.27 ]]; then
   check "pyodide 0.27.7 ffi probe" PYODIDE_OK node run_pyodide.mjs --pyodide node_modules/pyodide-0.27 --js fakes.mjs --main --run demo/probe_ffi.py
 fi
+check "adapter suite, pyodide 0.26.4" " 0 failed" node run_pyodide.mjs --mount ../src --mount pyodide:/tests --mount ../worker:/worker --js cf_runtime.mjs:cf_runtime --main --run pyo_test.py -- /tests
+check "example worker under workerd" " 0 failed" python3 workerd/worker_checks.py
 check "workerd python worker + JS DO" '"double(21)": 42' workerd/serve.sh demo "$(mktemp -d /tmp/workkit-workerd.XXXX)"
 check "wrangler dev python + D1 + DO" '"all().results.to_py()": [{"x": 1' wrangler/dev.sh demo "$(mktemp -d /tmp/workkit-wrangler.XXXX)"
 echo "$pass passed, $fail failed"

@@ -1,11 +1,17 @@
 """The one module that touches Cloudflare's JavaScript world.
 
 Everything here converts at the edge, once: ``undefined``/``null`` become
-``None``, a ``Map`` from ``list()`` becomes a dict, Python dicts and lists
-become JS objects and arrays before they reach ``ctx.storage`` (older
-``workers`` SDKs pass Python containers through unconverted, and several
-storage calls then *silently* do nothing; newer ones convert them; explicit
-conversion is right under both). No ``JsProxy`` crosses into the core.
+``None``, a ``Map`` from ``get([...])``/``list()`` becomes a dict, Python
+dicts and lists become plain JS objects and arrays before they reach
+``ctx.storage``, a stub or ``fetch``. No ``JsProxy`` crosses into the core.
+
+Why convert explicitly: older ``workers`` SDKs (and workerd without the
+SDK) hand Python containers to JavaScript unconverted, and then several
+storage calls *silently* do nothing (``put(dict)`` writes nothing,
+``delete(list)`` deletes nothing, ``list({"prefix": ...})`` ignores the
+options); newer SDKs wrap ``ctx.storage`` and convert. A value that is
+already a JS object passes through the newer wrapper unchanged, so explicit
+conversion is right under both (see ``docs/deploy.md``).
 
 ``js``, ``pyodide`` and ``workers`` are imported only when running under
 Pyodide, so ``import workkit_workflow`` works on CPython.
@@ -15,13 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from ._journal import check_size
 from ._ports import KEEP_ALARM, Clock, Storage, SystemClock, WireRequest, WireResponse
 from .errors import TransportError
+
+log = logging.getLogger("workkit_workflow")
 
 IN_PYODIDE = sys.platform == "emscripten"
 INTERNAL_ORIGIN = "https://workkit-workflow.internal"
@@ -29,7 +40,8 @@ INTERNAL_ORIGIN = "https://workkit-workflow.internal"
 
 def _durable_object_base() -> type:
     # The runtime exports only subclasses of workers.DurableObject as Durable
-    # Object classes; elsewhere the class is a plain one.
+    # Object classes; elsewhere (CPython, workerd without the SDK) the class
+    # is a plain one.
     if not IN_PYODIDE:
         return object
     try:
@@ -45,17 +57,26 @@ DurableObjectBase: type = _durable_object_base()
 # -- values ------------------------------------------------------------------
 
 
+def _jsnull() -> Any:
+    # ``pyodide.ffi.jsnull`` exists from Pyodide 0.28 on; before, JS null
+    # arrives as None.
+    try:
+        from pyodide.ffi import jsnull
+    except ImportError:
+        return None
+    return jsnull
+
+
 def to_py(value: Any) -> Any:
     """A JS value as plain Python: ``undefined``/``null`` → None, proxies converted."""
-    if value is None:
-        return None
-    if IN_PYODIDE:
-        from pyodide.ffi import JsProxy, jsnull
+    if value is None or not IN_PYODIDE:
+        return value
+    from pyodide.ffi import JsProxy
 
-        if value is jsnull:
-            return None
-        if isinstance(value, JsProxy):
-            return value.to_py()
+    if value is _jsnull():
+        return None
+    if isinstance(value, JsProxy):
+        return value.to_py()
     return value
 
 
@@ -73,7 +94,7 @@ def _text_map(value: Any) -> dict[str, str]:
     converted = to_py(value)
     if converted is None:
         return {}
-    if not isinstance(converted, dict):
+    if not isinstance(converted, Mapping):
         raise TypeError(f"expected a Map from storage, got {type(converted).__name__}")
     return {str(k): v for k, v in converted.items() if isinstance(v, str)}
 
@@ -87,8 +108,8 @@ class DurableObjectStorage:
     Values are JSON text, the one value type that round-trips exactly (floats
     like ``2.0`` come back as ints otherwise). ``commit`` issues its put,
     delete and alarm calls without an ``await`` between them, which Cloudflare
-    coalesces into one atomic write; sizes are checked before (a batch with an
-    oversize value is otherwise half-written).
+    coalesces into one atomic write; sizes are checked before anything is
+    issued, because a batch with an oversize value is half-written.
     """
 
     def __init__(self, storage: Any) -> None:
@@ -129,6 +150,11 @@ class DurableObjectStorage:
     async def commit(
         self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
     ) -> None:
+        for key, value in puts.items():
+            if not isinstance(value, str):
+                raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
+            check_size(key, value, what=f"stored value {key!r}")
+        # Issued back to back, awaited after: one implicit transaction on Cloudflare.
         pending = []
         if puts:
             pending.append(self._storage.put(to_js(dict(puts))))
@@ -138,7 +164,7 @@ class DurableObjectStorage:
             if alarm is None:
                 pending.append(self._storage.deleteAlarm())
             else:
-                pending.append(self._storage.setAlarm(int(alarm * 1000)))
+                pending.append(self._storage.setAlarm(_ms(alarm)))
         for promise in pending:
             await promise
 
@@ -150,7 +176,13 @@ class DurableObjectStorage:
         if at is None:
             await self._storage.deleteAlarm()
         else:
-            await self._storage.setAlarm(int(at * 1000))
+            await self._storage.setAlarm(_ms(at))
+
+
+def _ms(at: float) -> int:
+    # Rounded up: an alarm that fires before the engine's wake-up time finds
+    # nothing due and parks again at the same (rounded-down) millisecond.
+    return math.ceil(round(at * 1000.0, 3))
 
 
 class CloudflareHost:
@@ -159,19 +191,31 @@ class CloudflareHost:
     is_workkit_host = True
     faults = None
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, *, clock: Clock | None = None) -> None:
         self.ctx = ctx
         self.storage: Storage = DurableObjectStorage(ctx.storage)
-        self.clock: Clock = SystemClock()
-        name = None
+        self.clock: Clock = clock or SystemClock()
         try:
             name = to_py(ctx.id.name)
         except AttributeError:
             name = None
-        self.object_name: str | None = name if isinstance(name, str) else None
+        # workerd of 2024 gives no name inside the object (undefined).
+        self.object_name: str | None = name if isinstance(name, str) and name else None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        return asyncio.ensure_future(coro)
+        task = asyncio.ensure_future(coro)
+        # Pyodide 0.27's WebLoop calls exception() on a finished task whose only
+        # done-callback is its own; for a cancelled task (the engine cancels its
+        # timers) that raises, is logged as "Exception in callback", and the
+        # loop's in-progress count never returns to zero. A second callback
+        # keeps it off that path.
+        task.add_done_callback(_settled)
+        return task
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("workkit_workflow: background task ended with %r", task.exception())
 
 
 def host_from_ctx(ctx: Any) -> CloudflareHost:
@@ -179,6 +223,19 @@ def host_from_ctx(ctx: Any) -> CloudflareHost:
 
 
 # -- requests and responses ----------------------------------------------------------
+
+
+def headers_of(headers: Any) -> dict[str, str]:
+    """Request/response headers (JS ``Headers`` or ``http.client.HTTPMessage``) as a
+    dict with lower-case names."""
+    if headers is None:
+        return {}
+    items = headers.items() if hasattr(headers, "items") else headers.entries()
+    out: dict[str, str] = {}
+    for pair in items:
+        name, value = pair[0], pair[1]
+        out[str(name).lower()] = str(value)
+    return out
 
 
 async def read_request(request: Any) -> WireRequest:
@@ -189,19 +246,28 @@ async def read_request(request: Any) -> WireRequest:
     if method not in ("GET", "HEAD"):
         text = to_py(await request.text())
         body = (text or "").encode()
-    return WireRequest(method=method, path=url.path or "/", query=dict(parse_qsl(url.query)), body=body)
+    return WireRequest(
+        method=method,
+        path=url.path or "/",
+        query=dict(parse_qsl(url.query)),
+        body=body,
+        headers=headers_of(getattr(request, "headers", None)),
+    )
 
 
-def make_response(response: WireResponse) -> Any:
+def make_response(response: WireResponse, headers: Mapping[str, str] | None = None) -> Any:
+    """A JSON response object for the runtime: ``workers.Response`` when the SDK is
+    there, else a JS ``Response`` built with a JS init object (a plain dict
+    would be ignored silently and give status 200)."""
     text = json.dumps(response.body, separators=(",", ":"))
-    headers = {"content-type": "application/json"}
+    all_headers = {"content-type": "application/json", **(headers or {})}
     try:
         from workers import Response
     except ImportError:
         from js import Response as JsResponse
 
-        return JsResponse.new(text, to_js({"status": response.status, "headers": headers}))
-    return Response(text, status=response.status, headers=headers)
+        return JsResponse.new(text, to_js({"status": response.status, "headers": all_headers}))
+    return Response(text, status=response.status, headers=all_headers)
 
 
 # -- the namespace, from a Worker ---------------------------------------------------
@@ -223,11 +289,18 @@ class DurableObjectNamespaceClient:
     ) -> WireResponse:
         stub = self._binding.get(self._binding.idFromName(name))
         url = INTERNAL_ORIGIN + path + ("?" + urlencode(dict(query)) if query else "")
-        init: dict[str, Any] = {"method": method, "headers": {"content-type": "application/json"}}
+        options: dict[str, Any] = {
+            "method": method,
+            # A JS object: raw stubs reject a Python dict here ("not of type
+            # 'Sequence'"), the SDK's stub wrapper passes it through.
+            "headers": to_js({"content-type": "application/json"}),
+        }
         if body is not None:
-            init["body"] = json.dumps(body, separators=(",", ":"))
+            options["body"] = json.dumps(body, separators=(",", ":"))
         try:
-            response = await stub.fetch(url, to_js(init))
+            # Keyword form: Pyodide turns the keywords into the JS init object,
+            # and the SDK's stub wrapper (workers.fetch) accepts only keywords.
+            response = await stub.fetch(url, **options)
             status = int(to_py(response.status))
             text = to_py(await response.text()) or ""
         except Exception as exc:
@@ -248,3 +321,22 @@ def namespace_from_binding(binding: Any) -> DurableObjectNamespaceClient:
             f"or a workkit_workflow.local.LocalNamespace, got {type(binding).__name__}"
         )
     return DurableObjectNamespaceClient(binding)
+
+
+# -- outbound HTTP (workkit_workflow.http) ---------------------------------------------
+
+
+async def js_fetch(
+    method: str, url: str, headers: Mapping[str, str], body: bytes | None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request through the runtime's global ``fetch`` (the only outbound HTTP a
+    Worker has: no synchronous XMLHttpRequest, so no pyodide-http)."""
+    from js import fetch
+
+    options: dict[str, Any] = {"method": method, "headers": to_js(dict(headers))}
+    if body is not None:
+        options["body"] = to_js(body)
+    response = await fetch(url, **options)
+    status = int(to_py(response.status))
+    data = await response.arrayBuffer()
+    return status, headers_of(response.headers), bytes(data.to_bytes())

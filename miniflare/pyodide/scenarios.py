@@ -1,0 +1,273 @@
+"""Engine scenarios that run unchanged on CPython (local runtime) and under real Pyodide
+(DurableObjectStorage adapter over JavaScript fakes of Cloudflare's storage).
+
+Each scenario drives ``ExecutionCore`` directly (not the HTTP layer, which needs
+pydantic) through a *harness* that gives:
+
+* ``clock``: a :class:`ManualClock` (time moves only when the driver says so);
+* ``host(name)``: a fresh object instance over the durable storage of ``name``
+  (a new host is a restart: memory is gone, storage is not).
+
+Alarms are delivered by :func:`fire_alarms`, as Cloudflare does: the alarm is
+cleared, the clock reaches its time, a fresh instance's ``alarm()`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from typing import Any
+
+from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
+from workkit_workflow._definition import Registry
+from workkit_workflow._execution import ExecutionCore
+
+START = 1_767_225_600.0
+
+
+class ManualClock:
+    """Wall time that moves only by ``set``; sleeps wait until cancelled (the phase
+    suspends and an alarm takes over)."""
+
+    def __init__(self, start: float = START) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def set(self, instant: float) -> None:
+        self._now = max(self._now, instant)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        await asyncio.get_running_loop().create_future()
+
+
+class Crash(BaseException):
+    """The process dies at a fault point (nothing in user code can catch it)."""
+
+
+def crash_after_journal(step: str) -> Any:
+    fired: list[str] = []
+
+    def hook(point: str, **info: Any) -> None:
+        if point == "after_journal" and info.get("step") == step and not fired:
+            fired.append(step)
+            raise Crash(f"crash after journaling {step}")
+
+    return hook, fired
+
+
+def core_of(harness: Any, name: str, registry: Registry, faults: Any = None) -> ExecutionCore:
+    return ExecutionCore(harness.host(name), registry=registry, lease=30.0, faults=faults)
+
+
+async def fire_alarms(harness: Any, name: str, registry: Registry, rounds: int = 20) -> int:
+    """Deliver due alarms to fresh instances until none is set; returns how many fired."""
+    for fired in range(rounds):
+        host = harness.host(name)
+        at = await host.storage.get_alarm()
+        if at is None:
+            return fired
+        harness.clock.set(at)
+        await host.storage.set_alarm(None)  # cleared as the handler starts
+        core = ExecutionCore(host, registry=registry, lease=30.0)
+        await asyncio.wait_for(core.alarm(), 10.0)
+    raise AssertionError(f"alarms still set after {rounds} deliveries")
+
+
+def order_flow(calls: Counter[str], *, charge_failures: int = 0, ship_error: Any = None) -> Workflow[Any]:
+    async def reserve(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:
+        calls["reserve"] += 1
+        return {"reservation": f"res-{input['order_id']}", "key": ctx.idempotency_key}
+
+    async def charge(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:
+        calls["charge"] += 1
+        if calls["charge"] <= charge_failures:
+            raise ConnectionError(f"card network timeout #{calls['charge']}")
+        return {"tx": f"tx-{input['order_id']}", "amount": 2.0, "reservation": prev["reservation"]}
+
+    def ship(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:
+        calls["ship"] += 1
+        if ship_error is not None:
+            raise ship_error
+        return {"tracking": f"trk-{input['order_id']}", "tx": prev["tx"], "amount": prev["amount"]}
+
+    async def undo(ctx: Any) -> None:
+        calls["compensate"] += 1
+        if "charge-card" in ctx.step_outputs:
+            await ctx.step("refund", lambda: calls.update(["refund"]) or {"refunded": True})
+        if "reserve-inventory" in ctx.step_outputs:
+            await ctx.step("release", lambda: calls.update(["release"]) or {"released": True})
+
+    return (
+        Workflow("order", retry=RetryPolicy(max_attempts=3, initial_delay=5.0, jitter=0.0), register=False)
+        .step("reserve-inventory", reserve)
+        .step("charge-card", charge, idempotency_key=lambda input, ctx: f"charge:{input['order_id']}")
+        .step("ship", ship)
+        .on_failure(undo)
+    )
+
+
+def registry_of(*flows: Workflow[Any]) -> Registry:
+    registry = Registry()
+    for flow in flows:
+        registry.register(flow)
+    return registry
+
+
+async def scenario_linear_replay(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(order_flow(calls))
+    view, created = await core_of(harness, "lin", reg).execute(
+        workflow="order", input={"order_id": "o-1"}, execution_id="lin", wait=True
+    )
+    assert created and view["status"] == "completed", view
+    # Restart: a new instance reads everything back from storage.
+    core = core_of(harness, "lin", reg)
+    result = await core.result()
+    assert result["ok"] and result["value"] == {"tracking": "trk-o-1", "tx": "tx-o-1", "amount": 2}, result
+    journal = await core.journal()
+    assert [e["name"] for e in journal] == ["reserve-inventory", "charge-card", "ship"], journal
+    assert all(e["status"] == "completed" and e["attempt"] == 1 for e in journal)
+    key = journal[0]["output"]["key"]
+    assert isinstance(key, str) and key, journal[0]
+    # Running it again is idempotent: nothing runs twice.
+    _, again = await core.execute(workflow="order", input={"order_id": "o-1"}, execution_id="lin", wait=True)
+    assert not again
+    assert calls == Counter(reserve=1, charge=1, ship=1), calls
+    assert await harness.host("lin").storage.get_alarm() is None
+
+
+async def scenario_crash_and_resume(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(order_flow(calls))
+    hook, fired = crash_after_journal("charge-card")
+    with contextlib.suppress(Crash):
+        await core_of(harness, "crash", reg, faults=hook).execute(
+            workflow="order", input={"order_id": "o-2"}, execution_id="crash", wait=True
+        )
+    assert fired == ["charge-card"]
+    # The lease alarm is what brings the execution back after the crash.
+    assert await harness.host("crash").storage.get_alarm() is not None
+    assert await fire_alarms(harness, "crash", reg) >= 1
+    core = core_of(harness, "crash", reg)
+    assert (await core.status())["status"] == "completed"
+    assert calls == Counter(reserve=1, charge=1, ship=1), calls
+
+
+async def scenario_retries_via_alarm(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(order_flow(calls, charge_failures=2))
+    t0 = harness.clock.now()
+    view, _ = await core_of(harness, "retry", reg).execute(
+        workflow="order", input={"order_id": "o-3"}, execution_id="retry", wait=True
+    )
+    assert view["status"] in ("sleeping", "running"), view
+    alarm = await harness.host("retry").storage.get_alarm()
+    assert alarm is not None and alarm >= t0 + 5.0 - 0.001, (alarm, t0)
+    assert await fire_alarms(harness, "retry", reg) >= 2
+    core = core_of(harness, "retry", reg)
+    assert (await core.status())["status"] == "completed"
+    charge = next(e for e in await core.journal() if e["name"] == "charge-card")
+    assert charge["attempt"] == 3 and len(charge["errors"]) == 2, charge
+    assert calls == Counter(reserve=1, charge=3, ship=1), calls
+
+
+async def scenario_non_retryable(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    flow = Workflow("strict", register=False).step(
+        "validate", lambda input, prev, ctx: (_ for _ in ()).throw(NonRetryableError("bad address"))
+    )
+    reg = registry_of(flow)
+    view, _ = await core_of(harness, "nonretry", reg).execute(
+        workflow="strict", input=None, execution_id="nonretry", wait=True
+    )
+    assert view["status"] == "failed" and view["failed_step"] == "validate", view
+    assert view["error"]["code"] == "non_retryable" and view["step_attempt"] == 1, view
+    assert await harness.host("nonretry").storage.get_alarm() is None
+    assert not calls
+
+
+async def scenario_compensation(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(order_flow(calls, ship_error=NonRetryableError("carrier refused")))
+    await core_of(harness, "comp", reg).execute(
+        workflow="order", input={"order_id": "o-4"}, execution_id="comp", wait=True
+    )
+    await fire_alarms(harness, "comp", reg)
+    core = core_of(harness, "comp", reg)
+    view = await core.status()
+    assert view["status"] == "failed" and view["failed_step"] == "ship", view
+    assert view["compensation"]["status"] == "completed", view
+    journal = await core.journal()
+    comp = [e["name"] for e in journal if e["phase"] == "compensation"]
+    assert comp == ["refund", "release"], journal
+    assert calls == Counter(reserve=1, charge=1, ship=1, compensate=1, refund=1, release=1), calls
+
+
+def nap_flow(calls: Counter[str]) -> Workflow[Any]:
+    async def body(ctx: Any, input: Any) -> Any:
+        await ctx.step("before", lambda: calls.update(["before"]) or 1)
+        await ctx.sleep("nap", 3600)
+        return await ctx.step("after", lambda: calls.update(["after"]) or 2)
+
+    return Workflow("nap", body, register=False)
+
+
+async def scenario_sleep(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(nap_flow(calls))
+    t0 = harness.clock.now()
+    view, _ = await core_of(harness, "nap", reg).execute(
+        workflow="nap", input=None, execution_id="nap", wait=True
+    )
+    assert view["status"] == "sleeping" and abs(view["wake_at"] - (t0 + 3600)) < 0.01, view
+    assert abs(await harness.host("nap").storage.get_alarm() - (t0 + 3600)) < 0.01
+    assert await fire_alarms(harness, "nap", reg) == 1
+    result = await core_of(harness, "nap", reg).result()
+    assert result["ok"] and result["value"] == 2, result
+    assert calls == Counter(before=1, after=1), calls
+
+
+def approval_flow(calls: Counter[str]) -> Workflow[Any]:
+    async def body(ctx: Any, input: Any) -> Any:
+        await ctx.step("quote", lambda: calls.update(["quote"]) or {"price": 10})
+        decision = await ctx.wait_for_event("approval", "approved", timeout=86400)
+        return await ctx.step("ship", lambda: calls.update(["ship"]) or {"by": decision["by"]})
+
+    return Workflow("approval", body, register=False)
+
+
+async def scenario_wait_for_event(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(approval_flow(calls))
+    view, _ = await core_of(harness, "wait", reg).execute(
+        workflow="approval", input=None, execution_id="wait", wait=True
+    )
+    assert view["status"] == "waiting" and view["waiting_for"] == ["approved"], view
+    # The wait's timeout is the only wake-up: an alarm a day ahead.
+    alarm = await harness.host("wait").storage.get_alarm()
+    assert alarm is not None and alarm > harness.clock.now() + 86000
+    core = core_of(harness, "wait", reg)  # a restart while waiting
+    outcome = await core.send_event("approved", {"by": "ana"}, "ev-1")
+    assert outcome["accepted"]
+    duplicate = await core.send_event("approved", {"by": "bob"}, "ev-1")
+    assert duplicate["duplicate"]
+    result = await asyncio.wait_for(core.result(wait=30.0), 10.0)
+    assert result["ok"] and result["value"] == {"by": "ana"}, result
+    assert calls == Counter(quote=1, ship=1), calls
+
+
+SCENARIOS = [
+    scenario_linear_replay,
+    scenario_crash_and_resume,
+    scenario_retries_via_alarm,
+    scenario_non_retryable,
+    scenario_compensation,
+    scenario_sleep,
+    scenario_wait_for_event,
+]

@@ -1,0 +1,40 @@
+"""The engine scenarios (scenarios.py, also run on CPython by tests/test_cloudflare_parity.py)
+through CloudflareHost + DurableObjectStorage over the JS storage fake, raw and SDK-wrapped."""
+
+import cf_runtime
+import fake_workers
+import scenarios
+
+from workkit_workflow._cloudflare import CloudflareHost
+
+_runs = iter(range(10_000))
+
+
+class PyodideHarness:
+    def __init__(self, wrapped):
+        self.clock = scenarios.ManualClock()
+        self.prefix = f"run{next(_runs)}:"
+        self.wrapped = wrapped
+
+    def host(self, name):
+        ctx = cf_runtime.makeState(self.prefix + name, False)
+        if self.wrapped:
+            ctx = fake_workers.DurableObjectContext(ctx)
+        return CloudflareHost(ctx, clock=self.clock)
+
+
+def _make(scenario, wrapped):
+    async def test():
+        await scenario(PyodideHarness(wrapped))
+
+    return test
+
+
+for _scenario in scenarios.SCENARIOS:
+    globals()[f"test_{_scenario.__name__}_raw"] = _make(_scenario, False)
+    globals()[f"test_{_scenario.__name__}_sdk"] = _make(_scenario, True)
+
+
+async def test_host_reads_the_object_name_when_the_runtime_gives_it():
+    assert CloudflareHost(cf_runtime.makeState("named", True)).object_name == "named"
+    assert CloudflareHost(cf_runtime.makeState("anon", False)).object_name is None

@@ -1,0 +1,227 @@
+"""The example Worker's HTTP API, independent of the runtime (no ``js``, no pydantic).
+
+=====================================  ======  ==========================================
+route                                  method  does
+=====================================  ======  ==========================================
+/                                      GET     this table, as JSON
+/orders                                POST    start the order flow (idempotent per order_id)
+/executions/{id}                       GET     status
+/executions/{id}/journal               GET     every journaled step, sleep and wait
+/executions/{id}/result                GET     the outcome, once settled
+/executions/{id}/cancel                POST    cancel (compensation runs)
+/executions/{id}/approval              POST    the manager's decision: resumes the wait
+=====================================  ======  ==========================================
+
+Every answer is JSON; errors are ``{"error": {"code", "message", ...}}`` with a
+4xx status for bad input. With the secret ``API_TOKEN`` set, every route but
+``/`` needs ``Authorization: Bearer <API_TOKEN>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from workkit_workflow import create_durable_workflow
+from workkit_workflow.errors import WorkflowError
+
+MAX_BODY_BYTES = 64_000
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$")
+_STATUS_BY_CODE = {
+    "invalid_request": 400,
+    "execution_not_found": 404,
+    "unknown_workflow": 404,
+    "execution_conflict": 409,
+    "execution_not_finished": 409,
+    "serialization_error": 413,
+    "transport_error": 502,
+}
+ROUTES = {
+    "POST /orders": "start the order flow",
+    "GET /executions/{id}": "status",
+    "GET /executions/{id}/journal": "journal",
+    "GET /executions/{id}/result": "outcome once settled",
+    "POST /executions/{id}/cancel": "cancel",
+    "POST /executions/{id}/approval": "approve or reject a waiting order",
+}
+
+Answer = tuple[int, dict[str, Any]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"code": code, "message": message, **details}}
+
+
+def _fail(field: str, problem: str) -> ApiError:
+    return ApiError(
+        400,
+        "invalid_request",
+        f"{field}: {problem}",
+        problems=[{"field": field, "problem": problem}],
+    )
+
+
+# -- validation ---------------------------------------------------------------
+
+
+def _json_body(request: Any) -> dict[str, Any]:
+    body: bytes = request.body or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"request body is over {MAX_BODY_BYTES} bytes")
+    content_type = str(request.headers.get("content-type", "")).split(";")[0].strip().lower()
+    if body and content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _fail("(body)", "must be a JSON object")
+    return data
+
+
+def _only(data: Mapping[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise _fail(extra[0], f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _text(data: Mapping[str, Any], field: str, *, required: bool = True, pattern: Any = None) -> Any:
+    value = data.get(field)
+    if value is None:
+        if required:
+            raise _fail(field, "is required")
+        return None
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise _fail(field, "must be a non-empty string of at most 200 characters")
+    if pattern is not None and not pattern.match(value):
+        raise _fail(field, "may hold letters, digits and . _ : - (at most 100)")
+    return value
+
+
+def parse_order(data: Mapping[str, Any]) -> dict[str, Any]:
+    _only(data, {"order_id", "amount", "currency", "items"})
+    order_id = _text(data, "order_id", pattern=_ID)
+    amount = data.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+        raise _fail("amount", "must be a number")
+    if not 0 < amount <= 1_000_000:
+        raise _fail("amount", "must be more than 0 and at most 1000000")
+    currency = data.get("currency", "EUR")
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+        raise _fail("currency", "must be a three-letter code such as EUR")
+    items = data.get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= 100:
+        raise _fail("items", "must be a list of 1 to 100 items")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) - {"sku", "quantity"}:
+            raise _fail(f"items.{i}", "must be an object with sku and quantity")
+        _text(item, "sku", pattern=_ID)
+        quantity = item.get("quantity", 1)
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 1000:
+            raise _fail(f"items.{i}.quantity", "must be an integer from 1 to 1000")
+    return {"order_id": order_id, "amount": amount, "currency": currency, "items": items}
+
+
+def parse_approval(data: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    _only(data, {"approved", "by", "event_id"})
+    approved = data.get("approved")
+    if not isinstance(approved, bool):
+        raise _fail("approved", "must be true or false")
+    by = _text(data, "by")
+    event_id = _text(data, "event_id", required=False, pattern=_ID)
+    return {"approved": approved, "by": by}, event_id
+
+
+def parse_cancel(data: Mapping[str, Any]) -> str | None:
+    _only(data, {"reason"})
+    reason = data.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        raise _fail("reason", "must be a string of at most 500 characters")
+    return reason
+
+
+# -- auth -----------------------------------------------------------------------
+
+
+def check_token(request: Any, env: Any) -> None:
+    expected = getattr(env, "API_TOKEN", None)
+    if not isinstance(expected, str) or not expected:
+        return  # no secret configured: the API is open (local development)
+    given = str(request.headers.get("authorization", ""))
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <API_TOKEN>")
+
+
+# -- routing --------------------------------------------------------------------
+
+
+async def handle(request: Any, env: Any) -> Answer:
+    """Serve one request: ``request`` has method, path, query, headers (lower-case
+    names) and body (bytes); ``env`` has ``WORKFLOW_DO`` and maybe ``API_TOKEN``."""
+    try:
+        return await _route(request, env)
+    except ApiError as exc:
+        return exc.status, exc.body
+    except WorkflowError as exc:
+        status = exc.details.get("status")
+        if not isinstance(status, int) or not 400 <= status < 600:
+            status = _STATUS_BY_CODE.get(exc.code, 400)
+        return status, {"error": {k: v for k, v in exc.to_dict().items() if k != "status"}}
+
+
+async def _route(request: Any, env: Any) -> Answer:
+    method = str(request.method).upper()
+    parts = [p for p in str(request.path).split("/") if p]
+    if not parts:
+        return 200, {"service": "workkit-workflow example", "routes": ROUTES}
+    check_token(request, env)
+    workflows = create_durable_workflow(env.WORKFLOW_DO)
+    if parts == ["orders"]:
+        _allow(method, "POST")
+        order = parse_order(_json_body(request))
+        handle = await workflows.start("order", order, execution_id=f"order-{order['order_id']}")
+        view = await handle.describe()
+        return (201 if handle.created else 200), {"execution": view, "created": handle.created}
+    if parts[0] == "executions" and 2 <= len(parts) <= 3:
+        execution_id = parts[1]
+        if not _ID.match(execution_id):
+            raise _fail("execution id", "may hold letters, digits and . _ : - (at most 100)")
+        action = parts[2] if len(parts) == 3 else None
+        execution = workflows.execution(execution_id)
+        if action is None:
+            _allow(method, "GET")
+            return 200, {"execution": await execution.describe()}
+        if action == "journal":
+            _allow(method, "GET")
+            return 200, {"entries": await execution.journal()}
+        if action == "result":
+            _allow(method, "GET")
+            result = await execution.result(timeout=0)
+            if result.ok:
+                return 200, {"ok": True, "status": result.status, "value": result.value}
+            assert result.error is not None
+            return 200, {"ok": False, "status": result.status, "error": result.error.to_dict()}
+        if action == "cancel":
+            _allow(method, "POST")
+            reason = parse_cancel(_json_body(request))
+            return 200, {"cancelled": await execution.cancel(reason)}
+        if action == "approval":
+            _allow(method, "POST")
+            payload, event_id = parse_approval(_json_body(request))
+            accepted = await execution.resume("approval", payload, event_id=event_id)
+            return 202, {"accepted": accepted}
+    raise ApiError(404, "not_found", f"no route {method} {request.path}", routes=sorted(ROUTES))
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise ApiError(405, "method_not_allowed", f"use {allowed}, not {method}")

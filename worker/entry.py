@@ -1,0 +1,47 @@
+"""Entry module of the example Worker (``main`` in wrangler.toml).
+
+It must re-export the Durable Object class under its own name (the runtime
+looks up ``WorkflowExecutionDO`` in this module), import the workflows so
+they are registered in every isolate, and serve the HTTP API of ``app.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import app
+import order_flow  # noqa: F401  (registers the "order" workflow)
+
+from workkit_workflow import WorkflowExecutionDO
+from workkit_workflow._cloudflare import make_response, read_request
+from workkit_workflow._ports import WireResponse
+
+__all__ = ["WorkflowExecutionDO", "on_fetch"]
+
+
+async def serve(request: Any, env: Any) -> Any:
+    status, body = await app.handle(await read_request(request), env)
+    return make_response(WireResponse(status, body))
+
+
+try:
+    from workers import WorkerEntrypoint
+except ImportError:  # workerd without the Python SDK (e.g. 1.20241112.0 used in tests)
+    WorkerEntrypoint = None
+
+if WorkerEntrypoint is not None:
+
+    class Default(WorkerEntrypoint):  # type: ignore[misc,valid-type]
+        """The Worker's fetch handler (compatibility dates from 2025-08-14 call ``fetch``)."""
+
+        async def fetch(self, request: Any) -> Any:
+            return await serve(request, self.env)
+
+        on_fetch = fetch  # earlier compatibility dates call ``on_fetch``
+
+    __all__ = ["Default", "WorkflowExecutionDO"]
+else:
+
+    async def on_fetch(request: Any, env: Any) -> Any:
+        """Module-level handler, for runtimes without the ``workers`` module."""
+        return await serve(request, env)
