@@ -46,6 +46,9 @@ class StepOptions:
     output: Any = None
 
 
+DEFAULT_OPTIONS = StepOptions()
+
+
 def make_options(
     *,
     retry: RetryPolicy | None,
@@ -54,6 +57,8 @@ def make_options(
     output: Any,
     where: str,
 ) -> StepOptions:
+    if retry is None and timeout is None and idempotency_key is None and output is None:
+        return DEFAULT_OPTIONS
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise DefinitionError(f"{where}: retry must be a RetryPolicy, got {type(retry).__name__}")
     if idempotency_key is not None and not (isinstance(idempotency_key, str) or callable(idempotency_key)):

@@ -98,9 +98,12 @@ def seq_key(prefix: str, seq: int) -> str:
     return f"{prefix}{seq:012d}"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact, deterministic JSON; NaN and infinities are refused."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str) -> Any:

@@ -75,8 +75,6 @@ class ExecutionObject:
             )
 
     async def _route(self, request: WireRequest) -> WireResponse:
-        from . import _wire
-
         path = "/" + request.path.strip("/").split("/")[-1] if request.path.strip("/") else "/"
         method = request.method.upper()
         routes = {
@@ -111,6 +109,9 @@ class ExecutionObject:
                 },
             )
         core = self.core
+        if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume"):
+            # pydantic validates bodies; reads (GET) work without it.
+            from . import _wire
         if path == "/execute":
             body = _wire.parse(_wire.ExecuteBody, request.body)
             name = self.host.object_name
@@ -189,6 +190,10 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     async def alarm(self, alarm_info: Any = None) -> None:
         await self._object.alarm()
 
-    # Compatibility dates before 2025-08-14 look for on_fetch / on_alarm.
-    on_fetch = fetch
-    on_alarm = alarm
+    # Compatibility dates before 2025-08-14 look for on_fetch / on_alarm; these
+    # delegate, so a subclass that overrides fetch or alarm is honoured.
+    async def on_fetch(self, request: Any) -> Any:
+        return await self.fetch(request)
+
+    async def on_alarm(self, alarm_info: Any = None) -> None:
+        await self.alarm(alarm_info)

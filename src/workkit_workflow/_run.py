@@ -390,17 +390,11 @@ class PhaseRun:
         while True:
             self._check_continue(name, attempt)
             attempt += 1
-            ctx = StepContext(
-                execution_id=self.core.execution_id,
-                workflow=self.core.workflow_name,
-                step=name,
-                attempt=attempt,
-                idempotency_key="",
-                input=self.core.input,
-            )
             if key_text is None:
-                key_text = self._idempotency_key(op, name, options, ctx)
-            ctx = StepContext(ctx.execution_id, ctx.workflow, name, attempt, key_text, ctx.input)
+                key_text = self._idempotency_key(op, name, options, attempt)
+            ctx = StepContext(
+                self.core.execution_id, self.core.workflow_name, name, attempt, key_text, self.core.input
+            )
             key_hash = hash_key(key_text)
             if options.idempotency_key is not None:
                 reused = self.core.idempotent_output(key_hash)
@@ -507,12 +501,13 @@ class PhaseRun:
             self.core.remember_idempotent(key_hash, self.entries[op])
             return validate(options.output, self.entries[op]["output"], what=f"output of {name!r}")
 
-    def _idempotency_key(self, op: int, name: str, options: StepOptions, ctx: StepContext) -> str:
+    def _idempotency_key(self, op: int, name: str, options: StepOptions, attempt: int) -> str:
         spec = options.idempotency_key
         if spec is None:
             return f"{self.core.execution_id}:{self.prefix}{op}:{name}"
         if isinstance(spec, str):
             return spec
+        ctx = StepContext(self.core.execution_id, self.core.workflow_name, name, attempt, "", self.core.input)
         try:
             key = spec(ctx)
         except Exception as exc:
