@@ -20,6 +20,17 @@ pytestmark = pytest.mark.pyodide
 
 VERSIONS = {"0.26.4": NODE_MODULES / "pyodide", "0.27.7": NODE_MODULES / "pyodide-0.27"}
 SCENARIO_DIR = MINIFLARE / "pyodide"
+# The storage-fake checks run first: on Node 20, V8 aborts ("unreachable code" in
+# its deoptimizer) in the 2.3 MB oversize-put check when it runs after the
+# crash scenarios in the same process. A V8 bug, reproducible, independent of
+# our code's results; the order keeps every check in one run.
+ORDER = [
+    "/tests/test_storage_fake.py",
+    "/tests/test_storage_adapter.py",
+    "/tests/test_do_class.py",
+    "/tests/test_edges.py",
+    "/tests/test_engine_scenarios.py",
+]
 
 
 def _command(node: str, index: Path) -> list[str]:
@@ -40,7 +51,7 @@ def _command(node: str, index: Path) -> list[str]:
         "--run",
         str(MINIFLARE / "pyo_test.py"),
         "--",
-        "/tests",
+        *ORDER,
     ]
 
 
@@ -91,3 +102,8 @@ def test_every_engine_scenario_ran_in_both_storage_modes(
             for mode in ("raw", "sdk"):
                 line = f"PASS /tests/test_engine_scenarios.py::test_{scenario.__name__}_{mode} "
                 assert line in run.stdout, f"{version}: {line.strip()} missing"
+
+
+def test_the_run_order_lists_every_pyodide_test_file() -> None:
+    on_disk = {p.name for p in SCENARIO_DIR.glob("test_*.py")}
+    assert {Path(p).name for p in ORDER} == on_disk

@@ -79,7 +79,7 @@ async def fire_alarms(harness: Any, name: str, registry: Registry, rounds: int =
     raise AssertionError(f"alarms still set after {rounds} deliveries")
 
 
-def order_flow(calls: Counter[str], *, charge_failures: int = 0, ship_error: Any = None) -> Workflow[Any]:
+def order_flow(calls: Counter[str], *, charge_failures: int = 0, ship_error: Any = None) -> Workflow:
     async def reserve(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:
         calls["reserve"] += 1
         return {"reservation": f"res-{input['order_id']}", "key": ctx.idempotency_key}
@@ -112,7 +112,7 @@ def order_flow(calls: Counter[str], *, charge_failures: int = 0, ship_error: Any
     )
 
 
-def registry_of(*flows: Workflow[Any]) -> Registry:
+def registry_of(*flows: Workflow) -> Registry:
     registry = Registry()
     for flow in flows:
         registry.register(flow)
@@ -209,7 +209,7 @@ async def scenario_compensation(harness: Any) -> None:
     assert calls == Counter(reserve=1, charge=1, ship=1, compensate=1, refund=1, release=1), calls
 
 
-def nap_flow(calls: Counter[str]) -> Workflow[Any]:
+def nap_flow(calls: Counter[str]) -> Workflow:
     async def body(ctx: Any, input: Any) -> Any:
         await ctx.step("before", lambda: calls.update(["before"]) or 1)
         await ctx.sleep("nap", 3600)
@@ -233,7 +233,7 @@ async def scenario_sleep(harness: Any) -> None:
     assert calls == Counter(before=1, after=1), calls
 
 
-def approval_flow(calls: Counter[str]) -> Workflow[Any]:
+def approval_flow(calls: Counter[str]) -> Workflow:
     async def body(ctx: Any, input: Any) -> Any:
         await ctx.step("quote", lambda: calls.update(["quote"]) or {"price": 10})
         decision = await ctx.wait_for_event("approval", "approved", timeout=86400)
@@ -262,6 +262,68 @@ async def scenario_wait_for_event(harness: Any) -> None:
     assert calls == Counter(quote=1, ship=1), calls
 
 
+def fan_out_flow(calls: Counter[str]) -> Workflow:
+    async def square(i: int) -> int:
+        calls[f"square-{i}"] += 1
+        await asyncio.sleep(0)
+        return i * i
+
+    async def body(ctx: Any, input: Any) -> Any:
+        squares = await asyncio.gather(*(ctx.step(f"square-{i}", square, i) for i in range(input["n"])))
+        return sum(squares)
+
+    return Workflow("fan-out", body, register=False)
+
+
+async def scenario_fan_out_crash_mid_gather(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(fan_out_flow(calls))
+    fired: list[str] = []
+
+    def hook(point: str, **info: Any) -> None:
+        # Die as branch 3 starts: branches 0-2 were started (and may be journaled).
+        if point == "before_step" and info.get("step") == "square-3" and not fired:
+            fired.append("square-3")
+            raise Crash("crash inside the gather")
+
+    with contextlib.suppress(Crash):
+        await core_of(harness, "fan", reg, faults=hook).execute(
+            workflow="fan-out", input={"n": 5}, execution_id="fan", wait=True
+        )
+    assert fired == ["square-3"]
+    assert await fire_alarms(harness, "fan", reg) >= 1
+    core = core_of(harness, "fan", reg)
+    result = await core.result()
+    assert result["ok"] and result["value"] == sum(i * i for i in range(5)), result
+    journal = await core.journal()
+    assert sorted(e["name"] for e in journal) == [f"square-{i}" for i in range(5)], journal
+    # The crashed branch's handler never ran before the crash; no branch ran more than twice.
+    assert calls["square-3"] == 1, calls
+    assert all(n <= 2 for n in calls.values()), calls
+
+
+async def scenario_replay_mismatch(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    order = ["a", "b"]
+
+    async def body(ctx: Any, input: Any) -> Any:
+        for name in order:
+            await ctx.step(name, lambda n=name: calls.update([n]) or n)
+            await ctx.sleep(f"after-{name}", 60)
+        return "done"
+
+    reg = registry_of(Workflow("evolving", body, register=False))
+    view, _ = await core_of(harness, "mm", reg).execute(
+        workflow="evolving", input=None, execution_id="mm", wait=True
+    )
+    assert view["status"] == "sleeping", view
+    order.reverse()  # a deploy reorders the steps under the running execution
+    await fire_alarms(harness, "mm", reg)
+    result = await core_of(harness, "mm", reg).result()
+    assert not result["ok"] and result["error"]["code"] == "replay_mismatch", result
+    assert calls == Counter(a=1), calls
+
+
 SCENARIOS = [
     scenario_linear_replay,
     scenario_crash_and_resume,
@@ -270,4 +332,6 @@ SCENARIOS = [
     scenario_compensation,
     scenario_sleep,
     scenario_wait_for_event,
+    scenario_fan_out_crash_mid_gather,
+    scenario_replay_mismatch,
 ]
