@@ -247,6 +247,16 @@ class Workflow(Generic[T]):
                 )
         return prev
 
+    def as_cloudflare_workflow(
+        self, class_name: str | None = None, *, native_retries: bool | None = None
+    ) -> type:
+        """This workflow as a Cloudflare Workflows entry point (a ``WorkflowEntrypoint``
+        subclass). Bind it to a module-level name equal to ``class_name`` (wrangler's
+        ``class_name``): ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``."""
+        from ._cfworkflows import entrypoint_class
+
+        return entrypoint_class(self, class_name, native_retries=native_retries)
+
     def __repr__(self) -> str:
         kind = "code-first" if self._fn is not None else f"{len(self._ops)} steps"
         return f"Workflow({self.name!r}, {kind})"

@@ -1,0 +1,833 @@
+"""The Cloudflare Workflows backend: the same definitions on Cloudflare's native engine.
+
+Two halves:
+
+* :func:`entrypoint_class` turns a :class:`~workkit_workflow.Workflow` into a
+  ``workers.WorkflowEntrypoint`` subclass. Its ``run(event, step)`` drives the
+  *same* definition through a :class:`WorkflowContext` whose operations are
+  mapped onto the engine's ``step`` object (:class:`EngineRun`): a step is a
+  ``step.do``, a sleep a ``step.sleep``/``step.sleep_until``, a wait a
+  ``step.wait_for_event``. The engine is the journal: it caches step results by
+  name and per-name count and replays them when ``run`` starts again.
+* :class:`WorkflowsClient` gives ``create_durable_workflow(env.ORDER_FLOW)``
+  handles over a Workflows binding (``create``/``get``, instance ``status``,
+  ``terminate``, ``sendEvent``, ``restart``) with the interface of
+  :class:`~workkit_workflow.ExecutionHandle`.
+
+What the engine decides, and how it maps (see ``docs/cf-workflows.md``):
+
+* retries: ``RetryPolicy(max_attempts, initial_delay, backoff_multiplier)``
+  becomes ``{"retries": {"limit": max_attempts - 1, "delay": "N seconds",
+  "backoff": "exponential" | "constant"}}``; the engine doubles the delay, has
+  no cap and no jitter.
+* a non-retryable error reaches the engine as ``workers.workflows.NonRetryableError``
+  (recognised by its class *name* from workers-runtime-sdk 1.9.0 on). On older
+  SDKs every step gets ``retries.limit = 0`` and this module drives the attempts
+  itself, with a durable ``step.sleep`` between them.
+* a step that fails for good is followed by a small "failure record" step whose
+  output is the structured error, so a replay sees the same error (the engine
+  only replays an error's message).
+* compensation (``on_failure``) runs inside ``run`` after a terminal failure, its
+  steps journaled like any other, then the failure is re-raised: the instance
+  ends ``errored``.
+
+``js``/``pyodide``/``workers`` are imported lazily, only under Pyodide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from . import _journal as jn
+from ._client import DurableWorkflows, ExecutionHandle, WorkflowResult
+from ._context import _CURRENT_STEP, CompensationContext, StepContext, WorkflowContext
+from ._definition import MISSING, StepOptions, Workflow
+from ._journal import Status
+from ._ports import WireResponse
+from ._retry import NO_RETRY, RetryPolicy
+from ._values import to_data, validate
+from .errors import (
+    ExecutionFailedError,
+    ExecutionNotFinishedError,
+    ExecutionNotFoundError,
+    InvalidRequestError,
+    SerializationError,
+    StepFailedError,
+    TransportError,
+    WaitTimeoutError,
+    WorkflowError,
+)
+
+if TYPE_CHECKING:
+    from ._run import PhaseRun
+
+log = logging.getLogger("workkit_workflow")
+
+MAX_STEP_OUTPUT = 1 << 20
+"""The engine's limit on one step's result (and on an event payload): 1 MiB."""
+MAX_STEP_NAME = 256
+MAX_WAIT = "365 days"
+"""What an unbounded ``wait_for_event`` asks the engine for (its default is 24 hours)."""
+COMPENSATION_PREFIX = "compensation: "
+FAILURE_SUFFIX = " (failure)"
+
+# -- mapping: durations, retry policies, statuses ------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as the engine's string form (``"10 seconds"``), never a bare number.
+
+    The engine's duration strings have whole units only, so a fraction of a
+    second rounds *up* (a wait is never shorter than asked).
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"duration must be finite and non-negative, got {seconds!r}")
+    whole = math.ceil(seconds - 1e-9)
+    return "1 second" if whole == 1 else f"{whole} seconds"
+
+
+def step_config(policy: RetryPolicy, timeout: float | None, *, native_retries: bool) -> dict[str, Any]:
+    """The ``step.do`` config for a retry policy and a per-attempt timeout.
+
+    ``limit`` counts retries after the first attempt. With ``native_retries``
+    off (old SDKs), the engine makes one attempt and this module retries.
+    """
+    limit = policy.max_attempts - 1 if native_retries else 0
+    retries: dict[str, Any] = {
+        "limit": limit,
+        "delay": format_duration(policy.initial_delay),
+        "backoff": "constant" if policy.backoff_multiplier == 1.0 else "exponential",
+    }
+    config: dict[str, Any] = {"retries": retries}
+    if timeout is not None:
+        config["timeout"] = format_duration(max(timeout, 1.0))
+    return config
+
+
+STATUS_MAP: dict[str, Status] = {
+    "queued": "pending",
+    "unknown": "pending",
+    "running": "running",
+    "waitingForPause": "running",
+    "waiting": "waiting",
+    "paused": "waiting",
+    "complete": "completed",
+    "errored": "failed",
+    "terminated": "cancelled",
+}
+"""Engine instance status → ours. ``waiting`` covers both a sleep and an event wait
+(the engine does not say which); ``paused`` waits for an operator's ``resume``."""
+
+TERMINAL_ENGINE = frozenset({"complete", "errored", "terminated"})
+
+
+def map_status(engine_status: str) -> Status:
+    try:
+        return STATUS_MAP[engine_status]
+    except KeyError:
+        raise TransportError(f"the Workflows engine reported an unknown status {engine_status!r}") from None
+
+
+def json_output(value: Any, *, what: str, limit: int = MAX_STEP_OUTPUT) -> Any:
+    """``value`` as plain JSON data (tuples become lists) within the engine's size limit."""
+    text = jn.encode_value(to_data(value), what=what)
+    size = len(text.encode())
+    if size > limit:
+        raise SerializationError(
+            f"{what} is {size} bytes as JSON; Cloudflare Workflows stores at most {limit} bytes per step",
+            what=what,
+            size=size,
+            limit=limit,
+        )
+    return jn.loads(text)
+
+
+# -- the SDK ------------------------------------------------------------------------------
+
+
+def _sdk_non_retryable() -> type[Exception]:
+    try:
+        from workers.workflows import NonRetryableError
+    except ImportError:
+        # Same class name: the engine recognises either by name.
+        from .errors import NonRetryableError
+    return cast(type[Exception], NonRetryableError)
+
+
+def sdk_has_native_non_retryable() -> bool:
+    """Whether the ``workers`` SDK turns a raised NonRetryableError into one the engine
+    does not retry (workers-runtime-sdk >= 1.9.0). Unknown counts as no."""
+    try:
+        from workers import entrypoints
+    except ImportError:
+        return False
+    if hasattr(entrypoints, "_wrap_js_workflow_step"):
+        return True
+    try:
+        from importlib.metadata import version
+
+        parts = [int(p) for p in re.findall(r"\d+", version("workers-runtime-sdk"))[:2]]
+    except Exception:
+        return False
+    return parts >= [1, 9]
+
+
+def _entrypoint_base() -> type:
+    from ._cloudflare import IN_PYODIDE
+
+    if IN_PYODIDE:
+        try:
+            from workers import WorkflowEntrypoint
+        except ImportError:
+            pass
+        else:
+            return cast(type, WorkflowEntrypoint)
+    return _PlainEntrypoint
+
+
+class _PlainEntrypoint:
+    """The base outside Pyodide (tests, type checks): same constructor as the SDK's."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+def _to_py(value: Any) -> Any:
+    """A JS value as Python (``null``/``undefined`` → None); Python values pass."""
+    from ._cloudflare import IN_PYODIDE
+
+    if value is None or not IN_PYODIDE:
+        return value
+    import pyodide.ffi as ffi
+
+    if value is getattr(ffi, "jsnull", None):  # Pyodide >= 0.28 only
+        return None
+    if isinstance(value, ffi.JsProxy):
+        return value.to_py()
+    return value
+
+
+def _plain(value: Any) -> Any:
+    value = _to_py(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# -- the run adapter ----------------------------------------------------------------------------
+
+
+class EngineRun:
+    """Runs a phase's durable operations on the engine's ``step`` object.
+
+    It has the three methods :class:`WorkflowContext` calls on the DO engine's
+    ``PhaseRun`` (``step``, ``sleep``, ``wait``), so the definition's code is
+    the same. Operation names are made unique per occurrence *when called*
+    (``charge``, ``charge #2``...), in call order, which is deterministic, so
+    ``asyncio.gather`` fan-out never shares a name.
+    """
+
+    def __init__(
+        self,
+        step: Any,
+        *,
+        execution_id: str,
+        workflow: str,
+        input: Any,
+        retry: RetryPolicy,
+        native_retries: bool,
+        prefix: str = "",
+    ) -> None:
+        self.engine = step
+        self.execution_id = execution_id
+        self.workflow = workflow
+        self.input = input
+        self.retry = retry
+        self.native_retries = native_retries
+        self.prefix = prefix
+        self.outputs: dict[str, Any] = {}
+        """Outputs of the steps that completed, by step name (for compensation)."""
+        self._seen: dict[str, int] = {}
+        self._errors: dict[str, dict[str, Any]] = {}
+
+    def _label(self, name: str) -> str:
+        n = self._seen.get(name, 0) + 1
+        self._seen[name] = n
+        label = self.prefix + (name if n == 1 else f"{name} #{n}")
+        if len(label) + len(FAILURE_SUFFIX) > MAX_STEP_NAME:
+            raise SerializationError(
+                f"operation name {label!r} is too long for Cloudflare Workflows "
+                f"(at most {MAX_STEP_NAME - len(FAILURE_SUFFIX)} characters here)"
+            )
+        return label
+
+    # -- steps ---------------------------------------------------------------
+
+    def step(
+        self, name: str, call: Callable[[StepContext], Any], options: StepOptions
+    ) -> Coroutine[Any, Any, Any]:
+        return self._step(self._label(name), name, call, options)
+
+    async def _step(
+        self, label: str, name: str, call: Callable[[StepContext], Any], options: StepOptions
+    ) -> Any:
+        policy = options.retry or self.retry
+        attempt = 1
+        current = label
+        while True:
+            try:
+                output = await self._attempt(current, label, name, call, options, policy, attempt)
+            except Exception as exc:
+                error = await self._failure_record(current, exc)
+                retry_left = attempt < policy.max_attempts
+                if self.native_retries or not error.get("retryable") or not retry_left:
+                    raise StepFailedError(
+                        f"step {name!r} failed: {error.get('message', '')}",
+                        step=name,
+                        attempt=int(error.get("attempt") or attempt),
+                        error=error,
+                    ) from None
+                # Old SDK: the engine made one attempt; wait durably, then the next.
+                delay = policy.base_delay(attempt)
+                if delay > 0:
+                    await self.engine.sleep(f"{label} (retry {attempt})", format_duration(delay))
+                attempt += 1
+                current = f"{label} (attempt {attempt})"
+                continue
+            self.outputs[name] = output
+            return validate(options.output, output, what=f"output of {name!r}")
+
+    async def _attempt(
+        self,
+        current: str,
+        label: str,
+        name: str,
+        call: Callable[[StepContext], Any],
+        options: StepOptions,
+        policy: RetryPolicy,
+        first_attempt: int,
+    ) -> Any:
+        calls = 0
+        key_cache: list[str] = []
+
+        async def callback(ctx: Any = None) -> Any:
+            nonlocal calls
+            calls += 1
+            engine_attempt = _engine_attempt(ctx)
+            attempt = first_attempt + (engine_attempt or calls) - 1
+            started = time.time()
+            step_ctx = StepContext(self.execution_id, self.workflow, name, attempt, "", self.input)
+            if not key_cache:
+                key_cache.append(self._idempotency_key(label, options, step_ctx))
+            step_ctx = StepContext(self.execution_id, self.workflow, name, attempt, key_cache[0], self.input)
+            token = _CURRENT_STEP.set(step_ctx)
+            try:
+                value = call(step_ctx)
+                if inspect.isawaitable(value):
+                    value = await value
+                return json_output(value, what=f"output of step {name!r}")
+            except Exception as exc:
+                retryable = jn.is_retryable(exc, policy.non_retryable) and attempt < policy.max_attempts
+                self._errors[current] = dict(
+                    jn.serialize_error(
+                        exc,
+                        attempt=attempt,
+                        started_at=started,
+                        finished_at=time.time(),
+                        retryable=retryable,
+                    )
+                )
+                if not jn.is_retryable(exc, policy.non_retryable) and self.native_retries:
+                    raise _sdk_non_retryable()(str(exc) or type(exc).__name__) from exc
+                raise
+            finally:
+                _CURRENT_STEP.reset(token)
+
+        config = step_config(policy, options.timeout, native_retries=self.native_retries)
+        run_step = self.engine.do(current, config=config)(callback)
+        return _plain(await run_step())
+
+    def _idempotency_key(self, label: str, options: StepOptions, ctx: StepContext) -> str:
+        spec = options.idempotency_key
+        if spec is None:
+            return f"{self.execution_id}:{label}"
+        if isinstance(spec, str):
+            return spec
+        key = spec(ctx)
+        if not isinstance(key, str) or not key:
+            raise SerializationError(f"idempotency_key of step {ctx.step!r} must return a non-empty str")
+        return key
+
+    async def _failure_record(self, current: str, exc: Exception) -> dict[str, Any]:
+        """Journal the structured error of a step that failed for good.
+
+        The engine replays a failed step's error as a bare message; this step's
+        cached output replays the full error (code, retryable, attempt...).
+        """
+        known = self._errors.pop(current, None)
+
+        async def record(ctx: Any = None) -> Any:
+            if known is not None:
+                return known
+            # Only on a replay that lost the first run's memory.
+            return {
+                "code": "step_failed",
+                "message": str(exc) or type(exc).__name__,
+                "type": type(exc).__name__,
+                "retryable": False,
+                "attempt": 0,
+            }
+
+        config = {"retries": {"limit": 0, "delay": "1 second", "backoff": "constant"}}
+        run_record = self.engine.do(current + FAILURE_SUFFIX, config=config)(record)
+        return cast(dict[str, Any], _plain(await run_record()))
+
+    # -- sleeps and waits -------------------------------------------------------
+
+    def sleep(self, name: str, *, until: float | None, duration: float | None) -> Coroutine[Any, Any, None]:
+        return self._sleep(self._label(name), until, duration)
+
+    async def _sleep(self, label: str, until: float | None, duration: float | None) -> None:
+        if until is not None:
+            # The engine refuses an instant in the past (and a replay after the
+            # sleep ended would meet one): such a sleep is over, nothing to journal.
+            if until <= time.time():
+                return
+            await self.engine.sleep_until(label, datetime.fromtimestamp(until, tz=UTC))
+            return
+        await self.engine.sleep(label, format_duration(duration or 0.0))
+
+    def wait(
+        self, name: str, event_type: str, *, timeout: float | None, default: Any
+    ) -> Coroutine[Any, Any, Any]:
+        return self._wait(self._label(name), name, event_type, timeout, default)
+
+    async def _wait(self, label: str, name: str, event_type: str, timeout: float | None, default: Any) -> Any:
+        limit = MAX_WAIT if timeout is None else format_duration(max(timeout, 1.0))
+        try:
+            event = _plain(await self.engine.wait_for_event(label, event_type, timeout=limit))
+        except Exception as exc:
+            # The engine's only failure here is the timeout (replayed as such).
+            if default is not MISSING:
+                return to_data(default)
+            error = dict(
+                jn.serialize_error(
+                    WaitTimeoutError(f"no {event_type!r} event arrived before the wait's timeout"),
+                    attempt=1,
+                    started_at=None,
+                    finished_at=None,
+                    retryable=False,
+                )
+            )
+            raise StepFailedError(
+                f"step {name!r} failed: {error['message']}", step=name, attempt=1, error=error
+            ) from exc
+        return event.get("payload") if isinstance(event, dict) else event
+
+
+def _engine_attempt(ctx: Any) -> int | None:
+    ctx = _plain(ctx)
+    if isinstance(ctx, dict):
+        attempt = ctx.get("attempt")
+        if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
+            return attempt
+    return None
+
+
+# -- the entry point ------------------------------------------------------------------------------
+
+
+async def run_definition(
+    definition: Workflow[Any], event: Any, step: Any, *, native_retries: bool | None = None
+) -> Any:
+    """Drive ``definition`` for one ``run(event, step)`` call of the engine."""
+    native = sdk_has_native_non_retryable() if native_retries is None else native_retries
+    event = _plain(event) or {}
+    execution_id = str(event.get("instanceId") or "")
+    value = to_data(event.get("payload"))
+    if definition.input_type is not None:
+        value = validate(definition.input_type, value, what="workflow input")
+    main = EngineRun(
+        step,
+        execution_id=execution_id,
+        workflow=definition.name,
+        input=value,
+        retry=definition.retry,
+        native_retries=native,
+    )
+    ctx = WorkflowContext(cast("PhaseRun", main), execution_id, definition.name, value)
+    try:
+        result = await definition.run(ctx, value)
+        return json_output(result, what="workflow result")
+    except Exception as exc:
+        if definition.compensation is None:
+            raise
+        failed_step = exc.step if isinstance(exc, StepFailedError) else None
+        error = (
+            exc.error
+            if isinstance(exc, StepFailedError)
+            else dict(jn.serialize_error(exc, attempt=0, started_at=None, finished_at=None, retryable=False))
+        )
+        await _compensate(definition, step, main, value, failed_step, error, native)
+        raise
+
+
+async def _compensate(
+    definition: Workflow[Any],
+    step: Any,
+    main: EngineRun,
+    input: Any,
+    failed_step: str | None,
+    error: dict[str, Any],
+    native: bool,
+) -> None:
+    handler = definition.compensation
+    assert handler is not None
+    run = EngineRun(
+        step,
+        execution_id=main.execution_id,
+        workflow=main.workflow,
+        input=input,
+        retry=NO_RETRY,
+        native_retries=native,
+        prefix=COMPENSATION_PREFIX,
+    )
+    ctx = CompensationContext(
+        cast("PhaseRun", run),
+        main.execution_id,
+        main.workflow,
+        input,
+        status="failed",
+        failed_step=failed_step,
+        error=error,
+        step_outputs=dict(main.outputs),
+    )
+    try:
+        result = handler(ctx)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        # The instance ends errored with the original failure either way.
+        log.error("compensation of %s failed: %r", main.execution_id, exc)
+
+
+def entrypoint_class(
+    definition: Workflow[Any], class_name: str | None = None, *, native_retries: bool | None = None
+) -> type:
+    """A ``WorkflowEntrypoint`` subclass named ``class_name`` that runs ``definition``.
+
+    The runtime finds the class by its ``__name__`` in the entry module, so
+    bind it to a variable of the same name, also used as wrangler's
+    ``class_name``: ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``.
+    """
+    name = class_name or _class_name(definition.name)
+    if not name.isidentifier():
+        raise ValueError(f"class_name must be a Python identifier, got {name!r}")
+
+    async def run(self: Any, event: Any, step: Any) -> Any:
+        return await run_definition(definition, event, step, native_retries=native_retries)
+
+    namespace = {
+        "run": run,
+        "__doc__": f"Cloudflare Workflows entry point of workflow {definition.name!r}.",
+        "definition": definition,
+    }
+    return type(name, (_entrypoint_base(),), namespace)
+
+
+def _class_name(workflow_name: str) -> str:
+    parts = re.split(r"[^0-9a-zA-Z]+", workflow_name)
+    name = "".join(p[:1].upper() + p[1:] for p in parts if p)
+    if not name or not name[0].isalpha():
+        name = "Workflow" + name
+    return name
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+
+def is_workflows_binding(binding: Any) -> bool:
+    """A Workflows binding (``create``/``get``), as opposed to a DO namespace."""
+    kind = type(binding).__name__
+    if kind == "_WorkflowBindingWrapper":
+        return True
+    if kind in ("_DurableObjectNamespaceWrapper", "LocalNamespace"):
+        return False
+    constructor = None
+    try:
+        constructor = str(binding.constructor.name)
+    except Exception:
+        constructor = None
+    if constructor in ("WorkflowImpl", "Workflow", "WorkflowBinding"):
+        return True
+    if constructor == "DurableObjectNamespace":
+        return False
+
+    def has(attr: str) -> bool:
+        return callable(getattr(binding, attr, None))
+
+    return has("create") and has("get") and not has("idFromName") and not has("request")
+
+
+async def _call(promise: Any) -> Any:
+    return _plain(await promise)
+
+
+class _NoNamespace:
+    """The Namespace port a Workflows client does not have."""
+
+    async def request(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+    ) -> WireResponse:
+        raise TransportError("a Cloudflare Workflows client has no Durable Object namespace")
+
+
+class WorkflowsHandle(ExecutionHandle):
+    """One Workflows instance, with the interface of :class:`ExecutionHandle`.
+
+    ``journal()`` is empty: the binding does not expose step history (see the
+    Cloudflare dashboard or ``wrangler workflows instances describe``).
+    ``cancel`` terminates the instance, without compensation.
+    """
+
+    def __init__(self, binding: Any, execution_id: str, *, created: bool | None = None) -> None:
+        super().__init__(_NoNamespace(), execution_id, created=created)
+        self._binding = binding
+        self._instance: Any = None
+
+    async def _get(self) -> Any:
+        if self._instance is None:
+            try:
+                self._instance = await self._binding.get(self.execution_id)
+            except Exception as exc:
+                raise ExecutionNotFoundError(
+                    f"no Workflows instance {self.execution_id!r}: {exc}", execution_id=self.execution_id
+                ) from None
+        return self._instance
+
+    async def engine_status(self) -> dict[str, Any]:
+        """The instance's ``status()`` as the engine reports it (``status``, ``error``, ``output``)."""
+        instance = await self._get()
+        try:
+            raw = _plain(await instance.status())
+        except Exception as exc:
+            raise ExecutionNotFoundError(
+                f"no Workflows instance {self.execution_id!r}: {exc}", execution_id=self.execution_id
+            ) from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("status"), str):
+            raise TransportError(f"unexpected instance status {raw!r}")
+        return raw
+
+    async def status(self) -> Status:
+        return map_status((await self.engine_status())["status"])
+
+    async def describe(self) -> dict[str, Any]:
+        raw = await self.engine_status()
+        status = map_status(raw["status"])
+        return {
+            "execution_id": self.execution_id,
+            "backend": "cf-workflows",
+            "status": status,
+            "engine_status": raw["status"],
+            "error": _error_dict(raw.get("error")) if raw.get("error") is not None else None,
+            "output": raw.get("output"),
+        }
+
+    async def journal(self) -> list[dict[str, Any]]:
+        await self.engine_status()
+        return []
+
+    async def meta(self) -> dict[str, Any]:
+        raw = await self.engine_status()
+        return {
+            "execution_id": self.execution_id,
+            "backend": "cf-workflows",
+            "engine_status": raw["status"],
+        }
+
+    async def cancel(self, reason: str | None = None) -> bool:
+        raw = await self.engine_status()
+        if raw["status"] in TERMINAL_ENGINE:
+            return False
+        await _call((await self._get()).terminate())
+        return True
+
+    async def send_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> bool:
+        """Deliver an event (``event_id`` is not deduplicated by the engine)."""
+        from ._cloudflare import to_js
+
+        data = json_output(payload, what="event payload")
+        await _call((await self._get()).sendEvent(to_js({"type": event_type, "payload": data})))
+        return True
+
+    async def pause(self) -> None:
+        await _call((await self._get()).pause())
+
+    async def unpause(self) -> None:
+        """The engine's ``resume()`` of a paused instance (``resume`` here sends an event)."""
+        await _call((await self._get()).resume())
+
+    async def restart(self) -> None:
+        """Run the instance again from the start (the engine drops its step cache)."""
+        await _call((await self._get()).restart())
+
+    async def result(self, timeout: float | None = None) -> WorkflowResult[Any]:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.05
+        while True:
+            raw = await self.engine_status()
+            if raw["status"] in TERMINAL_ENGINE:
+                return self._result(raw)
+            if deadline is not None and loop.time() >= deadline:
+                raise ExecutionNotFinishedError(
+                    f"execution {self.execution_id!r} is still {map_status(raw['status'])}",
+                    execution_id=self.execution_id,
+                    status=map_status(raw["status"]),
+                )
+            wait = pause if deadline is None else min(pause, max(deadline - loop.time(), 0.0))
+            await asyncio.sleep(wait)
+            pause = min(pause * 2, 2.0)
+
+    def _result(self, raw: dict[str, Any]) -> WorkflowResult[Any]:
+        status = map_status(raw["status"])
+        if status == "completed":
+            return WorkflowResult(ok=True, status=status, value=raw.get("output"))
+        error = _error_dict(raw.get("error")) if raw.get("error") is not None else None
+        if error is None:
+            error = {"code": status, "message": status}
+        failure = ExecutionFailedError(
+            f"the workflow {status}: {error.get('message', status)}",
+            code=str(error.get("code", status)),
+            execution_id=self.execution_id,
+            status=status,
+            failed_step=None,
+            step_attempt=0,
+            error=error,
+            compensation=None,
+            journal=[],
+        )
+        return WorkflowResult(ok=False, status=status, error=failure)
+
+    def __repr__(self) -> str:
+        return f"WorkflowsHandle({self.execution_id!r})"
+
+
+def _error_dict(error: Any) -> dict[str, Any]:
+    # Older type definitions say a string, newer ones {name, message}.
+    if isinstance(error, dict):
+        name = str(error.get("name") or "Error")
+        return {"code": name, "name": name, "message": str(error.get("message") or "")}
+    return {"code": "Error", "name": "Error", "message": str(error)}
+
+
+class WorkflowsClient(DurableWorkflows):
+    """Start and look up instances of one Workflows binding (``env.ORDER_FLOW``).
+
+    The binding is bound to one definition, so ``workflow`` serves only to
+    validate the input against its ``input_type``.
+    """
+
+    def __init__(self, binding: Any) -> None:
+        super().__init__(_NoNamespace())
+        self.binding = binding
+
+    async def run(
+        self,
+        workflow: Workflow[Any] | str,
+        input: Any = None,
+        *,
+        execution_id: str | None = None,
+        wait: bool = True,
+    ) -> ExecutionHandle:
+        """Create the instance ``execution_id`` (a duplicate id returns the existing one).
+
+        ``wait`` is accepted for compatibility; the engine always runs the
+        instance on its own.
+        """
+        from ._cloudflare import to_js
+
+        if isinstance(workflow, Workflow) and workflow.input_type is not None:
+            input = validate(workflow.input_type, input, what="workflow input")
+        params = json_output(input, what="workflow input")
+        execution_id = execution_id or str(uuid.uuid4())
+        if not re.fullmatch(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}", execution_id):
+            raise InvalidRequestError(
+                "a Workflows instance id is 1-100 characters of letters, digits, '-' and '_' "
+                f"(not starting with '-'), got {execution_id!r}",
+                execution_id=execution_id,
+            )
+        options: dict[str, Any] = {"id": execution_id}
+        if params is not None:
+            options["params"] = params
+        try:
+            instance = await self.binding.create(to_js(options))
+        except Exception as exc:
+            # A duplicate id is refused: if the instance exists, this is that start.
+            existing = WorkflowsHandle(self.binding, execution_id, created=False)
+            try:
+                await existing.engine_status()
+            except WorkflowError:
+                raise TransportError(f"could not create Workflows instance {execution_id!r}: {exc}") from None
+            return existing
+        handle = WorkflowsHandle(self.binding, execution_id, created=True)
+        handle._instance = instance
+        return handle
+
+    async def start(
+        self, workflow: Workflow[Any] | str, input: Any = None, *, execution_id: str | None = None
+    ) -> ExecutionHandle:
+        return await self.run(workflow, input, execution_id=execution_id, wait=False)
+
+    def execution(self, execution_id: str) -> ExecutionHandle:
+        if not isinstance(execution_id, str) or not execution_id:
+            raise InvalidRequestError("execution_id must be a non-empty string")
+        return WorkflowsHandle(self.binding, execution_id)
+
+    async def restart(
+        self,
+        execution_id: str,
+        *,
+        from_step: str | None = None,
+        new_execution_id: str | None = None,
+        input: Any = None,
+        wait: bool = True,
+    ) -> ExecutionHandle:
+        """Restart the instance from the beginning (the engine has no ``from_step``)."""
+        if from_step is not None or new_execution_id is not None or input is not None:
+            raise InvalidRequestError(
+                "Cloudflare Workflows restarts an instance from its beginning, under the same id "
+                "and input: from_step, new_execution_id and input are not supported"
+            )
+        handle = WorkflowsHandle(self.binding, execution_id)
+        await handle.restart()
+        return handle
+
+
+__all__ = [
+    "EngineRun",
+    "WorkflowsClient",
+    "WorkflowsHandle",
+    "entrypoint_class",
+    "format_duration",
+    "is_workflows_binding",
+    "map_status",
+    "step_config",
+]
