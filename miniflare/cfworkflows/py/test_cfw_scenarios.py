@@ -16,7 +16,7 @@ from pyodide.ffi import create_proxy, to_js
 from workers import SDK
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, create_durable_workflow, workflow
-from workkit_workflow.errors import SerializationError, StepFailedError
+from workkit_workflow.errors import InvalidRequestError, SerializationError, StepFailedError
 
 _n = [0]
 
@@ -82,7 +82,11 @@ def order_flow(effects, *, charge_failures=0, ship_error=None, compensate=True, 
 
     async def undo(ctx):
         effects.call("compensate")
-        effects.compensation = {"failed_step": ctx.failed_step, "error": ctx.error, "outputs": ctx.step_outputs}
+        effects.compensation = {
+            "failed_step": ctx.failed_step,
+            "error": ctx.error,
+            "outputs": ctx.step_outputs,
+        }
         if "charge-card" in ctx.step_outputs:
             await ctx.step("refund", lambda: effects.call("refund") and {"refunded": True})
         if "reserve-inventory" in ctx.step_outputs:
@@ -149,10 +153,18 @@ async def test_retries_are_the_engines_with_the_translated_config():
     assert result.ok, result.error
     assert effects.calls["charge"] == 3
     assert [a for n, a in effects.attempts if n == "charge"] == [1, 2, 3]
-    assert len(set(k for k in effects.keys if k.startswith("charge:"))) == 1  # stable across attempts
+    assert len({k for k in effects.keys if k.startswith("charge:")}) == 1  # stable across attempts
     state = env.state("retry-1")
-    assert state["configs"]["charge-card-1"]["retries"] == {"limit": 2, "delay": "1 second", "backoff": "exponential"}
-    assert state["configs"]["ship-1"]["retries"] == {"limit": 4, "delay": "2 seconds", "backoff": "exponential"}
+    assert state["configs"]["charge-card-1"]["retries"] == {
+        "limit": 2,
+        "delay": "1 second",
+        "backoff": "exponential",
+    }
+    assert state["configs"]["ship-1"]["retries"] == {
+        "limit": 4,
+        "delay": "2 seconds",
+        "backoff": "exponential",
+    }
     assert [w["ms"] for w in state["retryWaits"]] == [1000, 2000]
 
 
@@ -408,7 +420,7 @@ async def test_replay_after_failure_keeps_the_structured_error():
     assert effects.calls["ship"] == 1 and effects.calls["refund"] == 1 and effects.calls["compensate"] == 2
 
 
-# -- client ---------------------------------------------------------------------------------------------------
+# -- client ------------------------------------------------------------------------------------------
 
 
 async def test_cancel_terminates_and_maps_to_cancelled():
@@ -461,8 +473,8 @@ async def test_bad_instance_ids_and_inputs_are_refused_before_the_engine():
     for bad in ("-leading-dash", "has space", "x" * 101):
         try:
             await env.client.run(env.flow, {}, execution_id=bad)
-        except Exception as exc:
-            assert type(exc).__name__ == "InvalidRequestError"
+        except InvalidRequestError:
+            pass
         else:
             raise AssertionError(f"{bad!r} accepted")
     try:
@@ -475,7 +487,12 @@ async def test_bad_instance_ids_and_inputs_are_refused_before_the_engine():
 
 
 async def test_the_fake_engine_rejects_unknown_config_keys():
-    assert cf_engine.validateConfig(to_js({"retries": {"limit": 1, "delay": 1000}}, dict_converter=Object.fromEntries)) is None
+    assert (
+        cf_engine.validateConfig(
+            to_js({"retries": {"limit": 1, "delay": 1000}}, dict_converter=Object.fromEntries)
+        )
+        is None
+    )
     bad = {"retries": {"limit": 1, "delay": 1000, "jitter": 0.1}}
     assert "jitter" in cf_engine.validateConfig(to_js(bad, dict_converter=Object.fromEntries))
     assert cf_engine.validateConfig(to_js({"timeout": 0}, dict_converter=Object.fromEntries)) is not None
