@@ -257,8 +257,11 @@ class EngineRun:
         self.retry = retry
         self.native_retries = native_retries
         self.prefix = prefix
-        self.outputs: dict[str, Any] = {}
-        """Outputs of the steps that completed, by step name (for compensation)."""
+        self._outputs: dict[int, tuple[str, Any]] = {}
+        self._next_op = 0
+        self._running = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._seen: dict[str, int] = {}
         self._errors: dict[str, dict[str, Any]] = {}
 
@@ -275,13 +278,37 @@ class EngineRun:
 
     # -- steps ---------------------------------------------------------------
 
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Outputs of the steps that completed, by name, in call order (for compensation)."""
+        return {name: output for _, (name, output) in sorted(self._outputs.items())}
+
+    async def settle(self) -> None:
+        """Wait for the steps still running (siblings of a failed ``gather`` branch)."""
+        while self._running:
+            self._quiet.clear()
+            await self._quiet.wait()
+
     def step(
         self, name: str, call: Callable[[StepContext], Any], options: StepOptions
     ) -> Coroutine[Any, Any, Any]:
-        return self._step(self._label(name), name, call, options)
+        op = self._next_op
+        self._next_op += 1
+        return self._step(op, self._label(name), name, call, options)
 
     async def _step(
-        self, label: str, name: str, call: Callable[[StepContext], Any], options: StepOptions
+        self, op: int, label: str, name: str, call: Callable[[StepContext], Any], options: StepOptions
+    ) -> Any:
+        self._running += 1
+        try:
+            return await self._step_body(op, label, name, call, options)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._quiet.set()
+
+    async def _step_body(
+        self, op: int, label: str, name: str, call: Callable[[StepContext], Any], options: StepOptions
     ) -> Any:
         policy = options.retry or self.retry
         attempt = 1
@@ -306,7 +333,7 @@ class EngineRun:
                 attempt += 1
                 current = f"{label} (attempt {attempt})"
                 continue
-            self.outputs[name] = output
+            self._outputs[op] = (name, output)
             return validate(options.output, output, what=f"output of {name!r}")
 
     async def _attempt(
@@ -480,6 +507,9 @@ async def run_definition(
             if isinstance(exc, StepFailedError)
             else dict(jn.serialize_error(exc, attempt=0, started_at=None, finished_at=None, retryable=False))
         )
+        # Steps still running in other gather branches finish first, so the
+        # outputs compensation sees are the same on every replay.
+        await main.settle()
         await _compensate(definition, step, main, value, failed_step, error, native)
         raise
 
@@ -512,7 +542,7 @@ async def _compensate(
         status="failed",
         failed_step=failed_step,
         error=error,
-        step_outputs=dict(main.outputs),
+        step_outputs=main.outputs,
     )
     try:
         result = handler(ctx)

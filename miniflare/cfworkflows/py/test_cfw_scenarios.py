@@ -29,10 +29,17 @@ def unique(name):
 class Env:
     """One fake engine running one definition, and the client over its binding."""
 
-    def __init__(self, flow, *, native=True, error_as_string=False):
+    def __init__(self, flow, *, native=True, error_as_string=False, subclass=False):
         SDK.native_non_retryable = native
         self.flow = flow
-        self.entry = flow.as_cloudflare_workflow("Entry")
+        if subclass:
+            # The class-statement form an entry module uses.
+            class Entry(flow.as_cloudflare_workflow()):
+                pass
+
+            self.entry = Entry
+        else:
+            self.entry = flow.as_cloudflare_workflow("Entry")
 
         async def runner(event, step):
             return await self.entry(None, None).run(event, step)
@@ -112,7 +119,7 @@ def keys_of(state, event):
 
 async def test_linear_flow_completes_each_step_once():
     effects = Effects()
-    env = Env(order_flow(effects))
+    env = Env(order_flow(effects), subclass=True)
     handle = await env.client.run(env.flow, {"order_id": "o-1"}, execution_id="o-1")
     assert handle.created is True
     result = await handle.result(timeout=10)
@@ -369,6 +376,37 @@ async def test_fan_out_with_gather_uses_unique_step_names():
     await env.engine.evict("fan-1")
     assert all(effects.calls[f"item-{i}"] == 1 for i in range(5))
     assert env.state("fan-1")["output"] == result.value
+
+
+async def test_a_failed_branch_lets_its_siblings_finish_before_compensation():
+    effects = Effects()
+
+    async def slow():
+        await asyncio.sleep(0.05)
+        effects.call("slow")
+        return "slow-done"
+
+    def fast():
+        effects.call("fast")
+        raise NonRetryableError("fast branch failed")
+
+    @workflow(unique("branches"))
+    async def branches(ctx, input):
+        await ctx.step("first", effects.call, "first")
+        return await asyncio.gather(ctx.step("slow", slow), ctx.step("fast", fast))
+
+    async def undo(ctx):
+        effects.seen = list(ctx.step_outputs.items())
+
+    branches.on_failure(undo)
+    env = Env(branches)
+    handle = await env.client.run(branches, None, execution_id="branch-1")
+    assert (await handle.result(timeout=10)).status == "failed"
+    assert effects.seen == [("first", 1), ("slow", "slow-done")]
+    effects.seen = None
+    await env.engine.evict("branch-1")
+    assert effects.seen == [("first", 1), ("slow", "slow-done")]
+    assert effects.calls == {"first": 1, "slow": 1, "fast": 1}
 
 
 # -- replay after a restart ----------------------------------------------------------------------------
