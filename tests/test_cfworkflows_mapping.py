@@ -22,6 +22,7 @@ from workkit_workflow import (
     workflow,
 )
 from workkit_workflow import _cfworkflows as cfw
+from workkit_workflow import _cfworkflows_client as cfw_client
 from workkit_workflow.errors import (
     ExecutionNotFinishedError,
     InvalidRequestError,
@@ -110,13 +111,13 @@ class _Binding:
 
 
 def test_backend_selection() -> None:
-    assert cfw.is_workflows_binding(_Binding())
+    assert cfw_client.is_workflows_binding(_Binding())
     client = create_durable_workflow(_Binding())
-    assert isinstance(client, cfw.WorkflowsClient) and isinstance(client, DurableWorkflows)
+    assert isinstance(client, cfw_client.WorkflowsClient) and isinstance(client, DurableWorkflows)
     local = LocalNamespace()
-    assert not cfw.is_workflows_binding(local)
+    assert not cfw_client.is_workflows_binding(local)
     assert type(create_durable_workflow(local)) is DurableWorkflows
-    assert isinstance(create_durable_workflow(object(), backend="cf-workflows"), cfw.WorkflowsClient)
+    assert isinstance(create_durable_workflow(object(), backend="cf-workflows"), cfw_client.WorkflowsClient)
     with pytest.raises(InvalidRequestError):
         create_durable_workflow(local, backend="sqs")
 

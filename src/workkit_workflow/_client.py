@@ -261,10 +261,10 @@ def create_durable_workflow(binding: Any, *, backend: str | None = None) -> Dura
     if backend not in (None, "durable-object", "cf-workflows"):
         raise InvalidRequestError(f"unknown backend {backend!r}; use 'durable-object' or 'cf-workflows'")
     if backend != "durable-object":
-        from . import _cfworkflows
+        from . import _cfworkflows_client as cfw
 
-        if backend == "cf-workflows" or _cfworkflows.is_workflows_binding(binding):
-            return _cfworkflows.WorkflowsClient(binding)
+        if backend == "cf-workflows" or cfw.is_workflows_binding(binding):
+            return cfw.WorkflowsClient(binding)
     return DurableWorkflows(_resolve(binding))
 
 
