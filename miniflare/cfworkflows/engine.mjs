@@ -80,6 +80,12 @@ function isNonRetryable(e) {
   return e instanceof Error && (e.name === "NonRetryableError" || String(e.message).startsWith("NonRetryableError"));
 }
 
+// Across the RPC boundary an error's name is folded into its message: the real
+// engine (wrangler 4.164.0) rethrows `Error("NonRetryableError: stop now")`.
+function overRpc(name, message) {
+  return new Error(name && name !== "Error" ? `${name}: ${message}` : message);
+}
+
 function asError(e) {
   if (e instanceof Error) return e;
   return new Error(String(e));
@@ -112,13 +118,13 @@ class WorkflowStep {
     const callback = maybeCallback ?? configOrCallback;
     const stepConfig = maybeCallback ? configOrCallback : {};
     if (typeof name !== "string" || name.length > 256 || /[\x00-\x1f]/.test(name)) {
-      throw fatal(`Step name "${name}" exceeds max length (256 chars) or invalid characters found`);
+      throw overRpc("WorkflowFatalError", `Step name "${name}" exceeds max length (256 chars) or invalid characters found`);
     }
     if (typeof callback !== "function") throw new TypeError("step callback must be a function");
     const invalid = validateConfig(stepConfig);
     if (invalid) {
       inst.invalidConfigs.push({ name, reason: invalid });
-      throw fatal(`Step config for "${name}" is in a invalid format: ${invalid}`);
+      throw overRpc("WorkflowFatalError", `Step config for "${name}" is in a invalid format: ${invalid}`);
     }
     const config = {
       ...DEFAULT_CONFIG, ...stepConfig,
@@ -133,7 +139,7 @@ class WorkflowStep {
     if (inst.cache.has(key + "-error")) {
       inst.log.push({ event: "replay-error", key });
       const { name: errName, message } = inst.cache.get(key + "-error");
-      throw fatal(message, errName);
+      throw overRpc(errName, message);
     }
     inst.configs.set(key, config);
     let attempt = inst.cache.get(key + "-attempts") ?? 0;
@@ -166,11 +172,12 @@ class WorkflowStep {
       } catch (e0) {
         if (this.dead) return never();
         const e = asError(e0);
-        inst.log.push({ event: "attempt-failed", key, attempt, name: e.name, message: e.message });
-        const terminal = isNonRetryable(e) || e.name === "WorkflowFatalError" || attempt > config.retries.limit;
+        const nonRetryable = isNonRetryable(e);
+        inst.log.push({ event: "attempt-failed", key, attempt, name: e.name, message: e.message, nonRetryable });
+        const terminal = nonRetryable || e.name === "WorkflowFatalError" || attempt > config.retries.limit;
         if (terminal) {
           inst.cache.set(key + "-error", { name: e.name, message: e.message });
-          throw fatal(e.message, e.name);
+          throw overRpc(e.name, e.message);
         }
         inst.retryWaits.push({ key, attempt, ms: retryDelay(config, attempt) });
         continue;
@@ -223,7 +230,7 @@ class WorkflowStep {
     if (inst.cache.has(key + "-value")) return structuredClone(inst.cache.get(key + "-value"));
     if (inst.cache.has(key + "-error")) {
       const { name: n, message } = inst.cache.get(key + "-error");
-      throw fatal(message, n);
+      throw overRpc(n, message);
     }
     inst.waits.push({ name, key, type, timeout });
     const queued = inst.events.get(type);
@@ -244,7 +251,7 @@ class WorkflowStep {
         if (this.dead) return never();
         inst.cache.set(key + "-error", { name: e.name, message: e.message });
         if (inst.status === "waiting") inst.status = "running";
-        throw e;
+        throw overRpc(e.name, e.message);
       } finally {
         clearTimeout(timer);
       }

@@ -201,7 +201,7 @@ async def test_non_retryable_reaches_the_engine_as_such():
     assert effects.calls["ship"] == 1  # max_attempts=5, yet one attempt
     state = env.state("nr-1")
     failed = [e for e in state["log"] if e["event"] == "attempt-failed"]
-    assert [(e["key"], e["name"]) for e in failed] == [("ship-1", "NonRetryableError")]
+    assert [(e["key"], e["nonRetryable"]) for e in failed] == [("ship-1", True)]
     assert state["status"] == "errored"
     # Compensation ran as journaled steps, with the completed steps' outputs.
     assert effects.calls["refund"] == 1 and effects.calls["release"] == 1
@@ -223,8 +223,8 @@ async def test_any_final_error_is_converted_to_the_sdks_non_retryable():
     assert result.status == "failed"
     assert effects.calls["ship"] == 1
     failed = [e for e in env.state("nr-1b")["log"] if e["event"] == "attempt-failed"]
-    assert [(e["key"], e["name"], e["message"]) for e in failed] == [
-        ("ship-1", "NonRetryableError", "no such street")
+    assert [(e["key"], e["nonRetryable"], e["message"]) for e in failed] == [
+        ("ship-1", True, "no such street")
     ]
     assert effects.compensation["error"]["code"] == "AddressRejected"
     assert effects.compensation["error"]["retryable"] is False
@@ -487,7 +487,7 @@ async def test_errors_as_strings_and_oversize_outputs():
     assert result.status == "failed"
     assert "1048576 bytes" in result.error.message
     failed = [e for e in env.state("big-1")["log"] if e["event"] == "attempt-failed"]
-    assert len(failed) == 1 and failed[0]["name"] == "NonRetryableError"
+    assert len(failed) == 1 and failed[0]["nonRetryable"]
 
 
 async def test_step_failures_are_catchable_in_code_first_workflows():
