@@ -345,3 +345,24 @@ async def test_client_result_timeout() -> None:
         await handle.result(timeout=0.05)
     assert await handle.send_event("go", {"x": 1})
     assert await handle.cancel() is True
+
+
+async def test_a_broken_idempotency_key_fails_the_step_without_retries() -> None:
+    tries = Counter[str]()
+
+    def work() -> int:
+        tries["work"] += 1
+        return 1
+
+    def key(ctx: Any) -> str:
+        raise KeyError("order_id")
+
+    @workflow("bad-key", register=False, retry=RetryPolicy(max_attempts=4))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.step("work", work, idempotency_key=key)
+
+    step = FakeStep()
+    with pytest.raises(Exception, match="idempotency_key"):
+        await run(flow, step)
+    assert tries["work"] == 0
+    assert step.cache["do:work (failure)-1"][1]["code"] == "serialization_error"

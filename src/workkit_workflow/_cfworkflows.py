@@ -341,12 +341,15 @@ class EngineRun:
             engine_attempt = _engine_attempt(ctx)
             attempt = first_attempt + (engine_attempt or calls) - 1
             started = time.time()
-            step_ctx = StepContext(self.execution_id, self.workflow, name, attempt, "", self.input)
-            if not key_cache:
-                key_cache.append(self._idempotency_key(label, options, step_ctx))
-            step_ctx = StepContext(self.execution_id, self.workflow, name, attempt, key_cache[0], self.input)
-            token = _CURRENT_STEP.set(step_ctx)
+            token = None
             try:
+                if not key_cache:
+                    bare = StepContext(self.execution_id, self.workflow, name, attempt, "", self.input)
+                    key_cache.append(self._idempotency_key(label, options, bare))
+                step_ctx = StepContext(
+                    self.execution_id, self.workflow, name, attempt, key_cache[0], self.input
+                )
+                token = _CURRENT_STEP.set(step_ctx)
                 value = call(step_ctx)
                 if inspect.isawaitable(value):
                     value = await value
@@ -366,7 +369,8 @@ class EngineRun:
                     raise _sdk_non_retryable()(str(exc) or type(exc).__name__) from exc
                 raise
             finally:
-                _CURRENT_STEP.reset(token)
+                if token is not None:
+                    _CURRENT_STEP.reset(token)
 
         config = step_config(policy, options.timeout, native_retries=self.native_retries)
         run_step = self.engine.do(current, config=config)(callback)
@@ -378,7 +382,10 @@ class EngineRun:
             return f"{self.execution_id}:{label}"
         if isinstance(spec, str):
             return spec
-        key = spec(ctx)
+        try:
+            key = spec(ctx)
+        except Exception as exc:
+            raise SerializationError(f"idempotency_key of step {ctx.step!r} raised: {exc!r}") from None
         if not isinstance(key, str) or not key:
             raise SerializationError(f"idempotency_key of step {ctx.step!r} must return a non-empty str")
         return key
