@@ -94,27 +94,29 @@ function asError(e) {
 const never = () => new Promise(() => {});
 
 // The `step` object of one run (one lifetime of the engine).
+// Plain (not #private) members: the SDK wraps this object in a Proxy, as it does
+// the real engine's RPC stub, and private fields do not work through a Proxy.
 class WorkflowStep {
-  #inst; #counters = new Map();
-  constructor(inst) { this.#inst = inst; this.dead = false; }
+  _inst; _counters = new Map();
+  constructor(inst) { this._inst = inst; this.dead = false; }
 
-  #count(key) {
-    const n = (this.#counters.get(key) ?? 0) + 1;
-    this.#counters.set(key, n);
+  _count(key) {
+    const n = (this._counters.get(key) ?? 0) + 1;
+    this._counters.set(key, n);
     return n;
   }
 
-  #alive(promise) {
+  _alive(promise) {
     // After an eviction, the abandoned run never hears back.
     return promise.then((v) => (this.dead ? never() : v), (e) => (this.dead ? never() : Promise.reject(e)));
   }
 
   async do(name, configOrCallback, maybeCallback) {
-    return this.#alive(this.#do(name, configOrCallback, maybeCallback));
+    return this._alive(this._do(name, configOrCallback, maybeCallback));
   }
 
-  async #do(name, configOrCallback, maybeCallback) {
-    const inst = this.#inst;
+  async _do(name, configOrCallback, maybeCallback) {
+    const inst = this._inst;
     const callback = maybeCallback ?? configOrCallback;
     const stepConfig = maybeCallback ? configOrCallback : {};
     if (typeof name !== "string" || name.length > 256 || /[\x00-\x1f]/.test(name)) {
@@ -130,7 +132,7 @@ class WorkflowStep {
       ...DEFAULT_CONFIG, ...stepConfig,
       retries: { ...DEFAULT_CONFIG.retries, ...(stepConfig.retries ?? {}) },
     };
-    const count = this.#count("run-" + name);
+    const count = this._count("run-" + name);
     const key = `${name}-${count}`;
     if (inst.cache.has(key + "-value")) {
       inst.log.push({ event: "replay", key });
@@ -189,17 +191,17 @@ class WorkflowStep {
   }
 
   async sleep(name, duration) {
-    return this.#alive(this.#sleep(name, duration, "sleep"));
+    return this._alive(this._sleep(name, duration, "sleep"));
   }
 
-  async #sleep(name, duration, kind) {
-    const inst = this.#inst;
+  async _sleep(name, duration, kind) {
+    const inst = this._inst;
     if (typeof duration !== "string" && typeof duration !== "number") {
       throw new TypeError(`sleep duration must be a string or a number of ms, got ${typeof duration}`);
     }
     const msValue = ms(duration);
     if (Number.isNaN(msValue)) throw new TypeError(`cannot parse sleep duration ${duration}`);
-    const count = this.#count("sleep-" + name);
+    const count = this._count("sleep-" + name);
     const key = `${name}-${count}`;
     if (inst.cache.has(key + "-slept")) return undefined;
     inst.cache.set(key + "-slept", true);
@@ -212,20 +214,20 @@ class WorkflowStep {
     if (t instanceof Date) t = t.valueOf();
     if (typeof t !== "number") throw new TypeError(`sleepUntil needs a Date or ms since epoch, got ${typeof timestamp}`);
     if (t < Date.now()) throw new Error("You can't sleep until a time in the past, time-traveler");
-    return this.#alive(this.#sleep(name, t - Date.now(), "sleepUntil"));
+    return this._alive(this._sleep(name, t - Date.now(), "sleepUntil"));
   }
 
   async waitForEvent(name, options) {
-    return this.#alive(this.#waitForEvent(name, options));
+    return this._alive(this._waitForEvent(name, options));
   }
 
-  async #waitForEvent(name, options) {
-    const inst = this.#inst;
+  async _waitForEvent(name, options) {
+    const inst = this._inst;
     const type = options?.type;
     if (typeof type !== "string") throw new TypeError("waitForEvent needs options.type");
     const timeout = options.timeout ?? "24 hours";
     if (Number.isNaN(ms(timeout))) throw new TypeError(`cannot parse timeout ${timeout}`);
-    const count = this.#count("waitForEvent-" + name);
+    const count = this._count("waitForEvent-" + name);
     const key = `${name}-${count}`;
     if (inst.cache.has(key + "-value")) return structuredClone(inst.cache.get(key + "-value"));
     if (inst.cache.has(key + "-error")) {
@@ -419,4 +421,8 @@ export function createEngine(runner, options) {
   return new Engine(runner, opts ?? {});
 }
 
-export default { createEngine, wrapWorkflowStep, validateConfig, ms };
+// Read by the stub `_cloudflare_compat_flags` when the real SDK runs (CFW_IMPLICIT_DEPS=0: legacy step.do).
+// CFW_SDK names the SDK the run is meant to use ("standin" | "real"), checked by a scenario.
+export const flags = { implicit: process.env.CFW_IMPLICIT_DEPS !== "0", sdk: process.env.CFW_SDK ?? "standin" };
+
+export default { createEngine, wrapWorkflowStep, validateConfig, ms, flags };

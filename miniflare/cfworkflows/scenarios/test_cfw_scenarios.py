@@ -2,8 +2,10 @@
 
 Runs under real Pyodide (miniflare/run_pyodide.mjs + pyo_test.py): the entry
 point made by ``Workflow.as_cloudflare_workflow()`` runs against the JavaScript
-fake engine (``cf_engine``, miniflare/cfworkflows/engine.mjs) through the fake
-``workers`` SDK next to this file, and the client drives the fake binding.
+fake engine (``cf_engine``, miniflare/cfworkflows/engine.mjs) through either the
+stand-in ``workers`` SDK (``../standin``, which can also act as an SDK older than
+1.9.0) or the real workers-runtime-sdk (with ``../sdk-stubs`` for the two modules
+workerd provides), and the client drives the fake binding.
 """
 
 import asyncio
@@ -13,7 +15,11 @@ from datetime import UTC, datetime, timedelta
 import cf_engine
 from js import Object
 from pyodide.ffi import create_proxy, to_js
-from workers import SDK
+
+try:  # the stand-in SDK next to this file; absent when the real workers-runtime-sdk is mounted
+    from workers import SDK
+except ImportError:
+    SDK = None
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, create_durable_workflow, workflow
 from workkit_workflow.errors import InvalidRequestError, SerializationError, StepFailedError
@@ -30,16 +36,22 @@ class Env:
     """One fake engine running one definition, and the client over its binding."""
 
     def __init__(self, flow, *, native=True, error_as_string=False, subclass=False):
-        SDK.native_non_retryable = native
+        # The stand-in SDK emulates an old SDK (no native NonRetryableError) and the
+        # adapter detects it; the real SDK (1.9.5) has it, so the fallback is forced.
+        native_retries = None
+        if SDK is not None:
+            SDK.native_non_retryable = native
+        elif not native:
+            native_retries = False
         self.flow = flow
         if subclass:
             # The class-statement form an entry module uses.
-            class Entry(flow.as_cloudflare_workflow()):
+            class Entry(flow.as_cloudflare_workflow(native_retries=native_retries)):
                 pass
 
             self.entry = Entry
         else:
-            self.entry = flow.as_cloudflare_workflow("Entry")
+            self.entry = flow.as_cloudflare_workflow("Entry", native_retries=native_retries)
 
         async def runner(event, step):
             return await self.entry(None, None).run(event, step)
@@ -115,6 +127,18 @@ def keys_of(state, event):
 
 
 # -- linear flow -------------------------------------------------------------------
+
+
+def test_the_intended_sdk_is_in_use():
+    import workers
+
+    real = SDK is None
+    assert real == (cf_engine.flags.sdk == "real"), (workers.__file__, cf_engine.flags.sdk)
+    if real:
+        import _cloudflare_compat_flags
+
+        assert hasattr(workers, "Response") and hasattr(workers, "python_from_rpc")
+        assert _cloudflare_compat_flags.python_workflows_implicit_dependencies == cf_engine.flags.implicit
 
 
 async def test_linear_flow_completes_each_step_once():
