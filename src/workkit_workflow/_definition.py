@@ -251,8 +251,9 @@ class Workflow(Generic[T]):
         self, class_name: str | None = None, *, native_retries: bool | None = None
     ) -> type:
         """This workflow as a Cloudflare Workflows entry point (a ``WorkflowEntrypoint``
-        subclass). Bind it to a module-level name equal to ``class_name`` (wrangler's
-        ``class_name``): ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``."""
+        subclass). In the Worker's entry module, subclass it under wrangler's
+        ``class_name`` (``class OrderFlow(order_flow.as_cloudflare_workflow()): pass``)
+        or bind it to that name: ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``."""
         from ._cfworkflows import entrypoint_class
 
         return entrypoint_class(self, class_name, native_retries=native_retries)
