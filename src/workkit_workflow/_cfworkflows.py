@@ -250,6 +250,7 @@ class EngineRun:
         self._quiet.set()
         self._seen: dict[str, int] = {}
         self._errors: dict[str, dict[str, Any]] = {}
+        self._attempts: dict[str, int] = {}
 
     def _label(self, name: str) -> str:
         n = self._seen.get(name, 0) + 1
@@ -333,6 +334,7 @@ class EngineRun:
         first_attempt: int,
     ) -> Any:
         calls = 0
+        self._attempts[current] = first_attempt - 1
         key_cache: list[str] = []
 
         async def callback(ctx: Any = None) -> Any:
@@ -340,6 +342,7 @@ class EngineRun:
             calls += 1
             engine_attempt = _engine_attempt(ctx)
             attempt = first_attempt + (engine_attempt or calls) - 1
+            self._attempts[current] = attempt
             started = time.time()
             token = None
             try:
@@ -397,17 +400,18 @@ class EngineRun:
         cached output replays the full error (code, retryable, attempt...).
         """
         known = self._errors.pop(current, None)
+        attempts = self._attempts.pop(current, 0)
 
         async def record(ctx: Any = None) -> Any:
             if known is not None:
                 return known
-            # Only on a replay that lost the first run's memory.
+            # The engine failed the step itself (a timeout), or a replay lost the memory.
             return {
                 "code": "step_failed",
                 "message": str(exc) or type(exc).__name__,
                 "type": type(exc).__name__,
                 "retryable": False,
-                "attempt": 0,
+                "attempt": attempts,
             }
 
         config = {"retries": {"limit": 0, "delay": "1 second", "backoff": "constant"}}
@@ -558,6 +562,11 @@ def entrypoint_class(
     name = class_name or _class_name(definition.name)
     if not name.isidentifier():
         raise ValueError(f"class_name must be a Python identifier, got {name!r}")
+    if definition.timeout is not None:
+        log.warning(
+            "workflow %r has a timeout; Cloudflare Workflows does not enforce it (per-step timeouts apply)",
+            definition.name,
+        )
 
     async def run(self: Any, event: Any, step: Any) -> Any:
         return await run_definition(definition, event, step, native_retries=native_retries)

@@ -213,6 +213,31 @@ async def test_retries_exhausted_fail_and_compensate():
     assert "charge-card" in result.error.message
 
 
+async def test_step_timeouts_are_the_engines():
+    effects = Effects()
+
+    async def slow():
+        effects.call("slow")
+        await asyncio.sleep(0.2)
+        return "too late"
+
+    @workflow(unique("timeout"))
+    async def timed(ctx, input):
+        once_more = RetryPolicy(max_attempts=2, initial_delay=0.0)
+        return await ctx.step("slow", slow, timeout="2s", retry=once_more)
+
+    timed.on_failure(lambda ctx: effects.__dict__.update(error=ctx.error))
+    env = Env(timed)
+    handle = await env.client.run(timed, None, execution_id="timeout-1")
+    result = await handle.result(timeout=10)
+    assert result.status == "failed"
+    state = env.state("timeout-1")
+    assert state["configs"]["slow-1"]["timeout"] == "2 seconds"
+    assert state["configs"]["slow-1"]["retries"]["limit"] == 1
+    assert effects.calls["slow"] == 2
+    assert effects.error["attempt"] == 2 and "timed out" in effects.error["message"]
+
+
 # -- non-retryable ---------------------------------------------------------------------
 
 
