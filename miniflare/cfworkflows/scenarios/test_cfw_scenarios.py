@@ -59,7 +59,16 @@ class Env:
         self._runner = create_proxy(runner)
         options = {"name": flow.name, "errorAsString": error_as_string}
         self.engine = cf_engine.createEngine(self._runner, to_js(options, dict_converter=Object.fromEntries))
-        self.client = create_durable_workflow(self.engine.binding)
+        binding = self.engine.binding
+        if SDK is None:
+            # As a Worker sees it: env.ORDER_FLOW through the real SDK's env wrapper
+            # (a WorkflowImpl becomes its _WorkflowBindingWrapper).
+            from workers.rpc import _EnvWrapper
+
+            js_env = to_js({"ORDER_FLOW": binding}, dict_converter=Object.fromEntries)
+            binding = _EnvWrapper(js_env).ORDER_FLOW
+            assert type(binding).__name__ == "_WorkflowBindingWrapper", type(binding)
+        self.client = create_durable_workflow(binding)
 
     def state(self, execution_id):
         return json.loads(self.engine.json(execution_id))
