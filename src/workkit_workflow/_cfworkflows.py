@@ -141,17 +141,28 @@ def json_output(value: Any, *, what: str, limit: int = MAX_STEP_OUTPUT) -> Any:
 
 
 def _sdk_non_retryable() -> type[Exception]:
-    try:
-        from workers.workflows import NonRetryableError
-    except ImportError:
-        # Same class name: the engine recognises either by name.
-        from .errors import NonRetryableError
-    return cast(type[Exception], NonRetryableError)
+    from ._cloudflare import IN_PYODIDE
+
+    if IN_PYODIDE:
+        try:
+            from workers.workflows import NonRetryableError as SdkNonRetryable
+        except ImportError:
+            pass
+        else:
+            return cast(type[Exception], SdkNonRetryable)
+    # Same class name: the engine recognises either by name.
+    from .errors import NonRetryableError
+
+    return NonRetryableError
 
 
 def sdk_has_native_non_retryable() -> bool:
     """Whether the ``workers`` SDK turns a raised NonRetryableError into one the engine
     does not retry (workers-runtime-sdk >= 1.9.0). Unknown counts as no."""
+    from ._cloudflare import IN_PYODIDE
+
+    if not IN_PYODIDE:
+        return False
     try:
         from workers import entrypoints
     except ImportError:
