@@ -187,7 +187,7 @@ class FakeStep:
         return self.cache[key]
 
 
-async def run(flow: Workflow[Any], step: FakeStep, payload: Any = None, *, native: bool = True) -> Any:
+async def run(flow: Workflow, step: FakeStep, payload: Any = None, *, native: bool = True) -> Any:
     event = {"payload": payload, "instanceId": "inst-1", "workflowName": "wf"}
     return await cfw.run_definition(flow, event, step, native_retries=native)
 

@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from . import _journal as jn
 from ._context import _CURRENT_STEP, CompensationContext, StepContext, WorkflowContext
@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     from ._run import PhaseRun
 
 log = logging.getLogger("workkit_workflow")
+
+AnyWorkflow: TypeAlias = "Workflow[Any]"  # type: ignore[type-arg]
+"""A definition of any input type (``Workflow`` was generic when this was written)."""
 
 MAX_STEP_OUTPUT = 1 << 20
 """The engine's limit on one step's result (and on an event payload): 1 MiB."""
@@ -485,7 +488,11 @@ def _engine_attempt(ctx: Any) -> int | None:
 
 
 async def run_definition(
-    definition: Workflow[Any], event: Any, step: Any, *, native_retries: bool | None = None
+    definition: AnyWorkflow,
+    event: Any,
+    step: Any,
+    *,
+    native_retries: bool | None = None,
 ) -> Any:
     """Drive ``definition`` for one ``run(event, step)`` call of the engine."""
     native = sdk_has_native_non_retryable() if native_retries is None else native_retries
@@ -523,7 +530,7 @@ async def run_definition(
 
 
 async def _compensate(
-    definition: Workflow[Any],
+    definition: AnyWorkflow,
     step: Any,
     main: EngineRun,
     input: Any,
@@ -562,7 +569,10 @@ async def _compensate(
 
 
 def entrypoint_class(
-    definition: Workflow[Any], class_name: str | None = None, *, native_retries: bool | None = None
+    definition: AnyWorkflow,
+    class_name: str | None = None,
+    *,
+    native_retries: bool | None = None,
 ) -> type:
     """A ``WorkflowEntrypoint`` subclass named ``class_name`` that runs ``definition``.
 

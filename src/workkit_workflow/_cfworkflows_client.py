@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._cfworkflows import TERMINAL_ENGINE, _plain, json_output, map_status
+from ._cfworkflows import TERMINAL_ENGINE, AnyWorkflow, _plain, json_output, map_status
 from ._client import DurableWorkflows, ExecutionHandle, WorkflowResult
 from ._definition import Workflow
 from ._journal import Status
@@ -227,7 +227,7 @@ class WorkflowsClient(DurableWorkflows):
 
     async def run(
         self,
-        workflow: Workflow[Any] | str,
+        workflow: AnyWorkflow | str,
         input: Any = None,
         *,
         execution_id: str | None = None,
@@ -268,7 +268,11 @@ class WorkflowsClient(DurableWorkflows):
         return handle
 
     async def start(
-        self, workflow: Workflow[Any] | str, input: Any = None, *, execution_id: str | None = None
+        self,
+        workflow: AnyWorkflow | str,
+        input: Any = None,
+        *,
+        execution_id: str | None = None,
     ) -> ExecutionHandle:
         return await self.run(workflow, input, execution_id=execution_id, wait=False)
 
