@@ -265,9 +265,18 @@ class DurableWorkflows:
         return await self._start(new_id, body)
 
 
-def create_durable_workflow(binding: Any) -> DurableWorkflows:
+def create_durable_workflow(binding: Any, *, backend: str | None = None) -> DurableWorkflows:
     """The client for a ``WorkflowExecutionDO`` namespace: ``env.WORKFLOW_DO`` in a
-    Worker, or a :class:`workkit_workflow.local.LocalNamespace` locally."""
+    Worker, or a :class:`workkit_workflow.local.LocalNamespace` locally; or, for a
+    Cloudflare Workflows binding (``env.ORDER_FLOW``), a client over its instances.
+    ``backend`` (``"durable-object"`` or ``"cf-workflows"``) overrides the detection."""
+    if backend not in (None, "durable-object", "cf-workflows"):
+        raise InvalidRequestError(f"unknown backend {backend!r}; use 'durable-object' or 'cf-workflows'")
+    if backend != "durable-object":
+        from . import _cfworkflows_client as cfw
+
+        if backend == "cf-workflows" or cfw.is_workflows_binding(binding):
+            return cfw.WorkflowsClient(binding)
     return DurableWorkflows(_resolve(binding))
 
 

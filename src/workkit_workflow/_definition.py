@@ -251,6 +251,17 @@ class Workflow:
                 )
         return prev
 
+    def as_cloudflare_workflow(
+        self, class_name: str | None = None, *, native_retries: bool | None = None
+    ) -> type:
+        """This workflow as a Cloudflare Workflows entry point (a ``WorkflowEntrypoint``
+        subclass). In the Worker's entry module, subclass it under wrangler's
+        ``class_name`` (``class OrderFlow(order_flow.as_cloudflare_workflow()): pass``)
+        or bind it to that name: ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``."""
+        from ._cfworkflows import entrypoint_class
+
+        return entrypoint_class(self, class_name, native_retries=native_retries)
+
     def __repr__(self) -> str:
         kind = "code-first" if self._fn is not None else f"{len(self._ops)} steps"
         return f"Workflow({self.name!r}, {kind})"

@@ -1,0 +1,304 @@
+"""The client side of the Cloudflare Workflows backend.
+
+``create_durable_workflow(env.ORDER_FLOW)`` on a Workflows binding returns a
+:class:`WorkflowsClient`; its handles have the interface of
+:class:`~workkit_workflow.ExecutionHandle`, mapped onto the instance API
+(``create``/``get``, ``status``, ``terminate``, ``sendEvent``, ``restart``,
+``pause``/``resume``). Calls use the JS method names and convert arguments and
+results here, so the raw binding and the SDK's wrapper both work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ._cfworkflows import TERMINAL_ENGINE, AnyWorkflow, _plain, json_output, map_status
+from ._client import DurableWorkflows, ExecutionHandle, WorkflowResult
+from ._definition import Workflow
+from ._journal import Status
+from ._ports import WireResponse
+from ._values import validate
+from .errors import (
+    ExecutionFailedError,
+    ExecutionNotFinishedError,
+    ExecutionNotFoundError,
+    InvalidRequestError,
+    TransportError,
+    WorkflowError,
+)
+
+# -- the client ------------------------------------------------------------------------------------
+
+
+def is_workflows_binding(binding: Any) -> bool:
+    """A Workflows binding (``create``/``get``), as opposed to a DO namespace."""
+    kind = type(binding).__name__
+    if kind == "_WorkflowBindingWrapper":
+        return True
+    if kind in ("_DurableObjectNamespaceWrapper", "LocalNamespace"):
+        return False
+    constructor = None
+    try:
+        constructor = str(binding.constructor.name)
+    except Exception:
+        constructor = None
+    if constructor in ("WorkflowImpl", "Workflow", "WorkflowBinding"):
+        return True
+    if constructor == "DurableObjectNamespace":
+        return False
+
+    def has(attr: str) -> bool:
+        return callable(getattr(binding, attr, None))
+
+    return has("create") and has("get") and not has("idFromName") and not has("request")
+
+
+async def _call(promise: Any) -> Any:
+    return _plain(await promise)
+
+
+class _NoNamespace:
+    """The Namespace port a Workflows client does not have."""
+
+    async def request(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+    ) -> WireResponse:
+        raise TransportError("a Cloudflare Workflows client has no Durable Object namespace")
+
+
+class WorkflowsHandle(ExecutionHandle):
+    """One Workflows instance, with the interface of :class:`ExecutionHandle`.
+
+    ``journal()`` is empty: the binding does not expose step history (see the
+    Cloudflare dashboard or ``wrangler workflows instances describe``).
+    ``cancel`` terminates the instance, without compensation.
+    """
+
+    def __init__(self, binding: Any, execution_id: str, *, created: bool | None = None) -> None:
+        super().__init__(_NoNamespace(), execution_id, created=created)
+        self._binding = binding
+        self._instance: Any = None
+
+    async def _get(self) -> Any:
+        if self._instance is None:
+            try:
+                self._instance = await self._binding.get(self.execution_id)
+            except Exception as exc:
+                raise ExecutionNotFoundError(
+                    f"no Workflows instance {self.execution_id!r}: {exc}", execution_id=self.execution_id
+                ) from None
+        return self._instance
+
+    async def engine_status(self) -> dict[str, Any]:
+        """The instance's ``status()`` as the engine reports it (``status``, ``error``, ``output``)."""
+        instance = await self._get()
+        try:
+            raw = _plain(await instance.status())
+        except Exception as exc:
+            raise ExecutionNotFoundError(
+                f"no Workflows instance {self.execution_id!r}: {exc}", execution_id=self.execution_id
+            ) from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("status"), str):
+            raise TransportError(f"unexpected instance status {raw!r}")
+        return raw
+
+    async def status(self) -> Status:
+        return map_status((await self.engine_status())["status"])
+
+    async def describe(self) -> dict[str, Any]:
+        raw = await self.engine_status()
+        status = map_status(raw["status"])
+        return {
+            "execution_id": self.execution_id,
+            "backend": "cf-workflows",
+            "status": status,
+            "engine_status": raw["status"],
+            "error": _error_dict(raw.get("error")) if raw.get("error") is not None else None,
+            "output": raw.get("output"),
+        }
+
+    async def journal(self) -> list[dict[str, Any]]:
+        await self.engine_status()
+        return []
+
+    async def meta(self) -> dict[str, Any]:
+        raw = await self.engine_status()
+        return {
+            "execution_id": self.execution_id,
+            "backend": "cf-workflows",
+            "engine_status": raw["status"],
+        }
+
+    async def cancel(self, reason: str | None = None) -> bool:
+        raw = await self.engine_status()
+        if raw["status"] in TERMINAL_ENGINE:
+            return False
+        await _call((await self._get()).terminate())
+        return True
+
+    async def send_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> bool:
+        """Deliver an event (``event_id`` is not deduplicated by the engine)."""
+        from ._cloudflare import to_js
+
+        data = json_output(payload, what="event payload")
+        await _call((await self._get()).sendEvent(to_js({"type": event_type, "payload": data})))
+        return True
+
+    async def pause(self) -> None:
+        await _call((await self._get()).pause())
+
+    async def unpause(self) -> None:
+        """The engine's ``resume()`` of a paused instance (``resume`` here sends an event)."""
+        await _call((await self._get()).resume())
+
+    async def restart(self) -> None:
+        """Run the instance again from the start (the engine drops its step cache)."""
+        await _call((await self._get()).restart())
+
+    async def result(self, timeout: float | None = None) -> WorkflowResult[Any]:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.05
+        while True:
+            raw = await self.engine_status()
+            if raw["status"] in TERMINAL_ENGINE:
+                return self._result(raw)
+            if deadline is not None and loop.time() >= deadline:
+                raise ExecutionNotFinishedError(
+                    f"execution {self.execution_id!r} is still {map_status(raw['status'])}",
+                    execution_id=self.execution_id,
+                    status=map_status(raw["status"]),
+                )
+            wait = pause if deadline is None else min(pause, max(deadline - loop.time(), 0.0))
+            await asyncio.sleep(wait)
+            pause = min(pause * 2, 2.0)
+
+    def _result(self, raw: dict[str, Any]) -> WorkflowResult[Any]:
+        status = map_status(raw["status"])
+        if status == "completed":
+            return WorkflowResult(ok=True, status=status, value=raw.get("output"))
+        error = _error_dict(raw.get("error")) if raw.get("error") is not None else None
+        if error is None:
+            error = {"code": status, "message": status}
+        failure = ExecutionFailedError(
+            f"the workflow {status}: {error.get('message', status)}",
+            code=str(error.get("code", status)),
+            execution_id=self.execution_id,
+            status=status,
+            failed_step=None,
+            step_attempt=0,
+            error=error,
+            compensation=None,
+            journal=[],
+        )
+        return WorkflowResult(ok=False, status=status, error=failure)
+
+    def __repr__(self) -> str:
+        return f"WorkflowsHandle({self.execution_id!r})"
+
+
+def _error_dict(error: Any) -> dict[str, Any]:
+    # Older type definitions say a string, newer ones {name, message}.
+    if isinstance(error, dict):
+        name = str(error.get("name") or "Error")
+        return {"code": name, "name": name, "message": str(error.get("message") or "")}
+    return {"code": "Error", "name": "Error", "message": str(error)}
+
+
+class WorkflowsClient(DurableWorkflows):
+    """Start and look up instances of one Workflows binding (``env.ORDER_FLOW``).
+
+    The binding is bound to one definition, so ``workflow`` serves only to
+    validate the input against its ``input_type``.
+    """
+
+    def __init__(self, binding: Any) -> None:
+        super().__init__(_NoNamespace())
+        self.binding = binding
+
+    async def run(
+        self,
+        workflow: AnyWorkflow | str,
+        input: Any = None,
+        *,
+        execution_id: str | None = None,
+        wait: bool = True,
+    ) -> ExecutionHandle:
+        """Create the instance ``execution_id`` (a duplicate id returns the existing one).
+
+        ``wait`` is accepted for compatibility; the engine always runs the
+        instance on its own.
+        """
+        from ._cloudflare import to_js
+
+        if isinstance(workflow, Workflow) and workflow.input_type is not None:
+            input = validate(workflow.input_type, input, what="workflow input")
+        params = json_output(input, what="workflow input")
+        execution_id = execution_id or str(uuid.uuid4())
+        if not re.fullmatch(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}", execution_id):
+            raise InvalidRequestError(
+                "a Workflows instance id is 1-100 characters of letters, digits, '-' and '_' "
+                f"(not starting with '-'), got {execution_id!r}",
+                execution_id=execution_id,
+            )
+        options: dict[str, Any] = {"id": execution_id}
+        if params is not None:
+            options["params"] = params
+        try:
+            instance = await self.binding.create(to_js(options))
+        except Exception as exc:
+            # A duplicate id is refused: if the instance exists, this is that start.
+            existing = WorkflowsHandle(self.binding, execution_id, created=False)
+            try:
+                await existing.engine_status()
+            except WorkflowError:
+                raise TransportError(f"could not create Workflows instance {execution_id!r}: {exc}") from None
+            return existing
+        handle = WorkflowsHandle(self.binding, execution_id, created=True)
+        handle._instance = instance
+        return handle
+
+    async def start(
+        self,
+        workflow: AnyWorkflow | str,
+        input: Any = None,
+        *,
+        execution_id: str | None = None,
+    ) -> ExecutionHandle:
+        return await self.run(workflow, input, execution_id=execution_id, wait=False)
+
+    def execution(self, execution_id: str) -> ExecutionHandle:
+        if not isinstance(execution_id, str) or not execution_id:
+            raise InvalidRequestError("execution_id must be a non-empty string")
+        return WorkflowsHandle(self.binding, execution_id)
+
+    async def restart(
+        self,
+        execution_id: str,
+        *,
+        from_step: str | None = None,
+        new_execution_id: str | None = None,
+        input: Any = None,
+        wait: bool = True,
+    ) -> ExecutionHandle:
+        """Restart the instance from the beginning (the engine has no ``from_step``)."""
+        if from_step is not None or new_execution_id is not None or input is not None:
+            raise InvalidRequestError(
+                "Cloudflare Workflows restarts an instance from its beginning, under the same id "
+                "and input: from_step, new_execution_id and input are not supported"
+            )
+        handle = WorkflowsHandle(self.binding, execution_id)
+        await handle.restart()
+        return handle
+
+
+__all__ = ["WorkflowsClient", "WorkflowsHandle", "is_workflows_binding"]
