@@ -190,3 +190,26 @@ async def test_cancel_unknown_execution(env: WorkflowTestEnv) -> None:
 
     with pytest.raises(ExecutionNotFoundError):
         await env.client.execution("nope").cancel()
+
+
+async def test_cancel_during_the_last_step_wins(env: WorkflowTestEnv) -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    async def last(input: Any, prev: Any, ctx: Any) -> str:
+        entered.set()
+        await gate.wait()
+        return "shipped"
+
+    undone: list[dict[str, Any]] = []
+    flow = (
+        Workflow(unique("last-cancel"))
+        .step("ship", last)
+        .on_failure(lambda ctx: undone.append(ctx.step_outputs))
+    )
+    handle = await env.start(flow, {})
+    await entered.wait()
+    assert await handle.cancel()
+    gate.set()
+    result = await env.result(handle)
+    assert result.status == "cancelled"
+    assert undone == [{"ship": "shipped"}]

@@ -621,6 +621,10 @@ class ExecutionCore:
         if outcome.kind == "parked":
             await self._park(outcome)
             return outcome
+        if outcome.kind == "completed" and self.cancel_requested:
+            # Cancel arrived while the last step ran: it was acknowledged, so it
+            # wins, and compensation undoes that step too.
+            outcome = Outcome("stopped")
         await self._end_main(definition, outcome)
         return None if self._state and self._state["phase"] == "compensation" else outcome
 

@@ -586,7 +586,14 @@ class PhaseRun:
         async def run() -> Any:
             return await awaitable
 
-        work = self.core.spawn(run())
+        try:
+            work = self.core.spawn(run())
+        except BaseException:
+            # The object died before the attempt was scheduled: never leave the
+            # handler's coroutine un-awaited.
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise
         timer = self.core.spawn(self.core.clock.sleep(seconds))
         try:
             await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
