@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import Effects, make_order_flow, unique
 
 from workkit_workflow import Workflow
 from workkit_workflow.errors import ExecutionConflictError
 from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import Effects, make_order_flow, unique
 
 
 @pytest.mark.parametrize("seed", range(12))

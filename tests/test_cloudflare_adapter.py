@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from _cf_harness import require, summary
 from workkit_workflow import create_durable_workflow
 from workkit_workflow._cloudflare import IN_PYODIDE, DurableObjectBase, _ms, headers_of, to_js, to_py
+
+from _cf_harness import require, summary
 
 
 def test_on_cpython_nothing_is_converted_and_the_class_is_plain() -> None:

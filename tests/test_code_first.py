@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from conftest import unique
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, current_step, workflow
 from workkit_workflow.errors import DefinitionError, InvalidRequestError, StepFailedError
 from workkit_workflow.testing import WorkflowTestEnv, step_names
+
+from conftest import unique
 
 
 async def test_control_flow_between_steps(env: WorkflowTestEnv) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from conftest import PERMANENT, Effects, make_order_flow, unique
 from workkit_workflow import RetryPolicy, Workflow
 from workkit_workflow.testing import WorkflowTestEnv, step_names
+
+from conftest import PERMANENT, Effects, make_order_flow, unique
 
 
 async def test_compensation_runs_once_with_successful_outputs(env: WorkflowTestEnv, effects: Effects) -> None:

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from conftest import Effects, make_order_flow, unique
 from workkit_workflow import RetryPolicy, Workflow, workflow
 from workkit_workflow.testing import WorkflowTestEnv, step_names
+
+from conftest import Effects, make_order_flow, unique
 
 STEPS = ["reserve-inventory", "charge-card", "ship"]
 

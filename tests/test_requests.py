@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from conftest import Effects, make_order_flow, unique
 from workkit_workflow import Workflow
 from workkit_workflow._ports import WireRequest
 from workkit_workflow.errors import ExecutionConflictError, ExecutionNotFoundError, UnknownWorkflowError
 from workkit_workflow.local import LocalNamespace
 from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import Effects, make_order_flow, unique
 
 
 async def test_concurrent_duplicate_execute_starts_one_run(env: WorkflowTestEnv, effects: Effects) -> None:

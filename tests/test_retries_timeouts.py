@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from conftest import Effects, make_order_flow, unique
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
 from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import Effects, make_order_flow, unique
 
 
 def test_backoff_maths() -> None:

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from conftest import unique
 from workkit_workflow import Workflow, workflow
 from workkit_workflow.errors import ExecutionConflictError
 from workkit_workflow.testing import WorkflowTestEnv, step_names
+
+from conftest import unique
 
 WEEK = 7 * 86400
 
