@@ -7,11 +7,15 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# (The grep drops this machine's pip-config warnings about absent local indexes.)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 (cd miniflare && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+CODE=()
+for dir in src tests bench worker; do [ -d "$dir" ] && CODE+=("$dir"); done
 echo "== ruff"
-.venv/bin/ruff check src tests bench worker
-.venv/bin/ruff format --check src tests bench worker
+.venv/bin/ruff check "${CODE[@]}"
+.venv/bin/ruff format --check "${CODE[@]}"
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
