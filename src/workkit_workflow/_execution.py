@@ -144,7 +144,10 @@ class ExecutionCore:
         try:
             await self.storage.commit(merged, deletes, alarm)
         except Exception as exc:
-            self._write_failure = exc
+            if deferred:
+                # Step completions were in this write: the runner must stop and
+                # replay from storage (its next write raises this).
+                self._write_failure = exc
             raise StorageFailure(exc) from exc
         for step in deferred:
             self.fault("after_journal", step=step)
@@ -212,10 +215,16 @@ class ExecutionCore:
         # The cache changes synchronously, before the write is issued, so a
         # request interleaving at the await sees (and builds on) the new state.
         assert self._state is not None
-        state = {**self._state, **changes, "updated_at": self.now()}
+        previous = self._state
+        state = {**previous, **changes, "updated_at": self.now()}
         text = jn.encode_record(jn.STATE, state, what="execution state")
         self._state = state
-        await self.write({**(puts or {}), jn.STATE: text}, deletes, alarm)
+        try:
+            await self.write({**(puts or {}), jn.STATE: text}, deletes, alarm)
+        except StorageFailure:
+            if self._state is state:
+                self._state = previous  # nothing was written: the cache follows storage
+            raise
 
     # -- requests ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 from . import _cloudflare
-from ._execution import DEFAULT_LEASE, ExecutionCore
+from ._execution import DEFAULT_LEASE, ExecutionCore, StorageFailure
 from ._ports import Host, WireRequest, WireResponse
 from .errors import (
     ExecutionConflictError,
@@ -66,6 +66,24 @@ class ExecutionObject:
             return await self._route(request)
         except WorkflowError as exc:
             return error_response(exc)
+        except StorageFailure as exc:
+            # Nothing was written; the caller may retry the request as it is.
+            log.warning(
+                "workkit_workflow: storage write failed serving %s %s: %r",
+                request.method,
+                request.path,
+                exc.cause,
+            )
+            return WireResponse(
+                503,
+                {
+                    "error": {
+                        "code": "storage_unavailable",
+                        "message": f"storage write failed: {exc.cause}",
+                        "retryable": True,
+                    }
+                },
+            )
         except Exception as exc:
             # A bug must not take the object down or leak a traceback to callers.
             log.exception("workkit_workflow: unexpected error serving %s %s", request.method, request.path)

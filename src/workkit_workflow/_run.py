@@ -134,7 +134,14 @@ class PhaseRun:
             return await body()
 
         task = self.core.spawn(main())
-        await asyncio.wait({task, self._idle}, return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            await asyncio.wait({task, self._idle}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() or (self.active == 0 and self.parked):
+                break
+            # A parked operation woke (its time came, or an event) between the idle
+            # check and now: the body moved on, so it is not idle after all.
+            self._idle = loop.create_future()
+            self._maybe_idle()
         if not task.done():
             # Everything in flight is parked: suspend. Record the wake-ups first,
             # since unwinding the body removes the parked operations.

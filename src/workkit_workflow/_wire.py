@@ -7,7 +7,7 @@ importable (and testable) where pydantic cannot be loaded.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -21,11 +21,29 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class RestoredEntry(BaseModel):
+    """A finished journal entry carried over by ``restart`` (other fields kept as given)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    v: Literal[1]
+    op: int = Field(ge=0, lt=100_000_000)
+    kind: Literal["step", "sleep", "wait"]
+    name: str = Field(min_length=1, max_length=256)
+    status: Literal["completed"]
+    output: JsonValue = None
+
+
+class RecordedResult(_Body):
+    idempotency_hash: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(default=None, max_length=256)
+    output: JsonValue = None
+
+
 class RestartSpec(_Body):
     execution_id: str = Field(pattern=_ID_PATTERN)
     from_step: str = Field(min_length=1, max_length=256)
-    entries: list[dict[str, JsonValue]] = Field(default_factory=list, max_length=100_000)
-    idempotent: list[dict[str, JsonValue]] = Field(default_factory=list, max_length=100_000)
+    entries: list[RestoredEntry] = Field(default_factory=list, max_length=100_000)
+    idempotent: list[RecordedResult] = Field(default_factory=list, max_length=100_000)
 
 
 class ExecuteBody(_Body):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import weakref
 from typing import Any
 
 from .._ports import SystemClock
 
 __all__ = ["SystemClock", "VirtualClock"]
+
+REAL_TIMER_HORIZON = 0.05
+"""Real timers due within this many seconds count as work still in flight."""
 
 
 class VirtualClock:
@@ -26,9 +30,6 @@ class VirtualClock:
         self.auto_advance = auto_advance
         self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
-        self._driver: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def now(self) -> float:
         return self._now
@@ -40,7 +41,8 @@ class VirtualClock:
             return
         future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._timers, (self._now + seconds, next(self._seq), future))
-        self._ensure_driver(loop)
+        if self.auto_advance:
+            _LoopDriver.of(loop).add(self)
         await future
 
     def advance(self, seconds: float) -> None:
@@ -54,36 +56,59 @@ class VirtualClock:
             if not future.done():
                 future.set_result(None)
 
-    def _ensure_driver(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is not loop:
-            self._loop, self._driver, self._wakeup = loop, None, asyncio.Event()
-        assert self._wakeup is not None
-        self._wakeup.set()
-        if self.auto_advance and (self._driver is None or self._driver.done()):
-            self._driver = loop.create_task(self._drive(loop))
+    def _next_deadline(self) -> float | None:
+        while self._timers and self._timers[0][2].done():
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
 
-    async def _drive(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            self._timers = [t for t in self._timers if not t[2].done()]
-            heapq.heapify(self._timers)
-            if not self._timers:
-                return
-            await self._until_idle(loop)
-            if self._timers and all(not t[2].done() for t in self._timers[:1]):
-                self._set(self._timers[0][0])
 
-    @staticmethod
-    async def _until_idle(loop: asyncio.AbstractEventLoop) -> None:
-        # Idle: after many turns, nothing is ready to run and no real timer is
-        # pending. asyncio exposes no public probe for this, so read the
-        # loop's queues where they exist (a test clock, not production code).
-        while True:
-            for _ in range(25):
-                await asyncio.sleep(0)
-            ready: Any = getattr(loop, "_ready", ())
-            scheduled: Any = getattr(loop, "_scheduled", ())
-            live = [h for h in scheduled if not h.cancelled()]
-            if len(ready) == 0 and not live:
-                return
-            if live:
-                await asyncio.sleep(0.001)
+async def _until_idle(loop: asyncio.AbstractEventLoop) -> None:
+    # Idle: after many turns, nothing is ready to run and no real timer is due
+    # in the next few milliseconds (real I/O-like waits finish first; a real
+    # timeout far away does not hold virtual time back). asyncio exposes no
+    # public probe for this, so read the loop's queues where they exist (a
+    # test clock, not production code).
+    while True:
+        for _ in range(25):
+            await asyncio.sleep(0)
+        ready: Any = getattr(loop, "_ready", ())
+        scheduled: Any = getattr(loop, "_scheduled", ())
+        soon = loop.time() + REAL_TIMER_HORIZON
+        due = [h for h in scheduled if not h.cancelled() and h.when() <= soon]
+        if len(ready) == 0 and not due:
+            return
+        if due:
+            await asyncio.sleep(0.001)
+
+
+class _LoopDriver:
+    """One per event loop: when the loop is idle, every virtual clock on it jumps
+    to its earliest sleeper. (A driver per clock would livelock: each would see
+    the other's driver as work still to do.)"""
+
+    _drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopDriver] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.clocks: weakref.WeakSet[VirtualClock] = weakref.WeakSet()
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _LoopDriver:
+        driver = cls._drivers.get(loop)
+        if driver is None:
+            driver = cls._drivers[loop] = cls(loop)
+        return driver
+
+    def add(self, clock: VirtualClock) -> None:
+        self.clocks.add(clock)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._drive())
+
+    async def _drive(self) -> None:
+        while any(clock._next_deadline() is not None for clock in list(self.clocks)):
+            await _until_idle(self.loop)
+            for clock in list(self.clocks):
+                deadline = clock._next_deadline()
+                if deadline is not None and clock.auto_advance:
+                    clock._set(deadline)
