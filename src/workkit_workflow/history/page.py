@@ -139,6 +139,7 @@ def _segment(cls: str, start: float | None, end: float | None, timeline: Timelin
     left = _position(start, timeline)
     right = _position(end if end is not None else timeline.end, timeline)
     width = max(right - left, 0.6)
+    left = min(left, 100.0 - width)
     return (
         f"<span class='seg {cls}' style='left:{left:.2f}%;width:{width:.2f}%' title='{escape(title)}'></span>"
     )
