@@ -46,6 +46,13 @@ def inline_nulls(sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
     return "".join(out), kept
 
 
+def _plain(value: Any) -> Any:
+    """A JS value (``JsProxy``) as Python; plain Python passes through. Duck-typed,
+    so this module never imports ``pyodide``."""
+    to_py = getattr(value, "to_py", None)
+    return to_py() if callable(to_py) else value
+
+
 class D1Port:
     """Queries and atomic batches over a D1-shaped binding."""
 
@@ -61,7 +68,7 @@ class D1Port:
 
     async def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         result = await self._prepare(sql, args).all()
-        rows = _cloudflare.to_py(result.results)
+        rows = _plain(result.results)
         return [dict(row) for row in rows or []]
 
     async def batch(self, statements: Sequence[Statement]) -> None:
