@@ -187,7 +187,13 @@ class Outbox:
         self._task = self.core.spawn(self._deliver_loop())
 
     async def settle(self) -> bool:
-        """Deliver now and wait for it (the alarm handler of a finished execution)."""
+        """Deliver now and wait for it (the alarm handler of a finished execution).
+
+        While D1 is known to be failing (backing off), returns at once: the alarm
+        set for the retry comes back later, so nobody waits on a dead D1.
+        """
+        if self.core.now() < self._retry_at:
+            return False
         if self._task is not None and not self._task.done():
             self._again = True
         else:
