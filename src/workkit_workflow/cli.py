@@ -140,8 +140,9 @@ def format_list(records: Sequence[ExecutionRecord]) -> str:
         rows.append((e.execution_id, e.workflow, e.status, when(e.created_at), span(e.duration_ms), note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])) + "  " + r[-1] for r in rows
-    ).rstrip()
+        ("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])) + "  " + r[-1]).rstrip()
+        for r in rows
+    )
 
 
 def _record_json(e: ExecutionRecord) -> dict[str, Any]:
