@@ -35,9 +35,6 @@ from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._retry import NO_RETRY
 from ._run import ControlSignal, Outcome, PhaseRun
 from ._values import validate
-
-if TYPE_CHECKING:
-    from .history._outbox import Outbox
 from .errors import (
     ExecutionConflictError,
     ExecutionNotFoundError,
@@ -46,6 +43,9 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
+
+if TYPE_CHECKING:
+    from .history._outbox import Outbox
 
 log = logging.getLogger("workkit_workflow")
 
@@ -205,7 +205,8 @@ class ExecutionCore:
         async with self._load_lock:
             if self._loaded:
                 return
-            found = await self.storage.get_many([jn.META, jn.STATE, jn.OUTBOX + "head"])
+            keys = [jn.META, jn.STATE] if self.history is None else [jn.META, jn.STATE, self.history.HEAD]
+            found = await self.storage.get_many(keys)
             if self.history is not None:
                 self.history.load(found, complete=False)
             self._meta = jn.decode_record(jn.META, found[jn.META]) if jn.META in found else None

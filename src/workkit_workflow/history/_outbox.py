@@ -87,6 +87,8 @@ def _summary(state: Mapping[str, Any]) -> list[Any]:
 class Outbox:
     """One execution's outbox; owned by its :class:`ExecutionCore`."""
 
+    HEAD = HEAD
+
     def __init__(self, core: ExecutionCore, database: Any) -> None:
         self.core = core
         self.db = database if isinstance(database, D1Port) else D1Port(database)
