@@ -46,6 +46,7 @@ table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
 th,td{text-align:left;padding:7px 10px;border-bottom:1px solid var(--line);vertical-align:top}
 th{font-size:12px;color:var(--mute);text-transform:uppercase}
 tr.row-failed td.name{color:var(--fail);font-weight:700}
+td.name,td:nth-child(7){white-space:nowrap}
 section.phase{background:#fff;border:1px solid var(--line);border-radius:6px;padding:6px 0}
 section.phase.compensation{border-color:#cbb2dc}
 .step{display:grid;grid-template-columns:210px 1fr 90px;gap:10px;padding:8px 14px;
