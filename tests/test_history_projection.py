@@ -380,3 +380,38 @@ def test_none_arguments_become_sql_null() -> None:
         inline_nulls("VALUES (?)", [])
     with pytest.raises(D1Error, match="undefined"):
         LocalD1().prepare("SELECT ?").bind(None)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("point", ["in_history", "after_journal", "before_step", "in_alarm"])
+async def test_chaos_interleaving_crashes_and_outages_keep_rows_exactly_once(seed: int, point: str) -> None:
+    """Random extra interleavings, two crashes, and a D1 outage for odd seeds."""
+    faults = FaultPlan()
+    faults.crash_at(point, times=2)
+    clock = VirtualClock()
+    d1 = LocalD1()
+    rt = Runtime(d1=d1, faults=faults, clock=clock)
+    await rt.ns.close()
+    rt.ns = LocalNamespace(None, clock, env={"HISTORY_DB": d1}, faults=faults, interleave="chaos", seed=seed)
+    rt.ns.write_hook = rt._spy
+    rt.client = create_durable_workflow(rt.ns, history=d1)
+    try:
+        d1.fail = seed % 2 == 1
+        ids = [f"c-{i}" for i in range(4)]
+        flows = [order_flow(), order_flow(ship_fails=False)]
+        handles = []
+        for i, eid in enumerate(ids):
+            try:
+                handles.append(await rt.client.start(flows[i % 2], {"order_id": eid}, execution_id=eid))
+            except TransportError:  # the crash hit during /execute: the execution exists
+                handles.append(rt.client.execution(eid))
+        for handle in handles:
+            await settle(handle)
+        d1.fail = False
+        await rt.drained(ids)
+        assert faults.crashes, "the fault point was never reached"
+        rt.exactly_once()
+        phases = [r["phase"] for r in d1.rows("SELECT phase FROM wf_executions ORDER BY execution_id")]
+        assert phases == ["done"] * 4
+    finally:
+        await rt.close()
