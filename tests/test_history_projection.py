@@ -415,3 +415,14 @@ async def test_chaos_interleaving_crashes_and_outages_keep_rows_exactly_once(see
         assert phases == ["done"] * 4
     finally:
         await rt.close()
+
+
+async def test_a_huge_input_is_projected_without_it(rt: Runtime) -> None:
+    # Fits in the journal (2 MB per value), not once more with the state beside it.
+    big = {"order_id": "o-9", "blob": "x" * 1_999_750}
+    handle = await rt.client.run(order_flow(ship_fails=False), big, execution_id="x-9")
+    assert (await handle.result(timeout=3600)).ok
+    await rt.drained(["x-9"])
+    [row] = rt.table("wf_executions")
+    assert row["status"] == "completed" and row["input"] is None
+    rt.exactly_once()

@@ -264,10 +264,13 @@ def _encode(key: str, record: dict[str, Any]) -> str:
     try:
         return jn.encode_record(key, record, what="history record")
     except SerializationError:
-        # Too large (long error lists): keep the transition, drop the detail.
-        entry = dict(record.get("entry") or {})
-        entry.pop("errors", None)
-        return jn.encode_record(key, {**record, "entry": entry, "truncated": True}, what="history record")
+        # Too large (a huge input, long error lists): keep the transition, drop the bulk.
+        smaller = {**record, "truncated": True}
+        if "entry" in record:
+            smaller["entry"] = {k: v for k, v in record["entry"].items() if k != "errors"}
+        if "execution" in record:
+            smaller["execution"] = {k: v for k, v in record["execution"].items() if k != "input"}
+        return jn.encode_record(key, smaller, what="history record")
 
 
 # -- the projection: outbox records → idempotent SQL --------------------------------------
