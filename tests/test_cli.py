@@ -173,7 +173,12 @@ def test_errors_are_one_line_with_exit_codes(db: str, tmp_path: Path, capsys: An
     assert "no history for execution 'nope'" in capsys.readouterr().err
     assert run("list", "--db", str(tmp_path / "missing.db"))[0] == 1
     assert "no runtime database" in capsys.readouterr().err
-    assert run("resume", "approval-1", "x", "--payload", "{bad", "--db", db)[0] == 2
+    assert run("resume", "approval-1", "x", "--payload", "{bad", "--db", db, "--app", "cli_app")[0] == 2
+    assert run("cancel", "nope", "--db", db, "--app", "cli_app")[0] == 1
+    assert "no execution with this id" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as no_app:
+        run("cancel", "approval-1", "--db", db)
+    assert no_app.value.code == 2
     assert run("cancel", "approval-1", "--db", db, "--app", "no_such_module_here")[0] == 1
     assert "cannot import --app" in capsys.readouterr().err
     assert run("list", "--db", db, "--since", "yesterday")[0] == 2

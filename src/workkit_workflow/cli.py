@@ -302,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     driving = argparse.ArgumentParser(add_help=False)
     driving.add_argument(
-        "--app", help="module[:attr] defining your workflows (imported so the runtime can drive them)"
+        "--app",
+        required=True,
+        help="module[:attr] defining your workflows (imported so the runtime can drive them)",
     )
     driving.add_argument(
         "--timeout",
