@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._definition import Workflow
 from ._journal import Status
@@ -22,6 +22,9 @@ from .errors import (
     TransportError,
     from_wire,
 )
+
+if TYPE_CHECKING:
+    from .history import HistoryQuery
 
 T = TypeVar("T")
 
@@ -160,8 +163,10 @@ def _result_from(body: dict[str, Any]) -> WorkflowResult[Any]:
 class DurableWorkflows:
     """Start and look up executions through a Durable Object namespace."""
 
-    def __init__(self, namespace: Namespace) -> None:
+    def __init__(self, namespace: Namespace, history: HistoryQuery | None = None) -> None:
         self.namespace = namespace
+        self.history = history
+        """Queries over the history projection (``history=`` of ``create_durable_workflow``), or None."""
 
     async def run(
         self,
@@ -265,11 +270,17 @@ class DurableWorkflows:
         return await self._start(new_id, body)
 
 
-def create_durable_workflow(binding: Any, *, backend: str | None = None) -> DurableWorkflows:
+def create_durable_workflow(
+    binding: Any, *, history: Any = None, backend: str | None = None
+) -> DurableWorkflows:
     """The client for a ``WorkflowExecutionDO`` namespace: ``env.WORKFLOW_DO`` in a
     Worker, or a :class:`workkit_workflow.local.LocalNamespace` locally; or, for a
     Cloudflare Workflows binding (``env.ORDER_FLOW``), a client over its instances.
-    ``backend`` (``"durable-object"`` or ``"cf-workflows"``) overrides the detection."""
+
+    ``history``: the D1 binding of the history projection (``env.HISTORY_DB``,
+    or a :class:`workkit_workflow.history.LocalD1` locally), queried through
+    ``client.history``. ``backend`` (``"durable-object"`` or ``"cf-workflows"``)
+    overrides the detection of the binding's kind."""
     if backend not in (None, "durable-object", "cf-workflows"):
         raise InvalidRequestError(f"unknown backend {backend!r}; use 'durable-object' or 'cf-workflows'")
     if backend != "durable-object":
@@ -277,7 +288,12 @@ def create_durable_workflow(binding: Any, *, backend: str | None = None) -> Dura
 
         if backend == "cf-workflows" or cfw.is_workflows_binding(binding):
             return cfw.WorkflowsClient(binding)
-    return DurableWorkflows(_resolve(binding))
+    query = None
+    if history is not None:
+        from .history import HistoryQuery
+
+        query = HistoryQuery(history)
+    return DurableWorkflows(_resolve(binding), query)
 
 
 __all__ = ["DurableWorkflows", "ExecutionHandle", "WorkflowResult", "create_durable_workflow"]

@@ -26,7 +26,7 @@ import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _journal as jn
 from ._context import CompensationContext, WorkflowContext
@@ -43,6 +43,9 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
+
+if TYPE_CHECKING:
+    from .history._outbox import Outbox
 
 log = logging.getLogger("workkit_workflow")
 
@@ -78,6 +81,7 @@ class ExecutionCore:
         lease: float = DEFAULT_LEASE,
         rng: random.Random | None = None,
         faults: FaultHook | None = None,
+        history: Any = None,
     ) -> None:
         self.host = host
         self.storage: Storage = host.storage
@@ -105,6 +109,11 @@ class ExecutionCore:
         self._alarm_failures = 0
         self.input: Any = None
         self.writes = 0
+        self.history: Outbox | None = None
+        if history is not None:
+            from .history._outbox import Outbox
+
+            self.history = Outbox(self, history)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -140,6 +149,9 @@ class ExecutionCore:
             self._pending_steps = []
         else:
             merged = dict(puts)
+        if self.history is not None:
+            merged.update(self.history.capture(merged))
+            alarm = self.history.alarm_for(alarm)
         self.writes += 1
         try:
             await self.storage.commit(merged, deletes, alarm)
@@ -149,6 +161,8 @@ class ExecutionCore:
                 # replay from storage (its next write raises this).
                 self._write_failure = exc
             raise StorageFailure(exc) from exc
+        if self.history is not None:
+            self.history.kick()
         for step in deferred:
             self.fault("after_journal", step=step)
 
@@ -194,7 +208,10 @@ class ExecutionCore:
         async with self._load_lock:
             if self._loaded:
                 return
-            found = await self.storage.get_many([jn.META, jn.STATE])
+            keys = [jn.META, jn.STATE] if self.history is None else [jn.META, jn.STATE, self.history.HEAD]
+            found = await self.storage.get_many(keys)
+            if self.history is not None:
+                self.history.load(found, complete=False)
             self._meta = jn.decode_record(jn.META, found[jn.META]) if jn.META in found else None
             self._state = jn.decode_record(jn.STATE, found[jn.STATE]) if jn.STATE in found else None
             self._loaded = True
@@ -545,10 +562,14 @@ class ExecutionCore:
             self._meta = jn.decode_record(jn.META, meta_text)
             self._state = jn.decode_record(jn.STATE, state_text)
             self._loaded = True
+            if self.history is not None:
+                self.history.load(snapshot, complete=True)
             state = self._state
             if state["phase"] == "done":
                 await self.write({}, alarm=None)
                 self._settled_event().set()
+                if self.history is not None:
+                    await self.history.settle()
                 return
             try:
                 definition = self.registry.get(self._meta["workflow"])

@@ -180,6 +180,15 @@ def _float_param(request: WireRequest, name: str, default: float, *, maximum: fl
     return value
 
 
+def _binding(env: Any, name: str) -> Any:
+    if env is None:
+        return None
+    if isinstance(env, dict):
+        return env.get(name)
+    # On Cloudflare a missing binding is an AttributeError (or undefined, i.e. None).
+    return getattr(env, name, None)
+
+
 class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,valid-type]
     """The Durable Object class to bind as ``WORKFLOW_DO``.
 
@@ -191,13 +200,17 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     lease: float = DEFAULT_LEASE
     """Seconds the running-execution alarm is set ahead (see ``DEFAULT_LEASE``)."""
 
+    history_binding: str | None = "HISTORY_DB"
+    """The ``env`` binding of the D1 database that receives the history projection, if bound."""
+
     def __init__(self, ctx: Any, env: Any) -> None:
         if _cloudflare.DurableObjectBase is not object:
             super().__init__(ctx, env)
         self.ctx = ctx
         self.env = env
         host: Host = ctx if getattr(ctx, "is_workkit_host", False) else _cloudflare.host_from_ctx(ctx)
-        self._object = ExecutionObject(host, lease=self.lease)
+        history = _binding(env, self.history_binding) if self.history_binding else None
+        self._object = ExecutionObject(host, lease=self.lease, history=history)
 
     async def fetch(self, request: Any) -> Any:
         if isinstance(request, WireRequest):

@@ -294,7 +294,8 @@ class PhaseRun:
             parked.future.set_result(None)
 
     def _check_continue(self, name: str, attempt: int = 0) -> None:
-        if self.stopping or self.core.cancel_requested:
+        # Cancellation stops the main phase; the compensation it triggers must still run.
+        if self.stopping or (self.core.cancel_requested and self.prefix == jn.MAIN):
             self.stopping = True
             raise _Stop()
         if self.deadline is not None and self.core.now() >= self.deadline:

@@ -343,6 +343,13 @@ class LocalNamespace:
         # The alarm is cleared as the handler starts (getAlarm() is None inside it).
         self.backend.commit(obj, {}, (), None)
         live.alarm_task = live.host.spawn(self._run_alarm(live, obj, scheduled))
+        live.alarm_task.add_done_callback(lambda task: self._unstarted_alarm(task, obj, scheduled))
+
+    def _unstarted_alarm(self, task: asyncio.Task[None], obj: str, scheduled: float | None) -> None:
+        # An object killed before its alarm handler's first step never ran it:
+        # Cloudflare retries that alarm, so the emulation must not drop it.
+        if task.cancelled() and not self._closed and self.backend.get_alarm(obj) is None:
+            self._reschedule(obj, self._retries.get(obj, 0), scheduled)
 
     async def _run_alarm(self, live: _Live, obj: str, scheduled: float | None) -> None:
         retry = self._retries.get(obj, 0)

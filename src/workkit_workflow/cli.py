@@ -1,0 +1,368 @@
+"""``workkit-workflow``: inspect and operate the local runtime from a shell.
+
+Works on a local runtime SQLite file (``--db``, default ``./workflows.db``)
+and its history (``--history``, default: the same file). Commands that drive
+executions (cancel, resume) need the workflow definitions: ``--app
+mymodule[:attr]`` imports them.
+
+Exit codes: 0 success, 1 failure (not found, refused, runtime error), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from .errors import WorkflowError
+from .history import ExecutionRecord, HistoryQuery, LocalD1
+from .history._timeline import Row, Timeline, build, error_text, span, when
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- plumbing -------------------------------------------------------------------
+
+
+def _history_db(args: argparse.Namespace) -> LocalD1:
+    path = args.history or args.db
+    if not os.path.exists(path):
+        raise CliError(f"no runtime database at {path!r} (use --db PATH; run something first)")
+    try:
+        return LocalD1(path)
+    except sqlite3.Error as exc:
+        raise CliError(f"cannot open {path!r}: {exc}") from None
+
+
+def _import_app(spec: str | None) -> None:
+    if not spec:
+        return
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import --app {module_name!r}: {exc}") from None
+    if attr and not hasattr(module, attr):
+        raise CliError(f"module {module_name!r} has no attribute {attr!r}")
+
+
+def _instant(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{flag} must be epoch seconds or an ISO date, not {text!r}", EXIT_USAGE) from None
+    return parsed.timestamp()
+
+
+# -- rendering ------------------------------------------------------------------------
+
+_MARK = {"completed": "✓", "failed": "✗", "lost": "✗", "running": "▶", "retrying": "↻"}
+
+
+def _mark(status: str) -> str:
+    return _MARK.get(status, "…")
+
+
+def _format_row(row: Row, out: list[str], width: int) -> None:
+    kind = "" if row.kind == "step" else f" ({row.kind})"
+    attempts = len(row.attempts)
+    count = f"{attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
+    out.append(
+        f"  {_mark(row.status)} {(row.name + kind).ljust(width)}  {row.status.ljust(10)}"
+        f"{count.ljust(12)}{span(row.duration_ms).rjust(9)}"
+    )
+    if attempts > 1 or row.error:
+        for a in row.attempts:
+            detail = f"   {a.error}" if a.error else ""
+            out.append(
+                f"      attempt {a.number}  {_mark(a.outcome)} {a.outcome} {span(a.duration_ms)}{detail}"
+            )
+    for note in row.waits:
+        out.append(f"      ⏸ {note}")
+
+
+def format_timeline(timeline: Timeline) -> str:
+    e = timeline.execution
+    out = [
+        f"{e.workflow}  {e.execution_id}  [{e.status.upper()}]",
+        f"  created {when(e.created_at)}   ran {span(e.duration_ms)}",
+        "",
+        f"  {timeline.headline}",
+        "",
+        "steps:",
+    ]
+    width = max([len(r.name) + (0 if r.kind == "step" else len(r.kind) + 3) for r in timeline.rows] + [8])
+    for row in timeline.main:
+        _format_row(row, out, width)
+    if not timeline.main:
+        out.append("  (none)")
+    comp = e.compensation or {}
+    if comp or timeline.compensation:
+        out += ["", f"compensation: {comp.get('status', '-')}"]
+        for row in timeline.compensation:
+            _format_row(row, out, width)
+        if comp.get("error"):
+            out.append(f"  ✗ {error_text(comp['error'])}")
+    return "\n".join(out)
+
+
+def format_list(records: Sequence[ExecutionRecord]) -> str:
+    if not records:
+        return "no executions"
+    head = ("EXECUTION", "WORKFLOW", "STATUS", "CREATED", "DURATION", "FAILED STEP / COMPENSATION")
+    rows = [head]
+    for e in records:
+        comp = (e.compensation or {}).get("status")
+        note = " / ".join(x for x in (e.failed_step, f"compensation {comp}" if comp else None) if x)
+        rows.append((e.execution_id, e.workflow, e.status, when(e.created_at), span(e.duration_ms), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    return "\n".join(
+        ("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])) + "  " + r[-1]).rstrip()
+        for r in rows
+    )
+
+
+def _record_json(e: ExecutionRecord) -> dict[str, Any]:
+    return {k: getattr(e, k) for k in e.__dataclass_fields__}
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+async def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    db = _history_db(args)
+    try:
+        page = await HistoryQuery(db).list_executions(
+            workflow=args.workflow,
+            status=args.status,
+            since=_instant(args.since, "--since"),
+            until=_instant(args.until, "--until"),
+            limit=args.limit,
+            cursor=args.cursor,
+        )
+    finally:
+        db.close()
+    if args.json:
+        print(
+            json.dumps({"executions": [_record_json(e) for e in page.executions], "cursor": page.cursor}),
+            file=out,
+        )
+    else:
+        print(format_list(page.executions), file=out)
+        if page.cursor:
+            print(f"\nmore: --cursor {page.cursor}", file=out)
+    return EXIT_OK
+
+
+async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    db = _history_db(args)
+    try:
+        history = await HistoryQuery(db).get_execution(args.execution_id)
+    finally:
+        db.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "execution": _record_json(history.execution),
+                    "steps": [s.__dict__ for s in history.steps],
+                    "events": [e.__dict__ for e in history.events],
+                },
+                default=str,
+            ),
+            file=out,
+        )
+    else:
+        print(format_timeline(build(history)), file=out)
+    return EXIT_OK
+
+
+async def _with_runtime(args: argparse.Namespace, action: Any, after: Any = None) -> Any:
+    from ._client import create_durable_workflow
+    from .local import LocalNamespace
+
+    history = LocalD1(args.history or args.db)
+    ns = LocalNamespace(args.db, env={"HISTORY_DB": history})
+    try:
+        client = create_durable_workflow(ns, history=history)
+        result = await action(client)
+        # Let the object finish what the request started (compensation,
+        # history delivery) before the process ends.
+        await ns.idle(timeout=args.timeout)
+        return result if after is None else (result, await after(client))
+    finally:
+        await ns.close()
+        history.close()
+
+
+async def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
+    async def action(client: Any) -> bool:
+        return bool(await client.execution(args.execution_id).cancel(args.reason))
+
+    changed = await _with_runtime(args, action)
+    print(
+        f"cancelled {args.execution_id}" if changed else f"{args.execution_id} had already finished", file=out
+    )
+    return EXIT_OK if changed else EXIT_FAILED
+
+
+async def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except ValueError as exc:
+        raise CliError(f"--payload is not JSON: {exc}", EXIT_USAGE) from None
+
+    async def action(client: Any) -> bool:
+        handle = client.execution(args.execution_id)
+        return bool(await handle.send_event(args.event_type, payload, event_id=args.event_id))
+
+    async def status(client: Any) -> str:
+        return str(await client.execution(args.execution_id).status())
+
+    accepted, status = await _with_runtime(args, action, status)
+    if not accepted:
+        print(f"duplicate event id: {args.execution_id} already has it (status {status})", file=out)
+        return EXIT_OK
+    print(f"delivered {args.event_type!r} to {args.execution_id}; it is now {status}", file=out)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from .history._server import serve
+
+    db = _history_db(args)
+    db.close()
+    return serve(args.history or args.db, args.host, args.port, out)
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        demo = importlib.import_module("workkit_workflow.demo")
+    except ImportError:
+        raise CliError("the demo is not available in this version") from None
+    result = demo.main()
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    return int(result or 0)
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workkit-workflow",
+        description="Inspect and operate durable workflow executions of the local runtime.",
+        epilog="exit codes: 0 success, 1 failure (not found, refused), 2 usage error",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db", default="workflows.db", help="local runtime SQLite file (default: %(default)s)"
+    )
+    common.add_argument("--history", help="history database (default: the --db file)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="list executions, newest first")
+    p.add_argument("--workflow", help="only this workflow")
+    p.add_argument("--status", action="append", help="only this status (repeatable)")
+    p.add_argument("--since", help="created at or after (epoch seconds or ISO date)")
+    p.add_argument("--until", help="created before (epoch seconds or ISO date)")
+    p.add_argument("--limit", type=int, default=50, help="page size, 1-200 (default: %(default)s)")
+    p.add_argument("--cursor", help="continue after a previous page")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="one execution as a step timeline")
+    p.add_argument("execution_id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_show)
+
+    driving = argparse.ArgumentParser(add_help=False)
+    driving.add_argument(
+        "--app",
+        required=True,
+        help="module[:attr] defining your workflows (imported so the runtime can drive them)",
+    )
+    driving.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to let the execution run on (default: %(default)s)",
+    )
+
+    p = sub.add_parser("cancel", parents=[common, driving], help="cancel an execution (compensation runs)")
+    p.add_argument("execution_id")
+    p.add_argument("--reason", help="recorded with the cancellation")
+    p.set_defaults(run=cmd_cancel)
+
+    p = sub.add_parser("resume", parents=[common, driving], help="send an event to a waiting execution")
+    p.add_argument("execution_id")
+    p.add_argument("event_type")
+    p.add_argument("--payload", help="event payload as JSON")
+    p.add_argument("--event-id", help="idempotency id: a second delivery with it is ignored")
+    p.set_defaults(run=cmd_resume)
+
+    p = sub.add_parser("serve", parents=[common], help="serve the timeline pages over HTTP")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8787)
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("demo", help="run the demo")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    with_replace = getattr(out, "reconfigure", None)
+    if with_replace is not None and (out.encoding or "").lower() not in ("utf-8", "utf8"):
+        with_replace(errors="replace")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.run in (cmd_cancel, cmd_resume):
+            if not os.path.exists(args.db):
+                raise CliError(f"no runtime database at {args.db!r} (use --db PATH)")
+            _import_app(args.app)
+        result = args.run(args, out)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except CliError as exc:
+        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
+        return exc.code
+    except WorkflowError as exc:
+        print(f"workkit-workflow: error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, sqlite3.Error) as exc:
+        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The port to a D1 database, and a local stand-in with the same binding shape.
+
+``D1Port`` talks to anything shaped like a D1 binding: ``prepare(sql)``,
+``.bind(*args)``, ``.all()`` / ``.run()`` / ``.first()`` and ``batch([...])``.
+On Cloudflare that is ``env.HISTORY_DB``; locally it is :class:`LocalD1`, a
+small shim over ``sqlite3``. The projection and the query API only see the
+port, so the same SQL runs in both places.
+
+Two D1 pitfalls are handled here rather than by callers (measured with
+wrangler 3.92.0, see ``miniflare/NOTES.md``): Python ``None`` crosses to JS as
+``undefined``, which D1 rejects, so a ``None`` argument becomes a literal
+``NULL`` in the SQL text; and ``True``/``False`` become ``1``/``0``. Results
+are converted to plain Python once, at this edge.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _cloudflare
+from ._schema import statements
+
+Statement = tuple[str, Sequence[Any]]
+
+
+def inline_nulls(sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
+    """Replace each ``?`` whose argument is ``None`` by ``NULL`` (D1 refuses ``undefined``).
+
+    Our SQL never holds a ``?`` inside a string literal, so a plain scan is enough.
+    """
+    parts = sql.split("?")
+    if len(parts) - 1 != len(args):
+        raise ValueError(f"{len(parts) - 1} placeholders for {len(args)} arguments in {sql!r}")
+    out = [parts[0]]
+    kept: list[Any] = []
+    for arg, rest in zip(args, parts[1:], strict=True):
+        if arg is None:
+            out.append("NULL")
+        else:
+            out.append("?")
+            kept.append(int(arg) if isinstance(arg, bool) else arg)
+        out.append(rest)
+    return "".join(out), kept
+
+
+def _plain(value: Any) -> Any:
+    """A JS value (``JsProxy``) as Python; plain Python passes through. Duck-typed,
+    so this module never imports ``pyodide``."""
+    to_py = getattr(value, "to_py", None)
+    return to_py() if callable(to_py) else value
+
+
+class D1Port:
+    """Queries and atomic batches over a D1-shaped binding."""
+
+    def __init__(self, binding: Any) -> None:
+        if not callable(getattr(binding, "prepare", None)):
+            raise TypeError(f"a D1 binding needs prepare()/batch(); got {type(binding).__name__}")
+        self.binding = binding
+
+    def _prepare(self, sql: str, args: Sequence[Any]) -> Any:
+        text, kept = inline_nulls(sql, args)
+        statement = self.binding.prepare(text)
+        return statement.bind(*kept) if kept else statement
+
+    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        result = await self._prepare(sql, args).all()
+        rows = _plain(result.results)
+        return [dict(row) for row in rows or []]
+
+    async def batch(self, statements: Sequence[Statement]) -> None:
+        """Run ``statements`` in one implicit transaction (D1 ``batch`` is atomic)."""
+        if not statements:
+            return
+        prepared = [self._prepare(sql, args) for sql, args in statements]
+        await self.binding.batch(_cloudflare.to_js(prepared))
+
+    async def apply_schema(self) -> None:
+        await self.batch([(s, ()) for s in statements()])
+
+
+# -- the local stand-in -----------------------------------------------------------------
+
+
+class D1Error(Exception):
+    """What the local D1 raises, like ``D1_ERROR: ...`` on Cloudflare."""
+
+
+@dataclass
+class D1Result:
+    results: list[dict[str, Any]]
+    success: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalStatement:
+    def __init__(self, db: LocalD1, sql: str, args: tuple[Any, ...] = ()) -> None:
+        self._db = db
+        self.sql = sql
+        self.args = args
+
+    def bind(self, *args: Any) -> LocalStatement:
+        for arg in args:
+            if arg is None:
+                # Faithful to D1: None arrives as undefined and is refused.
+                raise D1Error("D1_TYPE_ERROR: Type 'undefined' not supported for value 'undefined'")
+        return LocalStatement(self._db, self.sql, args)
+
+    async def all(self) -> D1Result:
+        return self._db._run([self])[0]
+
+    async def run(self) -> D1Result:
+        return self._db._run([self])[0]
+
+    async def first(self, column: str | None = None) -> Any:
+        rows = self._db._run([self])[0].results
+        if not rows:
+            return None
+        return rows[0] if column is None else rows[0].get(column)
+
+
+class LocalD1:
+    """A D1 binding over a SQLite file (or ``":memory:"``), for the local runtime.
+
+    ``fail`` makes every call raise, as during a D1 outage; ``calls`` counts
+    the calls that reached the database.
+    """
+
+    def __init__(self, path: str = ":memory:", *, migrate: bool = True) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self.fail: bool | str = False
+        self.calls = 0
+        if migrate:
+            for sql in statements():
+                self._db.execute(sql)
+
+    def prepare(self, sql: str) -> LocalStatement:
+        return LocalStatement(self, sql)
+
+    async def batch(self, statements: Sequence[LocalStatement]) -> list[D1Result]:
+        return self._run(list(statements))
+
+    async def exec(self, sql: str) -> dict[str, int]:
+        for statement in statements(sql):
+            self._run([LocalStatement(self, statement)])
+        return {"count": len(statements(sql))}
+
+    def _run(self, batch: list[LocalStatement]) -> list[D1Result]:
+        if self.fail:
+            message = self.fail if isinstance(self.fail, str) else "D1_ERROR: Network connection lost."
+            raise D1Error(message)
+        self.calls += 1
+        out = []
+        try:
+            self._db.execute("BEGIN")
+            for statement in batch:
+                cursor = self._db.execute(statement.sql, statement.args)
+                rows = [dict(r) for r in cursor.fetchall()]
+                out.append(D1Result(rows, meta={"changes": cursor.rowcount}))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise D1Error(f"D1_ERROR: {exc}") from None
+        return out
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Synchronous read, for tests and the CLI."""
+        return [dict(r) for r in self._db.execute(sql, tuple(args)).fetchall()]
+
+    def close(self) -> None:
+        self._db.close()

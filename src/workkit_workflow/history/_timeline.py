@@ -1,0 +1,215 @@
+"""An execution's history as a timeline a person can read at a glance.
+
+Shared by the CLI (``workkit-workflow show``) and the HTML page: each
+operation becomes a row with its attempts (failed ones with their error),
+its waits (retry backoff, durable sleep, waiting for an event) and its
+duration; the header says in one sentence what happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ._query import ExecutionHistory, ExecutionRecord, StepRecord
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    outcome: str
+    """``completed``, ``failed``, ``running`` or ``lost`` (the object died during it)."""
+    started_at: float | None
+    finished_at: float | None
+    error: str | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(self.finished_at - self.started_at, 0.0) * 1000.0
+
+
+@dataclass(frozen=True)
+class Row:
+    phase: str
+    name: str
+    kind: str
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    attempts: list[Attempt] = field(default_factory=list)
+    waits: list[str] = field(default_factory=list)
+    """What the operation waited for: retry backoff, a sleep, an event."""
+    error: str | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(self.finished_at - self.started_at, 0.0) * 1000.0
+
+
+@dataclass(frozen=True)
+class Timeline:
+    execution: ExecutionRecord
+    headline: str
+    rows: list[Row]
+    start: float
+    end: float
+
+    @property
+    def main(self) -> list[Row]:
+        return [r for r in self.rows if r.phase == "main"]
+
+    @property
+    def compensation(self) -> list[Row]:
+        return [r for r in self.rows if r.phase == "compensation"]
+
+
+def error_text(error: dict[str, Any] | None) -> str | None:
+    if not error:
+        return None
+    code, message = error.get("code"), error.get("message")
+    if code and message and code != message:
+        return f"{code}: {message}"
+    return str(message or code)
+
+
+def when(instant: float | None) -> str:
+    if instant is None:
+        return "-"
+    return datetime.fromtimestamp(instant, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def span(ms: float | None) -> str:
+    """A duration for people: ``12ms``, ``1.5s``, ``3m 20s``, ``2h 5m``, ``3d 4h``."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    seconds = ms / 1000.0
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def _attempts(step: StepRecord) -> list[Attempt]:
+    attempts: list[Attempt] = []
+    for err in step.errors:
+        code = err.get("code")
+        attempts.append(
+            Attempt(
+                number=int(err.get("attempt") or len(attempts) + 1),
+                outcome="lost" if code == "attempt_lost" else "failed",
+                started_at=err.get("started_at"),
+                finished_at=err.get("finished_at"),
+                error=error_text(err),
+            )
+        )
+    seen = {a.number for a in attempts}
+    if step.kind == "step" and step.attempt and step.attempt not in seen:
+        outcome = {"completed": "completed", "running": "running"}.get(step.status)
+        if outcome is not None:
+            attempts.append(
+                Attempt(
+                    number=step.attempt,
+                    outcome=outcome,
+                    started_at=step.attempt_started_at or step.started_at,
+                    finished_at=step.finished_at if outcome == "completed" else None,
+                )
+            )
+    return sorted(attempts, key=lambda a: a.number)
+
+
+def _waits(step: StepRecord, attempts: list[Attempt]) -> list[str]:
+    waits = []
+    for before, after in itertools.pairwise(attempts):
+        if before.finished_at is not None and after.started_at is not None:
+            waits.append(
+                f"backoff {span((after.started_at - before.finished_at) * 1000)} "
+                f"before attempt {after.number}"
+            )
+    if step.status == "retrying" and step.retry_at is not None:
+        waits.append(f"retry {step.attempt + 1} due {when(step.retry_at)}")
+    if step.kind == "sleep":
+        waits.append(
+            f"slept until {when(step.wake_at)}"
+            if step.status == "completed"
+            else f"sleeping until {when(step.wake_at)}"
+        )
+    if step.kind == "wait":
+        what = f"event {step.event_type!r}"
+        if step.status == "completed":
+            waits.append(f"received {what}")
+        else:
+            deadline = f" (timeout {when(step.wake_at)})" if step.wake_at else ""
+            waits.append(f"waiting for {what}{deadline}")
+    return waits
+
+
+def headline(execution: ExecutionRecord) -> str:
+    """What happened, in one sentence."""
+    status = execution.status
+    compensation = execution.compensation or {}
+    comp_status = compensation.get("status")
+    took = span(execution.duration_ms)
+    if status == "completed":
+        text = f"Completed in {took}."
+    elif status == "failed":
+        where = f"step {execution.failed_step!r}" if execution.failed_step else "the workflow"
+        attempt = f" (attempt {execution.step_attempt})" if execution.step_attempt else ""
+        text = f"Failed at {where}{attempt}: {error_text(execution.error) or 'no error recorded'}."
+    elif status == "cancelled":
+        reason = execution.cancel_reason or "no reason given"
+        text = f"Cancelled ({reason})."
+    elif status == "waiting":
+        text = f"Waiting for {', '.join(repr(w) for w in execution.waiting_for) or 'an event'}."
+    elif status == "sleeping":
+        text = f"Sleeping until {when(execution.wake_at)}."
+    else:
+        text = f"{status.capitalize()}."
+    if comp_status == "completed":
+        text += " Compensation ran and completed: the effects were undone."
+    elif comp_status == "failed":
+        text += f" Compensation FAILED: {error_text(compensation.get('error')) or 'no error recorded'}."
+    elif comp_status in ("pending", "running"):
+        text += " Compensation is in progress."
+    return text
+
+
+def build(history: ExecutionHistory) -> Timeline:
+    rows = []
+    for step in history.steps:
+        attempts = _attempts(step)
+        rows.append(
+            Row(
+                phase=step.phase,
+                name=step.name,
+                kind=step.kind,
+                status=step.status,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+                attempts=attempts,
+                waits=_waits(step, attempts),
+                error=error_text(step.error) if step.status == "failed" else None,
+            )
+        )
+    execution = history.execution
+    instants = [execution.created_at, execution.started_at, execution.finished_at]
+    for row in rows:
+        instants += [row.started_at, row.finished_at]
+    known = [t for t in instants if t is not None]
+    compensation = execution.compensation or {}
+    if compensation.get("finished_at"):
+        known.append(float(compensation["finished_at"]))
+    return Timeline(execution, headline(execution), rows, min(known), max(known))

@@ -1,0 +1,214 @@
+"""``workkit-workflow``: list, show, cancel, resume over a local runtime file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workkit_workflow.cli import main
+
+APP = textwrap.dedent(
+    """
+    from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, workflow
+
+    calls = {}
+
+    def charge(input, prev, ctx):
+        calls[input["order_id"]] = calls.get(input["order_id"], 0) + 1
+        if calls[input["order_id"]] == 1:
+            raise ConnectionError("card network timeout")
+        return {"tx": "tx-" + input["order_id"]}
+
+    def ship(input, prev, ctx):
+        raise NonRetryableError("address rejected by carrier")
+
+    async def undo(ctx):
+        await ctx.step("refund-payment", lambda: {"refunded": True})
+        await ctx.step("release-inventory", lambda: {"released": True})
+
+    orders = (
+        Workflow("cli-order", retry=RetryPolicy(max_attempts=3, initial_delay=0.01))
+        .step("reserve-inventory", lambda i, p, c: {"reserved": True})
+        .step("charge-card", charge)
+        .step("ship", ship)
+        .on_failure(undo)
+    )
+
+    async def undo_approval(ctx):
+        await ctx.step("notify-cancelled", lambda: {"notified": True})
+
+    @workflow("cli-approval")
+    async def approval(ctx, input):
+        await ctx.step("request", lambda: {"sent": True})
+        decision = await ctx.wait_for_event("await-approval", "approved")
+        await ctx.step("apply", lambda: {"applied": decision})
+        return decision
+
+    approval.on_failure(undo_approval)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("app")
+    (folder / "cli_app.py").write_text(APP)
+    sys.path.insert(0, str(folder))
+    return folder
+
+
+def populate(db: str) -> None:
+    import cli_app
+
+    from workkit_workflow import create_durable_workflow
+    from workkit_workflow.history import LocalD1
+    from workkit_workflow.local import LocalNamespace
+
+    async def go() -> None:
+        history = LocalD1(db)
+        async with LocalNamespace(db, env={"HISTORY_DB": history}) as ns:
+            client = create_durable_workflow(ns)
+            order = {"order_id": uuid.uuid4().hex}  # the app counts charge attempts per order
+            handle = await client.run(cli_app.orders, order, execution_id="order-1")
+            await handle.result(timeout=10)
+            for n in (1, 2):
+                await client.run(cli_app.approval, {"n": n}, execution_id=f"approval-{n}")
+            await ns.idle()
+        history.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def db(app: Path, tmp_path: Path) -> str:
+    path = str(tmp_path / "workflows.db")
+    populate(path)
+    return path
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out)
+    return code, out.getvalue()
+
+
+def test_list_shows_every_execution(db: str) -> None:
+    code, out = run("list", "--db", db)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["EXECUTION", "WORKFLOW", "STATUS"]
+    assert {line.split()[0] for line in lines[1:]} == {"order-1", "approval-1", "approval-2"}
+    assert "ship / compensation completed" in out
+
+
+def test_list_filters_and_pages(db: str) -> None:
+    code, out = run("list", "--db", db, "--status", "waiting", "--json")
+    assert code == 0
+    body = json.loads(out)
+    assert sorted(e["execution_id"] for e in body["executions"]) == ["approval-1", "approval-2"]
+    code, out = run("list", "--db", db, "--limit", "2", "--json")
+    first = json.loads(out)
+    assert len(first["executions"]) == 2 and first["cursor"]
+    code, out = run("list", "--db", db, "--limit", "2", "--json", "--cursor", first["cursor"])
+    second = json.loads(out)
+    seen = [e["execution_id"] for e in first["executions"] + second["executions"]]
+    assert sorted(seen) == ["approval-1", "approval-2", "order-1"] and second["cursor"] is None
+    code, out = run("list", "--db", db, "--workflow", "cli-order")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["order-1"]
+    code, out = run("list", "--db", db, "--since", "2999-01-01")
+    assert out.strip() == "no executions"
+
+
+def test_show_tells_what_happened_to_a_failed_and_compensated_execution(db: str) -> None:
+    code, out = run("show", "order-1", "--db", db)
+    assert code == 0
+    print(out)
+    assert "[FAILED]" in out
+    assert "Failed at step 'ship' (attempt 1): non_retryable: address rejected by carrier." in out
+    assert "Compensation ran and completed" in out
+    assert "2 attempts" in out  # charge-card
+    assert "attempt 1  ✗ failed" in out and "ConnectionError: card network timeout" in out
+    assert "backoff" in out
+    steps = out[out.index("steps:") : out.index("compensation:")]
+    assert steps.index("reserve-inventory") < steps.index("charge-card") < steps.index("ship")
+    compensation = out[out.index("compensation:") :]
+    assert "compensation: completed" in compensation
+    assert "refund-payment" in compensation and "release-inventory" in compensation
+
+
+def test_resume_delivers_an_event_and_the_execution_finishes(db: str) -> None:
+    code, out = run("show", "approval-1", "--db", db)
+    assert "Waiting for 'approved'" in out and "waiting for event 'approved'" in out
+    code, out = run(
+        "resume", "approval-1", "approved", "--payload", '{"by": "ana"}', "--db", db, "--app", "cli_app"
+    )
+    assert code == 0, out
+    assert "delivered 'approved' to approval-1; it is now completed" in out
+    code, out = run("show", "approval-1", "--db", db)
+    assert "[COMPLETED]" in out and "received event 'approved'" in out
+
+
+def test_cancel_runs_compensation(db: str) -> None:
+    code, out = run("cancel", "approval-2", "--reason", "customer left", "--db", db, "--app", "cli_app")
+    assert (code, out.strip()) == (0, "cancelled approval-2")
+    code, out = run("show", "approval-2", "--db", db)
+    assert "Cancelled (customer left). Compensation ran and completed" in out
+    assert "notify-cancelled" in out
+    code, out = run("cancel", "approval-2", "--db", db, "--app", "cli_app")
+    assert code == 1 and "already finished" in out
+
+
+def test_errors_are_one_line_with_exit_codes(db: str, tmp_path: Path, capsys: Any) -> None:
+    assert run("show", "nope", "--db", db)[0] == 1
+    assert "no history for execution 'nope'" in capsys.readouterr().err
+    assert run("list", "--db", str(tmp_path / "missing.db"))[0] == 1
+    assert "no runtime database" in capsys.readouterr().err
+    assert run("resume", "approval-1", "x", "--payload", "{bad", "--db", db, "--app", "cli_app")[0] == 2
+    assert run("cancel", "nope", "--db", db, "--app", "cli_app")[0] == 1
+    assert "no execution with this id" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as no_app:
+        run("cancel", "approval-1", "--db", db)
+    assert no_app.value.code == 2
+    assert run("cancel", "approval-1", "--db", db, "--app", "no_such_module_here")[0] == 1
+    assert "cannot import --app" in capsys.readouterr().err
+    assert run("list", "--db", db, "--since", "yesterday")[0] == 2
+    with pytest.raises(SystemExit) as exit_info:
+        run("frobnicate")
+    assert exit_info.value.code == 2
+
+
+def test_console_script_help_runs_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    result = subprocess.run(
+        [sys.executable, "-m", "workkit_workflow.cli", "--help"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0
+    for command in ("list", "show", "cancel", "resume", "serve", "demo"):
+        assert command in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "workkit_workflow.cli", "show", "x", "--db", str(tmp_path / "none.db")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "no runtime database" in result.stderr
+
+
+def test_demo_runs_the_demo_module_or_says_it_is_missing(capsys: Any) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("workkit_workflow.demo") is not None:
+        pytest.skip("the demo module exists: its own tests cover it")
+    assert run("demo")[0] == 1
+    assert "the demo is not available" in capsys.readouterr().err

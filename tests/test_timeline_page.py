@@ -1,0 +1,192 @@
+"""The timeline page: what a person sees for a failed-and-compensated execution."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from test_history_projection import Runtime, order_flow
+from workkit_workflow import create_durable_workflow
+from workkit_workflow.history import HistoryQuery, LocalD1
+from workkit_workflow.history.page import history_page, render_execution_page, render_index
+from workkit_workflow.local import LocalNamespace
+
+ROOT = Path(__file__).parents[1]
+
+
+async def populate(rt: Runtime) -> None:
+    failed = await rt.client.run(order_flow(), {"order_id": "o-1"}, execution_id="order-failed")
+    await failed.result(timeout=3600)
+    ok = await rt.client.run(order_flow(ship_fails=False), {"order_id": "o-2"}, execution_id="order-ok")
+    await ok.result(timeout=3600)
+    await rt.drained(["order-failed", "order-ok"])
+
+
+@pytest.fixture
+async def query() -> Any:
+    rt = Runtime()
+    await populate(rt)
+    yield HistoryQuery(rt.d1)
+    await rt.close()
+
+
+async def test_the_execution_page_tells_the_story(query: HistoryQuery) -> None:
+    html = render_execution_page(await query.get_execution("order-failed"))
+    assert "Failed at step &#x27;ship&#x27; (attempt 1): non_retryable: address rejected by carrier." in html
+    assert "Compensation ran and completed" in html
+    for step in ("reserve", "charge", "ship", "refund", "release"):
+        assert f"data-step='{step}'" in html
+    assert "attempt 1: failed after 0ms: ConnectionError: card network timeout" in html
+    assert re.search(r"backoff [\d.]+m?s before attempt 2", html)  # jittered
+    assert html.index("<h2>Steps</h2>") < html.index("<h2>Compensation")
+    assert "<script" not in html  # nothing to build, nothing to run
+
+
+async def test_the_index_lists_and_filters(query: HistoryQuery) -> None:
+    status, html = await history_page(query, "/")
+    assert status == 200
+    assert html.index("order-ok") < html.index("order-failed") or "order-failed" in html
+    assert "/executions/order-failed" in html
+    status, html = await history_page(query, "/", {"status": "failed"})
+    assert "order-failed" in html and "/executions/order-ok" not in html
+    status, html = await history_page(query, "/executions/order-ok")
+    assert status == 200 and "Completed in" in html
+    assert (await history_page(query, "/executions/nope"))[0] == 404
+    assert (await history_page(query, "/", {"cursor": "!!"}))[0] == 400
+    assert (await history_page(query, "/elsewhere"))[0] == 404
+    status, html = await history_page(query, "/history/executions/order-ok", base="/history")
+    assert status == 200 and "href='/history/executions/" not in html
+
+
+async def test_error_messages_are_escaped() -> None:
+    d1 = LocalD1()
+    async with LocalNamespace(None, env={"HISTORY_DB": d1}) as ns:
+        from workkit_workflow import NonRetryableError, Workflow
+
+        def evil(input: Any, prev: Any, ctx: Any) -> None:
+            raise NonRetryableError("<script>alert(1)</script>")
+
+        flow = Workflow("escape-check").step("evil", evil)
+        client = create_durable_workflow(ns, history=d1)
+        await (await client.run(flow, None, execution_id="esc-1")).result(timeout=5)
+        await ns.idle()
+        assert client.history is not None
+        page = await client.history.list_executions()
+        html = render_index(page) + render_execution_page(await client.history.get_execution("esc-1"))
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+# -- the dev server and a real browser ----------------------------------------------------
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _require_chromium() -> str:
+    found = _chromium()
+    if found is None:
+        if os.environ.get("WORKKIT_REQUIRE_RUNTIME") == "1":
+            pytest.fail("headless Chromium is required (apt-get install -y chromium)")
+        pytest.skip("headless Chromium not installed (apt-get install -y chromium)")
+    return found
+
+
+def _browser(chromium: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Any:
+    """``workkit-workflow serve`` over a runtime file holding both executions."""
+    import asyncio
+
+    db = str(tmp_path / "workflows.db")
+
+    async def make() -> None:
+        rt = Runtime(db, d1=LocalD1(db))
+        await populate(rt)
+        await rt.close()
+        rt.d1.close()
+
+    asyncio.run(make())
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-m", "workkit_workflow.cli", "serve", "--db", db, "--port", "0"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert "serving executions" in line, line
+            yield line.split(" on ", 1)[1].split()[0]
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def test_the_dev_server_serves_both_pages(served: str) -> None:
+    with urllib.request.urlopen(served) as response:
+        assert response.status == 200
+        assert "order-failed" in response.read().decode()
+    with urllib.request.urlopen(served + "executions/order-failed") as response:
+        assert "Compensation ran and completed" in response.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(served + "executions/nope")
+    assert missing.value.code == 404
+    missing.value.close()
+
+
+@pytest.mark.browser
+def test_headless_chromium_shows_a_failed_and_compensated_execution(served: str, tmp_path: Path) -> None:
+    chromium = _require_chromium()
+    page = served + "executions/order-failed"
+    started = time.monotonic()
+    dom = _browser(chromium, "--dump-dom", page)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = dom.stdout
+    assert "Failed at step 'ship' (attempt 1): non_retryable: address rejected by carrier." in text
+    assert "Compensation ran and completed: the effects were undone." in text
+    assert "attempt 1: failed after 0ms: ConnectionError: card network timeout" in text
+    for step in ("reserve", "charge", "ship", "refund", "release"):
+        assert f'data-step="{step}"' in text
+    shot = tmp_path / "timeline.png"
+    result = _browser(chromium, f"--screenshot={shot}", "--window-size=1200,900", page)
+    assert result.returncode == 0, result.stderr[-2000:]
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    keep = os.environ.get("WORKKIT_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(shot, Path(keep) / "timeline.png")
+    assert time.monotonic() - started < 60
