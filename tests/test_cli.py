@@ -203,12 +203,3 @@ def test_console_script_help_runs_without_a_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "no runtime database" in result.stderr
-
-
-def test_demo_runs_the_demo_module_or_says_it_is_missing(capsys: Any) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("workkit_workflow.demo") is not None:
-        pytest.skip("the demo module exists: its own tests cover it")
-    assert run("demo")[0] == 1
-    assert "the demo is not available" in capsys.readouterr().err

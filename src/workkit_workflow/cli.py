@@ -263,7 +263,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         demo = importlib.import_module("workkit_workflow.demo")
     except ImportError:
         raise CliError("the demo is not available in this version") from None
-    result = demo.main()
+    result = demo.main([])
     if asyncio.iscoroutine(result):
         result = asyncio.run(result)
     return int(result or 0)
