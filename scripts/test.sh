@@ -11,6 +11,17 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 (cd miniflare && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+# Headless Chromium for the timeline page test: installed where we can (root with
+# apt, as in CI); required in CI, skipped with a notice elsewhere.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing chromium (apt-get)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || true
+fi
+if command -v chromium >/dev/null || [ "${CI:-}" = "true" ]; then
+  export WORKKIT_REQUIRE_BROWSER=1
+else
+  echo "NOTE: chromium is not installed: the timeline screenshot test will be skipped"
+fi
 CODE=()
 for dir in src tests bench worker; do [ -d "$dir" ] && CODE+=("$dir"); done
 echo "== ruff"

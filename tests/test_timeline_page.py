@@ -98,7 +98,7 @@ def _chromium() -> str | None:
 def _require_chromium() -> str:
     found = _chromium()
     if found is None:
-        if os.environ.get("WORKKIT_REQUIRE_RUNTIME") == "1":
+        if os.environ.get("WORKKIT_REQUIRE_BROWSER") == "1":
             pytest.fail("headless Chromium is required (apt-get install -y chromium)")
         pytest.skip("headless Chromium not installed (apt-get install -y chromium)")
     return found
