@@ -177,3 +177,31 @@ async def settled_with_token(env: Any, execution_id: str) -> dict[str, Any]:
     await create_durable_workflow(env.WORKFLOW_DO).execution(execution_id).result(timeout=60)
     auth = {"authorization": "Bearer s3cret"}
     return (await call(env, "GET", f"/executions/{execution_id}", headers=auth))[1]["execution"]
+
+
+async def test_the_timeline_page_is_served_under_ui() -> None:
+    from workkit_workflow.history import LocalD1
+
+    d1 = LocalD1()
+    async with LocalNamespace(clock=VirtualClock(), env={"HISTORY_DB": d1}) as ns:
+        env = SimpleNamespace(WORKFLOW_DO=ns, HISTORY_DB=d1)
+        await call(env, "POST", "/orders", {**ORDER, "order_id": "ui", "amount": 2000})
+        await ns.idle()
+        await call(env, "POST", "/executions/order-ui/approval", {"approved": False, "by": "bob"})
+        assert (await settled(env, "order-ui"))["status"] == "failed"
+        await ns.idle()
+        status, html = await app.page(request("GET", "/ui/executions/order-ui"), env)
+        assert status == 200 and isinstance(html, str)
+        assert "order-ui" in html and "Compensation" in html and "FAILED" in html.upper()
+        status, index = await app.page(request("GET", "/ui"), env)
+        assert status == 200 and isinstance(index, str) and "order-ui" in index
+        status, missing = await app.page(request("GET", "/ui/executions/nope"), env)
+        assert status == 404
+
+
+async def test_the_timeline_page_needs_the_history_binding(env: Any) -> None:
+    status, body = await app.page(request("GET", "/ui"), env)
+    assert status == 404 and isinstance(body, dict)
+    assert body["error"]["code"] == "history_not_configured"
+    status, body = await app.page(request("POST", "/ui"), env)
+    assert status == 405

@@ -10,6 +10,7 @@ route                                  method  does
 /executions/{id}/result                GET     the outcome, once settled
 /executions/{id}/cancel                POST    cancel (compensation runs)
 /executions/{id}/approval              POST    the manager's decision: resumes the wait
+/ui, /ui/executions/{id}               GET     the timeline page (HTML; needs the HISTORY_DB binding)
 =====================================  ======  ==========================================
 
 Every answer is JSON; errors are ``{"error": {"code", "message", ...}}`` with a
@@ -47,6 +48,7 @@ ROUTES = {
     "GET /executions/{id}/result": "outcome once settled",
     "POST /executions/{id}/cancel": "cancel",
     "POST /executions/{id}/approval": "approve or reject a waiting order",
+    "GET /ui": "executions, as an HTML timeline (needs HISTORY_DB)",
 }
 
 Answer = tuple[int, dict[str, Any]]
@@ -220,6 +222,29 @@ async def _route(request: Any, env: Any) -> Answer:
             accepted = await execution.resume("approval", payload, event_id=event_id)
             return 202, {"accepted": accepted}
     raise ApiError(404, "not_found", f"no route {method} {request.path}", routes=sorted(ROUTES))
+
+
+def is_page(request: Any) -> bool:
+    path = str(request.path)
+    return path == "/ui" or path.startswith("/ui/")
+
+
+async def page(request: Any, env: Any) -> tuple[int, str | dict[str, Any]]:
+    """The timeline pages under ``/ui``: HTML (a str), or a JSON error (a dict)."""
+    try:
+        check_token(request, env)
+        _allow(str(request.method).upper(), "GET")
+        history = getattr(env, "HISTORY_DB", None)
+        if history is None:
+            raise ApiError(
+                404, "history_not_configured", "bind a D1 database as HISTORY_DB to see the timeline"
+            )
+        from workkit_workflow.history import HistoryQuery
+        from workkit_workflow.history.page import history_page
+
+        return await history_page(HistoryQuery(history), str(request.path), dict(request.query), base="/ui")
+    except ApiError as exc:
+        return exc.status, exc.body
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -13,14 +13,20 @@ import app
 import order_flow  # noqa: F401  (registers the "order" workflow)
 
 from workkit_workflow import WorkflowExecutionDO
-from workkit_workflow._cloudflare import make_response, read_request
+from workkit_workflow._cloudflare import make_response, make_text_response, read_request
 from workkit_workflow._ports import WireResponse
 
 __all__ = ["WorkflowExecutionDO", "on_fetch"]
 
 
 async def serve(request: Any, env: Any) -> Any:
-    status, body = await app.handle(await read_request(request), env)
+    wire = await read_request(request)
+    if app.is_page(wire):
+        status, page = await app.page(wire, env)
+        if isinstance(page, str):
+            return make_text_response(status, page, {"content-type": "text/html; charset=utf-8"})
+        return make_response(WireResponse(status, page))
+    status, body = await app.handle(wire, env)
     return make_response(WireResponse(status, body))
 
 

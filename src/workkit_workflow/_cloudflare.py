@@ -256,18 +256,23 @@ async def read_request(request: Any) -> WireRequest:
 
 
 def make_response(response: WireResponse, headers: Mapping[str, str] | None = None) -> Any:
-    """A JSON response object for the runtime: ``workers.Response`` when the SDK is
+    """A JSON response object for the runtime (see :func:`make_text_response`)."""
+    text = json.dumps(response.body, separators=(",", ":"))
+    return make_text_response(response.status, text, {"content-type": "application/json", **(headers or {})})
+
+
+def make_text_response(status: int, text: str, headers: Mapping[str, str]) -> Any:
+    """A response object for the runtime: ``workers.Response`` when the SDK is
     there, else a JS ``Response`` built with a JS init object (a plain dict
     would be ignored silently and give status 200)."""
-    text = json.dumps(response.body, separators=(",", ":"))
-    all_headers = {"content-type": "application/json", **(headers or {})}
+    all_headers = dict(headers)
     try:
         from workers import Response
     except ImportError:
         from js import Response as JsResponse
 
-        return JsResponse.new(text, to_js({"status": response.status, "headers": all_headers}))
-    return Response(text, status=response.status, headers=all_headers)
+        return JsResponse.new(text, to_js({"status": status, "headers": all_headers}))
+    return Response(text, status=status, headers=all_headers)
 
 
 # -- the namespace, from a Worker ---------------------------------------------------
