@@ -196,7 +196,7 @@ async def test_the_timeline_page_is_served_under_ui() -> None:
         status, index = await app.page(request("GET", "/ui"), env)
         assert status == 200 and isinstance(index, str) and "order-ui" in index
         status, missing = await app.page(request("GET", "/ui/executions/nope"), env)
-        assert status == 404
+        assert status == 404 and "nope" in str(missing)
 
 
 async def test_the_timeline_page_needs_the_history_binding(env: Any) -> None:
