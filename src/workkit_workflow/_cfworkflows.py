@@ -8,7 +8,7 @@ a sleep a ``step.sleep``/``step.sleep_until``, a wait a ``step.wait_for_event``.
 The engine is the journal: it caches step results by name and per-name count and
 replays them when ``run`` starts again. The client half is ``_cfworkflows_client``.
 
-What the engine decides, and how it maps (see ``docs/cf-workflows.md``):
+What the engine decides, and how it maps (see "Two backends" in README.md):
 
 * retries: ``RetryPolicy(max_attempts, initial_delay, backoff_multiplier)``
   becomes ``{"retries": {"limit": max_attempts - 1, "delay": "N seconds",

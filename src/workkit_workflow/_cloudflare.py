@@ -11,7 +11,7 @@ storage calls *silently* do nothing (``put(dict)`` writes nothing,
 ``delete(list)`` deletes nothing, ``list({"prefix": ...})`` ignores the
 options); newer SDKs wrap ``ctx.storage`` and convert. A value that is
 already a JS object passes through the newer wrapper unchanged, so explicit
-conversion is right under both (see ``docs/deploy.md``).
+conversion is right under both (see "Deploying to Cloudflare" in README.md).
 
 ``js``, ``pyodide`` and ``workers`` are imported only when running under
 Pyodide, so ``import workkit_workflow`` works on CPython.

@@ -20,7 +20,7 @@ Where it runs:
 * On Cloudflare (Pyodide) the request goes through the runtime's async
   ``fetch``. Synchronous HTTP does not work in a Worker: there is no
   ``XMLHttpRequest``, so ``pyodide-http``'s patches are a no-op and
-  ``urllib``/``requests`` time out (measured, see ``docs/deploy.md``).
+  ``urllib``/``requests`` time out (measured, see "Outbound HTTP from steps" in README.md).
 * On CPython the request goes through a *transport*: pass ``transport=`` or
   install one with :func:`set_transport`; with ``httpx`` installed, it is used
   by default. Tests pass a fake transport.
