@@ -1,0 +1,88 @@
+"""The peer: DBOS Transact on SQLite running the same N-step workflow.
+
+Run in its own process (DBOS is a process-wide singleton with background
+threads) by ``bench.run``::
+
+    python -m bench._dbos_worker --synchronous FULL --sizes 1,10,100 --reps 5 --dir /tmp/x
+
+It prints one JSON object: seconds per run for each size. DBOS's SQLite
+system database normally uses SQLite's default rollback journal; to compare
+like with like it gets an engine with the same pragmas as the local runtime
+(WAL, the given ``synchronous``), plus the settings DBOS's own SQLite engine
+applies (IMMEDIATE transactions, busy timeout, foreign keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--synchronous", default="FULL")
+    parser.add_argument("--sizes", default="1,10,100,1000")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args(argv)
+
+    import sqlalchemy as sa
+    from dbos import DBOS, DBOSConfig
+
+    url = f"sqlite:///{os.path.join(args.dir, f'dbos-{args.synchronous}.sqlite')}"
+    engine = sa.create_engine(url)
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.isolation_level = "IMMEDIATE"
+        dbapi_conn.execute("PRAGMA busy_timeout=30000")
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute(f"PRAGMA synchronous={args.synchronous}")
+
+    config: DBOSConfig = {
+        "name": "workkit-bench",
+        "system_database_url": url,
+        "system_database_engine": engine,
+        "log_level": "WARNING",
+    }
+    DBOS(config=config)
+
+    @DBOS.step()
+    def work(i: int) -> dict[str, Any]:
+        return {"i": f"{i:05d}", "ok": True}
+
+    @DBOS.workflow()
+    def linear(n: int) -> int:
+        for i in range(n):
+            work(i)
+        return n
+
+    DBOS.launch()
+    try:
+        with engine.connect() as conn:
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+        linear(3)  # warm up
+        sizes = [int(s) for s in args.sizes.split(",")]
+        out: dict[str, Any] = {"journal_mode": mode, "synchronous": sync, "runs": {}}
+        for n in sizes:
+            runs = []
+            for _ in range(args.reps):
+                start = time.perf_counter()
+                result = linear(n)
+                runs.append(time.perf_counter() - start)
+                assert result == n
+            out["runs"][str(n)] = runs
+        json.dump(out, sys.stdout)
+    finally:
+        DBOS.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
