@@ -128,7 +128,7 @@ def check_size(key: str, text: str, *, what: str, limit: int = MAX_VALUE_BYTES) 
 
 def encode_record(key: str, record: dict[str, Any], *, what: str) -> str:
     """Serialize a journal record (already made of JSON values) and check its size."""
-    text = dumps({"v": VERSION, **record} if "v" not in record else record)
+    text = encode_value({"v": VERSION, **record} if "v" not in record else record, what=what)
     check_size(key, text, what=what)
     return text
 
@@ -146,7 +146,7 @@ def decode_record(key: str, text: Any) -> dict[str, Any]:
         raise JournalFormatError(f"record {key!r} is not JSON text", key=key)
     try:
         record = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise JournalFormatError(f"record {key!r} is not valid JSON: {exc}", key=key) from None
     if not isinstance(record, dict):
         raise JournalFormatError(f"record {key!r} is not a JSON object", key=key)
