@@ -149,3 +149,39 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_no_journaled_step(t
         if step != "nap"
     }
     assert effects == expected_keys
+
+
+async def test_an_alarm_stays_stored_while_its_handler_runs(tmp_path: Path) -> None:
+    """What makes a SIGKILL mid-handler safe: the alarm is only removed once its
+    handler succeeded, so the next process on the file delivers it again."""
+    import asyncio
+
+    from workkit_workflow import WorkflowExecutionDO
+    from workkit_workflow.local import LocalNamespace
+
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    class Blocking(WorkflowExecutionDO):  # type: ignore[misc]
+        async def alarm(self, alarm_info: object = None) -> None:
+            inside.set()
+            await release.wait()
+
+    db = tmp_path / "alarm.db"
+    ns = LocalNamespace(str(db), object_class=Blocking)
+    try:
+        ns.backend.commit("obj", {"k": "v"}, (), 0.0)  # due at once
+        await ns.start()
+        await asyncio.wait_for(inside.wait(), timeout=5.0)
+        # Another process looking at the file now (as one started after a kill would):
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("SELECT obj FROM alarms").fetchall() == [("obj",)]
+        finally:
+            conn.close()
+        release.set()
+        await ns.idle()
+        assert ns.backend.get_alarm("obj") is None  # handled: gone
+    finally:
+        release.set()
+        await ns.close()
