@@ -3,9 +3,11 @@
 Run in its own process (DBOS is a process-wide singleton with background
 threads) by ``bench.run``::
 
-    python -m bench._dbos_worker --synchronous FULL --sizes 1,10,100 --reps 5 --dir /tmp/x
+    python -m bench._dbos_worker --synchronous FULL --dir /tmp/x
 
-It prints one JSON object: seconds per run for each size. DBOS's SQLite
+It prints one JSON line with the pragmas in force, then reads sizes from
+stdin, one per line, runs the workflow with that many steps and answers each
+with the seconds it took, so the parent interleaves DBOS runs with its own. DBOS's SQLite
 system database normally uses SQLite's default rollback journal; to compare
 like with like it gets an engine with the same pragmas as the local runtime
 (WAL, the given ``synchronous``), plus the settings DBOS's own SQLite engine
@@ -25,8 +27,6 @@ from typing import Any
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--synchronous", default="FULL")
-    parser.add_argument("--sizes", default="1,10,100,1000")
-    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--dir", required=True)
     args = parser.parse_args(argv)
 
@@ -68,17 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
             sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
         linear(3)  # warm up
-        sizes = [int(s) for s in args.sizes.split(",")]
-        out: dict[str, Any] = {"journal_mode": mode, "synchronous": sync, "runs": {}}
-        for n in sizes:
-            runs = []
-            for _ in range(args.reps):
-                start = time.perf_counter()
-                result = linear(n)
-                runs.append(time.perf_counter() - start)
-                assert result == n
-            out["runs"][str(n)] = runs
-        json.dump(out, sys.stdout)
+        print(json.dumps({"journal_mode": mode, "synchronous": sync}), flush=True)
+        for line in sys.stdin:
+            n = int(line)
+            start = time.perf_counter()
+            result = linear(n)
+            elapsed = time.perf_counter() - start
+            assert result == n
+            print(elapsed, flush=True)
     finally:
         DBOS.destroy()
     return 0

@@ -62,35 +62,40 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_dbos(workdir: str, synchronous: str, sizes: list[int], reps: int) -> dict[str, Any] | None:
+class DbosPeer:
+    """DBOS in a child process, driven one run at a time (see bench._dbos_worker)."""
+
+    def __init__(self, workdir: str, synchronous: str) -> None:
+        cmd = [sys.executable, "-m", "bench._dbos_worker", "--synchronous", synchronous, "--dir", workdir]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()
+        if not first:
+            raise RuntimeError(f"DBOS did not start:\n{self.proc.communicate()[1][-2000:]}")
+        info = json.loads(first)
+        self.pragmas = [info["journal_mode"], info["synchronous"]]
+
+    def run(self, steps: int) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def start_dbos(workdir: str, synchronous: str) -> DbosPeer | None:
     try:
         import dbos  # noqa: F401
     except ImportError:
         print("  (dbos is not installed: pip install -e '.[bench]' to compare with DBOS)", file=sys.stderr)
         return None
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench._dbos_worker",
-        "--synchronous",
-        synchronous,
-        "--sizes",
-        ",".join(map(str, sizes)),
-        "--reps",
-        str(reps),
-        "--dir",
-        workdir,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
-    if proc.returncode != 0:
-        print(f"  DBOS run failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _per_step(runs: dict[str, list[float]]) -> dict[int, list[float]]:
-    return {int(n): [t / int(n) for t in v] for n, v in runs.items()}
+    return DbosPeer(workdir, synchronous)
 
 
 async def per_step(workdir: str, sizes: list[int], reps: int) -> dict[str, Any]:
@@ -98,27 +103,32 @@ async def per_step(workdir: str, sizes: list[int], reps: int) -> dict[str, Any]:
     for sync in SYNCS:
         engine = _engine.Engine(os.path.join(workdir, f"engine-{sync}.db"), sync)
         floor = Floor(os.path.join(workdir, f"floor-{sync}.db"), sync)
+        dbos = start_dbos(workdir, sync)
         try:
             await engine.run(10)  # warm up imports, caches, the file
             row = round(await engine.bytes_per_write(100))
             floor.run(10, row)
             eng: dict[int, list[float]] = {n: [] for n in sizes}
             flo: dict[int, list[float]] = {n: [] for n in sizes}
+            dbo: dict[int, list[float]] = {n: [] for n in sizes}
             for _ in range(reps):
-                # Interleaved, so drift in the machine hits both alike.
+                # Interleaved, so drift in the machine (fsync latency) hits all alike.
                 for n in sizes:
                     eng[n].append(await engine.run(n) / n)
                     flo[n].append(floor.run(n, row) / n)
+                    if dbos is not None:
+                        dbo[n].append(dbos.run(n) / n)
         finally:
             await engine.close()
             floor.close()
-        dbos = run_dbos(workdir, sync, sizes, reps)
+            if dbos is not None:
+                dbos.close()
         out[sync] = {
             "row_bytes": row,
             "engine": eng,
             "floor": flo,
-            "dbos": None if dbos is None else _per_step(dbos["runs"]),
-            "dbos_pragmas": None if dbos is None else [dbos["journal_mode"], dbos["synchronous"]],
+            "dbos": dbo if dbos is not None else None,
+            "dbos_pragmas": dbos.pragmas if dbos is not None else None,
         }
     return out
 
