@@ -21,7 +21,7 @@ from workkit_workflow.testing import FaultPlan
 _names = itertools.count()
 
 
-def order_flow(*, ship_fails: bool = True) -> Workflow[Any]:
+def order_flow(*, ship_fails: bool = True) -> Workflow:
     calls: dict[str, int] = {}
 
     def charge(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("workkit_workflow")
 
-AnyWorkflow: TypeAlias = "Workflow[Any]"  # type: ignore[type-arg]
+AnyWorkflow: TypeAlias = "Workflow"  # type: ignore[type-arg]
 """A definition of any input type (``Workflow`` was generic when this was written)."""
 
 MAX_STEP_OUTPUT = 1 << 20

@@ -114,7 +114,7 @@ def encode_value(value: Any, *, what: str) -> str:
     """Serialize a user value (step output, input, payload) or fail with SerializationError."""
     try:
         return dumps(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"{what} is not JSON-serializable: {exc}", what=what, type=type(value).__name__
         ) from None
@@ -133,10 +133,7 @@ def check_size(key: str, text: str, *, what: str, limit: int = MAX_VALUE_BYTES) 
 
 def encode_record(key: str, record: dict[str, Any], *, what: str) -> str:
     """Serialize a journal record (already made of JSON values) and check its size."""
-    try:
-        text = dumps({"v": VERSION, **record} if "v" not in record else record)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"{what} is not JSON-serializable: {exc}", what=what) from None
+    text = encode_value({"v": VERSION, **record} if "v" not in record else record, what=what)
     check_size(key, text, what=what)
     return text
 
@@ -154,7 +151,7 @@ def decode_record(key: str, text: Any) -> dict[str, Any]:
         raise JournalFormatError(f"record {key!r} is not JSON text", key=key)
     try:
         record = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise JournalFormatError(f"record {key!r} is not valid JSON: {exc}", key=key) from None
     if not isinstance(record, dict):
         raise JournalFormatError(f"record {key!r} is not a JSON object", key=key)

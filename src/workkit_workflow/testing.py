@@ -111,18 +111,26 @@ class WorkflowTestEnv:
         clock: VirtualClock | None = None,
         interleave: str = "storage",
         seed: int | None = 0,
+        history: bool = False,
     ) -> None:
         self.clock = clock or VirtualClock()
+        self.history: Any = None
+        """With ``history=True``, the local D1 (``LocalD1``) the executions project into."""
+        if history:
+            from .history import LocalD1
+
+            self.history = LocalD1()
         self.faults = FaultPlan()
         self.path = path
         self._interleave = interleave
         self._seed = seed
         self.ns = self._open()
-        self.client: DurableWorkflows = create_durable_workflow(self.ns)
+        self.client: DurableWorkflows = create_durable_workflow(self.ns, history=self.history)
 
     def _open(self) -> LocalNamespace:
+        env = {"HISTORY_DB": self.history} if self.history is not None else None
         return LocalNamespace(
-            self.path, self.clock, interleave=self._interleave, seed=self._seed, faults=self.faults
+            self.path, self.clock, env=env, interleave=self._interleave, seed=self._seed, faults=self.faults
         )
 
     async def run(self, workflow: Workflow | str, input: Any = None, **options: Any) -> ExecutionHandle:
@@ -183,7 +191,7 @@ class WorkflowTestEnv:
             return
         await self.ns.close()
         self.ns = self._open()
-        self.client = create_durable_workflow(self.ns)
+        self.client = create_durable_workflow(self.ns, history=self.history)
         self.ns._start()
 
     async def journal(self, handle: ExecutionHandle | str) -> list[dict[str, Any]]:

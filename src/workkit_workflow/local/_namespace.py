@@ -340,8 +340,8 @@ class LocalNamespace:
     def _fire(self, obj: str) -> None:
         live = self._instance(obj)
         scheduled = self.backend.get_alarm(obj)
-        # The alarm is cleared as the handler starts (getAlarm() is None inside it).
-        self.backend.commit(obj, {}, (), None)
+        # getAlarm() is None inside the handler, but the alarm stays stored until the
+        # handler succeeds: a process killed mid-handler gets it again on restart.
         live.alarm_task = live.host.spawn(self._run_alarm(live, obj, scheduled))
         live.alarm_task.add_done_callback(lambda task: self._unstarted_alarm(task, obj, scheduled))
 
@@ -368,14 +368,19 @@ class LocalNamespace:
             live.host.in_alarm_handler = False
             # An alarm set while the handler ran is due for delivery now.
             self._alarm_changed()
+        if self.backend.get_alarm(obj) == scheduled:
+            self.backend.commit(obj, {}, (), None)
         self._retries.pop(obj, None)
 
     def _reschedule(self, obj: str, retry: int, scheduled: float | None) -> None:
+        unchanged = self.backend.get_alarm(obj) in (None, scheduled)
         if retry >= ALARM_RETRIES:
             log.warning("alarm of %s dropped after %d retries", obj, retry)
             self._retries.pop(obj, None)
+            if unchanged:
+                self.backend.commit(obj, {}, (), None)
             return
-        if self.backend.get_alarm(obj) is None:
+        if unchanged:
             delay = 2.0 ** (retry + 1) * (1.0 + self._rng.uniform(0.0, 0.25))
             self.backend.commit(obj, {}, (), self.clock.now() + delay)
         self._retries[obj] = retry + 1

@@ -1,0 +1,247 @@
+"""Measurements of the engine on the local runtime's SQLite storage."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import tracemalloc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from workkit_workflow import _journal as jn
+from workkit_workflow import create_durable_workflow
+from workkit_workflow.local import LocalNamespace, SqliteBackend, VirtualClock
+
+from . import _workflows as wf
+
+
+class Engine:
+    """One LocalNamespace on a SQLite file; runs the N-step workflow to completion.
+
+    ``interleave="none"``: storage awaits do not yield to other requests (there
+    are none in this measurement), so the figure is the engine's own cost.
+    """
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        self.ns = LocalNamespace(path, synchronous=synchronous, interleave="none")
+        self.client = create_durable_workflow(self.ns)
+        self._runs = 0
+
+    async def run(self, steps: int) -> float:
+        self._runs += 1
+        execution_id = f"linear-{steps}-{self._runs}"
+        start = time.perf_counter()
+        handle = await self.client.run(wf.linear, {"n": steps}, execution_id=execution_id)
+        elapsed = time.perf_counter() - start
+        status = await handle.status()
+        if status != "completed":
+            raise RuntimeError(f"bench execution {execution_id} ended {status}")
+        return elapsed
+
+    async def bytes_per_write(self, steps: int = 100) -> float:
+        self.ns.stats.reset()
+        await self.run(steps)
+        return self.ns.stats.bytes_written / self.ns.stats.writes
+
+    async def close(self) -> None:
+        await self.ns.close()
+
+
+# -- cold replay ------------------------------------------------------------------
+
+
+@dataclass
+class ReplayResult:
+    steps: int
+    total: list[float] = field(default_factory=list)
+    list_decode: list[float] = field(default_factory=list)
+    peak_bytes: int = 0
+    journal_bytes: int = 0
+
+
+async def _build_parked(path: str, steps: int) -> str:
+    """An execution that finished ``steps`` steps and now waits for an event."""
+    ns = LocalNamespace(path, synchronous="OFF", interleave="none")
+    try:
+        client = create_durable_workflow(ns)
+        handle = await client.run(wf.replay, {"n": steps}, execution_id="cold")
+        status = await handle.status()
+        if status != "waiting":
+            raise RuntimeError(f"replay setup ended {status}")
+    finally:
+        await ns.close()
+    return "cold"
+
+
+async def _replay_once(path: str, execution_id: str, *, trace: bool) -> tuple[float, float, int]:
+    """Open the file in a new namespace (a cold object) and time the whole resume:
+    event in, one list of the journal, decode, replay, completion. Then, on a new
+    connection, time one list of the journal plus decoding it, alone."""
+    ns = LocalNamespace(path, synchronous="NORMAL", interleave="none")
+    try:
+        client = create_durable_workflow(ns)
+        if trace:
+            tracemalloc.start()
+        start = time.perf_counter()
+        await client.execution(execution_id).send_event("go", "now")
+        await ns.idle()
+        total = time.perf_counter() - start
+        peak = 0
+        if trace:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        status = await client.execution(execution_id).status()
+        if status != "completed":
+            raise RuntimeError(f"replayed execution ended {status}")
+    finally:
+        await ns.close()
+    backend = SqliteBackend(path, synchronous="NORMAL")
+    try:
+        start = time.perf_counter()
+        snapshot = backend.list(execution_id, None, None, None, None, False)
+        for key, text in snapshot.items():
+            jn.decode_record(key, text)
+        list_decode = time.perf_counter() - start
+    finally:
+        backend.close()
+    return total, list_decode, peak
+
+
+async def cold_replay(workdir: str, lengths: Sequence[int], reps: int) -> list[ReplayResult]:
+    results = []
+    for steps in lengths:
+        built = os.path.join(workdir, f"replay-{steps}.db")
+        execution_id = await _build_parked(built, steps)
+        result = ReplayResult(steps)
+        probe = LocalNamespace(built, interleave="none")
+        result.journal_bytes = sum(
+            len(k) + len(v.encode())
+            for k, v in probe.backend.list(execution_id, None, None, None, None, False).items()
+        )
+        await probe.close()
+        for rep in range(reps + 1):
+            copy = os.path.join(workdir, f"replay-{steps}-{rep}.db")
+            shutil.copyfile(built, copy)
+            total, list_decode, peak = await _replay_once(copy, execution_id, trace=rep == reps)
+            if rep == reps:
+                result.peak_bytes = peak
+            else:
+                result.total.append(total)
+                result.list_decode.append(list_decode)
+            os.remove(copy)
+        results.append(result)
+    return results
+
+
+# -- storage operations per step -------------------------------------------------
+
+
+@dataclass
+class OpsResult:
+    steps: int
+    writes: int
+    reads: int
+    lists: int
+    bytes_written: int
+    first_writes_bytes: float
+    last_writes_bytes: float
+
+
+async def storage_ops(workdir: str, sizes: Sequence[int]) -> list[OpsResult]:
+    out = []
+    for steps in sizes:
+        # A frozen virtual clock: every timestamp has one width, so byte counts
+        # show only what depends on the journal's length.
+        ns = LocalNamespace(
+            os.path.join(workdir, f"ops-{steps}.db"),
+            VirtualClock(auto_advance=False),
+            synchronous="OFF",
+            interleave="none",
+        )
+        sizes_seen: list[int] = []
+
+        def hook(
+            obj: str, puts: Mapping[str, str], deletes: Sequence[str], seen: list[int] = sizes_seen
+        ) -> None:
+            seen.append(sum(len(k) + len(v.encode()) for k, v in puts.items()))
+
+        ns.write_hook = hook
+        client = create_durable_workflow(ns)
+        try:
+            await client.run(wf.linear, {"n": 2}, execution_id="warm")
+            ns.stats.reset()
+            sizes_seen.clear()
+            await client.run(wf.linear, {"n": steps}, execution_id=f"ops-{steps}")
+            stats = ns.stats
+            # Commits 0-2 create, start and begin step 0; the last two close the
+            # run; all between are step transitions.
+            middle = sizes_seen[3:-2]
+            head, tail = middle[:10], middle[-10:]
+            out.append(
+                OpsResult(
+                    steps,
+                    stats.writes,
+                    stats.reads,
+                    stats.lists,
+                    stats.bytes_written,
+                    sum(head) / len(head),
+                    sum(tail) / len(tail),
+                )
+            )
+        finally:
+            await ns.close()
+    return out
+
+
+# -- many concurrent executions -----------------------------------------------------
+
+
+@dataclass
+class ConcurrencyResult:
+    executions: int
+    steps: int
+    synchronous: str
+    wall: float
+    latencies: list[float]
+    peak_bytes: int
+
+
+async def concurrency(
+    workdir: str, executions: int, steps: int, synchronous: str, *, trace: bool
+) -> ConcurrencyResult:
+    path = os.path.join(workdir, f"conc-{synchronous}-{executions}-{int(trace)}.db")
+    # The default interleaving: every storage await lets another request run.
+    ns = LocalNamespace(path, synchronous=synchronous)
+    client = create_durable_workflow(ns)
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        start = time.perf_counter()
+        await client.run(wf.linear, {"n": steps}, execution_id=f"c-{i}")
+        latencies.append(time.perf_counter() - start)
+
+    try:
+        await client.run(wf.linear, {"n": 2}, execution_id="warm")
+        if trace:
+            tracemalloc.start()
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(executions)))
+        wall = time.perf_counter() - start
+        peak = 0
+        if trace:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        for i in (0, executions - 1):
+            status = await client.execution(f"c-{i}").status()
+            if status != "completed":
+                raise RuntimeError(f"concurrent execution c-{i} ended {status}")
+    finally:
+        await ns.close()
+    return ConcurrencyResult(executions, steps, synchronous, wall, latencies, peak)
+
+
+def describe_stats(stats: Any) -> dict[str, Any]:
+    return dict(vars(stats))

@@ -1,0 +1,30 @@
+"""The workflows the benchmarks run (registered once, by import)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workkit_workflow import WorkflowContext, workflow
+
+
+def work(i: int) -> dict[str, Any]:
+    """The step body: a small output, so the bench measures the engine, not the step."""
+    return {"i": f"{i:05d}", "ok": True}
+
+
+@workflow("bench-linear")
+async def linear(ctx: WorkflowContext, input: Any) -> int:
+    """N sequential steps."""
+    n = int(input["n"])
+    for i in range(n):
+        await ctx.step(f"step-{i:05d}", work, i)
+    return n
+
+
+@workflow("bench-replay")
+async def replay(ctx: WorkflowContext, input: Any) -> Any:
+    """N steps, then a wait: the event makes a cold object replay the whole journal."""
+    n = int(input["n"])
+    for i in range(n):
+        await ctx.step(f"step-{i:05d}", work, i)
+    return await ctx.wait_for_event("go", "go")
