@@ -10,6 +10,8 @@
 # Env: CONFIG=path/to/config.capnp (default: config.capnp next to this script),
 #      READY_PATH=/hello (path polled until it answers 200), READY_TIMEOUT=60 (seconds).
 set -Eeuo pipefail
+# pyodide-http comes from PyPI, not vendored (embedded by config.capnp for the probe).
+python3 "$(dirname "$0")/../fetch_pyodide_http.py" >/dev/null
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 WORKERD="$root/node_modules/workerd/bin/workerd"

@@ -35,6 +35,14 @@ TOKEN = "test-token-123"
 SKIP = {"testing.py", "_wire.py"}  # pytest plugin; pydantic request models (not loadable here)
 
 
+
+def pyodide_http_dir() -> Path:
+    """pyodide-http from PyPI (fetched once, not vendored in the repository)."""
+    sys.path.insert(0, str(HERE.parent))
+    from fetch_pyodide_http import fetch
+
+    return fetch()
+
 def package_modules() -> list[tuple[str, Path]]:
     pkg = ROOT / "src" / "workkit_workflow"
     return [(f"workkit_workflow/{p.name}", p) for p in sorted(pkg.glob("*.py")) if p.name not in SKIP]
@@ -50,7 +58,7 @@ def build(dest: Path) -> None:
     }
     for name, path in package_modules():
         files[name] = path
-    for path in sorted((HERE / "py" / "pyodide_http").glob("*.py")):
+    for path in sorted(pyodide_http_dir().glob("*.py")):
         files[f"pyodide_http/{path.name}"] = path
     for name, path in files.items():
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +68,7 @@ def build(dest: Path) -> None:
         names = [main, *extra, *(n for n, _ in package_modules())]
         return ",\n    ".join(f'(name = "{n}", pythonModule = embed "{n}")' for n in names)
 
-    pyodide_http = [f"pyodide_http/{p.name}" for p in sorted((HERE / "py" / "pyodide_http").glob("*.py"))]
+    pyodide_http = [f"pyodide_http/{p.name}" for p in sorted(pyodide_http_dir().glob("*.py"))]
     binding = (
         '(name = "WORKFLOW_DO", '
         'durableObjectNamespace = (className = "WorkflowExecutionDO", serviceName = "do"))'
