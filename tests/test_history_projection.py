@@ -426,3 +426,27 @@ async def test_a_huge_input_is_projected_without_it(rt: Runtime) -> None:
     [row] = rt.table("wf_executions")
     assert row["status"] == "completed" and row["input"] is None
     rt.exactly_once()
+
+
+async def test_rows_of_a_long_sleeping_execution_arrive_soon_after_an_outage(rt: Runtime) -> None:
+    """An outage as an execution parks for a week: delivery is retried by an alarm
+    brought forward, not left for the wake-up."""
+    flow = (
+        Workflow(f"sleeper-{next(_names)}")
+        .step("a", lambda i, p, c: 1)
+        .sleep("week", "7d")
+        .step("b", lambda i, p, c: 2)
+    )
+    rt.d1.fail = True
+    handle = await rt.client.run(flow, {}, execution_id="sleeper")
+    assert await handle.status() == "sleeping"
+    start = rt.clock.now()
+    rt.d1.fail = False
+    await rt.clock.sleep(600)  # ten minutes, far less than the week
+    assert rt.outbox("sleeper") == {}
+    assert rt.clock.now() - start < 86400
+    steps = rt.table("wf_steps")
+    assert [s["name"] for s in steps if s["execution_id"] == "sleeper"] == ["a", "week"]
+    assert (await handle.describe())["wake_at"] is not None
+    assert await handle.status() == "sleeping"
+    rt.exactly_once()

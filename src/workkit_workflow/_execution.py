@@ -490,6 +490,13 @@ class ExecutionCore:
                 # The runner is alive in this instance: just renew its lease.
                 await self.storage.set_alarm(self.now() + self.lease)
                 return
+            if self.history is not None and await self._only_history_is_due():
+                # An alarm brought forward to retry history delivery while the
+                # execution is parked: deliver, re-arm, do not replay the workflow.
+                assert self._state is not None
+                await self.history.settle()
+                await self.storage.set_alarm(self.history.alarm_for(self._state.get("wake_at")))
+                return
             await self._drive_until_quiet()
         except ControlSignal as exc:
             if isinstance(exc, StorageFailure):
@@ -498,6 +505,17 @@ class ExecutionCore:
                 raise
         except Exception as exc:
             await self._retry_alarm_later(exc)
+
+    async def _only_history_is_due(self) -> bool:
+        """Parked, not cancelled, its wake-up still ahead and no event waiting."""
+        await self._ensure_loaded()
+        state = self._state
+        if state is None or state["phase"] != "main" or state["status"] not in ("sleeping", "waiting"):
+            return False
+        wake_at = state.get("wake_at")
+        if wake_at is not None and wake_at <= self.now():
+            return False
+        return not await self.storage.list(prefix=jn.INBOX, limit=1)
 
     async def _retry_alarm_later(self, exc: BaseException) -> None:
         self._alarm_failures += 1

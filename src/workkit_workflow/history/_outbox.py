@@ -175,6 +175,11 @@ class Outbox:
             return max(self._retry_at, self.core.now() + 1.0)
         if alarm is not KEEP_ALARM:
             self._alarm_ours = False
+            if self.undelivered and self._failures:
+                # A delivery failed: its retry must not wait for a far wake-up (a
+                # parked execution may sleep for days). An early alarm only replays
+                # and re-parks, with this write's wake-up restored once delivered.
+                return min(alarm, max(self._retry_at, self.core.now() + 1.0))
         return alarm
 
     # -- delivery ----------------------------------------------------------------
@@ -240,9 +245,21 @@ class Outbox:
                     exc,
                     delay,
                 )
+                await self._alarm_no_later_than(self._retry_at)
                 return False
             await storage.commit({}, list(found))
             self.delivered += len(found)
+
+    async def _alarm_no_later_than(self, at: float) -> None:
+        """Bring the object's alarm forward to the retry (a parked execution may sleep
+        for days). Not marked as ours: an early alarm only replays and re-parks, while
+        clearing an alarm the engine set could strand the execution."""
+        try:
+            current = await self.core.storage.get_alarm()
+            if current is None or current > at:
+                await self.core.storage.set_alarm(at)
+        except Exception:
+            log.exception("workkit_workflow: could not set the history retry alarm")
 
     async def _send(self, statements: list[Statement]) -> None:
         # Timed on the core's clock (not wait_for's loop time), so tests on a
