@@ -41,6 +41,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from . import _journal as jn
+from ._cloudflare import (
+    sdk_has_native_non_retryable,
+    sdk_non_retryable_error,
+    to_py,
+    workflow_entrypoint_base,
+)
 from ._context import _CURRENT_STEP, CompensationContext, StepContext, WorkflowContext
 from ._definition import MISSING, StepOptions, Workflow
 from ._journal import Status
@@ -140,85 +146,11 @@ def json_output(value: Any, *, what: str, limit: int = MAX_STEP_OUTPUT) -> Any:
     return jn.loads(text)
 
 
-# -- the SDK ------------------------------------------------------------------------------
-
-
-def _sdk_non_retryable() -> type[Exception]:
-    from ._cloudflare import IN_PYODIDE
-
-    if IN_PYODIDE:
-        try:
-            from workers.workflows import NonRetryableError as SdkNonRetryable
-        except ImportError:
-            pass
-        else:
-            return cast(type[Exception], SdkNonRetryable)
-    # Same class name: the engine recognises either by name.
-    from .errors import NonRetryableError
-
-    return NonRetryableError
-
-
-def sdk_has_native_non_retryable() -> bool:
-    """Whether the ``workers`` SDK turns a raised NonRetryableError into one the engine
-    does not retry (workers-runtime-sdk >= 1.9.0). Unknown counts as no."""
-    from ._cloudflare import IN_PYODIDE
-
-    if not IN_PYODIDE:
-        return False
-    try:
-        from workers import entrypoints
-    except ImportError:
-        return False
-    if hasattr(entrypoints, "_wrap_js_workflow_step"):
-        return True
-    try:
-        from importlib.metadata import version
-
-        parts = [int(p) for p in re.findall(r"\d+", version("workers-runtime-sdk"))[:2]]
-    except Exception:
-        return False
-    return parts >= [1, 9]
-
-
-def _entrypoint_base() -> type:
-    from ._cloudflare import IN_PYODIDE
-
-    if IN_PYODIDE:
-        try:
-            from workers import WorkflowEntrypoint
-        except ImportError:
-            pass
-        else:
-            return cast(type, WorkflowEntrypoint)
-    return _PlainEntrypoint
-
-
-class _PlainEntrypoint:
-    """The base outside Pyodide (tests, type checks): same constructor as the SDK's."""
-
-    def __init__(self, ctx: Any, env: Any) -> None:
-        self.ctx = ctx
-        self.env = env
-
-
-def _to_py(value: Any) -> Any:
-    """A JS value as Python (``null``/``undefined`` → None); Python values pass."""
-    from ._cloudflare import IN_PYODIDE
-
-    if value is None or not IN_PYODIDE:
-        return value
-    import pyodide.ffi as ffi
-
-    if value is getattr(ffi, "jsnull", None):  # Pyodide >= 0.28 only
-        return None
-    if isinstance(value, ffi.JsProxy):
-        return value.to_py()
-    return value
+# -- the SDK (its JS-facing parts live in the Cloudflare adapter) --------------------------
 
 
 def _plain(value: Any) -> Any:
-    value = _to_py(value)
+    value = to_py(value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -383,7 +315,7 @@ class EngineRun:
                     )
                 )
                 if not jn.is_retryable(exc, policy.non_retryable) and self.native_retries:
-                    raise _sdk_non_retryable()(str(exc) or type(exc).__name__) from exc
+                    raise sdk_non_retryable_error()(str(exc) or type(exc).__name__) from exc
                 raise
             finally:
                 if token is not None:
@@ -597,7 +529,7 @@ def entrypoint_class(
         "__doc__": f"Cloudflare Workflows entry point of workflow {definition.name!r}.",
         "definition": definition,
     }
-    return type(name, (_entrypoint_base(),), namespace)
+    return type(name, (workflow_entrypoint_base(),), namespace)
 
 
 def _class_name(workflow_name: str) -> str:

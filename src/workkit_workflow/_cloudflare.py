@@ -23,9 +23,10 @@ import asyncio
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._journal import check_size
@@ -345,3 +346,59 @@ async def js_fetch(
     status = int(to_py(response.status))
     data = await response.arrayBuffer()
     return status, headers_of(response.headers), bytes(data.to_bytes())
+
+
+# -- Cloudflare Workflows: the SDK's classes -----------------------------------------
+
+
+def sdk_non_retryable_error() -> type[Exception]:
+    if IN_PYODIDE:
+        try:
+            from workers.workflows import NonRetryableError as SdkNonRetryable
+        except ImportError:
+            pass
+        else:
+            return cast(type[Exception], SdkNonRetryable)
+    # Same class name: the engine recognises either by name.
+    from .errors import NonRetryableError
+
+    return NonRetryableError
+
+
+def sdk_has_native_non_retryable() -> bool:
+    """Whether the ``workers`` SDK turns a raised NonRetryableError into one the engine
+    does not retry (workers-runtime-sdk >= 1.9.0). Unknown counts as no."""
+    if not IN_PYODIDE:
+        return False
+    try:
+        from workers import entrypoints
+    except ImportError:
+        return False
+    if hasattr(entrypoints, "_wrap_js_workflow_step"):
+        return True
+    try:
+        from importlib.metadata import version
+
+        parts = [int(p) for p in re.findall(r"\d+", version("workers-runtime-sdk"))[:2]]
+    except Exception:
+        return False
+    return parts >= [1, 9]
+
+
+def workflow_entrypoint_base() -> type:
+    if IN_PYODIDE:
+        try:
+            from workers import WorkflowEntrypoint
+        except ImportError:
+            pass
+        else:
+            return cast(type, WorkflowEntrypoint)
+    return _PlainEntrypoint
+
+
+class _PlainEntrypoint:
+    """The base outside Pyodide (tests, type checks): same constructor as the SDK's."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
