@@ -1,1 +1,1 @@
-"""Benchmarks of workkit_workflow's local runtime: ``python -m bench`` (see docs/benchmarks.md)."""
+"""Benchmarks of workkit_workflow's local runtime: ``python -m bench`` (see "Benchmarks" in README.md)."""
