@@ -18,6 +18,13 @@ def _load(text: Any) -> Any:
     return None if text is None else json.loads(text)
 
 
+def elapsed_ms(started_at: float | None, finished_at: float | None) -> float | None:
+    """Milliseconds from start to finish, or None while either is unknown."""
+    if started_at is None or finished_at is None:
+        return None
+    return (finished_at - started_at) * 1000.0
+
+
 @dataclass(frozen=True)
 class ExecutionRecord:
     """One execution as projected: its latest known state."""
@@ -42,9 +49,7 @@ class ExecutionRecord:
 
     @property
     def duration_ms(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at) * 1000.0
+        return elapsed_ms(self.started_at, self.finished_at)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ExecutionRecord:
@@ -92,9 +97,7 @@ class StepRecord:
 
     @property
     def duration_ms(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at) * 1000.0
+        return elapsed_ms(self.started_at, self.finished_at)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> StepRecord:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ._query import ExecutionHistory, ExecutionRecord, StepRecord
+from ._query import ExecutionHistory, ExecutionRecord, StepRecord, elapsed_ms
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,8 @@ class Attempt:
 
     @property
     def duration_ms(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return max(self.finished_at - self.started_at, 0.0) * 1000.0
+        elapsed = elapsed_ms(self.started_at, self.finished_at)
+        return None if elapsed is None else max(elapsed, 0.0)
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,8 @@ class Row:
 
     @property
     def duration_ms(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return max(self.finished_at - self.started_at, 0.0) * 1000.0
+        elapsed = elapsed_ms(self.started_at, self.finished_at)
+        return None if elapsed is None else max(elapsed, 0.0)
 
 
 @dataclass(frozen=True)
