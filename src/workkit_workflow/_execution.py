@@ -25,7 +25,7 @@ import inspect
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _journal as jn
@@ -795,12 +795,3 @@ class ExecutionCore:
 
     def _inbox_has(self, event_type: str) -> bool:
         return any(r.get("type") == event_type for r in self._inbox.values())
-
-
-async def maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-AsyncFn = Callable[..., Awaitable[Any]]

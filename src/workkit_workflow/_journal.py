@@ -21,7 +21,6 @@ one write whatever the journal's length.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Final, Literal, TypedDict
 
 from .errors import SerializationError, WorkflowError
@@ -207,7 +206,3 @@ def is_retryable(exc: BaseException, non_retryable: tuple[str, ...] = ()) -> boo
         if names.intersection(non_retryable) or (isinstance(code, str) and code in non_retryable):
             return False
     return True
-
-
-def finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,6 +126,3 @@ class Namespace(Protocol):
         body: Any = None,
         query: Mapping[str, str] | None = None,
     ) -> WireResponse: ...
-
-
-AwaitableNone = Awaitable[None]

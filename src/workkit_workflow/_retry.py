@@ -105,5 +105,4 @@ class RetryPolicy:
         }
 
 
-DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(max_attempts=1, initial_delay=0.0, max_delay=0.0)
