@@ -270,7 +270,7 @@ class ExecutionCore:
                     )
                 created = False
             else:
-                await self._create(workflow, input, execution_id, restart)
+                await self._create(workflow, input, execution_id, restart, driven_here=wait)
                 created = True
         if wait:
             await self._drive_until_quiet()
@@ -278,7 +278,13 @@ class ExecutionCore:
         return self.view(), created
 
     async def _create(
-        self, workflow: str, input: Any, execution_id: str | None, restart: Mapping[str, Any] | None
+        self,
+        workflow: str,
+        input: Any,
+        execution_id: str | None,
+        restart: Mapping[str, Any] | None,
+        *,
+        driven_here: bool,
     ) -> None:
         definition = self.registry.get(workflow)
         if definition.input_type is not None:
@@ -331,8 +337,11 @@ class ExecutionCore:
             "events_received": 0,
         }
         state_text = jn.encode_record(jn.STATE, state, what="execution state")
-        # The alarm is the guarantee that the execution starts, whoever drives it.
-        await self.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=now)
+        # The alarm is the guarantee that the execution starts, whoever drives it:
+        # due now, or, when this request drives it at once, a lease that resumes
+        # it only if the object dies first.
+        alarm = now + self.lease if driven_here else now
+        await self.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=alarm)
         self._meta, self._state = meta, state
 
     async def status(self) -> dict[str, Any]:
