@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def test_the_demo_tour(tmp_path: Path) -> None:
-    env = {**os.environ, "WORKKIT_DEMO_EFFECTS": str(tmp_path / "effects.log")}
+    db = str(tmp_path / "demo.db")
+    env = {**os.environ, "WORKKIT_DEMO_EFFECTS": str(tmp_path / "effects.log"), "WORKKIT_DEMO_DB": db}
     run = subprocess.run(
         [sys.executable, "-m", "workkit_workflow.cli", "demo"],
         capture_output=True,
@@ -32,4 +33,22 @@ def test_the_demo_tour(tmp_path: Path) -> None:
     # 4. human approval through an external event
     assert "waiting for ['approved']" in out
     assert "manager-approval   completed" in out
-    assert out.rstrip().endswith("Every step above was journaled in SQLite before the next one ran.")
+    assert "Every step above was journaled in SQLite before the next one ran." in out
+    # The tour's database, history included, is there to look back at with the CLI.
+    shown = subprocess.run(
+        [sys.executable, "-m", "workkit_workflow.cli", "show", "demo-o-3", "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "refund" in shown.stdout and "release" in shown.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "workkit_workflow.cli", "list", "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0 and all(f"demo-o-{i}" in listed.stdout for i in range(1, 5)), listed.stdout

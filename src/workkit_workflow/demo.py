@@ -34,6 +34,7 @@ from . import (
     create_durable_workflow,
 )
 from ._durations import iso
+from .history import LocalD1
 from .local import LocalNamespace
 
 EFFECTS = Path(
@@ -180,7 +181,7 @@ def _child(db: str) -> None:
     """Runs in a separate process: start order o-2 and keep driving it until killed."""
 
     async def main() -> None:
-        async with LocalNamespace(db, object_class=DemoExecutionDO) as ns:
+        async with _namespace(db) as ns:
             workflows = create_durable_workflow(ns)
             order = {"order_id": "o-2", "items": ["lamp"], "amount": 80.0, "ship_seconds": 30}
             await workflows.run(order_flow, order, execution_id="demo-o-2", wait=True)
@@ -202,7 +203,7 @@ async def part_crash(db: str) -> None:
     say(f"  {RED}SIGKILL{RESET}: the process died while 'ship' ran; effects so far: {so_far}")
     say("  opening the same SQLite file in this process; nobody calls the execution:")
     say("  its lease alarm alone resumes it ...")
-    async with LocalNamespace(db, object_class=DemoExecutionDO) as ns:
+    async with _namespace(db) as ns:
         workflows = create_durable_workflow(ns)
         handle = workflows.execution("demo-o-2")
         while not (await handle.describe())["settled"]:
@@ -242,18 +243,28 @@ async def part_approval(ns: LocalNamespace) -> None:
     await show(handle)
 
 
+def _namespace(db: str) -> LocalNamespace:
+    # History is projected into the same SQLite file, for the CLI and the timeline page.
+    return LocalNamespace(db, object_class=DemoExecutionDO, env={"HISTORY_DB": LocalD1(db)})
+
+
 async def tour() -> None:
     EFFECTS.unlink(missing_ok=True)  # noqa: ASYNC240 - once, before anything runs
-    with tempfile.TemporaryDirectory() as tmp:
-        db = str(Path(tmp) / "workflows.db")
-        say(f"{BOLD}workkit-workflow: durable workflows on the local runtime{RESET} (SQLite: {db})")
-        async with LocalNamespace(db, object_class=DemoExecutionDO) as ns:
-            await part_retries(ns)
-        await part_crash(db)
-        async with LocalNamespace(db, object_class=DemoExecutionDO) as ns:
-            await part_compensation(ns)
-            await part_approval(ns)
+    db = os.environ.get("WORKKIT_DEMO_DB", "workkit-demo.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(db + suffix).unlink(missing_ok=True)  # noqa: ASYNC240 - a fresh database per tour
+    say(f"{BOLD}workkit-workflow: durable workflows on the local runtime{RESET} (SQLite: {db})")
+    async with _namespace(db) as ns:
+        await part_retries(ns)
+    await part_crash(db)
+    async with _namespace(db) as ns:
+        await part_compensation(ns)
+        await part_approval(ns)
+        await ns.idle()  # history delivery finishes
     say(f"\n{GREEN}done.{RESET} Every step above was journaled in SQLite before the next one ran.")
+    say(f"Look back at it: workkit-workflow list --db {db}")
+    say(f"                 workkit-workflow show demo-o-3 --db {db}")
+    say(f"                 workkit-workflow serve --db {db}   (the timeline page)")
 
 
 def main(argv: list[str] | None = None) -> int:
