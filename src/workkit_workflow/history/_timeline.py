@@ -16,6 +16,12 @@ from typing import Any
 from ._query import ExecutionHistory, ExecutionRecord, StepRecord, elapsed_ms
 
 
+def _shown_ms(started_at: float | None, finished_at: float | None) -> float | None:
+    """Elapsed milliseconds as drawn: never negative (clocks may step back)."""
+    elapsed = elapsed_ms(started_at, finished_at)
+    return None if elapsed is None else max(elapsed, 0.0)
+
+
 @dataclass(frozen=True)
 class Attempt:
     number: int
@@ -27,8 +33,7 @@ class Attempt:
 
     @property
     def duration_ms(self) -> float | None:
-        elapsed = elapsed_ms(self.started_at, self.finished_at)
-        return None if elapsed is None else max(elapsed, 0.0)
+        return _shown_ms(self.started_at, self.finished_at)
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,7 @@ class Row:
 
     @property
     def duration_ms(self) -> float | None:
-        elapsed = elapsed_ms(self.started_at, self.finished_at)
-        return None if elapsed is None else max(elapsed, 0.0)
+        return _shown_ms(self.started_at, self.finished_at)
 
 
 @dataclass(frozen=True)
