@@ -106,6 +106,22 @@ class WorkflowContext:
         return self._run.wait(name, event_type, timeout=seconds, default=default)
 
 
+@dataclass(frozen=True)
+class InDoubtStep:
+    """A step whose attempt started but never journaled an outcome: the object
+    died during it, then the execution was cancelled or failed before it ran
+    again. It may have had its effect; undo it if it did (its idempotency key
+    is the one the attempt sent)."""
+
+    name: str
+    op: int
+    """Its position in the workflow's operations."""
+    attempt: int
+    idempotency_key: str | None
+    started_at: float | None
+    """When the in-doubt attempt started (epoch seconds)."""
+
+
 class CompensationContext(WorkflowContext):
     """What ``on_failure`` receives: the failure, the input, the outputs to undo.
 
@@ -125,6 +141,7 @@ class CompensationContext(WorkflowContext):
         failed_step: str | None,
         error: dict[str, Any] | None,
         step_outputs: dict[str, Any],
+        in_doubt_steps: list[InDoubtStep] | None = None,
     ) -> None:
         super().__init__(run, execution_id, workflow, input)
         self.status = status
@@ -134,6 +151,9 @@ class CompensationContext(WorkflowContext):
         """The failed step's SerializedStepError (code, message, retryable, attempt, timing)."""
         self.step_outputs = step_outputs
         """Outputs of the steps that succeeded, by step name."""
+        self.in_doubt_steps = list(in_doubt_steps or [])
+        """Steps that may have had their effect without journaling it (the object
+        died during their attempt), in operation order: undo them too if needed."""
 
     @property
     def cancelled(self) -> bool:
