@@ -516,16 +516,22 @@ class LocalNamespace:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def idle(self, timeout: float = 30.0) -> None:
-        """Wait until no request or alarm handler runs (for tests and demos)."""
+    async def idle(self, timeout: float = 30.0, *, name: str | None = None) -> None:
+        """Wait until no request or alarm handler runs (of object ``name``, or of
+        any object), for tests, demos and the CLI. ``timeout`` is real seconds."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
-        while loop.time() < end:
-            busy = [t for live in self._live.values() for t in live.host.tasks if not t.done()]
+        while True:
+            if name is None:
+                lives = list(self._live.values())
+            else:
+                lives = [self._live[name]] if name in self._live else []
+            busy = [t for live in lives for t in live.host.tasks if not t.done()]
             if not busy:
                 return
+            if loop.time() >= end:
+                raise TimeoutError("objects still busy")
             await asyncio.wait(busy, timeout=max(end - loop.time(), 0.0))
-        raise TimeoutError("objects still busy")
 
     def advertise(self, address: str | None) -> None:
         """Publish the address (``http://host:port``) this owner answers on, in the
