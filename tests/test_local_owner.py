@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import http.client
 import io
 import json
+import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -20,9 +23,10 @@ from pathlib import Path
 import pytest
 
 from workkit_workflow.cli import main
-from workkit_workflow.history import LocalD1
+from workkit_workflow.history import LocalD1, _server
 from workkit_workflow.history._server import make_handler
 from workkit_workflow.local import DatabaseInUseError, LocalNamespace
+from workkit_workflow.local._lock import Owner
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 DEADLINE = 60.0
@@ -353,3 +357,29 @@ def test_api_commands_validate_their_body(
     assert status == 404
     status, _, answer = _ask(host, "POST", "/api/executions/approval-1/event", b'{"type": "approved"}')
     assert status == 200 and json.loads(answer)["accepted"] is True
+
+
+def test_a_page_that_cannot_be_drawn_is_a_500_not_a_dropped_connection(
+    pages: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
+
+    async def broken(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise ValueError("year 33715 is out of range")
+
+    monkeypatch.setattr(_server, "history_page", broken)
+    status, headers, body = _ask(pages, "GET", "/executions/approval-1")
+    assert status == 500 and headers["content-type"].startswith("text/html")
+    assert b"Server error" in body and b"33715" not in body
+
+
+def test_the_in_use_error_pickles_and_copies(tmp_path: Path) -> None:
+    error = DatabaseInUseError(str(tmp_path / "x.db"), Owner(123, "http://127.0.0.1:1"))
+    for clone in (pickle.loads(pickle.dumps(error)), copy.deepcopy(error)):
+        assert isinstance(clone, DatabaseInUseError) and isinstance(clone, RuntimeError)
+        assert (clone.path, clone.pid, clone.address, str(clone)) == (
+            error.path,
+            error.pid,
+            error.address,
+            str(error),
+        )

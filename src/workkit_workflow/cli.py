@@ -432,6 +432,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except WorkflowError as exc:
         print(f"workkit-workflow: error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
+    except DatabaseInUseError as exc:  # e.g. the demo's file, held by a serve
+        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (OSError, sqlite3.Error) as exc:
         print(f"workkit-workflow: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
