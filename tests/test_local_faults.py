@@ -251,3 +251,19 @@ async def test_idle_eviction_can_be_turned_off() -> None:
         await ns.close()
     with pytest.raises(ValueError, match="idle_eviction"):
         LocalNamespace(None, idle_eviction=-1.0)
+
+
+async def test_an_object_is_evicted_after_the_idle_time_not_before() -> None:
+    clock = VirtualClock()
+    ns = LocalNamespace(None, clock)  # the default: about 10 s, as on Cloudflare
+    try:
+        await _run_many(ns, 1, 2, "timed")
+        await clock.sleep(9)
+        assert ns.live_objects() == ["timed-0"]
+        await create_durable_workflow(ns).execution("timed-0").status()  # used again: warm again
+        await clock.sleep(9)
+        assert ns.live_objects() == ["timed-0"]
+        await clock.sleep(2)
+        assert ns.live_objects() == []
+    finally:
+        await ns.close()

@@ -48,6 +48,9 @@ HOLD_MAX_DELAY = 64.0
 DEFAULT_IDLE_EVICTION = 10.0
 """Seconds an object may sit idle before it is evicted (Cloudflare: about 10 s)."""
 
+EVICTION_BATCH = 0.05
+"""An object may stay up to this fraction of ``idle_eviction`` longer, so one scan evicts many."""
+
 
 class ObjectEvicted(BaseException):
     """Raised inside an object's tasks once it was evicted: its process is gone."""
@@ -181,7 +184,7 @@ class LocalHost:
         self.tasks.discard(task)
         if self.alive and not self.busy():
             self.idle_since = self.clock.now()
-            self.namespace._wake()
+            self.namespace._object_idle(self.idle_since)
         # A task killed with its object has no one left to look at it.
         if not task.cancelled() and isinstance(task.exception(), (ObjectEvicted, SimulatedCrash)):
             return
@@ -271,6 +274,10 @@ class LocalNamespace:
         self._alarm_event: asyncio.Event | None = None
         self._retries: dict[str, int] = {}
         self._holds: dict[str, _Hold] = {}
+        self._planned: float | None = None
+        self._eviction_due: float | None = None
+        """No object can be due for eviction before this (None: none is idle)."""
+        """When the background loop looks again by itself (None: only when woken)."""
         self._closed = False
         self.write_hook: Callable[[str, Mapping[str, str], Sequence[str]], None] | None = None
 
@@ -359,6 +366,17 @@ class LocalNamespace:
         if self._alarm_event is not None:
             self._alarm_event.set()
 
+    def _object_idle(self, since: float) -> None:
+        # Only wake the loop when this object's eviction comes before the loop's
+        # next planned look: not a scan of every alarm after every request.
+        if self.idle_eviction is None:
+            return
+        deadline = since + self.idle_eviction
+        if self._eviction_due is None or deadline < self._eviction_due:
+            self._eviction_due = deadline
+        if self._planned is None or deadline < self._planned:
+            self._wake()
+
     def _alarm_recorded(self, obj: str) -> None:
         # Storage took a new alarm for ``obj``: whatever it could not record
         # before is superseded, and the disk works again.
@@ -380,12 +398,14 @@ class LocalNamespace:
                 await asyncio.sleep(0)
                 continue
             wake_at = [t for t in (next_alarm, self._evict_idle(now)) if t is not None]
+            self._planned = min(wake_at) if wake_at else None
             waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._alarm_event.wait())}
-            if wake_at:
-                waits.add(asyncio.ensure_future(self.clock.sleep(min(wake_at) - now)))
+            if self._planned is not None:
+                waits.add(asyncio.ensure_future(self.clock.sleep(self._planned - now)))
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                self._planned = None
                 for waiter in waits:
                     waiter.cancel()
 
@@ -412,8 +432,10 @@ class LocalNamespace:
 
     def _evict_idle(self, now: float) -> float | None:
         """Evict objects idle for ``idle_eviction``; return when the next one would be."""
-        if self.idle_eviction is None:
+        if self.idle_eviction is None or self._eviction_due is None:
             return None
+        if now < self._eviction_due:
+            return self._eviction_due  # no scan of every live object on every wake-up
         soonest: float | None = None
         for name, live in list(self._live.items()):
             if live.host.busy():
@@ -424,6 +446,10 @@ class LocalNamespace:
                 self.evict(name)
             elif soonest is None or deadline < soonest:
                 soonest = deadline
+        if soonest is not None:
+            # Evict in batches: objects that finish moments apart go in one scan.
+            soonest = max(soonest, now + self.idle_eviction * EVICTION_BATCH)
+        self._eviction_due = soonest
         return soonest
 
     def _fire(self, obj: str) -> None:
