@@ -275,9 +275,9 @@ class LocalNamespace:
         self._retries: dict[str, int] = {}
         self._holds: dict[str, _Hold] = {}
         self._planned: float | None = None
+        """When the background loop looks again by itself (None: only when woken)."""
         self._eviction_due: float | None = None
         """No object can be due for eviction before this (None: none is idle)."""
-        """When the background loop looks again by itself (None: only when woken)."""
         self._closed = False
         self.write_hook: Callable[[str, Mapping[str, str], Sequence[str]], None] | None = None
 
