@@ -224,6 +224,7 @@ async def test_an_object_is_never_evicted_while_it_has_work(caplog: pytest.LogCa
         handle = await create_durable_workflow(ns).start(flow, {}, execution_id="busy")
         while not effects["slow"]:
             await asyncio.sleep(0)
+        await _run_many(ns, 1, 1, "quick")  # an idle neighbour: evictions are due
         clock.advance(60)  # far past the idle limit while the step runs
         for _ in range(100):
             await asyncio.sleep(0)
