@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -284,11 +285,25 @@ def _ask(host: str, method: str, path: str, body: bytes | None = None) -> tuple[
         conn.close()
 
 
+def _raw_head(host: str, path: str) -> tuple[bytes, bytes]:
+    """A HEAD on a bare socket: http.client would hide a body sent by mistake."""
+    name, port = host.split(":")
+    with socket.create_connection((name, int(port)), timeout=DEADLINE) as conn:
+        conn.sendall(f"HEAD {path} HTTP/1.0\r\nhost: {host}\r\n\r\n".encode())
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def test_head_is_get_without_a_body(pages: str) -> None:
     status, _, body = _ask(pages, "GET", "/executions/approval-1")
     head_status, head_headers, head_body = _ask(pages, "HEAD", "/executions/approval-1")
     assert (status, head_status) == (200, 200)
     assert head_body == b"" and head_headers["content-length"] == str(len(body))
+    head, rest = _raw_head(pages, "/executions/approval-1")
+    assert head.startswith(b"HTTP/1.0 200") and rest == b""
     assert _ask(pages, "HEAD", "/executions/nope")[0] == 404
 
 
@@ -305,6 +320,8 @@ def test_methods_the_pages_do_not_take_get_405_with_allow(pages: str, method: st
 def test_the_api_of_a_server_without_the_runtime(pages: str) -> None:
     status, headers, _ = _ask(pages, "GET", "/api/executions/approval-1/cancel")
     assert status == 405 and headers["allow"] == "POST, OPTIONS"
+    head, rest = _raw_head(pages, "/api/executions/approval-1/cancel")
+    assert head.startswith(b"HTTP/1.0 405") and b"allow: POST, OPTIONS" in head and rest == b""
     status, _, body = _ask(pages, "POST", "/api/executions/approval-1/cancel", b"{}")
     assert status == 404 and "serve --app" in json.loads(body)["error"]["message"]
 

@@ -133,12 +133,7 @@ def make_handler(history_path: str, commands: Commands | None = None) -> type[Ba
             status, html = self._page()
             self._send(status, "text/html; charset=utf-8", html.encode())
 
-        def do_HEAD(self) -> None:
-            if self._is_api():
-                self._not_allowed()
-                return
-            status, html = self._page()
-            self._send(status, "text/html; charset=utf-8", html.encode(), body=False)
+        do_HEAD = do_GET  # _send leaves the body out
 
         def do_POST(self) -> None:
             if not self._is_api():
@@ -218,7 +213,6 @@ def make_handler(history_path: str, commands: Commands | None = None) -> type[Ba
             content_type: str,
             payload: bytes,
             *,
-            body: bool = True,
             headers: dict[str, str] | None = None,
         ) -> None:
             self.send_response(status)
@@ -227,7 +221,7 @@ def make_handler(history_path: str, commands: Commands | None = None) -> type[Ba
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            if body:
+            if self.command != "HEAD":
                 self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:
