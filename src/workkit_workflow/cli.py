@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from .errors import WorkflowError
 from .history import ExecutionRecord, HistoryQuery, LocalD1
@@ -238,8 +239,6 @@ def _through_owner(args: argparse.Namespace, owner: Owner, verb: str, body: dict
             f"{args.db!r} is in use by {who}, which takes no commands: stop it, or run your app"
             " under `workkit-workflow serve --app ...` so commands can go through it"
         )
-    from urllib.parse import quote
-
     url = f"{owner.address}/api/executions/{quote(args.execution_id, safe='')}/{verb}"
     wait = min(max(args.timeout, 0.0), 300.0)
     request = urllib.request.Request(
