@@ -402,3 +402,19 @@ class _PlainEntrypoint:
     def __init__(self, ctx: Any, env: Any) -> None:
         self.ctx = ctx
         self.env = env
+
+
+# -- Cloudflare Workflows: the value an entry point returns ------------------------------
+
+
+def json_to_js(value: Any) -> Any:
+    """JSON data as the same JS value (objects, arrays, ``null`` kept), for a value
+    handed to the runtime unconverted: the built-in SDK passes what a workflow's
+    ``run`` returns to JavaScript as is, and a Python dict there is a
+    ``DataCloneError``. Through JSON text, a ``None`` inside becomes ``null``, not
+    the ``undefined`` of ``to_js``, which a JSON round trip would drop."""
+    if not IN_PYODIDE:
+        return value
+    from js import JSON
+
+    return JSON.parse(json.dumps(value, separators=(",", ":")))
