@@ -229,6 +229,7 @@ def test_pause_and_unpause_map_to_statuses(worker: cfw.Runtime) -> None:
     paused = wait_until(
         "paused",
         lambda: (d := call(worker, "/describe", flow="long", id=eid))["engine_status"] == "paused" and d,
+        timeout=5.0,
     )
     assert paused["status"] == "waiting"
     call(worker, "/unpause", flow="long", id=eid)
