@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from . import _journal as jn
 from ._cloudflare import (
     json_to_js,
+    rejection_with,
     sdk_has_native_non_retryable,
     sdk_non_retryable_error,
     to_py,
@@ -627,9 +628,14 @@ def entrypoint_class(
         try:
             output = await run_definition(definition, event, step, native_retries=native_retries)
         except Exception as exc:
-            if is_engine_abort(exc):
+            if not is_engine_abort(exc):
+                raise InstanceFailure(failure_payload(exc)) from exc
+            # The engine tells a pause/terminate/restart from a failure by its own
+            # error's message: hand that very error back.
+            aborted = rejection_with(exc)
+            if aborted is None:
                 raise
-            raise InstanceFailure(failure_payload(exc)) from exc
+            return aborted
         # Converted here: the built-in SDK hands run's result to JavaScript as is.
         return json_to_js(output)
 
