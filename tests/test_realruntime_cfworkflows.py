@@ -15,13 +15,15 @@ Runs at the README's compatibility date (2025-09-20, Pyodide bundle of the kit, 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -39,18 +41,34 @@ README_DATE = "2025-09-20"
 
 
 def engine_files() -> Path:
-    """Cloudflare's local Workflows engine, extracted once into ``.cache`` (idempotent)."""
-    if all((ENGINE_CACHE / name).exists() for name in cfw.ENGINE_FILES):
+    """Cloudflare's local Workflows engine, extracted once into ``.cache`` (idempotent, one
+    extractor at a time). Unavailable: skip, or fail under ``WORKKIT_REQUIRE_RUNTIME=1``."""
+    ENGINE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(ENGINE_CACHE.with_name(ENGINE_CACHE.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((ENGINE_CACHE / name).exists() for name in cfw.ENGINE_FILES):
+            return ENGINE_CACHE
+        script = SHARED_RUNTIME / "cfworkflows" / "fetch_engine.sh"
+        scratch = ENGINE_CACHE.with_name(ENGINE_CACHE.name + ".tmp")
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            run = subprocess.run(
+                ["bash", str(script), str(scratch)], capture_output=True, text=True, timeout=300
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _unavailable(f"fetch_engine.sh could not run: {exc}")
+        if run.returncode != 0:
+            _unavailable(f"fetch_engine.sh failed:\n{(run.stdout + run.stderr)[-3000:]}")
+        shutil.rmtree(ENGINE_CACHE, ignore_errors=True)
+        scratch.rename(ENGINE_CACHE)
         return ENGINE_CACHE
-    script = SHARED_RUNTIME / "cfworkflows" / "fetch_engine.sh"
-    scratch = ENGINE_CACHE.with_name(ENGINE_CACHE.name + ".tmp")
-    shutil.rmtree(scratch, ignore_errors=True)
-    run = subprocess.run(["bash", str(script), str(scratch)], capture_output=True, text=True, timeout=300)
-    if run.returncode != 0:
-        pytest.fail(f"fetch_engine.sh failed:\n{(run.stdout + run.stderr)[-3000:]}")
-    shutil.rmtree(ENGINE_CACHE, ignore_errors=True)
-    scratch.rename(ENGINE_CACHE)
-    return ENGINE_CACHE
+
+
+def _unavailable(reason: str) -> NoReturn:
+    what = f"Cloudflare's local Workflows engine is unavailable: {reason}"
+    if os.environ.get("WORKKIT_REQUIRE_RUNTIME") == "1":
+        pytest.fail(f"WORKKIT_REQUIRE_RUNTIME=1 but {what}")
+    pytest.skip(what)
 
 
 def settings(kit: Kit, which: str) -> cfw.Settings:
@@ -130,11 +148,14 @@ def test_assignment_form_completes_with_its_output(worker: cfw.Runtime) -> None:
     eid = new_id("plain")
     start(worker, "plain", eid, {"name": "ada"})
     done = result(worker, "plain", eid)
-    assert done == {"ok": True, "status": "completed", "value": "hello ada", "error": None}
+    # A dict result (None inside kept as null): the runtime's built-in SDK hands run's
+    # result to JavaScript unconverted, so an unconverted dict ended the instance errored.
+    value = {"greeting": "hello ada", "nothing": None}
+    assert done == {"ok": True, "status": "completed", "value": value, "error": None}
     assert marks(worker, eid)["hello"]["calls"] == 1
     described = call(worker, "/describe", flow="plain", id=eid)
     assert (described["status"], described["engine_status"]) == ("completed", "complete")
-    assert described["output"] == "hello ada"
+    assert described["output"] == value
 
 
 def test_subclass_form_retries_a_step_on_the_engine(worker: cfw.Runtime) -> None:
@@ -177,7 +198,9 @@ def test_sleep_is_durable_and_its_status_is_mapped(worker: cfw.Runtime) -> None:
     wait_until("the step before the sleep", lambda: "before" in marks(worker, eid))
     asleep = call(worker, "/describe", flow="nap", id=eid)
     assert "after" not in marks(worker, eid)
-    assert (asleep["engine_status"], asleep["status"]) in {("running", "running"), ("waiting", "waiting")}
+    # Measured: the local engine never sets its `waiting` status (production documents
+    # it for a sleep or an event wait): a sleeping instance reports `running`.
+    assert (asleep["engine_status"], asleep["status"]) == ("running", "running")
     done = result(worker, "nap", eid)
     assert done["value"] == {"slept": True, "prev": 1.0}
     assert time.monotonic() - began >= 2.0
@@ -193,7 +216,7 @@ def test_events_before_and_after_the_wait_and_a_timeout_with_default(worker: cfw
     assert marks(worker, eid)["between"]["value"] == {"n": 1}
     time.sleep(1.0)  # now blocked in the wait for "second"
     waiting = call(worker, "/describe", flow="approval", id=eid)
-    assert waiting["status"] in ("running", "waiting"), waiting
+    assert (waiting["engine_status"], waiting["status"]) == ("running", "running")
     call(worker, "/event", flow="approval", id=eid, type="second", payload=[2, "two"])
     done = result(worker, "approval", eid)
     assert done["value"] == {"first": {"n": 1}, "second": [2, "two"], "third": "no third"}
@@ -215,26 +238,28 @@ def test_terminate_cancels_a_sleeping_instance(worker: cfw.Runtime) -> None:
     assert "compensated" not in seen, "on_failure ran on terminate (the README says it does not)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: the local engine pauses by throwing 'Aborting engine: User called pause' into the "
-    "pending step call and expects run to reject with that very error; a Python entry point rejects "
-    "with a PythonError (its message is the traceback), so the engine marks the instance errored",
-)
-def test_pause_and_unpause_map_to_statuses(worker: cfw.Runtime) -> None:
-    eid = new_id("long")
-    start(worker, "long", eid)
-    wait_until("the first step", lambda: "started" in marks(worker, eid))
-    call(worker, "/pause", flow="long", id=eid)
+def test_pause_holds_a_sleeping_instance_and_unpause_resumes_it(worker: cfw.Runtime) -> None:
+    eid = new_id("nap")
+    start(worker, "nap", eid)
+    wait_until("the step before the sleep", lambda: "before" in marks(worker, eid))
+    call(worker, "/pause", flow="nap", id=eid)
+    # The engine pauses by throwing its abort error into the pending sleep; run hands
+    # that error back, else the engine took it for a failure and the instance errored.
     paused = wait_until(
         "paused",
-        lambda: (d := call(worker, "/describe", flow="long", id=eid))["engine_status"] == "paused" and d,
+        lambda: (d := call(worker, "/describe", flow="nap", id=eid))["engine_status"] != "running" and d,
         timeout=5.0,
     )
-    assert paused["status"] == "waiting"
-    call(worker, "/unpause", flow="long", id=eid)
-    wait_until("resumed", lambda: call(worker, "/describe", flow="long", id=eid)["engine_status"] != "paused")
-    assert call(worker, "/cancel", flow="long", id=eid) == {"cancelled": True}
+    assert (paused["engine_status"], paused["status"]) == ("paused", "waiting"), paused
+    time.sleep(2.5)  # longer than the sleep: a paused instance does not go on
+    assert call(worker, "/status", flow="nap", id=eid) == {"status": "waiting"}
+    assert "after" not in marks(worker, eid)
+    call(worker, "/unpause", flow="nap", id=eid)
+    done = result(worker, "nap", eid)
+    assert done["value"] == {"slept": True, "prev": 1.0}
+    seen = marks(worker, eid)
+    # Resumed by a replay: the step before the sleep came from the engine's cache.
+    assert (seen["before"]["calls"], seen["after"]["calls"]) == (1, 1)
 
 
 def test_restart_runs_the_instance_again_from_the_start(worker: cfw.Runtime) -> None:
@@ -245,6 +270,17 @@ def test_restart_runs_the_instance_again_from_the_start(worker: cfw.Runtime) -> 
     wait_until("the second run", lambda: marks(worker, eid)["count"]["calls"] == 2)
     done = wait_until("completed again", lambda: (r := result(worker, "count", eid))["value"] == 2 and r)
     assert done["status"] == "completed"
+
+
+def test_restart_of_a_sleeping_instance_starts_it_over(worker: cfw.Runtime) -> None:
+    eid = new_id("long")
+    start(worker, "long", eid)
+    wait_until("the first step", lambda: "started" in marks(worker, eid))
+    call(worker, "/restart", flow="long", id=eid)
+    wait_until("the first step again", lambda: marks(worker, eid)["started"]["calls"] == 2)
+    assert call(worker, "/status", flow="long", id=eid) == {"status": "running"}
+    assert call(worker, "/cancel", flow="long", id=eid) == {"cancelled": True}
+    assert "compensated" not in marks(worker, eid), "on_failure ran on restart or terminate"
 
 
 def test_step_output_over_1_mib_fails_without_retries(worker: cfw.Runtime) -> None:
@@ -273,5 +309,5 @@ def test_a_second_start_of_an_id_returns_the_existing_instance(worker: cfw.Runti
     start(worker, "plain", eid, {"name": "bo"})
     again = call(worker, "/start", flow="plain", id=eid, input={"name": "bo"})
     assert again == {"execution_id": eid, "created": False}
-    assert result(worker, "plain", eid)["value"] == "hello bo"
+    assert result(worker, "plain", eid)["value"]["greeting"] == "hello bo"
     assert marks(worker, eid)["hello"]["calls"] == 1

@@ -158,9 +158,9 @@ big_flow = Workflow("big-flow", retry=RetryPolicy(max_attempts=3, initial_delay=
 # -- the assignment form (no subclass) --------------------------------------------------------
 
 
-def hello(input: Any, prev: Any, ctx: Any) -> str:
+def hello(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:
     mark(f"{ctx.execution_id}:hello")
-    return f"hello {input['name']}"
+    return {"greeting": f"hello {input['name']}", "nothing": None}
 
 
 plain_flow = Workflow("plain-flow").step("hello", hello)
