@@ -144,6 +144,15 @@ def new_id(name: str) -> str:
 # -- scenarios ----------------------------------------------------------------------------
 
 
+def test_the_runtime_under_test(worker: cfw.Runtime) -> None:
+    """The kit's Pyodide, and the built-in SDK without native NonRetryableError: the
+    backend's own retry loop (one engine attempt per step, durable sleeps between) is
+    the path these scenarios cover. A newer SDK that changes it fails here first."""
+    ping = call(worker, "/ping")
+    assert ping["python"].startswith("3.14.")
+    assert ping["native_non_retryable"] is False
+
+
 def test_assignment_form_completes_with_its_output(worker: cfw.Runtime) -> None:
     eid = new_id("plain")
     start(worker, "plain", eid, {"name": "ada"})

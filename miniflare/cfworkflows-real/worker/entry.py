@@ -9,6 +9,7 @@ assignment form. ``Default.fetch`` serves the scenarios' requests through
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from flows import (
 from workers import Response, WorkerEntrypoint
 
 from workkit_workflow import WorkflowError, create_durable_workflow
+from workkit_workflow._cloudflare import sdk_has_native_non_retryable
 
 
 class RetryFlow(retry_flow.as_cloudflare_workflow()):
@@ -85,7 +87,9 @@ def _error(exc: Exception) -> dict[str, Any]:
 
 async def _route(env: Any, path: str, q: dict[str, Any]) -> Any:
     if path == "/ping":
-        return {"pong": True}
+        # What the tier runs on: the Python, and whether the runtime's built-in SDK makes a
+        # raised NonRetryableError final (else the backend retries steps itself).
+        return {"python": sys.version.split()[0], "native_non_retryable": sdk_has_native_non_retryable()}
     if path == "/marks":
         return MARKS
     binding, definition = _flows(env)[q["flow"]]
