@@ -22,8 +22,14 @@ What the engine decides, and how it maps (see "Two backends" in README.md):
   output is the structured error, so a replay sees the same error (the engine
   only replays an error's message).
 * compensation (``on_failure``) runs inside ``run`` after a terminal failure, its
-  steps journaled like any other, then the failure is re-raised: the instance
-  ends ``errored``.
+  steps journaled like any other; then ``run`` raises :class:`InstanceFailure`,
+  whose text carries the structured failure to the client (the engine keeps only
+  an error's message): the instance ends ``errored``.
+* the engine pauses, restarts and terminates a running instance by throwing its
+  own abort error into the pending ``step`` call: that is no failure (no
+  compensation), and ``run`` hands that very error back, as the engine expects.
+* ``run``'s result is converted to a JS value here: the SDK built into workerd
+  hands it to JavaScript as is.
 
 ``js``/``pyodide``/``workers`` are imported lazily, only under Pyodide.
 """
