@@ -72,9 +72,10 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 def settings(kit: Kit, which: str) -> cfw.Settings:
-    dev = ("python_workers", "python_workers_development", "python_workflows")
     if which == "readme":
-        return cfw.Settings(README_DATE, dev)
+        # The README's wrangler flags (python_workflows is implied from this date) plus the
+        # kit's flag that loads its locally built Pyodide bundle.
+        return cfw.Settings(README_DATE, ("python_workers", "python_workers_development"))
     return cfw.Settings(kit.newest_date, (*kit.newest_flags, "python_workflows"))
 
 
