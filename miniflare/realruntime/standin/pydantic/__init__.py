@@ -187,8 +187,9 @@ def _matches(pattern: str, value: str) -> bool:
 
 
 class BaseModel:
-    model_config: typing.ClassVar[dict[str, Any]] = {}
-    _fields: typing.ClassVar[dict[str, tuple[Any, FieldInfo]] | None] = None
+    # Not annotated: annotations are the fields of subclasses only.
+    model_config = {}  # noqa: RUF012
+    _fields = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
