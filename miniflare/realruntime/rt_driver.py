@@ -104,7 +104,7 @@ def services_for(dates: Sequence[str]) -> list[Service]:
                 f"scenarios-{date}",
                 (*_folder_modules(SCENARIOS, "scenario_entry.py"), *package_modules(), *standin_modules()),
                 date,
-                (("ScenarioExecutionDO", "WORKFLOW_DO"), ("Counters", "COUNTERS")),
+                (("ScenarioExecutionDO", "WORKFLOW_DO"), ("Counters", "COUNTERS"), ("Bench", "BENCH")),
             )
         )
     out.append(

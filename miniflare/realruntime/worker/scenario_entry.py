@@ -23,13 +23,14 @@ import traceback
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
+import bench
 import checks
 import flows
 from workers import DurableObject, Response, WorkerEntrypoint
 
 from workkit_workflow import WorkflowExecutionDO, create_durable_workflow
 
-__all__ = ["Counters", "Default", "ScenarioExecutionDO"]
+__all__ = ["Bench", "Counters", "Default", "ScenarioExecutionDO"]
 
 
 def reply(value, status=200):
@@ -104,6 +105,21 @@ class Counters(DurableObject):
         return await self.fetch(request)
 
 
+class Bench(DurableObject):
+    """Runs bench.py on its own storage: POST /bench?steps=N."""
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.ctx = ctx
+
+    async def fetch(self, request):
+        query = {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+        return reply(await bench.measure(self.ctx, int(query.get("steps", "50"))))
+
+    async def on_fetch(self, request, *_runtime_args):
+        return await self.fetch(request)
+
+
 async def serve(env, request):
     url = urlsplit(str(request.url))
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -112,6 +128,12 @@ async def serve(env, request):
         return reply({"ready": True, "python": sys.version.split()[0]})
     if path == "/runtime":
         return reply({"handlers": dict(HANDLERS), "constructed": flows.STATE["constructed"]})
+    if path == "/bench":
+        stub = env.BENCH.get(env.BENCH.idFromName(query.get("id", "bench")))
+        response = await stub.fetch(f"https://bench/bench?steps={query.get('steps', '50')}", method="POST")
+        return Response(
+            await response.text(), status=response.status, headers={"content-type": "application/json"}
+        )
     if path == "/counters":
         stub = flows.counters_stub(env)
         response = await stub.fetch(f"https://counters/all?prefix={query.get('prefix', '')}")
