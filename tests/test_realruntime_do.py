@@ -17,10 +17,10 @@ Every in-runtime scenario answers with a sentinel written after its last check.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,10 +36,15 @@ pytestmark = pytest.mark.realruntime
 DATES = [NEW_STYLE_DATE, OLD_STYLE_DATE]
 
 
+STATE = ROOT / ".cache" / "realruntime-state"
+"""workerd's config, modules, storage and log (workerd.log), kept after the run to look at."""
+
+
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRuntime]:
+def runtime() -> Iterator[RealRuntime]:
     kit = require_kit()
-    rt = RealRuntime(kit.serve_args, Path(tmp_path_factory.mktemp("realruntime")))
+    shutil.rmtree(STATE, ignore_errors=True)
+    rt = RealRuntime(kit.serve_args, STATE)
     rt.start()
     try:
         for service in rt.ports:
@@ -161,12 +166,14 @@ def test_sigkill_mid_step_and_during_a_durable_sleep(runtime: RealRuntime) -> No
     nap_ids = {date: eid("nap", date) for date in DATES}
     for date in DATES:
         ok(runtime.request(scenarios(date), "POST", f"/start?workflow=rt-kill&id={kill_ids[date]}", {}))
-        nap = {"seconds": 4}
+        nap = {"seconds": 6}
         ok(runtime.request(scenarios(date), "POST", f"/start?workflow=rt-nap&id={nap_ids[date]}", nap))
     for date in DATES:
         wait_counter(runtime, date, kill_ids[date], "two:start")
         wait_counter(runtime, date, nap_ids[date], "before")
-    time.sleep(0.5)  # the nap's park is committed
+        wait_status(runtime, scenarios(date), f"/describe?id={nap_ids[date]}", "sleeping")
+    for date in DATES:
+        assert "after" not in counters(runtime, date, nap_ids[date]), "the nap ended before the kill"
     runtime.kill()
     runtime.start()
     for date in DATES:
