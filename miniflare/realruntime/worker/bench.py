@@ -6,6 +6,8 @@
   ``ctx.storage`` (``CloudflareHost``), counting the Storage-port calls it makes;
 * ``engine_memory``: the same workflow over an in-memory Storage port: the engine's CPU in
   Pyodide (journal encoding included), no JavaScript and no storage;
+* ``engine_memory_js_await``: in memory, but each commit awaits a resolved JS promise: the
+  engine plus the JavaScript → Python wake-up a real storage call costs, without storage;
 * floors, each N times with a value of the size the engine committed per step:
   ``put`` (awaited ``ctx.storage.put(key, text)``), ``adapter_commit`` (the adapter's
   ``DurableObjectStorage.commit({key: text})``: size check, ``to_js``, ``put``), ``to_js``
@@ -77,6 +79,14 @@ class MemoryStorage:
         self.alarm = at
 
 
+class JsAwaitStorage(MemoryStorage):
+    """In memory, but every commit awaits a resolved JS promise, as a real storage call does."""
+
+    async def commit(self, puts, deletes=(), alarm=KEEP_ALARM):
+        await super().commit(puts, deletes, alarm)
+        await Promise.resolve(None)
+
+
 class CountingStorage:
     """Counts the engine's Storage-port calls and the bytes it commits."""
 
@@ -144,6 +154,7 @@ async def measure(ctx, steps):
     names = (
         "engine_do",
         "engine_memory",
+        "engine_memory_js_await",
         "put",
         "adapter_commit",
         "to_js",
@@ -159,6 +170,8 @@ async def measure(ctx, steps):
         rows["engine_do"].append(elapsed / steps)
         elapsed, _ = await _engine_run(ctx, MemoryStorage(), steps, f"bench-mem-{round_no}")
         rows["engine_memory"].append(elapsed / steps)
+        elapsed, _ = await _engine_run(ctx, JsAwaitStorage(), steps, f"bench-js-{round_no}")
+        rows["engine_memory_js_await"].append(elapsed / steps)
 
         text = "v" * max(1, counted.put_bytes // max(1, counted.calls.get("commit", 1)))
         t0 = Date.now()
