@@ -1,8 +1,9 @@
 """The package as a real Python Durable Object in the newest workerd (../shared/runtime kit).
 
 One workerd process (miniflare/realruntime/rt_driver.py) serves, for each compatibility date
-(2025-09-01: the runtime calls ``fetch``/``alarm``; 2025-08-01: ``on_fetch``/``on_alarm``):
-the example Worker exactly as shipped, and a test Worker whose in-runtime scenarios drive
+(2025-09-01: the runtime calls ``fetch``/``alarm``; 2025-08-01: ``on_fetch``/``on_alarm``;
+``newest``: the kit's newest date, with the flags that load its bundle, what a new project
+gets): the example Worker exactly as shipped, and a test Worker whose in-runtime scenarios drive
 executions through the real ``WORKFLOW_DO`` namespace binding with the package's client.
 Executions have distinct ids; side-effect counters live in a separate Durable Object.
 
@@ -33,7 +34,8 @@ from rt_driver import NEW_STYLE_DATE, OLD_STYLE_DATE, RealRuntime, poll
 
 pytestmark = pytest.mark.realruntime
 
-DATES = [NEW_STYLE_DATE, OLD_STYLE_DATE]
+DATES = [NEW_STYLE_DATE, OLD_STYLE_DATE, "newest"]
+"""``newest``: the newest date the kit's workerd accepts (what a new project gets today)."""
 
 
 STATE = ROOT / ".cache" / "realruntime-state"
@@ -44,7 +46,13 @@ STATE = ROOT / ".cache" / "realruntime-state"
 def runtime() -> Iterator[RealRuntime]:
     kit = require_kit()
     shutil.rmtree(STATE, ignore_errors=True)
-    rt = RealRuntime(kit.serve_args, STATE)
+    rt = RealRuntime(
+        kit.serve_args,
+        STATE,
+        dates=(NEW_STYLE_DATE, OLD_STYLE_DATE, kit.newest_date),
+        flags={kit.newest_date: kit.newest_flags},
+    )
+    rt.aliases["newest"] = kit.newest_date
     rt.start()
     try:
         for service in rt.ports:
@@ -52,10 +60,6 @@ def runtime() -> Iterator[RealRuntime]:
         yield rt
     finally:
         rt.stop()
-
-
-def scenarios(date: str) -> str:
-    return f"scenarios-{date}"
 
 
 def eid(name: str, date: str) -> str:
@@ -68,7 +72,7 @@ def ok(reply: rt_driver.Reply, status: int = 200) -> Any:
 
 
 def counters(rt: RealRuntime, date: str, execution_id: str) -> dict[str, int]:
-    body = ok(rt.request(scenarios(date), "GET", f"/counters?prefix={execution_id}:"))
+    body = ok(rt.request(rt.service("scenarios", date), "GET", f"/counters?prefix={execution_id}:"))
     return {k.split(":", 1)[1]: v for k, v in body["counters"].items()}
 
 
@@ -87,7 +91,7 @@ def wait_status(rt: RealRuntime, service: str, path: str, status: str, timeout: 
 
 def settled_result(rt: RealRuntime, date: str, execution_id: str, timeout: float = 30.0) -> Any:
     def settled() -> Any:
-        reply = rt.request(scenarios(date), "GET", f"/result?id={execution_id}")
+        reply = rt.request(rt.service("scenarios", date), "GET", f"/result?id={execution_id}")
         return reply.body if reply.status == 200 else None
 
     return poll(settled, timeout=timeout, what=f"{execution_id} settled")
@@ -102,7 +106,9 @@ def settled_result(rt: RealRuntime, date: str, execution_id: str, timeout: float
     ["three_step_retry", "saga_compensation", "oversize_output", "concurrent_starts", "malformed_requests"],
 )
 def test_in_runtime_scenario(runtime: RealRuntime, date: str, check: str) -> None:
-    report = ok(runtime.request(scenarios(date), "POST", f"/check/{check}?id={eid(check, date)}"))
+    report = ok(
+        runtime.request(runtime.service("scenarios", date), "POST", f"/check/{check}?id={eid(check, date)}")
+    )
     assert report["sentinel"] == f"{check}:reached"
     if check == "concurrent_starts":
         assert report["created"] == 1
@@ -112,7 +118,7 @@ def test_in_runtime_scenario(runtime: RealRuntime, date: str, check: str) -> Non
 
 @pytest.mark.parametrize("date", DATES)
 def test_event_before_and_after_the_wait(runtime: RealRuntime, date: str) -> None:
-    service, execution_id = scenarios(date), eid("events", date)
+    service, execution_id = runtime.service("scenarios", date), eid("events", date)
     assert ok(runtime.request(service, "POST", f"/start?workflow=rt-events&id={execution_id}", {}))["created"]
     # Sent while the first step (1.5 s) still runs: kept in the inbox for the first wait.
     assert ok(runtime.request(service, "POST", f"/event?id={execution_id}&type=early", {"e": 1}))["accepted"]
@@ -131,7 +137,7 @@ def test_event_before_and_after_the_wait(runtime: RealRuntime, date: str) -> Non
 
 @pytest.mark.parametrize("date", DATES)
 def test_cancel_during_a_step(runtime: RealRuntime, date: str) -> None:
-    service, execution_id = scenarios(date), eid("cancel", date)
+    service, execution_id = runtime.service("scenarios", date), eid("cancel", date)
     ok(runtime.request(service, "POST", f"/start?workflow=rt-cancel&id={execution_id}", {}))
     wait_counter(runtime, date, execution_id, "work:start")
     assert ok(runtime.request(service, "POST", f"/cancel?id={execution_id}"))["cancelled"] is True
@@ -148,14 +154,18 @@ def test_lease_alarm_after_an_eviction(runtime: RealRuntime) -> None:
     to it afterwards: the lease alarm alone brings a fresh instance that resumes."""
     ids = {date: eid("evict", date) for date in DATES}
     for date, execution_id in ids.items():
-        ok(runtime.request(scenarios(date), "POST", f"/start?workflow=rt-evict&id={execution_id}", {}))
+        ok(
+            runtime.request(
+                runtime.service("scenarios", date), "POST", f"/start?workflow=rt-evict&id={execution_id}", {}
+            )
+        )
     for date, execution_id in ids.items():
         wait_counter(runtime, date, execution_id, "last", timeout=40)
         seen = counters(runtime, date, execution_id)
         assert seen == {"first": 1, "second:start": 2, "second:end": 1, "last": 1}, seen
         result = settled_result(runtime, date, execution_id)
         assert result["ok"] and result["value"] == {"second_attempt": 2}, result
-        state = ok(runtime.request(scenarios(date), "GET", "/runtime"))
+        state = ok(runtime.request(runtime.service("scenarios", date), "GET", "/runtime"))
         assert state["constructed"][execution_id] >= 2, state
 
 
@@ -165,24 +175,32 @@ def test_sigkill_mid_step_and_during_a_durable_sleep(runtime: RealRuntime) -> No
     kill_ids = {date: eid("kill", date) for date in DATES}
     nap_ids = {date: eid("nap", date) for date in DATES}
     for date in DATES:
-        ok(runtime.request(scenarios(date), "POST", f"/start?workflow=rt-kill&id={kill_ids[date]}", {}))
+        ok(
+            runtime.request(
+                runtime.service("scenarios", date), "POST", f"/start?workflow=rt-kill&id={kill_ids[date]}", {}
+            )
+        )
         nap = {"seconds": 6}
-        ok(runtime.request(scenarios(date), "POST", f"/start?workflow=rt-nap&id={nap_ids[date]}", nap))
+        ok(
+            runtime.request(
+                runtime.service("scenarios", date), "POST", f"/start?workflow=rt-nap&id={nap_ids[date]}", nap
+            )
+        )
     for date in DATES:
         wait_counter(runtime, date, kill_ids[date], "two:start")
         wait_counter(runtime, date, nap_ids[date], "before")
-        wait_status(runtime, scenarios(date), f"/describe?id={nap_ids[date]}", "sleeping")
+        wait_status(runtime, runtime.service("scenarios", date), f"/describe?id={nap_ids[date]}", "sleeping")
     for date in DATES:
         assert "after" not in counters(runtime, date, nap_ids[date]), "the nap ended before the kill"
     runtime.kill()
     runtime.start()
     for date in DATES:
-        runtime.wait_ready(scenarios(date))
+        runtime.wait_ready(runtime.service("scenarios", date))
     for date in DATES:
         wait_counter(runtime, date, kill_ids[date], "three", timeout=60)
         wait_counter(runtime, date, nap_ids[date], "after", timeout=60)
     for date in DATES:
-        state = ok(runtime.request(scenarios(date), "GET", "/runtime"))
+        state = ok(runtime.request(runtime.service("scenarios", date), "GET", "/runtime"))
         fetches = {k: v for k, v in state["handlers"].items() if "fetch" in k}
         assert fetches == {}, f"a request reached an execution object before its alarm finished it: {state}"
         assert any(k.startswith("alarm") for k in state["handlers"]), state
@@ -197,10 +215,14 @@ def test_sigkill_mid_step_and_during_a_durable_sleep(runtime: RealRuntime) -> No
 
 @pytest.mark.parametrize("date", DATES)
 def test_handler_style_of_the_date(runtime: RealRuntime, date: str) -> None:
-    ok(runtime.request(scenarios(date), "POST", f"/check/three_step_retry?id={eid('style', date)}"))
-    handlers = ok(runtime.request(scenarios(date), "GET", "/runtime"))["handlers"]
+    ok(
+        runtime.request(
+            runtime.service("scenarios", date), "POST", f"/check/three_step_retry?id={eid('style', date)}"
+        )
+    )
+    handlers = ok(runtime.request(runtime.service("scenarios", date), "GET", "/runtime"))["handlers"]
     on_fetch = sum(n for name, n in handlers.items() if name.startswith("on_fetch/"))
-    if date == NEW_STYLE_DATE:
+    if date != OLD_STYLE_DATE:
         assert handlers.get("fetch/1", 0) > 0 and on_fetch == 0, handlers
     else:
         # on_fetch delegates to fetch, so fetch counts its calls too. It declares
@@ -213,7 +235,7 @@ def test_handler_style_of_the_date(runtime: RealRuntime, date: str) -> None:
 
 @pytest.mark.parametrize("date", DATES)
 def test_example_worker_as_shipped(runtime: RealRuntime, date: str) -> None:
-    service, tag = f"example-{date}", str(time.monotonic_ns() % 10**9)
+    service, tag = runtime.service("example", date), str(time.monotonic_ns() % 10**9)
     assert "POST /orders" in ok(runtime.request(service, "GET", "/"))["routes"]
     small = {"order_id": f"s{tag}", "amount": 20, "items": [{"sku": "book", "quantity": 2}]}
     started = ok(runtime.request(service, "POST", "/orders", small), 201)
@@ -265,7 +287,11 @@ def test_without_pydantic_bodies_are_refused(runtime: RealRuntime) -> None:
 
 def test_step_cost_breakdown(runtime: RealRuntime) -> None:
     """miniflare/realruntime/worker/bench.py, inside a Durable Object; prints the figures."""
-    report = ok(runtime.request(scenarios(NEW_STYLE_DATE), "POST", "/bench?steps=100&id=bench-test"))
+    report = ok(
+        runtime.request(
+            runtime.service("scenarios", NEW_STYLE_DATE), "POST", "/bench?steps=100&id=bench-test"
+        )
+    )
     assert report["sentinel"] == "bench:reached"
     ms = report["ms_per_step_or_call"]
     print(f"\nreal-runtime step cost (ms, median of {report['rounds']} rounds of {report['steps']} steps):")

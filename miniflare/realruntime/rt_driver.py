@@ -16,7 +16,8 @@ One process serves several Python Workers (``services``), each on its own socket
   that does not vendor pydantic gets.
 
 Each Worker exists once per compatibility date given (``2025-09-01``: ``fetch``/``alarm``
-on classes; ``2025-08-01``: ``on_fetch``/``on_alarm``). Every Worker except ``bare`` embeds
+on classes; ``2025-08-01``: ``on_fetch``/``on_alarm``; the kit's newest date, with the flags
+that make it load the kit's bundle). Every Worker except ``bare`` embeds
 the test stand-in of pydantic (``standin/pydantic``; see its docstring), because the runtime
 has none. Durable Object storage is a writable disk service under the state folder, so it
 survives a SIGKILL and restart.
@@ -33,7 +34,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,9 @@ def _capnp_str(text: str) -> str:
     return json.dumps(text)
 
 
-def render_config(services: Sequence[Service], flags: Sequence[str], ports: dict[str, int]) -> str:
+def render_config(
+    services: Sequence[Service], flags: Mapping[str, Sequence[str]], ports: dict[str, int]
+) -> str:
     """The workerd config: one worker and one socket per service, one disk for all storage."""
     lines = ['using Workerd = import "/workerd/workerd.capnp";', "const config :Workerd.Config = ("]
     entries = [f"(name = {_capnp_str(s.key)}, worker = .w{i})" for i, s in enumerate(services)]
@@ -134,7 +137,6 @@ def render_config(services: Sequence[Service], flags: Sequence[str], ports: dict
     ]
     lines.append(f"  sockets = [{', '.join(sockets)}],")
     lines.append(");")
-    flag_list = ", ".join(_capnp_str(f) for f in flags)
     for i, s in enumerate(services):
         modules = ", ".join(
             f"(name = {_capnp_str(m.name)}, pythonModule = embed {_capnp_str(_embed_path(s, m))})"
@@ -147,6 +149,7 @@ def render_config(services: Sequence[Service], flags: Sequence[str], ports: dict
         bindings = ", ".join(
             f'(name = "{binding}", durableObjectNamespace = "{cls}")' for cls, binding in s.durable_objects
         )
+        flag_list = ", ".join(_capnp_str(f) for f in flags.get(s.date, BASE_FLAGS))
         lines += [
             f"const w{i} :Workerd.Worker = (",
             f"  modules = [{modules}],",
@@ -164,7 +167,9 @@ def _embed_path(service: Service, module: Module) -> str:
     return f"src/{service.key}/{module.name}"
 
 
-def stage(folder: Path, services: Sequence[Service], flags: Sequence[str], ports: dict[str, int]) -> Path:
+def stage(
+    folder: Path, services: Sequence[Service], flags: Mapping[str, Sequence[str]], ports: dict[str, int]
+) -> Path:
     """Copy every module under ``folder/src`` (embed paths are relative to the config) and
     write ``folder/config.capnp``."""
     shutil.rmtree(folder / "src", ignore_errors=True)
@@ -197,7 +202,8 @@ class RealRuntime:
     serve_args: Callable[[Path], list[str]]
     folder: Path
     dates: Sequence[str] = (NEW_STYLE_DATE, OLD_STYLE_DATE)
-    flags: Sequence[str] = BASE_FLAGS
+    flags: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Compatibility flags by date; BASE_FLAGS for a date not given."""
     ready_timeout: float = 90.0
     services: list[Service] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
@@ -205,6 +211,8 @@ class RealRuntime:
     log_path: Path = field(init=False)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Other names of dates, e.g. ``newest``."""
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -283,6 +291,10 @@ class RealRuntime:
             return ""
 
     # -- HTTP ------------------------------------------------------------------
+
+    def service(self, kind: str, date: str) -> str:
+        """The key of the ``kind`` Worker (example, scenarios, bare) of ``date`` (or its alias)."""
+        return f"{kind}-{self.aliases.get(date, date)}"
 
     def url(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
