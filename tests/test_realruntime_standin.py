@@ -221,3 +221,24 @@ def _bodies(fields: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 def test_generated_bodies_get_the_same_verdict(standin_wire: ModuleType, case: tuple[str, Any]) -> None:
     model, data = case
     assert verdict(standin_wire, model, data) == verdict(real_wire, model, data)
+
+
+async def test_without_pydantic_the_object_refuses_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where pydantic cannot be imported, POST routes answer dependency_missing and create
+    nothing; reads still work."""
+    from workkit_workflow._ports import WireRequest
+    from workkit_workflow.local import LocalNamespace
+
+    monkeypatch.setitem(sys.modules, "pydantic", None)  # import pydantic -> ImportError
+    monkeypatch.delitem(sys.modules, "workkit_workflow._wire")
+    monkeypatch.delattr(sys.modules["workkit_workflow"], "_wire", raising=False)
+    namespace = LocalNamespace()
+    body = json.dumps({"workflow": "anything", "execution_id": "no-pydantic"}).encode()
+    for path in ("/execute", "/event", "/cancel"):
+        response = await namespace.fetch("no-pydantic", WireRequest("POST", path, body=body))
+        assert response.status == 500, response.body
+        assert response.body["error"]["code"] == "dependency_missing"
+        assert response.body["error"]["dependency"] == "pydantic"
+    status = await namespace.fetch("no-pydantic", WireRequest("GET", "/status"))
+    assert status.status == 404 and status.body["error"]["code"] == "execution_not_found"
+    await namespace.close()

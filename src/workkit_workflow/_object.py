@@ -134,7 +134,7 @@ class ExecutionObject:
             except ImportError as exc:
                 if exc.name != "pydantic":
                     raise
-                return _NO_PYDANTIC
+                return _no_pydantic()
         if path == "/execute":
             body = _wire.parse(_wire.ExecuteBody, request.body)
             name = self.host.object_name
@@ -172,22 +172,23 @@ class ExecutionObject:
         await self.core.alarm()
 
 
-_NO_PYDANTIC = WireResponse(
-    500,
-    {
-        "error": {
-            "code": "dependency_missing",
-            "message": (
-                "request bodies are validated with pydantic, which this Worker cannot import: "
-                "deploy with pywrangler (it vendors the package's dependencies) or vendor pydantic"
-            ),
-            "dependency": "pydantic",
-            "retryable": False,
-        }
-    },
-)
-"""What a body-carrying request gets where pydantic is missing: refused, never accepted
-unvalidated."""
+def _no_pydantic() -> WireResponse:
+    """What a body-carrying request gets where pydantic is missing: refused, never
+    accepted unvalidated."""
+    return WireResponse(
+        500,
+        {
+            "error": {
+                "code": "dependency_missing",
+                "message": (
+                    "request bodies are validated with pydantic, which this Worker cannot import: "
+                    "deploy with pywrangler (it vendors the package's dependencies) or vendor pydantic"
+                ),
+                "dependency": "pydantic",
+                "retryable": False,
+            }
+        },
+    )
 
 
 def _float_param(request: WireRequest, name: str, default: float, *, maximum: float) -> float:
@@ -247,8 +248,9 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
         await self._object.alarm()
 
     # From 2025-08-14 the runtime calls fetch / alarm with as many arguments as they
-    # declare. Earlier dates call on_fetch / on_alarm, and the April-2025 SDK passes
-    # (request, env, ctx) whatever they declare: these take and ignore the extras. They
+    # declare. Earlier dates call on_fetch / on_alarm: today's runtime passes
+    # (request, env, ctx) to a handler declaring *args, the April-2025 one passes
+    # (request, undefined, undefined) whatever it declares; these ignore the extras. They
     # delegate, so a subclass that overrides fetch or alarm is honoured.
     async def on_fetch(self, request: Any, *_runtime_args: Any) -> Any:
         return await self.fetch(request)
