@@ -271,6 +271,15 @@ def test_example_worker_as_shipped(runtime: RealRuntime, date: str) -> None:
     bad = runtime.request(service, "POST", "/orders", {"order_id": "x", "amount": -1, "items": []})
     assert bad.status == 400 and bad.body["error"]["code"] == "invalid_request", bad.text
     assert runtime.request(service, "GET", "/executions/nope-404").status == 404
+    text_plain = {"content-type": "text/plain"}
+    for reply, status, code in [
+        (runtime.request(service, "POST", "/orders", raw=b"{not json"), 400, "invalid_json"),
+        (runtime.request(service, "POST", "/orders", raw=b"{}", headers=text_plain), 415, None),
+        (runtime.request(service, "GET", "/orders"), 405, "method_not_allowed"),
+        (runtime.request(service, "GET", "/nowhere"), 404, "not_found"),
+    ]:
+        assert reply.status == status, reply.text
+        assert code is None or reply.body["error"]["code"] == code, reply.text
 
 
 def test_without_pydantic_bodies_are_refused(runtime: RealRuntime) -> None:
