@@ -305,8 +305,9 @@ def test_step_cost_breakdown(runtime: RealRuntime) -> None:
     ms = report["ms_per_step_or_call"]
     print(f"\nreal-runtime step cost (ms, median of {report['rounds']} rounds of {report['steps']} steps):")
     for name, value in ms.items():
-        print(f"  {name:15} {value:.3f}")
+        print(f"  {name:24} {value:.3f}")
     print(f"  commits/step {report['commits_per_step']}, bytes/step {report['committed_bytes_per_step']}")
+    print(f"  event-loop turns/step {report['loop_turns_per_step']}")
     assert report["commits_per_step"] > 0 and report["committed_bytes_per_step"] > 0
     # Storage and its JavaScript round trips cost something: the engine over real storage is
     # slower than over a dict.

@@ -15,6 +15,7 @@
   ``await_js`` (awaiting an already resolved JS promise: one JS → Python wake-up) and
   ``asyncio_hop`` (``await asyncio.sleep(0)``: one turn of Pyodide's event loop).
 
+``loop_turns_per_step`` counts the callbacks the engine runs schedule on Pyodide's event loop.
 Times come from ``Date.now()`` (milliseconds), read after awaited storage calls, over whole
 loops; each figure is the median of ROUNDS rounds, per step or per call.
 """
@@ -95,6 +96,7 @@ class CountingStorage:
         self.calls = {}
         self.put_bytes = 0
         self.puts = 0
+        self.loop_turns = 0
 
     def _count(self, name):
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -126,6 +128,20 @@ class CountingStorage:
         return await self.inner.set_alarm(at)
 
 
+def _count_loop_turns(loop):
+    """Count the callbacks scheduled on Pyodide's event loop (each one a turn of it:
+    task steps, future callbacks) until ``del loop.call_soon``."""
+    turns = [0]
+    original = loop.call_soon
+
+    def call_soon(*args, **kwargs):
+        turns[0] += 1
+        return original(*args, **kwargs)
+
+    loop.call_soon = call_soon
+    return turns
+
+
 async def _engine_run(ctx, storage, steps, execution_id):
     host = CloudflareHost(ctx)
     host.object_name = None  # one object runs several measured executions, one at a time
@@ -133,10 +149,16 @@ async def _engine_run(ctx, storage, steps, execution_id):
     host.storage = counting
     runner = ExecutionObject(host, lease=30.0)
     body = json.dumps({"workflow": "bench-steps", "input": {"steps": steps}, "execution_id": execution_id})
+    loop = asyncio.get_running_loop()
+    turns = _count_loop_turns(loop)
     t0 = Date.now()
-    response = await runner.handle(WireRequest("POST", "/execute", body=body.encode()))
-    await ctx.storage.get("fence")  # I/O, so the clock has moved past the work
-    elapsed = Date.now() - t0
+    try:
+        response = await runner.handle(WireRequest("POST", "/execute", body=body.encode()))
+        await ctx.storage.get("fence")  # I/O, so the clock has moved past the work
+        elapsed = Date.now() - t0
+    finally:
+        del loop.call_soon  # back to the class's method
+    counting.loop_turns = turns[0]
     status = response.body.get("execution", {}).get("status")
     if status != "completed":
         raise RuntimeError(f"bench run ended {response.status} {json.dumps(response.body)[:500]}")
@@ -164,14 +186,18 @@ async def measure(ctx, steps):
     )
     rows = {name: [] for name in names}
     counted = None
+    turns = {}
     for round_no in range(ROUNDS):
         await _reset(storage)
         elapsed, counted = await _engine_run(ctx, adapter, steps, f"bench-do-{round_no}")
         rows["engine_do"].append(elapsed / steps)
-        elapsed, _ = await _engine_run(ctx, MemoryStorage(), steps, f"bench-mem-{round_no}")
+        turns["engine_do"] = counted.loop_turns / steps
+        elapsed, in_memory = await _engine_run(ctx, MemoryStorage(), steps, f"bench-mem-{round_no}")
         rows["engine_memory"].append(elapsed / steps)
-        elapsed, _ = await _engine_run(ctx, JsAwaitStorage(), steps, f"bench-js-{round_no}")
+        turns["engine_memory"] = in_memory.loop_turns / steps
+        elapsed, js_await = await _engine_run(ctx, JsAwaitStorage(), steps, f"bench-js-{round_no}")
         rows["engine_memory_js_await"].append(elapsed / steps)
+        turns["engine_memory_js_await"] = js_await.loop_turns / steps
 
         text = "v" * max(1, counted.put_bytes // max(1, counted.calls.get("commit", 1)))
         t0 = Date.now()
@@ -212,6 +238,7 @@ async def measure(ctx, steps):
         "ms_per_step_or_call": medians,
         "all_rounds": {k: [round(v, 4) for v in vs] for k, vs in rows.items()},
         "port_calls_per_run": counted.calls,
+        "loop_turns_per_step": {k: round(v, 2) for k, v in turns.items()},
         "commits_per_step": round(counted.calls.get("commit", 0) / steps, 3),
         "committed_bytes_per_step": round(counted.put_bytes / steps, 1),
         "sentinel": "bench:reached",
