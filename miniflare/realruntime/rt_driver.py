@@ -25,6 +25,7 @@ survives a SIGKILL and restart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -89,33 +90,44 @@ def standin_modules() -> list[Module]:
     return [Module(p.relative_to(STANDIN).as_posix(), p) for p in sorted(STANDIN.rglob("*.py"))]
 
 
-def services_for(dates: Sequence[str]) -> list[Service]:
+KINDS = ("example", "scenarios", "bare")
+
+
+def services_for(dates: Sequence[str], kinds: Sequence[str] = KINDS) -> list[Service]:
+    """The ``kinds`` of Workers for each date (``bare`` for the first date only)."""
     out = []
     for date in dates:
+        if "example" in kinds:
+            out.append(
+                Service(
+                    f"example-{date}",
+                    (*_folder_modules(EXAMPLE, "entry.py"), *package_modules(), *standin_modules()),
+                    date,
+                    (("WorkflowExecutionDO", "WORKFLOW_DO"),),
+                )
+            )
+        if "scenarios" in kinds:
+            out.append(
+                Service(
+                    f"scenarios-{date}",
+                    (
+                        *_folder_modules(SCENARIOS, "scenario_entry.py"),
+                        *package_modules(),
+                        *standin_modules(),
+                    ),
+                    date,
+                    (("ScenarioExecutionDO", "WORKFLOW_DO"), ("Counters", "COUNTERS"), ("Bench", "BENCH")),
+                )
+            )
+    if "bare" in kinds:
         out.append(
             Service(
-                f"example-{date}",
-                (*_folder_modules(EXAMPLE, "entry.py"), *package_modules(), *standin_modules()),
-                date,
+                f"bare-{dates[0]}",
+                (Module("bare_entry.py", HERE / "bare" / "bare_entry.py"), *package_modules()),
+                dates[0],
                 (("WorkflowExecutionDO", "WORKFLOW_DO"),),
             )
         )
-        out.append(
-            Service(
-                f"scenarios-{date}",
-                (*_folder_modules(SCENARIOS, "scenario_entry.py"), *package_modules(), *standin_modules()),
-                date,
-                (("ScenarioExecutionDO", "WORKFLOW_DO"), ("Counters", "COUNTERS"), ("Bench", "BENCH")),
-            )
-        )
-    out.append(
-        Service(
-            f"bare-{dates[0]}",
-            (Module("bare_entry.py", HERE / "bare" / "bare_entry.py"), *package_modules()),
-            dates[0],
-            (("WorkflowExecutionDO", "WORKFLOW_DO"),),
-        )
-    )
     return out
 
 
@@ -202,6 +214,7 @@ class RealRuntime:
     serve_args: Callable[[Path], list[str]]
     folder: Path
     dates: Sequence[str] = (NEW_STYLE_DATE, OLD_STYLE_DATE)
+    kinds: Sequence[str] = KINDS
     flags: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Compatibility flags by date; BASE_FLAGS for a date not given."""
     ready_timeout: float = 90.0
@@ -216,7 +229,7 @@ class RealRuntime:
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.services = services_for(self.dates)
+        self.services = services_for(self.dates, self.kinds)
         # Fixed for the object's life, so a restart serves the same URLs.
         self.ports = {s.key: free_port() for s in self.services}
         self.config = stage(self.folder, self.services, self.flags, self.ports)
@@ -266,10 +279,8 @@ class RealRuntime:
         """SIGKILL workerd (the whole session: ``timeout`` and workerd), like a crash."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=30)
         self.process = None
         # workerd itself (a child of ``timeout``) may close its sockets a moment later.
@@ -366,3 +377,34 @@ def poll(fn: Callable[[], Any], *, timeout: float, every: float = 0.25, what: st
             return value
         time.sleep(every)
     raise TimeoutError(f"{what} not reached in {timeout} s (last: {value!r})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python miniflare/realruntime/rt_driver.py bench [STEPS]``: the step-cost figures of
+    worker/bench.py as JSON, from a workerd serving only the test Worker (2025-09-01)."""
+    import sys
+    import tempfile
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "bench":
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    steps = int(args[1]) if len(args) > 1 else 200
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _runtime_kit import kit
+
+    with tempfile.TemporaryDirectory() as folder:
+        rt = RealRuntime(kit().serve_args, Path(folder), dates=(NEW_STYLE_DATE,), kinds=("scenarios",))
+        rt.start()
+        try:
+            service = rt.service("scenarios", NEW_STYLE_DATE)
+            rt.wait_ready(service)
+            reply = rt.request(service, "POST", f"/bench?steps={steps}&id=cli")
+        finally:
+            rt.stop()
+    print(json.dumps(reply.body, indent=2))
+    return 0 if reply.status == 200 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ VERSION = "2.0.0+workkit-test-standin"
 _MISSING: Any = object()
 
 
-def ConfigDict(**settings: Any) -> dict[str, Any]:  # noqa: N802 (pydantic's name)
+def ConfigDict(**settings: Any) -> dict[str, Any]:
     return dict(settings)
 
 
@@ -41,7 +41,7 @@ class FieldInfo:
         self.constraints = constraints
 
 
-def Field(default: Any = _MISSING, *, default_factory: Any = None, **constraints: Any) -> Any:  # noqa: N802
+def Field(default: Any = _MISSING, *, default_factory: Any = None, **constraints: Any) -> Any:
     return FieldInfo(default, default_factory, **constraints)
 
 
