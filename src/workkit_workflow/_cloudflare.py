@@ -55,6 +55,12 @@ def _durable_object_base() -> type:
 DurableObjectBase: type = _durable_object_base()
 
 
+def base_takes_ctx_env(base: type) -> bool:
+    """Whether ``base`` (the SDK's ``DurableObject``) has a constructor of its own, which
+    takes ``(ctx, env)``; the April-2025 SDK's class has none."""
+    return base is not object and getattr(base, "__init__", None) is not object.__init__
+
+
 # -- values ------------------------------------------------------------------
 
 
