@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from workkit_workflow import _journal as jn
 from workkit_workflow import create_durable_workflow
+from workkit_workflow.engine import _journal as jn
 from workkit_workflow.local import LocalNamespace, SqliteBackend, VirtualClock
 
 from . import _workflows as wf

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, cli, workflow
-from workkit_workflow import _journal as jn
-from workkit_workflow._durations import iso
-from workkit_workflow._ports import WireRequest
+from workkit_workflow.definitions._durations import iso
+from workkit_workflow.engine import _journal as jn
+from workkit_workflow.engine._ports import WireRequest
 from workkit_workflow.errors import DefinitionError, InvalidRequestError, SerializationError
 from workkit_workflow.history import HistoryQuery, LocalD1
 from workkit_workflow.history._timeline import build, span, when

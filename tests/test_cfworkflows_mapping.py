@@ -21,8 +21,8 @@ from workkit_workflow import (
     create_durable_workflow,
     workflow,
 )
-from workkit_workflow import _cfworkflows as cfw
-from workkit_workflow import _cfworkflows_client as cfw_client
+from workkit_workflow.cfworkflows import _client as cfw_client
+from workkit_workflow.cfworkflows import _entrypoint as cfw
 from workkit_workflow.errors import (
     ExecutionNotFinishedError,
     InvalidRequestError,

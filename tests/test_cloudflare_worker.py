@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from workkit_workflow._ports import WireRequest
+from workkit_workflow.engine._ports import WireRequest
 from workkit_workflow.local import LocalNamespace, VirtualClock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "worker"))

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from workkit_workflow import Workflow
-from workkit_workflow._ports import WireRequest
+from workkit_workflow.engine._ports import WireRequest
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import WorkflowTestEnv
 

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workkit_workflow import WorkflowContext, create_durable_workflow, workflow
-from workkit_workflow import _journal as jn
-from workkit_workflow._journal import JournalFormatError
-from workkit_workflow._ports import WireRequest, WireResponse
+from workkit_workflow.engine import _journal as jn
+from workkit_workflow.engine._journal import JournalFormatError
+from workkit_workflow.engine._ports import WireRequest, WireResponse
 from workkit_workflow.local import LocalNamespace, VirtualClock
 
 ROUTES = ["/execute", "/status", "/result", "/cancel", "/event", "/resume", "/journal", "/meta"]

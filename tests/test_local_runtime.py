@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from workkit_workflow._ports import WireRequest, WireResponse
+from workkit_workflow.engine._ports import WireRequest, WireResponse
 from workkit_workflow.local import LocalNamespace, VirtualClock
 
 

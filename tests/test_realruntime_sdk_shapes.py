@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 import workkit_workflow
-from workkit_workflow import _cloudflare, workflow
-from workkit_workflow._ports import WireRequest
+from workkit_workflow import workflow
+from workkit_workflow.cloudflare import _workers as _cloudflare
+from workkit_workflow.engine._ports import WireRequest
 from workkit_workflow.local import LocalNamespace
 
 UNDEFINED = None  # JS undefined arrives as None in Python
@@ -46,8 +47,10 @@ class SdkDurableObjectApril2025:
 
 def _load_object_module(base: type, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(_cloudflare, "DurableObjectBase", base)
-    path = inspect.getfile(workkit_workflow._object)
-    spec = importlib.util.spec_from_file_location(f"workkit_workflow._object_on_{base.__name__}", path)
+    path = inspect.getfile(workkit_workflow.cloudflare._object)
+    spec = importlib.util.spec_from_file_location(
+        f"workkit_workflow.cloudflare._object_on_{base.__name__}", path
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import workkit_workflow._wire as real_wire
+import workkit_workflow.cloudflare._wire as real_wire
 from workkit_workflow.errors import InvalidRequestError
 
 from _runtime_kit import ROOT
@@ -40,7 +40,7 @@ def _load(name: str, path: Any) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def standin_wire() -> Iterator[ModuleType]:
-    names = ("pydantic_standin_for_tests", "workkit_workflow._wire_on_standin")
+    names = ("pydantic_standin_for_tests", "workkit_workflow.cloudflare._wire_on_standin")
     standin = _load(names[0], STANDIN)
     real = sys.modules["pydantic"]
     sys.modules["pydantic"] = standin
@@ -226,12 +226,12 @@ def test_generated_bodies_get_the_same_verdict(standin_wire: ModuleType, case: t
 async def test_without_pydantic_the_object_refuses_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where pydantic cannot be imported, POST routes answer dependency_missing and create
     nothing; reads still work."""
-    from workkit_workflow._ports import WireRequest
+    from workkit_workflow.engine._ports import WireRequest
     from workkit_workflow.local import LocalNamespace
 
     monkeypatch.setitem(sys.modules, "pydantic", None)  # import pydantic -> ImportError
-    monkeypatch.delitem(sys.modules, "workkit_workflow._wire")
-    monkeypatch.delattr(sys.modules["workkit_workflow"], "_wire", raising=False)
+    monkeypatch.delitem(sys.modules, "workkit_workflow.cloudflare._wire")
+    monkeypatch.delattr(sys.modules["workkit_workflow.cloudflare"], "_wire", raising=False)
     namespace = LocalNamespace()
     body = json.dumps({"workflow": "anything", "execution_id": "no-pydantic"}).encode()
     for path in ("/execute", "/event", "/cancel"):

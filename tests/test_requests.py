@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import Workflow
-from workkit_workflow._ports import WireRequest
+from workkit_workflow.engine._ports import WireRequest
 from workkit_workflow.errors import ExecutionConflictError, ExecutionNotFoundError, UnknownWorkflowError
 from workkit_workflow.local import LocalNamespace
 from workkit_workflow.testing import WorkflowTestEnv

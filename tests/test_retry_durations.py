@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from workkit_workflow import RetryPolicy, Workflow, workflow
-from workkit_workflow._durations import MAX_DURATION, iso, to_instant, to_seconds
-from workkit_workflow._retry import MAX_ATTEMPTS
+from workkit_workflow.definitions._durations import MAX_DURATION, iso, to_instant, to_seconds
+from workkit_workflow.definitions._retry import MAX_ATTEMPTS
 from workkit_workflow.errors import DefinitionError, InvalidOptionError
 from workkit_workflow.testing import WorkflowTestEnv
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from workkit_workflow._ports import KEEP_ALARM, Storage
+from workkit_workflow.engine._ports import KEEP_ALARM, Storage
 from workkit_workflow.local import LocalNamespace, ObjectEvicted
 
 

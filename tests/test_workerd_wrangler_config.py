@@ -47,8 +47,8 @@ def test_wrangler_bundles_the_worker_with_the_package_and_the_do_binding(tmp_pat
         "app.py",
         "order_flow.py",
         "workkit_workflow/__init__.py",
-        "workkit_workflow/_cloudflare.py",
-        "workkit_workflow/_object.py",
+        "workkit_workflow/cloudflare/_workers.py",
+        "workkit_workflow/cloudflare/_object.py",
         "workkit_workflow/http.py",
     } <= bundled
     assert "workkit_workflow/testing.py" not in bundled  # the pytest plugin stays out

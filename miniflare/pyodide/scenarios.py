@@ -20,8 +20,8 @@ from collections import Counter
 from typing import Any
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
-from workkit_workflow._definition import Registry
-from workkit_workflow._execution import ExecutionCore
+from workkit_workflow.definitions._workflow import Registry
+from workkit_workflow.engine._execution import ExecutionCore
 
 START = 1_767_225_600.0
 

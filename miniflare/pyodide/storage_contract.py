@@ -1,7 +1,7 @@
 """The Storage port's contract, run on CPython (local runtime backends) and under Pyodide
 (the Durable Object storage adapter over the JS fake, with and without the SDK wrapper)."""
 
-from workkit_workflow._ports import KEEP_ALARM
+from workkit_workflow.engine._ports import KEEP_ALARM
 
 UNICODE_KEYS = ["b", "a", "\u00e9", "Z", "\U0001f600", "\uff5e"]
 

@@ -23,7 +23,7 @@ def _purge():
 
 
 def _stub_wire():
-    wire = types.ModuleType("workkit_workflow._wire")
+    wire = types.ModuleType("workkit_workflow.cloudflare._wire")
 
     class Body(types.SimpleNamespace):
         pass
@@ -46,7 +46,7 @@ def _fresh_package_with_sdk():
     workers = fake_workers.install()
     import workkit_workflow
 
-    sys.modules["workkit_workflow._wire"] = _stub_wire()
+    sys.modules["workkit_workflow.cloudflare._wire"] = _stub_wire()
     return workers, workkit_workflow
 
 
@@ -107,7 +107,7 @@ async def test_without_the_sdk_the_class_is_plain_and_speaks_js():
     _purge()
     import workkit_workflow as wk
 
-    sys.modules["workkit_workflow._wire"] = _stub_wire()
+    sys.modules["workkit_workflow.cloudflare._wire"] = _stub_wire()
     try:
         assert wk.WorkflowExecutionDO.__mro__[1] is object
         instance = wk.WorkflowExecutionDO(cf_runtime.makeState("plain", False), None)

@@ -8,18 +8,19 @@ from collections import Counter
 
 import cf_runtime
 import fake_workers
-import scenarios
 from js import Object
 from js import Request as JsRequest
 from js import Response as JsResponse
 from pyodide.ffi import JsException, to_js
 
 from workkit_workflow import Workflow, create_durable_workflow, http
-from workkit_workflow._cloudflare import CloudflareHost, make_response, read_request
-from workkit_workflow._context import _CURRENT_STEP, StepContext
-from workkit_workflow._execution import ExecutionCore
-from workkit_workflow._ports import WireResponse
+from workkit_workflow.cloudflare._workers import CloudflareHost, make_response, read_request
+from workkit_workflow.definitions._contexts import _CURRENT_STEP, StepContext
+from workkit_workflow.engine._execution import ExecutionCore
+from workkit_workflow.engine._ports import WireResponse
 from workkit_workflow.errors import ExecutionNotFoundError, TransportError
+
+import scenarios
 
 
 def obj(d):

@@ -3,9 +3,10 @@ through CloudflareHost + DurableObjectStorage over the JS storage fake, raw and 
 
 import cf_runtime
 import fake_workers
-import scenarios
 
-from workkit_workflow._cloudflare import CloudflareHost
+from workkit_workflow.cloudflare._workers import CloudflareHost
+
+import scenarios
 
 _runs = iter(range(10_000))
 

@@ -32,14 +32,14 @@ async def facts():
             out[name] = "importable"
         except ImportError as exc:
             out[name] = _err(exc)
-    out["_wire loaded"] = "workkit_workflow._wire" in sys.modules
+    out["_wire loaded"] = "workkit_workflow.cloudflare._wire" in sys.modules
     out["pydantic loaded"] = "pydantic" in sys.modules
     return out
 
 
 async def http_step(url):
     from workkit_workflow import StepContext, http
-    from workkit_workflow._context import _CURRENT_STEP
+    from workkit_workflow.definitions._contexts import _CURRENT_STEP
 
     token = _CURRENT_STEP.set(StepContext("ex-9", "order", "charge-card", 2, "ex-9:charge:stable"))
     try:

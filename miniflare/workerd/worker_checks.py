@@ -32,7 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 TOKEN = "test-token-123"
-SKIP = {"testing.py", "_wire.py"}  # pytest plugin; pydantic request models (not loadable here)
+SKIP = {"testing.py", "cloudflare/_wire.py"}  # pytest plugin; pydantic request models (not loadable here)
 
 
 
@@ -45,7 +45,11 @@ def pyodide_http_dir() -> Path:
 
 def package_modules() -> list[tuple[str, Path]]:
     pkg = ROOT / "src" / "workkit_workflow"
-    return [(f"workkit_workflow/{p.name}", p) for p in sorted(pkg.glob("*.py")) if p.name not in SKIP]
+    return [
+        (f"workkit_workflow/{p.relative_to(pkg).as_posix()}", p)
+        for p in sorted(pkg.rglob("*.py"))
+        if p.relative_to(pkg).as_posix() not in SKIP and p.parent.name != "local"
+    ]
 
 
 def build(dest: Path) -> None:

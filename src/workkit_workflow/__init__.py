@@ -5,12 +5,12 @@ compensation, idempotency keys, durable sleep and external events.
 """
 
 from . import errors
-from ._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
-from ._context import CompensationContext, StepContext, WorkflowContext, current_step
-from ._definition import REGISTRY, Workflow, workflow
-from ._journal import Status
-from ._object import WorkflowExecutionDO
-from ._retry import RetryPolicy
+from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
+from .cloudflare._object import WorkflowExecutionDO
+from .definitions._contexts import CompensationContext, StepContext, WorkflowContext, current_step
+from .definitions._retry import RetryPolicy
+from .definitions._workflow import REGISTRY, Workflow, workflow
+from .engine._journal import Status
 from .errors import NonRetryableError, WorkflowError
 
 __version__ = "0.2.0"

@@ -210,7 +210,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _with_runtime(args: argparse.Namespace, action: Any, after: Any = None) -> Any:
-    from ._client import create_durable_workflow
+    from .client._client import create_durable_workflow
     from .local import LocalNamespace
 
     history = LocalD1(args.history or args.db)

@@ -33,7 +33,7 @@ from . import (
     WorkflowExecutionDO,
     create_durable_workflow,
 )
-from ._durations import iso
+from .definitions._durations import iso
 from .history import LocalD1
 from .local import LocalNamespace
 

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._context import current_step
+from .definitions._contexts import current_step
 from .errors import WorkflowError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -96,7 +96,7 @@ def set_transport(transport: Transport | None) -> None:
 
 
 async def _pyodide_transport(request: HttpRequest) -> HttpResponse:
-    from . import _cloudflare
+    from .cloudflare import _workers as _cloudflare
 
     status, headers, content = await _cloudflare.js_fetch(
         request.method, request.url, request.headers, request.body
@@ -118,7 +118,7 @@ async def _httpx_transport(request: HttpRequest) -> HttpResponse:
 def _default_transport() -> Transport:
     if _transport is not None:
         return _transport
-    from ._cloudflare import IN_PYODIDE
+    from .cloudflare._workers import IN_PYODIDE
 
     if IN_PYODIDE:
         return _pyodide_transport

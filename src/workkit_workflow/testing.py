@@ -32,8 +32,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
-from ._definition import Workflow
+from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
+from .definitions._workflow import Workflow
 from .errors import ExecutionNotFinishedError
 from .local import LocalNamespace, VirtualClock
 

@@ -27,7 +27,7 @@ from flows import (
 from workers import Response, WorkerEntrypoint
 
 from workkit_workflow import WorkflowError, create_durable_workflow
-from workkit_workflow._cloudflare import sdk_has_native_non_retryable
+from workkit_workflow.cloudflare._workers import sdk_has_native_non_retryable
 
 
 class RetryFlow(retry_flow.as_cloudflare_workflow()):

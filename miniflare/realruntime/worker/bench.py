@@ -27,9 +27,9 @@ import statistics
 from js import Date, Promise
 
 from workkit_workflow import workflow
-from workkit_workflow._cloudflare import CloudflareHost, DurableObjectStorage, to_js
-from workkit_workflow._object import ExecutionObject
-from workkit_workflow._ports import KEEP_ALARM, WireRequest
+from workkit_workflow.cloudflare._object import ExecutionObject
+from workkit_workflow.cloudflare._workers import CloudflareHost, DurableObjectStorage, to_js
+from workkit_workflow.engine._ports import KEEP_ALARM, WireRequest
 
 ROUNDS = 5
 OUTPUT = {"order": "o-1", "items": [{"sku": f"sku-{i}", "quantity": i} for i in range(6)], "note": "n" * 100}

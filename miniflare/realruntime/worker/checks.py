@@ -11,7 +11,7 @@ import json
 from flows import counters_stub
 
 from workkit_workflow import create_durable_workflow
-from workkit_workflow._cloudflare import to_js
+from workkit_workflow.cloudflare._workers import to_js
 
 
 class CheckFailed(Exception):

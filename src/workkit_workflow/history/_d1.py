@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _cloudflare
+from ..cloudflare import _workers as _cloudflare
 from ._schema import statements
 
 Statement = tuple[str, Sequence[Any]]

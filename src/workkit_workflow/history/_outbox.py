@@ -29,13 +29,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import _journal as jn
-from .._ports import KEEP_ALARM
+from ..engine import _journal as jn
+from ..engine._ports import KEEP_ALARM
 from ..errors import SerializationError
 from ._d1 import D1Port, Statement
 
 if TYPE_CHECKING:
-    from .._execution import ExecutionCore
+    from ..engine._execution import ExecutionCore
 
 log = logging.getLogger("workkit_workflow.history")
 

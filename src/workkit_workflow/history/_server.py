@@ -181,7 +181,7 @@ def make_handler(history_path: str, commands: Commands | None = None) -> type[Ba
                     wait,
                 )
             except WorkflowError as exc:
-                from .._object import error_response
+                from ..cloudflare._object import error_response
 
                 response = error_response(exc)
                 return response.status, response.body
@@ -254,7 +254,7 @@ def serve(history_path: str, host: str, port: int, out: TextIO) -> int:
 
 async def serve_runtime(db_path: str, history_path: str, host: str, port: int, out: TextIO) -> int:
     """Own ``db_path``: run its runtime, serve the pages and take commands until stopped."""
-    from .._client import create_durable_workflow
+    from ..client._client import create_durable_workflow
     from ..local import LocalNamespace
 
     history = LocalD1(history_path)

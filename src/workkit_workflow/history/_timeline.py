@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .._durations import out_of_range
+from ..definitions._durations import out_of_range
 from ._query import ExecutionHistory, ExecutionRecord, StepRecord, elapsed_ms
 
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from .._ports import KEEP_ALARM
+from ..engine._ports import KEEP_ALARM
 
 log = logging.getLogger("workkit_workflow.local")
 

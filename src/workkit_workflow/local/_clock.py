@@ -8,7 +8,7 @@ import itertools
 import weakref
 from typing import Any
 
-from .._ports import SystemClock
+from ..engine._ports import SystemClock
 
 __all__ = ["SystemClock", "VirtualClock"]
 

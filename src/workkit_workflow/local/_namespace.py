@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._ports import KEEP_ALARM, Clock, SystemClock, WireRequest, WireResponse
+from ..engine._ports import KEEP_ALARM, Clock, SystemClock, WireRequest, WireResponse
 from ..errors import TransportError
 from ._backends import Backend, MemoryBackend, SqliteBackend
 from ._lock import FileLock, lockable
@@ -248,7 +248,7 @@ class LocalNamespace:
         if idle_eviction is not None and not idle_eviction >= 0:
             raise ValueError("idle_eviction must be a number of seconds >= 0, or None")
         if object_class is None:
-            from .._object import WorkflowExecutionDO
+            from ..cloudflare._object import WorkflowExecutionDO
 
             object_class = WorkflowExecutionDO
         self.path = path

@@ -1,4 +1,4 @@
-"""A test stand-in for the part of pydantic v2 that ``workkit_workflow._wire`` uses.
+"""A test stand-in for the part of pydantic v2 that ``workkit_workflow.cloudflare._wire`` uses.
 
 The real runtime kit has no pydantic (its compiled core has no Pyodide build in the registries;
 on Cloudflare, pywrangler vendors the real one). The real-runtime tests embed this module as
@@ -188,7 +188,7 @@ def _matches(pattern: str, value: str) -> bool:
 
 class BaseModel:
     # Not annotated: annotations are the fields of subclasses only.
-    model_config = {}  # noqa: RUF012
+    model_config = {}
     _fields = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Literal, TypedDict
 
-from .errors import SerializationError, WorkflowError
+from ..errors import SerializationError, WorkflowError
 
 VERSION: Final = 1
 MAX_VALUE_BYTES: Final = 2_000_000

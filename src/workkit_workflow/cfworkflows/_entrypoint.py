@@ -47,8 +47,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from . import _journal as jn
-from ._cloudflare import (
+from ..cloudflare._workers import (
     json_to_js,
     rejection_with,
     sdk_has_native_non_retryable,
@@ -56,12 +55,13 @@ from ._cloudflare import (
     to_py,
     workflow_entrypoint_base,
 )
-from ._context import _CURRENT_STEP, CompensationContext, StepContext, WorkflowContext
-from ._definition import MISSING, StepOptions, Workflow
-from ._journal import Status
-from ._retry import NO_RETRY, RetryPolicy
-from ._values import to_data, validate
-from .errors import (
+from ..definitions._contexts import _CURRENT_STEP, CompensationContext, StepContext, WorkflowContext
+from ..definitions._retry import NO_RETRY, RetryPolicy
+from ..definitions._values import to_data, validate
+from ..definitions._workflow import MISSING, StepOptions, Workflow
+from ..engine import _journal as jn
+from ..engine._journal import Status
+from ..errors import (
     SerializationError,
     StepFailedError,
     TransportError,
@@ -69,7 +69,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._run import PhaseRun
+    from ..engine._phase import PhaseRun
 
 log = logging.getLogger("workkit_workflow")
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from ._definition import Workflow
-from ._journal import EXECUTION_ID_PATTERN, Status
-from ._ports import Namespace, WireResponse
-from .errors import (
+from ..definitions._workflow import Workflow
+from ..engine._journal import EXECUTION_ID_PATTERN, Status
+from ..engine._ports import Namespace, WireResponse
+from ..errors import (
     ExecutionFailedError,
     ExecutionNotFinishedError,
     InvalidRequestError,
@@ -25,7 +25,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .history import HistoryQuery
+    from ..history import HistoryQuery
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ class WorkflowResult(Generic[T]):
 def _resolve(binding: Any) -> Namespace:
     if callable(getattr(binding, "request", None)) and not hasattr(binding, "idFromName"):
         return cast(Namespace, binding)
-    from . import _cloudflare
+    from ..cloudflare import _workers as _cloudflare
 
     return _cloudflare.namespace_from_binding(binding)
 
@@ -203,11 +203,11 @@ class DurableWorkflows:
         name = workflow.name if isinstance(workflow, Workflow) else workflow
         execution_id = _check_id(execution_id or str(uuid.uuid4()))
         if isinstance(workflow, Workflow) and workflow.input_type is not None:
-            from ._values import to_data, validate
+            from ..definitions._values import to_data, validate
 
             input = to_data(validate(workflow.input_type, input, what="workflow input"))
         else:
-            from ._values import to_data
+            from ..definitions._values import to_data
 
             input = to_data(input)
         body = {"workflow": name, "input": input, "execution_id": execution_id, "wait": wait}
@@ -300,13 +300,13 @@ def create_durable_workflow(
     if backend not in (None, "durable-object", "cf-workflows"):
         raise InvalidRequestError(f"unknown backend {backend!r}; use 'durable-object' or 'cf-workflows'")
     if backend != "durable-object":
-        from . import _cfworkflows_client as cfw
+        from ..cfworkflows import _client as cfw
 
         if backend == "cf-workflows" or cfw.is_workflows_binding(binding):
             return cfw.WorkflowsClient(binding)
     query = None
     if history is not None:
-        from .history import HistoryQuery
+        from ..history import HistoryQuery
 
         query = HistoryQuery(history)
     return DurableWorkflows(_resolve(binding), query)

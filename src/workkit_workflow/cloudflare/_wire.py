@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from ._journal import EXECUTION_ID_PATTERN, is_unicode
-from .errors import InvalidRequestError
+from ..engine._journal import EXECUTION_ID_PATTERN, is_unicode
+from ..errors import InvalidRequestError
 
 MAX_BODY_BYTES = 2_500_000
 _ID_PATTERN = EXECUTION_ID_PATTERN

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import SerializationError
+from ..errors import SerializationError
 
 
 def to_data(value: Any, *, what: str = "value") -> Any:

@@ -29,9 +29,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ._journal import check_size
-from ._ports import KEEP_ALARM, Clock, Storage, SystemClock, WireRequest, WireResponse
-from .errors import TransportError
+from ..engine._journal import check_size
+from ..engine._ports import KEEP_ALARM, Clock, Storage, SystemClock, WireRequest, WireResponse
+from ..errors import TransportError
 
 log = logging.getLogger("workkit_workflow")
 
@@ -366,7 +366,7 @@ def sdk_non_retryable_error() -> type[Exception]:
         else:
             return cast(type[Exception], SdkNonRetryable)
     # Same class name: the engine recognises either by name.
-    from .errors import NonRetryableError
+    from ..errors import NonRetryableError
 
     return NonRetryableError
 

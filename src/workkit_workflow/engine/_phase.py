@@ -17,12 +17,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import _journal as jn
-from ._context import _CURRENT_STEP, StepContext
-from ._definition import MISSING, StepOptions
-from ._retry import RetryPolicy
-from ._values import to_data, validate
-from .errors import (
+from ..definitions._contexts import _CURRENT_STEP, StepContext
+from ..definitions._retry import RetryPolicy
+from ..definitions._values import to_data, validate
+from ..definitions._workflow import MISSING, StepOptions
+from ..errors import (
     ReplayMismatchError,
     SerializationError,
     StepFailedError,
@@ -31,6 +30,7 @@ from .errors import (
     WorkflowError,
     WorkflowTimeoutError,
 )
+from . import _journal as jn
 
 if TYPE_CHECKING:
     from ._execution import ExecutionCore

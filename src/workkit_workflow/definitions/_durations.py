@@ -19,7 +19,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from .errors import InvalidOptionError
+from ..errors import InvalidOptionError
 
 Duration = float | int | timedelta | str
 """Anything :func:`to_seconds` accepts."""

@@ -23,10 +23,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import _cloudflare
-from ._execution import DEFAULT_LEASE, ExecutionCore, StorageFailure
-from ._ports import Host, WireRequest, WireResponse
-from .errors import (
+from ..engine._execution import DEFAULT_LEASE, ExecutionCore, StorageFailure
+from ..engine._ports import Host, WireRequest, WireResponse
+from ..errors import (
     ExecutionConflictError,
     ExecutionNotFoundError,
     InvalidRequestError,
@@ -34,6 +33,7 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
+from . import _workers as _cloudflare
 
 log = logging.getLogger("workkit_workflow")
 

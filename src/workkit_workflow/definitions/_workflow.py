@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..engine._journal import encode_value, is_unicode
+from ..errors import DefinitionError, SerializationError, UnknownWorkflowError
 from ._durations import Duration, to_instant, to_seconds
-from ._journal import encode_value, is_unicode
 from ._retry import RetryPolicy
 from ._values import to_data
-from .errors import DefinitionError, SerializationError, UnknownWorkflowError
 
 if TYPE_CHECKING:
-    from ._context import CompensationContext, StepContext, WorkflowContext
+    from ._contexts import CompensationContext, StepContext, WorkflowContext
 
 StepHandler = Callable[[Any, Any, "StepContext"], Any]
 """A builder step: ``handler(input, prev, ctx)``, sync or async."""
@@ -269,7 +269,7 @@ class Workflow:
         subclass). In the Worker's entry module, subclass it under wrangler's
         ``class_name`` (``class OrderFlow(order_flow.as_cloudflare_workflow()): pass``)
         or bind it to that name: ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``."""
-        from ._cfworkflows import entrypoint_class
+        from ..cfworkflows._entrypoint import entrypoint_class
 
         return entrypoint_class(self, class_name, native_retries=native_retries)
 

@@ -17,26 +17,26 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._cfworkflows import (
-    TERMINAL_ENGINE,
-    AnyWorkflow,
-    _plain,
-    decode_failure,
-    json_output,
-    map_status,
-)
-from ._client import DurableWorkflows, ExecutionHandle, WorkflowResult
-from ._definition import Workflow
-from ._journal import Status
-from ._ports import WireResponse
-from ._values import validate
-from .errors import (
+from ..client._client import DurableWorkflows, ExecutionHandle, WorkflowResult
+from ..definitions._values import validate
+from ..definitions._workflow import Workflow
+from ..engine._journal import Status
+from ..engine._ports import WireResponse
+from ..errors import (
     ExecutionFailedError,
     ExecutionNotFinishedError,
     ExecutionNotFoundError,
     InvalidRequestError,
     TransportError,
     WorkflowError,
+)
+from ._entrypoint import (
+    TERMINAL_ENGINE,
+    AnyWorkflow,
+    _plain,
+    decode_failure,
+    json_output,
+    map_status,
 )
 
 # -- the client ------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class WorkflowsHandle(ExecutionHandle):
 
     async def send_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> bool:
         """Deliver an event (``event_id`` is not deduplicated by the engine)."""
-        from ._cloudflare import to_js
+        from ..cloudflare._workers import to_js
 
         data = json_output(payload, what="event payload")
         await _call((await self._get()).sendEvent(to_js({"type": event_type, "payload": data})))
@@ -278,7 +278,7 @@ class WorkflowsClient(DurableWorkflows):
         ``wait`` is accepted for compatibility; the engine always runs the
         instance on its own.
         """
-        from ._cloudflare import to_js
+        from ..cloudflare._workers import to_js
 
         if isinstance(workflow, Workflow) and workflow.input_type is not None:
             input = validate(workflow.input_type, input, what="workflow input")

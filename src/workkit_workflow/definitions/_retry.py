@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from ..errors import InvalidOptionError
 from ._durations import Duration, to_seconds
-from .errors import InvalidOptionError
 
 MAX_ATTEMPTS: Final = 1000
 """Most attempts a policy may allow. Each failed attempt costs a journal write

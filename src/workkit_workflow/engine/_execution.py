@@ -31,15 +31,11 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _journal as jn
-from ._context import CompensationContext, InDoubtStep, WorkflowContext
-from ._definition import REGISTRY, Registry, Workflow, check_name
-from ._ports import KEEP_ALARM, Clock, Host, Storage
-from ._retry import NO_RETRY
-from ._run import ControlSignal, Outcome, PhaseRun
-from ._runner import Runner
-from ._values import to_data, validate
-from .errors import (
+from ..definitions._contexts import CompensationContext, InDoubtStep, WorkflowContext
+from ..definitions._retry import NO_RETRY
+from ..definitions._values import to_data, validate
+from ..definitions._workflow import REGISTRY, Registry, Workflow, check_name
+from ..errors import (
     ExecutionConflictError,
     ExecutionNotFoundError,
     InvalidRequestError,
@@ -47,9 +43,13 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
+from . import _journal as jn
+from ._phase import ControlSignal, Outcome, PhaseRun
+from ._ports import KEEP_ALARM, Clock, Host, Storage
+from ._runner import Runner
 
 if TYPE_CHECKING:
-    from .history._outbox import Outbox
+    from ..history._outbox import Outbox
 
 log = logging.getLogger("workkit_workflow")
 
@@ -128,7 +128,7 @@ class ExecutionCore:
         self.writes = 0
         self.history: Outbox | None = None
         if history is not None:
-            from .history._outbox import Outbox
+            from ..history._outbox import Outbox
 
             self.history = Outbox(self, history)
 

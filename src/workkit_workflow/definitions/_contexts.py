@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._definition import MISSING, StepHandler, StepOptions, check_default, check_name, make_options
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
+from ._workflow import MISSING, StepHandler, StepOptions, check_default, check_name, make_options
 
 if TYPE_CHECKING:
-    from ._run import PhaseRun
+    from ..engine._phase import PhaseRun
 
 _CURRENT_STEP: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
     "workkit_workflow_step", default=None
