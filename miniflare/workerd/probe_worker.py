@@ -39,7 +39,7 @@ async def facts():
 
 async def http_step(url):
     from workkit_workflow import StepContext, http
-    from workkit_workflow.definitions._contexts import _CURRENT_STEP
+    from workkit_workflow.definitions._steps import _CURRENT_STEP
 
     token = _CURRENT_STEP.set(StepContext("ex-9", "order", "charge-card", 2, "ex-9:charge:stable"))
     try:

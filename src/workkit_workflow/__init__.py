@@ -5,10 +5,16 @@ compensation, idempotency keys, durable sleep and external events.
 """
 
 from . import errors
+
+# The backends shipped with the package register themselves (their exporter and binding
+# kind) on import; the definitions and the client never import them.
+from .cfworkflows import _client as _cfworkflows_client  # noqa: F401
+from .cfworkflows import _entrypoint as _cfworkflows_entrypoint  # noqa: F401
 from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
 from .cloudflare._object import WorkflowExecutionDO
-from .definitions._contexts import CompensationContext, StepContext, WorkflowContext, current_step
+from .definitions._contexts import CompensationContext, WorkflowContext
 from .definitions._retry import RetryPolicy
+from .definitions._steps import StepContext, current_step
 from .definitions._workflow import REGISTRY, Workflow, workflow
 from .engine._journal import Status
 from .errors import NonRetryableError, WorkflowError

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .definitions._contexts import current_step
+from .definitions._steps import current_step
 from .errors import WorkflowError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ..client._client import DurableWorkflows, ExecutionHandle, WorkflowResult
+from ..client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, register_backend
 from ..definitions._values import validate
 from ..definitions._workflow import Workflow
 from ..engine._journal import Status
@@ -339,6 +339,10 @@ class WorkflowsClient(DurableWorkflows):
         handle = WorkflowsHandle(self.binding, execution_id)
         await handle.restart()
         return handle
+
+
+# The client's plug-in hook: create_durable_workflow serves Workflows bindings with this client.
+register_backend("cf-workflows", is_workflows_binding, WorkflowsClient)
 
 
 __all__ = ["WorkflowsClient", "WorkflowsHandle", "is_workflows_binding"]

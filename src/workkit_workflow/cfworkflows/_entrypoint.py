@@ -45,7 +45,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import Any, TypeAlias, cast
 
 from ..cloudflare._workers import (
     json_to_js,
@@ -55,10 +55,11 @@ from ..cloudflare._workers import (
     to_py,
     workflow_entrypoint_base,
 )
-from ..definitions._contexts import _CURRENT_STEP, CompensationContext, StepContext, WorkflowContext
+from ..definitions._contexts import CompensationContext, WorkflowContext
 from ..definitions._retry import NO_RETRY, RetryPolicy
+from ..definitions._steps import _CURRENT_STEP, MISSING, StepContext, StepOptions
 from ..definitions._values import to_data, validate
-from ..definitions._workflow import MISSING, StepOptions, Workflow
+from ..definitions._workflow import CLOUDFLARE_WORKFLOWS, Workflow, register_exporter
 from ..engine import _journal as jn
 from ..engine._journal import Status
 from ..errors import (
@@ -67,9 +68,6 @@ from ..errors import (
     TransportError,
     WaitTimeoutError,
 )
-
-if TYPE_CHECKING:
-    from ..engine._phase import PhaseRun
 
 log = logging.getLogger("workkit_workflow")
 
@@ -471,7 +469,7 @@ async def run_definition(
         retry=definition.retry,
         native_retries=native,
     )
-    ctx = WorkflowContext(cast("PhaseRun", main), execution_id, definition.name, value)
+    ctx = WorkflowContext(main, execution_id, definition.name, value)
     try:
         result = await definition.run(ctx, value)
         return json_output(result, what="workflow result")
@@ -512,7 +510,7 @@ async def _compensate(
         prefix=COMPENSATION_PREFIX,
     )
     ctx = CompensationContext(
-        cast("PhaseRun", run),
+        run,
         main.execution_id,
         main.workflow,
         input,
@@ -660,6 +658,10 @@ def _class_name(workflow_name: str) -> str:
     if not name or not name[0].isalpha():
         name = "Workflow" + name
     return name
+
+
+# The definitions' plug-in hook: ``Workflow.as_cloudflare_workflow`` looks this exporter up.
+register_exporter(CLOUDFLARE_WORKFLOWS, entrypoint_class)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -286,6 +286,22 @@ class DurableWorkflows:
         return await self._start(new_id, body)
 
 
+BindingDetector = Callable[[Any], bool]
+ClientFactory = Callable[[Any], "DurableWorkflows"]
+
+DURABLE_OBJECT = "durable-object"
+
+_BACKENDS: dict[str, tuple[BindingDetector, ClientFactory]] = {}
+
+
+def register_backend(name: str, detect: BindingDetector, client: ClientFactory) -> None:
+    """Plug-in hook for backends: ``create_durable_workflow`` hands a binding that
+    ``detect`` recognises (or any binding, with ``backend=name``) to ``client``.
+    The generic client never imports a backend; a backend registers itself when
+    imported (``workkit_workflow/__init__`` imports every backend it ships)."""
+    _BACKENDS[name] = (detect, client)
+
+
 def create_durable_workflow(
     binding: Any, *, history: Any = None, backend: str | None = None
 ) -> DurableWorkflows:
@@ -297,13 +313,13 @@ def create_durable_workflow(
     or a :class:`workkit_workflow.history.LocalD1` locally), queried through
     ``client.history``. ``backend`` (``"durable-object"`` or ``"cf-workflows"``)
     overrides the detection of the binding's kind."""
-    if backend not in (None, "durable-object", "cf-workflows"):
-        raise InvalidRequestError(f"unknown backend {backend!r}; use 'durable-object' or 'cf-workflows'")
-    if backend != "durable-object":
-        from ..cfworkflows import _client as cfw
-
-        if backend == "cf-workflows" or cfw.is_workflows_binding(binding):
-            return cfw.WorkflowsClient(binding)
+    if backend is not None and backend != DURABLE_OBJECT and backend not in _BACKENDS:
+        names = " or ".join(repr(name) for name in (DURABLE_OBJECT, *_BACKENDS))
+        raise InvalidRequestError(f"unknown backend {backend!r}; use {names}")
+    if backend != DURABLE_OBJECT:
+        for name, (detect, client) in _BACKENDS.items():
+            if backend == name or (backend is None and detect(binding)):
+                return client(binding)
     query = None
     if history is not None:
         from ..history import HistoryQuery

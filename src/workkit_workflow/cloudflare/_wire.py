@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from ..engine._journal import EXECUTION_ID_PATTERN, is_unicode
+from ..definitions._json import is_unicode
+from ..engine._journal import EXECUTION_ID_PATTERN
 from ..errors import InvalidRequestError
 
 MAX_BODY_BYTES = 2_500_000

@@ -29,7 +29,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ..engine._journal import check_size
+from ..definitions._json import check_size
 from ..engine._ports import KEEP_ALARM, Clock, Storage, SystemClock, WireRequest, WireResponse
 from ..errors import TransportError
 

@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
-from ._workflow import MISSING, StepHandler, StepOptions, check_default, check_name, make_options
-
-if TYPE_CHECKING:
-    from ..engine._phase import PhaseRun
-
-_CURRENT_STEP: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
-    "workkit_workflow_step", default=None
+from ._steps import (
+    MISSING,
+    StepContext,
+    StepHandler,
+    StepOptions,
+    check_default,
+    check_name,
+    make_options,
 )
 
 
-@dataclass(frozen=True)
-class StepContext:
-    """What a running step attempt knows about itself."""
+class Operations(Protocol):
+    """The port a context drives its durable operations through: implemented by the
+    engine's phase runner and by each backend's run (e.g. Cloudflare Workflows)."""
 
-    execution_id: str
-    workflow: str
-    step: str
-    attempt: int
-    """1 for the first attempt; a lost attempt (the object died mid-step) counts."""
-    idempotency_key: str
-    """Stable across retries and restarts: send it to external systems to dedupe."""
-    input: Any = field(repr=False, default=None)
+    def step(self, name: str, call: Callable[[StepContext], Any], options: StepOptions) -> Awaitable[Any]: ...
 
+    def sleep(self, name: str, *, until: float | None, duration: float | None) -> Awaitable[None]: ...
 
-def current_step() -> StepContext | None:
-    """The step attempt this code runs in, if any (e.g. for HTTP helpers)."""
-    return _CURRENT_STEP.get()
+    def wait(self, name: str, event_type: str, *, timeout: float | None, default: Any) -> Awaitable[Any]: ...
 
 
 class WorkflowContext:
@@ -48,7 +40,7 @@ class WorkflowContext:
     journaled and runs again on every replay.
     """
 
-    def __init__(self, run: PhaseRun, execution_id: str, workflow: str, input: Any) -> None:
+    def __init__(self, run: Operations, execution_id: str, workflow: str, input: Any) -> None:
         self._run = run
         self.execution_id = execution_id
         self.workflow = workflow
@@ -139,7 +131,7 @@ class CompensationContext(WorkflowContext):
 
     def __init__(
         self,
-        run: PhaseRun,
+        run: Operations,
         execution_id: str,
         workflow: str,
         input: Any,

@@ -14,84 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..engine._journal import encode_value, is_unicode
-from ..errors import DefinitionError, SerializationError, UnknownWorkflowError
+from ..errors import DefinitionError, UnknownWorkflowError
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
-from ._values import to_data
+from ._steps import MISSING, StepContext, StepHandler, StepOptions, check_default, check_name, make_options
 
 if TYPE_CHECKING:
-    from ._contexts import CompensationContext, StepContext, WorkflowContext
+    from ._contexts import CompensationContext, WorkflowContext
 
-StepHandler = Callable[[Any, Any, "StepContext"], Any]
-"""A builder step: ``handler(input, prev, ctx)``, sync or async."""
 IdempotencyKey = str | Callable[..., str]
 CompensationHandler = Callable[["CompensationContext"], Any]
 WorkflowFunction = Callable[["WorkflowContext", Any], Awaitable[Any]]
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-
-
-@dataclass(frozen=True)
-class StepOptions:
-    """Per-step settings; ``None`` means "the workflow's"."""
-
-    retry: RetryPolicy | None = None
-    timeout: float | None = None
-    idempotency_key: Callable[[StepContext], str] | str | None = None
-    output: Any = None
-
-
-DEFAULT_OPTIONS = StepOptions()
-
-
-def make_options(
-    *,
-    retry: RetryPolicy | None,
-    timeout: Duration | None,
-    idempotency_key: Callable[[StepContext], str] | str | None,
-    output: Any,
-    where: str,
-) -> StepOptions:
-    if retry is None and timeout is None and idempotency_key is None and output is None:
-        return DEFAULT_OPTIONS
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise DefinitionError(f"{where}: retry must be a RetryPolicy, got {type(retry).__name__}")
-    if idempotency_key is not None and not (isinstance(idempotency_key, str) or callable(idempotency_key)):
-        raise DefinitionError(f"{where}: idempotency_key must be a string or a callable")
-    if isinstance(idempotency_key, str) and not (idempotency_key and is_unicode(idempotency_key)):
-        raise DefinitionError(f"{where}: idempotency_key must be non-empty, valid Unicode text")
-    seconds = None if timeout is None else to_seconds(timeout, what=f"{where}: timeout")
-    return StepOptions(retry=retry, timeout=seconds, idempotency_key=idempotency_key, output=output)
-
-
-def check_name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise DefinitionError(f"{what} name must be a non-empty string, got {name!r}")
-    if len(name) > 256:
-        raise DefinitionError(f"{what} name is longer than 256 characters")
-    if not is_unicode(name):
-        # Names are journaled; a lone surrogate could never be stored.
-        raise DefinitionError(f"{what} name {name!r} holds a lone surrogate (not valid Unicode)")
-    return name
-
-
-def check_default(default: Any, where: str) -> Any:
-    """A wait's default is journaled when the wait times out: refuse one that
-    could never be stored now, not when the timeout fires."""
-    if default is MISSING:
-        return default
-    try:
-        encode_value(to_data(default, what=f"{where}: default"), what=f"{where}: default")
-    except SerializationError as exc:
-        raise DefinitionError(exc.message) from None
-    return default
 
 
 @dataclass(frozen=True)
@@ -269,9 +202,7 @@ class Workflow:
         subclass). In the Worker's entry module, subclass it under wrangler's
         ``class_name`` (``class OrderFlow(order_flow.as_cloudflare_workflow()): pass``)
         or bind it to that name: ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``."""
-        from ..cfworkflows._entrypoint import entrypoint_class
-
-        return entrypoint_class(self, class_name, native_retries=native_retries)
+        return exporter(CLOUDFLARE_WORKFLOWS)(self, class_name, native_retries=native_retries)
 
     def __repr__(self) -> str:
         kind = "code-first" if self._fn is not None else f"{len(self._ops)} steps"
@@ -336,3 +267,24 @@ class Registry:
 
 REGISTRY = Registry()
 """The process-wide registry that ``WorkflowExecutionDO`` resolves names in."""
+
+Exporter = Callable[..., type]
+"""Turns a :class:`Workflow` into another engine's entry point: ``exporter(workflow, *args, **options)``."""
+
+CLOUDFLARE_WORKFLOWS = "cloudflare-workflows"
+
+_EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(target: str, export: Exporter) -> None:
+    """Plug-in hook for backends: the definitions never import a backend; a backend
+    registers its exporter here when it is imported (``workkit_workflow/__init__``
+    imports every backend it ships)."""
+    _EXPORTERS[target] = export
+
+
+def exporter(target: str) -> Exporter:
+    try:
+        return _EXPORTERS[target]
+    except KeyError:
+        raise DefinitionError(f"no exporter for {target!r} is registered; import its backend") from None

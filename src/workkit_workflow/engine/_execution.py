@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..definitions._contexts import CompensationContext, InDoubtStep, WorkflowContext
 from ..definitions._retry import NO_RETRY
+from ..definitions._steps import check_name
 from ..definitions._values import to_data, validate
-from ..definitions._workflow import REGISTRY, Registry, Workflow, check_name
+from ..definitions._workflow import REGISTRY, Registry, Workflow
 from ..errors import (
     ExecutionConflictError,
     ExecutionNotFoundError,

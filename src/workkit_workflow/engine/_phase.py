@@ -17,10 +17,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..definitions._contexts import _CURRENT_STEP, StepContext
 from ..definitions._retry import RetryPolicy
+from ..definitions._steps import _CURRENT_STEP, MISSING, StepContext, StepOptions
 from ..definitions._values import to_data, validate
-from ..definitions._workflow import MISSING, StepOptions
 from ..errors import (
     ReplayMismatchError,
     SerializationError,

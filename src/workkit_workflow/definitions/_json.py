@@ -1,0 +1,87 @@
+"""The JSON codec every stored or wired value goes through.
+
+Compact, deterministic JSON text, refused when it could not be stored: NaN and
+infinities, values that are not JSON, lone surrogates (not valid UTF-8) and
+values over the per-value storage limit. Definitions check user values with
+it; the engine's journal and the adapters encode with it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from ..errors import SerializationError
+
+MAX_VALUE_BYTES: Final = 2_000_000
+"""Largest serialized value (key included) written to storage.
+
+Cloudflare rejects values over about 2 MB (measured: 2.2 MB serialized); a
+batch put that meets one is not atomic, so sizes are checked before writing.
+"""
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps(value: Any) -> str:
+    """Compact, deterministic JSON; NaN and infinities are refused."""
+    return _ENCODER.encode(value)
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def encode_value(value: Any, *, what: str) -> str:
+    """Serialize a user value (step output, input, payload) or fail with SerializationError.
+
+    The text must also be storable as UTF-8: a lone surrogate (``"\\ud800"``,
+    which Python strings can hold and JSON escapes can carry) is refused here,
+    where callers expect a SerializationError, not later when it is encoded.
+    """
+    try:
+        text = dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(
+            f"{what} is not JSON-serializable: {exc}", what=what, type=type(value).__name__
+        ) from None
+    utf8_size(text, what=what)
+    return text
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate), so storable as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def utf8_size(text: str, *, what: str) -> int:
+    """The UTF-8 size of ``text``, or SerializationError if it holds a lone surrogate."""
+    if text.isascii():  # the common case, without building the bytes
+        return len(text)
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"{what} holds a lone surrogate ({text[exc.start : exc.end]!a} at character {exc.start}), "
+            "which is not valid Unicode and cannot be stored; encode binary data as base64",
+            what=what,
+            reason="lone_surrogate",
+        ) from None
+
+
+def check_size(key: str, text: str, *, what: str, limit: int = MAX_VALUE_BYTES) -> None:
+    """SerializationError unless ``key`` and ``text`` fit one stored value as UTF-8."""
+    size = utf8_size(key, what=f"the key of {what}") + utf8_size(text, what=what)
+    if size > limit:
+        raise SerializationError(
+            f"{what} is {size} bytes serialized; the limit per stored value is {limit} bytes",
+            what=what,
+            size=size,
+            limit=limit,
+        )

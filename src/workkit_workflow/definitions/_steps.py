@@ -1,0 +1,109 @@
+"""A step as its code sees it: the options it runs with and the context of its attempt.
+
+Shared by the definitions (builder and code-first), the engine and the backends;
+it depends on nothing above it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DefinitionError, SerializationError
+from ._durations import Duration, to_seconds
+from ._json import encode_value, is_unicode
+from ._retry import RetryPolicy
+from ._values import to_data
+
+_CURRENT_STEP: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
+    "workkit_workflow_step", default=None
+)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a running step attempt knows about itself."""
+
+    execution_id: str
+    workflow: str
+    step: str
+    attempt: int
+    """1 for the first attempt; a lost attempt (the object died mid-step) counts."""
+    idempotency_key: str
+    """Stable across retries and restarts: send it to external systems to dedupe."""
+    input: Any = field(repr=False, default=None)
+
+
+def current_step() -> StepContext | None:
+    """The step attempt this code runs in, if any (e.g. for HTTP helpers)."""
+    return _CURRENT_STEP.get()
+
+
+StepHandler = Callable[[Any, Any, StepContext], Any]
+"""A builder step: ``handler(input, prev, ctx)``, sync or async."""
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Per-step settings; ``None`` means "the workflow's"."""
+
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    idempotency_key: Callable[[StepContext], str] | str | None = None
+    output: Any = None
+
+
+DEFAULT_OPTIONS = StepOptions()
+
+
+def make_options(
+    *,
+    retry: RetryPolicy | None,
+    timeout: Duration | None,
+    idempotency_key: Callable[[StepContext], str] | str | None,
+    output: Any,
+    where: str,
+) -> StepOptions:
+    if retry is None and timeout is None and idempotency_key is None and output is None:
+        return DEFAULT_OPTIONS
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise DefinitionError(f"{where}: retry must be a RetryPolicy, got {type(retry).__name__}")
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) or callable(idempotency_key)):
+        raise DefinitionError(f"{where}: idempotency_key must be a string or a callable")
+    if isinstance(idempotency_key, str) and not (idempotency_key and is_unicode(idempotency_key)):
+        raise DefinitionError(f"{where}: idempotency_key must be non-empty, valid Unicode text")
+    seconds = None if timeout is None else to_seconds(timeout, what=f"{where}: timeout")
+    return StepOptions(retry=retry, timeout=seconds, idempotency_key=idempotency_key, output=output)
+
+
+def check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(f"{what} name must be a non-empty string, got {name!r}")
+    if len(name) > 256:
+        raise DefinitionError(f"{what} name is longer than 256 characters")
+    if not is_unicode(name):
+        # Names are journaled; a lone surrogate could never be stored.
+        raise DefinitionError(f"{what} name {name!r} holds a lone surrogate (not valid Unicode)")
+    return name
+
+
+def check_default(default: Any, where: str) -> Any:
+    """A wait's default is journaled when the wait times out: refuse one that
+    could never be stored now, not when the timeout fires."""
+    if default is MISSING:
+        return default
+    try:
+        encode_value(to_data(default, what=f"{where}: default"), what=f"{where}: default")
+    except SerializationError as exc:
+        raise DefinitionError(exc.message) from None
+    return default
