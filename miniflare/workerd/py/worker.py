@@ -9,8 +9,8 @@ import json
 import sys
 import traceback
 
-from js import Object, Response, fetch
-from pyodide.ffi import to_js
+from js import Object, Response, Headers, fetch
+from pyodide.ffi import to_js, JsException
 
 
 def _obj(d):
@@ -127,7 +127,7 @@ def xhr_demo(url):
 
 
 async def on_fetch(request, env):
-    from urllib.parse import parse_qs, urlparse
+    from urllib.parse import urlparse, parse_qs
     u = urlparse(request.url)
     q = {k: v[0] for k, v in parse_qs(u.query).items()}
     try:
@@ -163,8 +163,7 @@ async def on_fetch(request, env):
             out["Response.new(body, plain dict) status"] = r.status
             r = Response.json(_obj({"a": 1})) if hasattr(Response, "json") else None
             out["Response.json"] = (await r.text()) if r is not None else "missing"
-            import asyncio
-            import time
+            import time, asyncio
             t0 = time.perf_counter(); l0 = asyncio.get_event_loop().time(); w0 = time.time()
             await asyncio.sleep(0.05)
             out["after asyncio.sleep(0.05)"] = {"perf_counter": time.perf_counter() - t0,
