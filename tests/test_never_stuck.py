@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import Workflow
-from workkit_workflow.engine._execution import DEFAULT_LEASE
+from workkit_workflow.engine._alarms import DEFAULT_LEASE
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique

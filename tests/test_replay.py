@@ -89,7 +89,7 @@ async def test_lost_attempts_do_not_use_up_the_retry_policy(env: WorkflowTestEnv
 async def test_a_step_that_always_kills_its_process_fails_after_the_lost_attempt_cap(
     env: WorkflowTestEnv, effects: Effects
 ) -> None:
-    from workkit_workflow.engine._phase import MAX_LOST_ATTEMPTS
+    from workkit_workflow.engine.phase._step import MAX_LOST_ATTEMPTS
 
     flow = make_order_flow(effects)
     env.faults.crash_at("after_side_effect", step="charge-card", times=100)

@@ -6,8 +6,9 @@ compensation, idempotency keys, durable sleep and external events.
 
 from . import errors
 
-# The backends shipped with the package register themselves (their exporter and binding
-# kind) on import; the definitions and the client never import them.
+# The plug-ins shipped with the package register themselves on import: the Cloudflare
+# Workflows backend (its exporter and binding kind) and the history projection (a journal
+# observer); the definitions, the client and the engine never import them.
 from .cfworkflows import _client as _cfworkflows_client  # noqa: F401
 from .cfworkflows import _entrypoint as _cfworkflows_entrypoint  # noqa: F401
 from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
@@ -18,6 +19,7 @@ from .definitions._steps import StepContext, current_step
 from .definitions._workflow import REGISTRY, Workflow, workflow
 from .engine._journal import Status
 from .errors import NonRetryableError, WorkflowError
+from .history import _outbox as _history_outbox  # noqa: F401
 
 __version__ = "0.2.0"
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..engine._execution import DEFAULT_LEASE, ExecutionCore, StorageFailure
+from ..engine._alarms import DEFAULT_LEASE
+from ..engine._execution import ExecutionCore
 from ..engine._ports import Host, WireRequest, WireResponse
+from ..engine._signals import StorageFailure
 from ..errors import (
     ExecutionConflictError,
     ExecutionNotFoundError,

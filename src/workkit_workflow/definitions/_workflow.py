@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DefinitionError, UnknownWorkflowError
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
-from ._steps import MISSING, StepContext, StepHandler, StepOptions, check_default, check_name, make_options
+from ._steps import (
+    DEFAULT_OPTIONS,
+    MISSING,
+    StepContext,
+    StepHandler,
+    StepOptions,
+    check_default,
+    check_name,
+    make_options,
+)
 
 if TYPE_CHECKING:
     from ._contexts import CompensationContext, WorkflowContext
@@ -32,7 +41,7 @@ class _BuilderOp:
     kind: str  # step | sleep | sleep_until | wait
     name: str
     handler: StepHandler | None = None
-    options: StepOptions = StepOptions()
+    options: StepOptions = DEFAULT_OPTIONS
     duration: float | None = None
     when: float | None = None
     event_type: str | None = None

@@ -15,7 +15,6 @@ are converted to plain Python once, at this edge.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +129,10 @@ class LocalD1:
     """
 
     def __init__(self, path: str = ":memory:", *, migrate: bool = True) -> None:
+        # Imported here, not at module level: the package imports ``history`` on every
+        # runtime (its outbox plugs into the engine), and a Worker's Pyodide may lack sqlite3.
+        import sqlite3
+
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -154,6 +157,8 @@ class LocalD1:
         return {"count": len(statements(sql))}
 
     def _run(self, batch: list[LocalStatement]) -> list[D1Result]:
+        import sqlite3
+
         if self.fail:
             message = self.fail if isinstance(self.fail, str) else "D1_ERROR: Network connection lost."
             raise D1Error(message)

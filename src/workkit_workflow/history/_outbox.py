@@ -1,6 +1,8 @@
 """The history outbox: projection records written with the journal, delivered to D1.
 
-The execution core calls :meth:`Outbox.capture` inside its single write path:
+It plugs into the engine as a journal observer (``engine._plugins``), registered
+below under the execution option ``history``; the engine calls
+:meth:`Outbox.capture` inside its single write path:
 for every ``state``, ``j:<op>`` and ``c:<op>`` record in a commit it adds one
 outbox record ``o:<seq>`` (and the head ``o:head``, the last sequence used)
 to *the same atomic commit*. So a journal change and its history record exist
@@ -30,12 +32,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..engine import _journal as jn
+from ..engine._plugins import register_observer
 from ..engine._ports import KEEP_ALARM
 from ..errors import SerializationError
 from ._d1 import D1Port, Statement
 
 if TYPE_CHECKING:
-    from ..engine._execution import ExecutionCore
+    from ..engine._state import ExecutionState
 
 log = logging.getLogger("workkit_workflow.history")
 
@@ -85,11 +88,11 @@ def _summary(state: Mapping[str, Any]) -> list[Any]:
 
 
 class Outbox:
-    """One execution's outbox; owned by its :class:`ExecutionCore`."""
+    """One execution's outbox: the journal observer the history projection plugs into its engine."""
 
     HEAD = HEAD
 
-    def __init__(self, core: ExecutionCore, database: Any) -> None:
+    def __init__(self, core: ExecutionState, database: Any) -> None:
         self.core = core
         self.db = database if isinstance(database, D1Port) else D1Port(database)
         self.seq = 0
@@ -425,3 +428,7 @@ def projection(records: list[dict[str, Any]]) -> list[Statement]:
                 )
             )
     return out
+
+
+# The engine's plug-in hook: an execution built with ``history=<D1 binding>`` gets an outbox.
+register_observer("history", Outbox)

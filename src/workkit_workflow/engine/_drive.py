@@ -1,0 +1,145 @@
+"""What the single runner does each time it drives: read the execution from
+storage, start a new incarnation (with its lease), run the phase it is in, and
+go round again if a signal arrived while it parked (see ``_runner``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..definitions._workflow import Registry
+from ..errors import UnknownWorkflowError, WorkflowError
+from . import _journal as jn
+from ._alarms import AlarmBackoff
+from ._phases import Entries, Phases
+from ._runner import Runner
+from ._signals import StorageFailure
+from ._state import ExecutionState
+
+log = logging.getLogger("workkit_workflow")
+
+
+class Driver:
+    """The runner's body for one execution."""
+
+    def __init__(
+        self, execution: ExecutionState, registry: Registry, backoff: AlarmBackoff, *, lease: float
+    ) -> None:
+        self.execution = execution
+        self.registry = registry
+        self.backoff = backoff
+        self.lease = lease
+        self.runner = Runner(execution.spawn, self._drive_safely)
+        self.phases = Phases(execution, self.runner)
+
+    async def drive_until_quiet(self) -> None:
+        runner = self.runner.wake()
+        await asyncio.wait({runner})
+        if not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
+                raise exc
+
+    async def _drive_safely(self) -> None:
+        try:
+            await self._drive()
+            self.backoff.failures = 0
+        except StorageFailure as exc:
+            await self._after_failure(exc.cause)
+        except WorkflowError as exc:
+            await self._after_failure(exc)
+        except Exception as exc:
+            log.exception("workkit_workflow: the runner failed")
+            await self._after_failure(exc)
+        finally:
+            self.execution.run = None
+
+    async def _after_failure(self, exc: BaseException) -> None:
+        self.execution.forget()
+        self.backoff.unset = not await self.backoff.retry_later(exc)
+
+    async def _drive(self) -> None:
+        execution = self.execution
+        while True:
+            self.runner.mark()
+            snapshot = await execution.storage.list()
+            if not self._load(snapshot):
+                await execution.storage.set_alarm(None)
+                return
+            state = execution.state
+            assert state is not None and execution.meta is not None
+            if state["phase"] == "done":
+                await execution.write({}, alarm=None)
+                execution.settled_event().set()
+                if execution.observer is not None:
+                    await execution.observer.settle()
+                return
+            try:
+                definition = self.registry.get(execution.meta["workflow"])
+            except UnknownWorkflowError as exc:
+                # A deploy without this workflow: keep the execution, try again later.
+                await execution.write_state({"stalled": exc.to_dict()}, alarm=execution.now() + 60.0)
+                return
+            main_entries, comp_entries = self._entries(snapshot)
+            await self._start_incarnation(state)
+            if execution.state and execution.state["phase"] == "main":
+                outcome = await self.phases.main(definition, main_entries)
+            else:
+                outcome = await self.phases.compensation(definition, main_entries, comp_entries)
+            if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
+                continue
+            return
+
+    def _load(self, snapshot: Mapping[str, str]) -> bool:
+        """Take the execution's records from a full snapshot; False if it has none."""
+        execution = self.execution
+        meta_text, state_text = snapshot.get(jn.META), snapshot.get(jn.STATE)
+        if meta_text is None or state_text is None:
+            return False
+        execution.meta = jn.decode_record(jn.META, meta_text)
+        execution.state = jn.decode_record(jn.STATE, state_text)
+        execution.loaded = True
+        if execution.observer is not None:
+            execution.observer.load(snapshot, complete=True)
+        return True
+
+    def _entries(self, snapshot: Mapping[str, str]) -> tuple[Entries, Entries]:
+        """The journal of both phases; fills the inbox and the recorded idempotent results."""
+        execution = self.execution
+        main: Entries = {}
+        comp: Entries = {}
+        for key, text in snapshot.items():
+            if key.startswith(jn.MAIN):
+                main[jn.op_of(key)] = jn.decode_record(key, text)
+            elif key.startswith(jn.COMPENSATION):
+                comp[jn.op_of(key)] = jn.decode_record(key, text)
+        execution.inbox.update(
+            {k: jn.decode_record(k, v) for k, v in snapshot.items() if k.startswith(jn.INBOX)}
+        )
+        execution.idempotent = {
+            key[len(jn.IDEMPOTENT) :]: jn.decode_record(key, text)
+            for key, text in snapshot.items()
+            if key.startswith(jn.IDEMPOTENT)
+        }
+        execution.idempotent.update(
+            (e["idempotency_hash"], e)
+            for e in main.values()
+            if e.get("status") == "completed" and e.get("idempotency_hash")
+        )
+        return main, comp
+
+    async def _start_incarnation(self, state: Mapping[str, Any]) -> None:
+        execution = self.execution
+        now = execution.now()
+        changes: dict[str, Any] = {
+            "incarnation": int(state.get("incarnation", 0)) + 1,
+            "wake_at": None,
+            "stalled": None,
+        }
+        if state["status"] in ("pending", "sleeping", "waiting"):
+            changes["status"] = "running"
+        if state.get("started_at") is None:
+            changes["started_at"] = now
+        await execution.write_state(changes, alarm=now + self.lease)

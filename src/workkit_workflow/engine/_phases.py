@@ -1,0 +1,235 @@
+"""The two phases of an execution: the workflow body, then (after a failure or a
+cancel) its compensation; how each ends (done, handing over, or parked)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from ..definitions._contexts import CompensationContext, InDoubtStep, WorkflowContext
+from ..definitions._retry import NO_RETRY
+from ..definitions._values import to_data, validate
+from ..definitions._workflow import Workflow
+from ..errors import SerializationError
+from . import _journal as jn
+from ._runner import Runner
+from ._state import ExecutionState
+from .phase._operations import Phase
+from .phase._outcome import Outcome
+
+ABANDONED = {"running": "in_doubt", "retrying": "abandoned", "sleeping": "abandoned", "waiting": "abandoned"}
+"""What an unfinished journal entry becomes when its phase ends without it: a
+step attempt that may have run is ``in_doubt`` (compensation is told), a
+retry wait, sleep or event wait is ``abandoned``."""
+
+Entries = dict[int, dict[str, Any]]
+
+
+class Phases:
+    """Runs the phase an execution is in, and writes how it ended."""
+
+    def __init__(self, execution: ExecutionState, runner: Runner) -> None:
+        self.execution = execution
+        self.runner = runner
+
+    # -- the main phase --------------------------------------------------------
+
+    async def main(self, definition: Workflow, entries: Entries) -> Outcome | None:
+        """Run the body; returns the outcome if the drive is over, None to go on."""
+        execution = self.execution
+        assert execution.meta is not None and execution.state is not None
+        if execution.cancel_requested:
+            await self._end_main(definition, Outcome("stopped"), entries)
+            return None
+        run = Phase(
+            execution,
+            prefix=jn.MAIN,
+            entries=entries,
+            retry=definition.retry,
+            deadline=execution.meta.get("deadline"),
+        )
+        execution.run = run
+        execution.input = execution.meta.get("input")
+        ctx = WorkflowContext(run, execution.execution_id, definition.name, execution.input)
+
+        async def body() -> Any:
+            value = execution.input
+            if definition.input_type is not None:
+                value = validate(definition.input_type, value, what="workflow input")
+                ctx.input = value
+            return await definition.run(ctx, value)
+
+        outcome = await run.execute(body)
+        execution.run = None
+        if outcome.kind == "parked":
+            await self._park(outcome)
+            return outcome
+        if outcome.kind == "completed" and execution.cancel_requested:
+            # Cancel arrived while the last step ran: it was acknowledged, so it
+            # wins, and compensation undoes that step too.
+            outcome = Outcome("stopped")
+        await self._end_main(definition, outcome, run.entries)
+        return None if execution.state and execution.state["phase"] == "compensation" else outcome
+
+    async def _end_main(
+        self, definition: Workflow, outcome: Outcome, entries: Mapping[int, dict[str, Any]]
+    ) -> None:
+        execution = self.execution
+        now = execution.now()
+        settled = self._settle_entries(jn.MAIN, entries)
+        if outcome.kind == "completed":
+            try:
+                text = jn.encode_record(jn.RESULT, {"value": to_data(outcome.value)}, what="workflow result")
+            except SerializationError as exc:
+                outcome = Outcome("failed", error=exc.to_dict(), failed_step=None)
+            else:
+                await execution.write_state(
+                    {"status": "completed", "phase": "done", "finished_at": now, "waiting_for": []},
+                    puts={**settled, jn.RESULT: text},
+                    alarm=None,
+                )
+                execution.settled_event().set()
+                return
+        changes = self._ended_changes(outcome, now)
+        if definition.compensation is not None and outcome.compensate:
+            changes.update(
+                phase="compensation",
+                compensation={"status": "pending", "started_at": None, "finished_at": None, "error": None},
+            )
+            await execution.write_state(changes, puts=settled, alarm=now)
+            return
+        changes.update(phase="done", compensation=None)
+        await execution.write_state(changes, puts=settled, alarm=None)
+        execution.settled_event().set()
+
+    def _ended_changes(self, outcome: Outcome, now: float) -> dict[str, Any]:
+        """The state of a main phase that failed or was cancelled."""
+        state = self.execution.state
+        status = "cancelled" if outcome.kind == "stopped" else "failed"
+        changes: dict[str, Any] = {"status": status, "finished_at": now, "waiting_for": []}
+        if outcome.kind == "failed":
+            changes.update(error=outcome.error, failed_step=outcome.failed_step, step_attempt=outcome.attempt)
+        else:
+            changes["error"] = (
+                {"code": "cancelled", "message": state.get("cancel_reason") or "cancelled"} if state else None
+            )
+        return changes
+
+    # -- the compensation phase ------------------------------------------------
+
+    async def compensation(
+        self, definition: Workflow, main_entries: Entries, entries: Entries
+    ) -> Outcome | None:
+        execution = self.execution
+        assert execution.meta is not None and execution.state is not None
+        handler = definition.compensation
+        compensation = dict(execution.state.get("compensation") or {})
+        if handler is None:
+            await execution.write_state({"phase": "done"}, alarm=None)
+            execution.settled_event().set()
+            return Outcome("completed")
+        if compensation.get("status") != "running":
+            compensation.update(status="running", started_at=execution.now())
+            await execution.write_state({"compensation": compensation})
+        run = Phase(execution, prefix=jn.COMPENSATION, entries=entries, retry=NO_RETRY, deadline=None)
+        execution.run = run
+        execution.input = execution.meta.get("input")
+        ctx = self._compensation_context(run, definition, main_entries)
+
+        async def body() -> Any:
+            execution.fault("in_compensation")
+            result = handler(ctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return None
+
+        outcome = await run.execute(body)
+        execution.run = None
+        if outcome.kind == "parked":
+            await self._park(outcome)
+            return outcome
+        compensation.update(
+            status="completed" if outcome.kind == "completed" else "failed",
+            finished_at=execution.now(),
+            error=outcome.error if outcome.kind == "failed" else None,
+        )
+        await execution.write_state(
+            {"compensation": compensation, "phase": "done"},
+            puts=self._settle_entries(jn.COMPENSATION, run.entries),
+            alarm=None,
+        )
+        execution.settled_event().set()
+        return outcome
+
+    def _compensation_context(
+        self, run: Phase, definition: Workflow, main_entries: Entries
+    ) -> CompensationContext:
+        """What the handler is told: the failure, the outputs to undo, the in-doubt steps."""
+        execution = self.execution
+        assert execution.state is not None
+        state = execution.state
+        outputs = {
+            e["name"]: e.get("output")
+            for _, e in sorted(main_entries.items())
+            if e.get("kind") == "step" and e.get("status") == "completed"
+        }
+        in_doubt = [
+            InDoubtStep(
+                name=str(e["name"]),
+                op=op,
+                attempt=int(e.get("attempt", 0)),
+                idempotency_key=e.get("idempotency_key"),
+                started_at=e.get("attempt_started_at"),
+            )
+            for op, e in sorted(main_entries.items())
+            if e.get("status") == "in_doubt"
+        ]
+        return CompensationContext(
+            run,
+            execution.execution_id,
+            definition.name,
+            execution.input,
+            status=state["status"],
+            failed_step=state.get("failed_step"),
+            error=state.get("error"),
+            step_outputs=outputs,
+            in_doubt_steps=in_doubt,
+        )
+
+    # -- ending a drive --------------------------------------------------------
+
+    async def _park(self, outcome: Outcome) -> None:
+        execution = self.execution
+        assert execution.state is not None and execution.meta is not None
+        wakes = [
+            t
+            for t in (
+                outcome.wake_at,
+                execution.meta.get("deadline") if execution.state["phase"] == "main" else None,
+            )
+            if t is not None
+        ]
+        if any(execution.inbox_has(t) for t in outcome.waiting_for):
+            wakes.append(execution.now())
+        wake_at = min(wakes) if wakes else None
+        changes: dict[str, Any] = {"wake_at": wake_at, "waiting_for": outcome.waiting_for}
+        if execution.state["status"] == "running":
+            changes["status"] = "waiting" if outcome.waiting_for else "sleeping"
+        await execution.write_state(changes, alarm=self.runner.park_alarm(wake_at, execution.now()))
+
+    def _settle_entries(self, prefix: str, entries: Mapping[int, dict[str, Any]]) -> dict[str, str]:
+        """The writes that close the phase's unfinished entries (see ``ABANDONED``)."""
+        puts: dict[str, str] = {}
+        now = self.execution.now()
+        for op, entry in entries.items():
+            status = ABANDONED.get(str(entry.get("status")))
+            if status is None:
+                continue
+            key = jn.op_key(prefix, op)
+            settled = {**entry, "status": status, "settled_at": now}
+            if status == "in_doubt":
+                # Kept for compensation: the key lets an undo find the effect.
+                settled["idempotency_key"] = entry.get("idempotency_key")
+            puts[key] = jn.encode_record(key, settled, what=f"journal entry of {entry.get('name')!r}")
+        return puts

@@ -1,0 +1,69 @@
+"""Plug-in hooks: optional features join an execution without the engine naming them.
+
+A *journal observer* sees every write of one execution and may add records to
+it, deliver them elsewhere and bring the alarm forward to retry a delivery. The
+history projection (``workkit_workflow.history``) is one: it registers its
+factory under ``"history"`` when imported, and an execution object built with
+``history=<D1 binding>`` gets an observer from that factory. The engine only
+calls the :class:`JournalObserver` methods below, at these points:
+
+* ``load`` when the execution's records are read (a full snapshot or meta/state),
+* ``capture`` and ``alarm_for`` inside every write, ``kick`` after it succeeded,
+* ``settle`` when the execution is done, or when only the observer's alarm is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import InvalidOptionError
+
+if TYPE_CHECKING:
+    from ._state import ExecutionState
+
+
+class JournalObserver(Protocol):
+    HEAD: str
+    """A storage key of its own, read with the execution's ``meta`` and ``state``."""
+
+    def load(self, records: Mapping[str, str], *, complete: bool) -> None:
+        """Take what was read from storage (``complete``: the whole snapshot)."""
+        ...
+
+    def capture(self, puts: Mapping[str, str]) -> dict[str, str]:
+        """The records to add to a write of ``puts`` (in the same atomic commit)."""
+        ...
+
+    def alarm_for(self, alarm: Any) -> Any:
+        """The alarm a write sets, given the one the engine asks for."""
+        ...
+
+    def kick(self) -> None:
+        """A write succeeded: start delivering in the background."""
+        ...
+
+    async def settle(self) -> bool:
+        """Deliver what is pending now; False if some is left for a later alarm."""
+        ...
+
+
+ObserverFactory = Callable[["ExecutionState", Any], JournalObserver]
+"""``factory(execution, option)``: the observer of one execution, from the option's value."""
+
+_OBSERVERS: dict[str, ObserverFactory] = {}
+
+
+def register_observer(option: str, factory: ObserverFactory) -> None:
+    """Register the observer an execution gets when built with ``option=<value>``."""
+    _OBSERVERS[option] = factory
+
+
+def make_observer(option: str, execution: ExecutionState, value: Any) -> JournalObserver:
+    try:
+        factory = _OBSERVERS[option]
+    except KeyError:
+        raise InvalidOptionError(
+            f"no plug-in serves the execution option {option!r}; import it first"
+        ) from None
+    return factory(execution, value)

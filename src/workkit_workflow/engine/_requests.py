@@ -1,0 +1,303 @@
+"""The operations the wire exposes on one execution: execute, status, journal,
+meta, result, cancel, event. Cancel and event are *signals* to the runner, sent
+by the protocol stated in ``_runner``."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from ..definitions._steps import check_name
+from ..definitions._values import validate
+from ..definitions._workflow import Registry, Workflow
+from ..errors import ExecutionConflictError, InvalidRequestError
+from . import _journal as jn
+from ._runner import Runner
+from ._signals import StorageFailure
+from ._state import ExecutionState
+
+
+class Requests:
+    """Answers the wire's requests about one execution."""
+
+    def __init__(
+        self,
+        execution: ExecutionState,
+        registry: Registry,
+        runner: Runner,
+        drive_until_quiet: Callable[[], Awaitable[None]],
+        *,
+        lease: float,
+    ) -> None:
+        self.execution = execution
+        self.registry = registry
+        self.runner = runner
+        self.drive_until_quiet = drive_until_quiet
+        self.lease = lease
+        self._create_lock = asyncio.Lock()
+        self._event_lock = asyncio.Lock()
+
+    async def execute(
+        self,
+        *,
+        workflow: str,
+        input: Any,
+        execution_id: str | None,
+        wait: bool,
+        restart: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create the execution if it does not exist, then drive it (or let the alarm).
+
+        Returns ``(status view, created)``. A second call for the same id, at
+        the same time or later, never starts a second run.
+        """
+        execution = self.execution
+        await execution.ensure_loaded()
+        async with self._create_lock:
+            if execution.meta is not None:
+                if execution.meta.get("workflow") != workflow:
+                    raise ExecutionConflictError(
+                        f"execution {execution.meta.get('execution_id')!r} already runs workflow "
+                        f"{execution.meta.get('workflow')!r}, not {workflow!r}",
+                        execution_id=execution.meta.get("execution_id"),
+                    )
+                created = False
+            else:
+                await self._create(workflow, input, execution_id, restart, driven_here=wait)
+                created = True
+        if wait:
+            await self.drive_until_quiet()
+        # Without wait, the alarm set at creation (due now) starts the execution.
+        return self.view(), created
+
+    async def _create(
+        self,
+        workflow: str,
+        input: Any,
+        execution_id: str | None,
+        restart: Mapping[str, Any] | None,
+        *,
+        driven_here: bool,
+    ) -> None:
+        definition = self.registry.get(workflow)
+        if definition.input_type is not None:
+            validate(definition.input_type, input, what="workflow input")
+        now = self.execution.now()
+        meta = _new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
+        puts: dict[str, str] = {}
+        if restart:
+            meta["restarted_from"] = {
+                "execution_id": restart.get("execution_id"),
+                "from_step": restart.get("from_step"),
+            }
+            puts = _restored_records(restart)
+        meta_text = jn.encode_record(jn.META, meta, what="workflow input")
+        state = _new_state(now)
+        state_text = jn.encode_record(jn.STATE, state, what="execution state")
+        # The alarm is the guarantee that the execution starts, whoever drives it:
+        # due now, or, when this request drives it at once, a lease that resumes
+        # it only if the object dies first.
+        alarm = now + self.lease if driven_here else now
+        await self.execution.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=alarm)
+        self.execution.meta, self.execution.state = meta, state
+
+    async def status(self) -> dict[str, Any]:
+        await self.execution.ensure_loaded()
+        self.execution.require()
+        return self.view()
+
+    def view(self) -> dict[str, Any]:
+        meta, state = self.execution.require()
+        run = self.execution.run if self.runner.active else None
+        return {
+            "execution_id": meta["execution_id"],
+            "workflow": meta["workflow"],
+            "status": state["status"],
+            "settled": state["phase"] == "done",
+            "created_at": state["created_at"],
+            "updated_at": state["updated_at"],
+            "started_at": state.get("started_at"),
+            "finished_at": state.get("finished_at"),
+            "wake_at": state.get("wake_at"),
+            "waiting_for": state.get("waiting_for") or [],
+            "error": state.get("error"),
+            "failed_step": state.get("failed_step"),
+            "step_attempt": state.get("step_attempt", 0),
+            "compensation": state.get("compensation"),
+            "cancel_reason": state.get("cancel_reason"),
+            "running": sorted(run.current.values()) if run is not None else [],
+        }
+
+    async def journal(self) -> list[dict[str, Any]]:
+        await self.execution.ensure_loaded()
+        self.execution.require()
+        entries = []
+        for prefix, phase in ((jn.MAIN, "main"), (jn.COMPENSATION, "compensation")):
+            for key, text in (await self.execution.storage.list(prefix=prefix)).items():
+                entry = jn.decode_record(key, text)
+                entry.pop("idempotency_key", None)
+                entry["phase"] = phase
+                entries.append(entry)
+        return entries
+
+    async def meta(self) -> dict[str, Any]:
+        await self.execution.ensure_loaded()
+        meta, state = self.execution.require()
+        journal = await self.journal()
+        attempts = sum(int(e.get("attempt", 0)) for e in journal if e.get("kind") == "step")
+        return {
+            **{k: v for k, v in meta.items() if k != "v"},
+            "status": state["status"],
+            "started_at": state.get("started_at"),
+            "finished_at": state.get("finished_at"),
+            "attempts": attempts,
+            "steps": sum(1 for e in journal if e["phase"] == "main"),
+            "incarnations": state.get("incarnation", 0),
+        }
+
+    async def result(self, wait: float = 0.0) -> dict[str, Any]:
+        """The outcome once settled; waits up to ``wait`` seconds (in memory, a
+        convenience only) for it."""
+        execution = self.execution
+        await execution.ensure_loaded()
+        execution.require()
+        if wait > 0 and not execution.is_settled():
+            settled = execution.settled_event()
+            waiter = execution.spawn(settled.wait())
+            timer = execution.spawn(execution.clock.sleep(wait))
+            try:
+                await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                timer.cancel()
+        view = self.view()
+        if not view["settled"]:
+            return {"settled": False, **view}
+        if view["status"] == "completed":
+            raw = await execution.storage.get(jn.RESULT)
+            value = jn.decode_record(jn.RESULT, raw)["value"] if raw is not None else None
+            return {**view, "ok": True, "value": value}
+        return {**view, "ok": False, "journal": await self.journal()}
+
+    async def cancel(self, reason: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Request cancellation. Returns ``(view, changed)``; a finished execution is left alone."""
+        execution = self.execution
+        await execution.ensure_loaded()
+        _, state = execution.require()
+        if state["phase"] != "main" or state["status"] in jn.TERMINAL:
+            return self.view(), False
+        await execution.write_state(
+            {"status": "cancelled", "cancel_requested_at": execution.now(), "cancel_reason": reason},
+            alarm=self.runner.signal(execution.now()),
+        )
+        run = execution.run
+        if run is not None and run.prefix == jn.MAIN:
+            run.stop()
+        self.runner.wake()
+        return self.view(), True
+
+    async def send_event(self, event_type: str, payload: Any, event_id: str | None) -> dict[str, Any]:
+        """Deliver an external event to the inbox; duplicates (same id) are ignored."""
+        check_name(event_type, "event type")
+        execution = self.execution
+        await execution.ensure_loaded()
+        self._check_accepts_events(event_type)
+        event_id = event_id or str(uuid.uuid4())
+        marker = jn.EVENT_ID + event_id
+        if len(marker) > 512:
+            raise InvalidRequestError("event id is longer than 500 characters")
+        async with self._event_lock:
+            if await execution.storage.get(marker) is not None:
+                return {"accepted": False, "duplicate": True, "event_id": event_id}
+            # The execution may have finished during that read: decide on what is
+            # true now, in the same step as the write.
+            state = self._check_accepts_events(event_type)
+            await self._store_event(event_type, payload, event_id, marker, state)
+        if execution.run is not None:
+            execution.run.deliver(event_type)
+        self.runner.wake()
+        return {"accepted": True, "duplicate": False, "event_id": event_id}
+
+    async def _store_event(
+        self, event_type: str, payload: Any, event_id: str, marker: str, state: Mapping[str, Any]
+    ) -> None:
+        execution = self.execution
+        seq = int(state.get("events_received", 0)) + 1
+        key = jn.seq_key(jn.INBOX, seq)
+        record = {"id": event_id, "type": event_type, "payload": payload, "received_at": execution.now()}
+        text = jn.encode_record(key, record, what=f"payload of event {event_type!r}")
+        # In the inbox before the write is issued, so a runner replaying meanwhile
+        # finds it; taken back out if the write fails.
+        execution.inbox[key] = record
+        try:
+            await execution.write_state(
+                {"events_received": seq},
+                puts={key: text, marker: jn.dumps({"v": jn.VERSION, "key": key})},
+                alarm=self.runner.signal(execution.now()),
+            )
+        except StorageFailure:
+            execution.inbox.pop(key, None)
+            raise
+
+    def _check_accepts_events(self, event_type: str) -> dict[str, Any]:
+        _, state = self.execution.require()
+        if state["status"] in jn.TERMINAL or state["phase"] != "main":
+            raise ExecutionConflictError(
+                f"the execution is {state['status']}; the {event_type!r} event was not delivered",
+                status=state["status"],
+            )
+        return state
+
+
+def _new_meta(
+    definition: Workflow, workflow: str, input: Any, execution_id: str, now: float
+) -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "workflow": workflow,
+        "input": input,
+        "created_at": now,
+        "deadline": None if definition.timeout is None else now + definition.timeout,
+        "restarted_from": None,
+    }
+
+
+def _restored_records(restart: Mapping[str, Any]) -> dict[str, str]:
+    """The journal entries and idempotent results a restart carries over."""
+    puts: dict[str, str] = {}
+    source = restart.get("execution_id")
+    for entry in restart.get("entries", []):
+        key = jn.op_key(jn.MAIN, int(entry["op"]))
+        puts[key] = jn.encode_record(key, {**entry, "restored_from": source}, what="restored entry")
+    for entry in restart.get("idempotent", []):
+        key = jn.IDEMPOTENT + str(entry["idempotency_hash"])
+        record = {
+            "name": entry.get("name"),
+            "output": entry.get("output"),
+            "source": f"{entry.get('name')} in {source}",
+        }
+        puts[key] = jn.encode_record(key, record, what="recorded idempotent result")
+    return puts
+
+
+def _new_state(now: float) -> dict[str, Any]:
+    return {
+        "status": "pending",
+        "phase": "main",
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+        "incarnation": 0,
+        "wake_at": None,
+        "waiting_for": [],
+        "error": None,
+        "failed_step": None,
+        "step_attempt": 0,
+        "cancel_requested_at": None,
+        "cancel_reason": None,
+        "compensation": None,
+        "events_received": 0,
+    }

@@ -1,0 +1,223 @@
+"""One execution's state in memory, and the one path every write takes.
+
+:class:`ExecutionState` caches the ``meta`` and ``state`` records: every change
+goes through :meth:`~ExecutionState.write_state`, which updates the cache before
+the write is issued, so concurrent requests never lose an update. Every write
+goes through :meth:`~ExecutionState.write`: one atomic ``Storage.commit``
+(puts, deletes and the alarm together) that also carries the operation
+completions deferred by :meth:`~ExecutionState.defer` and what a journal
+observer adds. It also holds what the phase runner reads between writes: the
+event inbox and the recorded idempotent results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
+
+from ..errors import ExecutionNotFoundError
+from . import _journal as jn
+from ._plugins import JournalObserver
+from ._ports import KEEP_ALARM, Clock, Host, Storage
+from ._signals import StorageFailure
+
+FaultHook = Callable[..., None]
+
+
+def _noop_fault(point: str, **info: Any) -> None:
+    return None
+
+
+class LiveRun(Protocol):
+    """The phase run driving the execution now, as requests see it."""
+
+    prefix: str
+    current: dict[int, str]
+    """The operations in flight, by position."""
+
+    def stop(self) -> None: ...
+
+    def deliver(self, event_type: str) -> None: ...
+
+
+class ExecutionState:
+    """The cached records of one execution and its single write path."""
+
+    def __init__(self, host: Host, *, rng: random.Random | None, faults: FaultHook | None) -> None:
+        self.host = host
+        self.storage: Storage = host.storage
+        self.clock: Clock = host.clock
+        self.rng = rng or random.Random()
+        self.fault: FaultHook = faults or _noop_fault
+        self.meta: dict[str, Any] | None = None
+        self.state: dict[str, Any] | None = None
+        self.loaded = False
+        self._load_lock = asyncio.Lock()
+        self._pending: dict[str, str] = {}
+        self._pending_steps: list[str] = []
+        self._flush_scheduled = False
+        self._write_failure: BaseException | None = None
+        self.inbox: dict[str, dict[str, Any]] = {}
+        self.idempotent: dict[str, dict[str, Any]] = {}
+        self._settled: asyncio.Event | None = None
+        self.input: Any = None
+        self.writes = 0
+        self.observer: JournalObserver | None = None
+        self.run: LiveRun | None = None
+        """The phase run in progress, if any (set by the phases, read by requests)."""
+
+    # -- plumbing ------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self.host.spawn(coro)
+
+    @property
+    def execution_id(self) -> str:
+        return str((self.meta or {}).get("execution_id", ""))
+
+    @property
+    def workflow_name(self) -> str:
+        return str((self.meta or {}).get("workflow", ""))
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self.state and self.state.get("cancel_requested_at") is not None)
+
+    # -- writes --------------------------------------------------------------
+
+    async def write(
+        self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
+    ) -> None:
+        """One atomic storage write, carrying any deferred step completions with it."""
+        if self._write_failure is not None:
+            raise StorageFailure(self._write_failure)
+        deferred = list(self._pending_steps)
+        if self._pending:
+            merged = self._pending
+            merged.update(puts)
+            self._pending = {}
+            self._pending_steps = []
+        else:
+            merged = dict(puts)
+        if self.observer is not None:
+            merged.update(self.observer.capture(merged))
+            alarm = self.observer.alarm_for(alarm)
+        self.writes += 1
+        try:
+            await self.storage.commit(merged, deletes, alarm)
+        except Exception as exc:
+            if deferred:
+                # Step completions were in this write: the runner must stop and
+                # replay from storage (its next write raises this).
+                self._write_failure = exc
+            raise StorageFailure(exc) from exc
+        if self.observer is not None:
+            self.observer.kick()
+        for step in deferred:
+            self.fault("after_journal", step=step)
+
+    def defer(self, key: str, text: str, name: str) -> None:
+        """Queue an operation's completion for the next write (the next operation's
+        start, the phase's end, or the end of this loop turn, whichever comes first)."""
+        self._pending[key] = text
+        self._pending_steps.append(name)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        if self._pending:
+            self.spawn(self._flush())
+
+    async def _flush(self) -> None:
+        if self._pending:
+            # A failure is kept in _write_failure; the runner stops at its next write.
+            with contextlib.suppress(StorageFailure):
+                await self.write({})
+
+    async def write_state(
+        self,
+        changes: Mapping[str, Any],
+        *,
+        puts: Mapping[str, str] | None = None,
+        deletes: Sequence[str] = (),
+        alarm: Any = KEEP_ALARM,
+    ) -> None:
+        # The cache changes synchronously, before the write is issued, so a
+        # request interleaving at the await sees (and builds on) the new state.
+        assert self.state is not None
+        previous = self.state
+        state = {**previous, **changes, "updated_at": self.now()}
+        text = jn.encode_record(jn.STATE, state, what="execution state")
+        self.state = state
+        try:
+            await self.write({**(puts or {}), jn.STATE: text}, deletes, alarm)
+        except StorageFailure:
+            if self.state is state:
+                self.state = previous  # nothing was written: the cache follows storage
+            raise
+
+    def forget(self) -> None:
+        """Drop cached state after a failed write: storage is the truth, reload it."""
+        self.loaded = False
+        self._pending = {}
+        self._pending_steps = []
+        self._write_failure = None
+        self.meta = self.state = None
+
+    # -- reads ---------------------------------------------------------------
+
+    async def ensure_loaded(self) -> None:
+        if self.loaded:
+            return
+        async with self._load_lock:
+            if self.loaded:
+                return
+            keys = [jn.META, jn.STATE] if self.observer is None else [jn.META, jn.STATE, self.observer.HEAD]
+            found = await self.storage.get_many(keys)
+            if self.observer is not None:
+                self.observer.load(found, complete=False)
+            self.meta = jn.decode_record(jn.META, found[jn.META]) if jn.META in found else None
+            self.state = jn.decode_record(jn.STATE, found[jn.STATE]) if jn.STATE in found else None
+            self.loaded = True
+
+    def require(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.meta is None or self.state is None:
+            raise ExecutionNotFoundError("no execution with this id", execution_id=None)
+        return self.meta, self.state
+
+    def idempotent_output(self, key_hash: str) -> dict[str, Any] | None:
+        return self.idempotent.get(key_hash)
+
+    def remember_idempotent(self, key_hash: str, entry: dict[str, Any]) -> None:
+        self.idempotent[key_hash] = entry
+
+    def take_event(self, event_type: str) -> tuple[str, dict[str, Any]] | None:
+        for key in sorted(self.inbox):
+            record = self.inbox[key]
+            if record.get("type") == event_type:
+                del self.inbox[key]
+                return key, record
+        return None
+
+    def inbox_has(self, event_type: str) -> bool:
+        return any(r.get("type") == event_type for r in self.inbox.values())
+
+    # -- settling ------------------------------------------------------------
+
+    def is_settled(self) -> bool:
+        return bool(self.state and self.state.get("phase") == "done")
+
+    def settled_event(self) -> asyncio.Event:
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        if self.is_settled():
+            self._settled.set()
+        return self._settled

@@ -1,0 +1,141 @@
+"""One attempt of a step: its idempotency key, the call under its time limits, and
+the journal record of a completed (or reused) result."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
+from ...definitions._values import validate
+from ...errors import SerializationError, StepTimeoutError
+from .. import _journal as jn
+from .._signals import Abort
+from ._run import PhaseRun
+
+
+class DeadlineReached(Exception):
+    """The workflow's deadline cut a step attempt short (turned into an abort)."""
+
+
+def hash_key(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def idempotency_key(run: PhaseRun, op: int, name: str, options: StepOptions, attempt: int) -> str:
+    execution = run.execution
+    spec = options.idempotency_key
+    if spec is None:
+        return f"{execution.execution_id}:{run.prefix}{op}:{name}"
+    if isinstance(spec, str):
+        return spec
+    ctx = StepContext(execution.execution_id, execution.workflow_name, name, attempt, "", execution.input)
+    try:
+        key = spec(ctx)
+    except Exception as exc:
+        raise Abort(
+            SerializationError(f"idempotency_key of step {name!r} raised: {exc!r}"),
+            step=name,
+            attempt=ctx.attempt,
+            compensate=True,
+        ) from None
+    if not isinstance(key, str) or not key or not jn.is_unicode(key):
+        raise Abort(
+            SerializationError(
+                f"idempotency_key of step {name!r} must return a non-empty str of valid Unicode, got {key!r}"
+            ),
+            step=name,
+            attempt=ctx.attempt,
+            compensate=True,
+        )
+    return key
+
+
+def complete_reused(
+    run: PhaseRun, op: int, name: str, options: StepOptions, key_hash: str, reused: dict[str, Any]
+) -> Any:
+    """Complete the step with the result an earlier execution recorded under its key."""
+    now = run.execution.now()
+    record: dict[str, Any] = {
+        "op": op,
+        "kind": "step",
+        "name": name,
+        "status": "completed",
+        "attempt": 0,
+        "started_at": now,
+        "finished_at": now,
+        "idempotency_hash": key_hash,
+        "reused_from": reused.get("source") or reused.get("name"),
+        "output": reused.get("output"),
+        "error": None,
+        "errors": [],
+    }
+    key, text = run.record(op, record)
+    run.execution.defer(key, text, name)
+    return validate(options.output, record["output"], what=f"output of {name!r}")
+
+
+def defer_with_output(run: PhaseRun, op: int, record: dict[str, Any], output_text: str) -> None:
+    # The output is serialized once and spliced into the entry's JSON, and
+    # the step's return value is decoded from it: first run and replay see
+    # the same value (tuples become lists, as they will on replay).
+    key = jn.op_key(run.prefix, op)
+    envelope = jn.dumps({"v": jn.VERSION, **record})
+    text = envelope[:-1] + ',"output":' + output_text + "}"
+    jn.check_size(key, text, what=f"output of step {record['name']!r}")
+    record["output"] = jn.loads(output_text)
+    run.entries[op] = record
+    run.execution.defer(key, text, record["name"])
+
+
+async def invoke(
+    run: PhaseRun, call: Callable[[StepContext], Any], ctx: StepContext, options: StepOptions, name: str
+) -> Any:
+    """Call the step's code with its context current, bounded by its timeout and the deadline."""
+    token = _CURRENT_STEP.set(ctx)
+    try:
+        result = call(ctx)
+        if not inspect.isawaitable(result):
+            return result
+        limit = options.timeout
+        deadline_left = None if run.deadline is None else run.deadline - run.execution.now()
+        if deadline_left is not None and (limit is None or deadline_left < limit):
+            return await _bounded(run, result, max(deadline_left, 0.0), deadline=True)
+        if limit is not None:
+            return await _bounded(run, result, limit, deadline=False, step=name)
+        return await result
+    finally:
+        _CURRENT_STEP.reset(token)
+
+
+async def _bounded(
+    run: PhaseRun, awaitable: Awaitable[Any], seconds: float, *, deadline: bool, step: str = ""
+) -> Any:
+    async def attempt() -> Any:
+        return await awaitable
+
+    execution = run.execution
+    try:
+        work = execution.spawn(attempt())
+    except BaseException:
+        # The object died before the attempt was scheduled: never leave the
+        # handler's coroutine un-awaited.
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        raise
+    timer = execution.spawn(execution.clock.sleep(seconds))
+    try:
+        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    if deadline:
+        raise DeadlineReached()
+    raise StepTimeoutError(
+        f"step {step!r} attempt ran longer than its timeout of {seconds:g}s", timeout=seconds
+    )

@@ -1,0 +1,247 @@
+"""One phase of an execution (the workflow body, or its compensation) over the journal.
+
+The body is re-executed from the top on every drive. Each durable operation
+(step, sleep, wait) gets a position in call order; a position the journal has
+finished returns its recorded output, anything else runs and is journaled.
+When every operation in flight is parked (a retry wait, a sleep, a wait for an
+event) the phase *suspends*: the body is unwound and the execution object sets
+an alarm for the earliest wake-up. Nothing waits in memory for time to pass.
+
+:class:`PhaseRun` is that driver and the bookkeeping the operations share
+(positions, parking, the checks and journal records common to every kind);
+the operations themselves live in ``_step``, ``_sleep`` and ``_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...definitions._retry import RetryPolicy
+from ...errors import ReplayMismatchError, StepFailedError, WorkflowTimeoutError
+from .. import _journal as jn
+from .._signals import Abort, Stop, Suspend
+from .._state import ExecutionState
+from ._outcome import Outcome, Parked, finished_outcome, parked_outcome
+
+
+class PhaseRun:
+    """Drives one phase body over the journal entries of that phase."""
+
+    def __init__(
+        self,
+        execution: ExecutionState,
+        *,
+        prefix: str,
+        entries: dict[int, dict[str, Any]],
+        retry: RetryPolicy,
+        deadline: float | None,
+    ) -> None:
+        self.execution = execution
+        self.prefix = prefix
+        self.entries = entries
+        self.retry = retry
+        self.deadline = deadline
+        self.next_op = 0
+        self.active = 0
+        self.parked: dict[int, Parked] = {}
+        self.generation = 0
+        self.stopping = False
+        self.suspended = False
+        self.current: dict[int, str] = {}
+        self._idle: asyncio.Future[None] | None = None
+        self._quiet: asyncio.Event | None = None
+        self._idle_check: asyncio.Task[None] | None = None
+
+    # -- driving -------------------------------------------------------------
+
+    async def execute(self, body: Callable[[], Awaitable[Any]]) -> Outcome:
+        loop = asyncio.get_running_loop()
+        self._idle = loop.create_future()
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+        async def main() -> Any:
+            return await body()
+
+        task = self.execution.spawn(main())
+        while True:
+            await asyncio.wait({task, self._idle}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() or (self.active == 0 and self.parked):
+                break
+            # A parked operation woke (its time came, or an event) between the idle
+            # check and now: the body moved on, so it is not idle after all.
+            self._idle = loop.create_future()
+            self._maybe_idle()
+        if not task.done():
+            # Everything in flight is parked: suspend. Record the wake-ups first,
+            # since unwinding the body removes the parked operations.
+            parked = list(self.parked.values())
+            self.suspended = True
+            task.cancel()
+            await asyncio.wait({task})
+            if task.cancelled() or isinstance(task.exception(), (asyncio.CancelledError, Suspend)):
+                return parked_outcome(parked)
+        # Siblings of a failed branch (asyncio.gather does not cancel them) finish
+        # and journal their outputs before the phase settles.
+        while self.active:
+            self._quiet.clear()
+            await self._quiet.wait()
+        self.suspended = True
+        for parked_op in list(self.parked.values()):
+            if not parked_op.future.done():
+                parked_op.future.set_exception(Suspend())
+        return finished_outcome(task, self.entries, self.next_op, self.execution.now())
+
+    def stop(self) -> None:
+        """Cancellation: parked operations end now, running steps finish first."""
+        self.stopping = True
+        for parked in list(self.parked.values()):
+            if not parked.future.done():
+                parked.future.set_exception(Stop())
+
+    def deliver(self, event_type: str) -> None:
+        """An event arrived while this phase runs: wake the waits for its type."""
+        for parked in list(self.parked.values()):
+            if parked.event_type == event_type and not parked.future.done():
+                parked.future.set_result(None)
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def allocate(self) -> int:
+        if self.suspended:
+            raise Suspend()
+        op = self.next_op
+        self.next_op += 1
+        return op
+
+    def enter(self, op: int, name: str) -> None:
+        self.active += 1
+        self.generation += 1
+        self.current[op] = name
+        assert self._quiet is not None
+        self._quiet.clear()
+
+    def leave(self, op: int) -> None:
+        self.active -= 1
+        self.generation += 1
+        self.current.pop(op, None)
+        if self.active == 0:
+            assert self._quiet is not None
+            self._quiet.set()
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.active == 0 and self.parked and (self._idle_check is None or self._idle_check.done()):
+            self._idle_check = self.execution.spawn(self._confirm_idle())
+
+    async def _confirm_idle(self) -> None:
+        # A finished gather branch reaches its parent a few loop turns later;
+        # give the body those turns to start its next operation.
+        generation = self.generation
+        for _ in range(8):
+            await asyncio.sleep(0)
+        idle = self._idle
+        if idle is None or idle.done():
+            return
+        if self.generation == generation and self.active == 0 and self.parked:
+            idle.set_result(None)
+        elif self.active == 0 and self.parked:
+            self._maybe_idle_later()
+
+    def _maybe_idle_later(self) -> None:
+        self._idle_check = self.execution.spawn(self._confirm_idle())
+
+    async def park(self, op: int, *, wake_at: float | None, event_type: str | None) -> None:
+        """Wait for ``wake_at`` or an event; the phase suspends if all in flight is parked."""
+        if self.stopping:
+            raise Stop()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        parked = Parked(op, wake_at, event_type, future)
+        self.parked[op] = parked
+        self.active -= 1
+        self.generation += 1
+        timer = None
+        if wake_at is not None:
+            timer = self.execution.spawn(self._ring(parked))
+        if self.active == 0:
+            assert self._quiet is not None
+            self._quiet.set()
+        self._maybe_idle()
+        try:
+            await future
+        finally:
+            self.parked.pop(op, None)
+            self.active += 1
+            self.generation += 1
+            if timer is not None:
+                timer.cancel()
+
+    async def _ring(self, parked: Parked) -> None:
+        assert parked.wake_at is not None
+        await self.execution.clock.sleep(parked.wake_at - self.execution.now())
+        if not parked.future.done():
+            parked.future.set_result(None)
+
+    async def wait_until(self, op: int, name: str, at: float, attempt: int) -> None:
+        """Park until ``at`` (or the deadline), checking cancellation and the deadline."""
+        while True:
+            now = self.execution.now()
+            if at <= now:
+                return
+            self.check_continue(name, attempt)
+            wake = at if self.deadline is None else min(at, self.deadline)
+            await self.park(op, wake_at=wake, event_type=None)
+
+    # -- checks and records shared by the operations --------------------------------
+
+    def check_continue(self, name: str, attempt: int = 0) -> None:
+        # Cancellation stops the main phase; the compensation it triggers must still run.
+        if self.stopping or (self.execution.cancel_requested and self.prefix == jn.MAIN):
+            self.stopping = True
+            raise Stop()
+        if self.deadline is not None and self.execution.now() >= self.deadline:
+            raise Abort(
+                WorkflowTimeoutError("the workflow ran past its timeout", deadline=self.deadline),
+                step=name,
+                attempt=attempt,
+                compensate=True,
+            )
+
+    def check_identity(self, op: int, entry: dict[str, Any], kind: str, name: str) -> None:
+        if entry.get("kind") != kind or entry.get("name") != name:
+            raise Abort(
+                ReplayMismatchError(
+                    f"replay met {kind} {name!r} at operation #{op}, but the journal recorded "
+                    f"{entry.get('kind')} {entry.get('name')!r} there: the workflow code changed "
+                    "under a running execution",
+                    position=op,
+                    expected={"kind": entry.get("kind"), "name": entry.get("name")},
+                    found={"kind": kind, "name": name},
+                ),
+                step=name,
+                attempt=int(entry.get("attempt", 0)),
+                compensate=False,
+            )
+
+    def record(self, op: int, record: dict[str, Any]) -> tuple[str, str]:
+        key = jn.op_key(self.prefix, op)
+        self.entries[op] = record
+        return key, jn.encode_record(key, record, what=f"journal entry of {record['name']!r}")
+
+    def failed(self, entry: dict[str, Any]) -> StepFailedError:
+        error = entry.get("error") or {}
+        return StepFailedError(
+            f"step {entry['name']!r} failed: {error.get('message', '')}",
+            step=entry["name"],
+            attempt=int(entry.get("attempt", 0)),
+            error=error,
+        )
+
+    async def fail(self, op: int, entry: dict[str, Any], error: dict[str, Any]) -> StepFailedError:
+        record = {**entry, "status": "failed", "error": error, "finished_at": self.execution.now()}
+        record.pop("idempotency_key", None)
+        key, text = self.record(op, record)
+        await self.execution.write({key: text})
+        return self.failed(record)

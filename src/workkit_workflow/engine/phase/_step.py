@@ -1,0 +1,268 @@
+"""The step operation: replay its journaled outcome, or run attempts with its retry loop.
+
+A step's entry moves through ``running`` (an attempt started), ``retrying`` (a
+durable wait before the next attempt) and ``completed`` or ``failed``. An entry
+found ``running`` on replay is an attempt lost with the object: it runs again
+without using up the retry policy (see :data:`MAX_LOST_ATTEMPTS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...definitions._retry import RetryPolicy
+from ...definitions._steps import StepContext, StepOptions
+from ...definitions._values import to_data, validate
+from ...errors import SerializationError, WorkflowTimeoutError
+from .. import _journal as jn
+from .._signals import Abort, ControlSignal
+from ._attempt import DeadlineReached, complete_reused, defer_with_output, hash_key, idempotency_key, invoke
+from ._run import PhaseRun
+
+MAX_ERRORS_KEPT = 10
+"""Attempt errors kept per journal entry, newest last (bounds an entry's size)."""
+
+MAX_LOST_ATTEMPTS = 5
+"""Consecutive attempts lost to the object dying mid-step before the step fails.
+
+A lost attempt may or may not have run, so it runs again (at least once)
+without using up the retry policy's attempts; this cap only stops a step that
+kills its process every time from looping forever."""
+
+_RETRY: Any = object()
+"""An attempt failed and its retry wait is over: run the next one."""
+
+
+@dataclass
+class _Progress:
+    """What a step carries from one attempt to the next (and from its entry on replay)."""
+
+    attempt: int
+    errors: list[dict[str, Any]]
+    key_text: str | None
+    first_started: float | None
+    failures: int
+    lost: int = 0
+
+    @classmethod
+    def resume(cls, entry: dict[str, Any] | None) -> _Progress:
+        if entry is None:
+            return cls(0, [], None, None, 0)
+        return cls(
+            int(entry["attempt"]),
+            list(entry.get("errors") or []),
+            entry.get("idempotency_key"),
+            entry.get("started_at"),
+            int(entry.get("failures", 0)),
+        )
+
+    def add_error(self, error: dict[str, Any]) -> list[dict[str, Any]]:
+        return [*self.errors, error][-MAX_ERRORS_KEPT:]
+
+
+async def run_step(
+    run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
+) -> Any:
+    run.enter(op, name)
+    try:
+        return await _step(run, op, name, call, options)
+    finally:
+        run.leave(op)
+
+
+async def _step(
+    run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
+) -> Any:
+    entry = run.entries.get(op)
+    if entry is not None:
+        run.check_identity(op, entry, "step", name)
+        if entry["status"] == "completed":
+            return validate(options.output, entry.get("output"), what=f"output of {name!r}")
+        if entry["status"] == "failed":
+            raise run.failed(entry)
+    progress = _Progress.resume(entry)
+    if entry is not None and entry["status"] == "running":
+        entry = await _recover_lost_attempt(run, op, entry, progress)
+    elif entry is not None and entry["status"] == "retrying":
+        await run.wait_until(op, name, float(entry["retry_at"]), progress.attempt)
+    progress.lost = int(entry.get("lost", 0)) if entry else 0
+    policy = options.retry or run.retry
+    while True:
+        run.check_continue(name, progress.attempt)
+        progress.attempt += 1
+        result = await _attempt(run, op, name, call, options, policy, progress)
+        if result is not _RETRY:
+            return result
+
+
+async def _recover_lost_attempt(
+    run: PhaseRun, op: int, entry: dict[str, Any], progress: _Progress
+) -> dict[str, Any]:
+    # The attempt started and never journaled: the object died mid-step.
+    lost_in_a_row = int(entry.get("lost", 0)) + 1
+    lost = {
+        "code": "attempt_lost",
+        "message": "the execution object stopped while this attempt ran",
+        "type": "AttemptLost",
+        "retryable": lost_in_a_row < MAX_LOST_ATTEMPTS,
+        "attempt": progress.attempt,
+        "started_at": entry.get("attempt_started_at"),
+        "finished_at": None,
+        "duration_ms": None,
+    }
+    progress.errors = progress.add_error(lost)
+    if lost_in_a_row >= MAX_LOST_ATTEMPTS:
+        raise await run.fail(op, {**entry, "errors": progress.errors}, lost)
+    return {**entry, "lost": lost_in_a_row}
+
+
+async def _attempt(
+    run: PhaseRun,
+    op: int,
+    name: str,
+    call: Callable[[StepContext], Any],
+    options: StepOptions,
+    policy: RetryPolicy,
+    progress: _Progress,
+) -> Any:
+    """One attempt; its output, or ``_RETRY`` once the wait before the next one is over."""
+    execution = run.execution
+    if progress.key_text is None:
+        progress.key_text = idempotency_key(run, op, name, options, progress.attempt)
+    ctx = StepContext(
+        execution.execution_id,
+        execution.workflow_name,
+        name,
+        progress.attempt,
+        progress.key_text,
+        execution.input,
+    )
+    key_hash = hash_key(progress.key_text)
+    if options.idempotency_key is not None:
+        reused = execution.idempotent_output(key_hash)
+        if reused is not None:
+            return complete_reused(run, op, name, options, key_hash, reused)
+    running = await _start_attempt(run, op, name, progress, key_hash)
+    execution.fault("before_step", step=name, attempt=progress.attempt)
+    try:
+        value = await invoke(run, call, ctx, options, name)
+        data = to_data(value)
+        output_text = jn.encode_value(data, what=f"output of step {name!r}")
+    except ControlSignal:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await _attempt_failed(run, op, name, policy, running, exc, progress)
+        return _RETRY
+    execution.fault("after_side_effect", step=name, attempt=progress.attempt)
+    return await _complete(run, op, name, options, running, output_text, key_hash, progress)
+
+
+async def _start_attempt(
+    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str
+) -> dict[str, Any]:
+    now = run.execution.now()
+    if progress.first_started is None:
+        progress.first_started = now
+    running: dict[str, Any] = {
+        "op": op,
+        "kind": "step",
+        "name": name,
+        "status": "running",
+        "attempt": progress.attempt,
+        "failures": progress.failures,
+        "lost": progress.lost,
+        "started_at": progress.first_started,
+        "attempt_started_at": now,
+        "idempotency_key": progress.key_text,
+        "idempotency_hash": key_hash,
+        "errors": progress.errors,
+    }
+    key, text = run.record(op, running)
+    await run.execution.write({key: text})
+    return running
+
+
+async def _attempt_failed(
+    run: PhaseRun,
+    op: int,
+    name: str,
+    policy: RetryPolicy,
+    running: dict[str, Any],
+    exc: Exception,
+    progress: _Progress,
+) -> None:
+    """Journal the failed attempt: fail the step (raises), or wait durably for the retry."""
+    execution = run.execution
+    started, finished, attempt = running["attempt_started_at"], execution.now(), progress.attempt
+    if isinstance(exc, DeadlineReached):
+        timeout = WorkflowTimeoutError("the workflow ran past its timeout while this step ran")
+        error = dict(
+            jn.serialize_error(
+                timeout, attempt=attempt, started_at=started, finished_at=finished, retryable=False
+            )
+        )
+        await run.fail(op, {**running, "errors": progress.add_error(error)}, error)
+        raise Abort(timeout, step=name, attempt=attempt, compensate=True) from None
+    progress.failures += 1
+    retry = (
+        jn.is_retryable(exc, policy.non_retryable)
+        and progress.failures < policy.max_attempts
+        and not run.stopping
+        and not execution.cancel_requested
+    )
+    retry_at = finished + policy.next_delay(progress.failures, execution.rng) if retry else None
+    if retry_at is not None and run.deadline is not None and retry_at >= run.deadline:
+        retry, retry_at = False, None
+    error = dict(
+        jn.serialize_error(exc, attempt=attempt, started_at=started, finished_at=finished, retryable=retry)
+    )
+    progress.errors = progress.add_error(error)
+    if retry_at is None:
+        failed = {**running, "errors": progress.errors, "failures": progress.failures}
+        raise await run.fail(op, failed, error) from None
+    retrying = {
+        **running,
+        "status": "retrying",
+        "retry_at": retry_at,
+        "error": error,
+        "errors": progress.errors,
+        "failures": progress.failures,
+        "lost": 0,
+    }
+    key, text = run.record(op, retrying)
+    await execution.write({key: text})
+    await run.wait_until(op, name, retry_at, attempt)
+
+
+async def _complete(
+    run: PhaseRun,
+    op: int,
+    name: str,
+    options: StepOptions,
+    running: dict[str, Any],
+    output_text: str,
+    key_hash: str,
+    progress: _Progress,
+) -> Any:
+    completed = {**running, "status": "completed", "finished_at": run.execution.now(), "error": None}
+    completed.pop("idempotency_key", None)
+    try:
+        defer_with_output(run, op, completed, output_text)
+    except SerializationError as exc:
+        error = dict(
+            jn.serialize_error(
+                exc,
+                attempt=progress.attempt,
+                started_at=running["attempt_started_at"],
+                finished_at=run.execution.now(),
+                retryable=False,
+            )
+        )
+        raise await run.fail(op, {**running, "errors": progress.add_error(error)}, error) from None
+    run.execution.remember_idempotent(key_hash, run.entries[op])
+    return validate(options.output, run.entries[op]["output"], what=f"output of {name!r}")
