@@ -14,13 +14,30 @@ calls the :class:`JournalObserver` methods below, at these points:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 from ..errors import InvalidOptionError
+from ._ports import Clock, Storage
 
-if TYPE_CHECKING:
-    from ._state import ExecutionState
+
+class ObservedExecution(Protocol):
+    """What an observer may use of its execution (``_state.ExecutionState`` is one)."""
+
+    storage: Storage
+    clock: Clock
+    fault: Callable[..., None]
+
+    @property
+    def execution_id(self) -> str: ...
+
+    @property
+    def workflow_name(self) -> str: ...
+
+    def now(self) -> float: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
 
 class JournalObserver(Protocol):
@@ -48,7 +65,7 @@ class JournalObserver(Protocol):
         ...
 
 
-ObserverFactory = Callable[["ExecutionState", Any], JournalObserver]
+ObserverFactory = Callable[[ObservedExecution, Any], JournalObserver]
 """``factory(execution, option)``: the observer of one execution, from the option's value."""
 
 _OBSERVERS: dict[str, ObserverFactory] = {}
@@ -59,7 +76,7 @@ def register_observer(option: str, factory: ObserverFactory) -> None:
     _OBSERVERS[option] = factory
 
 
-def make_observer(option: str, execution: ExecutionState, value: Any) -> JournalObserver:
+def make_observer(option: str, execution: ObservedExecution, value: Any) -> JournalObserver:
     try:
         factory = _OBSERVERS[option]
     except KeyError:

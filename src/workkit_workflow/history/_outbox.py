@@ -29,16 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engine import _journal as jn
-from ..engine._plugins import register_observer
+from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
 from ..errors import SerializationError
 from ._d1 import D1Port, Statement
-
-if TYPE_CHECKING:
-    from ..engine._state import ExecutionState
 
 log = logging.getLogger("workkit_workflow.history")
 
@@ -92,7 +89,7 @@ class Outbox:
 
     HEAD = HEAD
 
-    def __init__(self, core: ExecutionState, database: Any) -> None:
+    def __init__(self, core: ObservedExecution, database: Any) -> None:
         self.core = core
         self.db = database if isinstance(database, D1Port) else D1Port(database)
         self.seq = 0
