@@ -97,37 +97,9 @@ class ExecutionObject:
     async def _route(self, request: WireRequest) -> WireResponse:
         path = "/" + request.path.strip("/").split("/")[-1] if request.path.strip("/") else "/"
         method = request.method.upper()
-        routes = {
-            "/execute": ("POST",),
-            "/status": ("GET", "POST"),
-            "/result": ("GET", "POST"),
-            "/cancel": ("POST",),
-            "/event": ("POST",),
-            "/resume": ("POST",),
-            "/journal": ("GET", "POST"),
-            "/meta": ("GET", "POST"),
-        }
-        if path not in routes:
-            return WireResponse(
-                404,
-                {
-                    "error": {
-                        "code": "not_found",
-                        "message": f"no route {path!r}",
-                        "routes": sorted(routes),
-                    }
-                },
-            )
-        if method not in routes[path]:
-            return WireResponse(
-                405,
-                {
-                    "error": {
-                        "code": "method_not_allowed",
-                        "message": f"{path} accepts {', '.join(routes[path])}, not {method}",
-                    }
-                },
-            )
+        refused = _refuse(path, method)
+        if refused is not None:
+            return refused
         core = self.core
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume"):
             # pydantic validates bodies; reads (GET) work without it.
@@ -138,21 +110,7 @@ class ExecutionObject:
                     raise
                 return _no_pydantic()
         if path == "/execute":
-            body = _wire.parse(_wire.ExecuteBody, request.body)
-            name = self.host.object_name
-            if name is not None and name != body.execution_id:
-                raise InvalidRequestError(
-                    f"execution_id {body.execution_id!r} does not match this object ({name!r})"
-                )
-            restart = body.restart.model_dump() if body.restart is not None else None
-            view, created = await core.execute(
-                workflow=body.workflow,
-                input=body.input,
-                execution_id=body.execution_id,
-                wait=body.wait,
-                restart=restart,
-            )
-            return WireResponse(201 if created else 200, {"execution": view, "created": created})
+            return await self._execute(request)
         if path == "/status":
             return WireResponse(200, {"execution": await core.status()})
         if path == "/result":
@@ -170,8 +128,60 @@ class ExecutionObject:
             return WireResponse(200, {"entries": await core.journal()})
         return WireResponse(200, {"meta": await core.meta()})
 
+    async def _execute(self, request: WireRequest) -> WireResponse:
+        from . import _wire
+
+        body = _wire.parse(_wire.ExecuteBody, request.body)
+        name = self.host.object_name
+        if name is not None and name != body.execution_id:
+            raise InvalidRequestError(
+                f"execution_id {body.execution_id!r} does not match this object ({name!r})"
+            )
+        restart = body.restart.model_dump() if body.restart is not None else None
+        view, created = await self.core.execute(
+            workflow=body.workflow,
+            input=body.input,
+            execution_id=body.execution_id,
+            wait=body.wait,
+            restart=restart,
+        )
+        return WireResponse(201 if created else 200, {"execution": view, "created": created})
+
     async def alarm(self) -> None:
         await self.core.alarm()
+
+
+ROUTES = {
+    "/execute": ("POST",),
+    "/status": ("GET", "POST"),
+    "/result": ("GET", "POST"),
+    "/cancel": ("POST",),
+    "/event": ("POST",),
+    "/resume": ("POST",),
+    "/journal": ("GET", "POST"),
+    "/meta": ("GET", "POST"),
+}
+"""The routes and the methods each accepts."""
+
+
+def _refuse(path: str, method: str) -> WireResponse | None:
+    """404 for an unknown route, 405 for a method it does not accept."""
+    if path not in ROUTES:
+        return WireResponse(
+            404,
+            {"error": {"code": "not_found", "message": f"no route {path!r}", "routes": sorted(ROUTES)}},
+        )
+    if method not in ROUTES[path]:
+        return WireResponse(
+            405,
+            {
+                "error": {
+                    "code": "method_not_allowed",
+                    "message": f"{path} accepts {', '.join(ROUTES[path])}, not {method}",
+                }
+            },
+        )
+    return None
 
 
 def _no_pydantic() -> WireResponse:

@@ -95,139 +95,146 @@ def _wait(body: dict[str, Any]) -> float:
     return float(wait)
 
 
-def make_handler(history_path: str, commands: Commands | None = None) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "workkit-workflow"
+class Handler(BaseHTTPRequestHandler):
+    """The pages (GET, HEAD) and, when the server owns the runtime, the API (POST)."""
 
-        def __getattr__(self, name: str) -> Any:
-            # The stdlib answers a method without a do_<METHOD> with 501; every
-            # method this server does not take is a 405 with an Allow header.
-            if name.startswith("do_"):
-                return self._not_allowed
-            raise AttributeError(name)
+    server_version = "workkit-workflow"
+    history_path: str = ""
+    """The history database whose pages this server draws."""
+    commands: Commands | None = None
+    """The runtime's commands, when the server owns it (``serve --app``)."""
 
-        def _is_api(self) -> bool:
-            return urlsplit(self.path).path.startswith("/api/")
+    def __getattr__(self, name: str) -> Any:
+        # The stdlib answers a method without a do_<METHOD> with 501; every
+        # method this server does not take is a 405 with an Allow header.
+        if name.startswith("do_"):
+            return self._not_allowed
+        raise AttributeError(name)
 
-        def _allowed(self) -> str:
-            return API_METHODS if self._is_api() else PAGE_METHODS
+    def _is_api(self) -> bool:
+        return urlsplit(self.path).path.startswith("/api/")
 
-        def _not_allowed(self) -> None:
-            allowed = self._allowed()
-            self._send_json(
-                405,
-                _error("method_not_allowed", f"{self.command} is not allowed here; use {allowed}"),
-                headers={"allow": allowed},
+    def _allowed(self) -> str:
+        return API_METHODS if self._is_api() else PAGE_METHODS
+
+    def _not_allowed(self) -> None:
+        allowed = self._allowed()
+        self._send_json(
+            405,
+            _error("method_not_allowed", f"{self.command} is not allowed here; use {allowed}"),
+            headers={"allow": allowed},
+        )
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(204)
+        self.send_header("allow", self._allowed())
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        if self._is_api():
+            self._not_allowed()
+            return
+        status, html = self._page()
+        self._send(status, "text/html; charset=utf-8", html.encode())
+
+    do_HEAD = do_GET  # _send leaves the body out
+
+    def do_POST(self) -> None:
+        if not self._is_api():
+            self._not_allowed()
+            return
+        try:
+            status, answer = self._command()
+        except Exception:
+            log.exception("workkit-workflow serve: command %s failed", self.path)
+            status, answer = 500, _error("internal_error", "the command failed; see the server log")
+        self._send_json(status, answer)
+
+    def _page(self) -> tuple[int, str]:
+        url = urlsplit(self.path)
+        try:
+            db = LocalD1(self.history_path)
+            try:
+                return asyncio.run(history_page(HistoryQuery(db), url.path, dict(parse_qsl(url.query))))
+            finally:
+                db.close()
+        except Exception as exc:
+            # A page that cannot be drawn is the server's fault, but the
+            # client still gets an answer, never a dropped connection.
+            log.exception("workkit-workflow serve: page %s failed", self.path)
+            return 500, f"<!doctype html><h1>Server error</h1><p>{type(exc).__name__}</p>"
+
+    def _command(self) -> tuple[int, dict[str, Any]]:
+        commands = self.commands
+        if commands is None:
+            return 404, _error("not_found", "this server does not run the runtime (serve --app)")
+        parts = urlsplit(self.path).path.strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["api", "executions"] or parts[3] not in ("cancel", "event"):
+            return 404, _error("not_found", f"no route {urlsplit(self.path).path!r}")
+        execution_id, verb = unquote(parts[2]), parts[3]
+        try:
+            body = self._json_body()
+            wait = _wait(body)
+            if verb == "cancel":
+                reason = _text(body, "reason")
+                return 200, commands.run(lambda: commands.cancel(execution_id, reason, wait), wait)
+            event_type = _text(body, "type", required=True)
+            event_id = _text(body, "id")
+            assert event_type is not None
+            return 200, commands.run(
+                lambda: commands.event(execution_id, event_type, body.get("payload"), event_id, wait),
+                wait,
             )
+        except WorkflowError as exc:
+            from ..cloudflare._object import error_response
 
-        def do_OPTIONS(self) -> None:
-            self.send_response(204)
-            self.send_header("allow", self._allowed())
-            self.send_header("content-length", "0")
-            self.end_headers()
+            response = error_response(exc)
+            return response.status, response.body
 
-        def do_GET(self) -> None:
-            if self._is_api():
-                self._not_allowed()
-                return
-            status, html = self._page()
-            self._send(status, "text/html; charset=utf-8", html.encode())
+    def _json_body(self) -> dict[str, Any]:
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            raise InvalidRequestError("content-length must be a number") from None
+        if not 0 <= length <= MAX_BODY:
+            raise InvalidRequestError(f"the body must be at most {MAX_BODY} bytes", status=413)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise InvalidRequestError("the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise InvalidRequestError("the body must be a JSON object")
+        return body
 
-        do_HEAD = do_GET  # _send leaves the body out
+    def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, "application/json", json.dumps(body).encode(), headers=headers)
 
-        def do_POST(self) -> None:
-            if not self._is_api():
-                self._not_allowed()
-                return
-            try:
-                status, answer = self._command()
-            except Exception:
-                log.exception("workkit-workflow serve: command %s failed", self.path)
-                status, answer = 500, _error("internal_error", "the command failed; see the server log")
-            self._send_json(status, answer)
+    def _send(
+        self,
+        status: int,
+        content_type: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
-        def _page(self) -> tuple[int, str]:
-            url = urlsplit(self.path)
-            try:
-                db = LocalD1(history_path)
-                try:
-                    return asyncio.run(history_page(HistoryQuery(db), url.path, dict(parse_qsl(url.query))))
-                finally:
-                    db.close()
-            except Exception as exc:
-                # A page that cannot be drawn is the server's fault, but the
-                # client still gets an answer, never a dropped connection.
-                log.exception("workkit-workflow serve: page %s failed", self.path)
-                return 500, f"<!doctype html><h1>Server error</h1><p>{type(exc).__name__}</p>"
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
 
-        def _command(self) -> tuple[int, dict[str, Any]]:
-            if commands is None:
-                return 404, _error("not_found", "this server does not run the runtime (serve --app)")
-            parts = urlsplit(self.path).path.strip("/").split("/")
-            if len(parts) != 4 or parts[:2] != ["api", "executions"] or parts[3] not in ("cancel", "event"):
-                return 404, _error("not_found", f"no route {urlsplit(self.path).path!r}")
-            execution_id, verb = unquote(parts[2]), parts[3]
-            try:
-                body = self._json_body()
-                wait = _wait(body)
-                if verb == "cancel":
-                    reason = _text(body, "reason")
-                    return 200, commands.run(lambda: commands.cancel(execution_id, reason, wait), wait)
-                event_type = _text(body, "type", required=True)
-                event_id = _text(body, "id")
-                assert event_type is not None
-                return 200, commands.run(
-                    lambda: commands.event(execution_id, event_type, body.get("payload"), event_id, wait),
-                    wait,
-                )
-            except WorkflowError as exc:
-                from ..cloudflare._object import error_response
 
-                response = error_response(exc)
-                return response.status, response.body
-
-        def _json_body(self) -> dict[str, Any]:
-            try:
-                length = int(self.headers.get("content-length") or 0)
-            except ValueError:
-                raise InvalidRequestError("content-length must be a number") from None
-            if not 0 <= length <= MAX_BODY:
-                raise InvalidRequestError(f"the body must be at most {MAX_BODY} bytes", status=413)
-            raw = self.rfile.read(length) if length else b"{}"
-            try:
-                body = json.loads(raw)
-            except (ValueError, RecursionError):
-                raise InvalidRequestError("the body must be a JSON object") from None
-            if not isinstance(body, dict):
-                raise InvalidRequestError("the body must be a JSON object")
-            return body
-
-        def _send_json(
-            self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-        ) -> None:
-            self._send(status, "application/json", json.dumps(body).encode(), headers=headers)
-
-        def _send(
-            self,
-            status: int,
-            content_type: str,
-            payload: bytes,
-            *,
-            headers: dict[str, str] | None = None,
-        ) -> None:
-            self.send_response(status)
-            self.send_header("content-type", content_type)
-            self.send_header("content-length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-    return Handler
+def make_handler(history_path: str, commands: Commands | None = None) -> type[BaseHTTPRequestHandler]:
+    """A handler class bound to ``history_path`` (and the runtime's ``commands``, if any)."""
+    return type("Handler", (Handler,), {"history_path": history_path, "commands": commands})
 
 
 def _announce(server: ThreadingHTTPServer, host: str, history_path: str, out: TextIO, owner: bool) -> str:
