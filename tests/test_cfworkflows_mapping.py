@@ -23,6 +23,7 @@ from workkit_workflow import (
 )
 from workkit_workflow.cfworkflows import _client as cfw_client
 from workkit_workflow.cfworkflows import _entrypoint as cfw
+from workkit_workflow.cfworkflows import _mapping
 from workkit_workflow.errors import (
     ExecutionNotFinishedError,
     InvalidRequestError,
@@ -40,28 +41,28 @@ from workkit_workflow.local import LocalNamespace
     [(0, "0 seconds"), (0.2, "1 second"), (1, "1 second"), (1.0000000001, "1 second"), (10, "10 seconds")],
 )
 def test_durations_are_whole_second_strings(seconds: float, text: str) -> None:
-    assert cfw.format_duration(seconds) == text
+    assert _mapping.format_duration(seconds) == text
 
 
 def test_durations_refuse_nonsense() -> None:
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError):
-            cfw.format_duration(bad)
+            _mapping.format_duration(bad)
 
 
 def test_retry_policy_translation() -> None:
     policy = RetryPolicy(max_attempts=4, initial_delay=2.0, max_delay=60.0, backoff_multiplier=3.0)
-    assert cfw.step_config(policy, None, native_retries=True) == {
+    assert _mapping.step_config(policy, None, native_retries=True) == {
         "retries": {"limit": 3, "delay": "2 seconds", "backoff": "exponential"}
     }
     constant = RetryPolicy(max_attempts=1, initial_delay=5.0, max_delay=5.0, backoff_multiplier=1.0)
-    assert cfw.step_config(constant, 30.0, native_retries=True) == {
+    assert _mapping.step_config(constant, 30.0, native_retries=True) == {
         "retries": {"limit": 0, "delay": "5 seconds", "backoff": "constant"},
         "timeout": "30 seconds",
     }
     # Old SDKs: one attempt per engine step, the adapter retries.
-    assert cfw.step_config(policy, 0.5, native_retries=False)["retries"]["limit"] == 0
-    assert cfw.step_config(policy, 0.5, native_retries=False)["timeout"] == "1 second"
+    assert _mapping.step_config(policy, 0.5, native_retries=False)["retries"]["limit"] == 0
+    assert _mapping.step_config(policy, 0.5, native_retries=False)["timeout"] == "1 second"
 
 
 @pytest.mark.parametrize(
@@ -79,20 +80,20 @@ def test_retry_policy_translation() -> None:
     ],
 )
 def test_status_mapping(engine: str, ours: str) -> None:
-    assert cfw.map_status(engine) == ours
+    assert _mapping.map_status(engine) == ours
 
 
 def test_unknown_status_is_a_transport_error() -> None:
     with pytest.raises(TransportError):
-        cfw.map_status("exploded")
+        _mapping.map_status("exploded")
 
 
 def test_outputs_become_json_within_one_mib() -> None:
-    assert cfw.json_output({"a": (1, 2), "b": None}, what="x") == {"a": [1, 2], "b": None}
+    assert _mapping.json_output({"a": (1, 2), "b": None}, what="x") == {"a": [1, 2], "b": None}
     with pytest.raises(SerializationError, match="1048576"):
-        cfw.json_output("x" * (1 << 20), what="x")
+        _mapping.json_output("x" * (1 << 20), what="x")
     with pytest.raises(SerializationError):
-        cfw.json_output({1, 2}, what="x")
+        _mapping.json_output({1, 2}, what="x")
 
 
 def test_class_names() -> None:
@@ -470,7 +471,7 @@ async def test_instance_calls_are_awaited_until_settled() -> None:
     ],
 )
 def test_engine_aborts_are_told_apart_from_failures(error: Exception, abort: bool) -> None:
-    assert cfw.is_engine_abort(error) is abort
+    assert _mapping.is_engine_abort(error) is abort
 
 
 async def test_an_engine_abort_runs_no_compensation_and_is_no_timeout() -> None:

@@ -30,14 +30,8 @@ from ..errors import (
     TransportError,
     WorkflowError,
 )
-from ._entrypoint import (
-    TERMINAL_ENGINE,
-    AnyWorkflow,
-    _plain,
-    decode_failure,
-    json_output,
-    map_status,
-)
+from ._entrypoint import decode_failure
+from ._mapping import TERMINAL_ENGINE, AnyWorkflow, _plain, json_output, map_status
 
 # -- the client ------------------------------------------------------------------------------------
 
