@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from workkit_workflow import create_durable_workflow
-from workkit_workflow.cloudflare._workers import IN_PYODIDE, DurableObjectBase, _ms, headers_of, to_js, to_py
+from workkit_workflow.cloudflare._storage import _ms
+from workkit_workflow.cloudflare._workers import IN_PYODIDE, DurableObjectBase, headers_of, to_js, to_py
 
 from _cf_harness import require, summary
 

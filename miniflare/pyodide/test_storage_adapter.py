@@ -9,7 +9,7 @@ import cf_runtime
 import fake_workers
 from storage_contract import CONTRACT
 
-from workkit_workflow.cloudflare._workers import DurableObjectStorage
+from workkit_workflow.cloudflare._storage import DurableObjectStorage
 from workkit_workflow.errors import SerializationError
 
 

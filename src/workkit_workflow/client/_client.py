@@ -53,9 +53,9 @@ class WorkflowResult(Generic[T]):
 def _resolve(binding: Any) -> Namespace:
     if callable(getattr(binding, "request", None)) and not hasattr(binding, "idFromName"):
         return cast(Namespace, binding)
-    from ..cloudflare import _workers as _cloudflare
+    from ..cloudflare._namespace import namespace_from_binding
 
-    return _cloudflare.namespace_from_binding(binding)
+    return namespace_from_binding(binding)
 
 
 def _raise_for(response: WireResponse) -> dict[str, Any]:

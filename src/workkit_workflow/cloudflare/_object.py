@@ -36,6 +36,7 @@ from ..errors import (
     WorkflowError,
 )
 from . import _workers as _cloudflare
+from ._storage import host_from_ctx
 
 log = logging.getLogger("workkit_workflow")
 
@@ -246,7 +247,7 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
             super().__init__(ctx, env)
         self.ctx = ctx
         self.env = env
-        host: Host = ctx if getattr(ctx, "is_workkit_host", False) else _cloudflare.host_from_ctx(ctx)
+        host: Host = ctx if getattr(ctx, "is_workkit_host", False) else host_from_ctx(ctx)
         history = _binding(env, self.history_binding) if self.history_binding else None
         self._object = ExecutionObject(host, lease=self.lease, history=history)
 

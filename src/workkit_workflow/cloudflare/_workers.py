@@ -19,24 +19,19 @@ Pyodide, so ``import workkit_workflow`` works on CPython.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 import re
 import sys
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from ..definitions._json import check_size
-from ..engine._ports import KEEP_ALARM, Clock, Storage, SystemClock, WireRequest, WireResponse
-from ..errors import TransportError
+from ..engine._ports import WireRequest, WireResponse
 
 log = logging.getLogger("workkit_workflow")
 
 IN_PYODIDE = sys.platform == "emscripten"
-INTERNAL_ORIGIN = "https://workkit-workflow.internal"
 
 
 def _durable_object_base() -> type:
@@ -97,138 +92,6 @@ def to_js(value: Any) -> Any:
     return _to_js(value, dict_converter=Object.fromEntries)
 
 
-def _text_map(value: Any) -> dict[str, str]:
-    converted = to_py(value)
-    if converted is None:
-        return {}
-    if not isinstance(converted, Mapping):
-        raise TypeError(f"expected a Map from storage, got {type(converted).__name__}")
-    return {str(k): v for k, v in converted.items() if isinstance(v, str)}
-
-
-# -- storage -------------------------------------------------------------------
-
-
-class DurableObjectStorage:
-    """The Storage port over ``ctx.storage`` of a SQLite-backed Durable Object.
-
-    Values are JSON text, the one value type that round-trips exactly (floats
-    like ``2.0`` come back as ints otherwise). ``commit`` issues its put,
-    delete and alarm calls without an ``await`` between them, which Cloudflare
-    coalesces into one atomic write; sizes are checked before anything is
-    issued, because a batch with an oversize value is half-written.
-    """
-
-    def __init__(self, storage: Any) -> None:
-        self._storage = storage
-
-    async def get(self, key: str) -> str | None:
-        value = to_py(await self._storage.get(key))
-        return value if isinstance(value, str) else None
-
-    async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        if not keys:
-            return {}
-        return _text_map(await self._storage.get(to_js(list(keys))))
-
-    async def list(
-        self,
-        *,
-        prefix: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int | None = None,
-        reverse: bool = False,
-    ) -> dict[str, str]:
-        options: dict[str, Any] = {}
-        if prefix is not None:
-            options["prefix"] = prefix
-        if start is not None:
-            options["start"] = start
-        if end is not None:
-            options["end"] = end
-        if limit is not None:
-            options["limit"] = limit
-        if reverse:
-            options["reverse"] = True
-        result = await (self._storage.list(to_js(options)) if options else self._storage.list())
-        return _text_map(result)
-
-    async def commit(
-        self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
-    ) -> None:
-        for key, value in puts.items():
-            if not isinstance(value, str):
-                raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
-            check_size(key, value, what=f"stored value {key!r}")
-        # Issued back to back, awaited after: one implicit transaction on Cloudflare.
-        pending = []
-        if puts:
-            pending.append(self._storage.put(to_js(dict(puts))))
-        if deletes:
-            pending.append(self._storage.delete(to_js(list(deletes))))
-        if alarm is not KEEP_ALARM:
-            if alarm is None:
-                pending.append(self._storage.deleteAlarm())
-            else:
-                pending.append(self._storage.setAlarm(_ms(alarm)))
-        for promise in pending:
-            await promise
-
-    async def get_alarm(self) -> float | None:
-        value = to_py(await self._storage.getAlarm())
-        return None if value is None else float(value) / 1000.0
-
-    async def set_alarm(self, at: float | None) -> None:
-        if at is None:
-            await self._storage.deleteAlarm()
-        else:
-            await self._storage.setAlarm(_ms(at))
-
-
-def _ms(at: float) -> int:
-    # Rounded up: an alarm that fires before the engine's wake-up time finds
-    # nothing due and parks again at the same (rounded-down) millisecond.
-    return math.ceil(round(at * 1000.0, 3))
-
-
-class CloudflareHost:
-    """What a Durable Object's ``ctx`` gives the engine."""
-
-    is_workkit_host = True
-    faults = None
-
-    def __init__(self, ctx: Any, *, clock: Clock | None = None) -> None:
-        self.ctx = ctx
-        self.storage: Storage = DurableObjectStorage(ctx.storage)
-        self.clock: Clock = clock or SystemClock()
-        try:
-            name = to_py(ctx.id.name)
-        except AttributeError:
-            name = None
-        # workerd of 2024 gives no name inside the object (undefined).
-        self.object_name: str | None = name if isinstance(name, str) and name else None
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        # Pyodide 0.27's WebLoop calls exception() on a finished task whose only
-        # done-callback is its own; for a cancelled task (the engine cancels its
-        # timers) that raises, is logged as "Exception in callback", and the
-        # loop's in-progress count never returns to zero. A second callback
-        # keeps it off that path.
-        task.add_done_callback(_settled)
-        return task
-
-
-def _settled(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("workkit_workflow: background task ended with %r", task.exception())
-
-
-def host_from_ctx(ctx: Any) -> CloudflareHost:
-    return CloudflareHost(ctx)
-
-
 # -- requests and responses ----------------------------------------------------------
 
 
@@ -280,59 +143,6 @@ def make_text_response(status: int, text: str, headers: Mapping[str, str]) -> An
 
         return JsResponse.new(text, to_js({"status": status, "headers": all_headers}))
     return Response(text, status=status, headers=all_headers)
-
-
-# -- the namespace, from a Worker ---------------------------------------------------
-
-
-class DurableObjectNamespaceClient:
-    """The client's Namespace port over a ``DurableObjectNamespace`` binding."""
-
-    def __init__(self, binding: Any) -> None:
-        self._binding = binding
-
-    async def request(
-        self,
-        name: str,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: Mapping[str, str] | None = None,
-    ) -> WireResponse:
-        stub = self._binding.get(self._binding.idFromName(name))
-        url = INTERNAL_ORIGIN + path + ("?" + urlencode(dict(query)) if query else "")
-        options: dict[str, Any] = {
-            "method": method,
-            # A JS object: raw stubs reject a Python dict here ("not of type
-            # 'Sequence'"), the SDK's stub wrapper passes it through.
-            "headers": to_js({"content-type": "application/json"}),
-        }
-        if body is not None:
-            options["body"] = json.dumps(body, separators=(",", ":"))
-        try:
-            # Keyword form: Pyodide turns the keywords into the JS init object,
-            # and the SDK's stub wrapper (workers.fetch) accepts only keywords.
-            response = await stub.fetch(url, **options)
-            status = int(to_py(response.status))
-            text = to_py(await response.text()) or ""
-        except Exception as exc:
-            raise TransportError(f"the execution object did not answer: {exc}") from None
-        try:
-            payload = json.loads(text) if text else None
-        except ValueError:
-            raise TransportError(
-                f"the execution object answered {status} with non-JSON: {text[:200]!r}"
-            ) from None
-        return WireResponse(status, payload)
-
-
-def namespace_from_binding(binding: Any) -> DurableObjectNamespaceClient:
-    if not hasattr(binding, "idFromName"):
-        raise TypeError(
-            "create_durable_workflow() needs a Durable Object namespace binding (env.WORKFLOW_DO) "
-            f"or a workkit_workflow.local.LocalNamespace, got {type(binding).__name__}"
-        )
-    return DurableObjectNamespaceClient(binding)
 
 
 # -- outbound HTTP (workkit_workflow.http) ---------------------------------------------
