@@ -92,7 +92,7 @@ def test_constructor_on_both_shapes(do_class: type) -> None:
 
 
 def _local_ctx(namespace: LocalNamespace) -> Any:
-    from workkit_workflow.local._namespace import LocalHost
+    from workkit_workflow.local._host import LocalHost
 
     return LocalHost(namespace, "x")
 

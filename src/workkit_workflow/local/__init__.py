@@ -12,15 +12,9 @@
 
 from ._backends import MemoryBackend, SqliteBackend
 from ._clock import SystemClock, VirtualClock
+from ._host import LocalHost, LocalStorage, ObjectEvicted, SimulatedCrash, StorageStats
 from ._lock import DatabaseInUseError
-from ._namespace import (
-    LocalHost,
-    LocalNamespace,
-    LocalStorage,
-    ObjectEvicted,
-    SimulatedCrash,
-    StorageStats,
-)
+from ._namespace import LocalNamespace
 
 __all__ = [
     "DatabaseInUseError",

@@ -1,0 +1,186 @@
+"""What a local object instance runs on: its host (the ``ctx``) and its storage.
+
+Both serve one object of a :class:`~workkit_workflow.local.LocalNamespace`, which
+they reach through the small :class:`Owner` protocol below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..engine._ports import KEEP_ALARM, Clock
+from ._backends import Backend
+
+
+class Owner(Protocol):
+    """What a host and its storage use of their namespace."""
+
+    clock: Clock
+    backend: Backend
+    stats: StorageStats
+    faults: Callable[[str | None, str, Mapping[str, Any]], bool] | None
+
+    def evict(self, name: str) -> None: ...
+
+    def _object_idle(self, since: float) -> None: ...
+
+    def _alarm_recorded(self, obj: str) -> None: ...
+
+    async def _yield_point(self) -> None: ...
+
+    def _before_write(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None: ...
+
+
+class ObjectEvicted(BaseException):
+    """Raised inside an object's tasks once it was evicted: its process is gone."""
+
+
+class SimulatedCrash(BaseException):
+    """Raised at an injected fault point; the object is evicted on the spot."""
+
+    def __init__(self, point: str, info: Mapping[str, Any]) -> None:
+        super().__init__(f"simulated crash at {point} {dict(info)}")
+        self.point = point
+        self.info = dict(info)
+
+
+@dataclass
+class StorageStats:
+    """Counts of storage operations, for tests and benchmarks."""
+
+    reads: int = 0
+    lists: int = 0
+    writes: int = 0
+    bytes_written: int = 0
+    alarm_sets: int = 0
+
+    def reset(self) -> None:
+        self.reads = self.lists = self.writes = self.bytes_written = self.alarm_sets = 0
+
+
+class LocalStorage:
+    """The Storage port of one live object instance over a backend."""
+
+    def __init__(self, host: LocalHost) -> None:
+        self._host = host
+        self._ns = host.namespace
+        self._obj = host.name
+
+    async def _gate(self) -> None:
+        # Another request can run at every storage await, as measured on
+        # Cloudflare from Python.
+        self._host.check_alive()
+        await self._ns._yield_point()
+        self._host.check_alive()
+
+    async def get(self, key: str) -> str | None:
+        await self._gate()
+        self._ns.stats.reads += 1
+        return self._ns.backend.get_many(self._obj, [key]).get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        await self._gate()
+        self._ns.stats.reads += 1
+        return self._ns.backend.get_many(self._obj, list(keys))
+
+    async def list(
+        self,
+        *,
+        prefix: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> dict[str, str]:
+        await self._gate()
+        self._ns.stats.lists += 1
+        return self._ns.backend.list(self._obj, prefix, start, end, limit, reverse)
+
+    async def commit(
+        self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
+    ) -> None:
+        # The write is issued (and durable) before the await, as a put issued on
+        # Cloudflare is visible to later reads at once.
+        self._host.check_alive()
+        for key, value in puts.items():
+            if not isinstance(value, str):
+                raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
+        self._ns._before_write(self._obj, puts, deletes)
+        self._ns.backend.commit(self._obj, puts, deletes, alarm)
+        stats = self._ns.stats
+        stats.writes += 1
+        stats.bytes_written += sum(len(k) + len(v.encode()) for k, v in puts.items())
+        if alarm is not KEEP_ALARM:
+            stats.alarm_sets += 1
+            self._ns._alarm_recorded(self._obj)
+        await self._gate()
+
+    async def get_alarm(self) -> float | None:
+        await self._gate()
+        if self._host.in_alarm_handler:
+            return None
+        return self._ns.backend.get_alarm(self._obj)
+
+    async def set_alarm(self, at: float | None) -> None:
+        await self.commit({}, (), at)
+
+
+class LocalHost:
+    """The ``ctx`` a local object instance gets: storage, clock, background tasks."""
+
+    is_workkit_host = True
+
+    def __init__(self, namespace: Owner, object_name: str) -> None:
+        self.namespace = namespace
+        self.name = object_name
+        self.object_name: str | None = object_name
+        self.clock: Clock = namespace.clock
+        self.alive = True
+        self.in_alarm_handler = False
+        self.idle_since = namespace.clock.now()
+        """When the last task of this instance finished (namespace clock)."""
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.storage = LocalStorage(self)
+        self.faults: Callable[..., None] | None = self._fault if namespace.faults is not None else None
+
+    def check_alive(self) -> None:
+        if not self.alive:
+            raise ObjectEvicted(self.object_name)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        if not self.alive:
+            coro.close()
+            raise ObjectEvicted(self.object_name)
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def busy(self) -> bool:
+        return any(not task.done() for task in self.tasks)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if self.alive and not self.busy():
+            self.idle_since = self.clock.now()
+            self.namespace._object_idle(self.idle_since)
+        # A task killed with its object has no one left to look at it.
+        if not task.cancelled() and isinstance(task.exception(), (ObjectEvicted, SimulatedCrash)):
+            return
+
+    def _fault(self, point: str, **info: Any) -> None:
+        hook = self.namespace.faults
+        if hook is not None and hook(self.object_name, point, info):
+            self.namespace.evict(self.name)
+            raise SimulatedCrash(point, info)
+
+
+@dataclass
+class _Live:
+    host: LocalHost
+    instance: Any
+    alarm_task: asyncio.Task[None] | None = None
+    requests: set[asyncio.Task[Any]] = field(default_factory=set)
