@@ -58,6 +58,35 @@ def test_every_error_is_a_workflow_error_with_a_code() -> None:
             assert isinstance(obj.code, str) and obj.code, name
 
 
+def test_the_cloudflare_module_serves_http_from_a_worker() -> None:
+    """What a Worker's own fetch handler needs (the example Worker uses it) is public."""
+    from workkit_workflow import cloudflare
+
+    assert sorted(cloudflare.__all__) == [
+        "WireRequest",
+        "WireResponse",
+        "make_response",
+        "make_text_response",
+        "read_request",
+    ]
+    for name in cloudflare.__all__:
+        assert getattr(cloudflare, name).__module__.startswith("workkit_workflow."), name
+
+
+def test_the_example_worker_imports_nothing_private() -> None:
+    worker = Path(__file__).parent.parent / "worker"
+    private = {
+        f"{path.name}: {node.module}"
+        for path in sorted(worker.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and node.module
+        and node.module.startswith("workkit_workflow")
+        and any(part.startswith("_") for part in node.module.split("."))
+    }
+    assert private == set()
+
+
 def _imports(path: Path, *, top_level_only: bool = False) -> set[str]:
     names: set[str] = set()
     tree = ast.parse(path.read_text())
@@ -84,7 +113,23 @@ def test_the_engine_does_not_need_pydantic() -> None:
     core = [
         "definitions/_workflow.py",
         "definitions/_contexts.py",
-        "engine/_phase.py",
+        "definitions/_steps.py",
+        "definitions/_json.py",
+        "engine/phase/_run.py",
+        "engine/phase/_operations.py",
+        "engine/phase/_step.py",
+        "engine/phase/_attempt.py",
+        "engine/phase/_sleep.py",
+        "engine/phase/_wait.py",
+        "engine/phase/_outcome.py",
+        "engine/_state.py",
+        "engine/_drive.py",
+        "engine/_phases.py",
+        "engine/_requests.py",
+        "engine/_alarms.py",
+        "engine/_signals.py",
+        "engine/_plugins.py",
+        "engine/_runner.py",
         "engine/_execution.py",
         "engine/_journal.py",
         "engine/_ports.py",

@@ -13,8 +13,7 @@ import app
 import order_flow  # noqa: F401  (registers the "order" workflow)
 
 from workkit_workflow import WorkflowExecutionDO
-from workkit_workflow.cloudflare._workers import make_response, make_text_response, read_request
-from workkit_workflow.engine._ports import WireResponse
+from workkit_workflow.cloudflare import WireResponse, make_response, make_text_response, read_request
 
 __all__ = ["WorkflowExecutionDO", "on_fetch"]
 
