@@ -17,19 +17,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DefinitionError, UnknownWorkflowError
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
-from ._steps import (
-    DEFAULT_OPTIONS,
-    MISSING,
-    StepContext,
-    StepHandler,
-    StepOptions,
-    check_default,
-    check_name,
-    make_options,
-)
+from ._steps import DEFAULT_OPTIONS, MISSING, StepOptions, check_default, check_name, make_options
 
 if TYPE_CHECKING:
     from ._contexts import CompensationContext, WorkflowContext
+    from ._steps import StepContext, StepHandler
 
 IdempotencyKey = str | Callable[..., str]
 CompensationHandler = Callable[["CompensationContext"], Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from . import _journal as jn
 from ._runner import Runner
@@ -49,23 +50,15 @@ class AlarmBackoff:
         return True
 
 
+@dataclass
 class Alarms:
     """The alarm handler of one execution."""
 
-    def __init__(
-        self,
-        execution: ExecutionState,
-        runner: Runner,
-        backoff: AlarmBackoff,
-        drive_until_quiet: Callable[[], Awaitable[None]],
-        *,
-        lease: float,
-    ) -> None:
-        self.execution = execution
-        self.runner = runner
-        self.backoff = backoff
-        self.drive_until_quiet = drive_until_quiet
-        self.lease = lease
+    execution: ExecutionState
+    runner: Runner
+    backoff: AlarmBackoff
+    drive_until_quiet: Callable[[], Awaitable[None]]
+    lease: float
 
     async def alarm(self) -> None:
         """Resume whatever is due.

@@ -28,7 +28,6 @@ Invariants kept here:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._workflow import REGISTRY, Registry
@@ -62,7 +61,16 @@ class ExecutionCore:
         self.requests = Requests(
             self.execution, registry, self.runner, self.driver.drive_until_quiet, lease=lease
         )
-        self.alarms = Alarms(self.execution, self.runner, backoff, self.driver.drive_until_quiet, lease=lease)
+        self.alarms = Alarms(self.execution, self.runner, backoff, self.driver.drive_until_quiet, lease)
+        # What the execution object calls: the wire operations and the alarm handler.
+        self.execute = self.requests.execute
+        self.status = self.requests.status
+        self.journal = self.requests.journal
+        self.meta = self.requests.meta
+        self.result = self.requests.result
+        self.cancel = self.requests.cancel
+        self.send_event = self.requests.send_event
+        self.alarm = self.alarms.alarm
 
     # -- what the execution object and tools read ------------------------------
 
@@ -84,39 +92,3 @@ class ExecutionCore:
 
     def now(self) -> float:
         return self.execution.now()
-
-    # -- requests ----------------------------------------------------------------
-
-    async def execute(
-        self,
-        *,
-        workflow: str,
-        input: Any,
-        execution_id: str | None,
-        wait: bool,
-        restart: Mapping[str, Any] | None = None,
-    ) -> tuple[dict[str, Any], bool]:
-        return await self.requests.execute(
-            workflow=workflow, input=input, execution_id=execution_id, wait=wait, restart=restart
-        )
-
-    async def status(self) -> dict[str, Any]:
-        return await self.requests.status()
-
-    async def journal(self) -> list[dict[str, Any]]:
-        return await self.requests.journal()
-
-    async def meta(self) -> dict[str, Any]:
-        return await self.requests.meta()
-
-    async def result(self, wait: float = 0.0) -> dict[str, Any]:
-        return await self.requests.result(wait)
-
-    async def cancel(self, reason: str | None = None) -> tuple[dict[str, Any], bool]:
-        return await self.requests.cancel(reason)
-
-    async def send_event(self, event_type: str, payload: Any, event_id: str | None) -> dict[str, Any]:
-        return await self.requests.send_event(event_type, payload, event_id)
-
-    async def alarm(self) -> None:
-        await self.alarms.alarm()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..definitions._contexts import CompensationContext, InDoubtStep, WorkflowContext
@@ -26,12 +27,12 @@ retry wait, sleep or event wait is ``abandoned``."""
 Entries = dict[int, dict[str, Any]]
 
 
+@dataclass
 class Phases:
     """Runs the phase an execution is in, and writes how it ended."""
 
-    def __init__(self, execution: ExecutionState, runner: Runner) -> None:
-        self.execution = execution
-        self.runner = runner
+    execution: ExecutionState
+    runner: Runner
 
     # -- the main phase --------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..definitions._steps import check_name
@@ -19,25 +20,17 @@ from ._signals import StorageFailure
 from ._state import ExecutionState
 
 
+@dataclass
 class Requests:
     """Answers the wire's requests about one execution."""
 
-    def __init__(
-        self,
-        execution: ExecutionState,
-        registry: Registry,
-        runner: Runner,
-        drive_until_quiet: Callable[[], Awaitable[None]],
-        *,
-        lease: float,
-    ) -> None:
-        self.execution = execution
-        self.registry = registry
-        self.runner = runner
-        self.drive_until_quiet = drive_until_quiet
-        self.lease = lease
-        self._create_lock = asyncio.Lock()
-        self._event_lock = asyncio.Lock()
+    execution: ExecutionState
+    registry: Registry
+    runner: Runner
+    drive_until_quiet: Callable[[], Awaitable[None]]
+    lease: float
+    _create_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _event_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def execute(
         self,

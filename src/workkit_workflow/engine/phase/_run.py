@@ -15,7 +15,8 @@ the operations themselves live in ``_step``, ``_sleep`` and ``_wait``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from ...definitions._retry import RetryPolicy
@@ -116,14 +117,23 @@ class PhaseRun:
         self.next_op += 1
         return op
 
-    def enter(self, op: int, name: str) -> None:
+    @contextlib.contextmanager
+    def operation(self, op: int, name: str) -> Iterator[None]:
+        """The operation at ``op`` is in flight for the duration of the block."""
+        self._enter(op, name)
+        try:
+            yield
+        finally:
+            self._leave(op)
+
+    def _enter(self, op: int, name: str) -> None:
         self.active += 1
         self.generation += 1
         self.current[op] = name
         assert self._quiet is not None
         self._quiet.clear()
 
-    def leave(self, op: int) -> None:
+    def _leave(self, op: int) -> None:
         self.active -= 1
         self.generation += 1
         self.current.pop(op, None)
@@ -208,6 +218,13 @@ class PhaseRun:
                 attempt=attempt,
                 compensate=True,
             )
+
+    def replayed(self, op: int, kind: str, name: str) -> dict[str, Any] | None:
+        """The journal's entry at ``op``, if any, checked to be this operation."""
+        entry = self.entries.get(op)
+        if entry is not None:
+            self.check_identity(op, entry, kind, name)
+        return entry
 
     def check_identity(self, op: int, entry: dict[str, Any], kind: str, name: str) -> None:
         if entry.get("kind") != kind or entry.get("name") != name:

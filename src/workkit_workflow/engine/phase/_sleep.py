@@ -6,13 +6,11 @@ from ._run import PhaseRun
 
 
 async def run_sleep(run: PhaseRun, op: int, name: str, until: float | None, duration: float | None) -> None:
-    run.enter(op, name)
-    try:
-        entry = run.entries.get(op)
+    with run.operation(op, name):
+        entry = run.replayed(op, "sleep", name)
+        if entry is not None and entry["status"] == "completed":
+            return
         if entry is not None:
-            run.check_identity(op, entry, "sleep", name)
-            if entry["status"] == "completed":
-                return
             wake_at = float(entry["wake_at"])
         else:
             run.check_continue(name)
@@ -32,5 +30,3 @@ async def run_sleep(run: PhaseRun, op: int, name: str, until: float | None, dura
         await run.wait_until(op, name, wake_at, 0)
         key, text = run.record(op, {**entry, "status": "completed", "finished_at": run.execution.now()})
         run.execution.defer(key, text, name)
-    finally:
-        run.leave(op)

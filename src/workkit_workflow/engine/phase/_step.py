@@ -66,23 +66,18 @@ class _Progress:
 async def run_step(
     run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
 ) -> Any:
-    run.enter(op, name)
-    try:
+    with run.operation(op, name):
         return await _step(run, op, name, call, options)
-    finally:
-        run.leave(op)
 
 
 async def _step(
     run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
 ) -> Any:
-    entry = run.entries.get(op)
-    if entry is not None:
-        run.check_identity(op, entry, "step", name)
-        if entry["status"] == "completed":
-            return validate(options.output, entry.get("output"), what=f"output of {name!r}")
-        if entry["status"] == "failed":
-            raise run.failed(entry)
+    entry = run.replayed(op, "step", name)
+    if entry is not None and entry["status"] == "completed":
+        return validate(options.output, entry.get("output"), what=f"output of {name!r}")
+    if entry is not None and entry["status"] == "failed":
+        raise run.failed(entry)
     progress = _Progress.resume(entry)
     if entry is not None and entry["status"] == "running":
         entry = await _recover_lost_attempt(run, op, entry, progress)

@@ -18,16 +18,13 @@ _PENDING: Any = object()
 async def run_wait(
     run: PhaseRun, op: int, name: str, event_type: str, timeout: float | None, default: Any
 ) -> Any:
-    run.enter(op, name)
-    try:
-        entry = run.entries.get(op)
-        if entry is not None:
-            run.check_identity(op, entry, "wait", name)
-            if entry["status"] == "completed":
-                return entry.get("output")
-            if entry["status"] == "failed":
-                raise run.failed(entry)
-        else:
+    with run.operation(op, name):
+        entry = run.replayed(op, "wait", name)
+        if entry is not None and entry["status"] == "completed":
+            return entry.get("output")
+        if entry is not None and entry["status"] == "failed":
+            raise run.failed(entry)
+        if entry is None:
             entry = await _start(run, op, name, event_type, timeout)
         timeout_at = entry.get("wake_at")
         while True:
@@ -39,8 +36,6 @@ async def run_wait(
             if run.deadline is not None:
                 wake = run.deadline if wake is None else min(wake, run.deadline)
             await run.park(op, wake_at=wake, event_type=event_type)
-    finally:
-        run.leave(op)
 
 
 async def _start(run: PhaseRun, op: int, name: str, event_type: str, timeout: float | None) -> dict[str, Any]:
