@@ -58,7 +58,7 @@ BASE_FLAGS = ("python_workers", "python_workers_development")
 @dataclass(frozen=True)
 class Module:
     name: str
-    """The module's name in the Worker, e.g. ``workkit_workflow/_object.py``."""
+    """The module's name in the Worker, e.g. ``workkit_workflow/cloudflare/_object.py``."""
     source: Path
 
 
