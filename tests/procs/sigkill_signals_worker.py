@@ -328,10 +328,16 @@ class Driver:
         task.add_done_callback(self.tasks.discard)
 
     def watch(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
-        """LocalNamespace's write hook: a state write that parks is the riskiest moment."""
-        state = puts.get("state")
-        parking = state is not None and json.loads(state).get("status") in ("waiting", "sleeping")
-        self.chase(obj, 0.5 if parking else 0.05, 8)
+        """LocalNamespace's write hook. A wait's entry is written some 10-20 loop turns
+        before the execution parks, and the park's own state write opens the window of
+        a lost cancel: signal then."""
+        records = [json.loads(text) for key, text in puts.items() if key == "state" or key[:2] == "j:"]
+        if any(r.get("kind") == "wait" and r.get("status") == "waiting" for r in records):
+            self.chase(obj, 0.7, 24)
+        elif any(r.get("status") in ("waiting", "sleeping") for r in records if "phase" in r):
+            self.chase(obj, 0.4, 8)
+        else:
+            self.chase(obj, 0.03, 8)
 
     def play_once(self, serial: int) -> None:
         active = self.known.active()
