@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -52,6 +53,8 @@ from sigkill_signals_worker import ORDER_OPS, ORDER_WAITS, payload, read_log  # 
 INTERRUPTED = {"retrying", "sleeping", "waiting"}
 """Entry statuses a cancel may leave behind in a settled execution: parked, nothing in doubt
 (counted, not judged; a ``running`` entry is judged: its side effect is in doubt)."""
+STARTUP = 30.0
+"""Seconds a worker may take to open the file and deliver its first alarms."""
 SHOWN = 12
 """Violations shown per kind in the failure message (all are counted)."""
 
@@ -79,7 +82,8 @@ def _stderr(db: Path, life: int) -> str:
 
 def _wait_ready(proc: subprocess.Popen[str], db: Path, life: int) -> None:
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    ready, _, _ = select.select([proc.stdout], [], [], STARTUP)
+    line = proc.stdout.readline() if ready else "(no answer in time)"
     if line.strip() != "READY":
         proc.kill()
         proc.communicate()
@@ -420,7 +424,11 @@ def run_sigkill_loop(tmp_path: Path, kills: int, finish_seconds: float) -> Verdi
 
     final = _spawn(db, log_path, seed, kills, finish=finish_seconds)
     _wait_ready(final, db, kills)
-    out, _ = final.communicate(timeout=finish_seconds + 60)
+    try:
+        out, _ = final.communicate(timeout=finish_seconds + 60)
+    except subprocess.TimeoutExpired:
+        final.kill()
+        out, _ = final.communicate()
     if final.returncode != 0:
         verdict.add("did not settle in time", f"exit {final.returncode}: {out[-3000:]}\n{_stderr(db, kills)}")
 

@@ -159,7 +159,6 @@ class Known:
         self.created: set[str] = set()  # start/restart answered
         self.events_done: set[str] = set()  # event ids answered accepted or duplicate
         self.refused: set[str] = set()  # executions that refused events (finished or cancelled)
-        self.cancelled: set[str] = set()
         self.settled: set[str] = set()
         self.restarts = 0
         for r in records:
@@ -179,8 +178,6 @@ class Known:
                 self.refused.add(r["x"])
             else:
                 self.events_done.add(r["id"])
-        elif t == "ack" and kind == "cancel" and r.get("cancelled"):
-            self.cancelled.add(r["x"])
         elif t == "seen":
             self.settled.add(r["x"])
 
