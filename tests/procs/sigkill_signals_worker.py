@@ -61,10 +61,10 @@ MAX_ACTIVE = 6
 STUCK = 3.0
 """Seconds the last life waits with no request in flight and no alarm set before it gives up."""
 
-ORDER_OPS = ["reserve", "fan-a", "fan-b", "first", "nap", "charge", "second", "ship"]
+ORDER_OPS = ["reserve", "fan-a", "fan-b", "first", "nap", "charge", "second", "pack", "third", "ship"]
 BATCH_OPS = ["part-0", "part-1", "part-2", "rest", "flaky", "nudge", "merge"]
 OPS = {"order": ORDER_OPS, "batch": BATCH_OPS}
-ORDER_WAITS = {0: ORDER_OPS.index("first"), 1: ORDER_OPS.index("second")}
+ORDER_WAITS = {i: ORDER_OPS.index(name) for i, name in enumerate(["first", "second", "third"])}
 """Event index -> position of the ``wait_for_event`` that consumes it (type ``item``)."""
 
 
@@ -131,9 +131,12 @@ def define(log: Log, rng: random.Random, after_step: Callable[[str], None]) -> N
         await ctx.sleep("nap", WAIT)
         # A key shared with restarted executions: their charge reuses this one's output.
         await ctx.step("charge", effect, True, idempotency_key=lambda s: f"charge:{s.input['order']}")
+        # A step, then a wait: the execution parks a few loop turns after the step.
         second = await ctx.wait_for_event("second", "item")
+        await ctx.step("pack", effect)
+        third = await ctx.wait_for_event("third", "item")
         await ctx.step("ship", effect)
-        return {"events": [first, second]}
+        return {"events": [first, second, third]}
 
     @workflow("batch", retry=retry)
     async def batch(ctx: WorkflowContext, input: Any) -> dict[str, Any]:
@@ -338,7 +341,7 @@ class Driver:
 
     def play_once(self, serial: int) -> None:
         active = self.known.active()
-        choice = self.rng.choices(["start", "event", "cancel", "restart", "observe"], [2, 5, 2, 1, 3])[0]
+        choice = self.rng.choices(["start", "event", "cancel", "restart", "observe"], [2, 2, 2, 1, 3])[0]
         if choice == "start" and len(active) < MAX_ACTIVE:
             name = self.rng.choice(["order", "order", "batch"])
             self.start(f"{name[0]}{self.life}.{serial}", name, drive=self.rng.random() < 0.3)
@@ -407,7 +410,7 @@ async def main(argv: list[str]) -> int:
     log = Log(args.log)
     log.write({"t": "boot", "life": args.life, "pid": os.getpid()})
     drivers: list[Driver] = []
-    define(log, random.Random(rng.random()), lambda x: drivers[0].chase(x, 0.3, 40) if drivers else None)
+    define(log, random.Random(rng.random()), lambda x: drivers[0].chase(x, 0.6, 24) if drivers else None)
 
     from workkit_workflow import WorkflowExecutionDO
 
