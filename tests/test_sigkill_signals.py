@@ -370,8 +370,11 @@ def check_steps(executions: dict[str, Execution], log: list[dict[str, Any]], ver
             continue
         lost = {e.get("attempt") for e in entry.get("errors") or [] if e.get("code") == "attempt_lost"}
         journaled = entry.get("attempt") if entry.get("status") == "completed" else None
+        # A body that completed in the attempt still journaled ``running`` ran once; that
+        # entry is judged as left running (in a settled execution), not as a re-run.
+        unjournaled = entry.get("attempt") if entry.get("status") == "running" else None
         for attempt in sorted(set(attempts)):
-            if attempt == journaled:
+            if attempt in (journaled, unjournaled):
                 continue
             if attempt in lost:
                 verdict.counts["in_doubt_reruns"] += 1
