@@ -321,7 +321,8 @@ def check_signals(executions: dict[str, Execution], log: list[dict[str, Any]], v
         value = (ex.records.get("result") or {}).get("value") or {}
         if status == "completed" and payload(r["x"], int(r["i"])) not in value.get("events", []):
             verdict.add("acknowledged event not in the result", f"{r['x']}: {r['id']}: result {value}")
-        elif status not in ("completed", "cancelled"):
+        elif status not in ("completed", "cancelled") and ex.state.get("cancel_requested_at") is None:
+            # (A cancel that was recorded answers for the event; its outcome is judged with cancels.)
             verdict.add("acknowledged event not acted on", f"{r['x']}: {r['id']}: {ex.brief()}")
     for ident, n in accepted.items():
         if n > 1:
