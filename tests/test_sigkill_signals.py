@@ -155,7 +155,10 @@ class Verdict:
         self.violations[kind].append(message)
 
     def report(self) -> str:
-        lines = [f"seed {self.seed}: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))]
+        lines = [
+            f"seed {self.seed} (WORKKIT_SIGKILL_SEED={self.seed} repeats its kill moments and choices): "
+            + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        ]
         for kind, messages in sorted(self.violations.items()):
             lines.append(f"== {kind}: {len(messages)}")
             lines += [f"  {m}" for m in messages[:SHOWN]]
