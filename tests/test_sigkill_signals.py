@@ -45,10 +45,10 @@ from typing import Any
 
 import pytest
 
+from procs.sigkill_signals_worker import ORDER_OPS, ORDER_WAITS, payload, read_log
+
 WORKER = Path(__file__).parent / "procs" / "sigkill_signals_worker.py"
 SRC = Path(__file__).parent.parent / "src"
-sys.path.insert(0, str(WORKER.parent))
-from sigkill_signals_worker import ORDER_OPS, ORDER_WAITS, payload, read_log  # noqa: E402
 
 INTERRUPTED = {"retrying", "sleeping", "waiting"}
 """Entry statuses a cancel may leave behind in a settled execution: parked, nothing in doubt
