@@ -210,14 +210,26 @@ def _why_running(log: list[dict[str, Any]], execution: str, step: str, attempt: 
     return "attempt started in the last life and never finished: not a kill"
 
 
-def _why_stranded(ex: Execution) -> str:
+def _why_stranded(ex: Execution, log: list[dict[str, Any]]) -> str:
+    """Which known shape a stranding has: a signal answered and then lost in the process
+    (issue #10 items 1-2), or one committed without an alarm by a process that died
+    before answering (a retry is then answered "duplicate"/"not cancelled" and wakes nothing)."""
     state = ex.state
+    answered = {
+        ("event", r.get("id")) for r in _acked(log, "event") if r["x"] == ex.name and r.get("accepted")
+    }
+    answered |= {("cancel", None) for r in _acked(log, "cancel") if r["x"] == ex.name and r.get("cancelled")}
     if state.get("cancel_requested_at") is not None:
-        return "a cancel was recorded and nothing acts on it (issue #10 item 2)"
+        if ("cancel", None) in answered:
+            return "an acknowledged cancel that nothing acts on (issue #10 item 2)"
+        return "a cancel committed without an alarm, the process died before answering"
     waiting_for = state.get("waiting_for") or []
-    if state.get("status") == "waiting" and any(r.get("type") in waiting_for for r in ex.inbox()):
-        return "parked on a wait whose event is in the inbox (issue #10 item 1)"
-    return "not one of issue #10's known shapes"
+    pending = [r for r in ex.inbox() if r.get("type") in waiting_for]
+    if state.get("status") == "waiting" and pending:
+        if all(("event", r.get("id")) in answered for r in pending):
+            return "parked on a wait whose acknowledged event is in the inbox (issue #10 item 1)"
+        return "an event committed without an alarm while it parked, the process died before answering"
+    return "not one of the known shapes"
 
 
 def check_kill_point(life: int, db: Path, log: list[dict[str, Any]], verdict: Verdict) -> None:
@@ -241,7 +253,7 @@ def check_kill_point(life: int, db: Path, log: list[dict[str, Any]], verdict: Ve
                 verdict.stranded.add(x)
                 verdict.add(
                     "stranded at a kill (unsettled, no alarm, not a plain wait)",
-                    f"first at kill {life}: {x}: {_why_stranded(ex)}: {ex.brief()}; "
+                    f"first at kill {life}: {x}: {_why_stranded(ex, log)}: {ex.brief()}; "
                     f"acknowledged: {_signals_of(log, x)}",
                 )
     for r in _acked(log, "event"):
