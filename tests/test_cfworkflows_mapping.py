@@ -27,6 +27,7 @@ from workkit_workflow.errors import (
     ExecutionNotFinishedError,
     InvalidRequestError,
     SerializationError,
+    StepFailedError,
     TransportError,
 )
 from workkit_workflow.local import LocalNamespace
@@ -366,3 +367,137 @@ async def test_a_broken_idempotency_key_fails_the_step_without_retries() -> None
         await run(flow, step)
     assert tries["work"] == 0
     assert step.cache["do:work (failure)-1"][1]["code"] == "serialization_error"
+
+
+# -- the edges the real runtime exposed (tests/test_realruntime_cfworkflows.py) -------------
+
+
+class _WrappingBase:
+    """Like the runtime's built-in ``WorkflowEntrypoint``: wraps ``run`` (found by getattr)
+    and ``__init__`` of every subclass, and counts how many wrappers a call went through."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        self.env = env
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        run, init = cls.run, cls.__init__  # type: ignore[attr-defined]
+
+        async def wrapped_run(self: Any, event: Any, step: Any) -> Any:
+            return await run(self, event, [*step, "wrap"])
+
+        def wrapped_init(self: Any, ctx: Any, env: Any) -> None:
+            init(self, ctx, [*env, "wrap"])
+
+        cls.run = wrapped_run  # type: ignore[attr-defined]
+        cls.__init__ = wrapped_init  # type: ignore[method-assign]
+
+
+def test_a_subclass_of_the_generated_class_is_wrapped_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+
+    async def fake_run(definition: Any, event: Any, step: Any, **kwargs: Any) -> Any:
+        seen.append(step)
+        return {"ok": None}
+
+    monkeypatch.setattr(cfw, "workflow_entrypoint_base", lambda: _WrappingBase)
+    monkeypatch.setattr(cfw, "run_definition", fake_run)
+    flow = Workflow("wrap-once", register=False).step("a", lambda i, p, c: 1)
+
+    class OrderFlow(flow.as_cloudflare_workflow()):  # type: ignore[misc]
+        pass
+
+    class Deeper(OrderFlow):
+        def extra(self) -> int:
+            return 1
+
+    plain = flow.as_cloudflare_workflow("Plain")
+    for cls in (OrderFlow, Deeper, plain):
+        entry = cls(None, [])
+        assert entry.env == ["wrap"]
+        assert asyncio.run(entry.run({}, [])) == {"ok": None}
+        assert seen.pop() == ["wrap"], cls.__name__
+
+
+def test_a_failed_run_carries_its_structured_failure_to_the_client() -> None:
+    failure = StepFailedError(
+        "step 'charge' failed: card declined",
+        step="charge",
+        attempt=2,
+        error={"code": "non_retryable", "message": "card declined", "attempt": 2},
+    )
+    raised = cfw.InstanceFailure(cfw.failure_payload(failure))
+    # The engine keeps a PythonError's message: the traceback, ending with this text.
+    message = f"PythonError: Traceback (most recent call last):\n  ...\n{type(raised).__name__}: {raised}\n"
+    instance = FakeInstance([{"status": "errored", "error": {"name": "Error", "message": message}}])
+    result = asyncio.run(cfw_client.WorkflowsHandle(FakeBinding(instance), "e-9").result(timeout=1))
+    assert result.error is not None
+    assert (result.error.code, result.error.failed_step, result.error.step_attempt) == (
+        "non_retryable",
+        "charge",
+        2,
+    )
+    assert result.error.error == {"code": "non_retryable", "message": "card declined", "attempt": 2}
+    assert "Traceback" not in result.error.message
+    assert cfw.decode_failure("Error: boom") is None
+    assert cfw.decode_failure(cfw.FAILURE_MARK + "{not json") is None
+
+
+async def test_instance_calls_are_awaited_until_settled() -> None:
+    """The built-in SDK's instance wrapper: ``async def status(): return js_promise``."""
+
+    class DoublyAsync:
+        async def status(self) -> Any:
+            return asyncio.sleep(0, {"status": "complete", "output": 3})
+
+        async def terminate(self) -> Any:
+            return asyncio.sleep(0, None)
+
+    class Binding:
+        async def get(self, id: str) -> Any:
+            return DoublyAsync()
+
+    handle = cfw_client.WorkflowsHandle(Binding(), "e-3")
+    assert (await handle.result(timeout=1)).value == 3
+    assert await handle.status() == "completed"
+
+
+@pytest.mark.parametrize(
+    ("error", "abort"),
+    [
+        (Exception("Error: Aborting engine: User called terminate"), True),
+        (Exception("Aborting engine: User called pause"), True),
+        (RuntimeError("boom"), False),
+    ],
+)
+def test_engine_aborts_are_told_apart_from_failures(error: Exception, abort: bool) -> None:
+    assert cfw.is_engine_abort(error) is abort
+
+
+async def test_an_engine_abort_runs_no_compensation_and_is_no_timeout() -> None:
+    compensated: list[Any] = []
+
+    class AbortingStep:
+        def do(self, name: str, config: Any = None) -> Callable[[Any], Any]:
+            def decorate(fn: Any) -> Any:
+                async def call() -> Any:
+                    raise Exception("Error: Aborting engine: User called pause")
+
+                return call
+
+            return decorate
+
+        async def wait_for_event(self, name: str, event_type: str, timeout: str = "") -> Any:
+            raise Exception("Error: Aborting engine: User called terminate")
+
+    stepped = Workflow("abort-step", register=False).step("a", lambda i, p, c: 1)
+    stepped.on_failure(compensated.append)
+
+    @workflow("abort-wait", register=False)
+    async def waiting(ctx: Any, input: Any) -> Any:
+        return await ctx.wait_for_event("w", "go", timeout="5s", default="timed out")
+
+    waiting.on_failure(compensated.append)
+    for flow in (stepped, waiting):
+        with pytest.raises(Exception, match="Aborting engine"):
+            await cfw.run_definition(flow, {"instanceId": "i"}, AbortingStep(), native_retries=True)
+    assert compensated == []

@@ -82,6 +82,9 @@ def _json_body(request: Any) -> dict[str, Any]:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     try:
         data = json.loads(body or b"{}")
+    except RecursionError:
+        # 64 KB of "[[[..." nests deeper than the decoder's recursion limit.
+        raise ApiError(400, "invalid_json", "request body nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -103,9 +106,20 @@ def _text(data: Mapping[str, Any], field: str, *, required: bool = True, pattern
         return None
     if not isinstance(value, str) or not value or len(value) > 200:
         raise _fail(field, "must be a non-empty string of at most 200 characters")
+    if not _is_unicode(value):
+        raise _fail(field, "holds a lone surrogate (such as \\ud800), which is not valid Unicode")
     if pattern is not None and not pattern.match(value):
         raise _fail(field, "may hold letters, digits and . _ : - (at most 100)")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    # A JSON escape such as "\\ud800" gives a lone surrogate, which is no text.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_order(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,8 +159,8 @@ def parse_approval(data: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]
 def parse_cancel(data: Mapping[str, Any]) -> str | None:
     _only(data, {"reason"})
     reason = data.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-        raise _fail("reason", "must be a string of at most 500 characters")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500 or not _is_unicode(reason)):
+        raise _fail("reason", "must be a valid Unicode string of at most 500 characters")
     return reason
 
 
@@ -234,6 +248,8 @@ async def page(request: Any, env: Any) -> tuple[int, str | dict[str, Any]]:
     try:
         check_token(request, env)
         _allow(str(request.method).upper(), "GET")
+        query = dict(request.query)
+        _check_cursor(query.get("cursor"))
         history = getattr(env, "HISTORY_DB", None)
         if history is None:
             raise ApiError(
@@ -242,9 +258,20 @@ async def page(request: Any, env: Any) -> tuple[int, str | dict[str, Any]]:
         from workkit_workflow.history import HistoryQuery
         from workkit_workflow.history.page import history_page
 
-        return await history_page(HistoryQuery(history), str(request.path), dict(request.query), base="/ui")
+        return await history_page(HistoryQuery(history), str(request.path), query, base="/ui")
     except ApiError as exc:
         return exc.status, exc.body
+
+
+MAX_CURSOR = 512
+_CURSOR = re.compile(r"[A-Za-z0-9_\-]*")
+
+
+def _check_cursor(cursor: str | None) -> None:
+    """Cursors this API hands out are short URL-safe base64; anything else is
+    refused before it is decoded (a 3,000-deep "[[[..." must not reach the decoder)."""
+    if cursor is not None and (len(cursor) > MAX_CURSOR or not _CURSOR.fullmatch(cursor)):
+        raise _fail("cursor", "is not one this API returned")
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -22,8 +22,14 @@ What the engine decides, and how it maps (see "Two backends" in README.md):
   output is the structured error, so a replay sees the same error (the engine
   only replays an error's message).
 * compensation (``on_failure``) runs inside ``run`` after a terminal failure, its
-  steps journaled like any other, then the failure is re-raised: the instance
-  ends ``errored``.
+  steps journaled like any other; then ``run`` raises :class:`InstanceFailure`,
+  whose text carries the structured failure to the client (the engine keeps only
+  an error's message): the instance ends ``errored``.
+* the engine pauses, restarts and terminates a running instance by throwing its
+  own abort error into the pending ``step`` call: that is no failure (no
+  compensation), and ``run`` hands that very error back, as the engine expects.
+* ``run``'s result is converted to a JS value here: the SDK built into workerd
+  hands it to JavaScript as is.
 
 ``js``/``pyodide``/``workers`` are imported lazily, only under Pyodide.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import math
 import re
@@ -42,6 +49,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from . import _journal as jn
 from ._cloudflare import (
+    json_to_js,
+    rejection_with,
     sdk_has_native_non_retryable,
     sdk_non_retryable_error,
     to_py,
@@ -250,6 +259,8 @@ class EngineRun:
             try:
                 output = await self._attempt(current, label, name, call, options, policy, attempt)
             except Exception as exc:
+                if is_engine_abort(exc):
+                    raise
                 error = await self._failure_record(current, exc)
                 retry_left = attempt < policy.max_attempts
                 if self.native_retries or not error.get("retryable") or not retry_left:
@@ -389,7 +400,9 @@ class EngineRun:
         try:
             event = _plain(await self.engine.wait_for_event(label, event_type, timeout=limit))
         except Exception as exc:
-            # The engine's only failure here is the timeout (replayed as such).
+            if is_engine_abort(exc):
+                raise
+            # The engine's only other failure here is the timeout (replayed as such).
             if default is not MISSING:
                 return to_data(default)
             error = dict(
@@ -405,6 +418,23 @@ class EngineRun:
                 f"step {name!r} failed: {error['message']}", step=name, attempt=1, error=error
             ) from exc
         return event.get("payload") if isinstance(event, dict) else event
+
+
+ENGINE_ABORT = "Aborting engine:"
+"""How the engine's abort errors begin (terminate, pause, restart, delete...)."""
+
+
+def is_engine_abort(exc: BaseException) -> bool:
+    """Whether ``exc`` is the engine aborting the run (it throws into the pending
+    ``step`` call on terminate, pause or restart), not a failure of the workflow.
+
+    The engine itself tells these apart by message only (its ``isAbortError``), so
+    this does too: such an error must not count as a step failure, end a wait as
+    a timeout, or run compensation.
+    """
+    message = getattr(exc, "message", None)
+    text = message if isinstance(message, str) else str(exc)
+    return ENGINE_ABORT in text
 
 
 def _engine_attempt(ctx: Any) -> int | None:
@@ -446,7 +476,7 @@ async def run_definition(
         result = await definition.run(ctx, value)
         return json_output(result, what="workflow result")
     except Exception as exc:
-        if definition.compensation is None:
+        if definition.compensation is None or is_engine_abort(exc):
             raise
         failed_step = exc.step if isinstance(exc, StepFailedError) else None
         error = (
@@ -500,6 +530,84 @@ async def _compensate(
         log.error("compensation of %s failed: %r", main.execution_id, exc)
 
 
+def failure_payload(exc: BaseException) -> dict[str, Any]:
+    """The structured failure of an instance, as the engine keeps it (see :class:`InstanceFailure`).
+
+    Same fields as the Durable Object backend's ``result().error``: the failed step's
+    error ``code``, ``message``, ``failed_step``, ``step_attempt`` and the step's
+    serialized ``error``.
+    """
+    if isinstance(exc, StepFailedError):
+        return {
+            "code": str(exc.error.get("code") or exc.code),
+            "message": str(exc.error.get("message") or exc.message),
+            "failed_step": exc.step,
+            "step_attempt": exc.attempt,
+            "error": exc.error,
+        }
+    error = dict(jn.serialize_error(exc, attempt=0, started_at=None, finished_at=None, retryable=False))
+    return {
+        "code": error["code"],
+        "message": error["message"],
+        "failed_step": None,
+        "step_attempt": 0,
+        "error": error,
+    }
+
+
+FAILURE_MARK = "workkit_workflow failure: "
+"""Starts the text of :class:`InstanceFailure`; the JSON of the failure follows."""
+
+
+class InstanceFailure(Exception):
+    """What ``run`` raises when the definition fails: the structured failure as JSON.
+
+    The engine keeps only an error's name and message, and a Python exception
+    reaches it as a ``PythonError`` whose message is the formatted traceback,
+    which ends with this exception's text. :func:`decode_failure` finds it there.
+    """
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__(FAILURE_MARK + jn.dumps(payload))
+        self.payload = payload
+
+
+def decode_failure(message: str) -> dict[str, Any] | None:
+    """The failure :class:`InstanceFailure` put into an engine error's message, if any."""
+    at = message.rfind(FAILURE_MARK)
+    if at < 0:
+        return None
+    try:
+        payload, _ = json.JSONDecoder().raw_decode(message, at + len(FAILURE_MARK))
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("code"), str):
+        return None
+    return payload
+
+
+class _EntrypointBase:
+    """Keeps the ``workers`` SDK from wrapping an entry point's ``run`` twice.
+
+    The SDK's ``WorkflowEntrypoint.__init_subclass__`` wraps ``run`` (and ``__init__``)
+    of every subclass, found by ``getattr``: the built-in SDK of workerd then wraps
+    the *inherited*, already wrapped ``run`` of ``class OrderFlow(flow.as_cloudflare_workflow())``
+    once more, and every ``step.do`` fails (a step wrapper around a step wrapper).
+    Here a subclass keeps the wrapping of its base for what it does not define itself.
+    """
+
+    _workkit_entrypoint: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        own = set(cls.__dict__)
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_workkit_entrypoint"):
+            return  # the generated class itself: wrapped once, as the SDK intends
+        for name in ("run", "__init__"):
+            if name not in own and name in cls.__dict__:
+                delattr(cls, name)
+
+
 def entrypoint_class(
     definition: AnyWorkflow,
     class_name: str | None = None,
@@ -508,9 +616,10 @@ def entrypoint_class(
 ) -> type:
     """A ``WorkflowEntrypoint`` subclass named ``class_name`` that runs ``definition``.
 
-    The runtime finds the class by its ``__name__`` in the entry module, so
-    bind it to a variable of the same name, also used as wrangler's
-    ``class_name``: ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``.
+    The runtime finds the class by its ``__name__`` in the entry module: subclass it
+    under wrangler's ``class_name`` (``class OrderFlow(order_flow.as_cloudflare_workflow()): ...``)
+    or bind it to a variable of the same name:
+    ``OrderFlow = order_flow.as_cloudflare_workflow("OrderFlow")``.
     """
     name = class_name or _class_name(definition.name)
     if not name.isidentifier():
@@ -522,14 +631,27 @@ def entrypoint_class(
         )
 
     async def run(self: Any, event: Any, step: Any) -> Any:
-        return await run_definition(definition, event, step, native_retries=native_retries)
+        try:
+            output = await run_definition(definition, event, step, native_retries=native_retries)
+        except Exception as exc:
+            if not is_engine_abort(exc):
+                raise InstanceFailure(failure_payload(exc)) from exc
+            # The engine tells a pause/terminate/restart from a failure by its own
+            # error's message: hand that very error back.
+            aborted = rejection_with(exc)
+            if aborted is None:
+                raise
+            return aborted
+        # Converted here: the built-in SDK hands run's result to JavaScript as is.
+        return json_to_js(output)
 
     namespace = {
         "run": run,
         "__doc__": f"Cloudflare Workflows entry point of workflow {definition.name!r}.",
         "definition": definition,
+        "_workkit_entrypoint": True,
     }
-    return type(name, (workflow_entrypoint_base(),), namespace)
+    return type(name, (_EntrypointBase, workflow_entrypoint_base()), namespace)
 
 
 def _class_name(workflow_name: str) -> str:
@@ -540,4 +662,15 @@ def _class_name(workflow_name: str) -> str:
     return name
 
 
-__all__ = ["EngineRun", "entrypoint_class", "format_duration", "json_output", "map_status", "step_config"]
+__all__ = [
+    "EngineRun",
+    "InstanceFailure",
+    "decode_failure",
+    "entrypoint_class",
+    "failure_payload",
+    "format_duration",
+    "is_engine_abort",
+    "json_output",
+    "map_status",
+    "step_config",
+]

@@ -11,12 +11,20 @@ results here, so the raw binding and the SDK's wrapper both work.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._cfworkflows import TERMINAL_ENGINE, AnyWorkflow, _plain, json_output, map_status
+from ._cfworkflows import (
+    TERMINAL_ENGINE,
+    AnyWorkflow,
+    _plain,
+    decode_failure,
+    json_output,
+    map_status,
+)
 from ._client import DurableWorkflows, ExecutionHandle, WorkflowResult
 from ._definition import Workflow
 from ._journal import Status
@@ -57,8 +65,21 @@ def is_workflows_binding(binding: Any) -> bool:
     return has("create") and has("get") and not has("idFromName") and not has("request")
 
 
+async def _settle(value: Any) -> Any:
+    """``value`` awaited until it is no longer awaitable.
+
+    The binding's methods return a promise, but the ``workers`` SDK built into
+    workerd wraps the instance's ``status``/``terminate``/``restart``/``pause``/
+    ``resume`` in ``async def``s that return the JS promise un-awaited: one await
+    gives another awaitable. The PyPI SDK and the raw binding resolve in one.
+    """
+    while inspect.isawaitable(value):
+        value = await value
+    return value
+
+
 async def _call(promise: Any) -> Any:
-    return _plain(await promise)
+    return _plain(await _settle(promise))
 
 
 class _NoNamespace:
@@ -91,7 +112,7 @@ class WorkflowsHandle(ExecutionHandle):
     async def _get(self) -> Any:
         if self._instance is None:
             try:
-                self._instance = await self._binding.get(self.execution_id)
+                self._instance = await _settle(self._binding.get(self.execution_id))
             except Exception as exc:
                 raise ExecutionNotFoundError(
                     f"no Workflows instance {self.execution_id!r}: {exc}", execution_id=self.execution_id
@@ -102,7 +123,7 @@ class WorkflowsHandle(ExecutionHandle):
         """The instance's ``status()`` as the engine reports it (``status``, ``error``, ``output``)."""
         instance = await self._get()
         try:
-            raw = _plain(await instance.status())
+            raw = await _call(instance.status())
         except Exception as exc:
             raise ExecutionNotFoundError(
                 f"no Workflows instance {self.execution_id!r}: {exc}", execution_id=self.execution_id
@@ -186,32 +207,51 @@ class WorkflowsHandle(ExecutionHandle):
         status = map_status(raw["status"])
         if status == "completed":
             return WorkflowResult(ok=True, status=status, value=raw.get("output"))
-        error = _error_dict(raw.get("error")) if raw.get("error") is not None else None
-        if error is None:
-            error = {"code": status, "message": status}
-        failure = ExecutionFailedError(
-            f"the workflow {status}: {error.get('message', status)}",
-            code=str(error.get("code", status)),
+        failure = _failure(raw.get("error")) if status == "failed" else None
+        if failure is None:
+            failure = {"code": status, "message": status, "failed_step": None, "step_attempt": 0}
+            failure["error"] = _error_dict(raw.get("error")) if raw.get("error") is not None else None
+        step = failure.get("failed_step")
+        where = f"step {step!r}" if step else "the workflow"
+        error = ExecutionFailedError(
+            f"{where} {status}: {failure.get('message', status)}",
+            code=str(failure["code"]),
             execution_id=self.execution_id,
             status=status,
-            failed_step=None,
-            step_attempt=0,
-            error=error,
+            failed_step=step if isinstance(step, str) else None,
+            step_attempt=int(failure.get("step_attempt") or 0),
+            error=failure.get("error"),
             compensation=None,
             journal=[],
         )
-        return WorkflowResult(ok=False, status=status, error=failure)
+        return WorkflowResult(ok=False, status=status, error=error)
 
     def __repr__(self) -> str:
         return f"WorkflowsHandle({self.execution_id!r})"
 
 
-def _error_dict(error: Any) -> dict[str, Any]:
+def _engine_error(error: Any) -> tuple[str, str]:
     # Older type definitions say a string, newer ones {name, message}.
     if isinstance(error, dict):
-        name = str(error.get("name") or "Error")
-        return {"code": name, "name": name, "message": str(error.get("message") or "")}
-    return {"code": "Error", "name": "Error", "message": str(error)}
+        return str(error.get("name") or "Error"), str(error.get("message") or "")
+    return "Error", str(error)
+
+
+def _failure(error: Any) -> dict[str, Any] | None:
+    """The structured failure ``run`` left in the engine's error (see ``InstanceFailure``),
+    with the same fields as the Durable Object backend's result; None for an error the
+    engine made itself."""
+    if error is None:
+        return None
+    return decode_failure(_engine_error(error)[1])
+
+
+def _error_dict(error: Any) -> dict[str, Any]:
+    failure = _failure(error)
+    if failure is not None and isinstance(failure.get("error"), dict):
+        return dict(failure["error"])
+    name, message = _engine_error(error)
+    return {"code": name, "name": name, "message": message}
 
 
 class WorkflowsClient(DurableWorkflows):
@@ -254,7 +294,7 @@ class WorkflowsClient(DurableWorkflows):
         if params is not None:
             options["params"] = params
         try:
-            instance = await self.binding.create(to_js(options))
+            instance = await _settle(self.binding.create(to_js(options)))
         except Exception as exc:
             # A duplicate id is refused: if the instance exists, this is that start.
             existing = WorkflowsHandle(self.binding, execution_id, created=False)

@@ -55,6 +55,12 @@ def _durable_object_base() -> type:
 DurableObjectBase: type = _durable_object_base()
 
 
+def base_takes_ctx_env(base: type) -> bool:
+    """Whether ``base`` (the SDK's ``DurableObject``) has a constructor of its own, which
+    takes ``(ctx, env)``; the April-2025 SDK's class has none."""
+    return base is not object and getattr(base, "__init__", None) is not object.__init__
+
+
 # -- values ------------------------------------------------------------------
 
 
@@ -402,3 +408,49 @@ class _PlainEntrypoint:
     def __init__(self, ctx: Any, env: Any) -> None:
         self.ctx = ctx
         self.env = env
+
+
+# -- Cloudflare Workflows: the value an entry point returns ------------------------------
+
+
+def json_to_js(value: Any) -> Any:
+    """JSON data as the same JS value (objects, arrays, ``null`` kept), for a value
+    handed to the runtime unconverted: the built-in SDK passes what a workflow's
+    ``run`` returns to JavaScript as is, and a Python dict there is a
+    ``DataCloneError``. Through JSON text, a ``None`` inside becomes ``null``, not
+    the ``undefined`` of ``to_js``, which a JSON round trip would drop."""
+    if not IN_PYODIDE:
+        return value
+    from js import JSON
+
+    return JSON.parse(json.dumps(value, separators=(",", ":")))
+
+
+class _Rejection:
+    """A thenable that rejects with one JavaScript error (see :func:`rejection_with`)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
+
+    def then(self, resolve: Any, reject: Any) -> None:
+        # Handed to JS, a JsException is the original JS error object again.
+        reject(self._error)
+
+
+def rejection_with(exc: BaseException) -> Any:
+    """For an entry point to *return* so that the runtime's promise rejects with ``exc``
+    itself, a JS error caught in Python; None when ``exc`` is no JS error (or outside
+    Pyodide).
+
+    Raised instead, it would reach JavaScript as a ``PythonError`` whose message is
+    the traceback, and a returned JS promise is awaited in Python by the runtime's
+    entry point glue (the same ``PythonError``). A Python object with a ``then``
+    method is not awaitable in Python, and JavaScript adopts it as a thenable.
+    """
+    if not IN_PYODIDE:
+        return None
+    from pyodide.ffi import JsException
+
+    if not isinstance(exc, JsException):
+        return None
+    return _Rejection(exc)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._definition import MISSING, StepHandler, StepOptions, make_options
+from ._definition import MISSING, StepHandler, StepOptions, check_default, check_name, make_options
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
 
@@ -71,6 +71,7 @@ class WorkflowContext:
         without calling ``fn``. ``output`` (a pydantic model or type)
         validates the output on first run and on replay.
         """
+        check_name(name, "step")
         options = make_options(
             retry=retry,
             timeout=timeout,
@@ -87,11 +88,13 @@ class WorkflowContext:
         return self._run.step(name, lambda ctx: handler(input, prev, ctx), options)
 
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
-        """Sleep durably: the execution parks and an alarm wakes it."""
+        """Sleep durably: the execution parks and an alarm wakes it (at most 365 days)."""
+        check_name(name, "sleep")
         return self._run.sleep(name, until=None, duration=to_seconds(duration, what=f"sleep {name!r}"))
 
     def sleep_until(self, name: str, when: datetime | float) -> Awaitable[None]:
         """Sleep durably until an aware datetime or epoch seconds."""
+        check_name(name, "sleep")
         return self._run.sleep(name, until=to_instant(when, what=f"sleep_until {name!r}"), duration=None)
 
     def wait_for_event(
@@ -102,8 +105,28 @@ class WorkflowContext:
         An event sent before the wait is kept and consumed here. Without
         ``default``, a timeout raises :class:`~workkit_workflow.errors.StepFailedError`.
         """
+        check_name(name, "wait")
+        check_name(event_type, "event type")
         seconds = None if timeout is None else to_seconds(timeout, what=f"wait {name!r}: timeout")
-        return self._run.wait(name, event_type, timeout=seconds, default=default)
+        return self._run.wait(
+            name, event_type, timeout=seconds, default=check_default(default, f"wait {name!r}")
+        )
+
+
+@dataclass(frozen=True)
+class InDoubtStep:
+    """A step whose attempt started but never journaled an outcome: the object
+    died during it, then the execution was cancelled or failed before it ran
+    again. It may have had its effect; undo it if it did (its idempotency key
+    is the one the attempt sent)."""
+
+    name: str
+    op: int
+    """Its position in the workflow's operations."""
+    attempt: int
+    idempotency_key: str | None
+    started_at: float | None
+    """When the in-doubt attempt started (epoch seconds)."""
 
 
 class CompensationContext(WorkflowContext):
@@ -125,6 +148,7 @@ class CompensationContext(WorkflowContext):
         failed_step: str | None,
         error: dict[str, Any] | None,
         step_outputs: dict[str, Any],
+        in_doubt_steps: list[InDoubtStep] | None = None,
     ) -> None:
         super().__init__(run, execution_id, workflow, input)
         self.status = status
@@ -134,6 +158,9 @@ class CompensationContext(WorkflowContext):
         """The failed step's SerializedStepError (code, message, retryable, attempt, timing)."""
         self.step_outputs = step_outputs
         """Outputs of the steps that succeeded, by step name."""
+        self.in_doubt_steps = list(in_doubt_steps or [])
+        """Steps that may have had their effect without journaling it (the object
+        died during their attempt), in operation order: undo them too if needed."""
 
     @property
     def cancelled(self) -> bool:

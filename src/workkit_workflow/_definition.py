@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._durations import Duration, to_instant, to_seconds
+from ._journal import encode_value, is_unicode
 from ._retry import RetryPolicy
-from .errors import DefinitionError, UnknownWorkflowError
+from ._values import to_data
+from .errors import DefinitionError, SerializationError, UnknownWorkflowError
 
 if TYPE_CHECKING:
     from ._context import CompensationContext, StepContext, WorkflowContext
@@ -63,15 +65,10 @@ def make_options(
         raise DefinitionError(f"{where}: retry must be a RetryPolicy, got {type(retry).__name__}")
     if idempotency_key is not None and not (isinstance(idempotency_key, str) or callable(idempotency_key)):
         raise DefinitionError(f"{where}: idempotency_key must be a string or a callable")
-    seconds = None if timeout is None else _duration(timeout, f"{where}: timeout")
+    if isinstance(idempotency_key, str) and not (idempotency_key and is_unicode(idempotency_key)):
+        raise DefinitionError(f"{where}: idempotency_key must be non-empty, valid Unicode text")
+    seconds = None if timeout is None else to_seconds(timeout, what=f"{where}: timeout")
     return StepOptions(retry=retry, timeout=seconds, idempotency_key=idempotency_key, output=output)
-
-
-def _duration(value: Duration, what: str) -> float:
-    try:
-        return to_seconds(value, what=what)
-    except ValueError as exc:
-        raise DefinitionError(str(exc)) from None
 
 
 def check_name(name: object, what: str) -> str:
@@ -79,7 +76,22 @@ def check_name(name: object, what: str) -> str:
         raise DefinitionError(f"{what} name must be a non-empty string, got {name!r}")
     if len(name) > 256:
         raise DefinitionError(f"{what} name is longer than 256 characters")
+    if not is_unicode(name):
+        # Names are journaled; a lone surrogate could never be stored.
+        raise DefinitionError(f"{what} name {name!r} holds a lone surrogate (not valid Unicode)")
     return name
+
+
+def check_default(default: Any, where: str) -> Any:
+    """A wait's default is journaled when the wait times out: refuse one that
+    could never be stored now, not when the timeout fires."""
+    if default is MISSING:
+        return default
+    try:
+        encode_value(to_data(default, what=f"{where}: default"), what=f"{where}: default")
+    except SerializationError as exc:
+        raise DefinitionError(exc.message) from None
+    return default
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,9 @@ class Workflow:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise DefinitionError("retry must be a RetryPolicy")
         self.retry: RetryPolicy = retry or RetryPolicy()
-        self.timeout: float | None = None if timeout is None else _duration(timeout, "timeout")
+        self.timeout: float | None = (
+            None if timeout is None else to_seconds(timeout, what=f"workflow {name!r}: timeout")
+        )
         self.input_type = input_type
         self._fn = fn
         self._ops: list[_BuilderOp] = []
@@ -166,16 +180,13 @@ class Workflow:
     def sleep(self, name: str, duration: Duration) -> Workflow:
         """Append a durable sleep: the execution parks and an alarm wakes it."""
         self._check_builder()
-        seconds = _duration(duration, f"sleep {name!r}")
+        seconds = to_seconds(duration, what=f"sleep {name!r}")
         return self._append(_BuilderOp("sleep", check_name(name, "sleep"), duration=seconds))
 
     def sleep_until(self, name: str, when: datetime | float) -> Workflow:
         """Append a durable sleep until an instant (aware datetime or epoch seconds)."""
         self._check_builder()
-        try:
-            instant = to_instant(when, what=f"sleep_until {name!r}")
-        except ValueError as exc:
-            raise DefinitionError(str(exc)) from None
+        instant = to_instant(when, what=f"sleep_until {name!r}")
         return self._append(_BuilderOp("sleep_until", check_name(name, "sleep"), when=instant))
 
     def wait_for_event(
@@ -192,13 +203,13 @@ class Workflow:
         """
         self._check_builder()
         check_name(event_type, "event type")
-        seconds = None if timeout is None else _duration(timeout, f"wait {name!r}: timeout")
+        seconds = None if timeout is None else to_seconds(timeout, what=f"wait {name!r}: timeout")
         op = _BuilderOp(
             "wait",
             check_name(name, "wait"),
             event_type=event_type,
             timeout=seconds,
-            default=default,
+            default=check_default(default, f"wait {name!r}"),
         )
         return self._append(op)
 

@@ -10,11 +10,14 @@ Invariants kept here:
 
 * every state change is one ``Storage.commit`` (puts, deletes and alarm
   together);
-* at most one runner per object instance: ``_ensure_runner`` is synchronous
-  single-flight, and requests that arrive meanwhile only read or signal it;
+* at most one runner per object instance (``_runner.Runner``), and every
+  acknowledged signal (event, cancel) is observed by a runner whatever point
+  of parking it is at: the protocol is stated in ``_runner``;
 * while a phase runs, an alarm (the lease) is set, so if the object dies the
   alarm resumes it; when it parks, the alarm is the earliest wake-up;
-* the alarm handler never raises.
+* the alarm handler never raises, except :class:`AlarmNotSet` when it could
+  not durably set the next alarm: then the runtime's own alarm retry is the
+  only wake-up left.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _journal as jn
-from ._context import CompensationContext, WorkflowContext
+from ._context import CompensationContext, InDoubtStep, WorkflowContext
 from ._definition import REGISTRY, Registry, Workflow, check_name
 from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._retry import NO_RETRY
 from ._run import ControlSignal, Outcome, PhaseRun
+from ._runner import Runner
 from ._values import to_data, validate
 from .errors import (
     ExecutionConflictError,
@@ -51,9 +55,22 @@ log = logging.getLogger("workkit_workflow")
 
 FaultHook = Callable[..., None]
 
-DEFAULT_LEASE = 30.0
+DEFAULT_LEASE = 5.0
 """Seconds a running phase's alarm is set ahead: if the object dies mid-step,
-this alarm resumes the execution at most this long afterwards."""
+this alarm resumes the execution at most this long afterwards. While the
+runner is alive the alarm renews it when it fires (one write per lease period,
+none per step), so a short lease costs long steps a write every few seconds
+and buys prompt recovery after a crash."""
+
+ABANDONED = {"running": "in_doubt", "retrying": "abandoned", "sleeping": "abandoned", "waiting": "abandoned"}
+"""What an unfinished journal entry becomes when its phase ends without it: a
+step attempt that may have run is ``in_doubt`` (compensation is told), a
+retry wait, sleep or event wait is ``abandoned``."""
+
+
+class AlarmNotSet(Exception):
+    """The alarm handler could not durably set the next alarm: raised out of it so
+    that the runtime's own alarm retry wakes the execution again."""
 
 
 class StorageFailure(ControlSignal):
@@ -96,9 +113,9 @@ class ExecutionCore:
         self._load_lock = asyncio.Lock()
         self._create_lock = asyncio.Lock()
         self._event_lock = asyncio.Lock()
-        self._runner: asyncio.Task[None] | None = None
+        self.runner = Runner(self.spawn, self._drive_safely)
         self._run: PhaseRun | None = None
-        self._kick = False
+        self._alarm_unset = False
         self._pending: dict[str, str] = {}
         self._pending_steps: list[str] = []
         self._flush_scheduled = False
@@ -351,7 +368,7 @@ class ExecutionCore:
 
     def view(self) -> dict[str, Any]:
         meta, state = self._require()
-        run = self._run if self._runner_active() else None
+        run = self._run if self.runner.active else None
         return {
             "execution_id": meta["execution_id"],
             "workflow": meta["workflow"],
@@ -437,34 +454,31 @@ class ExecutionCore:
         _, state = self._require()
         if state["phase"] != "main" or state["status"] in jn.TERMINAL:
             return self.view(), False
-        active = self._runner_active()
         await self._write_state(
             {"status": "cancelled", "cancel_requested_at": self.now(), "cancel_reason": reason},
-            alarm=KEEP_ALARM if active else self.now(),
+            alarm=self.runner.signal(self.now()),
         )
-        if active and self._run is not None:
-            self._run.stop()
-        elif not active:
-            self._ensure_runner()
+        run = self._run
+        if run is not None and run.prefix == jn.MAIN:
+            run.stop()
+        self.runner.wake()
         return self.view(), True
 
     async def send_event(self, event_type: str, payload: Any, event_id: str | None) -> dict[str, Any]:
         """Deliver an external event to the inbox; duplicates (same id) are ignored."""
         check_name(event_type, "event type")
         await self._ensure_loaded()
-        _, state = self._require()
-        if state["status"] in jn.TERMINAL or state["phase"] != "main":
-            raise ExecutionConflictError(
-                f"the execution is {state['status']}; the {event_type!r} event was not delivered",
-                status=state["status"],
-            )
+        self._check_accepts_events(event_type)
         event_id = event_id or str(uuid.uuid4())
         marker = jn.EVENT_ID + event_id
+        if len(marker) > 512:
+            raise InvalidRequestError("event id is longer than 500 characters")
         async with self._event_lock:
-            if len(marker) > 512:
-                raise InvalidRequestError("event id is longer than 500 characters")
             if await self.storage.get(marker) is not None:
                 return {"accepted": False, "duplicate": True, "event_id": event_id}
+            # The execution may have finished during that read: decide on what is
+            # true now, in the same step as the write.
+            state = self._check_accepts_events(event_type)
             seq = int(state.get("events_received", 0)) + 1
             key = jn.seq_key(jn.INBOX, seq)
             record = {
@@ -474,46 +488,70 @@ class ExecutionCore:
                 "received_at": self.now(),
             }
             text = jn.encode_record(key, record, what=f"payload of event {event_type!r}")
-            active = self._runner_active()
-            await self._write_state(
-                {"events_received": seq},
-                puts={key: text, marker: jn.dumps({"v": jn.VERSION, "key": key})},
-                alarm=KEEP_ALARM if active else self.now(),
-            )
+            # In the inbox before the write is issued, so a runner replaying meanwhile
+            # finds it; taken back out if the write fails.
             self._inbox[key] = record
-            self._kick = True
-            if active and self._run is not None:
-                self._run.deliver(event_type)
-            elif not active:
-                self._ensure_runner()
+            try:
+                await self._write_state(
+                    {"events_received": seq},
+                    puts={key: text, marker: jn.dumps({"v": jn.VERSION, "key": key})},
+                    alarm=self.runner.signal(self.now()),
+                )
+            except StorageFailure:
+                self._inbox.pop(key, None)
+                raise
+        if self._run is not None:
+            self._run.deliver(event_type)
+        self.runner.wake()
         return {"accepted": True, "duplicate": False, "event_id": event_id}
+
+    def _check_accepts_events(self, event_type: str) -> dict[str, Any]:
+        _, state = self._require()
+        if state["status"] in jn.TERMINAL or state["phase"] != "main":
+            raise ExecutionConflictError(
+                f"the execution is {state['status']}; the {event_type!r} event was not delivered",
+                status=state["status"],
+            )
+        return state
 
     # -- the alarm -------------------------------------------------------------
 
     async def alarm(self) -> None:
-        """Resume whatever is due. Never raises: Cloudflare would retry a few times
-        and then drop the alarm for good, so failures set the next alarm here."""
+        """Resume whatever is due.
+
+        Failures set the next alarm here, because the runtime retries a raising
+        handler only a few times and then drops the alarm for good. The one
+        exception: when no next alarm could be stored, :class:`AlarmNotSet` is
+        raised, since the runtime's retry is then the only wake-up left.
+        """
         try:
-            self.fault("in_alarm")
-            if self._runner_active():
-                # The runner is alive in this instance: just renew its lease.
-                await self.storage.set_alarm(self.now() + self.lease)
-                return
-            if self.history is not None and await self._only_history_is_due():
-                # An alarm brought forward to retry history delivery while the
-                # execution is parked: deliver, re-arm, do not replay the workflow.
-                assert self._state is not None
-                await self.history.settle()
-                await self.storage.set_alarm(self.history.alarm_for(self._state.get("wake_at")))
-                return
-            await self._drive_until_quiet()
+            await self._on_alarm()
         except ControlSignal as exc:
-            if isinstance(exc, StorageFailure):
-                await self._retry_alarm_later(exc)
-            else:
+            if not isinstance(exc, StorageFailure):
                 raise
+            if not await self._retry_alarm_later(exc):
+                raise AlarmNotSet("could not set the next alarm after a storage failure") from exc
         except Exception as exc:
-            await self._retry_alarm_later(exc)
+            if not await self._retry_alarm_later(exc):
+                raise AlarmNotSet(f"could not set the next alarm after {exc!r}") from exc
+        if self._alarm_unset:
+            self._alarm_unset = False
+            raise AlarmNotSet("the runner could not set its next alarm")
+
+    async def _on_alarm(self) -> None:
+        self.fault("in_alarm")
+        if self.runner.active:
+            # The runner is alive in this instance: renew its lease.
+            await self.storage.set_alarm(self.now() + self.lease)
+            return
+        if self.history is not None and await self._only_history_is_due():
+            # An alarm brought forward to retry history delivery while the
+            # execution is parked: deliver, re-arm, do not replay the workflow.
+            assert self._state is not None
+            await self.history.settle()
+            await self.storage.set_alarm(self.history.alarm_for(self._state.get("wake_at")))
+            return
+        await self._drive_until_quiet()
 
     async def _only_history_is_due(self) -> bool:
         """Parked, not cancelled, its wake-up still ahead and no event waiting."""
@@ -526,7 +564,9 @@ class ExecutionCore:
             return False
         return not await self.storage.list(prefix=jn.INBOX, limit=1)
 
-    async def _retry_alarm_later(self, exc: BaseException) -> None:
+    async def _retry_alarm_later(self, exc: BaseException) -> bool:
+        """Set an alarm after a backoff that grows with consecutive failures;
+        False when even that write failed."""
         self._alarm_failures += 1
         delay = min(2.0**self._alarm_failures, 300.0)
         log.warning("workkit_workflow: alarm failed (%r); retrying in %.0fs", exc, delay)
@@ -534,19 +574,13 @@ class ExecutionCore:
             await self.storage.set_alarm(self.now() + delay)
         except Exception:
             log.exception("workkit_workflow: could not set the retry alarm")
+            return False
+        return True
 
     # -- the runner ----------------------------------------------------------------
 
-    def _runner_active(self) -> bool:
-        return self._runner is not None and not self._runner.done()
-
-    def _ensure_runner(self) -> asyncio.Task[None]:
-        if self._runner is None or self._runner.done():
-            self._runner = self.spawn(self._drive_safely())
-        return self._runner
-
     async def _drive_until_quiet(self) -> None:
-        runner = self._ensure_runner()
+        runner = self.runner.wake()
         await asyncio.wait({runner})
         if not runner.cancelled():
             exc = runner.exception()
@@ -559,14 +593,14 @@ class ExecutionCore:
             self._alarm_failures = 0
         except StorageFailure as exc:
             self._forget()
-            await self._retry_alarm_later(exc.cause)
+            self._alarm_unset = not await self._retry_alarm_later(exc.cause)
         except WorkflowError as exc:
             self._forget()
-            await self._retry_alarm_later(exc)
+            self._alarm_unset = not await self._retry_alarm_later(exc)
         except Exception as exc:
             log.exception("workkit_workflow: the runner failed")
             self._forget()
-            await self._retry_alarm_later(exc)
+            self._alarm_unset = not await self._retry_alarm_later(exc)
         finally:
             self._run = None
 
@@ -580,7 +614,7 @@ class ExecutionCore:
 
     async def _drive(self) -> None:
         while True:
-            self._kick = False
+            self.runner.mark()
             snapshot = await self.storage.list()
             meta_text, state_text = snapshot.get(jn.META), snapshot.get(jn.STATE)
             if meta_text is None or state_text is None:
@@ -633,7 +667,7 @@ class ExecutionCore:
                 outcome = await self._main_phase(definition, main_entries)
             else:
                 outcome = await self._compensation_phase(definition, main_entries, comp_entries)
-            if outcome is None or self._kick:
+            if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
                 continue
             return
 
@@ -653,7 +687,7 @@ class ExecutionCore:
         """Run the body; returns the outcome if the drive is over, None to go on."""
         assert self._meta is not None and self._state is not None
         if self.cancel_requested:
-            await self._end_main(definition, Outcome("stopped"))
+            await self._end_main(definition, Outcome("stopped"), entries)
             return None
         run = PhaseRun(
             self,
@@ -682,11 +716,30 @@ class ExecutionCore:
             # Cancel arrived while the last step ran: it was acknowledged, so it
             # wins, and compensation undoes that step too.
             outcome = Outcome("stopped")
-        await self._end_main(definition, outcome)
+        await self._end_main(definition, outcome, run.entries)
         return None if self._state and self._state["phase"] == "compensation" else outcome
 
-    async def _end_main(self, definition: Workflow, outcome: Outcome) -> None:
+    def _settle_entries(self, prefix: str, entries: Mapping[int, dict[str, Any]]) -> dict[str, str]:
+        """The writes that close the phase's unfinished entries (see ``ABANDONED``)."""
+        puts: dict[str, str] = {}
         now = self.now()
+        for op, entry in entries.items():
+            status = ABANDONED.get(str(entry.get("status")))
+            if status is None:
+                continue
+            key = jn.op_key(prefix, op)
+            settled = {**entry, "status": status, "settled_at": now}
+            if status == "in_doubt":
+                # Kept for compensation: the key lets an undo find the effect.
+                settled["idempotency_key"] = entry.get("idempotency_key")
+            puts[key] = jn.encode_record(key, settled, what=f"journal entry of {entry.get('name')!r}")
+        return puts
+
+    async def _end_main(
+        self, definition: Workflow, outcome: Outcome, entries: Mapping[int, dict[str, Any]]
+    ) -> None:
+        now = self.now()
+        settled = self._settle_entries(jn.MAIN, entries)
         if outcome.kind == "completed":
             try:
                 text = jn.encode_record(jn.RESULT, {"value": to_data(outcome.value)}, what="workflow result")
@@ -695,7 +748,7 @@ class ExecutionCore:
             else:
                 await self._write_state(
                     {"status": "completed", "phase": "done", "finished_at": now, "waiting_for": []},
-                    puts={jn.RESULT: text},
+                    puts={**settled, jn.RESULT: text},
                     alarm=None,
                 )
                 self._settled_event().set()
@@ -721,10 +774,10 @@ class ExecutionCore:
                     "error": None,
                 },
             )
-            await self._write_state(changes, alarm=now)
+            await self._write_state(changes, puts=settled, alarm=now)
             return
         changes.update(phase="done", compensation=None)
-        await self._write_state(changes, alarm=None)
+        await self._write_state(changes, puts=settled, alarm=None)
         self._settled_event().set()
 
     async def _compensation_phase(
@@ -749,6 +802,17 @@ class ExecutionCore:
             for _, e in sorted(main_entries.items())
             if e.get("kind") == "step" and e.get("status") == "completed"
         }
+        in_doubt = [
+            InDoubtStep(
+                name=str(e["name"]),
+                op=op,
+                attempt=int(e.get("attempt", 0)),
+                idempotency_key=e.get("idempotency_key"),
+                started_at=e.get("attempt_started_at"),
+            )
+            for op, e in sorted(main_entries.items())
+            if e.get("status") == "in_doubt"
+        ]
         run = PhaseRun(self, prefix=jn.COMPENSATION, entries=entries, retry=NO_RETRY, deadline=None)
         self._run = run
         self.input = self._meta.get("input")
@@ -761,6 +825,7 @@ class ExecutionCore:
             failed_step=state.get("failed_step"),
             error=state.get("error"),
             step_outputs=outputs,
+            in_doubt_steps=in_doubt,
         )
 
         async def body() -> Any:
@@ -780,7 +845,11 @@ class ExecutionCore:
             finished_at=self.now(),
             error=outcome.error if outcome.kind == "failed" else None,
         )
-        await self._write_state({"compensation": compensation, "phase": "done"}, alarm=None)
+        await self._write_state(
+            {"compensation": compensation, "phase": "done"},
+            puts=self._settle_entries(jn.COMPENSATION, run.entries),
+            alarm=None,
+        )
         self._settled_event().set()
         return outcome
 
@@ -800,7 +869,7 @@ class ExecutionCore:
         changes: dict[str, Any] = {"wake_at": wake_at, "waiting_for": outcome.waiting_for}
         if self._state["status"] == "running":
             changes["status"] = "waiting" if outcome.waiting_for else "sleeping"
-        await self._write_state(changes, alarm=wake_at)
+        await self._write_state(changes, alarm=self.runner.park_alarm(wake_at, self.now()))
 
     def _inbox_has(self, event_type: str) -> bool:
         return any(r.get("type") == event_type for r in self._inbox.values())

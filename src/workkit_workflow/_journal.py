@@ -110,17 +110,51 @@ def loads(text: str) -> Any:
 
 
 def encode_value(value: Any, *, what: str) -> str:
-    """Serialize a user value (step output, input, payload) or fail with SerializationError."""
+    """Serialize a user value (step output, input, payload) or fail with SerializationError.
+
+    The text must also be storable as UTF-8: a lone surrogate (``"\\ud800"``,
+    which Python strings can hold and JSON escapes can carry) is refused here,
+    where callers expect a SerializationError, not later when it is encoded.
+    """
     try:
-        return dumps(value)
+        text = dumps(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"{what} is not JSON-serializable: {exc}", what=what, type=type(value).__name__
         ) from None
+    utf8_size(text, what=what)
+    return text
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate), so storable as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def utf8_size(text: str, *, what: str) -> int:
+    """The UTF-8 size of ``text``, or SerializationError if it holds a lone surrogate."""
+    if text.isascii():  # the common case, without building the bytes
+        return len(text)
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"{what} holds a lone surrogate ({text[exc.start : exc.end]!a} at character {exc.start}), "
+            "which is not valid Unicode and cannot be stored; encode binary data as base64",
+            what=what,
+            reason="lone_surrogate",
+        ) from None
 
 
 def check_size(key: str, text: str, *, what: str, limit: int = MAX_VALUE_BYTES) -> None:
-    size = len(key.encode()) + len(text.encode())
+    """SerializationError unless ``key`` and ``text`` fit one stored value as UTF-8."""
+    size = utf8_size(key, what=f"the key of {what}") + utf8_size(text, what=what)
     if size > limit:
         raise SerializationError(
             f"{what} is {size} bytes serialized; the limit per stored value is {limit} bytes",
@@ -164,6 +198,14 @@ def decode_record(key: str, text: Any) -> dict[str, Any]:
     return record
 
 
+def storable_text(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape, so an error
+    message (which the step's code does not control) can always be journaled."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def serialize_error(
     exc: BaseException,
     *,
@@ -180,8 +222,8 @@ def serialize_error(
     if started_at is not None and finished_at is not None:
         duration = round((finished_at - started_at) * 1000.0, 3)
     return {
-        "code": code,
-        "message": message[:4000] or type(exc).__name__,
+        "code": storable_text(code),
+        "message": storable_text(message[:4000]) or type(exc).__name__,
         "type": type(exc).__name__,
         "retryable": retryable,
         "attempt": attempt,

@@ -129,7 +129,12 @@ class ExecutionObject:
         core = self.core
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume"):
             # pydantic validates bodies; reads (GET) work without it.
-            from . import _wire
+            try:
+                from . import _wire
+            except ImportError as exc:
+                if exc.name != "pydantic":
+                    raise
+                return _no_pydantic()
         if path == "/execute":
             body = _wire.parse(_wire.ExecuteBody, request.body)
             name = self.host.object_name
@@ -165,6 +170,25 @@ class ExecutionObject:
 
     async def alarm(self) -> None:
         await self.core.alarm()
+
+
+def _no_pydantic() -> WireResponse:
+    """What a body-carrying request gets where pydantic is missing: refused, never
+    accepted unvalidated."""
+    return WireResponse(
+        500,
+        {
+            "error": {
+                "code": "dependency_missing",
+                "message": (
+                    "request bodies are validated with pydantic, which this Worker cannot import: "
+                    "deploy with pywrangler (it vendors the package's dependencies) or vendor pydantic"
+                ),
+                "dependency": "pydantic",
+                "retryable": False,
+            }
+        },
+    )
 
 
 def _float_param(request: WireRequest, name: str, default: float, *, maximum: float) -> float:
@@ -204,7 +228,9 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     """The ``env`` binding of the D1 database that receives the history projection, if bound."""
 
     def __init__(self, ctx: Any, env: Any) -> None:
-        if _cloudflare.DurableObjectBase is not object:
+        # The SDK's DurableObject keeps ctx and env from mid-2025 on; the April-2025 SDK's
+        # has no constructor, and object's takes no arguments.
+        if _cloudflare.base_takes_ctx_env(_cloudflare.DurableObjectBase):
             super().__init__(ctx, env)
         self.ctx = ctx
         self.env = env
@@ -221,10 +247,13 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     async def alarm(self, alarm_info: Any = None) -> None:
         await self._object.alarm()
 
-    # Compatibility dates before 2025-08-14 look for on_fetch / on_alarm; these
+    # From 2025-08-14 the runtime calls fetch / alarm with as many arguments as they
+    # declare. Earlier dates call on_fetch / on_alarm: today's runtime passes
+    # (request, env, ctx) to a handler declaring *args, the April-2025 one passes
+    # (request, undefined, undefined) whatever it declares; these ignore the extras. They
     # delegate, so a subclass that overrides fetch or alarm is honoured.
-    async def on_fetch(self, request: Any) -> Any:
+    async def on_fetch(self, request: Any, *_runtime_args: Any) -> Any:
         return await self.fetch(request)
 
-    async def on_alarm(self, alarm_info: Any = None) -> None:
+    async def on_alarm(self, alarm_info: Any = None, *_runtime_args: Any) -> None:
         await self.alarm(alarm_info)

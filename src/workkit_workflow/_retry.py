@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from ._durations import Duration, to_seconds
+from .errors import InvalidOptionError
+
+MAX_ATTEMPTS: Final = 1000
+"""Most attempts a policy may allow. Each failed attempt costs a journal write
+and an alarm; a step that needs more is better as a loop of waits."""
+MAX_MULTIPLIER: Final = 1e6
+"""Largest ``backoff_multiplier``: beyond it the first retry already waits ``max_delay``."""
+DEFAULT_CAP: Final = 30.0
+"""``max_delay`` when none is given (or ``initial_delay``, if that is longer)."""
 
 
 @dataclass(frozen=True)
@@ -15,43 +27,57 @@ class RetryPolicy:
     The wait before attempt ``n + 1`` is ``initial_delay * backoff_multiplier ** (n - 1)``,
     capped at ``max_delay``, then spread by ``± jitter`` (a fraction). Waits are
     Durable Object alarms, never in-memory sleeps.
+
+    Every knob is checked at construction; a bad one raises
+    :class:`~workkit_workflow.errors.InvalidOptionError` (also a ``ValueError``).
     """
 
     max_attempts: int = 3
-    """Total attempts, the first included. ``1`` means no retries."""
+    """Total attempts, the first included: ``1`` (no retries) to :data:`MAX_ATTEMPTS`."""
     initial_delay: float = 1.0
-    """Seconds before the second attempt."""
+    """Seconds before the second attempt (any duration: ``"500ms"``, a timedelta...), at most 365 days."""
     max_delay: float | None = None
-    """Upper bound, in seconds, of any single wait (before jitter); ``None``:
-    30 s, or ``initial_delay`` if that is longer."""
+    """Upper bound, in seconds, of any single wait (before jitter), at least
+    ``initial_delay`` and at most 365 days; ``None``: 30 s, or ``initial_delay``
+    if that is longer."""
     backoff_multiplier: float = 2.0
-    """Growth factor of the wait from one attempt to the next."""
+    """Growth factor of the wait from one attempt to the next: finite, from 1 to :data:`MAX_MULTIPLIER`."""
     jitter: float = 0.1
-    """Fraction of the wait added or removed at random, ``0`` for none."""
+    """Fraction of the wait added or removed at random, from ``0`` (none) to ``1``."""
     non_retryable: tuple[str, ...] = field(default=())
     """Exception class names (or error codes) that are never retried."""
 
     def __post_init__(self) -> None:
         # Accept durations in any public form, store seconds.
-        object.__setattr__(self, "initial_delay", to_seconds(self.initial_delay, what="initial_delay"))
+        initial = to_seconds(self.initial_delay, what="RetryPolicy initial_delay")
+        object.__setattr__(self, "initial_delay", initial)
         if self.max_delay is None:
-            object.__setattr__(self, "max_delay", max(30.0, self.initial_delay))
+            object.__setattr__(self, "max_delay", max(DEFAULT_CAP, initial))
         else:
-            object.__setattr__(self, "max_delay", to_seconds(self.max_delay, what="max_delay"))
-        object.__setattr__(self, "non_retryable", tuple(self.non_retryable))
+            object.__setattr__(self, "max_delay", to_seconds(self.max_delay, what="RetryPolicy max_delay"))
+        object.__setattr__(self, "non_retryable", _names(self.non_retryable))
         self._validate()
 
     def _validate(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise ValueError("max_attempts must be an int")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.backoff_multiplier < 1.0:
-            raise ValueError("backoff_multiplier must be >= 1.0")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError("jitter must be between 0 and 1")
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int):
+            raise InvalidOptionError(f"RetryPolicy max_attempts must be an int, got {attempts!r}")
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise InvalidOptionError(
+                f"RetryPolicy max_attempts must be from 1 to {MAX_ATTEMPTS}, got {attempts}"
+            )
+        multiplier = _number(self.backoff_multiplier, "backoff_multiplier")
+        if not 1.0 <= multiplier <= MAX_MULTIPLIER:
+            raise InvalidOptionError(
+                f"RetryPolicy backoff_multiplier must be from 1 to {MAX_MULTIPLIER:g}, got {multiplier!r}"
+            )
+        jitter = _number(self.jitter, "jitter")
+        if not 0.0 <= jitter <= 1.0:
+            raise InvalidOptionError(f"RetryPolicy jitter must be from 0 to 1, got {jitter!r}")
         if self.cap < self.initial_delay:
-            raise ValueError("max_delay must be >= initial_delay")
+            raise InvalidOptionError(
+                f"RetryPolicy max_delay ({self.cap:g} s) must be >= initial_delay ({self.initial_delay:g} s)"
+            )
 
     @classmethod
     def create(
@@ -62,29 +88,45 @@ class RetryPolicy:
         max_delay: Duration | None = None,
         backoff_multiplier: float = 2.0,
         jitter: float = 0.1,
-        non_retryable: tuple[str, ...] = (),
+        non_retryable: Iterable[str] = (),
     ) -> RetryPolicy:
         """Like the constructor, but typed to accept ``"10s"`` or timedeltas for delays."""
         return cls(
             max_attempts=max_attempts,
-            initial_delay=to_seconds(initial_delay),
-            max_delay=None if max_delay is None else to_seconds(max_delay),
+            initial_delay=to_seconds(initial_delay, what="RetryPolicy initial_delay"),
+            max_delay=None if max_delay is None else to_seconds(max_delay, what="RetryPolicy max_delay"),
             backoff_multiplier=backoff_multiplier,
             jitter=jitter,
-            non_retryable=non_retryable,
+            non_retryable=_names(non_retryable),
         )
 
     def base_delay(self, attempt: int) -> float:
-        """The wait after failed attempt ``attempt`` (1-based), before jitter."""
+        """The wait after failed attempt ``attempt`` (1-based), before jitter.
+
+        Computed so that no multiplier or attempt number overflows a float:
+        the growth is compared with the cap in log space before it is applied.
+        """
+        cap = self.cap
         exponent = max(attempt - 1, 0)
-        # Cap the exponent so huge attempt numbers cannot overflow a float.
-        delay = self.initial_delay * (self.backoff_multiplier ** min(exponent, 64))
-        return min(delay, self.cap)
+        if exponent == 0 or self.initial_delay == 0.0 or self.backoff_multiplier == 1.0:
+            return min(self.initial_delay, cap)
+        # ``min`` keeps a huge int exponent convertible to float; any exponent
+        # that large reaches the cap whatever the multiplier (> 1).
+        growth = float(min(exponent, 10**300)) * math.log(self.backoff_multiplier)
+        if math.log(self.initial_delay) + growth >= math.log(cap):
+            return cap
+        # Here initial * multiplier ** exponent < cap: no overflow. The direct
+        # form keeps exact results (1, 2, 4, 8...) where the power is small.
+        if growth < 700.0:
+            delay = self.initial_delay * self.backoff_multiplier**exponent
+        else:
+            delay = math.exp(math.log(self.initial_delay) + growth)
+        return min(delay, cap)
 
     @property
     def cap(self) -> float:
         """``max_delay`` as resolved (never None after construction)."""
-        return float(self.max_delay if self.max_delay is not None else max(30.0, self.initial_delay))
+        return float(self.max_delay if self.max_delay is not None else max(DEFAULT_CAP, self.initial_delay))
 
     def next_delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait after failed attempt ``attempt``, jitter applied (never negative)."""
@@ -103,6 +145,35 @@ class RetryPolicy:
             "jitter": self.jitter,
             "non_retryable": list(self.non_retryable),
         }
+
+
+def _number(value: object, knob: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptionError(f"RetryPolicy {knob} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidOptionError(f"RetryPolicy {knob} must be finite, got {value!r}")
+    return number
+
+
+def _names(value: object) -> tuple[str, ...]:
+    # A bare string would otherwise become a tuple of its letters.
+    if isinstance(value, str):
+        raise InvalidOptionError(
+            f"RetryPolicy non_retryable must be a list of names, not the string {value!r}; write ({value!r},)"
+        )
+    if not isinstance(value, Iterable):
+        raise InvalidOptionError(f"RetryPolicy non_retryable must be a list of names, got {value!r}")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise InvalidOptionError(
+                f"RetryPolicy non_retryable holds {name!r}; each must be a non-empty name"
+            )
+    return names
 
 
 NO_RETRY = RetryPolicy(max_attempts=1, initial_delay=0.0, max_delay=0.0)

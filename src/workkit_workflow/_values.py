@@ -13,11 +13,22 @@ from typing import Any
 from .errors import SerializationError
 
 
-def to_data(value: Any) -> Any:
-    """Turn a step's return value into JSON-able data (pydantic models are dumped)."""
+def to_data(value: Any, *, what: str = "value") -> Any:
+    """Turn a step's return value into JSON-able data (pydantic models are dumped).
+
+    A model that cannot be dumped is a SerializationError (final, like any
+    value that cannot be stored), whatever the model raised.
+    """
     dump = getattr(value, "model_dump", None)
     if callable(dump) and not isinstance(value, type):
-        return dump(mode="json")
+        try:
+            return dump(mode="json")
+        except Exception as exc:
+            raise SerializationError(
+                f"{what} ({type(value).__name__}) cannot be dumped to JSON: {exc}",
+                what=what,
+                type=type(value).__name__,
+            ) from None
     return value
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from ._journal import is_unicode
 from .errors import InvalidRequestError
 
 MAX_BODY_BYTES = 2_500_000
@@ -76,6 +77,7 @@ def parse(model: type[_Body], body: bytes) -> Any:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
+    _refuse_lone_surrogates(body, data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -85,3 +87,38 @@ def parse(model: type[_Body], body: bytes) -> Any:
         ][:20]
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         raise InvalidRequestError(f"invalid request body: {summary}", problems=problems) from None
+
+
+def _refuse_lone_surrogates(body: bytes, data: dict[str, Any]) -> None:
+    """A JSON escape such as ``"\\ud800"`` decodes to a lone surrogate: a Python
+    string that is not valid Unicode and cannot be stored as UTF-8. Refuse it
+    here, naming where it is, rather than failing when it is written."""
+    # Only an escape or raw surrogate bytes (lead byte 0xED) can make one, so
+    # most bodies skip the walk.
+    if b"\\u" not in body and b"\xed" not in body:
+        return
+    where = _lone_surrogate_at(data)
+    if where is not None:
+        problem = "holds a lone surrogate (such as \\ud800), which is not valid Unicode"
+        raise InvalidRequestError(
+            f"invalid request body: {where}: {problem}", problems=[{"field": where, "problem": problem}]
+        )
+
+
+def _lone_surrogate_at(data: Any) -> str | None:
+    """The dotted path of the first string (value or key) that is not valid Unicode."""
+    pending: list[tuple[str, Any]] = [("", data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if not is_unicode(value):
+                return path or "(body)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{path}.{key}" if path else str(key)
+                if not is_unicode(key):
+                    return f"{path}.(key)" if path else "(key)"
+                pending.append((inner, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None

@@ -5,6 +5,11 @@ and its history (``--history``, default: the same file). Commands that drive
 executions (cancel, resume) need the workflow definitions: ``--app
 mymodule[:attr]`` imports them.
 
+One runtime file has one owner. Reading (list, show, serve without ``--app``)
+works whatever holds the file. ``cancel`` and ``resume`` open the file
+themselves when it is free, and go through its owner when a ``serve --app``
+holds it (its address is in ``<db>.lock``); any other owner is an error.
+
 Exit codes: 0 success, 1 failure (not found, refused, runtime error), 2 usage.
 """
 
@@ -17,13 +22,17 @@ import json
 import os
 import sqlite3
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from .errors import WorkflowError
 from .history import ExecutionRecord, HistoryQuery, LocalD1
 from .history._timeline import Row, Timeline, build, error_text, span, when
+from .local._lock import DatabaseInUseError, Owner, current_owner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -205,7 +214,11 @@ async def _with_runtime(args: argparse.Namespace, action: Any, after: Any = None
     from .local import LocalNamespace
 
     history = LocalD1(args.history or args.db)
-    ns = LocalNamespace(args.db, env={"HISTORY_DB": history})
+    try:
+        ns = LocalNamespace(args.db, env={"HISTORY_DB": history})
+    except DatabaseInUseError as exc:
+        history.close()
+        raise CliError(str(exc)) from None
     try:
         client = create_durable_workflow(ns, history=history)
         result = await action(client)
@@ -218,11 +231,50 @@ async def _with_runtime(args: argparse.Namespace, action: Any, after: Any = None
         history.close()
 
 
+def _through_owner(args: argparse.Namespace, owner: Owner, verb: str, body: dict[str, Any]) -> Any:
+    """Send a command to the process that owns the runtime file (``serve --app``)."""
+    if owner.address is None:
+        who = f"process {owner.pid}" if owner.pid is not None else "another process"
+        raise CliError(
+            f"{args.db!r} is in use by {who}, which takes no commands: stop it, or run your app"
+            " under `workkit-workflow serve --app ...` so commands can go through it"
+        )
+    url = f"{owner.address}/api/executions/{quote(args.execution_id, safe='')}/{verb}"
+    wait = min(max(args.timeout, 0.0), 300.0)
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({**body, "wait": wait}).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=wait + 60.0) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise CliError(_owner_error(exc)) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise CliError(
+            f"{args.db!r} is owned by the server at {owner.address}, which did not answer: {exc}"
+        ) from None
+
+
+def _owner_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        error = json.loads(exc.read())["error"]
+        return str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"the owning server answered {exc.code} {exc.reason}"
+
+
 async def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
     async def action(client: Any) -> bool:
         return bool(await client.execution(args.execution_id).cancel(args.reason))
 
-    changed = await _with_runtime(args, action)
+    owner = current_owner(args.db)
+    if owner is not None:
+        changed = bool(_through_owner(args, owner, "cancel", {"reason": args.reason})["cancelled"])
+    else:
+        changed = await _with_runtime(args, action)
     print(
         f"cancelled {args.execution_id}" if changed else f"{args.execution_id} had already finished", file=out
     )
@@ -239,10 +291,16 @@ async def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
         handle = client.execution(args.execution_id)
         return bool(await handle.send_event(args.event_type, payload, event_id=args.event_id))
 
-    async def status(client: Any) -> str:
+    async def current_status(client: Any) -> str:
         return str(await client.execution(args.execution_id).status())
 
-    accepted, status = await _with_runtime(args, action, status)
+    owner = current_owner(args.db)
+    if owner is not None:
+        event = {"type": args.event_type, "payload": payload, "id": args.event_id}
+        answer = _through_owner(args, owner, "event", event)
+        accepted, status = bool(answer["accepted"]), str(answer["status"])
+    else:
+        accepted, status = await _with_runtime(args, action, current_status)
     if not accepted:
         print(f"duplicate event id: {args.execution_id} already has it (status {status})", file=out)
         return EXIT_OK
@@ -251,8 +309,13 @@ async def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from .history._server import serve
+    from .history._server import serve, serve_runtime
 
+    if args.app:
+        try:
+            return asyncio.run(serve_runtime(args.db, args.history or args.db, args.host, args.port, out))
+        except DatabaseInUseError as exc:
+            raise CliError(str(exc)) from None
     db = _history_db(args)
     db.close()
     return serve(args.history or args.db, args.host, args.port, out)
@@ -325,7 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-id", help="idempotency id: a second delivery with it is ignored")
     p.set_defaults(run=cmd_resume)
 
-    p = sub.add_parser("serve", parents=[common], help="serve the timeline pages over HTTP")
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the timeline pages over HTTP (with --app: also run the runtime and take commands)",
+    )
+    p.add_argument(
+        "--app",
+        help="module[:attr] defining your workflows: serve then owns the --db file, runs its"
+        " executions and takes `cancel`/`resume` from other shells",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8787)
     p.set_defaults(run=cmd_serve)
@@ -347,6 +419,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             if not os.path.exists(args.db):
                 raise CliError(f"no runtime database at {args.db!r} (use --db PATH)")
             _import_app(args.app)
+        elif args.run is cmd_serve:
+            _import_app(args.app)
         result = args.run(args, out)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
@@ -356,6 +430,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return exc.code
     except WorkflowError as exc:
         print(f"workkit-workflow: error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except DatabaseInUseError as exc:  # e.g. the demo's file, held by a serve
+        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (OSError, sqlite3.Error) as exc:
         print(f"workkit-workflow: error: {exc}", file=sys.stderr)

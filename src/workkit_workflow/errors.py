@@ -13,6 +13,8 @@ stable ``code`` and JSON-serializable fields (``to_dict()``)::
     ├── ReplayMismatchError        replay met a different step than the journal recorded
     ├── SerializationError         a value is not JSON-serializable or too big to store
     ├── DefinitionError            a workflow definition is invalid
+    │   ├── InvalidOptionError     a duration, instant or retry knob is out of range
+    │   │                          (also a ValueError)
     │   └── UnknownWorkflowError   no workflow is registered under that name
     ├── InvalidRequestError        a request to the execution object was malformed (4xx)
     ├── ExecutionNotFoundError     no execution has that id
@@ -22,11 +24,24 @@ stable ``code`` and JSON-serializable fields (``to_dict()``)::
 
 A step error that is not a ``WorkflowError`` is retried unless it has a
 ``retryable = False`` attribute. Its ``code`` attribute, if any, is kept.
+
+Every error is a value: it pickles, deep-copies and compares equal (same
+class, message and fields) after a round trip, so results holding one can be
+copied, cached or sent between processes.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def _rebuild(cls: type[WorkflowError], args: tuple[Any, ...], state: dict[str, Any]) -> WorkflowError:
+    # Bypasses __init__: subclasses take keyword-only fields that ``args``
+    # (the message alone) cannot replay, and the state already holds them.
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class WorkflowError(Exception):
@@ -48,6 +63,20 @@ class WorkflowError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, WorkflowError)
+        return self.args == other.args and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        # Consistent with __eq__ (equal errors share class, code and message)
+        # while staying usable in sets, as exceptions usually are.
+        return hash((type(self), self.code, self.message))
 
 
 class NonRetryableError(WorkflowError):
@@ -101,6 +130,16 @@ class DefinitionError(WorkflowError):
 
     code = "invalid_definition"
     retryable = False
+
+
+class InvalidOptionError(DefinitionError, ValueError):
+    """A duration, an instant or a retry knob is out of range or malformed.
+
+    Raised where the value is given (``RetryPolicy(...)``, ``Workflow(timeout=...)``,
+    ``ctx.sleep(...)``), never later. It is also a :class:`ValueError`.
+    """
+
+    code = "invalid_option"
 
 
 class UnknownWorkflowError(DefinitionError):
@@ -209,6 +248,7 @@ _BY_CODE: dict[str, type[WorkflowError]] = {
         ReplayMismatchError,
         SerializationError,
         DefinitionError,
+        InvalidOptionError,
         UnknownWorkflowError,
         InvalidRequestError,
         ExecutionNotFoundError,
@@ -234,6 +274,7 @@ __all__ = [
     "ExecutionFailedError",
     "ExecutionNotFinishedError",
     "ExecutionNotFoundError",
+    "InvalidOptionError",
     "InvalidRequestError",
     "NonRetryableError",
     "ReplayMismatchError",

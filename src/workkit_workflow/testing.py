@@ -165,10 +165,22 @@ class WorkflowTestEnv:
                 raise AssertionError(
                     f"execution {handle.execution_id} is {status} with no alarm set: nothing will resume it"
                 )
-            target = min(alarms.values())
+            now = self.clock.now()
+            ahead = [at for at in alarms.values() if at > now]
+            if len(ahead) < len(alarms):
+                # An alarm is due but its object is still busy in its previous
+                # alarm handler (a long step): the runtime delivers it once that
+                # handler returns, so let time move on to whatever that waits for.
+                pending = self.clock._next_deadline()
+                if pending is not None:
+                    ahead.append(pending)
+                else:
+                    await asyncio.sleep(0.001)
+                    continue
+            target = min(ahead)
             if target > give_up:
                 raise AssertionError(f"execution {handle.execution_id} did not settle within {timeout}s")
-            await self.clock.sleep(max(target - self.clock.now(), 0.0))
+            await self.clock.sleep(max(target - now, 0.0))
 
     async def settle(self) -> None:
         """Give requests and alarm handlers in flight many loop turns (no time passes)."""

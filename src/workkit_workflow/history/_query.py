@@ -164,13 +164,22 @@ def _encode_cursor(created_at: float, execution_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR = 2048
+"""Longer than any cursor this API returns (an execution id is at most a few hundred bytes)."""
+
+
 def _decode_cursor(cursor: str) -> tuple[float, str]:
+    # Deeply nested JSON raises RecursionError, not ValueError: a bad cursor
+    # must be a 400 like any other, not a crash of the page or the CLI.
     try:
+        if len(cursor) > MAX_CURSOR:
+            raise ValueError("cursor too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, execution_id = json.loads(raw)
         return float(created_at), str(execution_id)
-    except (ValueError, TypeError):
-        raise InvalidRequestError("cursor is not one this API returned", cursor=cursor) from None
+    except (ValueError, TypeError, RecursionError):
+        shown = cursor if len(cursor) <= 80 else cursor[:80] + "..."
+        raise InvalidRequestError("cursor is not one this API returned", cursor=shown) from None
 
 
 class HistoryQuery:

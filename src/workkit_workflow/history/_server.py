@@ -1,36 +1,228 @@
-"""``workkit-workflow serve``: the timeline pages over the stdlib HTTP server (local dev only)."""
+"""``workkit-workflow serve``: the timeline pages over the stdlib HTTP server (local dev only).
+
+With ``--app``, serve also owns the runtime file: it runs the
+``LocalNamespace`` (alarms fire, interrupted executions carry on), publishes
+its address in the file's lock file, and takes commands for executions, so
+``workkit-workflow cancel`` and ``resume`` work while it runs:
+
+==================================  =====================================================
+``POST /api/executions/<id>/cancel``  ``{"reason": str?, "wait": s?}`` → ``{"cancelled", "status"}``
+``POST /api/executions/<id>/event``   ``{"type", "payload"?, "id"?, "wait"?}`` → ``{"accepted", "status"}``
+==================================  =====================================================
+
+Errors are ``{"error": {"code", "message", ...}}`` with a 4xx status. Every
+method gets a proper answer: HEAD as GET without a body, OPTIONS the allowed
+methods, anything else 405 with an ``Allow`` header.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable, Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..errors import InvalidRequestError, WorkflowError
 from ._d1 import LocalD1
 from ._query import HistoryQuery
 from .page import history_page
 
+log = logging.getLogger("workkit_workflow.serve")
 
-def make_handler(history_path: str) -> type[BaseHTTPRequestHandler]:
+MAX_BODY = 1 << 20
+MAX_WAIT = 300.0
+"""Longest a command lets its execution run on before answering (seconds)."""
+
+PAGE_METHODS = "GET, HEAD, OPTIONS"
+API_METHODS = "POST, OPTIONS"
+
+
+class Commands:
+    """The owner's side of the API: runs commands on the runtime's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: Any, namespace: Any) -> None:
+        self.loop = loop
+        self.client = client
+        self.namespace = namespace
+
+    def run(self, make: Callable[[], Coroutine[Any, Any, dict[str, Any]]], wait: float) -> dict[str, Any]:
+        # Called from a server thread; the runtime lives on the loop's thread.
+        future = asyncio.run_coroutine_threadsafe(make(), self.loop)
+        return future.result(timeout=wait + 30.0)
+
+    async def _settle(self, execution_id: str, wait: float) -> str:
+        # Let the execution act on the command (compensation, the next steps)
+        # before answering, as the CLI does when it runs the file itself.
+        with contextlib.suppress(TimeoutError):
+            await self.namespace.idle(timeout=wait, name=execution_id)
+        return str(await self.client.execution(execution_id).status())
+
+    async def cancel(self, execution_id: str, reason: str | None, wait: float) -> dict[str, Any]:
+        changed = await self.client.execution(execution_id).cancel(reason)
+        return {"cancelled": bool(changed), "status": await self._settle(execution_id, wait)}
+
+    async def event(
+        self, execution_id: str, event_type: str, payload: Any, event_id: str | None, wait: float
+    ) -> dict[str, Any]:
+        handle = self.client.execution(execution_id)
+        accepted = await handle.send_event(event_type, payload, event_id=event_id)
+        return {"accepted": bool(accepted), "status": await self._settle(execution_id, wait)}
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _text(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _wait(body: dict[str, Any]) -> float:
+    wait = body.get("wait", 0.0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0.0 <= wait <= MAX_WAIT:
+        raise InvalidRequestError(f"'wait' must be a number of seconds from 0 to {MAX_WAIT:g}")
+    return float(wait)
+
+
+def make_handler(history_path: str, commands: Commands | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "workkit-workflow"
 
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            db = LocalD1(history_path)
-            try:
-                status, html = asyncio.run(
-                    history_page(HistoryQuery(db), url.path, dict(parse_qsl(url.query)))
-                )
-            finally:
-                db.close()
-            body = html.encode()
-            self.send_response(status)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(body)))
+        def __getattr__(self, name: str) -> Any:
+            # The stdlib answers a method without a do_<METHOD> with 501; every
+            # method this server does not take is a 405 with an Allow header.
+            if name.startswith("do_"):
+                return self._not_allowed
+            raise AttributeError(name)
+
+        def _is_api(self) -> bool:
+            return urlsplit(self.path).path.startswith("/api/")
+
+        def _allowed(self) -> str:
+            return API_METHODS if self._is_api() else PAGE_METHODS
+
+        def _not_allowed(self) -> None:
+            allowed = self._allowed()
+            self._send_json(
+                405,
+                _error("method_not_allowed", f"{self.command} is not allowed here; use {allowed}"),
+                headers={"allow": allowed},
+            )
+
+        def do_OPTIONS(self) -> None:
+            self.send_response(204)
+            self.send_header("allow", self._allowed())
+            self.send_header("content-length", "0")
             self.end_headers()
-            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self._is_api():
+                self._not_allowed()
+                return
+            status, html = self._page()
+            self._send(status, "text/html; charset=utf-8", html.encode())
+
+        do_HEAD = do_GET  # _send leaves the body out
+
+        def do_POST(self) -> None:
+            if not self._is_api():
+                self._not_allowed()
+                return
+            try:
+                status, answer = self._command()
+            except Exception:
+                log.exception("workkit-workflow serve: command %s failed", self.path)
+                status, answer = 500, _error("internal_error", "the command failed; see the server log")
+            self._send_json(status, answer)
+
+        def _page(self) -> tuple[int, str]:
+            url = urlsplit(self.path)
+            try:
+                db = LocalD1(history_path)
+                try:
+                    return asyncio.run(history_page(HistoryQuery(db), url.path, dict(parse_qsl(url.query))))
+                finally:
+                    db.close()
+            except Exception as exc:
+                # A page that cannot be drawn is the server's fault, but the
+                # client still gets an answer, never a dropped connection.
+                log.exception("workkit-workflow serve: page %s failed", self.path)
+                return 500, f"<!doctype html><h1>Server error</h1><p>{type(exc).__name__}</p>"
+
+        def _command(self) -> tuple[int, dict[str, Any]]:
+            if commands is None:
+                return 404, _error("not_found", "this server does not run the runtime (serve --app)")
+            parts = urlsplit(self.path).path.strip("/").split("/")
+            if len(parts) != 4 or parts[:2] != ["api", "executions"] or parts[3] not in ("cancel", "event"):
+                return 404, _error("not_found", f"no route {urlsplit(self.path).path!r}")
+            execution_id, verb = unquote(parts[2]), parts[3]
+            try:
+                body = self._json_body()
+                wait = _wait(body)
+                if verb == "cancel":
+                    reason = _text(body, "reason")
+                    return 200, commands.run(lambda: commands.cancel(execution_id, reason, wait), wait)
+                event_type = _text(body, "type", required=True)
+                event_id = _text(body, "id")
+                assert event_type is not None
+                return 200, commands.run(
+                    lambda: commands.event(execution_id, event_type, body.get("payload"), event_id, wait),
+                    wait,
+                )
+            except WorkflowError as exc:
+                from .._object import error_response
+
+                response = error_response(exc)
+                return response.status, response.body
+
+        def _json_body(self) -> dict[str, Any]:
+            try:
+                length = int(self.headers.get("content-length") or 0)
+            except ValueError:
+                raise InvalidRequestError("content-length must be a number") from None
+            if not 0 <= length <= MAX_BODY:
+                raise InvalidRequestError(f"the body must be at most {MAX_BODY} bytes", status=413)
+            raw = self.rfile.read(length) if length else b"{}"
+            try:
+                body = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise InvalidRequestError("the body must be a JSON object") from None
+            if not isinstance(body, dict):
+                raise InvalidRequestError("the body must be a JSON object")
+            return body
+
+        def _send_json(
+            self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> None:
+            self._send(status, "application/json", json.dumps(body).encode(), headers=headers)
+
+        def _send(
+            self,
+            status: int,
+            content_type: str,
+            payload: bytes,
+            *,
+            headers: dict[str, str] | None = None,
+        ) -> None:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(payload)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:
             return None
@@ -38,17 +230,57 @@ def make_handler(history_path: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(history_path: str, host: str, port: int, out: TextIO) -> int:
-    server = ThreadingHTTPServer((host, port), make_handler(history_path))
-    print(
-        f"serving executions of {history_path} on http://{host}:{server.server_port}/ (Ctrl-C stops)",
-        file=out,
-    )
+def _announce(server: ThreadingHTTPServer, host: str, history_path: str, out: TextIO, owner: bool) -> str:
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    address = f"http://{shown}:{server.server_port}"
+    what = "and running the runtime of " if owner else ""
+    print(f"serving executions {what}{history_path} on {address}/ (Ctrl-C stops)", file=out)
     out.flush()
+    return address
+
+
+def serve(history_path: str, host: str, port: int, out: TextIO) -> int:
+    """Serve the timeline pages only (read-only: another process may own the file)."""
+    server = ThreadingHTTPServer((host, port), make_handler(history_path))
+    _announce(server, host, history_path, out, owner=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+async def serve_runtime(db_path: str, history_path: str, host: str, port: int, out: TextIO) -> int:
+    """Own ``db_path``: run its runtime, serve the pages and take commands until stopped."""
+    from .._client import create_durable_workflow
+    from ..local import LocalNamespace
+
+    history = LocalD1(history_path)
+    try:
+        namespace = LocalNamespace(db_path, env={"HISTORY_DB": history})
+    except BaseException:
+        history.close()
+        raise
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    server: ThreadingHTTPServer | None = None
+    try:
+        client = create_durable_workflow(namespace, history=history)
+        await namespace.start()
+        commands = Commands(loop, client, namespace)
+        server = ThreadingHTTPServer((host, port), make_handler(history_path, commands))
+        server.daemon_threads = True
+        namespace.advertise(_announce(server, host, history_path, out, owner=True))
+        threading.Thread(target=server.serve_forever, name="workkit-serve", daemon=True).start()
+        await stop.wait()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        await namespace.close()
+        history.close()
     return 0

@@ -9,10 +9,12 @@ duration; the header says in one sentence what happened.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .._durations import out_of_range
 from ._query import ExecutionHistory, ExecutionRecord, StepRecord, elapsed_ms
 
 
@@ -81,15 +83,25 @@ def error_text(error: dict[str, Any] | None) -> str | None:
 
 
 def when(instant: float | None) -> str:
+    """An instant for people (``2026-01-31 12:00:00 UTC``); the CLI and the page share it.
+
+    Never raises: records come from storage and may hold any number (an older
+    version accepted sleeps of 30,000 years), so an instant no date can show
+    is written out as such."""
     if instant is None:
         return "-"
-    return datetime.fromtimestamp(instant, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(instant, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError, TypeError):
+        return out_of_range(instant)
 
 
 def span(ms: float | None) -> str:
     """A duration for people: ``12ms``, ``1.5s``, ``3m 20s``, ``2h 5m``, ``3d 4h``."""
     if ms is None:
         return "-"
+    if not math.isfinite(ms):
+        return "∞" if ms > 0 else "-"
     if ms < 1000:
         return f"{ms:.0f}ms"
     seconds = ms / 1000.0

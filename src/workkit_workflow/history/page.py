@@ -12,6 +12,7 @@ two pages yourself with :func:`render_index` and :func:`render_execution_page`::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from html import escape
 from typing import Any
@@ -133,7 +134,10 @@ def _position(t: float | None, timeline: Timeline) -> float:
     if t is None:
         return 0.0
     total = timeline.end - timeline.start
-    return 0.0 if total <= 0 else min(max((t - timeline.start) / total * 100.0, 0.0), 100.0)
+    share = (t - timeline.start) / total * 100.0 if total > 0 else 0.0
+    # Stored instants may be absurd (far future): a span of infinity must not
+    # become a NaN position in the page's CSS.
+    return min(max(share, 0.0), 100.0) if math.isfinite(share) else 0.0
 
 
 def _segment(cls: str, start: float | None, end: float | None, timeline: Timeline, title: str) -> str:

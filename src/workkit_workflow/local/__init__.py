@@ -12,6 +12,7 @@
 
 from ._backends import MemoryBackend, SqliteBackend
 from ._clock import SystemClock, VirtualClock
+from ._lock import DatabaseInUseError
 from ._namespace import (
     LocalHost,
     LocalNamespace,
@@ -22,6 +23,7 @@ from ._namespace import (
 )
 
 __all__ = [
+    "DatabaseInUseError",
     "LocalHost",
     "LocalNamespace",
     "LocalStorage",

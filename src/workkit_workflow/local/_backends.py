@@ -10,12 +10,15 @@ the process being killed.
 from __future__ import annotations
 
 import builtins
+import logging
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .._ports import KEEP_ALARM
+
+log = logging.getLogger("workkit_workflow.local")
 
 
 class Backend(Protocol):
@@ -181,8 +184,19 @@ class SqliteBackend:
                         )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                self._rollback()
                 raise
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR):
+        # a ROLLBACK then fails with "no transaction is active" and would hide
+        # the real error ("database or disk is full") from the caller.
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback after a failed commit failed too: %r", exc)
 
     def get_alarm(self, obj: str) -> float | None:
         row = self._db.execute("SELECT at FROM alarms WHERE obj = ?", (obj,)).fetchone()

@@ -1,0 +1,245 @@
+"""Where a step's time goes, measured inside a real Python Durable Object.
+
+``Bench`` (a Durable Object of the test Worker) runs, on its own storage, in one request:
+
+* ``engine_do``: a workflow of N steps through the package's execution object over the real
+  ``ctx.storage`` (``CloudflareHost``), counting the Storage-port calls it makes;
+* ``engine_memory``: the same workflow over an in-memory Storage port: the engine's CPU in
+  Pyodide (journal encoding included), no JavaScript and no storage;
+* ``engine_memory_js_await``: in memory, but each commit awaits a resolved JS promise: the
+  engine plus the JavaScript → Python wake-up a real storage call costs, without storage;
+* floors, each N times with a value of the size the engine committed per step:
+  ``put`` (awaited ``ctx.storage.put(key, text)``), ``adapter_commit`` (the adapter's
+  ``DurableObjectStorage.commit({key: text})``: size check, ``to_js``, ``put``), ``to_js``
+  (the dict → JS object conversion alone), ``sql_exec`` (a synchronous insert),
+  ``await_js`` (awaiting an already resolved JS promise: one JS → Python wake-up) and
+  ``asyncio_hop`` (``await asyncio.sleep(0)``: one turn of Pyodide's event loop).
+
+``loop_turns_per_step`` counts the callbacks the engine runs schedule on Pyodide's event loop.
+Times come from ``Date.now()`` (milliseconds), read after awaited storage calls, over whole
+loops; each figure is the median of ROUNDS rounds, per step or per call.
+"""
+
+import asyncio
+import json
+import statistics
+
+from js import Date, Promise
+
+from workkit_workflow import workflow
+from workkit_workflow._cloudflare import CloudflareHost, DurableObjectStorage, to_js
+from workkit_workflow._object import ExecutionObject
+from workkit_workflow._ports import KEEP_ALARM, WireRequest
+
+ROUNDS = 5
+OUTPUT = {"order": "o-1", "items": [{"sku": f"sku-{i}", "quantity": i} for i in range(6)], "note": "n" * 100}
+
+
+def _output():
+    return OUTPUT
+
+
+@workflow("bench-steps")
+async def bench_steps(ctx, data):
+    for i in range(data["steps"]):
+        await ctx.step(f"s{i}", _output)
+    return "done"
+
+
+class MemoryStorage:
+    """The Storage port in a dict: no JavaScript, no I/O."""
+
+    def __init__(self):
+        self.data = {}
+        self.alarm = None
+
+    async def get(self, key):
+        return self.data.get(key)
+
+    async def get_many(self, keys):
+        return {k: self.data[k] for k in keys if k in self.data}
+
+    async def list(self, *, prefix=None, start=None, end=None, limit=None, reverse=False):
+        keys = sorted(k for k in self.data if (prefix is None or k.startswith(prefix)))
+        keys = [k for k in keys if (start is None or k >= start) and (end is None or k < end)]
+        if reverse:
+            keys.reverse()
+        return {k: self.data[k] for k in keys[:limit]}
+
+    async def commit(self, puts, deletes=(), alarm=KEEP_ALARM):
+        self.data.update(puts)
+        for key in deletes:
+            self.data.pop(key, None)
+        if alarm is not KEEP_ALARM:
+            self.alarm = alarm
+
+    async def get_alarm(self):
+        return self.alarm
+
+    async def set_alarm(self, at):
+        self.alarm = at
+
+
+class JsAwaitStorage(MemoryStorage):
+    """In memory, but every commit awaits a resolved JS promise, as a real storage call does."""
+
+    async def commit(self, puts, deletes=(), alarm=KEEP_ALARM):
+        await super().commit(puts, deletes, alarm)
+        await Promise.resolve(None)
+
+
+class CountingStorage:
+    """Counts the engine's Storage-port calls and the bytes it commits."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = {}
+        self.put_bytes = 0
+        self.puts = 0
+        self.loop_turns = 0
+
+    def _count(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def get(self, key):
+        self._count("get")
+        return await self.inner.get(key)
+
+    async def get_many(self, keys):
+        self._count("get_many")
+        return await self.inner.get_many(keys)
+
+    async def list(self, **options):
+        self._count("list")
+        return await self.inner.list(**options)
+
+    async def commit(self, puts, deletes=(), alarm=KEEP_ALARM):
+        self._count("commit")
+        self.puts += len(puts)
+        self.put_bytes += sum(len(k) + len(v.encode()) for k, v in puts.items())
+        return await self.inner.commit(puts, deletes, alarm)
+
+    async def get_alarm(self):
+        self._count("get_alarm")
+        return await self.inner.get_alarm()
+
+    async def set_alarm(self, at):
+        self._count("set_alarm")
+        return await self.inner.set_alarm(at)
+
+
+def _count_loop_turns(loop):
+    """Count the callbacks scheduled on Pyodide's event loop (each one a turn of it:
+    task steps, future callbacks) until ``del loop.call_soon``."""
+    turns = [0]
+    original = loop.call_soon
+
+    def call_soon(*args, **kwargs):
+        turns[0] += 1
+        return original(*args, **kwargs)
+
+    loop.call_soon = call_soon
+    return turns
+
+
+async def _engine_run(ctx, storage, steps, execution_id):
+    host = CloudflareHost(ctx)
+    host.object_name = None  # one object runs several measured executions, one at a time
+    counting = CountingStorage(storage)
+    host.storage = counting
+    runner = ExecutionObject(host, lease=30.0)
+    body = json.dumps({"workflow": "bench-steps", "input": {"steps": steps}, "execution_id": execution_id})
+    loop = asyncio.get_running_loop()
+    turns = _count_loop_turns(loop)
+    t0 = Date.now()
+    try:
+        response = await runner.handle(WireRequest("POST", "/execute", body=body.encode()))
+        await ctx.storage.get("fence")  # I/O, so the clock has moved past the work
+        elapsed = Date.now() - t0
+    finally:
+        del loop.call_soon  # back to the class's method
+    counting.loop_turns = turns[0]
+    status = response.body.get("execution", {}).get("status")
+    if status != "completed":
+        raise RuntimeError(f"bench run ended {response.status} {json.dumps(response.body)[:500]}")
+    return elapsed, counting
+
+
+async def _reset(storage):
+    await storage.deleteAll()
+    await storage.deleteAlarm()
+
+
+async def measure(ctx, steps):
+    storage = ctx.storage
+    adapter = DurableObjectStorage(storage)
+    names = (
+        "engine_do",
+        "engine_memory",
+        "engine_memory_js_await",
+        "put",
+        "adapter_commit",
+        "to_js",
+        "sql_exec",
+        "await_js",
+        "asyncio_hop",
+    )
+    rows = {name: [] for name in names}
+    counted = None
+    turns = {}
+    for round_no in range(ROUNDS):
+        await _reset(storage)
+        elapsed, counted = await _engine_run(ctx, adapter, steps, f"bench-do-{round_no}")
+        rows["engine_do"].append(elapsed / steps)
+        turns["engine_do"] = counted.loop_turns / steps
+        elapsed, in_memory = await _engine_run(ctx, MemoryStorage(), steps, f"bench-mem-{round_no}")
+        rows["engine_memory"].append(elapsed / steps)
+        turns["engine_memory"] = in_memory.loop_turns / steps
+        elapsed, js_await = await _engine_run(ctx, JsAwaitStorage(), steps, f"bench-js-{round_no}")
+        rows["engine_memory_js_await"].append(elapsed / steps)
+        turns["engine_memory_js_await"] = js_await.loop_turns / steps
+
+        text = "v" * max(1, counted.put_bytes // max(1, counted.calls.get("commit", 1)))
+        t0 = Date.now()
+        for i in range(steps):
+            await storage.put(f"raw-{i}", text)
+        rows["put"].append((Date.now() - t0) / steps)
+        t0 = Date.now()
+        for i in range(steps):
+            await adapter.commit({f"adapter-{i}": text})
+        rows["adapter_commit"].append((Date.now() - t0) / steps)
+        t0 = Date.now()
+        for i in range(steps * 10):
+            to_js({f"conv-{i}": text})
+        await storage.get("fence")
+        rows["to_js"].append((Date.now() - t0) / (steps * 10))
+        # (deleteAll drops SQL tables too)
+        storage.sql.exec("CREATE TABLE IF NOT EXISTS bench (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+        t0 = Date.now()
+        for i in range(steps):
+            storage.sql.exec("INSERT INTO bench (k, v) VALUES (?, ?)", f"sql-{i}", text)
+        await storage.get("fence")
+        rows["sql_exec"].append((Date.now() - t0) / steps)
+        t0 = Date.now()
+        for _ in range(steps):
+            await Promise.resolve(1)
+        await storage.get("fence")
+        rows["await_js"].append((Date.now() - t0) / steps)
+        t0 = Date.now()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        await storage.get("fence")
+        rows["asyncio_hop"].append((Date.now() - t0) / steps)
+    await _reset(storage)
+    medians = {name: round(statistics.median(values), 4) for name, values in rows.items()}
+    return {
+        "steps": steps,
+        "rounds": ROUNDS,
+        "ms_per_step_or_call": medians,
+        "all_rounds": {k: [round(v, 4) for v in vs] for k, vs in rows.items()},
+        "port_calls_per_run": counted.calls,
+        "loop_turns_per_step": {k: round(v, 2) for k, v in turns.items()},
+        "commits_per_step": round(counted.calls.get("commit", 0) / steps, 3),
+        "committed_bytes_per_step": round(counted.put_bytes / steps, 1),
+        "sentinel": "bench:reached",
+    }

@@ -1,0 +1,188 @@
+"""Entry module of the real-runtime test Worker.
+
+Exports the package's execution object (subclassed only for a 2 s lease, so an alarm takes
+over quickly after a crash) as ``ScenarioExecutionDO``, the ``Counters`` object, and
+``Default``, whose routes drive the scenarios through the ``WORKFLOW_DO`` binding:
+
+    GET  /                          ready
+    POST /check/<name>?id=ID         run an in-runtime scenario of checks.py
+    POST /start?workflow=W&id=ID     start without waiting (body: the input)
+    GET  /result?id=ID               the outcome (timeout 0), /describe, /journal likewise
+    POST /cancel?id=ID               cancel
+    POST /event?id=ID&type=T         send an event (body: the payload)
+    GET  /counters?prefix=P          side-effect counters
+
+Both handler styles are defined: ``fetch``/``alarm`` (compatibility dates from 2025-08-14) and
+``on_fetch``/``on_alarm`` (earlier).
+"""
+
+import functools
+import json
+import sys
+import traceback
+from collections import Counter
+from urllib.parse import parse_qs, urlsplit
+
+import bench
+import checks
+import flows
+from workers import DurableObject, Response, WorkerEntrypoint
+
+from workkit_workflow import WorkflowExecutionDO, create_durable_workflow
+
+__all__ = ["Bench", "Counters", "Default", "ScenarioExecutionDO"]
+
+
+def reply(value, status=200):
+    return Response(json.dumps(value), status=status, headers={"content-type": "application/json"})
+
+
+HANDLERS = Counter()
+"""Calls of each handler, as ``name/number of arguments`` (the package's ``on_fetch`` and
+``on_alarm`` delegate to ``fetch`` and ``alarm``, so those count them too)."""
+
+
+def _record(name, extra_args):  # the first argument is the request or the alarm info
+    HANDLERS[f"{name}/{1 + len(extra_args)}"] += 1
+
+
+def _recording(name):
+    """The package's handler ``name``, counting its calls; ``functools.wraps`` keeps its
+    signature visible (the runtime passes a handler as many arguments as it declares)."""
+    original = getattr(WorkflowExecutionDO, name)
+
+    @functools.wraps(original)
+    async def handler(self, *args):
+        _record(name, args[1:])
+        return await original(self, *args)
+
+    return handler
+
+
+class ScenarioExecutionDO(WorkflowExecutionDO):
+    lease = 2.0
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        flows.bind(ctx, env)
+
+    fetch = _recording("fetch")
+    alarm = _recording("alarm")
+    on_fetch = _recording("on_fetch")
+    on_alarm = _recording("on_alarm")
+
+
+class Counters(DurableObject):
+    """Side-effect counters: one synchronous SQL upsert per bump, so concurrent bumps (another
+    request can run at every await) never lose a count."""
+
+    def __init__(self, ctx, env):
+        try:
+            super().__init__(ctx, env)
+        except TypeError:  # SDKs whose DurableObject has no constructor
+            pass
+        self.ctx = ctx
+        self.env = env
+        ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS c (k TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+
+    async def fetch(self, request):
+        url = urlsplit(str(request.url))
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        sql = self.ctx.storage.sql
+        if url.path == "/incr":
+            sql.exec(
+                "INSERT INTO c (k, n) VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET n = n + 1", query["key"]
+            )
+            n = sql.exec("SELECT n FROM c WHERE k = ?", query["key"]).one().n
+            return reply({"n": int(n)})
+        rows = (
+            sql.exec("SELECT k, n FROM c WHERE k >= ? ORDER BY k", query.get("prefix", "")).toArray().to_py()
+        )
+        prefix = query.get("prefix", "")
+        return reply({"counters": {r["k"]: int(r["n"]) for r in rows if r["k"].startswith(prefix)}})
+
+    async def on_fetch(self, request, *_runtime_args):
+        return await self.fetch(request)
+
+
+class Bench(DurableObject):
+    """Runs bench.py on its own storage: POST /bench?steps=N."""
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.ctx = ctx
+
+    async def fetch(self, request):
+        query = {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+        return reply(await bench.measure(self.ctx, int(query.get("steps", "50"))))
+
+    async def on_fetch(self, request, *_runtime_args):
+        return await self.fetch(request)
+
+
+async def serve(env, request):
+    url = urlsplit(str(request.url))
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    path = url.path
+    if path == "/":
+        return reply({"ready": True, "python": sys.version.split()[0]})
+    if path == "/runtime":
+        return reply({"handlers": dict(HANDLERS), "constructed": flows.STATE["constructed"]})
+    if path == "/bench":
+        stub = env.BENCH.get(env.BENCH.idFromName(query.get("id", "bench")))
+        response = await stub.fetch(f"https://bench/bench?steps={query.get('steps', '50')}", method="POST")
+        return Response(
+            await response.text(), status=response.status, headers={"content-type": "application/json"}
+        )
+    if path == "/counters":
+        stub = flows.counters_stub(env)
+        response = await stub.fetch(f"https://counters/all?prefix={query.get('prefix', '')}")
+        return reply(json.loads(await response.text()))
+    eid = query["id"]
+    if path.startswith("/check/"):
+        name = path.split("/")[-1]
+        try:
+            return reply(await checks.CHECKS[name](env, eid))
+        except checks.CheckFailed as exc:
+            return reply({"failed": str(exc)}, status=500)
+        except Exception as exc:
+            return reply(
+                {"crashed": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}, status=500
+            )
+    client = create_durable_workflow(env.WORKFLOW_DO)
+    handle = client.execution(eid)
+    if path == "/start":
+        text = await request.text()
+        started = await client.start(query["workflow"], json.loads(text) if text else None, execution_id=eid)
+        return reply({"created": started.created})
+    if path == "/result":
+        result = await handle.result(timeout=0)
+        error = result.error.to_dict() if result.error is not None else None
+        return reply({"ok": result.ok, "status": result.status, "value": result.value, "error": error})
+    if path == "/describe":
+        return reply(await handle.describe())
+    if path == "/journal":
+        return reply(await handle.journal())
+    if path == "/cancel":
+        return reply({"cancelled": await handle.cancel("the test cancels")})
+    if path == "/event":
+        text = await request.text()
+        accepted = await handle.send_event(query["type"], json.loads(text) if text else None)
+        return reply({"accepted": accepted})
+    return reply({"error": f"no route {path}"}, status=404)
+
+
+async def serve_safely(env, request):
+    try:
+        return await serve(env, request)
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        return reply({"error": {"type": type(exc).__name__, "code": code, "message": str(exc)}}, status=502)
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        return await serve_safely(self.env, request)
+
+    async def on_fetch(self, request, *_runtime_args):
+        return await serve_safely(self.env, request)
