@@ -14,12 +14,14 @@ log (side effects are logged outside the workflow storage):
   parked on a wait with no event for it and no cancel (stranded otherwise), and
   every acknowledged event is still in the inbox or consumed by a wait;
 * in the end every execution settled: completed, or cancelled/failed with its
-  compensation completed, and no journal entry is left unfinished;
+  compensation completed, and no journal entry is left unfinished (``in_doubt``
+  and ``abandoned`` are how a phase's end closes them);
 * every acknowledged event reached the result (or the execution was
   cancelled), every acknowledged cancel cancelled, and results are exact;
 * no step body completed twice, except attempts the journal records as lost
   (started, never journaled: in doubt at a kill);
-* a cancelled or failed execution compensated every step whose body completed.
+* a cancelled or failed execution compensated every step whose body completed
+  (the workflows undo ``ctx.step_outputs`` and ``ctx.in_doubt_steps``).
 
 ``WORKKIT_SIGKILL_SEED`` fixes the seed (the kill moments and the driver's
 choices; the interleavings still vary). ``WORKKIT_SIGKILL_SIGNALS_KILLS``
@@ -50,9 +52,9 @@ from procs.sigkill_signals_worker import ORDER_OPS, ORDER_WAITS, payload, read_l
 WORKER = Path(__file__).parent / "procs" / "sigkill_signals_worker.py"
 SRC = Path(__file__).parent.parent / "src"
 
-INTERRUPTED = {"retrying", "sleeping", "waiting"}
-"""Entry statuses a cancel may leave behind in a settled execution: parked, nothing in doubt
-(counted, not judged; a ``running`` entry is judged: its side effect is in doubt)."""
+UNFINISHED = {"running", "retrying", "sleeping", "waiting"}
+"""Entry statuses no settled execution may keep: its phase's end closes them as
+``in_doubt`` (an attempt that may have run) or ``abandoned`` (a wait)."""
 STARTUP = 30.0
 """Seconds a worker may take to open the file and deliver its first alarms."""
 SHOWN = 12
@@ -294,14 +296,19 @@ def check_settled(executions: dict[str, Execution], log: list[dict[str, Any]], v
             )
         for prefix in ("j:", "c:"):
             for e in ex.entries(prefix):
-                if e.get("status") in INTERRUPTED:
-                    verdict.counts[f"left_{e.get('status')}_in_settled"] += 1
+                if e.get("status") in ("in_doubt", "abandoned"):
+                    verdict.counts[f"entries_{e.get('status')}"] += 1
                 elif e.get("status") == "running":
                     verdict.add(
-                        "journal entry left running in a settled execution",
+                        "journal entry left unfinished in a settled execution",
                         f"{x} ({status}): {prefix}{e.get('name')} running attempt {e.get('attempt')}: "
                         f"{_why_running(log, x, e.get('name', ''), int(e.get('attempt') or 0))}; "
                         f"lost={e.get('lost')}; history: {_step_history(log, x, e.get('name', ''))}",
+                    )
+                elif e.get("status") in UNFINISHED:
+                    verdict.add(
+                        "journal entry left unfinished in a settled execution",
+                        f"{x} ({status}): {prefix}{e.get('name')} {e.get('status')}; {ex.brief()}",
                     )
 
 
@@ -386,9 +393,9 @@ def check_steps(executions: dict[str, Execution], log: list[dict[str, Any]], ver
             continue
         lost = {e.get("attempt") for e in entry.get("errors") or [] if e.get("code") == "attempt_lost"}
         journaled = entry.get("attempt") if entry.get("status") == "completed" else None
-        # A body that completed in the attempt still journaled ``running`` ran once; that
-        # entry is judged as left running (in a settled execution), not as a re-run.
-        unjournaled = entry.get("attempt") if entry.get("status") == "running" else None
+        # A body that completed in the attempt journaled ``in_doubt`` (or still ``running``)
+        # ran once: compensation answers for it (or the entry is judged unfinished).
+        unjournaled = entry.get("attempt") if entry.get("status") in ("running", "in_doubt") else None
         for attempt in sorted(set(attempts)):
             if attempt in (journaled, unjournaled):
                 continue

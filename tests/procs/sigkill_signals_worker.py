@@ -118,7 +118,10 @@ def define(log: Log, rng: random.Random, after_step: Callable[[str], None]) -> N
     retry = RetryPolicy(max_attempts=20, initial_delay=WAIT, max_delay=WAIT, jitter=0.0)
 
     async def compensate(ctx: CompensationContext) -> None:
-        for name in reversed(list(ctx.step_outputs)):
+        # In-doubt steps may have had their effect: undo them too (an undo keyed by the
+        # attempt's idempotency key is a no-op where nothing happened).
+        names = [*ctx.step_outputs, *(step.name for step in ctx.in_doubt_steps)]
+        for name in reversed(names):
             await ctx.step(f"undo-{name}", effect)
 
     @workflow("order", retry=retry)
