@@ -366,3 +366,40 @@ async def test_lone_surrogates_get_400_from_the_worker(
     status, payload = await app.handle(_worker_request("POST", path, json.dumps(body).encode()), worker_env)
     assert status == 400, payload
     assert payload["error"]["problems"][0]["field"] == field
+
+
+async def test_an_idempotency_key_with_a_lone_surrogate_fails_the_workflow_cleanly(
+    env: WorkflowTestEnv,
+) -> None:
+    flow = Workflow(unique("surrogate-key")).step(
+        "charge", lambda i, p, c: 1, idempotency_key=lambda input, ctx: "key-\ud800"
+    )
+    result = await env.result(await env.run(flow, {}))
+    assert not result.ok and result.error is not None
+    assert result.error.code == "serialization_error"
+    assert "valid Unicode" in result.error.message
+
+
+@pytest.mark.parametrize("bad", ["\ud800", " spaced", "a/b", "x" * 201, 42])
+async def test_an_execution_id_no_execution_can_have_is_refused_by_the_client(
+    env: WorkflowTestEnv, bad: Any
+) -> None:
+    flow = Workflow(unique("ids")).step("a", lambda i, p, c: 1)
+    with pytest.raises(InvalidRequestError) as caught:
+        await env.run(flow, {}, execution_id=bad)
+    assert caught.value.details.get("field") == "execution_id"
+    with pytest.raises(InvalidRequestError):
+        env.client.execution(bad)
+    with pytest.raises(InvalidRequestError):
+        env.client.execution("")
+    assert env.ns.live_objects() == []
+
+
+def test_the_example_entry_accepts_the_april_2025_handler_arity() -> None:
+    """That SDK calls ``on_fetch(request, undefined, undefined)``: read the shipped class."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent.parent / "worker" / "entry.py").read_text())
+    default = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Default")
+    on_fetch = next(n for n in default.body if isinstance(n, ast.AsyncFunctionDef) and n.name == "on_fetch")
+    assert on_fetch.args.vararg is not None

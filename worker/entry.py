@@ -43,7 +43,10 @@ if WorkerEntrypoint is not None:
         async def fetch(self, request: Any) -> Any:
             return await serve(request, self.env)
 
-        on_fetch = fetch  # earlier compatibility dates call ``on_fetch``
+        async def on_fetch(self, request: Any, *_runtime_args: Any) -> Any:
+            """Compatibility dates before 2025-08-14 call this; the April-2025 SDK
+            passes ``(request, undefined, undefined)``."""
+            return await self.fetch(request)
 
     __all__ = ["Default", "WorkflowExecutionDO"]
 else:

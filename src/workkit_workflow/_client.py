@@ -7,13 +7,14 @@ execution id).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._definition import Workflow
-from ._journal import Status
+from ._journal import EXECUTION_ID_PATTERN, Status
 from ._ports import Namespace, WireResponse
 from .errors import (
     ExecutionFailedError,
@@ -128,14 +129,31 @@ class ExecutionHandle:
             if remaining is not None:
                 remaining -= chunk
                 if remaining <= 0:
+                    state = body["status"]
+                    if state in ("cancelled", "failed"):
+                        state += ", its compensation still running"
                     raise ExecutionNotFinishedError(
-                        f"execution {self.execution_id!r} is still {body['status']}",
+                        f"execution {self.execution_id!r} is still {state}",
                         execution_id=self.execution_id,
                         status=body["status"],
                     )
 
     def __repr__(self) -> str:
         return f"ExecutionHandle({self.execution_id!r})"
+
+
+_EXECUTION_ID = re.compile(EXECUTION_ID_PATTERN)
+
+
+def _check_id(execution_id: object) -> str:
+    """Refuse an id no execution can have before it names an object or a key."""
+    if not isinstance(execution_id, str) or not _EXECUTION_ID.match(execution_id):
+        raise InvalidRequestError(
+            f"execution_id must be 1-200 letters, digits or . _ : - (starting with a letter or digit), "
+            f"got {execution_id!r}",
+            field="execution_id",
+        )
+    return execution_id
 
 
 def _result_from(body: dict[str, Any]) -> WorkflowResult[Any]:
@@ -183,7 +201,7 @@ class DurableWorkflows:
         never depends on it: the object's alarm carries the execution on.
         """
         name = workflow.name if isinstance(workflow, Workflow) else workflow
-        execution_id = execution_id or str(uuid.uuid4())
+        execution_id = _check_id(execution_id or str(uuid.uuid4()))
         if isinstance(workflow, Workflow) and workflow.input_type is not None:
             from ._values import to_data, validate
 
@@ -208,9 +226,7 @@ class DurableWorkflows:
 
     def execution(self, execution_id: str) -> ExecutionHandle:
         """A handle on an existing execution (no request is made)."""
-        if not isinstance(execution_id, str) or not execution_id:
-            raise InvalidRequestError("execution_id must be a non-empty string")
-        return ExecutionHandle(self.namespace, execution_id)
+        return ExecutionHandle(self.namespace, _check_id(execution_id))
 
     async def restart(
         self,
@@ -254,7 +270,7 @@ class DurableWorkflows:
             for e in entries[cut:]
             if e.get("status") == "completed" and e.get("kind") == "step" and e.get("idempotency_hash")
         ]
-        new_id = new_execution_id or str(uuid.uuid4())
+        new_id = _check_id(new_execution_id or str(uuid.uuid4()))
         body = {
             "workflow": meta["workflow"],
             "input": meta.get("input") if input is None else input,

@@ -126,6 +126,10 @@ def encode_value(value: Any, *, what: str) -> str:
     return text
 
 
+EXECUTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$"
+"""What an execution id may be: it names a Durable Object and goes into storage keys."""
+
+
 def is_unicode(text: str) -> bool:
     """Whether ``text`` is valid Unicode (no lone surrogate), so storable as UTF-8."""
     if text.isascii():

@@ -525,10 +525,11 @@ class PhaseRun:
                 attempt=ctx.attempt,
                 compensate=True,
             ) from None
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not key or not jn.is_unicode(key):
             raise _Abort(
                 SerializationError(
-                    f"idempotency_key of step {name!r} must return a non-empty str, got {key!r}"
+                    f"idempotency_key of step {name!r} must return a non-empty str of valid Unicode, "
+                    f"got {key!r}"
                 ),
                 step=name,
                 attempt=ctx.attempt,

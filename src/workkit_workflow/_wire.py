@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from ._journal import is_unicode
+from ._journal import EXECUTION_ID_PATTERN, is_unicode
 from .errors import InvalidRequestError
 
 MAX_BODY_BYTES = 2_500_000
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$"
+_ID_PATTERN = EXECUTION_ID_PATTERN
 
 
 class _Body(BaseModel):
