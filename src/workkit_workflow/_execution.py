@@ -588,6 +588,7 @@ class ExecutionCore:
                 raise exc
 
     async def _drive_safely(self) -> None:
+        self._alarm_unset = False  # judged per run: the alarm handler asks about the run it awaited
         try:
             await self._drive()
             self._alarm_failures = 0
