@@ -214,3 +214,28 @@ async def test_cancel_during_the_last_step_wins(env: WorkflowTestEnv) -> None:
     result = await env.result(handle)
     assert result.status == "cancelled"
     assert undone == [{"ship": "shipped"}]
+
+
+async def test_a_cancel_acknowledged_before_the_running_step_fails_still_wins(env: WorkflowTestEnv) -> None:
+    """The step's retryable failure arrives after the acknowledged cancel: the
+    execution ends cancelled (not failed), and compensation runs once."""
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    async def flaky(input: Any, prev: Any, ctx: Any) -> str:
+        entered.set()
+        await gate.wait()
+        raise ConnectionError("transient")
+
+    undone: list[str] = []
+    flow = (
+        Workflow(unique("cancel-then-fail"))
+        .step("call", flaky)
+        .on_failure(lambda ctx: undone.append(ctx.status))
+    )
+    handle = await env.start(flow, {})
+    await entered.wait()
+    assert await handle.cancel()
+    gate.set()
+    result = await env.result(handle)
+    assert result.status == "cancelled"
+    assert undone == ["cancelled"]

@@ -15,15 +15,22 @@ the same across those runs. :func:`fetch` sends the current step's stable
         response.raise_for_status()
         return response.json()
 
+:func:`fetch_sync` is the blocking form, for step code (or libraries) that
+cannot await; :func:`idempotency_headers` gives the key as a header for
+``requests`` or ``urllib`` calls made directly.
+
 Where it runs:
 
-* On Cloudflare (Pyodide) the request goes through the runtime's async
-  ``fetch``. Synchronous HTTP does not work in a Worker: there is no
-  ``XMLHttpRequest``, so ``pyodide-http``'s patches are a no-op and
-  ``urllib``/``requests`` time out (measured, see "Outbound HTTP from steps" in README.md).
-* On CPython the request goes through a *transport*: pass ``transport=`` or
+* On Cloudflare (Pyodide) :func:`fetch` goes through the runtime's async
+  ``fetch``. :func:`fetch_sync` waits for the same ``fetch`` through Pyodide's
+  stack switching (``pyodide.ffi.run_sync``, WebAssembly JSPI); where the
+  runtime does not offer it, it raises :class:`SyncHttpUnavailableError`
+  (check with :func:`sync_http_available`). There is no ``XMLHttpRequest`` in
+  a Worker, so ``pyodide-http`` patches nothing; measured, see "Outbound HTTP
+  from steps" in README.md.
+* On CPython :func:`fetch` goes through a *transport*: pass ``transport=`` or
   install one with :func:`set_transport`; with ``httpx`` installed, it is used
-  by default. Tests pass a fake transport.
+  by default. :func:`fetch_sync` uses the standard library's ``urllib``.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import importlib
 import json as _json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .definitions._steps import current_step
 from .errors import WorkflowError
@@ -81,6 +88,14 @@ class HttpResponse:
         error = HttpError(f"HTTP {self.status}: {self.text[:500]}", status=self.status)
         error.retryable = self.status in (408, 425, 429) or self.status >= 500
         raise error
+
+
+class SyncHttpUnavailableError(WorkflowError):
+    """:func:`fetch_sync` was called where a blocking call cannot wait for the runtime's
+    ``fetch`` (a Pyodide without stack switching, or a synchronous JS callback)."""
+
+    code = "sync_http_unavailable"
+    retryable = False
 
 
 Transport = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -132,6 +147,37 @@ def _default_transport() -> Transport:
     return _httpx_transport
 
 
+def _build_request(
+    url: str,
+    method: str,
+    headers: Mapping[str, str] | None,
+    json: Any,
+    body: bytes | str | None,
+    idempotency_key: str | None,
+) -> HttpRequest:
+    if json is not None and body is not None:
+        raise ValueError("give json= or body=, not both")
+    sent = {str(k): str(v) for k, v in (headers or {}).items()}
+    lower = {k.lower() for k in sent}
+    payload: bytes | None = body.encode() if isinstance(body, str) else body
+    if json is not None:
+        payload = _json.dumps(json, separators=(",", ":")).encode()
+        if "content-type" not in lower:
+            sent["content-type"] = "application/json"
+    if IDEMPOTENCY_HEADER.lower() not in lower:
+        sent.update(idempotency_headers(idempotency_key))
+    return HttpRequest(method=method.upper(), url=url, headers=sent, body=payload)
+
+
+def idempotency_headers(idempotency_key: str | None = None) -> dict[str, str]:
+    """``{"Idempotency-Key": <the current step's key>}`` (or ``idempotency_key``), for
+    calls made with ``requests`` or ``urllib`` directly; ``{}`` outside a step."""
+    if idempotency_key is None:
+        step = current_step()
+        idempotency_key = step.idempotency_key if step is not None else None
+    return {} if idempotency_key is None else {IDEMPOTENCY_HEADER: idempotency_key}
+
+
 async def fetch(
     url: str,
     *,
@@ -147,22 +193,78 @@ async def fetch(
     ``idempotency_key`` overrides the step's key; outside a step and without
     one, no key is sent. ``json`` sets the body and ``content-type``.
     """
-    if json is not None and body is not None:
-        raise ValueError("give json= or body=, not both")
-    sent = {str(k): str(v) for k, v in (headers or {}).items()}
-    lower = {k.lower() for k in sent}
-    payload: bytes | None = body.encode() if isinstance(body, str) else body
-    if json is not None:
-        payload = _json.dumps(json, separators=(",", ":")).encode()
-        if "content-type" not in lower:
-            sent["content-type"] = "application/json"
-    if idempotency_key is None:
-        step = current_step()
-        idempotency_key = step.idempotency_key if step is not None else None
-    if idempotency_key is not None and IDEMPOTENCY_HEADER.lower() not in lower:
-        sent[IDEMPOTENCY_HEADER] = idempotency_key
-    request = HttpRequest(method=method.upper(), url=url, headers=sent, body=payload)
+    request = _build_request(url, method, headers, json, body, idempotency_key)
     return await (transport or _default_transport())(request)
+
+
+def _run_sync() -> Callable[[Awaitable[Any]], Any] | None:
+    """Pyodide's ``run_sync`` when this call stack can use it, else ``None``."""
+    try:
+        ffi: Any = importlib.import_module("pyodide.ffi")
+    except ImportError:
+        return None
+    can_run_sync = getattr(ffi, "can_run_sync", None)
+    if can_run_sync is None or not can_run_sync():
+        return None
+    return cast(Callable[[Awaitable[Any]], Any], ffi.run_sync)
+
+
+def sync_http_available() -> bool:
+    """Whether :func:`fetch_sync` can work here (always on CPython; on Pyodide, when
+    the runtime enables stack switching for the current call)."""
+    from .cloudflare._workers import IN_PYODIDE
+
+    return not IN_PYODIDE or _run_sync() is not None
+
+
+def _urllib_send(request: HttpRequest, timeout: float | None) -> HttpResponse:
+    # Imported here: a Worker that never calls fetch_sync does not pay for urllib at start-up.
+    import urllib.error
+    import urllib.request
+
+    sent = urllib.request.Request(
+        request.url, data=request.body, headers=dict(request.headers), method=request.method
+    )
+    try:
+        with urllib.request.urlopen(sent, timeout=timeout) as reply:
+            status, headers, content = reply.status, reply.headers, reply.read()
+    except urllib.error.HTTPError as exc:  # an error status is a response, as in fetch()
+        status, headers, content = exc.code, exc.headers, exc.read()
+    return HttpResponse(status, {k.lower(): v for k, v in headers.items()}, content)
+
+
+def fetch_sync(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    body: bytes | str | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> HttpResponse:
+    """:func:`fetch`, blocking: for step code that cannot await.
+
+    On Pyodide it waits for the runtime's ``fetch`` with ``pyodide.ffi.run_sync``,
+    which suspends only the calling stack: the object keeps serving other requests
+    meanwhile, and a step's ``timeout=`` still ends the attempt (both measured in
+    workerd 1.20261117.1). Where that is not possible it raises
+    :class:`SyncHttpUnavailableError`. ``timeout`` is not applied there (use the
+    step's). On CPython it uses ``urllib`` with ``timeout`` seconds.
+    """
+    from .cloudflare._workers import IN_PYODIDE
+
+    request = _build_request(url, method, headers, json, body, idempotency_key)
+    if not IN_PYODIDE:
+        return _urllib_send(request, timeout)
+    run_sync = _run_sync()
+    if run_sync is None:
+        raise SyncHttpUnavailableError(
+            "fetch_sync needs stack switching (pyodide.ffi.can_run_sync() is false here); "
+            "use `await http.fetch(...)`",
+            url=url,
+        )
+    return cast(HttpResponse, run_sync(_pyodide_transport(request)))
 
 
 __all__ = [
@@ -170,7 +272,11 @@ __all__ = [
     "HttpError",
     "HttpRequest",
     "HttpResponse",
+    "SyncHttpUnavailableError",
     "Transport",
     "fetch",
+    "fetch_sync",
+    "idempotency_headers",
     "set_transport",
+    "sync_http_available",
 ]

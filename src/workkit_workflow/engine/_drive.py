@@ -43,6 +43,7 @@ class Driver:
                 raise exc
 
     async def _drive_safely(self) -> None:
+        self.backoff.unset = False  # judged per run: the alarm handler asks about the run it awaited
         try:
             await self._drive()
             self.backoff.failures = 0

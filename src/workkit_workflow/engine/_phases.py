@@ -66,10 +66,11 @@ class Phases:
         if outcome.kind == "parked":
             await self._park(outcome)
             return outcome
-        if outcome.kind == "completed" and execution.cancel_requested:
-            # Cancel arrived while the last step ran: it was acknowledged, so it
-            # wins, and compensation undoes that step too.
-            outcome = Outcome("stopped")
+        if outcome.kind in ("completed", "failed") and execution.cancel_requested:
+            # Cancel arrived while the last step ran, which then finished or failed:
+            # the cancel was acknowledged first, so it wins (compensation undoes a
+            # finished step too; a replay mismatch still does not compensate).
+            outcome = Outcome("stopped", compensate=outcome.compensate)
         await self._end_main(definition, outcome, run.entries)
         return None if execution.state and execution.state["phase"] == "compensation" else outcome
 
