@@ -41,6 +41,8 @@ from ._state import ExecutionState, FaultHook
 
 
 class ExecutionCore:
+    """One execution in one object instance: its pieces, wired together."""
+
     def __init__(
         self,
         host: Host,
@@ -88,6 +90,7 @@ class ExecutionCore:
 
     @property
     def _state(self) -> dict[str, Any] | None:
+        """The cached ``state`` record (interleaving tests watch it)."""
         return self.execution.state
 
     def now(self) -> float:
