@@ -15,8 +15,7 @@ the operations themselves live in ``_step``, ``_sleep`` and ``_wait``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...definitions._retry import RetryPolicy
@@ -117,23 +116,15 @@ class PhaseRun:
         self.next_op += 1
         return op
 
-    @contextlib.contextmanager
-    def operation(self, op: int, name: str) -> Iterator[None]:
-        """The operation at ``op`` is in flight for the duration of the block."""
-        self._enter(op, name)
-        try:
-            yield
-        finally:
-            self._leave(op)
-
-    def _enter(self, op: int, name: str) -> None:
+    def enter(self, op: int, name: str) -> None:
+        """The operation at ``op`` starts (each operation calls ``leave`` when it ends)."""
         self.active += 1
         self.generation += 1
         self.current[op] = name
         assert self._quiet is not None
         self._quiet.clear()
 
-    def _leave(self, op: int) -> None:
+    def leave(self, op: int) -> None:
         self.active -= 1
         self.generation += 1
         self.current.pop(op, None)

@@ -6,7 +6,8 @@ from ._run import PhaseRun
 
 
 async def run_sleep(run: PhaseRun, op: int, name: str, until: float | None, duration: float | None) -> None:
-    with run.operation(op, name):
+    run.enter(op, name)
+    try:
         entry = run.replayed(op, "sleep", name)
         if entry is not None and entry["status"] == "completed":
             return
@@ -30,3 +31,5 @@ async def run_sleep(run: PhaseRun, op: int, name: str, until: float | None, dura
         await run.wait_until(op, name, wake_at, 0)
         key, text = run.record(op, {**entry, "status": "completed", "finished_at": run.execution.now()})
         run.execution.defer(key, text, name)
+    finally:
+        run.leave(op)

@@ -66,8 +66,11 @@ class _Progress:
 async def run_step(
     run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
 ) -> Any:
-    with run.operation(op, name):
+    run.enter(op, name)
+    try:
         return await _step(run, op, name, call, options)
+    finally:
+        run.leave(op)
 
 
 async def _step(

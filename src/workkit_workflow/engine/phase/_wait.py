@@ -18,7 +18,8 @@ _PENDING: Any = object()
 async def run_wait(
     run: PhaseRun, op: int, name: str, event_type: str, timeout: float | None, default: Any
 ) -> Any:
-    with run.operation(op, name):
+    run.enter(op, name)
+    try:
         entry = run.replayed(op, "wait", name)
         if entry is not None and entry["status"] == "completed":
             return entry.get("output")
@@ -36,6 +37,8 @@ async def run_wait(
             if run.deadline is not None:
                 wake = run.deadline if wake is None else min(wake, run.deadline)
             await run.park(op, wake_at=wake, event_type=event_type)
+    finally:
+        run.leave(op)
 
 
 async def _start(run: PhaseRun, op: int, name: str, event_type: str, timeout: float | None) -> dict[str, Any]:
