@@ -14,7 +14,7 @@ from js import Response as JsResponse
 from pyodide.ffi import JsException, to_js
 
 from workkit_workflow import Workflow, create_durable_workflow, http
-from workkit_workflow.cloudflare._storage import CloudflareHost
+from workkit_workflow.cloudflare._host import CloudflareHost
 from workkit_workflow.cloudflare._workers import make_response, read_request
 from workkit_workflow.definitions._steps import _CURRENT_STEP, StepContext
 from workkit_workflow.engine._execution import ExecutionCore

@@ -4,7 +4,7 @@ through CloudflareHost + DurableObjectStorage over the JS storage fake, raw and 
 import cf_runtime
 import fake_workers
 
-from workkit_workflow.cloudflare._storage import CloudflareHost
+from workkit_workflow.cloudflare._host import CloudflareHost
 
 import scenarios
 

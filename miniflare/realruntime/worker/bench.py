@@ -28,7 +28,8 @@ from js import Date, Promise
 
 from workkit_workflow import workflow
 from workkit_workflow.cloudflare._object import ExecutionObject
-from workkit_workflow.cloudflare._storage import CloudflareHost, DurableObjectStorage
+from workkit_workflow.cloudflare._host import CloudflareHost
+from workkit_workflow.cloudflare._storage import DurableObjectStorage
 from workkit_workflow.cloudflare._workers import to_js
 from workkit_workflow.engine._ports import KEEP_ALARM, WireRequest
 

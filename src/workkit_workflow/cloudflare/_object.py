@@ -36,7 +36,7 @@ from ..errors import (
     WorkflowError,
 )
 from . import _workers as _cloudflare
-from ._storage import host_from_ctx
+from ._host import host_from_ctx
 
 log = logging.getLogger("workkit_workflow")
 

@@ -1,18 +1,17 @@
-"""The ports over a Durable Object's ``ctx``: its storage and the host.
+"""The Storage port over a Durable Object's ``ctx.storage``.
 
 Values cross into JavaScript only through ``_workers``' conversions.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..definitions._json import check_size
-from ..engine._ports import KEEP_ALARM, Clock, Storage, SystemClock
+from ..engine._ports import KEEP_ALARM
 from ._workers import to_js, to_py
 
 log = logging.getLogger("workkit_workflow")
@@ -108,40 +107,3 @@ def _ms(at: float) -> int:
     # Rounded up: an alarm that fires before the engine's wake-up time finds
     # nothing due and parks again at the same (rounded-down) millisecond.
     return math.ceil(round(at * 1000.0, 3))
-
-
-class CloudflareHost:
-    """What a Durable Object's ``ctx`` gives the engine."""
-
-    is_workkit_host = True
-    faults = None
-
-    def __init__(self, ctx: Any, *, clock: Clock | None = None) -> None:
-        self.ctx = ctx
-        self.storage: Storage = DurableObjectStorage(ctx.storage)
-        self.clock: Clock = clock or SystemClock()
-        try:
-            name = to_py(ctx.id.name)
-        except AttributeError:
-            name = None
-        # workerd of 2024 gives no name inside the object (undefined).
-        self.object_name: str | None = name if isinstance(name, str) and name else None
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        # Pyodide 0.27's WebLoop calls exception() on a finished task whose only
-        # done-callback is its own; for a cancelled task (the engine cancels its
-        # timers) that raises, is logged as "Exception in callback", and the
-        # loop's in-progress count never returns to zero. A second callback
-        # keeps it off that path.
-        task.add_done_callback(_settled)
-        return task
-
-
-def _settled(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("workkit_workflow: background task ended with %r", task.exception())
-
-
-def host_from_ctx(ctx: Any) -> CloudflareHost:
-    return CloudflareHost(ctx)
