@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -11,8 +10,6 @@ from urllib.parse import urlencode
 from ..engine._ports import WireResponse
 from ..errors import TransportError
 from ._workers import to_js, to_py
-
-log = logging.getLogger("workkit_workflow")
 
 INTERNAL_ORIGIN = "https://workkit-workflow.internal"
 

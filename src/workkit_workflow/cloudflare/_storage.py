@@ -5,7 +5,6 @@ Values cross into JavaScript only through ``_workers``' conversions.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,8 +12,6 @@ from typing import Any
 from ..definitions._json import check_size
 from ..engine._ports import KEEP_ALARM
 from ._workers import to_js, to_py
-
-log = logging.getLogger("workkit_workflow")
 
 
 def _text_map(value: Any) -> dict[str, str]:
