@@ -20,7 +20,6 @@ Pyodide, so ``import workkit_workflow`` works on CPython.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -28,8 +27,6 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from ..engine._ports import WireRequest, WireResponse
-
-log = logging.getLogger("workkit_workflow")
 
 IN_PYODIDE = sys.platform == "emscripten"
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -38,8 +37,6 @@ from ._alarm_loop import AlarmLoop, _Hold
 from ._backends import Backend, MemoryBackend, SqliteBackend
 from ._host import LocalHost, ObjectEvicted, SimulatedCrash, StorageStats, _Live
 from ._lock import FileLock, lockable
-
-log = logging.getLogger("workkit_workflow.local")
 
 DEFAULT_IDLE_EVICTION = 10.0
 """Seconds an object may sit idle before it is evicted (Cloudflare: about 10 s)."""
