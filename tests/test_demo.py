@@ -3,6 +3,7 @@ quickly, never quiet for long, and ends with commands that work as printed."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -44,7 +45,7 @@ def test_the_demo_tour(tmp_path: Path) -> None:
     out = "\n".join(text for _, text in lines)
     # Well under 20 s, and something on screen at least every 2 s.
     assert lines[-1][0] < 15.0, out
-    gaps = [(b[0] - a[0], b[1]) for a, b in zip(lines, lines[1:], strict=False)]
+    gaps = [(b[0] - a[0], b[1]) for a, b in itertools.pairwise(lines)]
     assert max(gap for gap, _ in gaps) < 2.0, max(gaps)
     # 1. retried with durable backoff
     assert "charge-card        completed  attempts=3  errors: ConnectionError, ConnectionError" in out
@@ -100,4 +101,3 @@ def test_the_demo_tour(tmp_path: Path) -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert "refund" in shown.stdout and "release" in shown.stdout
-
