@@ -6,9 +6,10 @@
 What runs where: the Python Worker (worker/entry.py + app.py + order_flow.py and the pure
 modules of workkit_workflow, as pythonModule entries; no workers module in this runtime, and
 no pydantic: the example's request models run on the tests' pydantic stand-in,
-miniflare/realruntime/standin, as in the real-runtime tier) serves the API and drives executions through a REAL Durable Object namespace binding
-(WORKFLOW_DO, with SQLite-backed DO storage on disk) whose class is a JavaScript double of
-WorkflowExecutionDO (js/workflow_double.js): Python Durable Objects cannot run in this workerd.
+miniflare/realruntime/standin, as in the real-runtime tier) serves the API and drives
+executions through a REAL Durable Object namespace binding (WORKFLOW_DO, with SQLite-backed
+DO storage on disk) whose class is a JavaScript double of WorkflowExecutionDO
+(js/workflow_double.js): Python Durable Objects cannot run in this workerd.
 A second Python Worker (probe_worker.py) shows which modules load, sends a request from a step
 through workkit_workflow.http (JS fetch, with the Idempotency-Key) to a local HTTP server, and
 re-runs the pyodide-http attempt. The API_TOKEN secret is a text binding, as secrets appear.
