@@ -32,10 +32,10 @@ LAYERS: dict[str, set[str]] = {
     "cfworkflows": {"client", "cloudflare", "engine", "definitions", "errors"},
 }
 """Which layers each layer may import (besides itself). Everything else at the top
-level (``__init__``, ``cli``, ``demo``, ``testing``, ``http``) is tooling and the
+level (``__init__``, ``__main__``, ``cli``, ``demo``, ``testing``, ``http``) is tooling and the
 public surface: it may import any layer, and no layer imports it."""
 
-TOOLING = {"__init__", "cli", "demo", "testing", "http"}
+TOOLING = {"__init__", "__main__", "cli", "demo", "testing", "http"}
 TOOLING_MODULES = {
     # ``workkit-workflow serve`` with ``--app``: the CLI's dev server, which runs a local
     # runtime and its client; it lives with the history pages it serves.
@@ -47,8 +47,10 @@ MAX_CLASS_LINES = 300
 MAX_FUNCTION_LINES = 60
 
 OVERSIZE_ALLOWED = {
-    # Owned by a parallel change (the CLI's owner); split it there.
+    # Tooling owned by a parallel change (the first-hour work) when the layout was made;
+    # split them there. The check below fails once an exemption is no longer needed.
     "cli.py": {"module", "build_parser"},
+    "testing.py": {"module"},
 }
 
 

@@ -355,7 +355,7 @@ async def test_a_cursor_the_page_gave_still_works(worker_env: Any) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("/orders", {"order_id": "o-1", "amount": 5, "items": [{"sku": "a" + LONE}]}, "sku"),
+        ("/orders", {"order_id": "o-1", "amount": 5, "items": [{"sku": "a" + LONE}]}, "items.0.sku"),
         ("/executions/order-x/approval", {"approved": True, "by": LONE}, "by"),
         ("/executions/order-x/cancel", {"reason": LONE}, "reason"),
     ],

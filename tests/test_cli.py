@@ -170,7 +170,7 @@ def test_cancel_runs_compensation(db: str) -> None:
 
 def test_errors_are_one_line_with_exit_codes(db: str, tmp_path: Path, capsys: Any) -> None:
     assert run("show", "nope", "--db", db)[0] == 1
-    assert "no history for execution 'nope'" in capsys.readouterr().err
+    assert "no execution 'nope'" in capsys.readouterr().err
     assert run("list", "--db", str(tmp_path / "missing.db"))[0] == 1
     assert "no runtime database" in capsys.readouterr().err
     assert run("resume", "approval-1", "x", "--payload", "{bad", "--db", db, "--app", "cli_app")[0] == 2

@@ -107,7 +107,7 @@ BAD_ORDERS = [
     ({**ORDER, "currency": "euro"}, "currency"),
     ({**ORDER, "items": []}, "items"),
     ({**ORDER, "items": [{"sku": "a", "quantity": 0}]}, "items.0.quantity"),
-    ({**ORDER, "items": [{"sku": "a", "color": "red"}]}, "items.0"),
+    ({**ORDER, "items": [{"sku": "a", "color": "red"}]}, "items.0.color"),
     ({**ORDER, "extra": 1}, "extra"),
 ]
 

@@ -45,6 +45,8 @@ def _command(node: str, index: Path) -> list[str]:
         f"{SCENARIO_DIR}:/tests",
         "--mount",
         f"{ROOT / 'worker'}:/worker",
+        "--mount",
+        f"{ROOT / 'miniflare' / 'realruntime' / 'standin'}:/standin",
         "--js",
         f"{MINIFLARE / 'cf_runtime.mjs'}:cf_runtime",
         "--main",

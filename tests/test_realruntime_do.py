@@ -1,7 +1,7 @@
 """The package as a real Python Durable Object in the newest workerd (../shared/runtime kit).
 
 One workerd process (miniflare/realruntime/rt_driver.py) serves, for each compatibility date
-(2025-09-01: the runtime calls ``fetch``/``alarm``; 2025-08-01: ``on_fetch``/``on_alarm``;
+(wrangler.toml's, 2025-09-20: the runtime calls ``fetch``/``alarm``; 2025-08-01: ``on_fetch``/``on_alarm``;
 ``newest``: the kit's newest date, with the flags that load its bundle, what a new project
 gets): the example Worker exactly as shipped, and a test Worker whose in-runtime scenarios drive
 executions through the real ``WORKFLOW_DO`` namespace binding with the package's client.

@@ -129,6 +129,9 @@ async def test_the_example_entry_with_the_sdk_serves_through_default():
         sys.modules.pop(name, None)
     workers = fake_workers.install()
     sys.path.insert(0, "/worker")
+    # The example's request models are pydantic: this Pyodide has none, so the tests' stand-in
+    # (miniflare/realruntime/standin, mounted at /standin) takes its place for this test only.
+    sys.path.insert(0, "/standin")
     try:
         import entry
 
@@ -162,7 +165,8 @@ async def test_the_example_entry_with_the_sdk_serves_through_default():
         assert created.status == 201 and body["execution"]["execution_id"] == "order-e1", body
     finally:
         sys.path.remove("/worker")
-        for name in ("entry", "app", "order_flow"):
+        sys.path.remove("/standin")
+        for name in ("entry", "app", "order_flow", "pydantic"):
             sys.modules.pop(name, None)
         fake_workers.uninstall()
         _purge()

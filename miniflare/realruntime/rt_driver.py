@@ -15,9 +15,9 @@ One process serves several Python Workers (``services``), each on its own socket
 * ``bare``: the package and a minimal Worker, without the pydantic stand-in: what a Worker
   that does not vendor pydantic gets.
 
-Each Worker exists once per compatibility date given (``2025-09-01``: ``fetch``/``alarm``
-on classes; ``2025-08-01``: ``on_fetch``/``on_alarm``; the kit's newest date, with the flags
-that make it load the kit's bundle). Every Worker except ``bare`` embeds
+Each Worker exists once per compatibility date given (the date of wrangler.toml, 2025-09-20:
+``fetch``/``alarm`` on classes; ``2025-08-01``: ``on_fetch``/``on_alarm``; the kit's newest
+date, with the flags that make it load the kit's bundle). Every Worker except ``bare`` embeds
 the test stand-in of pydantic (``standin/pydantic``; see its docstring), because the runtime
 has none. Durable Object storage is a writable disk service under the state folder, so it
 survives a SIGKILL and restart.
@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -47,8 +48,9 @@ EXAMPLE = ROOT / "worker"
 SCENARIOS = HERE / "worker"
 STANDIN = HERE / "standin"
 
-NEW_STYLE_DATE = "2025-09-01"
-"""Handlers ``fetch``/``alarm`` on classes (python_no_global_handlers is on from 2025-08-14)."""
+NEW_STYLE_DATE: str = tomllib.loads((ROOT / "wrangler.toml").read_text())["compatibility_date"]
+"""The date of wrangler.toml, so the example runs as shipped. Handlers ``fetch``/``alarm`` on
+classes (python_no_global_handlers is on from 2025-08-14)."""
 OLD_STYLE_DATE = "2025-08-01"
 """Handlers ``on_fetch``/``on_alarm``."""
 BASE_FLAGS = ("python_workers", "python_workers_development")
@@ -381,7 +383,7 @@ def poll(fn: Callable[[], Any], *, timeout: float, every: float = 0.25, what: st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python miniflare/realruntime/rt_driver.py bench [STEPS]``: the step-cost figures of
-    worker/bench.py as JSON, from a workerd serving only the test Worker (2025-09-01)."""
+    worker/bench.py as JSON, from a workerd serving only the test Worker (wrangler.toml's date)."""
     import sys
     import tempfile
 

@@ -4,10 +4,12 @@
                                                     # "N passed, N failed"; exit 1 on a failure
 
 What runs where: the Python Worker (worker/entry.py + app.py + order_flow.py and the pure
-modules of workkit_workflow, as pythonModule entries; no pydantic, no workers module in this
-runtime) serves the API and drives executions through a REAL Durable Object namespace binding
-(WORKFLOW_DO, with SQLite-backed DO storage on disk) whose class is a JavaScript double of
-WorkflowExecutionDO (js/workflow_double.js): Python Durable Objects cannot run in this workerd.
+modules of workkit_workflow, as pythonModule entries; no workers module in this runtime, and
+no pydantic: the example's request models run on the tests' pydantic stand-in,
+miniflare/realruntime/standin, as in the real-runtime tier) serves the API and drives
+executions through a REAL Durable Object namespace binding (WORKFLOW_DO, with SQLite-backed
+DO storage on disk) whose class is a JavaScript double of WorkflowExecutionDO
+(js/workflow_double.js): Python Durable Objects cannot run in this workerd.
 A second Python Worker (probe_worker.py) shows which modules load, sends a request from a step
 through workkit_workflow.http (JS fetch, with the Idempotency-Key) to a local HTTP server, and
 re-runs the pyodide-http attempt. The API_TOKEN secret is a text binding, as secrets appear.
@@ -33,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 TOKEN = "test-token-123"
 SKIP = {"testing.py", "cloudflare/_wire.py"}  # pytest plugin; pydantic request models (not loadable here)
+STANDIN = ROOT / "miniflare" / "realruntime" / "standin" / "pydantic" / "__init__.py"
+"""The tests' pydantic stand-in (strict mode only), for the example Worker's request models."""
 
 
 
@@ -59,6 +63,7 @@ def build(dest: Path) -> None:
         "order_flow.py": ROOT / "worker" / "order_flow.py",
         "probe.py": HERE / "probe_worker.py",
         "workflow_double.js": HERE / "js" / "workflow_double.js",
+        "pydantic/__init__.py": STANDIN,
     }
     for name, path in package_modules():
         files[name] = path
@@ -94,7 +99,7 @@ const config :Workerd.Config = (
 );
 const api :Workerd.Worker = (
   modules = [
-    {modules("entry.py", ["app.py", "order_flow.py"])}
+    {modules("entry.py", ["app.py", "order_flow.py", "pydantic/__init__.py"])}
   ],
   compatibilityDate = "2024-11-01",
   compatibilityFlags = ["python_workers"],

@@ -90,7 +90,10 @@ async def ship(input: dict[str, Any], prev: Any, ctx: StepContext) -> dict[str, 
     if input.get("address") == "nowhere":
         say(f"    {RED}✗ carrier rejected the address (not retryable){RESET}")
         raise NonRetryableError("carrier rejected the address", code="bad_address")
-    await asyncio.sleep(float(input.get("ship_seconds", 0.0)))
+    if ctx.attempt == 1:
+        # The carrier hangs on the first call only: the attempt that runs again
+        # after a crash answers at once, so the tour does not wait it out twice.
+        await asyncio.sleep(float(input.get("ship_seconds", 0.0)))
     effect("ship", ctx, input.get("address", ""))
     return {"tracking": f"trk-{input['order_id']}", "transaction_id": prev["transaction_id"]}
 
@@ -128,17 +131,25 @@ approval_flow = (
     Workflow("demo-approval-flow", timeout="7d")
     .step("reserve-inventory", reserve)
     .wait_for_event("manager-approval", "approved", timeout="2d")
-    .step(
-        "charge-card",
-        lambda input, prev, ctx: charge({**input, "gateway_failures": 0}, {"reservation_id": "-"}, ctx),
-    )
+    .step("charge-card", lambda input, prev, ctx: charge_approved(input, ctx))
     .on_failure(compensate)
 )
 
 
+async def charge_approved(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Charge once the manager approved (the previous output is the approval, not the reservation)."""
+    reservation = {"reservation_id": f"res-{input['order_id']}"}
+    return await charge({**input, "gateway_failures": 0}, reservation, ctx)
+
+
 class DemoExecutionDO(WorkflowExecutionDO):
-    # A short lease so the crashed execution resumes within seconds, not 30 s.
-    lease = 1.5
+    # A short lease so the crashed execution resumes about a second after the
+    # kill (the engine's default is 5 s).
+    lease = 1.0
+
+
+PROGRESS_EVERY = 1.0
+"""Seconds between progress lines while the tour waits: the screen never goes quiet."""
 
 
 # -- the tour ------------------------------------------------------------------------
@@ -162,8 +173,29 @@ async def show(handle: Any) -> None:
         errors = ", ".join(e["code"] for e in entry.get("errors", []))
         extra = f"  errors: {errors}" if errors else ""
         phase = "  (compensation)" if entry["phase"] == "compensation" else ""
-        attempts = entry.get("attempt", "-")
-        say(f"    {entry['name']:<18} {entry['status']:<10} attempts={attempts}{extra}{phase}")
+        # Sleeps and waits have no attempts: say nothing rather than a placeholder.
+        attempts = f"attempts={entry['attempt']}" if entry.get("attempt") else ""
+        say(f"    {entry['name']:<18} {entry['status']:<10} {attempts}{extra}{phase}".rstrip())
+
+
+async def wait_for(done: Any, what: str, timeout: float = 30.0) -> float:
+    """Poll ``done()`` (sync or async) until true, printing a progress line every
+    ``PROGRESS_EVERY`` seconds; return the seconds waited."""
+    started = time.monotonic()
+    shown = started
+    while True:
+        value = done()
+        if asyncio.iscoroutine(value):
+            value = await value
+        now = time.monotonic()
+        if value:
+            return now - started
+        if now - started > timeout:
+            raise RuntimeError(f"the demo gave up after {timeout:.0f}s {what}")
+        if now - shown >= PROGRESS_EVERY:
+            shown = now
+            say(f"    {DIM}… {what} ({now - started:.0f}s){RESET}")
+        await asyncio.sleep(0.05)
 
 
 async def part_retries(ns: LocalNamespace) -> None:
@@ -172,9 +204,15 @@ async def part_retries(ns: LocalNamespace) -> None:
     order = {"order_id": "o-1", "items": ["book"], "amount": 25.0, "gateway_failures": 2}
     started = time.monotonic()
     handle = await workflows.run(order_flow, order, execution_id="demo-o-1")
+    await wait_for(lambda: _settled(handle), "backing off until the next attempt's alarm")
     result = await handle.result(timeout=60)
     say(f"  result: {result.value}  ({time.monotonic() - started:.1f}s, backoff waits were alarms)")
     await show(handle)
+    say("  → each failed attempt was journaled; the waits between them were alarms, not sleeps.")
+
+
+async def _settled(handle: Any) -> bool:
+    return bool((await handle.describe())["settled"])
 
 
 def _child(db: str) -> None:
@@ -193,21 +231,21 @@ async def part_crash(db: str) -> None:
     heading("2. The worker process is killed mid-step, and resumes from the journal")
     say("  starting a worker process for order o-2 ...")
     child = subprocess.Popen([sys.executable, "-m", "workkit_workflow.demo", "--child", db])  # noqa: ASYNC220
-    deadline = time.monotonic() + 30
-    while effects_of("demo-o-2")["charge"] == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # now inside the slow 'ship' step
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    try:
+        await wait_for(lambda: effects_of("demo-o-2")["charge"] > 0, "the worker reserves and charges")
+        await asyncio.sleep(0.3)  # now inside the slow 'ship' step (its carrier hangs)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
     so_far = dict(effects_of("demo-o-2"))
-    say(f"  {RED}SIGKILL{RESET}: the process died while 'ship' ran; effects so far: {so_far}")
-    say("  opening the same SQLite file in this process; nobody calls the execution:")
-    say("  its lease alarm alone resumes it ...")
+    say(f"  {RED}SIGKILL{RESET} (pid {child.pid}): the process died in 'ship'; effects so far: {so_far}")
+    say(f"  opening the same SQLite file in this process (pid {os.getpid()}); nobody calls the execution:")
+    say(f"  its lease alarm alone (due within {DemoExecutionDO.lease:g}s of the kill) resumes it ...")
     async with _namespace(db) as ns:
         workflows = create_durable_workflow(ns)
         handle = workflows.execution("demo-o-2")
-        while not (await handle.describe())["settled"]:
-            await asyncio.sleep(0.1)
+        took = await wait_for(lambda: _settled(handle), "waiting for the lease alarm to resume it")
+        say(f"  resumed and finished {took:.1f}s after the file was reopened")
         await show(handle)
         counts = effects_of("demo-o-2")
         say(f"  effects: {dict(counts)}: reserve and charge (journaled) did not run again; the lost")
@@ -221,11 +259,11 @@ async def part_compensation(ns: LocalNamespace) -> None:
     handle = await workflows.run(order_flow, order, execution_id="demo-o-3")
     result = await handle.result(timeout=60)
     assert result.error is not None
-    compensation = result.error.compensation["status"] if result.error.compensation else "-"
-    say(
-        f"  result: failed at {result.error.failed_step!r} ({result.error.code}); compensation {compensation}"
-    )
+    comp = result.error.compensation
+    compensation = f"; compensation {comp['status']}" if comp else ""
+    say(f"  result: failed at {result.error.failed_step!r} ({result.error.code}){compensation}")
     await show(handle)
+    say("  → the undo steps ran in reverse order, each journaled like any other step.")
 
 
 async def part_approval(ns: LocalNamespace) -> None:
@@ -241,6 +279,7 @@ async def part_approval(ns: LocalNamespace) -> None:
     result = await handle.result(timeout=60)
     say(f"  result: {result.value}")
     await show(handle)
+    say("  → a typo'd event type would not wake it: the CLI's `resume` says what it waits for.")
 
 
 def _namespace(db: str) -> LocalNamespace:
@@ -253,6 +292,7 @@ async def tour() -> None:
     db = os.environ.get("WORKKIT_DEMO_DB", "workkit-demo.db")
     for suffix in ("", "-wal", "-shm"):
         Path(db + suffix).unlink(missing_ok=True)  # noqa: ASYNC240 - a fresh database per tour
+    began = time.monotonic()
     say(f"{BOLD}workkit-workflow: durable workflows on the local runtime{RESET} (SQLite: {db})")
     async with _namespace(db) as ns:
         await part_retries(ns)
@@ -261,10 +301,28 @@ async def tour() -> None:
         await part_compensation(ns)
         await part_approval(ns)
         await ns.idle()  # history delivery finishes
-    say(f"\n{GREEN}done.{RESET} Every step above was journaled in SQLite before the next one ran.")
-    say(f"Look back at it: workkit-workflow list --db {db}")
-    say(f"                 workkit-workflow show demo-o-3 --db {db}")
-    say(f"                 workkit-workflow serve --db {db}   (the timeline page)")
+    say(f"\n{GREEN}done{RESET} in {time.monotonic() - began:.1f}s. Every step above was journaled in SQLite")
+    say(f"before the next one ran: {db} holds the four executions, their journals and their history.")
+    cli = cli_command()
+    say("Look back at them (these commands work as printed, from this directory):")
+    say(f"  {cli} list --db {db}                 every execution")
+    say(f"  {cli} show demo-o-3 --db {db}        the compensated order, as a timeline")
+    say(f"  {cli} journal demo-o-2 --db {db}     the killed order's journal (--json for scripts)")
+    say(f"  {cli} serve --db {db}                the timeline page, at http://127.0.0.1:8787")
+
+
+def cli_command() -> str:
+    """The CLI as a command that works from the current directory: the console
+    script next to this interpreter (``.venv/bin/workkit-workflow``), else
+    ``python -m workkit_workflow`` with this interpreter."""
+    interpreter = Path(sys.executable)
+    script = interpreter.parent / "workkit-workflow"
+    target = script if script.exists() else interpreter
+    try:
+        shown = str(target.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(target)
+    return shown if target is script else f"{shown} -m workkit_workflow"
 
 
 def main(argv: list[str] | None = None) -> int:

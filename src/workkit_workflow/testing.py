@@ -1,7 +1,7 @@
 """Test your workflows the way workkit_workflow tests its engine.
 
-A pytest plugin (registered through the ``pytest11`` entry point, needs
-``pytest-asyncio``) giving:
+A pytest plugin (registered through the ``pytest11`` entry point; it needs
+only pytest, and no configuration) giving:
 
 * ``workflow_env``: a :class:`WorkflowTestEnv` over an in-memory
   :class:`~workkit_workflow.local.LocalNamespace` on a :class:`VirtualClock`
@@ -18,6 +18,13 @@ Crash injection at the engine's named fault points::
         result = await workflow_env.result(handle)
         assert result.ok
 
+An ``async def`` test that uses these fixtures runs on an event loop of the
+plugin's own when nothing else runs it (no pytest-asyncio, or its strict mode
+without a marker); under pytest-asyncio (auto mode, or ``@pytest.mark.asyncio``)
+it runs on pytest-asyncio's loop. A plain ``def`` test drives the environment
+with :meth:`WorkflowTestEnv.sync`. :meth:`WorkflowTestEnv.mock_step` replaces a
+step's handler or output for one test.
+
 Fault points: ``before_step`` (journaled as running, handler not called),
 ``after_side_effect`` (handler returned, output not yet journaled),
 ``after_journal`` (a write carrying a step's output committed),
@@ -28,14 +35,20 @@ handler entered), ``in_history`` (history delivery about to send).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
+from .definitions._contexts import WorkflowContext
+from .definitions._steps import MISSING
 from .definitions._workflow import Workflow
 from .errors import ExecutionNotFinishedError
 from .local import LocalNamespace, VirtualClock
+
+T = TypeVar("T")
 
 FAULT_POINTS = (
     "before_step",
@@ -126,6 +139,10 @@ class WorkflowTestEnv:
         self._seed = seed
         self.ns = self._open()
         self.client: DurableWorkflows = create_durable_workflow(self.ns, history=self.history)
+        self.mocks = StepMocks()
+        """Steps replaced for this environment's lifetime (see :meth:`mock_step`)."""
+        self.closed = False
+        self._runner: asyncio.Runner | None = None
 
     def _open(self) -> LocalNamespace:
         env = {"HISTORY_DB": self.history} if self.history is not None else None
@@ -211,8 +228,159 @@ class WorkflowTestEnv:
             handle = self.client.execution(handle)
         return await handle.journal()
 
+    def mock_step(
+        self,
+        workflow: Workflow,
+        step: str,
+        *,
+        output: Any = MISSING,
+        handler: Callable[..., Any] | None = None,
+    ) -> None:
+        """Replace ``workflow``'s step ``step`` until this environment closes:
+        with a constant ``output``, or with ``handler`` (called as the real one
+        would be: ``(input, prev, ctx)`` for a builder step, the step's own
+        arguments for ``ctx.step(name, fn, *args)``). The engine journals,
+        retries and replays the replacement like the real step: a handler that
+        raises fails the attempt."""
+        self.mocks.replace(workflow, step, output=output, handler=handler)
+
+    def sync(self, awaitable: Awaitable[T]) -> T:
+        """Run one awaitable to completion from a plain ``def`` test, on an event
+        loop this environment keeps for its lifetime::
+
+            def test_order(workflow_env):
+                handle = workflow_env.sync(workflow_env.run(order_flow, {"order_id": "o-1"}))
+                assert workflow_env.sync(workflow_env.result(handle)).ok
+        """
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+
+        async def wrapped() -> T:
+            return await awaitable
+
+        return self._runner.run(wrapped())
+
     async def close(self) -> None:
-        await self.ns.close()
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.ns.close()
+        finally:
+            self.mocks.restore()
+
+    def close_from_sync(self) -> None:
+        """Close from outside any running loop (a fixture's teardown): on the loop
+        the environment ran on while it is still open, else by releasing storage
+        (the loop's tasks died with it)."""
+        if self.closed:
+            return
+        if self._runner is not None:
+            try:
+                self._runner.run(self.close())
+            finally:
+                self._runner.close()
+            return
+        background = getattr(self.ns, "_alarm_loop", None)
+        loop = background.get_loop() if background is not None else None
+        if loop is None:
+            asyncio.run(self.close())
+        elif not loop.is_closed() and not loop.is_running():
+            loop.run_until_complete(self.close())
+        else:
+            self.closed = True
+            self.mocks.restore()
+            self.ns.backend.close()
+            self.ns._release()
+
+
+class StepMocks:
+    """Steps of workflow definitions replaced for a test, and how to put them back.
+
+    Definitions are module-level objects the engine finds by name, so a
+    replacement is made on the definition itself and undone by :meth:`restore`.
+    """
+
+    def __init__(self) -> None:
+        self._by_workflow: dict[int, tuple[Workflow, dict[str, Callable[..., Any]]]] = {}
+        self._undo: list[Callable[[], None]] = []
+
+    def replace(
+        self,
+        workflow: Workflow,
+        step: str,
+        *,
+        output: Any = MISSING,
+        handler: Callable[..., Any] | None = None,
+    ) -> None:
+        if (output is MISSING) == (handler is None):
+            raise ValueError("mock_step takes exactly one of output= or handler=")
+        if handler is not None and not callable(handler):
+            raise ValueError("mock_step's handler must be callable")
+        replacement = handler if handler is not None else _constant(output)
+        if workflow._fn is None:
+            self._replace_builder_step(workflow, step, replacement)
+            return
+        entry = self._by_workflow.get(id(workflow))
+        if entry is None:
+            entry = (workflow, {})
+            self._by_workflow[id(workflow)] = entry
+            self._wrap_function(workflow, entry[1])
+        entry[1][step] = replacement
+
+    def _replace_builder_step(self, workflow: Workflow, step: str, replacement: Callable[..., Any]) -> None:
+        index = next((i for i, op in enumerate(workflow._ops) if op.name == step), None)
+        if index is None or workflow._ops[index].kind != "step":
+            known = ", ".join(repr(op.name) for op in workflow._ops if op.kind == "step")
+            raise ValueError(f"workflow {workflow.name!r} has no step {step!r} (its steps: {known})")
+        original = workflow._ops[index]
+        workflow._ops[index] = dataclasses.replace(original, handler=replacement)
+
+        def undo() -> None:
+            workflow._ops[index] = original
+
+        self._undo.append(undo)
+
+    def _wrap_function(self, workflow: Workflow, mocks: dict[str, Callable[..., Any]]) -> None:
+        original = workflow._fn
+        assert original is not None
+
+        async def mocked(ctx: Any, input: Any) -> Any:
+            return await original(cast(WorkflowContext, _MockedContext(ctx, mocks)), input)
+
+        workflow._fn = mocked
+
+        def undo() -> None:
+            workflow._fn = original
+            self._by_workflow.pop(id(workflow), None)
+
+        self._undo.append(undo)
+
+    def restore(self) -> None:
+        """Put every replaced step back, newest first."""
+        while self._undo:
+            self._undo.pop()()
+
+
+def _constant(output: Any) -> Callable[..., Any]:
+    def handler(*_args: Any) -> Any:
+        return output
+
+    return handler
+
+
+class _MockedContext:
+    """A code-first workflow's context whose ``step`` calls a replacement for mocked names."""
+
+    def __init__(self, ctx: WorkflowContext, mocks: Mapping[str, Callable[..., Any]]) -> None:
+        self._ctx = ctx
+        self._mocks = mocks
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, **options: Any) -> Awaitable[Any]:
+        return self._ctx.step(name, self._mocks.get(name, fn), *args, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
 
 
 def step_names(journal: list[dict[str, Any]], *, status: str | None = None) -> list[str]:
@@ -220,28 +388,35 @@ def step_names(journal: list[dict[str, Any]], *, status: str | None = None) -> l
     return [e["name"] for e in journal if status is None or e.get("status") == status]
 
 
+FIXTURES = ("workflow_env", "workflow_env_factory")
+
 try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - the plugin needs pytest and pytest-asyncio
+    import pytest
+except ImportError:  # pragma: no cover - the plugin part needs pytest; the classes do not
     pass
 else:
+    _ENVS = pytest.StashKey[list[WorkflowTestEnv]]()
 
-    @pytest_asyncio.fixture
-    async def workflow_env() -> AsyncIterator[WorkflowTestEnv]:
+    def _track(request: pytest.FixtureRequest, env: WorkflowTestEnv) -> WorkflowTestEnv:
+        request.node.stash.setdefault(_ENVS, []).append(env)
+        return env
+
+    @pytest.fixture
+    def workflow_env(request: pytest.FixtureRequest) -> Iterator[WorkflowTestEnv]:
         """A WorkflowTestEnv with in-memory storage on a virtual clock."""
-        env = WorkflowTestEnv()
+        env = _track(request, WorkflowTestEnv())
         try:
             yield env
         finally:
-            await env.close()
+            env.close_from_sync()
 
-    @pytest_asyncio.fixture
-    async def workflow_env_factory() -> AsyncIterator[Callable[..., WorkflowTestEnv]]:
+    @pytest.fixture
+    def workflow_env_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkflowTestEnv]]:
         """Build WorkflowTestEnvs with options; all are closed after the test."""
         made: list[WorkflowTestEnv] = []
 
         def make(**options: Any) -> WorkflowTestEnv:
-            env = WorkflowTestEnv(**options)
+            env = _track(request, WorkflowTestEnv(**options))
             made.append(env)
             return env
 
@@ -249,7 +424,28 @@ else:
             yield make
         finally:
             for env in made:
-                await env.close()
+                env.close_from_sync()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+        """Run an ``async def`` test using these fixtures when nothing else would:
+        pytest-asyncio hands its own tests over as plain functions, so a
+        coroutine function here is one no plugin took."""
+        test = pyfuncitem.obj
+        if not inspect.iscoroutinefunction(test) or not set(FIXTURES) & set(pyfuncitem.fixturenames):
+            return None
+        arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+
+        async def run() -> None:
+            try:
+                await test(**arguments)
+            finally:
+                # Close on this loop, where the environments' tasks live.
+                for env in pyfuncitem.stash.get(_ENVS, []):
+                    await env.close()
+
+        asyncio.run(run())
+        return True
 
 
-__all__ = ["FAULT_POINTS", "FaultPlan", "WorkflowTestEnv", "step_names"]
+__all__ = ["FAULT_POINTS", "FaultPlan", "StepMocks", "WorkflowTestEnv", "step_names"]

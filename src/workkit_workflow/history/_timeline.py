@@ -28,7 +28,9 @@ def _shown_ms(started_at: float | None, finished_at: float | None) -> float | No
 class Attempt:
     number: int
     outcome: str
-    """``completed``, ``failed``, ``running`` or ``lost`` (the object died during it)."""
+    """``completed``, ``failed``, ``running``, ``lost`` (the object died during it, and
+    the step ran again) or ``in_doubt`` (the execution ended while it ran: it may have
+    had its effect)."""
     started_at: float | None
     finished_at: float | None
     error: str | None = None
@@ -132,7 +134,7 @@ def _attempts(step: StepRecord) -> list[Attempt]:
         )
     seen = {a.number for a in attempts}
     if step.kind == "step" and step.attempt and step.attempt not in seen:
-        outcome = {"completed": "completed", "running": "running"}.get(step.status)
+        outcome = {"completed": "completed", "running": "running", "in_doubt": "in_doubt"}.get(step.status)
         if outcome is not None:
             attempts.append(
                 Attempt(
@@ -153,18 +155,26 @@ def _waits(step: StepRecord, attempts: list[Attempt]) -> list[str]:
                 f"backoff {span((after.started_at - before.finished_at) * 1000)} "
                 f"before attempt {after.number}"
             )
-    if step.status == "retrying" and step.retry_at is not None:
-        waits.append(f"retry {step.attempt + 1} due {when(step.retry_at)}")
+    abandoned = step.status == "abandoned"
+    if step.retry_at is not None and step.status in ("retrying", "abandoned") and step.kind == "step":
+        due = f"retry {step.attempt + 1} due {when(step.retry_at)}"
+        waits.append(f"{due}: abandoned, the execution ended first" if abandoned else due)
+    if step.status == "in_doubt":
+        waits.append(f"attempt {step.attempt} may have run: the execution ended while it ran")
     if step.kind == "sleep":
-        waits.append(
-            f"slept until {when(step.wake_at)}"
-            if step.status == "completed"
-            else f"sleeping until {when(step.wake_at)}"
-        )
+        until = when(step.wake_at)
+        if step.status == "completed":
+            waits.append(f"slept until {until}")
+        elif abandoned:
+            waits.append(f"sleep abandoned: the execution ended before {until}")
+        else:
+            waits.append(f"sleeping until {until}")
     if step.kind == "wait":
         what = f"event {step.event_type!r}"
         if step.status == "completed":
             waits.append(f"received {what}")
+        elif abandoned:
+            waits.append(f"wait abandoned: the execution ended before {what} came")
         else:
             deadline = f" (timeout {when(step.wake_at)})" if step.wake_at else ""
             waits.append(f"waiting for {what}{deadline}")

@@ -43,6 +43,7 @@ background:var(--mute);text-transform:uppercase;letter-spacing:.03em}
 .badge.completed{background:var(--ok)}.badge.failed{background:var(--fail)}
 .badge.running{background:var(--run)}.badge.retrying,.badge.sleeping,.badge.waiting,.badge.pending{background:var(--wait)}
 .badge.cancelled{background:var(--comp)}.badge.lost{background:#8d6e63}
+.badge.abandoned{background:#9e9e9e}.badge.in_doubt{background:#8d6e63}.step.abandoned .name{color:#757575}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
 th,td{text-align:left;padding:7px 10px;border-bottom:1px solid var(--line);vertical-align:top}
 th{font-size:12px;color:var(--mute);text-transform:uppercase}
@@ -156,8 +157,14 @@ def _attempt_line(a: Attempt) -> str:
         return f"<li>attempt {a.number}: completed in {escape(took)}</li>"
     if a.outcome == "running":
         return f"<li>attempt {a.number}: running since {escape(when(a.started_at))}</li>"
-    label = "lost (the object died during it)" if a.outcome == "lost" else "failed"
-    return f"<li class='err'>attempt {a.number}: {label} after {escape(took)}: {escape(a.error or '')}</li>"
+    label = {
+        "lost": "lost (the object died during it)",
+        "in_doubt": "in doubt (the execution ended while it ran)",
+    }.get(a.outcome, "failed")
+    # A lost attempt has no known end: say nothing rather than a placeholder.
+    after = f" after {escape(took)}" if a.duration_ms is not None else ""
+    error = f": {escape(a.error)}" if a.error else ""
+    return f"<li class='err'>attempt {a.number}: {label}{after}{error}</li>"
 
 
 def _row(row: Row, timeline: Timeline) -> str:
