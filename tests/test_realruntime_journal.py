@@ -60,6 +60,12 @@ def test_a_throw_inside_a_commit_rolls_back_every_write_and_the_alarm(runtime: R
     assert report["before"]["rows"] == {"a": "1", "gone": "x"} and report["before"]["alarm"], report
 
 
+def test_the_storage_contract_on_real_storage(runtime: RealRuntime) -> None:
+    report = probe(runtime, "contract")
+    assert report["sentinel"] == "contract:reached"
+    assert len(report["ran"]) == 8 and "contract_list/SqlJournalStorage" in report["ran"], report
+
+
 def test_an_execution_journaled_through_key_value_continues_over_sql(runtime: RealRuntime) -> None:
     report = probe(runtime, "adopt")
     assert report["sentinel"] == "adopt:reached"

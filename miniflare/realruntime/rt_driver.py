@@ -11,7 +11,8 @@ One process serves several Python Workers (``services``), each on its own socket
   ``WORKFLOW_DO``);
 * ``scenarios``: the test Worker of ``worker/`` beside this file, which drives the engine's
   contract scenarios through a real ``durableObjectNamespace`` binding, with side-effect
-  counters in a separate Durable Object;
+  counters in a separate Durable Object (and the Storage contract of
+  ``../pyodide/storage_contract.py``, run on the real storage by ``worker/probes.py``);
 * ``bare``: the package and a minimal Worker, without the pydantic stand-in: what a Worker
   that does not vendor pydantic gets.
 
@@ -47,6 +48,8 @@ PACKAGE = ROOT / "src" / "workkit_workflow"
 EXAMPLE = ROOT / "worker"
 SCENARIOS = HERE / "worker"
 STANDIN = HERE / "standin"
+STORAGE_CONTRACT = HERE.parent / "pyodide" / "storage_contract.py"
+"""The Storage port's contract (also run under Pyodide in Node and on CPython)."""
 
 NEW_STYLE_DATE: str = tomllib.loads((ROOT / "wrangler.toml").read_text())["compatibility_date"]
 """The date of wrangler.toml, so the example runs as shipped. Handlers ``fetch``/``alarm`` on
@@ -116,6 +119,7 @@ def services_for(dates: Sequence[str], kinds: Sequence[str] = KINDS) -> list[Ser
                     f"scenarios-{date}",
                     (
                         *_folder_modules(SCENARIOS, "scenario_entry.py"),
+                        Module("storage_contract.py", STORAGE_CONTRACT),
                         *package_modules(),
                         *standin_modules(),
                     ),

@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import sys
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, MutableSequence, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -231,9 +231,10 @@ class SqlJournalStorage:
     The object's SQLite database commits key-value data, SQL tables and the alarm together,
     so a crash keeps a commit whole or drops it (SIGKILL test in tests/test_realruntime_do.py).
     Durability is what an awaited ``put`` gave: the runtime's output gate holds every
-    response and outgoing message until the write is on disk. ``setAlarm``'s promise is not
-    awaited for the same reason (on SQLite-backed objects the alarm is a row of that
-    database, written in the same transaction).
+    response and outgoing message until the write is on disk. A commit that changes the
+    alarm (not a step's: the engine changes it when it starts, parks or settles) awaits
+    ``setAlarm``'s promise after the transaction, to surface a refusal; the change is
+    already in the transaction (on SQLite-backed objects the alarm lives in that database).
 
     Keys and values are text in one table, in the byte order of their UTF-8 keys (SQLite's
     BINARY collation), like the key-value API's ``list``. Values stay str: ``sql.exec``
@@ -303,38 +304,48 @@ class SqlJournalStorage:
             check_size(key, value, what=f"stored value {key!r}")
         if not self._adopted:
             await self._adopt_key_value_journal()
-        # No await from here on: the step's task does not suspend.
         if alarm is KEEP_ALARM and not deletes and len(puts) <= _ROWS_PER_UPSERT:
+            # A step's commit: no await, the step's task does not suspend.
             if puts:
                 self._upsert(puts)
-        else:
-            self._storage.transactionSync(lambda: self._write(puts, deletes, alarm))
+            return
+        issued: list[Any] = []
+        try:
+            self._storage.transactionSync(lambda: self._write(puts, deletes, alarm, issued))
+        except BaseException:
+            for call in issued:
+                _discard(call)
+            raise
+        for call in issued:
+            # Only a commit that changes the alarm waits, to surface a refusal as an error;
+            # the change itself is already part of the committed transaction.
+            await call
 
-    def _write(self, puts: Mapping[str, str], deletes: Sequence[str], alarm: Any) -> None:
+    def _write(
+        self, puts: Mapping[str, str], deletes: Sequence[str], alarm: Any, issued: MutableSequence[Any]
+    ) -> None:
         self._upsert(puts)
         for chunk in _chunks(list(dict.fromkeys(deletes)), _MAX_BOUND):
             self._sql.exec(_delete(len(chunk)), *chunk)
         if alarm is not KEEP_ALARM:
-            self._issue_alarm(alarm)
+            issued.append(self._issue_alarm(alarm))
 
     def _upsert(self, puts: Mapping[str, str]) -> None:
         for chunk in _chunks(list(puts.items()), _ROWS_PER_UPSERT):
             self._sql.exec(_upsert(len(chunk)), *[part for row in chunk for part in row])
 
-    def _issue_alarm(self, at: float | None) -> None:
-        # The promise settles once the runtime has taken the change (see the class
-        # docstring); the output gate, not this await, is what makes it durable.
+    def _issue_alarm(self, at: float | None) -> Any:
+        """Issue the alarm change; its promise (or the SDK wrapper's coroutine)."""
         if at is None:
-            self._storage.deleteAlarm()
-        else:
-            self._storage.setAlarm(_ms(at))
+            return self._storage.deleteAlarm()
+        return self._storage.setAlarm(_ms(at))
 
     async def get_alarm(self) -> float | None:
         value = to_py(await self._storage.getAlarm())
         return None if value is None else float(value) / 1000.0
 
     async def set_alarm(self, at: float | None) -> None:
-        self._issue_alarm(at)
+        await self._issue_alarm(at)
 
     # -- executions journaled through the key-value API ------------------------------
 
@@ -365,6 +376,13 @@ class SqlJournalStorage:
         for chunk in _chunks(list(legacy), 128):
             # Issued inside the transaction: part of it (not awaited, like the alarm).
             self._storage.delete(to_js(list(chunk)))
+
+
+def _discard(call: Any) -> None:
+    # The SDK's storage wrapper returns a coroutine around the JS promise: closed, not
+    # left to warn "never awaited" (the transaction that issued it was rolled back).
+    if asyncio.iscoroutine(call):
+        call.close()
 
 
 def _utf8(key: str) -> bytes:

@@ -9,6 +9,9 @@
   encoding n (a ``transactionSync`` commit), even ones keep it (one multi-row upsert). The
   test SIGKILLs workerd in the middle, and ``torn_state`` after the restart shows whether
   any commit was torn (keys of different counters, or an alarm of another commit);
+* ``contract``: the Storage port's contract (storage_contract.py, also run under Pyodide in
+  Node against JS fakes) through ``SqlJournalStorage`` and ``DurableObjectStorage`` on this
+  object's real storage;
 * ``adopt``: an execution started through the key-value adapter (what the package before
   the SQL journal wrote) and then continued by an execution object over the SQL journal,
   which moves the key-value entries into its table in one transaction.
@@ -18,8 +21,10 @@ Each answers with a sentinel written after its last check.
 
 import asyncio
 import json
+import traceback
 
 from js import Date
+from storage_contract import CONTRACT
 
 from workkit_workflow._cloudflare import CloudflareHost, DurableObjectStorage, SqlJournalStorage
 from workkit_workflow._object import ExecutionObject
@@ -201,6 +206,54 @@ async def adopt(ctx):
     return {**seen, "sentinel": "adopt:reached"}
 
 
+class _FutureAlarms:
+    """The port with alarm times moved 100 years ahead: the contract's alarms are in 2026,
+    and a real object runs a past alarm at once (clearing it) while the contract reads it."""
+
+    SHIFT = 3_153_600_000.0
+
+    def __init__(self, port):
+        self.port = port
+
+    def __getattr__(self, name):
+        return getattr(self.port, name)
+
+    def _at(self, at):
+        return at + self.SHIFT if isinstance(at, float) else at
+
+    async def commit(self, puts, deletes=(), alarm=KEEP_ALARM):
+        await self.port.commit(puts, deletes, self._at(alarm))
+
+    async def set_alarm(self, at):
+        await self.port.set_alarm(self._at(at))
+
+    async def get_alarm(self):
+        at = await self.port.get_alarm()
+        return None if at is None else at - self.SHIFT
+
+
+async def contract(ctx):
+    storage = ctx.storage
+    ran = []
+    for check in CONTRACT:
+        for adapter in (
+            lambda: SqlJournalStorage(storage, storage.sql),
+            lambda: DurableObjectStorage(storage),
+        ):
+            await reset(storage)
+            port = adapter()
+            try:
+                await check(_FutureAlarms(port))
+            except AssertionError as exc:
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                raise ProbeFailed(
+                    f"{check.__name__} on {type(port).__name__}: {exc!r} at line {where.lineno}: {where.line}"
+                ) from exc
+            ran.append(f"{check.__name__}/{type(port).__name__}")
+    await reset(storage)
+    return {"ran": ran, "sentinel": "contract:reached"}
+
+
 async def run(ctx, name, query):
     if name == "rollback":
         return await rollback(ctx)
@@ -210,4 +263,6 @@ async def run(ctx, name, query):
         return await torn_state(ctx)
     if name == "adopt":
         return await adopt(ctx)
+    if name == "contract":
+        return await contract(ctx)
     raise ProbeFailed(f"no probe {name!r}")
