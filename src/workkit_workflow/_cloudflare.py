@@ -30,7 +30,7 @@ from collections.abc import Coroutine, Mapping, MutableSequence, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ._journal import check_size
+from ._journal import MAX_VALUE_BYTES, check_size
 from ._ports import KEEP_ALARM, Clock, Storage, SystemClock, WireRequest, WireResponse
 from .errors import TransportError
 
@@ -298,16 +298,19 @@ class SqlJournalStorage:
     async def commit(
         self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
     ) -> None:
+        args: list[str] = []
         for key, value in puts.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
-            check_size(key, value, what=f"stored value {key!r}")
+            if not (key.isascii() and value.isascii() and len(key) + len(value) <= MAX_VALUE_BYTES):
+                check_size(key, value, what=f"stored value {key!r}")
+            args += (key, value)
         if not self._adopted:
             await self._adopt_key_value_journal()
         if alarm is KEEP_ALARM and not deletes and len(puts) <= _ROWS_PER_UPSERT:
-            # A step's commit: no await, the step's task does not suspend.
-            if puts:
-                self._upsert(puts)
+            # A step's commit: one statement, no await (the step's task does not suspend).
+            if args:
+                self._sql.exec(_upsert(len(puts)), *args)
             return
         issued: list[Any] = []
         try:

@@ -22,7 +22,7 @@
 
 ``loop_turns_per_step`` counts the callbacks the engine runs schedule on Pyodide's event loop.
 Times come from ``Date.now()`` (milliseconds), read after awaited storage calls, over whole
-loops; each figure is the median of ``rounds`` rounds (ROUNDS by default), per step or per call.
+loops, after one unmeasured warm-up run of each engine variant; each figure is the median of ``rounds`` rounds (ROUNDS by default), per step or per call.
 """
 
 import asyncio
@@ -199,6 +199,10 @@ async def measure(ctx, steps, rounds=ROUNDS):
     rows = {name: [] for name in names}
     counted = None
     turns = {}
+    # Not measured: the first runs pay for imports and for V8 and WebAssembly warming up.
+    for warm, port in enumerate((None, adapter, MemoryStorage(), JsAwaitStorage())):
+        await _reset(storage)
+        await _engine_run(ctx, port, max(10, steps // 4), f"bench-warm-{warm}")
     for round_no in range(rounds):
         await _reset(storage)
         elapsed, counted = await _engine_run(ctx, None, steps, f"bench-sql-{round_no}")
