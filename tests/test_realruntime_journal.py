@@ -11,9 +11,11 @@ suspends on storage. The SIGKILL check of torn commits is in test_realruntime_do
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +50,13 @@ def ok(reply: Reply, status: int = 200) -> Any:
 
 
 def probe(rt: RealRuntime, name: str) -> Any:
-    return ok(rt.request(rt.service("scenarios", NEW_STYLE_DATE), "POST", f"/probe/{name}?id={name}"))
+    """``name``: the probe, optionally with its query (``adopt_finish?kv_keys=...&``); each
+    probe runs in the ``Probe`` object named after it."""
+    base = name.split("?")[0]
+    query = name if "?" in name else name + "?"
+    return ok(
+        rt.request(rt.service("scenarios", NEW_STYLE_DATE), "POST", f"/probe/{query}id={base.split('_')[0]}")
+    )
 
 
 def test_a_throw_inside_a_commit_rolls_back_every_write_and_the_alarm(runtime: RealRuntime) -> None:
@@ -69,9 +77,24 @@ def test_the_storage_contract_on_real_storage(runtime: RealRuntime) -> None:
 def test_an_execution_journaled_through_key_value_continues_over_sql(runtime: RealRuntime) -> None:
     report = probe(runtime, "adopt")
     assert report["sentinel"] == "adopt:reached"
-    assert report["kv_keys_before"] and report["left_in_kv"] == [], report
-    assert report["alarm_before"] is not None, report
+    assert report["kv_keys"] and report["left_in_kv"] == [], report
+    assert report["alarm"] is not None, report
     assert report["result"]["value"] == {"one": 1, "go": {"by": "sql"}, "two": 1}, report
+
+
+def test_a_key_value_journal_survives_a_restart_into_the_sql_journal(runtime: RealRuntime) -> None:
+    """Started by "the old version" (key-value adapter), workerd SIGKILLed, continued by a fresh
+    instance of the object, whose host moves the journal into the SQL table on first use."""
+    started = probe(runtime, "adopt_start")
+    assert started["sentinel"] == "adopt_start:reached" and started["kv_keys"], started
+    runtime.kill()
+    runtime.start()
+    runtime.wait_ready(runtime.service("scenarios", NEW_STYLE_DATE))
+    keys = urllib.parse.quote(json.dumps(started["kv_keys"]))
+    finished = probe(runtime, f"adopt_finish?kv_keys={keys}&")
+    assert finished["sentinel"] == "adopt_finish:reached"
+    assert finished["left_in_kv"] == [], finished
+    assert finished["result"]["value"] == {"one": 1, "go": {"by": "sql"}, "two": 1}, finished
 
 
 @pytest.mark.parametrize("check", ["three_step_retry", "saga_compensation", "oversize_output"])

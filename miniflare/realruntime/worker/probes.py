@@ -14,7 +14,8 @@
   object's real storage;
 * ``adopt``: an execution started through the key-value adapter (what the package before
   the SQL journal wrote) and then continued by an execution object over the SQL journal,
-  which moves the key-value entries into its table in one transaction.
+  which moves the key-value entries into its table in one transaction; ``adopt_start`` and
+  ``adopt_finish?kv_keys=[...]`` are its two halves, for a restart of workerd in between.
 
 Each answers with a sentinel written after its last check.
 """
@@ -163,21 +164,44 @@ async def _until(runner, path, done, what, seconds=20.0):
         await asyncio.sleep(0.05)
 
 
-async def adopt(ctx):
+async def adopt_start(ctx):
+    """The package before the SQL journal: an execution journaled through the key-value API,
+    left waiting for the event ``go``."""
     storage = ctx.storage
     await reset(storage)
     eid = f"adopt-{int(Date.now())}"
     kv_host = CloudflareHost(ctx)
     kv_host.object_name = None
     kv_host.storage = DurableObjectStorage(storage)
+    # The host made the SQL table; the old version never did.
+    storage.sql.exec("DROP TABLE workkit_journal")
     before = ExecutionObject(kv_host, lease=30.0)
     body = json.dumps({"workflow": "rt-adopt", "input": {"n": 1}, "execution_id": eid}).encode()
     started = await before.handle(WireRequest("POST", "/execute", body=body))
     expect(started.status == 201, "start", started=started.body)
     await _until(before, "/status", lambda b: b["execution"]["status"] == "waiting", "waiting")
     kv_keys = sorted(await kv_host.storage.list())
-    alarm_before = await kv_host.storage.get_alarm()
+    expect(
+        kv_keys
+        and not storage.sql.exec("SELECT name FROM sqlite_master WHERE name = 'workkit_journal'")
+        .toArray()
+        .to_py(),
+        "a key-value journal and no SQL table",
+        kv_keys=kv_keys,
+    )
+    return {
+        "eid": eid,
+        "kv_keys": kv_keys,
+        "alarm": await kv_host.storage.get_alarm(),
+        "sentinel": "adopt_start:reached",
+    }
 
+
+async def adopt_finish(ctx, kv_keys):
+    """This version, on an object that has not used the SQL journal yet (a new instance after
+    a restart, or the same one): the host picks the SQL journal, which moves the key-value
+    entries into its table; the event then finishes the execution."""
+    storage = ctx.storage
     sql_host = CloudflareHost(ctx)
     sql_host.object_name = None
     expect(
@@ -192,8 +216,6 @@ async def adopt(ctx):
     left_in_kv = sorted((await storage.list()).to_py())
     sql_keys = sorted(await sql_host.storage.list())
     seen = {
-        "kv_keys_before": kv_keys,
-        "alarm_before": alarm_before,
         "left_in_kv": left_in_kv,
         "sql_keys": sql_keys[:50],
         "result": result["result"],
@@ -201,9 +223,16 @@ async def adopt(ctx):
     }
     expect(result["result"]["value"] == {"one": 1, "go": {"by": "sql"}, "two": 1}, "result", **seen)
     expect(left_in_kv == [], "key-value entries left after the move", **seen)
-    expect(set(kv_keys) <= set(sql_keys), "keys lost in the move", **seen)
+    expect(set(kv_keys) <= set(sql_keys), "keys lost in the move", kv_keys=kv_keys, **seen)
     await reset(storage)
-    return {**seen, "sentinel": "adopt:reached"}
+    return {**seen, "sentinel": "adopt_finish:reached"}
+
+
+async def adopt(ctx):
+    """adopt_start and adopt_finish in one request, on one instance."""
+    started = await adopt_start(ctx)
+    finished = await adopt_finish(ctx, started["kv_keys"])
+    return {**started, **finished, "sentinel": "adopt:reached"}
 
 
 class _FutureAlarms:
@@ -263,6 +292,10 @@ async def run(ctx, name, query):
         return await torn_state(ctx)
     if name == "adopt":
         return await adopt(ctx)
+    if name == "adopt_start":
+        return await adopt_start(ctx)
+    if name == "adopt_finish":
+        return await adopt_finish(ctx, json.loads(query["kv_keys"]))
     if name == "contract":
         return await contract(ctx)
     raise ProbeFailed(f"no probe {name!r}")
