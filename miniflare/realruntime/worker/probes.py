@@ -2,8 +2,10 @@
 
 ``Probe`` (a Durable Object of the test Worker) answers ``POST /probe/<name>``:
 
-* ``rollback``: a commit that throws part-way (an injected failure after some of its SQL
-  writes, or right after its alarm change) leaves the rows and the alarm as they were;
+* ``rollback``: a commit that throws part-way (a multi-row upsert whose second row breaks a
+  constraint, an injected failure after some of its SQL writes, or right after its alarm
+  change) leaves the rows and the alarm as they were; the largest value the size check
+  allows fits a row;
 * ``torn_run?seconds=S`` / ``torn_state``: commits of 8 keys of 16 KiB each, all carrying the
   same counter n, back to back until S seconds have passed; odd commits also set an alarm
   encoding n (a ``transactionSync`` commit), even ones keep it (one multi-row upsert). The
@@ -28,6 +30,7 @@ from js import Date
 from storage_contract import CONTRACT
 
 from workkit_workflow._cloudflare import CloudflareHost, DurableObjectStorage, SqlJournalStorage
+from workkit_workflow._journal import MAX_VALUE_BYTES
 from workkit_workflow._object import ExecutionObject
 from workkit_workflow._ports import KEEP_ALARM, WireRequest
 
@@ -91,11 +94,17 @@ async def rollback(ctx):
     # And a commit that does not throw lands whole.
     await journal.commit({"a": "4", "b": "4"}, ["gone"], None)
     seen["after_commit"] = {"rows": await journal.list(), "alarm": await journal.get_alarm()}
+    # The largest value the size check lets through (key + value = 2,000,000 bytes) fits a row.
+    largest = "L" * (MAX_VALUE_BYTES - len("big"))
+    await journal.commit({"big": largest})
+    seen["largest_value_stored"] = await journal.get("big") == largest
+    await journal.commit({}, ["big"])
     expect(seen["after_statement_throw"] == before, "a failed statement kept rows", before=before, **seen)
     expect(seen["after_sql_throw"] == before, "a throw between SQL writes kept some", before=before, **seen)
     expect(
         seen["after_alarm_throw"] == before, "a throw after the alarm change kept some", before=before, **seen
     )
+    expect(seen["largest_value_stored"], "the largest value allowed did not round-trip", **seen)
     expect(seen["after_commit"] == {"rows": {"a": "4", "b": "4"}, "alarm": None}, "commit", **seen)
     await reset(storage)
     return {"before": before, **seen, "sentinel": "rollback:reached"}
