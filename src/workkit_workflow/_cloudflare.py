@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import sys
-from collections.abc import Coroutine, Mapping, MutableSequence, Sequence
+from collections.abc import Callable, Coroutine, Mapping, MutableSequence, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -312,16 +312,21 @@ class SqlJournalStorage:
             if args:
                 self._sql.exec(_upsert(len(puts)), *args)
             return
+        await self._transaction(lambda issued: self._write(puts, deletes, alarm, issued))
+
+    async def _transaction(self, body: Callable[[MutableSequence[Any]], None]) -> None:
+        """Run ``body`` in one ``transactionSync``, then await the storage calls it issued
+        (alarm changes, key-value deletes), to surface a refusal as an error: their writes
+        are already part of the committed transaction. Only such commits wait; a step's
+        does not get here."""
         issued: list[Any] = []
         try:
-            self._storage.transactionSync(lambda: self._write(puts, deletes, alarm, issued))
+            self._storage.transactionSync(lambda: body(issued))
         except BaseException:
             for call in issued:
                 _discard(call)
             raise
         for call in issued:
-            # Only a commit that changes the alarm waits, to surface a refusal as an error;
-            # the change itself is already part of the committed transaction.
             await call
 
     def _write(
@@ -368,17 +373,18 @@ class SqlJournalStorage:
             if not self._rows(_ANY_ROW):
                 legacy = _text_map(await self._storage.list())
                 if legacy and not self._rows(_ANY_ROW):
-                    self._storage.transactionSync(lambda: self._move(legacy))
+                    await self._transaction(lambda issued: self._move(legacy, issued))
                     log.info(
                         "workkit_workflow: moved %d key-value entries into %s", len(legacy), JOURNAL_TABLE
                     )
             self._adopted = True
 
-    def _move(self, legacy: Mapping[str, str]) -> None:
+    def _move(self, legacy: Mapping[str, str], issued: MutableSequence[Any]) -> None:
         self._upsert(legacy)
         for chunk in _chunks(list(legacy), 128):
-            # Issued inside the transaction: part of it (not awaited, like the alarm).
-            self._storage.delete(to_js(list(chunk)))
+            # Issued inside the transaction, so part of it (128 keys: the per-call limit of
+            # key-value-backed objects, kept for safety).
+            issued.append(self._storage.delete(to_js(list(chunk))))
 
 
 def _discard(call: Any) -> None:
