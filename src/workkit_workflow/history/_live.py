@@ -3,6 +3,8 @@
 
 The server renders everything; the one inline script (no library) only
 
+* fetches ``?fragment=main`` (the whole page body) with the token, when the
+  server sent the page without its data because the request had no token;
 * polls ``?fragment=1`` of the same URL every 2 s and swaps the ``#live``
   region when its HTML changed (open ``<details>`` stay open), until the
   fragment says the execution has settled;
@@ -82,28 +84,25 @@ section.actions label{min-width:0;width:100%}
 
 SCRIPT = """
 (function(){
-var live=document.getElementById('live');if(!live)return;
-var KEY='workkit-workflow-token',timer=null,last=null,grace=0;
+var KEY='workkit-workflow-token',POLL=__POLL_MS__,timer=null,last=null,grace=0,live=null;
 function token(){try{return sessionStorage.getItem(KEY)||''}catch(e){return ''}}
 function headers(h){h=h||{};var t=token();if(t)h['authorization']='Bearer '+t;return h}
-function say(text,bad){var answer=document.getElementById('answer');if(!answer)return;answer.textContent=text;answer.className=bad?'err':''}
-function settled(){var s=live.querySelector('[data-settled]');return !s||s.getAttribute('data-settled')==='1'}
+function say(text,bad){var a=document.getElementById('answer');if(!a)return;a.textContent=text;a.className=bad?'err':''}
+function settled(){var s=live&&live.querySelector('[data-settled]');return !s||s.getAttribute('data-settled')==='1'}
 function mark(){var m=document.getElementById('livemark');if(!m)return;var on=!settled();
 m.className=on?'live on':'live';m.textContent=on?'live':''}
-function schedule(){clearTimeout(timer);timer=null;mark();if(!settled()||grace-->0)timer=setTimeout(refresh,__POLL_MS__)}
-function fragment(){var u=new URL(location.href);u.searchParams.set('fragment','1');return u.toString()}
+function schedule(){clearTimeout(timer);timer=null;mark();if(!settled()||grace-->0)timer=setTimeout(refresh,POLL)}
+function get(kind){var u=new URL(location.href);u.searchParams.set('fragment',kind);
+return fetch(u.toString(),{headers:headers(),cache:'no-store'}).then(function(r){
+if(r.status===401){say('The token was refused: enter the API token.',true);return null}
+return r.ok?r.text():null})}
 function swap(html){if(html===last)return;var open={};
 live.querySelectorAll('details[open][data-key]').forEach(function(d){open[d.getAttribute('data-key')]=1});
 live.innerHTML=html;last=html;live.setAttribute('data-swaps',String(+(live.getAttribute('data-swaps')||0)+1));
 live.querySelectorAll('details[data-key]').forEach(function(d){if(open[d.getAttribute('data-key')])d.open=true})}
-function refresh(){fetch(fragment(),{headers:headers(),cache:'no-store'}).then(function(r){
-if(r.status===401){say('The token was refused: enter the API token above.',true);return null}
-return r.ok?r.text():null}).then(function(html){if(html!==null)swap(html);schedule()},
-function(){timer=setTimeout(refresh,__POLL_MS__)})}
-window.workkitRefresh=refresh;
-var box=document.getElementById('tokenform');
-if(box){box.addEventListener('submit',function(ev){ev.preventDefault();
-try{sessionStorage.setItem(KEY,box.elements.token.value)}catch(e){}box.elements.token.value='';say('Token kept for this tab.');refresh()})}
+function refresh(){get('1').then(function(html){if(html!==null)swap(html);schedule()},
+function(){timer=setTimeout(refresh,POLL)})}
+function load(){get('main').then(function(html){if(html===null)return;document.querySelector('main').innerHTML=html;init()})}
 function body(form){var verb=form.getAttribute('data-verb'),e=form.elements;
 if(verb==='cancel')return e.reason.value?{reason:e.reason.value}:{};
 if(verb==='restart'){var b={from_step:e.from_step.value};if(e.new_id.value)b.execution_id=e.new_id.value;return b}
@@ -111,18 +110,25 @@ var ev={type:e.type.value};if(e.event_id.value)ev.id=e.event_id.value;
 if(e.payload.value.trim())ev.payload=JSON.parse(e.payload.value);return ev}
 function done(verb,a){if(verb==='cancel')return a.cancelled?'Cancelled.':'It had already finished: nothing to cancel.';
 if(verb==='event')return a.accepted?'Event delivered.':'Duplicate event id: it was delivered before.';return null}
-document.querySelectorAll('form[data-verb]').forEach(function(form){form.addEventListener('submit',function(ev){
-ev.preventDefault();var verb=form.getAttribute('data-verb'),b;
+function restarted(id){say('Restarted as ');var a=document.createElement('a');a.id='restarted';a.textContent=id;
+a.href=live.getAttribute('data-base')+'executions/'+encodeURIComponent(id);document.getElementById('answer').appendChild(a)}
+function act(form){var verb=form.getAttribute('data-verb'),b;
 try{b=body(form)}catch(e){say('The payload is not JSON: '+e.message,true);return}
 say('Sending…');var url=live.getAttribute('data-api')+'/executions/'+encodeURIComponent(live.getAttribute('data-id'))+'/'+verb;
 fetch(url,{method:'POST',headers:headers({'content-type':'application/json'}),body:JSON.stringify(b)}).then(function(r){
 return r.json().then(function(j){return {ok:r.ok,j:j}},function(){return {ok:false,j:{error:{message:'HTTP '+r.status}}}})}).then(function(x){
 if(!x.ok){say((x.j.error&&x.j.error.message)||'refused',true);return}
-grace=5;var text=done(verb,x.j);if(text!==null){say(text);refresh();return}
-say('Restarted as ');var a=document.createElement('a');a.id='restarted';a.textContent=x.j.execution_id;
-a.href=live.getAttribute('data-base')+'executions/'+encodeURIComponent(x.j.execution_id);document.getElementById('answer').appendChild(a)},
-function(e){say('The server did not answer: '+e,true)})})});
-if(live.hasAttribute('data-load')||!settled())refresh();else mark();
+grace=5;var text=done(verb,x.j);if(text===null)restarted(x.j.execution_id);else{say(text);refresh()}},
+function(e){say('The server did not answer: '+e,true)})}
+function init(){live=document.getElementById('live');last=null;var box=document.getElementById('tokenform');
+if(box&&token())box.elements.token.placeholder='kept in this tab (type to replace)';
+if(box)box.addEventListener('submit',function(ev){ev.preventDefault();
+try{sessionStorage.setItem(KEY,box.elements.token.value)}catch(e){}box.elements.token.value='';say('Token kept for this tab.');
+if(live&&live.hasAttribute('data-load'))load();else refresh()});
+document.querySelectorAll('form[data-verb]').forEach(function(f){f.addEventListener('submit',function(ev){ev.preventDefault();act(f)})});
+if(!live)return;if(live.hasAttribute('data-load')){if(token())load();return}
+if(!settled())refresh();else mark()}
+init();
 })();
 """.replace("__POLL_MS__", str(POLL_MS))
 

@@ -7,6 +7,12 @@ two pages yourself with :func:`render_index` and :func:`render_execution_page`::
     return Response(html, status=status, headers={"content-type": "text/html; charset=utf-8"})
 
 ``workkit-workflow serve`` serves the same pages over the local runtime.
+
+The history projection holds no outputs: pass ``outcomes=`` (for instance
+:func:`client_outcomes` over your client) to show them and the result. The
+page acts (cancel, send an event, restart from a step) when ``actions=`` names
+where :func:`parse_action` / :func:`perform_action` are served; the example
+Worker's ``/ui`` shows both, behind its ``API_TOKEN``.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from urllib.parse import quote, unquote, urlencode
 
 from ..errors import ExecutionNotFoundError, WorkflowError
 from . import _live
+from ._actions import parse_action
+from ._actions import perform as perform_action
 from ._live import READ_ONLY, Actions
-from ._outcomes import Outcomes, pretty, preview, size
+from ._outcomes import Outcomes, client_outcomes, pretty, preview, size
 from ._query import ExecutionPage, ExecutionRecord, HistoryQuery
 from ._timeline import Attempt, Row, Timeline, build, error_text, span, when
 
@@ -149,14 +157,16 @@ def render_index(
     base: str = "/",
     filters: Mapping[str, str] | None = None,
     actions: Actions = READ_ONLY,
-    fragment: bool = False,
+    fragment: str = "",
 ) -> str:
     """The list of executions (newest first) with filters and a next-page link;
-    it refreshes itself while one of them is still going."""
+    it refreshes itself while one of them is still going.
+
+    ``fragment``: ``"1"`` only the refreshing region, ``"main"`` the page's body."""
     filters = dict(filters or {})
     settled = all(is_settled(e) for e in page.executions)
     table = _index_table(page, base)
-    if fragment:
+    if fragment == "1":
         return _fragment(table, settled)
     statuses = ["", "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
     options = "".join(
@@ -174,7 +184,8 @@ def render_index(
         more = f"<p><a href='{escape(base)}?{escape(query)}'>older executions →</a></p>"
     token = _live.token_box() + "<p id='answer' role='status'></p>" if actions.token else ""
     region = _live_region(table, settled=settled, base=base, execution_id=None, actions=actions)
-    return _page("Executions", f"<h1>Executions</h1>{token}{form}{region}{more}", base, live=True)
+    body = f"<h1>Executions</h1>{token}{form}{region}{more}"
+    return body if fragment == "main" else _page("Executions", body, base, live=True)
 
 
 def _finite(t: float | None) -> bool:
@@ -365,13 +376,14 @@ def render_execution_page(
     base: str = "/",
     outcomes: Outcomes | None = None,
     actions: Actions = READ_ONLY,
-    fragment: bool = False,
+    fragment: str = "",
     now: float | None = None,
 ) -> str:
     """One execution as a timeline: header sentence, time axis, main steps with
     their outputs, compensation, the result; the actions; live while it runs.
 
-    ``fragment``: only the refreshing region (what the page's script fetches).
+    ``fragment``: ``"1"`` only the refreshing region (what the page's script
+    polls), ``"main"`` the page's body (what a page sent without data fetches).
     ``now``: while the execution runs, its axis reaches the present, so what it
     waits for grows on the page."""
     timeline = history if isinstance(history, Timeline) else build(history)
@@ -380,13 +392,13 @@ def render_execution_page(
     if not settled and _finite(now) and now is not None and now > timeline.end:
         timeline = dataclasses.replace(timeline, end=now)
     inner = _execution_body(timeline, outcomes or Outcomes(), now)
-    if fragment:
+    if fragment == "1":
         return _fragment(inner, settled)
     steps = [r.name for r in timeline.main]
     token = _live.token_box() if actions.token else ""
     region = _live_region(inner, settled=settled, base=base, execution_id=e.execution_id, actions=actions)
     body = token + region + _live.actions_panel(actions, steps)
-    return _page(f"{e.workflow} {e.execution_id}", body, base, live=True)
+    return body if fragment == "main" else _page(f"{e.workflow} {e.execution_id}", body, base, live=True)
 
 
 def render_not_found(execution_id: str, *, base: str = "/") -> str:
@@ -425,11 +437,14 @@ async def history_page(
 
     ``outcomes`` loads an execution's outputs and result (the history projection
     has neither); ``actions`` says whether and how the page may act. With
-    ``fragment=1`` in ``params`` the answer is only the region the page refreshes.
+    ``fragment=1`` in ``params`` the answer is only the region the page
+    refreshes, with ``fragment=main`` the page's body.
     Returns ``(status, html)``; bad filters give 400, an unknown execution 404.
     """
     params = dict(params or {})
-    fragment = params.pop("fragment", None) == "1"
+    fragment = params.pop("fragment", "")
+    if fragment not in ("", "1", "main"):
+        return 400, _page("Bad request", "<h1>Bad request</h1><p>fragment is 1 or main</p>", base)
     rest = path[len(base.rstrip("/")) :] if path.startswith(base.rstrip("/")) else path
     rest = "/" + rest.strip("/")
     try:
@@ -458,9 +473,13 @@ async def history_page(
 
 
 __all__ = [
+    "READ_ONLY",
     "Actions",
     "Outcomes",
+    "client_outcomes",
     "history_page",
+    "parse_action",
+    "perform_action",
     "render_execution_page",
     "render_index",
     "render_locked",
