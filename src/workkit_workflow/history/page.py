@@ -97,7 +97,12 @@ def _page(title: str, body: str, base: str, *, live: bool = False) -> str:
 
 
 def _badge(status: str) -> str:
-    return f"<span class='badge {escape(status)}'>{escape(status)}</span>"
+    return f"<span class='badge {escape(status)}'>{escape(status.replace('_', ' '))}</span>"
+
+
+def _took(ms: float | None) -> str:
+    """A duration, or nothing while it is unknown (never a placeholder)."""
+    return "" if ms is None else escape(span(ms))
 
 
 def _link(base: str, execution_id: str) -> str:
@@ -139,7 +144,7 @@ def _index_table(page: ExecutionPage, base: str) -> str:
             f"<td>{escape(e.workflow)}</td><td>{_badge(e.status)}</td>"
             f"<td>{escape(e.failed_step or '')}</td><td>{escape(outcome or '')}</td>"
             f"<td>{_badge(comp) if comp else ''}</td>"
-            f"<td>{escape(when(e.created_at))}</td><td class='dur'>{escape(span(e.duration_ms))}</td></tr>"
+            f"<td>{escape(when(e.created_at))}</td><td class='dur'>{_took(e.duration_ms)}</td></tr>"
         )
     if not rows:
         return "<p class='empty'>No executions recorded yet.</p>"
@@ -321,7 +326,7 @@ def _row(row: Row, timeline: Timeline, output: tuple[bool, Any] = (False, None))
         f"data-status='{escape(row.status)}'{started}>"
         f"<div><div class='name'>{escape(row.name)}{kind}</div>{_badge(row.status)}{attempts}</div>"
         f"<div class='track'>{''.join(segments)}</div>"
-        f"<div class='dur'>{escape(span(row.duration_ms))}</div>"
+        f"<div class='dur'>{_took(row.duration_ms)}</div>"
         + (f"<ul class='details'>{''.join(details)}</ul>" if details else "")
         + "</div>"
     )
