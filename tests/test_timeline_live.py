@@ -246,3 +246,24 @@ def test_read_only_serve_disables_the_actions_and_says_why(reader: str, tmp_path
         assert "serve --app" in browser.text("#readonly")
         assert _live_status(browser) == "waiting"
         _keep_shot(browser, tmp_path / "timeline-readonly-desktop.png")
+
+
+def test_another_site_cannot_send_commands_through_the_browser(owner: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    def post(origin: str | None) -> int:
+        headers = {"content-type": "text/plain"}
+        if origin is not None:
+            headers["origin"] = origin
+        target = owner + "api/executions/approval-1/cancel"
+        request = urllib.request.Request(target, data=b'{"reason": "csrf"}', headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return int(exc.code)
+
+    assert post("https://evil.example") == 403
+    assert post(owner.rstrip("/")) == 200  # the page's own origin

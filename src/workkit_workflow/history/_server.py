@@ -183,6 +183,7 @@ def make_handler(
                 return 404, _error("not_found", f"no route {urlsplit(self.path).path!r}")
             execution_id, verb = unquote(parts[2]), parts[3]
             try:
+                self._same_site()
                 body = self._json_body()
                 wait = _wait(body)
                 action = parse_action(verb, body, extra=frozenset({"wait"}))
@@ -192,6 +193,16 @@ def make_handler(
 
                 response = error_response(exc)
                 return response.status, response.body
+
+        def _same_site(self) -> None:
+            # The commands take no token, so another site open in the same
+            # browser must not be able to send them (a cross-site form post):
+            # browsers name the page's origin on every POST; the CLI sends none.
+            origin = self.headers.get("origin")
+            if origin is not None and urlsplit(origin).netloc != self.headers.get("host"):
+                raise InvalidRequestError(
+                    f"commands come from this server's own pages, not from {origin}", status=403
+                )
 
         def _json_body(self) -> dict[str, Any]:
             try:

@@ -17,9 +17,7 @@ Worker's ``/ui`` shows both, behind its ``API_TOKEN``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from html import escape
@@ -232,7 +230,7 @@ def _axis(timeline: Timeline) -> str:
     total = end - start
     ticks: list[str] = []
     if math.isfinite(total) and total > 0 and _finite(start):
-        step = next((s for s in _TICK_STEPS if total / s <= 6), None)
+        step = next((s for s in _TICK_STEPS if total / s <= 5), None)
         if step is not None:
             first = math.ceil(start / step) * step
             marks = [first + i * step for i in range(int((end - first) / step) + 1)]
@@ -340,15 +338,13 @@ def _rows(rows: list[Row], timeline: Timeline, outcomes: Outcomes) -> str:
     return "".join(shown)
 
 
-def _ran(e: ExecutionRecord, now: float | None) -> str:
-    if e.duration_ms is not None:
-        return f" · ran {span(e.duration_ms)}"
-    if e.started_at is not None and now is not None and e.finished_at is None:
-        return f" · running for {span(max(now - e.started_at, 0.0) * 1000)}"
-    return ""
+def _ran(e: ExecutionRecord) -> str:
+    # The page shows no wall-clock time: the same state gives the same bytes
+    # (the live refresh swaps only on a change; HEAD matches GET).
+    return "" if e.duration_ms is None else f" · ran {escape(span(e.duration_ms))}"
 
 
-def _execution_body(timeline: Timeline, outcomes: Outcomes, now: float | None) -> str:
+def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
     e: ExecutionRecord = timeline.execution
     comp = e.compensation or {}
     axis = _axis(timeline) if timeline.rows else ""
@@ -356,7 +352,7 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes, now: float | None) -
     body = [
         f"<h1>{escape(e.workflow)} {_badge(e.status)}</h1>",
         f"<div class='meta'>execution <code>{escape(e.execution_id)}</code> · created "
-        f"{escape(when(e.created_at))}{escape(_ran(e, now))}</div>",
+        f"{escape(when(e.created_at))}{_ran(e)}</div>",
         f"<div class='headline {escape(e.status)}' id='headline'>{escape(timeline.headline)}</div>",
         f"<h2>Steps</h2><section class='phase main'>{axis}{main_rows}</section>",
     ]
@@ -382,21 +378,16 @@ def render_execution_page(
     outcomes: Outcomes | None = None,
     actions: Actions = READ_ONLY,
     fragment: str = "",
-    now: float | None = None,
 ) -> str:
     """One execution as a timeline: header sentence, time axis, main steps with
     their outputs, compensation, the result; the actions; live while it runs.
 
     ``fragment``: ``"1"`` only the refreshing region (what the page's script
-    polls), ``"main"`` the page's body (what a page sent without data fetches).
-    ``now``: while the execution runs, its axis reaches the present, so what it
-    waits for grows on the page."""
+    polls), ``"main"`` the page's body (what a page sent without data fetches)."""
     timeline = history if isinstance(history, Timeline) else build(history)
     e: ExecutionRecord = timeline.execution
     settled = is_settled(e)
-    if not settled and _finite(now) and now is not None and now > timeline.end:
-        timeline = dataclasses.replace(timeline, end=now)
-    inner = _execution_body(timeline, outcomes or Outcomes(), now)
+    inner = _execution_body(timeline, outcomes or Outcomes())
     if fragment == "1":
         return _fragment(inner, settled)
     steps = [r.name for r in timeline.main]
@@ -461,7 +452,7 @@ async def history_page(
                 return 404, render_not_found(execution_id, base=base)
             found = await outcomes(execution_id) if outcomes is not None else None
             html = render_execution_page(
-                history, base=base, outcomes=found, actions=actions, fragment=fragment, now=time.time()
+                history, base=base, outcomes=found, actions=actions, fragment=fragment
             )
             return 200, html
         if rest == "/":
