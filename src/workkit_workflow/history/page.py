@@ -268,8 +268,9 @@ def _attempt_line(a: Attempt) -> str:
         return f"<li>attempt {a.number}: running since {escape(when(a.started_at))}</li>"
     label = {
         "lost": "lost (the object died during it)",
-        "in_doubt": "in doubt (the execution ended while it ran: it may have had its effect)",
+        "in_doubt": "in doubt (the execution ended while it ran)",
     }.get(a.outcome, "failed")
+    # A lost attempt has no known end: say nothing rather than a placeholder.
     after = f" after {escape(took)}" if a.duration_ms is not None else ""
     error = f": {escape(a.error)}" if a.error else ""
     return f"<li class='err'>attempt {a.number}: {label}{after}{error}</li>"
