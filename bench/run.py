@@ -10,7 +10,11 @@ Sections:
 2. cold replay against journal length: a new object resumes an execution
    that finished N steps (one list, decode, replay), time and peak memory;
 3. storage operations and bytes per step, counted at the storage port;
-4. many concurrent executions: throughput, latency, peak memory.
+4. many concurrent executions: throughput, latency, peak memory;
+5. the real runtime (workerd with Python Durable Objects, the ../shared/runtime kit): the
+   engine over the SQL journal and over the key-value API next to the raw ``put`` and
+   ``sql.exec`` floors, in one workerd run (``--real-runtime``: this section alone); a
+   "not available: <reason>" line where the kit cannot be built.
 
 Timings are printed, never asserted. ``--profile`` prints the engine's hot spots.
 """
@@ -31,7 +35,7 @@ import sys
 import tempfile
 from typing import Any
 
-from . import _engine
+from . import _engine, _realruntime
 from ._floor import Floor
 from ._stats import spread, table
 
@@ -289,6 +293,14 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         f"workkit_workflow bench on {info['cpu']} ({info['nproc']} cpu), Python {info['python']},"
         f" SQLite {info['sqlite']}; {reps} runs per cell" + (" (--quick)" if quick else "")
     )
+    real_steps, real_rounds = (100, 3) if quick else (200, 5)
+    if args.real_runtime:
+        real = _realruntime.measure(real_steps, args.reps or real_rounds)
+        verdicts = _realruntime.report(real)
+        print("\n== targets")
+        for line in verdicts:
+            print(line)
+        return {"machine": info, "real_runtime": real if isinstance(real, dict) else vars(real)}
     with tempfile.TemporaryDirectory(prefix="workkit-bench-", dir=args.dir) as workdir:
         if args.profile:
             await profile(workdir, max(sizes), "NORMAL")
@@ -305,6 +317,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         ]
         concurrent.append(await _engine.concurrency(workdir, conc, 5, "NORMAL", trace=True))
         print_concurrency(concurrent)
+        real = _realruntime.measure(real_steps, real_rounds)
+        verdicts += _realruntime.report(real)
         print("\n== targets")
         for line in verdicts:
             print(line)
@@ -314,6 +328,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "replay": [vars(r) for r in replay],
         "storage_ops": [vars(r) for r in ops],
         "concurrency": [vars(r) for r in concurrent],
+        "real_runtime": real if isinstance(real, dict) else vars(real),
     }
 
 
@@ -324,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: the temp dir)")
     parser.add_argument("--profile", action="store_true", help="print the engine's hot spots and stop")
+    parser.add_argument(
+        "--real-runtime",
+        action="store_true",
+        help="only the real-runtime section: the engine in workerd against the put and sql.exec floors",
+    )
     args = parser.parse_args(argv)
     results = asyncio.run(amain(args))
     if args.json and results:

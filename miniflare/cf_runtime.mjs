@@ -223,6 +223,141 @@ export class FakeStorage {
   }
 }
 
+// --- ctx.storage.sql of a SQLite-backed object, as far as the SQL journal uses it ------------
+// FakeSql runs the statements of _cloudflare.SqlJournalStorage (and nothing else: an unknown
+// statement throws) against one table of text keys kept in UTF-8 byte order, as SQLite's
+// BINARY collation orders them. Measured behaviour it reproduces (shared/RUNTIME.md,
+// probes.py): exec is synchronous; a statement is atomic (a NOT NULL violation in a
+// multi-row upsert keeps none of its rows); ints >= 2**53 are refused; at most 100 bound
+// parameters; transactionSync(fn) rolls back SQL rows, key-value data and the alarm when fn
+// throws, and re-throws fn's error. Writes are recorded in the storage's batches as
+// ["sql", "upsert"|"delete", ...keys], so one commit's SQL writes and alarm change can be
+// seen to land in one batch.
+class FakeCursor {
+  constructor(columns, rows) {
+    this.columns = columns;
+    this.rows = rows;
+  }
+  raw() {
+    return { toArray: () => this.rows.map((r) => [...r]) };
+  }
+  toArray() {
+    return this.rows.map((r) => Object.fromEntries(this.columns.map((c, i) => [c, r[i]])));
+  }
+  one() {
+    if (this.rows.length !== 1) throw new Error(`Expected exactly one result from SQL query, but got ${this.rows.length}.`);
+    return this.toArray()[0];
+  }
+}
+
+const TABLE = "workkit_journal";
+export class FakeSql {
+  constructor(storage) {
+    this.storage = storage;
+    this.tables = new Map(); // name -> Map(key -> value)
+    this.statements = 0;
+  }
+  _table() {
+    const t = this.tables.get(TABLE);
+    if (!t) throw new Error(`no such table: ${TABLE}: SQLITE_ERROR`);
+    return t;
+  }
+  _sorted(filter) {
+    return [...this._table().entries()].filter(([k]) => filter(k)).sort(([a], [b]) => compareUtf8(a, b));
+  }
+  exec(query, ...args) {
+    this.statements++;
+    if (args.length > 100) throw new Error("too many SQL variables: SQLITE_ERROR");
+    for (const a of args) {
+      if (typeof a === "number" && Math.abs(a) >= 2 ** 53) throw new TypeError("Value out of range");
+      if (a !== null && a !== undefined && typeof a !== "string" && typeof a !== "number") {
+        throw new TypeError(`unsupported binding type ${typeof a}`);
+      }
+    }
+    const q = query.replace(/\s+/g, " ").trim();
+    let m;
+    if (q === "SELECT 1") return new FakeCursor(["1"], [[1]]);
+    if (q.startsWith(`CREATE TABLE IF NOT EXISTS ${TABLE} (`)) {
+      if (!this.tables.has(TABLE)) this.tables.set(TABLE, new Map());
+      return new FakeCursor([], []);
+    }
+    if (q === `SELECT 1 FROM ${TABLE} LIMIT 1`) return new FakeCursor(["1"], this._table().size ? [[1]] : []);
+    if (q === `SELECT value FROM ${TABLE} WHERE key = ?`) {
+      const t = this._table();
+      return new FakeCursor(["value"], t.has(args[0]) ? [[t.get(args[0])]] : []);
+    }
+    if ((m = q.match(new RegExp(`^SELECT key, value FROM ${TABLE} WHERE key IN \\(([?, ]+)\\)$`)))) {
+      const wanted = new Set(args);
+      return new FakeCursor(["key", "value"], this._sorted((k) => wanted.has(k)));
+    }
+    if ((m = q.match(new RegExp(`^SELECT key, value FROM ${TABLE}( WHERE (.*))? ORDER BY key( DESC)?( LIMIT \\?)?$`)))) {
+      const rest = [...args];
+      const tests = [];
+      for (const clause of (m[2] ?? "").split(/ AND (?=key )/).filter(Boolean)) {
+        if (clause === "key >= ? AND substr(key, 1, ?) = ?") {
+          const [low, , prefix] = rest.splice(0, 3);
+          tests.push((k) => compareUtf8(k, low) >= 0 && k.startsWith(prefix));
+        } else if (clause === "key >= ?") {
+          const low = rest.shift();
+          tests.push((k) => compareUtf8(k, low) >= 0);
+        } else if (clause === "key < ?") {
+          const high = rest.shift();
+          tests.push((k) => compareUtf8(k, high) < 0);
+        } else throw new Error(`FakeSql: unsupported clause ${clause}`);
+      }
+      let rows = this._sorted((k) => tests.every((t) => t(k)));
+      if (m[3]) rows.reverse();
+      if (m[4]) rows = rows.slice(0, rest.shift());
+      return new FakeCursor(["key", "value"], rows);
+    }
+    if (q.startsWith(`INSERT INTO ${TABLE} (key, value) VALUES `) && q.endsWith("ON CONFLICT (key) DO UPDATE SET value = excluded.value")) {
+      const rows = [];
+      for (let i = 0; i < args.length; i += 2) {
+        if (args[i + 1] === null || args[i + 1] === undefined) {
+          throw new Error(`NOT NULL constraint failed: ${TABLE}.value: SQLITE_CONSTRAINT`); // nothing written
+        }
+        rows.push([args[i], typeof args[i + 1] === "number" ? args[i + 1] : String(args[i + 1])]);
+      }
+      this.storage._record(["sql", "upsert", ...rows.map(([k]) => k)]);
+      for (const [k, v] of rows) this._table().set(k, v);
+      return new FakeCursor([], []);
+    }
+    if (q.startsWith(`DELETE FROM ${TABLE} WHERE key IN (`)) {
+      this.storage._record(["sql", "delete", ...args]);
+      for (const k of args) this._table().delete(k);
+      return new FakeCursor([], []);
+    }
+    throw new Error(`FakeSql: statement not supported by the fake: ${q}`);
+  }
+  snapshot() {
+    return Object.fromEntries(this._sorted(() => true));
+  }
+}
+
+export class FakeSqliteStorage extends FakeStorage {
+  constructor() {
+    super();
+    this.sql = new FakeSql(this);
+  }
+  transactionSync(fn) {
+    const data = new Map(this.data);
+    const alarm = this.alarm;
+    const tables = new Map([...this.sql.tables].map(([n, t]) => [n, new Map(t)]));
+    try {
+      return fn();
+    } catch (e) {
+      this.data = data;
+      this.alarm = alarm;
+      this.sql.tables = tables;
+      throw e;
+    }
+  }
+  deleteAll() {
+    this.sql.tables.clear(); // drops SQL tables too (measured)
+    return super.deleteAll();
+  }
+}
+
 // One storage per object name, kept across "restarts" (new contexts) like durable storage.
 const objects = new Map();
 export function storageOf(name) {
@@ -230,12 +365,16 @@ export function storageOf(name) {
   return objects.get(name);
 }
 // A DurableObjectState: {storage, id}; id.name is undefined unless given (workerd 2024).
-export function makeState(name, withName = true) {
+export function makeState(name, withName = true, sqlite = false) {
   const id = { name: withName ? name : undefined, toString: () => `id-of-${name}` };
+  if (!objects.has(name) && sqlite) objects.set(name, new FakeSqliteStorage());
   return { storage: storageOf(name), id, waitUntil() {} };
 }
 export function newStorage() {
   return new FakeStorage();
+}
+export function newSqliteStorage() {
+  return new FakeSqliteStorage();
 }
 export function typeOf(x) {
   if (x === null) return "null";

@@ -51,6 +51,8 @@ OVERSIZE_ALLOWED = {
     # split them there. The check below fails once an exemption is no longer needed.
     "cli.py": {"module", "build_parser"},
     "testing.py": {"module"},
+    # The timeline page, owned by the page work when the layout was made.
+    "history/page.py": {"module"},
 }
 
 

@@ -1,14 +1,22 @@
-"""The adapter's CPython-visible parts, and the runtime-test plumbing (skip vs fail)."""
+"""The adapter's CPython-visible parts (the SQL journal over a real SQLite among them), and the
+runtime-test plumbing (skip vs fail)."""
 
 from __future__ import annotations
 
+import sqlite3
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from workkit_workflow import create_durable_workflow
-from workkit_workflow.cloudflare._storage import _ms
+from workkit_workflow.cloudflare._host import storage_of
+from workkit_workflow.cloudflare._sql_storage import JOURNAL_TABLE, SqlJournalStorage
+from workkit_workflow.cloudflare._storage import DurableObjectStorage, _ms
 from workkit_workflow.cloudflare._workers import IN_PYODIDE, DurableObjectBase, headers_of, to_js, to_py
+from workkit_workflow.errors import SerializationError
 
 from _cf_harness import require, summary
 
@@ -54,3 +62,177 @@ def test_the_sentinel_line_is_required() -> None:
     assert summary("check: 2 passed, 1 failed, 0 skipped") == (2, 1)
     with pytest.raises(AssertionError, match="no 'N passed, N failed' line"):
         summary("Traceback ...")
+
+
+# -- the SQL journal over a real SQLite, on CPython ---------------------------------------
+
+
+class _Cursor:
+    def __init__(self, rows: list[list[Any]]) -> None:
+        self._rows = rows
+
+    def raw(self) -> _Cursor:
+        return self
+
+    def toArray(self) -> list[list[Any]]:
+        return self._rows
+
+
+class _Sql:
+    """``ctx.storage.sql`` over sqlite3, with the runtime's refusals (shared/RUNTIME.md)."""
+
+    def __init__(self, db: sqlite3.Connection, fail: Callable[[str], bool] = lambda q: False) -> None:
+        self.db = db
+        self.fail = fail
+        self.statements: list[str] = []
+
+    def exec(self, query: str, *args: Any) -> _Cursor:
+        if len(args) > 100:
+            raise ValueError("too many SQL variables")
+        if any(isinstance(a, int) and abs(a) >= 2**53 for a in args):
+            raise ValueError("Value out of range")
+        if self.fail(query):
+            raise RuntimeError(f"injected failure: {query[:30]}")
+        self.statements.append(query)
+        return _Cursor([list(row) for row in self.db.execute(query, args).fetchall()])
+
+
+class _SqliteBackedStorage:
+    """The parts of a SQLite-backed object's ``ctx.storage`` the adapters use."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None)  # every statement commits alone
+        self.sql = _Sql(self.db)
+        self.kv: dict[str, str] = {}
+        self.alarm: int | None = None
+
+    def transactionSync(self, fn: Callable[[], Any]) -> Any:
+        kv, alarm = dict(self.kv), self.alarm
+        self.db.execute("SAVEPOINT t")
+        try:
+            result = fn()
+        except BaseException:
+            self.db.execute("ROLLBACK TO t")
+            self.db.execute("RELEASE t")
+            self.kv, self.alarm = kv, alarm
+            raise
+        self.db.execute("RELEASE t")
+        return result
+
+    async def _done(self, value: Any = None) -> Any:
+        return value
+
+    def setAlarm(self, ms: int) -> Any:
+        self.alarm = ms
+        return self._done()
+
+    def deleteAlarm(self) -> Any:
+        self.alarm = None
+        return self._done()
+
+    def getAlarm(self) -> Any:
+        return self._done(self.alarm)
+
+    def put(self, entries: dict[str, str]) -> Any:
+        self.kv.update(entries)
+        return self._done()
+
+    def delete(self, keys: list[str]) -> Any:
+        for key in keys:
+            self.kv.pop(key, None)
+        return self._done(len(keys))
+
+    def list(self, options: Any = None) -> Any:
+        return self._done(dict(sorted(self.kv.items(), key=lambda kv: kv[0].encode())))
+
+    def get(self, key: Any) -> Any:
+        if isinstance(key, list):
+            return self._done({k: self.kv[k] for k in key if k in self.kv})
+        return self._done(self.kv.get(key))
+
+    def rows(self) -> dict[str, str]:
+        return dict(self.db.execute(f"SELECT key, value FROM {JOURNAL_TABLE} ORDER BY key").fetchall())
+
+
+class _NoSql:
+    """A key-value-backed object's storage: ``sql`` is there, every statement throws."""
+
+    class sql:
+        @staticmethod
+        def exec(query: str, *args: Any) -> Any:
+            raise RuntimeError("SQL is not enabled for this Durable Object class.")
+
+
+def _contract() -> list[Callable[[Any], Any]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "miniflare" / "pyodide"))
+    from storage_contract import CONTRACT
+
+    return list(CONTRACT)
+
+
+@pytest.mark.parametrize("check", _contract(), ids=lambda c: c.__name__)
+async def test_the_storage_contract_on_the_sql_journal(check: Callable[[Any], Any]) -> None:
+    storage = storage_of(_SqliteBackedStorage())
+    assert isinstance(storage, SqlJournalStorage)
+    await check(storage)
+
+
+def test_objects_without_sql_keep_the_key_value_adapter() -> None:
+    assert isinstance(storage_of(_NoSql()), DurableObjectStorage)
+
+
+async def test_a_step_commit_is_one_statement_and_others_one_transaction() -> None:
+    raw = _SqliteBackedStorage()
+    storage = storage_of(raw)
+    await storage.get("warm")
+    raw.sql.statements.clear()
+    await storage.commit({"state": "{}", "j:00000001": "{}"})
+    assert len(raw.sql.statements) == 1 and raw.sql.statements[0].startswith("INSERT")
+    puts = {f"k{i:03d}": str(i) for i in range(120)}
+    await storage.commit(puts, ["state"], 12.5)
+    assert raw.rows() == {"j:00000001": "{}", **puts} and raw.alarm == 12_500
+
+
+async def test_a_failure_inside_a_commit_keeps_nothing() -> None:
+    raw = _SqliteBackedStorage()
+    storage = storage_of(raw)
+    await storage.commit({"a": "1", "gone": "x"}, (), 10.0)
+    raw.sql.fail = lambda q: q.startswith("DELETE")
+    with pytest.raises(RuntimeError, match="injected"):
+        await storage.commit({"a": "2", "b": "2"}, ["gone"], 20.0)
+    assert raw.rows() == {"a": "1", "gone": "x"} and raw.alarm == 10_000
+    raw.sql.fail = lambda q: False
+    with pytest.raises(sqlite3.IntegrityError):
+        storage._upsert({"a": "3", "b": None})  # type: ignore[dict-item]
+    assert raw.rows() == {"a": "1", "gone": "x"}
+    with pytest.raises(SerializationError):
+        await storage.commit({"a": "4", "big": "x" * 2_000_001})
+    with pytest.raises(SerializationError, match="lone surrogate"):
+        await storage.commit({"a": "5", "s": "\ud800"})
+    with pytest.raises(TypeError):
+        await storage.commit({"a": 2**60})  # type: ignore[dict-item]
+    assert raw.rows() == {"a": "1", "gone": "x"}
+
+
+async def test_a_key_value_journal_moves_into_the_table_once() -> None:
+    raw = _SqliteBackedStorage()
+    raw.kv = {"meta": '{"v":1}', "state": "{}", "j:00000000": "{}"}
+    raw.alarm = 5_000
+    storage = storage_of(raw)
+    assert await storage.list() == {"j:00000000": "{}", "meta": '{"v":1}', "state": "{}"}
+    assert raw.kv == {} and raw.alarm == 5_000
+    raw.kv = {"stray": "x"}
+    again = storage_of(raw)
+    assert await again.get("stray") is None and raw.kv == {"stray": "x"}
+
+
+async def test_a_failed_move_keeps_the_key_value_journal() -> None:
+    raw = _SqliteBackedStorage()
+    raw.kv = {"meta": '{"v":1}', "state": "{}"}
+    storage = storage_of(raw)
+    raw.sql.fail = lambda q: q.startswith("INSERT")
+    with pytest.raises(RuntimeError, match="injected"):
+        await storage.get("meta")
+    assert raw.kv == {"meta": '{"v":1}', "state": "{}"} and raw.rows() == {}
+    raw.sql.fail = lambda q: False
+    assert await storage.get("meta") == '{"v":1}' and raw.kv == {}

@@ -101,7 +101,7 @@ def test_every_engine_scenario_ran_in_both_storage_modes(
 
     for version, run in runs.items():
         for scenario in scenarios.SCENARIOS:
-            for mode in ("raw", "sdk"):
+            for mode in ("raw", "sdk", "sql"):
                 line = f"PASS /tests/test_engine_scenarios.py::test_{scenario.__name__}_{mode} "
                 assert line in run.stdout, f"{version}: {line.strip()} missing"
 

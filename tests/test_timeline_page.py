@@ -50,7 +50,8 @@ async def test_the_execution_page_tells_the_story(query: HistoryQuery) -> None:
     assert "attempt 1: failed after 0ms: ConnectionError: card network timeout" in html
     assert re.search(r"backoff [\d.]+m?s before attempt 2", html)  # jittered
     assert html.index("<h2>Steps</h2>") < html.index("<h2>Compensation")
-    assert "<script" not in html  # nothing to build, nothing to run
+    # One inline script (live refresh, actions), nothing fetched from elsewhere.
+    assert html.count("<script") == 1 and "<script src" not in html
 
 
 async def test_the_index_lists_and_filters(query: HistoryQuery) -> None:
@@ -84,7 +85,7 @@ async def test_error_messages_are_escaped() -> None:
         assert client.history is not None
         page = await client.history.list_executions()
         html = render_index(page) + render_execution_page(await client.history.get_execution("esc-1"))
-    assert "<script>" not in html
+    assert "<script>alert" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
@@ -190,3 +191,91 @@ def test_headless_chromium_shows_a_failed_and_compensated_execution(served: str,
     if keep:
         shutil.copy(shot, Path(keep) / "timeline.png")
     assert time.monotonic() - started < 60
+
+
+# -- odd stored data never breaks the page ----------------------------------------------------
+
+
+def _odd_history(status: str = "running", **times: float) -> Any:
+    from workkit_workflow.history._query import ExecutionHistory, ExecutionRecord, StepRecord
+
+    t0 = 1_767_225_600.0
+    record = ExecutionRecord(
+        execution_id="odd-<script>",
+        workflow="w<b>",
+        status=status,
+        phase="main",
+        created_at=t0,
+        updated_at=t0,
+        started_at=t0,
+        input={"html": "</pre><script>alert(1)</script>"},
+    )
+    steps = [
+        StepRecord("main", 0, "huge", "step", "completed", 1, started_at=t0, finished_at=t0 + 1),
+        StepRecord(
+            "main",
+            1,
+            "far<i>",
+            "sleep",
+            "sleeping",
+            0,
+            started_at=times.get("start", t0 + 1),
+            wake_at=times.get("wake", 1e300),
+        ),
+        StepRecord("main", 2, "maybe", "step", "in_doubt", 1, started_at=t0 + 2, attempt_started_at=t0 + 2),
+        StepRecord("main", 3, "left", "wait", "abandoned", 0, started_at=t0 + 2, event_type="ok"),
+        StepRecord("main", 4, "weird", "step", "we<ird>", 1, started_at=times.get("weird", t0)),
+    ]
+    return ExecutionHistory(record, steps, [])
+
+
+def _deep(levels: int) -> Any:
+    value: Any = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {},
+        {"start": 1e300},
+        {"start": float("inf"), "wake": float("inf")},
+        {"start": -1e20, "weird": 1e18},
+        {"start": 1_767_225_600.0 + 3 * 86400 * 365},
+    ],
+)
+def test_odd_stored_data_renders_escaped_and_bounded(times: dict[str, float]) -> None:
+    from workkit_workflow.history.page import Outcomes
+
+    outputs = {("main", 0): "<x>" * 1_000_000, ("main", 1): _deep(100_000)}
+    outcomes = Outcomes(outputs, has_result=True, result={"</details>": "<b>"})
+    for fragment in ("", "1", "main"):
+        html = render_execution_page(_odd_history(**times), outcomes=outcomes, fragment=fragment)
+        assert "<script>alert" not in html and "<b>" not in html and "<i>" not in html
+        assert "nan%" not in html.lower() and "inf%" not in html.lower()
+        assert len(html) < 200_000  # a 3 MB output is cut to what a page can hold
+    assert "showing 20.0 kB of 3.0 MB" in html
+    assert "in doubt" in html and "abandoned" in html
+
+
+async def test_a_cancelled_execution_shows_its_sleep_abandoned() -> None:
+    from workkit_workflow import Workflow
+    from workkit_workflow.history.page import client_outcomes
+
+    d1 = LocalD1()
+    async with LocalNamespace(None, env={"HISTORY_DB": d1}) as ns:
+        flow = Workflow("nap").step("first", lambda i, p, c: {"n": 1}).sleep("nap", 3600)
+        client = create_durable_workflow(ns, history=d1)
+        handle = await client.run(flow, None, execution_id="nap-1")
+        await ns.idle(timeout=5)
+        await handle.cancel("enough")
+        await ns.idle(timeout=5)
+        assert client.history is not None
+        history = await client.history.get_execution("nap-1")
+        html = render_execution_page(history, outcomes=await client_outcomes(client, "nap-1"))
+    assert "data-step='nap' data-status='abandoned'" in html
+    # main's wording ("abandoned: the execution ended ...") or the journal-aware one
+    assert "abandoned: the execution ended" in html or "sleep abandoned" in html
+    assert "&quot;n&quot;: 1" in html  # the first step's output

@@ -11,6 +11,7 @@ route                                  method  does
 /executions/{id}/cancel                POST    cancel (compensation runs)
 /executions/{id}/approval              POST    the manager's decision: resumes the wait
 /ui, /ui/executions/{id}               GET     the timeline page (HTML; needs the HISTORY_DB binding)
+/ui/api/executions/{id}/{action}       POST    the page's cancel, event and restart
 =====================================  ======  ==========================================
 
 Every answer is JSON; errors are ``{"error": {"code", "message", ...}}`` with a
@@ -221,10 +222,14 @@ async def handle(request: Any, env: Any) -> Answer:
     except ApiError as exc:
         return exc.status, exc.body
     except WorkflowError as exc:
-        status = exc.details.get("status")
-        if not isinstance(status, int) or not 400 <= status < 600:
-            status = _STATUS_BY_CODE.get(exc.code, 400)
-        return status, {"error": {k: v for k, v in exc.to_dict().items() if k != "status"}}
+        return _workflow_error(exc)
+
+
+def _workflow_error(exc: WorkflowError) -> Answer:
+    status = exc.details.get("status")
+    if not isinstance(status, int) or not 400 <= status < 600:
+        status = _STATUS_BY_CODE.get(exc.code, 400)
+    return status, {"error": {k: v for k, v in exc.to_dict().items() if k != "status"}}
 
 
 async def _route(request: Any, env: Any) -> Answer:
@@ -277,23 +282,57 @@ def is_page(request: Any) -> bool:
 
 
 async def page(request: Any, env: Any) -> tuple[int, str | dict[str, Any]]:
-    """The timeline pages under ``/ui``: HTML (a str), or a JSON error (a dict)."""
+    """The timeline pages under ``/ui``: HTML (a str), or a JSON answer (a dict).
+
+    ``GET /ui...`` pages; with ``API_TOKEN`` set, a browser first gets the page
+    without its data, and the page's script fetches the data with the token the
+    user typed (kept in the tab's sessionStorage, never in the HTML).
+    ``POST /ui/api/executions/{id}/{cancel|event|restart}`` are the page's
+    actions (bodies as ``workkit-workflow serve --app`` takes them)."""
     try:
-        check_token(request, env)
+        if str(request.path).startswith("/ui/api/"):
+            return await _ui_action(request, env)
         _allow(str(request.method).upper(), "GET")
         query = dict(request.query)
-        _check_cursor(query.get("cursor"))
         history = getattr(env, "HISTORY_DB", None)
         if history is None:
             raise ApiError(
                 404, "history_not_configured", "bind a D1 database as HISTORY_DB to see the timeline"
             )
         from workkit_workflow.history import HistoryQuery
-        from workkit_workflow.history.page import history_page
+        from workkit_workflow.history.page import Actions, client_outcomes, history_page, render_locked
 
-        return await history_page(HistoryQuery(history), str(request.path), query, base="/ui")
+        needs_token = bool(getattr(env, "API_TOKEN", None))
+        if needs_token and not request.headers.get("authorization") and "fragment" not in query:
+            return 200, render_locked(base="/ui")
+        check_token(request, env)
+        _check_cursor(query.get("cursor"))
+        workflows = create_durable_workflow(env.WORKFLOW_DO)
+
+        async def outcomes(execution_id: str) -> Any:
+            return await client_outcomes(workflows, execution_id)
+
+        actions = Actions("/ui/api", token=needs_token)
+        return await history_page(
+            HistoryQuery(history), str(request.path), query, base="/ui", outcomes=outcomes, actions=actions
+        )
     except ApiError as exc:
         return exc.status, exc.body
+
+
+async def _ui_action(request: Any, env: Any) -> tuple[int, dict[str, Any]]:
+    from workkit_workflow.history.page import parse_action, perform_action
+
+    check_token(request, env)
+    _allow(str(request.method).upper(), "POST")
+    parts = [p for p in str(request.path).split("/") if p]  # ui, api, executions, {id}, {verb}
+    if len(parts) != 5 or parts[2] != "executions" or not _ID.match(parts[3]):
+        raise ApiError(404, "not_found", f"no route POST {request.path}")
+    try:
+        action = parse_action(parts[4], _json_body(request))
+        return 200, await perform_action(create_durable_workflow(env.WORKFLOW_DO), parts[3], action)
+    except WorkflowError as exc:
+        return _workflow_error(exc)
 
 
 MAX_CURSOR = 512

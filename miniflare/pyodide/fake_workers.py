@@ -36,6 +36,9 @@ class BindingWrapper:
 
     def __getattr__(self, name):
         attr = getattr(self._binding, name)
+        if not callable(attr):
+            # A property holding an object (``storage.sql``): wrapped in turn.
+            return BindingWrapper(attr)
 
         def call(*args, **kwargs):
             result = attr(

@@ -1,5 +1,6 @@
 """The engine scenarios (scenarios.py, also run on CPython by tests/test_cloudflare_parity.py)
-through CloudflareHost + DurableObjectStorage over the JS storage fake, raw and SDK-wrapped."""
+through CloudflareHost over the JS storage fake: DurableObjectStorage raw and SDK-wrapped, and
+SqlJournalStorage over the fake of a SQLite-backed object (``sql``)."""
 
 import cf_runtime
 import fake_workers
@@ -12,21 +13,22 @@ _runs = iter(range(10_000))
 
 
 class PyodideHarness:
-    def __init__(self, wrapped):
+    def __init__(self, wrapped, sqlite=False):
         self.clock = scenarios.ManualClock()
         self.prefix = f"run{next(_runs)}:"
         self.wrapped = wrapped
+        self.sqlite = sqlite
 
     def host(self, name):
-        ctx = cf_runtime.makeState(self.prefix + name, False)
+        ctx = cf_runtime.makeState(self.prefix + name, False, self.sqlite)
         if self.wrapped:
             ctx = fake_workers.DurableObjectContext(ctx)
         return CloudflareHost(ctx, clock=self.clock)
 
 
-def _make(scenario, wrapped):
+def _make(scenario, wrapped, sqlite=False):
     async def test():
-        await scenario(PyodideHarness(wrapped))
+        await scenario(PyodideHarness(wrapped, sqlite))
 
     return test
 
@@ -34,6 +36,7 @@ def _make(scenario, wrapped):
 for _scenario in scenarios.SCENARIOS:
     globals()[f"test_{_scenario.__name__}_raw"] = _make(_scenario, False)
     globals()[f"test_{_scenario.__name__}_sdk"] = _make(_scenario, True)
+    globals()[f"test_{_scenario.__name__}_sql"] = _make(_scenario, True, sqlite=True)
 
 
 async def test_host_reads_the_object_name_when_the_runtime_gives_it():

@@ -11,7 +11,8 @@ One process serves several Python Workers (``services``), each on its own socket
   ``WORKFLOW_DO``);
 * ``scenarios``: the test Worker of ``worker/`` beside this file, which drives the engine's
   contract scenarios through a real ``durableObjectNamespace`` binding, with side-effect
-  counters in a separate Durable Object;
+  counters in a separate Durable Object (and the Storage contract of
+  ``../pyodide/storage_contract.py``, run on the real storage by ``worker/probes.py``);
 * ``bare``: the package and a minimal Worker, without the pydantic stand-in: what a Worker
   that does not vendor pydantic gets.
 
@@ -47,6 +48,8 @@ PACKAGE = ROOT / "src" / "workkit_workflow"
 EXAMPLE = ROOT / "worker"
 SCENARIOS = HERE / "worker"
 STANDIN = HERE / "standin"
+STORAGE_CONTRACT = HERE.parent / "pyodide" / "storage_contract.py"
+"""The Storage port's contract (also run under Pyodide in Node and on CPython)."""
 
 NEW_STYLE_DATE: str = tomllib.loads((ROOT / "wrangler.toml").read_text())["compatibility_date"]
 """The date of wrangler.toml, so the example runs as shipped. Handlers ``fetch``/``alarm`` on
@@ -93,6 +96,8 @@ def standin_modules() -> list[Module]:
 
 
 KINDS = ("example", "scenarios", "bare")
+KEY_VALUE_CLASSES = frozenset({"KeyValueExecutionDO"})
+"""Classes declared without SQL (``new_classes`` on Cloudflare): key-value storage only."""
 
 
 def services_for(dates: Sequence[str], kinds: Sequence[str] = KINDS) -> list[Service]:
@@ -114,11 +119,18 @@ def services_for(dates: Sequence[str], kinds: Sequence[str] = KINDS) -> list[Ser
                     f"scenarios-{date}",
                     (
                         *_folder_modules(SCENARIOS, "scenario_entry.py"),
+                        Module("storage_contract.py", STORAGE_CONTRACT),
                         *package_modules(),
                         *standin_modules(),
                     ),
                     date,
-                    (("ScenarioExecutionDO", "WORKFLOW_DO"), ("Counters", "COUNTERS"), ("Bench", "BENCH")),
+                    (
+                        ("ScenarioExecutionDO", "WORKFLOW_DO"),
+                        ("KeyValueExecutionDO", "KV_WORKFLOW_DO"),
+                        ("Counters", "COUNTERS"),
+                        ("Bench", "BENCH"),
+                        ("Probe", "PROBE"),
+                    ),
                 )
             )
     if "bare" in kinds:
@@ -157,7 +169,8 @@ def render_config(
             for m in s.modules
         )
         namespaces = ", ".join(
-            f'(className = "{cls}", uniqueKey = "{s.key}-{cls}", enableSql = true)'
+            f'(className = "{cls}", uniqueKey = "{s.key}-{cls}", '
+            f"enableSql = {'false' if cls in KEY_VALUE_CLASSES else 'true'})"
             for cls, _ in s.durable_objects
         )
         bindings = ", ".join(
@@ -381,30 +394,39 @@ def poll(fn: Callable[[], Any], *, timeout: float, every: float = 0.25, what: st
     raise TimeoutError(f"{what} not reached in {timeout} s (last: {value!r})")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python miniflare/realruntime/rt_driver.py bench [STEPS]``: the step-cost figures of
-    worker/bench.py as JSON, from a workerd serving only the test Worker (wrangler.toml's date)."""
-    import sys
+def run_bench(serve_args: Callable[[Path], list[str]], steps: int, rounds: int = 5) -> Reply:
+    """worker/bench.py's figures (``rounds`` rounds of ``steps``-step workflows), from a
+    workerd serving only the test Worker (wrangler.toml's date), started and stopped here."""
     import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="workkit-rt-bench-") as folder:
+        rt = RealRuntime(serve_args, Path(folder), dates=(NEW_STYLE_DATE,), kinds=("scenarios",))
+        rt.start()
+        try:
+            service = rt.service("scenarios", NEW_STYLE_DATE)
+            rt.wait_ready(service)
+            return rt.request(service, "POST", f"/bench?steps={steps}&rounds={rounds}&id=cli", timeout=600)
+        finally:
+            rt.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python miniflare/realruntime/rt_driver.py bench [STEPS [ROUNDS]]``: the step-cost
+    figures of worker/bench.py as JSON (``python -m bench --real-runtime`` prints them as a
+    table)."""
+    import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "bench":
         print(main.__doc__, file=sys.stderr)
         return 2
     steps = int(args[1]) if len(args) > 1 else 200
+    rounds = int(args[2]) if len(args) > 2 else 5
     sys.path.insert(0, str(ROOT / "tests"))
     from _runtime_kit import kit
 
-    with tempfile.TemporaryDirectory() as folder:
-        rt = RealRuntime(kit().serve_args, Path(folder), dates=(NEW_STYLE_DATE,), kinds=("scenarios",))
-        rt.start()
-        try:
-            service = rt.service("scenarios", NEW_STYLE_DATE)
-            rt.wait_ready(service)
-            reply = rt.request(service, "POST", f"/bench?steps={steps}&id=cli")
-        finally:
-            rt.stop()
-    print(json.dumps(reply.body, indent=2))
+    reply = run_bench(kit().serve_args, steps, rounds)
+    print(json.dumps(reply.body, indent=2) if reply.body is not None else reply.text)
     return 0 if reply.status == 200 else 1
 
 

@@ -2,22 +2,27 @@
 
 ``Bench`` (a Durable Object of the test Worker) runs, on its own storage, in one request:
 
-* ``engine_do``: a workflow of N steps through the package's execution object over the real
-  ``ctx.storage`` (``CloudflareHost``), counting the Storage-port calls it makes;
+* ``engine_sql``: a workflow of N steps through the package's execution object over the real
+  ``ctx.storage`` as a Durable Object gets it (``CloudflareHost``: the SQL journal of
+  ``SqlJournalStorage`` on this SQLite-backed object), counting the Storage-port calls it makes;
+* ``engine_kv``: the same over the key-value adapter (``DurableObjectStorage``: one awaited
+  ``put`` per commit), what objects without SQL and the package before the SQL journal get;
 * ``engine_memory``: the same workflow over an in-memory Storage port: the engine's CPU in
   Pyodide (journal encoding included), no JavaScript and no storage;
 * ``engine_memory_js_await``: in memory, but each commit awaits a resolved JS promise: the
   engine plus the JavaScript → Python wake-up a real storage call costs, without storage;
 * floors, each N times with a value of the size the engine committed per step:
   ``put`` (awaited ``ctx.storage.put(key, text)``), ``adapter_commit`` (the adapter's
-  ``DurableObjectStorage.commit({key: text})``: size check, ``to_js``, ``put``), ``to_js``
+  ``DurableObjectStorage.commit({key: text})``: size check, ``to_js``, ``put``),
+  ``sql_commit`` (``SqlJournalStorage.commit({key: text})``: size check, ``transactionSync``
+  around one upsert), ``transaction_sync`` (an empty ``transactionSync``), ``to_js``
   (the dict → JS object conversion alone), ``sql_exec`` (a synchronous insert),
   ``await_js`` (awaiting an already resolved JS promise: one JS → Python wake-up) and
   ``asyncio_hop`` (``await asyncio.sleep(0)``: one turn of Pyodide's event loop).
 
 ``loop_turns_per_step`` counts the callbacks the engine runs schedule on Pyodide's event loop.
 Times come from ``Date.now()`` (milliseconds), read after awaited storage calls, over whole
-loops; each figure is the median of ROUNDS rounds, per step or per call.
+loops, after one unmeasured warm-up run of each engine variant; each figure is the median of ``rounds`` rounds (ROUNDS by default), per step or per call.
 """
 
 import asyncio
@@ -27,8 +32,9 @@ import statistics
 from js import Date, Promise
 
 from workkit_workflow import workflow
-from workkit_workflow.cloudflare._object import ExecutionObject
 from workkit_workflow.cloudflare._host import CloudflareHost
+from workkit_workflow.cloudflare._object import ExecutionObject
+from workkit_workflow.cloudflare._sql_storage import SqlJournalStorage
 from workkit_workflow.cloudflare._storage import DurableObjectStorage
 from workkit_workflow.cloudflare._workers import to_js
 from workkit_workflow.engine._ports import KEEP_ALARM, WireRequest
@@ -147,7 +153,7 @@ def _count_loop_turns(loop):
 async def _engine_run(ctx, storage, steps, execution_id):
     host = CloudflareHost(ctx)
     host.object_name = None  # one object runs several measured executions, one at a time
-    counting = CountingStorage(storage)
+    counting = CountingStorage(host.storage if storage is None else storage)
     host.storage = counting
     runner = ExecutionObject(host, lease=30.0)
     body = json.dumps({"workflow": "bench-steps", "input": {"steps": steps}, "execution_id": execution_id})
@@ -167,20 +173,27 @@ async def _engine_run(ctx, storage, steps, execution_id):
     return elapsed, counting
 
 
+def _nothing():
+    return None
+
+
 async def _reset(storage):
     await storage.deleteAll()
     await storage.deleteAlarm()
 
 
-async def measure(ctx, steps):
+async def measure(ctx, steps, rounds=ROUNDS):
     storage = ctx.storage
     adapter = DurableObjectStorage(storage)
     names = (
-        "engine_do",
+        "engine_sql",
+        "engine_kv",
         "engine_memory",
         "engine_memory_js_await",
         "put",
         "adapter_commit",
+        "sql_commit",
+        "transaction_sync",
         "to_js",
         "sql_exec",
         "await_js",
@@ -189,11 +202,22 @@ async def measure(ctx, steps):
     rows = {name: [] for name in names}
     counted = None
     turns = {}
-    for round_no in range(ROUNDS):
+    # Not measured: the first runs pay for imports and for V8 and WebAssembly warming up.
+    for warm, port in enumerate((None, adapter, MemoryStorage(), JsAwaitStorage())):
         await _reset(storage)
-        elapsed, counted = await _engine_run(ctx, adapter, steps, f"bench-do-{round_no}")
-        rows["engine_do"].append(elapsed / steps)
-        turns["engine_do"] = counted.loop_turns / steps
+        await _engine_run(ctx, port, max(10, steps // 4), f"bench-warm-{warm}")
+    for round_no in range(rounds):
+        await _reset(storage)
+        elapsed, counted = await _engine_run(ctx, None, steps, f"bench-sql-{round_no}")
+        if not isinstance(counted.inner, SqlJournalStorage):
+            raise RuntimeError(f"the host chose {type(counted.inner).__name__} on a SQLite-backed object")
+        rows["engine_sql"].append(elapsed / steps)
+        turns["engine_sql"] = counted.loop_turns / steps
+        await _reset(storage)
+        elapsed, on_kv = await _engine_run(ctx, adapter, steps, f"bench-kv-{round_no}")
+        rows["engine_kv"].append(elapsed / steps)
+        turns["engine_kv"] = on_kv.loop_turns / steps
+        await _reset(storage)
         elapsed, in_memory = await _engine_run(ctx, MemoryStorage(), steps, f"bench-mem-{round_no}")
         rows["engine_memory"].append(elapsed / steps)
         turns["engine_memory"] = in_memory.loop_turns / steps
@@ -210,6 +234,19 @@ async def measure(ctx, steps):
         for i in range(steps):
             await adapter.commit({f"adapter-{i}": text})
         rows["adapter_commit"].append((Date.now() - t0) / steps)
+        await _reset(storage)  # else the SQL adapter would first adopt the key-value floors' keys
+        sql_adapter = SqlJournalStorage(storage, storage.sql)
+        await sql_adapter.commit({"warm": text})
+        t0 = Date.now()
+        for i in range(steps):
+            await sql_adapter.commit({f"sql-adapter-{i}": text})
+        await storage.get("fence")
+        rows["sql_commit"].append((Date.now() - t0) / steps)
+        t0 = Date.now()
+        for _ in range(steps):
+            storage.transactionSync(_nothing)
+        await storage.get("fence")
+        rows["transaction_sync"].append((Date.now() - t0) / steps)
         t0 = Date.now()
         for i in range(steps * 10):
             to_js({f"conv-{i}": text})
@@ -236,7 +273,7 @@ async def measure(ctx, steps):
     medians = {name: round(statistics.median(values), 4) for name, values in rows.items()}
     return {
         "steps": steps,
-        "rounds": ROUNDS,
+        "rounds": rounds,
         "ms_per_step_or_call": medians,
         "all_rounds": {k: [round(v, 4) for v in vs] for k, vs in rows.items()},
         "port_calls_per_run": counted.calls,

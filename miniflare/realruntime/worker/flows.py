@@ -179,3 +179,12 @@ async def evicted(ctx, data):
     second = await ctx.step("second", abort_first_attempt, "second")
     await ctx.step("last", counted, "last")
     return {"second_attempt": second["attempt"]}
+
+
+@workflow("rt-adopt", retry=FAST_RETRY)
+async def adopted(ctx, data):
+    """Started through the key-value adapter, continued over the SQL journal (probes.adopt)."""
+    one = await ctx.step("one", counted, "one")
+    go = await ctx.wait_for_event("go-wait", "go", timeout=120)
+    two = await ctx.step("two", counted, "two")
+    return {"one": one["n"], "go": go, "two": two["n"]}

@@ -6,11 +6,17 @@ over quickly after a crash) as ``ScenarioExecutionDO``, the ``Counters`` object,
 
     GET  /                          ready
     POST /check/<name>?id=ID         run an in-runtime scenario of checks.py
+    POST /probe/<name>?id=ID         run a probe of probes.py (in the ``Probe`` object ID)
+    POST /bench?steps=N&rounds=R     bench.py (in the ``Bench`` object)
     POST /start?workflow=W&id=ID     start without waiting (body: the input)
     GET  /result?id=ID               the outcome (timeout 0), /describe, /journal likewise
     POST /cancel?id=ID               cancel
     POST /event?id=ID&type=T         send an event (body: the payload)
     GET  /counters?prefix=P          side-effect counters
+    GET  /runtime                    handlers called, objects constructed, storage adapters chosen
+
+``&storage=kv`` on /check, /start, /result, ... sends the requests to ``KeyValueExecutionDO``
+(a key-value-backed class) instead of ``ScenarioExecutionDO`` (SQLite-backed).
 
 Both handler styles are defined: ``fetch``/``alarm`` (compatibility dates from 2025-08-14) and
 ``on_fetch``/``on_alarm`` (earlier).
@@ -26,11 +32,12 @@ from urllib.parse import parse_qs, urlsplit
 import bench
 import checks
 import flows
+import probes
 from workers import DurableObject, Response, WorkerEntrypoint
 
 from workkit_workflow import WorkflowExecutionDO, create_durable_workflow
 
-__all__ = ["Bench", "Counters", "Default", "ScenarioExecutionDO"]
+__all__ = ["Bench", "Counters", "Default", "KeyValueExecutionDO", "Probe", "ScenarioExecutionDO"]
 
 
 def reply(value, status=200):
@@ -40,6 +47,10 @@ def reply(value, status=200):
 HANDLERS = Counter()
 """Calls of each handler, as ``name/number of arguments`` (the package's ``on_fetch`` and
 ``on_alarm`` delegate to ``fetch`` and ``alarm``, so those count them too)."""
+
+
+STORAGE_KINDS = Counter()
+"""Execution objects constructed, by the Storage adapter their host chose."""
 
 
 def _record(name, extra_args):  # the first argument is the request or the alarm info
@@ -59,17 +70,33 @@ def _recording(name):
     return handler
 
 
-class ScenarioExecutionDO(WorkflowExecutionDO):
-    lease = 2.0
+def _scenario_class(name):
+    """The package's execution object with a 2 s lease and counted handlers, built straight
+    on ``WorkflowExecutionDO``: this SDK wraps ``__init__`` once per class level, and a
+    subclass of a subclass then gets ``env`` wrapped twice (its stubs' ``fetch`` fails with
+    ``fetch() takes 1 positional argument but 2 were given``)."""
 
     def __init__(self, ctx, env):
-        super().__init__(ctx, env)
+        WorkflowExecutionDO.__init__(self, ctx, env)
         flows.bind(ctx, env)
+        STORAGE_KINDS[type(self._object.host.storage).__name__] += 1
 
-    fetch = _recording("fetch")
-    alarm = _recording("alarm")
-    on_fetch = _recording("on_fetch")
-    on_alarm = _recording("on_alarm")
+    namespace = {
+        "lease": 2.0,
+        "__init__": __init__,
+        "__module__": __name__,
+        "fetch": _recording("fetch"),
+        "alarm": _recording("alarm"),
+        "on_fetch": _recording("on_fetch"),
+        "on_alarm": _recording("on_alarm"),
+    }
+    return type(name, (WorkflowExecutionDO,), namespace)
+
+
+ScenarioExecutionDO = _scenario_class("ScenarioExecutionDO")
+KeyValueExecutionDO = _scenario_class("KeyValueExecutionDO")
+"""The same object on a key-value-backed class (no ``enableSql``): the adapter falls back to
+the key-value API there."""
 
 
 class Counters(DurableObject):
@@ -114,10 +141,50 @@ class Bench(DurableObject):
 
     async def fetch(self, request):
         query = {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
-        return reply(await bench.measure(self.ctx, int(query.get("steps", "50"))))
+        steps, rounds = int(query.get("steps", "50")), int(query.get("rounds", bench.ROUNDS))
+        return reply(await bench.measure(self.ctx, steps, rounds))
 
     async def on_fetch(self, request, *_runtime_args):
         return await self.fetch(request)
+
+
+class Probe(DurableObject):
+    """Runs a probe of probes.py on its own storage: POST /probe/<name>."""
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.ctx = ctx
+        flows.bind(ctx, env)
+
+    async def fetch(self, request):
+        url = urlsplit(str(request.url))
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        try:
+            return reply(await probes.run(self.ctx, url.path.split("/")[-1], query))
+        except probes.ProbeFailed as exc:
+            return reply({"failed": str(exc)}, status=500)
+        except Exception as exc:
+            return reply({"crashed": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}, 500)
+
+    async def on_fetch(self, request, *_runtime_args):
+        return await self.fetch(request)
+
+    async def alarm(self, *_info):
+        pass  # the probes' alarms are far in the future; one that fires has nothing to do
+
+    async def on_alarm(self, *_info):
+        pass
+
+
+class _KeyValueEnv:
+    """``env`` with ``WORKFLOW_DO`` bound to the key-value-backed class."""
+
+    def __init__(self, env):
+        self._env = env
+        self.WORKFLOW_DO = env.KV_WORKFLOW_DO
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
 
 
 async def serve(env, request):
@@ -127,13 +194,27 @@ async def serve(env, request):
     if path == "/":
         return reply({"ready": True, "python": sys.version.split()[0]})
     if path == "/runtime":
-        return reply({"handlers": dict(HANDLERS), "constructed": flows.STATE["constructed"]})
+        return reply(
+            {
+                "handlers": dict(HANDLERS),
+                "constructed": flows.STATE["constructed"],
+                "storage_kinds": dict(STORAGE_KINDS),
+            }
+        )
     if path == "/bench":
         stub = env.BENCH.get(env.BENCH.idFromName(query.get("id", "bench")))
-        response = await stub.fetch(f"https://bench/bench?steps={query.get('steps', '50')}", method="POST")
+        response = await stub.fetch(f"https://bench/bench?{url.query}", method="POST")
         return Response(
             await response.text(), status=response.status, headers={"content-type": "application/json"}
         )
+    if path.startswith("/probe/"):
+        stub = env.PROBE.get(env.PROBE.idFromName(query.get("id", "probe")))
+        response = await stub.fetch(f"https://probe{path}?{url.query}", method="POST")
+        return Response(
+            await response.text(), status=response.status, headers={"content-type": "application/json"}
+        )
+    if query.get("storage") == "kv":
+        env = _KeyValueEnv(env)
     if path == "/counters":
         stub = flows.counters_stub(env)
         response = await stub.fetch(f"https://counters/all?prefix={query.get('prefix', '')}")

@@ -8,10 +8,29 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..engine._ports import Clock, Storage, SystemClock
+from ._sql_storage import SqlJournalStorage
 from ._storage import DurableObjectStorage
 from ._workers import to_py
 
 log = logging.getLogger("workkit_workflow")
+
+
+def storage_of(storage: Any) -> Storage:
+    """The Storage port for a Durable Object's ``ctx.storage``: the SQL journal on
+    SQLite-backed objects, the key-value API on the others (classes declared with a
+    ``new_classes`` migration).
+
+    On those, ``storage.sql`` is there (the SDK's wrapper resolves it lazily) but every
+    statement throws, so a trivial statement decides. Only that one: a SQLite-backed
+    object that then fails to create the table raises, it never falls back to the
+    key-value API, where its journal is not.
+    """
+    try:
+        sql = storage.sql
+        sql.exec("SELECT 1")
+    except Exception:
+        return DurableObjectStorage(storage)
+    return SqlJournalStorage(storage, sql)
 
 
 class CloudflareHost:
@@ -22,7 +41,7 @@ class CloudflareHost:
 
     def __init__(self, ctx: Any, *, clock: Clock | None = None) -> None:
         self.ctx = ctx
-        self.storage: Storage = DurableObjectStorage(ctx.storage)
+        self.storage: Storage = storage_of(ctx.storage)
         self.clock: Clock = clock or SystemClock()
         try:
             name = to_py(ctx.id.name)

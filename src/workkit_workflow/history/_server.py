@@ -5,10 +5,16 @@ With ``--app``, serve also owns the runtime file: it runs the
 its address in the file's lock file, and takes commands for executions, so
 ``workkit-workflow cancel`` and ``resume`` work while it runs:
 
-==================================  =====================================================
-``POST /api/executions/<id>/cancel``  ``{"reason": str?, "wait": s?}`` → ``{"cancelled", "status"}``
-``POST /api/executions/<id>/event``   ``{"type", "payload"?, "id"?, "wait"?}`` → ``{"accepted", "status"}``
-==================================  =====================================================
+* ``POST /api/executions/<id>/cancel``: ``{"reason"?, "wait"?}`` → ``{"cancelled", "status"}``
+* ``POST /api/executions/<id>/event``: ``{"type", "payload"?, "id"?, "wait"?}`` → ``{"accepted", "status"}``
+* ``POST /api/executions/<id>/restart``: ``{"from_step", "execution_id"?, "wait"?}`` →
+  ``{"execution_id", "status"}`` (the new execution's)
+
+``wait`` (seconds, at most 300) lets the execution act on the command before
+the answer. The pages' action buttons post to these (no token: the server
+binds to a local address and serves one developer); without ``--app`` the
+buttons are disabled and say why. Any page with ``?fragment=1`` answers only
+the region the page refreshes while an execution runs.
 
 Errors are ``{"error": {"code", "message", ...}}`` with a 4xx status. Every
 method gets a proper answer: HEAD as GET without a body, OPTIONS the allowed
@@ -29,7 +35,10 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import InvalidRequestError, WorkflowError
+from ._actions import Action, parse_action, perform
 from ._d1 import LocalD1
+from ._live import READ_ONLY, Actions
+from ._outcomes import Outcomes, file_outcomes
 from ._query import HistoryQuery
 from .page import history_page
 
@@ -63,29 +72,18 @@ class Commands:
             await self.namespace.idle(timeout=wait, name=execution_id)
         return str(await self.client.execution(execution_id).status())
 
-    async def cancel(self, execution_id: str, reason: str | None, wait: float) -> dict[str, Any]:
-        changed = await self.client.execution(execution_id).cancel(reason)
-        return {"cancelled": bool(changed), "status": await self._settle(execution_id, wait)}
+    async def act(self, execution_id: str, action: Action, wait: float) -> dict[str, Any]:
+        answer = await perform(self.client, execution_id, action)
+        # A restart answers for the new execution: that is the one to let run on.
+        settles = answer.get("execution_id", execution_id)
+        return {**answer, "status": await self._settle(settles, wait)}
 
-    async def event(
-        self, execution_id: str, event_type: str, payload: Any, event_id: str | None, wait: float
-    ) -> dict[str, Any]:
-        handle = self.client.execution(execution_id)
-        accepted = await handle.send_event(event_type, payload, event_id=event_id)
-        return {"accepted": bool(accepted), "status": await self._settle(execution_id, wait)}
+
+LOCAL_ACTIONS = Actions("/api")
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
-
-
-def _text(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{key!r} must be a non-empty string")
-    return value
 
 
 def _wait(body: dict[str, Any]) -> float:
@@ -101,8 +99,15 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "workkit-workflow"
     history_path: str = ""
     """The history database whose pages this server draws."""
+    journals: str = ""
+    """The runtime file the outputs are read from."""
     commands: Commands | None = None
     """The runtime's commands, when the server owns it (``serve --app``)."""
+    actions: Actions = READ_ONLY
+    """What the page offers to do."""
+
+    async def _outcomes(self, execution_id: str) -> Outcomes | None:
+        return file_outcomes(self.journals, execution_id)
 
     def __getattr__(self, name: str) -> Any:
         # The stdlib answers a method without a do_<METHOD> with 501; every
@@ -156,7 +161,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             db = LocalD1(self.history_path)
             try:
-                return asyncio.run(history_page(HistoryQuery(db), url.path, dict(parse_qsl(url.query))))
+                page = history_page(
+                    HistoryQuery(db),
+                    url.path,
+                    dict(parse_qsl(url.query)),
+                    outcomes=self._outcomes,
+                    actions=self.actions,
+                )
+                return asyncio.run(page)
             finally:
                 db.close()
         except Exception as exc:
@@ -170,27 +182,30 @@ class Handler(BaseHTTPRequestHandler):
         if commands is None:
             return 404, _error("not_found", "this server does not run the runtime (serve --app)")
         parts = urlsplit(self.path).path.strip("/").split("/")
-        if len(parts) != 4 or parts[:2] != ["api", "executions"] or parts[3] not in ("cancel", "event"):
+        if len(parts) != 4 or parts[:2] != ["api", "executions"]:
             return 404, _error("not_found", f"no route {urlsplit(self.path).path!r}")
         execution_id, verb = unquote(parts[2]), parts[3]
         try:
+            self._same_site()
             body = self._json_body()
             wait = _wait(body)
-            if verb == "cancel":
-                reason = _text(body, "reason")
-                return 200, commands.run(lambda: commands.cancel(execution_id, reason, wait), wait)
-            event_type = _text(body, "type", required=True)
-            event_id = _text(body, "id")
-            assert event_type is not None
-            return 200, commands.run(
-                lambda: commands.event(execution_id, event_type, body.get("payload"), event_id, wait),
-                wait,
-            )
+            action = parse_action(verb, body, extra=frozenset({"wait"}))
+            return 200, commands.run(lambda: commands.act(execution_id, action, wait), wait)
         except WorkflowError as exc:
             from ..cloudflare._object import error_response
 
             response = error_response(exc)
             return response.status, response.body
+
+    def _same_site(self) -> None:
+        # The commands take no token, so another site open in the same
+        # browser must not be able to send them (a cross-site form post):
+        # browsers name the page's origin on every POST; the CLI sends none.
+        origin = self.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != self.headers.get("host"):
+            raise InvalidRequestError(
+                f"commands come from this server's own pages, not from {origin}", status=403
+            )
 
     def _json_body(self) -> dict[str, Any]:
         try:
@@ -232,9 +247,18 @@ class Handler(BaseHTTPRequestHandler):
         return None
 
 
-def make_handler(history_path: str, commands: Commands | None = None) -> type[BaseHTTPRequestHandler]:
-    """A handler class bound to ``history_path`` (and the runtime's ``commands``, if any)."""
-    return type("Handler", (Handler,), {"history_path": history_path, "commands": commands})
+def make_handler(
+    history_path: str, commands: Commands | None = None, db_path: str | None = None
+) -> type[BaseHTTPRequestHandler]:
+    """The request handler; ``db_path`` is the runtime file the outputs are read
+    from (default: ``history_path``, the usual one file)."""
+    attributes = {
+        "history_path": history_path,
+        "journals": db_path or history_path,
+        "commands": commands,
+        "actions": LOCAL_ACTIONS if commands is not None else READ_ONLY,
+    }
+    return type("Handler", (Handler,), attributes)
 
 
 def _announce(server: ThreadingHTTPServer, host: str, history_path: str, out: TextIO, owner: bool) -> str:
@@ -279,7 +303,7 @@ async def serve_runtime(db_path: str, history_path: str, host: str, port: int, o
         client = create_durable_workflow(namespace, history=history)
         await namespace.start()
         commands = Commands(loop, client, namespace)
-        server = ThreadingHTTPServer((host, port), make_handler(history_path, commands))
+        server = ThreadingHTTPServer((host, port), make_handler(history_path, commands, db_path))
         server.daemon_threads = True
         namespace.advertise(_announce(server, host, history_path, out, owner=True))
         threading.Thread(target=server.serve_forever, name="workkit-serve", daemon=True).start()

@@ -52,6 +52,8 @@ class Row:
     waits: list[str] = field(default_factory=list)
     """What the operation waited for: retry backoff, a sleep, an event."""
     error: str | None = None
+    op: int | None = None
+    """Its position in its phase's journal (outputs are keyed by phase and op)."""
 
     @property
     def duration_ms(self) -> float | None:
@@ -226,6 +228,7 @@ def build(history: ExecutionHistory) -> Timeline:
                 attempts=attempts,
                 waits=_waits(step, attempts),
                 error=error_text(step.error) if step.status == "failed" else None,
+                op=step.op,
             )
         )
     execution = history.execution

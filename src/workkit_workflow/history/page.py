@@ -1,4 +1,4 @@
-"""The timeline page: server-rendered HTML, no build step, no JavaScript.
+"""The timeline page: server-rendered HTML, no build step, one small inline script.
 
 Mount it in a Worker (or any server) with :func:`history_page`, or render the
 two pages yourself with :func:`render_index` and :func:`render_execution_page`::
@@ -7,18 +7,29 @@ two pages yourself with :func:`render_index` and :func:`render_execution_page`::
     return Response(html, status=status, headers={"content-type": "text/html; charset=utf-8"})
 
 ``workkit-workflow serve`` serves the same pages over the local runtime.
+
+The history projection holds no outputs: pass ``outcomes=`` (for instance
+:func:`client_outcomes` over your client) to show them and the result. The
+page acts (cancel, send an event, restart from a step) when ``actions=`` names
+where :func:`parse_action` / :func:`perform_action` are served; the example
+Worker's ``/ui`` shows both, behind its ``API_TOKEN``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from ..errors import ExecutionNotFoundError, WorkflowError
+from . import _live
+from ._actions import parse_action
+from ._actions import perform as perform_action
+from ._live import READ_ONLY, Actions
+from ._outcomes import Outcomes, client_outcomes, pretty, preview, size
 from ._query import ExecutionPage, ExecutionRecord, HistoryQuery
 from ._timeline import Attempt, Row, Timeline, build, error_text, span, when
 
@@ -73,27 +84,54 @@ form.filters{margin:0 0 12px;font-size:13px}form.filters input,form.filters sele
 """
 
 
-def _page(title: str, body: str, base: str) -> str:
+def _page(title: str, body: str, base: str, *, live: bool = False) -> str:
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header class='top'><a href='{escape(base)}'>workkit-workflow · executions</a></header>"
-        f"<main>{body}</main></body></html>"
+        f"<title>{escape(title)}</title><style>{_CSS}{_live.CSS}</style></head><body>"
+        f"<header class='top'><a href='{escape(base)}'>workkit-workflow · executions</a>"
+        "<span id='livemark' class='live'></span></header>"
+        f"<main>{body}</main>{_live.script() if live else ''}</body></html>"
     )
 
 
 def _badge(status: str) -> str:
-    return f"<span class='badge {escape(status)}'>{escape(status)}</span>"
+    return f"<span class='badge {escape(status)}'>{escape(status.replace('_', ' '))}</span>"
+
+
+def _took(ms: float | None) -> str:
+    """A duration, or nothing while it is unknown (never a placeholder)."""
+    return "" if ms is None else escape(span(ms))
 
 
 def _link(base: str, execution_id: str) -> str:
     return f"{base.rstrip('/')}/executions/{quote(execution_id, safe='')}"
 
 
-def render_index(page: ExecutionPage, *, base: str = "/", filters: Mapping[str, str] | None = None) -> str:
-    """The list of executions (newest first) with filters and a next-page link."""
-    filters = dict(filters or {})
+_LIVE_STATUSES = frozenset({"pending", "running", "sleeping", "waiting", "retrying"})
+
+
+def is_settled(e: ExecutionRecord) -> bool:
+    """Nothing more will happen by itself: the page stops refreshing."""
+    comp = (e.compensation or {}).get("status")
+    return e.status not in _LIVE_STATUSES and comp not in ("pending", "running")
+
+
+def _live_region(inner: str, *, settled: bool, base: str, execution_id: str | None, actions: Actions) -> str:
+    """The ``#live`` region the script refreshes; it carries what the script needs."""
+    attrs = f" data-base='{escape(base.rstrip('/') + '/')}'"
+    if execution_id is not None:
+        attrs += f" data-id='{escape(execution_id)}'"
+    if actions.api is not None:
+        attrs += f" data-api='{escape(actions.api)}'"
+    return f"<div id='live'{attrs}>{_fragment(inner, settled)}</div>"
+
+
+def _fragment(inner: str, settled: bool) -> str:
+    return f"<div id='state' data-settled='{'1' if settled else '0'}'></div>{inner}"
+
+
+def _index_table(page: ExecutionPage, base: str) -> str:
     rows = []
     for e in page.executions:
         comp = (e.compensation or {}).get("status")
@@ -105,15 +143,35 @@ def render_index(page: ExecutionPage, *, base: str = "/", filters: Mapping[str, 
             f"<td>{escape(e.workflow)}</td><td>{_badge(e.status)}</td>"
             f"<td>{escape(e.failed_step or '')}</td><td>{escape(outcome or '')}</td>"
             f"<td>{_badge(comp) if comp else ''}</td>"
-            f"<td>{escape(when(e.created_at))}</td><td class='dur'>{escape(span(e.duration_ms))}</td></tr>"
+            f"<td>{escape(when(e.created_at))}</td><td class='dur'>{_took(e.duration_ms)}</td></tr>"
         )
-    table = (
-        "<table><thead><tr><th>execution</th><th>workflow</th><th>status</th><th>failed step</th>"
-        "<th>error</th><th>compensation</th><th>created</th><th>duration</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-        if rows
-        else "<p class='empty'>No executions recorded yet.</p>"
+    if not rows:
+        return "<p class='empty'>No executions recorded yet.</p>"
+    return (
+        "<div class='scroll'><table><thead><tr><th>execution</th><th>workflow</th><th>status</th>"
+        "<th>failed step</th><th>error</th><th>compensation</th><th>created</th><th>duration</th>"
+        "</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
+
+
+def render_index(
+    page: ExecutionPage,
+    *,
+    base: str = "/",
+    filters: Mapping[str, str] | None = None,
+    actions: Actions = READ_ONLY,
+    fragment: str = "",
+) -> str:
+    """The list of executions (newest first) with filters and a next-page link;
+    it refreshes itself while one of them is still going.
+
+    ``fragment``: ``"1"`` only the refreshing region, ``"main"`` the page's body."""
+    filters = dict(filters or {})
+    settled = all(is_settled(e) for e in page.executions)
+    table = _index_table(page, base)
+    if fragment == "1":
+        return _fragment(table, settled)
     statuses = ["", "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
     options = "".join(
         f"<option value='{s}'{' selected' if filters.get('status') == s else ''}>{s or 'any status'}</option>"
@@ -128,7 +186,14 @@ def render_index(page: ExecutionPage, *, base: str = "/", filters: Mapping[str, 
     if page.cursor:
         query = urlencode({**{k: v for k, v in filters.items() if v}, "cursor": page.cursor})
         more = f"<p><a href='{escape(base)}?{escape(query)}'>older executions →</a></p>"
-    return _page("Executions", f"<h1>Executions</h1>{form}{table}{more}", base)
+    token = _live.token_box() + "<p id='answer' role='status'></p>" if actions.token else ""
+    region = _live_region(table, settled=settled, base=base, execution_id=None, actions=actions)
+    body = f"<h1>Executions</h1>{token}{form}{region}{more}"
+    return body if fragment == "main" else _page("Executions", body, base, live=True)
+
+
+def _finite(t: float | None) -> bool:
+    return t is not None and isinstance(t, (int, float)) and math.isfinite(t)
 
 
 def _position(t: float | None, timeline: Timeline) -> float:
@@ -139,6 +204,51 @@ def _position(t: float | None, timeline: Timeline) -> float:
     # Stored instants may be absurd (far future): a span of infinity must not
     # become a NaN position in the page's CSS.
     return min(max(share, 0.0), 100.0) if math.isfinite(share) else 0.0
+
+
+_TICK_STEPS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900,
+    1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800,
+)  # fmt: skip
+
+
+def _clock(t: float, step: float) -> str | None:
+    """A tick's label: the time of day (UTC), with the date once ticks are days apart."""
+    try:
+        moment = datetime.fromtimestamp(t, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+    if step >= 86400:
+        return moment.strftime("%Y-%m-%d")
+    if step < 1:
+        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    return moment.strftime("%H:%M:%S")
+
+
+def _axis(timeline: Timeline) -> str:
+    """A ruler of real (UTC) timestamps over the tracks: the time axis."""
+    start, end = timeline.start, timeline.end
+    total = end - start
+    ticks: list[str] = []
+    if math.isfinite(total) and total > 0 and _finite(start):
+        step = next((s for s in _TICK_STEPS if total / s <= 5), None)
+        if step is not None:
+            first = math.ceil(start / step) * step
+            marks = [first + i * step for i in range(int((end - first) / step) + 1)]
+            for t in marks[:12]:
+                label = _clock(t, step)
+                if label is None:
+                    continue
+                at = _position(t, timeline)
+                edge = " first" if at < 8 else " last" if at > 92 else ""
+                ticks.append(
+                    f"<span class='tick{edge}' style='left:{at:.2f}%'><span>{escape(label)}</span></span>"
+                )
+    title = f"{when(start)} → {when(end)}"
+    return (
+        f"<div class='axis' title='{escape(title)}'><div class='spacer'>{escape(when(start))}</div>"
+        f"<div class='ruler'>{''.join(ticks)}</div><div class='spacer'>UTC</div></div>"
+    )
 
 
 def _segment(cls: str, start: float | None, end: float | None, timeline: Timeline, title: str) -> str:
@@ -167,56 +277,126 @@ def _attempt_line(a: Attempt) -> str:
     return f"<li class='err'>attempt {a.number}: {label}{after}{error}</li>"
 
 
-def _row(row: Row, timeline: Timeline) -> str:
+def _value(key: str, label: str, value: Any) -> str:
+    """A collapsed, pretty-printed, size-capped value."""
+    text, full = pretty(value)
+    cut = (
+        f"<div class='cut'>showing {size(len(text))} of {size(full)}: "
+        "the rest is in the journal (<code>workkit-workflow journal</code>)</div>"
+        if full > len(text)
+        else ""
+    )
+    return (
+        f"<details class='io' data-key='{escape(key)}'><summary>{escape(label)} "
+        f"<code>{escape(preview(value))}</code></summary><pre>{escape(text)}</pre>{cut}</details>"
+    )
+
+
+_STEP_STATUS_NOTE = {
+    "abandoned": "abandoned: the execution ended before it finished",
+    "in_doubt": "in doubt: the execution ended while it ran; compensation was told",
+}
+
+
+def _row(row: Row, timeline: Timeline, output: tuple[bool, Any] = (False, None)) -> str:
     segments = []
     for before, after in zip(row.attempts, row.attempts[1:], strict=False):
         segments.append(_segment("wait", before.finished_at, after.started_at, timeline, "retry backoff"))
     for a in row.attempts:
         segments.append(_segment(a.outcome, a.started_at, a.finished_at, timeline, f"attempt {a.number}"))
     if row.kind != "step":
-        segments.append(_segment("wait", row.started_at, row.finished_at, timeline, row.kind))
+        cls = "abandoned" if row.status == "abandoned" else "wait"
+        segments.append(_segment(cls, row.started_at, row.finished_at, timeline, row.kind))
     details = [_attempt_line(a) for a in row.attempts] if len(row.attempts) > 1 or row.error else []
     details += [f"<li class='waitnote'>{escape(w)}</li>" for w in row.waits]
+    if row.status in _STEP_STATUS_NOTE and not any("ended" in w for w in row.waits):
+        details.append(f"<li class='statusnote'>{escape(_STEP_STATUS_NOTE[row.status])}</li>")
     if row.error and not row.attempts:
         details.append(f"<li class='err'>{escape(row.error)}</li>")
+    has_output, value = output
+    if has_output:
+        label = "payload" if row.kind == "wait" else "output"
+        details.append(f"<li>{_value(f'out:{row.phase}:{row.op}', label, value)}</li>")
     kind = "" if row.kind == "step" else f" <small>({escape(row.kind)})</small>"
     count = len(list(row.attempts))
     attempts = f"<div class='meta'>{count} attempt{'s' if count != 1 else ''}</div>" if count else ""
+    started = f" title='started {escape(when(row.started_at))}'" if row.started_at is not None else ""
     return (
         f"<div class='step {escape(row.status)}' data-step='{escape(row.name)}' "
-        f"data-status='{escape(row.status)}'>"
+        f"data-status='{escape(row.status)}'{started}>"
         f"<div><div class='name'>{escape(row.name)}{kind}</div>{_badge(row.status)}{attempts}</div>"
         f"<div class='track'>{''.join(segments)}</div>"
-        f"<div class='dur'>{escape(span(row.duration_ms))}</div>"
+        f"<div class='dur'>{_took(row.duration_ms)}</div>"
         + (f"<ul class='details'>{''.join(details)}</ul>" if details else "")
         + "</div>"
     )
 
 
-def render_execution_page(history: Any, *, base: str = "/") -> str:
-    """One execution as a timeline: header sentence, main steps, compensation."""
-    timeline = history if isinstance(history, Timeline) else build(history)
+def _rows(rows: list[Row], timeline: Timeline, outcomes: Outcomes) -> str:
+    shown = []
+    for r in rows:
+        key = (r.phase, -1 if r.op is None else r.op)
+        shown.append(_row(r, timeline, (key in outcomes.outputs, outcomes.outputs.get(key))))
+    return "".join(shown)
+
+
+def _ran(e: ExecutionRecord) -> str:
+    # The page shows no wall-clock time: the same state gives the same bytes
+    # (the live refresh swaps only on a change; HEAD matches GET).
+    return "" if e.duration_ms is None else f" · ran {escape(span(e.duration_ms))}"
+
+
+def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
     e: ExecutionRecord = timeline.execution
     comp = e.compensation or {}
-    main_rows = "".join(_row(r, timeline) for r in timeline.main) or "<p class='empty'>No steps.</p>"
+    axis = _axis(timeline) if timeline.rows else ""
+    main_rows = _rows(timeline.main, timeline, outcomes) or "<p class='empty'>No steps.</p>"
     body = [
         f"<h1>{escape(e.workflow)} {_badge(e.status)}</h1>",
         f"<div class='meta'>execution <code>{escape(e.execution_id)}</code> · created "
-        f"{escape(when(e.created_at))} · ran {escape(span(e.duration_ms))}</div>",
+        f"{escape(when(e.created_at))}{_ran(e)}</div>",
         f"<div class='headline {escape(e.status)}' id='headline'>{escape(timeline.headline)}</div>",
-        f"<h2>Steps</h2><section class='phase main'>{main_rows}</section>",
+        f"<h2>Steps</h2><section class='phase main'>{axis}{main_rows}</section>",
     ]
     if comp or timeline.compensation:
-        comp_rows = "".join(_row(r, timeline) for r in timeline.compensation)
+        comp_rows = _rows(timeline.compensation, timeline, outcomes)
         status = comp.get("status", "")
         body.append(
             f"<h2>Compensation {_badge(status) if status else ''}</h2>"
-            f"<section class='phase compensation'>{comp_rows or '<p class=empty>No compensation steps.</p>'}"
-            "</section>"
+            f"<section class='phase compensation'>{axis}"
+            f"{comp_rows or '<p class=empty>No compensation steps.</p>'}</section>"
         )
+    if outcomes.has_result:
+        body.append(f"<h2>Result</h2><div id='result'>{_value('result', 'result', outcomes.result)}</div>")
     if e.input is not None:
-        body.append(f"<h2>Input</h2><pre>{escape(json.dumps(e.input, indent=2)[:4000])}</pre>")
-    return _page(f"{e.workflow} {e.execution_id}", "".join(body), base)
+        body.append(f"<h2>Input</h2>{_value('input', 'input', e.input)}")
+    return "".join(body)
+
+
+def render_execution_page(
+    history: Any,
+    *,
+    base: str = "/",
+    outcomes: Outcomes | None = None,
+    actions: Actions = READ_ONLY,
+    fragment: str = "",
+) -> str:
+    """One execution as a timeline: header sentence, time axis, main steps with
+    their outputs, compensation, the result; the actions; live while it runs.
+
+    ``fragment``: ``"1"`` only the refreshing region (what the page's script
+    polls), ``"main"`` the page's body (what a page sent without data fetches)."""
+    timeline = history if isinstance(history, Timeline) else build(history)
+    e: ExecutionRecord = timeline.execution
+    settled = is_settled(e)
+    inner = _execution_body(timeline, outcomes or Outcomes())
+    if fragment == "1":
+        return _fragment(inner, settled)
+    steps = [r.name for r in timeline.main]
+    token = _live.token_box() if actions.token else ""
+    region = _live_region(inner, settled=settled, base=base, execution_id=e.execution_id, actions=actions)
+    body = token + region + _live.actions_panel(actions, steps)
+    return body if fragment == "main" else _page(f"{e.workflow} {e.execution_id}", body, base, live=True)
 
 
 def render_not_found(execution_id: str, *, base: str = "/") -> str:
@@ -227,26 +407,56 @@ def render_not_found(execution_id: str, *, base: str = "/") -> str:
     )
 
 
+def render_locked(*, base: str = "/") -> str:
+    """The page without its data, for a browser that has not given the token yet:
+    the script fetches the content with the token kept in this tab."""
+    body = (
+        "<h1>Executions</h1><p class='why'>This page needs the API token: the data comes "
+        "with it.</p>" + _live.token_box() + "<p id='answer' role='status'></p>"
+        f"<div id='live' data-load='1' data-base='{escape(base.rstrip('/') + '/')}'>"
+        "<div id='state' data-settled='0'></div></div>"
+    )
+    return _page("Executions", body, base, live=True)
+
+
+OutcomeSource = Callable[[str], Awaitable["Outcomes | None"]]
+
+
 async def history_page(
-    query: HistoryQuery, path: str, params: Mapping[str, str] | None = None, *, base: str = "/"
+    query: HistoryQuery,
+    path: str,
+    params: Mapping[str, str] | None = None,
+    *,
+    base: str = "/",
+    outcomes: OutcomeSource | None = None,
+    actions: Actions = READ_ONLY,
 ) -> tuple[int, str]:
     """Route ``path`` (relative to ``base``) to a page: ``/`` lists, ``/executions/<id>`` shows one.
 
+    ``outcomes`` loads an execution's outputs and result (the history projection
+    has neither); ``actions`` says whether and how the page may act. With
+    ``fragment=1`` in ``params`` the answer is only the region the page
+    refreshes, with ``fragment=main`` the page's body.
     Returns ``(status, html)``; bad filters give 400, an unknown execution 404.
     """
     params = dict(params or {})
+    fragment = params.pop("fragment", "")
+    if fragment not in ("", "1", "main"):
+        return 400, _page("Bad request", "<h1>Bad request</h1><p>fragment is 1 or main</p>", base)
     rest = path[len(base.rstrip("/")) :] if path.startswith(base.rstrip("/")) else path
     rest = "/" + rest.strip("/")
     try:
         if rest.startswith("/executions/"):
-            from urllib.parse import unquote
-
             execution_id = unquote(rest[len("/executions/") :])
             try:
                 history = await query.get_execution(execution_id)
             except ExecutionNotFoundError:
                 return 404, render_not_found(execution_id, base=base)
-            return 200, render_execution_page(history, base=base)
+            found = await outcomes(execution_id) if outcomes is not None else None
+            html = render_execution_page(
+                history, base=base, outcomes=found, actions=actions, fragment=fragment
+            )
+            return 200, html
         if rest == "/":
             page = await query.list_executions(
                 workflow=params.get("workflow") or None,
@@ -254,10 +464,22 @@ async def history_page(
                 cursor=params.get("cursor") or None,
                 limit=50,
             )
-            return 200, render_index(page, base=base, filters=params)
+            return 200, render_index(page, base=base, filters=params, actions=actions, fragment=fragment)
     except WorkflowError as exc:
         return 400, _page("Bad request", f"<h1>Bad request</h1><p>{escape(exc.message)}</p>", base)
     return 404, _page("Not found", "<h1>Not found</h1>", base)
 
 
-__all__ = ["history_page", "render_execution_page", "render_index", "render_not_found"]
+__all__ = [
+    "READ_ONLY",
+    "Actions",
+    "Outcomes",
+    "client_outcomes",
+    "history_page",
+    "parse_action",
+    "perform_action",
+    "render_execution_page",
+    "render_index",
+    "render_locked",
+    "render_not_found",
+]

@@ -1,0 +1,94 @@
+"""The per-step cost inside the real local runtime (workerd with Python Durable Objects).
+
+Runs ``miniflare/realruntime/worker/bench.py`` in one workerd (started and stopped by
+``rt_driver.run_bench``, built by the ../shared/runtime kit through ``tests/_runtime_kit.py``):
+the engine over the SQL journal (what a SQLite-backed object gets), over the key-value API
+(one awaited ``put`` per commit) and in memory, next to the raw floors of the same run
+(an awaited ``ctx.storage.put`` and a ``ctx.storage.sql.exec`` insert of the size the engine
+commits per step), with min / median / max over the rounds.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._stats import table
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_MS = 0.2
+"""Issue #11: the real per-step cost of the engine in this runtime."""
+
+ROWS = (
+    ("engine_sql", "engine, SQL journal (SQLite-backed object)"),
+    ("engine_kv", "engine, key-value put per commit"),
+    ("engine_memory", "engine, in-memory port (CPU only)"),
+    ("put", "floor: awaited ctx.storage.put"),
+    ("sql_exec", "floor: ctx.storage.sql.exec insert"),
+    ("sql_commit", "SqlJournalStorage.commit, 1 key"),
+    ("adapter_commit", "DurableObjectStorage.commit, 1 key"),
+    ("transaction_sync", "empty transactionSync"),
+    ("await_js", "await a resolved JS promise"),
+)
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    reason: str
+
+
+def _driver() -> Any:
+    for folder in (ROOT / "tests", ROOT / "miniflare" / "realruntime"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    import rt_driver
+
+    return rt_driver
+
+
+def measure(steps: int, rounds: int) -> dict[str, Any] | Unavailable:
+    """The bench's report, or why the real runtime cannot run here."""
+    try:
+        rt_driver = _driver()
+        from _runtime_kit import kit
+
+        serve_args = kit().serve_args
+    except Exception as exc:
+        return Unavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    reply = rt_driver.run_bench(serve_args, steps, rounds)
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        raise RuntimeError(f"the real-runtime bench answered {reply.status}: {reply.text[:2000]}")
+    return dict(reply.body)
+
+
+def report(result: dict[str, Any] | Unavailable) -> list[str]:
+    """Print the table; the verdict lines for the targets section."""
+    print("\n== real runtime: workerd with Python Durable Objects (ms per step or per call)")
+    if isinstance(result, Unavailable):
+        print(f"not available: {result.reason}")
+        return [f"[SKIPPED] real runtime: not available: {result.reason}"]
+    rounds = result["all_rounds"]
+    rows = []
+    for key, label in ROWS:
+        values = rounds.get(key)
+        if values:
+            ordered = sorted(values)
+            median = result["ms_per_step_or_call"][key]
+            rows.append([label, f"{ordered[0]:.3f}", f"{median:.3f}", f"{ordered[-1]:.3f}"])
+    print(
+        f"{result['rounds']} rounds of a {result['steps']}-step workflow; "
+        f"{result['commits_per_step']} commits and {result['committed_bytes_per_step']:.0f} bytes per step; "
+        f"floors with values of that size"
+    )
+    print(table(["", "min", "median", "max"], rows))
+    turns = result["loop_turns_per_step"]
+    print("event-loop turns per step: " + ", ".join(f"{k} {v}" for k, v in turns.items()))
+    ms = result["ms_per_step_or_call"]
+    engine = ms["engine_sql"]
+    return [
+        f"[{'MET' if engine <= TARGET_MS else 'MISSED'}] real runtime: engine over the SQL journal "
+        f"{engine:.3f} ms/step (median) <= {TARGET_MS} ms (key-value {ms['engine_kv']:.3f}, "
+        f"floors: put {ms['put']:.3f}, sql.exec {ms['sql_exec']:.3f})"
+    ]
