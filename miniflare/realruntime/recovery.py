@@ -50,6 +50,8 @@ SERVICE = "recovery"
 LEASES = {"default": "RecoveryExecutionDO", "long": "LongLeaseExecutionDO"}
 """Lease name in the Worker's query -> its execution class."""
 STEP_NAMES = ("reserve-inventory", "charge-card", "ship")
+STEP_SECONDS = 0.3
+"""Each step's duration by default: long enough to be killed in, short like a small order's."""
 SETTLE_TIMEOUT = 150.0
 """Seconds a round waits for its interrupted orders (a 30 s lease needs about 35)."""
 
@@ -119,8 +121,13 @@ def _get(rt: RealRuntime, path: str) -> Any:
     return reply.body
 
 
-def _place(rt: RealRuntime, lease: str, order_id: str) -> None:
-    body = {"order_id": order_id, "amount": 42.5, "items": [{"sku": "sku-1", "quantity": 1}]}
+def _place(rt: RealRuntime, lease: str, order_id: str, step_seconds: float) -> None:
+    body = {
+        "order_id": order_id,
+        "amount": 42.5,
+        "items": [{"sku": "sku-1", "quantity": 1}],
+        "step_seconds": step_seconds,
+    }
     reply = rt.request(SERVICE, "POST", f"/orders?lease={lease}", body, timeout=60)
     if reply.status not in (200, 201):
         raise RuntimeError(f"POST /orders {order_id}: {reply.status} {reply.text[:500]}")
@@ -131,15 +138,17 @@ def _describe(rt: RealRuntime, lease: str, eid: str) -> dict[str, Any]:
     return execution
 
 
-def run_round(rt: RealRuntime, lease: str, tag: str, orders: int, rng: random.Random) -> Round:
+def run_round(
+    rt: RealRuntime, lease: str, tag: str, orders: int, rng: random.Random, step_seconds: float
+) -> Round:
     """Place ``orders`` orders a random 0-0.3 s apart, SIGKILL at a random moment while they
     run, restart at once, wait for every order to settle."""
     ids = [f"{tag}-{i}" for i in range(orders)]
     for order_id in ids:
-        _place(rt, lease, order_id)
+        _place(rt, lease, order_id, step_seconds)
         time.sleep(rng.uniform(0.0, 0.3))
-    # The flow takes ~0.9 s of steps: the first order is still running for a moment.
-    time.sleep(rng.uniform(0.05, 0.4))
+    # An order takes 3 * step_seconds: the last one placed is still running at the kill.
+    time.sleep(rng.uniform(0.05, max(0.4, 3 * step_seconds - 0.5)))
     rnd = Round(lease, [f"order-{i}" for i in ids])
     rnd.killed_at = time.time()
     rt.kill()
@@ -203,9 +212,16 @@ def check(rt: RealRuntime, lease: str, eids: Sequence[str]) -> tuple[list[str], 
     return problems, reruns
 
 
-def measure(rt: RealRuntime, lease: str, orders: int, kills: int, rng: random.Random) -> Outcome:
+def measure(
+    rt: RealRuntime,
+    lease: str,
+    orders: int,
+    kills: int,
+    rng: random.Random,
+    step_seconds: float = STEP_SECONDS,
+) -> Outcome:
     per_round = max(1, orders // kills)
-    rounds = [run_round(rt, lease, f"{lease}{k}", per_round, rng) for k in range(kills)]
+    rounds = [run_round(rt, lease, f"{lease}{k}", per_round, rng, step_seconds) for k in range(kills)]
     eids = [eid for rnd in rounds for eid in rnd.orders]
     problems, reruns = check(rt, lease, eids)
     return Outcome(lease, rounds, problems, reruns)
@@ -261,6 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=20)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--long-kills", type=int, default=2, help="kills with the 30 s lease (0: skip)")
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=STEP_SECONDS,
+        help="each step's duration; the kill lands anywhere in the orders' run",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--state", type=Path, default=ROOT / ".cache" / "realruntime-recovery")
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON")
@@ -279,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.long_kills:
             plan.append(("long", args.long_kills * max(1, args.orders // args.kills), args.long_kills))
         for lease, orders, kills in plan:
-            summaries.append(summary(measure(rt, lease, orders, kills, rng)))
+            outcome = measure(rt, lease, orders, kills, rng, args.step_seconds)
+            summaries.append(summary(outcome))
             print(line(summaries[-1]), flush=True)
     finally:
         rt.stop()

@@ -2,9 +2,9 @@
 
 Small orders shaped like the example's (``worker/app.py``: ``POST /orders`` with ``order_id``,
 ``amount``, ``items``; execution id ``order-<order_id>``), run by a flow of three steps that each
-sleep ``STEP_SECONDS`` (the example's steps take under a millisecond, too short to SIGKILL the
-runtime in the middle of one). Each real run of a step is counted in the ``Runs`` object, which
-outlives any crash of an execution object.
+sleep the order's ``step_seconds`` (default ``STEP_SECONDS``; the example's steps take under a
+millisecond, too short to SIGKILL the runtime in the middle of one). Each real run of a step is
+counted in the ``Runs`` object, which outlives any crash of an execution object.
 
 Two execution classes, both plain subclasses of the package's ``WorkflowExecutionDO`` that only
 keep ``env`` for the steps: ``RecoveryExecutionDO`` keeps the package's default lease (what a
@@ -38,23 +38,24 @@ def reply(value, status=200):
     return Response(json.dumps(value), status=status, headers={"content-type": "application/json"})
 
 
-async def slow_step(name):
-    """Count this run (the new count is the run's number), then take STEP_SECONDS."""
+async def slow_step(name, seconds):
+    """Count this run (the new count is the run's number), then take ``seconds``."""
     step = current_step()
     env = ENV["env"]
     stub = env.RUNS.get(env.RUNS.idFromName("runs"))
     key = quote(f"{step.execution_id}:{name}")
     response = await stub.fetch(f"https://runs/incr?key={key}", method="POST")
     run = json.loads(await response.text())["n"]
-    await asyncio.sleep(STEP_SECONDS)
+    await asyncio.sleep(seconds)
     return {"step": name, "run": run}
 
 
 @workflow("slow-order", retry=RetryPolicy(max_attempts=3, initial_delay=0.2, jitter=0.0))
 async def slow_order(ctx, order):
+    seconds = order.get("step_seconds", STEP_SECONDS)
     runs = {}
     for name in STEPS:
-        runs[name] = (await ctx.step(name, slow_step, name))["run"]
+        runs[name] = (await ctx.step(name, slow_step, name, seconds))["run"]
     return {"order_id": order["order_id"], "runs": runs}
 
 
