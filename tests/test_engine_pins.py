@@ -1,0 +1,204 @@
+"""Engine behaviours no other test pinned (found by mutation testing), through the public API:
+timeouts that are not reached, an event arriving while a phase runs, default idempotency
+keys, the retry-at-the-deadline boundary, a cancel during the last step, and compensation
+that resumes after a sleep."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from workkit_workflow import RetryPolicy, Workflow, workflow
+from workkit_workflow.testing import WorkflowTestEnv, step_names
+
+from conftest import unique
+
+
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_step_that_awaits_within_its_timeout_succeeds_first_time(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    async def call(input: Any, prev: Any, ctx: Any) -> str:
+        await _turns(10)  # I/O that takes a few loop turns, well inside the limit
+        return f"ok-{ctx.attempt}"
+
+    flow = Workflow(unique("in-time")).step("call", call, timeout="30s")
+    result = await workflow_env.result(await workflow_env.run(flow, {}))
+    assert result.ok and result.value == "ok-1"
+
+
+async def test_a_step_that_awaits_before_the_workflow_deadline_succeeds(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    async def call(input: Any, prev: Any, ctx: Any) -> str:
+        await _turns(10)
+        return "ok"
+
+    flow = Workflow(unique("before-deadline"), timeout="1h").step("call", call)
+    result = await workflow_env.result(await workflow_env.run(flow, {}))
+    assert result.ok and result.value == "ok"
+
+
+async def test_an_event_arriving_while_a_sibling_step_runs_wakes_its_wait_at_once(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def long_call() -> str:
+        await gate.wait()
+        order.append("long done")
+        return "long"
+
+    def after(payload: Any) -> Any:
+        order.append(f"after {payload}")
+        return payload
+
+    @workflow(unique("deliver"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        async def waiter() -> Any:
+            payload = await ctx.wait_for_event("approval", "approved")
+            return await ctx.step("after", after, payload)
+
+        return await asyncio.gather(ctx.step("long", long_call), waiter())
+
+    handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    assert (await handle.describe())["running"] == ["approval", "long"]
+    assert order == []
+    assert await handle.send_event("approved", "yes")
+    await workflow_env.settle()
+    # The phase is still running (the long step holds it): the event is handed to
+    # the parked wait directly, and its branch goes on before the long step ends.
+    assert order == ["after yes"]
+    gate.set()
+    result = await workflow_env.result(handle)
+    assert result.value == ["long", "yes"]
+    assert order == ["after yes", "long done"]
+
+
+async def test_default_idempotency_keys_differ_per_position_and_hold_across_attempts(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    keys: list[tuple[int, str]] = []
+    failed_once: set[int] = set()
+
+    def charge(i: int) -> int:
+        from workkit_workflow import current_step
+
+        info = current_step()
+        assert info is not None
+        keys.append((info.attempt, info.idempotency_key))
+        if i == 1 and i not in failed_once:
+            failed_once.add(i)
+            raise ConnectionError("flaky")
+        return i
+
+    @workflow(unique("keys"), retry=RetryPolicy(max_attempts=2, initial_delay=1.0, jitter=0.0))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return [await ctx.step("charge", charge, i) for i in range(3)]
+
+    handle = await workflow_env.start(flow, {}, execution_id="order-1")
+    assert (await workflow_env.result(handle)).value == [0, 1, 2]
+    assert keys == [
+        (1, "order-1:j:0:charge"),
+        (1, "order-1:j:1:charge"),
+        (2, "order-1:j:1:charge"),  # the retry reuses its attempt's key
+        (1, "order-1:j:2:charge"),
+    ]
+
+
+async def test_a_retry_due_exactly_at_the_deadline_is_not_scheduled(workflow_env: WorkflowTestEnv) -> None:
+    calls: list[float] = []
+
+    def flaky(input: Any, prev: Any, ctx: Any) -> None:
+        calls.append(workflow_env.clock.now())
+        raise ConnectionError("upstream 503")
+
+    policy = RetryPolicy(max_attempts=5, initial_delay=10.0, jitter=0.0)
+    flow = Workflow(unique("at-deadline"), timeout="10s", retry=policy).step("call", flaky)
+    result = await workflow_env.result(await workflow_env.run(flow, {}))
+    # The retry would start at the deadline itself: the step fails with its own
+    # error at once, instead of parking until the workflow times out.
+    assert len(calls) == 1
+    assert result.status == "failed"
+    assert result.error is not None and result.error.code == "ConnectionError"
+    assert result.error.failed_step == "call"
+
+
+async def test_a_retry_due_just_before_the_deadline_is_scheduled(workflow_env: WorkflowTestEnv) -> None:
+    calls: list[float] = []
+
+    def flaky(input: Any, prev: Any, ctx: Any) -> str:
+        calls.append(workflow_env.clock.now())
+        if len(calls) == 1:
+            raise ConnectionError("upstream 503")
+        return "ok"
+
+    policy = RetryPolicy(max_attempts=5, initial_delay=10.0, jitter=0.0)
+    flow = Workflow(unique("before-deadline"), timeout="10.5s", retry=policy).step("call", flaky)
+    result = await workflow_env.result(await workflow_env.run(flow, {}))
+    assert result.ok and result.value == "ok"
+    assert [round(b - calls[0], 6) for b in calls] == [0.0, 10.0]
+
+
+async def test_a_cancel_while_the_last_step_runs_cancels_and_compensates_it(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    gate = asyncio.Event()
+    undone: list[dict[str, Any]] = []
+
+    async def last(input: Any, prev: Any, ctx: Any) -> dict[str, Any]:
+        await gate.wait()
+        return {"shipped": True}
+
+    flow = (
+        Workflow(unique("cancel-last"))
+        .step("reserve", lambda i, p, c: {"reserved": 1})
+        .step("ship", last)
+        .on_failure(lambda ctx: undone.append(dict(ctx.step_outputs)))
+    )
+    handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    assert (await handle.describe())["running"] == ["ship"]
+    assert await handle.cancel("changed my mind")
+    gate.set()
+    result = await workflow_env.result(handle)
+    # The last step finished and is journaled, yet the execution was cancelled:
+    # it does not complete, and compensation sees both outputs.
+    assert result.status == "cancelled"
+    assert undone == [{"reserve": {"reserved": 1}, "ship": {"shipped": True}}]
+    assert step_names(await handle.journal(), status="completed") == ["reserve", "ship"]
+
+
+async def test_compensation_keeps_its_start_time_when_it_resumes_after_a_sleep(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    async def undo(ctx: Any) -> None:
+        await ctx.sleep("cool-off", "1h")
+        await ctx.step("refund", lambda: "refunded")
+
+    def boom(input: Any, prev: Any, ctx: Any) -> None:
+        raise ConnectionError("no")
+
+    flow = (
+        Workflow(unique("comp-resume"), retry=RetryPolicy(max_attempts=1))
+        .step("charge", boom)
+        .on_failure(undo)
+    )
+    handle = await workflow_env.run(flow, {})
+    await workflow_env.settle()
+    parked = await handle.describe()
+    assert parked["compensation"]["status"] == "running"
+    started = parked["compensation"]["started_at"]
+    assert started is not None
+    result = await workflow_env.result(handle)
+    assert result.status == "failed"
+    compensation = (await handle.describe())["compensation"]
+    assert compensation["status"] == "completed"
+    assert compensation["started_at"] == started
+    assert compensation["finished_at"] >= started + 3600.0
