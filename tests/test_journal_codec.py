@@ -195,6 +195,17 @@ def test_serialize_error_keeps_a_workflow_errors_code_and_message() -> None:
     )
 
 
+def test_serialize_error_takes_a_workflow_errors_message_not_its_str() -> None:
+    class Decorated(NonRetryableError):
+        def __str__(self) -> str:
+            return f"[decorated] {self.message}"
+
+    entry = serialize_error(
+        Decorated("card expired"), attempt=1, started_at=None, finished_at=None, retryable=False
+    )
+    assert (entry["code"], entry["message"]) == ("non_retryable", "card expired")
+
+
 class CodedError(Exception):
     def __init__(self, code: Any) -> None:
         super().__init__("declined")
