@@ -129,3 +129,10 @@ def test_a_refusal_names_what_was_being_given(value: object) -> None:
 def test_an_instant_refusal_names_what_was_being_given(value: object) -> None:
     with pytest.raises(ValueError, match="wake time"):
         to_instant(value, what="wake time")  # type: ignore[arg-type]
+
+
+def test_without_a_label_the_refusal_says_duration_or_time() -> None:
+    with pytest.raises(ValueError, match=r"^duration"):
+        to_seconds("soon")
+    with pytest.raises(ValueError, match=r"^time"):
+        to_instant(datetime(2026, 1, 2))

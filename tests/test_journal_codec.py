@@ -110,8 +110,15 @@ def test_encode_record_refuses_a_record_over_the_limit() -> None:
     overhead = len(encode_record(key, {"output": ""}, what="entry")) + len(key)
     encode_record(key, {"output": "x" * (MAX_VALUE_BYTES - overhead)}, what="entry")
     with pytest.raises(SerializationError) as caught:
-        encode_record(key, {"output": "x" * (MAX_VALUE_BYTES - overhead + 1)}, what="entry")
+        encode_record(key, {"output": "x" * (MAX_VALUE_BYTES - overhead + 1)}, what="output of step 'a'")
     assert caught.value.details["size"] == MAX_VALUE_BYTES + 1
+    assert caught.value.details["what"] == "output of step 'a'"
+
+
+def test_encode_record_names_what_could_not_be_serialized() -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode_record("j:00000001", {"output": {1, 2}}, what="output of step 'a'")
+    assert caught.value.details["what"] == "output of step 'a'"
 
 
 @pytest.mark.parametrize(
