@@ -202,3 +202,26 @@ async def test_compensation_keeps_its_start_time_when_it_resumes_after_a_sleep(
     assert compensation["status"] == "completed"
     assert compensation["started_at"] == started
     assert compensation["finished_at"] >= started + 3600.0
+
+
+async def test_an_alarm_that_keeps_failing_backs_off_longer_each_time(workflow_env: WorkflowTestEnv) -> None:
+    @workflow(unique("alarm-backoff"))
+    async def flow(ctx: Any, input: Any) -> int:
+        await ctx.sleep("nap", "1h")
+        return 1
+
+    handle = await workflow_env.run(flow, {}, execution_id="backoff-1")
+    backend = workflow_env.ns.backend
+    [obj] = backend.objects()
+    good = backend.get_many(obj, ["j:00000000"])
+    # A record this version cannot read: every alarm fails until it is repaired.
+    backend.commit(obj, {"j:00000000": "not json"}, [], backend.get_alarm(obj))
+    gaps = []
+    for _ in range(10):
+        await workflow_env.clock.sleep(backend.alarms()[obj] - workflow_env.clock.now())
+        await workflow_env.settle()
+        gaps.append(backend.alarms()[obj] - workflow_env.clock.now())
+    assert gaps == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
+    backend.commit(obj, good, [], backend.get_alarm(obj))
+    result = await workflow_env.result(handle)
+    assert result.ok and result.value == 1
