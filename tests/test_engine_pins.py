@@ -225,3 +225,93 @@ async def test_an_alarm_that_keeps_failing_backs_off_longer_each_time(workflow_e
     backend.commit(obj, good, [], backend.get_alarm(obj))
     result = await workflow_env.result(handle)
     assert result.ok and result.value == 1
+
+
+_JOURNALED = ("op", "kind", "name", "status", "attempt", "started_at", "finished_at", "wake_at")
+
+
+async def test_the_journal_records_each_kind_of_operation(workflow_env: WorkflowTestEnv) -> None:
+    @workflow(unique("journal-kinds"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        first = await ctx.step("charge", lambda: 1)
+        await ctx.sleep("cool-off", "10s")
+        answer = await ctx.wait_for_event("approval", "approved", timeout="5s", default="no answer")
+        return [first, answer]
+
+    t0 = workflow_env.clock.now()
+    handle = await workflow_env.start(flow, {})
+    assert (await workflow_env.result(handle)).value == [1, "no answer"]
+    step, sleep, wait = await handle.journal()
+    assert {k: step.get(k) for k in (*_JOURNALED, "output", "error", "errors")} == {
+        "op": 0,
+        "kind": "step",
+        "name": "charge",
+        "status": "completed",
+        "attempt": 1,
+        "started_at": t0,
+        "finished_at": t0,
+        "wake_at": None,
+        "output": 1,
+        "error": None,
+        "errors": [],
+    }
+    assert {k: sleep.get(k) for k in _JOURNALED} == {
+        "op": 1,
+        "kind": "sleep",
+        "name": "cool-off",
+        "status": "completed",
+        "attempt": None,
+        "started_at": t0,
+        "finished_at": t0 + 10.0,
+        "wake_at": t0 + 10.0,
+    }
+    assert {k: wait.get(k) for k in (*_JOURNALED, "event_type", "output", "timed_out")} == {
+        "op": 2,
+        "kind": "wait",
+        "name": "approval",
+        "status": "completed",
+        "attempt": None,
+        "started_at": t0 + 10.0,
+        "finished_at": t0 + 15.0,
+        "wake_at": t0 + 15.0,
+        "event_type": "approved",
+        "output": "no answer",
+        "timed_out": True,
+    }
+    assert [e["phase"] for e in (step, sleep, wait)] == ["main"] * 3
+
+
+async def test_a_failing_idempotency_key_fails_the_step_on_its_first_attempt_and_compensates(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    undone: list[dict[str, Any]] = []
+
+    def no_key(info: Any) -> str:
+        raise KeyError("order_id")
+
+    async def compensate(ctx: Any) -> None:
+        undone.append(dict(ctx.step_outputs))
+
+    @workflow(unique("bad-key"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        await ctx.step("reserve", lambda: "r-1")
+        await ctx.step("empty", lambda: 1, idempotency_key=lambda info: "")
+        return "unreachable"
+
+    @workflow(unique("raising-key"))
+    async def raising(ctx: Any, input: Any) -> Any:
+        await ctx.step("reserve", lambda: "r-2")
+        return await ctx.step("charge", lambda: 1, idempotency_key=no_key)
+
+    flow.on_failure(compensate)
+    raising.on_failure(compensate)
+
+    for wf, step, reserved in ((flow, "empty", "r-1"), (raising, "charge", "r-2")):
+        handle = await workflow_env.start(wf, {})
+        result = await workflow_env.result(handle)
+        assert result.status == "failed"
+        assert result.error is not None and result.error.code == "serialization_error"
+        view = await handle.describe()
+        assert (view["failed_step"], view["step_attempt"]) == (step, 1)
+        assert view["compensation"]["status"] == "completed"
+        assert undone.pop() == {"reserve": reserved}
