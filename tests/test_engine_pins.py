@@ -315,3 +315,30 @@ async def test_a_failing_idempotency_key_fails_the_step_on_its_first_attempt_and
         assert (view["failed_step"], view["step_attempt"]) == (step, 1)
         assert view["compensation"]["status"] == "completed"
         assert undone.pop() == {"reserve": reserved}
+
+
+async def test_a_replay_mismatch_reports_both_operations_and_does_not_compensate(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    order = ["a", "b"]
+    compensated: list[str] = []
+
+    @workflow(unique("reordered"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        await ctx.step(order[0], lambda: 1)
+        await ctx.sleep("pause", "1h")
+        return await ctx.step(order[1], lambda: 2)
+
+    flow.on_failure(lambda ctx: compensated.append(ctx.status))
+    handle = await workflow_env.run(flow, {})
+    assert await handle.status() == "sleeping"
+    order.reverse()  # a deploy swaps the steps under the parked execution
+    result = await workflow_env.result(handle)
+    assert result.status == "failed"
+    view = await handle.describe()
+    error = view["error"]
+    assert (error["code"], error["position"]) == ("replay_mismatch", 0)
+    assert error["expected"] == {"kind": "step", "name": "a"}
+    assert error["found"] == {"kind": "step", "name": "b"}
+    assert (view["failed_step"], view["step_attempt"]) == ("b", 1)
+    assert compensated == []
