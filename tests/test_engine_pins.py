@@ -75,6 +75,7 @@ async def test_an_event_arriving_while_a_sibling_step_runs_wakes_its_wait_at_onc
     # The phase is still running (the long step holds it): the event is handed to
     # the parked wait directly, and its branch goes on before the long step ends.
     assert order == ["after yes"]
+    assert (await handle.describe())["running"] == ["long"]  # the wait is over
     gate.set()
     result = await workflow_env.result(handle)
     assert result.value == ["long", "yes"]
@@ -342,3 +343,37 @@ async def test_a_replay_mismatch_reports_both_operations_and_does_not_compensate
     assert error["found"] == {"kind": "step", "name": "b"}
     assert (view["failed_step"], view["step_attempt"]) == ("b", 1)
     assert compensated == []
+
+
+async def test_steps_running_side_by_side_are_all_reported(workflow_env: WorkflowTestEnv) -> None:
+    gate = asyncio.Event()
+
+    async def blocked(label: str) -> str:
+        await gate.wait()
+        return label
+
+    @workflow(unique("side-by-side"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await asyncio.gather(ctx.step("left", blocked, "l"), ctx.step("right", blocked, "r"))
+
+    handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    assert (await handle.describe())["running"] == ["left", "right"]
+    gate.set()
+    assert (await workflow_env.result(handle)).value == ["l", "r"]
+
+
+async def test_a_body_that_raises_outside_any_step_fails_with_no_step_and_attempt_zero(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    @workflow(unique("body-raises"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        await ctx.step("ok", lambda: 1)
+        raise LookupError("no such plan")
+
+    handle = await workflow_env.start(flow, {})
+    result = await workflow_env.result(handle)
+    assert result.status == "failed"
+    view = await handle.describe()
+    assert (view["failed_step"], view["step_attempt"]) == (None, 0)
+    assert (view["error"]["code"], view["error"]["message"]) == ("LookupError", "no such plan")
