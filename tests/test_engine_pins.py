@@ -377,3 +377,26 @@ async def test_a_body_that_raises_outside_any_step_fails_with_no_step_and_attemp
     view = await handle.describe()
     assert (view["failed_step"], view["step_attempt"]) == (None, 0)
     assert (view["error"]["code"], view["error"]["message"]) == ("LookupError", "no such plan")
+
+
+async def test_a_wait_resumed_by_an_event_journals_when_and_which_event(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    @workflow(unique("resumed-wait"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.wait_for_event("approval", "approved")
+
+    t0 = workflow_env.clock.now()
+    handle = await workflow_env.run(flow, {})
+    assert await handle.status() == "waiting"
+    await workflow_env.clock.sleep(30.0)
+    assert await handle.send_event("approved", {"by": "ops"}, event_id="evt-1")
+    assert (await workflow_env.result(handle)).value == {"by": "ops"}
+    [wait] = await handle.journal()
+    assert {k: wait.get(k) for k in ("status", "started_at", "finished_at", "event_id", "output")} == {
+        "status": "completed",
+        "started_at": t0,
+        "finished_at": t0 + 30.0,
+        "event_id": "evt-1",
+        "output": {"by": "ops"},
+    }
