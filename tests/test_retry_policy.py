@@ -201,3 +201,32 @@ def test_a_refused_knob_is_named_in_the_error(kwargs: dict[str, Any], knob: str)
     # Only the knob's name is pinned: the wording of these errors may change.
     with pytest.raises(ValueError, match=knob):
         RetryPolicy(**kwargs)
+
+
+def test_a_tiny_initial_delay_grows_through_huge_powers_without_overflow() -> None:
+    # 1e-306 * (1e6 ** 51) is 1 s: the growth (about 705 in log space) is past the
+    # direct power's comfortable range, yet the wait is well below the cap.
+    policy = RetryPolicy(initial_delay=1e-306, max_delay=10.0, backoff_multiplier=1e6, jitter=0.0)
+    assert policy.base_delay(52) == pytest.approx(1.0, rel=1e-9)
+    assert policy.base_delay(53) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "knob"),
+    [
+        ({"jitter": "lots"}, "jitter"),
+        ({"backoff_multiplier": 10**400}, "backoff_multiplier"),
+        ({"backoff_multiplier": "fast"}, "backoff_multiplier"),
+    ],
+)
+def test_a_knob_that_is_not_a_finite_number_is_named_in_the_error(kwargs: dict[str, Any], knob: str) -> None:
+    with pytest.raises(ValueError, match=knob):
+        RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "knob"), [({"initial_delay": "soon"}, "initial_delay"), ({"max_delay": "later"}, "max_delay")]
+)
+def test_create_names_a_refused_delay(kwargs: dict[str, Any], knob: str) -> None:
+    with pytest.raises(ValueError, match=knob):
+        RetryPolicy.create(**kwargs)
