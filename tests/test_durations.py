@@ -136,3 +136,26 @@ def test_without_a_label_the_refusal_says_duration_or_time() -> None:
         to_seconds("soon")
     with pytest.raises(ValueError, match=r"^time"):
         to_instant(datetime(2026, 1, 2))
+
+
+def test_a_duration_string_of_up_to_100_characters_is_read() -> None:
+    assert to_seconds(" " * 98 + "1s") == 1.0
+    with pytest.raises(ValueError):
+        to_seconds(" " * 99 + "1s")
+
+
+def test_the_epoch_itself_and_fractions_after_it_are_instants() -> None:
+    assert to_instant(0) == 0.0
+    assert to_instant(0.5) == 0.5
+
+
+def test_an_int_too_large_for_a_float_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="wake time"):
+        to_instant(10**400, what="wake time")
+    with pytest.raises(ValueError, match="sleep 'nap'"):
+        to_seconds(10**400, what="sleep 'nap'")
+
+
+def test_iso_shows_an_instant_no_date_can_hold_as_the_number() -> None:
+    shown = iso(1e20)
+    assert shown is not None and "1e+20" in shown
