@@ -260,3 +260,13 @@ def test_is_retryable_by_attribute_class_name_base_class_and_code() -> None:
     assert is_retryable(SubDeclined(), ("Declined",)) is False
     assert is_retryable(SubDeclined(), ("card",)) is True
     assert is_retryable(CodedError(402), ("402",)) is True  # a non-string code is not matched
+
+
+def test_a_lone_surrogate_is_refused_naming_the_value_or_its_key() -> None:
+    with pytest.raises(SerializationError) as in_text:
+        check_size("j:00000001", "ok \ud800", what="output of step 'a'")
+    assert in_text.value.details == {"what": "output of step 'a'", "reason": "lone_surrogate"}
+    with pytest.raises(SerializationError) as in_key:
+        check_size("i:\udc00", "ok", what="idempotent result")
+    assert in_key.value.details == {"what": "the key of idempotent result", "reason": "lone_surrogate"}
+    check_size("k", "é✓", what="value")  # valid non-ASCII text is fine
