@@ -270,3 +270,9 @@ def test_a_lone_surrogate_is_refused_naming_the_value_or_its_key() -> None:
         check_size("i:\udc00", "ok", what="idempotent result")
     assert in_key.value.details == {"what": "the key of idempotent result", "reason": "lone_surrogate"}
     check_size("k", "é✓", what="value")  # valid non-ASCII text is fine
+
+
+def test_encode_value_refuses_a_lone_surrogate_by_name() -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode_value({"note": "\ud800"}, what="input")
+    assert caught.value.details == {"what": "input", "reason": "lone_surrogate"}
