@@ -101,3 +101,22 @@ def test_any_error_of_a_custom_validator_becomes_a_serialization_error() -> None
     with pytest.raises(SerializationError) as caught:
         validate(Strict, {}, what="output")
     assert caught.value.message == "output does not match Strict: 'total'"
+
+
+class Unshowable:
+    """Duck-typed like a pydantic model whose dump fails."""
+
+    def model_dump(self, mode: str) -> Any:
+        raise ValueError(f"cannot show in {mode} mode")
+
+
+def test_a_model_that_cannot_be_dumped_is_a_serialization_error_naming_it() -> None:
+    with pytest.raises(SerializationError) as caught:
+        to_data(Unshowable(), what="output of step 'a'")
+    assert caught.value.details == {"what": "output of step 'a'", "type": "Unshowable"}
+    message = caught.value.message
+    assert message.startswith("output of step 'a' (Unshowable) ")
+    assert message.endswith(": cannot show in json mode")
+    with pytest.raises(SerializationError) as unnamed:
+        to_data(Unshowable())
+    assert unnamed.value.details["what"] == "value"
