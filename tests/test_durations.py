@@ -159,3 +159,8 @@ def test_an_int_too_large_for_a_float_is_refused_by_name() -> None:
 def test_iso_shows_an_instant_no_date_can_hold_as_the_number() -> None:
     shown = iso(1e20)
     assert shown is not None and "1e+20" in shown
+
+
+def test_an_unknown_unit_is_refused_quoting_the_text() -> None:
+    with pytest.raises(ValueError, match="'10 parsecs'"):
+        to_seconds("10 parsecs")
