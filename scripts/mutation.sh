@@ -4,9 +4,9 @@
 # Slow (minutes per module): not part of .ci/run.
 #
 #   scripts/mutation.sh                     every engine module, in order
-#   scripts/mutation.sh _retry _durations   just these
-#   scripts/mutation.sh --score _retry      only report the last run's results
-#   SAMPLE=60 scripts/mutation.sh _run      a fixed random sample of 60 of the module's mutants
+#   scripts/mutation.sh definitions._retry definitions._durations   just these
+#   scripts/mutation.sh --score definitions._retry      only report the last run's results
+#   SAMPLE=60 scripts/mutation.sh engine.phase._step      a fixed random sample of 60 of the module's mutants
 #
 # Environment: VENV (default .venv, with the `mutation` extra installed),
 # MUTMUT_CHILDREN (parallel mutant runs, default 2), KEEP_MUTANTS=1 to reuse
@@ -16,13 +16,16 @@
 #
 # The score printed per module is killed / (total - equivalent), where a timeout
 # counts as killed and the equivalent mutants are those named in docs/mutation.md.
-# _run and _execution have well over a thousand mutants each, most of them on paths
+# The phase runner and the execution have well over a thousand mutants, most of them on paths
 # every test crosses: sample them (SAMPLE=n; the sample is seeded, so it repeats).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 CHILDREN=${MUTMUT_CHILDREN:-2}
-ALL=(_retry _durations _journal _values _run _execution)
+ALL=(definitions._retry definitions._durations definitions._json definitions._values engine._journal
+     engine.phase._run engine.phase._step engine.phase._attempt engine.phase._sleep engine.phase._wait
+     engine.phase._outcome engine._state engine._drive engine._phases engine._requests engine._alarms
+     engine._execution)
 
 score_only=0
 if [ "${1:-}" = "--score" ]; then
@@ -46,7 +49,7 @@ from collections import Counter
 from pathlib import Path
 
 module = sys.argv[1]
-meta = Path(f"mutants/src/workkit_workflow/{module}.py.meta")
+meta = Path(f"mutants/src/workkit_workflow/{module.replace('.', '/')}.py.meta")
 verdicts = json.loads(meta.read_text())["exit_code_by_key"]
 docs = Path("docs/mutation.md").read_text() if Path("docs/mutation.md").exists() else ""
 equivalent = set(re.findall(r"`(workkit_workflow\.[^`\s]+__mutmut_\d+)`", docs))
@@ -83,7 +86,7 @@ import sys
 from pathlib import Path
 
 module, size = sys.argv[1], int(sys.argv[2])
-meta = Path(f"mutants/src/workkit_workflow/{module}.py.meta")
+meta = Path(f"mutants/src/workkit_workflow/{module.replace('.', '/')}.py.meta")
 names = sorted(json.loads(meta.read_text())["exit_code_by_key"])
 print("\n".join(sorted(random.Random(module).sample(names, min(size, len(names))))))
 PY

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from workkit_workflow._durations import iso, to_instant, to_seconds
+from workkit_workflow.definitions._durations import iso, to_instant, to_seconds
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workkit_workflow._journal import (
+from workkit_workflow.engine._journal import (
     MAX_VALUE_BYTES,
     VERSION,
     JournalFormatError,

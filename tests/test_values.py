@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from workkit_workflow._values import to_data, validate
+from workkit_workflow.definitions._values import to_data, validate
 from workkit_workflow.errors import SerializationError
 
 
