@@ -148,8 +148,10 @@ def make_text_response(status: int, text: str, headers: Mapping[str, str]) -> An
 async def js_fetch(
     method: str, url: str, headers: Mapping[str, str], body: bytes | None
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request through the runtime's global ``fetch`` (the only outbound HTTP a
-    Worker has: no synchronous XMLHttpRequest, so no pyodide-http)."""
+    """One request through the runtime's global ``fetch``. Workers have no
+    XMLHttpRequest, so pyodide-http does nothing there; blocking code uses
+    ``http.fetch_sync`` (``run_sync`` over this same ``fetch``) where the runtime
+    has stack switching."""
     from js import fetch
 
     options: dict[str, Any] = {"method": method, "headers": to_js(dict(headers))}
