@@ -1,20 +1,5 @@
-"""``workkit-workflow``: inspect and operate the local runtime from a shell.
-
-Works on a local runtime SQLite file (``--db``, default ``./workflows.db``).
-``list``, ``show`` and ``journal`` read the executions from the file's
-journals themselves, so every execution is there whether or not the app
-projected history; ``--history FILE`` reads a history database (the D1
-projection's tables) instead. Every read command takes ``--json``.
-Commands that drive executions (cancel, resume, restart) need the workflow
-definitions: ``--app mymodule[:attr]`` imports them.
-
-One runtime file has one owner. Reading (list, show, serve without ``--app``)
-works whatever holds the file. ``cancel`` and ``resume`` open the file
-themselves when it is free, and go through its owner when a ``serve --app``
-holds it (its address is in ``<db>.lock``); any other owner is an error.
-
-Exit codes: 0 success, 1 failure (not found, refused, runtime error), 2 usage.
-"""
+"""The CLI's commands and the plumbing they share: reading the runtime file, and driving
+executions directly or through the file's owner."""
 
 from __future__ import annotations
 
@@ -27,17 +12,16 @@ import sqlite3
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO, get_args
 from urllib.parse import quote
 
-from .engine._journal import Status
-from .errors import WorkflowError
-from .history import ExecutionHistory, ExecutionPage, ExecutionRecord, HistoryQuery, LocalD1
-from .history._journals import JournalFile
-from .history._timeline import Attempt, Row, Timeline, build, error_text, span, when
-from .local._lock import DatabaseInUseError, Owner, current_owner
+from ..engine._journal import Status
+from ..history import ExecutionHistory, ExecutionPage, HistoryQuery, LocalD1
+from ..history._journals import JournalFile
+from ..history._timeline import build
+from ..local._lock import DatabaseInUseError, Owner, current_owner
+from ._render import _record_json, format_journal, format_list, format_timeline
 
 STATUSES: tuple[str, ...] = get_args(Status)
 
@@ -156,115 +140,6 @@ def _instant(text: str | None, flag: str) -> float | None:
     return parsed.timestamp()
 
 
-# -- rendering ------------------------------------------------------------------------
-
-_MARK = {
-    "completed": "✓",
-    "failed": "✗",
-    "lost": "✗",
-    "running": "▶",
-    "retrying": "↻",
-    "abandoned": "⊘",
-    "in_doubt": "?",
-}
-
-
-def _mark(status: str) -> str:
-    return _MARK.get(status, "…")
-
-
-def _format_row(row: Row, out: list[str], width: int) -> None:
-    kind = "" if row.kind == "step" else f" ({row.kind})"
-    attempts = len(row.attempts)
-    count = f"{attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
-    out.append(
-        f"  {_mark(row.status)} {(row.name + kind).ljust(width)}  {row.status.ljust(10)}"
-        f"{count.ljust(12)}{_took(row.duration_ms).rjust(9)}".rstrip()
-    )
-    if attempts > 1 or row.error:
-        for a in row.attempts:
-            out.append(_attempt_line(a))
-    for note in row.waits:
-        mark = "⊘" if "abandoned" in note else "?" if row.status == "in_doubt" else "⏸"
-        out.append(f"      {mark} {note}")
-
-
-def _attempt_line(a: Attempt) -> str:
-    # Unknown durations (a lost attempt never finished) are left out, not shown as "-".
-    took = f" {span(a.duration_ms)}" if a.duration_ms is not None else ""
-    detail = f"   {a.error}" if a.error else ""
-    return f"      attempt {a.number}  {_mark(a.outcome)} {a.outcome.replace('_', ' ')}{took}{detail}"
-
-
-def _took(ms: float | None) -> str:
-    return span(ms) if ms is not None else ""
-
-
-def format_timeline(timeline: Timeline, result: Any = None) -> str:
-    e = timeline.execution
-    ran = f"   ran {span(e.duration_ms)}" if e.duration_ms is not None else ""
-    out = [
-        f"{e.workflow}  {e.execution_id}  [{e.status.upper()}]",
-        f"  created {when(e.created_at)}{ran}",
-        "",
-        f"  {timeline.headline}",
-        "",
-        "steps:",
-    ]
-    width = max([len(r.name) + (0 if r.kind == "step" else len(r.kind) + 3) for r in timeline.rows] + [8])
-    for row in timeline.main:
-        _format_row(row, out, width)
-    if not timeline.main:
-        out.append("  (none)")
-    comp = e.compensation or {}
-    if comp or timeline.compensation:
-        out += ["", f"compensation: {comp['status']}" if comp.get("status") else "compensation:"]
-        for row in timeline.compensation:
-            _format_row(row, out, width)
-        if comp.get("error"):
-            out.append(f"  ✗ {error_text(comp['error'])}")
-    if result is not None:
-        out += ["", f"result: {json.dumps(result, ensure_ascii=False)}"]
-    return "\n".join(out)
-
-
-def format_journal(entries: Sequence[dict[str, Any]]) -> str:
-    """A journal as a table: phase, op, name, kind, status, attempts, errors."""
-    if not entries:
-        return "(empty journal)"
-    head = ("PHASE", "OP", "NAME", "KIND", "STATUS", "ATTEMPTS", "ERRORS")
-    rows = [head]
-    for e in entries:
-        errors = ", ".join(str(x.get("code")) for x in e.get("errors") or [])
-        attempt = str(e["attempt"]) if e.get("attempt") else ""
-        status = str(e.get("status", ""))
-        rows.append(
-            (e["phase"], str(e["op"]), str(e.get("name")), str(e.get("kind")), status, attempt, errors)
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
-
-
-def format_list(records: Sequence[ExecutionRecord]) -> str:
-    if not records:
-        return "no executions"
-    head = ("EXECUTION", "WORKFLOW", "STATUS", "CREATED", "DURATION", "FAILED STEP / COMPENSATION")
-    rows = [head]
-    for e in records:
-        comp = (e.compensation or {}).get("status")
-        note = " / ".join(x for x in (e.failed_step, f"compensation {comp}" if comp else None) if x)
-        rows.append((e.execution_id, e.workflow, e.status, when(e.created_at), _took(e.duration_ms), note))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
-    return "\n".join(
-        ("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])) + "  " + r[-1]).rstrip()
-        for r in rows
-    )
-
-
-def _record_json(e: ExecutionRecord) -> dict[str, Any]:
-    return {k: getattr(e, k) for k in e.__dataclass_fields__}
-
-
 # -- commands -------------------------------------------------------------------------
 
 
@@ -320,8 +195,8 @@ async def cmd_journal(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _with_runtime(args: argparse.Namespace, action: Any, after: Any = None) -> Any:
-    from .client._client import create_durable_workflow
-    from .local import LocalNamespace
+    from ..client._client import create_durable_workflow
+    from ..local import LocalNamespace
 
     history = LocalD1(args.history or args.db)
     try:
@@ -477,7 +352,7 @@ async def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from .history._server import serve, serve_runtime
+    from ..history._server import serve, serve_runtime
 
     if args.app:
         try:
@@ -498,141 +373,3 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if asyncio.iscoroutine(result):
         result = asyncio.run(result)
     return int(result or 0)
-
-
-# -- parser ---------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="workkit-workflow",
-        description="Inspect and operate durable workflow executions of the local runtime.",
-        epilog="exit codes: 0 success, 1 failure (not found, refused), 2 usage error",
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--db", default="workflows.db", help="local runtime SQLite file (default: %(default)s)"
-    )
-    common.add_argument("--history", help="history database (default: the --db file)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("list", parents=[common], help="list executions, newest first")
-    p.add_argument("--workflow", help="only this workflow")
-    p.add_argument("--status", action="append", choices=STATUSES, help="only this status (repeatable)")
-    p.add_argument("--since", help="created at or after (epoch seconds or ISO date)")
-    p.add_argument("--until", help="created before (epoch seconds or ISO date)")
-    p.add_argument("--limit", type=int, default=50, help="page size, 1-200 (default: %(default)s)")
-    p.add_argument("--cursor", help="continue after a previous page")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=cmd_list)
-
-    p = sub.add_parser("show", parents=[common], help="one execution as a step timeline")
-    p.add_argument("execution_id")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=cmd_show)
-
-    p = sub.add_parser(
-        "journal",
-        aliases=["steps"],
-        parents=[common],
-        help="one execution's journal entries, outputs included",
-    )
-    p.add_argument("execution_id")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=cmd_journal)
-
-    driving = argparse.ArgumentParser(add_help=False)
-    driving.add_argument(
-        "--app",
-        required=True,
-        help="module[:attr] defining your workflows (imported so the runtime can drive them)",
-    )
-    driving.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        help="seconds to let the execution run on (default: %(default)s)",
-    )
-
-    p = sub.add_parser("cancel", parents=[common, driving], help="cancel an execution (compensation runs)")
-    p.add_argument("execution_id")
-    p.add_argument("--reason", help="recorded with the cancellation")
-    p.set_defaults(run=cmd_cancel)
-
-    p = sub.add_parser("resume", parents=[common, driving], help="send an event to a waiting execution")
-    p.add_argument("execution_id")
-    p.add_argument("event_type")
-    p.add_argument("--payload", help="event payload as JSON")
-    p.add_argument("--event-id", help="idempotency id: a second delivery with it is ignored")
-    p.add_argument(
-        "--force", action="store_true", help="send it even if the execution waits for another event type"
-    )
-    p.set_defaults(run=cmd_resume)
-
-    p = sub.add_parser(
-        "restart",
-        parents=[common, driving],
-        help="start a new execution reusing an old one's journal up to a step (after a fix)",
-    )
-    p.add_argument("execution_id")
-    p.add_argument("--from-step", required=True, help="the first step to run again")
-    p.add_argument("--new-id", help="the new execution's id (default: a new UUID)")
-    p.add_argument("--input", help="new input as JSON (default: the old execution's)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=cmd_restart)
-
-    p = sub.add_parser(
-        "serve",
-        parents=[common],
-        help="serve the timeline pages over HTTP (with --app: also run the runtime and take commands)",
-    )
-    p.add_argument(
-        "--app",
-        help="module[:attr] defining your workflows: serve then owns the --db file, runs its"
-        " executions and takes `cancel`/`resume` from other shells",
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8787)
-    p.set_defaults(run=cmd_serve)
-
-    p = sub.add_parser("demo", help="run the demo")
-    p.set_defaults(run=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    with_replace = getattr(out, "reconfigure", None)
-    if with_replace is not None and (out.encoding or "").lower() not in ("utf-8", "utf8"):
-        with_replace(errors="replace")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.run in (cmd_cancel, cmd_resume, cmd_restart):
-            if not os.path.exists(args.db):
-                raise CliError(f"no runtime database at {args.db!r} (use --db PATH)")
-            _import_app(args.app)
-        elif args.run is cmd_serve:
-            _import_app(args.app)
-        result = args.run(args, out)
-        if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
-        return int(result)
-    except CliError as exc:
-        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
-        return exc.code
-    except WorkflowError as exc:
-        print(f"workkit-workflow: error: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
-    except DatabaseInUseError as exc:  # e.g. the demo's file, held by a serve
-        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (OSError, sqlite3.Error) as exc:
-        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
