@@ -287,11 +287,18 @@ def _waiting_for(args: argparse.Namespace) -> list[str]:
     return waiting
 
 
-async def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
+def _json_option(text: str | None, flag: str) -> Any:
+    """The JSON value of a command-line option, or None when it was not given."""
+    if text is None:
+        return None
     try:
-        payload = json.loads(args.payload) if args.payload is not None else None
+        return json.loads(text)
     except ValueError as exc:
-        raise CliError(f"--payload is not JSON: {exc}", EXIT_USAGE) from None
+        raise CliError(f"{flag} is not JSON: {exc}", EXIT_USAGE) from None
+
+
+async def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
+    payload = _json_option(args.payload, "--payload")
     waiting = _waiting_for(args)
 
     async def action(client: Any) -> bool:
@@ -317,10 +324,7 @@ async def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
-    try:
-        new_input = json.loads(args.input) if args.input is not None else None
-    except ValueError as exc:
-        raise CliError(f"--input is not JSON: {exc}", EXIT_USAGE) from None
+    new_input = _json_option(args.input, "--input")
     owner = current_owner(args.db)
     if owner is not None:
         who = f"the server at {owner.address}" if owner.address else f"process {owner.pid or '(unknown)'}"
