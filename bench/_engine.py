@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import time
@@ -19,23 +20,34 @@ from . import _workflows as wf
 
 
 class Engine:
-    """One LocalNamespace on a SQLite file; runs the N-step workflow to completion.
+    """One LocalNamespace on a SQLite file; runs an N-step workflow to completion.
 
-    ``interleave="none"``: storage awaits do not yield to other requests (there
-    are none in this measurement), so the figure is the engine's own cost.
+    The runtime's default interleaving (``interleave="storage"``: every storage
+    await may let another request run), so the figure is what an application gets.
+    ``history=True`` adds the history projection (a local D1 next to the file).
     """
 
-    def __init__(self, path: str, synchronous: str) -> None:
-        self.ns = LocalNamespace(path, synchronous=synchronous, interleave="none")
+    def __init__(self, path: str, synchronous: str, *, history: bool = False) -> None:
+        env = None
+        if history:
+            from workkit_workflow.history import LocalD1
+
+            self.d1: Any = LocalD1(path + ".d1")
+            env = {"HISTORY_DB": self.d1}
+        self.ns = LocalNamespace(path, synchronous=synchronous, env=env)
         self.client = create_durable_workflow(self.ns)
         self._runs = 0
+        self.last_writes = 0
+        """Storage writes of the last run."""
 
-    async def run(self, steps: int) -> float:
+    async def run(self, steps: int, workflow: Any = wf.linear) -> float:
         self._runs += 1
         execution_id = f"linear-{steps}-{self._runs}"
+        writes = self.ns.stats.writes
         start = time.perf_counter()
-        handle = await self.client.run(wf.linear, {"n": steps}, execution_id=execution_id)
+        handle = await self.client.run(workflow, {"n": steps}, execution_id=execution_id)
         elapsed = time.perf_counter() - start
+        self.last_writes = self.ns.stats.writes - writes
         status = await handle.status()
         if status != "completed":
             raise RuntimeError(f"bench execution {execution_id} ended {status}")
@@ -205,14 +217,15 @@ class ConcurrencyResult:
     steps: int
     synchronous: str
     wall: float
+    cpu: float
     latencies: list[float]
-    peak_bytes: int
+    gc_collections: int
 
 
-async def concurrency(
-    workdir: str, executions: int, steps: int, synchronous: str, *, trace: bool
-) -> ConcurrencyResult:
-    path = os.path.join(workdir, f"conc-{synchronous}-{executions}-{int(trace)}.db")
+async def concurrency(workdir: str, executions: int, steps: int, synchronous: str) -> ConcurrencyResult:
+    """``executions`` executions of ``steps`` steps started at once on one namespace:
+    wall time, process CPU and the garbage collector's runs while they ran."""
+    path = os.path.join(workdir, f"conc-{synchronous}-{executions}-{time.monotonic_ns()}.db")
     # The default interleaving: every storage await lets another request run.
     ns = LocalNamespace(path, synchronous=synchronous)
     client = create_durable_workflow(ns)
@@ -225,22 +238,19 @@ async def concurrency(
 
     try:
         await client.run(wf.linear, {"n": 2}, execution_id="warm")
-        if trace:
-            tracemalloc.start()
-        start = time.perf_counter()
+        collections = sum(s["collections"] for s in gc.get_stats())
+        cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(executions)))
-        wall = time.perf_counter() - start
-        peak = 0
-        if trace:
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        collections = sum(s["collections"] for s in gc.get_stats()) - collections
         for i in (0, executions - 1):
             status = await client.execution(f"c-{i}").status()
             if status != "completed":
                 raise RuntimeError(f"concurrent execution c-{i} ended {status}")
     finally:
         await ns.close()
-    return ConcurrencyResult(executions, steps, synchronous, wall, latencies, peak)
+        os.remove(path)
+    return ConcurrencyResult(executions, steps, synchronous, wall, cpu, latencies, collections)
 
 
 def describe_stats(stats: Any) -> dict[str, Any]:

@@ -9,18 +9,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Spread:
-    """Median and the 10th/90th percentiles of repeated measurements."""
+    """Median, minimum and maximum of repeated measurements."""
 
     median: float
-    p10: float
-    p90: float
+    low: float
+    high: float
     n: int
 
     def fmt(self, unit: float = 1.0, digits: int = 3) -> str:
-        return f"{self.median * unit:.{digits}f} [{self.p10 * unit:.{digits}f}-{self.p90 * unit:.{digits}f}]"
+        """``median [min-max]``."""
+        return f"{self.median * unit:.{digits}f} [{self.low * unit:.{digits}f}-{self.high * unit:.{digits}f}]"
 
     def as_dict(self) -> dict[str, float]:
-        return {"median": self.median, "p10": self.p10, "p90": self.p90, "n": self.n}
+        return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -37,7 +38,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def spread(values: Sequence[float]) -> Spread:
-    return Spread(statistics.median(values), percentile(values, 10), percentile(values, 90), len(values))
+    return Spread(statistics.median(values), min(values), max(values), len(values))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from workkit_workflow import WorkflowContext, workflow
@@ -18,6 +19,18 @@ async def linear(ctx: WorkflowContext, input: Any) -> int:
     n = int(input["n"])
     for i in range(n):
         await ctx.step(f"step-{i:05d}", work, i)
+    return n
+
+
+@workflow("bench-linear-yield")
+async def linear_yield(ctx: WorkflowContext, input: Any) -> int:
+    """N sequential steps with a turn of the event loop between them, as a body that
+    awaits something else between steps does: each step's completion is then written
+    on its own (the deferral only joins writes within one loop turn)."""
+    n = int(input["n"])
+    for i in range(n):
+        await ctx.step(f"step-{i:05d}", work, i)
+        await asyncio.sleep(0)
     return n
 
 

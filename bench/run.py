@@ -1,20 +1,19 @@
-"""``python -m bench [--quick]``: the engine against the floor and DBOS, in one run.
+"""``python -m bench [--quick]``: the engine against its targets, the floor and the peers, in one run.
 
-Sections:
+Sections (issue #16 names the targets; each is printed MET or MISSED with min / median / max):
 
-1. per-step cost of an N-step workflow at synchronous=FULL and NORMAL (WAL):
-   the engine (LocalNamespace on SQLite, ``interleave="none"``), the floor
-   (one raw committed SQLite write per step, same row size and pragmas) and
-   DBOS Transact on SQLite (same pragmas, in a subprocess); medians with
-   p10-p90 over repeated runs, and the ratios;
-2. cold replay against journal length: a new object resumes an execution
-   that finished N steps (one list, decode, replay), time and peak memory;
-3. storage operations and bytes per step, counted at the storage port;
-4. many concurrent executions: throughput, latency, peak memory;
-5. the real runtime (workerd with Python Durable Objects, the ../shared/runtime kit): the
-   engine over the SQL journal and over the key-value API next to the raw ``put`` and
-   ``sql.exec`` floors, in one workerd run (``--real-runtime``: this section alone); a
-   "not available: <reason>" line where the kit cannot be built.
+1. the engine's own CPU per step on an in-memory Storage port, a 1,000-step execution,
+   on CPython and under Pyodide (``bench._memory``, through the repo's Node harness);
+2. per-step cost on SQLite (WAL, ``synchronous=FULL`` and ``NORMAL``, the runtime's default
+   interleaving): the engine, the same with a body that yields between steps, the same with
+   the history projection, the floor (one raw committed write per step) and the peers
+   (DBOS, Temporal, Restate: each in its own process, "not installed" when absent), all
+   interleaved run by run; then the cost per execution;
+3. cold replay of 10,000 and 50,000 finished steps: time and peak memory (tracemalloc);
+4. storage operations and bytes per step, counted at the storage port;
+5. 10 to 5,000 concurrent executions on one local runtime: executions/s, CPU per execution;
+6. the real runtime (workerd with Python Durable Objects; ``--real-runtime``: this section
+   alone; skipped by ``--quick``).
 
 Timings are printed, never asserted. ``--profile`` prints the engine's hot spots.
 """
@@ -29,21 +28,16 @@ import json
 import os
 import platform
 import pstats
-import signal
-import subprocess
+import sqlite3
 import sys
 import tempfile
+import time
 from typing import Any
 
-from . import _engine, _realruntime
-from ._floor import Floor
-from ._stats import spread, table
+from . import _engine, _memory, _peers, _pyodide, _realruntime, _report, _sqlite
+from ._targets import Verdict, skipped
 
-SYNCS = ("FULL", "NORMAL")
-TARGET_FLOOR_RATIO = 1.5
-TARGET_FLOOR_SLACK = 0.1e-3
-TARGET_DBOS = {"FULL": 5.0, "NORMAL": 15.0}
-TARGET_REPLAY_1000 = 20e-3
+MEMORY_STEPS = 1000
 
 
 def machine() -> dict[str, Any]:
@@ -56,217 +50,47 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    import sqlite3
-
     return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
+        "load": os.getloadavg(),
     }
 
 
-class DbosPeer:
-    """DBOS in a child process, driven one run at a time (see bench._dbos_worker)."""
-
-    def __init__(self, workdir: str, synchronous: str) -> None:
-        cmd = [sys.executable, "-m", "bench._dbos_worker", "--synchronous", synchronous, "--dir", workdir]
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if not first:
-            raise RuntimeError(f"DBOS did not start:\n{self.proc.communicate()[1][-2000:]}")
-        info = json.loads(first)
-        self.pragmas = [info["journal_mode"], info["synchronous"]]
-        # DBOS keeps background threads (queue and recovery pollers): stopped
-        # between its runs, they take no CPU from the engine's and the floor's.
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def run(self, steps: int) -> float:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-        try:
-            self.proc.stdin.write(f"{steps}\n")
-            self.proc.stdin.flush()
-            return float(self.proc.stdout.readline())
-        finally:
-            os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+async def memory_section(reps: int, quick: bool) -> tuple[list[Verdict], dict[str, Any]]:
+    cpython = await _memory.per_step(MEMORY_STEPS, max(reps, 5))
+    verdicts = _report.memory_cpu("CPython", cpython, MEMORY_STEPS)
+    pyo = _pyodide.measure(MEMORY_STEPS, max(reps, 5))
+    if isinstance(pyo, _pyodide.Unavailable):
+        verdicts += _report.memory_cpu("Pyodide", None, MEMORY_STEPS, pyo.reason)
+        return verdicts, {"cpython": cpython, "pyodide": pyo.reason}
+    verdicts += _report.memory_cpu(f"Pyodide {pyo['pyodide']}", pyo["per_step"], MEMORY_STEPS)
+    return verdicts, {"cpython": cpython, "pyodide": pyo}
 
 
-def start_dbos(workdir: str, synchronous: str) -> DbosPeer | None:
-    try:
-        import dbos  # noqa: F401
-    except ImportError:
-        print("  (dbos is not installed: pip install -e '.[bench]' to compare with DBOS)", file=sys.stderr)
-        return None
-    return DbosPeer(workdir, synchronous)
+async def concurrency_section(workdir: str, counts: list[int], reps: int) -> dict[int, list[Any]]:
+    results: dict[int, list[Any]] = {n: [] for n in counts}
+    for _ in range(reps):
+        for n in counts:
+            results[n].append(await _engine.concurrency(workdir, n, 5, "NORMAL"))
+    return results
 
 
-async def per_step(workdir: str, sizes: list[int], reps: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for sync in SYNCS:
-        engine = _engine.Engine(os.path.join(workdir, f"engine-{sync}.db"), sync)
-        floor = Floor(os.path.join(workdir, f"floor-{sync}.db"), sync)
-        dbos = start_dbos(workdir, sync)
-        try:
-            await engine.run(10)  # warm up imports, caches, the file
-            row = round(await engine.bytes_per_write(100))
-            floor.run(10, row)
-            eng: dict[int, list[float]] = {n: [] for n in sizes}
-            flo: dict[int, list[float]] = {n: [] for n in sizes}
-            dbo: dict[int, list[float]] = {n: [] for n in sizes}
-            for _ in range(reps):
-                # Interleaved, so drift in the machine (fsync latency) hits all alike.
-                for n in sizes:
-                    eng[n].append(await engine.run(n) / n)
-                    flo[n].append(floor.run(n, row) / n)
-                    if dbos is not None:
-                        dbo[n].append(dbos.run(n) / n)
-        finally:
-            await engine.close()
-            floor.close()
-            if dbos is not None:
-                dbos.close()
-        out[sync] = {
-            "row_bytes": row,
-            "engine": eng,
-            "floor": flo,
-            "dbos": dbo if dbos is not None else None,
-            "dbos_pragmas": dbos.pragmas if dbos is not None else None,
-        }
-    return out
-
-
-def print_per_step(results: dict[str, Any], sizes: list[int]) -> list[str]:
-    verdicts: list[str] = []
-    for sync, res in results.items():
-        print(
-            f"\n== per-step cost, WAL + synchronous={sync} (ms per step, median [p10-p90]);"
-            f" floor row = {res['row_bytes']} bytes"
-        )
-        rows = []
-        for n in sizes:
-            e = spread(res["engine"][n])
-            f = spread(res["floor"][n])
-            d = spread(res["dbos"][n]) if res["dbos"] else None
-            rows.append(
-                [
-                    n,
-                    e.fmt(1e3),
-                    f.fmt(1e3),
-                    d.fmt(1e3) if d else "-",
-                    f"{e.median / f.median:.2f}x",
-                    f"{(e.median - f.median) * 1e3:+.3f}",
-                    f"{d.median / e.median:.1f}x" if d else "-",
-                ]
-            )
-        print(table(["N", "engine", "floor", "DBOS", "eng/floor", "eng-floor ms", "DBOS/eng"], rows))
-        big = max(sizes)
-        e = spread(res["engine"][big]).median
-        f = spread(res["floor"][big]).median
-        ok = e <= TARGET_FLOOR_RATIO * f + TARGET_FLOOR_SLACK
-        verdicts.append(
-            f"[{'MET' if ok else 'MISSED'}] {sync}: engine {e * 1e3:.3f} ms/step at N={big} <= 1.5 x floor"
-            f" {f * 1e3:.3f} + 0.1 ms = {(TARGET_FLOOR_RATIO * f + TARGET_FLOOR_SLACK) * 1e3:.3f} ms"
-        )
-        if res["dbos"]:
-            d = spread(res["dbos"][big]).median
-            want = TARGET_DBOS[sync]
-            verdicts.append(
-                f"[{'MET' if d / e >= want else 'MISSED'}] {sync}: DBOS/engine = {d / e:.1f}x at N={big}"
-                f" (target >= {want:g}x)"
-            )
-    return verdicts
-
-
-def print_replay(results: list[_engine.ReplayResult]) -> list[str]:
-    print("\n== cold replay: a new object resumes an execution after N finished steps (synchronous=NORMAL)")
-    rows = []
-    verdicts = []
-    for r in results:
-        total = spread(r.total)
-        ld = spread(r.list_decode)
-        rows.append(
-            [
-                r.steps,
-                f"{r.journal_bytes / 1024:.0f}",
-                total.fmt(1e3, 2),
-                ld.fmt(1e3, 2),
-                f"{total.median / r.steps * 1e6:.1f}",
-                f"{r.peak_bytes / 2**20:.1f}",
-            ]
-        )
-        if r.steps == 1000:
-            ok = total.median <= TARGET_REPLAY_1000
-            verdicts.append(
-                f"[{'MET' if ok else 'MISSED'}] cold replay of 1,000 steps: {total.median * 1e3:.2f} ms"
-                " (target <= 20 ms)"
-            )
-    print(
-        table(
-            ["N", "journal KiB", "resume ms", "list+decode ms", "us/step", "peak MiB (tracemalloc)"],
-            rows,
-        )
-    )
-    return verdicts
-
-
-def print_ops(results: list[_engine.OpsResult]) -> None:
-    print("\n== storage operations at the port (one N-step execution, start to finish)")
-    rows = [
-        [
-            r.steps,
-            r.writes,
-            f"{r.writes / r.steps:.3f}",
-            r.reads,
-            r.lists,
-            f"{r.bytes_written / r.steps:.0f}",
-            f"{r.first_writes_bytes:.0f}",
-            f"{r.last_writes_bytes:.0f}",
-        ]
-        for r in results
-    ]
-    print(
-        table(
-            ["N", "writes", "writes/step", "reads", "lists", "bytes/step", "B/write first 10", "last 10"],
-            rows,
-        )
-    )
-
-
-def print_concurrency(results: list[_engine.ConcurrencyResult]) -> None:
-    print("\n== concurrent executions on one LocalNamespace (default interleaving)")
-    rows = []
-    for r in results:
-        lat = spread(r.latencies)
-        from ._stats import percentile
-
-        rows.append(
-            [
-                f"{r.executions} x {r.steps} steps",
-                r.synchronous,
-                f"{r.wall:.2f}",
-                f"{r.executions / r.wall:.0f}",
-                f"{r.executions * r.steps / r.wall:.0f}",
-                f"{lat.median * 1e3:.0f}",
-                f"{percentile(r.latencies, 99) * 1e3:.0f}",
-                f"{r.peak_bytes / 2**20:.1f}" if r.peak_bytes else "-",
-            ]
-        )
-    print(table(["load", "sync", "wall s", "exec/s", "steps/s", "p50 ms", "p99 ms", "peak MiB"], rows))
-
-
-async def profile(workdir: str, steps: int, synchronous: str) -> None:
-    engine = _engine.Engine(os.path.join(workdir, f"profile-{synchronous}.db"), synchronous)
+async def profile(workdir: str, steps: int) -> None:
+    prof = cProfile.Profile()
+    await _memory.run_once(10)
+    prof.enable()
+    await _memory.run_once(steps)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(30)
+    print(f"\n== cProfile of one {steps}-step execution on memory storage (by own time)")
+    print(buf.getvalue())
+    engine = _engine.Engine(os.path.join(workdir, "profile.db"), "NORMAL")
     try:
         await engine.run(10)
         prof = cProfile.Profile()
@@ -276,69 +100,82 @@ async def profile(workdir: str, steps: int, synchronous: str) -> None:
     finally:
         await engine.close()
     buf = io.StringIO()
-    stats = pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime")
-    stats.print_stats(25)
-    print(f"\n== cProfile of one {steps}-step execution at synchronous={synchronous} (by own time)")
+    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(25)
+    print(f"\n== cProfile of one {steps}-step execution on SQLite, synchronous=NORMAL (by own time)")
     print(buf.getvalue())
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
-    sizes = [1, 10, 100] if quick else [1, 10, 100, 1000]
+    sizes = [10, 1000] if quick else [1, 10, 100, 1000]
     reps = args.reps or (3 if quick else 7)
-    replay_lengths = [10, 100, 1000] if quick else [10, 100, 1000, 10000]
-    conc = 200 if quick else 1000
     info = machine()
     print(
-        f"workkit_workflow bench on {info['cpu']} ({info['nproc']} cpu), Python {info['python']},"
-        f" SQLite {info['sqlite']}; {reps} runs per cell" + (" (--quick)" if quick else "")
+        f"workkit_workflow bench, {info['date']}, on {info['cpu']} ({info['nproc']} cpu),"
+        f" Python {info['python']}, SQLite {info['sqlite']}, {info['platform']};"
+        f" load average {info['load'][0]:.2f} at start;"
+        f" {reps} interleaved runs per cell" + (" (--quick)" if quick else "")
     )
-    real_steps, real_rounds = (100, 3) if quick else (200, 5)
     if args.real_runtime:
-        real = _realruntime.measure(real_steps, args.reps or real_rounds)
-        verdicts = _realruntime.report(real)
+        real = _realruntime.measure(200, args.reps or 5)
+        lines = _realruntime.report(real)
         print("\n== targets")
-        for line in verdicts:
-            print(line)
+        print("\n".join(lines))
         return {"machine": info, "real_runtime": real if isinstance(real, dict) else vars(real)}
     with tempfile.TemporaryDirectory(prefix="workkit-bench-", dir=args.dir) as workdir:
         if args.profile:
-            await profile(workdir, max(sizes), "NORMAL")
+            await profile(workdir, 1000)
             return {}
-        verdicts: list[str] = []
-        steps = await per_step(workdir, sizes, reps)
-        verdicts += print_per_step(steps, sizes)
-        replay = await _engine.cold_replay(workdir, replay_lengths, max(3, reps))
-        verdicts += print_replay(replay)
+        verdicts, memory = await memory_section(reps, quick)
+        peer_python = _peers.python_for_peers(args.peer_python)
+        steps = await _sqlite.measure(workdir, sizes, reps, peer_python, args.peers)
+        verdicts += _report.per_step(steps, sizes)
+        _report.per_execution(steps, 10)
+        replay = await _engine.cold_replay(workdir, [1000, 10000, 50000], reps)
+        verdicts += _report.replay(replay)
         ops = await _engine.storage_ops(workdir, [10, 100, 1000])
-        print_ops(ops)
-        concurrent = [
-            await _engine.concurrency(workdir, conc, 5, sync, trace=False) for sync in ("NORMAL", "FULL")
-        ]
-        concurrent.append(await _engine.concurrency(workdir, conc, 5, "NORMAL", trace=True))
-        print_concurrency(concurrent)
-        real = _realruntime.measure(real_steps, real_rounds)
-        verdicts += _realruntime.report(real)
-        print("\n== targets")
-        for line in verdicts:
-            print(line)
+        verdicts += _report.ops(ops)
+        conc = await concurrency_section(workdir, [10, 100, 1000, 5000], 2 if quick else 3)
+        verdicts += _report.concurrency(conc)
+        real: Any = "skipped (--quick)"
+        if not quick:
+            real = _realruntime.measure(200, 5)
+            verdicts += [Verdict(line, None) for line in _realruntime.report(real)]
+        else:
+            verdicts.append(
+                skipped("real runtime (issue #11)", "skipped by --quick; python -m bench --real-runtime")
+            )
+        info["load_end"] = os.getloadavg()
+        print(f"\nload average {info['load_end'][0]:.2f} at the end")
+        totals = _report.summary(verdicts)
     return {
         "machine": info,
-        "per_step": steps,
+        "targets": [v.as_dict() for v in verdicts],
+        "totals": totals,
+        "memory_cpu": memory,
+        "per_step": [vars(r) for r in steps],
         "replay": [vars(r) for r in replay],
         "storage_ops": [vars(r) for r in ops],
-        "concurrency": [vars(r) for r in concurrent],
-        "real_runtime": real if isinstance(real, dict) else vars(real),
+        "concurrency": {n: [vars(r) for r in runs] for n, runs in conc.items()},
+        "real_runtime": real if isinstance(real, (dict, str)) else vars(real),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs (about 30 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="N of 10 and 1,000, 3 runs per cell (a couple of minutes)"
+    )
     parser.add_argument("--reps", type=int, default=0, help="runs per cell (default 7, quick 3)")
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: the temp dir)")
     parser.add_argument("--profile", action="store_true", help="print the engine's hot spots and stop")
+    parser.add_argument(
+        "--peers", nargs="*", default=list(_peers.PEERS), help="peers to run (default: DBOS Temporal Restate)"
+    )
+    parser.add_argument(
+        "--peer-python", default=None, help="the Python that runs the peers (default: this one)"
+    )
     parser.add_argument(
         "--real-runtime",
         action="store_true",
@@ -353,4 +190,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

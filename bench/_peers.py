@@ -1,0 +1,108 @@
+"""The peers, each in its own process, driven one run at a time.
+
+A peer worker (``bench._dbos_worker``, ``bench._temporal_worker``) prints one JSON
+line about itself, then reads step counts from stdin, one per line, runs a workflow
+of that many steps and answers each with the seconds it took, so the parent
+interleaves the peers' runs with its own. Between runs a peer is stopped
+(SIGSTOP): its background threads and servers take no CPU from the others.
+
+A peer that is not installed is reported, never silently left out: DBOS, Restate
+and Temporal come with the ``bench`` extra (``pip install -e '.[bench]'``); the
+Restate server is a separate binary (``restate-server`` on PATH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Missing:
+    name: str
+    reason: str
+
+
+PEERS = {
+    "DBOS": ("bench._dbos_worker", "dbos"),
+    "Temporal": ("bench._temporal_worker", "temporalio"),
+    "Restate": ("bench._restate_worker", "restate"),
+}
+
+
+class PeerProcess:
+    """One peer worker process."""
+
+    def __init__(self, name: str, module: str, python: str, args: list[str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [python, "-m", module, *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()
+        if not first:
+            raise RuntimeError(f"{name} did not start:\n{self.proc.communicate()[1][-2000:]}")
+        self.info: dict[str, Any] = json.loads(first)
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def run(self, steps: int) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+        try:
+            self.proc.stdin.write(f"{steps}\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.name} stopped:\n{self.proc.communicate()[1][-2000:]}")
+            return float(line)
+        finally:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _importable(python: str, module: str) -> str | None:
+    """None if ``python`` can import ``module``, else the reason it cannot."""
+    probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
+    if probe.returncode == 0:
+        return None
+    return (probe.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+def start(name: str, python: str, workdir: str, synchronous: str) -> PeerProcess | Missing:
+    module, package = PEERS[name]
+    reason = _importable(python, package)
+    if reason is not None:
+        return Missing(name, f"not installed ({reason}): pip install -e '.[bench]'")
+    if name == "Restate" and shutil.which("restate-server") is None:
+        return Missing(name, "not installed: the restate-server binary is not on PATH (PyPI: restate-server)")
+    try:
+        return PeerProcess(name, module, python, ["--synchronous", synchronous, "--dir", workdir])
+    except RuntimeError as exc:
+        return Missing(name, f"could not start: {str(exc)[-600:]}")
+
+
+def python_for_peers(explicit: str | None) -> str:
+    return explicit or sys.executable

@@ -1,0 +1,212 @@
+"""Tables and target verdicts, printed from the measurements of one run."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from . import _engine
+from ._sqlite import SyncResult
+from ._stats import percentile, spread, table
+from ._targets import Verdict, at_least, at_most, ratios, skipped
+
+FLOOR_RATIO = {"FULL": 1.3, "NORMAL": 1.6}
+DBOS_RATIO = {"FULL": 6.0, "NORMAL": 20.0}
+HISTORY_RATIO = 1.3
+MEMORY_CPU = {"CPython": 12e-6, "Pyodide": 30e-6}
+REPLAY = {10_000: 50e-3, 50_000: 250e-3}
+REPLAY_PEAK = 16 * 2**20
+BYTES_PER_STEP = 350
+CONCURRENT_RATE = 1000.0
+FLAT = 1.25
+"""CPU per execution counts as flat when its largest median is within 25% of its smallest."""
+
+
+def memory_cpu(runtime: str, values: list[float] | None, steps: int, reason: str = "") -> list[Verdict]:
+    what = f"engine CPU per step on memory storage, {steps:,}-step execution, {runtime}"
+    print(f"\n== {what} (us per step)")
+    if values is None:
+        print(f"not measured: {reason}")
+        return [skipped(what, reason)]
+    print(f"median [min-max]: {spread(values).fmt(1e6, 1)} over {len(values)} runs")
+    return [at_most(what, values, MEMORY_CPU[runtime.split()[0]], unit=1e6, digits=1, suffix=" us")]
+
+
+def per_step(results: Sequence[SyncResult], sizes: Sequence[int]) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    big = max(sizes)
+    for res in results:
+        names = list(res.series)
+        print(
+            f"\n== per-step cost on SQLite, WAL + synchronous={res.synchronous}, default interleaving"
+            f" (ms per step, median [min-max]); floor row = {res.row_bytes} bytes"
+        )
+        for name, why in res.peers.items():
+            print(f"  {name}: {why}")
+        rows = []
+        for n in sizes:
+            rows.append([n, *(spread(res.series[k][n]).fmt(1e3) if res.series[k][n] else "-" for k in names)])
+        print(table(["N", *names], rows))
+        print(
+            f"writes per step at N={big}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in res.writes_per_step.items())
+            + " (the yielding body has no target: a completion is never held past its loop turn)"
+        )
+        verdicts += _sqlite_verdicts(res, big)
+    return verdicts
+
+
+def _sqlite_verdicts(res: SyncResult, big: int) -> list[Verdict]:
+    sync, s = res.synchronous, res.series
+    out = [
+        at_most(
+            f"{sync}: engine / floor at N={big:,}",
+            ratios(s["engine"][big], s["floor"][big]),
+            FLOOR_RATIO[sync],
+            suffix="x",
+        ),
+        at_most(
+            f"{sync}: engine with history projection / without at N={big:,}",
+            ratios(s["engine + history"][big], s["engine"][big]),
+            HISTORY_RATIO,
+            suffix="x",
+        ),
+    ]
+    if "DBOS" in s and s["DBOS"][big]:
+        dbos = ratios(s["DBOS"][big], s["engine"][big])
+        out.append(
+            at_least(f"{sync}: DBOS / engine at N={big:,}", dbos, DBOS_RATIO[sync], digits=1, suffix="x")
+        )
+    else:
+        out.append(skipped(f"{sync}: DBOS / engine", res.peers.get("DBOS", "DBOS not run")))
+    return out
+
+
+def per_execution(results: Sequence[SyncResult], steps: int) -> None:
+    print(f"\n== per execution: one {steps}-step workflow, start to finish (ms, median [min-max])")
+    names = sorted({k for r in results for k in r.series if k != "floor"}, key=_order)
+    rows = []
+    for name in names:
+        cells = [name]
+        for res in results:
+            values = res.series.get(name, {}).get(steps)
+            cells.append(spread([v * steps for v in values]).fmt(1e3, 2) if values else "-")
+        rows.append(cells)
+    print(table(["system", *(r.synchronous for r in results)], rows))
+    for name in sorted({k for r in results for k in r.peers}):
+        if all(name not in r.series for r in results):
+            print(f"{name}: {results[0].peers[name]}")
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (0 if name.startswith("engine") else 1, name)
+
+
+def replay(results: list[_engine.ReplayResult]) -> list[Verdict]:
+    print("\n== cold replay: a new object resumes an execution after N finished steps (synchronous=NORMAL)")
+    rows, verdicts = [], []
+    for r in results:
+        total = spread(r.total)
+        rows.append(
+            [
+                r.steps,
+                f"{r.journal_bytes / 1024:.0f}",
+                total.fmt(1e3, 2),
+                spread(r.list_decode).fmt(1e3, 2),
+                f"{total.median / r.steps * 1e6:.1f}",
+                f"{r.peak_bytes / 2**20:.1f}",
+            ]
+        )
+        if r.steps in REPLAY:
+            what = f"cold replay of {r.steps:,} steps"
+            verdicts.append(at_most(f"{what}, time", r.total, REPLAY[r.steps], unit=1e3, suffix=" ms"))
+            verdicts.append(
+                at_most(
+                    f"{what}, peak memory (tracemalloc)",
+                    [r.peak_bytes],
+                    REPLAY_PEAK,
+                    unit=2**-20,
+                    digits=1,
+                    suffix=" MiB",
+                )
+            )
+    print(table(["N", "journal KiB", "resume ms", "list+decode ms", "us/step", "peak MiB"], rows))
+    return verdicts
+
+
+def ops(results: list[_engine.OpsResult]) -> list[Verdict]:
+    print("\n== storage operations at the port (one N-step execution, start to finish)")
+    rows = [
+        [
+            r.steps,
+            r.writes,
+            f"{r.writes / r.steps:.3f}",
+            r.reads,
+            r.lists,
+            f"{r.bytes_written / r.steps:.0f}",
+            f"{r.first_writes_bytes:.0f}",
+            f"{r.last_writes_bytes:.0f}",
+        ]
+        for r in results
+    ]
+    print(
+        table(
+            ["N", "writes", "writes/step", "reads", "lists", "bytes/step", "B/write first 10", "last 10"],
+            rows,
+        )
+    )
+    big = max(results, key=lambda r: r.steps)
+    return [
+        at_most(
+            f"bytes per step at N={big.steps:,}", [big.bytes_written / big.steps], BYTES_PER_STEP, digits=0
+        )
+    ]
+
+
+def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Verdict]:
+    print("\n== concurrent executions of 5 steps on one LocalNamespace (SQLite NORMAL, default interleaving)")
+    rows = []
+    cpu_medians: dict[int, float] = {}
+    for count, runs in results.items():
+        rates = [r.executions / r.wall for r in runs]
+        cpus = [r.cpu / r.executions for r in runs]
+        cpu_medians[count] = statistics.median(cpus)
+        latencies = [x for r in runs for x in r.latencies]
+        rows.append(
+            [
+                count,
+                spread(rates).fmt(1, 0),
+                spread(cpus).fmt(1e3, 3),
+                f"{percentile(latencies, 50) * 1e3:.0f}",
+                f"{percentile(latencies, 99) * 1e3:.0f}",
+                f"{statistics.median(r.gc_collections for r in runs):.0f}",
+            ]
+        )
+    print(table(["executions", "exec/s", "CPU ms per execution", "p50 ms", "p99 ms", "gc runs"], rows))
+    top = max(results)
+    flat = max(cpu_medians.values()) / min(cpu_medians.values())
+    return [
+        at_least(
+            f"{top:,} concurrent executions, executions/s",
+            [r.executions / r.wall for r in results[top]],
+            CONCURRENT_RATE,
+            digits=0,
+        ),
+        at_most(
+            f"CPU per execution, largest / smallest median over {', '.join(map(str, results))} executions",
+            [flat],
+            FLAT,
+            suffix="x",
+        ),
+    ]
+
+
+def summary(verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    print("\n== targets")
+    for v in verdicts:
+        print(v.line)
+    met = sum(1 for v in verdicts if v.met)
+    measured = sum(1 for v in verdicts if v.met is not None)
+    print(f"{met} of {measured} measured targets met")
+    return {"met": met, "measured": measured}
