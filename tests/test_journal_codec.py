@@ -10,6 +10,7 @@ import pytest
 
 from workkit_workflow.engine._journal import (
     MAX_VALUE_BYTES,
+    OP_VERSION,
     VERSION,
     JournalFormatError,
     check_size,
@@ -77,9 +78,47 @@ def test_values_round_trip(value: Any) -> None:
 
 
 def test_a_record_gets_the_version_first_and_round_trips() -> None:
-    text = encode_record("j:00000001", {"op": 1, "kind": "step", "output": {"x": "é"}}, what="entry")
-    assert text == '{"v":1,"op":1,"kind":"step","output":{"x":"é"}}'
-    assert decode_record("j:00000001", text) == {"v": VERSION, "op": 1, "kind": "step", "output": {"x": "é"}}
+    text = encode_record("e:000000000001", {"type": "go", "payload": {"x": "é"}}, what="event")
+    assert text == '{"v":1,"type":"go","payload":{"x":"é"}}'
+    assert decode_record("e:000000000001", text) == {"v": VERSION, "type": "go", "payload": {"x": "é"}}
+
+
+def test_an_operation_entry_is_version_2_and_decodes_to_the_version_1_shape() -> None:
+    compact = {"kind": "step", "name": "a", "status": "completed", "attempt": 1, "started_at": 5.0}
+    text = encode_record("j:00000007", {**compact, "finished_at": 6.0, "output": 1}, what="entry")
+    assert text == '{"v":2,"kind":"step","name":"a","status":"completed","attempt":1,"started_at":5.0,' + (
+        '"finished_at":6.0,"output":1}'
+    )
+    assert decode_record("j:00000007", text) == {
+        "v": OP_VERSION,
+        "op": 7,
+        **compact,
+        "attempt_started_at": 5.0,
+        "failures": 0,
+        "lost": 0,
+        "errors": [],
+        "error": None,
+        "finished_at": 6.0,
+        "output": 1,
+    }
+
+
+def test_a_version_2_entry_keeps_the_fields_it_has_and_only_steps_get_step_defaults() -> None:
+    retried = '{"v":2,"kind":"step","name":"a","status":"retrying","attempt":2,"started_at":1.0,' + (
+        '"attempt_started_at":3.0,"failures":1,"errors":[{"code":"E"}],"error":{"code":"E"}}'
+    )
+    entry = decode_record("c:00000002", retried)
+    assert (entry["op"], entry["attempt_started_at"], entry["failures"], entry["lost"]) == (2, 3.0, 1, 0)
+    assert entry["errors"] == [{"code": "E"}] and entry["error"] == {"code": "E"}
+    sleep = decode_record("j:00000003", '{"v":2,"kind":"sleep","name":"s","status":"sleeping","wake_at":9.0}')
+    assert sleep == {"v": 2, "op": 3, "kind": "sleep", "name": "s", "status": "sleeping", "wake_at": 9.0}
+
+
+def test_version_2_is_only_for_operation_entries() -> None:
+    for key in ("meta", "state", "result", "e:000000000001", "i:sha256:00"):
+        with pytest.raises(JournalFormatError, match="journal version 2"):
+            decode_record(key, '{"v":2}')
+        assert encode_record(key, {"x": 1}, what="record").startswith('{"v":1,')
 
 
 def test_a_record_that_has_a_version_is_written_as_it_is() -> None:
@@ -129,7 +168,7 @@ def test_encode_record_names_what_could_not_be_serialized() -> None:
         ("{not json", "not valid JSON"),
         ("[1, 2]", "not a JSON object"),
         ('"v"', "not a JSON object"),
-        ('{"v": 2}', "journal version 2"),
+        ('{"v": 3}', "journal version 3"),
         ('{"op": 1}', "journal version None"),
         ('{"v": "1"}', "journal version '1'"),
     ],

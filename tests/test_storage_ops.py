@@ -56,9 +56,12 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
     return None if request.param == "memory" else str(tmp_path / "ops.db")
 
 
-async def _measure(path: str | None, steps: int) -> tuple[dict[str, int], list[int]]:
+async def _measure(
+    path: str | None, steps: int, start: float = 1_767_225_600.0
+) -> tuple[dict[str, int], list[int]]:
     # A frozen virtual clock: timestamps keep one width, so byte counts are exact.
-    ns = LocalNamespace(path, VirtualClock(auto_advance=False), interleave="none", synchronous="OFF")
+    clock = VirtualClock(start, auto_advance=False)
+    ns = LocalNamespace(path, clock, interleave="none", synchronous="OFF")
     commits = Commits()
     ns.write_hook = commits
     try:
@@ -137,3 +140,24 @@ async def test_a_retry_and_a_sleep_cost_one_write_per_transition(storage: str | 
     # (the nap, two retry backoffs): start, flaky running, retrying or done, park
     # or finish. One write per transition, none spent polling.
     assert writes <= 17, plain_ns_stats
+
+
+async def test_a_step_transition_is_at_most_350_bytes() -> None:
+    # Timestamps as wide as the system clock's (microseconds): three per transition
+    # (the step's start, the previous step's start and finish).
+    _, sizes = await _measure(None, 120, start=1_767_225_600.123456)
+    transitions = sizes[3:-2]
+    assert max(transitions) <= 350, sorted(set(transitions))
+    # What keeps it small: fields at their defaults are not written (journal format v2).
+    ns = LocalNamespace(None, VirtualClock(auto_advance=False), interleave="none")
+    try:
+        client = create_durable_workflow(ns)
+        flow = linear()
+        await client.run(flow, {"n": 1}, execution_id="one")
+        stored = ns.backend.get_many("one", ["j:00000000"])["j:00000000"]
+        for absent in ('"op"', '"errors"', '"failures"', '"lost"', '"error"', "idempotency", "attempt_started"):
+            assert absent not in stored, stored
+        entry = (await client.execution("one").journal())[0]
+        assert (entry["op"], entry["errors"], entry["failures"], entry["error"]) == (0, [], 0, None)
+    finally:
+        await ns.close()

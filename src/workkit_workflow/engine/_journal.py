@@ -12,10 +12,18 @@ One Durable Object holds one execution. Its keys:
 ``o:<seq>``         a history record waiting for delivery to D1 (the outbox)
 ``i:<hash>``        a recorded idempotent result carried over by ``restart``
 
-Every value is JSON text carrying ``"v": 1``: the same bytes on CPython and
-Pyodide, readable from D1 and by people. An operation's entry is rewritten as
-it moves through ``running``, ``retrying`` and a final status, so a step costs
-one write whatever the journal's length.
+Every value is JSON text carrying its format version ``"v"``: the same bytes on
+CPython and Pyodide, readable from D1 and by people. An operation's entry is
+rewritten as it moves through ``running``, ``retrying`` and a final status, so a
+step costs one write whatever the journal's length.
+
+Operation entries (``j:``/``c:``) are written in version 2 (:data:`OP_VERSION`):
+a field at its default is left out (the position, which the key holds; zero
+failure counters; no errors; a null error; an attempt start equal to the step's
+start; the idempotency key and its hash when the key is the derived default,
+which is never looked up) and :func:`decode_record` puts it back, so every reader
+sees the version 1 shape. Version 1 entries still decode as they are; every
+other record is version 1.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from ..definitions._json import loads as loads
 from ..errors import WorkflowError
 
 VERSION: Final = 1
+OP_VERSION: Final = 2
+"""The version operation entries are written in (see the module docstring)."""
 META: Final = "meta"
 STATE: Final = "state"
 RESULT: Final = "result"
@@ -98,13 +108,24 @@ def seq_key(prefix: str, seq: int) -> str:
     return f"{prefix}{seq:012d}"
 
 
+def default_idempotency_key(execution_id: str, prefix: str, op: int, name: str) -> str:
+    """A step's idempotency key when its options give none: derived, so never journaled."""
+    return f"{execution_id}:{prefix}{op}:{name}"
+
+
 EXECUTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$"
 """What an execution id may be: it names a Durable Object and goes into storage keys."""
 
 
+def is_op_key(key: str) -> bool:
+    return key.startswith((MAIN, COMPENSATION))
+
+
 def encode_record(key: str, record: dict[str, Any], *, what: str) -> str:
     """Serialize a journal record (already made of JSON values) and check its size."""
-    text = encode_value({"v": VERSION, **record} if "v" not in record else record, what=what)
+    if "v" not in record:
+        record = {"v": OP_VERSION if is_op_key(key) else VERSION, **record}
+    text = encode_value(record, what=what)
     check_size(key, text, what=what)
     return text
 
@@ -127,12 +148,29 @@ def decode_record(key: str, text: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise JournalFormatError(f"record {key!r} is not a JSON object", key=key)
     version = record.get("v")
+    if version == OP_VERSION and is_op_key(key):
+        return _expand_op(key, record)
     if version != VERSION:
         raise JournalFormatError(
-            f"record {key!r} has journal version {version!r}; this library reads version {VERSION}",
+            f"record {key!r} has journal version {version!r}; this library reads version {VERSION}"
+            f" (and {OP_VERSION} for operation entries)",
             key=key,
             version=version,
         )
+    return record
+
+
+def _expand_op(key: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 operation entry with the fields left out at their defaults put back."""
+    if "op" not in record:
+        record["op"] = op_of(key)
+    if record.get("kind") == "step":
+        record.setdefault("failures", 0)
+        record.setdefault("lost", 0)
+        record.setdefault("errors", [])
+        record.setdefault("error", None)
+        if "started_at" in record:
+            record.setdefault("attempt_started_at", record["started_at"])
     return record
 
 

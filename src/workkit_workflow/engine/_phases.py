@@ -232,6 +232,8 @@ class Phases:
             settled = {**entry, "status": status, "settled_at": now}
             if status == "in_doubt":
                 # Kept for compensation: the key lets an undo find the effect.
-                settled["idempotency_key"] = entry.get("idempotency_key")
+                settled["idempotency_key"] = entry.get("idempotency_key") or jn.default_idempotency_key(
+                    self.execution.execution_id, prefix, op, str(entry.get("name"))
+                )
             puts[key] = jn.encode_record(key, settled, what=f"journal entry of {entry.get('name')!r}")
         return puts

@@ -29,7 +29,7 @@ def idempotency_key(run: PhaseRun, op: int, name: str, options: StepOptions, att
     execution = run.execution
     spec = options.idempotency_key
     if spec is None:
-        return f"{execution.execution_id}:{run.prefix}{op}:{name}"
+        return jn.default_idempotency_key(execution.execution_id, run.prefix, op, name)
     if isinstance(spec, str):
         return spec
     ctx = StepContext(execution.execution_id, execution.workflow_name, name, attempt, "", execution.input)
@@ -83,7 +83,7 @@ def defer_with_output(run: PhaseRun, op: int, record: dict[str, Any], output_tex
     # the step's return value is decoded from it: first run and replay see
     # the same value (tuples become lists, as they will on replay).
     key = jn.op_key(run.prefix, op)
-    envelope = jn.dumps({"v": jn.VERSION, **record})
+    envelope = jn.dumps({"v": jn.OP_VERSION, **record})
     text = envelope[:-1] + ',"output":' + output_text + "}"
     jn.check_size(key, text, what=f"output of step {record['name']!r}")
     record["output"] = jn.loads(output_text)

@@ -138,8 +138,10 @@ async def _attempt(
         progress.key_text,
         execution.input,
     )
-    key_hash = hash_key(progress.key_text)
-    if options.idempotency_key is not None:
+    # Only a key the options give is journaled and looked up: a derived key is
+    # unique to this execution, so no other step can ever have recorded it.
+    key_hash = None if options.idempotency_key is None else hash_key(progress.key_text)
+    if key_hash is not None:
         reused = execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
@@ -161,25 +163,30 @@ async def _attempt(
 
 
 async def _start_attempt(
-    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str
+    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str | None
 ) -> dict[str, Any]:
     now = run.execution.now()
     if progress.first_started is None:
         progress.first_started = now
+    # Fields at their defaults are left out (journal format v2, see _journal).
     running: dict[str, Any] = {
-        "op": op,
         "kind": "step",
         "name": name,
         "status": "running",
         "attempt": progress.attempt,
-        "failures": progress.failures,
-        "lost": progress.lost,
         "started_at": progress.first_started,
-        "attempt_started_at": now,
-        "idempotency_key": progress.key_text,
-        "idempotency_hash": key_hash,
-        "errors": progress.errors,
     }
+    if now != progress.first_started:
+        running["attempt_started_at"] = now
+    if progress.failures:
+        running["failures"] = progress.failures
+    if progress.lost:
+        running["lost"] = progress.lost
+    if progress.errors:
+        running["errors"] = progress.errors
+    if key_hash is not None:
+        running["idempotency_key"] = progress.key_text
+        running["idempotency_hash"] = key_hash
     key, text = run.record(op, running)
     await run.execution.write({key: text})
     return running
@@ -196,7 +203,7 @@ async def _attempt_failed(
 ) -> None:
     """Journal the failed attempt: fail the step (raises), or wait durably for the retry."""
     execution = run.execution
-    started, finished, attempt = running["attempt_started_at"], execution.now(), progress.attempt
+    started, finished, attempt = _attempt_started(running), execution.now(), progress.attempt
     if isinstance(exc, DeadlineReached):
         timeout = WorkflowTimeoutError("the workflow ran past its timeout while this step ran")
         error = dict(
@@ -244,10 +251,10 @@ async def _complete(
     options: StepOptions,
     running: dict[str, Any],
     output_text: str,
-    key_hash: str,
+    key_hash: str | None,
     progress: _Progress,
 ) -> Any:
-    completed = {**running, "status": "completed", "finished_at": run.execution.now(), "error": None}
+    completed = {**running, "status": "completed", "finished_at": run.execution.now()}
     completed.pop("idempotency_key", None)
     try:
         defer_with_output(run, op, completed, output_text)
@@ -256,11 +263,16 @@ async def _complete(
             jn.serialize_error(
                 exc,
                 attempt=progress.attempt,
-                started_at=running["attempt_started_at"],
+                started_at=_attempt_started(running),
                 finished_at=run.execution.now(),
                 retryable=False,
             )
         )
         raise await run.fail(op, {**running, "errors": progress.add_error(error)}, error) from None
-    run.execution.remember_idempotent(key_hash, run.entries[op])
+    if key_hash is not None:
+        run.execution.remember_idempotent(key_hash, run.entries[op])
     return validate(options.output, run.entries[op]["output"], what=f"output of {name!r}")
+
+
+def _attempt_started(running: dict[str, Any]) -> float:
+    return float(running.get("attempt_started_at", running["started_at"]))
