@@ -315,3 +315,30 @@ def test_encode_value_refuses_a_lone_surrogate_by_name() -> None:
     with pytest.raises(SerializationError) as caught:
         encode_value({"note": "\ud800"}, what="input")
     assert caught.value.details == {"what": "input", "reason": "lone_surrogate"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        1,
+        -0.0,
+        1e300,
+        0.1,
+        "é\u2028\x00\x1f",
+        [1, (2, 3)],
+        {"a": {"b": [True, False, None]}},
+        {1: 2, None: 3},
+    ],
+)
+def test_dumps_writes_the_text_of_the_standard_encoder(value: Any) -> None:
+    standard = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert dumps(value) == standard.encode(value)
+
+
+def test_dumps_refuses_what_the_standard_encoder_refuses() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    for bad in (float("nan"), [float("inf")], {"a": {1, 2}}, b"x", {(1, 2): 3}, cycle):
+        with pytest.raises(SerializationError):
+            encode_value(bad, what="output")

@@ -155,7 +155,15 @@ async def test_a_step_transition_is_at_most_350_bytes() -> None:
         flow = linear()
         await client.run(flow, {"n": 1}, execution_id="one")
         stored = ns.backend.get_many("one", ["j:00000000"])["j:00000000"]
-        for absent in ('"op"', '"errors"', '"failures"', '"lost"', '"error"', "idempotency", "attempt_started"):
+        for absent in (
+            '"op"',
+            '"errors"',
+            '"failures"',
+            '"lost"',
+            '"error"',
+            "idempotency",
+            "attempt_started",
+        ):
             assert absent not in stored, stored
         entry = (await client.execution("one").journal())[0]
         assert (entry["op"], entry["errors"], entry["failures"], entry["error"]) == (0, [], 0, None)

@@ -78,17 +78,32 @@ def complete_reused(
     return validate(options.output, record["output"], what=f"output of {name!r}")
 
 
+def encode_output(data: Any, name: str) -> str:
+    """The output's JSON text, or SerializationError (its message is built only then)."""
+    try:
+        text = jn.dumps(data)
+    except (TypeError, ValueError, RecursionError):
+        text = ""
+    if text and text.isascii():
+        return text
+    return jn.encode_value(data, what=f"output of step {name!r}")
+
+
 def defer_with_output(run: PhaseRun, op: int, record: dict[str, Any], output_text: str) -> None:
     # The output is serialized once and spliced into the entry's JSON, and
     # the step's return value is decoded from it: first run and replay see
     # the same value (tuples become lists, as they will on replay).
     key = jn.op_key(run.prefix, op)
-    envelope = jn.dumps({"v": jn.OP_VERSION, **record})
+    envelope = jn.encode_entry(key, record if "v" in record else {"v": jn.OP_VERSION, **record})
     text = envelope[:-1] + ',"output":' + output_text + "}"
-    jn.check_size(key, text, what=f"output of step {record['name']!r}")
+    if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
+        jn.check_size(key, text, what=f"output of step {record['name']!r}")
     record["output"] = jn.loads(output_text)
     run.entries[op] = record
     run.execution.defer(key, text, record["name"])
+
+
+_NEVER_AWAITABLE = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 async def invoke(
@@ -98,7 +113,7 @@ async def invoke(
     token = _CURRENT_STEP.set(ctx)
     try:
         result = call(ctx)
-        if not inspect.isawaitable(result):
+        if type(result) in _NEVER_AWAITABLE or not inspect.isawaitable(result):
             return result
         limit = options.timeout
         deadline_left = None if run.deadline is None else run.deadline - run.execution.now()

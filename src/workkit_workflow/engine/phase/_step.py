@@ -16,10 +16,18 @@ from typing import Any
 from ...definitions._retry import RetryPolicy
 from ...definitions._steps import StepContext, StepOptions
 from ...definitions._values import to_data, validate
-from ...errors import SerializationError, WorkflowTimeoutError
+from ...errors import SerializationError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
 from .._signals import Abort, ControlSignal
-from ._attempt import DeadlineReached, complete_reused, defer_with_output, hash_key, idempotency_key, invoke
+from ._attempt import (
+    DeadlineReached,
+    complete_reused,
+    defer_with_output,
+    encode_output,
+    hash_key,
+    idempotency_key,
+    invoke,
+)
 from ._run import PhaseRun
 
 MAX_ERRORS_KEPT = 10
@@ -78,7 +86,7 @@ async def _step(
 ) -> Any:
     entry = run.replayed(op, "step", name)
     if entry is not None and entry["status"] == "completed":
-        return validate(options.output, entry.get("output"), what=f"output of {name!r}")
+        return _output(options, entry.get("output"), name)
     if entry is not None and entry["status"] == "failed":
         raise run.failed(entry)
     progress = _Progress.resume(entry)
@@ -149,8 +157,7 @@ async def _attempt(
     execution.fault("before_step", step=name, attempt=progress.attempt)
     try:
         value = await invoke(run, call, ctx, options, name)
-        data = to_data(value)
-        output_text = jn.encode_value(data, what=f"output of step {name!r}")
+        output_text = encode_output(to_data(value), name)
     except ControlSignal:
         raise
     except asyncio.CancelledError:
@@ -159,7 +166,20 @@ async def _attempt(
         await _attempt_failed(run, op, name, policy, running, exc, progress)
         return _RETRY
     execution.fault("after_side_effect", step=name, attempt=progress.attempt)
-    return await _complete(run, op, name, options, running, output_text, key_hash, progress)
+    completed = {**running, "status": "completed", "finished_at": execution.now()}
+    if key_hash is not None:
+        del completed["idempotency_key"]
+    try:
+        defer_with_output(run, op, completed, output_text)
+    except SerializationError as exc:
+        raise await _unstorable_output(run, op, running, exc, progress) from None
+    if key_hash is not None:
+        execution.remember_idempotent(key_hash, completed)
+    return _output(options, completed["output"], name)
+
+
+def _output(options: StepOptions, output: Any, name: str) -> Any:
+    return output if options.output is None else validate(options.output, output, what=f"output of {name!r}")
 
 
 async def _start_attempt(
@@ -170,6 +190,7 @@ async def _start_attempt(
         progress.first_started = now
     # Fields at their defaults are left out (journal format v2, see _journal).
     running: dict[str, Any] = {
+        "v": jn.OP_VERSION,
         "kind": "step",
         "name": name,
         "status": "running",
@@ -187,8 +208,9 @@ async def _start_attempt(
     if key_hash is not None:
         running["idempotency_key"] = progress.key_text
         running["idempotency_hash"] = key_hash
-    key, text = run.record(op, running)
-    await run.execution.write({key: text})
+    key = jn.op_key(run.prefix, op)
+    run.entries[op] = running
+    await run.execution.write({key: jn.encode_entry(key, running)})
     return running
 
 
@@ -244,34 +266,20 @@ async def _attempt_failed(
     await run.wait_until(op, name, retry_at, attempt)
 
 
-async def _complete(
-    run: PhaseRun,
-    op: int,
-    name: str,
-    options: StepOptions,
-    running: dict[str, Any],
-    output_text: str,
-    key_hash: str | None,
-    progress: _Progress,
-) -> Any:
-    completed = {**running, "status": "completed", "finished_at": run.execution.now()}
-    completed.pop("idempotency_key", None)
-    try:
-        defer_with_output(run, op, completed, output_text)
-    except SerializationError as exc:
-        error = dict(
-            jn.serialize_error(
-                exc,
-                attempt=progress.attempt,
-                started_at=_attempt_started(running),
-                finished_at=run.execution.now(),
-                retryable=False,
-            )
+async def _unstorable_output(
+    run: PhaseRun, op: int, running: dict[str, Any], exc: SerializationError, progress: _Progress
+) -> StepFailedError:
+    """Fail the step whose output cannot be stored (too large, not valid Unicode)."""
+    error = dict(
+        jn.serialize_error(
+            exc,
+            attempt=progress.attempt,
+            started_at=_attempt_started(running),
+            finished_at=run.execution.now(),
+            retryable=False,
         )
-        raise await run.fail(op, {**running, "errors": progress.add_error(error)}, error) from None
-    if key_hash is not None:
-        run.execution.remember_idempotent(key_hash, run.entries[op])
-    return validate(options.output, run.entries[op]["output"], what=f"output of {name!r}")
+    )
+    return await run.fail(op, {**running, "errors": progress.add_error(error)}, error)
 
 
 def _attempt_started(running: dict[str, Any]) -> float:
