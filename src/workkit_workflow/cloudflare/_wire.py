@@ -27,7 +27,7 @@ class RestoredEntry(BaseModel):
     """A finished journal entry carried over by ``restart`` (other fields kept as given)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    v: Literal[1]
+    v: Literal[1, 2]  # the journal format of operation entries (engine._journal)
     op: int = Field(ge=0, lt=100_000_000)
     kind: Literal["step", "sleep", "wait"]
     name: str = Field(min_length=1, max_length=256)

@@ -12,7 +12,9 @@ from typing import Any
 from ..definitions._workflow import Registry
 from ..errors import UnknownWorkflowError, WorkflowError
 from . import _journal as jn
+from . import _pages
 from ._alarms import AlarmBackoff
+from ._pages import JournalWindow, journal_end, read_execution
 from ._phases import Entries, Phases
 from ._runner import Runner
 from ._signals import StorageFailure
@@ -65,7 +67,10 @@ class Driver:
         execution = self.execution
         while True:
             self.runner.mark()
-            snapshot = await execution.storage.list()
+            snapshot = await execution.storage.list(limit=_pages.FIRST_READ)
+            paged = len(snapshot) >= _pages.FIRST_READ  # a long journal: read by pages (``_pages``)
+            if paged:
+                snapshot = await read_execution(execution.storage, self._observer_head())
             if not self._load(snapshot):
                 await execution.storage.set_alarm(None)
                 return
@@ -84,6 +89,8 @@ class Driver:
                 await execution.write_state({"stalled": exc.to_dict()}, alarm=execution.now() + 60.0)
                 return
             main_entries, comp_entries = self._entries(snapshot)
+            if paged:
+                main_entries, comp_entries = await self._paged_entries(state, snapshot)
             await self._start_incarnation(state)
             if execution.state and execution.state["phase"] == "main":
                 outcome = await self.phases.main(definition, main_entries)
@@ -130,6 +137,23 @@ class Driver:
             if e.get("status") == "completed" and e.get("idempotency_hash")
         )
         return main, comp
+
+    def _observer_head(self) -> str | None:
+        observer = self.execution.observer
+        return None if observer is None else observer.HEAD
+
+    async def _paged_entries(
+        self, state: Mapping[str, Any], snapshot: Mapping[str, str]
+    ) -> tuple[Entries, Entries]:
+        """The entries of a journal too long to hold: the main phase reads its own
+        a page at a time; a cancel or the compensation phase reads them all."""
+        storage = self.execution.storage
+        if state["phase"] == "main" and not self.execution.cancel_requested:
+            end = await journal_end(storage, jn.MAIN)
+            return JournalWindow(storage, jn.MAIN, end, self.execution.idempotent), {}
+        main = await storage.list(prefix=jn.MAIN)
+        comp = await storage.list(prefix=jn.COMPENSATION)
+        return self._entries({**snapshot, **main, **comp})
 
     async def _start_incarnation(self, state: Mapping[str, Any]) -> None:
         execution = self.execution

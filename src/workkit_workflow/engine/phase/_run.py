@@ -21,6 +21,7 @@ from typing import Any
 from ...definitions._retry import RetryPolicy
 from ...errors import ReplayMismatchError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
+from .._pages import JournalWindow
 from .._signals import Abort, Stop, Suspend
 from .._state import ExecutionState
 from ._outcome import Outcome, Parked, finished_outcome, parked_outcome
@@ -92,6 +93,8 @@ class PhaseRun:
         for parked_op in list(self.parked.values()):
             if not parked_op.future.done():
                 parked_op.future.set_exception(Suspend())
+        if isinstance(self.entries, JournalWindow):
+            await self.entries.finish()  # the end checks (and settles) what was never reached
         return finished_outcome(task, self.entries, self.next_op, self.execution.now())
 
     def stop(self) -> None:
@@ -210,8 +213,11 @@ class PhaseRun:
                 compensate=True,
             )
 
-    def replayed(self, op: int, kind: str, name: str) -> dict[str, Any] | None:
-        """The journal's entry at ``op``, if any, checked to be this operation."""
+    async def replayed(self, op: int, kind: str, name: str) -> dict[str, Any] | None:
+        """The journal's entry at ``op``, if any, checked to be this operation (a long
+        journal is read a page at a time as operations reach it: ``_pages``)."""
+        if isinstance(self.entries, JournalWindow) and not self.entries.ready(op):
+            await self.entries.reach(op)
         entry = self.entries.get(op)
         if entry is not None:
             self.check_identity(op, entry, kind, name)

@@ -8,7 +8,7 @@ from ._run import PhaseRun
 async def run_sleep(run: PhaseRun, op: int, name: str, until: float | None, duration: float | None) -> None:
     run.enter(op, name)
     try:
-        entry = run.replayed(op, "sleep", name)
+        entry = await run.replayed(op, "sleep", name)
         if entry is not None and entry["status"] == "completed":
             return
         if entry is not None:

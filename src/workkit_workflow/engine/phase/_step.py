@@ -18,6 +18,7 @@ from ...definitions._steps import StepContext, StepOptions
 from ...definitions._values import to_data, validate
 from ...errors import SerializationError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
+from .._pages import JournalWindow
 from .._signals import Abort, ControlSignal
 from ._attempt import (
     DeadlineReached,
@@ -84,7 +85,7 @@ async def run_step(
 async def _step(
     run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
 ) -> Any:
-    entry = run.replayed(op, "step", name)
+    entry = await run.replayed(op, "step", name)
     if entry is not None and entry["status"] == "completed":
         return _output(options, entry.get("output"), name)
     if entry is not None and entry["status"] == "failed":
@@ -150,6 +151,8 @@ async def _attempt(
     # unique to this execution, so no other step can ever have recorded it.
     key_hash = None if options.idempotency_key is None else hash_key(progress.key_text)
     if key_hash is not None:
+        if isinstance(run.entries, JournalWindow):
+            await run.entries.scan_hashes()  # a later operation may hold this key
         reused = execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)

@@ -20,7 +20,7 @@ async def run_wait(
 ) -> Any:
     run.enter(op, name)
     try:
-        entry = run.replayed(op, "wait", name)
+        entry = await run.replayed(op, "wait", name)
         if entry is not None and entry["status"] == "completed":
             return entry.get("output")
         if entry is not None and entry["status"] == "failed":

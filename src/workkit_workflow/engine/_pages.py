@@ -1,0 +1,159 @@
+"""Reading a long journal a page at a time, as the workflow's code reaches each operation.
+
+A drive starts with one bounded ``list`` of the object's records. When that holds
+everything (the common case: a journal of fewer than :data:`FIRST_READ` records),
+the drive works from it as before. When it does not, the drive reads the few small
+records it needs by name and prefix (:func:`read_execution`), and the main phase's
+entries become a :class:`JournalWindow`: a dict that the phase fills page by page
+(:meth:`JournalWindow.reach`, awaited by ``PhaseRun.replayed``) and from which it
+drops the entries of finished operations once they were replayed, so the memory a
+replay holds does not grow with the journal's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import _journal as jn
+from ._ports import Storage
+
+FIRST_READ = 1024
+"""Records the drive's first ``list`` reads: past this, the journal is read in pages."""
+
+PAGE = 512
+"""Operation entries per page."""
+
+UNFINISHED = frozenset({"running", "retrying", "sleeping", "waiting"})
+"""Entry statuses a later write (the phase's end) may still need to see."""
+
+
+class JournalWindow(dict[int, dict[str, Any]]):
+    """The main phase's entries, read from storage as the phase reaches them.
+
+    Holds the pages read so far, less the finished entries already replayed;
+    what the phase records itself is added as in any entries dict.
+    """
+
+    def __init__(self, storage: Storage, prefix: str, end: int, hashes: dict[str, dict[str, Any]]) -> None:
+        super().__init__()
+        self.storage = storage
+        self.prefix = prefix
+        self.end = end
+        """One past the last operation stored when the drive began."""
+        self.hashes = hashes
+        """Where completed entries with an idempotency key are recorded (the execution's map)."""
+        self._pages: dict[int, asyncio.Future[None]] = {}
+        self._reached: set[int] = set()
+        self._scanned = False
+
+    def ready(self, op: int) -> bool:
+        """Whether ``op``'s page was read (then ``op`` counts as reached), without awaiting."""
+        if op >= self.end:
+            return True
+        loading = self._pages.get(op // PAGE)
+        if loading is None or not loading.done() or loading.exception() is not None:
+            return False
+        self._reached.add(op)
+        return True
+
+    async def reach(self, op: int) -> None:
+        """Read the page holding ``op`` (if the journal has one), then forget finished
+        entries that were already replayed."""
+        if op >= self.end:
+            return
+        page = op // PAGE
+        loading = self._pages.get(page)
+        if self.ready(op):
+            return
+        if loading is None:
+            self._prune()
+            loading = self._pages[page] = asyncio.get_running_loop().create_future()
+            try:
+                self._take(await self._read(page * PAGE, (page + 1) * PAGE))
+            except BaseException as exc:
+                del self._pages[page]
+                loading.set_exception(exc)
+                loading.exception()  # retrieved: whoever waits on it re-raises
+                raise
+            loading.set_result(None)
+        elif not loading.done():
+            await asyncio.shield(loading)
+        self._reached.add(op)
+
+    async def finish(self) -> None:
+        """Read every page the phase never reached, so its end sees (and settles) the
+        journal's unreached operations as it would with the whole journal in memory."""
+        for page in range((self.end + PAGE - 1) // PAGE):
+            if page not in self._pages:
+                await self.reach(page * PAGE)
+
+    async def scan_hashes(self) -> None:
+        """Record the idempotency keys of the whole journal (once): a step looking one up
+        may meet an operation the phase has not reached yet (parallel branches)."""
+        if self._scanned:
+            return
+        self._scanned = True
+        for page in range((self.end + PAGE - 1) // PAGE):
+            if page not in self._pages:
+                self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
+
+    async def _read(self, start: int, end: int) -> dict[int, dict[str, Any]]:
+        found = await self.storage.list(
+            start=jn.op_key(self.prefix, start), end=jn.op_key(self.prefix, min(end, self.end))
+        )
+        start_at = len(self.prefix)
+        entries: dict[int, dict[str, Any]] = {}
+        for key, text in found.items():
+            try:
+                record = jn.loads(text) if isinstance(text, str) else None
+            except (ValueError, RecursionError):
+                record = None  # decode_record says why
+            if (
+                type(record) is dict
+                and record.get("v") == jn.OP_VERSION
+                and record.get("status") == "completed"
+            ):
+                # A completed entry is only read for its identity and output on replay:
+                # the defaults decode_record would add are not needed (nor held).
+                entries[int(key[start_at:])] = record
+            else:
+                entries[jn.op_of(key)] = jn.decode_record(key, text)
+        return entries
+
+    def _take(self, entries: dict[int, dict[str, Any]]) -> None:
+        self._remember_hashes(entries)
+        for op, entry in entries.items():
+            # What the phase recorded itself is newer than what storage held.
+            self.setdefault(op, entry)
+
+    def _remember_hashes(self, entries: dict[int, dict[str, Any]]) -> None:
+        for entry in entries.values():
+            key_hash = entry.get("idempotency_hash")
+            if key_hash and entry.get("status") == "completed":
+                self.hashes.setdefault(str(key_hash), entry)
+
+    def _prune(self) -> None:
+        done = [op for op in self._reached if self.get(op, {}).get("status") not in UNFINISHED]
+        for op in done:
+            self.pop(op, None)
+            self._reached.discard(op)
+
+
+async def read_execution(storage: Storage, observer_head: str | None) -> dict[str, str]:
+    """The records a drive needs besides the journal, by name and prefix: ``meta``,
+    ``state``, the inbox, the recorded idempotent results and the history outbox's
+    head with its first record (whether any is waiting)."""
+    names = [jn.META, jn.STATE] if observer_head is None else [jn.META, jn.STATE, observer_head]
+    records = dict(await storage.get_many(names))
+    records.update(await storage.list(prefix=jn.INBOX))
+    records.update(await storage.list(prefix=jn.IDEMPOTENT))
+    if observer_head is not None:
+        records.update(await storage.list(prefix=jn.OUTBOX, limit=1))
+    return records
+
+
+async def journal_end(storage: Storage, prefix: str) -> int:
+    """One past the last operation stored under ``prefix`` (0 for none)."""
+    last = await storage.list(prefix=prefix, reverse=True, limit=1)
+    return max((jn.op_of(key) + 1 for key in last), default=0)

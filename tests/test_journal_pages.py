@@ -1,0 +1,147 @@
+"""A journal longer than the drive's first read is read a page at a time (``engine._pages``).
+
+The page sizes are made tiny here so a few dozen steps cross many pages; what must
+hold is what holds with the whole journal in memory: journaled steps never run
+again, a changed workflow is still caught, cancel and compensation see every
+entry, recorded idempotency keys are found, and the window stays small.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from workkit_workflow import Workflow, WorkflowContext, workflow
+from workkit_workflow.engine import _pages
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
+
+STEPS = 30
+
+
+@pytest.fixture(autouse=True)
+def tiny_pages(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    monkeypatch.setattr(_pages, "FIRST_READ", 8)
+    monkeypatch.setattr(_pages, "PAGE", 4)
+    held = {"max": 0, "pages": 0}
+    take = _pages.JournalWindow._take
+
+    def spy(self: _pages.JournalWindow, entries: dict[int, dict[str, Any]]) -> None:
+        take(self, entries)
+        held["pages"] += 1
+        held["max"] = max(held["max"], len(self))
+
+    monkeypatch.setattr(_pages.JournalWindow, "_take", spy)
+    return held
+
+
+def steps_then_wait(calls: Counter[str], steps: int = STEPS) -> Any:
+    @workflow(unique("paged"))
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        total = 0
+        for i in range(steps):
+            total += await ctx.step(f"s{i:03d}", lambda i=i: calls.update([f"s{i:03d}"]) or i)
+        event = await ctx.wait_for_event("go", "go")
+        return {"total": total, "event": event}
+
+    return flow
+
+
+async def test_a_long_journal_replays_page_by_page_and_no_step_runs_twice(
+    env: WorkflowTestEnv, tiny_pages: dict[str, int]
+) -> None:
+    calls: Counter[str] = Counter()
+    flow = steps_then_wait(calls)
+    handle = await env.run(flow, None)
+    assert await handle.status() == "waiting"
+    env.ns.evict(handle.execution_id)  # a cold object: memory is gone, storage is not
+    await handle.send_event("go", "now")
+    result = await env.result(handle)
+    assert result.ok and result.value == {"total": sum(range(STEPS)), "event": "now"}
+    assert set(calls.values()) == {1} and len(calls) == STEPS
+    # Read in pages, and never more than a few pages held at once.
+    assert tiny_pages["pages"] >= STEPS // _pages.PAGE
+    assert 0 < tiny_pages["max"] <= 3 * _pages.PAGE
+
+
+async def test_a_crash_mid_journal_resumes_from_the_pages(env: WorkflowTestEnv) -> None:
+    calls: Counter[str] = Counter()
+    flow = steps_then_wait(calls)
+    env.faults.crash_at("before_step", step="s021")
+    handle = await env.start(flow, None)
+    await env.settle()
+    for _ in range(5):
+        if await handle.status() == "waiting":
+            break
+        await env.clock.sleep(60)
+        await env.settle()
+    assert await handle.status() == "waiting"
+    assert env.faults.crashes
+    await handle.send_event("go", 1)
+    assert (await env.result(handle)).ok
+    assert set(calls.values()) == {1} and len(calls) == STEPS
+
+
+async def test_code_that_no_longer_reaches_a_paged_entry_is_a_mismatch(env: WorkflowTestEnv) -> None:
+    calls: Counter[str] = Counter()
+    name = unique("shrinking")
+    reach = {"steps": STEPS}
+
+    @workflow(name)
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        for i in range(reach["steps"]):
+            await ctx.step(f"s{i:03d}", lambda i=i: calls.update([f"s{i:03d}"]) or i)
+        if reach["steps"] == STEPS:
+            await ctx.wait_for_event("go", "go")
+        return "done"
+
+    handle = await env.run(flow, None)
+    assert await handle.status() == "waiting"
+    reach["steps"] = 8  # a deploy changed the code: it now ends at a page boundary
+    env.ns.evict(handle.execution_id)
+    await handle.send_event("go", 1)
+    result = await env.result(handle)
+    assert not result.ok and result.error is not None
+    assert result.error.code == "replay_mismatch"
+    assert set(calls.values()) == {1}
+
+
+async def test_cancel_and_compensation_see_every_entry_of_a_long_journal(env: WorkflowTestEnv) -> None:
+    undone: list[dict[str, Any]] = []
+    flow = Workflow(unique("paged-comp"))
+    for i in range(STEPS):
+        flow = flow.step(f"s{i:03d}", lambda inp, prev, ctx, i=i: i)
+    flow = flow.wait_for_event("go", "go").on_failure(lambda ctx: undone.append(dict(ctx.step_outputs)))
+    handle = await env.run(flow, None)
+    assert await handle.status() == "waiting"
+    env.ns.evict(handle.execution_id)
+    await handle.cancel("no longer wanted")
+    result = await env.result(handle)
+    assert await handle.status() == "cancelled", result
+    assert undone == [{f"s{i:03d}": i for i in range(STEPS)}]
+    # The wait in flight when the cancel came was settled, far past the first read.
+    journal = await handle.journal()
+    assert [e["status"] for e in journal if e["name"] == "go"] == ["abandoned"]
+
+
+async def test_a_recorded_idempotency_key_is_found_across_pages(env: WorkflowTestEnv) -> None:
+    calls: Counter[str] = Counter()
+
+    @workflow(unique("paged-keys"))
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        first = await ctx.step("charge", lambda: calls.update(["charge"]) or "tx-1", idempotency_key="K")
+        for i in range(STEPS):
+            await ctx.step(f"s{i:03d}", lambda i=i: i)
+        await ctx.wait_for_event("go", "go")
+        again = await ctx.step("charge-again", lambda: calls.update(["again"]) or "tx-2", idempotency_key="K")
+        return [first, again]
+
+    handle = await env.run(flow, None)
+    env.ns.evict(handle.execution_id)
+    await handle.send_event("go", 1)
+    result = await env.result(handle)
+    assert result.ok and result.value == ["tx-1", "tx-1"]
+    assert calls == Counter({"charge": 1})
