@@ -69,6 +69,8 @@ class Engine:
 class ReplayResult:
     steps: int
     total: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    """Process CPU of each resume (the wall time above also holds other jobs' turns)."""
     list_decode: list[float] = field(default_factory=list)
     peak_bytes: int = 0
     journal_bytes: int = 0
@@ -88,7 +90,7 @@ async def _build_parked(path: str, steps: int) -> str:
     return "cold"
 
 
-async def _replay_once(path: str, execution_id: str, *, trace: bool) -> tuple[float, float, int]:
+async def _replay_once(path: str, execution_id: str, *, trace: bool) -> tuple[float, float, float, int]:
     """Open the file in a new namespace (a cold object) and time the whole resume:
     event in, one list of the journal, decode, replay, completion. Then, on a new
     connection, time one list of the journal plus decoding it, alone."""
@@ -97,10 +99,10 @@ async def _replay_once(path: str, execution_id: str, *, trace: bool) -> tuple[fl
         client = create_durable_workflow(ns)
         if trace:
             tracemalloc.start()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await client.execution(execution_id).send_event("go", "now")
         await ns.idle()
-        total = time.perf_counter() - start
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu
         peak = 0
         if trace:
             peak = tracemalloc.get_traced_memory()[1]
@@ -119,7 +121,7 @@ async def _replay_once(path: str, execution_id: str, *, trace: bool) -> tuple[fl
         list_decode = time.perf_counter() - start
     finally:
         backend.close()
-    return total, list_decode, peak
+    return total, cpu, list_decode, peak
 
 
 async def cold_replay(workdir: str, lengths: Sequence[int], reps: int) -> list[ReplayResult]:
@@ -137,11 +139,12 @@ async def cold_replay(workdir: str, lengths: Sequence[int], reps: int) -> list[R
         for rep in range(reps + 1):
             copy = os.path.join(workdir, f"replay-{steps}-{rep}.db")
             shutil.copyfile(built, copy)
-            total, list_decode, peak = await _replay_once(copy, execution_id, trace=rep == reps)
+            total, cpu, list_decode, peak = await _replay_once(copy, execution_id, trace=rep == reps)
             if rep == reps:
                 result.peak_bytes = peak
             else:
                 result.total.append(total)
+                result.cpu.append(cpu)
                 result.list_decode.append(list_decode)
             os.remove(copy)
         results.append(result)

@@ -8,7 +8,7 @@ interleaves the peers' runs with its own. Between runs a peer is stopped
 
 A peer that is not installed is reported, never silently left out: DBOS, Restate
 and Temporal come with the ``bench`` extra (``pip install -e '.[bench]'``); the
-Restate server is a separate binary (``restate-server`` on PATH).
+Restate server is a separate binary (``restate-server`` on PATH or ``$RESTATE_SERVER``).
 """
 
 from __future__ import annotations
@@ -96,8 +96,12 @@ def start(name: str, python: str, workdir: str, synchronous: str) -> PeerProcess
     reason = _importable(python, package)
     if reason is not None:
         return Missing(name, f"not installed ({reason}): pip install -e '.[bench]'")
-    if name == "Restate" and shutil.which("restate-server") is None:
-        return Missing(name, "not installed: the restate-server binary is not on PATH (PyPI: restate-server)")
+    if name == "Restate" and not (os.environ.get("RESTATE_SERVER") or shutil.which("restate-server")):
+        return Missing(
+            name,
+            "not installed: no restate-server on PATH or in $RESTATE_SERVER"
+            " (PyPI restate-server, or npm @restatedev/restate-server)",
+        )
     try:
         return PeerProcess(name, module, python, ["--synchronous", synchronous, "--dir", workdir])
     except RuntimeError as exc:

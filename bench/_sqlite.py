@@ -14,8 +14,9 @@ from ._engine import Engine
 from ._floor import Floor
 
 SYNCS = ("FULL", "NORMAL")
-PEER_MAX_STEPS = {"DBOS": 1000, "Temporal": 100, "Restate": 1000}
-"""Largest N a peer runs (Temporal's ~50 ms per activity makes 1,000 steps a minute a run)."""
+PEER_MAX_STEPS = {"DBOS": 1000, "Temporal": 100, "Restate": 100}
+"""Largest N a peer runs (Temporal's ~50 ms and Restate's ~10 ms per step on this machine
+would make a 1,000-step run last a minute)."""
 
 
 @dataclass
