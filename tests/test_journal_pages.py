@@ -145,3 +145,25 @@ async def test_a_recorded_idempotency_key_is_found_across_pages(env: WorkflowTes
     result = await env.result(handle)
     assert result.ok and result.value == ["tx-1", "tx-1"]
     assert calls == Counter({"charge": 1})
+
+
+async def test_the_history_projection_is_whole_after_a_paged_replay(tmp_path: Any) -> None:
+    env = WorkflowTestEnv(path=str(tmp_path / "h.db"), history=True)
+    try:
+        calls: Counter[str] = Counter()
+        handle = await env.run(steps_then_wait(calls), None)
+        env.ns.evict(handle.execution_id)
+        await handle.send_event("go", 1)
+        assert (await env.result(handle)).ok
+        for _ in range(20):
+            await env.settle()
+        steps = env.history.rows(
+            "SELECT name, status FROM wf_steps WHERE execution_id = ?", [handle.execution_id]
+        )
+        assert len(steps) == STEPS + 1 and {s["status"] for s in steps} == {"completed"}
+        done = env.history.rows(
+            "SELECT status FROM wf_executions WHERE execution_id = ?", [handle.execution_id]
+        )
+        assert done == [{"status": "completed"}]
+    finally:
+        await env.close()
