@@ -196,12 +196,14 @@ class Requests:
         check_name(event_type, "event type")
         execution = self.execution
         await execution.ensure_loaded()
-        self._check_accepts_events(event_type)
+        execution.require()
         event_id = event_id or str(uuid.uuid4())
         marker = jn.EVENT_ID + event_id
         if len(marker) > 512:
             raise InvalidRequestError("event id is longer than 500 characters")
         async with self._event_lock:
+            # A repeat of a delivered event is a duplicate even once the execution
+            # has finished: senders retry (the mail outbox), and must not see a conflict.
             if await execution.storage.get(marker) is not None:
                 return {"accepted": False, "duplicate": True, "event_id": event_id}
             # The execution may have finished during that read: decide on what is
