@@ -146,6 +146,7 @@ class ExecutionObject:
             execution_id=body.execution_id,
             wait=body.wait,
             restart=restart,
+            parent=body.parent.model_dump() if body.parent is not None else None,
         )
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 

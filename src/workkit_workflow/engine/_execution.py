@@ -29,10 +29,12 @@ Invariants kept here:
 from __future__ import annotations
 
 import random
+from functools import partial
 from typing import Any
 
 from ..definitions._workflow import REGISTRY, Registry
 from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
+from ._children import outcome_mail
 from ._drive import Driver
 from ._mail import Mail, reply_with_event
 from ._plugins import make_observer
@@ -59,6 +61,8 @@ class ExecutionCore:
         # The mail outbox comes first: its alarm_for sees the engine's alarm unchanged.
         self.mail = Mail(self.execution, getattr(host, "peers", None))
         self.execution.observers.append(self.mail)
+        self.execution.mail = self.mail
+        self.execution.settle_hooks.append(partial(outcome_mail, self.execution))
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))

@@ -20,11 +20,14 @@ from typing import Any, Protocol
 
 from ..errors import ExecutionNotFoundError
 from . import _journal as jn
+from ._mail import Mail
 from ._plugins import JournalObserver
 from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._signals import StorageFailure
 
 FaultHook = Callable[..., None]
+SettleHook = Callable[[Mapping[str, Any], Mapping[str, str]], Mapping[str, str]]
+"""``hook(state, puts)``: records to add to the write that settles the execution."""
 
 
 def _noop_fault(point: str, **info: Any) -> None:
@@ -68,6 +71,11 @@ class ExecutionState:
         self.observers: list[JournalObserver] = []
         """Journal observers (the mail outbox, the history projection), in the order
         their ``alarm_for`` is applied."""
+        self.mail: Mail | None = None
+        """The outbox of requests to other objects (set by ``ExecutionCore``)."""
+        self.settle_hooks: list[SettleHook] = []
+        """Called in the write that moves the execution to ``phase: done`` (a child's
+        outcome for its parent is one)."""
         self.run: LiveRun | None = None
         """The phase run in progress, if any (set by the phases, read by requests)."""
 
@@ -157,6 +165,11 @@ class ExecutionState:
         assert self.state is not None
         previous = self.state
         state = {**previous, **changes, "updated_at": self.now()}
+        if self.settle_hooks and state.get("phase") == "done" and previous.get("phase") != "done":
+            extra = dict(puts or {})
+            for hook in self.settle_hooks:
+                extra.update(hook(state, extra))
+            puts = extra
         text = jn.encode_record(jn.STATE, state, what="execution state")
         self.state = state
         try:
