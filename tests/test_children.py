@@ -274,3 +274,30 @@ async def test_a_bad_child_id_is_refused_before_anything_starts(env: WorkflowTes
     result = await env.result(handle)
     assert not result.ok and result.error is not None and result.error.code == "invalid_option"
     assert world.calls["charge"] == 0
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+async def test_show_and_the_page_link_parent_and_child(storage: str, tmp_path: Any) -> None:
+    from workkit_workflow.cli._render import format_timeline
+    from workkit_workflow.history._timeline import build
+    from workkit_workflow.history.page import render_execution_page
+
+    env = WorkflowTestEnv(history=True, path=None if storage == "memory" else str(tmp_path / "w.db"))
+    try:
+        world = World()
+        kid = _kid(world, nap=1.0)
+        parent = _parent(kid)
+        handle = await env.run(parent, 5, execution_id="p-14")
+        assert (await env.result(handle)).ok
+        await env.settle()
+        child_id = "p-14.0-" + kid.name
+        parent_view = build(await env.client.history.get_execution("p-14"))
+        child_view = build(await env.client.history.get_execution(child_id))
+        assert parent_view.rows[0].child == child_id and parent_view.parent is None
+        assert child_view.parent == {"execution_id": "p-14", "workflow": parent.name, "op": 0}
+        assert f"child execution {child_id} completed" in format_timeline(parent_view)
+        assert f"child of p-14 ({parent.name}, operation #0)" in format_timeline(child_view)
+        assert f"href='./{child_id}'" in render_execution_page(parent_view)
+        assert "href='./p-14'" in render_execution_page(child_view)
+    finally:
+        await env.close()

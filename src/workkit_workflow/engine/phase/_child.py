@@ -88,6 +88,8 @@ async def _start(
         "status": "waiting",
         "workflow": workflow,
         "child_id": child,
+        # The event the child's outcome arrives as (history shows the link from it).
+        "event_type": EVENT_PREFIX + child,
         "started_at": execution.now(),
     }
     key, text = run.record(op, entry)
