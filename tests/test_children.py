@@ -301,3 +301,26 @@ async def test_show_and_the_page_link_parent_and_child(storage: str, tmp_path: A
         assert "href='./p-14'" in render_execution_page(child_view)
     finally:
         await env.close()
+
+
+def test_the_readme_child_example_runs_as_written(tmp_path: Any) -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    section = (root / "README.md").read_text().split("### Child workflows", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    script = tmp_path / "children_example.py"
+    script.write_text(code[1])
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        env={"PYTHONPATH": str(root / "src"), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[1:] == ["no gift wrap: unknown_workflow", "{'kg': 6}"]
