@@ -188,3 +188,17 @@ async def adopted(ctx, data):
     go = await ctx.wait_for_event("go-wait", "go", timeout=120)
     two = await ctx.step("two", counted, "two")
     return {"one": one["n"], "go": go, "two": two["n"]}
+
+
+@workflow("rt-child-kid", retry=FAST_RETRY)
+async def child_kid(ctx, data):
+    packed = await ctx.step("pack", counted, f"pack-{data['n']}")
+    return {"n": data["n"], "runs": packed["n"]}
+
+
+@workflow("rt-child-parent", retry=FAST_RETRY)
+async def child_parent(ctx, data):
+    """Two children, each in its own object, started and answered object to object through
+    the ``WORKFLOW_DO`` binding the execution object finds in its ``env``."""
+    kids = await asyncio.gather(*(ctx.child(child_kid, {"n": n}, name=f"kid-{n}") for n in range(2)))
+    return {"kids": kids}

@@ -230,7 +230,7 @@ def _binding(env: Any, name: str) -> Any:
 
 def _peers(env: Any, name: str | None) -> Namespace | None:
     """The namespace binding ``name`` of ``env`` as a Namespace port, if bound."""
-    binding = _binding(env, name) if name else None
+    binding = _binding(_cloudflare.unwrapped_env(env), name) if name else None
     if binding is None:
         return None
     try:
