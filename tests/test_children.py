@@ -12,7 +12,7 @@ import pytest
 
 from workkit_workflow import NonRetryableError, WorkflowContext, current_step, workflow
 from workkit_workflow.engine._ports import WireResponse
-from workkit_workflow.errors import StepFailedError, TransportError
+from workkit_workflow.errors import DefinitionError, StepFailedError, TransportError
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -274,6 +274,26 @@ async def test_a_bad_child_id_is_refused_before_anything_starts(env: WorkflowTes
     result = await env.result(handle)
     assert not result.ok and result.error is not None and result.error.code == "invalid_option"
     assert world.calls["charge"] == 0
+
+
+async def test_a_builder_workflow_runs_a_child(env: WorkflowTestEnv) -> None:
+    from workkit_workflow import Workflow
+
+    world = World()
+    kid = _kid(world, nap=1.0)
+    flow = (
+        Workflow(unique("builder-parent"))
+        .step("quote", lambda input, prev, ctx: input["n"] + 1)
+        .child("pack", kid, lambda input, prev: prev * 10)
+        .step("done", lambda input, prev, ctx: {"packed": prev})
+    )
+    handle = await env.run(flow, {"n": 1}, execution_id="p-15")
+    result = await env.result(handle)
+    assert result.ok and result.value == {"packed": 41}
+    kinds = [(e["name"], e["kind"]) for e in await handle.journal()]
+    assert kinds == [("quote", "step"), ("pack", "child"), ("done", "step")]
+    with pytest.raises(DefinitionError):
+        Workflow(unique("bad-builder")).child("pack", kid, input="not callable")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("storage", ["memory", "sqlite"])

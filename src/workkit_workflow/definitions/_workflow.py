@@ -30,7 +30,7 @@ WorkflowFunction = Callable[["WorkflowContext", Any], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class _BuilderOp:
-    kind: str  # step | sleep | sleep_until | wait
+    kind: str  # step | sleep | sleep_until | wait | child
     name: str
     handler: StepHandler | None = None
     options: StepOptions = DEFAULT_OPTIONS
@@ -39,6 +39,10 @@ class _BuilderOp:
     event_type: str | None = None
     timeout: float | None = None
     default: Any = MISSING
+    child: str | None = None
+    """A child operation's workflow name."""
+    child_input: Callable[[Any, Any], Any] | None = None
+    """A child operation's ``(input, prev) -> child input``."""
 
 
 class Workflow:
@@ -147,6 +151,19 @@ class Workflow:
         )
         return self._append(op)
 
+    def child(
+        self, name: str, workflow: Workflow | str, input: Callable[[Any, Any], Any] | None = None
+    ) -> Workflow:
+        """Append a child workflow (see ``WorkflowContext.child``); its result becomes
+        ``prev`` of the next step. ``input(input, prev)`` makes the child's input (default:
+        this workflow's input); it runs on every replay, so keep it a pure function."""
+        self._check_builder()
+        target = workflow.name if isinstance(workflow, Workflow) else workflow
+        check_name(target, "child workflow")
+        if input is not None and not callable(input):
+            raise DefinitionError(f"child {name!r}: input must be callable as input(input, prev)")
+        return self._append(_BuilderOp("child", check_name(name, "child"), child=target, child_input=input))
+
     def on_failure(self, handler: CompensationHandler) -> Workflow:
         """Set the compensation handler: runs once when the execution fails for good or is cancelled."""
         if not callable(handler):
@@ -189,6 +206,9 @@ class Workflow:
                 await ctx.sleep(op.name, op.duration or 0.0)
             elif op.kind == "sleep_until":
                 await ctx.sleep_until(op.name, op.when or 0.0)
+            elif op.kind == "child":
+                child_input = input if op.child_input is None else op.child_input(input, prev)
+                prev = await ctx.child(op.child, child_input, name=op.name)
             else:
                 assert op.event_type is not None
                 prev = await ctx.wait_for_event(
