@@ -344,3 +344,22 @@ def test_the_readme_child_example_runs_as_written(tmp_path: Any) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[1:] == ["no gift wrap: unknown_workflow", "{'kg': 6}"]
+
+
+@pytest.mark.parametrize("given", [None, "c" * 200])
+async def test_the_longest_ids_still_connect_parent_and_child(
+    env: WorkflowTestEnv, given: str | None
+) -> None:
+    world = World()
+    kid = _kid(world, nap=1.0)
+
+    @workflow(unique("long-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.child(kid, input, execution_id=given)
+
+    handle = await env.run(parent, 5, execution_id="p" * 200)
+    result = await env.result(handle)
+    assert result.ok and result.value == 11
+    (row,) = (await handle.describe())["children"]
+    assert row["execution_id"] == given or row["execution_id"].startswith("p" * 150)
+    assert len(row["execution_id"]) <= 200
