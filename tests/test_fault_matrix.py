@@ -163,6 +163,23 @@ def fan_out(world: World) -> Workflow:
     return flow
 
 
+def children(world: World) -> Workflow:
+    @workflow(f"kid-{next(_names)}", retry=RETRY)
+    async def kid(ctx: WorkflowContext, input: Any) -> Any:
+        # Step names carry the input: the two children's steps are distinct operations.
+        packed = await ctx.step(f"pack-{input}", world.effect(f"pack-{input}", fail_first=1))
+        await ctx.sleep("dry", "1h")
+        return await ctx.step(f"label-{input}", world.effect(f"label-{input}"), packed["step"])
+
+    @workflow(f"parent-{next(_names)}", retry=RETRY)
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        await ctx.step("prepare", world.effect("prepare"))
+        parts = await asyncio.gather(ctx.child(kid, "a", name="kid-a"), ctx.child(kid, "b", name="kid-b"))
+        return await ctx.step("finish", world.effect("finish"), [p["step"] for p in parts])
+
+    return flow
+
+
 SHAPES: dict[str, Shape] = {
     "linear": linear,
     "retries": retries,
@@ -170,6 +187,7 @@ SHAPES: dict[str, Shape] = {
     "sleep": sleep,
     "wait_for_event": wait_for_event,
     "fan_out": fan_out,
+    "children": children,
 }
 
 
@@ -178,6 +196,8 @@ def _cases() -> Iterator[Any]:
         for point in POINTS:
             if point == "in_compensation" and shape != "compensation":
                 continue  # only a failing workflow with a handler compensates
+            if point == "in_mail" and shape != "children":
+                continue  # only children send mail to other objects
             for hit in ("first", "last"):
                 yield pytest.param(shape, point, hit, id=f"{shape}-{point}-{hit}")
 
