@@ -18,6 +18,7 @@ from ._steps import (
     check_name,
     make_options,
 )
+from ._undo import UndoHandler, make_undo, undo_input
 
 
 class Operations(Protocol):
@@ -55,6 +56,9 @@ class WorkflowContext:
         timeout: Duration | None = None,
         idempotency_key: str | Callable[[StepContext], str] | None = None,
         output: Any = None,
+        undo: UndoHandler | None = None,
+        undo_retry: RetryPolicy | None = None,
+        undo_timeout: Duration | None = None,
     ) -> Awaitable[Any]:
         """Run ``fn(*args)`` as a journaled step and return its output.
 
@@ -62,14 +66,21 @@ class WorkflowContext:
         :class:`StepContext`. On replay the journaled output is returned
         without calling ``fn``. ``output`` (a pydantic model or type)
         validates the output on first run and on replay.
+
+        ``undo(info: StepUndo)`` runs if the execution then fails or is
+        cancelled (see the README's "Undo handlers"); it must be a module-level
+        function, and ``args`` are journaled for it (at most 64 KiB of JSON).
         """
         check_name(name, "step")
+        where = f"step {name!r}"
+        spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=True)
         options = make_options(
             retry=retry,
             timeout=timeout,
             idempotency_key=idempotency_key,
             output=output,
-            where=f"step {name!r}",
+            where=where,
+            undo=None if spec is None else undo_input(spec, args, where=where),
         )
         return self._run.step(name, lambda _ctx: fn(*args), options)
 
@@ -153,6 +164,9 @@ class CompensationContext(WorkflowContext):
         self.in_doubt_steps = list(in_doubt_steps or [])
         """Steps that may have had their effect without journaling it (the object
         died during their attempt), in operation order: undo them too if needed."""
+        self.undos: list[dict[str, Any]] = []
+        """The outcome of each step's undo handler (they run before this handler),
+        last started first: ``step``, ``step_status``, ``status``, ``attempts``, ``error``."""
 
     @property
     def cancelled(self) -> bool:

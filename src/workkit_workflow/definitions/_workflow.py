@@ -18,6 +18,7 @@ from ..errors import DefinitionError, UnknownWorkflowError
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
 from ._steps import DEFAULT_OPTIONS, MISSING, StepOptions, check_default, check_name, make_options
+from ._undo import UndoHandler, UndoSpec, make_undo
 
 if TYPE_CHECKING:
     from ._contexts import CompensationContext, WorkflowContext
@@ -94,10 +95,20 @@ class Workflow:
         timeout: Duration | None = None,
         idempotency_key: IdempotencyKey | None = None,
         output: Any = None,
+        undo: UndoHandler | None = None,
+        undo_retry: RetryPolicy | None = None,
+        undo_timeout: Duration | None = None,
     ) -> Workflow:
-        """Append a step. ``idempotency_key`` is a string or ``(input, ctx) -> str``."""
+        """Append a step. ``idempotency_key`` is a string or ``(input, ctx) -> str``.
+
+        ``undo(info: StepUndo)`` undoes the step if the execution then fails or is
+        cancelled: last started first, with ``undo_retry`` (default: the
+        workflow's policy) and ``undo_timeout``, before ``on_failure``.
+        """
         self._check_builder()
         check_name(name, "step")
+        where = f"step {name!r}"
+        spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=False)
         if not callable(handler):
             raise DefinitionError(f"step {name!r}: handler must be callable")
         key: Callable[[StepContext], str] | str | None = None
@@ -107,7 +118,7 @@ class Workflow:
             user_key = idempotency_key
             key = lambda ctx: user_key(ctx.input, ctx)  # noqa: E731
         options = make_options(
-            retry=retry, timeout=timeout, idempotency_key=key, output=output, where=f"step {name!r}"
+            retry=retry, timeout=timeout, idempotency_key=key, output=output, where=where, undo=spec
         )
         return self._append(_BuilderOp("step", name, handler=handler, options=options))
 
@@ -169,6 +180,10 @@ class Workflow:
     @property
     def compensation(self) -> CompensationHandler | None:
         return self._compensation
+
+    def undo_for(self, step: str) -> UndoSpec | None:
+        """The undo a builder step declares (code-first undos are found by name)."""
+        return next((op.options.undo for op in self._ops if op.name == step and op.kind == "step"), None)
 
     @property
     def step_names(self) -> list[str]:
