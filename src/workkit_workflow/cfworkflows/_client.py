@@ -153,6 +153,12 @@ class WorkflowsHandle(ExecutionHandle):
             "engine_status": raw["status"],
         }
 
+    async def state(self, key: str | None = None, default: Any = None) -> Any:
+        raise InvalidRequestError(
+            "Cloudflare Workflows has no live state: an instance's values cannot be read while it "
+            "runs (ctx.set_state fails there too); use the Durable Object backend"
+        )
+
     async def cancel(self, reason: str | None = None) -> bool:
         raw = await self.engine_status()
         if raw["status"] in TERMINAL_ENGINE:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..history import ExecutionRecord
 from ..history._timeline import Attempt, Row, Timeline, error_text, span, when
+from ..history._undo_view import undo_text
 
 _MARK = {
     "completed": "✓",
@@ -70,6 +71,7 @@ def format_timeline(timeline: Timeline, result: Any = None) -> str:
     comp = e.compensation or {}
     if comp or timeline.compensation:
         out += ["", f"compensation: {comp['status']}" if comp.get("status") else "compensation:"]
+        out += undo_text(comp)
         for row in timeline.compensation:
             _format_row(row, out, width)
         if comp.get("error"):

@@ -98,6 +98,15 @@ class ExecutionHandle:
         """Input, workflow, creation, start and finish times, attempts."""
         return cast(dict[str, Any], (await self._call("GET", "/meta"))["meta"])
 
+    async def state(self, key: str | None = None, default: Any = None) -> Any:
+        """The live state the workflow published with ``ctx.set_state``: every key as a
+        dict, or with ``key`` that key's value (``default`` if it was never set).
+        Readable while the execution runs and after it settles."""
+        if key is None:
+            return cast(dict[str, Any], (await self._call("GET", "/state"))["state"])
+        body = await self._call("GET", "/state", query={"key": key})
+        return body["value"] if body.get("found") else default
+
     async def cancel(self, reason: str | None = None) -> bool:
         """Request cancellation; returns False if the execution had already finished."""
         body = await self._call("POST", "/cancel", {"reason": reason})

@@ -12,6 +12,7 @@ route       method     does
 /event      POST       deliver an external event (``/resume`` is an alias)
 /journal    GET        every journal entry
 /meta       GET        input, timings, attempts
+/state      GET        live state set by ``ctx.set_state`` (``?key=``)
 ==========  =========  ===============================================
 
 The same class runs on Cloudflare (it subclasses ``workers.DurableObject``
@@ -127,6 +128,8 @@ class ExecutionObject:
             return WireResponse(202 if outcome["accepted"] else 200, outcome)
         if path == "/journal":
             return WireResponse(200, {"entries": await core.journal()})
+        if path == "/state":
+            return WireResponse(200, await core.live_state(request.query.get("key")))
         return WireResponse(200, {"meta": await core.meta()})
 
     async def _execute(self, request: WireRequest) -> WireResponse:
@@ -161,6 +164,7 @@ ROUTES = {
     "/resume": ("POST",),
     "/journal": ("GET", "POST"),
     "/meta": ("GET", "POST"),
+    "/state": ("GET", "POST"),
 }
 """The routes and the methods each accepts."""
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ._durations import Duration, to_instant, to_seconds
+from ._live_state import state_text
 from ._retry import RetryPolicy
 from ._steps import (
     MISSING,
@@ -30,6 +31,8 @@ class Operations(Protocol):
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Awaitable[None]: ...
 
     def wait(self, name: str, event_type: str, *, timeout: float | None, default: Any) -> Awaitable[Any]: ...
+
+    def set_state(self, key: str, text: str) -> Awaitable[None]: ...
 
 
 class WorkflowContext:
@@ -114,6 +117,17 @@ class WorkflowContext:
         return self._run.wait(
             name, event_type, timeout=seconds, default=check_default(default, f"wait {name!r}")
         )
+
+    def set_state(self, key: str, value: Any) -> Awaitable[None]:
+        """Publish ``value`` under ``key`` for any caller to read (``handle.state()``).
+
+        Journaled: on replay it writes nothing, and the stored value is readable
+        as soon as the call returns. ``value`` must be JSON data (or a pydantic
+        model) of at most 128 KiB serialized, else
+        :class:`~workkit_workflow.errors.SerializationError`, raised here.
+        """
+        check_name(key, "state key")
+        return self._run.set_state(key, state_text(key, value))
 
 
 @dataclass(frozen=True)

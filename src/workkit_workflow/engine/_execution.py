@@ -33,6 +33,7 @@ from typing import Any
 from ..definitions._workflow import REGISTRY, Registry
 from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
 from ._drive import Driver
+from ._live_state import read as read_live_state
 from ._plugins import make_observer
 from ._ports import Clock, Host, Storage
 from ._requests import Requests
@@ -95,3 +96,7 @@ class ExecutionCore:
 
     def now(self) -> float:
         return self.execution.now()
+
+    async def live_state(self, key: str | None = None) -> dict[str, Any]:
+        """What the workflow published with ``ctx.set_state`` (all keys, or one)."""
+        return await read_live_state(self.execution, key)

@@ -18,6 +18,7 @@ from . import _journal as jn
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
+from ._undo import hide_undo_key
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Requests:
             for key, text in (await self.execution.storage.list(prefix=prefix)).items():
                 entry = jn.decode_record(key, text)
                 entry.pop("idempotency_key", None)
+                hide_undo_key(entry)
                 entry["phase"] = phase
                 entries.append(entry)
         return entries

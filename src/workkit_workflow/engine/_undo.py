@@ -45,6 +45,14 @@ class UndoFailedError(WorkflowError):
     retryable = False
 
 
+def hide_undo_key(entry: dict[str, Any]) -> None:
+    """Leave the undo's idempotency key out of a journal view, as the step's own
+    key is (a secret to some APIs)."""
+    record = entry.get("undo")
+    if isinstance(record, dict) and "key" in record:
+        entry["undo"] = {k: v for k, v in record.items() if k != "key"}
+
+
 def pending(entries: Mapping[int, Mapping[str, Any]]) -> bool:
     """Whether any step of the main phase has an undo to run."""
     return any(_undoable(e) for e in entries.values())

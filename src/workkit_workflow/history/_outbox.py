@@ -67,7 +67,7 @@ _EXECUTION_FIELDS = (
     "compensation",
     "cancel_reason",
 )
-_ENTRY_DROPPED = ("output", "idempotency_key", "idempotency_hash", "v")
+_ENTRY_DROPPED = ("output", "idempotency_key", "idempotency_hash", "v", "undo")
 
 
 def _summary(state: Mapping[str, Any]) -> list[Any]:

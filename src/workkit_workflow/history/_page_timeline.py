@@ -12,6 +12,7 @@ from ._outcomes import Outcomes, pretty, preview, size
 from ._page_html import _badge, _took
 from ._query import ExecutionRecord
 from ._timeline import Attempt, Row, Timeline, span, when
+from ._undo_view import undo_html
 
 
 def _finite(t: float | None) -> bool:
@@ -185,9 +186,13 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
         status = comp.get("status", "")
         body.append(
             f"<h2>Compensation {_badge(status) if status else ''}</h2>"
-            f"<section class='phase compensation'>{axis}"
+            f"{undo_html(comp)}<section class='phase compensation'>{axis}"
             f"{comp_rows or '<p class=empty>No compensation steps.</p>'}</section>"
         )
+    if outcomes.state:
+        # live state: what the workflow published with ctx.set_state
+        values = "".join(f"<li>{_value(f'state:{k}', k, v)}</li>" for k, v in outcomes.state.items())
+        body.append(f"<h2>State</h2><ul class='state' id='state-values'>{values}</ul>")
     if outcomes.has_result:
         body.append(f"<h2>Result</h2><div id='result'>{_value('result', 'result', outcomes.result)}</div>")
     if e.input is not None:
