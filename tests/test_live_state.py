@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workkit_workflow import workflow
+from workkit_workflow import NonRetryableError, workflow
 from workkit_workflow.engine._ports import WireRequest
 from workkit_workflow.errors import DefinitionError, SerializationError
 from workkit_workflow.testing import WorkflowTestEnv
@@ -155,3 +155,33 @@ async def test_state_survives_crashes_around_it(env: WorkflowTestEnv, point: str
     result = await env.result(handle)
     assert result.ok and env.faults.crashes
     assert await handle.state() == {"phase": "two"}
+
+
+async def test_a_restart_from_a_later_step_carries_the_state_over(env: WorkflowTestEnv) -> None:
+    SHIP["broken"] = True
+
+    @workflow(unique("live-restart"))
+    async def flow(ctx: Any, input: Any) -> str:
+        await ctx.set_state("stage", "prepared")
+        await ctx.step("prepare", lambda: 1)
+        await ctx.step("ship", _ship)
+        return "shipped"
+
+    handle = await env.run(flow, None)
+    assert not (await env.result(handle)).ok
+    SHIP["broken"] = False
+    again = await env.client.restart(handle.execution_id, from_step="ship")
+    result = await env.result(again)
+    assert result.ok
+    assert await again.state() == {"stage": "prepared"}
+    journal = await again.journal()
+    assert journal[0]["kind"] == "state" and journal[0]["restored_from"] == handle.execution_id
+
+
+SHIP = {"broken": True}
+
+
+def _ship() -> str:
+    if SHIP["broken"]:
+        raise NonRetryableError("carrier down")
+    return "ok"

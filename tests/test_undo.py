@@ -298,3 +298,14 @@ async def test_undo_args_must_be_small_json(env: WorkflowTestEnv) -> None:
     result = await env.result(await env.run(flow))
     assert result.error is not None and result.error.code == SerializationError.code
     assert "limit is 65536" in result.error.message
+
+
+async def test_compensation_steps_cannot_have_undo_handlers(env: WorkflowTestEnv) -> None:
+    async def on_failure(ctx: Any) -> None:
+        await ctx.step("notify", effect, "notify", undo=record_undo)
+
+    flow = Workflow(unique("undo-in-comp")).step("a", lambda i, p, c: fail("a")).on_failure(on_failure)
+    result = await env.result(await env.run(flow))
+    assert result.error is not None and result.error.compensation is not None
+    assert result.error.compensation["status"] == "failed"
+    assert "a compensation step cannot have an undo handler" in result.error.compensation["error"]["message"]

@@ -29,7 +29,7 @@ class RestoredEntry(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     v: Literal[1]
     op: int = Field(ge=0, lt=100_000_000)
-    kind: Literal["step", "sleep", "wait"]
+    kind: Literal["step", "sleep", "wait", "state"]  # state: live state (ctx.set_state)
     name: str = Field(min_length=1, max_length=256)
     status: Literal["completed"]
     output: JsonValue = None

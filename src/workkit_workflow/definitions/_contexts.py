@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..errors import DefinitionError
 from ._durations import Duration, to_instant, to_seconds
 from ._live_state import state_text
 from ._retry import RetryPolicy
@@ -44,6 +45,9 @@ class WorkflowContext:
     journaled and runs again on every replay.
     """
 
+    _takes_undo = True
+    """Whether ``step(..., undo=)`` is allowed: not in compensation, which nothing undoes."""
+
     def __init__(self, run: Operations, execution_id: str, workflow: str, input: Any) -> None:
         self._run = run
         self.execution_id = execution_id
@@ -76,6 +80,8 @@ class WorkflowContext:
         """
         check_name(name, "step")
         where = f"step {name!r}"
+        if undo is not None and not self._takes_undo:
+            raise DefinitionError(f"{where}: a compensation step cannot have an undo handler")
         spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=True)
         options = make_options(
             retry=retry,
@@ -181,6 +187,8 @@ class CompensationContext(WorkflowContext):
         self.undos: list[dict[str, Any]] = []
         """The outcome of each step's undo handler (they run before this handler),
         last started first: ``step``, ``step_status``, ``status``, ``attempts``, ``error``."""
+
+    _takes_undo = False
 
     @property
     def cancelled(self) -> bool:

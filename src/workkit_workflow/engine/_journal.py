@@ -47,7 +47,7 @@ IDEMPOTENT: Final = "i:"
 Status = Literal["pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping"]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
-OpKind = Literal["step", "sleep", "wait"]
+OpKind = Literal["step", "sleep", "wait", "state"]
 OpStatus = Literal["running", "retrying", "sleeping", "waiting", "completed", "failed"]
 
 
