@@ -309,3 +309,35 @@ async def test_compensation_steps_cannot_have_undo_handlers(env: WorkflowTestEnv
     assert result.error is not None and result.error.compensation is not None
     assert result.error.compensation["status"] == "failed"
     assert "a compensation step cannot have an undo handler" in result.error.compensation["error"]["message"]
+
+
+async def hang_once(info: StepUndo) -> None:
+    CALLS["undo:" + info.step] += 1
+    if CALLS["undo:" + info.step] == 1:
+        await asyncio.Event().wait()  # the first attempt hangs: its timeout cuts it
+    UNDONE.append((info.step, info.status, info.output, info.input, info.idempotency_key))
+
+
+@workflow(unique("undo-timeout"))
+async def timeout_flow(ctx: Any, input: Any) -> None:
+    await ctx.step(
+        "charge",
+        effect,
+        "charge",
+        undo=hang_once,
+        undo_timeout="30s",
+        undo_retry=RetryPolicy(max_attempts=2, initial_delay=1),
+    )
+    await ctx.step("boom", fail, "boom")
+
+
+async def test_undo_timeout_cuts_an_attempt_and_the_retry_finishes_it(env: WorkflowTestEnv) -> None:
+    handle = await env.start(timeout_flow, None)
+    result = await env.result(handle)
+    assert result.error is not None and result.error.compensation is not None
+    (undo,) = result.error.compensation["undos"]
+    assert (undo["status"], undo["attempts"]) == ("completed", 2)
+    journal = await handle.journal()
+    (entry,) = [e for e in journal if e["name"] == "undo:charge"]
+    assert [e["code"] for e in entry["errors"]] == ["step_timeout"]
+    assert CALLS["undo:charge"] == 2 and len(UNDONE) == 1
