@@ -29,6 +29,28 @@ _HIDDEN: Final = ("v", "idempotency_key")
 """Left out of exported entries: the record version, and the key (a secret to
 some APIs; its hash stays)."""
 
+_DERIVED_META: Final = ("v", "status", "started_at", "finished_at", "attempts", "steps", "incarnations")
+"""What the ``/meta`` route adds to the stored meta (or the record version): not exported,
+so an export made by the client and one read from a runtime file are the same."""
+
+STATE_FIELDS: Final = (
+    "status",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "wake_at",
+    "waiting_for",
+    "error",
+    "failed_step",
+    "step_attempt",
+    "compensation",
+    "cancel_reason",
+    "blocked",
+)
+"""The state an export carries, for people reading it (the check needs none):
+fields both the stored state and the status view have."""
+
 
 @dataclass(frozen=True)
 class StoredJournal:
@@ -54,14 +76,14 @@ def make_export(
     meta: Mapping[str, Any], state: Mapping[str, Any], entries: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The export document of one execution (``entries`` carry ``phase`` and ``op``)."""
-    clean_meta = {k: v for k, v in meta.items() if k != "v"}
+    clean_meta = {k: v for k, v in meta.items() if k not in _DERIVED_META}
     clean_meta["version"] = version_of(meta)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "execution_id": clean_meta.get("execution_id"),
         "meta": clean_meta,
-        "state": {k: v for k, v in state.items() if k != "v"},
+        "state": {k: state.get(k) for k in STATE_FIELDS},
         "entries": [{k: v for k, v in e.items() if k not in _HIDDEN} for e in entries],
     }
 
