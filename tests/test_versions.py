@@ -243,3 +243,40 @@ async def test_executions_from_before_versions_run_the_default_version(env: Work
     result = await env.result(handle)
     assert result.ok and calls == ["a@1"]
     assert (await handle.describe())["version"] == "1" and (await handle.meta())["version"] == "1"
+
+
+# -- where the version shows ---------------------------------------------------------
+
+
+async def _shown(db: str, name: str) -> None:
+    from workkit_workflow.history import HistoryQuery
+    from workkit_workflow.history.page import render_execution_page
+
+    env = WorkflowTestEnv(path=db, history=True)
+    try:
+        flow = Workflow(name, version="2026-11-30").step("a", lambda i, p, c: 1)
+        handle = await env.run(flow, None, execution_id="shown-1")
+        assert (await env.result(handle)).ok
+        history = await HistoryQuery(env.history).get_execution("shown-1")
+        assert history.execution.version == "2026-11-30"
+        assert "version <code>2026-11-30</code>" in render_execution_page(history)
+    finally:
+        await env.close()
+
+
+def test_the_cli_and_the_timeline_page_show_the_version(tmp_path: Any) -> None:
+    import asyncio
+    import io
+
+    from workkit_workflow.cli import main
+
+    db, name = str(tmp_path / "workflows.db"), unique("shown")
+    asyncio.run(_shown(db, name))
+    out = io.StringIO()
+    assert main(["list", "--db", db], out) == 0
+    header, row = out.getvalue().splitlines()[:2]
+    assert header.split()[:4] == ["EXECUTION", "WORKFLOW", "STATUS", "VERSION"]
+    assert row.split()[:4] == ["shown-1", name, "completed", "2026-11-30"]
+    out = io.StringIO()
+    assert main(["show", "shown-1", "--db", db], out) == 0
+    assert "version 2026-11-30" in out.getvalue()
