@@ -280,3 +280,33 @@ def test_the_cli_and_the_timeline_page_show_the_version(tmp_path: Any) -> None:
     out = io.StringIO()
     assert main(["show", "shown-1", "--db", db], out) == 0
     assert "version 2026-11-30" in out.getvalue()
+
+
+def test_the_readme_versions_example_prints_what_its_comments_say(tmp_path: Any) -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    found = re.search(
+        r"<!-- versions-example -->\n```python\n(.*?)```", (root / "README.md").read_text(), re.S
+    )
+    assert found is not None
+    (tmp_path / "example.py").write_text(found[1])
+    run = subprocess.run(
+        [sys.executable, "-W", "error", "example.py"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(root / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == [
+        "sleeping 1",
+        "MISMATCH at operation #0: the journal has step 'reserve', the code calls step 'reserve-stock'",
+        "blocked version_unavailable ['2']",
+        "{'tx': 'tx-o-1'}",
+    ]
