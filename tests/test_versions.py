@@ -310,3 +310,38 @@ def test_the_readme_versions_example_prints_what_its_comments_say(tmp_path: Any)
         "blocked version_unavailable ['2']",
         "{'tx': 'tx-o-1'}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        (
+            "/execute",
+            {"workflow": "versioned-w", "execution_id": "obj", "version": "a b"},
+            400,
+            "invalid_request",
+        ),
+        (
+            "/execute",
+            {"workflow": "versioned-w", "execution_id": "obj", "version": "9"},
+            404,
+            "version_unavailable",
+        ),
+        ("/version", {"version": ""}, 400, "invalid_request"),
+        ("/version", {"version": "2", "extra": 1}, 400, "invalid_request"),
+        ("/version", {"version": "2"}, 404, "execution_not_found"),
+    ],
+)
+async def test_bad_version_requests_get_structured_4xx(path: str, body: Any, status: int, code: str) -> None:
+    import json
+
+    from workkit_workflow.engine._ports import WireRequest
+    from workkit_workflow.local import LocalNamespace
+
+    Workflow("versioned-w", version="2").step("s", lambda i, p, c: 1)
+    async with LocalNamespace() as ns:
+        request = WireRequest(method="POST", path=path, body=json.dumps(body).encode(), query={})
+        response = await ns.fetch("obj", request)
+        assert response.status == status, response.body
+        assert response.body["error"]["code"] == code
+        assert ns.backend.list("obj", None, None, None, None, False) == {}
