@@ -133,6 +133,19 @@ async def test_without_its_version_an_execution_waits_blocked_and_carries_on_whe
     )
     assert await _alarm_of(env, handle.execution_id) == blocked["retry_at"]
     assert calls == ["a@v1"]  # nothing ran, v2's code least of all
+    if env.path is not None:  # what `show` and the page say, read from the runtime file
+        from workkit_workflow.history._journals import JournalFile
+        from workkit_workflow.history._timeline import headline
+
+        journals = JournalFile.open(env.path)
+        try:
+            record = journals.execution(handle.execution_id).record()
+        finally:
+            journals.close()
+        assert (
+            headline(record)
+            == "Blocked: version 'v1' of its workflow is not deployed; it carries on once it is."
+        )
     await env.clock.sleep(blocked["retry_at"] - env.clock.now())  # still missing: tries again later
     await env.settle()
     again = (await handle.describe())["blocked"]
@@ -205,6 +218,8 @@ async def test_an_execution_moves_to_another_version(env: WorkflowTestEnv) -> No
     assert await handle.status() == "blocked"
     assert v2 is not v2_same_shape and REGISTRY.get(name) is v2_same_shape
     assert await handle.move_to_version("v2") is True
+    await env.settle()
+    assert await handle.status() == "completed"  # at once: the move wakes the runner, no alarm needed
     result = await env.result(handle)
     assert result.ok and result.value == "b@v2"
     assert calls == ["a@v1", "b@v2"]  # a replayed from the journal, not run again by v2
