@@ -360,3 +360,35 @@ async def test_bad_version_requests_get_structured_4xx(path: str, body: Any, sta
         assert response.status == status, response.body
         assert response.body["error"]["code"] == code
         assert ns.backend.list("obj", None, None, None, None, False) == {}
+
+
+def _waiting_flows(name: str, calls: list[str]) -> tuple[Workflow, Workflow]:
+    def record(step: str) -> Any:
+        return lambda i, p, c: calls.append(step) or step
+
+    v1 = Workflow(name, version="v1").step("a", record("a@v1")).wait_for_event("w", "go")
+    v1.step("b", record("b@v1"))
+    v2 = Workflow(name, version="v2").step("a", record("a@v2")).wait_for_event("w", "go")
+    v2.step("b", record("b@v2"))
+    return v1, v2
+
+
+@pytest.mark.parametrize("turns", range(0, 40, 3))
+async def test_a_move_at_any_turn_of_a_start_is_observed(env: WorkflowTestEnv, turns: int) -> None:
+    """The move is a signal to the runner (``_runner``): wherever the start is when it
+    arrives, the execution ends on the new version and no step runs twice."""
+    import asyncio
+
+    calls: list[str] = []
+    v1, _ = _waiting_flows(unique("move-sweep"), calls)
+    handle = await env.start(v1, None)
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    assert await handle.move_to_version("v2") is True
+    await env.settle()
+    assert await handle.status() == "waiting"  # whoever drove after the move parked at the wait
+    await handle.send_event("go", None, event_id="go-1")
+    result = await env.result(handle)
+    assert result.ok and (await handle.meta())["version"] == "v2"
+    # "a" ran once, on whichever version drove first; the wake-up replayed on v2.
+    assert len(calls) == 2 and calls[0] in ("a@v1", "a@v2") and calls[1] == "b@v2", calls
