@@ -246,3 +246,29 @@ async def test_export_round_trip(env: WorkflowTestEnv) -> None:
         out = io.StringIO()
         assert await args.run(args, out) == 0 and "2 entries" in out.getvalue()
         assert json.loads(out_file.read_text()) == document
+
+
+def test_cli_move_runs_a_blocked_execution_on_the_new_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "workflows.db"
+    name = unique("cli-move")
+    asyncio.run(_parked_runtime_file(db, name, ["m-1"]))
+    # The new code has only version 2, with the same operations.
+    module = f"replay_app_{next(_modules)}"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(f"""
+        from workkit_workflow import Workflow
+        flow = Workflow({name!r}, version="2").step("a", lambda i, p, c: 1).sleep("nap", "1h")
+        flow.step("b", lambda i, p, c: 2)
+    """)
+    )
+    code, out = _cli("check-replay", "--app", module, "--db", str(db), "--version", "2")
+    assert code == 0 and "m-1  " + name + "@2  replays (1 operation)" in out
+    code, out = _cli("move", "m-1", "--to-version", "2", "--app", module, "--db", str(db), "--timeout", "5")
+    assert code == 0 and out.strip() == "moved m-1 to version '2'; it is now completed", out
+    code, out = _cli("list", "--db", str(db))
+    assert any(line.split()[:4] == ["m-1", name, "completed", "2"] for line in out.splitlines()), out
+    code, out = _cli("move", "m-1", "--to-version", "3", "--app", module, "--db", str(db))
+    assert code == 1

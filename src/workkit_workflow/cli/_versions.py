@@ -1,4 +1,4 @@
-"""``check-replay`` and ``export``: the pre-deploy replay check from a shell.
+"""``check-replay``, ``export`` and ``move``: workflow versions from a shell.
 
 ``check-replay --app MODULE`` replays stored journals against the code the
 module registers, running no step handler, and exits 1 if any would not
@@ -7,11 +7,15 @@ without its owner lock, as ``list`` and ``show`` read it: by default its
 unfinished executions, with ``--all`` every one) and from files (``--journal``,
 repeatable): exports of deployed executions (``ExecutionHandle.export()``, or
 ``export`` here) or storage snapshots such as ``tests/golden/*.json``.
+
+``move ID --to-version V --app MODULE`` moves an unfinished execution of a local
+runtime file to another version (``ExecutionHandle.move_to_version``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -22,13 +26,16 @@ from ..engine._export import StoredJournal, make_export, read_export
 from ..engine._replay_check import ReplayReport, check_stored
 from ..errors import WorkflowError
 from ..history._journals import JournalFile
-from ._commands import EXIT_FAILED, EXIT_OK, CliError, _import_app
+from ..local._lock import current_owner
+from ._commands import EXIT_FAILED, EXIT_OK, CliError, _import_app, _with_runtime
 
 Commands = Any
 
 
-def add_replay_commands(sub: Commands, common: argparse.ArgumentParser) -> None:
-    """The parsers of ``check-replay`` and ``export``."""
+def add_version_commands(
+    sub: Commands, common: argparse.ArgumentParser, driving: argparse.ArgumentParser
+) -> None:
+    """The parsers of ``check-replay``, ``export`` and ``move``."""
     p = sub.add_parser(
         "check-replay",
         help="replay stored journals against the current code (no handler runs); exit 1 on a mismatch",
@@ -47,6 +54,15 @@ def add_replay_commands(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("execution_id")
     p.add_argument("--out", help="the file to write (default: standard output)")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser(
+        "move",
+        parents=[common, driving],
+        help="run an unfinished execution on another version of its workflow (its journal is replayed)",
+    )
+    p.add_argument("execution_id")
+    p.add_argument("--to-version", required=True, help="a version the --app module registers")
+    p.set_defaults(run=cmd_move)
 
 
 def _from_file(path: str) -> StoredJournal:
@@ -130,4 +146,28 @@ async def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     temporary.write_text(text + "\n", encoding="utf-8")
     os.replace(temporary, target)
     print(f"exported {args.execution_id} ({len(document['entries'])} entries) to {args.out}", file=out)
+    return EXIT_OK
+
+
+def cmd_move(args: argparse.Namespace, out: TextIO) -> int:
+    if not os.path.exists(args.db):
+        raise CliError(f"no runtime database at {args.db!r} (use --db PATH)")
+    owner = current_owner(args.db)
+    if owner is not None:
+        who = f"the server at {owner.address}" if owner.address else f"process {owner.pid or '(unknown)'}"
+        raise CliError(f"{args.db!r} is in use by {who}: stop it to move an execution from the CLI")
+    _import_app(args.app)
+    return asyncio.run(_move(args, out))
+
+
+async def _move(args: argparse.Namespace, out: TextIO) -> int:
+    async def action(client: Any) -> bool:
+        return bool(await client.execution(args.execution_id).move_to_version(args.to_version))
+
+    async def status(client: Any) -> str:
+        return str(await client.execution(args.execution_id).status())
+
+    moved, now = await _with_runtime(args, action, status)
+    what = "moved" if moved else "already on"
+    print(f"{what} {args.execution_id} to version {args.to_version!r}; it is now {now}", file=out)
     return EXIT_OK
