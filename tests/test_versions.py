@@ -131,7 +131,7 @@ async def test_without_its_version_an_execution_waits_blocked_and_carries_on_whe
         "v1",
         ["v2"],
     )
-    assert await _alarm_of(env, handle.execution_id) == blocked["retry_at"]
+    assert await _alarm_of(env, handle.execution_id) == blocked["retry_at"] == view["wake_at"]
     assert calls == ["a@v1"]  # nothing ran, v2's code least of all
     if env.path is not None:  # what `show` and the page say, read from the runtime file
         from workkit_workflow.history._journals import JournalFile

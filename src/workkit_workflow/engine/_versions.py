@@ -62,7 +62,7 @@ async def resolve(execution: ExecutionState, registry: Registry, runner: Runner)
             "tries": tries,
             "retry_at": retry_at,
         }
-        changes: dict[str, Any] = {"blocked": blocked}
+        changes: dict[str, Any] = {"blocked": blocked, "wake_at": retry_at}
         if state["phase"] == "main" and state["status"] not in jn.TERMINAL:
             changes["status"] = "blocked"
         await execution.write_state(changes, alarm=runner.park_alarm(retry_at, now))
