@@ -381,6 +381,32 @@ async def scenario_live_state(harness: Any) -> None:
     assert (await core.result())["value"] == "ok"
     assert await core.live_state("progress") == {"key": "progress", "found": True, "value": {"done": 2}}
     assert (await core.live_state("nope"))["found"] is False
+async def scenario_blocked_until_its_version_returns(harness: Any) -> None:
+    """versions: without its version the execution waits blocked, its alarm set (through the
+    adapter), and carries on when the version is registered again."""
+    calls: Counter[str] = Counter()
+    v1 = nap_flow(calls)
+    v2 = Workflow("nap", v1._fn, version="2", register=False)
+    reg = registry_of(v1, v2)
+    view, _ = await core_of(harness, "blk", reg).execute(
+        workflow="nap", input=None, execution_id="blk", wait=True, version="1"
+    )
+    assert view["status"] == "sleeping" and view["version"] == "1", view
+    reg.unregister("nap", "1")  # a deploy without version 1
+    host = harness.host("blk")
+    harness.clock.set(await host.storage.get_alarm())
+    await host.storage.set_alarm(None)  # cleared as the handler starts
+    await asyncio.wait_for(ExecutionCore(host, registry=reg, lease=30.0).alarm(), 10.0)
+    view = await core_of(harness, "blk", reg).status()
+    blocked = view["blocked"]
+    assert view["status"] == "blocked" and blocked["reason"] == "version_unavailable", view
+    assert blocked["deployed"] == ["2"] and calls == Counter(before=1), view
+    assert abs(await harness.host("blk").storage.get_alarm() - blocked["retry_at"]) < 0.01
+    reg.register(v1)  # the next deploy brings it back
+    assert await fire_alarms(harness, "blk", reg) == 1
+    result = await core_of(harness, "blk", reg).result()
+    assert result["ok"] and result["value"] == 2 and result["version"] == "1", result
+    assert calls == Counter(before=1, after=1), calls
 
 
 SCENARIOS = [
@@ -395,4 +421,5 @@ SCENARIOS = [
     scenario_replay_mismatch,
     scenario_undo_handlers_with_a_crash_inside_one,
     scenario_live_state,
+    scenario_blocked_until_its_version_returns,
 ]

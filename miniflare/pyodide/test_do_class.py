@@ -31,7 +31,7 @@ def _stub_wire():
     def parse(model, body):
         data = json.loads(body or b"{}")
         defaults = {
-            "ExecuteBody": {"wait": True, "restart": None, "input": None},
+            "ExecuteBody": {"wait": True, "restart": None, "input": None, "version": None},
             "CancelBody": {"reason": None},
         }
         return Body(**{**defaults.get(model, {}), **data})

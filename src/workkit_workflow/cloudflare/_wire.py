@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from ..definitions._json import is_unicode
+from ..definitions._versions import VERSION_PATTERN
 from ..engine._journal import EXECUTION_ID_PATTERN
 from ..errors import InvalidRequestError
 
@@ -54,6 +55,11 @@ class ExecuteBody(_Body):
     execution_id: str = Field(pattern=_ID_PATTERN)
     wait: bool = True
     restart: RestartSpec | None = None
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+
+
+class VersionBody(_Body):
+    version: str = Field(pattern=VERSION_PATTERN)
 
 
 class CancelBody(_Body):

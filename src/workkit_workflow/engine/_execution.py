@@ -39,6 +39,7 @@ from ._ports import Clock, Host, Storage
 from ._requests import Requests
 from ._runner import Runner
 from ._state import ExecutionState, FaultHook
+from ._versions import VersionMoves
 
 
 class ExecutionCore:
@@ -74,6 +75,8 @@ class ExecutionCore:
         self.cancel = self.requests.cancel
         self.send_event = self.requests.send_event
         self.alarm = self.alarms.alarm
+        # versions: move an unfinished execution to another deployed version.
+        self.move_to_version = VersionMoves(self.execution, registry, self.runner).move
 
     # -- what the execution object and tools read ------------------------------
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..definitions._versions import version_of
 from ..engine import _journal as jn
 from ..engine._live_state import PREFIX as LIVE_PREFIX
 from ..engine._undo import hide_undo_key
@@ -70,6 +71,7 @@ class StoredExecution:
             cancel_reason=state.get("cancel_reason"),
             input=meta.get("input"),
             restarted_from=meta.get("restarted_from"),
+            version=version_of(meta),
         )
 
 

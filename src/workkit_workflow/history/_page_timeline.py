@@ -163,6 +163,10 @@ def _rows(rows: list[Row], timeline: Timeline, outcomes: Outcomes) -> str:
     return "".join(shown)
 
 
+def _version(e: ExecutionRecord) -> str:
+    return f" · version <code>{escape(e.version)}</code>" if e.version else ""
+
+
 def _ran(e: ExecutionRecord) -> str:
     # The page shows no wall-clock time: the same state gives the same bytes
     # (the live refresh swaps only on a change; HEAD matches GET).
@@ -176,7 +180,7 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
     main_rows = _rows(timeline.main, timeline, outcomes) or "<p class='empty'>No steps.</p>"
     body = [
         f"<h1>{escape(e.workflow)} {_badge(e.status)}</h1>",
-        f"<div class='meta'>execution <code>{escape(e.execution_id)}</code> · created "
+        f"<div class='meta'>execution <code>{escape(e.execution_id)}</code>{_version(e)} · created "
         f"{escape(when(e.created_at))}{_ran(e)}</div>",
         f"<div class='headline {escape(e.status)}' id='headline'>{escape(timeline.headline)}</div>",
         f"<h2>Steps</h2><section class='phase main'>{axis}{main_rows}</section>",
