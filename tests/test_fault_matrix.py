@@ -180,6 +180,16 @@ def children(world: World) -> Workflow:
     return flow
 
 
+def undo_handlers(world: World) -> Workflow:
+    # Per-step undo handlers: undo steps run (and are journaled) in the compensation phase.
+    return (
+        Workflow(f"undo-{next(_names)}", retry=RETRY)
+        .step("reserve", lambda i, p, c: world.effect("reserve")(), undo=lambda u: world.effect("r")())
+        .step("charge", lambda i, p, c: world.effect("charge")(), undo=lambda u: world.effect("c")())
+        .step("ship", lambda i, p, c: world.effect("ship", permanent=True)())
+    )
+
+
 SHAPES: dict[str, Shape] = {
     "linear": linear,
     "retries": retries,
@@ -187,6 +197,7 @@ SHAPES: dict[str, Shape] = {
     "sleep": sleep,
     "wait_for_event": wait_for_event,
     "fan_out": fan_out,
+    "undo_handlers": undo_handlers,
     "children": children,
 }
 
@@ -194,7 +205,7 @@ SHAPES: dict[str, Shape] = {
 def _cases() -> Iterator[Any]:
     for shape in SHAPES:
         for point in POINTS:
-            if point == "in_compensation" and shape != "compensation":
+            if point == "in_compensation" and shape not in ("compensation", "undo_handlers"):
                 continue  # only a failing workflow with a handler compensates
             if point == "in_mail" and shape != "children":
                 continue  # only children send mail to other objects

@@ -202,3 +202,18 @@ async def child_parent(ctx, data):
     the ``WORKFLOW_DO`` binding the execution object finds in its ``env``."""
     kids = await asyncio.gather(*(ctx.child(child_kid, {"n": n}, name=f"kid-{n}") for n in range(2)))
     return {"kids": kids}
+
+async def refund(info):
+    """An undo handler (module level: found again by name after the object restarts)."""
+    await bump(f"undo:{info.step}")
+    return {"undid": info.step, "output": info.output, "input": info.input}
+
+
+@workflow("rt-undo", retry=FAST_RETRY)
+async def undo_and_state(ctx, data):
+    await ctx.set_state("stage", "reserving")
+    await ctx.step("reserve", counted, "reserve", undo=refund)
+    await ctx.step("pay", counted, "pay", undo=refund, undo_retry=FAST_RETRY)
+    await ctx.set_state("stage", "charging")
+    await ctx.step("charge", charge, "charge")
+    return "unreachable"

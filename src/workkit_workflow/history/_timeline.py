@@ -238,6 +238,9 @@ def headline(execution: ExecutionRecord) -> str:
         text = f"Waiting for {', '.join(repr(w) for w in execution.waiting_for) or 'an event'}."
     elif status == "sleeping":
         text = f"Sleeping until {when(execution.wake_at)}."
+    elif status == "blocked":
+        which = f"version {execution.version!r} of its workflow" if execution.version else "its workflow"
+        text = f"Blocked: {which} is not deployed; it carries on once it is."
     else:
         text = f"{status.capitalize()}."
     if comp_status == "completed":
