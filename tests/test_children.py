@@ -363,3 +363,31 @@ async def test_the_longest_ids_still_connect_parent_and_child(
     (row,) = (await handle.describe())["children"]
     assert row["execution_id"] == given or row["execution_id"].startswith("p" * 150)
     assert len(row["execution_id"]) <= 200
+
+
+async def test_a_waiting_parent_says_it_waits_for_its_child() -> None:
+    from workkit_workflow.history._timeline import build
+
+    env = WorkflowTestEnv(history=True)
+    try:
+        world = World()
+        kid = _kid(world, nap=3600.0)
+        handle = await env.run(_parent(kid), 5, execution_id="p-16")
+        await env.settle()
+        timeline = build(await env.client.history.get_execution("p-16"))
+        assert timeline.headline == f"Waiting for child execution p-16.0-{kid.name}."
+        assert await handle.cancel("done waiting")
+        assert (await env.result(handle)).status == "cancelled"
+    finally:
+        await env.close()
+
+
+async def test_a_forged_child_outcome_fails_the_operation_cleanly(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=3600.0)
+    handle = await env.run(_parent(kid, catch=True), 5, execution_id="p-17")
+    # Anyone may send an event; one of the reserved type that is not an outcome is refused
+    # by the operation (a failure it can catch), never a crash or a stuck parent.
+    assert await handle.send_event(f"child:p-17.0-{kid.name}", "not an outcome")
+    result = await env.result(handle)
+    assert result.ok and result.value["error"]["code"] == "malformed_child_outcome"
