@@ -391,3 +391,24 @@ async def test_a_forged_child_outcome_fails_the_operation_cleanly(env: WorkflowT
     assert await handle.send_event(f"child:p-17.0-{kid.name}", "not an outcome")
     result = await env.result(handle)
     assert result.ok and result.value["error"]["code"] == "malformed_child_outcome"
+
+
+async def test_the_parent_compensation_sees_its_completed_children(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=1.0)
+    seen: list[Any] = []
+
+    async def undo(ctx: Any) -> None:
+        seen.append(dict(ctx.step_outputs))
+
+    @workflow(unique("undoing-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        await ctx.child(kid, input, name="packed")
+        await ctx.step("ship", _reject)
+
+    handle = await env.run(parent.on_failure(undo), 5, execution_id="p-18")
+    result = await env.result(handle)
+    assert not result.ok and result.error is not None and result.error.code == "refused"
+    assert seen == [{"packed": 11}]
+    # The completed child stays completed: undoing it is the parent's handler's call.
+    assert await env.client.execution("p-18.0-packed").status() == "completed"

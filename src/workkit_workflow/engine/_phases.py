@@ -190,7 +190,8 @@ class Phases:
         outputs = {
             e["name"]: e.get("output")
             for _, e in sorted(main_entries.items())
-            if e.get("kind") == "step" and e.get("status") == "completed"
+            # A completed child's result too: the parent's handler may have to undo it.
+            if e.get("kind") in ("step", "child") and e.get("status") == "completed"
         }
         in_doubt = [
             InDoubtStep(
