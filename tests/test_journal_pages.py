@@ -167,3 +167,26 @@ async def test_the_history_projection_is_whole_after_a_paged_replay(tmp_path: An
         assert done == [{"status": "completed"}]
     finally:
         await env.close()
+
+
+async def test_the_undo_of_a_step_on_an_early_page_still_runs(env: WorkflowTestEnv) -> None:
+    undone: list[str] = []
+    flow = Workflow(unique("paged-undo")).step(
+        "reserve", lambda inp, prev, ctx: {"r": 1}, undo=lambda info: undone.append("release")
+    )
+    for i in range(STEPS):
+        flow = flow.step(f"s{i:03d}", lambda inp, prev, ctx, i=i: i)
+    flow = flow.wait_for_event("go", "go").step("ship", lambda inp, prev, ctx: _refuse())
+    handle = await env.run(flow, None)
+    assert await handle.status() == "waiting"
+    env.ns.evict(handle.execution_id)  # the replay reads 'reserve' on the first page, long before the end
+    await handle.send_event("go", 1)
+    result = await env.result(handle)
+    assert not result.ok
+    assert undone == ["release"]
+
+
+def _refuse() -> Any:
+    from workkit_workflow import NonRetryableError
+
+    raise NonRetryableError("address rejected")

@@ -324,6 +324,172 @@ async def scenario_replay_mismatch(harness: Any) -> None:
     assert calls == Counter(a=1), calls
 
 
+def undo_flow(calls: Counter[str]) -> Workflow:
+    def undo(name: str) -> Any:
+        return lambda info: (
+            calls.update([f"undo-{name}"]) or {"undone": info.step, "key": info.idempotency_key}
+        )
+
+    return (
+        Workflow("undo", retry=RetryPolicy(max_attempts=3, initial_delay=1.0, jitter=0.0), register=False)
+        .step("reserve", lambda i, p, c: calls.update(["reserve"]) or {"r": 1}, undo=undo("reserve"))
+        .step("charge", lambda i, p, c: calls.update(["charge"]) or {"tx": 2}, undo=undo("charge"))
+        .step("ship", lambda i, p, c: (_ for _ in ()).throw(NonRetryableError("carrier refused")))
+    )
+
+
+async def scenario_undo_handlers_with_a_crash_inside_one(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(undo_flow(calls))
+    hook, fired = crash_after_journal("undo:charge")
+    with contextlib.suppress(Crash):
+        await core_of(harness, "undo", reg, faults=hook).execute(
+            workflow="undo", input=None, execution_id="undo", wait=True
+        )
+    assert fired == ["undo:charge"]
+    await fire_alarms(harness, "undo", reg)
+    core = core_of(harness, "undo", reg)
+    view = await core.status()
+    assert view["status"] == "failed" and view["compensation"]["status"] == "completed", view
+    undos = [(u["step"], u["status"]) for u in view["compensation"]["undos"]]
+    assert undos == [("charge", "completed"), ("reserve", "completed")], view
+    journal = await core.journal()
+    assert [e["name"] for e in journal if e["phase"] == "compensation"] == ["undo:charge", "undo:reserve"]
+    assert calls == Counter({"reserve": 1, "charge": 1, "undo-charge": 1, "undo-reserve": 1}), calls
+
+
+def state_flow() -> Workflow:
+    async def body(ctx: Any, input: Any) -> Any:
+        await ctx.set_state("progress", {"done": 1})
+        await ctx.sleep("nap", 60)
+        await ctx.set_state("progress", {"done": 2})
+        return "ok"
+
+    return Workflow("state", body, register=False)
+
+
+async def scenario_live_state(harness: Any) -> None:
+    reg = registry_of(state_flow())
+    view, _ = await core_of(harness, "live", reg).execute(
+        workflow="state", input=None, execution_id="live", wait=True
+    )
+    assert view["status"] == "sleeping", view
+    # A fresh instance (a restart) reads what the first one wrote.
+    assert await core_of(harness, "live", reg).live_state() == {"state": {"progress": {"done": 1}}}
+    await fire_alarms(harness, "live", reg)
+    core = core_of(harness, "live", reg)
+    assert (await core.result())["value"] == "ok"
+    assert await core.live_state("progress") == {"key": "progress", "found": True, "value": {"done": 2}}
+    assert (await core.live_state("nope"))["found"] is False
+async def scenario_blocked_until_its_version_returns(harness: Any) -> None:
+    """versions: without its version the execution waits blocked, its alarm set (through the
+    adapter), and carries on when the version is registered again."""
+    calls: Counter[str] = Counter()
+    v1 = nap_flow(calls)
+    v2 = Workflow("nap", v1._fn, version="2", register=False)
+    reg = registry_of(v1, v2)
+    view, _ = await core_of(harness, "blk", reg).execute(
+        workflow="nap", input=None, execution_id="blk", wait=True, version="1"
+    )
+    assert view["status"] == "sleeping" and view["version"] == "1", view
+    reg.unregister("nap", "1")  # a deploy without version 1
+    host = harness.host("blk")
+    harness.clock.set(await host.storage.get_alarm())
+    await host.storage.set_alarm(None)  # cleared as the handler starts
+    await asyncio.wait_for(ExecutionCore(host, registry=reg, lease=30.0).alarm(), 10.0)
+    view = await core_of(harness, "blk", reg).status()
+    blocked = view["blocked"]
+    assert view["status"] == "blocked" and blocked["reason"] == "version_unavailable", view
+    assert blocked["deployed"] == ["2"] and calls == Counter(before=1), view
+    assert abs(await harness.host("blk").storage.get_alarm() - blocked["retry_at"]) < 0.01
+    reg.register(v1)  # the next deploy brings it back
+    assert await fire_alarms(harness, "blk", reg) == 1
+    result = await core_of(harness, "blk", reg).result()
+    assert result["ok"] and result["value"] == 2 and result["version"] == "1", result
+    assert calls == Counter(before=1, after=1), calls
+
+
+class Peers:
+    """The namespace the objects of a scenario reach each other through (``host.peers``).
+
+    Each request goes to a fresh instance of the named object (as after an eviction) and
+    to the operations the execution object's routes call: the HTTP layer validates with
+    pydantic, which these runs do without. Instances are kept so their tasks live on."""
+
+    def __init__(self, harness: Any, registry: Registry) -> None:
+        self.harness = harness
+        self.clock = harness.clock
+        self.registry = registry
+        self.cores: list[ExecutionCore] = []
+
+    def host(self, name: str) -> Any:
+        host = self.harness.host(name)
+        host.peers = self
+        return host
+
+    async def request(self, name: str, method: str, path: str, body: Any = None, query: Any = None) -> Any:
+        from workkit_workflow.cloudflare._object import error_response
+        from workkit_workflow.engine._ports import WireResponse
+        from workkit_workflow.errors import WorkflowError
+
+        core = ExecutionCore(self.host(name), registry=self.registry, lease=30.0)
+        self.cores.append(core)
+        try:
+            if path == "/execute":
+                view, created = await core.execute(
+                    workflow=body["workflow"],
+                    input=body.get("input"),
+                    execution_id=body["execution_id"],
+                    wait=False,
+                    parent=body.get("parent"),
+                )
+                return WireResponse(201 if created else 200, {"execution": view, "created": created})
+            if path == "/event":
+                outcome = await core.send_event(body["type"], body.get("payload"), body.get("id"))
+                return WireResponse(202 if outcome["accepted"] else 200, outcome)
+            view, changed = await core.cancel(body.get("reason"))
+            return WireResponse(200, {"execution": view, "cancelled": changed})
+        except WorkflowError as exc:
+            return error_response(exc)
+
+
+async def _settle() -> None:
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
+async def scenario_child_workflows_across_objects(harness: Any) -> None:
+    """Children: each start and outcome crosses objects through the mail outbox, and every
+    delivery meets a fresh instance; the children sleep, so alarms drive them to their end."""
+    calls: Counter[str] = Counter()
+
+    async def pack(ctx: Any, n: Any) -> Any:
+        packed = await ctx.step(f"pack-{n}", lambda: calls.update([f"pack-{n}"]) or n * 10)
+        await ctx.sleep("dry", 60)
+        return packed
+
+    async def family(ctx: Any, input: Any) -> Any:
+        return await asyncio.gather(*(ctx.child("kid", n, name=f"kid-{n}") for n in range(2)))
+
+    reg = registry_of(Workflow("kid", pack, register=False), Workflow("family", family, register=False))
+    peers = Peers(harness, reg)
+    view, _ = await ExecutionCore(peers.host("fam"), registry=reg, lease=30.0).execute(
+        workflow="family", input=None, execution_id="fam", wait=True
+    )
+    assert view["status"] == "waiting" and len(view["waiting_for"]) == 2, view
+    await _settle()  # the start messages are delivered
+    for n in range(2):
+        await fire_alarms(peers, f"fam.{n}-kid-{n}", reg)
+        await _settle()  # the child's outcome reaches the parent
+    await fire_alarms(peers, "fam", reg)
+    result = await ExecutionCore(peers.host("fam"), registry=reg, lease=30.0).result()
+    assert result["ok"] and result["value"] == [0, 10], result
+    assert [c["status"] for c in result["children"]] == ["completed", "completed"], result
+    child = await ExecutionCore(peers.host("fam.1-kid-1"), registry=reg, lease=30.0).status()
+    assert child["parent"] == {"execution_id": "fam", "workflow": "family", "op": 1}, child
+    assert calls == Counter({"pack-0": 1, "pack-1": 1}), calls
+
+
 SCENARIOS = [
     scenario_linear_replay,
     scenario_crash_and_resume,
@@ -334,4 +500,8 @@ SCENARIOS = [
     scenario_wait_for_event,
     scenario_fan_out_crash_mid_gather,
     scenario_replay_mismatch,
+    scenario_undo_handlers_with_a_crash_inside_one,
+    scenario_live_state,
+    scenario_blocked_until_its_version_returns,
+    scenario_child_workflows_across_objects,
 ]

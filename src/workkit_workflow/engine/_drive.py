@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._workflow import Registry
-from ..errors import UnknownWorkflowError, WorkflowError
+from ..errors import WorkflowError
 from . import _journal as jn
 from . import _pages
 from ._alarms import AlarmBackoff
@@ -19,6 +19,7 @@ from ._phases import Entries, Phases
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
+from ._versions import resolve
 
 log = logging.getLogger("workkit_workflow")
 
@@ -70,7 +71,8 @@ class Driver:
             snapshot = await execution.storage.list(limit=_pages.FIRST_READ)
             paged = len(snapshot) >= _pages.FIRST_READ  # a long journal: read by pages (``_pages``)
             if paged:
-                snapshot = await read_execution(execution.storage, self._observer_head())
+                heads = [observer.HEAD for observer in execution.observers]
+                snapshot = await read_execution(execution.storage, heads)
             if not self._load(snapshot):
                 await execution.storage.set_alarm(None)
                 return
@@ -79,14 +81,13 @@ class Driver:
             if state["phase"] == "done":
                 await execution.write({}, alarm=None)
                 execution.settled_event().set()
-                if execution.observer is not None:
-                    await execution.observer.settle()
+                await execution.settle_observers()
                 return
-            try:
-                definition = self.registry.get(execution.meta["workflow"])
-            except UnknownWorkflowError as exc:
-                # A deploy without this workflow: keep the execution, try again later.
-                await execution.write_state({"stalled": exc.to_dict()}, alarm=execution.now() + 60.0)
+            # versions: the name and version in its meta; without them here it is blocked.
+            definition = await resolve(execution, self.registry, self.runner)
+            if definition is None:
+                if self.runner.signalled:
+                    continue
                 return
             main_entries, comp_entries = self._entries(snapshot)
             if paged:
@@ -109,8 +110,8 @@ class Driver:
         execution.meta = jn.decode_record(jn.META, meta_text)
         execution.state = jn.decode_record(jn.STATE, state_text)
         execution.loaded = True
-        if execution.observer is not None:
-            execution.observer.load(snapshot, complete=True)
+        for observer in execution.observers:
+            observer.load(snapshot, complete=True)
         return True
 
     def _entries(self, snapshot: Mapping[str, str]) -> tuple[Entries, Entries]:
@@ -138,10 +139,6 @@ class Driver:
         )
         return main, comp
 
-    def _observer_head(self) -> str | None:
-        observer = self.execution.observer
-        return None if observer is None else observer.HEAD
-
     async def _paged_entries(
         self, state: Mapping[str, Any], snapshot: Mapping[str, str]
     ) -> tuple[Entries, Entries]:
@@ -161,9 +158,11 @@ class Driver:
         changes: dict[str, Any] = {
             "incarnation": int(state.get("incarnation", 0)) + 1,
             "wake_at": None,
-            "stalled": None,
+            "blocked": None,
         }
-        if state["status"] in ("pending", "sleeping", "waiting"):
+        if "stalled" in state:
+            changes["stalled"] = None  # earlier releases wrote it for an unknown workflow
+        if state["status"] in ("pending", "sleeping", "waiting", "blocked"):
             changes["status"] = "running"
         if state.get("started_at") is None:
             changes["started_at"] = now

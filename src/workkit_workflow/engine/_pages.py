@@ -13,6 +13,7 @@ replay holds does not grow with the journal's length.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from . import _journal as jn
@@ -24,8 +25,19 @@ FIRST_READ = 1024
 PAGE = 512
 """Operation entries per page."""
 
-UNFINISHED = frozenset({"running", "retrying", "sleeping", "waiting"})
-"""Entry statuses a later write (the phase's end) may still need to see."""
+DISPOSABLE_KINDS = frozenset({"step", "sleep", "wait"})
+"""Operation kinds whose finished entries nothing reads once they were replayed. Any other
+kind (a child, live state, kinds added later) is kept, and so is a step with an undo
+handler: the phase's end reads those (children to cancel, undos to run)."""
+
+
+def _disposable(entry: dict[str, Any] | None) -> bool:
+    return (
+        entry is not None
+        and entry.get("status") in ("completed", "failed")
+        and entry.get("kind") in DISPOSABLE_KINDS
+        and not entry.get("undo")
+    )
 
 
 class JournalWindow(dict[int, dict[str, Any]]):
@@ -134,22 +146,22 @@ class JournalWindow(dict[int, dict[str, Any]]):
                 self.hashes.setdefault(str(key_hash), entry)
 
     def _prune(self) -> None:
-        done = [op for op in self._reached if self.get(op, {}).get("status") not in UNFINISHED]
+        done = [op for op in self._reached if _disposable(self.get(op))]
         for op in done:
             self.pop(op, None)
             self._reached.discard(op)
 
 
-async def read_execution(storage: Storage, observer_head: str | None) -> dict[str, str]:
+async def read_execution(storage: Storage, observer_heads: Sequence[str]) -> dict[str, str]:
     """The records a drive needs besides the journal, by name and prefix: ``meta``,
-    ``state``, the inbox, the recorded idempotent results and the history outbox's
-    head with its first record (whether any is waiting)."""
-    names = [jn.META, jn.STATE] if observer_head is None else [jn.META, jn.STATE, observer_head]
-    records = dict(await storage.get_many(names))
+    ``state``, the inbox, the recorded idempotent results, and each journal observer's
+    head with its first record. An observer's records share its head's prefix and sort
+    before the head (``o:0...`` < ``o:head``), so that first key says whether any waits."""
+    records = dict(await storage.get_many([jn.META, jn.STATE, *observer_heads]))
     records.update(await storage.list(prefix=jn.INBOX))
     records.update(await storage.list(prefix=jn.IDEMPOTENT))
-    if observer_head is not None:
-        records.update(await storage.list(prefix=jn.OUTBOX, limit=1))
+    for head in observer_heads:
+        records.update(await storage.list(prefix=head[: head.rindex(":") + 1], limit=1))
     return records
 
 

@@ -12,12 +12,15 @@ from typing import Any
 
 from ..definitions._steps import check_name
 from ..definitions._values import validate
+from ..definitions._versions import version_of
 from ..definitions._workflow import Registry, Workflow
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
+from ._children import check_same_parent
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
+from ._undo import hide_undo_key
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Requests:
         execution_id: str | None,
         wait: bool,
         restart: Mapping[str, Any] | None = None,
+        parent: Mapping[str, Any] | None = None,
+        version: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Create the execution if it does not exist, then drive it (or let the alarm).
 
@@ -56,9 +61,12 @@ class Requests:
                         f"{execution.meta.get('workflow')!r}, not {workflow!r}",
                         execution_id=execution.meta.get("execution_id"),
                     )
+                check_same_parent(execution.meta, parent)
                 created = False
             else:
-                await self._create(workflow, input, execution_id, restart, driven_here=wait)
+                await self._create(
+                    workflow, version, input, execution_id, restart, driven_here=wait, parent=parent
+                )
                 created = True
         if wait:
             await self.drive_until_quiet()
@@ -68,18 +76,23 @@ class Requests:
     async def _create(
         self,
         workflow: str,
+        version: str | None,
         input: Any,
         execution_id: str | None,
         restart: Mapping[str, Any] | None,
         *,
         driven_here: bool,
+        parent: Mapping[str, Any] | None = None,
     ) -> None:
-        definition = self.registry.get(workflow)
+        # versions: a new execution runs the version asked for, else the newest.
+        definition = self.registry.get(workflow, version)
         if definition.input_type is not None:
             validate(definition.input_type, input, what="workflow input")
         now = self.execution.now()
         meta = _new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
         puts: dict[str, str] = {}
+        if parent:
+            meta["parent"] = dict(parent)
         if restart:
             meta["restarted_from"] = {
                 "execution_id": restart.get("execution_id"),
@@ -107,6 +120,7 @@ class Requests:
         return {
             "execution_id": meta["execution_id"],
             "workflow": meta["workflow"],
+            "version": version_of(meta),
             "status": state["status"],
             "settled": state["phase"] == "done",
             "created_at": state["created_at"],
@@ -120,7 +134,10 @@ class Requests:
             "step_attempt": state.get("step_attempt", 0),
             "compensation": state.get("compensation"),
             "cancel_reason": state.get("cancel_reason"),
+            "blocked": state.get("blocked"),
             "running": sorted(run.current.values()) if run is not None else [],
+            "parent": meta.get("parent"),
+            "children": state.get("children") or [],
         }
 
     async def journal(self) -> list[dict[str, Any]]:
@@ -131,6 +148,7 @@ class Requests:
             for key, text in (await self.execution.storage.list(prefix=prefix)).items():
                 entry = jn.decode_record(key, text)
                 entry.pop("idempotency_key", None)
+                hide_undo_key(entry)
                 entry["phase"] = phase
                 entries.append(entry)
         return entries
@@ -142,6 +160,7 @@ class Requests:
         attempts = sum(int(e.get("attempt", 0)) for e in journal if e.get("kind") == "step")
         return {
             **{k: v for k, v in meta.items() if k != "v"},
+            "version": version_of(meta),
             "status": state["status"],
             "started_at": state.get("started_at"),
             "finished_at": state.get("finished_at"),
@@ -196,12 +215,14 @@ class Requests:
         check_name(event_type, "event type")
         execution = self.execution
         await execution.ensure_loaded()
-        self._check_accepts_events(event_type)
+        execution.require()
         event_id = event_id or str(uuid.uuid4())
         marker = jn.EVENT_ID + event_id
         if len(marker) > 512:
             raise InvalidRequestError("event id is longer than 500 characters")
         async with self._event_lock:
+            # A repeat of a delivered event is a duplicate even once the execution
+            # has finished: senders retry (the mail outbox), and must not see a conflict.
             if await execution.storage.get(marker) is not None:
                 return {"accepted": False, "duplicate": True, "event_id": event_id}
             # The execution may have finished during that read: decide on what is
@@ -250,6 +271,7 @@ def _new_meta(
     return {
         "execution_id": execution_id,
         "workflow": workflow,
+        "version": definition.version,
         "input": input,
         "created_at": now,
         "deadline": None if definition.timeout is None else now + definition.timeout,

@@ -7,11 +7,13 @@ import math
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from ._outcomes import Outcomes, pretty, preview, size
 from ._page_html import _badge, _took
 from ._query import ExecutionRecord
 from ._timeline import Attempt, Row, Timeline, span, when
+from ._undo_view import undo_html
 
 
 def _finite(t: float | None) -> bool:
@@ -135,6 +137,8 @@ def _row(row: Row, timeline: Timeline, output: tuple[bool, Any] = (False, None))
         details.append(f"<li class='statusnote'>{escape(_STEP_STATUS_NOTE[row.status])}</li>")
     if row.error and not row.attempts:
         details.append(f"<li class='err'>{escape(row.error)}</li>")
+    if row.child is not None:
+        details.append(f"<li class='child'>child execution {_execution_link(row.child)}</li>")
     has_output, value = output
     if has_output:
         label = "payload" if row.kind == "wait" else "output"
@@ -162,6 +166,25 @@ def _rows(rows: list[Row], timeline: Timeline, outcomes: Outcomes) -> str:
     return "".join(shown)
 
 
+def _execution_link(execution_id: str) -> str:
+    # Relative to this page (``<base>/executions/<id>``); ``./`` keeps an id with a colon
+    # from reading as a URL scheme.
+    href = "./" + quote(execution_id, safe="")
+    return f"<a class='execution-link' href='{escape(href)}'><code>{escape(execution_id)}</code></a>"
+
+
+def _parent(timeline: Timeline) -> str:
+    parent = timeline.parent
+    if not parent:
+        return ""
+    op = escape(str(parent.get("op")))
+    return f" · child of {_execution_link(str(parent['execution_id']))} (operation #{op})"
+
+
+def _version(e: ExecutionRecord) -> str:
+    return f" · version <code>{escape(e.version)}</code>" if e.version else ""
+
+
 def _ran(e: ExecutionRecord) -> str:
     # The page shows no wall-clock time: the same state gives the same bytes
     # (the live refresh swaps only on a change; HEAD matches GET).
@@ -175,8 +198,8 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
     main_rows = _rows(timeline.main, timeline, outcomes) or "<p class='empty'>No steps.</p>"
     body = [
         f"<h1>{escape(e.workflow)} {_badge(e.status)}</h1>",
-        f"<div class='meta'>execution <code>{escape(e.execution_id)}</code> · created "
-        f"{escape(when(e.created_at))}{_ran(e)}</div>",
+        f"<div class='meta'>execution <code>{escape(e.execution_id)}</code>{_version(e)} · created "
+        f"{escape(when(e.created_at))}{_ran(e)}{_parent(timeline)}</div>",
         f"<div class='headline {escape(e.status)}' id='headline'>{escape(timeline.headline)}</div>",
         f"<h2>Steps</h2><section class='phase main'>{axis}{main_rows}</section>",
     ]
@@ -185,9 +208,13 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
         status = comp.get("status", "")
         body.append(
             f"<h2>Compensation {_badge(status) if status else ''}</h2>"
-            f"<section class='phase compensation'>{axis}"
+            f"{undo_html(comp)}<section class='phase compensation'>{axis}"
             f"{comp_rows or '<p class=empty>No compensation steps.</p>'}</section>"
         )
+    if outcomes.state:
+        # live state: what the workflow published with ctx.set_state
+        values = "".join(f"<li>{_value(f'state:{k}', k, v)}</li>" for k, v in outcomes.state.items())
+        body.append(f"<h2>State</h2><ul class='state' id='state-values'>{values}</ul>")
     if outcomes.has_result:
         body.append(f"<h2>Result</h2><div id='result'>{_value('result', 'result', outcomes.result)}</div>")
     if e.input is not None:

@@ -29,7 +29,8 @@ Fault points: ``before_step`` (journaled as running, handler not called),
 ``after_side_effect`` (handler returned, output not yet journaled),
 ``after_journal`` (a write carrying a step's output committed),
 ``in_compensation`` (compensation about to run), ``in_alarm`` (alarm
-handler entered), ``in_history`` (history delivery about to send).
+handler entered), ``in_history`` (history delivery about to send), ``in_mail``
+(a message to another object about to be sent: a child's start, its outcome).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..engine._replay_check import ReplayReport
 from ._env import WorkflowTestEnv
 from ._faults import FAULT_POINTS, FaultPlan
 from ._mocks import StepMocks
+from ._replay import check_replay, check_replay_async, load_journal
 
 
 def step_names(journal: list[dict[str, Any]], *, status: str | None = None) -> list[str]:
@@ -109,4 +112,14 @@ else:
         return True
 
 
-__all__ = ["FAULT_POINTS", "FaultPlan", "StepMocks", "WorkflowTestEnv", "step_names"]
+__all__ = [
+    "FAULT_POINTS",
+    "FaultPlan",
+    "ReplayReport",
+    "StepMocks",
+    "WorkflowTestEnv",
+    "check_replay",
+    "check_replay_async",
+    "load_journal",
+    "step_names",
+]

@@ -156,7 +156,7 @@ async def _attempt(
         reused = execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
-    running = await _start_attempt(run, op, name, progress, key_hash)
+    running = await _start_attempt(run, op, name, progress, key_hash, options)
     execution.fault("before_step", step=name, attempt=progress.attempt)
     try:
         value = await invoke(run, call, ctx, options, name)
@@ -186,7 +186,7 @@ def _output(options: StepOptions, output: Any, name: str) -> Any:
 
 
 async def _start_attempt(
-    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str | None
+    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str | None, options: StepOptions
 ) -> dict[str, Any]:
     now = run.execution.now()
     if progress.first_started is None:
@@ -211,6 +211,9 @@ async def _start_attempt(
     if key_hash is not None:
         running["idempotency_key"] = progress.key_text
         running["idempotency_hash"] = key_hash
+    if options.undo is not None:
+        # Journaled before the attempt can have its effect: an in-doubt step is undone too.
+        running["undo"] = options.undo.record(progress.key_text)
     key = jn.op_key(run.prefix, op)
     run.entries[op] = running
     await run.execution.write({key: jn.encode_entry(key, running)})
