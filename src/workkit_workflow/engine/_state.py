@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
@@ -34,9 +35,12 @@ def _noop_fault(point: str, **info: Any) -> None:
     return None
 
 
-_SHARED_RNG = random.Random()
-"""Retry jitter for object instances not given their own generator: seeding one from the
-OS costs about 30 us, which every new object instance would otherwise pay."""
+@functools.cache
+def _shared_rng() -> random.Random:
+    """Retry jitter for object instances not given their own generator: seeding one from the
+    OS costs about 30 us, which every new object instance would otherwise pay. Made on first
+    use, never at import: Workers refuse entropy while a module is imported."""
+    return random.Random()
 
 
 class LiveRun(Protocol):
@@ -58,7 +62,7 @@ class ExecutionState:
         self.host = host
         self.storage: Storage = host.storage
         self.clock: Clock = host.clock
-        self.rng = rng or _SHARED_RNG
+        self.rng = rng or _shared_rng()
         self.fault: FaultHook = faults or _noop_fault
         self.meta: dict[str, Any] | None = None
         self.state: dict[str, Any] | None = None
