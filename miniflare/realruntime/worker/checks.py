@@ -206,7 +206,7 @@ MALFORMED = [
             "restart": {
                 "execution_id": "x",
                 "from_step": "only",
-                "entries": [{"v": 2, "op": 0, "kind": "step", "name": "a", "status": "completed"}],
+                "entries": [{"v": 3, "op": 0, "kind": "step", "name": "a", "status": "completed"}],
             },
         },
         400,
