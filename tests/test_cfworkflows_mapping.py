@@ -73,7 +73,7 @@ def test_retry_policy_translation() -> None:
         ("running", "running"),
         ("waitingForPause", "running"),
         ("waiting", "waiting"),
-        ("paused", "waiting"),
+        ("paused", "paused"),
         ("complete", "completed"),
         ("errored", "failed"),
         ("terminated", "cancelled"),
@@ -298,8 +298,9 @@ class FakeInstance:
     async def sendEvent(self, event: Any) -> None:
         self.calls.append(f"event:{event['type']}")
 
-    async def restart(self) -> None:
-        self.calls.append("restart")
+    async def restart(self, options: Any = None) -> None:
+        start = (options or {}).get("from")
+        self.calls.append("restart" if start is None else f"restart:{start}")
 
 
 class FakeBinding:
@@ -335,9 +336,12 @@ async def test_client_maps_results_and_errors() -> None:
     assert again.created is False
     assert await again.cancel() is False
     with pytest.raises(InvalidRequestError):
-        await client.restart("e-1", from_step="x")
+        await client.restart("e-1", from_step="x", new_execution_id="e-9")
+    with pytest.raises(InvalidRequestError, match="kind"):
+        await client.restart("e-1", from_step="x", kind="task")
     await client.restart("e-1")
-    assert instance.calls == ["restart"]
+    await client.restart("e-1", from_step="nap", kind="sleep", occurrence=2)
+    assert instance.calls == ["restart", "restart:{'name': 'nap', 'count': 2, 'type': 'sleep'}"]
 
 
 async def test_client_result_timeout() -> None:

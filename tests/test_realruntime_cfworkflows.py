@@ -260,7 +260,7 @@ def test_pause_holds_a_sleeping_instance_and_unpause_resumes_it(worker: cfw.Runt
         lambda: (d := call(worker, "/describe", flow="nap", id=eid))["engine_status"] != "running" and d,
         timeout=5.0,
     )
-    assert (paused["engine_status"], paused["status"]) == ("paused", "waiting"), paused
+    assert (paused["engine_status"], paused["status"]) == ("paused", "paused"), paused
     time.sleep(2.5)  # longer than the sleep: a paused instance does not go on
     assert call(worker, "/status", flow="nap", id=eid) == {"status": "waiting"}
     assert "after" not in marks(worker, eid)

@@ -23,6 +23,7 @@ from ..definitions._workflow import Workflow
 from ..engine._journal import Status
 from ..engine._ports import WireResponse
 from ..errors import (
+    ExecutionConflictError,
     ExecutionFailedError,
     ExecutionNotFinishedError,
     ExecutionNotFoundError,
@@ -153,7 +154,9 @@ class WorkflowsHandle(ExecutionHandle):
             "engine_status": raw["status"],
         }
 
-    async def cancel(self, reason: str | None = None) -> bool:
+    async def cancel(self, reason: str | None = None, *, compensate: bool = True) -> bool:
+        """Terminate the instance. The engine runs nothing after ``terminate()``, so the
+        compensation handler does not run, whatever ``compensate`` says."""
         raw = await self.engine_status()
         if raw["status"] in TERMINAL_ENGINE:
             return False
@@ -168,16 +171,46 @@ class WorkflowsHandle(ExecutionHandle):
         await _call((await self._get()).sendEvent(to_js({"type": event_type, "payload": data})))
         return True
 
-    async def pause(self) -> None:
+    async def pause(self) -> bool:
+        """The engine's ``pause()``; False if the instance was paused already."""
+        raw = await self.engine_status()
+        _refuse_finished(self.execution_id, raw["status"], "paused")
+        if raw["status"] == "paused":
+            return False
         await _call((await self._get()).pause())
+        return True
 
-    async def unpause(self) -> None:
-        """The engine's ``resume()`` of a paused instance (``resume`` here sends an event)."""
+    async def unpause(self) -> bool:
+        """The engine's ``resume()`` of a paused instance (``resume`` here sends an event);
+        False if it was not paused."""
+        raw = await self.engine_status()
+        _refuse_finished(self.execution_id, raw["status"], "continued")
+        if raw["status"] not in ("paused", "waitingForPause"):
+            return False
         await _call((await self._get()).resume())
+        return True
 
-    async def restart(self) -> None:
-        """Run the instance again from the start (the engine drops its step cache)."""
-        await _call((await self._get()).restart())
+    async def delete(self) -> None:
+        """Not available: the engine keeps an instance for the account's retention period."""
+        raise InvalidRequestError(
+            "Cloudflare Workflows has no delete of one instance: the engine keeps instances for "
+            "the account's retention period and removes them itself",
+            execution_id=self.execution_id,
+        )
+
+    async def restart(self, from_step: str | None = None, *, kind: str = "step", occurrence: int = 1) -> None:
+        """Run the instance again from the start, or from the ``occurrence``-th ``kind``
+        named ``from_step`` (the engine's ``restart({from: {name, count, type}})``)."""
+        instance = await self._get()
+        if from_step is None:
+            await _call(instance.restart())
+            return
+        from ..client._restart import check_cut
+        from ..cloudflare._workers import to_js
+
+        check_cut(kind, occurrence)
+        start = {"name": from_step, "count": occurrence, "type": ENGINE_STEP_TYPE[kind]}
+        await _call(instance.restart(to_js({"from": start})))
 
     async def result(self, timeout: float | None = None) -> WorkflowResult[Any]:
         loop = asyncio.get_running_loop()
@@ -222,6 +255,20 @@ class WorkflowsHandle(ExecutionHandle):
 
     def __repr__(self) -> str:
         return f"WorkflowsHandle({self.execution_id!r})"
+
+
+ENGINE_STEP_TYPE = {"step": "do", "sleep": "sleep", "wait": "waitForEvent"}
+"""Our operation kinds as the engine's step types, for ``restart({from: {type}})``."""
+
+
+def _refuse_finished(execution_id: str, engine_status: str, what: str) -> None:
+    if engine_status in TERMINAL_ENGINE:
+        status = map_status(engine_status)
+        raise ExecutionConflictError(
+            f"the execution is {status}; a finished execution cannot be {what}",
+            execution_id=execution_id,
+            status=status,
+        )
 
 
 def _engine_error(error: Any) -> tuple[str, str]:
@@ -320,18 +367,22 @@ class WorkflowsClient(DurableWorkflows):
         execution_id: str,
         *,
         from_step: str | None = None,
+        kind: str = "step",
+        occurrence: int = 1,
         new_execution_id: str | None = None,
         input: Any = None,
         wait: bool = True,
     ) -> ExecutionHandle:
-        """Restart the instance from the beginning (the engine has no ``from_step``)."""
-        if from_step is not None or new_execution_id is not None or input is not None:
+        """Restart the instance itself, under the same id and input: from its beginning,
+        or from the ``occurrence``-th ``kind`` named ``from_step`` (earlier steps keep
+        their cached results)."""
+        if new_execution_id is not None or input is not None:
             raise InvalidRequestError(
-                "Cloudflare Workflows restarts an instance from its beginning, under the same id "
-                "and input: from_step, new_execution_id and input are not supported"
+                "Cloudflare Workflows restarts an instance in place, under the same id and input: "
+                "new_execution_id and input are not supported"
             )
         handle = WorkflowsHandle(self.binding, execution_id)
-        await handle.restart()
+        await handle.restart(from_step, kind=kind, occurrence=occurrence)
         return handle
 
 

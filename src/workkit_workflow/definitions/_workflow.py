@@ -68,6 +68,7 @@ class Workflow:
         timeout: Duration | None = None,
         input_type: Any = None,
         register: bool = True,
+        retention: Duration | None = None,
     ) -> None:
         self.name = check_name(name, "workflow")
         if retry is not None and not isinstance(retry, RetryPolicy):
@@ -76,6 +77,10 @@ class Workflow:
         self.timeout: float | None = (
             None if timeout is None else to_seconds(timeout, what=f"workflow {name!r}: timeout")
         )
+        self.retention: float | None = (
+            None if retention is None else to_seconds(retention, what=f"workflow {name!r}: retention")
+        )
+        """How long a finished execution keeps its storage (None: the execution object's default)."""
         self.input_type = input_type
         self._fn = fn
         self._ops: list[_BuilderOp] = []
@@ -217,6 +222,7 @@ def workflow(
     timeout: Duration | None = None,
     input_type: Any = None,
     register: bool = True,
+    retention: Duration | None = None,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
 
@@ -233,7 +239,15 @@ def workflow(
     def decorate(fn: WorkflowFunction) -> Workflow:
         if not inspect.iscoroutinefunction(fn):
             raise DefinitionError(f"workflow {name!r}: the function must be `async def`")
-        return Workflow(name, fn, retry=retry, timeout=timeout, input_type=input_type, register=register)
+        return Workflow(
+            name,
+            fn,
+            retry=retry,
+            timeout=timeout,
+            input_type=input_type,
+            register=register,
+            retention=retention,
+        )
 
     return decorate
 

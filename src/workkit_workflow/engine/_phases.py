@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..definitions._contexts import CompensationContext, InDoubtStep, WorkflowContext
@@ -14,6 +14,8 @@ from ..definitions._values import to_data, validate
 from ..definitions._workflow import Workflow
 from ..errors import SerializationError
 from . import _journal as jn
+from ._pause import is_paused
+from ._retention import Retention
 from ._runner import Runner
 from ._state import ExecutionState
 from .phase._operations import Phase
@@ -33,6 +35,7 @@ class Phases:
 
     execution: ExecutionState
     runner: Runner
+    retention: Retention
 
     # -- the main phase --------------------------------------------------------
 
@@ -86,13 +89,15 @@ class Phases:
             except SerializationError as exc:
                 outcome = Outcome("failed", error=exc.to_dict(), failed_step=None)
             else:
-                await execution.write_state(
-                    {"status": "completed", "phase": "done", "finished_at": now, "waiting_for": []},
+                await self._settle(
+                    definition,
+                    {"status": "completed", "finished_at": now, "waiting_for": []},
                     puts={**settled, jn.RESULT: text},
-                    alarm=None,
                 )
-                execution.settled_event().set()
                 return
+        state = execution.state or {}
+        if outcome.kind == "stopped" and state.get("cancel_compensate") is False:
+            outcome = replace(outcome, compensate=False)  # hook(control): cancel(compensate=False)
         changes = self._ended_changes(outcome, now)
         if definition.compensation is not None and outcome.compensate:
             changes.update(
@@ -101,9 +106,8 @@ class Phases:
             )
             await execution.write_state(changes, puts=settled, alarm=now)
             return
-        changes.update(phase="done", compensation=None)
-        await execution.write_state(changes, puts=settled, alarm=None)
-        execution.settled_event().set()
+        changes.update(compensation=None)
+        await self._settle(definition, changes, puts=settled)
 
     def _ended_changes(self, outcome: Outcome, now: float) -> dict[str, Any]:
         """The state of a main phase that failed or was cancelled."""
@@ -113,8 +117,9 @@ class Phases:
         if outcome.kind == "failed":
             changes.update(error=outcome.error, failed_step=outcome.failed_step, step_attempt=outcome.attempt)
         else:
+            code = "terminated" if state and state.get("cancel_compensate") is False else "cancelled"
             changes["error"] = (
-                {"code": "cancelled", "message": state.get("cancel_reason") or "cancelled"} if state else None
+                {"code": code, "message": state.get("cancel_reason") or code} if state else None
             )
         return changes
 
@@ -128,8 +133,7 @@ class Phases:
         handler = definition.compensation
         compensation = dict(execution.state.get("compensation") or {})
         if handler is None:
-            await execution.write_state({"phase": "done"}, alarm=None)
-            execution.settled_event().set()
+            await self._settle(definition, {})
             return Outcome("completed")
         if compensation.get("status") != "running":
             compensation.update(status="running", started_at=execution.now())
@@ -156,12 +160,8 @@ class Phases:
             finished_at=execution.now(),
             error=outcome.error if outcome.kind == "failed" else None,
         )
-        await execution.write_state(
-            {"compensation": compensation, "phase": "done"},
-            puts=self._settle_entries(jn.COMPENSATION, run.entries),
-            alarm=None,
-        )
-        execution.settled_event().set()
+        settled = self._settle_entries(jn.COMPENSATION, run.entries)
+        await self._settle(definition, {"compensation": compensation}, puts=settled)
         return outcome
 
     def _compensation_context(
@@ -201,6 +201,17 @@ class Phases:
 
     # -- ending a drive --------------------------------------------------------
 
+    async def _settle(
+        self, definition: Workflow, changes: dict[str, Any], puts: Mapping[str, str] | None = None
+    ) -> None:
+        """The execution's last write: phase ``done``, and (hook: control) the alarm
+        that deletes its storage after the retention period (``_retention``)."""
+        delete_at = self.retention.delete_at(definition.retention)
+        await self.execution.write_state(
+            {**changes, "phase": "done", "delete_at": delete_at}, puts=puts, alarm=delete_at
+        )
+        self.execution.settled_event().set()
+
     async def _park(self, outcome: Outcome) -> None:
         execution = self.execution
         assert execution.state is not None and execution.meta is not None
@@ -215,6 +226,8 @@ class Phases:
         if any(execution.inbox_has(t) for t in outcome.waiting_for):
             wakes.append(execution.now())
         wake_at = min(wakes) if wakes else None
+        if is_paused(execution.state):
+            wake_at = None  # hook(control): nothing is due until it continues (_control)
         changes: dict[str, Any] = {"wake_at": wake_at, "waiting_for": outcome.waiting_for}
         if execution.state["status"] == "running":
             changes["status"] = "waiting" if outcome.waiting_for else "sleeping"

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..errors import ExecutionNotFoundError
 from . import _journal as jn
+from ._pause import hold_status
 from ._plugins import JournalObserver
 from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._signals import StorageFailure
@@ -41,6 +42,8 @@ class LiveRun(Protocol):
     def stop(self) -> None: ...
 
     def deliver(self, event_type: str) -> None: ...
+
+    def wake_parked(self) -> None: ...
 
 
 class ExecutionState:
@@ -154,7 +157,8 @@ class ExecutionState:
         # request interleaving at the await sees (and builds on) the new state.
         assert self.state is not None
         previous = self.state
-        state = {**previous, **changes, "updated_at": self.now()}
+        # hook(control): while paused the status stays "paused" (engine/_pause.py)
+        state = hold_status(previous, {**previous, **changes, "updated_at": self.now()})
         text = jn.encode_record(jn.STATE, state, what="execution state")
         self.state = state
         try:
