@@ -174,7 +174,7 @@ class WorkflowsHandle(ExecutionHandle):
     async def pause(self) -> bool:
         """The engine's ``pause()``; False if the instance was paused already."""
         raw = await self.engine_status()
-        _refuse_finished(self.execution_id, raw["status"], "paused")
+        _refuse_finished(self.execution_id, raw["status"])
         if raw["status"] == "paused":
             return False
         await _call((await self._get()).pause())
@@ -184,7 +184,6 @@ class WorkflowsHandle(ExecutionHandle):
         """The engine's ``resume()`` of a paused instance (``resume`` here sends an event);
         False if it was not paused."""
         raw = await self.engine_status()
-        _refuse_finished(self.execution_id, raw["status"], "continued")
         if raw["status"] not in ("paused", "waitingForPause"):
             return False
         await _call((await self._get()).resume())
@@ -261,11 +260,11 @@ ENGINE_STEP_TYPE = {"step": "do", "sleep": "sleep", "wait": "waitForEvent"}
 """Our operation kinds as the engine's step types, for ``restart({from: {type}})``."""
 
 
-def _refuse_finished(execution_id: str, engine_status: str, what: str) -> None:
+def _refuse_finished(execution_id: str, engine_status: str) -> None:
     if engine_status in TERMINAL_ENGINE:
         status = map_status(engine_status)
         raise ExecutionConflictError(
-            f"the execution is {status}; a finished execution cannot be {what}",
+            f"the execution is {status}; a finished execution cannot be paused",
             execution_id=execution_id,
             status=status,
         )

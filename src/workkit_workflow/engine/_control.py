@@ -44,7 +44,11 @@ class Control:
         execution = self.execution
         await execution.ensure_loaded()
         _, state = execution.require()
-        self._refuse_settled(state, "paused")
+        if state["phase"] == "done":
+            raise ExecutionConflictError(
+                f"the execution is {state['status']}; a finished execution cannot be paused",
+                status=state["status"],
+            )
         if state.get("cancel_requested_at") is not None and state["phase"] == "main":
             raise ExecutionConflictError(
                 "the execution is being cancelled; it cannot be paused", status=state["status"]
@@ -58,11 +62,11 @@ class Control:
         return self.view(), True
 
     async def unpause(self) -> tuple[dict[str, Any], bool]:
-        """Continue a paused execution; returns ``(view, changed)`` (False: it was not paused)."""
+        """Continue a paused execution; returns ``(view, changed)``. False when it was not
+        paused, or has finished meanwhile (its last step ended while it was paused)."""
         execution = self.execution
         await execution.ensure_loaded()
         _, state = execution.require()
-        self._refuse_settled(state, "continued")
         if not is_paused(state):
             return self.view(), False
         now = execution.now()
@@ -96,11 +100,3 @@ class Control:
             )
         await self.retention.erase()
         return {"deleted": True, "execution_id": meta["execution_id"]}
-
-    @staticmethod
-    def _refuse_settled(state: dict[str, Any], what: str) -> None:
-        if state["phase"] == "done":
-            raise ExecutionConflictError(
-                f"the execution is {state['status']}; a finished execution cannot be {what}",
-                status=state["status"],
-            )
