@@ -418,9 +418,9 @@ async def test_restart_refuses_what_the_journal_does_not_have(env: WorkflowTestE
         await env.client.restart(eid, from_step="checkpoint", occurrence=0)
     with pytest.raises(InvalidRequestError, match="occurrence counts from 1"):
         await env.client.restart(eid, from_step="checkpoint", occurrence=True)  # type: ignore[arg-type]
-    with pytest.raises(InvalidRequestError, match="2 such operations, so no step 'checkpoint' occurrence 3"):
+    with pytest.raises(InvalidRequestError, match="2 step operations named 'checkpoint', so no occurrence 3"):
         await env.client.restart(eid, from_step="checkpoint", occurrence=3)
-    with pytest.raises(InvalidRequestError, match="has 0 such operations"):
+    with pytest.raises(InvalidRequestError, match="no operation named 'checkpoint' of kind wait"):
         await env.client.restart(eid, from_step="checkpoint", kind="wait")
 
 

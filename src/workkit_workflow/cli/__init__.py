@@ -5,11 +5,12 @@ Works on a local runtime SQLite file (``--db``, default ``./workflows.db``).
 journals themselves, so every execution is there whether or not the app
 projected history; ``--history FILE`` reads a history database (the D1
 projection's tables) instead. Every read command takes ``--json``.
-Commands that drive executions (cancel, resume, restart) need the workflow
-definitions: ``--app mymodule[:attr]`` imports them.
+Commands that drive executions (cancel, pause, unpause, delete, resume,
+restart) need the workflow definitions: ``--app mymodule[:attr]`` imports them.
 
 One runtime file has one owner. Reading (list, show, serve without ``--app``)
-works whatever holds the file. ``cancel`` and ``resume`` open the file
+works whatever holds the file. ``cancel``, ``pause``, ``unpause``, ``delete``
+and ``resume`` open the file
 themselves when it is free, and go through its owner when a ``serve --app``
 holds it (its address is in ``<db>.lock``); any other owner is an error.
 
@@ -43,6 +44,7 @@ from ._commands import (
     cmd_serve,
     cmd_show,
 )
+from ._control import cmd_control
 from ._parser import build_parser
 from ._render import format_journal, format_list, format_timeline
 
@@ -54,6 +56,7 @@ __all__ = [
     "CliError",
     "build_parser",
     "cmd_cancel",
+    "cmd_control",
     "cmd_demo",
     "cmd_journal",
     "cmd_list",
@@ -76,7 +79,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.run in (cmd_cancel, cmd_resume, cmd_restart):
+        if args.run in (cmd_cancel, cmd_control, cmd_resume, cmd_restart):
             if not os.path.exists(args.db):
                 raise CliError(f"no runtime database at {args.db!r} (use --db PATH)")
             _import_app(args.app)

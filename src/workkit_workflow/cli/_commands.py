@@ -253,11 +253,13 @@ def _owner_error(exc: urllib.error.HTTPError) -> str:
 
 async def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
     async def action(client: Any) -> bool:
-        return bool(await client.execution(args.execution_id).cancel(args.reason))
+        handle = client.execution(args.execution_id)
+        return bool(await handle.cancel(args.reason, compensate=args.compensate))
 
     owner = current_owner(args.db)
     if owner is not None:
-        changed = bool(_through_owner(args, owner, "cancel", {"reason": args.reason})["cancelled"])
+        body = {"reason": args.reason, "compensate": args.compensate}
+        changed = bool(_through_owner(args, owner, "cancel", body)["cancelled"])
     else:
         changed = await _with_runtime(args, action)
     print(
@@ -332,7 +334,12 @@ async def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
 
     async def action(client: Any) -> str:
         handle = await client.restart(
-            args.execution_id, from_step=args.from_step, new_execution_id=args.new_id, input=new_input
+            args.execution_id,
+            from_step=args.from_step,
+            kind=args.kind,
+            occurrence=args.occurrence,
+            new_execution_id=args.new_id,
+            input=new_input,
         )
         return str(handle.execution_id)
 
@@ -349,7 +356,8 @@ async def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         print(
-            f"restarted {args.execution_id} from step {args.from_step!r} as {new_id}; it is now {status}",
+            f"restarted {args.execution_id} from {args.kind} {args.from_step!r} as {new_id}; "
+            f"it is now {status}",
             file=out,
         )
     return EXIT_OK

@@ -31,9 +31,15 @@ def cut_index(entries: list[dict[str, Any]], from_step: str, kind: str, occurren
             seen += 1
             if seen == occurrence:
                 return index
-    found = f"{seen} such operation{'s' if seen != 1 else ''}"
+    if seen == 0:
+        message = f"the journal has no operation named {from_step!r} of kind {kind}"
+    else:
+        message = (
+            f"the journal has {seen} {kind} operation{'s' if seen != 1 else ''} named {from_step!r}, "
+            f"so no occurrence {occurrence} to restart from"
+        )
     raise InvalidRequestError(
-        f"the journal has {found}, so no {kind} {from_step!r} occurrence {occurrence} to restart from",
+        message,
         from_step=from_step,
         kind=kind,
         occurrence=occurrence,
