@@ -105,7 +105,15 @@ def settled_result(rt: RealRuntime, date: str, execution_id: str, timeout: float
 @pytest.mark.parametrize("date", DATES)
 @pytest.mark.parametrize(
     "check",
-    ["three_step_retry", "saga_compensation", "oversize_output", "concurrent_starts", "malformed_requests"],
+    [
+        "three_step_retry",
+        "saga_compensation",
+        "oversize_output",
+        "concurrent_starts",
+        "malformed_requests",
+        "retention_and_delete",
+        "pause_and_unpause",
+    ],
 )
 def test_in_runtime_scenario(runtime: RealRuntime, date: str, check: str) -> None:
     report = ok(

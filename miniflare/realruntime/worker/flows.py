@@ -188,3 +188,17 @@ async def adopted(ctx, data):
     go = await ctx.wait_for_event("go-wait", "go", timeout=120)
     two = await ctx.step("two", counted, "two")
     return {"one": one["n"], "go": go, "two": two["n"]}
+
+
+@workflow("rt-retain", retry=FAST_RETRY, retention=1)
+async def retained(ctx, data):
+    """Deleted by its own alarm a second after it settles."""
+    return await ctx.step("only", counted, "only")
+
+
+@workflow("rt-many", retry=FAST_RETRY)
+async def many_steps(ctx, data):
+    """More journal keys than one key-value ``delete`` call takes (128)."""
+    for n in range(data.get("steps", 140)):
+        await ctx.step(f"s{n}", lambda n=n: n)
+    return data.get("steps", 140)
