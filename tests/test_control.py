@@ -525,3 +525,27 @@ async def test_an_execution_whose_last_step_ends_while_paused_completes(env: Wor
     assert (result.status, result.value) == ("completed", "last-done")
     view = await handle.describe()
     assert (view["status"], view["paused_at"]) == ("completed", None)
+
+
+async def test_paused_shows_in_the_history_and_on_the_page() -> None:
+    from workkit_workflow.history.page import render_execution_page
+
+    env = WorkflowTestEnv(history=True)
+    try:
+
+        @workflow(unique("pause-history"))
+        async def flow(ctx: Any, input: Any) -> None:
+            await ctx.sleep("nap", "1h")
+
+        handle = await env.run(flow)
+        await handle.pause()
+        await _paused_and_quiet(env, handle)
+        await env.ns.idle()
+        assert env.client.history is not None
+        history = await env.client.history.get_execution(handle.execution_id)
+        assert history.execution.status == "paused"
+        html = render_execution_page(history)
+        assert "Paused: no new step starts until it continues." in html
+        assert "class='badge paused'" in html or 'class="badge paused"' in html
+    finally:
+        await env.close()

@@ -202,6 +202,8 @@ def headline(execution: ExecutionRecord) -> str:
         text = f"Waiting for {', '.join(repr(w) for w in execution.waiting_for) or 'an event'}."
     elif status == "sleeping":
         text = f"Sleeping until {when(execution.wake_at)}."
+    elif status == "paused":
+        text = "Paused: no new step starts until it continues."
     else:
         text = f"{status.capitalize()}."
     if comp_status == "completed":
