@@ -283,7 +283,9 @@ def test_restart_runs_the_instance_again_from_the_start(worker: cfw.Runtime) -> 
 
 
 @pytest.mark.parametrize(("from_step", "kind"), [("after", "step"), ("nap", "sleep")])
-def test_restart_from_a_step_keeps_the_steps_before_it(worker: cfw.Runtime, from_step: str, kind: str) -> None:
+def test_restart_from_a_step_keeps_the_steps_before_it(
+    worker: cfw.Runtime, from_step: str, kind: str
+) -> None:
     """The engine's ``restart({from: {name, count, type}})``: types ``do`` and ``sleep``."""
     eid = new_id("nap")
     start(worker, "nap", eid)
