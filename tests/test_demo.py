@@ -64,6 +64,8 @@ def test_the_demo_tour(tmp_path: Path) -> None:
     assert "waiting for ['approved']" in out
     assert "manager-approval   completed" in out
     assert "'reservation_id': 'res-o-4'" in out
+    # 5. per-step undo handlers, last started first
+    assert "undo of 'charge-card': completed after 1 attempt\n  undo of 'reserve-inventory'" in out
     # No placeholders.
     assert "'-'" not in out and "=-" not in out and " - " not in out.replace(" - http", "")
     assert "Every step above was journaled in SQLite" in out

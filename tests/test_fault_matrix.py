@@ -163,6 +163,16 @@ def fan_out(world: World) -> Workflow:
     return flow
 
 
+def undo_handlers(world: World) -> Workflow:
+    # Per-step undo handlers: undo steps run (and are journaled) in the compensation phase.
+    return (
+        Workflow(f"undo-{next(_names)}", retry=RETRY)
+        .step("reserve", lambda i, p, c: world.effect("reserve")(), undo=lambda u: world.effect("r")())
+        .step("charge", lambda i, p, c: world.effect("charge")(), undo=lambda u: world.effect("c")())
+        .step("ship", lambda i, p, c: world.effect("ship", permanent=True)())
+    )
+
+
 SHAPES: dict[str, Shape] = {
     "linear": linear,
     "retries": retries,
@@ -170,13 +180,14 @@ SHAPES: dict[str, Shape] = {
     "sleep": sleep,
     "wait_for_event": wait_for_event,
     "fan_out": fan_out,
+    "undo_handlers": undo_handlers,
 }
 
 
 def _cases() -> Iterator[Any]:
     for shape in SHAPES:
         for point in POINTS:
-            if point == "in_compensation" and shape != "compensation":
+            if point == "in_compensation" and shape not in ("compensation", "undo_handlers"):
                 continue  # only a failing workflow with a handler compensates
             for hit in ("first", "last"):
                 yield pytest.param(shape, point, hit, id=f"{shape}-{point}-{hit}")

@@ -21,6 +21,7 @@ def test_exported_members() -> None:
         "RetryPolicy",
         "Status",
         "StepContext",
+        "StepUndo",
         "Workflow",
         "WorkflowContext",
         "WorkflowError",

@@ -113,6 +113,7 @@ def settled_result(rt: RealRuntime, date: str, execution_id: str, timeout: float
         "malformed_requests",
         "retention_and_delete",
         "pause_and_unpause",
+        "undo_and_state",
     ],
 )
 def test_in_runtime_scenario(runtime: RealRuntime, date: str, check: str) -> None:

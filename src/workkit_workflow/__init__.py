@@ -16,6 +16,7 @@ from .cloudflare._object import WorkflowExecutionDO
 from .definitions._contexts import CompensationContext, WorkflowContext
 from .definitions._retry import RetryPolicy
 from .definitions._steps import StepContext, current_step
+from .definitions._undo import StepUndo
 from .definitions._workflow import REGISTRY, Workflow, workflow
 from .engine._journal import Status
 from .errors import NonRetryableError, WorkflowError
@@ -32,6 +33,7 @@ __all__ = [
     "RetryPolicy",
     "Status",
     "StepContext",
+    "StepUndo",
     "Workflow",
     "WorkflowContext",
     "WorkflowError",

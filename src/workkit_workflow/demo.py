@@ -7,6 +7,8 @@
 3. An order with a bad address: a permanent failure, compensated (refund,
    release) in reverse order.
 4. A large order that waits for a manager's approval (an external event).
+5. The same bad address on a flow with per-step undo handlers: each completed
+   step is undone, last started first.
 
 Side effects go to an append-only log (fsync'd), the "outside world", so the
 tour can prove what ran how many times, across processes.
@@ -29,6 +31,7 @@ from . import (
     NonRetryableError,
     RetryPolicy,
     StepContext,
+    StepUndo,
     Workflow,
     WorkflowExecutionDO,
     create_durable_workflow,
@@ -133,6 +136,24 @@ approval_flow = (
     .wait_for_event("manager-approval", "approved", timeout="2d")
     .step("charge-card", lambda input, prev, ctx: charge_approved(input, ctx))
     .on_failure(compensate)
+)
+
+
+def refund_charge(info: StepUndo) -> dict[str, str]:
+    return _undo("refund", info.execution_id, info.output["transaction_id"])
+
+
+saga_flow = (
+    Workflow("demo-saga-flow", retry=RetryPolicy(max_attempts=2, initial_delay=0.2))
+    .step(
+        "reserve-inventory",
+        reserve,
+        undo=lambda info: _undo("release", info.execution_id, info.output["reservation_id"]),
+    )
+    .step(
+        "charge-card", charge, undo=refund_charge, undo_retry=RetryPolicy(max_attempts=3, initial_delay=0.2)
+    )
+    .step("ship", ship)
 )
 
 
@@ -282,6 +303,20 @@ async def part_approval(ns: LocalNamespace) -> None:
     say("  → a typo'd event type would not wake it: the CLI's `resume` says what it waits for.")
 
 
+async def part_undo(ns: LocalNamespace) -> None:
+    heading("5. Per-step undo handlers: each completed step undoes itself")
+    workflows = create_durable_workflow(ns)
+    order = {"order_id": "o-5", "items": ["desk"], "amount": 300.0, "address": "nowhere"}
+    handle = await workflows.run(saga_flow, order, execution_id="demo-o-5")
+    result = await handle.result(timeout=60)
+    assert result.error is not None and result.error.compensation is not None
+    for undo in result.error.compensation["undos"]:
+        plural = "s" if undo["attempts"] != 1 else ""
+        say(f"  undo of {undo['step']!r}: {undo['status']} after {undo['attempts']} attempt{plural}")
+    await show(handle)
+    say("  → undo:<step> ran last started first, each journaled with its own retry policy.")
+
+
 def _namespace(db: str) -> LocalNamespace:
     # History is projected into the same SQLite file, for the CLI and the timeline page.
     return LocalNamespace(db, object_class=DemoExecutionDO, env={"HISTORY_DB": LocalD1(db)})
@@ -300,9 +335,10 @@ async def tour() -> None:
     async with _namespace(db) as ns:
         await part_compensation(ns)
         await part_approval(ns)
+        await part_undo(ns)
         await ns.idle()  # history delivery finishes
     say(f"\n{GREEN}done{RESET} in {time.monotonic() - began:.1f}s. Every step above was journaled in SQLite")
-    say(f"before the next one ran: {db} holds the four executions, their journals and their history.")
+    say(f"before the next one ran: {db} holds the five executions, their journals and their history.")
     cli = cli_command()
     say("Look back at them (these commands work as printed, from this directory):")
     say(f"  {cli} list --db {db}                 every execution")

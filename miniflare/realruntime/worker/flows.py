@@ -190,6 +190,22 @@ async def adopted(ctx, data):
     return {"one": one["n"], "go": go, "two": two["n"]}
 
 
+async def refund(info):
+    """An undo handler (module level: found again by name after the object restarts)."""
+    await bump(f"undo:{info.step}")
+    return {"undid": info.step, "output": info.output, "input": info.input}
+
+
+@workflow("rt-undo", retry=FAST_RETRY)
+async def undo_and_state(ctx, data):
+    await ctx.set_state("stage", "reserving")
+    await ctx.step("reserve", counted, "reserve", undo=refund)
+    await ctx.step("pay", counted, "pay", undo=refund, undo_retry=FAST_RETRY)
+    await ctx.set_state("stage", "charging")
+    await ctx.step("charge", charge, "charge")
+    return "unreachable"
+
+
 @workflow("rt-retain", retry=FAST_RETRY, retention=1)
 async def retained(ctx, data):
     """Deleted by its own alarm a second after it settles."""

@@ -23,7 +23,6 @@ from ..definitions._workflow import Workflow
 from ..engine._journal import Status
 from ..engine._ports import WireResponse
 from ..errors import (
-    ExecutionConflictError,
     ExecutionFailedError,
     ExecutionNotFinishedError,
     ExecutionNotFoundError,
@@ -31,6 +30,7 @@ from ..errors import (
     TransportError,
     WorkflowError,
 )
+from ._control import no_delete, refuse_finished, restart_from
 from ._entrypoint import decode_failure
 from ._mapping import TERMINAL_ENGINE, AnyWorkflow, _plain, json_output, map_status
 
@@ -154,6 +154,12 @@ class WorkflowsHandle(ExecutionHandle):
             "engine_status": raw["status"],
         }
 
+    async def state(self, key: str | None = None, default: Any = None) -> Any:
+        raise InvalidRequestError(
+            "Cloudflare Workflows has no live state: an instance's values cannot be read while it "
+            "runs (ctx.set_state fails there too); use the Durable Object backend"
+        )
+
     async def cancel(self, reason: str | None = None, *, compensate: bool = True) -> bool:
         """Terminate the instance. The engine runs nothing after ``terminate()``, so the
         compensation handler does not run, whatever ``compensate`` says."""
@@ -174,7 +180,7 @@ class WorkflowsHandle(ExecutionHandle):
     async def pause(self) -> bool:
         """The engine's ``pause()``; False if the instance was paused already."""
         raw = await self.engine_status()
-        _refuse_finished(self.execution_id, raw["status"])
+        refuse_finished(self.execution_id, raw["status"])
         if raw["status"] == "paused":
             return False
         await _call((await self._get()).pause())
@@ -191,11 +197,7 @@ class WorkflowsHandle(ExecutionHandle):
 
     async def delete(self) -> None:
         """Not available: the engine keeps an instance for the account's retention period."""
-        raise InvalidRequestError(
-            "Cloudflare Workflows has no delete of one instance: the engine keeps instances for "
-            "the account's retention period and removes them itself",
-            execution_id=self.execution_id,
-        )
+        raise no_delete(self.execution_id)
 
     async def restart(self, from_step: str | None = None, *, kind: str = "step", occurrence: int = 1) -> None:
         """Run the instance again from the start, or from the ``occurrence``-th ``kind``
@@ -204,12 +206,9 @@ class WorkflowsHandle(ExecutionHandle):
         if from_step is None:
             await _call(instance.restart())
             return
-        from ..client._restart import check_cut
         from ..cloudflare._workers import to_js
 
-        check_cut(kind, occurrence)
-        start = {"name": from_step, "count": occurrence, "type": ENGINE_STEP_TYPE[kind]}
-        await _call(instance.restart(to_js({"from": start})))
+        await _call(instance.restart(to_js(restart_from(from_step, kind, occurrence))))
 
     async def result(self, timeout: float | None = None) -> WorkflowResult[Any]:
         loop = asyncio.get_running_loop()
@@ -256,20 +255,6 @@ class WorkflowsHandle(ExecutionHandle):
         return f"WorkflowsHandle({self.execution_id!r})"
 
 
-ENGINE_STEP_TYPE = {"step": "do", "sleep": "sleep", "wait": "waitForEvent"}
-"""Our operation kinds as the engine's step types, for ``restart({from: {type}})``."""
-
-
-def _refuse_finished(execution_id: str, engine_status: str) -> None:
-    if engine_status in TERMINAL_ENGINE:
-        status = map_status(engine_status)
-        raise ExecutionConflictError(
-            f"the execution is {status}; a finished execution cannot be paused",
-            execution_id=execution_id,
-            status=status,
-        )
-
-
 def _engine_error(error: Any) -> tuple[str, str]:
     # Older type definitions say a string, newer ones {name, message}.
     if isinstance(error, dict):
@@ -312,6 +297,7 @@ class WorkflowsClient(DurableWorkflows):
         *,
         execution_id: str | None = None,
         wait: bool = True,
+        version: str | None = None,
     ) -> ExecutionHandle:
         """Create the instance ``execution_id`` (a duplicate id returns the existing one).
 
@@ -320,6 +306,7 @@ class WorkflowsClient(DurableWorkflows):
         """
         from ..cloudflare._workers import to_js
 
+        _no_version(version)
         if isinstance(workflow, Workflow) and workflow.input_type is not None:
             input = validate(workflow.input_type, input, what="workflow input")
         params = json_output(input, what="workflow input")
@@ -353,8 +340,9 @@ class WorkflowsClient(DurableWorkflows):
         input: Any = None,
         *,
         execution_id: str | None = None,
+        version: str | None = None,
     ) -> ExecutionHandle:
-        return await self.run(workflow, input, execution_id=execution_id, wait=False)
+        return await self.run(workflow, input, execution_id=execution_id, wait=False, version=version)
 
     def execution(self, execution_id: str) -> ExecutionHandle:
         if not isinstance(execution_id, str) or not execution_id:
@@ -371,10 +359,12 @@ class WorkflowsClient(DurableWorkflows):
         new_execution_id: str | None = None,
         input: Any = None,
         wait: bool = True,
+        version: str | None = None,
     ) -> ExecutionHandle:
         """Restart the instance itself, under the same id and input: from its beginning,
         or from the ``occurrence``-th ``kind`` named ``from_step`` (earlier steps keep
         their cached results)."""
+        _no_version(version)
         if new_execution_id is not None or input is not None:
             raise InvalidRequestError(
                 "Cloudflare Workflows restarts an instance in place, under the same id and input: "
@@ -383,6 +373,13 @@ class WorkflowsClient(DurableWorkflows):
         handle = WorkflowsHandle(self.binding, execution_id)
         await handle.restart(from_step, kind=kind, occurrence=occurrence)
         return handle
+
+
+def _no_version(version: str | None) -> None:
+    if version is not None:
+        raise InvalidRequestError(
+            "a Workflows binding runs the code deployed under it: version= is for the Durable Object backend"
+        )
 
 
 # The client's plug-in hook: create_durable_workflow serves Workflows bindings with this client.

@@ -5,8 +5,10 @@ Works on a local runtime SQLite file (``--db``, default ``./workflows.db``).
 journals themselves, so every execution is there whether or not the app
 projected history; ``--history FILE`` reads a history database (the D1
 projection's tables) instead. Every read command takes ``--json``.
-Commands that drive executions (cancel, pause, unpause, delete, resume,
-restart) need the workflow definitions: ``--app mymodule[:attr]`` imports them.
+Commands that drive executions (cancel, pause, unpause, delete, resume, restart,
+move) need the workflow definitions: ``--app mymodule[:attr]`` imports them; so
+does ``check-replay``, which replays stored journals against them without running
+a handler.
 
 One runtime file has one owner. Reading (list, show, serve without ``--app``)
 works whatever holds the file. ``cancel``, ``pause``, ``unpause``, ``delete``
@@ -35,7 +37,6 @@ from ._commands import (
     STATUSES,
     CliError,
     _import_app,
-    cmd_cancel,
     cmd_demo,
     cmd_journal,
     cmd_list,
@@ -44,7 +45,7 @@ from ._commands import (
     cmd_serve,
     cmd_show,
 )
-from ._control import cmd_control
+from ._control import cmd_cancel, cmd_control
 from ._parser import build_parser
 from ._render import format_journal, format_list, format_timeline
 

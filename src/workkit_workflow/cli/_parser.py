@@ -7,7 +7,6 @@ from typing import Any
 
 from ._commands import (
     STATUSES,
-    cmd_cancel,
     cmd_demo,
     cmd_journal,
     cmd_list,
@@ -16,7 +15,8 @@ from ._commands import (
     cmd_serve,
     cmd_show,
 )
-from ._control import cmd_control
+from ._control import cmd_cancel, cmd_control
+from ._versions import add_version_commands
 
 # ``add_subparsers`` returns a private argparse type; the builders only call ``add_parser`` on it.
 Commands = Any
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_resume(sub, common, driving)
     _add_restart(sub, common, driving)
     _add_serve(sub, common)
+    add_version_commands(sub, common, driving)  # versions: check-replay, export, move
     p = sub.add_parser("demo", help="run the demo")
     p.set_defaults(run=cmd_demo)
     return parser

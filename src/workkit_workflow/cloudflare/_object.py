@@ -16,6 +16,8 @@ route       method     does
 /event      POST       deliver an external event (``/resume`` is an alias)
 /journal    GET        every journal entry
 /meta       GET        input, timings, attempts
+/state      GET        live state set by ``ctx.set_state`` (``?key=``)
+/version    POST       move an unfinished execution to another deployed version
 ==========  =========  ===============================================
 
 The same class runs on Cloudflare (it subclasses ``workers.DurableObject``
@@ -107,7 +109,7 @@ class ExecutionObject:
         if refused is not None:
             return refused
         core = self.core
-        if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume"):
+        if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume", "/version"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
                 from . import _wire
@@ -134,6 +136,12 @@ class ExecutionObject:
             return await self._control(path)
         if path == "/journal":
             return WireResponse(200, {"entries": await core.journal()})
+        if path == "/state":
+            return WireResponse(200, await core.live_state(request.query.get("key")))
+        if path == "/version":  # versions
+            moved = _wire.parse(_wire.VersionBody, request.body)
+            meta, changed = await core.move_to_version(moved.version)
+            return WireResponse(200, {"version": meta.get("version"), "moved": changed})
         return WireResponse(200, {"meta": await core.meta()})
 
     async def _control(self, path: str) -> WireResponse:
@@ -163,6 +171,7 @@ class ExecutionObject:
             execution_id=body.execution_id,
             wait=body.wait,
             restart=restart,
+            version=body.version,
         )
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 
@@ -182,6 +191,8 @@ ROUTES = {
     "/delete": ("POST",),
     "/journal": ("GET", "POST"),
     "/meta": ("GET", "POST"),
+    "/state": ("GET", "POST"),
+    "/version": ("POST",),
 }
 """The routes and the methods each accepts."""
 

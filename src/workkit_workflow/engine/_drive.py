@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._workflow import Registry
-from ..errors import UnknownWorkflowError, WorkflowError
+from ..errors import WorkflowError
 from . import _journal as jn
 from ._alarms import AlarmBackoff
 from ._pause import is_paused
@@ -19,6 +19,7 @@ from ._retention import Retention
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
+from ._versions import resolve
 
 log = logging.getLogger("workkit_workflow")
 
@@ -87,11 +88,11 @@ class Driver:
                 if await self._park_paused():
                     continue
                 return
-            try:
-                definition = self.registry.get(execution.meta["workflow"])
-            except UnknownWorkflowError as exc:
-                # A deploy without this workflow: keep the execution, try again later.
-                await execution.write_state({"stalled": exc.to_dict()}, alarm=execution.now() + 60.0)
+            # versions: the name and version in its meta; without them here it is blocked.
+            definition = await resolve(execution, self.registry, self.runner)
+            if definition is None:
+                if self.runner.signalled:
+                    continue
                 return
             main_entries, comp_entries = self._entries(snapshot)
             await self._start_incarnation(state)
@@ -153,9 +154,11 @@ class Driver:
         changes: dict[str, Any] = {
             "incarnation": int(state.get("incarnation", 0)) + 1,
             "wake_at": None,
-            "stalled": None,
+            "blocked": None,
         }
-        if state["status"] in ("pending", "sleeping", "waiting"):
+        if "stalled" in state:
+            changes["stalled"] = None  # earlier releases wrote it for an unknown workflow
+        if state["status"] in ("pending", "sleeping", "waiting", "blocked"):
             changes["status"] = "running"
         if state.get("started_at") is None:
             changes["started_at"] = now

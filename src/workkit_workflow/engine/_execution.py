@@ -36,11 +36,13 @@ from ..definitions._workflow import REGISTRY, Registry
 from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
 from ._control import Control
 from ._drive import Driver
+from ._live_state import read as read_live_state
 from ._plugins import make_observer
 from ._ports import Clock, Host, Storage
 from ._requests import Requests
 from ._runner import Runner
 from ._state import ExecutionState, FaultHook
+from ._versions import VersionMoves
 
 
 class ExecutionCore:
@@ -77,6 +79,8 @@ class ExecutionCore:
         self.cancel = self.requests.cancel
         self.send_event = self.requests.send_event
         self.alarm = self.alarms.alarm
+        # versions: move an unfinished execution to another deployed version.
+        self.move_to_version = VersionMoves(self.execution, registry, self.runner).move
         # Operator control (engine/_control.py): pause, continue, delete.
         self.control = Control(self.execution, self.runner, self.driver.retention, self.requests.view)
         self.pause = self.control.pause
@@ -104,3 +108,7 @@ class ExecutionCore:
 
     def now(self) -> float:
         return self.execution.now()
+
+    async def live_state(self, key: str | None = None) -> dict[str, Any]:
+        """What the workflow published with ``ctx.set_state`` (all keys, or one)."""
+        return await read_live_state(self.execution, key)

@@ -14,6 +14,7 @@ from ..definitions._values import to_data, validate
 from ..definitions._workflow import Workflow
 from ..errors import SerializationError
 from . import _journal as jn
+from . import _undo as undo
 from ._pause import is_paused
 from ._retention import Retention
 from ._runner import Runner
@@ -99,7 +100,8 @@ class Phases:
         if outcome.kind == "stopped" and state.get("cancel_compensate") is False:
             outcome = replace(outcome, compensate=False)  # hook(control): cancel(compensate=False)
         changes = self._ended_changes(outcome, now)
-        if definition.compensation is not None and outcome.compensate:
+        # undo: per-step undo handlers also need the compensation phase.
+        if (definition.compensation is not None or undo.pending(entries)) and outcome.compensate:
             changes.update(
                 phase="compensation",
                 compensation={"status": "pending", "started_at": None, "finished_at": None, "error": None},
@@ -132,11 +134,13 @@ class Phases:
         assert execution.meta is not None and execution.state is not None
         handler = definition.compensation
         compensation = dict(execution.state.get("compensation") or {})
-        if handler is None:
+        if handler is None and not undo.pending(main_entries):
             await self._settle(definition, {})
             return Outcome("completed")
         if compensation.get("status") != "running":
             compensation.update(status="running", started_at=execution.now())
+            if undo.pending(main_entries):
+                compensation["undos"] = undo.planned(main_entries)
             await execution.write_state({"compensation": compensation})
         run = Phase(execution, prefix=jn.COMPENSATION, entries=entries, retry=NO_RETRY, deadline=None)
         execution.run = run
@@ -145,9 +149,15 @@ class Phases:
 
         async def body() -> Any:
             execution.fault("in_compensation")
-            result = handler(ctx)
-            if inspect.isawaitable(result):
-                result = await result
+            # Undo handlers first, last started first; then on_failure, told their outcomes.
+            ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
+            if handler is not None:
+                result = handler(ctx)
+                if inspect.isawaitable(result):
+                    result = await result
+            failed = undo.failed_error(ctx.undos)
+            if failed is not None:
+                raise failed
             return None
 
         outcome = await run.execute(body)
@@ -160,6 +170,8 @@ class Phases:
             finished_at=execution.now(),
             error=outcome.error if outcome.kind == "failed" else None,
         )
+        if "undos" in compensation:
+            compensation["undos"] = undo.outcomes(main_entries, run.entries)
         settled = self._settle_entries(jn.COMPENSATION, run.entries)
         await self._settle(definition, {"compensation": compensation}, puts=settled)
         return outcome

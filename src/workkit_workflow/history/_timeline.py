@@ -204,6 +204,9 @@ def headline(execution: ExecutionRecord) -> str:
         text = f"Sleeping until {when(execution.wake_at)}."
     elif status == "paused":
         text = "Paused: no new step starts until it continues."
+    elif status == "blocked":
+        which = f"version {execution.version!r} of its workflow" if execution.version else "its workflow"
+        text = f"Blocked: {which} is not deployed; it carries on once it is."
     else:
         text = f"{status.capitalize()}."
     if comp_status == "completed":

@@ -33,7 +33,7 @@ from ._page_timeline import _execution_body
 from ._query import ExecutionPage, ExecutionRecord, HistoryQuery
 from ._timeline import Timeline, build, error_text, when
 
-_LIVE_STATUSES = frozenset({"pending", "running", "sleeping", "waiting", "retrying", "paused"})
+_LIVE_STATUSES = frozenset({"pending", "running", "sleeping", "waiting", "retrying", "blocked", "paused"})
 
 
 def is_settled(e: ExecutionRecord) -> bool:
@@ -97,7 +97,18 @@ def render_index(
     table = _index_table(page, base)
     if fragment == "1":
         return _fragment(table, settled)
-    statuses = ["", "pending", "running", "sleeping", "waiting", "paused", "completed", "failed", "cancelled"]
+    statuses = [
+        "",
+        "pending",
+        "running",
+        "sleeping",
+        "waiting",
+        "blocked",
+        "paused",
+        "completed",
+        "failed",
+        "cancelled",
+    ]
     options = "".join(
         f"<option value='{s}'{' selected' if filters.get('status') == s else ''}>{s or 'any status'}</option>"
         for s in statuses

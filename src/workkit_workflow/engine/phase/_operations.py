@@ -7,6 +7,7 @@ from typing import Any
 
 from ...definitions._steps import StepContext, StepOptions
 from ._run import PhaseRun
+from ._set_state import run_set_state
 from ._sleep import run_sleep
 from ._step import run_step
 from ._wait import run_wait
@@ -31,3 +32,6 @@ class Phase(PhaseRun):
         self, name: str, event_type: str, *, timeout: float | None, default: Any
     ) -> Coroutine[Any, Any, Any]:
         return run_wait(self, self.allocate(), name, event_type, timeout, default)
+
+    def set_state(self, key: str, text: str) -> Coroutine[Any, Any, None]:
+        return run_set_state(self, self.allocate(), key, text)
