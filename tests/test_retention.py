@@ -195,3 +195,16 @@ async def test_deletion_waits_until_the_history_has_every_record() -> None:
         assert history.execution.status == "completed"
     finally:
         await env.close()
+
+
+async def test_the_retention_alarm_survives_a_process_restart(env: WorkflowTestEnv) -> None:
+    @workflow(unique("kept-across-restarts"), retention="1h")
+    async def flow(ctx: Any, input: Any) -> int:
+        return 7
+
+    handle = await env.run(flow)
+    await env.restart()  # memory gone (and, on SQLite, the file reopened): the alarm is stored
+    handle = env.client.execution(handle.execution_id)
+    assert (await handle.result(timeout=0)).value == 7
+    await _advance(env, 3600 + 1)
+    await _gone(env, handle)
