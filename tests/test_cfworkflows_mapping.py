@@ -25,6 +25,7 @@ from workkit_workflow.cfworkflows import _client as cfw_client
 from workkit_workflow.cfworkflows import _entrypoint as cfw
 from workkit_workflow.cfworkflows import _mapping
 from workkit_workflow.errors import (
+    ExecutionConflictError,
     ExecutionNotFinishedError,
     InvalidRequestError,
     SerializationError,
@@ -506,3 +507,29 @@ async def test_an_engine_abort_runs_no_compensation_and_is_no_timeout() -> None:
         with pytest.raises(Exception, match="Aborting engine"):
             await cfw.run_definition(flow, {"instanceId": "i"}, AbortingStep(), native_retries=True)
     assert compensated == []
+
+
+class PausableInstance(FakeInstance):
+    async def pause(self) -> None:
+        self.calls.append("pause")
+        self.statuses = [{"status": "paused"}]
+
+    async def resume(self) -> None:
+        self.calls.append("resume")
+        self.statuses = [{"status": "running"}]
+
+
+async def test_client_pause_unpause_and_delete_map_onto_the_instance() -> None:
+    instance = PausableInstance([{"status": "running"}])
+    handle = create_durable_workflow(FakeBinding(instance)).execution("e-3")
+    assert await handle.pause() is True
+    assert await handle.status() == "paused"
+    assert await handle.pause() is False
+    assert await handle.unpause() is True
+    assert await handle.unpause() is False
+    assert instance.calls == ["pause", "resume"]
+    with pytest.raises(InvalidRequestError, match="no delete"):
+        await handle.delete()
+    instance.statuses = [{"status": "complete", "output": 1}]
+    with pytest.raises(ExecutionConflictError, match="cannot be paused"):
+        await handle.pause()
