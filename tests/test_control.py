@@ -549,3 +549,24 @@ async def test_paused_shows_in_the_history_and_on_the_page() -> None:
         assert "class='badge paused'" in html or 'class="badge paused"' in html
     finally:
         await env.close()
+
+
+async def test_set_state_waits_while_paused_like_any_operation(env: WorkflowTestEnv) -> None:
+    probe = Probe()
+    probe.gate("a")
+
+    @workflow(unique("pause-set-state"))
+    async def flow(ctx: Any, input: Any) -> str:
+        await ctx.step("a", probe.effect, "a")
+        await ctx.set_state("stage", "after-a")
+        return "done"
+
+    handle = await env.start(flow)
+    await probe.started["a"].wait()
+    await handle.pause()
+    probe.release["a"].set()
+    await _paused_and_quiet(env, handle)
+    assert await handle.state() == {}
+    await handle.unpause()
+    assert (await env.result(handle)).value == "done"
+    assert await handle.state() == {"stage": "after-a"}
