@@ -570,3 +570,23 @@ async def test_set_state_waits_while_paused_like_any_operation(env: WorkflowTest
     await handle.unpause()
     assert (await env.result(handle)).value == "done"
     assert await handle.state() == {"stage": "after-a"}
+
+
+async def test_cancel_without_compensation_runs_no_undo_handler(env: WorkflowTestEnv) -> None:
+    from workkit_workflow import Workflow
+
+    undone: list[str] = []
+    flow = (
+        Workflow(unique("terminate-undo"))
+        .step("reserve", lambda i, p, c: {"r": 1}, undo=lambda info: undone.append(info.step))
+        .wait_for_event("approval", "approved")
+    )
+    handle = await env.run(flow)
+    assert await handle.status() == "waiting"
+    await handle.cancel("operator", compensate=False)
+    result = await env.result(handle)
+    assert result.error is not None and result.error.code == "terminated"
+    assert undone == []
+    again = await env.run(flow)
+    await again.cancel("operator")
+    assert (await env.result(again)).status == "cancelled" and undone == ["reserve"]
