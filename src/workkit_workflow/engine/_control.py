@@ -90,8 +90,11 @@ class Control:
             )
         task = self.runner.task
         if task is not None:
-            # A runner finishing the settled execution (delivering its history): let it end.
+            # A runner finishing the settled execution (delivering its history, or deleting
+            # it after its retention period): let it end, then look again.
             await task
+            await execution.ensure_loaded()
+            execution.require()
         if not await self.retention.history_delivered():
             raise ExecutionConflictError(
                 "the history projection has not received this execution's last records yet; try again later",
