@@ -8,7 +8,11 @@ route       method     does
 /execute    POST       create the execution (idempotent by id), drive it
 /status     GET, POST  the status view
 /result     GET        the outcome once settled (``?wait=seconds``)
-/cancel     POST       request cancellation (compensation runs)
+/cancel     POST       request cancellation (compensation runs unless
+                       ``compensate`` is false)
+/pause      POST       pause: no new operation starts
+/unpause    POST       continue a paused execution
+/delete     POST       delete a finished execution's storage now
 /event      POST       deliver an external event (``/resume`` is an alias)
 /journal    GET        every journal entry
 /meta       GET        input, timings, attempts
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..definitions._durations import to_seconds
 from ..engine._alarms import DEFAULT_LEASE
 from ..engine._execution import ExecutionCore
 from ..engine._ports import Host, Namespace, WireRequest, WireResponse
@@ -122,12 +127,14 @@ class ExecutionObject:
             return WireResponse(200, {"result": await core.result(wait)})
         if path == "/cancel":
             cancel = _wire.parse(_wire.CancelBody, request.body)
-            view, changed = await core.cancel(cancel.reason)
+            view, changed = await core.cancel(cancel.reason, cancel.compensate)
             return WireResponse(200, {"execution": view, "cancelled": changed})
         if path in ("/event", "/resume"):
             event = _wire.parse(_wire.EventBody, request.body)
             outcome = await core.send_event(event.type, event.payload, event.id)
             return WireResponse(202 if outcome["accepted"] else 200, outcome)
+        if path in _CONTROL:
+            return await self._control(path)
         if path == "/journal":
             return WireResponse(200, {"entries": await core.journal()})
         if path == "/state":
@@ -137,6 +144,17 @@ class ExecutionObject:
             meta, changed = await core.move_to_version(moved.version)
             return WireResponse(200, {"version": meta.get("version"), "moved": changed})
         return WireResponse(200, {"meta": await core.meta()})
+
+    async def _control(self, path: str) -> WireResponse:
+        """Pause, continue, delete (``engine/_control.py``); no body."""
+        core = self.core
+        if path == "/pause":
+            view, changed = await core.pause()
+            return WireResponse(200, {"execution": view, "paused": changed})
+        if path == "/unpause":
+            view, changed = await core.unpause()
+            return WireResponse(200, {"execution": view, "unpaused": changed})
+        return WireResponse(200, await core.delete())
 
     async def _execute(self, request: WireRequest) -> WireResponse:
         from . import _wire
@@ -170,12 +188,18 @@ ROUTES = {
     "/cancel": ("POST",),
     "/event": ("POST",),
     "/resume": ("POST",),
+    "/pause": ("POST",),
+    "/unpause": ("POST",),
+    "/delete": ("POST",),
     "/journal": ("GET", "POST"),
     "/meta": ("GET", "POST"),
     "/state": ("GET", "POST"),
     "/version": ("POST",),
 }
 """The routes and the methods each accepts."""
+
+
+_CONTROL = ("/pause", "/unpause", "/delete")
 
 
 def _refuse(path: str, method: str) -> WireResponse | None:
@@ -262,6 +286,11 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     lease: float = DEFAULT_LEASE
     """Seconds the running-execution alarm is set ahead (see ``DEFAULT_LEASE``)."""
 
+    retention: float | str | None = None
+    """How long a finished execution keeps its storage before the object deletes it
+    (seconds or a duration such as ``"30d"``), for workflows that set no ``retention``
+    of their own; None keeps it for good. Set it on a subclass."""
+
     history_binding: str | None = "HISTORY_DB"
     """The ``env`` binding of the D1 database that receives the history projection, if bound."""
 
@@ -280,7 +309,8 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
         if getattr(host, "peers", None) is None:
             host.peers = _peers(env, self.namespace_binding)
         history = _binding(env, self.history_binding) if self.history_binding else None
-        self._object = ExecutionObject(host, lease=self.lease, history=history)
+        retention = None if self.retention is None else to_seconds(self.retention, what="retention")
+        self._object = ExecutionObject(host, lease=self.lease, history=history, retention=retention)
 
     async def fetch(self, request: Any) -> Any:
         if isinstance(request, WireRequest):

@@ -79,6 +79,7 @@ class Workflow:
         input_type: Any = None,
         register: bool = True,
         version: str = DEFAULT_VERSION,
+        retention: Duration | None = None,
     ) -> None:
         self.name = check_name(name, "workflow")
         self.version = check_version(version, f"workflow {name!r}")
@@ -88,6 +89,10 @@ class Workflow:
         self.timeout: float | None = (
             None if timeout is None else to_seconds(timeout, what=f"workflow {name!r}: timeout")
         )
+        self.retention: float | None = (
+            None if retention is None else to_seconds(retention, what=f"workflow {name!r}: retention")
+        )
+        """How long a finished execution keeps its storage (None: the execution object's default)."""
         self.input_type = input_type
         self._fn = fn
         self._ops: list[_BuilderOp] = []
@@ -260,6 +265,7 @@ def workflow(
     input_type: Any = None,
     register: bool = True,
     version: str = DEFAULT_VERSION,
+    retention: Duration | None = None,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
 
@@ -277,7 +283,14 @@ def workflow(
         if not inspect.iscoroutinefunction(fn):
             raise DefinitionError(f"workflow {name!r}: the function must be `async def`")
         return Workflow(
-            name, fn, retry=retry, timeout=timeout, input_type=input_type, register=register, version=version
+            name,
+            fn,
+            retry=retry,
+            timeout=timeout,
+            input_type=input_type,
+            register=register,
+            version=version,
+            retention=retention,
         )
 
     return decorate

@@ -9,6 +9,8 @@ its address in the file's lock file, and takes commands for executions, so
 * ``POST /api/executions/<id>/event``: ``{"type", "payload"?, "id"?, "wait"?}`` → ``{"accepted", "status"}``
 * ``POST /api/executions/<id>/restart``: ``{"from_step", "execution_id"?, "wait"?}`` →
   ``{"execution_id", "status"}`` (the new execution's)
+* ``POST /api/executions/<id>/pause``, ``.../unpause``, ``.../delete``: ``{"wait"?}`` →
+  ``{"paused" | "unpaused" | "deleted", "status"}``
 
 ``wait`` (seconds, at most 300) lets the execution act on the command before
 the answer. The pages' action buttons post to these (no token: the server
@@ -74,6 +76,8 @@ class Commands:
 
     async def act(self, execution_id: str, action: Action, wait: float) -> dict[str, Any]:
         answer = await perform(self.client, execution_id, action)
+        if action.verb == "delete":
+            return {**answer, "status": None}  # nothing left to ask about
         # A restart answers for the new execution: that is the one to let run on.
         settles = answer.get("execution_id", execution_id)
         return {**answer, "status": await self._settle(settles, wait)}

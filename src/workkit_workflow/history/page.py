@@ -33,7 +33,7 @@ from ._page_timeline import _execution_body
 from ._query import ExecutionPage, ExecutionRecord, HistoryQuery
 from ._timeline import Timeline, build, error_text, when
 
-_LIVE_STATUSES = frozenset({"pending", "running", "sleeping", "waiting", "retrying", "blocked"})
+_LIVE_STATUSES = frozenset({"pending", "running", "sleeping", "waiting", "retrying", "blocked", "paused"})
 
 
 def is_settled(e: ExecutionRecord) -> bool:
@@ -104,6 +104,7 @@ def render_index(
         "sleeping",
         "waiting",
         "blocked",
+        "paused",
         "completed",
         "failed",
         "cancelled",
