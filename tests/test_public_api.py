@@ -19,6 +19,8 @@ def test_exported_members() -> None:
         "NonRetryableError",
         "REGISTRY",
         "RetryPolicy",
+        "Schedule",
+        "Scheduler",
         "Status",
         "StepContext",
         "Workflow",
@@ -30,6 +32,7 @@ def test_exported_members() -> None:
         "create_durable_workflow",
         "current_step",
         "errors",
+        "on_scheduled",
         "workflow",
     ]
     for name in workkit_workflow.__all__:

@@ -12,9 +12,11 @@ from . import errors
 from .cfworkflows import _client as _cfworkflows_client  # noqa: F401
 from .cfworkflows import _entrypoint as _cfworkflows_entrypoint  # noqa: F401
 from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
+from .client._schedules import Scheduler, on_scheduled
 from .cloudflare._object import WorkflowExecutionDO
 from .definitions._contexts import CompensationContext, WorkflowContext
 from .definitions._retry import RetryPolicy
+from .definitions._schedule import Schedule
 from .definitions._steps import StepContext, current_step
 from .definitions._workflow import REGISTRY, Workflow, workflow
 from .engine._journal import Status
@@ -30,6 +32,8 @@ __all__ = [
     "ExecutionHandle",
     "NonRetryableError",
     "RetryPolicy",
+    "Schedule",
+    "Scheduler",
     "Status",
     "StepContext",
     "Workflow",
@@ -41,5 +45,6 @@ __all__ = [
     "create_durable_workflow",
     "current_step",
     "errors",
+    "on_scheduled",
     "workflow",
 ]

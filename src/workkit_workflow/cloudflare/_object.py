@@ -12,6 +12,7 @@ route       method     does
 /event      POST       deliver an external event (``/resume`` is an alias)
 /journal    GET        every journal entry
 /meta       GET        input, timings, attempts
+/schedule   GET, POST  a schedule's last tick; POST advances it (schedules)
 ==========  =========  ===============================================
 
 The same class runs on Cloudflare (it subclasses ``workers.DurableObject``
@@ -26,6 +27,7 @@ from typing import Any
 from ..engine._alarms import DEFAULT_LEASE
 from ..engine._execution import ExecutionCore
 from ..engine._ports import Host, WireRequest, WireResponse
+from ..engine._schedule_record import ScheduleRecord
 from ..engine._signals import StorageFailure
 from ..errors import (
     ExecutionConflictError,
@@ -63,6 +65,7 @@ class ExecutionObject:
     def __init__(self, host: Host, *, lease: float = DEFAULT_LEASE, **options: Any) -> None:
         self.host = host
         self.core = ExecutionCore(host, lease=lease, faults=getattr(host, "faults", None), **options)
+        self._schedule: ScheduleRecord | None = None
 
     async def handle(self, request: WireRequest) -> WireResponse:
         try:
@@ -102,6 +105,8 @@ class ExecutionObject:
         if refused is not None:
             return refused
         core = self.core
+        if path == "/schedule":  # schedules: this object keeps one schedule's last tick
+            return await self._schedule_route(request)
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
@@ -148,6 +153,14 @@ class ExecutionObject:
         )
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 
+    async def _schedule_route(self, request: WireRequest) -> WireResponse:
+        if self._schedule is None:
+            self._schedule = ScheduleRecord(self.host.storage)
+        if request.method.upper() == "GET":
+            return WireResponse(200, {"schedule": await self._schedule.read()})
+        record, moved = await self._schedule.advance(request.body, self.host.clock.now())
+        return WireResponse(200, {"schedule": record, "advanced": moved})
+
     async def alarm(self) -> None:
         await self.core.alarm()
 
@@ -161,6 +174,7 @@ ROUTES = {
     "/resume": ("POST",),
     "/journal": ("GET", "POST"),
     "/meta": ("GET", "POST"),
+    "/schedule": ("GET", "POST"),
 }
 """The routes and the methods each accepts."""
 
