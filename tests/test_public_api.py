@@ -32,7 +32,7 @@ def test_exported_members() -> None:
         "create_durable_workflow",
         "current_step",
         "errors",
-        "on_scheduled",
+        "run_schedules",
         "workflow",
     ]
     for name in workkit_workflow.__all__:

@@ -4,14 +4,19 @@ for ticks missed while nothing ran (both local storages, virtual clock)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from workkit_workflow import REGISTRY, Schedule, Scheduler, on_scheduled, workflow
+from workkit_workflow import REGISTRY, Schedule, Scheduler, run_schedules, workflow
 from workkit_workflow.client._schedules import fire_schedules, last_tick
 from workkit_workflow.definitions._schedule import SCHEDULES, tick_id
 from workkit_workflow.engine._ports import WireResponse
@@ -206,7 +211,7 @@ async def test_on_scheduled_fires_registered_schedules_at_the_triggers_time(env:
     try:
         tick = datetime(2026, 11, 30, 3, 0, tzinfo=UTC).timestamp()
         controller = SimpleNamespace(cron="0 3 * * *", scheduledTime=tick * 1000, type="scheduled")
-        report_ = await on_scheduled(env.ns, controller)
+        report_ = await run_schedules(env.ns, controller)
         mine = [r for r in report_ if r["schedule"] == "worker-nightly"]
         assert mine == [
             {
@@ -217,7 +222,7 @@ async def test_on_scheduled_fires_registered_schedules_at_the_triggers_time(env:
             }
         ]
         # Cloudflare may deliver the same trigger again: nothing new starts.
-        again = [r for r in await on_scheduled(env.ns, controller) if r["schedule"] == "worker-nightly"]
+        again = [r for r in await run_schedules(env.ns, controller) if r["schedule"] == "worker-nightly"]
         assert again[0]["started"] == [] and again[0]["error"] is None
         assert (await env.result(env.client.execution(schedule_id))).value == {"n": 1}
     finally:
@@ -277,3 +282,24 @@ def test_a_step_over_a_one_value_range_means_that_value() -> None:
     assert schedule.cron == "0 0 * * 1"
     tuesday = datetime(2023, 11, 14, 22, 0, tzinfo=UTC).timestamp()
     assert schedule.next_tick(tuesday) == datetime(2023, 11, 20, tzinfo=UTC).timestamp()
+
+
+def test_the_readme_schedules_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    match = re.search(r"<!-- schedules-example -->\n```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    (tmp_path / "example.py").write_text(match.group(1))
+    src = str(Path(__file__).parents[1] / "src")
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "example.py")],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == (
+        "[['nightly-report:2026-01-01T03:00Z'], ['nightly-report:2026-01-02T03:00Z'], "
+        "['nightly-report:2026-01-03T03:00Z']]"
+    )

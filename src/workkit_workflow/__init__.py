@@ -12,7 +12,7 @@ from . import errors
 from .cfworkflows import _client as _cfworkflows_client  # noqa: F401
 from .cfworkflows import _entrypoint as _cfworkflows_entrypoint  # noqa: F401
 from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
-from .client._schedules import Scheduler, on_scheduled
+from .client._schedules import Scheduler, run_schedules
 from .cloudflare._object import WorkflowExecutionDO
 from .definitions._contexts import CompensationContext, WorkflowContext
 from .definitions._retry import RetryPolicy
@@ -45,6 +45,6 @@ __all__ = [
     "create_durable_workflow",
     "current_step",
     "errors",
-    "on_scheduled",
+    "run_schedules",
     "workflow",
 ]

@@ -98,13 +98,13 @@ async def fire_schedules(
     return list(await asyncio.gather(*(fire_schedule(client, s, now) for s in chosen)))
 
 
-async def on_scheduled(binding: Any, controller: Any = None) -> list[dict[str, Any]]:
+async def run_schedules(binding: Any, controller: Any = None) -> list[dict[str, Any]]:
     """The body of a Worker's ``scheduled`` handler: fire every registered schedule at
     the trigger's ``scheduledTime``::
 
         class Default(WorkerEntrypoint):
             async def scheduled(self, controller, env=None, ctx=None):
-                await on_scheduled(self.env.WORKFLOW_DO, controller)
+                await run_schedules(self.env.WORKFLOW_DO, controller)
 
     Every schedule is considered on every trigger, whatever its cron: a schedule
     whose tick is not due starts nothing. So ``[triggers] crons`` needs only to
@@ -140,7 +140,12 @@ class Scheduler:
     async def run(self) -> None:
         """Fire now (catching up on missed ticks), then at every tick, until cancelled."""
         while True:
-            await self.fire()
+            try:
+                await self.fire()
+            except Exception:
+                # Each schedule's WorkflowError is already reported in its Firing; anything
+                # else must not end the loop: the next tick tries again.
+                log.exception("workkit_workflow: firing schedules failed")
             schedules = self.schedules
             if not schedules:
                 return
