@@ -7,6 +7,7 @@
 3. An order with a bad address: a permanent failure, compensated (refund,
    release) in reverse order.
 4. A large order that waits for a manager's approval (an external event).
+5. An order split into parcels: one child workflow per parcel, run side by side.
 
 Side effects go to an append-only log (fsync'd), the "outside world", so the
 tour can prove what ran how many times, across processes.
@@ -32,6 +33,8 @@ from . import (
     Workflow,
     WorkflowExecutionDO,
     create_durable_workflow,
+    current_step,
+    workflow,
 )
 from .definitions._durations import iso
 from .history import LocalD1
@@ -142,6 +145,26 @@ async def charge_approved(input: dict[str, Any], ctx: StepContext) -> dict[str, 
     return await charge({**input, "gateway_failures": 0}, reservation, ctx)
 
 
+def pack(item: str) -> str:
+    """A parcel's one step: print its label (an effect in the outside world)."""
+    ctx = current_step()
+    assert ctx is not None
+    effect("label", ctx, item)
+    return f"{item}: labelled by {ctx.execution_id}"
+
+
+@workflow("demo-parcel")
+async def parcel_flow(ctx: Any, input: dict[str, Any]) -> str:
+    return str(await ctx.step("print-label", pack, input["item"]))
+
+
+@workflow("demo-split-order")
+async def split_order(ctx: Any, input: dict[str, Any]) -> dict[str, Any]:
+    # One child execution per parcel, each in its own object; the order parks until all end.
+    parcels = [ctx.child(parcel_flow, {"item": item}, name=f"parcel-{item}") for item in input["items"]]
+    return {"labels": await asyncio.gather(*parcels)}
+
+
 class DemoExecutionDO(WorkflowExecutionDO):
     # A short lease so the crashed execution resumes about a second after the
     # kill (the engine's default is 5 s).
@@ -172,6 +195,7 @@ async def show(handle: Any) -> None:
     for entry in await handle.journal():
         errors = ", ".join(e["code"] for e in entry.get("errors", []))
         extra = f"  errors: {errors}" if errors else ""
+        extra += f"  child {entry['child_id']}" if entry.get("kind") == "child" else ""
         phase = "  (compensation)" if entry["phase"] == "compensation" else ""
         # Sleeps and waits have no attempts: say nothing rather than a placeholder.
         attempts = f"attempts={entry['attempt']}" if entry.get("attempt") else ""
@@ -282,6 +306,18 @@ async def part_approval(ns: LocalNamespace) -> None:
     say("  → a typo'd event type would not wake it: the CLI's `resume` says what it waits for.")
 
 
+async def part_children(ns: LocalNamespace) -> None:
+    heading("5. An order split into parcels: one child workflow per parcel")
+    workflows = create_durable_workflow(ns)
+    handle = await workflows.run(split_order, {"items": ["desk", "shelf"]}, execution_id="demo-o-5")
+    children = [c["execution_id"] for c in (await handle.describe())["children"]]
+    say(f"  the order started {len(children)} children, each its own execution: {', '.join(children)}")
+    result = await handle.result(timeout=60)
+    say(f"  result: {result.value}")
+    await show(handle)
+    say("  → each child's end woke the parent (no polling); cancelling the order would cancel them.")
+
+
 def _namespace(db: str) -> LocalNamespace:
     # History is projected into the same SQLite file, for the CLI and the timeline page.
     return LocalNamespace(db, object_class=DemoExecutionDO, env={"HISTORY_DB": LocalD1(db)})
@@ -300,9 +336,10 @@ async def tour() -> None:
     async with _namespace(db) as ns:
         await part_compensation(ns)
         await part_approval(ns)
+        await part_children(ns)
         await ns.idle()  # history delivery finishes
     say(f"\n{GREEN}done{RESET} in {time.monotonic() - began:.1f}s. Every step above was journaled in SQLite")
-    say(f"before the next one ran: {db} holds the four executions, their journals and their history.")
+    say(f"before the next one ran: {db} holds the executions, their journals and their history.")
     cli = cli_command()
     say("Look back at them (these commands work as printed, from this directory):")
     say(f"  {cli} list --db {db}                 every execution")

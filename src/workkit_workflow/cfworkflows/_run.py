@@ -17,6 +17,7 @@ from ..definitions._steps import _CURRENT_STEP, MISSING, StepContext, StepOption
 from ..definitions._values import to_data, validate
 from ..engine import _journal as jn
 from ..errors import (
+    DefinitionError,
     SerializationError,
     StepFailedError,
     WaitTimeoutError,
@@ -286,3 +287,20 @@ class EngineRun:
                 f"step {name!r} failed: {error['message']}", step=name, attempt=1, error=error
             ) from exc
         return event.get("payload") if isinstance(event, dict) else event
+
+    # -- child workflows ----------------------------------------------------------
+
+    def child(
+        self, name: str, workflow: str, input: Any, execution_id: str | None
+    ) -> Coroutine[Any, Any, Any]:
+        return self._child(name)
+
+    async def _child(self, name: str) -> Any:
+        # A Workflows instance cannot be woken by another one's completion without
+        # an event the child sends by hand: the Durable Object backend has children.
+        raise DefinitionError(
+            f"child workflow {name!r}: the Cloudflare Workflows backend has no child workflows; "
+            "run this workflow on the Durable Object backend (WorkflowExecutionDO), or start the "
+            "other instance in a step and wait for an event it sends",
+            code="unsupported_on_backend",
+        )

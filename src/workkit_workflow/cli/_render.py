@@ -57,6 +57,7 @@ def format_timeline(timeline: Timeline, result: Any = None) -> str:
     out = [
         f"{e.workflow}  {e.execution_id}  [{e.status.upper()}]",
         f"  created {when(e.created_at)}{ran}",
+        *_parent_line(timeline),
         "",
         f"  {timeline.headline}",
         "",
@@ -77,6 +78,15 @@ def format_timeline(timeline: Timeline, result: Any = None) -> str:
     if result is not None:
         out += ["", f"result: {json.dumps(result, ensure_ascii=False)}"]
     return "\n".join(out)
+
+
+def _parent_line(timeline: Timeline) -> list[str]:
+    parent = timeline.parent
+    if not parent:
+        return []
+    return [
+        f"  child of {parent.get('execution_id')} ({parent.get('workflow')}, operation #{parent.get('op')})"
+    ]
 
 
 def format_journal(entries: Sequence[dict[str, Any]]) -> str:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from ..engine._ports import Clock, Storage, SystemClock
+from ..engine._ports import Clock, Namespace, Storage, SystemClock
 from ._sql_storage import SqlJournalStorage
 from ._storage import DurableObjectStorage
 from ._workers import to_py
@@ -43,6 +43,8 @@ class CloudflareHost:
         self.ctx = ctx
         self.storage: Storage = storage_of(ctx.storage)
         self.clock: Clock = clock or SystemClock()
+        self.peers: Namespace | None = None
+        """Set by ``WorkflowExecutionDO`` from its ``namespace_binding``."""
         try:
             name = to_py(ctx.id.name)
         except AttributeError:

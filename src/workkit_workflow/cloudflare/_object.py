@@ -26,7 +26,7 @@ from typing import Any
 
 from ..engine._alarms import DEFAULT_LEASE
 from ..engine._execution import ExecutionCore
-from ..engine._ports import Host, WireRequest, WireResponse
+from ..engine._ports import Host, Namespace, WireRequest, WireResponse
 from ..engine._schedule_record import ScheduleRecord
 from ..engine._signals import StorageFailure
 from ..errors import (
@@ -39,6 +39,7 @@ from ..errors import (
 )
 from . import _workers as _cloudflare
 from ._host import host_from_ctx
+from ._namespace import namespace_from_binding
 
 log = logging.getLogger("workkit_workflow")
 
@@ -150,6 +151,7 @@ class ExecutionObject:
             execution_id=body.execution_id,
             wait=body.wait,
             restart=restart,
+            parent=body.parent.model_dump() if body.parent is not None else None,
         )
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 
@@ -240,6 +242,18 @@ def _binding(env: Any, name: str) -> Any:
     return getattr(env, name, None)
 
 
+def _peers(env: Any, name: str | None) -> Namespace | None:
+    """The namespace binding ``name`` of ``env`` as a Namespace port, if bound."""
+    binding = _binding(env, name) if name else None
+    if binding is None:
+        return None
+    try:
+        return namespace_from_binding(binding)
+    except TypeError:
+        log.error("workkit_workflow: env.%s is not a Durable Object namespace binding", name)
+        return None
+
+
 class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,valid-type]
     """The Durable Object class to bind as ``WORKFLOW_DO``.
 
@@ -254,6 +268,10 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     history_binding: str | None = "HISTORY_DB"
     """The ``env`` binding of the D1 database that receives the history projection, if bound."""
 
+    namespace_binding: str | None = "WORKFLOW_DO"
+    """The ``env`` binding of this class's own namespace, through which an execution
+    reaches other executions (child workflows); ``None`` turns that off."""
+
     def __init__(self, ctx: Any, env: Any) -> None:
         # The SDK's DurableObject keeps ctx and env from mid-2025 on; the April-2025 SDK's
         # has no constructor, and object's takes no arguments.
@@ -262,6 +280,8 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
         self.ctx = ctx
         self.env = env
         host: Host = ctx if getattr(ctx, "is_workkit_host", False) else host_from_ctx(ctx)
+        if getattr(host, "peers", None) is None:
+            host.peers = _peers(env, self.namespace_binding)
         history = _binding(env, self.history_binding) if self.history_binding else None
         self._object = ExecutionObject(host, lease=self.lease, history=history)
 

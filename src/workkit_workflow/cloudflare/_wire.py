@@ -29,7 +29,7 @@ class RestoredEntry(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     v: Literal[1]
     op: int = Field(ge=0, lt=100_000_000)
-    kind: Literal["step", "sleep", "wait"]
+    kind: Literal["step", "sleep", "wait", "child"]
     name: str = Field(min_length=1, max_length=256)
     status: Literal["completed"]
     output: JsonValue = None
@@ -48,12 +48,21 @@ class RestartSpec(_Body):
     idempotent: list[RecordedResult] = Field(default_factory=list, max_length=100_000)
 
 
+class ParentSpec(_Body):
+    """The parent of a child execution: which execution, which of its operations."""
+
+    execution_id: str = Field(pattern=_ID_PATTERN)
+    workflow: str = Field(min_length=1, max_length=256)
+    op: int = Field(ge=0, lt=100_000_000)
+
+
 class ExecuteBody(_Body):
     workflow: str = Field(min_length=1, max_length=256)
     input: JsonValue = None
     execution_id: str = Field(pattern=_ID_PATTERN)
     wait: bool = True
     restart: RestartSpec | None = None
+    parent: ParentSpec | None = None
 
 
 class CancelBody(_Body):

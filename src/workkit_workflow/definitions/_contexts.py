@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..errors import DefinitionError
 from ._durations import Duration, to_instant, to_seconds
 from ._retry import RetryPolicy
 from ._steps import (
@@ -29,6 +30,8 @@ class Operations(Protocol):
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Awaitable[None]: ...
 
     def wait(self, name: str, event_type: str, *, timeout: float | None, default: Any) -> Awaitable[Any]: ...
+
+    def child(self, name: str, workflow: str, input: Any, execution_id: str | None) -> Awaitable[Any]: ...
 
 
 class WorkflowContext:
@@ -103,6 +106,32 @@ class WorkflowContext:
         return self._run.wait(
             name, event_type, timeout=seconds, default=check_default(default, f"wait {name!r}")
         )
+
+    def child(
+        self,
+        workflow: Any,
+        input: Any = None,
+        *,
+        execution_id: str | None = None,
+        name: str | None = None,
+    ) -> Awaitable[Any]:
+        """Run another workflow as a child execution, in its own object, and return its result.
+
+        ``workflow`` is a :class:`Workflow` or a registered name. The child's id
+        is ``execution_id``, else derived from this execution's id and the
+        operation, so a replay never starts a second child. The parent parks
+        until the child settles; a child that fails, is cancelled or cannot
+        start raises :class:`~workkit_workflow.errors.StepFailedError` (its
+        ``error`` holds the child's). Cancelling the parent cancels its running
+        children. ``name`` (default: the workflow's name) identifies the
+        operation in the journal.
+        """
+        target = workflow if isinstance(workflow, str) else getattr(workflow, "name", None)
+        if not isinstance(target, str):
+            raise DefinitionError(f"child workflow must be a Workflow or a workflow name, got {workflow!r}")
+        check_name(target, "child workflow")
+        op_name = check_name(name if name is not None else target, "child")
+        return self._run.child(op_name, target, input, execution_id)
 
 
 @dataclass(frozen=True)

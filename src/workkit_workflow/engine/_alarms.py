@@ -89,13 +89,13 @@ class Alarms:
             # The runner is alive in this instance: renew its lease.
             await execution.storage.set_alarm(execution.now() + self.lease)
             return
-        if execution.observer is not None and await self._only_observer_is_due():
-            # An alarm brought forward to retry an observer's delivery (the history
-            # projection) while the execution is parked: deliver, re-arm, do not
-            # replay the workflow.
+        if execution.observers and await self._only_observer_is_due():
+            # An alarm brought forward to retry an observer's delivery (the mail
+            # outbox, the history projection) while the execution is parked:
+            # deliver, re-arm, do not replay the workflow.
             assert execution.state is not None
-            await execution.observer.settle()
-            await execution.storage.set_alarm(execution.observer.alarm_for(execution.state.get("wake_at")))
+            await execution.settle_observers()
+            await execution.storage.set_alarm(execution.observed_alarm(execution.state.get("wake_at")))
             return
         await self.drive_until_quiet()
 

@@ -74,8 +74,7 @@ class Driver:
             if state["phase"] == "done":
                 await execution.write({}, alarm=None)
                 execution.settled_event().set()
-                if execution.observer is not None:
-                    await execution.observer.settle()
+                await execution.settle_observers()
                 return
             try:
                 definition = self.registry.get(execution.meta["workflow"])
@@ -102,8 +101,8 @@ class Driver:
         execution.meta = jn.decode_record(jn.META, meta_text)
         execution.state = jn.decode_record(jn.STATE, state_text)
         execution.loaded = True
-        if execution.observer is not None:
-            execution.observer.load(snapshot, complete=True)
+        for observer in execution.observers:
+            observer.load(snapshot, complete=True)
         return True
 
     def _entries(self, snapshot: Mapping[str, str]) -> tuple[Entries, Entries]:

@@ -9,6 +9,7 @@ instance and is what the execution object (``cloudflare._object``) talks to:
 * ``_requests``: the operations the wire exposes (execute, status, cancel,
   event, journal, meta, result);
 * ``_alarms``: the alarm, the lease and the backoff after failures;
+* ``_mail``: the outbox of durable requests to other objects of the namespace;
 * ``_plugins``: where optional features (the history projection) join in.
 
 Invariants kept here:
@@ -28,11 +29,14 @@ Invariants kept here:
 from __future__ import annotations
 
 import random
+from functools import partial
 from typing import Any
 
 from ..definitions._workflow import REGISTRY, Registry
 from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
+from ._children import outcome_mail
 from ._drive import Driver
+from ._mail import Mail, reply_with_event
 from ._plugins import make_observer
 from ._ports import Clock, Host, Storage
 from ._requests import Requests
@@ -54,9 +58,14 @@ class ExecutionCore:
         history: Any = None,
     ) -> None:
         self.execution = ExecutionState(host, rng=rng, faults=faults)
+        # The mail outbox comes first: its alarm_for sees the engine's alarm unchanged.
+        self.mail = Mail(self.execution, getattr(host, "peers", None))
+        self.execution.observers.append(self.mail)
+        self.execution.mail = self.mail
+        self.execution.settle_hooks.append(partial(outcome_mail, self.execution))
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
-            self.execution.observer = make_observer("history", self.execution, history)
+            self.execution.observers.append(make_observer("history", self.execution, history))
         backoff = AlarmBackoff(self.execution)
         self.driver = Driver(self.execution, registry, backoff, lease=lease)
         self.runner: Runner = self.driver.runner
@@ -72,6 +81,7 @@ class ExecutionCore:
         self.result = self.requests.result
         self.cancel = self.requests.cancel
         self.send_event = self.requests.send_event
+        self.mail.on_rejected = reply_with_event(self.requests.send_event)
         self.alarm = self.alarms.alarm
 
     # -- what the execution object and tools read ------------------------------

@@ -5,12 +5,14 @@ One Durable Object holds one execution. Its keys:
 ``meta``            the execution's immutable facts: workflow, input, creation, deadline
 ``state``           the small mutable record: status, failure, compensation, wake-up
 ``result``          the final output, once completed
-``j:<op>``          one entry per operation of the workflow (step, sleep, wait)
+``j:<op>``          one entry per operation of the workflow (step, sleep, wait, child)
 ``c:<op>``          one entry per operation of the compensation handler
 ``e:<seq>``         an external event waiting in the inbox
 ``eid:<id>``        a delivered event id, so a duplicate delivery is ignored
 ``o:<seq>``         a history record waiting for delivery to D1 (the outbox)
 ``i:<hash>``        a recorded idempotent result carried over by ``restart``
+``mail:<seq>``      a request to another object waiting for delivery (``_mail``)
+``mailx:<seq>``     a request the other object refused for good (a dead letter)
 
 Every value is JSON text carrying ``"v": 1``: the same bytes on CPython and
 Pyodide, readable from D1 and by people. An operation's entry is rewritten as
@@ -47,7 +49,7 @@ IDEMPOTENT: Final = "i:"
 Status = Literal["pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping"]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
-OpKind = Literal["step", "sleep", "wait"]
+OpKind = Literal["step", "sleep", "wait", "child"]
 OpStatus = Literal["running", "retrying", "sleeping", "waiting", "completed", "failed"]
 
 

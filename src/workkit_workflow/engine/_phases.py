@@ -14,6 +14,7 @@ from ..definitions._values import to_data, validate
 from ..definitions._workflow import Workflow
 from ..errors import SerializationError
 from . import _journal as jn
+from ._children import cancel_children
 from ._runner import Runner
 from ._state import ExecutionState
 from .phase._operations import Phase
@@ -80,6 +81,9 @@ class Phases:
         execution = self.execution
         now = execution.now()
         settled = self._settle_entries(jn.MAIN, entries)
+        # Children still running when the body ends are cancelled (their compensation runs).
+        ending = {"completed": "completed", "stopped": "cancelled"}.get(outcome.kind, "failed")
+        settled.update(cancel_children(execution, entries, ending))
         if outcome.kind == "completed":
             try:
                 text = jn.encode_record(jn.RESULT, {"value": to_data(outcome.value)}, what="workflow result")

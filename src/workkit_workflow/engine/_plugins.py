@@ -10,6 +10,10 @@ calls the :class:`JournalObserver` methods below, at these points:
 * ``load`` when the execution's records are read (a full snapshot or meta/state),
 * ``capture`` and ``alarm_for`` inside every write, ``kick`` after it succeeded,
 * ``settle`` when the execution is done, or when only the observer's alarm is due.
+
+An execution has a list of observers (``ExecutionState.observers``): the engine's
+own mail outbox (``_mail``) first, then the plug-ins'. Each ``alarm_for`` gets the
+alarm the previous one returned.
 """
 
 from __future__ import annotations

@@ -87,6 +87,9 @@ class Host(Protocol):
     storage: Storage
     clock: Clock
     object_name: str | None
+    peers: Namespace | None
+    """The namespace this object belongs to, to send requests to other objects of it
+    (the mail outbox); None where the runtime gives none."""
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start background work owned by the object (cancelled if the object dies)."""

@@ -15,6 +15,7 @@ from ..definitions._values import validate
 from ..definitions._workflow import Registry, Workflow
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
+from ._children import check_same_parent
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
@@ -40,6 +41,7 @@ class Requests:
         execution_id: str | None,
         wait: bool,
         restart: Mapping[str, Any] | None = None,
+        parent: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Create the execution if it does not exist, then drive it (or let the alarm).
 
@@ -56,9 +58,10 @@ class Requests:
                         f"{execution.meta.get('workflow')!r}, not {workflow!r}",
                         execution_id=execution.meta.get("execution_id"),
                     )
+                check_same_parent(execution.meta, parent)
                 created = False
             else:
-                await self._create(workflow, input, execution_id, restart, driven_here=wait)
+                await self._create(workflow, input, execution_id, restart, driven_here=wait, parent=parent)
                 created = True
         if wait:
             await self.drive_until_quiet()
@@ -73,6 +76,7 @@ class Requests:
         restart: Mapping[str, Any] | None,
         *,
         driven_here: bool,
+        parent: Mapping[str, Any] | None = None,
     ) -> None:
         definition = self.registry.get(workflow)
         if definition.input_type is not None:
@@ -80,6 +84,8 @@ class Requests:
         now = self.execution.now()
         meta = _new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
         puts: dict[str, str] = {}
+        if parent:
+            meta["parent"] = dict(parent)
         if restart:
             meta["restarted_from"] = {
                 "execution_id": restart.get("execution_id"),
@@ -121,6 +127,8 @@ class Requests:
             "compensation": state.get("compensation"),
             "cancel_reason": state.get("cancel_reason"),
             "running": sorted(run.current.values()) if run is not None else [],
+            "parent": meta.get("parent"),
+            "children": state.get("children") or [],
         }
 
     async def journal(self) -> list[dict[str, Any]]:
@@ -196,12 +204,14 @@ class Requests:
         check_name(event_type, "event type")
         execution = self.execution
         await execution.ensure_loaded()
-        self._check_accepts_events(event_type)
+        execution.require()
         event_id = event_id or str(uuid.uuid4())
         marker = jn.EVENT_ID + event_id
         if len(marker) > 512:
             raise InvalidRequestError("event id is longer than 500 characters")
         async with self._event_lock:
+            # A repeat of a delivered event is a duplicate even once the execution
+            # has finished: senders retry (the mail outbox), and must not see a conflict.
             if await execution.storage.get(marker) is not None:
                 return {"accepted": False, "duplicate": True, "event_id": event_id}
             # The execution may have finished during that read: decide on what is

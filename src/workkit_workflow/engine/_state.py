@@ -20,11 +20,14 @@ from typing import Any, Protocol
 
 from ..errors import ExecutionNotFoundError
 from . import _journal as jn
+from ._mail import Mail
 from ._plugins import JournalObserver
 from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._signals import StorageFailure
 
 FaultHook = Callable[..., None]
+SettleHook = Callable[[Mapping[str, Any], Mapping[str, str]], Mapping[str, str]]
+"""``hook(state, puts)``: records to add to the write that settles the execution."""
 
 
 def _noop_fault(point: str, **info: Any) -> None:
@@ -65,7 +68,14 @@ class ExecutionState:
         self._settled: asyncio.Event | None = None
         self.input: Any = None
         self.writes = 0
-        self.observer: JournalObserver | None = None
+        self.observers: list[JournalObserver] = []
+        """Journal observers (the mail outbox, the history projection), in the order
+        their ``alarm_for`` is applied."""
+        self.mail: Mail | None = None
+        """The outbox of requests to other objects (set by ``ExecutionCore``)."""
+        self.settle_hooks: list[SettleHook] = []
+        """Called in the write that moves the execution to ``phase: done`` (a child's
+        outcome for its parent is one)."""
         self.run: LiveRun | None = None
         """The phase run in progress, if any (set by the phases, read by requests)."""
 
@@ -105,9 +115,9 @@ class ExecutionState:
             self._pending_steps = []
         else:
             merged = dict(puts)
-        if self.observer is not None:
-            merged.update(self.observer.capture(merged))
-            alarm = self.observer.alarm_for(alarm)
+        for observer in self.observers:
+            merged.update(observer.capture(merged))
+            alarm = observer.alarm_for(alarm)
         self.writes += 1
         try:
             await self.storage.commit(merged, deletes, alarm)
@@ -117,8 +127,8 @@ class ExecutionState:
                 # replay from storage (its next write raises this).
                 self._write_failure = exc
             raise StorageFailure(exc) from exc
-        if self.observer is not None:
-            self.observer.kick()
+        for observer in self.observers:
+            observer.kick()
         for step in deferred:
             self.fault("after_journal", step=step)
 
@@ -155,6 +165,11 @@ class ExecutionState:
         assert self.state is not None
         previous = self.state
         state = {**previous, **changes, "updated_at": self.now()}
+        if self.settle_hooks and state.get("phase") == "done" and previous.get("phase") != "done":
+            extra = dict(puts or {})
+            for hook in self.settle_hooks:
+                extra.update(hook(state, extra))
+            puts = extra
         text = jn.encode_record(jn.STATE, state, what="execution state")
         self.state = state
         try:
@@ -180,10 +195,10 @@ class ExecutionState:
         async with self._load_lock:
             if self.loaded:
                 return
-            keys = [jn.META, jn.STATE] if self.observer is None else [jn.META, jn.STATE, self.observer.HEAD]
+            keys = [jn.META, jn.STATE, *(observer.HEAD for observer in self.observers)]
             found = await self.storage.get_many(keys)
-            if self.observer is not None:
-                self.observer.load(found, complete=False)
+            for observer in self.observers:
+                observer.load(found, complete=False)
             self.meta = jn.decode_record(jn.META, found[jn.META]) if jn.META in found else None
             self.state = jn.decode_record(jn.STATE, found[jn.STATE]) if jn.STATE in found else None
             self.loaded = True
@@ -211,6 +226,19 @@ class ExecutionState:
         return any(r.get("type") == event_type for r in self.inbox.values())
 
     # -- settling ------------------------------------------------------------
+
+    async def settle_observers(self) -> bool:
+        """Deliver what every observer has pending; False if some is left for a later alarm."""
+        settled = True
+        for observer in self.observers:
+            settled = await observer.settle() and settled
+        return settled
+
+    def observed_alarm(self, alarm: Any) -> Any:
+        """The alarm a write of ``alarm`` would set, once the observers have had their say."""
+        for observer in self.observers:
+            alarm = observer.alarm_for(alarm)
+        return alarm
 
     def is_settled(self) -> bool:
         return bool(self.state and self.state.get("phase") == "done")

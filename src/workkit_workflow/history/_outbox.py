@@ -150,6 +150,9 @@ class Outbox:
                 if meta is not None:
                     row["input"] = meta.get("input")
                     row["restarted_from"] = meta.get("restarted_from")
+                    if meta.get("parent"):
+                        # In the event's detail only: the page links a child to its parent.
+                        row["parent"] = meta["parent"]
                 record: dict[str, Any] = {"kind": "execution", "execution": row}
             elif key.startswith((jn.MAIN, jn.COMPENSATION)):
                 entry = jn.decode_record(key, puts[key])

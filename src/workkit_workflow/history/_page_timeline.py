@@ -7,6 +7,7 @@ import math
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from ._outcomes import Outcomes, pretty, preview, size
 from ._page_html import _badge, _took
@@ -135,6 +136,8 @@ def _row(row: Row, timeline: Timeline, output: tuple[bool, Any] = (False, None))
         details.append(f"<li class='statusnote'>{escape(_STEP_STATUS_NOTE[row.status])}</li>")
     if row.error and not row.attempts:
         details.append(f"<li class='err'>{escape(row.error)}</li>")
+    if row.child is not None:
+        details.append(f"<li class='child'>child execution {_execution_link(row.child)}</li>")
     has_output, value = output
     if has_output:
         label = "payload" if row.kind == "wait" else "output"
@@ -162,6 +165,21 @@ def _rows(rows: list[Row], timeline: Timeline, outcomes: Outcomes) -> str:
     return "".join(shown)
 
 
+def _execution_link(execution_id: str) -> str:
+    # Relative to this page (``<base>/executions/<id>``); ``./`` keeps an id with a colon
+    # from reading as a URL scheme.
+    href = "./" + quote(execution_id, safe="")
+    return f"<a class='execution-link' href='{escape(href)}'><code>{escape(execution_id)}</code></a>"
+
+
+def _parent(timeline: Timeline) -> str:
+    parent = timeline.parent
+    if not parent:
+        return ""
+    op = escape(str(parent.get("op")))
+    return f" · child of {_execution_link(str(parent['execution_id']))} (operation #{op})"
+
+
 def _ran(e: ExecutionRecord) -> str:
     # The page shows no wall-clock time: the same state gives the same bytes
     # (the live refresh swaps only on a change; HEAD matches GET).
@@ -176,7 +194,7 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
     body = [
         f"<h1>{escape(e.workflow)} {_badge(e.status)}</h1>",
         f"<div class='meta'>execution <code>{escape(e.execution_id)}</code> · created "
-        f"{escape(when(e.created_at))}{_ran(e)}</div>",
+        f"{escape(when(e.created_at))}{_ran(e)}{_parent(timeline)}</div>",
         f"<div class='headline {escape(e.status)}' id='headline'>{escape(timeline.headline)}</div>",
         f"<h2>Steps</h2><section class='phase main'>{axis}{main_rows}</section>",
     ]

@@ -54,6 +54,8 @@ class Row:
     error: str | None = None
     op: int | None = None
     """Its position in its phase's journal (outputs are keyed by phase and op)."""
+    child: str | None = None
+    """A child operation's child execution id."""
 
     @property
     def duration_ms(self) -> float | None:
@@ -67,6 +69,8 @@ class Timeline:
     rows: list[Row]
     start: float
     end: float
+    parent: dict[str, Any] | None = None
+    """A child execution's parent: ``execution_id``, ``workflow``, ``op``."""
 
     @property
     def main(self) -> list[Row]:
@@ -171,6 +175,8 @@ def _waits(step: StepRecord, attempts: list[Attempt]) -> list[str]:
             waits.append(f"sleep abandoned: the execution ended before {until}")
         else:
             waits.append(f"sleeping until {until}")
+    if step.kind == "child":
+        waits.append(_child_note(step))
     if step.kind == "wait":
         what = f"event {step.event_type!r}"
         if step.status == "completed":
@@ -181,6 +187,36 @@ def _waits(step: StepRecord, attempts: list[Attempt]) -> list[str]:
             deadline = f" (timeout {when(step.wake_at)})" if step.wake_at else ""
             waits.append(f"waiting for {what}{deadline}")
     return waits
+
+
+CHILD_EVENT = "child:"
+
+
+def child_of(step: StepRecord) -> str | None:
+    """The child execution id of a child operation (its outcome's event type names it)."""
+    if step.kind == "child" and step.event_type and step.event_type.startswith(CHILD_EVENT):
+        return step.event_type[len(CHILD_EVENT) :]
+    return None
+
+
+def _child_note(step: StepRecord) -> str:
+    child = child_of(step) or "?"
+    if step.status == "completed":
+        return f"child execution {child} completed"
+    if step.status == "abandoned":
+        return f"child execution {child} cancelled: the execution ended first"
+    if step.status == "failed":
+        return f"child execution {child} did not complete"
+    return f"waiting for child execution {child}"
+
+
+def parent_of(history: ExecutionHistory) -> dict[str, Any] | None:
+    """The parent a child execution was started by (recorded with its creation)."""
+    for event in history.events:
+        parent = event.detail.get("parent") if event.kind == "execution" else None
+        if isinstance(parent, dict) and parent.get("execution_id"):
+            return parent
+    return None
 
 
 def headline(execution: ExecutionRecord) -> str:
@@ -229,6 +265,7 @@ def build(history: ExecutionHistory) -> Timeline:
                 waits=_waits(step, attempts),
                 error=error_text(step.error) if step.status == "failed" else None,
                 op=step.op,
+                child=child_of(step),
             )
         )
     execution = history.execution
@@ -239,4 +276,4 @@ def build(history: ExecutionHistory) -> Timeline:
     compensation = execution.compensation or {}
     if compensation.get("finished_at"):
         known.append(float(compensation["finished_at"]))
-    return Timeline(execution, headline(execution), rows, min(known), max(known))
+    return Timeline(execution, headline(execution), rows, min(known), max(known), parent_of(history))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..engine._ports import KEEP_ALARM, Clock
+from ..engine._ports import KEEP_ALARM, Clock, Namespace, WireResponse
 from ._backends import Backend
 
 
@@ -24,6 +24,15 @@ class Owner(Protocol):
     faults: Callable[[str | None, str, Mapping[str, Any]], bool] | None
 
     def evict(self, name: str) -> None: ...
+
+    async def request(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+    ) -> WireResponse: ...
 
     def _object_idle(self, since: float) -> None: ...
 
@@ -138,6 +147,8 @@ class LocalHost:
         self.name = object_name
         self.object_name: str | None = object_name
         self.clock: Clock = namespace.clock
+        self.peers: Namespace | None = namespace
+        """Its own namespace: objects reach each other through it, as through a binding."""
         self.alive = True
         self.in_alarm_handler = False
         self.idle_since = namespace.clock.now()

@@ -29,7 +29,8 @@ Fault points: ``before_step`` (journaled as running, handler not called),
 ``after_side_effect`` (handler returned, output not yet journaled),
 ``after_journal`` (a write carrying a step's output committed),
 ``in_compensation`` (compensation about to run), ``in_alarm`` (alarm
-handler entered), ``in_history`` (history delivery about to send).
+handler entered), ``in_history`` (history delivery about to send), ``in_mail``
+(a message to another object about to be sent: a child's start, its outcome).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ FAULT_POINTS = (
     "in_compensation",
     "in_alarm",
     "in_history",
+    "in_mail",
 )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ...definitions._steps import StepContext, StepOptions
+from ._child import run_child
 from ._run import PhaseRun
 from ._sleep import run_sleep
 from ._step import run_step
@@ -31,3 +32,8 @@ class Phase(PhaseRun):
         self, name: str, event_type: str, *, timeout: float | None, default: Any
     ) -> Coroutine[Any, Any, Any]:
         return run_wait(self, self.allocate(), name, event_type, timeout, default)
+
+    def child(
+        self, name: str, workflow: str, input: Any, execution_id: str | None
+    ) -> Coroutine[Any, Any, Any]:
+        return run_child(self, self.allocate(), name, workflow, input, execution_id)

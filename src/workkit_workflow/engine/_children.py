@@ -1,0 +1,108 @@
+"""The mail between a parent execution and its children (see ``phase._child``).
+
+Three messages, each written in the commit of the change that causes it:
+
+* the parent's ``child`` operation starts the child: ``POST /execute`` to the
+  child's object, with ``parent`` naming the parent and the operation; a
+  definitive refusal comes back to the parent as the child's outcome event;
+* the child settles (completed, failed, cancelled; after its compensation):
+  its outcome goes to the parent as the event ``child:<child id>``, with the
+  child's result or error (``outcome_mail``, a settle hook of the state);
+* the parent's main phase ends while children still run (it was cancelled, it
+  failed, it timed out): each gets ``POST /cancel``, and its compensation runs.
+
+Every message has an id the receiver deduplicates on: the child's id for the
+start (``/execute`` is idempotent by id), the event id for the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ExecutionConflictError, SerializationError
+from . import _journal as jn
+from ._mail import Mail
+from ._state import ExecutionState
+
+EVENT_PREFIX = "child:"
+"""Event types starting with this are reserved: a child's outcome for its parent."""
+
+
+def _mail(execution: ExecutionState) -> Mail:
+    mail = execution.mail
+    if not isinstance(mail, Mail):
+        raise RuntimeError("this execution has no mail outbox")
+    return mail
+
+
+def start_message(
+    execution: ExecutionState, *, op: int, child: str, workflow: str, input: Any
+) -> dict[str, str]:
+    """The records that start ``child`` (put them with the parent's journal entry)."""
+    parent = {"execution_id": execution.execution_id, "workflow": execution.workflow_name, "op": op}
+    body = {"workflow": workflow, "input": input, "execution_id": child, "wait": False, "parent": parent}
+    return _mail(execution).message(
+        child,
+        "POST",
+        "/execute",
+        body,
+        id=f"{child}:start",
+        on_rejected={"event": EVENT_PREFIX + child, "event_id": f"{child}:refused"},
+    )
+
+
+def outcome_mail(
+    execution: ExecutionState, state: Mapping[str, Any], puts: Mapping[str, str]
+) -> dict[str, str]:
+    """The settle hook: a child that settles tells its parent how it ended."""
+    parent = (execution.meta or {}).get("parent")
+    if not isinstance(parent, dict) or not parent.get("execution_id"):
+        return {}
+    child = execution.execution_id
+    outcome: dict[str, Any] = {"execution_id": child, "status": state.get("status")}
+    if state.get("status") == "completed":
+        raw = puts.get(jn.RESULT)
+        outcome.update(ok=True, value=jn.decode_record(jn.RESULT, raw).get("value") if raw else None)
+    else:
+        outcome.update(ok=False, error=state.get("error"), failed_step=state.get("failed_step"))
+    event_id = f"{child}:outcome"
+    body: dict[str, Any] = {"type": EVENT_PREFIX + child, "payload": outcome, "id": event_id}
+    mail = _mail(execution)
+    try:
+        return mail.message(parent["execution_id"], "POST", "/event", body, id=event_id)
+    except SerializationError as exc:
+        # A result too large to travel with the message: the parent sees a failure
+        # that says so (the child's own result stays readable on the child).
+        body["payload"] = {"execution_id": child, "status": "failed", "ok": False, "error": exc.to_dict()}
+        return mail.message(parent["execution_id"], "POST", "/event", body, id=event_id)
+
+
+def cancel_children(
+    execution: ExecutionState, entries: Mapping[int, Mapping[str, Any]], status: str
+) -> dict[str, str]:
+    """The records that cancel the children still running when the main phase ends
+    (``status``: how it ended)."""
+    reason = f"parent {execution.execution_id} {status}"
+    puts: dict[str, str] = {}
+    for _, entry in sorted(entries.items()):
+        if entry.get("kind") == "child" and entry.get("status") == "waiting":
+            child = str(entry["child_id"])
+            puts.update(
+                _mail(execution).message(child, "POST", "/cancel", {"reason": reason}, id=f"{child}:cancel")
+            )
+    return puts
+
+
+def check_same_parent(meta: Mapping[str, Any], parent: Mapping[str, Any] | None) -> None:
+    """A start for an execution that exists: fine from its own parent (a repeated
+    delivery), a conflict from another one, whose outcome would never arrive."""
+    if parent is None:
+        return
+    mine = meta.get("parent") or {}
+    if mine.get("execution_id") != parent.get("execution_id") or mine.get("op") != parent.get("op"):
+        raise ExecutionConflictError(
+            f"execution {meta.get('execution_id')!r} already exists and is not the child of "
+            f"{parent.get('execution_id')!r} at operation #{parent.get('op')}: give the child another id",
+            execution_id=meta.get("execution_id"),
+        )

@@ -1,0 +1,175 @@
+"""The child-workflow operation: start another execution in its own object, park until
+it settles, and return its result (or raise its failure as ``StepFailedError``).
+
+The start is mail (``engine._mail``) to the child's object, written in the same
+commit as the ``child`` journal entry, so a crash cannot start a child the
+journal does not know of, nor journal one that is never started. The child's
+id derives from the parent's id and the operation, so a replay (or a repeated
+delivery) finds the same child. When the child settles it mails its outcome
+back as an event of the reserved type ``child:<child id>`` (``engine._children``);
+the parent consumes it like any event, by the signal protocol of ``_runner``.
+Nothing polls, nothing waits in memory: the parent parks with ``waiting_for``
+naming the child.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from ...definitions._values import to_data
+from ...errors import DefinitionError, InvalidOptionError
+from .. import _journal as jn
+from .._children import EVENT_PREFIX, start_message
+from ._run import PhaseRun
+
+_PENDING: Any = object()
+"""The child has not settled: park."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def child_id(parent_id: str, op: int, name: str) -> str:
+    """The id of the child at operation ``op``: ``<parent>.<op>-<name>`` (shortened with
+    a hash when longer than an execution id may be)."""
+    slug = _UNSAFE.sub("-", name).strip("-")[:40] or "child"
+    full = f"{parent_id}.{op}-{slug}"
+    if len(full) <= 200:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
+    return f"{parent_id[:150]}.{op}-{digest}"
+
+
+async def run_child(
+    run: PhaseRun, op: int, name: str, workflow: str, input: Any, execution_id: str | None
+) -> Any:
+    run.enter(op, name)
+    try:
+        entry = run.replayed(op, "child", name)
+        if entry is not None and entry["status"] == "completed":
+            return entry.get("output")
+        if entry is not None and entry["status"] == "failed":
+            raise run.failed(entry)
+        if entry is None:
+            entry = await _start(run, op, name, workflow, input, execution_id)
+        event_type = EVENT_PREFIX + str(entry["child_id"])
+        while True:
+            run.check_continue(name)
+            result = await _try_to_finish(run, op, entry, event_type)
+            if result is not _PENDING:
+                return result
+            await run.park(op, wake_at=run.deadline, event_type=event_type)
+    finally:
+        run.leave(op)
+
+
+async def _start(
+    run: PhaseRun, op: int, name: str, workflow: str, input: Any, execution_id: str | None
+) -> dict[str, Any]:
+    run.check_continue(name)
+    execution = run.execution
+    if run.prefix != jn.MAIN:
+        raise DefinitionError(
+            f"child workflow {name!r}: children start from the workflow body, not from on_failure "
+            "(a compensation phase receives no events)"
+        )
+    if execution_id is not None and not re.match(jn.EXECUTION_ID_PATTERN, execution_id):
+        raise InvalidOptionError(
+            f"child workflow {name!r}: execution_id {execution_id!r} is not a valid execution id "
+            "(letters, digits and . _ : -, at most 200 characters)"
+        )
+    data = to_data(input)
+    child = execution_id or child_id(execution.execution_id, op, name)
+    entry = {
+        "op": op,
+        "kind": "child",
+        "name": name,
+        "status": "waiting",
+        "workflow": workflow,
+        "child_id": child,
+        # The event the child's outcome arrives as (history shows the link from it).
+        "event_type": EVENT_PREFIX + child,
+        "started_at": execution.now(),
+    }
+    key, text = run.record(op, entry)
+    mail = start_message(execution, op=op, child=child, workflow=workflow, input=data)
+    children = [*(execution.state or {}).get("children", []), _child_row(entry, "running")]
+    await execution.write_state({"children": children}, puts={key: text, **mail})
+    return entry
+
+
+async def _try_to_finish(run: PhaseRun, op: int, entry: dict[str, Any], event_type: str) -> Any:
+    """The child's result, a failure raised, or ``_PENDING``."""
+    execution = run.execution
+    event = execution.take_event(event_type)
+    if event is None:
+        return _PENDING
+    event_key, event_record = event
+    outcome = event_record.get("payload")
+    now = execution.now()
+    if isinstance(outcome, dict) and outcome.get("ok") is True:
+        done = {**entry, "status": "completed", "finished_at": now, "output": outcome.get("value")}
+        key, text = run.record(op, done)
+        changes = _children_with(execution.state, entry, "completed")
+        await execution.write_state(changes, puts={key: text}, deletes=[event_key])
+        return done["output"]
+    error = _child_error(entry, outcome, now)
+    failed = {**entry, "status": "failed", "error": error, "finished_at": now, "attempt": 1}
+    key, text = run.record(op, failed)
+    changes = _children_with(execution.state, entry, str(error.get("child_status") or "failed"))
+    await execution.write_state(changes, puts={key: text}, deletes=[event_key])
+    raise run.failed(failed)
+
+
+def _child_row(entry: dict[str, Any], status: str) -> dict[str, Any]:
+    return {
+        "execution_id": entry["child_id"],
+        "workflow": entry["workflow"],
+        "op": entry["op"],
+        "status": status,
+    }
+
+
+def _children_with(state: dict[str, Any] | None, entry: dict[str, Any], status: str) -> dict[str, Any]:
+    rows = [
+        _child_row(entry, status) if row.get("op") == entry["op"] else row
+        for row in (state or {}).get("children", [])
+    ]
+    return {"children": rows}
+
+
+def _child_error(entry: dict[str, Any], outcome: Any, now: float) -> dict[str, Any]:
+    """The journaled error of a child that failed, was cancelled, or was refused."""
+    child = entry["child_id"]
+    if not isinstance(outcome, dict):
+        problem = {"code": "malformed_child_outcome", "message": f"unreadable outcome {outcome!r}"[:500]}
+        outcome = {"error": problem}
+    rejected = outcome.get("rejected")
+    cause: dict[str, Any]
+    if isinstance(rejected, dict):
+        # The child's object refused to start it (unknown workflow, bad input, id taken).
+        cause = rejected["error"] if isinstance(rejected.get("error"), dict) else {}
+        status = "not_started"
+        code = str(cause.get("code") or "child_refused")
+        message = (
+            f"child workflow {entry['workflow']!r} ({child}) could not start: {cause.get('message', '')}"
+        )
+    else:
+        cause = outcome["error"] if isinstance(outcome.get("error"), dict) else {}
+        status = str(outcome.get("status") or "failed")
+        code = str(cause.get("code") or "child_failed")
+        message = f"child workflow {entry['workflow']!r} ({child}) {status}: {cause.get('message', '')}"
+    return {
+        "code": jn.storable_text(code),
+        "message": jn.storable_text(message[:4000]),
+        "type": "ChildWorkflowError",
+        "retryable": False,
+        "attempt": 1,
+        "started_at": entry.get("started_at"),
+        "finished_at": now,
+        "duration_ms": None,
+        "child_id": child,
+        "child_status": status,
+        "child_error": cause or None,
+    }

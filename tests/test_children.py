@@ -1,0 +1,326 @@
+"""Child workflows: ``ctx.child`` starts another execution in its own object, the parent
+parks, and the child's outcome (through the mail outbox) wakes it. Every test runs
+over both local storages (memory and SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from workkit_workflow import NonRetryableError, WorkflowContext, current_step, workflow
+from workkit_workflow.engine._ports import WireResponse
+from workkit_workflow.errors import StepFailedError, TransportError
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
+
+
+class World:
+    """What reached the outside world: step calls by name, effects by idempotency key."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.effects: Counter[str] = Counter()
+        self.undone: list[str] = []
+
+    def effect(self, label: str, value: Any = None) -> Any:
+        step = current_step()
+        assert step is not None
+        self.calls[label] += 1
+        self.effects[step.idempotency_key] += 1
+        return value
+
+
+def _kid(world: World, *, nap: float = 5.0, fail: bool = False) -> Any:
+    async def undo(ctx: Any) -> None:
+        await ctx.step("refund", lambda: world.undone.append(ctx.execution_id))
+
+    @workflow(unique("kid"))
+    async def kid(ctx: WorkflowContext, input: Any) -> Any:
+        charged = await ctx.step("charge", lambda: world.effect("charge", input * 2))
+        await ctx.sleep("settle", nap)
+        if fail:
+            await ctx.step("ship", _reject)
+        return charged + 1
+
+    return kid.on_failure(undo)
+
+
+def _reject() -> None:
+    raise NonRetryableError("the warehouse refused the order", code="refused")
+
+
+def _parent(kid: Any, *, catch: bool = False) -> Any:
+    @workflow(unique("parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        try:
+            return {"kid": await ctx.child(kid, input)}
+        except StepFailedError as exc:
+            if not catch:
+                raise
+            return {"error": exc.error}
+
+    return parent
+
+
+async def test_a_child_returns_its_result_and_the_two_are_linked(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world)
+    parent = _parent(kid)
+    handle = await env.run(parent, 5, execution_id="p-1")
+    parked = await handle.describe()
+    assert parked["status"] == "waiting"
+    assert parked["waiting_for"] == ["child:p-1.0-" + kid.name]
+    (row,) = parked["children"]
+    assert row["execution_id"] == "p-1.0-" + kid.name and row["status"] == "running"
+    result = await env.result(handle)
+    assert result.ok and result.value == {"kid": 11}
+    assert (await handle.describe())["children"][0]["status"] == "completed"
+    child = await env.client.execution(row["execution_id"]).describe()
+    assert child["status"] == "completed"
+    assert child["parent"] == {"execution_id": "p-1", "workflow": parent.name, "op": 0}
+    (entry,) = await handle.journal()
+    assert entry["kind"] == "child" and entry["output"] == 11 and entry["child_id"] == row["execution_id"]
+
+
+async def test_a_child_that_crashes_mid_step_finishes(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world)
+    parent = _parent(kid)
+    child_id = "p-2.0-" + kid.name
+    env.faults.crash_at("after_side_effect", step="charge", execution_id=child_id)
+    handle = await env.start(parent, 5, execution_id="p-2")
+    result = await env.result(handle)
+    assert result.ok and result.value == {"kid": 11}
+    assert env.faults.crashes and env.faults.crashes[0][0] == child_id
+    # The crashed attempt ran the step again (at least once), with one idempotency key.
+    assert world.calls["charge"] == 2 and len(world.effects) == 1
+
+
+async def test_a_parent_killed_while_its_child_runs_gets_the_result(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=60.0)
+    parent = _parent(kid)
+    handle = await env.run(parent, 5, execution_id="p-3")
+    assert await handle.status() == "waiting"
+    await env.restart()  # every object dies (SQLite: a new process on the same file)
+    result = await env.result(env.client.execution("p-3"))
+    assert result.ok and result.value == {"kid": 11}
+    assert world.calls["charge"] == 1
+
+
+async def test_a_parent_crashing_before_the_start_is_sent_starts_one_child(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world)
+    parent = _parent(kid)
+    created: list[int] = []
+    real = env.ns.request
+
+    async def count(name: str, method: str, path: str, body: Any = None, query: Any = None) -> WireResponse:
+        answer = await real(name, method, path, body, query)
+        if path == "/execute" and name.startswith("p-4."):
+            created.append(answer.status)
+        return answer
+
+    env.ns.request = count  # type: ignore[method-assign]
+    # The parent dies with its start message written and not yet sent, twice.
+    env.faults.crash_at("in_mail", execution_id="p-4", times=2)
+    handle = await env.start(parent, 5, execution_id="p-4")
+    result = await env.result(handle)
+    assert result.ok and result.value == {"kid": 11}
+    assert len(env.faults.crashes) == 2
+    assert created == [201] and world.calls["charge"] == 1
+
+
+async def test_a_repeated_start_finds_the_same_child(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world)
+    parent = _parent(kid)
+    answers: list[int] = []
+    real = env.ns.request
+
+    async def lose_first_answer(
+        name: str, method: str, path: str, body: Any = None, query: Any = None
+    ) -> WireResponse:
+        answer = await real(name, method, path, body, query)
+        if path == "/execute" and name.startswith("p-5."):
+            answers.append(answer.status)
+            if len(answers) == 1:
+                raise TransportError("the answer was lost")  # delivered, not known to be
+        return answer
+
+    env.ns.request = lose_first_answer  # type: ignore[method-assign]
+    handle = await env.start(parent, 5, execution_id="p-5")
+    result = await env.result(handle)
+    assert result.ok and result.value == {"kid": 11}
+    assert answers == [201, 200]  # the second start found the child the first created
+    assert world.calls["charge"] == 1
+
+
+async def test_cancelling_the_parent_cancels_its_children_and_their_compensation_runs(
+    env: WorkflowTestEnv,
+) -> None:
+    world = World()
+    kid = _kid(world, nap=3600.0)
+
+    @workflow(unique("fan-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await asyncio.gather(ctx.child(kid, 1, name="a"), ctx.child(kid, 2, name="b"))
+
+    handle = await env.run(parent, None, execution_id="p-6")
+    await env.settle()
+    kids = [env.client.execution(f"p-6.{op}-{n}") for op, n in ((0, "a"), (1, "b"))]
+    assert [await k.status() for k in kids] == ["sleeping", "sleeping"]
+    assert await handle.cancel("changed my mind")
+    result = await env.result(handle)
+    assert not result.ok and result.status == "cancelled"
+    for k in kids:
+        outcome = await env.result(k)
+        assert outcome.status == "cancelled"
+        assert (await k.describe())["compensation"]["status"] == "completed"
+    assert sorted(world.undone) == ["p-6.0-a", "p-6.1-b"]
+    assert [e["status"] for e in await handle.journal()] == ["abandoned", "abandoned"]
+
+
+async def test_a_failed_child_raises_step_failed_in_the_parent(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, fail=True)
+    caught = _parent(kid, catch=True)
+    handle = await env.run(caught, 5, execution_id="p-7")
+    result = await env.result(handle)
+    assert result.ok
+    error = result.value["error"]
+    assert error["code"] == "refused" and error["child_status"] == "failed"
+    assert error["child_id"] == "p-7.0-" + kid.name
+    assert "the warehouse refused the order" in error["message"]
+    # Uncaught, it fails the parent at the child operation; the child compensated.
+    uncaught = _parent(kid)
+    handle = await env.run(uncaught, 5, execution_id="p-8")
+    result = await env.result(handle)
+    assert not result.ok and result.status == "failed"
+    assert result.error is not None and result.error.code == "refused"
+    assert (await handle.describe())["failed_step"] == kid.name
+    assert world.undone == ["p-7.0-" + kid.name, "p-8.0-" + kid.name]
+
+
+async def test_a_child_cancelled_on_its_own_fails_the_parent_operation(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=3600.0)
+    parent = _parent(kid, catch=True)
+    handle = await env.run(parent, 5, execution_id="p-9")
+    await env.settle()
+    assert await env.client.execution("p-9.0-" + kid.name).cancel("stop")
+    result = await env.result(handle)
+    assert result.ok and result.value["error"]["child_status"] == "cancelled"
+    assert result.value["error"]["code"] == "cancelled"
+
+
+async def test_fan_out_over_five_children_with_gather(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world)
+
+    @workflow(unique("fan-out"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await asyncio.gather(*(ctx.child(kid, n, name=f"part-{n}") for n in range(5)))
+
+    handle = await env.run(parent, None, execution_id="p-10")
+    assert len((await handle.describe())["waiting_for"]) == 5
+    result = await env.result(handle)
+    assert result.ok and result.value == [1, 3, 5, 7, 9]
+    assert world.calls["charge"] == 5
+    assert [c["status"] for c in (await handle.describe())["children"]] == ["completed"] * 5
+
+
+async def test_an_unknown_child_workflow_fails_the_parent_cleanly(env: WorkflowTestEnv) -> None:
+    @workflow(unique("orphan-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.child("no-such-workflow", input)
+
+    handle = await env.run(parent, 1, execution_id="p-11")
+    result = await env.result(handle)
+    assert not result.ok and result.status == "failed"
+    assert result.error is not None and result.error.code == "unknown_workflow"
+    (entry,) = await handle.journal()
+    assert entry["status"] == "failed" and entry["error"]["child_status"] == "not_started"
+
+
+async def test_a_child_id_taken_by_another_execution_is_a_conflict(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=1.0)
+    await env.run(kid, 1, execution_id="taken")
+
+    @workflow(unique("conflict-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.child(kid, input, execution_id="taken")
+
+    handle = await env.run(parent, 1, execution_id="p-12")
+    result = await env.result(handle)
+    assert not result.ok and result.error is not None and result.error.code == "execution_conflict"
+
+
+@pytest.mark.parametrize("bad", ["has space", "", "x" * 201])
+async def test_a_bad_child_id_is_refused_before_anything_starts(env: WorkflowTestEnv, bad: str) -> None:
+    world = World()
+    kid = _kid(world)
+
+    @workflow(unique("bad-id-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.child(kid, input, execution_id=bad)
+
+    handle = await env.run(parent, 1, execution_id="p-13")
+    result = await env.result(handle)
+    assert not result.ok and result.error is not None and result.error.code == "invalid_option"
+    assert world.calls["charge"] == 0
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+async def test_show_and_the_page_link_parent_and_child(storage: str, tmp_path: Any) -> None:
+    from workkit_workflow.cli._render import format_timeline
+    from workkit_workflow.history._timeline import build
+    from workkit_workflow.history.page import render_execution_page
+
+    env = WorkflowTestEnv(history=True, path=None if storage == "memory" else str(tmp_path / "w.db"))
+    try:
+        world = World()
+        kid = _kid(world, nap=1.0)
+        parent = _parent(kid)
+        handle = await env.run(parent, 5, execution_id="p-14")
+        assert (await env.result(handle)).ok
+        await env.settle()
+        child_id = "p-14.0-" + kid.name
+        parent_view = build(await env.client.history.get_execution("p-14"))
+        child_view = build(await env.client.history.get_execution(child_id))
+        assert parent_view.rows[0].child == child_id and parent_view.parent is None
+        assert child_view.parent == {"execution_id": "p-14", "workflow": parent.name, "op": 0}
+        assert f"child execution {child_id} completed" in format_timeline(parent_view)
+        assert f"child of p-14 ({parent.name}, operation #0)" in format_timeline(child_view)
+        assert f"href='./{child_id}'" in render_execution_page(parent_view)
+        assert "href='./p-14'" in render_execution_page(child_view)
+    finally:
+        await env.close()
+
+
+def test_the_readme_child_example_runs_as_written(tmp_path: Any) -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    section = (root / "README.md").read_text().split("### Child workflows", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    script = tmp_path / "children_example.py"
+    script.write_text(code[1])
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        env={"PYTHONPATH": str(root / "src"), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[1:] == ["no gift wrap: unknown_workflow", "{'kg': 6}"]
