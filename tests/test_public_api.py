@@ -16,6 +16,7 @@ def test_exported_members() -> None:
         "CompensationContext",
         "DurableWorkflows",
         "ExecutionHandle",
+        "Limit",
         "NonRetryableError",
         "REGISTRY",
         "RetryPolicy",

@@ -15,6 +15,7 @@ from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, c
 from .client._schedules import Scheduler, run_schedules
 from .cloudflare._object import WorkflowExecutionDO
 from .definitions._contexts import CompensationContext, WorkflowContext
+from .definitions._limit import Limit
 from .definitions._retry import RetryPolicy
 from .definitions._schedule import Schedule
 from .definitions._steps import StepContext, current_step
@@ -30,6 +31,7 @@ __all__ = [
     "CompensationContext",
     "DurableWorkflows",
     "ExecutionHandle",
+    "Limit",
     "NonRetryableError",
     "RetryPolicy",
     "Schedule",

@@ -13,6 +13,8 @@ route       method     does
 /journal    GET        every journal entry
 /meta       GET        input, timings, attempts
 /schedule   GET, POST  a schedule's last tick; POST advances it (schedules)
+/limit      GET, POST  a concurrency key's slots; acquire / release
+/wake       POST       a queued execution asks its coordinator again
 ==========  =========  ===============================================
 
 The same class runs on Cloudflare (it subclasses ``workers.DurableObject``
@@ -27,7 +29,6 @@ from typing import Any
 from ..engine._alarms import DEFAULT_LEASE
 from ..engine._execution import ExecutionCore
 from ..engine._ports import Host, Namespace, WireRequest, WireResponse
-from ..engine._schedule_record import ScheduleRecord
 from ..engine._signals import StorageFailure
 from ..errors import (
     ExecutionConflictError,
@@ -40,6 +41,7 @@ from ..errors import (
 from . import _workers as _cloudflare
 from ._host import host_from_ctx
 from ._namespace import namespace_from_binding
+from ._side_objects import SIDE_ROUTES, SideObjects
 
 log = logging.getLogger("workkit_workflow")
 
@@ -66,7 +68,7 @@ class ExecutionObject:
     def __init__(self, host: Host, *, lease: float = DEFAULT_LEASE, **options: Any) -> None:
         self.host = host
         self.core = ExecutionCore(host, lease=lease, faults=getattr(host, "faults", None), **options)
-        self._schedule: ScheduleRecord | None = None
+        self.side = SideObjects(host, self.core)
 
     async def handle(self, request: WireRequest) -> WireResponse:
         try:
@@ -106,8 +108,8 @@ class ExecutionObject:
         if refused is not None:
             return refused
         core = self.core
-        if path == "/schedule":  # schedules: this object keeps one schedule's last tick
-            return await self._schedule_route(request)
+        if path in SIDE_ROUTES:  # schedules, concurrency limits: see _side_objects
+            return await self.side.handle(path, request)
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
@@ -155,15 +157,9 @@ class ExecutionObject:
         )
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 
-    async def _schedule_route(self, request: WireRequest) -> WireResponse:
-        if self._schedule is None:
-            self._schedule = ScheduleRecord(self.host.storage)
-        if request.method.upper() == "GET":
-            return WireResponse(200, {"schedule": await self._schedule.read()})
-        record, moved = await self._schedule.advance(request.body, self.host.clock.now())
-        return WireResponse(200, {"schedule": record, "advanced": moved})
-
     async def alarm(self) -> None:
+        if await self.side.alarm():
+            return
         await self.core.alarm()
 
 
@@ -176,7 +172,7 @@ ROUTES = {
     "/resume": ("POST",),
     "/journal": ("GET", "POST"),
     "/meta": ("GET", "POST"),
-    "/schedule": ("GET", "POST"),
+    **SIDE_ROUTES,
 }
 """The routes and the methods each accepts."""
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DefinitionError, UnknownWorkflowError
 from ._durations import Duration, to_instant, to_seconds
+from ._limit import Limit
 from ._retry import RetryPolicy
 from ._steps import DEFAULT_OPTIONS, MISSING, StepOptions, check_default, check_name, make_options
 
@@ -68,8 +69,13 @@ class Workflow:
         timeout: Duration | None = None,
         input_type: Any = None,
         register: bool = True,
+        concurrency: Limit | None = None,
     ) -> None:
         self.name = check_name(name, "workflow")
+        if concurrency is not None and not isinstance(concurrency, Limit):
+            raise DefinitionError("concurrency must be a Limit")
+        self.concurrency = concurrency
+        """Per-key concurrency limit (``engine._limits``), if any."""
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise DefinitionError("retry must be a RetryPolicy")
         self.retry: RetryPolicy = retry or RetryPolicy()
@@ -217,6 +223,7 @@ def workflow(
     timeout: Duration | None = None,
     input_type: Any = None,
     register: bool = True,
+    concurrency: Limit | None = None,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
 
@@ -233,7 +240,15 @@ def workflow(
     def decorate(fn: WorkflowFunction) -> Workflow:
         if not inspect.iscoroutinefunction(fn):
             raise DefinitionError(f"workflow {name!r}: the function must be `async def`")
-        return Workflow(name, fn, retry=retry, timeout=timeout, input_type=input_type, register=register)
+        return Workflow(
+            name,
+            fn,
+            retry=retry,
+            timeout=timeout,
+            input_type=input_type,
+            register=register,
+            concurrency=concurrency,
+        )
 
     return decorate
 

@@ -13,6 +13,7 @@ from ..definitions._workflow import Registry
 from ..errors import UnknownWorkflowError, WorkflowError
 from . import _journal as jn
 from ._alarms import AlarmBackoff
+from ._limits import wait_for_slot
 from ._phases import Entries, Phases
 from ._runner import Runner
 from ._signals import StorageFailure
@@ -82,6 +83,12 @@ class Driver:
                 # A deploy without this workflow: keep the execution, try again later.
                 await execution.write_state({"stalled": exc.to_dict()}, alarm=execution.now() + 60.0)
                 return
+            if state["status"] == "queued" and not await wait_for_slot(execution, self.runner):
+                if self.runner.signalled:  # concurrency limits: parked until a slot is ours
+                    continue
+                return
+            state = execution.state
+            assert state is not None
             main_entries, comp_entries = self._entries(snapshot)
             await self._start_incarnation(state)
             if execution.state and execution.state["phase"] == "main":

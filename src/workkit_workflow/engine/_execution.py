@@ -36,6 +36,7 @@ from ..definitions._workflow import REGISTRY, Registry
 from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
 from ._children import outcome_mail
 from ._drive import Driver
+from ._limits import release_mail
 from ._mail import Mail, reply_with_event
 from ._plugins import make_observer
 from ._ports import Clock, Host, Storage
@@ -63,6 +64,7 @@ class ExecutionCore:
         self.execution.observers.append(self.mail)
         self.execution.mail = self.mail
         self.execution.settle_hooks.append(partial(outcome_mail, self.execution))
+        self.execution.settle_hooks.append(partial(release_mail, self.execution))
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))

@@ -46,7 +46,7 @@ EVENT_ID: Final = "eid:"
 OUTBOX: Final = "o:"
 IDEMPOTENT: Final = "i:"
 
-Status = Literal["pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping"]
+Status = Literal["queued", "pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping"]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
 OpKind = Literal["step", "sleep", "wait", "child"]
