@@ -4,13 +4,18 @@ when a holder crashes, is cancelled, fails, or disappears (both local storages).
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from workkit_workflow import REGISTRY, Limit, NonRetryableError, RetryPolicy, Workflow, workflow
 from workkit_workflow.engine._limit_coordinator import CHECK_EVERY
-from workkit_workflow.errors import InvalidOptionError, InvalidRequestError
+from workkit_workflow.errors import DefinitionError, InvalidOptionError, InvalidRequestError
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -209,3 +214,30 @@ async def test_code_first_workflows_take_a_limit_too(env: WorkflowTestEnv) -> No
         assert [(await env.result(h)).value for h in (a, b)] == ["1", "1"]
     finally:
         REGISTRY.unregister(flow.name)
+
+
+def test_the_cloudflare_workflows_backend_refuses_a_limit() -> None:
+    flow = Workflow("limited-cf", concurrency=Limit(key="a"), register=False).step("s", lambda i, p, c: 1)
+    with pytest.raises(DefinitionError, match="cannot express"):
+        flow.as_cloudflare_workflow()
+
+
+def test_the_readme_limits_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    match = re.search(r"<!-- limits-example -->\n```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    (tmp_path / "example.py").write_text(match.group(1))
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "example.py")],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == [
+        "sleeping queued sleeping",
+        "{'key': 'acme', 'position': 1, 'coordinator': 'limit:sync-account:acme'}",
+        "synced acme",
+    ]
