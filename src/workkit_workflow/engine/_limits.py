@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._workflow import Workflow
+from ..errors import InvalidRequestError
 from ._mail import Mail
 from ._runner import Runner
 from ._state import ExecutionState
@@ -33,11 +34,17 @@ def coordinator_name(workflow: str, key: str) -> str:
     return f"limit:{workflow}:{key}"
 
 
-def limit_meta(definition: Workflow, input: Any) -> dict[str, Any] | None:
+def limit_meta(execution: ExecutionState, definition: Workflow, input: Any) -> dict[str, Any] | None:
     """What a new execution records about its limit (``None``: no limit)."""
     limit = definition.concurrency
     if limit is None:
         return None
+    if execution.host.peers is None:
+        # It could never reach its coordinator: refuse now rather than queue for ever.
+        raise InvalidRequestError(
+            f"workflow {definition.name!r} has a concurrency limit, which needs the object's own "
+            "namespace binding (WorkflowExecutionDO.namespace_binding) to reach its coordinator"
+        )
     key = limit.key_of(input)
     return {"key": key, "max": limit.max, "coordinator": coordinator_name(definition.name, key)}
 

@@ -85,7 +85,7 @@ class Requests:
         now = self.execution.now()
         meta = _new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
         puts: dict[str, str] = {}
-        limit = limit_meta(definition, input)  # concurrency limits: wait queued for a slot
+        limit = limit_meta(self.execution, definition, input)  # concurrency limits: wait queued for a slot
         if limit is not None:
             meta["concurrency"] = limit
         if parent:
