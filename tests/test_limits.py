@@ -4,6 +4,7 @@ when a holder crashes, is cancelled, fails, or disappears (both local storages).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -248,3 +249,18 @@ async def test_a_limit_without_a_way_to_the_coordinator_is_refused_at_start(env:
     env.ns._instance("isolated").host.peers = None  # a Worker without the namespace binding
     with pytest.raises(InvalidRequestError, match="namespace binding"):
         await env.run(flow, {"account": "k", "i": 1}, execution_id="isolated")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_concurrent_starts_under_chaotic_interleaving_never_exceed_the_limit(seed: int) -> None:
+    env = WorkflowTestEnv(interleave="chaos", seed=seed)
+    try:
+        occupancy = Occupancy(env, 2)
+        flow = limited_flow(occupancy, unique("limited"), 2, fail={3})
+        handles = await asyncio.gather(*(env.start(flow, {"account": "k", "i": i}) for i in range(20)))
+        results = [await env.result(h) for h in handles]
+        assert [r.ok for r in results] == [i != 3 for i in range(20)]
+        assert occupancy.over == [] and occupancy.peak == 2
+        assert sorted(occupancy.entered, key=int) == [str(i) for i in range(20)]
+    finally:
+        await env.close()

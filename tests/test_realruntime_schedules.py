@@ -156,3 +156,18 @@ def test_a_limit_runs_one_at_a_time_in_order_between_real_objects(runtime: Sched
     # One at a time, in the order they asked: each starts after the previous finished.
     for (_, finished), (started, _) in itertools.pairwise(spans):
         assert started >= finished
+
+
+def test_a_holder_that_does_not_exist_is_found_by_the_coordinators_alarm(runtime: ScheduleRuntime) -> None:
+    coordinator = "/coordinator/" + urllib.parse.quote("limit:rt-limited:ghosts")
+    body = {"op": "acquire", "execution_id": "rt-ghost", "max": 1}
+    granted = runtime.request(PYTHON, "POST", coordinator, body)
+    assert granted.status == 200 and granted.body["limit"]["granted"], granted.text[:2000]
+    reply = runtime.request(PYTHON, "POST", "/limited/rt-after-ghost?account=ghosts&i=9")
+    assert reply.status == 200 and reply.body["execution"]["status"] == "queued", reply.text[:2000]
+    # The coordinator's alarm (every 30 s while it has holders) asks rt-ghost for its
+    # status, gets 404, frees the slot and wakes the waiter.
+    view = poll(lambda: (v := status(runtime, "rt-after-ghost"))["settled"] and v, timeout=120, what="waiter")
+    assert view["status"] == "completed", view
+    record = runtime.request(PYTHON, "GET", coordinator).body["limit"]
+    assert record["holders"] == {} and record["queue"] == [], record

@@ -4,6 +4,7 @@ schedule of the example's order workflow and a workflow with a concurrency limit
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,11 +39,16 @@ limited = (
 
 async def _test_routes(wire: Any, env: Any) -> tuple[int, Any]:
     """``POST /limited/<id>?account=&i=`` starts an execution of ``rt-limited``;
-    ``GET /describe/<id>`` is its full status view; anything else is the example's API."""
+    ``GET /describe/<id>`` is its full status view; ``GET|POST /coordinator/<name>``
+    reaches a coordinator's ``/limit``; anything else is the example's API."""
     parts = wire.path.strip("/").split("/")
-    if len(parts) != 2 or parts[0] not in ("limited", "describe"):
+    if len(parts) != 2 or parts[0] not in ("limited", "describe", "coordinator"):
         return await _example_handle(wire, env)
     client = create_durable_workflow(env.WORKFLOW_DO)
+    if parts[0] == "coordinator":  # a coordinator's record, or a raw acquire/release on it
+        body = json.loads(wire.body) if wire.body else None
+        answer = await client.namespace.request(unquote(parts[1]), wire.method, "/limit", body)
+        return answer.status, answer.body
     if parts[0] == "limited":
         input = {"account": wire.query["account"], "i": int(wire.query["i"])}
         handle = await client.run(limited, input, execution_id=unquote(parts[1]))
