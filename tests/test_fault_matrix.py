@@ -32,7 +32,15 @@ from typing import Any
 import pytest
 
 import workkit_workflow
-from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, WorkflowContext, current_step, workflow
+from workkit_workflow import (
+    Limit,
+    NonRetryableError,
+    RetryPolicy,
+    Workflow,
+    WorkflowContext,
+    current_step,
+    workflow,
+)
 from workkit_workflow.errors import TransportError
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import FAULT_POINTS, WorkflowTestEnv
@@ -163,6 +171,16 @@ def fan_out(world: World) -> Workflow:
     return flow
 
 
+def limited(world: World) -> Workflow:
+    # A per-key concurrency limit: created queued, it asks its key's coordinator for a
+    # slot before it runs and mails the release in the write that settles it.
+    return (
+        Workflow(f"limited-{next(_names)}", retry=RETRY, concurrency=Limit(key="order_id", max=1))
+        .step("reserve", lambda i, p, c: world.effect("reserve")())
+        .step("ship", lambda i, p, c: world.effect("ship")(p["step"]))
+    )
+
+
 SHAPES: dict[str, Shape] = {
     "linear": linear,
     "retries": retries,
@@ -170,6 +188,7 @@ SHAPES: dict[str, Shape] = {
     "sleep": sleep,
     "wait_for_event": wait_for_event,
     "fan_out": fan_out,
+    "limited": limited,
 }
 
 
@@ -220,6 +239,9 @@ class Case:
         await self.env.clock.sleep(600)
         await self.env.ns.idle()
         assert self.env.ns.backend.get_alarm(EXECUTION) is None, "a settled execution kept an alarm"
+        if self.shape == "limited":
+            slots = await self.env.ns.request(f"limit:{self.flow.name}:o-1", "GET", "/limit")
+            assert slots.body["limit"]["holders"] == {}, "the slot leaked"
         journal = await handle.journal()
         view = await handle.describe()
         return {
