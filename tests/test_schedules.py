@@ -303,3 +303,36 @@ def test_the_readme_schedules_example_runs_as_written(tmp_path: Path) -> None:
         "[['nightly-report:2026-01-01T03:00Z'], ['nightly-report:2026-01-02T03:00Z'], "
         "['nightly-report:2026-01-03T03:00Z']]"
     )
+
+
+async def test_an_input_function_that_raises_fails_that_firing_only(clock_at_start: WorkflowTestEnv) -> None:
+    env = clock_at_start
+
+    def broken(tick: datetime) -> Any:
+        raise KeyError("region")
+
+    bad = Schedule("broken", cron="0 * * * *", workflow=report, input=broken, register=False)
+    await move_to(env, at(0))
+    failed, fired = await fire_schedules(env.client, at(0), [bad, hourly()])
+    assert failed.error is not None and failed.error.code == "schedule_failed"
+    assert "KeyError" in failed.error.message
+    assert fired.started == ids(0)
+    assert await last_tick(env.ns, "broken") is None
+
+
+async def test_a_trigger_between_the_ticks_starts_from_where_it_fired(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    # Triggers every 5 minutes, a schedule at minute 7: each tick starts at the next
+    # trigger after it (late), none is lost.
+    env = clock_at_start
+    schedule = Schedule("at-seven", cron="7 * * * *", workflow=report, register=False)
+    started = []
+    for minutes in range(0, 135, 5):  # 00:00 to 02:10
+        [firing] = await fire_schedules(env.client, at(0) + minutes * 60, [schedule])
+        started += firing.started
+    assert started == [
+        "at-seven:2026-11-30T00:07Z",
+        "at-seven:2026-11-30T01:07Z",
+        "at-seven:2026-11-30T02:07Z",
+    ]

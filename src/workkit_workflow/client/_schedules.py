@@ -82,9 +82,15 @@ async def fire_schedule(client: DurableWorkflows, schedule: Schedule, now: float
         body = {"advance_to": record if started_upto is None else max(record, started_upto)}
         body["started"] = len(firing.started)
         _raise_for(await namespace.request(schedule_object(schedule.name), "POST", "/schedule", body))
-    except WorkflowError as exc:
-        log.warning("workkit_workflow: schedule %r did not fire at %s: %s", schedule.name, now, exc)
-        firing.error = exc
+    except Exception as exc:
+        # A bug in the schedule's input function is reported like a failed start: the
+        # tick is not recorded, the other schedules still fire.
+        log.warning("workkit_workflow: schedule %r did not fire at %s: %r", schedule.name, now, exc)
+        firing.error = (
+            exc
+            if isinstance(exc, WorkflowError)
+            else WorkflowError(f"{type(exc).__name__}: {exc}", code="schedule_failed", schedule=schedule.name)
+        )
     return firing
 
 

@@ -163,13 +163,15 @@ class Schedule:
         tick to record next (``None``: nothing new is due).
 
         Due ticks are those in ``(last, now]``; a schedule with no record yet has
-        missed nothing, so only an on-time tick is due. The catch-up policy then
-        keeps all (bounded), the latest, or only an on-time one.
+        missed nothing, so only an on-time tick is due, and ``now`` is recorded as
+        where it starts from (a trigger that fires between its ticks must not make
+        it wait for ever). The catch-up policy then keeps all (bounded), the
+        latest, or only an on-time one.
         """
         floor = now - ON_TIME if last is None else last
         newest_first = self._ticks_back(now, floor, self.max_catch_up if self.catch_up == "all" else 1)
         if not newest_first:
-            return [], None
+            return [], (now if last is None else None)
         newest = newest_first[0]
         if self.catch_up == "none" and now - newest >= ON_TIME:
             return [], newest
