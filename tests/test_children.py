@@ -12,7 +12,7 @@ import pytest
 
 from workkit_workflow import NonRetryableError, WorkflowContext, current_step, workflow
 from workkit_workflow.engine._ports import WireResponse
-from workkit_workflow.errors import StepFailedError, TransportError
+from workkit_workflow.errors import DefinitionError, StepFailedError, TransportError
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -276,6 +276,26 @@ async def test_a_bad_child_id_is_refused_before_anything_starts(env: WorkflowTes
     assert world.calls["charge"] == 0
 
 
+async def test_a_builder_workflow_runs_a_child(env: WorkflowTestEnv) -> None:
+    from workkit_workflow import Workflow
+
+    world = World()
+    kid = _kid(world, nap=1.0)
+    flow = (
+        Workflow(unique("builder-parent"))
+        .step("quote", lambda input, prev, ctx: input["n"] + 1)
+        .child("pack", kid, lambda input, prev: prev * 10)
+        .step("done", lambda input, prev, ctx: {"packed": prev})
+    )
+    handle = await env.run(flow, {"n": 1}, execution_id="p-15")
+    result = await env.result(handle)
+    assert result.ok and result.value == {"packed": 41}
+    kinds = [(e["name"], e["kind"]) for e in await handle.journal()]
+    assert kinds == [("quote", "step"), ("pack", "child"), ("done", "step")]
+    with pytest.raises(DefinitionError):
+        Workflow(unique("bad-builder")).child("pack", kid, input="not callable")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("storage", ["memory", "sqlite"])
 async def test_show_and_the_page_link_parent_and_child(storage: str, tmp_path: Any) -> None:
     from workkit_workflow.cli._render import format_timeline
@@ -324,3 +344,71 @@ def test_the_readme_child_example_runs_as_written(tmp_path: Any) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[1:] == ["no gift wrap: unknown_workflow", "{'kg': 6}"]
+
+
+@pytest.mark.parametrize("given", [None, "c" * 200])
+async def test_the_longest_ids_still_connect_parent_and_child(
+    env: WorkflowTestEnv, given: str | None
+) -> None:
+    world = World()
+    kid = _kid(world, nap=1.0)
+
+    @workflow(unique("long-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.child(kid, input, execution_id=given)
+
+    handle = await env.run(parent, 5, execution_id="p" * 200)
+    result = await env.result(handle)
+    assert result.ok and result.value == 11
+    (row,) = (await handle.describe())["children"]
+    assert row["execution_id"] == given or row["execution_id"].startswith("p" * 150)
+    assert len(row["execution_id"]) <= 200
+
+
+async def test_a_waiting_parent_says_it_waits_for_its_child() -> None:
+    from workkit_workflow.history._timeline import build
+
+    env = WorkflowTestEnv(history=True)
+    try:
+        world = World()
+        kid = _kid(world, nap=3600.0)
+        handle = await env.run(_parent(kid), 5, execution_id="p-16")
+        await env.settle()
+        timeline = build(await env.client.history.get_execution("p-16"))
+        assert timeline.headline == f"Waiting for child execution p-16.0-{kid.name}."
+        assert await handle.cancel("done waiting")
+        assert (await env.result(handle)).status == "cancelled"
+    finally:
+        await env.close()
+
+
+async def test_a_forged_child_outcome_fails_the_operation_cleanly(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=3600.0)
+    handle = await env.run(_parent(kid, catch=True), 5, execution_id="p-17")
+    # Anyone may send an event; one of the reserved type that is not an outcome is refused
+    # by the operation (a failure it can catch), never a crash or a stuck parent.
+    assert await handle.send_event(f"child:p-17.0-{kid.name}", "not an outcome")
+    result = await env.result(handle)
+    assert result.ok and result.value["error"]["code"] == "malformed_child_outcome"
+
+
+async def test_the_parent_compensation_sees_its_completed_children(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=1.0)
+    seen: list[Any] = []
+
+    async def undo(ctx: Any) -> None:
+        seen.append(dict(ctx.step_outputs))
+
+    @workflow(unique("undoing-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        await ctx.child(kid, input, name="packed")
+        await ctx.step("ship", _reject)
+
+    handle = await env.run(parent.on_failure(undo), 5, execution_id="p-18")
+    result = await env.result(handle)
+    assert not result.ok and result.error is not None and result.error.code == "refused"
+    assert seen == [{"packed": 11}]
+    # The completed child stays completed: undoing it is the parent's handler's call.
+    assert await env.client.execution("p-18.0-packed").status() == "completed"

@@ -64,10 +64,11 @@ def test_the_demo_tour(tmp_path: Path) -> None:
     assert "waiting for ['approved']" in out
     assert "manager-approval   completed" in out
     assert "'reservation_id': 'res-o-4'" in out
-    # 5. child workflows: one per parcel, each its own execution, results back in the parent
-    assert "the order started 2 children" in out
-    assert re.search(r"parcel-desk +completed +child demo-o-5\.0-parcel-desk", out)
-    assert "'labels': ['desk: labelled by demo-o-5.0-parcel-desk'" in out
+    # 5. per-step undo handlers, last started first
+    assert "undo of 'charge-card': completed after 1 attempt\n  undo of 'reserve-inventory'" in out
+    # 6. child workflows: one per parcel, each its own execution, results back in the parent
+    assert re.search(r"parcel-desk +completed +child demo-o-6\.0-parcel-desk", out)
+    assert "'labels': ['desk: labelled by demo-o-6.0-parcel-desk'" in out
     # No placeholders.
     assert "'-'" not in out and "=-" not in out and " - " not in out.replace(" - http", "")
     assert "Every step above was journaled in SQLite" in out

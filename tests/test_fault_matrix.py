@@ -171,6 +171,33 @@ def fan_out(world: World) -> Workflow:
     return flow
 
 
+def children(world: World) -> Workflow:
+    @workflow(f"kid-{next(_names)}", retry=RETRY)
+    async def kid(ctx: WorkflowContext, input: Any) -> Any:
+        # Step names carry the input: the two children's steps are distinct operations.
+        packed = await ctx.step(f"pack-{input}", world.effect(f"pack-{input}", fail_first=1))
+        await ctx.sleep("dry", "1h")
+        return await ctx.step(f"label-{input}", world.effect(f"label-{input}"), packed["step"])
+
+    @workflow(f"parent-{next(_names)}", retry=RETRY)
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        await ctx.step("prepare", world.effect("prepare"))
+        parts = await asyncio.gather(ctx.child(kid, "a", name="kid-a"), ctx.child(kid, "b", name="kid-b"))
+        return await ctx.step("finish", world.effect("finish"), [p["step"] for p in parts])
+
+    return flow
+
+
+def undo_handlers(world: World) -> Workflow:
+    # Per-step undo handlers: undo steps run (and are journaled) in the compensation phase.
+    return (
+        Workflow(f"undo-{next(_names)}", retry=RETRY)
+        .step("reserve", lambda i, p, c: world.effect("reserve")(), undo=lambda u: world.effect("r")())
+        .step("charge", lambda i, p, c: world.effect("charge")(), undo=lambda u: world.effect("c")())
+        .step("ship", lambda i, p, c: world.effect("ship", permanent=True)())
+    )
+
+
 def limited(world: World) -> Workflow:
     # A per-key concurrency limit: created queued, it asks its key's coordinator for a
     # slot before it runs and mails the release in the write that settles it.
@@ -188,6 +215,8 @@ SHAPES: dict[str, Shape] = {
     "sleep": sleep,
     "wait_for_event": wait_for_event,
     "fan_out": fan_out,
+    "undo_handlers": undo_handlers,
+    "children": children,
     "limited": limited,
 }
 
@@ -195,8 +224,10 @@ SHAPES: dict[str, Shape] = {
 def _cases() -> Iterator[Any]:
     for shape in SHAPES:
         for point in POINTS:
-            if point == "in_compensation" and shape != "compensation":
+            if point == "in_compensation" and shape not in ("compensation", "undo_handlers"):
                 continue  # only a failing workflow with a handler compensates
+            if point == "in_mail" and shape != "children":
+                continue  # only children send mail to other objects
             for hit in ("first", "last"):
                 yield pytest.param(shape, point, hit, id=f"{shape}-{point}-{hit}")
 

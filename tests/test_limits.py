@@ -46,7 +46,9 @@ class Occupancy:
         self.inside.discard(key)
 
 
-def limited_flow(occupancy: Occupancy, name: str, limit: int, *, fail: set[int] = frozenset()) -> Workflow:  # type: ignore[assignment]
+def limited_flow(
+    occupancy: Occupancy, name: str, limit: int, *, fail: frozenset[int] = frozenset(), pause: float = 2
+) -> Workflow:
     async def enter(input: Any, prev: Any, ctx: Any) -> None:
         occupancy.enter(str(input["i"]))
 
@@ -68,7 +70,7 @@ def limited_flow(occupancy: Occupancy, name: str, limit: int, *, fail: set[int] 
             retry=RetryPolicy(max_attempts=3, initial_delay=1),
         )
         .step("enter", enter)
-        .sleep("pause", 2)  # parks: the next execution's start returns and others run meanwhile
+        .sleep("pause", pause)  # parks: the next execution's start returns and others run meanwhile
         .step("work", work)
         .step("leave", leave)
     )
@@ -107,7 +109,7 @@ async def test_other_keys_do_not_wait(env: WorkflowTestEnv) -> None:
 
 async def test_failure_and_cancel_free_their_slots(env: WorkflowTestEnv) -> None:
     occupancy = Occupancy(env, 1)
-    flow = limited_flow(occupancy, unique("limited"), 1, fail={0})
+    flow = limited_flow(occupancy, unique("limited"), 1, fail=frozenset({0}))
     first = await env.run(flow, {"account": "k", "i": 0})
     queued = await env.run(flow, {"account": "k", "i": 1})
     last = await env.run(flow, {"account": "k", "i": 2})
@@ -256,7 +258,7 @@ async def test_concurrent_starts_under_chaotic_interleaving_never_exceed_the_lim
     env = WorkflowTestEnv(interleave="chaos", seed=seed)
     try:
         occupancy = Occupancy(env, 2)
-        flow = limited_flow(occupancy, unique("limited"), 2, fail={3})
+        flow = limited_flow(occupancy, unique("limited"), 2, fail=frozenset({3}))
         handles = await asyncio.gather(*(env.start(flow, {"account": "k", "i": i}) for i in range(20)))
         results = [await env.result(h) for h in handles]
         assert [r.ok for r in results] == [i != 3 for i in range(20)]
@@ -264,3 +266,23 @@ async def test_concurrent_starts_under_chaotic_interleaving_never_exceed_the_lim
         assert sorted(occupancy.entered, key=int) == [str(i) for i in range(20)]
     finally:
         await env.close()
+
+
+async def test_a_queued_execution_blocked_by_a_missing_deploy_still_waits_for_its_slot(
+    env: WorkflowTestEnv,
+) -> None:
+    occupancy = Occupancy(env, 1)
+    flow = limited_flow(occupancy, unique("limited"), 1, pause=600)  # the holder holds on
+    holder = await env.run(flow, {"account": "k", "i": 0})
+    queued = await env.run(flow, {"account": "k", "i": 1})
+    REGISTRY.unregister(flow.name)  # a deploy without this workflow
+    await env.ns.request(queued.execution_id, "POST", "/wake")
+    await env.settle()
+    assert await queued.status() == "blocked"
+    REGISTRY.register(flow)  # deployed again while the holder still holds the slot
+    await env.ns.request(queued.execution_id, "POST", "/wake")  # (only a queued one is woken)
+    await env.clock.sleep(61)  # its blocked retry drives it again: queued, not running
+    await env.settle()
+    assert await queued.status() == "queued" and await holder.status() == "sleeping"
+    assert [r.value for r in [await env.result(h) for h in (holder, queued)]] == [0, 1]
+    assert occupancy.over == [] and occupancy.entered == ["0", "1"]

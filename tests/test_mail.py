@@ -175,3 +175,21 @@ async def test_a_refusal_can_come_back_as_an_event(env: WorkflowTestEnv) -> None
     assert result.ok
     assert result.value["ok"] is False and result.value["rejected"]["status"] == 404
     assert result.value["rejected"]["error"]["code"] == "execution_not_found"
+
+
+async def test_a_failed_delete_after_delivery_sends_the_message_again(env: WorkflowTestEnv) -> None:
+    recv, _ = await _start_both(env)
+    failed: list[str] = []
+
+    def refuse_first_delete(obj: str, puts: Any, deletes: Any) -> None:
+        if obj == "send-1" and any(k.startswith("mail:0") for k in deletes) and not failed:
+            failed.append(obj)
+            raise OSError("disk full")
+
+    env.ns.write_hook = refuse_first_delete
+    core = await _send_ping(env, "send-1")
+    result = await env.result(recv)
+    assert result.ok and result.value == "hello"
+    await _drain(env, "send-1")
+    assert failed == ["send-1"]
+    assert core.mail.delivered == 1  # counted once: the first delivery's delete failed

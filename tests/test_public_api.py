@@ -24,6 +24,7 @@ def test_exported_members() -> None:
         "Scheduler",
         "Status",
         "StepContext",
+        "StepUndo",
         "Workflow",
         "WorkflowContext",
         "WorkflowError",

@@ -105,7 +105,14 @@ def settled_result(rt: RealRuntime, date: str, execution_id: str, timeout: float
 @pytest.mark.parametrize("date", DATES)
 @pytest.mark.parametrize(
     "check",
-    ["three_step_retry", "saga_compensation", "oversize_output", "concurrent_starts", "malformed_requests"],
+    [
+        "three_step_retry",
+        "saga_compensation",
+        "oversize_output",
+        "concurrent_starts",
+        "malformed_requests",
+        "undo_and_state",
+    ],
 )
 def test_in_runtime_scenario(runtime: RealRuntime, date: str, check: str) -> None:
     report = ok(
@@ -149,6 +156,23 @@ def test_cancel_during_a_step(runtime: RealRuntime, date: str) -> None:
     seen = counters(runtime, date, execution_id)
     # The running attempt finishes (steps are not interrupted), nothing after it runs, undo runs once.
     assert seen == {"work:start": 1, "work:end": 1, "undo": 1}, seen
+
+
+def test_a_parent_and_its_children_across_objects(runtime: RealRuntime) -> None:
+    """``ctx.child``: each child's start and outcome travel object to object through the
+    ``WORKFLOW_DO`` binding the adapter finds in the object's ``env`` (the mail outbox)."""
+    service, execution_id = runtime.service("scenarios", NEW_STYLE_DATE), eid("parent", NEW_STYLE_DATE)
+    ok(runtime.request(service, "POST", f"/start?workflow=rt-child-parent&id={execution_id}", {}))
+    result = settled_result(runtime, NEW_STYLE_DATE, execution_id)
+    assert result["ok"], result
+    assert result["value"] == {"kids": [{"n": 0, "runs": 1}, {"n": 1, "runs": 1}]}
+    view = ok(runtime.request(service, "GET", f"/describe?id={execution_id}"))
+    kids = [f"{execution_id}.{n}-kid-{n}" for n in range(2)]
+    assert [(c["execution_id"], c["status"]) for c in view["children"]] == [(k, "completed") for k in kids]
+    for n, kid in enumerate(kids):
+        child = ok(runtime.request(service, "GET", f"/describe?id={kid}"))
+        assert child["status"] == "completed" and child["parent"]["execution_id"] == execution_id
+        assert counters(runtime, NEW_STYLE_DATE, kid) == {f"pack-{n}": 1}
 
 
 def test_lease_alarm_after_an_eviction(runtime: RealRuntime) -> None:

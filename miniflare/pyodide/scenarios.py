@@ -324,6 +324,91 @@ async def scenario_replay_mismatch(harness: Any) -> None:
     assert calls == Counter(a=1), calls
 
 
+def undo_flow(calls: Counter[str]) -> Workflow:
+    def undo(name: str) -> Any:
+        return lambda info: (
+            calls.update([f"undo-{name}"]) or {"undone": info.step, "key": info.idempotency_key}
+        )
+
+    return (
+        Workflow("undo", retry=RetryPolicy(max_attempts=3, initial_delay=1.0, jitter=0.0), register=False)
+        .step("reserve", lambda i, p, c: calls.update(["reserve"]) or {"r": 1}, undo=undo("reserve"))
+        .step("charge", lambda i, p, c: calls.update(["charge"]) or {"tx": 2}, undo=undo("charge"))
+        .step("ship", lambda i, p, c: (_ for _ in ()).throw(NonRetryableError("carrier refused")))
+    )
+
+
+async def scenario_undo_handlers_with_a_crash_inside_one(harness: Any) -> None:
+    calls: Counter[str] = Counter()
+    reg = registry_of(undo_flow(calls))
+    hook, fired = crash_after_journal("undo:charge")
+    with contextlib.suppress(Crash):
+        await core_of(harness, "undo", reg, faults=hook).execute(
+            workflow="undo", input=None, execution_id="undo", wait=True
+        )
+    assert fired == ["undo:charge"]
+    await fire_alarms(harness, "undo", reg)
+    core = core_of(harness, "undo", reg)
+    view = await core.status()
+    assert view["status"] == "failed" and view["compensation"]["status"] == "completed", view
+    undos = [(u["step"], u["status"]) for u in view["compensation"]["undos"]]
+    assert undos == [("charge", "completed"), ("reserve", "completed")], view
+    journal = await core.journal()
+    assert [e["name"] for e in journal if e["phase"] == "compensation"] == ["undo:charge", "undo:reserve"]
+    assert calls == Counter({"reserve": 1, "charge": 1, "undo-charge": 1, "undo-reserve": 1}), calls
+
+
+def state_flow() -> Workflow:
+    async def body(ctx: Any, input: Any) -> Any:
+        await ctx.set_state("progress", {"done": 1})
+        await ctx.sleep("nap", 60)
+        await ctx.set_state("progress", {"done": 2})
+        return "ok"
+
+    return Workflow("state", body, register=False)
+
+
+async def scenario_live_state(harness: Any) -> None:
+    reg = registry_of(state_flow())
+    view, _ = await core_of(harness, "live", reg).execute(
+        workflow="state", input=None, execution_id="live", wait=True
+    )
+    assert view["status"] == "sleeping", view
+    # A fresh instance (a restart) reads what the first one wrote.
+    assert await core_of(harness, "live", reg).live_state() == {"state": {"progress": {"done": 1}}}
+    await fire_alarms(harness, "live", reg)
+    core = core_of(harness, "live", reg)
+    assert (await core.result())["value"] == "ok"
+    assert await core.live_state("progress") == {"key": "progress", "found": True, "value": {"done": 2}}
+    assert (await core.live_state("nope"))["found"] is False
+async def scenario_blocked_until_its_version_returns(harness: Any) -> None:
+    """versions: without its version the execution waits blocked, its alarm set (through the
+    adapter), and carries on when the version is registered again."""
+    calls: Counter[str] = Counter()
+    v1 = nap_flow(calls)
+    v2 = Workflow("nap", v1._fn, version="2", register=False)
+    reg = registry_of(v1, v2)
+    view, _ = await core_of(harness, "blk", reg).execute(
+        workflow="nap", input=None, execution_id="blk", wait=True, version="1"
+    )
+    assert view["status"] == "sleeping" and view["version"] == "1", view
+    reg.unregister("nap", "1")  # a deploy without version 1
+    host = harness.host("blk")
+    harness.clock.set(await host.storage.get_alarm())
+    await host.storage.set_alarm(None)  # cleared as the handler starts
+    await asyncio.wait_for(ExecutionCore(host, registry=reg, lease=30.0).alarm(), 10.0)
+    view = await core_of(harness, "blk", reg).status()
+    blocked = view["blocked"]
+    assert view["status"] == "blocked" and blocked["reason"] == "version_unavailable", view
+    assert blocked["deployed"] == ["2"] and calls == Counter(before=1), view
+    assert abs(await harness.host("blk").storage.get_alarm() - blocked["retry_at"]) < 0.01
+    reg.register(v1)  # the next deploy brings it back
+    assert await fire_alarms(harness, "blk", reg) == 1
+    result = await core_of(harness, "blk", reg).result()
+    assert result["ok"] and result["value"] == 2 and result["version"] == "1", result
+    assert calls == Counter(before=1, after=1), calls
+
+
 SCENARIOS = [
     scenario_linear_replay,
     scenario_crash_and_resume,
@@ -334,4 +419,7 @@ SCENARIOS = [
     scenario_wait_for_event,
     scenario_fan_out_crash_mid_gather,
     scenario_replay_mismatch,
+    scenario_undo_handlers_with_a_crash_inside_one,
+    scenario_live_state,
+    scenario_blocked_until_its_version_returns,
 ]

@@ -31,7 +31,7 @@ def _stub_wire():
     def parse(model, body):
         data = json.loads(body or b"{}")
         defaults = {
-            "ExecuteBody": {"wait": True, "restart": None, "input": None},
+            "ExecuteBody": {"wait": True, "restart": None, "input": None, "version": None, "parent": None},
             "CancelBody": {"reason": None},
         }
         return Body(**{**defaults.get(model, {}), **data})
@@ -97,6 +97,31 @@ async def test_the_class_subclasses_workers_durable_object_and_serves():
         await again.on_alarm()
         status = json.loads(await (await again.fetch(_request("GET", "/status"))).text())
         assert status["execution"]["status"] == "completed"
+    finally:
+        fake_workers.uninstall()
+        _purge()
+        import workkit_workflow  # noqa: F401  (back to the plain-class package for later tests)
+
+
+async def test_live_state_is_served_on_get_state():
+    _, wk = _fresh_package_with_sdk()
+    try:
+
+        async def body(ctx, input):
+            await ctx.set_state("progress", {"done": 1, "of": 2})
+            return "ok"
+
+        flow = wk.Workflow("do-class-state", body)
+        instance = wk.WorkflowExecutionDO(cf_runtime.makeState("do-state", True), types.SimpleNamespace())
+        execute = {"workflow": flow.name, "input": None, "execution_id": "do-state"}
+        assert (await instance.fetch(_request("POST", "/execute", execute))).status == 201
+        again = wk.WorkflowExecutionDO(cf_runtime.makeState("do-state", True), types.SimpleNamespace())
+        every = await again.fetch(_request("GET", "/state"))
+        assert json.loads(await every.text()) == {"state": {"progress": {"done": 1, "of": 2}}}
+        one = json.loads(await (await again.fetch(_request("GET", "/state?key=progress"))).text())
+        assert one == {"key": "progress", "found": True, "value": {"done": 1, "of": 2}}
+        bad = await again.fetch(_request("GET", "/state?key=" + "k" * 300))
+        assert bad.status == 400
     finally:
         fake_workers.uninstall()
         _purge()

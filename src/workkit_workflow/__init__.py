@@ -19,6 +19,7 @@ from .definitions._limit import Limit
 from .definitions._retry import RetryPolicy
 from .definitions._schedule import Schedule
 from .definitions._steps import StepContext, current_step
+from .definitions._undo import StepUndo
 from .definitions._workflow import REGISTRY, Workflow, workflow
 from .engine._journal import Status
 from .errors import NonRetryableError, WorkflowError
@@ -38,6 +39,7 @@ __all__ = [
     "Scheduler",
     "Status",
     "StepContext",
+    "StepUndo",
     "Workflow",
     "WorkflowContext",
     "WorkflowError",

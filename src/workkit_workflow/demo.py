@@ -7,7 +7,9 @@
 3. An order with a bad address: a permanent failure, compensated (refund,
    release) in reverse order.
 4. A large order that waits for a manager's approval (an external event).
-5. An order split into parcels: one child workflow per parcel, run side by side.
+5. The same bad address on a flow with per-step undo handlers: each completed
+   step is undone, last started first.
+6. An order split into parcels: one child workflow per parcel, run side by side.
 
 Side effects go to an append-only log (fsync'd), the "outside world", so the
 tour can prove what ran how many times, across processes.
@@ -30,10 +32,10 @@ from . import (
     NonRetryableError,
     RetryPolicy,
     StepContext,
+    StepUndo,
     Workflow,
     WorkflowExecutionDO,
     create_durable_workflow,
-    current_step,
     workflow,
 )
 from .definitions._durations import iso
@@ -139,28 +141,40 @@ approval_flow = (
 )
 
 
+def refund_charge(info: StepUndo) -> dict[str, str]:
+    return _undo("refund", info.execution_id, info.output["transaction_id"])
+
+
+saga_flow = (
+    Workflow("demo-saga-flow", retry=RetryPolicy(max_attempts=2, initial_delay=0.2))
+    .step(
+        "reserve-inventory",
+        reserve,
+        undo=lambda info: _undo("release", info.execution_id, info.output["reservation_id"]),
+    )
+    .step(
+        "charge-card", charge, undo=refund_charge, undo_retry=RetryPolicy(max_attempts=3, initial_delay=0.2)
+    )
+    .step("ship", ship)
+)
+
+
 async def charge_approved(input: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Charge once the manager approved (the previous output is the approval, not the reservation)."""
     reservation = {"reservation_id": f"res-{input['order_id']}"}
     return await charge({**input, "gateway_failures": 0}, reservation, ctx)
 
 
-def pack(item: str) -> str:
-    """A parcel's one step: print its label (an effect in the outside world)."""
-    ctx = current_step()
-    assert ctx is not None
-    effect("label", ctx, item)
-    return f"{item}: labelled by {ctx.execution_id}"
+def pack(input: dict[str, Any], prev: Any, ctx: StepContext) -> str:
+    effect("label", ctx, input["item"])  # a parcel's one step: its label, an effect outside
+    return f"{input['item']}: labelled by {ctx.execution_id}"
 
 
-@workflow("demo-parcel")
-async def parcel_flow(ctx: Any, input: dict[str, Any]) -> str:
-    return str(await ctx.step("print-label", pack, input["item"]))
+parcel_flow = Workflow("demo-parcel").step("print-label", pack)
 
 
 @workflow("demo-split-order")
 async def split_order(ctx: Any, input: dict[str, Any]) -> dict[str, Any]:
-    # One child execution per parcel, each in its own object; the order parks until all end.
     parcels = [ctx.child(parcel_flow, {"item": item}, name=f"parcel-{item}") for item in input["items"]]
     return {"labels": await asyncio.gather(*parcels)}
 
@@ -307,15 +321,25 @@ async def part_approval(ns: LocalNamespace) -> None:
 
 
 async def part_children(ns: LocalNamespace) -> None:
-    heading("5. An order split into parcels: one child workflow per parcel")
-    workflows = create_durable_workflow(ns)
-    handle = await workflows.run(split_order, {"items": ["desk", "shelf"]}, execution_id="demo-o-5")
-    children = [c["execution_id"] for c in (await handle.describe())["children"]]
-    say(f"  the order started {len(children)} children, each its own execution: {', '.join(children)}")
-    result = await handle.result(timeout=60)
-    say(f"  result: {result.value}")
+    heading("6. An order split into parcels: a child workflow per parcel, whose end wakes the order")
+    order = {"items": ["desk", "shelf"]}
+    handle = await create_durable_workflow(ns).run(split_order, order, execution_id="demo-o-6")
+    say(f"  result: {(await handle.result(timeout=60)).value}")
     await show(handle)
-    say("  → each child's end woke the parent (no polling); cancelling the order would cancel them.")
+
+
+async def part_undo(ns: LocalNamespace) -> None:
+    heading("5. Per-step undo handlers: each completed step undoes itself")
+    workflows = create_durable_workflow(ns)
+    order = {"order_id": "o-5", "items": ["desk"], "amount": 300.0, "address": "nowhere"}
+    handle = await workflows.run(saga_flow, order, execution_id="demo-o-5")
+    result = await handle.result(timeout=60)
+    assert result.error is not None and result.error.compensation is not None
+    for undo in result.error.compensation["undos"]:
+        plural = "s" if undo["attempts"] != 1 else ""
+        say(f"  undo of {undo['step']!r}: {undo['status']} after {undo['attempts']} attempt{plural}")
+    await show(handle)
+    say("  → undo:<step> ran last started first, each journaled with its own retry policy.")
 
 
 def _namespace(db: str) -> LocalNamespace:
@@ -336,10 +360,11 @@ async def tour() -> None:
     async with _namespace(db) as ns:
         await part_compensation(ns)
         await part_approval(ns)
+        await part_undo(ns)
         await part_children(ns)
         await ns.idle()  # history delivery finishes
     say(f"\n{GREEN}done{RESET} in {time.monotonic() - began:.1f}s. Every step above was journaled in SQLite")
-    say(f"before the next one ran: {db} holds the executions, their journals and their history.")
+    say(f"before the next one ran: {db} holds the six executions, their journals and their history.")
     cli = cli_command()
     say("Look back at them (these commands work as printed, from this directory):")
     say(f"  {cli} list --db {db}                 every execution")

@@ -16,6 +16,7 @@ stable ``code`` and JSON-serializable fields (``to_dict()``)::
     │   ├── InvalidOptionError     a duration, instant or retry knob is out of range
     │   │                          (also a ValueError)
     │   └── UnknownWorkflowError   no workflow is registered under that name
+    │       └── VersionUnavailableError  the workflow is, but not in that version
     ├── InvalidRequestError        a request to the execution object was malformed (4xx)
     ├── ExecutionNotFoundError     no execution has that id
     ├── ExecutionConflictError     the id is taken, or the execution is in the wrong state
@@ -148,6 +149,13 @@ class UnknownWorkflowError(DefinitionError):
     code = "unknown_workflow"
 
 
+class VersionUnavailableError(UnknownWorkflowError):
+    """The workflow is registered, but not in the version asked for (``workflow``,
+    ``version``, and ``deployed``: the versions this Worker has)."""
+
+    code = "version_unavailable"
+
+
 class InvalidRequestError(WorkflowError):
     """A request to the execution object was malformed."""
 
@@ -250,6 +258,7 @@ _BY_CODE: dict[str, type[WorkflowError]] = {
         DefinitionError,
         InvalidOptionError,
         UnknownWorkflowError,
+        VersionUnavailableError,
         InvalidRequestError,
         ExecutionNotFoundError,
         ExecutionConflictError,
@@ -283,6 +292,7 @@ __all__ = [
     "StepTimeoutError",
     "TransportError",
     "UnknownWorkflowError",
+    "VersionUnavailableError",
     "WaitTimeoutError",
     "WorkflowError",
     "WorkflowTimeoutError",

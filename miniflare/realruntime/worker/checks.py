@@ -256,10 +256,33 @@ async def malformed_requests(env, eid):
     return {"outcomes": outcomes, "sentinel": "malformed_requests:reached"}
 
 
+async def undo_and_state(env, eid):
+    client = create_durable_workflow(env.WORKFLOW_DO)
+    handle = await client.run("rt-undo", None, execution_id=eid)
+    result = await handle.result(timeout=30)
+    expect(not result.ok and result.error.failed_step == "charge", "rt-undo fails at charge")
+    undos = [(u["step"], u["status"]) for u in result.error.compensation["undos"]]
+    expect(undos == [("pay", "completed"), ("reserve", "completed")], "undone last first", undos=undos)
+    journal = await handle.journal()
+    comp = [(e["name"], e.get("output")) for e in journal if e["phase"] == "compensation"]
+    expect(
+        comp[0] == ("undo:pay", {"undid": "pay", "output": {"name": "pay", "n": 1}, "input": ["pay"]}),
+        "the undo got the step's output and arguments",
+        comp=comp,
+    )
+    seen = counts(await counters(env, eid), eid)
+    expected = {"reserve": 1, "pay": 1, "charge": 1, "undo:pay": 1, "undo:reserve": 1}
+    expect(seen == expected, "every undo ran once", counters=seen)
+    state = await handle.state()
+    expect(state == {"stage": "charging"}, "live state after settling", state=state)
+    return {"undos": undos, "state": state, "counters": seen, "sentinel": "undo_and_state:reached"}
+
+
 CHECKS = {
     "three_step_retry": three_step_retry,
     "saga_compensation": saga_compensation,
     "oversize_output": oversize_output,
     "concurrent_starts": concurrent_starts,
     "malformed_requests": malformed_requests,
+    "undo_and_state": undo_and_state,
 }

@@ -188,3 +188,32 @@ async def adopted(ctx, data):
     go = await ctx.wait_for_event("go-wait", "go", timeout=120)
     two = await ctx.step("two", counted, "two")
     return {"one": one["n"], "go": go, "two": two["n"]}
+
+
+@workflow("rt-child-kid", retry=FAST_RETRY)
+async def child_kid(ctx, data):
+    packed = await ctx.step("pack", counted, f"pack-{data['n']}")
+    return {"n": data["n"], "runs": packed["n"]}
+
+
+@workflow("rt-child-parent", retry=FAST_RETRY)
+async def child_parent(ctx, data):
+    """Two children, each in its own object, started and answered object to object through
+    the ``WORKFLOW_DO`` binding the execution object finds in its ``env``."""
+    kids = await asyncio.gather(*(ctx.child(child_kid, {"n": n}, name=f"kid-{n}") for n in range(2)))
+    return {"kids": kids}
+
+async def refund(info):
+    """An undo handler (module level: found again by name after the object restarts)."""
+    await bump(f"undo:{info.step}")
+    return {"undid": info.step, "output": info.output, "input": info.input}
+
+
+@workflow("rt-undo", retry=FAST_RETRY)
+async def undo_and_state(ctx, data):
+    await ctx.set_state("stage", "reserving")
+    await ctx.step("reserve", counted, "reserve", undo=refund)
+    await ctx.step("pay", counted, "pay", undo=refund, undo_retry=FAST_RETRY)
+    await ctx.set_state("stage", "charging")
+    await ctx.step("charge", charge, "charge")
+    return "unreachable"

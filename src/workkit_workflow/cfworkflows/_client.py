@@ -153,6 +153,12 @@ class WorkflowsHandle(ExecutionHandle):
             "engine_status": raw["status"],
         }
 
+    async def state(self, key: str | None = None, default: Any = None) -> Any:
+        raise InvalidRequestError(
+            "Cloudflare Workflows has no live state: an instance's values cannot be read while it "
+            "runs (ctx.set_state fails there too); use the Durable Object backend"
+        )
+
     async def cancel(self, reason: str | None = None) -> bool:
         raw = await self.engine_status()
         if raw["status"] in TERMINAL_ENGINE:
@@ -266,6 +272,7 @@ class WorkflowsClient(DurableWorkflows):
         *,
         execution_id: str | None = None,
         wait: bool = True,
+        version: str | None = None,
     ) -> ExecutionHandle:
         """Create the instance ``execution_id`` (a duplicate id returns the existing one).
 
@@ -274,6 +281,7 @@ class WorkflowsClient(DurableWorkflows):
         """
         from ..cloudflare._workers import to_js
 
+        _no_version(version)
         if isinstance(workflow, Workflow) and workflow.input_type is not None:
             input = validate(workflow.input_type, input, what="workflow input")
         params = json_output(input, what="workflow input")
@@ -307,8 +315,9 @@ class WorkflowsClient(DurableWorkflows):
         input: Any = None,
         *,
         execution_id: str | None = None,
+        version: str | None = None,
     ) -> ExecutionHandle:
-        return await self.run(workflow, input, execution_id=execution_id, wait=False)
+        return await self.run(workflow, input, execution_id=execution_id, wait=False, version=version)
 
     def execution(self, execution_id: str) -> ExecutionHandle:
         if not isinstance(execution_id, str) or not execution_id:
@@ -323,8 +332,10 @@ class WorkflowsClient(DurableWorkflows):
         new_execution_id: str | None = None,
         input: Any = None,
         wait: bool = True,
+        version: str | None = None,
     ) -> ExecutionHandle:
         """Restart the instance from the beginning (the engine has no ``from_step``)."""
+        _no_version(version)
         if from_step is not None or new_execution_id is not None or input is not None:
             raise InvalidRequestError(
                 "Cloudflare Workflows restarts an instance from its beginning, under the same id "
@@ -333,6 +344,13 @@ class WorkflowsClient(DurableWorkflows):
         handle = WorkflowsHandle(self.binding, execution_id)
         await handle.restart()
         return handle
+
+
+def _no_version(version: str | None) -> None:
+    if version is not None:
+        raise InvalidRequestError(
+            "a Workflows binding runs the code deployed under it: version= is for the Durable Object backend"
+        )
 
 
 # The client's plug-in hook: create_durable_workflow serves Workflows bindings with this client.

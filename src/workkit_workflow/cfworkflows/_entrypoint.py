@@ -59,6 +59,7 @@ from ..errors import (
 )
 from ._mapping import COMPENSATION_PREFIX, AnyWorkflow, _plain, is_engine_abort, json_output
 from ._run import EngineRun
+from ._undo import run_undos
 
 log = logging.getLogger("workkit_workflow")
 
@@ -92,7 +93,8 @@ async def run_definition(
         result = await definition.run(ctx, value)
         return json_output(result, what="workflow result")
     except Exception as exc:
-        if definition.compensation is None or is_engine_abort(exc):
+        # undo: steps with an undo handler need the compensation too.
+        if (definition.compensation is None and not main.undoable) or is_engine_abort(exc):
             raise
         failed_step = exc.step if isinstance(exc, StepFailedError) else None
         error = (
@@ -117,7 +119,6 @@ async def _compensate(
     native: bool,
 ) -> None:
     handler = definition.compensation
-    assert handler is not None
     run = EngineRun(
         step,
         execution_id=main.execution_id,
@@ -138,6 +139,9 @@ async def _compensate(
         step_outputs=main.outputs,
     )
     try:
+        ctx.undos = await run_undos(definition, run, main, error)
+        if handler is None:
+            return
         result = handler(ctx)
         if inspect.isawaitable(result):
             await result

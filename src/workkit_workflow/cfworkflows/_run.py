@@ -68,6 +68,8 @@ class EngineRun:
         self.native_retries = native_retries
         self.prefix = prefix
         self._outputs: dict[int, tuple[str, Any]] = {}
+        self.undoable: dict[int, tuple[str, str, Any, StepOptions]] = {}
+        """Completed steps with an undo: ``op -> (name, label, output, options)`` (see ``_undo``)."""
         self._next_op = 0
         self._running = 0
         self._quiet = asyncio.Event()
@@ -147,6 +149,8 @@ class EngineRun:
                 current = f"{label} (attempt {attempt})"
                 continue
             self._outputs[op] = (name, output)
+            if options.undo is not None:
+                self.undoable[op] = (name, label, output, options)
             return validate(options.output, output, what=f"output of {name!r}")
 
     async def _attempt(
@@ -243,6 +247,14 @@ class EngineRun:
         config = {"retries": {"limit": 0, "delay": "1 second", "backoff": "constant"}}
         run_record = self.engine.do(current + FAILURE_SUFFIX, config=config)(record)
         return cast(dict[str, Any], _plain(await run_record()))
+
+    def set_state(self, key: str, text: str) -> Coroutine[Any, Any, None]:
+        raise DefinitionError(
+            f"ctx.set_state({key!r}, ...) is not available on the Cloudflare Workflows backend: "
+            "it has no way for a caller to read an instance's values while it runs; "
+            "run this workflow on the Durable Object backend to use live state",
+            backend="cloudflare-workflows",
+        )
 
     # -- sleeps and waits -------------------------------------------------------
 

@@ -5,8 +5,9 @@ Works on a local runtime SQLite file (``--db``, default ``./workflows.db``).
 journals themselves, so every execution is there whether or not the app
 projected history; ``--history FILE`` reads a history database (the D1
 projection's tables) instead. Every read command takes ``--json``.
-Commands that drive executions (cancel, resume, restart) need the workflow
-definitions: ``--app mymodule[:attr]`` imports them.
+Commands that drive executions (cancel, resume, restart, move) need the workflow
+definitions: ``--app mymodule[:attr]`` imports them; so does ``check-replay``,
+which replays stored journals against them without running a handler.
 
 One runtime file has one owner. Reading (list, show, serve without ``--app``)
 works whatever holds the file. ``cancel`` and ``resume`` open the file

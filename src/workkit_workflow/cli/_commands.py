@@ -159,6 +159,7 @@ async def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     history, result = await _read_history(args)
+    state = _live_state(args)
     if args.json:
         print(
             json.dumps(
@@ -167,6 +168,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
                     "result": result,
                     "steps": [s.__dict__ for s in history.steps],
                     "events": [e.__dict__ for e in history.events],
+                    "state": state,
                 },
                 default=str,
             ),
@@ -174,7 +176,22 @@ async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         print(format_timeline(build(history), result), file=out)
+        if state:
+            print("\nstate:", file=out)
+            for key, value in state.items():
+                print(f"  {key}: {json.dumps(value, ensure_ascii=False)}", file=out)
     return EXIT_OK
+
+
+def _live_state(args: argparse.Namespace) -> dict[str, Any]:
+    """The execution's live state from the runtime file (a history copy has none)."""
+    journals = _journals(args)
+    if journals is None:
+        return {}
+    try:
+        return journals.live_state(args.execution_id)
+    finally:
+        journals.close()
 
 
 async def cmd_journal(args: argparse.Namespace, out: TextIO) -> int:

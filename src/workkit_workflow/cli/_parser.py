@@ -16,6 +16,7 @@ from ._commands import (
     cmd_serve,
     cmd_show,
 )
+from ._versions import add_version_commands
 
 # ``add_subparsers`` returns a private argparse type; the builders only call ``add_parser`` on it.
 Commands = Any
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_resume(sub, common, driving)
     _add_restart(sub, common, driving)
     _add_serve(sub, common)
+    add_version_commands(sub, common, driving)  # versions: check-replay, export, move
     p = sub.add_parser("demo", help="run the demo")
     p.set_defaults(run=cmd_demo)
     return parser

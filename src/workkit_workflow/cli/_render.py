@@ -8,6 +8,7 @@ from typing import Any
 
 from ..history import ExecutionRecord
 from ..history._timeline import Attempt, Row, Timeline, error_text, span, when
+from ..history._undo_view import undo_text
 
 _MARK = {
     "completed": "✓",
@@ -54,9 +55,10 @@ def _took(ms: float | None) -> str:
 def format_timeline(timeline: Timeline, result: Any = None) -> str:
     e = timeline.execution
     ran = f"   ran {span(e.duration_ms)}" if e.duration_ms is not None else ""
+    version = f"version {e.version}   " if e.version else ""
     out = [
         f"{e.workflow}  {e.execution_id}  [{e.status.upper()}]",
-        f"  created {when(e.created_at)}{ran}",
+        f"  {version}created {when(e.created_at)}{ran}",
         *_parent_line(timeline),
         "",
         f"  {timeline.headline}",
@@ -71,6 +73,7 @@ def format_timeline(timeline: Timeline, result: Any = None) -> str:
     comp = e.compensation or {}
     if comp or timeline.compensation:
         out += ["", f"compensation: {comp['status']}" if comp.get("status") else "compensation:"]
+        out += undo_text(comp)
         for row in timeline.compensation:
             _format_row(row, out, width)
         if comp.get("error"):
@@ -109,12 +112,13 @@ def format_journal(entries: Sequence[dict[str, Any]]) -> str:
 def format_list(records: Sequence[ExecutionRecord]) -> str:
     if not records:
         return "no executions"
-    head = ("EXECUTION", "WORKFLOW", "STATUS", "CREATED", "DURATION", "FAILED STEP / COMPENSATION")
+    head = ("EXECUTION", "WORKFLOW", "STATUS", "VERSION", "CREATED", "DURATION", "FAILED STEP / COMPENSATION")
     rows = [head]
     for e in records:
         comp = (e.compensation or {}).get("status")
         note = " / ".join(x for x in (e.failed_step, f"compensation {comp}" if comp else None) if x)
-        rows.append((e.execution_id, e.workflow, e.status, when(e.created_at), _took(e.duration_ms), note))
+        took = _took(e.duration_ms)
+        rows.append((e.execution_id, e.workflow, e.status, e.version or "", when(e.created_at), took, note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     return "\n".join(
         ("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])) + "  " + r[-1]).rstrip()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..definitions._workflow import Workflow
+from ..engine._export import make_export
 from ..engine._journal import EXECUTION_ID_PATTERN, Status
 from ..engine._ports import Namespace, WireResponse
 from ..errors import (
@@ -99,10 +100,35 @@ class ExecutionHandle:
         """Input, workflow, creation, start and finish times, attempts."""
         return cast(dict[str, Any], (await self._call("GET", "/meta"))["meta"])
 
+    async def state(self, key: str | None = None, default: Any = None) -> Any:
+        """The live state the workflow published with ``ctx.set_state``: every key as a
+        dict, or with ``key`` that key's value (``default`` if it was never set).
+        Readable while the execution runs and after it settles."""
+        if key is None:
+            return cast(dict[str, Any], (await self._call("GET", "/state"))["state"])
+        body = await self._call("GET", "/state", query={"key": key})
+        return body["value"] if body.get("found") else default
+
     async def cancel(self, reason: str | None = None) -> bool:
         """Request cancellation; returns False if the execution had already finished."""
         body = await self._call("POST", "/cancel", {"reason": reason})
         return bool(body["cancelled"])
+
+    async def move_to_version(self, version: str) -> bool:
+        """Run this unfinished execution on another deployed ``version`` of its workflow
+        from its next replay on (a blocked one carries on at once). Its journal is kept
+        and replayed by that version's code: run ``check-replay`` against it first.
+        Returns False when it already runs that version."""
+        return bool((await self._call("POST", "/version", {"version": version}))["moved"])
+
+    async def export(self) -> dict[str, Any]:
+        """The execution as a JSON-able document (format version, meta with workflow,
+        version and input, state, journal entries) for ``workkit-workflow check-replay
+        --journal FILE`` or :func:`workkit_workflow.testing.check_replay`."""
+        meta = await self.meta()
+        entries = await self.journal()
+        state = await self.describe()
+        return make_export(meta, state, entries)
 
     async def send_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> bool:
         """Deliver an external event; returns False for a duplicate ``event_id``."""
@@ -194,14 +220,19 @@ class DurableWorkflows:
         *,
         execution_id: str | None = None,
         wait: bool = True,
+        version: str | None = None,
     ) -> ExecutionHandle:
         """Start ``workflow`` with ``input`` (or find the execution if the id exists).
 
         With ``wait=True`` the object drives the execution during this call
         until it finishes or parks (sleep, wait, retry backoff); correctness
         never depends on it: the object's alarm carries the execution on.
+        The execution runs ``version``, else the version of the ``Workflow``
+        given, else (a name) the newest version registered in the object's Worker.
         """
         name = workflow.name if isinstance(workflow, Workflow) else workflow
+        if version is None and isinstance(workflow, Workflow):
+            version = workflow.version
         execution_id = _check_id(execution_id or str(uuid.uuid4()))
         if isinstance(workflow, Workflow) and workflow.input_type is not None:
             from ..definitions._values import to_data, validate
@@ -212,13 +243,20 @@ class DurableWorkflows:
 
             input = to_data(input)
         body = {"workflow": name, "input": input, "execution_id": execution_id, "wait": wait}
+        if version is not None:
+            body["version"] = version
         return await self._start(execution_id, body)
 
     async def start(
-        self, workflow: Workflow | str, input: Any = None, *, execution_id: str | None = None
+        self,
+        workflow: Workflow | str,
+        input: Any = None,
+        *,
+        execution_id: str | None = None,
+        version: str | None = None,
     ) -> ExecutionHandle:
         """Start without waiting: the object's alarm drives the execution."""
-        return await self.run(workflow, input, execution_id=execution_id, wait=False)
+        return await self.run(workflow, input, execution_id=execution_id, wait=False, version=version)
 
     async def _start(self, execution_id: str, body: dict[str, Any]) -> ExecutionHandle:
         response = await self.namespace.request(execution_id, "POST", "/execute", body)
@@ -237,13 +275,15 @@ class DurableWorkflows:
         new_execution_id: str | None = None,
         input: Any = None,
         wait: bool = True,
+        version: str | None = None,
     ) -> ExecutionHandle:
         """Start a new execution that reuses the journal of ``execution_id`` up to
         (not including) the first operation named ``from_step``, and runs from there.
 
         Use it after fixing a bug: finished steps before ``from_step`` are not
         run again; their idempotency keys stay recorded. The new execution's
-        meta records where it came from.
+        meta records where it came from. It runs ``version`` of the workflow,
+        else the newest registered.
         """
         source = self.execution(execution_id)
         meta = await source.meta()
@@ -284,6 +324,8 @@ class DurableWorkflows:
                 "idempotent": idempotent,
             },
         }
+        if version is not None:
+            body["version"] = version
         return await self._start(new_id, body)
 
 

@@ -12,6 +12,8 @@ route       method     does
 /event      POST       deliver an external event (``/resume`` is an alias)
 /journal    GET        every journal entry
 /meta       GET        input, timings, attempts
+/state      GET        live state set by ``ctx.set_state`` (``?key=``)
+/version    POST       move an unfinished execution to another deployed version
 /schedule   GET, POST  a schedule's last tick; POST advances it (schedules)
 /limit      GET, POST  a concurrency key's slots; acquire / release
 /wake       POST       a queued execution asks its coordinator again
@@ -110,7 +112,7 @@ class ExecutionObject:
         core = self.core
         if path in SIDE_ROUTES:  # schedules, concurrency limits: see _side_objects
             return await self.side.handle(path, request)
-        if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume"):
+        if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume", "/version"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
                 from . import _wire
@@ -135,6 +137,12 @@ class ExecutionObject:
             return WireResponse(202 if outcome["accepted"] else 200, outcome)
         if path == "/journal":
             return WireResponse(200, {"entries": await core.journal()})
+        if path == "/state":
+            return WireResponse(200, await core.live_state(request.query.get("key")))
+        if path == "/version":  # versions
+            moved = _wire.parse(_wire.VersionBody, request.body)
+            meta, changed = await core.move_to_version(moved.version)
+            return WireResponse(200, {"version": meta.get("version"), "moved": changed})
         return WireResponse(200, {"meta": await core.meta()})
 
     async def _execute(self, request: WireRequest) -> WireResponse:
@@ -154,6 +162,7 @@ class ExecutionObject:
             wait=body.wait,
             restart=restart,
             parent=body.parent.model_dump() if body.parent is not None else None,
+            version=body.version,
         )
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 
@@ -172,6 +181,8 @@ ROUTES = {
     "/resume": ("POST",),
     "/journal": ("GET", "POST"),
     "/meta": ("GET", "POST"),
+    "/state": ("GET", "POST"),
+    "/version": ("POST",),
     **SIDE_ROUTES,
 }
 """The routes and the methods each accepts."""
@@ -240,7 +251,7 @@ def _binding(env: Any, name: str) -> Any:
 
 def _peers(env: Any, name: str | None) -> Namespace | None:
     """The namespace binding ``name`` of ``env`` as a Namespace port, if bound."""
-    binding = _binding(env, name) if name else None
+    binding = _binding(_cloudflare.unwrapped_env(env), name) if name else None
     if binding is None:
         return None
     try:

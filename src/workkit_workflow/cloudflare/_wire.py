@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from ..definitions._json import is_unicode
+from ..definitions._versions import VERSION_PATTERN
 from ..engine._journal import EXECUTION_ID_PATTERN
 from ..errors import InvalidRequestError
 
@@ -29,7 +30,7 @@ class RestoredEntry(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     v: Literal[1]
     op: int = Field(ge=0, lt=100_000_000)
-    kind: Literal["step", "sleep", "wait", "child"]
+    kind: Literal["step", "sleep", "wait", "state", "child"]  # state: live state (ctx.set_state)
     name: str = Field(min_length=1, max_length=256)
     status: Literal["completed"]
     output: JsonValue = None
@@ -63,6 +64,11 @@ class ExecuteBody(_Body):
     wait: bool = True
     restart: RestartSpec | None = None
     parent: ParentSpec | None = None
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+
+
+class VersionBody(_Body):
+    version: str = Field(pattern=VERSION_PATTERN)
 
 
 class CancelBody(_Body):

@@ -66,6 +66,23 @@ def _jsnull() -> Any:
     return jsnull
 
 
+def unwrapped_env(env: Any) -> Any:
+    """The runtime's ``env`` under the SDK's wrappers.
+
+    The ``workers`` SDK wraps ``env`` once per class level of a ``DurableObject``
+    subclass, so a subclass of ``WorkflowExecutionDO`` gets it wrapped twice, and the
+    stubs of a doubly wrapped namespace binding refuse ``fetch`` ("fetch() takes 1
+    positional argument but 2 were given", measured in workerd 1.20261117). The
+    wrapper keeps the object it wraps as ``_env``; the runtime's own has none.
+    """
+    for _ in range(8):
+        inner = getattr(env, "_env", None)
+        if inner is None:
+            return env
+        env = inner
+    return env
+
+
 def to_py(value: Any) -> Any:
     """A JS value as plain Python: ``undefined``/``null`` → None, proxies converted."""
     if value is None or not IN_PYODIDE:

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from ..errors import DefinitionError
 from ._durations import Duration, to_instant, to_seconds
+from ._live_state import state_text
 from ._retry import RetryPolicy
 from ._steps import (
     MISSING,
@@ -19,6 +20,7 @@ from ._steps import (
     check_name,
     make_options,
 )
+from ._undo import UndoHandler, make_undo, undo_input
 
 
 class Operations(Protocol):
@@ -31,6 +33,8 @@ class Operations(Protocol):
 
     def wait(self, name: str, event_type: str, *, timeout: float | None, default: Any) -> Awaitable[Any]: ...
 
+    def set_state(self, key: str, text: str) -> Awaitable[None]: ...
+
     def child(self, name: str, workflow: str, input: Any, execution_id: str | None) -> Awaitable[Any]: ...
 
 
@@ -42,6 +46,9 @@ class WorkflowContext:
     ``asyncio.gather`` over them) in the workflow body: anything else is not
     journaled and runs again on every replay.
     """
+
+    _takes_undo = True
+    """Whether ``step(..., undo=)`` is allowed: not in compensation, which nothing undoes."""
 
     def __init__(self, run: Operations, execution_id: str, workflow: str, input: Any) -> None:
         self._run = run
@@ -58,6 +65,9 @@ class WorkflowContext:
         timeout: Duration | None = None,
         idempotency_key: str | Callable[[StepContext], str] | None = None,
         output: Any = None,
+        undo: UndoHandler | None = None,
+        undo_retry: RetryPolicy | None = None,
+        undo_timeout: Duration | None = None,
     ) -> Awaitable[Any]:
         """Run ``fn(*args)`` as a journaled step and return its output.
 
@@ -65,14 +75,23 @@ class WorkflowContext:
         :class:`StepContext`. On replay the journaled output is returned
         without calling ``fn``. ``output`` (a pydantic model or type)
         validates the output on first run and on replay.
+
+        ``undo(info: StepUndo)`` runs if the execution then fails or is
+        cancelled (see the README's "Undo handlers"); it must be a module-level
+        function, and ``args`` are journaled for it (at most 64 KiB of JSON).
         """
         check_name(name, "step")
+        where = f"step {name!r}"
+        if undo is not None and not self._takes_undo:
+            raise DefinitionError(f"{where}: a compensation step cannot have an undo handler")
+        spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=True)
         options = make_options(
             retry=retry,
             timeout=timeout,
             idempotency_key=idempotency_key,
             output=output,
-            where=f"step {name!r}",
+            where=where,
+            undo=None if spec is None else undo_input(spec, args, where=where),
         )
         return self._run.step(name, lambda _ctx: fn(*args), options)
 
@@ -133,6 +152,17 @@ class WorkflowContext:
         op_name = check_name(name if name is not None else target, "child")
         return self._run.child(op_name, target, input, execution_id)
 
+    def set_state(self, key: str, value: Any) -> Awaitable[None]:
+        """Publish ``value`` under ``key`` for any caller to read (``handle.state()``).
+
+        Journaled: on replay it writes nothing, and the stored value is readable
+        as soon as the call returns. ``value`` must be JSON data (or a pydantic
+        model) of at most 128 KiB serialized, else
+        :class:`~workkit_workflow.errors.SerializationError`, raised here.
+        """
+        check_name(key, "state key")
+        return self._run.set_state(key, state_text(key, value))
+
 
 @dataclass(frozen=True)
 class InDoubtStep:
@@ -182,6 +212,11 @@ class CompensationContext(WorkflowContext):
         self.in_doubt_steps = list(in_doubt_steps or [])
         """Steps that may have had their effect without journaling it (the object
         died during their attempt), in operation order: undo them too if needed."""
+        self.undos: list[dict[str, Any]] = []
+        """The outcome of each step's undo handler (they run before this handler),
+        last started first: ``step``, ``step_status``, ``status``, ``attempts``, ``error``."""
+
+    _takes_undo = False
 
     @property
     def cancelled(self) -> bool:

@@ -15,6 +15,7 @@ from ..errors import DefinitionError, SerializationError
 from ._durations import Duration, to_seconds
 from ._json import encode_value, is_unicode
 from ._retry import RetryPolicy
+from ._undo import UndoSpec
 from ._values import to_data
 
 _CURRENT_STEP: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
@@ -61,6 +62,9 @@ class StepOptions:
     timeout: float | None = None
     idempotency_key: Callable[[StepContext], str] | str | None = None
     output: Any = None
+    undo: UndoSpec | None = None
+    """Run when the execution fails or is cancelled after this step completed (or
+    was left in doubt); see ``_undo``."""
 
 
 DEFAULT_OPTIONS = StepOptions()
@@ -73,8 +77,9 @@ def make_options(
     idempotency_key: Callable[[StepContext], str] | str | None,
     output: Any,
     where: str,
+    undo: UndoSpec | None = None,
 ) -> StepOptions:
-    if retry is None and timeout is None and idempotency_key is None and output is None:
+    if retry is None and timeout is None and idempotency_key is None and output is None and undo is None:
         return DEFAULT_OPTIONS
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise DefinitionError(f"{where}: retry must be a RetryPolicy, got {type(retry).__name__}")
@@ -83,7 +88,9 @@ def make_options(
     if isinstance(idempotency_key, str) and not (idempotency_key and is_unicode(idempotency_key)):
         raise DefinitionError(f"{where}: idempotency_key must be non-empty, valid Unicode text")
     seconds = None if timeout is None else to_seconds(timeout, what=f"{where}: timeout")
-    return StepOptions(retry=retry, timeout=seconds, idempotency_key=idempotency_key, output=output)
+    return StepOptions(
+        retry=retry, timeout=seconds, idempotency_key=idempotency_key, output=output, undo=undo
+    )
 
 
 def check_name(name: object, what: str) -> str:

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DefinitionError, UnknownWorkflowError
+from ..errors import DefinitionError, UnknownWorkflowError, VersionUnavailableError
 from ._durations import Duration, to_instant, to_seconds
 from ._limit import Limit
 from ._retry import RetryPolicy
 from ._steps import DEFAULT_OPTIONS, MISSING, StepOptions, check_default, check_name, make_options
+from ._undo import UndoHandler, UndoSpec, make_undo
+from ._versions import DEFAULT_VERSION, check_version
 
 if TYPE_CHECKING:
     from ._contexts import CompensationContext, WorkflowContext
@@ -31,7 +33,7 @@ WorkflowFunction = Callable[["WorkflowContext", Any], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class _BuilderOp:
-    kind: str  # step | sleep | sleep_until | wait
+    kind: str  # step | sleep | sleep_until | wait | child
     name: str
     handler: StepHandler | None = None
     options: StepOptions = DEFAULT_OPTIONS
@@ -40,6 +42,10 @@ class _BuilderOp:
     event_type: str | None = None
     timeout: float | None = None
     default: Any = MISSING
+    child: str | None = None
+    """A child operation's workflow name."""
+    child_input: Callable[[Any, Any], Any] | None = None
+    """A child operation's ``(input, prev) -> child input``."""
 
 
 class Workflow:
@@ -58,6 +64,10 @@ class Workflow:
     gets ``(input, prev, ctx)``: the workflow input, the previous step's output
     and a :class:`~workkit_workflow.StepContext`. The result of the workflow is
     the last step's output.
+
+    ``version`` (default ``"1"``) labels this definition: several versions of
+    one name can be registered side by side; a new execution runs the newest
+    (the one registered last) and keeps its version for its whole life.
     """
 
     def __init__(
@@ -69,9 +79,11 @@ class Workflow:
         timeout: Duration | None = None,
         input_type: Any = None,
         register: bool = True,
+        version: str = DEFAULT_VERSION,
         concurrency: Limit | None = None,
     ) -> None:
         self.name = check_name(name, "workflow")
+        self.version = check_version(version, f"workflow {name!r}")
         if concurrency is not None and not isinstance(concurrency, Limit):
             raise DefinitionError("concurrency must be a Limit")
         self.concurrency = concurrency
@@ -100,10 +112,20 @@ class Workflow:
         timeout: Duration | None = None,
         idempotency_key: IdempotencyKey | None = None,
         output: Any = None,
+        undo: UndoHandler | None = None,
+        undo_retry: RetryPolicy | None = None,
+        undo_timeout: Duration | None = None,
     ) -> Workflow:
-        """Append a step. ``idempotency_key`` is a string or ``(input, ctx) -> str``."""
+        """Append a step. ``idempotency_key`` is a string or ``(input, ctx) -> str``.
+
+        ``undo(info: StepUndo)`` undoes the step if the execution then fails or is
+        cancelled: last started first, with ``undo_retry`` (default: the
+        workflow's policy) and ``undo_timeout``, before ``on_failure``.
+        """
         self._check_builder()
         check_name(name, "step")
+        where = f"step {name!r}"
+        spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=False)
         if not callable(handler):
             raise DefinitionError(f"step {name!r}: handler must be callable")
         key: Callable[[StepContext], str] | str | None = None
@@ -113,7 +135,7 @@ class Workflow:
             user_key = idempotency_key
             key = lambda ctx: user_key(ctx.input, ctx)  # noqa: E731
         options = make_options(
-            retry=retry, timeout=timeout, idempotency_key=key, output=output, where=f"step {name!r}"
+            retry=retry, timeout=timeout, idempotency_key=key, output=output, where=where, undo=spec
         )
         return self._append(_BuilderOp("step", name, handler=handler, options=options))
 
@@ -153,6 +175,19 @@ class Workflow:
         )
         return self._append(op)
 
+    def child(
+        self, name: str, workflow: Workflow | str, input: Callable[[Any, Any], Any] | None = None
+    ) -> Workflow:
+        """Append a child workflow (see ``WorkflowContext.child``); its result becomes
+        ``prev`` of the next step. ``input(input, prev)`` makes the child's input (default:
+        this workflow's input); it runs on every replay, so keep it a pure function."""
+        self._check_builder()
+        target = workflow.name if isinstance(workflow, Workflow) else workflow
+        check_name(target, "child workflow")
+        if input is not None and not callable(input):
+            raise DefinitionError(f"child {name!r}: input must be callable as input(input, prev)")
+        return self._append(_BuilderOp("child", check_name(name, "child"), child=target, child_input=input))
+
     def on_failure(self, handler: CompensationHandler) -> Workflow:
         """Set the compensation handler: runs once when the execution fails for good or is cancelled."""
         if not callable(handler):
@@ -176,6 +211,10 @@ class Workflow:
     def compensation(self) -> CompensationHandler | None:
         return self._compensation
 
+    def undo_for(self, step: str) -> UndoSpec | None:
+        """The undo a builder step declares (code-first undos are found by name)."""
+        return next((op.options.undo for op in self._ops if op.name == step and op.kind == "step"), None)
+
     @property
     def step_names(self) -> list[str]:
         return [op.name for op in self._ops]
@@ -195,6 +234,9 @@ class Workflow:
                 await ctx.sleep(op.name, op.duration or 0.0)
             elif op.kind == "sleep_until":
                 await ctx.sleep_until(op.name, op.when or 0.0)
+            elif op.kind == "child":
+                child_input = input if op.child_input is None else op.child_input(input, prev)
+                prev = await ctx.child(op.child, child_input, name=op.name)
             else:
                 assert op.event_type is not None
                 prev = await ctx.wait_for_event(
@@ -213,7 +255,7 @@ class Workflow:
 
     def __repr__(self) -> str:
         kind = "code-first" if self._fn is not None else f"{len(self._ops)} steps"
-        return f"Workflow({self.name!r}, {kind})"
+        return f"Workflow({self.name!r}, version={self.version!r}, {kind})"
 
 
 def workflow(
@@ -223,6 +265,7 @@ def workflow(
     timeout: Duration | None = None,
     input_type: Any = None,
     register: bool = True,
+    version: str = DEFAULT_VERSION,
     concurrency: Limit | None = None,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
@@ -247,6 +290,7 @@ def workflow(
             timeout=timeout,
             input_type=input_type,
             register=register,
+            version=version,
             concurrency=concurrency,
         )
 
@@ -254,31 +298,64 @@ def workflow(
 
 
 class Registry:
-    """Workflow definitions by name. A later definition with the same name replaces
-    the earlier one (module reloads and tests redefine freely)."""
+    """Workflow definitions by name and version.
+
+    The *newest* version of a name is the one registered last. Registering a
+    name and version again replaces that definition and makes it the newest
+    (module reloads and tests redefine freely)."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, Workflow] = {}
+        # name -> version -> definition; each inner dict is in registration order.
+        self._by_name: dict[str, dict[str, Workflow]] = {}
 
     def register(self, definition: Workflow) -> None:
-        self._by_name[definition.name] = definition
+        versions = self._by_name.setdefault(definition.name, {})
+        versions.pop(definition.version, None)
+        versions[definition.version] = definition
 
-    def get(self, name: str) -> Workflow:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            known = ", ".join(sorted(self._by_name)) or "none"
+    def get(self, name: str, version: str | None = None) -> Workflow:
+        """The definition of ``name`` in ``version``, or its newest without one.
+
+        :class:`UnknownWorkflowError` when no version of ``name`` is registered,
+        :class:`VersionUnavailableError` (a subclass) when others are."""
+        versions = self._by_name.get(name)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
             raise UnknownWorkflowError(
                 f"no workflow named {name!r} is registered in this Worker (known: {known}); "
                 "import the module that defines it in the Worker's entry point",
                 workflow=name,
+            )
+        if version is None:
+            return next(reversed(versions.values()))
+        try:
+            return versions[version]
+        except KeyError:
+            deployed = list(versions)
+            raise VersionUnavailableError(
+                f"workflow {name!r} has no version {version!r} in this Worker "
+                f"(deployed: {', '.join(map(repr, deployed))})",
+                workflow=name,
+                version=version,
+                deployed=deployed,
             ) from None
 
     def names(self) -> list[str]:
-        return sorted(self._by_name)
+        return sorted(name for name, versions in self._by_name.items() if versions)
 
-    def unregister(self, name: str) -> None:
-        self._by_name.pop(name, None)
+    def versions(self, name: str) -> list[str]:
+        """The registered versions of ``name``, oldest registration first (the last is the newest)."""
+        return list(self._by_name.get(name, {}))
+
+    def unregister(self, name: str, version: str | None = None) -> None:
+        """Remove ``version`` of ``name``, or every version of it."""
+        if version is None:
+            self._by_name.pop(name, None)
+            return
+        versions = self._by_name.get(name, {})
+        versions.pop(version, None)
+        if not versions:
+            self._by_name.pop(name, None)
 
 
 REGISTRY = Registry()

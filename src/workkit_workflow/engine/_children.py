@@ -17,6 +17,7 @@ start (``/execute`` is idempotent by id), the event id for the outcome.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,15 @@ from ._state import ExecutionState
 
 EVENT_PREFIX = "child:"
 """Event types starting with this are reserved: a child's outcome for its parent."""
+
+
+def event_id(child: str, what: str) -> str:
+    """The id of an event about ``child``: ``<child id>:<what>``, shortened with a hash
+    past the 200 characters an event id may have."""
+    full = f"{child}:{what}"
+    if len(full) <= 200:
+        return full
+    return f"{child[:150]}:{hashlib.sha256(full.encode()).hexdigest()[:16]}:{what}"
 
 
 def _mail(execution: ExecutionState) -> Mail:
@@ -48,7 +58,7 @@ def start_message(
         "/execute",
         body,
         id=f"{child}:start",
-        on_rejected={"event": EVENT_PREFIX + child, "event_id": f"{child}:refused"},
+        on_rejected={"event": EVENT_PREFIX + child, "event_id": event_id(child, "refused")},
     )
 
 
@@ -66,16 +76,16 @@ def outcome_mail(
         outcome.update(ok=True, value=jn.decode_record(jn.RESULT, raw).get("value") if raw else None)
     else:
         outcome.update(ok=False, error=state.get("error"), failed_step=state.get("failed_step"))
-    event_id = f"{child}:outcome"
-    body: dict[str, Any] = {"type": EVENT_PREFIX + child, "payload": outcome, "id": event_id}
+    outcome_id = event_id(child, "outcome")
+    body: dict[str, Any] = {"type": EVENT_PREFIX + child, "payload": outcome, "id": outcome_id}
     mail = _mail(execution)
     try:
-        return mail.message(parent["execution_id"], "POST", "/event", body, id=event_id)
+        return mail.message(parent["execution_id"], "POST", "/event", body, id=outcome_id)
     except SerializationError as exc:
         # A result too large to travel with the message: the parent sees a failure
         # that says so (the child's own result stays readable on the child).
         body["payload"] = {"execution_id": child, "status": "failed", "ok": False, "error": exc.to_dict()}
-        return mail.message(parent["execution_id"], "POST", "/event", body, id=event_id)
+        return mail.message(parent["execution_id"], "POST", "/event", body, id=outcome_id)
 
 
 def cancel_children(

@@ -10,14 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._workflow import Registry
-from ..errors import UnknownWorkflowError, WorkflowError
+from ..errors import WorkflowError
 from . import _journal as jn
 from ._alarms import AlarmBackoff
-from ._limits import wait_for_slot
+from ._limits import needs_slot, wait_for_slot
 from ._phases import Entries, Phases
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
+from ._versions import resolve
 
 log = logging.getLogger("workkit_workflow")
 
@@ -77,13 +78,13 @@ class Driver:
                 execution.settled_event().set()
                 await execution.settle_observers()
                 return
-            try:
-                definition = self.registry.get(execution.meta["workflow"])
-            except UnknownWorkflowError as exc:
-                # A deploy without this workflow: keep the execution, try again later.
-                await execution.write_state({"stalled": exc.to_dict()}, alarm=execution.now() + 60.0)
+            # versions: the name and version in its meta; without them here it is blocked.
+            definition = await resolve(execution, self.registry, self.runner)
+            if definition is None:
+                if self.runner.signalled:
+                    continue
                 return
-            if state["status"] == "queued" and not await wait_for_slot(execution, self.runner):
+            if needs_slot(execution) and not await wait_for_slot(execution, self.runner):
                 if self.runner.signalled:  # concurrency limits: parked until a slot is ours
                     continue
                 return
@@ -143,9 +144,11 @@ class Driver:
         changes: dict[str, Any] = {
             "incarnation": int(state.get("incarnation", 0)) + 1,
             "wake_at": None,
-            "stalled": None,
+            "blocked": None,
         }
-        if state["status"] in ("pending", "sleeping", "waiting"):
+        if "stalled" in state:
+            changes["stalled"] = None  # earlier releases wrote it for an unknown workflow
+        if state["status"] in ("pending", "sleeping", "waiting", "blocked"):
             changes["status"] = "running"
         if state.get("started_at") is None:
             changes["started_at"] = now

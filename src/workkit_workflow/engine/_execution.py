@@ -37,12 +37,14 @@ from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
 from ._children import outcome_mail
 from ._drive import Driver
 from ._limits import release_mail
+from ._live_state import read as read_live_state
 from ._mail import Mail, reply_with_event
 from ._plugins import make_observer
 from ._ports import Clock, Host, Storage
 from ._requests import Requests
 from ._runner import Runner
 from ._state import ExecutionState, FaultHook
+from ._versions import VersionMoves
 
 
 class ExecutionCore:
@@ -85,6 +87,8 @@ class ExecutionCore:
         self.send_event = self.requests.send_event
         self.mail.on_rejected = reply_with_event(self.requests.send_event)
         self.alarm = self.alarms.alarm
+        # versions: move an unfinished execution to another deployed version.
+        self.move_to_version = VersionMoves(self.execution, registry, self.runner).move
 
     # -- what the execution object and tools read ------------------------------
 
@@ -107,3 +111,7 @@ class ExecutionCore:
 
     def now(self) -> float:
         return self.execution.now()
+
+    async def live_state(self, key: str | None = None) -> dict[str, Any]:
+        """What the workflow published with ``ctx.set_state`` (all keys, or one)."""
+        return await read_live_state(self.execution, key)

@@ -2,7 +2,7 @@
 
 One Durable Object holds one execution. Its keys:
 
-``meta``            the execution's immutable facts: workflow, input, creation, deadline
+``meta``            the execution's immutable facts: workflow, version, input, creation, deadline
 ``state``           the small mutable record: status, failure, compensation, wake-up
 ``result``          the final output, once completed
 ``j:<op>``          one entry per operation of the workflow (step, sleep, wait, child)
@@ -46,10 +46,12 @@ EVENT_ID: Final = "eid:"
 OUTBOX: Final = "o:"
 IDEMPOTENT: Final = "i:"
 
-Status = Literal["queued", "pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping"]
+Status = Literal[
+    "queued", "pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping", "blocked"
+]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
-OpKind = Literal["step", "sleep", "wait", "child"]
+OpKind = Literal["step", "sleep", "wait", "state", "child"]
 OpStatus = Literal["running", "retrying", "sleeping", "waiting", "completed", "failed"]
 
 

@@ -16,6 +16,7 @@ of the state): the slot is given back durably, exactly when it stops running.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,8 @@ from ..errors import InvalidRequestError
 from ._mail import Mail
 from ._runner import Runner
 from ._state import ExecutionState
+
+log = logging.getLogger("workkit_workflow")
 
 QUEUED_RECHECK = 60.0
 """Seconds a queued execution waits before asking its coordinator again, should
@@ -49,23 +52,42 @@ def limit_meta(execution: ExecutionState, definition: Workflow, input: Any) -> d
     return {"key": key, "max": limit.max, "coordinator": coordinator_name(definition.name, key)}
 
 
+def needs_slot(execution: ExecutionState) -> bool:
+    """Whether the drive must get a slot before the execution may run: it has a limit,
+    holds no slot yet (``holds_slot``, recorded with the grant, so another feature
+    changing the status meanwhile cannot let it run without one) and is not cancelled."""
+    meta, state = execution.meta or {}, execution.state or {}
+    return (
+        isinstance(meta.get("concurrency"), dict)
+        and not state.get("holds_slot")
+        and state.get("phase") == "main"
+        and not execution.cancel_requested
+    )
+
+
 async def wait_for_slot(execution: ExecutionState, runner: Runner) -> bool:
-    """For a ``queued`` execution, in the drive: True once it may run (it holds a
-    slot, or it was cancelled meanwhile and must end), False when it parked."""
+    """In the drive, for an execution that :func:`needs_slot`: True once it may run (it
+    holds a slot, or it was cancelled meanwhile and must end), False when it parked."""
     assert execution.meta is not None
     limit = execution.meta["concurrency"]
     answer = await _acquire(execution, limit)
-    state = execution.state
-    if state is None or state["status"] != "queued":
+    if execution.state is None or execution.cancel_requested:
         return True  # cancelled while asking: the main phase ends it, the release follows
     now = execution.now()
     if answer is not None and answer.get("granted"):
-        await execution.write_state({"status": "pending", "queue": None})
+        changes: dict[str, Any] = {"holds_slot": True, "queue": None}
+        if execution.state["status"] == "queued":
+            changes["status"] = "pending"
+        await execution.write_state(changes)
         return True
     position = answer.get("position") if answer is not None else None
+    if answer is None:
+        log.warning("workkit_workflow: %s could not reach %s", execution.execution_id, limit["coordinator"])
     queue = {"key": limit["key"], "position": position, "coordinator": limit["coordinator"]}
     wake_at = now + QUEUED_RECHECK
-    await execution.write_state({"queue": queue, "wake_at": wake_at}, alarm=runner.park_alarm(wake_at, now))
+    await execution.write_state(
+        {"status": "queued", "queue": queue, "wake_at": wake_at}, alarm=runner.park_alarm(wake_at, now)
+    )
     return False
 
 

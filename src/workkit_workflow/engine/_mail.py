@@ -43,6 +43,7 @@ from ..errors import ExecutionConflictError, SerializationError
 from . import _journal as jn
 from ._plugins import ObservedExecution
 from ._ports import KEEP_ALARM, Namespace, WireResponse
+from ._signals import StorageFailure
 
 log = logging.getLogger("workkit_workflow.mail")
 
@@ -194,11 +195,17 @@ class Mail:
     # -- delivery ---------------------------------------------------------------------
 
     async def _deliver_loop(self) -> bool:
-        while True:
-            self._again = False
-            ok = await self._deliver_once()
-            if not ok or not self._again:
-                return ok
+        try:
+            while True:
+                self._again = False
+                ok = await self._deliver_once()
+                if not ok or not self._again:
+                    return ok
+        except (Exception, StorageFailure) as exc:
+            # Storage refused a delete or a dead letter, or the refusal hook failed: the
+            # message stays and is sent again (its receiver deduplicates it).
+            await self._failed({"to": "(pending mail)"}, f"delivery interrupted: {exc!r}")
+            return False
 
     async def _deliver_once(self) -> bool:
         storage = self.core.storage

@@ -14,6 +14,7 @@ from ..definitions._values import to_data, validate
 from ..definitions._workflow import Workflow
 from ..errors import SerializationError
 from . import _journal as jn
+from . import _undo as undo
 from ._children import cancel_children
 from ._runner import Runner
 from ._state import ExecutionState
@@ -98,7 +99,8 @@ class Phases:
                 execution.settled_event().set()
                 return
         changes = self._ended_changes(outcome, now)
-        if definition.compensation is not None and outcome.compensate:
+        # undo: per-step undo handlers also need the compensation phase.
+        if (definition.compensation is not None or undo.pending(entries)) and outcome.compensate:
             changes.update(
                 phase="compensation",
                 compensation={"status": "pending", "started_at": None, "finished_at": None, "error": None},
@@ -131,12 +133,14 @@ class Phases:
         assert execution.meta is not None and execution.state is not None
         handler = definition.compensation
         compensation = dict(execution.state.get("compensation") or {})
-        if handler is None:
+        if handler is None and not undo.pending(main_entries):
             await execution.write_state({"phase": "done"}, alarm=None)
             execution.settled_event().set()
             return Outcome("completed")
         if compensation.get("status") != "running":
             compensation.update(status="running", started_at=execution.now())
+            if undo.pending(main_entries):
+                compensation["undos"] = undo.planned(main_entries)
             await execution.write_state({"compensation": compensation})
         run = Phase(execution, prefix=jn.COMPENSATION, entries=entries, retry=NO_RETRY, deadline=None)
         execution.run = run
@@ -145,9 +149,15 @@ class Phases:
 
         async def body() -> Any:
             execution.fault("in_compensation")
-            result = handler(ctx)
-            if inspect.isawaitable(result):
-                result = await result
+            # Undo handlers first, last started first; then on_failure, told their outcomes.
+            ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
+            if handler is not None:
+                result = handler(ctx)
+                if inspect.isawaitable(result):
+                    result = await result
+            failed = undo.failed_error(ctx.undos)
+            if failed is not None:
+                raise failed
             return None
 
         outcome = await run.execute(body)
@@ -160,6 +170,8 @@ class Phases:
             finished_at=execution.now(),
             error=outcome.error if outcome.kind == "failed" else None,
         )
+        if "undos" in compensation:
+            compensation["undos"] = undo.outcomes(main_entries, run.entries)
         await execution.write_state(
             {"compensation": compensation, "phase": "done"},
             puts=self._settle_entries(jn.COMPENSATION, run.entries),
@@ -178,7 +190,8 @@ class Phases:
         outputs = {
             e["name"]: e.get("output")
             for _, e in sorted(main_entries.items())
-            if e.get("kind") == "step" and e.get("status") == "completed"
+            # A completed child's result too: the parent's handler may have to undo it.
+            if e.get("kind") in ("step", "child") and e.get("status") == "completed"
         }
         in_doubt = [
             InDoubtStep(

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..definitions._steps import check_name
 from ..definitions._values import validate
+from ..definitions._versions import version_of
 from ..definitions._workflow import Registry, Workflow
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
@@ -20,6 +21,7 @@ from ._limits import limit_meta
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
+from ._undo import hide_undo_key
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Requests:
         wait: bool,
         restart: Mapping[str, Any] | None = None,
         parent: Mapping[str, Any] | None = None,
+        version: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Create the execution if it does not exist, then drive it (or let the alarm).
 
@@ -62,7 +65,9 @@ class Requests:
                 check_same_parent(execution.meta, parent)
                 created = False
             else:
-                await self._create(workflow, input, execution_id, restart, driven_here=wait, parent=parent)
+                await self._create(
+                    workflow, version, input, execution_id, restart, driven_here=wait, parent=parent
+                )
                 created = True
         if wait:
             await self.drive_until_quiet()
@@ -72,6 +77,7 @@ class Requests:
     async def _create(
         self,
         workflow: str,
+        version: str | None,
         input: Any,
         execution_id: str | None,
         restart: Mapping[str, Any] | None,
@@ -79,7 +85,8 @@ class Requests:
         driven_here: bool,
         parent: Mapping[str, Any] | None = None,
     ) -> None:
-        definition = self.registry.get(workflow)
+        # versions: a new execution runs the version asked for, else the newest.
+        definition = self.registry.get(workflow, version)
         if definition.input_type is not None:
             validate(definition.input_type, input, what="workflow input")
         now = self.execution.now()
@@ -119,6 +126,7 @@ class Requests:
         return {
             "execution_id": meta["execution_id"],
             "workflow": meta["workflow"],
+            "version": version_of(meta),
             "status": state["status"],
             "settled": state["phase"] == "done",
             "created_at": state["created_at"],
@@ -132,6 +140,7 @@ class Requests:
             "step_attempt": state.get("step_attempt", 0),
             "compensation": state.get("compensation"),
             "cancel_reason": state.get("cancel_reason"),
+            "blocked": state.get("blocked"),
             "running": sorted(run.current.values()) if run is not None else [],
             "parent": meta.get("parent"),
             "queue": state.get("queue") if state["status"] == "queued" else None,
@@ -146,6 +155,7 @@ class Requests:
             for key, text in (await self.execution.storage.list(prefix=prefix)).items():
                 entry = jn.decode_record(key, text)
                 entry.pop("idempotency_key", None)
+                hide_undo_key(entry)
                 entry["phase"] = phase
                 entries.append(entry)
         return entries
@@ -157,6 +167,7 @@ class Requests:
         attempts = sum(int(e.get("attempt", 0)) for e in journal if e.get("kind") == "step")
         return {
             **{k: v for k, v in meta.items() if k != "v"},
+            "version": version_of(meta),
             "status": state["status"],
             "started_at": state.get("started_at"),
             "finished_at": state.get("finished_at"),
@@ -267,6 +278,7 @@ def _new_meta(
     return {
         "execution_id": execution_id,
         "workflow": workflow,
+        "version": definition.version,
         "input": input,
         "created_at": now,
         "deadline": None if definition.timeout is None else now + definition.timeout,

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..definitions._versions import version_of
 from ..engine import _journal as jn
+from ..engine._live_state import PREFIX as LIVE_PREFIX
+from ..engine._undo import hide_undo_key
 from ..errors import ExecutionNotFoundError, InvalidRequestError
 from ._query import (
     MAX_PAGE,
@@ -68,6 +71,7 @@ class StoredExecution:
             cancel_reason=state.get("cancel_reason"),
             input=meta.get("input"),
             restarted_from=meta.get("restarted_from"),
+            version=version_of(meta),
         )
 
 
@@ -204,8 +208,22 @@ class JournalFile:
                 entry = jn.decode_record(name, value)
                 for hidden in _ENTRY_HIDDEN:
                     entry.pop(hidden, None)
+                hide_undo_key(entry)
                 entries.append({"phase": phase, "op": jn.op_of(name), **entry})
         return entries
+
+    def live_state(self, execution_id: str) -> dict[str, Any]:
+        """The execution's live state (``ctx.set_state``), by key."""
+        low = LIVE_PREFIX.encode()
+        rows = self._db.execute(
+            "SELECT key, value FROM kv WHERE obj = ? AND key >= ? AND key < ? ORDER BY key",
+            [execution_id, low, low + b"\xff"],
+        )
+        state = {}
+        for key, value in rows:
+            name = bytes(key).decode()
+            state[name[len(LIVE_PREFIX) :]] = jn.decode_record(name, value).get("value")
+        return state
 
     def history(self, execution_id: str) -> ExecutionHistory:
         """The execution as the history projection would hold it (events from the

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ..definitions._versions import version_of
 from ..engine import _journal as jn
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
@@ -67,7 +68,7 @@ _EXECUTION_FIELDS = (
     "compensation",
     "cancel_reason",
 )
-_ENTRY_DROPPED = ("output", "idempotency_key", "idempotency_hash", "v")
+_ENTRY_DROPPED = ("output", "idempotency_key", "idempotency_hash", "v", "undo")
 
 
 def _summary(state: Mapping[str, Any]) -> list[Any]:
@@ -150,6 +151,7 @@ class Outbox:
                 if meta is not None:
                     row["input"] = meta.get("input")
                     row["restarted_from"] = meta.get("restarted_from")
+                    row["version"] = version_of(meta)  # versions: kept in the event's detail
                     if meta.get("parent"):
                         # In the event's detail only: the page links a child to its parent.
                         row["parent"] = meta["parent"]

@@ -1,4 +1,5 @@
-"""What the history projection leaves out and the page shows: outputs and the result.
+"""What the history projection leaves out and the page shows: outputs, the result and
+the live state.
 
 The projection drops outputs on purpose (D1 rows stay small, and an output may
 be large or private), so the page reads them from the journal: through the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import WorkflowError
@@ -26,6 +27,8 @@ class Outcomes:
     has_result: bool = False
     result: Any = None
     """The workflow's return value, once it completed."""
+    state: Mapping[str, Any] = field(default_factory=dict)
+    """The live state the workflow published with ``ctx.set_state``, by key."""
 
 
 def from_journal(entries: Iterable[Any], *, has_result: bool = False, result: Any = None) -> Outcomes:
@@ -45,11 +48,21 @@ async def client_outcomes(client: Any, execution_id: str) -> Outcomes:
     """Outcomes through a :class:`~workkit_workflow.DurableWorkflows` client (two requests)."""
     handle = client.execution(execution_id)
     entries = await handle.journal()
+    state = await _live_state(handle)
     try:
         result = await handle.result(timeout=0)
     except WorkflowError:  # not settled yet
-        return from_journal(entries)
-    return from_journal(entries, has_result=bool(result.ok), result=result.value if result.ok else None)
+        return replace(from_journal(entries), state=state)
+    found = from_journal(entries, has_result=bool(result.ok), result=result.value if result.ok else None)
+    return replace(found, state=state)
+
+
+async def _live_state(handle: Any) -> dict[str, Any]:
+    try:
+        state = await handle.state()
+    except WorkflowError:  # a backend without live state
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def file_outcomes(path: str, execution_id: str) -> Outcomes | None:
@@ -67,13 +80,14 @@ def file_outcomes(path: str, execution_id: str) -> Outcomes | None:
             return None
         stored = journals.execution(execution_id)
         entries = journals.journal(execution_id)
+        state = journals.live_state(execution_id)
     except (WorkflowError, sqlite3.Error, ValueError, KeyError):
         return None
     finally:
         journals.close()
     if stored.result is None:
-        return from_journal(entries)
-    return from_journal(entries, has_result=True, result=stored.result.get("value"))
+        return replace(from_journal(entries), state=state)
+    return replace(from_journal(entries, has_result=True, result=stored.result.get("value")), state=state)
 
 
 def pretty(value: Any, limit: int = MAX_SHOWN) -> tuple[str, int]:

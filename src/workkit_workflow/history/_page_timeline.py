@@ -13,6 +13,7 @@ from ._outcomes import Outcomes, pretty, preview, size
 from ._page_html import _badge, _took
 from ._query import ExecutionRecord
 from ._timeline import Attempt, Row, Timeline, span, when
+from ._undo_view import undo_html
 
 
 def _finite(t: float | None) -> bool:
@@ -180,6 +181,10 @@ def _parent(timeline: Timeline) -> str:
     return f" · child of {_execution_link(str(parent['execution_id']))} (operation #{op})"
 
 
+def _version(e: ExecutionRecord) -> str:
+    return f" · version <code>{escape(e.version)}</code>" if e.version else ""
+
+
 def _ran(e: ExecutionRecord) -> str:
     # The page shows no wall-clock time: the same state gives the same bytes
     # (the live refresh swaps only on a change; HEAD matches GET).
@@ -193,7 +198,7 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
     main_rows = _rows(timeline.main, timeline, outcomes) or "<p class='empty'>No steps.</p>"
     body = [
         f"<h1>{escape(e.workflow)} {_badge(e.status)}</h1>",
-        f"<div class='meta'>execution <code>{escape(e.execution_id)}</code> · created "
+        f"<div class='meta'>execution <code>{escape(e.execution_id)}</code>{_version(e)} · created "
         f"{escape(when(e.created_at))}{_ran(e)}{_parent(timeline)}</div>",
         f"<div class='headline {escape(e.status)}' id='headline'>{escape(timeline.headline)}</div>",
         f"<h2>Steps</h2><section class='phase main'>{axis}{main_rows}</section>",
@@ -203,9 +208,13 @@ def _execution_body(timeline: Timeline, outcomes: Outcomes) -> str:
         status = comp.get("status", "")
         body.append(
             f"<h2>Compensation {_badge(status) if status else ''}</h2>"
-            f"<section class='phase compensation'>{axis}"
+            f"{undo_html(comp)}<section class='phase compensation'>{axis}"
             f"{comp_rows or '<p class=empty>No compensation steps.</p>'}</section>"
         )
+    if outcomes.state:
+        # live state: what the workflow published with ctx.set_state
+        values = "".join(f"<li>{_value(f'state:{k}', k, v)}</li>" for k, v in outcomes.state.items())
+        body.append(f"<h2>State</h2><ul class='state' id='state-values'>{values}</ul>")
     if outcomes.has_result:
         body.append(f"<h2>Result</h2><div id='result'>{_value('result', 'result', outcomes.result)}</div>")
     if e.input is not None:

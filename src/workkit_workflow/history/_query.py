@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ExecutionNotFoundError, InvalidRequestError
@@ -46,6 +46,8 @@ class ExecutionRecord:
     cancel_reason: str | None = None
     input: Any = None
     restarted_from: dict[str, Any] | None = None
+    version: str | None = None
+    """The workflow version it runs (None: not known to this projection)."""
 
     @property
     def duration_ms(self) -> float | None:
@@ -71,6 +73,7 @@ class ExecutionRecord:
             cancel_reason=row.get("cancel_reason"),
             input=_load(row.get("input")),
             restarted_from=_load(row.get("restarted_from")),
+            version=row.get("version"),
         )
 
 
@@ -251,8 +254,17 @@ class HistoryQuery:
             "WHERE execution_id = ? ORDER BY seq",
             [execution_id],
         )
+        # versions: the D1 table has no version column; execution events carry it.
+        version = next(
+            (
+                str(d["version"])
+                for d in (_load(e.get("detail")) or {} for e in reversed(events))
+                if d.get("version")
+            ),
+            None,
+        )
         return ExecutionHistory(
-            execution=ExecutionRecord.from_row(rows[0]),
+            execution=replace(ExecutionRecord.from_row(rows[0]), version=version),
             steps=[StepRecord.from_row(r) for r in steps],
             events=[
                 EventRecord(

@@ -219,6 +219,13 @@ def parent_of(history: ExecutionHistory) -> dict[str, Any] | None:
     return None
 
 
+def _awaited(event_type: str) -> str:
+    """What a waiting execution waits for, in words: an event, or a child's end."""
+    if event_type.startswith(CHILD_EVENT):
+        return f"child execution {event_type[len(CHILD_EVENT) :]}"
+    return repr(event_type)
+
+
 def headline(execution: ExecutionRecord) -> str:
     """What happened, in one sentence."""
     status = execution.status
@@ -235,9 +242,12 @@ def headline(execution: ExecutionRecord) -> str:
         reason = execution.cancel_reason or "no reason given"
         text = f"Cancelled ({reason})."
     elif status == "waiting":
-        text = f"Waiting for {', '.join(repr(w) for w in execution.waiting_for) or 'an event'}."
+        text = f"Waiting for {', '.join(_awaited(w) for w in execution.waiting_for) or 'an event'}."
     elif status == "sleeping":
         text = f"Sleeping until {when(execution.wake_at)}."
+    elif status == "blocked":
+        which = f"version {execution.version!r} of its workflow" if execution.version else "its workflow"
+        text = f"Blocked: {which} is not deployed; it carries on once it is."
     else:
         text = f"{status.capitalize()}."
     if comp_status == "completed":

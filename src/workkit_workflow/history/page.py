@@ -33,7 +33,7 @@ from ._page_timeline import _execution_body
 from ._query import ExecutionPage, ExecutionRecord, HistoryQuery
 from ._timeline import Timeline, build, error_text, when
 
-_LIVE_STATUSES = frozenset({"queued", "pending", "running", "sleeping", "waiting", "retrying"})
+_LIVE_STATUSES = frozenset({"queued", "pending", "running", "sleeping", "waiting", "retrying", "blocked"})
 
 
 def is_settled(e: ExecutionRecord) -> bool:
@@ -97,7 +97,18 @@ def render_index(
     table = _index_table(page, base)
     if fragment == "1":
         return _fragment(table, settled)
-    statuses = ["", "queued", "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
+    statuses = [
+        "",
+        "queued",
+        "pending",
+        "running",
+        "sleeping",
+        "waiting",
+        "blocked",
+        "completed",
+        "failed",
+        "cancelled",
+    ]
     options = "".join(
         f"<option value='{s}'{' selected' if filters.get('status') == s else ''}>{s or 'any status'}</option>"
         for s in statuses

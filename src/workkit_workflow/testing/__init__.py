@@ -40,9 +40,11 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..engine._replay_check import ReplayReport
 from ._env import WorkflowTestEnv
 from ._faults import FAULT_POINTS, FaultPlan
 from ._mocks import StepMocks
+from ._replay import check_replay, check_replay_async, load_journal
 
 
 def step_names(journal: list[dict[str, Any]], *, status: str | None = None) -> list[str]:
@@ -110,4 +112,14 @@ else:
         return True
 
 
-__all__ = ["FAULT_POINTS", "FaultPlan", "StepMocks", "WorkflowTestEnv", "step_names"]
+__all__ = [
+    "FAULT_POINTS",
+    "FaultPlan",
+    "ReplayReport",
+    "StepMocks",
+    "WorkflowTestEnv",
+    "check_replay",
+    "check_replay_async",
+    "load_journal",
+    "step_names",
+]

@@ -8,6 +8,7 @@ from typing import Any
 from ...definitions._steps import StepContext, StepOptions
 from ._child import run_child
 from ._run import PhaseRun
+from ._set_state import run_set_state
 from ._sleep import run_sleep
 from ._step import run_step
 from ._wait import run_wait
@@ -37,3 +38,6 @@ class Phase(PhaseRun):
         self, name: str, workflow: str, input: Any, execution_id: str | None
     ) -> Coroutine[Any, Any, Any]:
         return run_child(self, self.allocate(), name, workflow, input, execution_id)
+
+    def set_state(self, key: str, text: str) -> Coroutine[Any, Any, None]:
+        return run_set_state(self, self.allocate(), key, text)

@@ -26,6 +26,21 @@ from .._state import ExecutionState
 from ._outcome import Outcome, Parked, finished_outcome, parked_outcome
 
 
+def identity_mismatch(op: int, entry: dict[str, Any], kind: str, name: str) -> ReplayMismatchError | None:
+    """The error when the journal's entry at ``op`` is not this operation (kind and
+    name), else None. The engine's replay and the pre-deploy replay check share it."""
+    if entry.get("kind") == kind and entry.get("name") == name:
+        return None
+    return ReplayMismatchError(
+        f"replay met {kind} {name!r} at operation #{op}, but the journal recorded "
+        f"{entry.get('kind')} {entry.get('name')!r} there: the workflow code changed "
+        "under a running execution",
+        position=op,
+        expected={"kind": entry.get("kind"), "name": entry.get("name")},
+        found={"kind": kind, "name": name},
+    )
+
+
 class PhaseRun:
     """Drives one phase body over the journal entries of that phase."""
 
@@ -218,20 +233,9 @@ class PhaseRun:
         return entry
 
     def check_identity(self, op: int, entry: dict[str, Any], kind: str, name: str) -> None:
-        if entry.get("kind") != kind or entry.get("name") != name:
-            raise Abort(
-                ReplayMismatchError(
-                    f"replay met {kind} {name!r} at operation #{op}, but the journal recorded "
-                    f"{entry.get('kind')} {entry.get('name')!r} there: the workflow code changed "
-                    "under a running execution",
-                    position=op,
-                    expected={"kind": entry.get("kind"), "name": entry.get("name")},
-                    found={"kind": kind, "name": name},
-                ),
-                step=name,
-                attempt=int(entry.get("attempt", 0)),
-                compensate=False,
-            )
+        mismatch = identity_mismatch(op, entry, kind, name)
+        if mismatch is not None:
+            raise Abort(mismatch, step=name, attempt=int(entry.get("attempt", 0)), compensate=False)
 
     def record(self, op: int, record: dict[str, Any]) -> tuple[str, str]:
         key = jn.op_key(self.prefix, op)

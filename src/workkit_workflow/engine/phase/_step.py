@@ -143,7 +143,7 @@ async def _attempt(
         reused = execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
-    running = await _start_attempt(run, op, name, progress, key_hash)
+    running = await _start_attempt(run, op, name, progress, key_hash, options)
     execution.fault("before_step", step=name, attempt=progress.attempt)
     try:
         value = await invoke(run, call, ctx, options, name)
@@ -161,7 +161,7 @@ async def _attempt(
 
 
 async def _start_attempt(
-    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str
+    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str, options: StepOptions
 ) -> dict[str, Any]:
     now = run.execution.now()
     if progress.first_started is None:
@@ -180,6 +180,9 @@ async def _start_attempt(
         "idempotency_hash": key_hash,
         "errors": progress.errors,
     }
+    if options.undo is not None:
+        # Journaled before the attempt can have its effect: an in-doubt step is undone too.
+        running["undo"] = options.undo.record(progress.key_text)
     key, text = run.record(op, running)
     await run.execution.write({key: text})
     return running

@@ -1,0 +1,296 @@
+"""The pre-deploy replay check: the function for tests, the CLI, and the export it reads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workkit_workflow import Workflow, workflow
+from workkit_workflow.cli import build_parser, main
+from workkit_workflow.engine._export import EXPORT_FORMAT, read_export
+from workkit_workflow.errors import InvalidRequestError
+from workkit_workflow.testing import WorkflowTestEnv, check_replay, check_replay_async
+
+from conftest import unique
+
+GOLDEN = Path(__file__).parent / "golden" / "journal_v1.json"
+_modules = itertools.count()
+
+# The golden journal: reserve-inventory and charge-card completed, ship running.
+GOLDEN_FLOW = """
+from workkit_workflow import Workflow
+
+def handler(name):
+    def run(input, prev, ctx):
+        raise AssertionError(f"the replay check ran the handler of {{name}}")
+    return run
+
+flow = Workflow({name!r}, version={version!r})
+for step in {steps!r}:
+    flow.step(step, handler(step))
+"""
+
+ORIGINAL = ["reserve-inventory", "charge-card", "ship"]
+CHANGES = {
+    "reordered": (["charge-card", "reserve-inventory", "ship"], 0, "reserve-inventory", "charge-card"),
+    "renamed": (["reserve-inventory", "charge-the-card", "ship"], 1, "charge-card", "charge-the-card"),
+    "removed": (["reserve-inventory", "ship"], 1, "charge-card", "ship"),
+}
+
+
+def _never(name: str) -> Any:
+    def run(*args: Any) -> Any:
+        raise AssertionError(f"the replay check ran the handler of {name}")
+
+    return run
+
+
+def _builder(name: str, steps: list[str], version: str = "1", register: bool = False) -> Workflow:
+    flow = Workflow(name, version=version, register=register)
+    for step in steps:
+        flow.step(step, _never(step))
+    return flow
+
+
+def _app(tmp_path: Path, name: str, steps: list[str], version: str = "1") -> str:
+    """A module defining the workflow, importable by the CLI's --app (from tmp_path)."""
+    module = f"replay_app_{next(_modules)}"
+    source = GOLDEN_FLOW.format(name=name, version=version, steps=steps)
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    return module
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out), out.getvalue()
+
+
+# -- the function for the user's tests -----------------------------------------------
+
+
+def test_the_golden_journal_replays_on_unchanged_code() -> None:
+    report = check_replay(_builder("golden-order-flow", ORIGINAL), GOLDEN)
+    assert report.ok and report.outcome == "replays"
+    assert report.replayed == 2  # reserve and charge; ship is the journal's unfinished tail
+    assert report.describe() == "replays (2 operations)"
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_changed_step_is_a_mismatch_naming_the_operation(change: str) -> None:
+    steps, op, expected, found = CHANGES[change]
+    report = check_replay(_builder("golden-order-flow", steps), GOLDEN)
+    assert not report.ok and report.outcome == "mismatch" and report.mismatch is not None
+    details = report.mismatch.details
+    assert details["position"] == op
+    assert details["expected"] == {"kind": "step", "name": expected}
+    assert details["found"] == {"kind": "step", "name": found}
+    assert f"operation #{op}" in report.describe() and repr(expected) in report.describe()
+
+
+def test_a_removed_last_step_is_a_mismatch_where_the_code_ends() -> None:
+    report = check_replay(_builder("golden-order-flow", ORIGINAL[:1]), GOLDEN)
+    assert report.outcome == "mismatch" and report.mismatch is not None
+    assert report.mismatch.details["position"] == 1
+    assert report.mismatch.details["found"] == {"kind": None, "name": None}
+    assert "the code ends there" in report.describe()
+
+
+def test_a_step_of_another_kind_under_the_same_name_is_a_mismatch() -> None:
+    flow = Workflow("golden-order-flow", register=False).step("reserve-inventory", _never("r"))
+    flow.sleep("charge-card", "1h")
+    report = check_replay(flow, GOLDEN)
+    assert report.mismatch is not None
+    assert report.mismatch.details["found"] == {"kind": "sleep", "name": "charge-card"}
+
+
+def test_code_first_replays_outputs_gather_and_a_recorded_failure() -> None:
+    @workflow(unique("code-first"), register=False)
+    async def flow(ctx: Any, input: Any) -> Any:
+        first = await ctx.step("first", _never("first"))
+        both = await asyncio.gather(ctx.step("left", _never("left")), ctx.step("right", _never("right")))
+        try:
+            await ctx.step("flaky", _never("flaky"))
+        except Exception:
+            await ctx.sleep("after-failure", "1m")
+        return [first, both]
+
+    def entry(op: int, name: str, kind: str = "step", **fields: Any) -> dict[str, Any]:
+        return {"op": op, "kind": kind, "name": name, "status": "completed", "output": name, **fields}
+
+    journal = [
+        entry(0, "first"),
+        entry(1, "left"),
+        entry(2, "right"),
+        entry(3, "flaky", status="failed", error={"code": "boom", "message": "boom"}),
+        entry(4, "after-failure", kind="sleep"),
+    ]
+    report = check_replay(flow, journal)
+    assert report.ok and report.replayed == 5
+    swapped = [journal[0], {**journal[1], "op": 2}, {**journal[2], "op": 1}, *journal[3:]]
+    assert check_replay(flow, swapped).mismatch is not None
+
+
+async def test_live_state_operations_replay_by_key(env: WorkflowTestEnv) -> None:
+    """``ctx.set_state`` is a journal operation: the check matches it by key, never by value."""
+
+    name = unique("state-replay")
+
+    def flow_with(key: str, register: bool = False) -> Workflow:
+        async def body(ctx: Any, input: Any) -> Any:
+            await ctx.set_state(key, {"at": "start"})
+            await ctx.wait_for_event("go", "go")
+            return "done"
+
+        return Workflow(name, body, register=register)
+
+    flow = flow_with("progress", register=True)
+    handle = await env.run(flow, None)
+    document = await handle.export()
+    assert [(e["kind"], e["name"]) for e in document["entries"]] == [("state", "progress"), ("wait", "go")]
+    assert (await check_replay_async(flow, document)).ok
+    renamed = await check_replay_async(flow_with("stage"), document)
+    assert renamed.mismatch is not None and "state 'progress'" in renamed.describe()
+
+
+async def test_the_async_variant_and_a_body_that_raises() -> None:
+    @workflow(unique("raises"), register=False)
+    async def flow(ctx: Any, input: Any) -> Any:
+        value = await ctx.step("s", _never("s"))
+        return value["missing"]  # new code that cannot read what the journal recorded
+
+    report = await check_replay_async(flow, [{"op": 0, "kind": "step", "name": "s", "status": "completed"}])
+    assert report.outcome == "error" and "TypeError" in (report.error or "")
+    with pytest.raises(RuntimeError, match="check_replay_async"):
+        check_replay(flow, [])
+
+
+def test_bad_journal_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match="not a workkit-workflow export"):
+        read_export({"format": "something else"})
+    with pytest.raises(InvalidRequestError, match="format version 9"):
+        read_export({"format": EXPORT_FORMAT, "format_version": 9})
+    with pytest.raises(InvalidRequestError, match="no integer op"):
+        read_export(
+            {"format": EXPORT_FORMAT, "format_version": 1, "meta": {"workflow": "w"}, "entries": [{}]}
+        )
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def test_cli_check_replay_of_the_golden_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = _cli(
+        "check-replay", "--app", _app(tmp_path, "golden-order-flow", ORIGINAL), "--journal", str(GOLDEN)
+    )
+    assert code == 0, out
+    assert "golden-1  golden-order-flow@1  replays (2 operations)" in out
+    steps, op, expected, found = CHANGES["renamed"]
+    code, out = _cli(
+        "check-replay", "--app", _app(tmp_path, "golden-order-flow", steps), "--journal", str(GOLDEN)
+    )
+    assert code == 1
+    assert (
+        f"MISMATCH at operation #{op}: the journal has step {expected!r}, the code calls step {found!r}"
+        in out
+    )
+    code, out = _cli(
+        "check-replay", "--app", _app(tmp_path, "golden-order-flow", ORIGINAL), "--journal", "nope.json"
+    )
+    assert code == 1
+
+
+async def _parked_runtime_file(path: Path, name: str, ids: list[str]) -> None:
+    """A real local runtime file with executions parked after their first step."""
+    flow = Workflow(name).step("a", lambda i, p, c: 1).sleep("nap", "1h").step("b", lambda i, p, c: 2)
+    env = WorkflowTestEnv(path=str(path))
+    try:
+        for execution_id in ids:
+            await env.run(flow, None, execution_id=execution_id)
+        done = Workflow(unique("done")).step("x", lambda i, p, c: 1)
+        await env.run(done, None, execution_id="finished-1")
+    finally:
+        await env.close()
+
+
+def test_cli_check_replay_of_a_local_runtime_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "workflows.db"
+    name = unique("runtime")
+    asyncio.run(_parked_runtime_file(db, name, ["r-1", "r-2"]))
+    code, out = _cli(
+        "check-replay", "--app", _app(tmp_path, name, ["a", "nap-renamed", "b"]), "--db", str(db)
+    )
+    assert code == 1 and out.count("MISMATCH at operation #1") == 2, out
+    assert "finished-1" not in out  # finished executions never replay again
+    same = textwrap.dedent(f"""
+        from workkit_workflow import Workflow
+        flow = Workflow({name!r}).step("a", lambda i, p, c: 1).sleep("nap", "1h").step("b", lambda i, p, c: 2)
+    """)
+    module = f"replay_app_{next(_modules)}"
+    (tmp_path / f"{module}.py").write_text(same)
+    code, out = _cli("check-replay", "--app", module, "--db", str(db), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and [e["execution_id"] for e in report["executions"]] == ["r-1", "r-2"]
+    code, out = _cli("check-replay", "--app", module, "--db", str(db), "--version", "9")
+    assert code == 1 and "UNAVAILABLE" in out and "no version '9'" in out
+
+
+# -- exports -----------------------------------------------------------------------------
+
+
+async def test_export_round_trip(env: WorkflowTestEnv) -> None:
+    flow = Workflow(unique("export"), version="v3").step("a", lambda i, p, c: {"n": 1})
+    flow.wait_for_event("approval", "approved").step("b", lambda i, p, c: 2)
+    handle = await env.run(flow, {"order": 7})
+    document = json.loads(json.dumps(await handle.export()))
+    assert document["format"] == EXPORT_FORMAT and document["format_version"] == 1
+    assert document["meta"]["workflow"] == flow.name and document["meta"]["version"] == "v3"
+    assert document["meta"]["input"] == {"order": 7} and document["state"]["status"] == "waiting"
+    assert [(e["op"], e["name"], e["status"]) for e in document["entries"]] == [
+        (0, "a", "completed"),
+        (1, "approval", "waiting"),
+    ]
+    report = await check_replay_async(flow, document)
+    assert report.ok and report.replayed == 1 and report.version == "v3"
+    if env.path is not None:  # the CLI reads the runtime file: the same document
+        out_file = Path(env.path).with_name("export.json")
+        args = build_parser().parse_args(
+            ["export", handle.execution_id, "--db", env.path, "--out", str(out_file)]
+        )
+        out = io.StringIO()
+        assert await args.run(args, out) == 0 and "2 entries" in out.getvalue()
+        assert json.loads(out_file.read_text()) == document
+
+
+def test_cli_move_runs_a_blocked_execution_on_the_new_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "workflows.db"
+    name = unique("cli-move")
+    asyncio.run(_parked_runtime_file(db, name, ["m-1"]))
+    # The new code has only version 2, with the same operations.
+    module = f"replay_app_{next(_modules)}"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(f"""
+        from workkit_workflow import Workflow
+        flow = Workflow({name!r}, version="2").step("a", lambda i, p, c: 1).sleep("nap", "1h")
+        flow.step("b", lambda i, p, c: 2)
+    """)
+    )
+    code, out = _cli("check-replay", "--app", module, "--db", str(db), "--version", "2")
+    assert code == 0 and "m-1  " + name + "@2  replays (1 operation)" in out
+    code, out = _cli("move", "m-1", "--to-version", "2", "--app", module, "--db", str(db), "--timeout", "5")
+    assert code == 0 and out.strip() == "moved m-1 to version '2'; it is now completed", out
+    code, out = _cli("list", "--db", str(db))
+    assert any(line.split()[:4] == ["m-1", name, "completed", "2"] for line in out.splitlines()), out
+    code, out = _cli("move", "m-1", "--to-version", "3", "--app", module, "--db", str(db))
+    assert code == 1
