@@ -30,6 +30,7 @@ from workkit_workflow.errors import (
     SerializationError,
     StepFailedError,
     TransportError,
+    WorkflowError,
 )
 from workkit_workflow.local import LocalNamespace
 
@@ -502,3 +503,18 @@ async def test_an_engine_abort_runs_no_compensation_and_is_no_timeout() -> None:
         with pytest.raises(Exception, match="Aborting engine"):
             await cfw.run_definition(flow, {"instanceId": "i"}, AbortingStep(), native_retries=True)
     assert compensated == []
+
+
+async def test_a_child_workflow_is_refused_with_a_clear_error() -> None:
+    @workflow("kid-cfw", register=False)
+    async def kid(ctx: Any, input: Any) -> Any:
+        return input
+
+    @workflow("parent-cfw", register=False)
+    async def parent(ctx: Any, input: Any) -> Any:
+        return await ctx.child(kid, input)
+
+    with pytest.raises(WorkflowError) as raised:
+        await run(parent, FakeStep(), 1)
+    assert raised.value.code == "unsupported_on_backend"
+    assert "Durable Object backend" in raised.value.message

@@ -409,6 +409,87 @@ async def scenario_blocked_until_its_version_returns(harness: Any) -> None:
     assert calls == Counter(before=1, after=1), calls
 
 
+class Peers:
+    """The namespace the objects of a scenario reach each other through (``host.peers``).
+
+    Each request goes to a fresh instance of the named object (as after an eviction) and
+    to the operations the execution object's routes call: the HTTP layer validates with
+    pydantic, which these runs do without. Instances are kept so their tasks live on."""
+
+    def __init__(self, harness: Any, registry: Registry) -> None:
+        self.harness = harness
+        self.clock = harness.clock
+        self.registry = registry
+        self.cores: list[ExecutionCore] = []
+
+    def host(self, name: str) -> Any:
+        host = self.harness.host(name)
+        host.peers = self
+        return host
+
+    async def request(self, name: str, method: str, path: str, body: Any = None, query: Any = None) -> Any:
+        from workkit_workflow.cloudflare._object import error_response
+        from workkit_workflow.engine._ports import WireResponse
+        from workkit_workflow.errors import WorkflowError
+
+        core = ExecutionCore(self.host(name), registry=self.registry, lease=30.0)
+        self.cores.append(core)
+        try:
+            if path == "/execute":
+                view, created = await core.execute(
+                    workflow=body["workflow"],
+                    input=body.get("input"),
+                    execution_id=body["execution_id"],
+                    wait=False,
+                    parent=body.get("parent"),
+                )
+                return WireResponse(201 if created else 200, {"execution": view, "created": created})
+            if path == "/event":
+                outcome = await core.send_event(body["type"], body.get("payload"), body.get("id"))
+                return WireResponse(202 if outcome["accepted"] else 200, outcome)
+            view, changed = await core.cancel(body.get("reason"))
+            return WireResponse(200, {"execution": view, "cancelled": changed})
+        except WorkflowError as exc:
+            return error_response(exc)
+
+
+async def _settle() -> None:
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
+async def scenario_child_workflows_across_objects(harness: Any) -> None:
+    """Children: each start and outcome crosses objects through the mail outbox, and every
+    delivery meets a fresh instance; the children sleep, so alarms drive them to their end."""
+    calls: Counter[str] = Counter()
+
+    async def pack(ctx: Any, n: Any) -> Any:
+        packed = await ctx.step(f"pack-{n}", lambda: calls.update([f"pack-{n}"]) or n * 10)
+        await ctx.sleep("dry", 60)
+        return packed
+
+    async def family(ctx: Any, input: Any) -> Any:
+        return await asyncio.gather(*(ctx.child("kid", n, name=f"kid-{n}") for n in range(2)))
+
+    reg = registry_of(Workflow("kid", pack, register=False), Workflow("family", family, register=False))
+    peers = Peers(harness, reg)
+    view, _ = await ExecutionCore(peers.host("fam"), registry=reg, lease=30.0).execute(
+        workflow="family", input=None, execution_id="fam", wait=True
+    )
+    assert view["status"] == "waiting" and len(view["waiting_for"]) == 2, view
+    await _settle()  # the start messages are delivered
+    for n in range(2):
+        await fire_alarms(peers, f"fam.{n}-kid-{n}", reg)
+        await _settle()  # the child's outcome reaches the parent
+    await fire_alarms(peers, "fam", reg)
+    result = await ExecutionCore(peers.host("fam"), registry=reg, lease=30.0).result()
+    assert result["ok"] and result["value"] == [0, 10], result
+    assert [c["status"] for c in result["children"]] == ["completed", "completed"], result
+    child = await ExecutionCore(peers.host("fam.1-kid-1"), registry=reg, lease=30.0).status()
+    assert child["parent"] == {"execution_id": "fam", "workflow": "family", "op": 1}, child
+    assert calls == Counter({"pack-0": 1, "pack-1": 1}), calls
+
+
 SCENARIOS = [
     scenario_linear_replay,
     scenario_crash_and_resume,
@@ -422,4 +503,5 @@ SCENARIOS = [
     scenario_undo_handlers_with_a_crash_inside_one,
     scenario_live_state,
     scenario_blocked_until_its_version_returns,
+    scenario_child_workflows_across_objects,
 ]
