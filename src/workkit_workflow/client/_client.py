@@ -85,7 +85,8 @@ class ExecutionHandle:
         return _raise_for(response)
 
     async def status(self) -> Status:
-        """``pending | running | sleeping | waiting | paused | completed | failed | cancelled``."""
+        """``queued | pending | running | sleeping | waiting | paused | blocked | completed | failed |
+        cancelled`` (``queued``: waiting for a slot of its concurrency limit)."""
         return cast(Status, (await self.describe())["status"])
 
     async def describe(self) -> dict[str, Any]:

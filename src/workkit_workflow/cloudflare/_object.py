@@ -18,6 +18,9 @@ route       method     does
 /meta       GET        input, timings, attempts
 /state      GET        live state set by ``ctx.set_state`` (``?key=``)
 /version    POST       move an unfinished execution to another deployed version
+/schedule   GET, POST  a schedule's last tick; POST advances it (schedules)
+/limit      GET, POST  a concurrency key's slots; acquire / release
+/wake       POST       a queued execution asks its coordinator again
 ==========  =========  ===============================================
 
 The same class runs on Cloudflare (it subclasses ``workers.DurableObject``
@@ -45,6 +48,7 @@ from ..errors import (
 from . import _workers as _cloudflare
 from ._host import host_from_ctx
 from ._namespace import namespace_from_binding
+from ._side_objects import SIDE_ROUTES, SideObjects
 
 log = logging.getLogger("workkit_workflow")
 
@@ -71,6 +75,7 @@ class ExecutionObject:
     def __init__(self, host: Host, *, lease: float = DEFAULT_LEASE, **options: Any) -> None:
         self.host = host
         self.core = ExecutionCore(host, lease=lease, faults=getattr(host, "faults", None), **options)
+        self.side = SideObjects(host, self.core)
 
     async def handle(self, request: WireRequest) -> WireResponse:
         try:
@@ -110,6 +115,8 @@ class ExecutionObject:
         if refused is not None:
             return refused
         core = self.core
+        if path in SIDE_ROUTES:  # schedules, concurrency limits: see _side_objects
+            return await self.side.handle(path, request)
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume", "/version"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
@@ -178,6 +185,8 @@ class ExecutionObject:
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 
     async def alarm(self) -> None:
+        if await self.side.alarm():
+            return
         await self.core.alarm()
 
 
@@ -195,6 +204,7 @@ ROUTES = {
     "/meta": ("GET", "POST"),
     "/state": ("GET", "POST"),
     "/version": ("POST",),
+    **SIDE_ROUTES,
 }
 """The routes and the methods each accepts."""
 

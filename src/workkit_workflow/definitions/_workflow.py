@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DefinitionError, UnknownWorkflowError, VersionUnavailableError
 from ._durations import Duration, to_instant, to_seconds
+from ._limit import Limit
 from ._retry import RetryPolicy
 from ._steps import DEFAULT_OPTIONS, MISSING, StepOptions, check_default, check_name, make_options
 from ._undo import UndoHandler, UndoSpec, make_undo
@@ -80,9 +81,14 @@ class Workflow:
         register: bool = True,
         version: str = DEFAULT_VERSION,
         retention: Duration | None = None,
+        concurrency: Limit | None = None,
     ) -> None:
         self.name = check_name(name, "workflow")
         self.version = check_version(version, f"workflow {name!r}")
+        if concurrency is not None and not isinstance(concurrency, Limit):
+            raise DefinitionError("concurrency must be a Limit")
+        self.concurrency = concurrency
+        """Per-key concurrency limit (``engine._limits``), if any."""
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise DefinitionError("retry must be a RetryPolicy")
         self.retry: RetryPolicy = retry or RetryPolicy()
@@ -266,6 +272,7 @@ def workflow(
     register: bool = True,
     version: str = DEFAULT_VERSION,
     retention: Duration | None = None,
+    concurrency: Limit | None = None,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
 
@@ -291,6 +298,7 @@ def workflow(
             register=register,
             version=version,
             retention=retention,
+            concurrency=concurrency,
         )
 
     return decorate

@@ -13,6 +13,7 @@ from ..definitions._workflow import Registry
 from ..errors import WorkflowError
 from . import _journal as jn
 from ._alarms import AlarmBackoff
+from ._limits import needs_slot, wait_for_slot
 from ._pause import is_paused
 from ._phases import Entries, Phases
 from ._retention import Retention
@@ -94,6 +95,12 @@ class Driver:
                 if self.runner.signalled:
                     continue
                 return
+            if needs_slot(execution) and not await wait_for_slot(execution, self.runner):
+                if self.runner.signalled:  # concurrency limits: parked until a slot is ours
+                    continue
+                return
+            state = execution.state
+            assert state is not None
             main_entries, comp_entries = self._entries(snapshot)
             await self._start_incarnation(state)
             if execution.state and execution.state["phase"] == "main":

@@ -39,6 +39,7 @@ from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
 from ._children import outcome_mail
 from ._control import Control
 from ._drive import Driver
+from ._limits import release_mail
 from ._live_state import read as read_live_state
 from ._mail import Mail, reply_with_event
 from ._plugins import make_observer
@@ -69,6 +70,7 @@ class ExecutionCore:
         self.execution.observers.append(self.mail)
         self.execution.mail = self.mail
         self.execution.settle_hooks.append(partial(outcome_mail, self.execution))
+        self.execution.settle_hooks.append(partial(release_mail, self.execution))
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))

@@ -47,7 +47,16 @@ OUTBOX: Final = "o:"
 IDEMPOTENT: Final = "i:"
 
 Status = Literal[
-    "pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping", "blocked", "paused"
+    "queued",
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "waiting",
+    "sleeping",
+    "blocked",
+    "paused",
 ]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 

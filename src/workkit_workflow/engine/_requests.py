@@ -17,6 +17,7 @@ from ..definitions._workflow import Registry, Workflow
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
 from ._children import check_same_parent
+from ._limits import limit_meta
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
@@ -91,6 +92,9 @@ class Requests:
         now = self.execution.now()
         meta = _new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
         puts: dict[str, str] = {}
+        limit = limit_meta(self.execution, definition, input)  # concurrency limits: wait queued for a slot
+        if limit is not None:
+            meta["concurrency"] = limit
         if parent:
             meta["parent"] = dict(parent)
         if restart:
@@ -103,6 +107,8 @@ class Requests:
             puts = _restored_records(restart)
         meta_text = jn.encode_record(jn.META, meta, what="workflow input")
         state = _new_state(now)
+        if limit is not None:
+            state["status"] = "queued"
         state_text = jn.encode_record(jn.STATE, state, what="execution state")
         # The alarm is the guarantee that the execution starts, whoever drives it:
         # due now, or, when this request drives it at once, a lease that resumes
@@ -141,6 +147,7 @@ class Requests:
             "delete_at": state.get("delete_at"),
             "running": sorted(run.current.values()) if run is not None else [],
             "parent": meta.get("parent"),
+            "queue": state.get("queue") if state["status"] == "queued" else None,
             "children": state.get("children") or [],
         }
 

@@ -290,6 +290,7 @@ def serve(history_path: str, host: str, port: int, out: TextIO) -> int:
 async def serve_runtime(db_path: str, history_path: str, host: str, port: int, out: TextIO) -> int:
     """Own ``db_path``: run its runtime, serve the pages and take commands until stopped."""
     from ..client._client import create_durable_workflow
+    from ..client._schedules import Scheduler
     from ..local import LocalNamespace
 
     history = LocalD1(history_path)
@@ -303,9 +304,12 @@ async def serve_runtime(db_path: str, history_path: str, host: str, port: int, o
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     server: ThreadingHTTPServer | None = None
+    scheduler: asyncio.Task[None] | None = None
     try:
         client = create_durable_workflow(namespace, history=history)
         await namespace.start()
+        # Schedules: the app's registered schedules fire at their ticks, as Cron Triggers would.
+        scheduler = loop.create_task(Scheduler(client, namespace.clock).run())
         commands = Commands(loop, client, namespace)
         server = ThreadingHTTPServer((host, port), make_handler(history_path, commands, db_path))
         server.daemon_threads = True
@@ -313,6 +317,8 @@ async def serve_runtime(db_path: str, history_path: str, host: str, port: int, o
         threading.Thread(target=server.serve_forever, name="workkit-serve", daemon=True).start()
         await stop.wait()
     finally:
+        if scheduler is not None:
+            scheduler.cancel()
         if server is not None:
             server.shutdown()
             server.server_close()
