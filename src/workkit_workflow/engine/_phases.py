@@ -223,7 +223,10 @@ class Phases:
     ) -> None:
         """The execution's last write: phase ``done``, and (hook: control) the alarm
         that deletes its storage after the retention period (``_retention``)."""
-        delete_at = self.retention.delete_at(definition.retention)
+        finished_at = changes.get("finished_at")
+        delete_at = self.retention.delete_at(
+            definition.retention, finished_at if isinstance(finished_at, float | int) else None
+        )
         await self.execution.write_state(
             {**changes, "phase": "done", "delete_at": delete_at}, puts=puts, alarm=delete_at
         )

@@ -31,8 +31,9 @@ class Retention:
         self.execution = execution
         self.default = default
 
-    def delete_at(self, period: float | None) -> float | None:
-        return delete_at(period, self.default, self.execution.now())
+    def delete_at(self, period: float | None, since: float | None = None) -> float | None:
+        """Counted from ``since`` (the execution's ``finished_at``), else from now."""
+        return delete_at(period, self.default, self.execution.now() if since is None else since)
 
     async def on_done(self) -> None:
         """The runner found the execution settled (its alarm fired, or a request woke it)."""
