@@ -25,6 +25,7 @@ from workkit_workflow.cfworkflows import _client as cfw_client
 from workkit_workflow.cfworkflows import _entrypoint as cfw
 from workkit_workflow.cfworkflows import _mapping
 from workkit_workflow.errors import (
+    ExecutionConflictError,
     ExecutionNotFinishedError,
     InvalidRequestError,
     SerializationError,
@@ -74,7 +75,7 @@ def test_retry_policy_translation() -> None:
         ("running", "running"),
         ("waitingForPause", "running"),
         ("waiting", "waiting"),
-        ("paused", "waiting"),
+        ("paused", "paused"),
         ("complete", "completed"),
         ("errored", "failed"),
         ("terminated", "cancelled"),
@@ -299,8 +300,9 @@ class FakeInstance:
     async def sendEvent(self, event: Any) -> None:
         self.calls.append(f"event:{event['type']}")
 
-    async def restart(self) -> None:
-        self.calls.append("restart")
+    async def restart(self, options: Any = None) -> None:
+        start = (options or {}).get("from")
+        self.calls.append("restart" if start is None else f"restart:{start}")
 
 
 class FakeBinding:
@@ -336,9 +338,12 @@ async def test_client_maps_results_and_errors() -> None:
     assert again.created is False
     assert await again.cancel() is False
     with pytest.raises(InvalidRequestError):
-        await client.restart("e-1", from_step="x")
+        await client.restart("e-1", from_step="x", new_execution_id="e-9")
+    with pytest.raises(InvalidRequestError, match="kind"):
+        await client.restart("e-1", from_step="x", kind="task")
     await client.restart("e-1")
-    assert instance.calls == ["restart"]
+    await client.restart("e-1", from_step="nap", kind="sleep", occurrence=2)
+    assert instance.calls == ["restart", "restart:{'name': 'nap', 'count': 2, 'type': 'sleep'}"]
 
 
 async def test_client_result_timeout() -> None:
@@ -518,3 +523,29 @@ async def test_a_child_workflow_is_refused_with_a_clear_error() -> None:
         await run(parent, FakeStep(), 1)
     assert raised.value.code == "unsupported_on_backend"
     assert "Durable Object backend" in raised.value.message
+
+
+class PausableInstance(FakeInstance):
+    async def pause(self) -> None:
+        self.calls.append("pause")
+        self.statuses = [{"status": "paused"}]
+
+    async def resume(self) -> None:
+        self.calls.append("resume")
+        self.statuses = [{"status": "running"}]
+
+
+async def test_client_pause_unpause_and_delete_map_onto_the_instance() -> None:
+    instance = PausableInstance([{"status": "running"}])
+    handle = create_durable_workflow(FakeBinding(instance)).execution("e-3")
+    assert await handle.pause() is True
+    assert await handle.status() == "paused"
+    assert await handle.pause() is False
+    assert await handle.unpause() is True
+    assert await handle.unpause() is False
+    assert instance.calls == ["pause", "resume"]
+    with pytest.raises(InvalidRequestError, match="no delete"):
+        await handle.delete()
+    instance.statuses = [{"status": "complete", "output": 1}]
+    with pytest.raises(ExecutionConflictError, match="cannot be paused"):
+        await handle.pause()

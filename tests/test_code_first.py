@@ -238,7 +238,12 @@ async def test_restart_from_a_step_reuses_the_journal(env: WorkflowTestEnv) -> N
     assert result.ok and result.value == {"shipped": 99}
     assert calls == ["reserve", "charge", "ship", "ship"]
     meta = await second.meta()
-    assert meta["restarted_from"] == {"execution_id": first.execution_id, "from_step": "ship"}
+    assert meta["restarted_from"] == {
+        "execution_id": first.execution_id,
+        "from_step": "ship",
+        "kind": "step",
+        "occurrence": 1,
+    }
     journal = await second.journal()
     assert [e.get("restored_from") for e in journal] == [first.execution_id, first.execution_id, None]
 

@@ -32,7 +32,15 @@ from typing import Any
 import pytest
 
 import workkit_workflow
-from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, WorkflowContext, current_step, workflow
+from workkit_workflow import (
+    Limit,
+    NonRetryableError,
+    RetryPolicy,
+    Workflow,
+    WorkflowContext,
+    current_step,
+    workflow,
+)
 from workkit_workflow.errors import TransportError
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import FAULT_POINTS, WorkflowTestEnv
@@ -190,6 +198,16 @@ def undo_handlers(world: World) -> Workflow:
     )
 
 
+def limited(world: World) -> Workflow:
+    # A per-key concurrency limit: created queued, it asks its key's coordinator for a
+    # slot before it runs and mails the release in the write that settles it.
+    return (
+        Workflow(f"limited-{next(_names)}", retry=RETRY, concurrency=Limit(key="order_id", max=1))
+        .step("reserve", lambda i, p, c: world.effect("reserve")())
+        .step("ship", lambda i, p, c: world.effect("ship")(p["step"]))
+    )
+
+
 SHAPES: dict[str, Shape] = {
     "linear": linear,
     "retries": retries,
@@ -199,6 +217,7 @@ SHAPES: dict[str, Shape] = {
     "fan_out": fan_out,
     "undo_handlers": undo_handlers,
     "children": children,
+    "limited": limited,
 }
 
 
@@ -251,6 +270,9 @@ class Case:
         await self.env.clock.sleep(600)
         await self.env.ns.idle()
         assert self.env.ns.backend.get_alarm(EXECUTION) is None, "a settled execution kept an alarm"
+        if self.shape == "limited":
+            slots = await self.env.ns.request(f"limit:{self.flow.name}:o-1", "GET", "/limit")
+            assert slots.body["limit"]["holders"] == {}, "the slot leaked"
         journal = await handle.journal()
         view = await handle.describe()
         return {

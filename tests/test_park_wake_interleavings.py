@@ -4,7 +4,8 @@ A deterministic sweep instead of sampled timings: the execution is started, the
 test lets exactly ``k`` event-loop turns pass (each storage await of the local
 runtime is one turn, as on Cloudflare every storage await lets another request
 in), then delivers one signal: an event, a cancel, an alarm, an eviction, a
-duplicate ``/execute``, or an eviction followed by a cancel. ``k`` runs over every
+duplicate ``/execute``, an eviction followed by a cancel, a pause (continued once
+the test has seen it hold), or a pause and its continue at once. ``k`` runs over every
 turn of the start, the run and the park, and again over every turn of the
 wake-up that the event causes. After each interleaving the execution must
 settle (or have an alarm set while it has work left), every acknowledged
@@ -27,7 +28,7 @@ from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
 
-SIGNALS = ("event", "cancel", "alarm", "evict", "execute", "evict+cancel")
+SIGNALS = ("event", "cancel", "alarm", "evict", "execute", "evict+cancel", "pause", "pause+unpause")
 UNSETTLED_ENTRY = {"running", "retrying", "sleeping", "waiting"}
 
 
@@ -89,12 +90,30 @@ async def _signal(env: WorkflowTestEnv, handle: Any, flow: Any, kind: str, acked
     elif kind == "evict+cancel":
         env.evict(handle.execution_id)
         acked["cancel"] = await handle.cancel("test")
+    elif kind.startswith("pause"):
+        # Refused once the execution has finished; otherwise acknowledged.
+        with contextlib.suppress(ExecutionConflictError):
+            acked["pause"] = await handle.pause()
+        if acked.get("pause") and kind == "pause+unpause":
+            acked["unpause"] = await handle.unpause()
 
 
-async def _finish(env: WorkflowTestEnv, handle: Any, acked: dict[str, Any]) -> Any:
+async def _finish(env: WorkflowTestEnv, handle: Any, acked: dict[str, Any], probe: Probe) -> Any:
     """Let time pass and send the event the workflow waits for, unless it is over."""
     await env.settle()
     status = await handle.status()
+    if acked.get("pause") and not acked.get("unpause"):
+        # Paused: it stays paused (or settles, if its last step was running) and runs
+        # nothing new however long it is left; then it continues.
+        calls = Counter(probe.calls)
+        await env.settle()
+        status = await handle.status()
+        assert status in ("paused", "completed", "cancelled", "failed"), f"paused execution is {status}"
+        assert probe.calls == calls, "a step ran while paused"
+        if status == "paused":
+            acked["unpause"] = await handle.unpause()
+            await env.settle()
+            status = await handle.status()
     if status not in ("cancelled", "failed", "completed") and not acked.get("event"):
         # Same id: a duplicate of an event already stored is answered accepted=False,
         # and either way the event is stored now.
@@ -188,7 +207,7 @@ async def test_every_signal_at_every_turn(backend: str, phase: str, tmp_path: An
                     # acknowledged, and _finish sends it again if the execution still waits.
                     with contextlib.suppress(TransportError, ExecutionConflictError):
                         acked["event"] = await wake_event
-                result = await _finish(env, handle, acked)
+                result = await _finish(env, handle, acked, probe)
                 journal = await handle.journal()
                 _check(where, result, journal, probe, acked, evicted="evict" in kind)
                 checked += 1

@@ -16,9 +16,12 @@ def test_exported_members() -> None:
         "CompensationContext",
         "DurableWorkflows",
         "ExecutionHandle",
+        "Limit",
         "NonRetryableError",
         "REGISTRY",
         "RetryPolicy",
+        "Schedule",
+        "Scheduler",
         "Status",
         "StepContext",
         "StepUndo",
@@ -31,6 +34,7 @@ def test_exported_members() -> None:
         "create_durable_workflow",
         "current_step",
         "errors",
+        "run_schedules",
         "workflow",
     ]
     for name in workkit_workflow.__all__:

@@ -260,9 +260,9 @@ def test_pause_holds_a_sleeping_instance_and_unpause_resumes_it(worker: cfw.Runt
         lambda: (d := call(worker, "/describe", flow="nap", id=eid))["engine_status"] != "running" and d,
         timeout=5.0,
     )
-    assert (paused["engine_status"], paused["status"]) == ("paused", "waiting"), paused
+    assert (paused["engine_status"], paused["status"]) == ("paused", "paused"), paused
     time.sleep(2.5)  # longer than the sleep: a paused instance does not go on
-    assert call(worker, "/status", flow="nap", id=eid) == {"status": "waiting"}
+    assert call(worker, "/status", flow="nap", id=eid) == {"status": "paused"}
     assert "after" not in marks(worker, eid)
     call(worker, "/unpause", flow="nap", id=eid)
     done = result(worker, "nap", eid)
@@ -280,6 +280,20 @@ def test_restart_runs_the_instance_again_from_the_start(worker: cfw.Runtime) -> 
     wait_until("the second run", lambda: marks(worker, eid)["count"]["calls"] == 2)
     done = wait_until("completed again", lambda: (r := result(worker, "count", eid))["value"] == 2 and r)
     assert done["status"] == "completed"
+
+
+@pytest.mark.parametrize(("from_step", "kind"), [("after", "step"), ("nap", "sleep")])
+def test_restart_from_a_step_keeps_the_steps_before_it(
+    worker: cfw.Runtime, from_step: str, kind: str
+) -> None:
+    """The engine's ``restart({from: {name, count, type}})``: types ``do`` and ``sleep``."""
+    eid = new_id("nap")
+    start(worker, "nap", eid)
+    assert result(worker, "nap", eid)["value"] == {"slept": True, "prev": 1.0}
+    call(worker, "/restart", flow="nap", id=eid, from_step=from_step, kind=kind)
+    wait_until("the second run of 'after'", lambda: marks(worker, eid)["after"]["calls"] == 2)
+    seen = marks(worker, eid)
+    assert (seen["before"]["calls"], seen["after"]["calls"]) == (1, 2), seen
 
 
 def test_restart_of_a_sleeping_instance_starts_it_over(worker: cfw.Runtime) -> None:

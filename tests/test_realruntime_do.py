@@ -111,6 +111,8 @@ def settled_result(rt: RealRuntime, date: str, execution_id: str, timeout: float
         "oversize_output",
         "concurrent_starts",
         "malformed_requests",
+        "retention_and_delete",
+        "pause_and_unpause",
         "undo_and_state",
     ],
 )

@@ -97,7 +97,9 @@ def test_a_key_value_journal_survives_a_restart_into_the_sql_journal(runtime: Re
     assert finished["result"]["value"] == {"one": 1, "go": {"by": "sql"}, "two": 1}, finished
 
 
-@pytest.mark.parametrize("check", ["three_step_retry", "saga_compensation", "oversize_output"])
+@pytest.mark.parametrize(
+    "check", ["three_step_retry", "saga_compensation", "oversize_output", "retention_and_delete"]
+)
 def test_contract_scenarios_on_a_key_value_backed_class(runtime: RealRuntime, check: str) -> None:
     execution_id = f"kv-{check}-{time.monotonic_ns() % 10**9}"
     path = f"/check/{check}?id={execution_id}&storage=kv"

@@ -45,13 +45,21 @@ def _spawn(db: Path, log: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_ready(proc: subprocess.Popen[str]) -> None:
+def _wait_ready(proc: subprocess.Popen[str], what: str = "READY") -> None:
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "READY":
+    # Byte by byte from the descriptor: readline() on the text wrapper could buffer
+    # what follows READY (the final DONE), which communicate() then never sees.
+    raw = b""
+    while not raw.endswith(b"\n"):
+        byte = os.read(proc.stdout.fileno(), 1)
+        if not byte:
+            break
+        raw += byte
+    line = raw.decode()
+    if line.strip() != what:
         proc.kill()
         _, err = proc.communicate()
-        raise AssertionError(f"worker did not start: {line!r}\n{err[-3000:]}")
+        raise AssertionError(f"worker did not say {what}: {line!r}\n{err[-3000:]}")
 
 
 def _final_states(db: Path) -> dict[str, dict[str, object]]:
@@ -85,6 +93,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_no_journaled_step(t
     for i in range(iterations):
         proc = _spawn(db, log, "--new", f"wf{i}")
         _wait_ready(proc)
+        if i == 0:
+            # On a loaded machine a kill could land before any start: let the first
+            # life create its executions, so the loop always has some to break.
+            _wait_ready(proc, "STARTED")
         time.sleep(rng.uniform(0.0, 0.35))
         proc.send_signal(signal.SIGKILL)
         proc.communicate()

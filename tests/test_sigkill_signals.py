@@ -329,7 +329,8 @@ def check_signals(executions: dict[str, Execution], log: list[dict[str, Any]], v
         ex = executions.get(r["x"])
         req = requests[r["x"]]
         origin = ex.meta.get("restarted_from") if ex else None
-        if origin != {"execution_id": req["src"], "from_step": req["from"]}:
+        expected = {"execution_id": req["src"], "from_step": req["from"], "kind": "step", "occurrence": 1}
+        if origin != expected:
             verdict.add("acknowledged restart lost", f"{r['x']} from {req['src']}/{req['from']}: {origin}")
     accepted: Counter[str] = Counter()
     for r in _acked(log, "event"):

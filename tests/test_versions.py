@@ -236,7 +236,7 @@ async def test_restart_runs_the_version_asked_for(env: WorkflowTestEnv) -> None:
     v1, _v2 = _flows(unique("restart"), calls)
     first = await env.run(v1, None)
     assert (await env.result(first)).ok
-    moved = await env.client.restart(first.execution_id, from_step="nap", version="v2")
+    moved = await env.client.restart(first.execution_id, from_step="nap", kind="sleep", version="v2")
     assert (await moved.describe())["version"] == "v2"
     assert step_names(await moved.journal())[:1] == ["a"]
 

@@ -12,10 +12,10 @@ from typing import Any
 import app
 import order_flow  # noqa: F401  (registers the "order" workflow)
 
-from workkit_workflow import WorkflowExecutionDO
+from workkit_workflow import WorkflowExecutionDO, run_schedules
 from workkit_workflow.cloudflare import WireResponse, make_response, make_text_response, read_request
 
-__all__ = ["WorkflowExecutionDO", "on_fetch"]
+__all__ = ["WorkflowExecutionDO", "on_fetch", "on_scheduled"]
 
 
 async def serve(request: Any, env: Any) -> Any:
@@ -47,9 +47,22 @@ if WorkerEntrypoint is not None:
             passes ``(request, undefined, undefined)``."""
             return await self.fetch(request)
 
+        async def scheduled(self, controller: Any, *_runtime_args: Any) -> None:
+            """Cron Triggers (``[triggers] crons`` in wrangler.toml): start the due ticks
+            of every registered schedule, at the trigger's ``scheduledTime``."""
+            await run_schedules(self.env.WORKFLOW_DO, controller)
+
+        async def on_scheduled(self, controller: Any, *_runtime_args: Any) -> None:
+            """The handler's name before 2025-08-14."""
+            await self.scheduled(controller)
+
     __all__ = ["Default", "WorkflowExecutionDO"]
 else:
 
     async def on_fetch(request: Any, env: Any) -> Any:
         """Module-level handler, for runtimes without the ``workers`` module."""
         return await serve(request, env)
+
+    async def on_scheduled(controller: Any, env: Any, *_runtime_args: Any) -> None:
+        """Module-level Cron Trigger handler, for runtimes without the ``workers`` module."""
+        await run_schedules(env.WORKFLOW_DO, controller)

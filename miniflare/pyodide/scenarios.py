@@ -22,6 +22,7 @@ from typing import Any
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
 from workkit_workflow.definitions._workflow import Registry
 from workkit_workflow.engine._execution import ExecutionCore
+from workkit_workflow.errors import ExecutionNotFoundError
 
 START = 1_767_225_600.0
 
@@ -381,6 +382,8 @@ async def scenario_live_state(harness: Any) -> None:
     assert (await core.result())["value"] == "ok"
     assert await core.live_state("progress") == {"key": "progress", "found": True, "value": {"done": 2}}
     assert (await core.live_state("nope"))["found"] is False
+
+
 async def scenario_blocked_until_its_version_returns(harness: Any) -> None:
     """versions: without its version the execution waits blocked, its alarm set (through the
     adapter), and carries on when the version is registered again."""
@@ -490,6 +493,66 @@ async def scenario_child_workflows_across_objects(harness: Any) -> None:
     assert calls == Counter({"pack-0": 1, "pack-1": 1}), calls
 
 
+async def scenario_retention_deletes_storage(harness: Any) -> None:
+    """The settle write sets the retention alarm; when it fires, every key and the alarm go."""
+    flow = Workflow("kept", lambda ctx, input: ctx.step("a", lambda: 1), register=False, retention=60)
+    reg = registry_of(flow)
+    t0 = harness.clock.now()
+    view, _ = await core_of(harness, "kept", reg).execute(
+        workflow="kept", input=None, execution_id="kept", wait=True
+    )
+    assert view["status"] == "completed" and abs(view["delete_at"] - (t0 + 60)) < 0.01, view
+    assert abs(await harness.host("kept").storage.get_alarm() - (t0 + 60)) < 0.01
+    assert await harness.host("kept").storage.list()
+    assert await fire_alarms(harness, "kept", reg) == 1
+    storage = harness.host("kept").storage
+    assert await storage.list() == {} and await storage.get_alarm() is None
+    try:
+        await core_of(harness, "kept", reg).status()
+    except ExecutionNotFoundError:
+        pass
+    else:
+        raise AssertionError("a deleted execution still answers its status")
+
+
+async def scenario_delete_many_keys(harness: Any) -> None:
+    """``delete`` of an execution with more keys than one storage delete call takes (128)."""
+
+    async def body(ctx: Any, input: Any) -> int:
+        for n in range(140):
+            await ctx.step(f"s{n}", lambda n=n: n)
+        return 140
+
+    reg = registry_of(Workflow("many", body, register=False))
+    core = core_of(harness, "many", reg)
+    view, _ = await core.execute(workflow="many", input=None, execution_id="many", wait=True)
+    assert view["status"] == "completed", view
+    assert len(await harness.host("many").storage.list()) > 140
+    assert (await core.delete())["deleted"] is True
+    storage = harness.host("many").storage
+    assert await storage.list() == {} and await storage.get_alarm() is None
+
+
+async def scenario_pause_during_sleep(harness: Any) -> None:
+    """Paused, the execution has no alarm; its sleep comes due; continuing makes it due now."""
+    calls: Counter[str] = Counter()
+    reg = registry_of(nap_flow(calls))
+    core = core_of(harness, "paused", reg)
+    await core.execute(workflow="nap", input=None, execution_id="paused", wait=True)
+    view, changed = await core.pause()
+    assert changed and view["status"] == "paused", view
+    await fire_alarms(harness, "paused", reg)  # the pause's own wake-up parks it, with no alarm
+    assert await harness.host("paused").storage.get_alarm() is None
+    harness.clock.set(harness.clock.now() + 7200)
+    core = core_of(harness, "paused", reg)
+    assert (await core.status())["status"] == "paused"
+    view, changed = await core.unpause()
+    assert changed, view
+    result = await asyncio.wait_for(core.result(wait=30.0), 10.0)
+    assert result["ok"] and result["value"] == 2, result
+    assert calls == Counter(before=1, after=1), calls
+
+
 SCENARIOS = [
     scenario_linear_replay,
     scenario_crash_and_resume,
@@ -504,4 +567,7 @@ SCENARIOS = [
     scenario_live_state,
     scenario_blocked_until_its_version_returns,
     scenario_child_workflows_across_objects,
+    scenario_retention_deletes_storage,
+    scenario_delete_many_keys,
+    scenario_pause_during_sleep,
 ]

@@ -12,9 +12,12 @@ from . import errors
 from .cfworkflows import _client as _cfworkflows_client  # noqa: F401
 from .cfworkflows import _entrypoint as _cfworkflows_entrypoint  # noqa: F401
 from .client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
+from .client._schedules import Scheduler, run_schedules
 from .cloudflare._object import WorkflowExecutionDO
 from .definitions._contexts import CompensationContext, WorkflowContext
+from .definitions._limit import Limit
 from .definitions._retry import RetryPolicy
+from .definitions._schedule import Schedule
 from .definitions._steps import StepContext, current_step
 from .definitions._undo import StepUndo
 from .definitions._workflow import REGISTRY, Workflow, workflow
@@ -29,8 +32,11 @@ __all__ = [
     "CompensationContext",
     "DurableWorkflows",
     "ExecutionHandle",
+    "Limit",
     "NonRetryableError",
     "RetryPolicy",
+    "Schedule",
+    "Scheduler",
     "Status",
     "StepContext",
     "StepUndo",
@@ -43,5 +49,6 @@ __all__ = [
     "create_durable_workflow",
     "current_step",
     "errors",
+    "run_schedules",
     "workflow",
 ]

@@ -111,6 +111,7 @@ async def main(argv: list[str]) -> int:
         if args.new:
             for n in range(3):
                 await client.start(WORKFLOW, {"n": n}, execution_id=f"{args.new}-{n}")
+            print("STARTED", flush=True)
         if not args.finish:
             await asyncio.sleep(3600)  # until killed
             return 1

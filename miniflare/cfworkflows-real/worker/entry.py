@@ -117,7 +117,8 @@ async def _route(env: Any, path: str, q: dict[str, Any]) -> Any:
         await handle.unpause()
         return {"unpaused": True}
     if path == "/restart":
-        restarted = await client.restart(q["id"])
+        cut = {"kind": q.get("kind", "step")} if q.get("from_step") else {}
+        restarted = await client.restart(q["id"], from_step=q.get("from_step"), **cut)
         return {"execution_id": restarted.execution_id}
     raise LookupError(path)
 

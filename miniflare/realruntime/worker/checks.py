@@ -12,6 +12,7 @@ from flows import counters_stub
 
 from workkit_workflow import create_durable_workflow
 from workkit_workflow.cloudflare._workers import to_js
+from workkit_workflow.errors import ExecutionNotFoundError
 
 
 class CheckFailed(Exception):
@@ -278,6 +279,59 @@ async def undo_and_state(env, eid):
     return {"undos": undos, "state": state, "counters": seen, "sentinel": "undo_and_state:reached"}
 
 
+async def _until_deleted(handle, seconds):
+    """Poll the status until the object answers 404; how many polls it took."""
+    for polls in range(int(seconds * 10)):
+        try:
+            await handle.status()
+        except ExecutionNotFoundError:
+            return polls + 1
+        await asyncio.sleep(0.1)
+    raise CheckFailed(f"{handle.execution_id} still answers after {seconds}s")
+
+
+async def retention_and_delete(env, eid):
+    """Retention deletes a settled execution by its alarm; ``delete`` at once, past 128 keys."""
+    client = create_durable_workflow(env.WORKFLOW_DO)
+    handle = await client.run("rt-retain", None, execution_id=eid)
+    view = await handle.describe()
+    expect(view["status"] == "completed", "rt-retain completes", view=view)
+    # Counted from the settle write (the clock moves between the two reads of it in workerd).
+    expect(view["delete_at"] >= view["finished_at"] + 1, "delete_at is a second on", view=view)
+    polls = await _until_deleted(handle, 15)
+    many = await client.run("rt-many", {"steps": 140}, execution_id=eid + "-many")
+    result = await many.result(timeout=30)
+    expect(result.ok and result.value == 140, "rt-many completes", status=result.status)
+    try:
+        await client.execution(eid).delete()
+    except ExecutionNotFoundError:
+        pass
+    else:
+        raise CheckFailed("delete of a deleted execution did not answer not found")
+    await many.delete()
+    expect(await _until_deleted(many, 1) == 1, "delete answers once the storage is gone")
+    return {"polls": polls, "sentinel": "retention_and_delete:reached"}
+
+
+async def pause_and_unpause(env, eid):
+    """A sleep that comes due while paused ends only after ``unpause``."""
+    client = create_durable_workflow(env.WORKFLOW_DO)
+    handle = await client.run("rt-nap", {"seconds": 2}, execution_id=eid)
+    expect(await handle.status() == "sleeping", "rt-nap sleeps")
+    expect(await handle.pause() is True, "pause acknowledged")
+    await asyncio.sleep(3)  # the nap comes due while paused
+    view = await handle.describe()
+    expect(view["status"] == "paused" and view["paused_at"], "still paused", view=view)
+    seen = counts(await counters(env, eid), eid)
+    expect(seen == {"before": 1}, "nothing ran while paused", counters=seen)
+    expect(await handle.unpause() is True, "unpause acknowledged")
+    result = await handle.result(timeout=20)
+    expect(result.ok and result.value == "rested", "rt-nap finishes after unpause", status=result.status)
+    seen = counts(await counters(env, eid), eid)
+    expect(seen == {"before": 1, "after": 1}, "each step once", counters=seen)
+    return {"sentinel": "pause_and_unpause:reached"}
+
+
 CHECKS = {
     "three_step_retry": three_step_retry,
     "saga_compensation": saga_compensation,
@@ -285,4 +339,6 @@ CHECKS = {
     "concurrent_starts": concurrent_starts,
     "malformed_requests": malformed_requests,
     "undo_and_state": undo_and_state,
+    "retention_and_delete": retention_and_delete,
+    "pause_and_unpause": pause_and_unpause,
 }

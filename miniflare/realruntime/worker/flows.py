@@ -217,3 +217,17 @@ async def undo_and_state(ctx, data):
     await ctx.set_state("stage", "charging")
     await ctx.step("charge", charge, "charge")
     return "unreachable"
+
+
+@workflow("rt-retain", retry=FAST_RETRY, retention=1)
+async def retained(ctx, data):
+    """Deleted by its own alarm a second after it settles."""
+    return await ctx.step("only", counted, "only")
+
+
+@workflow("rt-many", retry=FAST_RETRY)
+async def many_steps(ctx, data):
+    """More journal keys than one key-value ``delete`` call takes (128)."""
+    for n in range(data.get("steps", 140)):
+        await ctx.step(f"s{n}", lambda n=n: n)
+    return data.get("steps", 140)

@@ -30,6 +30,7 @@ from ..errors import (
     TransportError,
     WorkflowError,
 )
+from ._control import no_delete, refuse_finished, restart_from
 from ._entrypoint import decode_failure
 from ._mapping import TERMINAL_ENGINE, AnyWorkflow, _plain, json_output, map_status
 
@@ -159,7 +160,9 @@ class WorkflowsHandle(ExecutionHandle):
             "runs (ctx.set_state fails there too); use the Durable Object backend"
         )
 
-    async def cancel(self, reason: str | None = None) -> bool:
+    async def cancel(self, reason: str | None = None, *, compensate: bool = True) -> bool:
+        """Terminate the instance. The engine runs nothing after ``terminate()``, so the
+        compensation handler does not run, whatever ``compensate`` says."""
         raw = await self.engine_status()
         if raw["status"] in TERMINAL_ENGINE:
             return False
@@ -174,16 +177,38 @@ class WorkflowsHandle(ExecutionHandle):
         await _call((await self._get()).sendEvent(to_js({"type": event_type, "payload": data})))
         return True
 
-    async def pause(self) -> None:
+    async def pause(self) -> bool:
+        """The engine's ``pause()``; False if the instance was paused already."""
+        raw = await self.engine_status()
+        refuse_finished(self.execution_id, raw["status"])
+        if raw["status"] == "paused":
+            return False
         await _call((await self._get()).pause())
+        return True
 
-    async def unpause(self) -> None:
-        """The engine's ``resume()`` of a paused instance (``resume`` here sends an event)."""
+    async def unpause(self) -> bool:
+        """The engine's ``resume()`` of a paused instance (``resume`` here sends an event);
+        False if it was not paused."""
+        raw = await self.engine_status()
+        if raw["status"] not in ("paused", "waitingForPause"):
+            return False
         await _call((await self._get()).resume())
+        return True
 
-    async def restart(self) -> None:
-        """Run the instance again from the start (the engine drops its step cache)."""
-        await _call((await self._get()).restart())
+    async def delete(self) -> None:
+        """Not available: the engine keeps an instance for the account's retention period."""
+        raise no_delete(self.execution_id)
+
+    async def restart(self, from_step: str | None = None, *, kind: str = "step", occurrence: int = 1) -> None:
+        """Run the instance again from the start, or from the ``occurrence``-th ``kind``
+        named ``from_step`` (the engine's ``restart({from: {name, count, type}})``)."""
+        instance = await self._get()
+        if from_step is None:
+            await _call(instance.restart())
+            return
+        from ..cloudflare._workers import to_js
+
+        await _call(instance.restart(to_js(restart_from(from_step, kind, occurrence))))
 
     async def result(self, timeout: float | None = None) -> WorkflowResult[Any]:
         loop = asyncio.get_running_loop()
@@ -329,20 +354,24 @@ class WorkflowsClient(DurableWorkflows):
         execution_id: str,
         *,
         from_step: str | None = None,
+        kind: str = "step",
+        occurrence: int = 1,
         new_execution_id: str | None = None,
         input: Any = None,
         wait: bool = True,
         version: str | None = None,
     ) -> ExecutionHandle:
-        """Restart the instance from the beginning (the engine has no ``from_step``)."""
+        """Restart the instance itself, under the same id and input: from its beginning,
+        or from the ``occurrence``-th ``kind`` named ``from_step`` (earlier steps keep
+        their cached results)."""
         _no_version(version)
-        if from_step is not None or new_execution_id is not None or input is not None:
+        if new_execution_id is not None or input is not None:
             raise InvalidRequestError(
-                "Cloudflare Workflows restarts an instance from its beginning, under the same id "
-                "and input: from_step, new_execution_id and input are not supported"
+                "Cloudflare Workflows restarts an instance in place, under the same id and input: "
+                "new_execution_id and input are not supported"
             )
         handle = WorkflowsHandle(self.binding, execution_id)
-        await handle.restart()
+        await handle.restart(from_step, kind=kind, occurrence=occurrence)
         return handle
 
 

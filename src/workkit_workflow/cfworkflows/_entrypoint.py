@@ -54,6 +54,7 @@ from ..definitions._values import to_data, validate
 from ..definitions._workflow import CLOUDFLARE_WORKFLOWS, register_exporter
 from ..engine import _journal as jn
 from ..errors import (
+    DefinitionError,
     StepFailedError,
 )
 from ._mapping import COMPENSATION_PREFIX, AnyWorkflow, _plain, is_engine_abort, json_output
@@ -243,6 +244,12 @@ def entrypoint_class(
     name = class_name or _class_name(definition.name)
     if not name.isidentifier():
         raise ValueError(f"class_name must be a Python identifier, got {name!r}")
+    if getattr(definition, "concurrency", None) is not None:
+        # Per-key concurrency limits need a coordinator object per key (engine._limits).
+        raise DefinitionError(
+            f"workflow {definition.name!r} has a concurrency Limit, which Cloudflare Workflows cannot "
+            "express (it has account-level limits only): run it on the Durable Object backend"
+        )
     if definition.timeout is not None:
         log.warning(
             "workflow %r has a timeout; Cloudflare Workflows does not enforce it (per-step timeouts apply)",

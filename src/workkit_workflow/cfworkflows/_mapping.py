@@ -71,13 +71,14 @@ STATUS_MAP: dict[str, Status] = {
     "running": "running",
     "waitingForPause": "running",
     "waiting": "waiting",
-    "paused": "waiting",
+    "paused": "paused",
     "complete": "completed",
     "errored": "failed",
     "terminated": "cancelled",
 }
 """Engine instance status → ours. ``waiting`` covers both a sleep and an event wait
-(the engine does not say which); ``paused`` waits for an operator's ``resume``."""
+(the engine does not say which); ``paused`` waits for an operator's ``resume``
+(``unpause()`` here)."""
 
 TERMINAL_ENGINE = frozenset({"complete", "errored", "terminated"})
 

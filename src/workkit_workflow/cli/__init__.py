@@ -5,12 +5,14 @@ Works on a local runtime SQLite file (``--db``, default ``./workflows.db``).
 journals themselves, so every execution is there whether or not the app
 projected history; ``--history FILE`` reads a history database (the D1
 projection's tables) instead. Every read command takes ``--json``.
-Commands that drive executions (cancel, resume, restart, move) need the workflow
-definitions: ``--app mymodule[:attr]`` imports them; so does ``check-replay``,
-which replays stored journals against them without running a handler.
+Commands that drive executions (cancel, pause, unpause, delete, resume, restart,
+move) need the workflow definitions: ``--app mymodule[:attr]`` imports them; so
+does ``check-replay``, which replays stored journals against them without running
+a handler.
 
 One runtime file has one owner. Reading (list, show, serve without ``--app``)
-works whatever holds the file. ``cancel`` and ``resume`` open the file
+works whatever holds the file. ``cancel``, ``pause``, ``unpause``, ``delete``
+and ``resume`` open the file
 themselves when it is free, and go through its owner when a ``serve --app``
 holds it (its address is in ``<db>.lock``); any other owner is an error.
 
@@ -35,7 +37,6 @@ from ._commands import (
     STATUSES,
     CliError,
     _import_app,
-    cmd_cancel,
     cmd_demo,
     cmd_journal,
     cmd_list,
@@ -44,6 +45,7 @@ from ._commands import (
     cmd_serve,
     cmd_show,
 )
+from ._control import cmd_cancel, cmd_control
 from ._parser import build_parser
 from ._render import format_journal, format_list, format_timeline
 
@@ -55,6 +57,7 @@ __all__ = [
     "CliError",
     "build_parser",
     "cmd_cancel",
+    "cmd_control",
     "cmd_demo",
     "cmd_journal",
     "cmd_list",
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.run in (cmd_cancel, cmd_resume, cmd_restart):
+        if args.run in (cmd_cancel, cmd_control, cmd_resume, cmd_restart):
             if not os.path.exists(args.db):
                 raise CliError(f"no runtime database at {args.db!r} (use --db PATH)")
             _import_app(args.app)

@@ -268,21 +268,6 @@ def _owner_error(exc: urllib.error.HTTPError) -> str:
         return f"the owning server answered {exc.code} {exc.reason}"
 
 
-async def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
-    async def action(client: Any) -> bool:
-        return bool(await client.execution(args.execution_id).cancel(args.reason))
-
-    owner = current_owner(args.db)
-    if owner is not None:
-        changed = bool(_through_owner(args, owner, "cancel", {"reason": args.reason})["cancelled"])
-    else:
-        changed = await _with_runtime(args, action)
-    print(
-        f"cancelled {args.execution_id}" if changed else f"{args.execution_id} had already finished", file=out
-    )
-    return EXIT_OK if changed else EXIT_FAILED
-
-
 def _waiting_for(args: argparse.Namespace) -> list[str]:
     """What the execution waits for, read from its journal; CliError when the
     event cannot be what it waits for (a typo must not pass as delivered)."""
@@ -349,7 +334,12 @@ async def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
 
     async def action(client: Any) -> str:
         handle = await client.restart(
-            args.execution_id, from_step=args.from_step, new_execution_id=args.new_id, input=new_input
+            args.execution_id,
+            from_step=args.from_step,
+            kind=args.kind,
+            occurrence=args.occurrence,
+            new_execution_id=args.new_id,
+            input=new_input,
         )
         return str(handle.execution_id)
 
@@ -366,7 +356,8 @@ async def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         print(
-            f"restarted {args.execution_id} from step {args.from_step!r} as {new_id}; it is now {status}",
+            f"restarted {args.execution_id} from {args.kind} {args.from_step!r} as {new_id}; "
+            f"it is now {status}",
             file=out,
         )
     return EXIT_OK

@@ -7,7 +7,6 @@ from typing import Any
 
 from ._commands import (
     STATUSES,
-    cmd_cancel,
     cmd_demo,
     cmd_journal,
     cmd_list,
@@ -16,6 +15,7 @@ from ._commands import (
     cmd_serve,
     cmd_show,
 )
+from ._control import cmd_cancel, cmd_control
 from ._versions import add_version_commands
 
 # ``add_subparsers`` returns a private argparse type; the builders only call ``add_parser`` on it.
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading(sub, common)
     driving = _driving_parent()
     _add_cancel(sub, common, driving)
+    _add_control(sub, common, driving)
     _add_resume(sub, common, driving)
     _add_restart(sub, common, driving)
     _add_serve(sub, common)
@@ -101,7 +102,25 @@ def _add_cancel(sub: Commands, common: argparse.ArgumentParser, driving: argpars
     p = sub.add_parser("cancel", parents=[common, driving], help="cancel an execution (compensation runs)")
     p.add_argument("execution_id")
     p.add_argument("--reason", help="recorded with the cancellation")
+    p.add_argument(
+        "--no-compensate",
+        dest="compensate",
+        action="store_false",
+        help="terminate: the compensation handler does not run",
+    )
     p.set_defaults(run=cmd_cancel)
+
+
+def _add_control(sub: Commands, common: argparse.ArgumentParser, driving: argparse.ArgumentParser) -> None:
+    helps = {
+        "pause": "pause an execution: no new step starts until `unpause`",
+        "unpause": "continue a paused execution (`resume` sends an event)",
+        "delete": "delete a finished execution's storage now (its history stays)",
+    }
+    for verb, text in helps.items():
+        p = sub.add_parser(verb, parents=[common, driving], help=text)
+        p.add_argument("execution_id")
+        p.set_defaults(run=cmd_control, verb=verb)
 
 
 def _add_resume(sub: Commands, common: argparse.ArgumentParser, driving: argparse.ArgumentParser) -> None:
@@ -124,6 +143,12 @@ def _add_restart(sub: Commands, common: argparse.ArgumentParser, driving: argpar
     )
     p.add_argument("execution_id")
     p.add_argument("--from-step", required=True, help="the first step to run again")
+    p.add_argument(
+        "--kind", choices=("step", "sleep", "wait"), default="step", help="the kind of that operation"
+    )
+    p.add_argument(
+        "--occurrence", type=int, default=1, help="which one of that kind and name, from 1 (default: 1)"
+    )
     p.add_argument("--new-id", help="the new execution's id (default: a new UUID)")
     p.add_argument("--input", help="new input as JSON (default: the old execution's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

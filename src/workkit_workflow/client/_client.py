@@ -24,6 +24,7 @@ from ..errors import (
     TransportError,
     from_wire,
 )
+from ._restart import check_cut, restart_records
 
 if TYPE_CHECKING:
     from ..history import HistoryQuery
@@ -84,7 +85,8 @@ class ExecutionHandle:
         return _raise_for(response)
 
     async def status(self) -> Status:
-        """``pending | running | sleeping | waiting | completed | failed | cancelled``."""
+        """``queued | pending | running | sleeping | waiting | paused | blocked | completed | failed |
+        cancelled`` (``queued``: waiting for a slot of its concurrency limit)."""
         return cast(Status, (await self.describe())["status"])
 
     async def describe(self) -> dict[str, Any]:
@@ -108,10 +110,29 @@ class ExecutionHandle:
         body = await self._call("GET", "/state", query={"key": key})
         return body["value"] if body.get("found") else default
 
-    async def cancel(self, reason: str | None = None) -> bool:
-        """Request cancellation; returns False if the execution had already finished."""
-        body = await self._call("POST", "/cancel", {"reason": reason})
+    async def cancel(self, reason: str | None = None, *, compensate: bool = True) -> bool:
+        """Request cancellation; returns False if the execution had already finished.
+
+        ``compensate=False`` terminates it: the compensation handler (and undo
+        handlers) do not run (status ``cancelled``, error code ``terminated``).
+        """
+        body = await self._call("POST", "/cancel", {"reason": reason, "compensate": compensate})
         return bool(body["cancelled"])
+
+    async def pause(self) -> bool:
+        """Pause: no new operation starts until :meth:`unpause` (a running step finishes).
+        Returns False if it was paused already."""
+        return bool((await self._call("POST", "/pause"))["paused"])
+
+    async def unpause(self) -> bool:
+        """Continue a paused execution (not :meth:`resume`, which delivers an event).
+        Returns False if it was not paused."""
+        return bool((await self._call("POST", "/unpause"))["unpaused"])
+
+    async def delete(self) -> None:
+        """Delete a finished execution's storage now; its history rows stay. A running
+        execution is refused (:class:`~workkit_workflow.errors.ExecutionConflictError`)."""
+        await self._call("POST", "/delete")
 
     async def move_to_version(self, version: str) -> bool:
         """Run this unfinished execution on another deployed ``version`` of its workflow
@@ -271,45 +292,27 @@ class DurableWorkflows:
         execution_id: str,
         *,
         from_step: str,
+        kind: str = "step",
+        occurrence: int = 1,
         new_execution_id: str | None = None,
         input: Any = None,
         wait: bool = True,
         version: str | None = None,
     ) -> ExecutionHandle:
         """Start a new execution that reuses the journal of ``execution_id`` up to
-        (not including) the first operation named ``from_step``, and runs from there.
+        (not including) the ``occurrence``-th operation of ``kind`` (``"step"``,
+        ``"sleep"`` or ``"wait"``) named ``from_step``, and runs from there.
 
-        Use it after fixing a bug: finished steps before ``from_step`` are not
-        run again; their idempotency keys stay recorded. The new execution's
-        meta records where it came from. It runs ``version`` of the workflow,
-        else the newest registered.
+        Use it after fixing a bug: finished steps before the cut are not run
+        again; their idempotency keys stay recorded. The new execution's meta
+        records where it came from; the source execution is left as it is. It
+        runs ``version`` of the workflow, else the newest registered.
         """
+        check_cut(kind, occurrence)
         source = self.execution(execution_id)
         meta = await source.meta()
         entries = [e for e in await source.journal() if e.get("phase") == "main"]
-        cut = next((i for i, e in enumerate(entries) if e.get("name") == from_step), None)
-        if cut is None:
-            raise InvalidRequestError(
-                f"execution {execution_id!r} has no operation named {from_step!r} in its journal",
-                execution_id=execution_id,
-                from_step=from_step,
-            )
-        kept = [
-            {k: v for k, v in e.items() if k != "phase"}
-            for e in entries[:cut]
-            if e.get("status") == "completed"
-        ]
-        if len(kept) != cut:
-            raise InvalidRequestError(
-                f"every operation before {from_step!r} must have completed to restart from it"
-            )
-        # Completed steps from the cut on keep their recorded idempotent results:
-        # re-run with the same key, they return them instead of acting twice.
-        idempotent = [
-            {"idempotency_hash": e["idempotency_hash"], "name": e.get("name"), "output": e.get("output")}
-            for e in entries[cut:]
-            if e.get("status") == "completed" and e.get("kind") == "step" and e.get("idempotency_hash")
-        ]
+        kept, idempotent = restart_records(entries, from_step, kind, occurrence)
         new_id = _check_id(new_execution_id or str(uuid.uuid4()))
         body = {
             "workflow": meta["workflow"],
@@ -319,6 +322,8 @@ class DurableWorkflows:
             "restart": {
                 "execution_id": execution_id,
                 "from_step": from_step,
+                "kind": kind,
+                "occurrence": occurrence,
                 "entries": kept,
                 "idempotent": idempotent,
             },

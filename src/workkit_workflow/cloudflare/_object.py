@@ -8,12 +8,19 @@ route       method     does
 /execute    POST       create the execution (idempotent by id), drive it
 /status     GET, POST  the status view
 /result     GET        the outcome once settled (``?wait=seconds``)
-/cancel     POST       request cancellation (compensation runs)
+/cancel     POST       request cancellation (compensation runs unless
+                       ``compensate`` is false)
+/pause      POST       pause: no new operation starts
+/unpause    POST       continue a paused execution
+/delete     POST       delete a finished execution's storage now
 /event      POST       deliver an external event (``/resume`` is an alias)
 /journal    GET        every journal entry
 /meta       GET        input, timings, attempts
 /state      GET        live state set by ``ctx.set_state`` (``?key=``)
 /version    POST       move an unfinished execution to another deployed version
+/schedule   GET, POST  a schedule's last tick; POST advances it (schedules)
+/limit      GET, POST  a concurrency key's slots; acquire / release
+/wake       POST       a queued execution asks its coordinator again
 ==========  =========  ===============================================
 
 The same class runs on Cloudflare (it subclasses ``workers.DurableObject``
@@ -25,6 +32,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..definitions._durations import to_seconds
 from ..engine._alarms import DEFAULT_LEASE
 from ..engine._execution import ExecutionCore
 from ..engine._ports import Host, Namespace, WireRequest, WireResponse
@@ -40,6 +48,7 @@ from ..errors import (
 from . import _workers as _cloudflare
 from ._host import host_from_ctx
 from ._namespace import namespace_from_binding
+from ._side_objects import SIDE_ROUTES, SideObjects
 
 log = logging.getLogger("workkit_workflow")
 
@@ -66,6 +75,7 @@ class ExecutionObject:
     def __init__(self, host: Host, *, lease: float = DEFAULT_LEASE, **options: Any) -> None:
         self.host = host
         self.core = ExecutionCore(host, lease=lease, faults=getattr(host, "faults", None), **options)
+        self.side = SideObjects(host, self.core)
 
     async def handle(self, request: WireRequest) -> WireResponse:
         try:
@@ -105,6 +115,8 @@ class ExecutionObject:
         if refused is not None:
             return refused
         core = self.core
+        if path in SIDE_ROUTES:  # schedules, concurrency limits: see _side_objects
+            return await self.side.handle(path, request)
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume", "/version"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
@@ -122,12 +134,14 @@ class ExecutionObject:
             return WireResponse(200, {"result": await core.result(wait)})
         if path == "/cancel":
             cancel = _wire.parse(_wire.CancelBody, request.body)
-            view, changed = await core.cancel(cancel.reason)
+            view, changed = await core.cancel(cancel.reason, cancel.compensate)
             return WireResponse(200, {"execution": view, "cancelled": changed})
         if path in ("/event", "/resume"):
             event = _wire.parse(_wire.EventBody, request.body)
             outcome = await core.send_event(event.type, event.payload, event.id)
             return WireResponse(202 if outcome["accepted"] else 200, outcome)
+        if path in _CONTROL:
+            return await self._control(path)
         if path == "/journal":
             return WireResponse(200, {"entries": await core.journal()})
         if path == "/state":
@@ -137,6 +151,17 @@ class ExecutionObject:
             meta, changed = await core.move_to_version(moved.version)
             return WireResponse(200, {"version": meta.get("version"), "moved": changed})
         return WireResponse(200, {"meta": await core.meta()})
+
+    async def _control(self, path: str) -> WireResponse:
+        """Pause, continue, delete (``engine/_control.py``); no body."""
+        core = self.core
+        if path == "/pause":
+            view, changed = await core.pause()
+            return WireResponse(200, {"execution": view, "paused": changed})
+        if path == "/unpause":
+            view, changed = await core.unpause()
+            return WireResponse(200, {"execution": view, "unpaused": changed})
+        return WireResponse(200, await core.delete())
 
     async def _execute(self, request: WireRequest) -> WireResponse:
         from . import _wire
@@ -160,6 +185,8 @@ class ExecutionObject:
         return WireResponse(201 if created else 200, {"execution": view, "created": created})
 
     async def alarm(self) -> None:
+        if await self.side.alarm():
+            return
         await self.core.alarm()
 
 
@@ -170,12 +197,19 @@ ROUTES = {
     "/cancel": ("POST",),
     "/event": ("POST",),
     "/resume": ("POST",),
+    "/pause": ("POST",),
+    "/unpause": ("POST",),
+    "/delete": ("POST",),
     "/journal": ("GET", "POST"),
     "/meta": ("GET", "POST"),
     "/state": ("GET", "POST"),
     "/version": ("POST",),
+    **SIDE_ROUTES,
 }
 """The routes and the methods each accepts."""
+
+
+_CONTROL = ("/pause", "/unpause", "/delete")
 
 
 def _refuse(path: str, method: str) -> WireResponse | None:
@@ -262,6 +296,11 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     lease: float = DEFAULT_LEASE
     """Seconds the running-execution alarm is set ahead (see ``DEFAULT_LEASE``)."""
 
+    retention: float | str | None = None
+    """How long a finished execution keeps its storage before the object deletes it
+    (seconds or a duration such as ``"30d"``), for workflows that set no ``retention``
+    of their own; None keeps it for good. Set it on a subclass."""
+
     history_binding: str | None = "HISTORY_DB"
     """The ``env`` binding of the D1 database that receives the history projection, if bound."""
 
@@ -280,7 +319,8 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
         if getattr(host, "peers", None) is None:
             host.peers = _peers(env, self.namespace_binding)
         history = _binding(env, self.history_binding) if self.history_binding else None
-        self._object = ExecutionObject(host, lease=self.lease, history=history)
+        retention = None if self.retention is None else to_seconds(self.retention, what="retention")
+        self._object = ExecutionObject(host, lease=self.lease, history=history, retention=retention)
 
     async def fetch(self, request: Any) -> Any:
         if isinstance(request, WireRequest):

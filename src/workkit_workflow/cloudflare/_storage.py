@@ -13,6 +13,9 @@ from ..definitions._json import check_size
 from ..engine._ports import KEEP_ALARM
 from ._workers import to_js, to_py
 
+_DELETE_BATCH = 128
+"""Keys one ``storage.delete`` call accepts."""
+
 
 def _text_map(value: Any) -> dict[str, str]:
     converted = to_py(value)
@@ -79,8 +82,11 @@ class DurableObjectStorage:
         pending = []
         if puts:
             pending.append(self._storage.put(to_js(dict(puts))))
-        if deletes:
-            pending.append(self._storage.delete(to_js(list(deletes))))
+        # At most 128 keys per delete call (the runtime's limit): deleting a whole
+        # execution (retention, delete) takes several, still issued back to back.
+        keys = list(deletes)
+        for at in range(0, len(keys), _DELETE_BATCH):
+            pending.append(self._storage.delete(to_js(keys[at : at + _DELETE_BATCH])))
         if alarm is not KEEP_ALARM:
             if alarm is None:
                 pending.append(self._storage.deleteAlarm())

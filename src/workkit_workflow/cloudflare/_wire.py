@@ -45,6 +45,8 @@ class RecordedResult(_Body):
 class RestartSpec(_Body):
     execution_id: str = Field(pattern=_ID_PATTERN)
     from_step: str = Field(min_length=1, max_length=256)
+    kind: Literal["step", "sleep", "wait"] = "step"
+    occurrence: int = Field(default=1, ge=1, le=100_000_000)
     entries: list[RestoredEntry] = Field(default_factory=list, max_length=100_000)
     idempotent: list[RecordedResult] = Field(default_factory=list, max_length=100_000)
 
@@ -73,6 +75,7 @@ class VersionBody(_Body):
 
 class CancelBody(_Body):
     reason: str | None = Field(default=None, max_length=1000)
+    compensate: bool = True
 
 
 class EventBody(_Body):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DefinitionError, UnknownWorkflowError, VersionUnavailableError
 from ._durations import Duration, to_instant, to_seconds
+from ._limit import Limit
 from ._retry import RetryPolicy
 from ._steps import DEFAULT_OPTIONS, MISSING, StepOptions, check_default, check_name, make_options
 from ._undo import UndoHandler, UndoSpec, make_undo
@@ -79,15 +80,25 @@ class Workflow:
         input_type: Any = None,
         register: bool = True,
         version: str = DEFAULT_VERSION,
+        retention: Duration | None = None,
+        concurrency: Limit | None = None,
     ) -> None:
         self.name = check_name(name, "workflow")
         self.version = check_version(version, f"workflow {name!r}")
+        if concurrency is not None and not isinstance(concurrency, Limit):
+            raise DefinitionError("concurrency must be a Limit")
+        self.concurrency = concurrency
+        """Per-key concurrency limit (``engine._limits``), if any."""
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise DefinitionError("retry must be a RetryPolicy")
         self.retry: RetryPolicy = retry or RetryPolicy()
         self.timeout: float | None = (
             None if timeout is None else to_seconds(timeout, what=f"workflow {name!r}: timeout")
         )
+        self.retention: float | None = (
+            None if retention is None else to_seconds(retention, what=f"workflow {name!r}: retention")
+        )
+        """How long a finished execution keeps its storage (None: the execution object's default)."""
         self.input_type = input_type
         self._fn = fn
         self._ops: list[_BuilderOp] = []
@@ -260,6 +271,8 @@ def workflow(
     input_type: Any = None,
     register: bool = True,
     version: str = DEFAULT_VERSION,
+    retention: Duration | None = None,
+    concurrency: Limit | None = None,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
 
@@ -277,7 +290,15 @@ def workflow(
         if not inspect.iscoroutinefunction(fn):
             raise DefinitionError(f"workflow {name!r}: the function must be `async def`")
         return Workflow(
-            name, fn, retry=retry, timeout=timeout, input_type=input_type, register=register, version=version
+            name,
+            fn,
+            retry=retry,
+            timeout=timeout,
+            input_type=input_type,
+            register=register,
+            version=version,
+            retention=retention,
+            concurrency=concurrency,
         )
 
     return decorate

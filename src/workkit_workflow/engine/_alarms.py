@@ -100,11 +100,12 @@ class Alarms:
         await self.drive_until_quiet()
 
     async def _only_observer_is_due(self) -> bool:
-        """Parked, not cancelled, its wake-up still ahead and no event waiting."""
+        """Parked (or paused), not cancelled, its wake-up still ahead and no event waiting."""
         execution = self.execution
         await execution.ensure_loaded()
         state = execution.state
-        if state is None or state["phase"] != "main" or state["status"] not in ("sleeping", "waiting"):
+        parked = ("sleeping", "waiting", "paused")  # paused: control (engine/_control.py)
+        if state is None or state["phase"] != "main" or state["status"] not in parked:
             return False
         wake_at = state.get("wake_at")
         if wake_at is not None and wake_at <= execution.now():

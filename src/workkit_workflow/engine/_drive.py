@@ -14,8 +14,11 @@ from ..errors import WorkflowError
 from . import _journal as jn
 from . import _pages
 from ._alarms import AlarmBackoff
+from ._limits import needs_slot, wait_for_slot
 from ._pages import JournalWindow, journal_end, read_execution
+from ._pause import is_paused
 from ._phases import Entries, Phases
+from ._retention import Retention
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
@@ -28,14 +31,21 @@ class Driver:
     """The runner's body for one execution."""
 
     def __init__(
-        self, execution: ExecutionState, registry: Registry, backoff: AlarmBackoff, *, lease: float
+        self,
+        execution: ExecutionState,
+        registry: Registry,
+        backoff: AlarmBackoff,
+        *,
+        lease: float,
+        retention: float | None = None,
     ) -> None:
         self.execution = execution
         self.registry = registry
         self.backoff = backoff
         self.lease = lease
         self.runner = Runner(execution.spawn, self._drive_safely)
-        self.phases = Phases(execution, self.runner)
+        self.retention = Retention(execution, retention)
+        self.phases = Phases(execution, self.runner, self.retention)
 
     async def drive_until_quiet(self) -> None:
         runner = self.runner.wake()
@@ -79,9 +89,11 @@ class Driver:
             state = execution.state
             assert state is not None and execution.meta is not None
             if state["phase"] == "done":
-                await execution.write({}, alarm=None)
-                execution.settled_event().set()
-                await execution.settle_observers()
+                await self.retention.on_done()  # hook(control): keeps or deletes the storage
+                return
+            if is_paused(state):  # hook(control): a paused execution starts no phase
+                if await self._park_paused():
+                    continue
                 return
             # versions: the name and version in its meta; without them here it is blocked.
             definition = await resolve(execution, self.registry, self.runner)
@@ -89,6 +101,12 @@ class Driver:
                 if self.runner.signalled:
                     continue
                 return
+            if needs_slot(execution) and not await wait_for_slot(execution, self.runner):
+                if self.runner.signalled:  # concurrency limits: parked until a slot is ours
+                    continue
+                return
+            state = execution.state
+            assert state is not None
             main_entries, comp_entries = self._entries(snapshot)
             if paged:
                 main_entries, comp_entries = await self._paged_entries(state, snapshot)
@@ -100,6 +118,12 @@ class Driver:
             if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
                 continue
             return
+
+    async def _park_paused(self) -> bool:
+        """Park with no alarm (nothing is due while paused); True if a signal came meanwhile."""
+        now = self.execution.now()
+        await self.execution.write_state({"wake_at": None}, alarm=self.runner.park_alarm(None, now))
+        return self.runner.signalled
 
     def _load(self, snapshot: Mapping[str, str]) -> bool:
         """Take the execution's records from a full snapshot; False if it has none."""

@@ -8,6 +8,8 @@ instance and is what the execution object (``cloudflare._object``) talks to:
 * ``_drive`` and ``_phases``: what the runner does, phase by phase;
 * ``_requests``: the operations the wire exposes (execute, status, cancel,
   event, journal, meta, result);
+* ``_control`` and ``_retention``: pause, continue, delete, and deletion of a
+  settled execution's storage after its retention period;
 * ``_alarms``: the alarm, the lease and the backoff after failures;
 * ``_mail``: the outbox of durable requests to other objects of the namespace;
 * ``_plugins``: where optional features (the history projection) join in.
@@ -35,7 +37,9 @@ from typing import Any
 from ..definitions._workflow import REGISTRY, Registry
 from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
 from ._children import outcome_mail
+from ._control import Control
 from ._drive import Driver
+from ._limits import release_mail
 from ._live_state import read as read_live_state
 from ._mail import Mail, reply_with_event
 from ._plugins import make_observer
@@ -58,6 +62,7 @@ class ExecutionCore:
         rng: random.Random | None = None,
         faults: FaultHook | None = None,
         history: Any = None,
+        retention: float | None = None,
     ) -> None:
         self.execution = ExecutionState(host, rng=rng, faults=faults)
         # The mail outbox comes first: its alarm_for sees the engine's alarm unchanged.
@@ -65,11 +70,12 @@ class ExecutionCore:
         self.execution.observers.append(self.mail)
         self.execution.mail = self.mail
         self.execution.settle_hooks.append(partial(outcome_mail, self.execution))
+        self.execution.settle_hooks.append(partial(release_mail, self.execution))
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))
         backoff = AlarmBackoff(self.execution)
-        self.driver = Driver(self.execution, registry, backoff, lease=lease)
+        self.driver = Driver(self.execution, registry, backoff, lease=lease, retention=retention)
         self.runner: Runner = self.driver.runner
         self.requests = Requests(
             self.execution, registry, self.runner, self.driver.drive_until_quiet, lease=lease
@@ -87,6 +93,11 @@ class ExecutionCore:
         self.alarm = self.alarms.alarm
         # versions: move an unfinished execution to another deployed version.
         self.move_to_version = VersionMoves(self.execution, registry, self.runner).move
+        # Operator control (engine/_control.py): pause, continue, delete.
+        self.control = Control(self.execution, self.runner, self.driver.retention, self.requests.view)
+        self.pause = self.control.pause
+        self.unpause = self.control.unpause
+        self.delete = self.control.delete
 
     # -- what the execution object and tools read ------------------------------
 

@@ -56,7 +56,18 @@ EVENT_ID: Final = "eid:"
 OUTBOX: Final = "o:"
 IDEMPOTENT: Final = "i:"
 
-Status = Literal["pending", "running", "completed", "failed", "cancelled", "waiting", "sleeping", "blocked"]
+Status = Literal[
+    "queued",
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "waiting",
+    "sleeping",
+    "blocked",
+    "paused",
+]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
 OpKind = Literal["step", "sleep", "wait", "state", "child"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..definitions._contexts import CompensationContext, InDoubtStep, WorkflowContext
@@ -16,6 +16,8 @@ from ..errors import SerializationError
 from . import _journal as jn
 from . import _undo as undo
 from ._children import cancel_children
+from ._pause import is_paused
+from ._retention import Retention
 from ._runner import Runner
 from ._state import ExecutionState
 from .phase._operations import Phase
@@ -35,6 +37,7 @@ class Phases:
 
     execution: ExecutionState
     runner: Runner
+    retention: Retention
 
     # -- the main phase --------------------------------------------------------
 
@@ -91,13 +94,15 @@ class Phases:
             except SerializationError as exc:
                 outcome = Outcome("failed", error=exc.to_dict(), failed_step=None)
             else:
-                await execution.write_state(
-                    {"status": "completed", "phase": "done", "finished_at": now, "waiting_for": []},
+                await self._settle(
+                    definition,
+                    {"status": "completed", "finished_at": now, "waiting_for": []},
                     puts={**settled, jn.RESULT: text},
-                    alarm=None,
                 )
-                execution.settled_event().set()
                 return
+        state = execution.state or {}
+        if outcome.kind == "stopped" and state.get("cancel_compensate") is False:
+            outcome = replace(outcome, compensate=False)  # hook(control): cancel(compensate=False)
         changes = self._ended_changes(outcome, now)
         # undo: per-step undo handlers also need the compensation phase.
         if (definition.compensation is not None or undo.pending(entries)) and outcome.compensate:
@@ -107,9 +112,8 @@ class Phases:
             )
             await execution.write_state(changes, puts=settled, alarm=now)
             return
-        changes.update(phase="done", compensation=None)
-        await execution.write_state(changes, puts=settled, alarm=None)
-        execution.settled_event().set()
+        changes.update(compensation=None)
+        await self._settle(definition, changes, puts=settled)
 
     def _ended_changes(self, outcome: Outcome, now: float) -> dict[str, Any]:
         """The state of a main phase that failed or was cancelled."""
@@ -119,8 +123,9 @@ class Phases:
         if outcome.kind == "failed":
             changes.update(error=outcome.error, failed_step=outcome.failed_step, step_attempt=outcome.attempt)
         else:
+            code = "terminated" if state and state.get("cancel_compensate") is False else "cancelled"
             changes["error"] = (
-                {"code": "cancelled", "message": state.get("cancel_reason") or "cancelled"} if state else None
+                {"code": code, "message": state.get("cancel_reason") or code} if state else None
             )
         return changes
 
@@ -134,8 +139,7 @@ class Phases:
         handler = definition.compensation
         compensation = dict(execution.state.get("compensation") or {})
         if handler is None and not undo.pending(main_entries):
-            await execution.write_state({"phase": "done"}, alarm=None)
-            execution.settled_event().set()
+            await self._settle(definition, {})
             return Outcome("completed")
         if compensation.get("status") != "running":
             compensation.update(status="running", started_at=execution.now())
@@ -172,12 +176,8 @@ class Phases:
         )
         if "undos" in compensation:
             compensation["undos"] = undo.outcomes(main_entries, run.entries)
-        await execution.write_state(
-            {"compensation": compensation, "phase": "done"},
-            puts=self._settle_entries(jn.COMPENSATION, run.entries),
-            alarm=None,
-        )
-        execution.settled_event().set()
+        settled = self._settle_entries(jn.COMPENSATION, run.entries)
+        await self._settle(definition, {"compensation": compensation}, puts=settled)
         return outcome
 
     def _compensation_context(
@@ -218,6 +218,20 @@ class Phases:
 
     # -- ending a drive --------------------------------------------------------
 
+    async def _settle(
+        self, definition: Workflow, changes: dict[str, Any], puts: Mapping[str, str] | None = None
+    ) -> None:
+        """The execution's last write: phase ``done``, and (hook: control) the alarm
+        that deletes its storage after the retention period (``_retention``)."""
+        finished_at = changes.get("finished_at")
+        delete_at = self.retention.delete_at(
+            definition.retention, finished_at if isinstance(finished_at, float | int) else None
+        )
+        await self.execution.write_state(
+            {**changes, "phase": "done", "delete_at": delete_at}, puts=puts, alarm=delete_at
+        )
+        self.execution.settled_event().set()
+
     async def _park(self, outcome: Outcome) -> None:
         execution = self.execution
         assert execution.state is not None and execution.meta is not None
@@ -232,6 +246,8 @@ class Phases:
         if any(execution.inbox_has(t) for t in outcome.waiting_for):
             wakes.append(execution.now())
         wake_at = min(wakes) if wakes else None
+        if is_paused(execution.state):
+            wake_at = None  # hook(control): nothing is due until it continues (_control)
         changes: dict[str, Any] = {"wake_at": wake_at, "waiting_for": outcome.waiting_for}
         if execution.state["status"] == "running":
             changes["status"] = "waiting" if outcome.waiting_for else "sleeping"

@@ -17,6 +17,7 @@ from ..definitions._workflow import Registry, Workflow
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
 from ._children import check_same_parent
+from ._limits import limit_meta
 from ._runner import Runner
 from ._signals import StorageFailure
 from ._state import ExecutionState
@@ -91,16 +92,23 @@ class Requests:
         now = self.execution.now()
         meta = _new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
         puts: dict[str, str] = {}
+        limit = limit_meta(self.execution, definition, input)  # concurrency limits: wait queued for a slot
+        if limit is not None:
+            meta["concurrency"] = limit
         if parent:
             meta["parent"] = dict(parent)
         if restart:
             meta["restarted_from"] = {
                 "execution_id": restart.get("execution_id"),
                 "from_step": restart.get("from_step"),
+                "kind": restart.get("kind", "step"),
+                "occurrence": restart.get("occurrence", 1),
             }
             puts = _restored_records(restart)
         meta_text = jn.encode_record(jn.META, meta, what="workflow input")
         state = _new_state(now)
+        if limit is not None:
+            state["status"] = "queued"
         state_text = jn.encode_record(jn.STATE, state, what="execution state")
         # The alarm is the guarantee that the execution starts, whoever drives it:
         # due now, or, when this request drives it at once, a lease that resumes
@@ -135,8 +143,11 @@ class Requests:
             "compensation": state.get("compensation"),
             "cancel_reason": state.get("cancel_reason"),
             "blocked": state.get("blocked"),
+            "paused_at": (state.get("paused") or {}).get("at"),
+            "delete_at": state.get("delete_at"),
             "running": sorted(run.current.values()) if run is not None else [],
             "parent": meta.get("parent"),
+            "queue": state.get("queue") if state["status"] == "queued" else None,
             "children": state.get("children") or [],
         }
 
@@ -193,15 +204,25 @@ class Requests:
             return {**view, "ok": True, "value": value}
         return {**view, "ok": False, "journal": await self.journal()}
 
-    async def cancel(self, reason: str | None = None) -> tuple[dict[str, Any], bool]:
-        """Request cancellation. Returns ``(view, changed)``; a finished execution is left alone."""
+    async def cancel(self, reason: str | None = None, compensate: bool = True) -> tuple[dict[str, Any], bool]:
+        """Request cancellation. Returns ``(view, changed)``; a finished execution is left alone.
+
+        ``compensate=False`` terminates: the main phase stops and the compensation
+        handler does not run (the error's code is ``terminated``). A cancel ends a pause.
+        """
         execution = self.execution
         await execution.ensure_loaded()
         _, state = execution.require()
         if state["phase"] != "main" or state["status"] in jn.TERMINAL:
             return self.view(), False
         await execution.write_state(
-            {"status": "cancelled", "cancel_requested_at": execution.now(), "cancel_reason": reason},
+            {
+                "status": "cancelled",
+                "cancel_requested_at": execution.now(),
+                "cancel_reason": reason,
+                "cancel_compensate": compensate,  # control
+                "paused": None,
+            },
             alarm=self.runner.signal(execution.now()),
         )
         run = execution.run

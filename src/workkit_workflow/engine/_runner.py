@@ -55,6 +55,11 @@ class Runner:
         return self._task is not None and not self._task.done()
 
     @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The active runner, if any (a request may wait for it to end)."""
+        return self._task if self.active else None
+
+    @property
     def driving(self) -> bool:
         """Active and not parking: it will look at the signals before it parks."""
         return self.active and not self.parking

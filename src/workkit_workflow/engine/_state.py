@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from ..errors import ExecutionNotFoundError
 from . import _journal as jn
 from ._mail import Mail
+from ._pause import hold_status
 from ._plugins import JournalObserver
 from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._signals import StorageFailure
@@ -53,6 +54,8 @@ class LiveRun(Protocol):
     def stop(self) -> None: ...
 
     def deliver(self, event_type: str) -> None: ...
+
+    def wake_parked(self) -> None: ...
 
 
 class ExecutionState:
@@ -173,7 +176,8 @@ class ExecutionState:
         # request interleaving at the await sees (and builds on) the new state.
         assert self.state is not None
         previous = self.state
-        state = {**previous, **changes, "updated_at": self.now()}
+        # hook(control): while paused the status stays "paused" (engine/_pause.py)
+        state = hold_status(previous, {**previous, **changes, "updated_at": self.now()})
         if self.settle_hooks and state.get("phase") == "done" and previous.get("phase") != "done":
             extra = dict(puts or {})
             for hook in self.settle_hooks:

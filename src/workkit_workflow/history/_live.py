@@ -39,7 +39,7 @@ class Actions:
 READ_ONLY = Actions(
     None,
     "Read-only: this server only reads the runtime file. Run it as "
-    "workkit-workflow serve --app MODULE to cancel, send events and restart from this page.",
+    "workkit-workflow serve --app MODULE to cancel, pause, send events and restart from this page.",
 )
 
 CSS = """
@@ -105,11 +105,14 @@ function(){timer=setTimeout(refresh,POLL)})}
 function load(){get('main').then(function(html){if(html===null)return;document.querySelector('main').innerHTML=html;init()})}
 function body(form){var verb=form.getAttribute('data-verb'),e=form.elements;
 if(verb==='cancel')return e.reason.value?{reason:e.reason.value}:{};
+if(verb==='pause'||verb==='unpause')return {};
 if(verb==='restart'){var b={from_step:e.from_step.value};if(e.new_id.value)b.execution_id=e.new_id.value;return b}
 var ev={type:e.type.value};if(e.event_id.value)ev.id=e.event_id.value;
 if(e.payload.value.trim())ev.payload=JSON.parse(e.payload.value);return ev}
 function done(verb,a){if(verb==='cancel')return a.cancelled?'Cancelled.':'It had already finished: nothing to cancel.';
-if(verb==='event')return a.accepted?'Event delivered.':'Duplicate event id: it was delivered before.';return null}
+if(verb==='event')return a.accepted?'Event delivered.':'Duplicate event id: it was delivered before.';
+if(verb==='pause')return a.paused?'Paused: no new step starts until it continues.':'It was already paused.';
+if(verb==='unpause')return a.unpaused?'Continued.':'It was not paused.';return null}
 function restarted(id){say('Restarted as ');var a=document.createElement('a');a.id='restarted';a.textContent=id;
 a.href=live.getAttribute('data-base')+'executions/'+encodeURIComponent(id);document.getElementById('answer').appendChild(a)}
 function act(form){var verb=form.getAttribute('data-verb'),b;
@@ -142,7 +145,8 @@ def token_box() -> str:
 
 
 def actions_panel(actions: Actions, steps: Sequence[str]) -> str:
-    """The cancel, event and restart forms (disabled, with the reason, when read-only)."""
+    """The cancel, pause, continue, event and restart forms (disabled, with the reason,
+    when read-only)."""
     disabled = "" if actions.api is not None else " disabled"
     why = f"<p class='why' id='readonly'>{escape(actions.why_not)}</p>" if actions.api is None else ""
     options = "".join(f"<option>{escape(name)}</option>" for name in dict.fromkeys(steps))
@@ -158,6 +162,8 @@ def actions_panel(actions: Actions, steps: Sequence[str]) -> str:
         f"<h2>Actions</h2><section class='actions'><fieldset{disabled}>{why}"
         "<form data-verb='cancel'><label>cancel</label>"
         "<input name='reason' placeholder='reason (optional)'><button>cancel execution</button></form>"
+        "<form data-verb='pause'><label>pause</label><button>pause</button></form>"
+        "<form data-verb='unpause'><label>continue</label><button>continue</button></form>"
         "<form data-verb='event'><label>send event</label><input name='type' placeholder='type' required>"
         "<textarea name='payload' placeholder='JSON payload (optional)'></textarea>"
         "<input name='event_id' placeholder='event id (optional)'><button>send</button></form>"

@@ -28,7 +28,8 @@ background:#fff}
 .badge{display:inline-block;font-size:12px;font-weight:700;padding:2px 8px;border-radius:10px;color:#fff;
 background:var(--mute);text-transform:uppercase;letter-spacing:.03em}
 .badge.completed{background:var(--ok)}.badge.failed{background:var(--fail)}
-.badge.running{background:var(--run)}.badge.retrying,.badge.sleeping,.badge.waiting,.badge.pending{background:var(--wait)}
+.badge.running{background:var(--run)}.badge.retrying,.badge.sleeping,.badge.waiting,.badge.pending,
+.badge.paused{background:var(--wait)}
 .badge.cancelled{background:var(--comp)}.badge.lost{background:#8d6e63}
 .badge.abandoned{background:#9e9e9e}.badge.in_doubt{background:#8d6e63}.step.abandoned .name{color:#757575}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}

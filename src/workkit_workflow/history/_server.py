@@ -9,6 +9,8 @@ its address in the file's lock file, and takes commands for executions, so
 * ``POST /api/executions/<id>/event``: ``{"type", "payload"?, "id"?, "wait"?}`` → ``{"accepted", "status"}``
 * ``POST /api/executions/<id>/restart``: ``{"from_step", "execution_id"?, "wait"?}`` →
   ``{"execution_id", "status"}`` (the new execution's)
+* ``POST /api/executions/<id>/pause``, ``.../unpause``, ``.../delete``: ``{"wait"?}`` →
+  ``{"paused" | "unpaused" | "deleted", "status"}``
 
 ``wait`` (seconds, at most 300) lets the execution act on the command before
 the answer. The pages' action buttons post to these (no token: the server
@@ -74,6 +76,8 @@ class Commands:
 
     async def act(self, execution_id: str, action: Action, wait: float) -> dict[str, Any]:
         answer = await perform(self.client, execution_id, action)
+        if action.verb == "delete":
+            return {**answer, "status": None}  # nothing left to ask about
         # A restart answers for the new execution: that is the one to let run on.
         settles = answer.get("execution_id", execution_id)
         return {**answer, "status": await self._settle(settles, wait)}
@@ -286,6 +290,7 @@ def serve(history_path: str, host: str, port: int, out: TextIO) -> int:
 async def serve_runtime(db_path: str, history_path: str, host: str, port: int, out: TextIO) -> int:
     """Own ``db_path``: run its runtime, serve the pages and take commands until stopped."""
     from ..client._client import create_durable_workflow
+    from ..client._schedules import Scheduler
     from ..local import LocalNamespace
 
     history = LocalD1(history_path)
@@ -299,9 +304,12 @@ async def serve_runtime(db_path: str, history_path: str, host: str, port: int, o
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     server: ThreadingHTTPServer | None = None
+    scheduler: asyncio.Task[None] | None = None
     try:
         client = create_durable_workflow(namespace, history=history)
         await namespace.start()
+        # Schedules: the app's registered schedules fire at their ticks, as Cron Triggers would.
+        scheduler = loop.create_task(Scheduler(client, namespace.clock).run())
         commands = Commands(loop, client, namespace)
         server = ThreadingHTTPServer((host, port), make_handler(history_path, commands, db_path))
         server.daemon_threads = True
@@ -309,6 +317,8 @@ async def serve_runtime(db_path: str, history_path: str, host: str, port: int, o
         threading.Thread(target=server.serve_forever, name="workkit-serve", daemon=True).start()
         await stop.wait()
     finally:
+        if scheduler is not None:
+            scheduler.cancel()
         if server is not None:
             server.shutdown()
             server.server_close()

@@ -245,6 +245,8 @@ def headline(execution: ExecutionRecord) -> str:
         text = f"Waiting for {', '.join(_awaited(w) for w in execution.waiting_for) or 'an event'}."
     elif status == "sleeping":
         text = f"Sleeping until {when(execution.wake_at)}."
+    elif status == "paused":
+        text = "Paused: no new step starts until it continues."
     elif status == "blocked":
         which = f"version {execution.version!r} of its workflow" if execution.version else "its workflow"
         text = f"Blocked: {which} is not deployed; it carries on once it is."

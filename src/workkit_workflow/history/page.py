@@ -33,7 +33,9 @@ from ._page_timeline import _execution_body
 from ._query import ExecutionPage, ExecutionRecord, HistoryQuery
 from ._timeline import Timeline, build, error_text, when
 
-_LIVE_STATUSES = frozenset({"pending", "running", "sleeping", "waiting", "retrying", "blocked"})
+_LIVE_STATUSES = frozenset(
+    {"queued", "pending", "running", "sleeping", "waiting", "retrying", "blocked", "paused"}
+)
 
 
 def is_settled(e: ExecutionRecord) -> bool:
@@ -99,11 +101,13 @@ def render_index(
         return _fragment(table, settled)
     statuses = [
         "",
+        "queued",
         "pending",
         "running",
         "sleeping",
         "waiting",
         "blocked",
+        "paused",
         "completed",
         "failed",
         "cancelled",

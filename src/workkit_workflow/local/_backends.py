@@ -85,6 +85,8 @@ class MemoryBackend:
         data.update(puts)
         for key in deletes:
             data.pop(key, None)
+        if not data:
+            del self._data[obj]  # an object with no keys holds nothing (as in SQLite)
         if alarm is not KEEP_ALARM:
             if alarm is None:
                 self._alarms.pop(obj, None)

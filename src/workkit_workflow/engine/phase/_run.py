@@ -22,6 +22,7 @@ from ...definitions._retry import RetryPolicy
 from ...errors import ReplayMismatchError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
 from .._pages import JournalWindow
+from .._pause import is_paused
 from .._signals import Abort, Stop, Suspend
 from .._state import ExecutionState
 from ._outcome import Outcome, Parked, finished_outcome, parked_outcome
@@ -121,9 +122,29 @@ class PhaseRun:
 
     def deliver(self, event_type: str) -> None:
         """An event arrived while this phase runs: wake the waits for its type."""
+        if is_paused(self.execution.state):
+            return  # kept in the inbox: the waits take it once the execution continues
         for parked in list(self.parked.values()):
             if parked.event_type == event_type and not parked.future.done():
                 parked.future.set_result(None)
+
+    def wake_parked(self) -> None:
+        """The execution continues after a pause: every parked operation checks again
+        (a timer that came due while paused fires now; one not yet due parks again)."""
+        for parked in list(self.parked.values()):
+            if not parked.future.done():
+                parked.future.set_result(None)
+
+    async def hold(self, op: int) -> None:
+        """The pause gate, before an operation starts (control: pause/continue).
+
+        While the execution is paused the operation parks with no wake-up and no
+        event: once everything in flight is parked the phase suspends, and the
+        execution parks without an alarm. A running step is not interrupted; it
+        finishes and is journaled, and the next operation is held here.
+        """
+        while is_paused(self.execution.state):
+            await self.park(op, wake_at=None, event_type=None)
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -200,12 +221,13 @@ class PhaseRun:
     async def _ring(self, parked: Parked) -> None:
         assert parked.wake_at is not None
         await self.execution.clock.sleep(parked.wake_at - self.execution.now())
-        if not parked.future.done():
+        if not parked.future.done() and not is_paused(self.execution.state):
             parked.future.set_result(None)
 
     async def wait_until(self, op: int, name: str, at: float, attempt: int) -> None:
         """Park until ``at`` (or the deadline), checking cancellation and the deadline."""
         while True:
+            await self.hold(op)
             now = self.execution.now()
             if at <= now:
                 return

@@ -15,6 +15,7 @@ async def run_set_state(run: PhaseRun, op: int, key: str, text: str) -> None:
         if entry is not None and not (entry.get("restored_from") and not entry.get("value_written")):
             return  # written by the first run; replay never rewrites it
         # First run, or an entry a restart carried over: this execution has no value yet.
+        await run.hold(op)  # control: no operation starts while paused
         run.check_continue(key)
         execution = run.execution
         now = execution.now()

@@ -14,6 +14,7 @@ async def run_sleep(run: PhaseRun, op: int, name: str, until: float | None, dura
         if entry is not None:
             wake_at = float(entry["wake_at"])
         else:
+            await run.hold(op)
             run.check_continue(name)
             now = run.execution.now()
             wake_at = until if until is not None else now + (duration or 0.0)

@@ -98,6 +98,7 @@ async def _step(
     progress.lost = int(entry.get("lost", 0)) if entry else 0
     policy = options.retry or run.retry
     while True:
+        await run.hold(op)
         run.check_continue(name, progress.attempt)
         progress.attempt += 1
         result = await _attempt(run, op, name, call, options, policy, progress)

@@ -26,9 +26,11 @@ async def run_wait(
         if entry is not None and entry["status"] == "failed":
             raise run.failed(entry)
         if entry is None:
+            await run.hold(op)
             entry = await _start(run, op, name, event_type, timeout)
         timeout_at = entry.get("wake_at")
         while True:
+            await run.hold(op)
             run.check_continue(name)
             result = await _try_to_finish(run, op, name, event_type, entry, default)
             if result is not _PENDING:

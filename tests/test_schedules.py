@@ -1,0 +1,338 @@
+"""Schedules: cron ticks start executions, once per tick, with a catch-up policy
+for ticks missed while nothing ran (both local storages, virtual clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from workkit_workflow import REGISTRY, Schedule, Scheduler, run_schedules, workflow
+from workkit_workflow.client._schedules import fire_schedules, last_tick
+from workkit_workflow.definitions._schedule import SCHEDULES, tick_id
+from workkit_workflow.engine._ports import WireResponse
+from workkit_workflow.errors import InvalidOptionError, TransportError
+from workkit_workflow.testing import WorkflowTestEnv
+
+HOUR = 3600.0
+START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC).timestamp()
+
+
+@workflow("scheduled-report")
+async def report(ctx: Any, input: Any) -> Any:
+    return await ctx.step("build", lambda: input)
+
+
+def hourly(catch_up: str = "latest", **options: Any) -> Schedule:
+    return Schedule("hourly", cron="0 * * * *", workflow=report, catch_up=catch_up, register=False, **options)  # type: ignore[arg-type]
+
+
+def at(hours: float) -> float:
+    return START + hours * HOUR
+
+
+def ids(*hours: int) -> list[str]:
+    return [tick_id("hourly", at(h)) for h in hours]
+
+
+async def move_to(env: WorkflowTestEnv, instant: float) -> None:
+    await env.clock.sleep(instant - env.clock.now())
+
+
+async def run_scheduler(env: WorkflowTestEnv, schedule: Schedule, until: float) -> list[str]:
+    """Run a scheduler until ``until``, then stop it (the outage starts); the ids it started."""
+    scheduler = Scheduler(env.client, env.clock, [schedule])
+    task = asyncio.ensure_future(scheduler.run())
+    await move_to(env, until)
+    await env.settle()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return [i for firing in scheduler.firings for i in firing.started]
+
+
+@pytest.fixture
+def clock_at_start(env: WorkflowTestEnv) -> WorkflowTestEnv:
+    env.clock._set(at(0) - 30 * 60)  # 23:30, half an hour before the first tick
+    return env
+
+
+# -- catch-up over a simulated outage ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "options", "after_outage"),
+    [
+        ("latest", {}, [7]),
+        ("all", {}, [3, 4, 5, 6, 7]),
+        ("all", {"max_catch_up": 2}, [6, 7]),
+        ("none", {}, []),
+    ],
+)
+async def test_ticks_missed_during_an_outage_follow_the_catch_up_policy(
+    clock_at_start: WorkflowTestEnv, catch_up: str, options: dict[str, Any], after_outage: list[int]
+) -> None:
+    env = clock_at_start
+    schedule = hourly(catch_up, **options)
+    # Up: ticks 00:00, 01:00, 02:00 run on time.
+    assert await run_scheduler(env, schedule, at(2.5)) == ids(0, 1, 2)
+    # Down from 02:30 to 07:20 (the process is gone), then up again until 08:30.
+    await env.restart()
+    await move_to(env, at(7) + 20 * 60)
+    started = await run_scheduler(env, schedule, at(8.5))
+    assert started == ids(*after_outage, 8)
+    assert await last_tick(env.ns, "hourly") == at(8)
+    for execution_id in started:
+        result = await env.result(env.client.execution(execution_id))
+        assert result.ok
+
+
+async def test_a_new_schedule_does_not_start_ticks_from_before_it_existed(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    await move_to(env, at(5) + 10 * 60)
+    # "all", but nothing was missed: the schedule did not exist before.
+    assert await run_scheduler(env, hourly("all"), at(6.5)) == ids(6)
+
+
+async def test_input_can_be_computed_from_the_tick(clock_at_start: WorkflowTestEnv) -> None:
+    env = clock_at_start
+    schedule = Schedule(
+        "daily",
+        cron="@daily",
+        workflow="scheduled-report",
+        input=lambda t: {"day": t.isoformat()},
+        register=False,
+    )
+    scheduler = Scheduler(env.client, env.clock, [schedule])
+    await move_to(env, at(0))
+    [firing] = await scheduler.fire()
+    assert firing.started == ["daily:2026-11-30T00:00Z"]
+    result = await env.result(env.client.execution(firing.started[0]))
+    assert result.value == {"day": "2026-11-30T00:00:00+00:00"}
+
+
+# -- duplicates -------------------------------------------------------------------------
+
+
+async def test_a_trigger_delivered_twice_starts_one_execution(clock_at_start: WorkflowTestEnv) -> None:
+    env = clock_at_start
+    schedule = hourly("all")
+    await move_to(env, at(1))
+    first, second = await asyncio.gather(
+        fire_schedules(env.client, at(1), [schedule]), fire_schedules(env.client, at(1), [schedule])
+    )
+    created = first[0].started + second[0].started
+    assert created == ids(1)
+    again = await fire_schedules(env.client, at(1) + 5, [schedule])
+    assert again[0].started == [] and again[0].existing == []
+
+
+class DropsAdvance:
+    """A namespace whose first ``POST /schedule`` is lost: the firing crashed after
+    starting its ticks and before recording them."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.dropped = 0
+
+    async def request(
+        self, name: str, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> WireResponse:
+        if path == "/schedule" and method == "POST" and not self.dropped:
+            self.dropped += 1
+            raise TransportError("connection lost")
+        return await self.inner.request(name, method, path, body, query)
+
+
+async def test_a_firing_that_crashed_before_recording_is_repeated_without_duplicates(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    flaky = DropsAdvance(env.ns)
+    schedule = hourly("all")
+    await move_to(env, at(0))
+    [crashed] = await fire_schedules(flaky, at(0), [schedule])
+    assert crashed.started == ids(0) and crashed.error is not None
+    assert await last_tick(env.ns, "hourly") is None
+    [retried] = await fire_schedules(flaky, at(0) + 20, [schedule])
+    assert retried.started == [] and retried.existing == ids(0) and retried.error is None
+    assert await last_tick(env.ns, "hourly") == at(0)
+
+
+async def test_the_record_never_moves_back(env: WorkflowTestEnv) -> None:
+    name = "schedule:hourly"
+    assert (await env.ns.request(name, "POST", "/schedule", {"advance_to": at(5)})).body["advanced"]
+    moved = await env.ns.request(name, "POST", "/schedule", {"advance_to": at(3)})
+    assert moved.body == {"schedule": {"last_tick": at(5), "fired": 0}, "advanced": False}
+
+
+@pytest.mark.parametrize(
+    "body", [None, [], {"advance_to": "soon"}, {"advance_to": -1}, {"advance_to": 1, "started": True}]
+)
+async def test_a_malformed_advance_is_refused(env: WorkflowTestEnv, body: Any) -> None:
+    response = await env.ns.request("schedule:x", "POST", "/schedule", body)
+    assert response.status == 400 and response.body["error"]["code"] == "invalid_request"
+    assert (await env.ns.request("schedule:x", "GET", "/schedule")).body["schedule"]["last_tick"] is None
+
+
+async def test_a_tick_that_cannot_start_is_tried_again(clock_at_start: WorkflowTestEnv) -> None:
+    env = clock_at_start
+    schedule = Schedule("later", cron="0 * * * *", workflow="not-yet-defined", register=False)
+    await move_to(env, at(0))
+    [failed] = await fire_schedules(env.client, at(0), [schedule])
+    assert failed.error is not None and failed.error.code == "unknown_workflow"
+
+    @workflow("not-yet-defined")
+    async def defined(ctx: Any, input: Any) -> str:
+        return "ok"
+
+    try:
+        [fired] = await fire_schedules(env.client, at(0) + 30, [schedule])
+        assert fired.started == ["later:2026-11-30T00:00Z"]
+    finally:
+        REGISTRY.unregister("not-yet-defined")
+
+
+# -- the Worker's scheduled handler -------------------------------------------------------
+
+
+async def test_on_scheduled_fires_registered_schedules_at_the_triggers_time(env: WorkflowTestEnv) -> None:
+    Schedule("worker-nightly", cron="0 3 * * *", workflow=report, input={"n": 1})
+    try:
+        tick = datetime(2026, 11, 30, 3, 0, tzinfo=UTC).timestamp()
+        controller = SimpleNamespace(cron="0 3 * * *", scheduledTime=tick * 1000, type="scheduled")
+        report_ = await run_schedules(env.ns, controller)
+        mine = [r for r in report_ if r["schedule"] == "worker-nightly"]
+        assert mine == [
+            {
+                "schedule": "worker-nightly",
+                "started": [schedule_id := "worker-nightly:2026-11-30T03:00Z"],
+                "existing": [],
+                "error": None,
+            }
+        ]
+        # Cloudflare may deliver the same trigger again: nothing new starts.
+        again = [r for r in await run_schedules(env.ns, controller) if r["schedule"] == "worker-nightly"]
+        assert again[0]["started"] == [] and again[0]["error"] is None
+        assert (await env.result(env.client.execution(schedule_id))).value == {"n": 1}
+    finally:
+        SCHEDULES.unregister("worker-nightly")
+
+
+# -- definitions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cron", "says"),
+    [
+        ("0 0 * * * *", "has 6 fields"),
+        ("* * * *", "has 4 fields"),
+        ("", "non-empty"),
+        (None, "non-empty"),
+        ("61 * * * *", "invalid: Bad minute"),
+        ("*/0 * * * *", "invalid"),
+        ("0 0 30 2 *", "invalid"),
+        ("0 25 * * *", "invalid: Bad hour"),
+        ("0 0 * * FUNDAY", "invalid"),
+        ("@every_minute", "has 1 fields"),
+    ],
+)
+def test_a_bad_cron_is_refused_when_the_schedule_is_defined(cron: Any, says: str) -> None:
+    with pytest.raises(InvalidOptionError, match=says) as caught:
+        Schedule("bad", cron=cron, workflow=report, register=False)
+    assert caught.value.details["cron"] == cron
+    assert "bad" not in [s.name for s in SCHEDULES.all()]
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"catch_up": "some"}, "catch_up must be one of"),
+        ({"max_catch_up": 0}, "max_catch_up"),
+        ({"max_catch_up": 10_000}, "max_catch_up"),
+        ({"name": "has space"}, "schedule name"),
+        ({"name": "x" * 101}, "schedule name"),
+        ({"workflow": 42}, "workflow must be"),
+    ],
+)
+def test_bad_schedule_options_are_refused(options: dict[str, Any], says: str) -> None:
+    arguments: dict[str, Any] = {"name": "ok", "cron": "@hourly", "workflow": report, "register": False}
+    with pytest.raises(Exception, match=says):
+        Schedule(**{**arguments, **options})
+
+
+def test_aliases_and_spacing_normalise_to_five_fields() -> None:
+    assert Schedule("a", cron="@daily", workflow=report, register=False).cron == "0 0 * * *"
+    assert Schedule("b", cron=" 0   3 * *  MON ", workflow=report, register=False).cron == "0 3 * * MON"
+
+
+def test_a_step_over_a_one_value_range_means_that_value() -> None:
+    # cronsim 2.8 alone reads "1-1/2" as "1-7/2" (Mon, Wed, Fri, Sun); cron means Monday.
+    schedule = Schedule("mondays", cron="0 0 * * 1-1/2", workflow=report, register=False)
+    assert schedule.cron == "0 0 * * 1"
+    tuesday = datetime(2023, 11, 14, 22, 0, tzinfo=UTC).timestamp()
+    assert schedule.next_tick(tuesday) == datetime(2023, 11, 20, tzinfo=UTC).timestamp()
+
+
+def test_the_readme_schedules_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    match = re.search(r"<!-- schedules-example -->\n```python\n(.*?)```", readme, re.S)
+    assert match is not None
+    (tmp_path / "example.py").write_text(match.group(1))
+    src = str(Path(__file__).parents[1] / "src")
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "example.py")],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == (
+        "[['nightly-report:2026-01-01T03:00Z'], ['nightly-report:2026-01-02T03:00Z'], "
+        "['nightly-report:2026-01-03T03:00Z']]"
+    )
+
+
+async def test_an_input_function_that_raises_fails_that_firing_only(clock_at_start: WorkflowTestEnv) -> None:
+    env = clock_at_start
+
+    def broken(tick: datetime) -> Any:
+        raise KeyError("region")
+
+    bad = Schedule("broken", cron="0 * * * *", workflow=report, input=broken, register=False)
+    await move_to(env, at(0))
+    failed, fired = await fire_schedules(env.client, at(0), [bad, hourly()])
+    assert failed.error is not None and failed.error.code == "schedule_failed"
+    assert "KeyError" in failed.error.message
+    assert fired.started == ids(0)
+    assert await last_tick(env.ns, "broken") is None
+
+
+async def test_a_trigger_between_the_ticks_starts_from_where_it_fired(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    # Triggers every 5 minutes, a schedule at minute 7: each tick starts at the next
+    # trigger after it (late), none is lost.
+    env = clock_at_start
+    schedule = Schedule("at-seven", cron="7 * * * *", workflow=report, register=False)
+    started = []
+    for minutes in range(0, 135, 5):  # 00:00 to 02:10
+        [firing] = await fire_schedules(env.client, at(0) + minutes * 60, [schedule])
+        started += firing.started
+    assert started == [
+        "at-seven:2026-11-30T00:07Z",
+        "at-seven:2026-11-30T01:07Z",
+        "at-seven:2026-11-30T02:07Z",
+    ]
