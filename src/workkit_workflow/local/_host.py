@@ -194,4 +194,6 @@ class _Live:
     host: LocalHost
     instance: Any
     alarm_task: asyncio.Task[None] | None = None
+    alarm_written: bool = False
+    """Storage took an alarm for this object while its alarm handler ran."""
     requests: set[asyncio.Task[Any]] = field(default_factory=set)
