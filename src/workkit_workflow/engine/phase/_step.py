@@ -19,6 +19,7 @@ from ...definitions._values import to_data, validate
 from ...errors import SerializationError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
 from .._pages import JournalWindow
+from .._pause import is_paused
 from .._signals import Abort, ControlSignal
 from ._attempt import (
     DeadlineReached,
@@ -77,33 +78,41 @@ async def run_step(
 ) -> Any:
     run.enter(op, name)
     try:
-        return await _step(run, op, name, call, options)
+        # An entry already in memory is read without a coroutine (most steps).
+        if run.is_read(op):
+            entry = run.replayed_read(op, "step", name)
+        else:
+            entry = await run.replayed(op, "step", name)
+        if entry is None:
+            progress = _Progress(0, [], None, None, 0)
+        elif entry["status"] == "completed":
+            return _output(options, entry.get("output"), name)
+        elif entry["status"] == "failed":
+            raise run.failed(entry)
+        else:
+            progress = await _resume(run, op, name, entry)
+        policy = options.retry or run.retry
+        while True:
+            if is_paused(run.execution.state):
+                await run.hold(op)
+            run.check_continue(name, progress.attempt)
+            progress.attempt += 1
+            result = await _attempt(run, op, name, call, options, policy, progress)
+            if result is not _RETRY:
+                return result
     finally:
         run.leave(op)
 
 
-async def _step(
-    run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
-) -> Any:
-    entry = await run.replayed(op, "step", name)
-    if entry is not None and entry["status"] == "completed":
-        return _output(options, entry.get("output"), name)
-    if entry is not None and entry["status"] == "failed":
-        raise run.failed(entry)
+async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any]) -> _Progress:
+    """The progress of a step whose last attempt was lost or waits for its retry."""
     progress = _Progress.resume(entry)
-    if entry is not None and entry["status"] == "running":
+    if entry["status"] == "running":
         entry = await _recover_lost_attempt(run, op, entry, progress)
-    elif entry is not None and entry["status"] == "retrying":
+    elif entry["status"] == "retrying":
         await run.wait_until(op, name, float(entry["retry_at"]), progress.attempt)
-    progress.lost = int(entry.get("lost", 0)) if entry else 0
-    policy = options.retry or run.retry
-    while True:
-        await run.hold(op)
-        run.check_continue(name, progress.attempt)
-        progress.attempt += 1
-        result = await _attempt(run, op, name, call, options, policy, progress)
-        if result is not _RETRY:
-            return result
+    progress.lost = int(entry.get("lost", 0))
+    return progress
 
 
 async def _recover_lost_attempt(
@@ -158,7 +167,8 @@ async def _attempt(
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
     running = await _start_attempt(run, op, name, progress, key_hash, options)
-    execution.fault("before_step", step=name, attempt=progress.attempt)
+    if execution.faulting:
+        execution.fault("before_step", step=name, attempt=progress.attempt)
     try:
         value = await invoke(run, call, ctx, options, name)
         output_text = encode_output(to_data(value), name)
@@ -169,7 +179,8 @@ async def _attempt(
     except Exception as exc:
         await _attempt_failed(run, op, name, policy, running, exc, progress)
         return _RETRY
-    execution.fault("after_side_effect", step=name, attempt=progress.attempt)
+    if execution.faulting:
+        execution.fault("after_side_effect", step=name, attempt=progress.attempt)
     completed = {**running, "status": "completed", "finished_at": execution.now()}
     if key_hash is not None:
         del completed["idempotency_key"]
