@@ -24,6 +24,7 @@ from .._signals import Abort, ControlSignal
 from ._attempt import (
     DeadlineReached,
     complete_reused,
+    completed_envelope,
     defer_with_output,
     encode_output,
     hash_key,
@@ -166,7 +167,7 @@ async def _attempt(
         reused = execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
-    running = await _start_attempt(run, op, name, progress, key_hash, options)
+    running, running_text = await _start_attempt(run, op, name, progress, key_hash, options)
     if execution.faulting:
         execution.fault("before_step", step=name, attempt=progress.attempt)
     try:
@@ -182,10 +183,13 @@ async def _attempt(
     if execution.faulting:
         execution.fault("after_side_effect", step=name, attempt=progress.attempt)
     completed = {**running, "status": "completed", "finished_at": execution.now()}
+    envelope = None
     if key_hash is not None:
         del completed["idempotency_key"]
+    else:
+        envelope = completed_envelope(running_text, completed["finished_at"])
     try:
-        defer_with_output(run, op, completed, output_text)
+        defer_with_output(run, op, completed, output_text, envelope)
     except SerializationError as exc:
         raise await _unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
@@ -199,7 +203,8 @@ def _output(options: StepOptions, output: Any, name: str) -> Any:
 
 async def _start_attempt(
     run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str | None, options: StepOptions
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
+    """Journal the attempt's start: the running entry and its text."""
     now = run.execution.now()
     if progress.first_started is None:
         progress.first_started = now
@@ -228,8 +233,9 @@ async def _start_attempt(
         running["undo"] = options.undo.record(progress.key_text)
     key = jn.op_key(run.prefix, op)
     run.entries[op] = running
-    await run.execution.write({key: jn.encode_entry(key, running)})
-    return running
+    text = jn.encode_entry(key, running)
+    await run.execution.write({key: text})
+    return running, text
 
 
 async def _attempt_failed(
