@@ -264,7 +264,7 @@ class PhaseRun:
 
     def replayed_read(self, op: int, kind: str, name: str) -> dict[str, Any] | None:
         entry = self.entries.get(op)
-        if entry is not None:
+        if entry is not None and (entry.get("kind") != kind or entry.get("name") != name):
             self.check_identity(op, entry, kind, name)
         return entry
 
