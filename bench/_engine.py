@@ -224,6 +224,10 @@ class ConcurrencyResult:
     cpu: float
     latencies: list[float]
     gc_collections: int
+    gc_full: int = 0
+    """Full (oldest-generation) collections: each walks every live object."""
+    gc_seconds: float = 0.0
+    """Wall time inside the collector (``gc.callbacks``)."""
 
 
 async def concurrency(workdir: str, executions: int, steps: int, synchronous: str) -> ConcurrencyResult:
@@ -240,13 +244,18 @@ async def concurrency(workdir: str, executions: int, steps: int, synchronous: st
         await client.run(wf.linear, {"n": steps}, execution_id=f"c-{i}")
         latencies.append(time.perf_counter() - start)
 
+    timer = _GcTimer()
     try:
         await client.run(wf.linear, {"n": 2}, execution_id="warm")
         collections = sum(s["collections"] for s in gc.get_stats())
+        full = gc.get_stats()[-1]["collections"]
+        gc.callbacks.append(timer)
         cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(executions)))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        gc.callbacks.remove(timer)
         collections = sum(s["collections"] for s in gc.get_stats()) - collections
+        full = gc.get_stats()[-1]["collections"] - full
         for i in (0, executions - 1):
             status = await client.execution(f"c-{i}").status()
             if status != "completed":
@@ -254,7 +263,23 @@ async def concurrency(workdir: str, executions: int, steps: int, synchronous: st
     finally:
         await ns.close()
         os.remove(path)
-    return ConcurrencyResult(executions, steps, synchronous, wall, cpu, latencies, collections)
+    return ConcurrencyResult(
+        executions, steps, synchronous, wall, cpu, latencies, collections, full, timer.seconds
+    )
+
+
+class _GcTimer:
+    """A ``gc.callbacks`` entry adding up the time spent in collections."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
 
 
 def describe_stats(stats: Any) -> dict[str, Any]:

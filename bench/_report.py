@@ -195,9 +195,25 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
                 f"{percentile(latencies, 50) * 1e3:.0f}",
                 f"{percentile(latencies, 99) * 1e3:.0f}",
                 f"{statistics.median(r.gc_collections for r in runs):.0f}",
+                f"{statistics.median(r.gc_full for r in runs):.0f}",
+                f"{statistics.median(r.gc_seconds / r.executions for r in runs) * 1e3:.3f}",
             ]
         )
-    print(table(["executions", "exec/s", "CPU ms per execution", "p50 ms", "p99 ms", "gc runs"], rows))
+    print(
+        table(
+            [
+                "executions",
+                "exec/s",
+                "CPU ms per execution",
+                "p50 ms",
+                "p99 ms",
+                "gc runs",
+                "full gc runs",
+                "gc ms per execution",
+            ],
+            rows,
+        )
+    )
     top = max(results)
     flat = max(cpu_medians.values()) / min(cpu_medians.values())
     return [

@@ -38,6 +38,8 @@ from . import _engine, _memory, _peers, _pyodide, _realruntime, _report, _sqlite
 from ._targets import Verdict, skipped
 
 MEMORY_STEPS = 1000
+SECTIONS = ("memory", "pyodide", "sqlite", "replay", "ops", "concurrency")
+"""The sections ``--only`` picks from (``pyodide`` is the memory section's second row)."""
 
 
 def machine() -> dict[str, Any]:
@@ -61,9 +63,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def memory_section(reps: int, quick: bool) -> tuple[list[Verdict], dict[str, Any]]:
+async def memory_section(
+    reps: int, quick: bool, pyodide: bool = True
+) -> tuple[list[Verdict], dict[str, Any]]:
     cpython = await _memory.per_step(MEMORY_STEPS, max(reps, 5))
     verdicts = _report.memory_cpu("CPython", cpython, MEMORY_STEPS)
+    if not pyodide:
+        return verdicts, {"cpython": cpython}
     pyo = _pyodide.measure(MEMORY_STEPS, max(reps, 5))
     if isinstance(pyo, _pyodide.Unavailable):
         verdicts += _report.memory_cpu("Pyodide", None, MEMORY_STEPS, pyo.reason)
@@ -126,19 +132,31 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         if args.profile:
             await profile(workdir, 1000)
             return {}
-        verdicts, memory = await memory_section(reps, quick)
-        peer_python = _peers.python_for_peers(args.peer_python)
-        steps = await _sqlite.measure(workdir, sizes, reps, peer_python, args.peers)
-        verdicts += _report.per_step(steps, sizes)
-        _report.per_execution(steps, 10)
-        replay = await _engine.cold_replay(workdir, [1000, 10000, 50000], reps)
-        verdicts += _report.replay(replay)
-        ops = await _engine.storage_ops(workdir, [10, 100, 1000])
-        verdicts += _report.ops(ops)
-        conc = await concurrency_section(workdir, [10, 100, 1000, 5000], 2 if quick else 3)
-        verdicts += _report.concurrency(conc)
+        only = set(args.only.split(",")) if args.only else set(SECTIONS)
+        verdicts: list[Verdict] = []
+        memory: dict[str, Any] = {}
+        steps: list[Any] = []
+        replay: list[_engine.ReplayResult] = []
+        ops: list[_engine.OpsResult] = []
+        conc: dict[int, list[Any]] = {}
+        if "memory" in only:
+            verdicts, memory = await memory_section(reps, quick, "pyodide" in only)
+        if "sqlite" in only:
+            peer_python = _peers.python_for_peers(args.peer_python)
+            steps = await _sqlite.measure(workdir, sizes, reps, peer_python, args.peers)
+            verdicts += _report.per_step(steps, sizes)
+            _report.per_execution(steps, 10)
+        if "replay" in only:
+            replay = await _engine.cold_replay(workdir, [1000, 10000, 50000], reps)
+            verdicts += _report.replay(replay)
+        if "ops" in only:
+            ops = await _engine.storage_ops(workdir, [10, 100, 1000])
+            verdicts += _report.ops(ops)
+        if "concurrency" in only:
+            conc = await concurrency_section(workdir, [10, 100, 1000, 5000], 2 if quick else 3)
+            verdicts += _report.concurrency(conc)
         real: Any = "skipped (--quick)"
-        if not quick:
+        if not quick and args.only is None:
             real = _realruntime.measure(200, 5)
             verdicts += [Verdict(line, None) for line in _realruntime.report(real)]
         else:
@@ -169,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=0, help="runs per cell (default 7, quick 3)")
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: the temp dir)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)",
+    )
     parser.add_argument("--profile", action="store_true", help="print the engine's hot spots and stop")
     parser.add_argument(
         "--peers", nargs="*", default=list(_peers.PEERS), help="peers to run (default: DBOS Temporal Restate)"

@@ -12,6 +12,7 @@ from ._durations import Duration, to_instant, to_seconds
 from ._live_state import state_text
 from ._retry import RetryPolicy
 from ._steps import (
+    DEFAULT_OPTIONS,
     MISSING,
     StepContext,
     StepHandler,
@@ -81,18 +82,30 @@ class WorkflowContext:
         function, and ``args`` are journaled for it (at most 64 KiB of JSON).
         """
         check_name(name, "step")
-        where = f"step {name!r}"
-        if undo is not None and not self._takes_undo:
-            raise DefinitionError(f"{where}: a compensation step cannot have an undo handler")
-        spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=True)
-        options = make_options(
-            retry=retry,
-            timeout=timeout,
-            idempotency_key=idempotency_key,
-            output=output,
-            where=where,
-            undo=None if spec is None else undo_input(spec, args, where=where),
-        )
+        if (
+            retry is None
+            and timeout is None
+            and idempotency_key is None
+            and output is None
+            and undo is None
+            and undo_retry is None
+            and undo_timeout is None
+        ):
+            # The usual call: nothing to check, so no message to prepare (the hot path).
+            options = DEFAULT_OPTIONS
+        else:
+            where = f"step {name!r}"
+            if undo is not None and not self._takes_undo:
+                raise DefinitionError(f"{where}: a compensation step cannot have an undo handler")
+            spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=True)
+            options = make_options(
+                retry=retry,
+                timeout=timeout,
+                idempotency_key=idempotency_key,
+                output=output,
+                where=where,
+                undo=None if spec is None else undo_input(spec, args, where=where),
+            )
         return self._run.step(name, lambda _ctx: fn(*args), options)
 
     def _builder_step(

@@ -44,8 +44,22 @@ def dumps(value: Any) -> str:
     return "".join(_C_ENCODE(value, 0))
 
 
+_SCAN: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009  (untyped in typeshed)
+"""The decoder's scanner, called directly: ``json.loads`` wraps it in three Python
+calls and two whitespace matches, most of the cost of decoding a small record."""
+
+
 def loads(text: str) -> Any:
-    return json.loads(text)
+    """``json.loads(text)``, faster for the compact text this library writes."""
+    try:
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, TypeError):
+        end = -1
+    if end != len(text):
+        # Not one compact value (whitespace around it, or not JSON): json.loads
+        # decodes it, or raises the error it always did.
+        return json.loads(text)
+    return value
 
 
 def encode_value(value: Any, *, what: str) -> str:

@@ -81,23 +81,63 @@ class ExecutionCore:
             self.execution, registry, self.runner, self.driver.drive_until_quiet, lease=lease
         )
         self.alarms = Alarms(self.execution, self.runner, backoff, self.driver.drive_until_quiet, lease)
-        # What the execution object calls: the wire operations and the alarm handler.
-        self.execute = self.requests.execute
-        self.status = self.requests.status
-        self.journal = self.requests.journal
-        self.meta = self.requests.meta
-        self.result = self.requests.result
-        self.cancel = self.requests.cancel
-        self.send_event = self.requests.send_event
         self.mail.on_rejected = reply_with_event(self.requests.send_event)
-        self.alarm = self.alarms.alarm
         # versions: move an unfinished execution to another deployed version.
-        self.move_to_version = VersionMoves(self.execution, registry, self.runner).move
+        self.versions = VersionMoves(self.execution, registry, self.runner)
         # Operator control (engine/_control.py): pause, continue, delete.
         self.control = Control(self.execution, self.runner, self.driver.retention, self.requests.view)
-        self.pause = self.control.pause
-        self.unpause = self.control.unpause
-        self.delete = self.control.delete
+
+    # -- what the execution object calls: the wire operations and the alarm handler --
+    # Properties, not bound methods kept as attributes: every object the local
+    # runtime keeps alive is walked by each full garbage collection.
+
+    @property
+    def execute(self) -> Any:
+        return self.requests.execute
+
+    @property
+    def status(self) -> Any:
+        return self.requests.status
+
+    @property
+    def journal(self) -> Any:
+        return self.requests.journal
+
+    @property
+    def meta(self) -> Any:
+        return self.requests.meta
+
+    @property
+    def result(self) -> Any:
+        return self.requests.result
+
+    @property
+    def cancel(self) -> Any:
+        return self.requests.cancel
+
+    @property
+    def send_event(self) -> Any:
+        return self.requests.send_event
+
+    @property
+    def alarm(self) -> Any:
+        return self.alarms.alarm
+
+    @property
+    def move_to_version(self) -> Any:
+        return self.versions.move
+
+    @property
+    def pause(self) -> Any:
+        return self.control.pause
+
+    @property
+    def unpause(self) -> Any:
+        return self.control.unpause
+
+    @property
+    def delete(self) -> Any:
+        return self.control.delete
 
     # -- what the execution object and tools read ------------------------------
 

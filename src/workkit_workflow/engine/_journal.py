@@ -30,7 +30,6 @@ other record is version 1.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, Literal, TypedDict
 
 from ..definitions._json import (
@@ -168,7 +167,7 @@ def decode_record(key: str, text: Any) -> dict[str, Any]:
     if not isinstance(text, str):
         raise JournalFormatError(f"record {key!r} is not JSON text", key=key)
     try:
-        record = json.loads(text)
+        record = loads(text)
     except (ValueError, RecursionError) as exc:
         raise JournalFormatError(f"record {key!r} is not valid JSON: {exc}", key=key) from None
     if not isinstance(record, dict):

@@ -57,15 +57,20 @@ class JournalWindow(dict[int, dict[str, Any]]):
         """Where completed entries with an idempotency key are recorded (the execution's map)."""
         self._pages: dict[int, asyncio.Future[None]] = {}
         self._reached: set[int] = set()
+        self._read_pages: set[int] = set()
+        """Pages read successfully (a read page stays read: its future never changes)."""
         self._scanned = False
 
     def ready(self, op: int) -> bool:
         """Whether ``op``'s page was read (then ``op`` counts as reached), without awaiting."""
         if op >= self.end:
             return True
-        loading = self._pages.get(op // PAGE)
-        if loading is None or not loading.done() or loading.exception() is not None:
-            return False
+        page = op // PAGE
+        if page not in self._read_pages:
+            loading = self._pages.get(page)
+            if loading is None or not loading.done() or loading.exception() is not None:
+                return False
+            self._read_pages.add(page)
         self._reached.add(op)
         return True
 

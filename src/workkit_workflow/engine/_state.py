@@ -67,6 +67,8 @@ class ExecutionState:
         self.clock: Clock = host.clock
         self.rng = rng or _shared_rng()
         self.fault: FaultHook = faults or _noop_fault
+        self.faulting = faults is not None
+        """Whether a fault hook is installed (the hot path skips building its arguments)."""
         self.meta: dict[str, Any] | None = None
         self.state: dict[str, Any] | None = None
         self.loaded = False
@@ -119,9 +121,9 @@ class ExecutionState:
         """One atomic storage write, carrying any deferred step completions with it."""
         if self._write_failure is not None:
             raise StorageFailure(self._write_failure)
-        deferred = list(self._pending_steps)
+        deferred: Sequence[str] = ()
         if self._pending:
-            merged = self._pending
+            merged, deferred = self._pending, self._pending_steps
             merged.update(puts)
             self._pending = {}
             self._pending_steps = []
@@ -141,8 +143,9 @@ class ExecutionState:
             raise StorageFailure(exc) from exc
         for observer in self.observers:
             observer.kick()
-        for step in deferred:
-            self.fault("after_journal", step=step)
+        if self.faulting:
+            for step in deferred:
+                self.fault("after_journal", step=step)
 
     def defer(self, key: str, text: str, name: str) -> None:
         """Queue an operation's completion for the next write (the next operation's

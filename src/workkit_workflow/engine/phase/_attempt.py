@@ -89,12 +89,25 @@ def encode_output(data: Any, name: str) -> str:
     return jn.encode_value(data, what=f"output of step {name!r}")
 
 
-def defer_with_output(run: PhaseRun, op: int, record: dict[str, Any], output_text: str) -> None:
+def completed_envelope(running_text: str, finished_at: float) -> str:
+    """The text ``encode_entry`` gives for ``{**running, "status": "completed",
+    "finished_at": finished_at}``, from the running entry's text: one small encode
+    instead of the whole entry again. The status's key and value only occur once
+    (a quote inside a JSON string is escaped), so replacing the first is exact."""
+    text = running_text.replace('"status":"running"', '"status":"completed"', 1)
+    return text[:-1] + ',"finished_at":' + jn.dumps(finished_at) + "}"
+
+
+def defer_with_output(
+    run: PhaseRun, op: int, record: dict[str, Any], output_text: str, envelope: str | None = None
+) -> None:
+    """Journal a completed record (``envelope``: its text without the output, if known)."""
     # The output is serialized once and spliced into the entry's JSON, and
     # the step's return value is decoded from it: first run and replay see
     # the same value (tuples become lists, as they will on replay).
     key = jn.op_key(run.prefix, op)
-    envelope = jn.encode_entry(key, record if "v" in record else {"v": jn.OP_VERSION, **record})
+    if envelope is None:
+        envelope = jn.encode_entry(key, record if "v" in record else {"v": jn.OP_VERSION, **record})
     text = envelope[:-1] + ',"output":' + output_text + "}"
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {record['name']!r}")

@@ -255,8 +255,16 @@ class PhaseRun:
         journal is read a page at a time as operations reach it: ``_pages``)."""
         if isinstance(self.entries, JournalWindow) and not self.entries.ready(op):
             await self.entries.reach(op)
+        return self.replayed_read(op, kind, name)
+
+    def is_read(self, op: int) -> bool:
+        """Whether ``op``'s page of the journal is in memory: then :meth:`replayed_read`
+        gives what :meth:`replayed` would, without a coroutine (the step's hot path)."""
+        return not isinstance(self.entries, JournalWindow) or self.entries.ready(op)
+
+    def replayed_read(self, op: int, kind: str, name: str) -> dict[str, Any] | None:
         entry = self.entries.get(op)
-        if entry is not None:
+        if entry is not None and (entry.get("kind") != kind or entry.get("name") != name):
             self.check_identity(op, entry, kind, name)
         return entry
 

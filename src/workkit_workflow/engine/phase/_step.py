@@ -19,10 +19,12 @@ from ...definitions._values import to_data, validate
 from ...errors import SerializationError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
 from .._pages import JournalWindow
+from .._pause import is_paused
 from .._signals import Abort, ControlSignal
 from ._attempt import (
     DeadlineReached,
     complete_reused,
+    completed_envelope,
     defer_with_output,
     encode_output,
     hash_key,
@@ -77,33 +79,41 @@ async def run_step(
 ) -> Any:
     run.enter(op, name)
     try:
-        return await _step(run, op, name, call, options)
+        # An entry already in memory is read without a coroutine (most steps).
+        if run.is_read(op):
+            entry = run.replayed_read(op, "step", name)
+        else:
+            entry = await run.replayed(op, "step", name)
+        if entry is None:
+            progress = _Progress(0, [], None, None, 0)
+        elif entry["status"] == "completed":
+            return _output(options, entry.get("output"), name)
+        elif entry["status"] == "failed":
+            raise run.failed(entry)
+        else:
+            progress = await _resume(run, op, name, entry)
+        policy = options.retry or run.retry
+        while True:
+            if is_paused(run.execution.state):
+                await run.hold(op)
+            run.check_continue(name, progress.attempt)
+            progress.attempt += 1
+            result = await _attempt(run, op, name, call, options, policy, progress)
+            if result is not _RETRY:
+                return result
     finally:
         run.leave(op)
 
 
-async def _step(
-    run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any], options: StepOptions
-) -> Any:
-    entry = await run.replayed(op, "step", name)
-    if entry is not None and entry["status"] == "completed":
-        return _output(options, entry.get("output"), name)
-    if entry is not None and entry["status"] == "failed":
-        raise run.failed(entry)
+async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any]) -> _Progress:
+    """The progress of a step whose last attempt was lost or waits for its retry."""
     progress = _Progress.resume(entry)
-    if entry is not None and entry["status"] == "running":
+    if entry["status"] == "running":
         entry = await _recover_lost_attempt(run, op, entry, progress)
-    elif entry is not None and entry["status"] == "retrying":
+    elif entry["status"] == "retrying":
         await run.wait_until(op, name, float(entry["retry_at"]), progress.attempt)
-    progress.lost = int(entry.get("lost", 0)) if entry else 0
-    policy = options.retry or run.retry
-    while True:
-        await run.hold(op)
-        run.check_continue(name, progress.attempt)
-        progress.attempt += 1
-        result = await _attempt(run, op, name, call, options, policy, progress)
-        if result is not _RETRY:
-            return result
+    progress.lost = int(entry.get("lost", 0))
+    return progress
 
 
 async def _recover_lost_attempt(
@@ -157,8 +167,9 @@ async def _attempt(
         reused = execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
-    running = await _start_attempt(run, op, name, progress, key_hash, options)
-    execution.fault("before_step", step=name, attempt=progress.attempt)
+    running, running_text = await _start_attempt(run, op, name, progress, key_hash, options)
+    if execution.faulting:
+        execution.fault("before_step", step=name, attempt=progress.attempt)
     try:
         value = await invoke(run, call, ctx, options, name)
         output_text = encode_output(to_data(value), name)
@@ -169,12 +180,16 @@ async def _attempt(
     except Exception as exc:
         await _attempt_failed(run, op, name, policy, running, exc, progress)
         return _RETRY
-    execution.fault("after_side_effect", step=name, attempt=progress.attempt)
+    if execution.faulting:
+        execution.fault("after_side_effect", step=name, attempt=progress.attempt)
     completed = {**running, "status": "completed", "finished_at": execution.now()}
+    envelope = None
     if key_hash is not None:
         del completed["idempotency_key"]
+    else:
+        envelope = completed_envelope(running_text, completed["finished_at"])
     try:
-        defer_with_output(run, op, completed, output_text)
+        defer_with_output(run, op, completed, output_text, envelope)
     except SerializationError as exc:
         raise await _unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
@@ -188,7 +203,8 @@ def _output(options: StepOptions, output: Any, name: str) -> Any:
 
 async def _start_attempt(
     run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str | None, options: StepOptions
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
+    """Journal the attempt's start: the running entry and its text."""
     now = run.execution.now()
     if progress.first_started is None:
         progress.first_started = now
@@ -217,8 +233,9 @@ async def _start_attempt(
         running["undo"] = options.undo.record(progress.key_text)
     key = jn.op_key(run.prefix, op)
     run.entries[op] = running
-    await run.execution.write({key: jn.encode_entry(key, running)})
-    return running
+    text = jn.encode_entry(key, running)
+    await run.execution.write({key: text})
+    return running, text
 
 
 async def _attempt_failed(
