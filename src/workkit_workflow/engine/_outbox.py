@@ -133,9 +133,12 @@ class Delivery:
             await asyncio.wait({answer, timer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             timer.cancel()
-            if not answer.done():
+            # Told apart before cancelling: a task asked to cancel is not cancelled (nor
+            # done) until it runs again, and its result() would raise InvalidStateError.
+            late = not answer.done()
+            if late:
                 answer.cancel()
-        if answer.cancelled():
+        if late or answer.cancelled():
             raise TimeoutError(f"{who} did not answer within {seconds:g}s")
         result: T = answer.result()
         return result
