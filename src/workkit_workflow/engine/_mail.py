@@ -16,6 +16,9 @@ and deletes each once answered:
   is retried on the object's alarm with exponential backoff. The alarm stays
   set while any message is pending, even after the execution is done.
 
+The delivery itself (single-flight, paged, backed off) is the shared
+``_outbox.Delivery``; this module says what delivering a page of mail is.
+
 Deliveries can repeat (a crash after the receiver answered, before the
 delete): every message carries an ``id``, and the receiving route must be
 idempotent for it (an event id, an execution id).
@@ -33,7 +36,6 @@ of any other, so its ``alarm_for`` sees the engine's alarm first.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,6 +43,7 @@ from typing import Any
 
 from ..errors import ExecutionConflictError, SerializationError
 from . import _journal as jn
+from ._outbox import Delivery
 from ._plugins import ObservedExecution
 from ._ports import KEEP_ALARM, Namespace, WireResponse
 from ._signals import StorageFailure
@@ -59,7 +62,6 @@ BATCH = 20
 SEND_TIMEOUT = 15.0
 """Seconds one request may take before its delivery counts as failed."""
 
-MAX_BACKOFF = 300.0
 RETRYABLE_4XX = frozenset({408, 429})
 
 Rejected = Callable[[dict[str, Any], WireResponse], Awaitable[None]]
@@ -89,22 +91,19 @@ def reply_with_event(send_event: SendEvent) -> Rejected:
     return rejected
 
 
-class Mail:
+class Mail(Delivery):
     """One execution's outbox of requests to other objects."""
 
     HEAD = HEAD
 
     def __init__(self, core: ObservedExecution, peers: Namespace | None) -> None:
-        self.core = core
+        # Whether messages may wait in storage is learnt from writes and full reads.
+        super().__init__(
+            core, record_prefix=RECORD_PREFIX, batch=BATCH, undelivered=False, log=log, what="mail"
+        )
         self.peers = peers
         self.on_rejected: Rejected | None = None
         self.seq = 0
-        self.undelivered = False
-        """Whether messages may wait in storage (learnt from writes and full reads)."""
-        self._failures = 0
-        self._retry_at = 0.0
-        self._task: asyncio.Task[bool] | None = None
-        self._again = False
         self.delivered = 0
         self.rejected = 0
 
@@ -162,7 +161,7 @@ class Mail:
         """Keep an alarm set while messages wait (the engine may clear it or keep none)."""
         if not self.undelivered:
             return alarm
-        retry = max(self._retry_at, self.core.now() + 1.0)
+        retry = self._retry_alarm()
         if alarm is None or alarm is KEEP_ALARM:
             # The engine wants none, or the one in storage may be none at all (a
             # parked execution waiting for an event): one due soon is safe, an
@@ -171,59 +170,22 @@ class Mail:
             return retry
         return min(alarm, retry)
 
-    def kick(self) -> None:
-        """Deliver in the background (single-flight; backs off while deliveries fail)."""
-        if self._task is not None and not self._task.done():
-            self._again = True
-            return
-        if not self.undelivered or self.core.now() < self._retry_at:
-            return
-        self._task = self.core.spawn(self._deliver_loop())
-
-    async def settle(self) -> bool:
-        """Deliver now and wait for it; False if messages are left for a later alarm."""
-        if self.core.now() < self._retry_at:
-            return False
-        if self._task is not None and not self._task.done():
-            self._again = True
-        else:
-            self._task = self.core.spawn(self._deliver_loop())
-        task = self._task
-        await asyncio.wait({task})
-        return not task.cancelled() and task.exception() is None and task.result()
-
     # -- delivery ---------------------------------------------------------------------
 
     async def _deliver_loop(self) -> bool:
         try:
-            while True:
-                self._again = False
-                ok = await self._deliver_once()
-                if not ok or not self._again:
-                    return ok
+            return await super()._deliver_loop()
         except (Exception, StorageFailure) as exc:
             # Storage refused a delete or a dead letter, or the refusal hook failed: the
             # message stays and is sent again (its receiver deduplicates it).
             await self._failed({"to": "(pending mail)"}, f"delivery interrupted: {exc!r}")
             return False
 
-    async def _deliver_once(self) -> bool:
-        storage = self.core.storage
-        while True:
-            found = await storage.list(prefix=RECORD_PREFIX, limit=BATCH)
-            if not found:
-                if self._again:
-                    return True  # a commit landed meanwhile: look again before concluding
-                self._delivered_all()
-                return True
-            for key, text in found.items():
-                if not await self._deliver(key, jn.decode_record(key, text)):
-                    return False
-
-    def _delivered_all(self) -> None:
-        self.undelivered = False
-        self._failures = 0
-        self._retry_at = 0.0
+    async def _deliver_page(self, found: dict[str, str]) -> bool:
+        for key, text in found.items():
+            if not await self._deliver(key, jn.decode_record(key, text)):
+                return False
+        return True
 
     async def _deliver(self, key: str, message: dict[str, Any]) -> bool:
         """Send one message; True once it is settled (delivered or dead), False to retry later."""
@@ -249,20 +211,8 @@ class Mail:
                 "this object has no namespace to reach other objects through "
                 "(WorkflowExecutionDO.namespace_binding names the env binding)"
             )
-        request = self.core.spawn(
-            self.peers.request(message["to"], message["method"], message["path"], message.get("body"))
-        )
-        # Timed on the core's clock, so tests on a virtual clock skip a hung peer.
-        timer = self.core.spawn(self.core.clock.sleep(SEND_TIMEOUT))
-        try:
-            await asyncio.wait({request, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not request.done():
-                request.cancel()
-        if request.cancelled():
-            raise TimeoutError(f"{message['to']!r} did not answer within {SEND_TIMEOUT:g}s")
-        answer: WireResponse = request.result()
+        request = self.peers.request(message["to"], message["method"], message["path"], message.get("body"))
+        answer: WireResponse = await self._within(request, SEND_TIMEOUT, repr(message["to"]))
         return answer
 
     async def _reject(self, key: str, message: dict[str, Any], answer: WireResponse) -> None:
@@ -288,23 +238,4 @@ class Mail:
         self.rejected += 1
 
     async def _failed(self, message: dict[str, Any], why: str) -> None:
-        self._failures += 1
-        delay = min(2.0 ** (self._failures - 1), MAX_BACKOFF)
-        self._retry_at = self.core.now() + delay
-        log.warning(
-            "workkit_workflow: mail to %r not delivered: %s; next try in %.0fs",
-            message.get("to"),
-            why,
-            delay,
-        )
-        await self._alarm_no_later_than(self._retry_at)
-
-    async def _alarm_no_later_than(self, at: float) -> None:
-        """Bring the object's alarm forward to the retry (a parked execution may sleep for
-        days). Not marked as ours: clearing an alarm the engine set could strand it."""
-        try:
-            current = await self.core.storage.get_alarm()
-            if current is None or current > at:
-                await self.core.storage.set_alarm(at)
-        except Exception:
-            log.exception("workkit_workflow: could not set the mail retry alarm")
+        await self._back_off("mail to %r not delivered: %s", message.get("to"), why)

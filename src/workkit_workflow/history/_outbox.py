@@ -14,7 +14,9 @@ by sequence, inserts keyed by execution id + sequence), then deletes them from
 storage. A crash between the two re-sends them later; the projection ignores
 what it already has. If D1 fails, the workflow does not notice: the records
 wait, with exponential backoff, and the core keeps an alarm set while any are
-undelivered (see :meth:`alarm_for`), even after the execution is done.
+undelivered (see :meth:`alarm_for`), even after the execution is done. The
+delivery itself (single-flight, paged, backed off) is the engine's shared
+``engine._outbox.Delivery``; this module says what delivering a page is.
 
 Outbox record (JSON text, ``"v": 1``)::
 
@@ -26,17 +28,17 @@ Outbox record (JSON text, ``"v": 1``)::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._versions import version_of
 from ..engine import _journal as jn
+from ..engine._outbox import Delivery
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
 from ..errors import SerializationError
-from ._d1 import D1Port, Statement
+from ._d1 import D1Port
 from ._projection import projection
 
 log = logging.getLogger("workkit_workflow.history")
@@ -50,8 +52,6 @@ BATCH = 40
 
 SEND_TIMEOUT = 10.0
 """Seconds one D1 batch may take before the delivery counts as failed."""
-
-MAX_BACKOFF = 300.0
 
 _EXECUTION_FIELDS = (
     "status",
@@ -86,24 +86,21 @@ def _summary(state: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-class Outbox:
+class Outbox(Delivery):
     """One execution's outbox: the journal observer the history projection plugs into its engine."""
 
     HEAD = HEAD
 
     def __init__(self, core: ObservedExecution, database: Any) -> None:
-        self.core = core
+        # Records may wait in storage until a delivery proved otherwise.
+        super().__init__(
+            core, record_prefix=RECORD_PREFIX, batch=BATCH, undelivered=True, log=log, what="history"
+        )
         self.db = database if isinstance(database, D1Port) else D1Port(database)
         self.seq = 0
         self._last: list[Any] | None = None
         self._head_seq = -1
-        self.undelivered = True
-        """Whether records may wait in storage (True until a delivery proved otherwise)."""
         self._alarm_ours = False
-        self._failures = 0
-        self._retry_at = 0.0
-        self._task: asyncio.Task[bool] | None = None
-        self._again = False
         self.delivered = 0
 
     # -- inside the core's write ---------------------------------------------------
@@ -178,109 +175,37 @@ class Outbox:
         """The alarm to commit: keeps one set while records wait, even when the core clears it."""
         if alarm is None and self.undelivered:
             self._alarm_ours = True
-            return max(self._retry_at, self.core.now() + 1.0)
+            return self._retry_alarm()
         if alarm is not KEEP_ALARM:
             self._alarm_ours = False
             if self.undelivered and self._failures:
                 # A delivery failed: its retry must not wait for a far wake-up (a
                 # parked execution may sleep for days). An early alarm only replays
                 # and re-parks, with this write's wake-up restored once delivered.
-                return min(alarm, max(self._retry_at, self.core.now() + 1.0))
+                return min(alarm, self._retry_alarm())
         return alarm
 
     # -- delivery ----------------------------------------------------------------
 
-    def kick(self) -> None:
-        """Deliver in the background (single-flight; backs off while D1 fails)."""
-        if self._task is not None and not self._task.done():
-            self._again = True
-            return
-        if not self.undelivered or self.core.now() < self._retry_at:
-            return
-        self._task = self.core.spawn(self._deliver_loop())
+    async def _delivered_all(self) -> None:
+        await super()._delivered_all()
+        if self._alarm_ours:
+            # Only this outbox wanted that alarm (the core had cleared it): drop it.
+            self._alarm_ours = False
+            await self.core.storage.set_alarm(None)
 
-    async def settle(self) -> bool:
-        """Deliver now and wait for it (the alarm handler of a finished execution).
-
-        While D1 is known to be failing (backing off), returns at once: the alarm
-        set for the retry comes back later, so nobody waits on a dead D1.
-        """
-        if self.core.now() < self._retry_at:
+    async def _deliver_page(self, found: dict[str, str]) -> bool:
+        """Send a whole page to D1 in one batch, then drop it from storage."""
+        self.core.fault("in_history", records=len(found))
+        try:
+            records = [jn.decode_record(k, v) for k, v in found.items()]
+            await self._within(self.db.batch(projection(records)), SEND_TIMEOUT, "D1")
+        except Exception as exc:
+            await self._back_off("history delivery failed (%d records pending): %r", len(found), exc)
             return False
-        if self._task is not None and not self._task.done():
-            self._again = True
-        else:
-            self._task = self.core.spawn(self._deliver_loop())
-        task = self._task
-        await asyncio.wait({task})
-        return not task.cancelled() and task.exception() is None and task.result()
-
-    async def _deliver_loop(self) -> bool:
-        while True:
-            self._again = False
-            ok = await self._deliver_once()
-            if not ok or not self._again:
-                return ok
-
-    async def _deliver_once(self) -> bool:
-        storage = self.core.storage
-        while True:
-            found = await storage.list(prefix=RECORD_PREFIX, limit=BATCH)
-            if not found:
-                if self._again:
-                    return True  # a commit landed meanwhile: look again before concluding
-                self.undelivered = False
-                self._failures = 0
-                self._retry_at = 0.0
-                if self._alarm_ours:
-                    # Only this outbox wanted that alarm (the core had cleared it): drop it.
-                    self._alarm_ours = False
-                    await storage.set_alarm(None)
-                return True
-            self.core.fault("in_history", records=len(found))
-            try:
-                records = [jn.decode_record(k, v) for k, v in found.items()]
-                await self._send(projection(records))
-            except Exception as exc:
-                self._failures += 1
-                delay = min(2.0 ** (self._failures - 1), MAX_BACKOFF)
-                self._retry_at = self.core.now() + delay
-                log.warning(
-                    "workkit_workflow: history delivery failed (%d records pending): %r; next try in %.0fs",
-                    len(found),
-                    exc,
-                    delay,
-                )
-                await self._alarm_no_later_than(self._retry_at)
-                return False
-            await storage.commit({}, list(found))
-            self.delivered += len(found)
-
-    async def _alarm_no_later_than(self, at: float) -> None:
-        """Bring the object's alarm forward to the retry (a parked execution may sleep
-        for days). Not marked as ours: an early alarm only replays and re-parks, while
-        clearing an alarm the engine set could strand the execution."""
-        try:
-            current = await self.core.storage.get_alarm()
-            if current is None or current > at:
-                await self.core.storage.set_alarm(at)
-        except Exception:
-            log.exception("workkit_workflow: could not set the history retry alarm")
-
-    async def _send(self, statements: list[Statement]) -> None:
-        # Timed on the core's clock (not wait_for's loop time), so tests on a
-        # virtual clock skip a hung D1 as they skip any other wait.
-        send = self.core.spawn(self.db.batch(statements))
-        timer = self.core.spawn(self.core.clock.sleep(SEND_TIMEOUT))
-        try:
-            await asyncio.wait({send, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not send.done():
-                send.cancel()
-        if send.cancelled():
-            raise TimeoutError(f"D1 did not answer within {SEND_TIMEOUT:g}s")
-        send.result()
+        await self.core.storage.commit({}, list(found))
+        self.delivered += len(found)
+        return True
 
 
 def _encode(key: str, record: dict[str, Any]) -> str:
