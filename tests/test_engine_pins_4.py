@@ -4,6 +4,7 @@ replay. Through the public API on the local runtime's virtual clock."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from workkit_workflow import RetryPolicy, workflow
@@ -45,3 +46,65 @@ async def test_each_failed_attempt_is_journaled_with_its_own_start(workflow_env:
     # The second attempt started after the first one's retry wait, not when the step first did.
     assert second["started_at"] >= first["finished_at"] + 60
     assert second["started_at"] > entry["started_at"]
+
+
+async def test_compensation_is_told_the_position_of_an_in_doubt_step(workflow_env: WorkflowTestEnv) -> None:
+    told: list[tuple[str, int, int]] = []
+
+    async def undo(ctx: Any) -> None:
+        told.extend((s.name, s.op, s.attempt) for s in ctx.in_doubt_steps)
+
+    @workflow(unique("in-doubt-op"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        await ctx.step("reserve", lambda: "r-1")
+        return await ctx.step("charge", lambda: "c-1")
+
+    workflow_env.faults.crash_at("after_side_effect", step="charge")
+    handle = await workflow_env.start(flow.on_failure(undo), {})
+    await workflow_env.settle()
+    assert await handle.cancel("changed my mind")
+    assert (await workflow_env.result(handle)).status == "cancelled"
+    assert told == [("charge", 1, 1)]
+
+
+def _sleepy_child(nap: float) -> Any:
+    @workflow(unique("kid"))
+    async def kid(ctx: Any, input: Any) -> Any:
+        await ctx.sleep("nap", nap)
+        return input
+
+    return kid
+
+
+async def test_a_child_left_running_is_told_how_its_parent_ended(workflow_env: WorkflowTestEnv) -> None:
+    quick, slow = _sleepy_child(1.0), _sleepy_child(3600.0)
+
+    @workflow(unique("race-parent"))
+    async def parent(ctx: Any, input: Any) -> Any:
+        tasks = [
+            asyncio.ensure_future(ctx.child(quick, 1, name="a")),
+            asyncio.ensure_future(ctx.child(slow, 2, name="b")),
+        ]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return [t.result() for t in done]
+
+    handle = await workflow_env.run(parent, None, execution_id="race-1")
+    result = await workflow_env.result(handle)
+    assert result.ok and result.value == [1]
+    left = workflow_env.client.execution("race-1.1-b")
+    assert (await workflow_env.result(left)).status == "cancelled"
+    assert (await left.describe())["error"]["message"] == "parent race-1 completed"
+
+
+async def test_a_cancelled_parent_tells_its_child_why(workflow_env: WorkflowTestEnv) -> None:
+    slow = _sleepy_child(3600.0)
+
+    @workflow(unique("cancel-parent"))
+    async def parent(ctx: Any, input: Any) -> Any:
+        return await ctx.child(slow, 1, name="a")
+
+    handle = await workflow_env.run(parent, None, execution_id="cancel-1")
+    assert await handle.cancel("no longer needed")
+    kid = workflow_env.client.execution("cancel-1.0-a")
+    assert (await workflow_env.result(kid)).status == "cancelled"
+    assert (await kid.describe())["error"]["message"] == "parent cancel-1 cancelled"
