@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from workkit_workflow import RetryPolicy, workflow
+from workkit_workflow import NonRetryableError, RetryPolicy, workflow
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -108,3 +108,24 @@ async def test_a_cancelled_parent_tells_its_child_why(workflow_env: WorkflowTest
     kid = workflow_env.client.execution("cancel-1.0-a")
     assert (await workflow_env.result(kid)).status == "cancelled"
     assert (await kid.describe())["error"]["message"] == "parent cancel-1 cancelled"
+
+
+async def test_meta_counts_the_main_phase_operations_not_the_compensation_ones(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    def decline() -> None:
+        raise NonRetryableError("card declined")
+
+    async def undo(ctx: Any) -> None:
+        await ctx.step("release", lambda: "released")
+
+    @workflow(unique("meta-steps"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        await ctx.step("reserve", lambda: "r-1")
+        await ctx.sleep("pause", 1.0)
+        return await ctx.step("charge", decline)
+
+    handle = await workflow_env.run(flow.on_failure(undo), {})
+    assert (await workflow_env.result(handle)).status == "failed"
+    meta = await handle.meta()
+    assert (meta["steps"], meta["attempts"]) == (3, 3)
