@@ -129,3 +129,15 @@ async def test_meta_counts_the_main_phase_operations_not_the_compensation_ones(
     assert (await workflow_env.result(handle)).status == "failed"
     meta = await handle.meta()
     assert (meta["steps"], meta["attempts"]) == (3, 3)
+
+
+async def test_an_execution_started_without_waiting_starts_at_once(workflow_env: WorkflowTestEnv) -> None:
+    @workflow(unique("start-now"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.step("a", lambda: 1)
+
+    handle = await workflow_env.start(flow, {})
+    assert (await workflow_env.result(handle)).ok
+    view = await handle.describe()
+    # Its alarm is due when it is created, not a runner's lease later.
+    assert view["started_at"] == view["created_at"]
