@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from pydantic import BaseModel
+
 from workkit_workflow import NonRetryableError, RetryPolicy, workflow
+from workkit_workflow.errors import ExecutionConflictError, SerializationError
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -141,3 +145,35 @@ async def test_an_execution_started_without_waiting_starts_at_once(workflow_env:
     view = await handle.describe()
     # Its alarm is due when it is created, not a runner's lease later.
     assert view["started_at"] == view["created_at"]
+
+
+class _Quote(BaseModel):
+    amount: int
+
+
+async def test_an_input_refused_in_the_object_is_named_as_the_workflow_input(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    @workflow(unique("typed-by-name"), input_type=_Quote)
+    async def flow(ctx: Any, input: _Quote) -> Any:
+        return input.amount
+
+    with pytest.raises(SerializationError, match=r"^workflow input does not match _Quote"):
+        await workflow_env.client.run(flow.name, {"amount": "lots"})  # by name: validated in the object
+
+
+async def test_an_id_taken_by_another_workflow_is_a_conflict_naming_the_id(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    @workflow(unique("first"))
+    async def first(ctx: Any, input: Any) -> Any:
+        return 1
+
+    @workflow(unique("second"))
+    async def second(ctx: Any, input: Any) -> Any:
+        return 2
+
+    await workflow_env.run(first, None, execution_id="taken-1")
+    with pytest.raises(ExecutionConflictError) as caught:
+        await workflow_env.run(second, None, execution_id="taken-1")
+    assert caught.value.details["execution_id"] == "taken-1"
