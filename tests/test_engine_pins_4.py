@@ -177,3 +177,25 @@ async def test_an_id_taken_by_another_workflow_is_a_conflict_naming_the_id(
     with pytest.raises(ExecutionConflictError) as caught:
         await workflow_env.run(second, None, execution_id="taken-1")
     assert caught.value.details["execution_id"] == "taken-1"
+
+
+async def test_a_recorded_key_is_found_again_after_the_object_reloads(workflow_env: WorkflowTestEnv) -> None:
+    calls: list[str] = []
+
+    def charge(label: str) -> str:
+        calls.append(label)
+        return f"tx-{label}"
+
+    @workflow(unique("key-reload"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        first = await ctx.step("charge", lambda: charge("a"), idempotency_key="order-1")
+        await ctx.sleep("pause", "1h")  # the object is evicted; the next drive reloads the journal
+        again = await ctx.step("charge-again", lambda: charge("b"), idempotency_key="order-1")
+        return [first, again]
+
+    handle = await workflow_env.run(flow, {})
+    assert await handle.status() == "sleeping"
+    workflow_env.evict(handle.execution_id)
+    result = await workflow_env.result(handle)
+    assert result.ok and result.value == ["tx-a", "tx-a"]
+    assert calls == ["a"]
