@@ -364,7 +364,7 @@ async def tour() -> None:
         await part_children(ns)
         await ns.idle()  # history delivery finishes
     say(f"\n{GREEN}done{RESET} in {time.monotonic() - began:.1f}s. Every step above was journaled in SQLite")
-    say(f"before the next one ran: {db} holds the six executions, their journals and their history.")
+    say(f"before the next one ran: {db} holds eight executions (six orders, two parcels) and their history.")
     cli = cli_command()
     say("Look back at them (these commands work as printed, from this directory):")
     say(f"  {cli} list --db {db}                 every execution")
