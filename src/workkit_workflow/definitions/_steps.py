@@ -23,7 +23,7 @@ _CURRENT_STEP: contextvars.ContextVar[StepContext | None] = contextvars.ContextV
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StepContext:
     """What a running step attempt knows about itself."""
 
@@ -35,6 +35,25 @@ class StepContext:
     idempotency_key: str
     """Stable across retries and restarts: send it to external systems to dedupe."""
     input: Any = field(repr=False, default=None)
+
+    def __init__(
+        self,
+        execution_id: str,
+        workflow: str,
+        step: str,
+        attempt: int,
+        idempotency_key: str,
+        input: Any = None,
+    ) -> None:
+        # One is built per attempt: filling the instance's dict directly costs less than
+        # half of the frozen dataclass's __init__ (one object.__setattr__ per field).
+        fields = self.__dict__
+        fields["execution_id"] = execution_id
+        fields["workflow"] = workflow
+        fields["step"] = step
+        fields["attempt"] = attempt
+        fields["idempotency_key"] = idempotency_key
+        fields["input"] = input
 
 
 def current_step() -> StepContext | None:
