@@ -159,7 +159,7 @@ class SqliteBackend:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return {bytes(k).decode(): v for k, v in self._db.execute(sql, args)}
+        return {k.decode(): v for k, v in self._db.execute(sql, args)}
 
     def commit(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str], alarm: Any) -> None:
         with self._lock:
