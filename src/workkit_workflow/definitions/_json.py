@@ -44,6 +44,14 @@ def dumps(value: Any) -> str:
     return "".join(_C_ENCODE(value, 0))
 
 
+def number_text(value: float) -> str:
+    """``dumps`` of a number: a finite float's JSON text is its ``repr`` (the
+    timestamps every journal entry carries), without the encoder's call."""
+    if type(value) is float and value - value == 0.0:
+        return repr(value)
+    return dumps(value)
+
+
 _SCAN: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009  (untyped in typeshed)
 """The decoder's scanner, called directly: ``json.loads`` wraps it in three Python
 calls and two whitespace matches, most of the cost of decoding a small record."""

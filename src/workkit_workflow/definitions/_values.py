@@ -12,6 +12,8 @@ from typing import Any
 
 from ..errors import SerializationError
 
+_JSON_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
+
 
 def to_data(value: Any, *, what: str = "value") -> Any:
     """Turn a step's return value into JSON-able data (pydantic models are dumped).
@@ -19,6 +21,8 @@ def to_data(value: Any, *, what: str = "value") -> Any:
     A model that cannot be dumped is a SerializationError (final, like any
     value that cannot be stored), whatever the model raised.
     """
+    if type(value) in _JSON_TYPES:
+        return value  # most outputs: no attribute lookup that fails (and raises inside)
     dump = getattr(value, "model_dump", None)
     if callable(dump) and not isinstance(value, type):
         try:

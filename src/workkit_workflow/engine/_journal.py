@@ -40,6 +40,7 @@ from ..definitions._json import dumps as dumps
 from ..definitions._json import encode_value as encode_value
 from ..definitions._json import is_unicode as is_unicode
 from ..definitions._json import loads as loads
+from ..definitions._json import number_text as number_text
 from ..errors import WorkflowError
 
 VERSION: Final = 1

@@ -31,7 +31,7 @@ kind (a child, live state, kinds added later) is kept, and so is a step with an 
 handler: the phase's end reads those (children to cancel, undos to run)."""
 
 
-def _disposable(entry: dict[str, Any] | None) -> bool:
+def disposable(entry: dict[str, Any] | None) -> bool:
     return (
         entry is not None
         and entry.get("status") in ("completed", "failed")
@@ -140,18 +140,24 @@ class JournalWindow(dict[int, dict[str, Any]]):
 
     def _take(self, entries: dict[int, dict[str, Any]]) -> None:
         self._remember_hashes(entries)
-        for op, entry in entries.items():
-            # What the phase recorded itself is newer than what storage held.
-            self.setdefault(op, entry)
+        # What the phase recorded itself is newer than what storage held.
+        entries.update({op: self[op] for op in entries.keys() & self.keys()})
+        self.update(entries)
 
     def _remember_hashes(self, entries: dict[int, dict[str, Any]]) -> None:
         for entry in entries.values():
-            key_hash = entry.get("idempotency_hash")
-            if key_hash and entry.get("status") == "completed":
-                self.hashes.setdefault(str(key_hash), entry)
+            if "idempotency_hash" in entry:
+                key_hash = entry["idempotency_hash"]
+                if key_hash and entry.get("status") == "completed":
+                    self.hashes.setdefault(str(key_hash), entry)
+
+    def release(self, op: int) -> None:
+        """Forget a finished entry replayed in passing (see ``PhaseRun.went_by``)."""
+        self._reached.discard(op)
+        self.pop(op, None)
 
     def _prune(self) -> None:
-        done = [op for op in self._reached if _disposable(self.get(op))]
+        done = [op for op in self._reached if disposable(self.get(op))]
         for op in done:
             self.pop(op, None)
             self._reached.discard(op)

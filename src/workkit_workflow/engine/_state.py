@@ -65,6 +65,8 @@ class ExecutionState:
         self.host = host
         self.storage: Storage = host.storage
         self.clock: Clock = host.clock
+        self.now: Callable[[], float] = host.clock.now
+        """The clock's time (its bound method: read twice per step)."""
         self.rng = rng or _shared_rng()
         self.fault: FaultHook = faults or _noop_fault
         self.faulting = faults is not None
@@ -94,9 +96,6 @@ class ExecutionState:
         """The phase run in progress, if any (set by the phases, read by requests)."""
 
     # -- plumbing ------------------------------------------------------------
-
-    def now(self) -> float:
-        return self.clock.now()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self.host.spawn(coro)

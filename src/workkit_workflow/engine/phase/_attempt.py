@@ -26,13 +26,12 @@ def hash_key(key: str) -> str:
 
 
 def idempotency_key(run: PhaseRun, op: int, name: str, options: StepOptions, attempt: int) -> str:
-    execution = run.execution
     spec = options.idempotency_key
     if spec is None:
-        return jn.default_idempotency_key(execution.execution_id, run.prefix, op, name)
+        return jn.default_idempotency_key(run.execution_id, run.prefix, op, name)
     if isinstance(spec, str):
         return spec
-    ctx = StepContext(execution.execution_id, execution.workflow_name, name, attempt, "", execution.input)
+    ctx = StepContext(run.execution_id, run.workflow_name, name, attempt, "", run.execution.input)
     try:
         key = spec(ctx)
     except Exception as exc:
@@ -95,17 +94,25 @@ def completed_envelope(running_text: str, finished_at: float) -> str:
     instead of the whole entry again. The status's key and value only occur once
     (a quote inside a JSON string is escaped), so replacing the first is exact."""
     text = running_text.replace('"status":"running"', '"status":"completed"', 1)
-    return text[:-1] + ',"finished_at":' + jn.dumps(finished_at) + "}"
+    return text[:-1] + ',"finished_at":' + jn.number_text(finished_at) + "}"
 
 
 def defer_with_output(
-    run: PhaseRun, op: int, record: dict[str, Any], output_text: str, envelope: str | None = None
+    run: PhaseRun,
+    op: int,
+    record: dict[str, Any],
+    output_text: str,
+    envelope: str | None = None,
+    *,
+    key: str | None = None,
 ) -> None:
-    """Journal a completed record (``envelope``: its text without the output, if known)."""
+    """Journal a completed record (``envelope``: its text without the output, if known;
+    ``key``: the entry's storage key, if the caller has it)."""
     # The output is serialized once and spliced into the entry's JSON, and
     # the step's return value is decoded from it: first run and replay see
     # the same value (tuples become lists, as they will on replay).
-    key = jn.op_key(run.prefix, op)
+    if key is None:
+        key = jn.op_key(run.prefix, op)
     if envelope is None:
         envelope = jn.encode_entry(key, record if "v" in record else {"v": jn.OP_VERSION, **record})
     text = envelope[:-1] + ',"output":' + output_text + "}"
@@ -117,6 +124,18 @@ def defer_with_output(
 
 
 _NEVER_AWAITABLE = frozenset({dict, list, str, int, float, bool, type(None)})
+
+
+async def call_plain(call: Callable[[StepContext], Any], ctx: StepContext) -> Any:
+    """:func:`invoke` for a step with no timeout in an execution with no deadline."""
+    token = _CURRENT_STEP.set(ctx)
+    try:
+        result = call(ctx)
+        if type(result) in _NEVER_AWAITABLE or not inspect.isawaitable(result):
+            return result
+        return await result
+    finally:
+        _CURRENT_STEP.reset(token)
 
 
 async def invoke(

@@ -10,7 +10,7 @@ from ._child import run_child
 from ._run import PhaseRun
 from ._set_state import run_set_state
 from ._sleep import run_sleep
-from ._step import run_step
+from ._step import replayed_step, run_step
 from ._wait import run_wait
 
 
@@ -24,7 +24,8 @@ class Phase(PhaseRun):
     def step(
         self, name: str, call: Callable[[StepContext], Any], options: StepOptions
     ) -> Coroutine[Any, Any, Any]:
-        return run_step(self, self.allocate(), name, call, options)
+        op = self.allocate()
+        return replayed_step(self, op, name, options) or run_step(self, op, name, call, options)
 
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Coroutine[Any, Any, None]:
         return run_sleep(self, self.allocate(), name, until, duration)

@@ -21,7 +21,7 @@ from typing import Any
 from ...definitions._retry import RetryPolicy
 from ...errors import ReplayMismatchError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
-from .._pages import JournalWindow
+from .._pages import JournalWindow, disposable
 from .._pause import is_paused
 from .._signals import Abort, Stop, Suspend
 from .._state import ExecutionState
@@ -56,6 +56,9 @@ class PhaseRun:
         deadline: float | None,
     ) -> None:
         self.execution = execution
+        self.execution_id = execution.execution_id
+        self.workflow_name = execution.workflow_name
+        """Fixed for the execution's life: read once here, not per step."""
         self.prefix = prefix
         self.entries = entries
         self.retry = retry
@@ -160,8 +163,8 @@ class PhaseRun:
         self.active += 1
         self.generation += 1
         self.current[op] = name
-        assert self._quiet is not None
-        self._quiet.clear()
+        # ``_quiet`` is not cleared here: its one waiter (``execute``) clears it before
+        # each wait, and ``leave``/``park`` set it when nothing is left running.
 
     def leave(self, op: int) -> None:
         self.active -= 1
@@ -171,6 +174,15 @@ class PhaseRun:
             assert self._quiet is not None
             self._quiet.set()
             self._maybe_idle()
+
+    def went_by(self, op: int, entry: dict[str, Any]) -> None:
+        """The finished operation at ``op`` was replayed as it was reached (a step replayed
+        from memory, with no ``enter``/``leave``): it counts as the body moving on for the
+        idle check, and a paged journal forgets it now (as its next page read would)."""
+        self.generation += 1
+        self._maybe_idle()
+        if type(self.entries) is JournalWindow and disposable(entry):
+            self.entries.release(op)
 
     def _maybe_idle(self) -> None:
         if self.active == 0 and self.parked and (self._idle_check is None or self._idle_check.done()):

@@ -9,7 +9,7 @@ without using up the retry policy (see :data:`MAX_LOST_ATTEMPTS`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from .._pause import is_paused
 from .._signals import Abort, ControlSignal
 from ._attempt import (
     DeadlineReached,
+    call_plain,
     complete_reused,
     completed_envelope,
     defer_with_output,
@@ -105,6 +106,28 @@ async def run_step(
         run.leave(op)
 
 
+def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Coroutine[Any, Any, Any] | None:
+    """The output of a step the journal in memory holds as completed, or None for
+    :func:`run_step` to handle: a replay's hot path, without its bookkeeping (the
+    step is over as soon as it is reached, so nothing can see it in flight).
+
+    It has no effect unless it returns an output: the entry of any other step stays
+    where ``run_step`` looks for it (a paged journal's ``ready`` is not called)."""
+    if options.output is not None:
+        return None
+    entry = run.entries.get(op)
+    if entry is None or entry.get("status") != "completed":
+        return None
+    if entry.get("kind") != "step" or entry.get("name") != name:
+        return None  # run_step reports the mismatch
+    run.went_by(op, entry)
+    return _replayed_output(entry.get("output"))
+
+
+async def _replayed_output(output: Any) -> Any:
+    return output
+
+
 async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any]) -> _Progress:
     """The progress of a step whose last attempt was lost or waits for its retry."""
     progress = _Progress.resume(entry)
@@ -150,14 +173,6 @@ async def _attempt(
     execution = run.execution
     if progress.key_text is None:
         progress.key_text = idempotency_key(run, op, name, options, progress.attempt)
-    ctx = StepContext(
-        execution.execution_id,
-        execution.workflow_name,
-        name,
-        progress.attempt,
-        progress.key_text,
-        execution.input,
-    )
     # Only a key the options give is journaled and looked up: a derived key is
     # unique to this execution, so no other step can ever have recorded it.
     key_hash = None if options.idempotency_key is None else hash_key(progress.key_text)
@@ -167,11 +182,18 @@ async def _attempt(
         reused = execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
-    running, running_text = await _start_attempt(run, op, name, progress, key_hash, options)
+    key, running, running_text = _running_entry(run, op, name, progress, key_hash, options)
+    await execution.write({key: running_text})
     if execution.faulting:
         execution.fault("before_step", step=name, attempt=progress.attempt)
+    ctx = StepContext(
+        run.execution_id, run.workflow_name, name, progress.attempt, progress.key_text, execution.input
+    )
     try:
-        value = await invoke(run, call, ctx, options, name)
+        if options.timeout is None and run.deadline is None:
+            value = await call_plain(call, ctx)
+        else:
+            value = await invoke(run, call, ctx, options, name)
         output_text = encode_output(to_data(value), name)
     except ControlSignal:
         raise
@@ -189,7 +211,7 @@ async def _attempt(
     else:
         envelope = completed_envelope(running_text, completed["finished_at"])
     try:
-        defer_with_output(run, op, completed, output_text, envelope)
+        defer_with_output(run, op, completed, output_text, envelope, key=key)
     except SerializationError as exc:
         raise await _unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
@@ -201,10 +223,10 @@ def _output(options: StepOptions, output: Any, name: str) -> Any:
     return output if options.output is None else validate(options.output, output, what=f"output of {name!r}")
 
 
-async def _start_attempt(
+def _running_entry(
     run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str | None, options: StepOptions
-) -> tuple[dict[str, Any], str]:
-    """Journal the attempt's start: the running entry and its text."""
+) -> tuple[str, dict[str, Any], str]:
+    """The attempt's start, to journal before it runs: its key, the running entry, its text."""
     now = run.execution.now()
     if progress.first_started is None:
         progress.first_started = now
@@ -233,9 +255,7 @@ async def _start_attempt(
         running["undo"] = options.undo.record(progress.key_text)
     key = jn.op_key(run.prefix, op)
     run.entries[op] = running
-    text = jn.encode_entry(key, running)
-    await run.execution.write({key: text})
-    return running, text
+    return key, running, jn.encode_entry(key, running)
 
 
 async def _attempt_failed(
