@@ -15,6 +15,7 @@ import pytest
 
 from workkit_workflow import Workflow, WorkflowContext, workflow
 from workkit_workflow.engine import _pages
+from workkit_workflow.errors import StepFailedError
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -190,3 +191,34 @@ def _refuse() -> Any:
     from workkit_workflow import NonRetryableError
 
     raise NonRetryableError("address rejected")
+
+
+async def test_a_failed_step_called_before_pages_are_read_is_not_run_again(env: WorkflowTestEnv) -> None:
+    # The failed step's call is made first and awaited last: reading the later pages in
+    # between must not drop its entry (only a step replayed when called is forgotten).
+    calls: Counter[str] = Counter()
+
+    def refuse() -> Any:
+        calls.update(["bad"])
+        _refuse()
+
+    @workflow(unique("paged-failed"))
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        total = await ctx.step("first", lambda: calls.update(["first"]) or 0)  # page 0 is read
+        bad = ctx.step("bad", refuse)
+        for i in range(STEPS):
+            total += await ctx.step(f"s{i:03d}", lambda i=i: calls.update([f"s{i:03d}"]) or i)
+        try:
+            await bad
+        except StepFailedError as exc:
+            outcome = exc.error.get("message")
+        await ctx.wait_for_event("go", "go")
+        return {"total": total, "bad": outcome}
+
+    handle = await env.run(flow, None)
+    assert await handle.status() == "waiting"
+    env.ns.evict(handle.execution_id)
+    await handle.send_event("go", 1)
+    result = await env.result(handle)
+    assert result.ok and result.value == {"total": sum(range(STEPS)), "bad": "address rejected"}
+    assert set(calls.values()) == {1} and len(calls) == STEPS + 2
