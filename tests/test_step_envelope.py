@@ -40,3 +40,20 @@ def test_completed_envelope_is_the_full_encode(name: str, finished_at: float) ->
     spliced = completed_envelope(jn.encode_entry(key, running), finished_at)
     assert spliced == jn.encode_entry(key, completed)
     assert jn.decode_record(key, spliced[:-1] + ',"output":1}')["status"] == "completed"
+
+
+@pytest.mark.parametrize("name", [*NAMES, "tab\there", "\x00nul", "emoji 🚀", "a" * 256])
+@pytest.mark.parametrize("started_at", [1_767_225_600.123, 1_767_225_600.123456, 1_767_225_600, 0.1, 1e21])
+@pytest.mark.parametrize("attempt", [1, 7])
+def test_the_running_entry_written_out_is_the_full_encode(name: str, started_at: float, attempt: int) -> None:
+    running = {
+        "v": jn.OP_VERSION,
+        "kind": "step",
+        "name": name,
+        "status": "running",
+        "attempt": attempt,
+        "started_at": started_at,
+    }
+    text = jn.running_step_text(name, attempt, started_at)
+    assert text == jn.encode_entry(jn.op_key(jn.MAIN, 3), running)
+    assert jn.decode_record(jn.op_key(jn.MAIN, 3), text)["name"] == name

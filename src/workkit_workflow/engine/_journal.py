@@ -30,6 +30,7 @@ other record is version 1.
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring
 from typing import Any, Final, Literal, TypedDict
 
 from ..definitions._json import (
@@ -154,6 +155,17 @@ def encode_entry(key: str, record: dict[str, Any]) -> str:
     if text and text.isascii() and len(key) + len(text) <= MAX_VALUE_BYTES:
         return text
     return encode_record(key, record, what=f"journal entry of {record.get('name')!r}")
+
+
+def running_step_text(name: str, attempt: int, started_at: float) -> str:
+    """``encode_entry``'s text for a step's first running entry with nothing else in it
+    (``{"v": 2, "kind": "step", "name": ..., "status": "running", "attempt": ...,
+    "started_at": ...}``), written out directly: a third of the encoder's cost, on
+    the step's hot path. ``tests/test_step_envelope.py`` holds it to the encoder's text."""
+    return (
+        f'{{"v":{OP_VERSION},"kind":"step","name":{encode_basestring(name)},"status":"running",'
+        f'"attempt":{int(attempt)},"started_at":{number_text(started_at)}}}'
+    )
 
 
 class JournalFormatError(WorkflowError):

@@ -180,7 +180,8 @@ class PhaseRun:
         from memory, with no ``enter``/``leave``): it counts as the body moving on for the
         idle check, and a paged journal forgets it now (as its next page read would)."""
         self.generation += 1
-        self._maybe_idle()
+        if self.parked:
+            self._maybe_idle()
         if type(self.entries) is JournalWindow and disposable(entry):
             self.entries.release(op)
 

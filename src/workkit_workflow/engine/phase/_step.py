@@ -255,6 +255,10 @@ def _running_entry(
         running["undo"] = options.undo.record(progress.key_text)
     key = jn.op_key(run.prefix, op)
     run.entries[op] = running
+    if len(running) == 6:  # the usual first attempt: no field beyond the six above
+        text = jn.running_step_text(name, progress.attempt, progress.first_started)
+        if text.isascii():
+            return key, running, text
     return key, running, jn.encode_entry(key, running)
 
 
