@@ -32,7 +32,8 @@ class Engine:
         if history:
             from workkit_workflow.history import LocalD1
 
-            self.d1: Any = LocalD1(path + ".d1")
+            # The same synchronous setting as the object's storage: the same durable work.
+            self.d1: Any = LocalD1(path + ".d1", synchronous=synchronous)
             env = {"HISTORY_DB": self.d1}
         self.ns = LocalNamespace(path, synchronous=synchronous, env=env)
         self.client = create_durable_workflow(self.ns)

@@ -450,3 +450,14 @@ async def test_rows_of_a_long_sleeping_execution_arrive_soon_after_an_outage(rt:
     assert (await handle.describe())["wake_at"] is not None
     assert await handle.status() == "sleeping"
     rt.exactly_once()
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("FULL", 2), ("normal", 1), ("OFF", 0)])
+def test_the_local_d1_takes_sqlites_synchronous_setting(tmp_path: Any, synchronous: str, level: int) -> None:
+    d1 = LocalD1(str(tmp_path / "h.d1"), synchronous=synchronous)
+    try:
+        assert d1.rows("PRAGMA synchronous") == [{"synchronous": level}]
+    finally:
+        d1.close()
+    with pytest.raises(ValueError, match="synchronous must be"):
+        LocalD1(str(tmp_path / "bad.d1"), synchronous="sometimes")

@@ -135,20 +135,27 @@ class LocalStatement:
 class LocalD1:
     """A D1 binding over a SQLite file (or ``":memory:"``), for the local runtime.
 
+    ``synchronous`` is SQLite's setting for the file (WAL mode): ``FULL``, the default,
+    makes each batch durable when it returns; ``NORMAL`` may lose the last batches to a
+    power cut (not to a crash of the process).
+
     ``fail`` makes every call raise, as during a D1 outage; ``calls`` counts
     the calls that reached the database.
     """
 
-    def __init__(self, path: str = ":memory:", *, migrate: bool = True) -> None:
+    def __init__(self, path: str = ":memory:", *, migrate: bool = True, synchronous: str = "FULL") -> None:
         # Imported here, not at module level: the package imports ``history`` on every
         # runtime (its outbox plugs into the engine), and a Worker's Pyodide may lack sqlite3.
         import sqlite3
 
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self.fail: bool | str = False
         self.calls = 0
