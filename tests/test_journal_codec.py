@@ -342,3 +342,16 @@ def test_dumps_refuses_what_the_standard_encoder_refuses() -> None:
     for bad in (float("nan"), [float("inf")], {"a": {1, 2}}, b"x", {(1, 2): 3}, cycle):
         with pytest.raises(SerializationError):
             encode_value(bad, what="output")
+
+
+def test_number_text_is_the_encoders_text_whatever_came_before() -> None:
+    from workkit_workflow.definitions._json import dumps, number_text
+
+    # Repeats (the kept last value), signed zeros, ints and bools equal to a kept float.
+    values: list[Any] = [1.5, 1.5, 0.0, -0.0, 0.0, 2.0, 2, True, 1.0, 1, 1e300, 1e-7, 1_796_042_562.817]
+    values += [1_796_042_562.817, -3.25, -3.25, 5e-324]
+    for value in values:
+        assert number_text(value) == dumps(value), value
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError):
+            number_text(bad)

@@ -44,11 +44,28 @@ def dumps(value: Any) -> str:
     return "".join(_C_ENCODE(value, 0))
 
 
+_LAST_NUMBER: tuple[float, str] = (-1.0, "-1.0")
+"""The last positive float :func:`number_text` wrote, and its text (one tuple, so a
+reader never pairs a value with another's text)."""
+
+
 def number_text(value: float) -> str:
     """``dumps`` of a number: a finite float's JSON text is its ``repr`` (the
-    timestamps every journal entry carries), without the encoder's call."""
+    timestamps every journal entry carries), without the encoder's call.
+
+    Consecutive instants are often the same millisecond (Cloudflare's clock does not
+    move while code runs, and a step can take less than one), and a float's ``repr``
+    costs a microsecond under Pyodide: the last one is kept. Only positive values
+    are, since ``-0.0 == 0.0`` while their texts differ."""
+    global _LAST_NUMBER
+    last = _LAST_NUMBER
+    if value == last[0] and type(value) is float:
+        return last[1]
     if type(value) is float and value - value == 0.0:
-        return repr(value)
+        text = repr(value)
+        if value > 0.0:
+            _LAST_NUMBER = (value, text)
+        return text
     return dumps(value)
 
 
