@@ -16,19 +16,17 @@ applies (IMMEDIATE transactions, busy timeout, foreign keys).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from typing import Any
 
+from ._peer_loop import worker_args
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--synchronous", default="FULL")
-    parser.add_argument("--dir", required=True)
-    args = parser.parse_args(argv)
+    args = worker_args(argv)
 
     import sqlalchemy as sa
     from dbos import DBOS, DBOSConfig

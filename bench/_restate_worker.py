@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -26,6 +24,8 @@ import httpx
 import restate
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+
+from ._peer_loop import answer_runs, worker_args
 
 bench = restate.Service("bench")
 
@@ -113,21 +113,11 @@ async def _loop(client: httpx.AsyncClient, url: str, args: argparse.Namespace) -
             raise RuntimeError(f"restate answered {reply.status_code}: {reply.text[:300]}")
         return elapsed
 
-    await run(3)  # warm up
-    print(json.dumps({"server": "restate-server", "journal": "RocksDB (no synchronous setting)"}), flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            return
-        print(await run(int(line)), flush=True)
+    await answer_runs(run, {"server": "restate-server", "journal": "RocksDB (no synchronous setting)"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--synchronous", default="FULL")
-    parser.add_argument("--dir", required=True)
-    asyncio.run(main_async(parser.parse_args(argv)))
+    asyncio.run(main_async(worker_args(argv)))
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -24,6 +23,10 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
+
+# Absolute: run as ``python -m``, this module is ``__main__``, and the workflow sandbox
+# re-imports it without its package to validate Linear.
+from bench._peer_loop import answer_runs, worker_args
 
 
 @activity.defn
@@ -94,21 +97,11 @@ async def _loop(client: Client, args: argparse.Namespace) -> None:
         assert result == n
         return time.perf_counter() - start
 
-    await run(3)  # warm up
-    print(json.dumps({"server": "temporal dev server", "synchronous": args.synchronous}), flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            return
-        print(await run(int(line)), flush=True)
+    await answer_runs(run, {"server": "temporal dev server", "synchronous": args.synchronous})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--synchronous", default="FULL")
-    parser.add_argument("--dir", required=True)
-    asyncio.run(serve(parser.parse_args(argv)))
+    asyncio.run(serve(worker_args(argv)))
     return 0
 
 
