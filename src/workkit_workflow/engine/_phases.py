@@ -58,15 +58,7 @@ class Phases:
         execution.run = run
         execution.input = execution.meta.get("input")
         ctx = WorkflowContext(run, execution.execution_id, definition.name, execution.input)
-
-        async def body() -> Any:
-            value = execution.input
-            if definition.input_type is not None:
-                value = validate(definition.input_type, value, what="workflow input")
-                ctx.input = value
-            return await definition.run(ctx, value)
-
-        outcome = await run.execute(body)
+        outcome = await run.execute(_main_body(definition, ctx))
         execution.run = None
         if outcome.kind == "parked":
             await self._park(outcome)
@@ -164,7 +156,7 @@ class Phases:
                 raise failed
             return None
 
-        outcome = await run.execute(body)
+        outcome = await run.execute(body())
         execution.run = None
         if outcome.kind == "parked":
             await self._park(outcome)
@@ -270,3 +262,13 @@ class Phases:
                 )
             puts[key] = jn.encode_record(key, settled, what=f"journal entry of {entry.get('name')!r}")
         return puts
+
+
+async def _main_body(definition: Workflow, ctx: WorkflowContext) -> Any:
+    """The workflow body, its input validated first (a module function: a closure's cells
+    would be held for as long as the body runs)."""
+    value = ctx.input
+    if definition.input_type is not None:
+        value = validate(definition.input_type, value, what="workflow input")
+        ctx.input = value
+    return await definition.run(ctx, value)

@@ -15,7 +15,7 @@ the operations themselves live in ``_step``, ``_sleep`` and ``_wait``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from typing import Any
 
 from ...definitions._retry import RetryPolicy
@@ -76,18 +76,17 @@ class PhaseRun:
 
     # -- driving -------------------------------------------------------------
 
-    async def execute(self, body: Callable[[], Awaitable[Any]]) -> Outcome:
+    async def execute(self, body: Coroutine[Any, Any, Any]) -> Outcome:
         loop = asyncio.get_running_loop()
         self._idle = loop.create_future()
         self._quiet = asyncio.Event()
         self._quiet.set()
-
-        async def main() -> Any:
-            return await body()
-
-        task = self.execution.spawn(main())
+        task = self.execution.spawn(body)
+        # The body's end resolves the same future as the idle check (no asyncio.wait, whose
+        # waiter and callbacks would be held for as long as the body runs).
+        task.add_done_callback(self._body_ended)
         while True:
-            await asyncio.wait({task, self._idle}, return_when=asyncio.FIRST_COMPLETED)
+            await self._idle
             if task.done() or (self.active == 0 and self.parked):
                 break
             # A parked operation woke (its time came, or an event) between the idle
@@ -115,6 +114,10 @@ class PhaseRun:
         if isinstance(self.entries, JournalWindow):
             await self.entries.finish()  # the end checks (and settles) what was never reached
         return finished_outcome(task, self.entries, self.next_op, self.execution.now())
+
+    def _body_ended(self, task: asyncio.Task[Any]) -> None:
+        if self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     def stop(self) -> None:
         """Cancellation: parked operations end now, running steps finish first."""
