@@ -7,8 +7,9 @@ they reach through the small :class:`Owner` protocol below.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine._ports import KEEP_ALARM, Clock, Namespace, WireResponse
@@ -154,6 +155,11 @@ class LocalHost:
         self.idle_since = namespace.clock.now()
         """When the last task of this instance finished (namespace clock)."""
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._replies: dict[asyncio.Task[Any], asyncio.Future[Any]] = {}
+        """The requests' tasks and the futures their callers await (see ``serve``)."""
+        # One bound method for every task of this instance, not one per task: each
+        # live object is walked by every full garbage collection.
+        self._on_done = self._reap
         self.storage = LocalStorage(self)
         self.faults: Callable[..., None] | None = self._fault if namespace.faults is not None else None
 
@@ -165,10 +171,25 @@ class LocalHost:
         if not self.alive:
             coro.close()
             raise ObjectEvicted(self.object_name)
-        task = asyncio.get_running_loop().create_task(coro)
+        # The done callback runs in the task's own context rather than a copy of it.
+        context = contextvars.copy_context()
+        task = asyncio.get_running_loop().create_task(coro, context=context)
         self.tasks.add(task)
-        task.add_done_callback(self._reap)
+        task.add_done_callback(self._on_done, context=context)
         return task
+
+    def serve(self, coro: Coroutine[Any, Any, Any]) -> tuple[asyncio.Task[Any], asyncio.Future[Any]]:
+        """Run a request's handler as a task of this instance; the future takes the
+        task's outcome. A caller that gives up cancels the future, not the handler
+        (as on Cloudflare, where a disconnected client does not stop the object)."""
+        task = self.spawn(coro)
+        reply: asyncio.Future[Any] = task.get_loop().create_future()
+        self._replies[task] = reply
+        return task, reply
+
+    def forget(self, task: asyncio.Task[Any]) -> None:
+        """The caller of ``serve`` no longer waits for ``task``."""
+        self._replies.pop(task, None)
 
     def busy(self) -> bool:
         return any(not task.done() for task in self.tasks)
@@ -178,6 +199,9 @@ class LocalHost:
         if self.alive and not self.busy():
             self.idle_since = self.clock.now()
             self.namespace._object_idle(self.idle_since)
+        reply = self._replies.pop(task, None)
+        if reply is not None and not reply.done():
+            _settle(reply, task)
         # A task killed with its object has no one left to look at it.
         if not task.cancelled() and isinstance(task.exception(), (ObjectEvicted, SimulatedCrash)):
             return
@@ -189,6 +213,16 @@ class LocalHost:
             raise SimulatedCrash(point, info)
 
 
+def _settle(reply: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
+    """Give ``reply`` the outcome of ``task``, which has ended."""
+    if task.cancelled():
+        reply.cancel()
+    elif (exc := task.exception()) is not None:
+        reply.set_exception(exc)
+    else:
+        reply.set_result(task.result())
+
+
 @dataclass
 class _Live:
     host: LocalHost
@@ -196,4 +230,3 @@ class _Live:
     alarm_task: asyncio.Task[None] | None = None
     alarm_written: bool = False
     """Storage took an alarm for this object while its alarm handler ran."""
-    requests: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -135,16 +135,16 @@ class LocalNamespace(AlarmLoop):
         """Deliver a raw request (any bytes) to the object ``name``."""
         self._start()
         live = self._instance(name)
-        task = live.host.spawn(live.instance.fetch(request))
-        live.requests.add(task)
+        host = live.host
+        task, reply = host.serve(live.instance.fetch(request))
         try:
-            response: WireResponse = await asyncio.shield(task)
+            response: WireResponse = await reply
         except (asyncio.CancelledError, ObjectEvicted, SimulatedCrash):
-            if task.cancelled() or not live.host.alive:
+            if task.cancelled() or not host.alive:
                 raise TransportError(f"the object {name!r} was reset while serving the request") from None
             raise
         finally:
-            live.requests.discard(task)
+            host.forget(task)
         # The body crosses a process boundary on Cloudflare: copy it through JSON.
         return WireResponse(response.status, json.loads(json.dumps(response.body)))
 
