@@ -178,12 +178,11 @@ class LocalNamespace(AlarmLoop):
 
     # -- interleaving -------------------------------------------------------------
 
-    async def _yield_point(self) -> None:
+    def _turns(self) -> int:
+        """How many times a storage await lets the event loop run something else."""
         if self.interleave == "none":
-            return
-        turns = 1 if self.interleave == "storage" else self._rng.randint(0, 4)
-        for _ in range(turns):
-            await asyncio.sleep(0)
+            return 0
+        return 1 if self.interleave == "storage" else self._rng.randint(0, 4)
 
     def _before_write(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
         if self.write_hook is not None:
