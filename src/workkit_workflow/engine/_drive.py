@@ -4,7 +4,6 @@ go round again if a signal arrived while it parked (see ``_runner``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -48,8 +47,7 @@ class Driver:
         self.phases = Phases(execution, self.runner, self.retention)
 
     async def drive_until_quiet(self) -> None:
-        runner = self.runner.wake()
-        await asyncio.wait({runner})
+        runner = await self.runner.until_ended()
         if not runner.cancelled():
             exc = runner.exception()
             if exc is not None and not isinstance(exc, (Exception, StorageFailure)):

@@ -30,12 +30,17 @@ event loop, which is what makes the reasoning above hold.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._ports import KEEP_ALARM
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+_PLAIN = contextvars.Context()
+"""The context ``_Waiters`` runs in: it only settles futures, so it needs no copy of
+the waker's context variables (a copy per runner is one more object to collect)."""
 
 
 class Runner:
@@ -45,6 +50,8 @@ class Runner:
         self._spawn = spawn
         self._drive = drive
         self._task: asyncio.Task[None] | None = None
+        self._waiters: _Waiters | None = None
+        """Who waits for a runner to end (see :meth:`until_ended`)."""
         self._signals = 0
         self._mark = 0
         self.parking = False
@@ -81,6 +88,19 @@ class Runner:
             self._task = self._spawn(self._drive())
         return self._task
 
+    def until_ended(self) -> asyncio.Future[asyncio.Task[None]]:
+        """Start a runner unless one is active; a future that takes the runner once
+        it has ended. Cancelling the future (its waiter gave up) leaves the runner
+        running, as cancelling the request that woke it must."""
+        task = self.wake()
+        waiter: asyncio.Future[asyncio.Task[None]] = task.get_loop().create_future()
+        waiters = self._waiters
+        if waiters is None or waiters.task is not task:
+            waiters = self._waiters = _Waiters(task)
+            task.add_done_callback(waiters, context=_PLAIN)
+        waiters.append(waiter)
+        return waiter
+
     def mark(self) -> None:
         """The runner is about to read storage: later signals are new to it."""
         self._mark = self._signals
@@ -90,3 +110,19 @@ class Runner:
         """The runner parks: the alarm its park write sets."""
         self.parking = True
         return now if self.signalled else wake_at
+
+
+class _Waiters(list["asyncio.Future[asyncio.Task[None]]"]):
+    """The futures waiting for one runner task; its done callback settles them."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        super().__init__()
+        self.task = task
+
+    def __call__(self, task: asyncio.Task[None]) -> None:
+        for waiter in self:
+            if not waiter.done():
+                waiter.set_result(task)
+        self.clear()
