@@ -39,7 +39,7 @@ from ._ports import KEEP_ALARM
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 _PLAIN = contextvars.Context()
-"""The context ``_Waiters`` runs in: it only settles futures, so it needs no copy of
+"""The context ``_End`` runs in: it only settles futures, so it needs no copy of
 the waker's context variables (a copy per runner is one more object to collect)."""
 
 
@@ -50,8 +50,9 @@ class Runner:
         self._spawn = spawn
         self._drive = drive
         self._task: asyncio.Task[None] | None = None
-        self._waiters: _Waiters | None = None
-        """Who waits for a runner to end (see :meth:`until_ended`)."""
+        """The runner task, until it has ended (an idle object keeps no finished task)."""
+        self._end: _End | None = None
+        """The done callback of ``_task``, with who waits for it (:meth:`until_ended`)."""
         self._signals = 0
         self._mark = 0
         self.parking = False
@@ -85,20 +86,18 @@ class Runner:
         """Start a runner unless one is active; returns the active one."""
         if self._task is None or self._task.done():
             self.parking = False
-            self._task = self._spawn(self._drive())
+            task = self._task = self._spawn(self._drive())
+            self._end = _End(self)
+            task.add_done_callback(self._end, context=_PLAIN)
         return self._task
 
     def until_ended(self) -> asyncio.Future[asyncio.Task[None]]:
         """Start a runner unless one is active; a future that takes the runner once
         it has ended. Cancelling the future (its waiter gave up) leaves the runner
         running, as cancelling the request that woke it must."""
-        task = self.wake()
-        waiter: asyncio.Future[asyncio.Task[None]] = task.get_loop().create_future()
-        waiters = self._waiters
-        if waiters is None or waiters.task is not task:
-            waiters = self._waiters = _Waiters(task)
-            task.add_done_callback(waiters, context=_PLAIN)
-        waiters.append(waiter)
+        waiter: asyncio.Future[asyncio.Task[None]] = self.wake().get_loop().create_future()
+        assert self._end is not None
+        self._end.append(waiter)
         return waiter
 
     def mark(self) -> None:
@@ -112,16 +111,20 @@ class Runner:
         return now if self.signalled else wake_at
 
 
-class _Waiters(list["asyncio.Future[asyncio.Task[None]]"]):
-    """The futures waiting for one runner task; its done callback settles them."""
+class _End(list["asyncio.Future[asyncio.Task[None]]"]):
+    """The done callback of one runner task: it settles the futures waiting for
+    that task (the list) and lets the runner forget the task."""
 
-    __slots__ = ("task",)
+    __slots__ = ("runner",)
 
-    def __init__(self, task: asyncio.Task[None]) -> None:
+    def __init__(self, runner: Runner) -> None:
         super().__init__()
-        self.task = task
+        self.runner = runner
 
     def __call__(self, task: asyncio.Task[None]) -> None:
+        runner = self.runner
+        if runner._end is self:  # not replaced by a runner woken since
+            runner._task = runner._end = None
         for waiter in self:
             if not waiter.done():
                 waiter.set_result(task)
