@@ -76,7 +76,15 @@ class ExecutionObject:
     def __init__(self, host: Host, *, lease: float = DEFAULT_LEASE, **options: Any) -> None:
         self.host = host
         self.core = ExecutionCore(host, lease=lease, faults=getattr(host, "faults", None), **options)
-        self.side = SideObjects(host, self.core)
+        self._side: SideObjects | None = None
+
+    @property
+    def side(self) -> SideObjects:
+        """Schedules and concurrency limits, made on first use (a request to an
+        execution never needs them)."""
+        if self._side is None:
+            self._side = SideObjects(self.host, self.core)
+        return self._side
 
     async def handle(self, request: WireRequest) -> WireResponse:
         try:

@@ -76,15 +76,23 @@ class ExecutionCore:
         backoff = AlarmBackoff(self.execution)
         self.driver = Driver(self.execution, registry, backoff, lease=lease, retention=retention)
         self.runner: Runner = self.driver.runner
-        self.requests = Requests(
-            self.execution, registry, self.runner, self.driver.drive_until_quiet, lease=lease
-        )
-        self.alarms = Alarms(self.execution, self.runner, backoff, self.driver.drive_until_quiet, lease)
+        drive_until_quiet = self.driver.drive_until_quiet  # one bound method for both
+        self.requests = Requests(self.execution, registry, self.runner, drive_until_quiet, lease=lease)
+        self.alarms = Alarms(self.execution, self.runner, backoff, drive_until_quiet, lease)
         self.mail.on_rejected = self._rejected
-        # versions: move an unfinished execution to another deployed version.
-        self.versions = VersionMoves(self.execution, registry, self.runner)
-        # Operator control (engine/_control.py): pause, continue, delete.
-        self.control = Control(self.execution, self.runner, self.driver.retention, self.requests.view)
+        self._registry = registry
+
+    # Stateless pieces that only a rare request uses: made for that request, not kept.
+
+    @property
+    def versions(self) -> VersionMoves:
+        """versions: move an unfinished execution to another deployed version."""
+        return VersionMoves(self.execution, self._registry, self.runner)
+
+    @property
+    def control(self) -> Control:
+        """Operator control (engine/_control.py): pause, continue, delete."""
+        return Control(self.execution, self.runner, self.driver.retention, self.requests.view)
 
     # Hooks as bound methods of this object: one object each kept per execution
     # object, where a partial or a closure keeps two to four.

@@ -158,9 +158,9 @@ class LocalHost:
         self.in_alarm_handler = False
         self.idle_since = namespace.clock.now()
         """When the last task of this instance finished (namespace clock)."""
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self._replies: dict[asyncio.Task[Any], asyncio.Future[Any]] = {}
-        """The requests' tasks and the futures their callers await (see ``serve``)."""
+        self.tasks: dict[asyncio.Task[Any], asyncio.Future[Any] | None] = {}
+        """Its running tasks, each with the future its caller awaits if it serves a
+        request (``serve``)."""
         # One bound method for every task of this instance, not one per task: each
         # live object is walked by every full garbage collection.
         self._on_done = self._reap
@@ -178,7 +178,7 @@ class LocalHost:
         # The done callback runs in the task's own context rather than a copy of it.
         context = contextvars.copy_context()
         task = asyncio.get_running_loop().create_task(coro, context=context)
-        self.tasks.add(task)
+        self.tasks[task] = None
         task.add_done_callback(self._on_done, context=context)
         return task
 
@@ -188,22 +188,22 @@ class LocalHost:
         (as on Cloudflare, where a disconnected client does not stop the object)."""
         task = self.spawn(coro)
         reply: asyncio.Future[Any] = task.get_loop().create_future()
-        self._replies[task] = reply
+        self.tasks[task] = reply
         return task, reply
 
     def forget(self, task: asyncio.Task[Any]) -> None:
         """The caller of ``serve`` no longer waits for ``task``."""
-        self._replies.pop(task, None)
+        if task in self.tasks:
+            self.tasks[task] = None
 
     def busy(self) -> bool:
         return any(not task.done() for task in self.tasks)
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
+        reply = self.tasks.pop(task, None)
         if self.alive and not self.busy():
             self.idle_since = self.clock.now()
             self.namespace._object_idle(self.idle_since)
-        reply = self._replies.pop(task, None)
         if reply is not None and not reply.done():
             _settle(reply, task)
         # A task killed with its object has no one left to look at it.
