@@ -187,6 +187,12 @@ class ExecutionObject:
         return WireResponse(200, await core.delete())
 
     async def _execute(self, request: WireRequest) -> WireResponse:
+        view, created = await self._create(request)
+        return WireResponse(201 if created else 200, {"execution": view, "created": created})
+
+    def _create(self, request: WireRequest) -> Awaitable[tuple[dict[str, Any], bool]]:
+        """The engine's ``execute`` for a validated body. A plain function: the
+        parsed body is not kept while the execution runs."""
         from . import _wire
 
         body = _wire.parse(_wire.ExecuteBody, request.body)
@@ -196,7 +202,7 @@ class ExecutionObject:
                 f"execution_id {body.execution_id!r} does not match this object ({name!r})"
             )
         restart = body.restart.model_dump() if body.restart is not None else None
-        view, created = await self.core.execute(
+        execute: Awaitable[tuple[dict[str, Any], bool]] = self.core.execute(
             workflow=body.workflow,
             input=body.input,
             execution_id=body.execution_id,
@@ -205,7 +211,7 @@ class ExecutionObject:
             parent=body.parent.model_dump() if body.parent is not None else None,
             version=body.version,
         )
-        return WireResponse(201 if created else 200, {"execution": view, "created": created})
+        return execute
 
     async def alarm(self) -> None:
         if await self.side.alarm():

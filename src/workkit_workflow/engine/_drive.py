@@ -108,6 +108,7 @@ class Driver:
             main_entries, comp_entries = self._entries(snapshot)
             if paged:
                 main_entries, comp_entries = await self._paged_entries(state, snapshot)
+            del snapshot  # not held while the phase runs: every full collection walks it
             await self._start_incarnation(state)
             if execution.state and execution.state["phase"] == "main":
                 outcome = await self.phases.main(definition, main_entries)
