@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -22,6 +23,9 @@ class _Body:
         self.release = asyncio.Event()
         self.error: BaseException | None = None
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return asyncio.ensure_future(coro)
+
     async def drive(self) -> None:
         self.runs += 1
         await self.release.wait()
@@ -30,10 +34,7 @@ class _Body:
 
 
 def _runner(body: _Body) -> Runner:
-    def spawn(coro: Any) -> asyncio.Task[None]:
-        return asyncio.ensure_future(coro)
-
-    return Runner(spawn, body.drive)
+    return Runner(body)
 
 
 async def test_a_waiter_that_gives_up_leaves_the_runner_to_the_others() -> None:

@@ -4,8 +4,9 @@ go round again if a signal arrived while it parked (see ``_runner``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from ..definitions._workflow import Registry, Workflow
@@ -42,7 +43,7 @@ class Driver:
         self.registry = registry
         self.backoff = backoff
         self.lease = lease
-        self.runner = Runner(execution.spawn, self._drive_safely)
+        self.runner = Runner(self)
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
 
@@ -53,7 +54,12 @@ class Driver:
             if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
                 raise exc
 
-    async def _drive_safely(self) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a run (``drive``) as a task of the object (the runner's ``Body``)."""
+        return self.execution.spawn(coro)
+
+    async def drive(self) -> None:
+        """One run of the runner: drive until the execution is done or parked."""
         # The runner task's one frame while the phase runs: the reading and deciding
         # before it is done by ``_next_phase``, which has returned by then.
         self.backoff.unset = False  # judged per run: the alarm handler asks about the run it awaited

@@ -31,12 +31,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from ._ports import KEEP_ALARM
 
-Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+class Body(Protocol):
+    """What a runner runs: ``drive`` is one run, ``spawn`` makes it a task of the object."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
+
+    def drive(self) -> Coroutine[Any, Any, None]: ...
+
 
 _PLAIN = contextvars.Context()
 """The context ``_End`` runs in: it only settles futures, so it needs no copy of
@@ -46,9 +53,10 @@ the waker's context variables (a copy per runner is one more object to collect).
 class Runner:
     """Single-flight driver of one execution with a signal counter."""
 
-    def __init__(self, spawn: Spawn, drive: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._spawn = spawn
-        self._drive = drive
+    def __init__(self, body: Body) -> None:
+        self._body = body
+        """Kept as itself, not as two bound methods: each object an execution object
+        keeps is walked by every full garbage collection."""
         self._task: asyncio.Task[None] | None = None
         """The runner task, until it has ended (an idle object keeps no finished task)."""
         self._end: _End | None = None
@@ -86,7 +94,7 @@ class Runner:
         """Start a runner unless one is active; returns the active one."""
         if self._task is None or self._task.done():
             self.parking = False
-            task = self._task = self._spawn(self._drive())
+            task = self._task = self._body.spawn(self._body.drive())
             self._end = _End(self)
             task.add_done_callback(self._end, context=_PLAIN)
         return self._task
