@@ -47,12 +47,20 @@ class Driver:
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
 
-    async def drive_until_quiet(self) -> None:
-        runner = await self.runner.until_ended()
-        if not runner.cancelled():
-            exc = runner.exception()
-            if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
-                raise exc
+    def drive_until_quiet(self) -> asyncio.Future[None]:
+        """Drive now (unless a runner is active) and wait until the runner ends. A
+        plain function: its waiters await the runner's future, one frame less each."""
+        return self.runner.until_ended()
+
+    def failure(self, run: asyncio.Task[None]) -> BaseException | None:
+        """What waiters for the ended ``run`` raise: what the runner does not handle
+        itself (the object died under it), not its failures, which it deals with."""
+        if run.cancelled():
+            return None
+        exc = run.exception()
+        if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
+            return exc
+        return None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start a run (``drive``) as a task of the object (the runner's ``Body``)."""

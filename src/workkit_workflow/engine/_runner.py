@@ -38,11 +38,15 @@ from ._ports import KEEP_ALARM
 
 
 class Body(Protocol):
-    """What a runner runs: ``drive`` is one run, ``spawn`` makes it a task of the object."""
+    """What a runner runs: ``drive`` is one run, ``spawn`` makes it a task of the
+    object; ``failure`` is what those waiting for an ended run must raise (None: they
+    just go on)."""
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
     def drive(self) -> Coroutine[Any, Any, None]: ...
+
+    def failure(self, run: asyncio.Task[None]) -> BaseException | None: ...
 
 
 _PLAIN = contextvars.Context()
@@ -99,11 +103,11 @@ class Runner:
             task.add_done_callback(self._end, context=_PLAIN)
         return self._task
 
-    def until_ended(self) -> asyncio.Future[asyncio.Task[None]]:
-        """Start a runner unless one is active; a future that takes the runner once
-        it has ended. Cancelling the future (its waiter gave up) leaves the runner
-        running, as cancelling the request that woke it must."""
-        waiter: asyncio.Future[asyncio.Task[None]] = self.wake().get_loop().create_future()
+    def until_ended(self) -> asyncio.Future[None]:
+        """Start a runner unless one is active; a future settled once it has ended,
+        with the body's ``failure`` for it if any. Cancelling the future (its waiter
+        gave up) leaves the runner running, as cancelling the request that woke it must."""
+        waiter: asyncio.Future[None] = self.wake().get_loop().create_future()
         assert self._end is not None
         self._end.append(waiter)
         return waiter
@@ -119,7 +123,7 @@ class Runner:
         return now if self.signalled else wake_at
 
 
-class _End(list["asyncio.Future[asyncio.Task[None]]"]):
+class _End(list["asyncio.Future[None]"]):
     """The done callback of one runner task: it settles the futures waiting for
     that task (the list) and lets the runner forget the task."""
 
@@ -133,7 +137,12 @@ class _End(list["asyncio.Future[asyncio.Task[None]]"]):
         runner = self.runner
         if runner._end is self:  # not replaced by a runner woken since
             runner._task = runner._end = None
+        failure = runner._body.failure(task) if self else None
         for waiter in self:
-            if not waiter.done():
-                waiter.set_result(task)
+            if waiter.done():
+                continue
+            if failure is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(failure)
         self.clear()
