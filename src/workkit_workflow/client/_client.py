@@ -225,6 +225,25 @@ def _result_from(body: dict[str, Any]) -> WorkflowResult[Any]:
     return WorkflowResult(ok=False, status=status, error=failure)
 
 
+def _execute_body(
+    workflow: Workflow | str, input: Any, execution_id: str, wait: bool, version: str | None
+) -> dict[str, Any]:
+    """The ``/execute`` body of ``DurableWorkflows.run``, its input validated and made JSON data."""
+    from ..definitions._values import to_data, validate
+
+    name = workflow.name if isinstance(workflow, Workflow) else workflow
+    if version is None and isinstance(workflow, Workflow):
+        version = workflow.version
+    if isinstance(workflow, Workflow) and workflow.input_type is not None:
+        input = to_data(validate(workflow.input_type, input, what="workflow input"))
+    else:
+        input = to_data(input)
+    body = {"workflow": name, "input": input, "execution_id": execution_id, "wait": wait}
+    if version is not None:
+        body["version"] = version
+    return body
+
+
 class DurableWorkflows:
     """Start and look up executions through a Durable Object namespace."""
 
@@ -250,22 +269,12 @@ class DurableWorkflows:
         The execution runs ``version``, else the version of the ``Workflow``
         given, else (a name) the newest version registered in the object's Worker.
         """
-        name = workflow.name if isinstance(workflow, Workflow) else workflow
-        if version is None and isinstance(workflow, Workflow):
-            version = workflow.version
         execution_id = _check_id(execution_id or str(uuid.uuid4()))
-        if isinstance(workflow, Workflow) and workflow.input_type is not None:
-            from ..definitions._values import to_data, validate
-
-            input = to_data(validate(workflow.input_type, input, what="workflow input"))
-        else:
-            from ..definitions._values import to_data
-
-            input = to_data(input)
-        body = {"workflow": name, "input": input, "execution_id": execution_id, "wait": wait}
-        if version is not None:
-            body["version"] = version
-        return await self._start(execution_id, body)
+        # The body is passed, not kept in this frame while the execution runs.
+        response = await self.namespace.request(
+            execution_id, "POST", "/execute", _execute_body(workflow, input, execution_id, wait, version)
+        )
+        return self._started(execution_id, response)
 
     async def start(
         self,
@@ -278,8 +287,9 @@ class DurableWorkflows:
         """Start without waiting: the object's alarm drives the execution."""
         return await self.run(workflow, input, execution_id=execution_id, wait=False, version=version)
 
-    async def _start(self, execution_id: str, body: dict[str, Any]) -> ExecutionHandle:
-        response = await self.namespace.request(execution_id, "POST", "/execute", body)
+    def _started(self, execution_id: str, response: WireResponse) -> ExecutionHandle:
+        # The request is awaited by the caller itself: one coroutine less per execution
+        # being started (each is walked by every garbage collection while it waits).
         payload = _raise_for(response)
         return ExecutionHandle(self.namespace, execution_id, created=bool(payload.get("created")))
 
@@ -330,7 +340,8 @@ class DurableWorkflows:
         }
         if version is not None:
             body["version"] = version
-        return await self._start(new_id, body)
+        response = await self.namespace.request(new_id, "POST", "/execute", body)
+        return self._started(new_id, response)
 
 
 BindingDetector = Callable[[Any], bool]

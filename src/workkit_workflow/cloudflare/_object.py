@@ -30,6 +30,7 @@ when that module exists) and in the local runtime.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from ..definitions._durations import to_seconds
@@ -75,7 +76,15 @@ class ExecutionObject:
     def __init__(self, host: Host, *, lease: float = DEFAULT_LEASE, **options: Any) -> None:
         self.host = host
         self.core = ExecutionCore(host, lease=lease, faults=getattr(host, "faults", None), **options)
-        self.side = SideObjects(host, self.core)
+        self._side: SideObjects | None = None
+
+    @property
+    def side(self) -> SideObjects:
+        """Schedules and concurrency limits, made on first use (a request to an
+        execution never needs them)."""
+        if self._side is None:
+            self._side = SideObjects(self.host, self.core)
+        return self._side
 
     async def handle(self, request: WireRequest) -> WireResponse:
         try:
@@ -108,45 +117,59 @@ class ExecutionObject:
                 {"error": {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}},
             )
 
-    async def _route(self, request: WireRequest) -> WireResponse:
+    def _route(self, request: WireRequest) -> Awaitable[WireResponse]:
+        """The coroutine that answers ``request``, awaited by ``handle`` directly: a
+        plain function, so a request in flight holds one frame less."""
         path = "/" + request.path.strip("/").split("/")[-1] if request.path.strip("/") else "/"
         method = request.method.upper()
         refused = _refuse(path, method)
         if refused is not None:
-            return refused
-        core = self.core
+            return _answer(refused)
         if path in SIDE_ROUTES:  # schedules, concurrency limits: see _side_objects
-            return await self.side.handle(path, request)
+            return self.side.handle(path, request)
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume", "/version"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
-                from . import _wire
+                from . import _wire  # noqa: F401 - importable, or refused here
             except ImportError as exc:
                 if exc.name != "pydantic":
                     raise
-                return _no_pydantic()
+                return _answer(_no_pydantic())
         if path == "/execute":
-            return await self._execute(request)
+            return self._execute(request)
+        if path in _CONTROL:
+            return self._control(path)
+        return self._operate(path, request)
+
+    async def _operate(self, path: str, request: WireRequest) -> WireResponse:
+        """The routes not answered by ``_execute``, ``_control`` or the side objects.
+        ``_route`` checked that
+        the ones with a body can import ``_wire`` (pydantic)."""
+        core = self.core
         if path == "/status":
             return WireResponse(200, {"execution": await core.status()})
         if path == "/result":
             wait = _float_param(request, "wait", 0.0, maximum=60.0)
             return WireResponse(200, {"result": await core.result(wait)})
         if path == "/cancel":
+            from . import _wire
+
             cancel = _wire.parse(_wire.CancelBody, request.body)
             view, changed = await core.cancel(cancel.reason, cancel.compensate)
             return WireResponse(200, {"execution": view, "cancelled": changed})
         if path in ("/event", "/resume"):
+            from . import _wire
+
             event = _wire.parse(_wire.EventBody, request.body)
             outcome = await core.send_event(event.type, event.payload, event.id)
             return WireResponse(202 if outcome["accepted"] else 200, outcome)
-        if path in _CONTROL:
-            return await self._control(path)
         if path == "/journal":
             return WireResponse(200, {"entries": await core.journal()})
         if path == "/state":
             return WireResponse(200, await core.live_state(request.query.get("key")))
         if path == "/version":  # versions
+            from . import _wire
+
             moved = _wire.parse(_wire.VersionBody, request.body)
             meta, changed = await core.move_to_version(moved.version)
             return WireResponse(200, {"version": meta.get("version"), "moved": changed})
@@ -164,6 +187,12 @@ class ExecutionObject:
         return WireResponse(200, await core.delete())
 
     async def _execute(self, request: WireRequest) -> WireResponse:
+        view, created = await self._create(request)
+        return WireResponse(201 if created else 200, {"execution": view, "created": created})
+
+    def _create(self, request: WireRequest) -> Awaitable[tuple[dict[str, Any], bool]]:
+        """The engine's ``execute`` for a validated body. A plain function: the
+        parsed body is not kept while the execution runs."""
         from . import _wire
 
         body = _wire.parse(_wire.ExecuteBody, request.body)
@@ -173,7 +202,7 @@ class ExecutionObject:
                 f"execution_id {body.execution_id!r} does not match this object ({name!r})"
             )
         restart = body.restart.model_dump() if body.restart is not None else None
-        view, created = await self.core.execute(
+        execute: Awaitable[tuple[dict[str, Any], bool]] = self.core.execute(
             workflow=body.workflow,
             input=body.input,
             execution_id=body.execution_id,
@@ -182,7 +211,7 @@ class ExecutionObject:
             parent=body.parent.model_dump() if body.parent is not None else None,
             version=body.version,
         )
-        return WireResponse(201 if created else 200, {"execution": view, "created": created})
+        return execute
 
     async def alarm(self) -> None:
         if await self.side.alarm():
@@ -230,6 +259,10 @@ def _refuse(path: str, method: str) -> WireResponse | None:
             },
         )
     return None
+
+
+async def _answer(response: WireResponse) -> WireResponse:
+    return response
 
 
 def _no_pydantic() -> WireResponse:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from ..definitions._workflow import Registry
+from ..definitions._workflow import Registry, Workflow
 from ..errors import WorkflowError
 from . import _journal as jn
 from . import _pages
@@ -43,22 +43,51 @@ class Driver:
         self.registry = registry
         self.backoff = backoff
         self.lease = lease
-        self.runner = Runner(execution.spawn, self._drive_safely)
+        self.runner = Runner(self)
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
 
-    async def drive_until_quiet(self) -> None:
-        runner = self.runner.wake()
-        await asyncio.wait({runner})
-        if not runner.cancelled():
-            exc = runner.exception()
-            if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
-                raise exc
+    def drive_until_quiet(self) -> asyncio.Future[None]:
+        """Drive now (unless a runner is active) and wait until the runner ends. A
+        plain function: its waiters await the runner's future, one frame less each."""
+        return self.runner.until_ended()
 
-    async def _drive_safely(self) -> None:
+    def failure(self, run: asyncio.Task[None]) -> BaseException | None:
+        """What waiters for the ended ``run`` raise: what the runner does not handle
+        itself (the object died under it), not its failures, which it deals with."""
+        if run.cancelled():
+            return None
+        exc = run.exception()
+        if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
+            return exc
+        return None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a run (``drive``) as a task of the object (the runner's ``Body``)."""
+        return self.execution.spawn(coro)
+
+    async def drive(self) -> None:
+        """One run of the runner: drive until the execution is done or parked."""
+        # The runner task's one frame while the phase runs: the reading and deciding
+        # before it is done by ``_next_phase``, which has returned by then.
         self.backoff.unset = False  # judged per run: the alarm handler asks about the run it awaited
+        execution = self.execution
         try:
-            await self._drive()
+            while True:
+                ready = await self._next_phase()
+                if isinstance(ready, bool):
+                    if ready:
+                        continue
+                    break
+                definition, main_entries, comp_entries = ready
+                del ready  # not held while the phase runs
+                if execution.state and execution.state["phase"] == "main":
+                    outcome = await self.phases.main(definition, main_entries)
+                else:
+                    outcome = await self.phases.compensation(definition, main_entries, comp_entries)
+                if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
+                    continue
+                break
             self.backoff.failures = 0
         except StorageFailure as exc:
             await self._after_failure(exc.cause)
@@ -68,56 +97,46 @@ class Driver:
             log.exception("workkit_workflow: the runner failed")
             await self._after_failure(exc)
         finally:
-            self.execution.run = None
+            execution.run = None
 
     async def _after_failure(self, exc: BaseException) -> None:
         self.execution.forget()
         self.backoff.unset = not await self.backoff.retry_later(exc)
 
-    async def _drive(self) -> None:
+    async def _next_phase(self) -> tuple[Workflow, Entries, Entries] | bool:
+        """Read the execution and start its next incarnation: the phase to run (its
+        definition and journal), or True to read again (a signal came), False when
+        there is nothing to run."""
         execution = self.execution
-        while True:
-            self.runner.mark()
-            snapshot = await execution.storage.list(limit=_pages.FIRST_READ)
-            paged = len(snapshot) >= _pages.FIRST_READ  # a long journal: read by pages (``_pages``)
-            if paged:
-                heads = [observer.HEAD for observer in execution.observers]
-                snapshot = await read_execution(execution.storage, heads)
-            if not self._load(snapshot):
-                await execution.storage.set_alarm(None)
-                return
-            state = execution.state
-            assert state is not None and execution.meta is not None
-            if state["phase"] == "done":
-                await self.retention.on_done()  # hook(control): keeps or deletes the storage
-                return
-            if is_paused(state):  # hook(control): a paused execution starts no phase
-                if await self._park_paused():
-                    continue
-                return
-            # versions: the name and version in its meta; without them here it is blocked.
-            definition = await resolve(execution, self.registry, self.runner)
-            if definition is None:
-                if self.runner.signalled:
-                    continue
-                return
-            if needs_slot(execution) and not await wait_for_slot(execution, self.runner):
-                if self.runner.signalled:  # concurrency limits: parked until a slot is ours
-                    continue
-                return
-            state = execution.state
-            assert state is not None
-            main_entries, comp_entries = self._entries(snapshot)
-            if paged:
-                main_entries, comp_entries = await self._paged_entries(state, snapshot)
-            await self._start_incarnation(state)
-            if execution.state and execution.state["phase"] == "main":
-                outcome = await self.phases.main(definition, main_entries)
-            else:
-                outcome = await self.phases.compensation(definition, main_entries, comp_entries)
-            if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
-                continue
-            return
+        self.runner.mark()
+        snapshot = await execution.storage.list(limit=_pages.FIRST_READ)
+        paged = len(snapshot) >= _pages.FIRST_READ  # a long journal: read by pages (``_pages``)
+        if paged:
+            heads = [observer.HEAD for observer in execution.observers]
+            snapshot = await read_execution(execution.storage, heads)
+        if not self._load(snapshot):
+            await execution.storage.set_alarm(None)
+            return False
+        state = execution.state
+        assert state is not None and execution.meta is not None
+        if state["phase"] == "done":
+            await self.retention.on_done()  # hook(control): keeps or deletes the storage
+            return False
+        if is_paused(state):  # hook(control): a paused execution starts no phase
+            return await self._park_paused()
+        # versions: the name and version in its meta; without them here it is blocked.
+        definition = await resolve(execution, self.registry, self.runner)
+        if definition is None:
+            return self.runner.signalled
+        if needs_slot(execution) and not await wait_for_slot(execution, self.runner):
+            return self.runner.signalled  # concurrency limits: parked until a slot is ours
+        state = execution.state
+        assert state is not None
+        main_entries, comp_entries = self._entries(snapshot)
+        if paged:
+            main_entries, comp_entries = await self._paged_entries(state, snapshot)
+        await self._start_incarnation(state)
+        return definition, main_entries, comp_entries
 
     async def _park_paused(self) -> bool:
         """Park with no alarm (nothing is due while paused); True if a signal came meanwhile."""

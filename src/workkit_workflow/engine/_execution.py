@@ -31,7 +31,7 @@ Invariants kept here:
 from __future__ import annotations
 
 import random
-from functools import partial
+from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._workflow import REGISTRY, Registry
@@ -43,7 +43,7 @@ from ._limits import release_mail
 from ._live_state import read as read_live_state
 from ._mail import Mail, reply_with_event
 from ._plugins import make_observer
-from ._ports import Clock, Host, Storage
+from ._ports import Clock, Host, Storage, WireResponse
 from ._requests import Requests
 from ._runner import Runner
 from ._state import ExecutionState, FaultHook
@@ -69,23 +69,43 @@ class ExecutionCore:
         self.mail = Mail(self.execution, getattr(host, "peers", None))
         self.execution.observers.append(self.mail)
         self.execution.mail = self.mail
-        self.execution.settle_hooks.append(partial(outcome_mail, self.execution))
-        self.execution.settle_hooks.append(partial(release_mail, self.execution))
+        self.execution.settle_hooks.append(self._settle_mail)
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))
         backoff = AlarmBackoff(self.execution)
         self.driver = Driver(self.execution, registry, backoff, lease=lease, retention=retention)
         self.runner: Runner = self.driver.runner
-        self.requests = Requests(
-            self.execution, registry, self.runner, self.driver.drive_until_quiet, lease=lease
-        )
-        self.alarms = Alarms(self.execution, self.runner, backoff, self.driver.drive_until_quiet, lease)
-        self.mail.on_rejected = reply_with_event(self.requests.send_event)
-        # versions: move an unfinished execution to another deployed version.
-        self.versions = VersionMoves(self.execution, registry, self.runner)
-        # Operator control (engine/_control.py): pause, continue, delete.
-        self.control = Control(self.execution, self.runner, self.driver.retention, self.requests.view)
+        drive_until_quiet = self.driver.drive_until_quiet  # one bound method for both
+        self.requests = Requests(self.execution, registry, self.runner, drive_until_quiet, lease=lease)
+        self.alarms = Alarms(self.execution, self.runner, backoff, drive_until_quiet, lease)
+        self.mail.on_rejected = self._rejected
+        self._registry = registry
+
+    # Stateless pieces that only a rare request uses: made for that request, not kept.
+
+    @property
+    def versions(self) -> VersionMoves:
+        """versions: move an unfinished execution to another deployed version."""
+        return VersionMoves(self.execution, self._registry, self.runner)
+
+    @property
+    def control(self) -> Control:
+        """Operator control (engine/_control.py): pause, continue, delete."""
+        return Control(self.execution, self.runner, self.driver.retention, self.requests.view)
+
+    # Hooks as bound methods of this object: one object each kept per execution
+    # object, where a partial or a closure keeps two to four.
+
+    def _settle_mail(self, state: Mapping[str, Any], puts: Mapping[str, str]) -> dict[str, str]:
+        """The settle hooks of children (the outcome for the parent) and of
+        concurrency limits (the slot given back), in that order."""
+        mail = outcome_mail(self.execution, state, puts)
+        return {**mail, **release_mail(self.execution, state, {**puts, **mail})}
+
+    async def _rejected(self, message: dict[str, Any], answer: WireResponse) -> None:
+        """The mail outbox's ``on_rejected``: a refusal becomes an event in the inbox."""
+        await reply_with_event(self.requests.send_event)(message, answer)
 
     # -- what the execution object calls: the wire operations and the alarm handler --
     # Properties, not bound methods kept as attributes: every object the local

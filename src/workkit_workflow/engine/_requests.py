@@ -34,7 +34,8 @@ class Requests:
     drive_until_quiet: Callable[[], Awaitable[None]]
     lease: float
     _create_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
-    _event_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _event_lock: asyncio.Lock | None = field(default=None, init=False)
+    """Made by the first event: an execution that gets none keeps no lock."""
 
     async def execute(
         self,
@@ -241,6 +242,8 @@ class Requests:
         marker = jn.EVENT_ID + event_id
         if len(marker) > 512:
             raise InvalidRequestError("event id is longer than 500 characters")
+        if self._event_lock is None:
+            self._event_lock = asyncio.Lock()
         async with self._event_lock:
             # A repeat of a delivered event is a duplicate even once the execution
             # has finished: senders retry (the mail outbox), and must not see a conflict.

@@ -30,21 +30,41 @@ event loop, which is what makes the reasoning above hold.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+import contextvars
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from ._ports import KEEP_ALARM
 
-Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+class Body(Protocol):
+    """What a runner runs: ``drive`` is one run, ``spawn`` makes it a task of the
+    object; ``failure`` is what those waiting for an ended run must raise (None: they
+    just go on)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
+
+    def drive(self) -> Coroutine[Any, Any, None]: ...
+
+    def failure(self, run: asyncio.Task[None]) -> BaseException | None: ...
+
+
+_PLAIN = contextvars.Context()
+"""The context ``_End`` runs in: it only settles futures, so it needs no copy of
+the waker's context variables (a copy per runner is one more object to collect)."""
 
 
 class Runner:
     """Single-flight driver of one execution with a signal counter."""
 
-    def __init__(self, spawn: Spawn, drive: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._spawn = spawn
-        self._drive = drive
+    def __init__(self, body: Body) -> None:
+        self._body = body
+        """Kept as itself, not as two bound methods: each object an execution object
+        keeps is walked by every full garbage collection."""
         self._task: asyncio.Task[None] | None = None
+        """The runner task, until it has ended (an idle object keeps no finished task)."""
+        self._end: _End | None = None
+        """The done callback of ``_task``, with who waits for it (:meth:`until_ended`)."""
         self._signals = 0
         self._mark = 0
         self.parking = False
@@ -78,8 +98,19 @@ class Runner:
         """Start a runner unless one is active; returns the active one."""
         if self._task is None or self._task.done():
             self.parking = False
-            self._task = self._spawn(self._drive())
+            task = self._task = self._body.spawn(self._body.drive())
+            self._end = _End(self)
+            task.add_done_callback(self._end, context=_PLAIN)
         return self._task
+
+    def until_ended(self) -> asyncio.Future[None]:
+        """Start a runner unless one is active; a future settled once it has ended,
+        with the body's ``failure`` for it if any. Cancelling the future (its waiter
+        gave up) leaves the runner running, as cancelling the request that woke it must."""
+        waiter: asyncio.Future[None] = self.wake().get_loop().create_future()
+        assert self._end is not None
+        self._end.append(waiter)
+        return waiter
 
     def mark(self) -> None:
         """The runner is about to read storage: later signals are new to it."""
@@ -90,3 +121,28 @@ class Runner:
         """The runner parks: the alarm its park write sets."""
         self.parking = True
         return now if self.signalled else wake_at
+
+
+class _End(list["asyncio.Future[None]"]):
+    """The done callback of one runner task: it settles the futures waiting for
+    that task (the list) and lets the runner forget the task."""
+
+    __slots__ = ("runner",)
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def __call__(self, task: asyncio.Task[None]) -> None:
+        runner = self.runner
+        if runner._end is self:  # not replaced by a runner woken since
+            runner._task = runner._end = None
+        failure = runner._body.failure(task) if self else None
+        for waiter in self:
+            if waiter.done():
+                continue
+            if failure is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(failure)
+        self.clear()

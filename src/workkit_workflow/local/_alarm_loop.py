@@ -169,6 +169,9 @@ class AlarmLoop:
         live.alarm_task.add_done_callback(lambda task: self._unstarted_alarm(task, obj, scheduled))
 
     def _unstarted_alarm(self, task: asyncio.Task[None], obj: str, scheduled: float | None) -> None:
+        live = self._live.get(obj)
+        if live is not None and live.alarm_task is task:
+            live.alarm_task = None  # an idle object keeps no finished handler
         # An object killed before its alarm handler's first step never ran it:
         # Cloudflare retries that alarm, so the emulation must not drop it.
         if task.cancelled() and not self._closed and self.backend.get_alarm(obj) is None:
