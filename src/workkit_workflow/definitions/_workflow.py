@@ -224,10 +224,16 @@ class Workflow:
     def step_names(self) -> list[str]:
         return [op.name for op in self._ops]
 
-    async def run(self, ctx: WorkflowContext, input: Any) -> Any:
-        """Drive the workflow body over ``ctx`` (the engine calls this on every replay)."""
+    def run(self, ctx: WorkflowContext, input: Any) -> Awaitable[Any]:
+        """Drive the workflow body over ``ctx`` (the engine calls this on every replay).
+
+        A code-first body's own coroutine is returned, not awaited in another one: a frame
+        less for every execution in flight."""
         if self._fn is not None:
-            return await self._fn(ctx, input)
+            return self._fn(ctx, input)
+        return self._run_ops(ctx, input)
+
+    async def _run_ops(self, ctx: WorkflowContext, input: Any) -> Any:
         if not self._ops:
             raise DefinitionError(f"workflow {self.name!r} has no steps")
         prev: Any = None
