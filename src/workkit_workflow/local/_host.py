@@ -45,6 +45,11 @@ class Owner(Protocol):
     def _before_write(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None: ...
 
 
+_PLAIN = contextvars.Context()
+"""The context a task's done callback runs in: it only files the task away, so it needs no
+copy of the spawner's context variables (a copy per task is one more object to collect)."""
+
+
 class ObjectEvicted(BaseException):
     """Raised inside an object's tasks once it was evicted: its process is gone."""
 
@@ -175,11 +180,11 @@ class LocalHost:
         if not self.alive:
             coro.close()
             raise ObjectEvicted(self.object_name)
-        # The done callback runs in the task's own context rather than a copy of it.
-        context = contextvars.copy_context()
-        task = asyncio.get_running_loop().create_task(coro, context=context)
+        # Not create_task(context=): Pyodide's WebLoop (the local runtime inside a Worker)
+        # does not take it.
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks[task] = None
-        task.add_done_callback(self._on_done, context=context)
+        task.add_done_callback(self._on_done, context=_PLAIN)
         return task
 
     def serve(self, coro: Coroutine[Any, Any, Any]) -> tuple[asyncio.Task[Any], asyncio.Future[Any]]:
