@@ -113,6 +113,8 @@ def make_options(
 
 
 def check_name(name: object, what: str) -> str:
+    if type(name) is str and name.isascii() and 0 < len(name) <= 256 and not name.isspace():
+        return name  # the usual name, checked without the calls below (every operation's)
     if not isinstance(name, str) or not name.strip():
         raise DefinitionError(f"{what} name must be a non-empty string, got {name!r}")
     if len(name) > 256:

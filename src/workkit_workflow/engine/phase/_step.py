@@ -216,7 +216,8 @@ async def _attempt(
         raise await _unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
         execution.remember_idempotent(key_hash, completed)
-    return _output(options, completed["output"], name)
+    output = completed["output"]
+    return output if options.output is None else _output(options, output, name)
 
 
 def _output(options: StepOptions, output: Any, name: str) -> Any:
