@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,7 +107,7 @@ class WorkflowContext:
                 where=where,
                 undo=None if spec is None else undo_input(spec, args, where=where),
             )
-        return self._run.step(name, lambda _ctx: fn(*args), options)
+        return self._run.step(name, functools.partial(_call_without_context, fn, args), options)
 
     def _builder_step(
         self, name: str, handler: StepHandler, prev: Any, options: StepOptions
@@ -234,3 +235,10 @@ class CompensationContext(WorkflowContext):
     @property
     def cancelled(self) -> bool:
         return self.status == "cancelled"
+
+
+def _call_without_context(fn: Callable[..., Any], args: tuple[Any, ...], _ctx: StepContext) -> Any:
+    """A code-first step's call: ``fn(*args)`` (its code reads its context with
+    ``current_step()``). A partial of it is one object to hold while the step runs,
+    where a lambda is three (the function and a cell for each of ``fn`` and ``args``)."""
+    return fn(*args)

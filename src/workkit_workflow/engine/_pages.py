@@ -31,7 +31,7 @@ kind (a child, live state, kinds added later) is kept, and so is a step with an 
 handler: the phase's end reads those (children to cancel, undos to run)."""
 
 
-def disposable(entry: dict[str, Any] | None) -> bool:
+def _disposable(entry: dict[str, Any] | None) -> bool:
     return (
         entry is not None
         and entry.get("status") in ("completed", "failed")
@@ -157,7 +157,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self.pop(op, None)
 
     def _prune(self) -> None:
-        done = [op for op in self._reached if disposable(self.get(op))]
+        done = [op for op in self._reached if _disposable(self.get(op))]
         for op in done:
             self.pop(op, None)
             self._reached.discard(op)

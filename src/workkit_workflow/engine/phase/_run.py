@@ -21,7 +21,7 @@ from typing import Any
 from ...definitions._retry import RetryPolicy
 from ...errors import ReplayMismatchError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
-from .._pages import JournalWindow, disposable
+from .._pages import JournalWindow
 from .._pause import is_paused
 from .._signals import Abort, Stop, Suspend
 from .._state import ExecutionState
@@ -185,7 +185,9 @@ class PhaseRun:
         self.generation += 1
         if self.parked:
             self._maybe_idle()
-        if type(self.entries) is JournalWindow and disposable(entry):
+        # The entry is a completed step's (``replayed_step``): unless an undo needs it at the
+        # phase's end, nothing reads it again.
+        if type(self.entries) is JournalWindow and not entry.get("undo"):
             self.entries.release(op)
 
     def _maybe_idle(self) -> None:
