@@ -8,6 +8,7 @@ these. Adapters implement them: Durable Object storage under Pyodide
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,12 @@ class Clock(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+PLAIN_CONTEXT = contextvars.Context()
+"""An empty context for the engine's and the runtimes' own callbacks (a task's end, a
+deferred flush): they read no context variable, so they need no copy of the caller's,
+which would be one more object to collect for each of them."""
 
 
 class SystemClock:

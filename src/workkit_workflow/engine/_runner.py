@@ -30,11 +30,10 @@ event loop, which is what makes the reasoning above hold.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from ._ports import KEEP_ALARM
+from ._ports import KEEP_ALARM, PLAIN_CONTEXT
 
 
 class Body(Protocol):
@@ -47,11 +46,6 @@ class Body(Protocol):
     def drive(self) -> Coroutine[Any, Any, None]: ...
 
     def failure(self, run: asyncio.Task[None]) -> BaseException | None: ...
-
-
-_PLAIN = contextvars.Context()
-"""The context ``_End`` runs in: it only settles futures, so it needs no copy of
-the waker's context variables (a copy per runner is one more object to collect)."""
 
 
 class Runner:
@@ -100,7 +94,7 @@ class Runner:
             self.parking = False
             task = self._task = self._body.spawn(self._body.drive())
             self._end = _End(self)
-            task.add_done_callback(self._end, context=_PLAIN)
+            task.add_done_callback(self._end, context=PLAIN_CONTEXT)
         return self._task
 
     def until_ended(self) -> asyncio.Future[None]:

@@ -24,7 +24,7 @@ from . import _journal as jn
 from ._mail import Mail
 from ._pause import hold_status
 from ._plugins import JournalObserver
-from ._ports import KEEP_ALARM, Clock, Host, Storage
+from ._ports import KEEP_ALARM, PLAIN_CONTEXT, Clock, Host, Storage
 from ._signals import StorageFailure
 
 FaultHook = Callable[..., None]
@@ -153,7 +153,7 @@ class ExecutionState:
         self._pending_steps.append(name)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_soon)
+            asyncio.get_running_loop().call_soon(self._flush_soon, context=PLAIN_CONTEXT)
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False

@@ -7,13 +7,12 @@ they reach through the small :class:`Owner` protocol below.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import types
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..engine._ports import KEEP_ALARM, Clock, Namespace, WireResponse
+from ..engine._ports import KEEP_ALARM, PLAIN_CONTEXT, Clock, Namespace, WireResponse
 from ._backends import Backend
 
 
@@ -43,11 +42,6 @@ class Owner(Protocol):
     def _turns(self) -> int: ...
 
     def _before_write(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None: ...
-
-
-_PLAIN = contextvars.Context()
-"""The context a task's done callback runs in: it only files the task away, so it needs no
-copy of the spawner's context variables (a copy per task is one more object to collect)."""
 
 
 class ObjectEvicted(BaseException):
@@ -184,7 +178,7 @@ class LocalHost:
         # does not take it.
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks[task] = None
-        task.add_done_callback(self._on_done, context=_PLAIN)
+        task.add_done_callback(self._on_done, context=PLAIN_CONTEXT)
         return task
 
     def serve(self, coro: Coroutine[Any, Any, Any]) -> tuple[asyncio.Task[Any], asyncio.Future[Any]]:
