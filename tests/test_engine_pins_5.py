@@ -1,0 +1,49 @@
+"""Engine behaviours pinned by mutation testing (docs/mutation.md), part 5: survivors of the
+samples of the phase runner, the execution state and the driver, taken on main `dfe2d03`.
+Through the public API on the local runtime's virtual clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workkit_workflow import NonRetryableError, workflow
+from workkit_workflow.errors import StepFailedError
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
+
+
+async def test_the_records_a_drive_read_serve_the_next_request(workflow_env: WorkflowTestEnv) -> None:
+    @workflow(unique("drive-cache"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.wait_for_event("go", "go")
+
+    handle = await workflow_env.run(flow, {})  # the drive reads meta and state with the journal
+    stats = workflow_env.ns.stats
+    reads, lists = stats.reads, stats.lists
+    for _ in range(2):
+        assert await handle.status() == "waiting"
+    # The object keeps what the drive read: no request reads meta and state again.
+    assert (stats.reads, stats.lists) == (reads, lists)
+
+
+async def test_a_failed_step_error_carries_the_step_error_message_also_on_replay(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    def declined() -> None:
+        raise NonRetryableError("card declined")
+
+    @workflow(unique("failed-message"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        try:
+            await ctx.step("charge", declined)
+        except StepFailedError as exc:
+            message = exc.message
+        await ctx.wait_for_event("go", "go")  # the object is evicted; the next drive replays
+        return message
+
+    handle = await workflow_env.run(flow, {})
+    workflow_env.evict(handle.execution_id)
+    assert await handle.send_event("go", 1)
+    result = await workflow_env.result(handle)
+    assert result.ok and result.value == "step 'charge' failed: card declined"
