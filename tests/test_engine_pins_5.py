@@ -4,6 +4,7 @@ Through the public API on the local runtime's virtual clock."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from workkit_workflow import NonRetryableError, workflow
@@ -47,3 +48,41 @@ async def test_a_failed_step_error_carries_the_step_error_message_also_on_replay
     assert await handle.send_event("go", 1)
     result = await workflow_env.result(handle)
     assert result.ok and result.value == "step 'charge' failed: card declined"
+
+
+async def test_a_sleep_ends_in_memory_while_a_sibling_runs_and_leaves_no_wake_up_behind(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def long_call() -> str:
+        await gate.wait()
+        return "long"
+
+    @workflow(unique("ring"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        async def napper() -> Any:
+            await ctx.sleep("nap", "1s")
+            return await ctx.step("after", lambda: order.append("after") or "napped")
+
+        values = await asyncio.gather(ctx.step("long", long_call), napper())
+        await ctx.wait_for_event("go", "go")
+        return values
+
+    handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    assert (await handle.describe())["running"] == ["long", "nap"]
+    workflow_env.clock.advance(1.0)
+    await workflow_env.settle()
+    # The long step holds the phase: the sleep's own timer wakes its branch.
+    assert order == ["after"]
+    assert (await handle.describe())["running"] == ["long"]
+    gate.set()
+    await workflow_env.settle()
+    # Parked on the event alone: the sleep that ended is no wake-up of the execution.
+    view = await handle.describe()
+    assert (view["status"], view["waiting_for"], view["wake_at"]) == ("waiting", ["go"], None)
+    assert (await handle.meta())["incarnations"] == 1
+    assert await handle.send_event("go", 1)
+    assert (await workflow_env.result(handle)).value == ["long", "napped"]
