@@ -86,3 +86,32 @@ async def test_a_sleep_ends_in_memory_while_a_sibling_runs_and_leaves_no_wake_up
     assert (await handle.meta())["incarnations"] == 1
     assert await handle.send_event("go", 1)
     assert (await workflow_env.result(handle)).value == ["long", "napped"]
+
+
+async def test_a_branch_moving_from_one_operation_to_the_next_is_not_taken_for_idle(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    order: list[str] = []
+
+    @workflow(unique("busy-branch"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        async def chain() -> int:
+            for i in range(10):
+                # Between two gathers the branch runs no operation for a few loop turns.
+                await asyncio.gather(
+                    ctx.step(f"x{i}", order.append, f"x{i}"), ctx.step(f"y{i}", order.append, f"y{i}")
+                )
+            return len(order)
+
+        _, done = await asyncio.gather(ctx.sleep("nap", "1h"), chain())
+        return done
+
+    handle = await workflow_env.start(flow, {})
+    for _ in range(10):
+        await workflow_env.settle()
+    # The sleep parked at once, but the other branch kept moving: the phase
+    # suspends only once it is parked too, so all twenty steps ran before the sleep ends.
+    assert len(order) == 20
+    assert (await handle.describe())["status"] == "sleeping"
+    result = await workflow_env.result(handle)
+    assert result.ok and result.value == 20
