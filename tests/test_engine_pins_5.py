@@ -8,7 +8,8 @@ import asyncio
 from typing import Any
 
 from workkit_workflow import NonRetryableError, workflow
-from workkit_workflow.errors import StepFailedError
+from workkit_workflow.engine._ports import WireResponse
+from workkit_workflow.errors import StepFailedError, TransportError
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -115,3 +116,46 @@ async def test_a_branch_moving_from_one_operation_to_the_next_is_not_taken_for_i
     assert (await handle.describe())["status"] == "sleeping"
     result = await workflow_env.result(handle)
     assert result.ok and result.value == 20
+
+
+async def test_an_alarm_that_only_delivered_mail_keeps_the_sleep_s_wake_up(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    @workflow(unique("mail-receiver"))
+    async def receiver(ctx: Any, input: Any) -> Any:
+        return await ctx.wait_for_event("ping", "ping")
+
+    @workflow(unique("mail-sleeper"))
+    async def sleeper(ctx: Any, input: Any) -> Any:
+        await ctx.sleep("nap", "1h")
+        return "woke"
+
+    recv = await workflow_env.run(receiver, None, execution_id="recv-5")
+    sleeping = await workflow_env.run(sleeper, None, execution_id="sleep-5")
+    wake_at = (await sleeping.describe())["wake_at"]
+    assert await sleeping.status() == "sleeping" and wake_at is not None
+    real = workflow_env.ns.request
+    attempts: list[str] = []
+
+    async def flaky(name: str, method: str, path: str, body: Any = None, query: Any = None) -> WireResponse:
+        if name == "recv-5" and path == "/event":
+            attempts.append(path)
+            if len(attempts) == 1:
+                raise TransportError("the receiver's object was reset")
+        return await real(name, method, path, body, query)
+
+    workflow_env.ns.request = flaky  # type: ignore[method-assign]
+    # Mail from the sleeping execution, written the way the engine writes it.
+    core = workflow_env.ns._instance("sleep-5").instance._object.core
+    await core.execution.ensure_loaded()
+    ping = {"type": "ping", "payload": "hello", "id": "sleep-5-ping"}
+    await core.execution.write(core.mail.message("recv-5", "POST", "/event", ping, id="sleep-5-ping"))
+    await workflow_env.settle()
+    assert attempts == ["/event"]
+    # An alarm brought forward delivers it (the sleeper is not driven)...
+    assert (await workflow_env.result(recv)).value == "hello"
+    await workflow_env.settle()
+    assert attempts == ["/event", "/event"]
+    # ...and sets the sleep's own wake-up again, not none.
+    assert workflow_env.ns.backend.alarms().get("sleep-5") == wake_at
+    assert (await workflow_env.result(sleeping)).value == "woke"
