@@ -159,3 +159,40 @@ async def test_an_alarm_that_only_delivered_mail_keeps_the_sleep_s_wake_up(
     # ...and sets the sleep's own wake-up again, not none.
     assert workflow_env.ns.backend.alarms().get("sleep-5") == wake_at
     assert (await workflow_env.result(sleeping)).value == "woke"
+
+
+async def test_every_step_that_finishes_beside_a_running_one_is_journaled_at_once(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    gate = asyncio.Event()
+
+    async def long_call() -> str:
+        await gate.wait()
+        return "long"
+
+    @workflow(unique("flushed-again"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        first = await ctx.step("first", lambda: "first")
+        return [first, *await asyncio.gather(ctx.step("quick", lambda: "quick"), ctx.step("long", long_call))]
+
+    handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    # Not only the first completion of the run is written on its own: the quick
+    # step's is too, while the long step holds every later write back.
+    journal = {e["name"]: e["status"] for e in await handle.journal()}
+    assert journal == {"first": "completed", "quick": "completed", "long": "running"}
+    gate.set()
+    assert (await workflow_env.result(handle)).value == ["first", "quick", "long"]
+
+
+async def test_the_object_counts_the_writes_it_made(workflow_env: WorkflowTestEnv) -> None:
+    @workflow(unique("counted"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.step("a", lambda: 1)
+
+    stats = workflow_env.ns.stats
+    before = stats.writes
+    handle = await workflow_env.run(flow, {})
+    assert (await handle.status()) == "completed"
+    core = workflow_env.ns._instance(handle.execution_id).instance._object.core
+    assert core.writes == stats.writes - before > 0
