@@ -5,6 +5,7 @@ Through the public API on the local runtime's virtual clock."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 from workkit_workflow import NonRetryableError, workflow
@@ -196,3 +197,30 @@ async def test_the_object_counts_the_writes_it_made(workflow_env: WorkflowTestEn
     assert (await handle.status()) == "completed"
     core = workflow_env.ns._instance(handle.execution_id).instance._object.core
     assert core.writes == stats.writes - before > 0
+
+
+async def test_a_step_whose_object_dies_as_it_starts_leaves_no_coroutine_unawaited(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    started: list[Any] = []
+
+    async def work() -> str:
+        return "done"
+
+    def call() -> Any:
+        coroutine = work()
+        started.append(coroutine)
+        if len(started) == 1:
+            workflow_env.evict("dies-5")  # the object dies between the call and its first await
+        return coroutine
+
+    @workflow(unique("dies"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.step("s", call, timeout="1m")
+
+    handle = await workflow_env.start(flow, {}, execution_id="dies-5")
+    result = await workflow_env.result(handle)
+    assert result.ok and result.value == "done"
+    # The first attempt's coroutine never ran: it is closed, not left to warn when collected.
+    assert inspect.getcoroutinestate(started[0]) == inspect.CORO_CLOSED
+    assert len(started) == 2
