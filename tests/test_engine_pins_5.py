@@ -224,3 +224,29 @@ async def test_a_step_whose_object_dies_as_it_starts_leaves_no_coroutine_unawait
     # The first attempt's coroutine never ran: it is closed, not left to warn when collected.
     assert inspect.getcoroutinestate(started[0]) == inspect.CORO_CLOSED
     assert len(started) == 2
+
+
+async def test_a_step_reusing_a_recorded_key_is_a_crash_point_after_its_journal_write(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    charges: list[str] = []
+
+    def charge(label: str) -> str:
+        charges.append(label)
+        return f"charged-{label}"
+
+    @workflow(unique("reused-crash"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        first = await ctx.step("charge", charge, "first", idempotency_key="order-9")
+        again = await ctx.step("charge-again", charge, "again", idempotency_key="order-9")
+        return [first, again]
+
+    workflow_env.faults.crash_at("after_journal", step="charge-again")
+    handle = await workflow_env.start(flow, {})
+    result = await workflow_env.result(handle)
+    assert result.ok and result.value == ["charged-first", "charged-first"]
+    # The fault point named the reused step, and the crash there lost nothing.
+    assert [(point, info.get("step")) for _, point, info in workflow_env.faults.crashes] == [
+        ("after_journal", "charge-again")
+    ]
+    assert charges == ["first"]
