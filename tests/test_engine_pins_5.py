@@ -9,6 +9,7 @@ import inspect
 from typing import Any
 
 from workkit_workflow import NonRetryableError, workflow
+from workkit_workflow.definitions._json import MAX_VALUE_BYTES
 from workkit_workflow.engine._ports import WireResponse
 from workkit_workflow.errors import StepFailedError, TransportError
 from workkit_workflow.testing import WorkflowTestEnv
@@ -250,3 +251,15 @@ async def test_a_step_reusing_a_recorded_key_is_a_crash_point_after_its_journal_
         ("after_journal", "charge-again")
     ]
     assert charges == ["first"]
+
+
+async def test_an_output_too_big_to_journal_is_named_in_the_step_error(workflow_env: WorkflowTestEnv) -> None:
+    @workflow(unique("huge-named"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.step("huge", lambda: "x" * (MAX_VALUE_BYTES + 1))
+
+    handle = await workflow_env.run(flow, {})
+    assert (await workflow_env.result(handle)).status == "failed"
+    error = (await handle.describe())["error"]
+    assert error["code"] == "serialization_error"
+    assert error["message"].startswith("output of step 'huge' is "), error["message"]
