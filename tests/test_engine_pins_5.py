@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from typing import Any
+
+import pytest
 
 from workkit_workflow import NonRetryableError, workflow
 from workkit_workflow.definitions._json import MAX_VALUE_BYTES
@@ -263,3 +266,27 @@ async def test_an_output_too_big_to_journal_is_named_in_the_step_error(workflow_
     error = (await handle.describe())["error"]
     assert error["code"] == "serialization_error"
     assert error["message"].startswith("output of step 'huge' is "), error["message"]
+
+
+async def test_the_alarm_retry_warning_names_what_failed(
+    workflow_env: WorkflowTestEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workkit_workflow")
+
+    @workflow(unique("warned"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.step("a", lambda: "a")
+
+    failures = {"left": 1}
+
+    def fail_once(obj: str, puts: Any, deletes: Any) -> None:
+        if failures["left"] and any('"a"' in text for text in puts.values()):
+            failures["left"] -= 1
+            raise OSError("disk I/O error (injected)")
+
+    workflow_env.ns.write_hook = fail_once
+    handle = await workflow_env.start(flow, {})
+    assert (await workflow_env.result(handle)).value == "a"
+    # A storage failure is logged nowhere else: the retry warning carries its cause.
+    [warning] = [r.getMessage() for r in caplog.records if "alarm failed" in r.getMessage()]
+    assert "disk I/O error (injected)" in warning, warning
