@@ -290,3 +290,42 @@ async def test_the_alarm_retry_warning_names_what_failed(
     # A storage failure is logged nowhere else: the retry warning carries its cause.
     [warning] = [r.getMessage() for r in caplog.records if "alarm failed" in r.getMessage()]
     assert "disk I/O error (injected)" in warning, warning
+
+
+async def test_an_alarm_that_only_delivers_a_paused_execution_s_mail_leaves_its_state_alone(
+    workflow_env: WorkflowTestEnv,
+) -> None:
+    @workflow(unique("mail-receiver"))
+    async def receiver(ctx: Any, input: Any) -> Any:
+        return await ctx.wait_for_event("ping", "ping")
+
+    @workflow(unique("mail-paused"))
+    async def paused(ctx: Any, input: Any) -> Any:
+        return await ctx.wait_for_event("never", "never")
+
+    recv = await workflow_env.run(receiver, None, execution_id="recv-6")
+    sender = await workflow_env.run(paused, None, execution_id="paused-6")
+    assert await sender.pause()
+    await workflow_env.settle()
+    before = await sender.describe()
+    assert before["status"] == "paused"
+    real = workflow_env.ns.request
+    attempts: list[str] = []
+
+    async def flaky(name: str, method: str, path: str, body: Any = None, query: Any = None) -> WireResponse:
+        if name == "recv-6" and path == "/event":
+            attempts.append(path)
+            if len(attempts) == 1:
+                raise TransportError("the receiver's object was reset")
+        return await real(name, method, path, body, query)
+
+    workflow_env.ns.request = flaky  # type: ignore[method-assign]
+    core = workflow_env.ns._instance("paused-6").instance._object.core
+    await core.execution.ensure_loaded()
+    ping = {"type": "ping", "payload": "hello", "id": "paused-6-ping"}
+    await core.execution.write(core.mail.message("recv-6", "POST", "/event", ping, id="paused-6-ping"))
+    # The retry alarm delivers it without driving the paused execution: no state write.
+    assert (await workflow_env.result(recv)).value == "hello"
+    await workflow_env.settle()
+    after = await sender.describe()
+    assert (after["status"], after["updated_at"]) == ("paused", before["updated_at"])
