@@ -268,7 +268,7 @@ async def test_an_output_too_big_to_journal_is_named_in_the_step_error(workflow_
     assert error["message"].startswith("output of step 'huge' is "), error["message"]
 
 
-async def test_the_alarm_retry_warning_names_what_failed(
+async def test_a_failed_run_sets_its_retry_alarm_and_warns_naming_what_failed(
     workflow_env: WorkflowTestEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="workkit_workflow")
@@ -286,6 +286,11 @@ async def test_the_alarm_retry_warning_names_what_failed(
 
     workflow_env.ns.write_hook = fail_once
     handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    assert failures["left"] == 0
+    # The runner sets the retry alarm itself, after the first backoff (2 s).
+    retry_at = workflow_env.ns.backend.alarms().get(handle.execution_id)
+    assert retry_at == workflow_env.clock.now() + 2.0
     assert (await workflow_env.result(handle)).value == "a"
     # A storage failure is logged nowhere else: the retry warning carries its cause.
     [warning] = [r.getMessage() for r in caplog.records if "alarm failed" in r.getMessage()]
