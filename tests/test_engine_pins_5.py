@@ -334,3 +334,32 @@ async def test_an_alarm_that_only_delivers_a_paused_execution_s_mail_leaves_its_
     await workflow_env.settle()
     after = await sender.describe()
     assert (after["status"], after["updated_at"]) == ("paused", before["updated_at"])
+
+
+async def test_an_exception_in_the_alarm_handler_is_handled_by_the_engine_not_the_runtime(
+    workflow_env: WorkflowTestEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    raised: list[str] = []
+
+    def boom(info: Any) -> bool:
+        if not raised:
+            raised.append("once")
+            raise RuntimeError("alarm hook raised (injected)")
+        return False
+
+    @workflow(unique("alarm-raises"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        await ctx.sleep("nap", "1s")
+        return "woke"
+
+    workflow_env.faults.crash_at("in_alarm", when=boom)
+    handle = await workflow_env.start(flow, {})
+    assert (await workflow_env.result(handle)).value == "woke"
+    assert raised == ["once"]
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    # The engine logs the exception and sets its retry alarm; the handler itself ends
+    # normally, so the runtime sees no failed alarm to retry.
+    [warning] = [m for _, m in messages if "alarm failed" in m]
+    assert "alarm hook raised (injected)" in warning, warning
+    assert not [m for name, m in messages if name == "workkit_workflow.local" and "raised" in m]
