@@ -12,7 +12,9 @@ from typing import Any
 
 from ..errors import SerializationError
 
-_JSON_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
+JSON_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
+"""The types of plain JSON values (which are also never awaitable): the usual step
+output, checked by its exact type before any slower test."""
 
 
 def to_data(value: Any, *, what: str = "value") -> Any:
@@ -21,7 +23,7 @@ def to_data(value: Any, *, what: str = "value") -> Any:
     A model that cannot be dumped is a SerializationError (final, like any
     value that cannot be stored), whatever the model raised.
     """
-    if type(value) in _JSON_TYPES:
+    if type(value) in JSON_TYPES:
         return value  # most outputs: no attribute lookup that fails (and raises inside)
     dump = getattr(value, "model_dump", None)
     if callable(dump) and not isinstance(value, type):

@@ -146,10 +146,9 @@ class JournalWindow(dict[int, dict[str, Any]]):
 
     def _remember_hashes(self, entries: dict[int, dict[str, Any]]) -> None:
         for entry in entries.values():
-            if "idempotency_hash" in entry:
-                key_hash = entry["idempotency_hash"]
-                if key_hash and entry.get("status") == "completed":
-                    self.hashes.setdefault(str(key_hash), entry)
+            key_hash = entry.get("idempotency_hash")
+            if key_hash and entry.get("status") == "completed":
+                self.hashes.setdefault(str(key_hash), entry)
 
     def release(self, op: int) -> None:
         """Forget a finished entry replayed in passing (see ``PhaseRun.went_by``)."""

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
-from ...definitions._values import validate
+from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
 from .. import _journal as jn
 from .._signals import Abort
@@ -123,21 +123,6 @@ def defer_with_output(
     run.execution.defer(key, text, record["name"])
 
 
-_NEVER_AWAITABLE = frozenset({dict, list, str, int, float, bool, type(None)})
-
-
-async def call_plain(call: Callable[[StepContext], Any], ctx: StepContext) -> Any:
-    """:func:`invoke` for a step with no timeout in an execution with no deadline."""
-    token = _CURRENT_STEP.set(ctx)
-    try:
-        result = call(ctx)
-        if type(result) in _NEVER_AWAITABLE or not inspect.isawaitable(result):
-            return result
-        return await result
-    finally:
-        _CURRENT_STEP.reset(token)
-
-
 async def invoke(
     run: PhaseRun, call: Callable[[StepContext], Any], ctx: StepContext, options: StepOptions, name: str
 ) -> Any:
@@ -145,7 +130,7 @@ async def invoke(
     token = _CURRENT_STEP.set(ctx)
     try:
         result = call(ctx)
-        if type(result) in _NEVER_AWAITABLE or not inspect.isawaitable(result):
+        if type(result) in JSON_TYPES or not inspect.isawaitable(result):
             return result
         limit = options.timeout
         deadline_left = None if run.deadline is None else run.deadline - run.execution.now()

@@ -23,7 +23,6 @@ from .._pause import is_paused
 from .._signals import Abort, ControlSignal
 from ._attempt import (
     DeadlineReached,
-    call_plain,
     complete_reused,
     completed_envelope,
     defer_with_output,
@@ -190,10 +189,7 @@ async def _attempt(
         run.execution_id, run.workflow_name, name, progress.attempt, progress.key_text, execution.input
     )
     try:
-        if options.timeout is None and run.deadline is None:
-            value = await call_plain(call, ctx)
-        else:
-            value = await invoke(run, call, ctx, options, name)
+        value = await invoke(run, call, ctx, options, name)
         output_text = encode_output(to_data(value), name)
     except ControlSignal:
         raise
@@ -216,8 +212,7 @@ async def _attempt(
         raise await _unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
         execution.remember_idempotent(key_hash, completed)
-    output = completed["output"]
-    return output if options.output is None else _output(options, output, name)
+    return _output(options, completed["output"], name)
 
 
 def _output(options: StepOptions, output: Any, name: str) -> Any:
