@@ -29,6 +29,7 @@ class Engine:
 
     def __init__(self, path: str, synchronous: str, *, history: bool = False) -> None:
         env = None
+        self.history = history
         if history:
             from workkit_workflow.history import LocalD1
 
@@ -47,6 +48,9 @@ class Engine:
         writes = self.ns.stats.writes
         start = time.perf_counter()
         handle = await self.client.run(workflow, {"n": steps}, execution_id=execution_id)
+        if self.history:
+            # Until the history is in D1 too: its last records go out as the run ends.
+            await self.ns.idle()
         elapsed = time.perf_counter() - start
         self.last_writes = self.ns.stats.writes - writes
         status = await handle.status()

@@ -13,6 +13,7 @@ import pytest
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, create_durable_workflow
 from workkit_workflow.errors import TransportError
 from workkit_workflow.history import D1Error, LocalD1
+from workkit_workflow.history._bundle import records_of
 from workkit_workflow.history._d1 import inline_nulls
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX
 from workkit_workflow.local import LocalNamespace, VirtualClock
@@ -71,7 +72,13 @@ class Runtime:
         self.ns.write_hook = self._spy
 
     def _spy(self, obj: str, puts: Any, deletes: Any) -> None:
-        self.written.extend((obj, int(k[2:])) for k in puts if k.startswith(RECORD_PREFIX))
+        # A bundle (one per commit) holds several records, each with its own sequence.
+        self.written.extend(
+            (obj, record.seq)
+            for k, v in puts.items()
+            if k.startswith(RECORD_PREFIX)
+            for record in records_of(k, v)
+        )
 
     def exactly_once(self) -> None:
         """Every record committed to an outbox reached D1 once; nothing else did."""

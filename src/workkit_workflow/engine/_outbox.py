@@ -65,6 +65,10 @@ class Delivery:
         settled; True to go on with the next page, False to retry later."""
         raise NotImplementedError
 
+    def _page_wanted(self, found: dict[str, str]) -> bool:
+        """Whether to deliver this page now; False leaves it for a later delivery."""
+        return True
+
     async def _delivered_all(self) -> None:
         """Nothing is pending any more: forget the failures."""
         self.undelivered = False
@@ -119,6 +123,8 @@ class Delivery:
                 if self._again:
                     return True  # a commit landed meanwhile: look again before concluding
                 await self._delivered_all()
+                return True
+            if not self._page_wanted(found):
                 return True
             if not await self._deliver_page(found):
                 return False

@@ -31,9 +31,11 @@ def inline_nulls(sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
 
     Our SQL never holds a ``?`` inside a string literal, so a plain scan is enough.
     """
-    nulls = tuple(arg is None for arg in args)
-    text = _null_sql(sql, nulls) if any(nulls) else _checked(sql, len(args))
-    return text, [int(arg) if isinstance(arg, bool) else arg for arg in args if arg is not None]
+    nulls = tuple([arg is None for arg in args])
+    if True not in nulls:
+        return _checked(sql, len(args)), [int(arg) if arg.__class__ is bool else arg for arg in args]
+    kept = [int(arg) if arg.__class__ is bool else arg for arg in args if arg is not None]
+    return _null_sql(sql, nulls), kept
 
 
 @functools.lru_cache(maxsize=256)
@@ -113,10 +115,9 @@ class LocalStatement:
         self.args = args
 
     def bind(self, *args: Any) -> LocalStatement:
-        for arg in args:
-            if arg is None:
-                # Faithful to D1: None arrives as undefined and is refused.
-                raise D1Error("D1_TYPE_ERROR: Type 'undefined' not supported for value 'undefined'")
+        if any(arg is None for arg in args):
+            # Faithful to D1: None arrives as undefined and is refused.
+            raise D1Error("D1_TYPE_ERROR: Type 'undefined' not supported for value 'undefined'")
         return LocalStatement(self._db, self.sql, args)
 
     async def all(self) -> D1Result:

@@ -28,8 +28,10 @@ Outbox record (JSON text, ``"v": 1``)::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from ..definitions._versions import version_of
@@ -37,7 +39,7 @@ from ..engine import _journal as jn
 from ..engine._outbox import Delivery
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
-from ..errors import SerializationError
+from ._bundle import bundles, execution_piece, records_of, step_piece
 from ._d1 import D1Port
 from ._projection import projection
 
@@ -47,8 +49,16 @@ HEAD = jn.OUTBOX + "head"
 RECORD_PREFIX = jn.OUTBOX + "0"
 """Record keys are ``o:`` + 12 zero-padded digits (``seq_key``): they all start with ``o:0``."""
 
+SEQ_BLOCK = 64
+"""Sequences the head reserves at a time. It is rewritten once per block, or when the
+execution's summary changes, rather than with every commit; an object that restarts
+goes on after the block (a gap in the sequence, never a reuse)."""
+
 BATCH = 40
 """Outbox records sent per D1 batch."""
+
+LINGER = 0.25
+"""Seconds a step's records may wait for more before they are sent anyway."""
 
 SEND_TIMEOUT = 10.0
 """Seconds one D1 batch may take before the delivery counts as failed."""
@@ -68,7 +78,7 @@ _EXECUTION_FIELDS = (
     "compensation",
     "cancel_reason",
 )
-_ENTRY_DROPPED = ("output", "idempotency_key", "idempotency_hash", "v", "undo")
+_OP_PREFIXES = (jn.MAIN, jn.COMPENSATION)
 
 
 def _summary(state: Mapping[str, Any]) -> list[Any]:
@@ -99,7 +109,18 @@ class Outbox(Delivery):
         self.db = database if isinstance(database, D1Port) else D1Port(database)
         self.seq = 0
         self._last: list[Any] | None = None
-        self._head_seq = -1
+        self._last_text = "null"
+        self._execution_id: str | None = None
+        """The execution id as JSON text (a string, escaped once)."""
+        self._pending = 0
+        """Records written since the last delivery started."""
+        self._flush = False
+        """Whether a write since then asks for delivery now (see :meth:`kick`)."""
+        self._nudge: asyncio.Task[None] | None = None
+        self._drain = False
+        """Whether the running delivery sends a partial page too (else it leaves it)."""
+        self._reserved = 0
+        """The sequence the stored head reserves up to (``SEQ_BLOCK``)."""
         self._alarm_ours = False
         self.delivered = 0
 
@@ -110,11 +131,16 @@ class Outbox(Delivery):
         head_text = records.get(HEAD)
         if head_text is not None:
             head = jn.decode_record(HEAD, head_text)
-            seq = int(head.get("seq", 0))
-            # Never go back: a stale read must not make us reuse a sequence.
-            if seq >= self.seq:
+            # Sequences up to ``reserved`` may have been used (a head written before
+            # reservations holds the last one used, as ``seq``). A head this instance
+            # wrote changes nothing; another's (or one from before a restart) moves us
+            # past its reservation. Never back: a stale read must not make us reuse one.
+            reserved = int(head.get("reserved", head.get("seq", 0)))
+            if reserved > self._reserved:
                 self._last = head.get("last")
-            self.seq = max(self.seq, seq)
+                self._last_text = jn.dumps(self._last)
+                self.seq = max(self.seq, reserved)
+                self._reserved = reserved
         if complete:
             self.undelivered = any(k.startswith(RECORD_PREFIX) for k in records)
 
@@ -128,51 +154,57 @@ class Outbox(Delivery):
             return {}
 
     def _capture(self, puts: Mapping[str, str]) -> dict[str, str]:
-        out: dict[str, str] = {}
         meta: dict[str, Any] | None = None
         if jn.META in puts:
             meta = jn.decode_record(jn.META, puts[jn.META])
-        execution_id = meta["execution_id"] if meta else self.core.execution_id
-        workflow = meta["workflow"] if meta else self.core.workflow_name
-        now = self.core.now()
+        pieces = []
         last = self._last
-        for key in sorted(puts):
+        for key in sorted(puts) if len(puts) > 1 else puts:
             if key == jn.STATE:
                 state = jn.decode_record(key, puts[key])
                 summary = _summary(state)
                 if summary == last and meta is None:
                     continue
                 last = summary
-                row: dict[str, Any] = {f: state.get(f) for f in _EXECUTION_FIELDS}
-                row["workflow"] = workflow
-                if meta is not None:
-                    row["input"] = meta.get("input")
-                    row["restarted_from"] = meta.get("restarted_from")
-                    row["version"] = version_of(meta)  # versions: kept in the event's detail
-                    if meta.get("parent"):
-                        # In the event's detail only: the page links a child to its parent.
-                        row["parent"] = meta["parent"]
-                record: dict[str, Any] = {"kind": "execution", "execution": row}
-            elif key.startswith((jn.MAIN, jn.COMPENSATION)):
-                entry = jn.decode_record(key, puts[key])
-                for name in _ENTRY_DROPPED:
-                    entry.pop(name, None)
-                entry["op"] = jn.op_of(key)
-                phase = "main" if key.startswith(jn.MAIN) else "compensation"
-                record = {"kind": "step", "phase": phase, "entry": entry}
-            else:
-                continue
-            self.seq += 1
-            record.update(seq=self.seq, at=now, execution_id=execution_id)
-            out[jn.seq_key(jn.OUTBOX, self.seq)] = _encode(jn.seq_key(jn.OUTBOX, self.seq), record)
-        if out:
-            self._last = last
-            out[HEAD] = jn.encode_record(HEAD, {"seq": self.seq, "last": last}, what="history head")
-            self.undelivered = True
+                pieces.append(execution_piece(self._execution_row(state, meta)))
+                self._flush = True  # a status change: the page should show it now
+            elif key.startswith(_OP_PREFIXES):
+                pieces.append(step_piece(key, puts[key]))
+        if not pieces:
+            return {}
+        if meta is not None:
+            self._execution_id = encode_basestring(meta["execution_id"])
+        elif self._execution_id is None:
+            self._execution_id = encode_basestring(self.core.execution_id)
+        out = bundles(self.seq + 1, jn.number_text(self.core.now()), self._execution_id, pieces)
+        self.seq += len(pieces)
+        if last is not self._last or self.seq > self._reserved:
+            if last is not self._last:
+                self._last, self._last_text = last, jn.dumps(last)
+            self._reserved = self.seq + SEQ_BLOCK
+            out[HEAD] = (
+                f'{{"v":{jn.VERSION},"seq":{self.seq},"reserved":{self._reserved},"last":{self._last_text}}}'
+            )
+        self.undelivered = True
+        self._pending += 1
         return out
+
+    def _execution_row(self, state: Mapping[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
+        row: dict[str, Any] = {f: state.get(f) for f in _EXECUTION_FIELDS}
+        row["workflow"] = meta["workflow"] if meta else self.core.workflow_name
+        if meta is not None:
+            row["input"] = meta.get("input")
+            row["restarted_from"] = meta.get("restarted_from")
+            row["version"] = version_of(meta)  # versions: kept in the event's detail
+            if meta.get("parent"):
+                # In the event's detail only: the page links a child to its parent.
+                row["parent"] = meta["parent"]
+        return row
 
     def alarm_for(self, alarm: Any) -> Any:
         """The alarm to commit: keeps one set while records wait, even when the core clears it."""
+        if alarm is not KEEP_ALARM:
+            self._flush = True  # the execution starts, parks or ends: deliver now
         if alarm is None and self.undelivered:
             self._alarm_ours = True
             return self._retry_alarm()
@@ -187,8 +219,50 @@ class Outbox(Delivery):
 
     # -- delivery ----------------------------------------------------------------
 
+    def kick(self) -> None:
+        """A write succeeded: deliver now, or soon.
+
+        A run's step transitions go out in batches, since each D1 batch (and each
+        deletion of what it delivered) costs as much as many records: at once when
+        ``BATCH`` commits wait or when a write changed the execution's status or its
+        alarm (it starts, parks or ends), else after ``LINGER`` seconds, so a long
+        step's start still shows soon. Only a hint: the records are in storage, and
+        the alarm that keeps an execution going also delivers them.
+        """
+        if self._flush or self._pending >= BATCH:
+            self._drain = self._drain or self._flush
+            self._flush = False
+            self._pending = 0
+            if self._nudge is not None:
+                self._nudge.cancel()
+                self._nudge = None
+            super().kick()
+        elif self.undelivered and self._nudge is None:
+            self._nudge = self.core.spawn(self._linger())
+
+    async def settle(self) -> bool:
+        self._drain = True
+        return await super().settle()
+
+    def _page_wanted(self, found: dict[str, str]) -> bool:
+        if len(found) >= BATCH:
+            return True
+        # A partial page goes once per flush: what later writes add waits for theirs.
+        drain, self._drain = self._drain, False
+        return drain
+
+    async def _linger(self) -> None:
+        await self.core.clock.sleep(LINGER)
+        self._nudge = None
+        self._flush = True
+        self.kick()
+
     async def _delivered_all(self) -> None:
         await super()._delivered_all()
+        if self._nudge is not None:
+            # Nothing waits any more: an object at rest keeps no task.
+            self._nudge.cancel()
+            self._nudge = None
         if self._alarm_ours:
             # Only this outbox wanted that alarm (the core had cleared it): drop it.
             self._alarm_ours = False
@@ -198,7 +272,7 @@ class Outbox(Delivery):
         """Send a whole page to D1 in one batch, then drop it from storage."""
         self.core.fault("in_history", records=len(found))
         try:
-            records = [jn.decode_record(k, v) for k, v in found.items()]
+            records = [record for k, v in found.items() for record in records_of(k, v)]
             await self._within(self.db.batch(projection(records)), SEND_TIMEOUT, "D1")
         except Exception as exc:
             await self._back_off("history delivery failed (%d records pending): %r", len(found), exc)
@@ -206,19 +280,6 @@ class Outbox(Delivery):
         await self.core.storage.commit({}, list(found))
         self.delivered += len(found)
         return True
-
-
-def _encode(key: str, record: dict[str, Any]) -> str:
-    try:
-        return jn.encode_record(key, record, what="history record")
-    except SerializationError:
-        # Too large (a huge input, long error lists): keep the transition, drop the bulk.
-        smaller = {**record, "truncated": True}
-        if "entry" in record:
-            smaller["entry"] = {k: v for k, v in record["entry"].items() if k != "errors"}
-        if "execution" in record:
-            smaller["execution"] = {k: v for k, v in record["execution"].items() if k != "input"}
-        return jn.encode_record(key, smaller, what="history record")
 
 
 # The engine's plug-in hook: an execution built with ``history=<D1 binding>`` gets an outbox.

@@ -7,16 +7,19 @@ and deleting it) changes nothing.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..engine import _journal as jn
+from ._bundle import Record
 from ._d1 import Statement
 
-_UPSERT_EXECUTION = (
-    "INSERT INTO wf_executions (execution_id, workflow, status, phase, created_at, started_at, "
-    "finished_at, updated_at, wake_at, waiting_for, error, failed_step, step_attempt, "
-    "compensation_status, compensation, cancel_reason, input, restarted_from, seq) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+_EXECUTION_COLUMNS = (
+    "execution_id, workflow, status, phase, created_at, started_at, finished_at, updated_at, "
+    "wake_at, waiting_for, error, failed_step, step_attempt, compensation_status, compensation, "
+    "cancel_reason, input, restarted_from, seq"
+)
+_EXECUTION_CONFLICT = (
     "ON CONFLICT (execution_id) DO UPDATE SET workflow = excluded.workflow, status = excluded.status, "
     "phase = excluded.phase, started_at = excluded.started_at, finished_at = excluded.finished_at, "
     "updated_at = excluded.updated_at, wake_at = excluded.wake_at, waiting_for = excluded.waiting_for, "
@@ -26,11 +29,11 @@ _UPSERT_EXECUTION = (
     "restarted_from = COALESCE(excluded.restarted_from, wf_executions.restarted_from), seq = excluded.seq "
     "WHERE excluded.seq > wf_executions.seq"
 )
-
-_UPSERT_STEP = (
-    "INSERT INTO wf_steps (execution_id, phase, op, name, kind, status, attempt, started_at, "
-    "attempt_started_at, finished_at, retry_at, wake_at, event_type, error, errors, restored_from, seq) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+_STEP_COLUMNS = (
+    "execution_id, phase, op, name, kind, status, attempt, started_at, attempt_started_at, "
+    "finished_at, retry_at, wake_at, event_type, error, errors, restored_from, seq"
+)
+_STEP_CONFLICT = (
     "ON CONFLICT (execution_id, phase, op) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
     "status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at, "
     "attempt_started_at = excluded.attempt_started_at, finished_at = excluded.finished_at, "
@@ -38,34 +41,78 @@ _UPSERT_STEP = (
     "error = excluded.error, errors = excluded.errors, restored_from = excluded.restored_from, "
     "seq = excluded.seq WHERE excluded.seq > wf_steps.seq"
 )
+_EVENT_COLUMNS = "execution_id, seq, at, kind, phase, op, name, status, attempt, detail"
+_EVENT_CONFLICT = "ON CONFLICT (execution_id, seq) DO NOTHING"
 
-_INSERT_EVENT = (
-    "INSERT INTO wf_events (execution_id, seq, at, kind, phase, op, name, status, attempt, detail) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id, seq) DO NOTHING"
-)
+MAX_ARGUMENTS = 100
+"""Bound parameters D1 takes in one statement: rows are inserted as many at a time as fit."""
+
+
+@functools.lru_cache(maxsize=64)
+def _insert(table: str, columns: str, conflict: str, rows: int) -> str:
+    """``INSERT INTO table (columns) VALUES (?, ...), ... conflict`` for ``rows`` rows."""
+    row = "(" + ", ".join("?" * (columns.count(",") + 1)) + ")"
+    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)} {conflict}"
+
+
+def _inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]]) -> list[Statement]:
+    """The statements inserting ``rows``, each with as many as D1 takes."""
+    if not rows:
+        return []
+    per = MAX_ARGUMENTS // len(rows[0])
+    out: list[Statement] = []
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        args = [value for row in chunk for value in row]
+        out.append((_insert(table, columns, conflict, len(chunk)), args))
+    return out
 
 
 def _json(value: Any) -> str | None:
     return None if value is None else jn.dumps(value)
 
 
-def projection(records: list[dict[str, Any]]) -> list[Statement]:
-    """The idempotent statements that project ``records`` into the D1 tables."""
-    out: list[Statement] = []
+def projection(records: list[Record]) -> list[Statement]:
+    """The idempotent statements that project ``records`` into the D1 tables.
+
+    A row is written once per batch, from the newest record of its execution or step
+    (a step's start and its completion often travel together); every record is an event.
+    """
+    executions: dict[str, Record] = {}
+    steps: dict[tuple[str, str], Record] = {}
+    events: list[tuple[Any, ...]] = []
     for record in records:
-        if record["kind"] == "execution":
-            out.extend(_execution_statements(record))
+        if record.key == jn.STATE:
+            events.append(_execution_event(record))
+            latest = executions.get(record.execution_id)
+            if latest is None or latest.seq < record.seq:
+                executions[record.execution_id] = record
         else:
-            out.extend(_step_statements(record))
-    return out
+            events.append(_step_event(record))
+            step = steps.get((record.execution_id, record.key))
+            if step is None or step.seq < record.seq:
+                steps[record.execution_id, record.key] = record
+    return (
+        _inserts(
+            "wf_executions",
+            _EXECUTION_COLUMNS,
+            _EXECUTION_CONFLICT,
+            [_execution_row(r) for r in executions.values()],
+        )
+        + _inserts("wf_steps", _STEP_COLUMNS, _STEP_CONFLICT, [_step_row(r) for r in steps.values()])
+        + _inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
+    )
 
 
-def _execution_statements(record: dict[str, Any]) -> list[Statement]:
-    eid, seq, at = record["execution_id"], int(record["seq"]), float(record["at"])
-    row = record["execution"]
+def _phase(key: str) -> str:
+    return "main" if key.startswith(jn.MAIN) else "compensation"
+
+
+def _execution_row(record: Record) -> tuple[Any, ...]:
+    row, at = record.value, record.at
     compensation = row.get("compensation") or None
-    upsert = (
-        eid,
+    return (
+        record.execution_id,
         row.get("workflow") or "",
         row.get("status") or "pending",
         row.get("phase") or "main",
@@ -83,45 +130,71 @@ def _execution_statements(record: dict[str, Any]) -> list[Statement]:
         row.get("cancel_reason"),
         _json(row["input"]) if "input" in row else None,
         _json(row.get("restarted_from")),
-        seq,
+        record.seq,
     )
-    event = (eid, seq, at, "execution", row.get("phase"), None, None, row.get("status"), None, jn.dumps(row))
-    return [(_UPSERT_EXECUTION, upsert), (_INSERT_EVENT, event)]
 
 
-def _step_statements(record: dict[str, Any]) -> list[Statement]:
-    eid, seq, at = record["execution_id"], int(record["seq"]), float(record["at"])
-    entry = record["entry"]
-    phase = record["phase"]
-    upsert = (
-        eid,
-        phase,
-        int(entry["op"]),
+def _execution_event(record: Record) -> tuple[Any, ...]:
+    row = record.value
+    return (
+        record.execution_id,
+        record.seq,
+        record.at,
+        "execution",
+        row.get("phase"),
+        None,
+        None,
+        row.get("status"),
+        None,
+        jn.dumps(row),
+    )
+
+
+def _step_row(record: Record) -> tuple[Any, ...]:
+    entry = record.value
+    errors = entry.get("errors")
+    kind = entry.get("kind") or "step"
+    attempt_started_at = entry.get("attempt_started_at")
+    if attempt_started_at is None and kind == "step":
+        attempt_started_at = entry.get("started_at")  # a compact entry leaves it out when equal
+    return (
+        record.execution_id,
+        _phase(record.key),
+        int(record.key[2:]),
         entry.get("name") or "",
-        entry.get("kind") or "step",
+        kind,
         entry.get("status") or "running",
         int(entry.get("attempt") or 0),
         entry.get("started_at"),
-        entry.get("attempt_started_at"),
+        attempt_started_at,
         entry.get("finished_at"),
         entry.get("retry_at"),
         entry.get("wake_at"),
         entry.get("event_type"),
         _json(entry.get("error")),
-        _json(entry.get("errors") or []),
+        jn.dumps(errors) if errors else "[]",
         entry.get("restored_from"),
-        seq,
+        record.seq,
     )
-    event = (
-        eid,
-        seq,
-        at,
+
+
+_EVENT_DETAIL = ("error", "retry_at", "wake_at", "event_type")
+"""What a step's event holds besides its columns: what this transition adds (the
+step's whole state, every failed attempt included, is its ``wf_steps`` row)."""
+
+
+def _step_event(record: Record) -> tuple[Any, ...]:
+    entry = record.value
+    detail = {k: entry[k] for k in _EVENT_DETAIL if entry.get(k) is not None}
+    return (
+        record.execution_id,
+        record.seq,
+        record.at,
         "step",
-        phase,
-        int(entry["op"]),
+        _phase(record.key),
+        int(record.key[2:]),
         entry.get("name"),
         entry.get("status") or "running",
         int(entry.get("attempt") or 0),
-        jn.dumps(entry),
+        jn.dumps(detail) if detail else "{}",
     )
-    return [(_UPSERT_STEP, upsert), (_INSERT_EVENT, event)]
