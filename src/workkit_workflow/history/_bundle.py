@@ -109,7 +109,10 @@ class Record(NamedTuple):
 
 def records_of(key: str, text: str) -> list[Record]:
     """The history records an outbox record holds (a bundle, or a single version 1 record)."""
-    data = jn.loads(text) if isinstance(text, str) else None
+    try:
+        data = jn.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        data = None
     if not isinstance(data, dict) or data.get("v") not in (jn.VERSION, BUNDLE_VERSION):
         # decode_record says precisely what is wrong with it.
         jn.decode_record(key, text)

@@ -2,28 +2,24 @@
 
 It plugs into the engine as a journal observer (``engine._plugins``), registered
 below under the execution option ``history``; the engine calls
-:meth:`Outbox.capture` inside its single write path:
-for every ``state``, ``j:<op>`` and ``c:<op>`` record in a commit it adds one
-outbox record ``o:<seq>`` (and the head ``o:head``, the last sequence used)
-to *the same atomic commit*. So a journal change and its history record exist
-together or not at all.
+:meth:`Outbox.capture` inside its single write path: the ``state``, ``j:<op>``
+and ``c:<op>`` records of a commit become one outbox record ``o:<seq>`` (a
+*bundle*, ``_bundle``: the journal's own text, not decoded), added to *the same
+atomic commit*. So a journal change and its history record exist together or not
+at all. Each record in a bundle has its own sequence; the head ``o:head``
+reserves them a block at a time (``SEQ_BLOCK``), so it is rarely rewritten.
 
-After each commit the core calls :meth:`kick`: a background task sends the
-pending records to D1 in one batch of idempotent statements (upserts guarded
-by sequence, inserts keyed by execution id + sequence), then deletes them from
-storage. A crash between the two re-sends them later; the projection ignores
-what it already has. If D1 fails, the workflow does not notice: the records
-wait, with exponential backoff, and the core keeps an alarm set while any are
-undelivered (see :meth:`alarm_for`), even after the execution is done. The
-delivery itself (single-flight, paged, backed off) is the engine's shared
-``engine._outbox.Delivery``; this module says what delivering a page is.
-
-Outbox record (JSON text, ``"v": 1``)::
-
-    {"v":1, "seq":7, "at":1700000000.5, "execution_id":"...", "kind":"execution",
-     "execution": {workflow, status, phase, created_at, ..., error, compensation}}
-    {"v":1, "seq":8, "at":..., "execution_id":"...", "kind":"step", "phase":"main",
-     "entry": {op, kind, name, status, attempt, started_at, finished_at, errors, ...}}
+After each commit the core calls :meth:`kick`. A run's step transitions go out in
+batches (``BATCH`` commits, or after ``LINGER`` seconds); a write that starts,
+parks or ends the execution, or changes its status, sends what waits at once. A
+delivery sends a page of records to D1 in one batch of idempotent statements
+(upserts guarded by sequence, inserts keyed by execution id + sequence), then
+deletes them from storage. A crash between the two re-sends them later; the
+projection ignores what it already has. If D1 fails, the workflow does not
+notice: the records wait, with exponential backoff, and the core keeps an alarm
+set while any are undelivered (see :meth:`alarm_for`), even after the execution
+is done. The delivery itself (single-flight, paged, backed off) is the engine's
+shared ``engine._outbox.Delivery``; this module says what delivering a page is.
 """
 
 from __future__ import annotations

@@ -1,0 +1,153 @@
+"""The outbox's bundles: one record per commit, sent in batches, read in both versions."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from test_history_projection import Runtime
+from workkit_workflow import RetryPolicy, Workflow
+from workkit_workflow.engine import _journal as jn
+from workkit_workflow.history import TABLES, LocalD1
+from workkit_workflow.history._bundle import INLINE_MAX, Record, bundles, records_of, step_piece
+from workkit_workflow.history._outbox import BATCH, HEAD, RECORD_PREFIX, SEQ_BLOCK
+from workkit_workflow.history._projection import projection
+
+_names = itertools.count()
+
+
+def _linear(steps: int) -> Workflow:
+    flow = Workflow(f"bundles-{next(_names)}")
+    for i in range(steps):
+        flow = flow.step(f"s{i}", lambda input, prev, ctx, i=i: {"i": i})
+    return flow
+
+
+def _project(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
+    d1 = LocalD1()
+    for sql, args in projection(records):
+        d1.rows(sql, args)
+    tables = {t: d1.rows(f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in TABLES}
+    d1.close()
+    return tables
+
+
+def test_a_version_1_record_projects_as_its_bundle_does() -> None:
+    """Records an older version left in storage are delivered as before."""
+    entry = {"kind": "step", "name": "charge", "status": "retrying", "attempt": 1, "started_at": 10.0}
+    entry["error"] = {"code": "Boom", "message": "card network timeout"}
+    entry["retry_at"] = 11.0
+    v1 = jn.encode_record(
+        "o:000000000007",
+        {"seq": 7, "at": 10.5, "execution_id": "x", "kind": "step", "phase": "main"}
+        | {"entry": {**entry, "op": 3}},
+        what="test",
+    )
+    v2 = bundles(7, "10.5", '"x"', [step_piece("j:00000003", jn.dumps({"v": 2, **entry}))])
+    [(key, text)] = v2.items()
+    assert key == "o:000000000007"
+    old, new = records_of("o:000000000007", v1), records_of(key, text)
+    assert [(r.seq, r.at, r.execution_id, r.key) for r in old] == [(7, 10.5, "x", "j:00000003")]
+    assert _project(old) == _project(new)
+    [event] = _project(new)["wf_events"]
+    # A step's event holds what its transition adds; its step row holds all of it.
+    assert jn.loads(event["detail"]) == {"error": entry["error"], "retry_at": 11.0}
+    [step] = _project(new)["wf_steps"]
+    assert (step["status"], step["attempt_started_at"], step["retry_at"]) == ("retrying", 10.0, 11.0)
+
+
+def test_an_unknown_outbox_version_is_refused_by_name() -> None:
+    with pytest.raises(jn.JournalFormatError, match="o:000000000001"):
+        records_of("o:000000000001", '{"v":9,"seq":1}')
+    with pytest.raises(jn.JournalFormatError):
+        records_of("o:000000000001", "not json")
+
+
+def test_a_large_entry_is_copied_without_its_output() -> None:
+    text = jn.dumps({"v": 2, "kind": "step", "name": "big", "status": "completed", "output": "x" * 50_000})
+    piece = step_piece("j:00000000", text)
+    assert len(piece.text) < INLINE_MAX and "output" not in piece.text
+    short = jn.dumps({"v": 2, "kind": "step", "name": "small", "status": "completed", "output": 1})
+    assert step_piece("j:00000001", short).text == short  # embedded as written
+
+
+async def test_a_long_run_is_sent_in_batches_and_every_record_arrives_once() -> None:
+    rt = Runtime()
+    try:
+        steps = 3 * BATCH
+        handle = await rt.client.run(_linear(steps), {}, execution_id="long")
+        assert (await handle.result(timeout=60)).ok
+        await rt.drained(["long"])
+        rt.exactly_once()
+        # A batch per BATCH commits (each commit is one step), plus the few sent at once
+        # as the execution started and ended: not one per commit.
+        assert rt.d1.calls <= steps // BATCH + 6
+        statuses = [s["status"] for s in rt.table("wf_steps")]
+        assert statuses == ["completed"] * steps
+        seqs = [e["seq"] for e in rt.table("wf_events")]
+        assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        await rt.close()
+
+
+async def test_a_long_steps_start_shows_before_it_ends() -> None:
+    """No write follows a step's start until it ends: the linger sends it anyway."""
+    rt = Runtime()
+    release = asyncio.Event()
+
+    async def slow(input: Any, prev: Any, ctx: Any) -> int:
+        await release.wait()
+        return 1
+
+    flow = Workflow(f"slow-{next(_names)}").step("quick", lambda i, p, c: 0).step("slow", slow)
+    try:
+        handle = await rt.client.start(flow, {}, execution_id="slow")
+        for _ in range(200):
+            await rt.clock.sleep(0.1)
+            running = [s for s in rt.table("wf_steps") if s["name"] == "slow"]
+            if running:
+                break
+        assert [s["status"] for s in running] == ["running"]
+        release.set()
+        assert (await handle.result(timeout=60)).ok
+        await rt.drained(["slow"])
+        rt.exactly_once()
+    finally:
+        release.set()
+        await rt.close()
+
+
+async def test_sequences_go_on_past_the_reservation_after_a_restart(tmp_path: Any) -> None:
+    """The head is written once per block of sequences: an object that restarts skips
+    the rest of the block, and no event is ever written twice under one sequence."""
+    path = str(tmp_path / "workflows.db")
+    d1 = LocalD1(str(tmp_path / "history.db"))
+    rt = Runtime(path, d1=d1)
+    flow = (
+        Workflow(f"restart-{next(_names)}", retry=RetryPolicy(max_attempts=1))
+        .step("a", lambda i, p, c: 1)
+        .wait_for_event("go", "go", timeout="1h")
+        .step("b", lambda i, p, c: 2)
+    )
+    handle = await rt.client.run(flow, {}, execution_id="r")
+    assert await handle.status() == "waiting"
+    await rt.drained(["r"])
+    head = jn.decode_record(HEAD, rt.ns.backend.list("r", HEAD, None, None, None, False)[HEAD])
+    before = [e["seq"] for e in d1.rows("SELECT seq FROM wf_events ORDER BY seq")]
+    assert head["reserved"] == head["seq"] + SEQ_BLOCK and max(before) <= head["seq"]
+    await rt.ns.close()
+    rt2 = Runtime(path, d1=d1, clock=rt.clock)
+    try:
+        await rt2.client.execution("r").send_event("go", "now")
+        assert (await rt2.client.execution("r").result(timeout=3600)).ok
+        await rt2.drained(["r"])
+        after = [e["seq"] for e in d1.rows("SELECT seq FROM wf_events ORDER BY seq")]
+        assert after[: len(before)] == before
+        assert min(after[len(before) :]) == head["reserved"] + 1
+        assert rt2.ns.backend.list("r", RECORD_PREFIX, None, None, None, False) == {}
+    finally:
+        await rt2.close()
+        d1.close()
