@@ -12,6 +12,10 @@ import sqlite3
 import time
 
 
+OUTBOX_BATCH = 40
+"""Outbox rows deleted per commit (the history outbox's batch)."""
+
+
 class Floor:
     def __init__(self, path: str, synchronous: str) -> None:
         self.db = sqlite3.connect(path, isolation_level=None)
@@ -23,20 +27,32 @@ class Floor:
         )
         self._runs = 0
 
-    def run(self, steps: int, value_bytes: int) -> float:
-        """Seconds for ``steps`` committed writes of one ``value_bytes`` row each."""
+    def run(self, steps: int, value_bytes: int, *, outbox: bool = False) -> float:
+        """Seconds for ``steps`` committed writes of one ``value_bytes`` row each.
+
+        ``outbox``: each commit also writes a copy of the row under another key range
+        (``o:``), deleted 40 at a time in a commit of their own: the floor of a history
+        outbox written in the same commit as the journal, as the engine's is."""
         self._runs += 1
         obj = f"floor-{self._runs}"
         value = "x" * value_bytes
         db = self.db
         start = time.perf_counter()
         for op in range(steps):
+            rows = [(obj, f"j:{op:08d}".encode(), value)]
+            if outbox:
+                rows.append((obj, f"o:{op:012d}".encode(), value))
             db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "INSERT OR REPLACE INTO kv (obj, key, value) VALUES (?, ?, ?)",
-                (obj, f"j:{op:08d}".encode(), value),
-            )
+            db.executemany("INSERT OR REPLACE INTO kv (obj, key, value) VALUES (?, ?, ?)", rows)
             db.execute("COMMIT")
+            if outbox and (op % OUTBOX_BATCH == OUTBOX_BATCH - 1 or op == steps - 1):
+                first = op - op % OUTBOX_BATCH
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "DELETE FROM kv WHERE obj = ? AND key = ?",
+                    [(obj, f"o:{k:012d}".encode()) for k in range(first, op + 1)],
+                )
+                db.execute("COMMIT")
         return time.perf_counter() - start
 
     def close(self) -> None:

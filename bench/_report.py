@@ -53,6 +53,12 @@ def per_step(results: Sequence[SyncResult], sizes: Sequence[int]) -> list[Verdic
             + ", ".join(f"{k} {v:.3f}" for k, v in res.writes_per_step.items())
             + " (the yielding body has no target: a completion is never held past its loop turn)"
         )
+        if res.series.get("floor + outbox row", {}).get(big):
+            outbox = spread(ratios(res.series["floor + outbox row"][big], res.series["floor"][big]))
+            print(
+                f"no target: one more row per commit in another key range (an outbox written with the"
+                f" journal) costs {outbox.fmt(1, 2)}x the floor at N={big:,}"
+            )
         verdicts += _sqlite_verdicts(res, big)
     return verdicts
 
@@ -85,7 +91,7 @@ def _sqlite_verdicts(res: SyncResult, big: int) -> list[Verdict]:
 
 def per_execution(results: Sequence[SyncResult], steps: int) -> None:
     print(f"\n== per execution: one {steps}-step workflow, start to finish (ms, median [min-max])")
-    names = sorted({k for r in results for k in r.series if k != "floor"}, key=_order)
+    names = sorted({k for r in results for k in r.series if not k.startswith("floor")}, key=_order)
     rows = []
     for name in names:
         cells = [name]

@@ -97,11 +97,15 @@ def _runners(
     async def raw(n: int) -> float:
         return floor.run(n, row)
 
+    async def raw_outbox(n: int) -> float:
+        return floor.run(n, row, outbox=True)
+
     runners: dict[str, Callable[[int], Any]] = {
         "engine": plain,
         "engine, yielding body": yielding,
         "engine + history": projected,
         "floor": raw,
+        "floor + outbox row": raw_outbox,
     }
     for name, peer in peers.items():
 
