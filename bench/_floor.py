@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 import time
 
-
 OUTBOX_BATCH = 40
 """Outbox rows deleted per commit (the history outbox's batch)."""
 
