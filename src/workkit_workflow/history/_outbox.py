@@ -115,6 +115,7 @@ class Outbox(Delivery):
         self._nudge: asyncio.Task[None] | None = None
         self._drain = False
         """Whether the running delivery sends a partial page too (else it leaves it)."""
+        self._settling = False
         self._reserved = 0
         """The sequence the stored head reserves up to (``SEQ_BLOCK``)."""
         self._alarm_ours = False
@@ -237,12 +238,15 @@ class Outbox(Delivery):
             self._nudge = self.core.spawn(self._linger())
 
     async def settle(self) -> bool:
-        self._drain = True
-        return await super().settle()
+        self._settling = True
+        try:
+            return await super().settle()
+        finally:
+            self._settling = False
 
     def _page_wanted(self, found: dict[str, str]) -> bool:
-        if len(found) >= BATCH:
-            return True
+        if len(found) >= BATCH or self._settling:
+            return True  # settling means everything, partial pages too
         # A partial page goes once per flush: what later writes add waits for theirs.
         drain, self._drain = self._drain, False
         return drain
