@@ -116,6 +116,15 @@ class ExecutionCore:
         return self.requests.execute
 
     @property
+    def start(self) -> Any:
+        """``execute`` up to the wait (the execution object awaits the runner itself)."""
+        return self.requests.start
+
+    @property
+    def view(self) -> Any:
+        return self.requests.view
+
+    @property
     def status(self) -> Any:
         return self.requests.status
 
