@@ -222,7 +222,7 @@ class Phases:
         await self.execution.write_state(
             {**changes, "phase": "done", "delete_at": delete_at}, puts=puts, alarm=delete_at
         )
-        self.execution.settled_event().set()
+        self.execution.announce_settled()
 
     async def _park(self, outcome: Outcome) -> None:
         execution = self.execution
