@@ -58,7 +58,7 @@ class Phases:
         execution.run = run
         execution.input = execution.meta.get("input")
         ctx = WorkflowContext(run, execution.execution_id, definition.name, execution.input)
-        outcome = await run.execute(_main_body(definition, ctx))
+        outcome = await run.execute(_main_body(definition, ctx, run))
         execution.run = None
         if outcome.kind == "parked":
             await self._park(outcome)
@@ -144,17 +144,20 @@ class Phases:
         ctx = self._compensation_context(run, definition, main_entries)
 
         async def body() -> Any:
-            execution.fault("in_compensation")
-            # Undo handlers first, last started first; then on_failure, told their outcomes.
-            ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
-            if handler is not None:
-                result = handler(ctx)
-                if inspect.isawaitable(result):
-                    result = await result
-            failed = undo.failed_error(ctx.undos)
-            if failed is not None:
-                raise failed
-            return None
+            try:
+                execution.fault("in_compensation")
+                # Undo handlers first, last started first; then on_failure, told their outcomes.
+                ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
+                if handler is not None:
+                    result = handler(ctx)
+                    if inspect.isawaitable(result):
+                        result = await result
+                failed = undo.failed_error(ctx.undos)
+                if failed is not None:
+                    raise failed
+                return None
+            finally:
+                run.body_ended()
 
         outcome = await run.execute(body())
         execution.run = None
@@ -264,11 +267,14 @@ class Phases:
         return puts
 
 
-async def _main_body(definition: Workflow, ctx: WorkflowContext) -> Any:
+async def _main_body(definition: Workflow, ctx: WorkflowContext, run: Phase) -> Any:
     """The workflow body, its input validated first (a module function: a closure's cells
-    would be held for as long as the body runs)."""
-    value = ctx.input
-    if definition.input_type is not None:
-        value = validate(definition.input_type, value, what="workflow input")
-        ctx.input = value
-    return await definition.run(ctx, value)
+    would be held for as long as the body runs); it tells ``run`` as it ends."""
+    try:
+        value = ctx.input
+        if definition.input_type is not None:
+            value = validate(definition.input_type, value, what="workflow input")
+            ctx.input = value
+        return await definition.run(ctx, value)
+    finally:
+        run.body_ended()
