@@ -47,11 +47,6 @@ class Driver:
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
 
-    def drive_until_quiet(self) -> asyncio.Future[None]:
-        """Drive now (unless a runner is active) and wait until the runner ends. A
-        plain function: its waiters await the runner's future, one frame less each."""
-        return self.runner.until_ended()
-
     def failure(self, run: asyncio.Task[None]) -> BaseException | None:
         """What waiters for the ended ``run`` raise: what the runner does not handle
         itself (the object died under it), not its failures, which it deals with."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,6 @@ class Requests:
     execution: ExecutionState
     registry: Registry
     runner: Runner
-    drive_until_quiet: Callable[[], asyncio.Future[None]]
     lease: float
     _create_lock: asyncio.Lock | None = field(default=None, init=False)
     """Held while a request checks for (and makes) the execution; dropped once it exists."""
@@ -108,7 +107,7 @@ class Requests:
             # It exists: no request makes it again, and every request checks ``meta``
             # under a lock made after this (an object keeps no lock for good).
             self._create_lock = None
-        return created, self.drive_until_quiet() if wait else None
+        return created, self.runner.until_ended() if wait else None
 
     async def _create(
         self,
