@@ -233,11 +233,17 @@ class ConcurrencyResult:
     """Full (oldest-generation) collections: each walks every live object."""
     gc_seconds: float = 0.0
     """Wall time inside the collector (``gc.callbacks``)."""
+    objects_in_flight: float | None = None
+    """Objects the collector tracks per execution while all of them are in flight (an
+    untimed pass of its own: :func:`objects_in_flight`); None when not counted."""
 
 
-async def concurrency(workdir: str, executions: int, steps: int, synchronous: str) -> ConcurrencyResult:
+async def concurrency(
+    workdir: str, executions: int, steps: int, synchronous: str, *, count_objects: bool = False
+) -> ConcurrencyResult:
     """``executions`` executions of ``steps`` steps started at once on one namespace:
-    wall time, process CPU and the garbage collector's runs while they ran."""
+    wall time, process CPU and the garbage collector's runs while they ran; with
+    ``count_objects``, then the objects they hold (:func:`objects_in_flight`)."""
     path = os.path.join(workdir, f"conc-{synchronous}-{executions}-{time.monotonic_ns()}.db")
     # The default interleaving: every storage await lets another request run.
     ns = LocalNamespace(path, synchronous=synchronous)
@@ -271,9 +277,43 @@ async def concurrency(workdir: str, executions: int, steps: int, synchronous: st
     finally:
         await ns.close()
         os.remove(path)
+    objects = await objects_in_flight(workdir, executions, steps, synchronous) if count_objects else None
     return ConcurrencyResult(
-        executions, steps, synchronous, wall, cpu, latencies, collections, full, timer.seconds
+        executions, steps, synchronous, wall, cpu, latencies, collections, full, timer.seconds, objects
     )
+
+
+async def objects_in_flight(workdir: str, executions: int, steps: int, synchronous: str) -> float:
+    """The objects the garbage collector tracks per execution while every execution is in
+    flight: the largest count seen before the first one finishes, less the count before
+    they started, over ``executions``. Each full collection walks all of them.
+
+    An untimed pass on a namespace of its own, as the timed one runs them: counting walks
+    the heap (``gc.get_objects``), once per event-loop turn, which the timing must not see.
+    The callers' tasks (one per execution, as an application has) are counted too."""
+    path = os.path.join(workdir, f"objs-{synchronous}-{executions}-{time.monotonic_ns()}.db")
+    ns = LocalNamespace(path, synchronous=synchronous)
+    client = create_durable_workflow(ns)
+    finished = 0
+
+    async def one(i: int) -> None:
+        nonlocal finished
+        await client.run(wf.linear, {"n": steps}, execution_id=f"o-{i}")
+        finished += 1
+
+    try:
+        await client.run(wf.linear, {"n": 2}, execution_id="warm")
+        gc.collect()
+        baseline = peak = len(gc.get_objects())
+        runs = asyncio.gather(*(one(i) for i in range(executions)))
+        while finished == 0 and not runs.done():
+            peak = max(peak, len(gc.get_objects()))
+            await asyncio.sleep(0)
+        await runs
+    finally:
+        await ns.close()
+        os.remove(path)
+    return (peak - baseline) / executions
 
 
 class _GcTimer:

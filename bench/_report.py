@@ -203,6 +203,7 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
                 f"{statistics.median(r.gc_collections for r in runs):.0f}",
                 f"{statistics.median(r.gc_full for r in runs):.0f}",
                 f"{statistics.median(r.gc_seconds / r.executions for r in runs) * 1e3:.3f}",
+                _objects(runs),
             ]
         )
     print(
@@ -216,6 +217,7 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
                 "gc runs",
                 "full gc runs",
                 "gc ms per execution",
+                "gc-tracked objects per execution in flight",
             ],
             rows,
         )
@@ -236,6 +238,12 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
             suffix="x",
         ),
     ]
+
+
+def _objects(runs: Sequence[_engine.ConcurrencyResult]) -> str:
+    """Objects per execution in flight (an untimed pass; no target): "-" if not counted."""
+    counted = [r.objects_in_flight for r in runs if r.objects_in_flight is not None]
+    return f"{statistics.median(counted):.1f}" if counted else "-"
 
 
 def summary(verdicts: Sequence[Verdict]) -> dict[str, Any]:

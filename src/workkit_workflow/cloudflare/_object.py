@@ -88,7 +88,15 @@ class ExecutionObject:
 
     async def handle(self, request: WireRequest) -> WireResponse:
         try:
-            return await self._route(request)
+            answer = self._route(request)
+            if answer is not None:
+                return await answer
+            # /execute: this frame waits for the runner itself, so a request driving an
+            # execution holds two frames (``fetch``, ``handle``) while it runs.
+            created, ended = await self._start(request)
+            if ended is not None:
+                await ended
+            return WireResponse(201 if created else 200, {"execution": self.core.view(), "created": created})
         except WorkflowError as exc:
             return error_response(exc)
         except StorageFailure as exc:
@@ -117,9 +125,10 @@ class ExecutionObject:
                 {"error": {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}},
             )
 
-    def _route(self, request: WireRequest) -> Awaitable[WireResponse]:
+    def _route(self, request: WireRequest) -> Awaitable[WireResponse] | None:
         """The coroutine that answers ``request``, awaited by ``handle`` directly: a
-        plain function, so a request in flight holds one frame less."""
+        plain function, so a request in flight holds one frame less. None for a
+        valid ``/execute``, which ``handle`` answers itself."""
         path = "/" + request.path.strip("/").split("/")[-1] if request.path.strip("/") else "/"
         method = request.method.upper()
         refused = _refuse(path, method)
@@ -136,15 +145,14 @@ class ExecutionObject:
                     raise
                 return _answer(_no_pydantic())
         if path == "/execute":
-            return self._execute(request)
+            return None
         if path in _CONTROL:
             return self._control(path)
         return self._operate(path, request)
 
     async def _operate(self, path: str, request: WireRequest) -> WireResponse:
-        """The routes not answered by ``_execute``, ``_control`` or the side objects.
-        ``_route`` checked that
-        the ones with a body can import ``_wire`` (pydantic)."""
+        """The routes not answered by ``handle`` (``/execute``), ``_control`` or the side
+        objects. ``_route`` checked that the ones with a body can import ``_wire`` (pydantic)."""
         core = self.core
         if path == "/status":
             return WireResponse(200, {"execution": await core.status()})
@@ -186,13 +194,9 @@ class ExecutionObject:
             return WireResponse(200, {"execution": view, "unpaused": changed})
         return WireResponse(200, await core.delete())
 
-    async def _execute(self, request: WireRequest) -> WireResponse:
-        view, created = await self._create(request)
-        return WireResponse(201 if created else 200, {"execution": view, "created": created})
-
-    def _create(self, request: WireRequest) -> Awaitable[tuple[dict[str, Any], bool]]:
-        """The engine's ``execute`` for a validated body. A plain function: the
-        parsed body is not kept while the execution runs."""
+    def _start(self, request: WireRequest) -> Awaitable[tuple[bool, Awaitable[None] | None]]:
+        """The engine's ``start`` (``execute`` up to the wait) for a validated body. A
+        plain function: the parsed body is not kept while the execution runs."""
         from . import _wire
 
         body = _wire.parse(_wire.ExecuteBody, request.body)
@@ -202,7 +206,7 @@ class ExecutionObject:
                 f"execution_id {body.execution_id!r} does not match this object ({name!r})"
             )
         restart = body.restart.model_dump() if body.restart is not None else None
-        execute: Awaitable[tuple[dict[str, Any], bool]] = self.core.execute(
+        start: Awaitable[tuple[bool, Awaitable[None] | None]] = self.core.start(
             workflow=body.workflow,
             input=body.input,
             execution_id=body.execution_id,
@@ -211,7 +215,7 @@ class ExecutionObject:
             parent=body.parent.model_dump() if body.parent is not None else None,
             version=body.version,
         )
-        return execute
+        return start
 
     async def alarm(self) -> None:
         if await self.side.alarm():

@@ -9,7 +9,6 @@ wake-up left.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from . import _journal as jn
@@ -57,7 +56,6 @@ class Alarms:
     execution: ExecutionState
     runner: Runner
     backoff: AlarmBackoff
-    drive_until_quiet: Callable[[], Awaitable[None]]
     lease: float
 
     async def alarm(self) -> None:
@@ -97,7 +95,7 @@ class Alarms:
             await execution.settle_observers()
             await execution.storage.set_alarm(execution.observed_alarm(execution.state.get("wake_at")))
             return
-        await self.drive_until_quiet()
+        await self.runner.until_ended()
 
     async def _only_observer_is_due(self) -> bool:
         """Parked (or paused), not cancelled, its wake-up still ahead and no event waiting."""

@@ -47,11 +47,6 @@ class Driver:
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
 
-    def drive_until_quiet(self) -> asyncio.Future[None]:
-        """Drive now (unless a runner is active) and wait until the runner ends. A
-        plain function: its waiters await the runner's future, one frame less each."""
-        return self.runner.until_ended()
-
     def failure(self, run: asyncio.Task[None]) -> BaseException | None:
         """What waiters for the ended ``run`` raise: what the runner does not handle
         itself (the object died under it), not its failures, which it deals with."""
@@ -68,8 +63,9 @@ class Driver:
 
     async def drive(self) -> None:
         """One run of the runner: drive until the execution is done or parked."""
-        # The runner task's one frame while the phase runs: the reading and deciding
-        # before it is done by ``_next_phase``, which has returned by then.
+        # While the main phase's body runs, the runner task holds this frame and the run's
+        # (``PhaseRun.execute``, awaited here): the reading and deciding before it is done
+        # by ``_next_phase``, which has returned by then, and the phase's end after it.
         self.backoff.unset = False  # judged per run: the alarm handler asks about the run it awaited
         execution = self.execution
         try:
@@ -81,10 +77,15 @@ class Driver:
                     break
                 definition, main_entries, comp_entries = ready
                 del ready  # not held while the phase runs
-                if execution.state and execution.state["phase"] == "main":
-                    outcome = await self.phases.main(definition, main_entries)
+                phases = self.phases
+                if not execution.state or execution.state["phase"] != "main":
+                    outcome = await phases.compensation(definition, main_entries, comp_entries)
+                elif (run := phases.main_run(definition, main_entries)) is None:
+                    await phases.main_stopped(definition, main_entries)
+                    outcome = None
                 else:
-                    outcome = await self.phases.compensation(definition, main_entries, comp_entries)
+                    ended = await run.execute(phases.main_body(definition, run))
+                    outcome = await phases.main_ended(definition, run, ended)
                 if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
                     continue
                 break

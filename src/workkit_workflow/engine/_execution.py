@@ -76,13 +76,17 @@ class ExecutionCore:
         backoff = AlarmBackoff(self.execution)
         self.driver = Driver(self.execution, registry, backoff, lease=lease, retention=retention)
         self.runner: Runner = self.driver.runner
-        drive_until_quiet = self.driver.drive_until_quiet  # one bound method for both
-        self.requests = Requests(self.execution, registry, self.runner, drive_until_quiet, lease=lease)
-        self.alarms = Alarms(self.execution, self.runner, backoff, drive_until_quiet, lease)
+        self.requests = Requests(self.execution, registry, self.runner, lease=lease)
         self.mail.on_rejected = self._rejected
         self._registry = registry
+        self._lease = lease
 
-    # Stateless pieces that only a rare request uses: made for that request, not kept.
+    # Stateless pieces that only a rare request or the alarm uses: made for it, not kept.
+
+    @property
+    def alarms(self) -> Alarms:
+        """The alarm handler (its state, the backoff, is the driver's)."""
+        return Alarms(self.execution, self.runner, self.driver.backoff, self._lease)
 
     @property
     def versions(self) -> VersionMoves:
@@ -114,6 +118,15 @@ class ExecutionCore:
     @property
     def execute(self) -> Any:
         return self.requests.execute
+
+    @property
+    def start(self) -> Any:
+        """``execute`` up to the wait (the execution object awaits the runner itself)."""
+        return self.requests.start
+
+    @property
+    def view(self) -> Any:
+        return self.requests.view
 
     @property
     def status(self) -> Any:

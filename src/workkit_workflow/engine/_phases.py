@@ -4,7 +4,7 @@ cancel) its compensation; how each ends (done, handing over, or parked)."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,12 +41,14 @@ class Phases:
 
     # -- the main phase --------------------------------------------------------
 
-    async def main(self, definition: Workflow, entries: Entries) -> Outcome | None:
-        """Run the body; returns the outcome if the drive is over, None to go on."""
+    def main_run(self, definition: Workflow, entries: Entries) -> Phase | None:
+        """The main phase's run, for the runner to execute with :meth:`main_body` (it
+        awaits ``run.execute`` itself: no frame of this class is held while the body runs),
+        then to end with :meth:`main_ended`. None when a cancel came first: then
+        :meth:`main_stopped` ends the phase."""
         execution = self.execution
         assert execution.meta is not None and execution.state is not None
         if execution.cancel_requested:
-            await self._end_main(definition, Outcome("stopped"), entries)
             return None
         run = Phase(
             execution,
@@ -57,8 +59,21 @@ class Phases:
         )
         execution.run = run
         execution.input = execution.meta.get("input")
+        return run
+
+    def main_body(self, definition: Workflow, run: Phase) -> Coroutine[Any, Any, Any]:
+        """The body of the main phase's ``run``, with its context."""
+        execution = self.execution
         ctx = WorkflowContext(run, execution.execution_id, definition.name, execution.input)
-        outcome = await run.execute(_main_body(definition, ctx))
+        return _main_body(definition, ctx, run)
+
+    async def main_stopped(self, definition: Workflow, entries: Entries) -> None:
+        """End the main phase that a cancel stopped before its body ran (the drive goes on)."""
+        await self._end_main(definition, Outcome("stopped"), entries)
+
+    async def main_ended(self, definition: Workflow, run: Phase, outcome: Outcome) -> Outcome | None:
+        """Write how the main phase's ``run`` ended; the outcome if the drive is over, None to go on."""
+        execution = self.execution
         execution.run = None
         if outcome.kind == "parked":
             await self._park(outcome)
@@ -144,17 +159,20 @@ class Phases:
         ctx = self._compensation_context(run, definition, main_entries)
 
         async def body() -> Any:
-            execution.fault("in_compensation")
-            # Undo handlers first, last started first; then on_failure, told their outcomes.
-            ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
-            if handler is not None:
-                result = handler(ctx)
-                if inspect.isawaitable(result):
-                    result = await result
-            failed = undo.failed_error(ctx.undos)
-            if failed is not None:
-                raise failed
-            return None
+            try:
+                execution.fault("in_compensation")
+                # Undo handlers first, last started first; then on_failure, told their outcomes.
+                ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
+                if handler is not None:
+                    result = handler(ctx)
+                    if inspect.isawaitable(result):
+                        result = await result
+                failed = undo.failed_error(ctx.undos)
+                if failed is not None:
+                    raise failed
+                return None
+            finally:
+                run.body_ended()
 
         outcome = await run.execute(body())
         execution.run = None
@@ -222,7 +240,7 @@ class Phases:
         await self.execution.write_state(
             {**changes, "phase": "done", "delete_at": delete_at}, puts=puts, alarm=delete_at
         )
-        self.execution.settled_event().set()
+        self.execution.announce_settled()
 
     async def _park(self, outcome: Outcome) -> None:
         execution = self.execution
@@ -264,11 +282,14 @@ class Phases:
         return puts
 
 
-async def _main_body(definition: Workflow, ctx: WorkflowContext) -> Any:
+async def _main_body(definition: Workflow, ctx: WorkflowContext, run: Phase) -> Any:
     """The workflow body, its input validated first (a module function: a closure's cells
-    would be held for as long as the body runs)."""
-    value = ctx.input
-    if definition.input_type is not None:
-        value = validate(definition.input_type, value, what="workflow input")
-        ctx.input = value
-    return await definition.run(ctx, value)
+    would be held for as long as the body runs); it tells ``run`` as it ends."""
+    try:
+        value = ctx.input
+        if definition.input_type is not None:
+            value = validate(definition.input_type, value, what="workflow input")
+            ctx.input = value
+        return await definition.run(ctx, value)
+    finally:
+        run.body_ended()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +31,9 @@ class Requests:
     execution: ExecutionState
     registry: Registry
     runner: Runner
-    drive_until_quiet: Callable[[], Awaitable[None]]
     lease: float
-    _create_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _create_lock: asyncio.Lock | None = field(default=None, init=False)
+    """Held while a request checks for (and makes) the execution; dropped once it exists."""
     _event_lock: asyncio.Lock | None = field(default=None, init=False)
     """Made by the first event: an execution that gets none keeps no lock."""
 
@@ -53,9 +53,42 @@ class Requests:
         Returns ``(status view, created)``. A second call for the same id, at
         the same time or later, never starts a second run.
         """
+        created, ended = await self.start(
+            workflow=workflow,
+            input=input,
+            execution_id=execution_id,
+            wait=wait,
+            restart=restart,
+            parent=parent,
+            version=version,
+        )
+        if ended is not None:
+            await ended
+        return self.view(), created
+
+    async def start(
+        self,
+        *,
+        workflow: str,
+        input: Any,
+        execution_id: str | None,
+        wait: bool,
+        restart: Mapping[str, Any] | None = None,
+        parent: Mapping[str, Any] | None = None,
+        version: str | None = None,
+    ) -> tuple[bool, asyncio.Future[None] | None]:
+        """:meth:`execute` up to the wait: ``(created, the runner's end)``, the runner
+        started (``wait``) before it returns; without ``wait`` the alarm set at creation
+        (due now) starts the execution, and the end is None.
+
+        The caller awaits the runner's end in its own frame: a request driving an
+        execution then holds no frame of this module while the execution runs."""
         execution = self.execution
         await execution.ensure_loaded()
-        async with self._create_lock:
+        lock = self._create_lock
+        if lock is None:
+            lock = self._create_lock = asyncio.Lock()
+        async with lock:
             if execution.meta is not None:
                 if execution.meta.get("workflow") != workflow:
                     raise ExecutionConflictError(
@@ -70,10 +103,11 @@ class Requests:
                     workflow, version, input, execution_id, restart, driven_here=wait, parent=parent
                 )
                 created = True
-        if wait:
-            await self.drive_until_quiet()
-        # Without wait, the alarm set at creation (due now) starts the execution.
-        return self.view(), created
+        if execution.meta is not None:
+            # It exists: no request makes it again, and every request checks ``meta``
+            # under a lock made after this (an object keeps no lock for good).
+            self._create_lock = None
+        return created, self.runner.until_ended() if wait else None
 
     async def _create(
         self,

@@ -41,7 +41,7 @@ class Retention:
         assert execution.state is not None
         when = execution.state.get("delete_at")
         due = when is not None and when <= execution.now()
-        execution.settled_event().set()
+        execution.announce_settled()
         # The history and the mail (a child's outcome to its parent) must be delivered
         # before the storage that holds them goes; an observer that could not deliver
         # keeps its retry alarm, which comes back here.

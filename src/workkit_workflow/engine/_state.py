@@ -74,9 +74,11 @@ class ExecutionState:
         self.meta: dict[str, Any] | None = None
         self.state: dict[str, Any] | None = None
         self.loaded = False
-        self._load_lock = asyncio.Lock()
+        self._load_lock: asyncio.Lock | None = None
+        """Held by the request loading the records; dropped once they are loaded."""
         self._pending: dict[str, str] = {}
-        self._pending_steps: list[str] = []
+        self._pending_steps: list[str] | None = [] if faults is not None else None
+        """The names of the deferred completions, for the fault hook (kept only with one)."""
         self._flush_scheduled = False
         self._write_failure: BaseException | None = None
         self.inbox: dict[str, dict[str, Any]] = {}
@@ -120,12 +122,14 @@ class ExecutionState:
         """One atomic storage write, carrying any deferred step completions with it."""
         if self._write_failure is not None:
             raise StorageFailure(self._write_failure)
-        deferred: Sequence[str] = ()
-        if self._pending:
-            merged, deferred = self._pending, self._pending_steps
+        carried = bool(self._pending)
+        steps: list[str] | None = None
+        if carried:
+            merged = self._pending
             merged.update(puts)
             self._pending = {}
-            self._pending_steps = []
+            if self._pending_steps is not None:
+                steps, self._pending_steps = self._pending_steps, []
         else:
             merged = dict(puts)
         for observer in self.observers:
@@ -135,22 +139,23 @@ class ExecutionState:
         try:
             await self.storage.commit(merged, deletes, alarm)
         except Exception as exc:
-            if deferred:
+            if carried:
                 # Step completions were in this write: the runner must stop and
                 # replay from storage (its next write raises this).
                 self._write_failure = exc
             raise StorageFailure(exc) from exc
         for observer in self.observers:
             observer.kick()
-        if self.faulting:
-            for step in deferred:
+        if steps:
+            for step in steps:
                 self.fault("after_journal", step=step)
 
     def defer(self, key: str, text: str, name: str) -> None:
         """Queue an operation's completion for the next write (the next operation's
         start, the phase's end, or the end of this loop turn, whichever comes first)."""
         self._pending[key] = text
-        self._pending_steps.append(name)
+        if self._pending_steps is not None:
+            self._pending_steps.append(name)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_soon, context=PLAIN_CONTEXT)
@@ -198,7 +203,8 @@ class ExecutionState:
         """Drop cached state after a failed write: storage is the truth, reload it."""
         self.loaded = False
         self._pending = {}
-        self._pending_steps = []
+        if self._pending_steps is not None:
+            self._pending_steps = []
         self._write_failure = None
         self.meta = self.state = None
 
@@ -207,7 +213,10 @@ class ExecutionState:
     async def ensure_loaded(self) -> None:
         if self.loaded:
             return
-        async with self._load_lock:
+        lock = self._load_lock
+        if lock is None:
+            lock = self._load_lock = asyncio.Lock()
+        async with lock:
             if self.loaded:
                 return
             keys = [jn.META, jn.STATE, *(observer.HEAD for observer in self.observers)]
@@ -217,6 +226,7 @@ class ExecutionState:
             self.meta = jn.decode_record(jn.META, found[jn.META]) if jn.META in found else None
             self.state = jn.decode_record(jn.STATE, found[jn.STATE]) if jn.STATE in found else None
             self.loaded = True
+            self._load_lock = None  # loaded: the next load (after ``forget``) makes its own
 
     def require(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if self.meta is None or self.state is None:
@@ -259,8 +269,15 @@ class ExecutionState:
         return bool(self.state and self.state.get("phase") == "done")
 
     def settled_event(self) -> asyncio.Event:
+        """Set once the execution is settled; made for the first request that waits."""
         if self._settled is None:
             self._settled = asyncio.Event()
         if self.is_settled():
             self._settled.set()
         return self._settled
+
+    def announce_settled(self) -> None:
+        """The execution is settled: wake the requests waiting for it, if any (an
+        execution no request waits for makes no event)."""
+        if self._settled is not None:
+            self._settled.set()

@@ -71,20 +71,21 @@ class PhaseRun:
         self.suspended = False
         self.current: dict[int, str] = {}
         self._idle: asyncio.Future[None] | None = None
-        self._quiet: asyncio.Event | None = None
+        self._quiet: asyncio.Future[None] | None = None
+        """Made while ``execute`` waits for the operations still running to finish."""
         self._idle_check: asyncio.Task[None] | None = None
 
     # -- driving -------------------------------------------------------------
 
     async def execute(self, body: Coroutine[Any, Any, Any]) -> Outcome:
+        """Run ``body`` as a task until it ends or everything in flight is parked.
+
+        ``body`` calls :meth:`body_ended` as it ends (in a ``finally``): that resolves
+        the same future as the idle check, with no done callback on the body's task
+        and no ``asyncio.wait`` (each would hold objects for as long as the body runs)."""
         loop = asyncio.get_running_loop()
         self._idle = loop.create_future()
-        self._quiet = asyncio.Event()
-        self._quiet.set()
         task = self.execution.spawn(body)
-        # The body's end resolves the same future as the idle check (no asyncio.wait, whose
-        # waiter and callbacks would be held for as long as the body runs).
-        task.add_done_callback(self._body_ended)
         while True:
             await self._idle
             if task.done() or (self.active == 0 and self.parked):
@@ -105,8 +106,9 @@ class PhaseRun:
         # Siblings of a failed branch (asyncio.gather does not cancel them) finish
         # and journal their outputs before the phase settles.
         while self.active:
-            self._quiet.clear()
-            await self._quiet.wait()
+            self._quiet = loop.create_future()
+            await self._quiet
+        self._quiet = None
         self.suspended = True
         for parked_op in list(self.parked.values()):
             if not parked_op.future.done():
@@ -115,7 +117,8 @@ class PhaseRun:
             await self.entries.finish()  # the end checks (and settles) what was never reached
         return finished_outcome(task, self.entries, self.next_op, self.execution.now())
 
-    def _body_ended(self, task: asyncio.Task[Any]) -> None:
+    def body_ended(self) -> None:
+        """The body is ending (see :meth:`execute`)."""
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
@@ -166,16 +169,15 @@ class PhaseRun:
         self.active += 1
         self.generation += 1
         self.current[op] = name
-        # ``_quiet`` is not cleared here: its one waiter (``execute``) clears it before
-        # each wait, and ``leave``/``park`` set it when nothing is left running.
+        # ``_quiet`` is not touched here: its one waiter (``execute``) makes it before
+        # each wait, and ``leave``/``park`` resolve it when nothing is left running.
 
     def leave(self, op: int) -> None:
         self.active -= 1
         self.generation += 1
         self.current.pop(op, None)
         if self.active == 0:
-            assert self._quiet is not None
-            self._quiet.set()
+            self._quieted()
             self._maybe_idle()
 
     def went_by(self, op: int, entry: dict[str, Any]) -> None:
@@ -189,6 +191,11 @@ class PhaseRun:
         # phase's end, nothing reads it again.
         if type(self.entries) is JournalWindow and not entry.get("undo"):
             self.entries.release(op)
+
+    def _quieted(self) -> None:
+        """Nothing is running now: wake ``execute`` if it waits for that."""
+        if self._quiet is not None and not self._quiet.done():
+            self._quiet.set_result(None)
 
     def _maybe_idle(self) -> None:
         if self.active == 0 and self.parked and (self._idle_check is None or self._idle_check.done()):
@@ -224,8 +231,7 @@ class PhaseRun:
         if wake_at is not None:
             timer = self.execution.spawn(self._ring(parked))
         if self.active == 0:
-            assert self._quiet is not None
-            self._quiet.set()
+            self._quieted()
         self._maybe_idle()
         try:
             await future

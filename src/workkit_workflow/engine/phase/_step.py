@@ -9,7 +9,7 @@ without using up the retry policy (see :data:`MAX_LOST_ATTEMPTS`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,8 @@ class _Progress:
     """What a step carries from one attempt to the next (and from its entry on replay)."""
 
     attempt: int
-    errors: list[dict[str, Any]]
+    errors: Sequence[dict[str, Any]]
+    """Newest last; ``()`` until an attempt fails (no list held by a step that never does)."""
     key_text: str | None
     first_started: float | None
     failures: int
@@ -61,7 +62,7 @@ class _Progress:
     @classmethod
     def resume(cls, entry: dict[str, Any] | None) -> _Progress:
         if entry is None:
-            return cls(0, [], None, None, 0)
+            return cls(0, (), None, None, 0)
         return cls(
             int(entry["attempt"]),
             list(entry.get("errors") or []),
@@ -85,7 +86,7 @@ async def run_step(
         else:
             entry = await run.replayed(op, "step", name)
         if entry is None:
-            progress = _Progress(0, [], None, None, 0)
+            progress = _Progress(0, (), None, None, 0)
         elif entry["status"] == "completed":
             return _output(options, entry.get("output"), name)
         elif entry["status"] == "failed":
