@@ -87,8 +87,10 @@ class LocalStorage:
         # Another request can run at every storage await, as measured on
         # Cloudflare from Python. A bare ``yield`` is what ``asyncio.sleep(0)``
         # does, without its two frames for every in-flight storage call.
-        for _ in range(self._ns._turns()):
+        turns = self._ns._turns()
+        while turns:
             yield
+            turns -= 1
         self._host.check_alive()
 
     async def get(self, key: str) -> str | None:
