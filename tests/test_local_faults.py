@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import WorkflowExecutionDO, create_durable_workflow, workflow
+from workkit_workflow.engine._ports import KEEP_ALARM
 from workkit_workflow.local import LocalNamespace, SqliteBackend, VirtualClock
 
 _names = itertools.count()
@@ -128,7 +129,8 @@ async def test_a_held_alarm_waits_with_a_growing_delay(caplog: pytest.LogCapture
     assert ns.backend.alarms() == {}
 
 
-def test_sqlite_commit_reports_the_real_error_when_the_disk_is_full(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows", [2, 200])  # one INSERT statement; a transaction
+def test_sqlite_commit_reports_the_real_error_when_the_disk_is_full(tmp_path: Path, rows: int) -> None:
     backend = SqliteBackend(str(tmp_path / "tiny.db"))
     try:
         backend.commit("o", {"k": "v"}, (), None)
@@ -137,7 +139,7 @@ def test_sqlite_commit_reports_the_real_error_when_the_disk_is_full(tmp_path: Pa
         pages = backend._db.execute("PRAGMA page_count").fetchone()[0]
         backend._db.execute(f"PRAGMA max_page_count = {pages}")
         with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
-            backend.commit("o", {f"k{n}": "x" * 1000 for n in range(200)}, (), None)
+            backend.commit("o", {f"k{n}": "x" * (200_000 // rows) for n in range(rows)}, (), KEEP_ALARM)
         assert backend.list("o", None, None, None, None, False) == {"k": "v"}
         backend._db.execute("PRAGMA max_page_count = 1073741823")
         backend.commit("o", {"k2": "w"}, (), 5.0)  # the connection is usable again

@@ -101,6 +101,25 @@ async def test_sqlite_storage_survives_reopening(tmp_path: Any) -> None:
         await second.close()
 
 
+@pytest.mark.parametrize("rows", [1, 2, 8, 9])
+async def test_sqlite_keys_are_their_utf8_bytes_on_every_write_path(tmp_path: Any, rows: int) -> None:
+    """Up to eight puts are one statement, more (or a delete, or an alarm) a transaction:
+    both store a key as its UTF-8 bytes, which reads and ordered lists rely on."""
+    ns = LocalNamespace(str(tmp_path / "keys.db"), deliver_alarms=False)
+    try:
+        s = storage_of(ns)
+        keys = ["é", "z", "Z", "j:00000002", "j:", "e:1", "state", "ü:1", "a"][:rows]
+        await s.commit({k: f"v{k}" for k in keys})
+        await s.commit({"old": "1"})
+        await s.commit({k: f"w{k}" for k in keys}, ["old"])
+        raw = ns.backend._db.execute("SELECT key, typeof(key) FROM kv ORDER BY key")  # type: ignore[attr-defined]
+        assert [tuple(row) for row in raw] == [(k.encode(), "blob") for k in sorted(keys, key=str.encode)]
+        assert await s.get_many([*keys, "old"]) == {k: f"w{k}" for k in keys}
+        assert list(await s.list()) == sorted(keys, key=str.encode)
+    finally:
+        await ns.close()
+
+
 async def test_other_requests_run_at_storage_awaits(ns: LocalNamespace) -> None:
     """As measured on Cloudflare: a storage await lets another request in."""
     s = storage_of(ns)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ class Owner(Protocol):
     backend: Backend
     stats: StorageStats
     faults: Callable[[str | None, str, Mapping[str, Any]], bool] | None
+    write_hook: Callable[[str, Mapping[str, str], Sequence[str]], None] | None
 
     def evict(self, name: str) -> None: ...
 
@@ -40,8 +41,6 @@ class Owner(Protocol):
     def _alarm_recorded(self, obj: str) -> None: ...
 
     def _turns(self) -> int: ...
-
-    def _before_write(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None: ...
 
 
 class ObjectEvicted(BaseException):
@@ -79,14 +78,19 @@ class LocalStorage:
         self._ns = host.namespace
         self._obj = host.name
 
+    def _gate(self) -> Awaitable[None]:
+        self._host.check_alive()
+        return self._turns()
+
     @types.coroutine
-    def _gate(self) -> Generator[None, None, None]:
+    def _turns(self) -> Generator[None, None, None]:
         # Another request can run at every storage await, as measured on
         # Cloudflare from Python. A bare ``yield`` is what ``asyncio.sleep(0)``
         # does, without its two frames for every in-flight storage call.
-        self._host.check_alive()
-        for _ in range(self._ns._turns()):
+        turns = self._ns._turns()
+        while turns:
             yield
+            turns -= 1
         self._host.check_alive()
 
     async def get(self, key: str) -> str | None:
@@ -112,24 +116,30 @@ class LocalStorage:
         self._ns.stats.lists += 1
         return self._ns.backend.list(self._obj, prefix, start, end, limit, reverse)
 
-    async def commit(
+    def commit(
         self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
-    ) -> None:
-        # The write is issued (and durable) before the await, as a put issued on
-        # Cloudflare is visible to later reads at once.
+    ) -> Awaitable[None]:
+        # The write is issued (and durable) at the call, before the await, as a put
+        # issued on Cloudflare is visible to later reads at once. A plain function
+        # returning the turns to await: no coroutine frame for the hot path's write.
         self._host.check_alive()
+        size = 0
         for key, value in puts.items():
             if not isinstance(value, str):
                 raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
-        self._ns._before_write(self._obj, puts, deletes)
-        self._ns.backend.commit(self._obj, puts, deletes, alarm)
-        stats = self._ns.stats
+            # An ASCII string (a journal record, nearly always) is as long as its UTF-8 bytes.
+            size += len(key) + (len(value) if value.isascii() else len(value.encode()))
+        ns = self._ns
+        if ns.write_hook is not None:
+            ns.write_hook(self._obj, puts, deletes)
+        ns.backend.commit(self._obj, puts, deletes, alarm)
+        stats = ns.stats
         stats.writes += 1
-        stats.bytes_written += sum(len(k) + len(v.encode()) for k, v in puts.items())
+        stats.bytes_written += size
         if alarm is not KEEP_ALARM:
             stats.alarm_sets += 1
-            self._ns._alarm_recorded(self._obj)
-        await self._gate()
+            ns._alarm_recorded(self._obj)
+        return self._turns()
 
     async def get_alarm(self) -> float | None:
         await self._gate()
@@ -137,8 +147,8 @@ class LocalStorage:
             return None
         return self._ns.backend.get_alarm(self._obj)
 
-    async def set_alarm(self, at: float | None) -> None:
-        await self.commit({}, (), at)
+    def set_alarm(self, at: float | None) -> Awaitable[None]:
+        return self.commit({}, (), at)
 
 
 class LocalHost:

@@ -185,10 +185,6 @@ class LocalNamespace(AlarmLoop):
             return 0
         return 1 if self.interleave == "storage" else self._rng.randint(0, 4)
 
-    def _before_write(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
-        if self.write_hook is not None:
-            self.write_hook(obj, puts, deletes)
-
     # -- lifecycle ------------------------------------------------------------------
 
     async def idle(self, timeout: float = 30.0, *, name: str | None = None) -> None:
