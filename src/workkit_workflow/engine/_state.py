@@ -80,6 +80,9 @@ class ExecutionState:
         self._pending_steps: list[str] | None = [] if faults is not None else None
         """The names of the deferred completions, for the fault hook (kept only with one)."""
         self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the deferred flush is scheduled on, looked up once: on CPython 3.11
+        ``get_running_loop`` makes a ``getpid`` system call every time."""
         self._write_failure: BaseException | None = None
         self.inbox: dict[str, dict[str, Any]] = {}
         self.idempotent: dict[str, dict[str, Any]] = {}
@@ -158,7 +161,10 @@ class ExecutionState:
             self._pending_steps.append(name)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_soon, context=PLAIN_CONTEXT)
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush_soon, context=PLAIN_CONTEXT)
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
