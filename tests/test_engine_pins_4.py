@@ -177,6 +177,10 @@ async def test_an_id_taken_by_another_workflow_is_a_conflict_naming_the_id(
     with pytest.raises(ExecutionConflictError) as caught:
         await workflow_env.run(second, None, execution_id="taken-1")
     assert caught.value.details["execution_id"] == "taken-1"
+    # The message names both workflows: the one the id runs and the one asked for.
+    assert caught.value.message == (
+        f"execution 'taken-1' already runs workflow {first.name!r}, not {second.name!r}"
+    )
 
 
 async def test_a_recorded_key_is_found_again_after_the_object_reloads(workflow_env: WorkflowTestEnv) -> None:

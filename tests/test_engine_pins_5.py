@@ -266,6 +266,9 @@ async def test_an_output_too_big_to_journal_is_named_in_the_step_error(workflow_
     error = (await handle.describe())["error"]
     assert error["code"] == "serialization_error"
     assert error["message"].startswith("output of step 'huge' is "), error["message"]
+    # The step's own record of that failure says which attempt it was.
+    [entry] = [e for e in await handle.journal() if e["name"] == "huge"]
+    assert [(e["code"], e["attempt"]) for e in entry["errors"]] == [("serialization_error", 1)]
 
 
 async def test_a_failed_run_sets_its_retry_alarm_and_warns_naming_what_failed(

@@ -100,6 +100,9 @@ async def test_a_step_that_always_kills_its_process_fails_after_the_lost_attempt
     assert result.error.code == "attempt_lost"
     assert effects.calls["charge"] == MAX_LOST_ATTEMPTS
     assert effects.calls["compensate"] == 1
+    # The failed entry keeps every lost attempt, the last one included.
+    [charge] = [e for e in await handle.journal() if e["name"] == "charge-card"]
+    assert [e["code"] for e in charge["errors"]] == ["attempt_lost"] * MAX_LOST_ATTEMPTS
 
 
 async def test_idempotency_key_is_stable_across_retries_and_restarts(env: WorkflowTestEnv) -> None:
