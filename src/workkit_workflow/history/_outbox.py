@@ -51,7 +51,8 @@ execution's summary changes, rather than with every commit; an object that resta
 goes on after the block (a gap in the sequence, never a reuse)."""
 
 BATCH = 40
-"""Outbox records sent per D1 batch."""
+"""Outbox records (one per commit) sent per D1 batch; a run's step transitions wait for
+this many before they are sent (or for ``LINGER``)."""
 
 LINGER = 0.25
 """Seconds a step's records may wait for more before they are sent anyway."""
@@ -109,7 +110,7 @@ class Outbox(Delivery):
         self._execution_id: str | None = None
         """The execution id as JSON text (a string, escaped once)."""
         self._pending = 0
-        """Records written since the last delivery started."""
+        """Outbox records (commits) written since the last delivery started."""
         self._flush = False
         """Whether a write since then asks for delivery now (see :meth:`kick`)."""
         self._nudge: asyncio.Task[None] | None = None
