@@ -5,7 +5,10 @@ runner and the request path. Through the public API on the local runtime's virtu
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+import pytest
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, workflow
 from workkit_workflow.testing import WorkflowTestEnv
@@ -161,3 +164,24 @@ async def test_two_steps_held_by_a_pause_both_run_once_it_ends(workflow_env: Wor
 
 def _done(name: str) -> str:
     return name
+
+
+async def test_an_unreadable_meta_record_is_named_in_the_retry_warning(
+    workflow_env: WorkflowTestEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workkit_workflow")
+
+    @workflow(unique("bad-meta"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.wait_for_event("go", "go")
+
+    handle = await workflow_env.run(flow, {})
+    assert await handle.status() == "waiting"
+    ns = workflow_env.ns
+    ns.evict(handle.execution_id)  # the next run reads the record again
+    ns.backend.commit(handle.execution_id, {"meta": "{not json"}, [], workflow_env.clock.now())
+    ns._alarm_recorded(handle.execution_id)  # as a commit through the object's storage does
+    await workflow_env.settle()
+    warnings = [r.getMessage() for r in caplog.records if "alarm failed" in r.getMessage()]
+    # The runner's failure (a WorkflowError: the journal cannot be read) is the warning's cause.
+    assert warnings and "JournalFormatError" in warnings[0] and "'meta'" in warnings[0], warnings
