@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, workflow
+from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -185,3 +186,19 @@ async def test_an_unreadable_meta_record_is_named_in_the_retry_warning(
     warnings = [r.getMessage() for r in caplog.records if "alarm failed" in r.getMessage()]
     # The runner's failure (a WorkflowError: the journal cannot be read) is the warning's cause.
     assert warnings and "JournalFormatError" in warnings[0] and "'meta'" in warnings[0], warnings
+
+
+async def test_an_alarm_of_an_object_with_no_execution_ends_its_run() -> None:
+    async def stray_alarm() -> dict[str, float]:
+        clock = VirtualClock()
+        async with LocalNamespace(clock=clock) as ns:
+            # A stray alarm: the object has no execution.
+            ns.backend.commit("nobody-here", {}, [], clock.now())
+            ns._alarm_recorded("nobody-here")  # as a commit through the object's storage does
+            await clock.sleep(5)
+            await ns.idle(timeout=5)
+            return ns.backend.alarms()
+
+    # Nothing to run: the alarm is cleared and the run ends (it does not read again and
+    # again, which would never let the virtual clock move on).
+    assert await asyncio.wait_for(stray_alarm(), timeout=15) == {}
