@@ -139,22 +139,7 @@ async def test_an_alarm_that_only_delivered_mail_keeps_the_sleep_s_wake_up(
     sleeping = await workflow_env.run(sleeper, None, execution_id="sleep-5")
     wake_at = (await sleeping.describe())["wake_at"]
     assert await sleeping.status() == "sleeping" and wake_at is not None
-    real = workflow_env.ns.request
-    attempts: list[str] = []
-
-    async def flaky(name: str, method: str, path: str, body: Any = None, query: Any = None) -> WireResponse:
-        if name == "recv-5" and path == "/event":
-            attempts.append(path)
-            if len(attempts) == 1:
-                raise TransportError("the receiver's object was reset")
-        return await real(name, method, path, body, query)
-
-    workflow_env.ns.request = flaky  # type: ignore[method-assign]
-    # Mail from the sleeping execution, written the way the engine writes it.
-    core = workflow_env.ns._instance("sleep-5").instance._object.core
-    await core.execution.ensure_loaded()
-    ping = {"type": "ping", "payload": "hello", "id": "sleep-5-ping"}
-    await core.execution.write(core.mail.message("recv-5", "POST", "/event", ping, id="sleep-5-ping"))
+    attempts = await _mail_a_ping_the_receiver_refuses_once(workflow_env, "sleep-5", "recv-5")
     await workflow_env.settle()
     assert attempts == ["/event"]
     # An alarm brought forward delivers it (the sleeper is not driven)...
@@ -317,21 +302,7 @@ async def test_an_alarm_that_only_delivers_a_paused_execution_s_mail_leaves_its_
     await workflow_env.settle()
     before = await sender.describe()
     assert before["status"] == "paused"
-    real = workflow_env.ns.request
-    attempts: list[str] = []
-
-    async def flaky(name: str, method: str, path: str, body: Any = None, query: Any = None) -> WireResponse:
-        if name == "recv-6" and path == "/event":
-            attempts.append(path)
-            if len(attempts) == 1:
-                raise TransportError("the receiver's object was reset")
-        return await real(name, method, path, body, query)
-
-    workflow_env.ns.request = flaky  # type: ignore[method-assign]
-    core = workflow_env.ns._instance("paused-6").instance._object.core
-    await core.execution.ensure_loaded()
-    ping = {"type": "ping", "payload": "hello", "id": "paused-6-ping"}
-    await core.execution.write(core.mail.message("recv-6", "POST", "/event", ping, id="paused-6-ping"))
+    await _mail_a_ping_the_receiver_refuses_once(workflow_env, "paused-6", "recv-6")
     # The retry alarm delivers it without driving the paused execution: no state write.
     assert (await workflow_env.result(recv)).value == "hello"
     await workflow_env.settle()
@@ -366,3 +337,26 @@ async def test_an_exception_in_the_alarm_handler_is_handled_by_the_engine_not_th
     [warning] = [m for _, m in messages if "alarm failed" in m]
     assert "alarm hook raised (injected)" in warning, warning
     assert not [m for name, m in messages if name == "workkit_workflow.local" and "raised" in m]
+
+
+async def _mail_a_ping_the_receiver_refuses_once(
+    workflow_env: WorkflowTestEnv, sender: str, receiver: str
+) -> list[str]:
+    """Mail a ping event from ``sender`` to ``receiver``, written the way the engine writes
+    it, with the receiver's object reset at the first delivery; the delivery attempts."""
+    real = workflow_env.ns.request
+    attempts: list[str] = []
+
+    async def flaky(name: str, method: str, path: str, body: Any = None, query: Any = None) -> WireResponse:
+        if name == receiver and path == "/event":
+            attempts.append(path)
+            if len(attempts) == 1:
+                raise TransportError("the receiver's object was reset")
+        return await real(name, method, path, body, query)
+
+    workflow_env.ns.request = flaky  # type: ignore[method-assign]
+    core = workflow_env.ns._instance(sender).instance._object.core
+    await core.execution.ensure_loaded()
+    ping = {"type": "ping", "payload": "hello", "id": f"{sender}-ping"}
+    await core.execution.write(core.mail.message(receiver, "POST", "/event", ping, id=f"{sender}-ping"))
+    return attempts
