@@ -12,7 +12,14 @@ from test_history_projection import Runtime
 from workkit_workflow import RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import TABLES, LocalD1
-from workkit_workflow.history._bundle import INLINE_MAX, Record, bundles, records_of, step_piece
+from workkit_workflow.history._bundle import (
+    INLINE_MAX,
+    Record,
+    bundles,
+    records_of,
+    resolved,
+    step_piece,
+)
 from workkit_workflow.history._outbox import BATCH, HEAD, RECORD_PREFIX, SEQ_BLOCK
 from workkit_workflow.history._projection import projection
 
@@ -35,7 +42,7 @@ def _project(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
     return tables
 
 
-def test_a_version_1_record_projects_as_its_bundle_does() -> None:
+def test_records_of_older_versions_project_as_a_bundle_does() -> None:
     """Records an older version left in storage are delivered as before."""
     entry = {"kind": "step", "name": "charge", "status": "retrying", "attempt": 1, "started_at": 10.0}
     entry["error"] = {"code": "Boom", "message": "card network timeout"}
@@ -46,12 +53,13 @@ def test_a_version_1_record_projects_as_its_bundle_does() -> None:
         | {"entry": {**entry, "op": 3}},
         what="test",
     )
-    v2 = bundles(7, "10.5", '"x"', [step_piece("j:00000003", jn.dumps({"v": 2, **entry}))])
-    [(key, text)] = v2.items()
+    [(key, text, *_)] = bundles(7, 10.5, "x", [step_piece("j:00000003", jn.dumps({"v": 2, **entry}))])
     assert key == "o:000000000007"
-    old, new = records_of("o:000000000007", v1), records_of(key, text)
+    # Version 2: the bundle an earlier release wrote, the execution's id inside.
+    v2 = jn.dumps({"v": 2, "seq": 7, "at": 10.5, "execution_id": "x", "records": [["j:00000003", entry]]})
+    old, new = records_of(key, v1, "ignored"), records_of(key, text, "x")
     assert [(r.seq, r.at, r.execution_id, r.key) for r in old] == [(7, 10.5, "x", "j:00000003")]
-    assert _project(old) == _project(new)
+    assert _project(old) == _project(new) == _project(records_of(key, v2, "ignored"))
     [event] = _project(new)["wf_events"]
     # A step's event holds what its transition adds; its step row holds all of it.
     assert jn.loads(event["detail"]) == {"error": entry["error"], "retry_at": 11.0}
@@ -61,17 +69,65 @@ def test_a_version_1_record_projects_as_its_bundle_does() -> None:
 
 def test_an_unknown_outbox_version_is_refused_by_name() -> None:
     with pytest.raises(jn.JournalFormatError, match="o:000000000001"):
-        records_of("o:000000000001", '{"v":9,"seq":1}')
+        records_of("o:000000000001", '{"v":9,"seq":1}', "x")
+    with pytest.raises(jn.JournalFormatError, match="o:000000000001"):
+        records_of("o:000000000001", "[4,1,2.5]", "x")
     with pytest.raises(jn.JournalFormatError):
-        records_of("o:000000000001", "not json")
+        records_of("o:000000000001", "not json", "x")
 
 
 def test_a_large_entry_is_copied_without_its_output() -> None:
     text = jn.dumps({"v": 2, "kind": "step", "name": "big", "status": "completed", "output": "x" * 50_000})
     piece = step_piece("j:00000000", text)
     assert len(piece.text) < INLINE_MAX and "output" not in piece.text
-    short = jn.dumps({"v": 2, "kind": "step", "name": "small", "status": "completed", "output": 1})
+    short = jn.dumps({"v": 2, "kind": "step", "name": "small", "status": "retrying", "attempt": 1})
     assert step_piece("j:00000001", short).text == short  # embedded as written
+
+
+_PAY = {"kind": "step", "name": "pay"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "ref"),
+    [
+        (_PAY | {"status": "completed", "attempt": 2, "output": {"status": "running"}}, "null"),
+        (_PAY | {"status": "running", "attempt": 12, "started_at": 1.5}, "12"),
+        (_PAY | {"status": "running", "attempt": 3}, "3"),
+        (_PAY | {"status": "retrying", "attempt": 1, "error": {"code": "Boom"}}, None),
+        ({"kind": "step", "name": 'a","status":"completed', "status": "failed"}, None),
+        (_PAY | {"status": "running", "output": {"x": ',"status":"completed'}}, None),
+        ({"kind": "sleep", "name": "nap", "status": "completed"}, None),
+        ({"kind": "step", "name": 'q\\"', "status": "completed"}, "null"),
+    ],
+)
+def test_a_steps_entry_that_runs_or_completed_is_stored_by_reference(
+    entry: dict[str, Any], ref: str | None
+) -> None:
+    """A completed step's entry is never rewritten, so the journal keeps it until it is
+    delivered; a running one's event is its attempt's number. A name or an output that
+    looks like a status changes nothing."""
+    text = jn.dumps({"v": 2, **entry})
+    piece = step_piece("j:00000004", text)
+    assert (piece.ref, piece.text) == (ref, text)
+    [bundle] = bundles(3, 1.5, "x", [piece])
+    stored = jn.loads(bundle.text)
+    assert stored == [3, 3, 1.5, "j:00000004", jn.loads(text) if ref is None else jn.loads(ref)]
+    # Read back from storage, a reference takes the journal's entry.
+    [record] = resolved(records_of(bundle.key, bundle.text, "x"), {"j:00000004": text})
+    assert record[:5] == (3, 1.5, "x", "j:00000004", jn.loads(text)) == bundle.records()[0][:5]
+    assert resolved(records_of(bundle.key, bundle.text, "x"), {}) == ([] if ref else [record])
+
+
+def test_a_running_reference_read_after_its_attempt_ended_shows_that_attempt() -> None:
+    """The journal moved on (the attempt failed, the next one completed): the running
+    record still says which attempt started, and the step's later records say the rest."""
+    running = step_piece("j:00000001", jn.dumps({"v": 2, **_PAY, "status": "running", "attempt": 1}))
+    [bundle] = bundles(5, 2.0, "x", [running])
+    now = jn.dumps({"v": 2, **_PAY, "status": "completed", "attempt": 2, "started_at": 1.0, "output": 7})
+    [record] = resolved(records_of(bundle.key, bundle.text, "x"), {"j:00000001": now})
+    assert record.value == _PAY | {"started_at": 1.0, "status": "running", "attempt": 1}
+    [event] = _project([record])["wf_events"]
+    assert (event["name"], event["status"], event["attempt"], event["detail"]) == ("pay", "running", 1, "{}")
 
 
 async def test_a_long_run_is_sent_in_batches_and_every_record_arrives_once() -> None:

@@ -13,7 +13,7 @@ import pytest
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, create_durable_workflow
 from workkit_workflow.errors import TransportError
 from workkit_workflow.history import D1Error, LocalD1
-from workkit_workflow.history._bundle import records_of
+from workkit_workflow.history._bundle import UNREAD, records_of
 from workkit_workflow.history._d1 import inline_nulls
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX
 from workkit_workflow.local import LocalNamespace, VirtualClock
@@ -77,7 +77,7 @@ class Runtime:
             (obj, record.seq)
             for k, v in puts.items()
             if k.startswith(RECORD_PREFIX)
-            for record in records_of(k, v)
+            for record in records_of(k, v, obj)
         )
 
     def exactly_once(self) -> None:
@@ -341,6 +341,9 @@ async def test_records_survive_a_process_restart_during_an_outage(tmp_path: Any)
     d1.fail = True
     handle = await rt.client.run(order_flow(ship_fails=False), {"order_id": "o-6"}, execution_id="x-6")
     assert (await handle.result(timeout=3600)).ok
+    # Completed steps are stored by reference: the new process reads them from the journal.
+    records = [r for k, v in rt.outbox("x-6").items() for r in records_of(k, v, "x-6")]
+    assert any(r.value is UNREAD for r in records)
     await rt.ns.close()
     d1.fail = False
     assert d1.rows("SELECT * FROM wf_events") == []
@@ -351,6 +354,10 @@ async def test_records_survive_a_process_restart_during_an_outage(tmp_path: Any)
         await rt2.drained(["x-6"])
         assert [r["status"] for r in d1.rows("SELECT * FROM wf_executions")] == ["completed"]
         assert len(d1.rows("SELECT * FROM wf_events")) == 13
+        steps = d1.rows("SELECT * FROM wf_steps ORDER BY op")
+        assert {(s["status"], s["finished_at"] is not None) for s in steps} == {("completed", True)}
+        done = d1.rows("SELECT name FROM wf_events WHERE status = 'completed' AND op >= 0 ORDER BY seq")
+        assert [e["name"] for e in done if e["name"]] == [s["name"] for s in steps]
     finally:
         await rt2.close()
         d1.close()

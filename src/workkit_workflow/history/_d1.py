@@ -115,7 +115,7 @@ class LocalStatement:
         self.args = args
 
     def bind(self, *args: Any) -> LocalStatement:
-        if any(arg is None for arg in args):
+        if None in args:
             # Faithful to D1: None arrives as undefined and is refused.
             raise D1Error("D1_TYPE_ERROR: Type 'undefined' not supported for value 'undefined'")
         return LocalStatement(self._db, self.sql, args)

@@ -4,9 +4,11 @@ It plugs into the engine as a journal observer (``engine._plugins``), registered
 below under the execution option ``history``; the engine calls
 :meth:`Outbox.capture` inside its single write path: the ``state``, ``j:<op>``
 and ``c:<op>`` records of a commit become one outbox record ``o:<seq>`` (a
-*bundle*, ``_bundle``: the journal's own text, not decoded), added to *the same
-atomic commit*. So a journal change and its history record exist together or not
-at all. Each record in a bundle has its own sequence; the head ``o:head``
+*bundle*, ``_bundle``: the journal's own text, not decoded; a completed step's
+entry only by reference, since the journal keeps it), added to *the same atomic
+commit*. So a journal change and its history record exist together or not at
+all. The bundle also stays in memory until delivered, so delivering it reads
+nothing back in the common case. Each record in a bundle has its own sequence; the head ``o:head``
 reserves them a block at a time (``SEQ_BLOCK``), so it is rarely rewritten.
 
 After each commit the core calls :meth:`kick`. A run's step transitions go out in
@@ -27,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from json.encoder import encode_basestring
 from typing import Any
 
 from ..definitions._versions import version_of
@@ -35,7 +36,7 @@ from ..engine import _journal as jn
 from ..engine._outbox import Delivery
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
-from ._bundle import bundles, execution_piece, records_of, step_piece
+from ._bundle import UNREAD, Bundle, Record, bundles, execution_piece, records_of, resolved, step_piece
 from ._d1 import D1Port
 from ._projection import projection
 
@@ -53,6 +54,10 @@ goes on after the block (a gap in the sequence, never a reuse)."""
 BATCH = 40
 """Outbox records (one per commit) sent per D1 batch; a run's step transitions wait for
 this many before they are sent (or for ``LINGER``)."""
+
+HELD = 4 * BATCH
+"""Bundles kept in memory for their delivery at most (beyond, while deliveries lag, a
+reference is read back from the journal)."""
 
 LINGER = 0.25
 """Seconds a step's records may wait for more before they are sent anyway."""
@@ -108,7 +113,8 @@ class Outbox(Delivery):
         self._last: list[Any] | None = None
         self._last_text = "null"
         self._execution_id: str | None = None
-        """The execution id as JSON text (a string, escaped once)."""
+        self._held: dict[str, Bundle] = {}
+        """The bundles written and not delivered yet, by key (at most ``HELD``)."""
         self._pending = 0
         """Outbox records (commits) written since the last delivery started."""
         self._flush = False
@@ -171,10 +177,14 @@ class Outbox(Delivery):
         if not pieces:
             return {}
         if meta is not None:
-            self._execution_id = encode_basestring(meta["execution_id"])
+            self._execution_id = str(meta["execution_id"])
         elif self._execution_id is None:
-            self._execution_id = encode_basestring(self.core.execution_id)
-        out = bundles(self.seq + 1, jn.number_text(self.core.now()), self._execution_id, pieces)
+            self._execution_id = self.core.execution_id
+        out = {}
+        for bundle in bundles(self.seq + 1, self.core.now(), self._execution_id, pieces):
+            out[bundle.key] = bundle.text
+            if len(self._held) < HELD:
+                self._held[bundle.key] = bundle
         self.seq += len(pieces)
         if last is not self._last or self.seq > self._reserved:
             if last is not self._last:
@@ -264,6 +274,8 @@ class Outbox(Delivery):
             # Nothing waits any more: an object at rest keeps no task.
             self._nudge.cancel()
             self._nudge = None
+        # Bundles of commits that failed are never found in storage: forget them too.
+        self._held.clear()
         if self._alarm_ours:
             # Only this outbox wanted that alarm (the core had cleared it): drop it.
             self._alarm_ours = False
@@ -273,14 +285,32 @@ class Outbox(Delivery):
         """Send a whole page to D1 in one batch, then drop it from storage."""
         self.core.fault("in_history", records=len(found))
         try:
-            records = [record for k, v in found.items() for record in records_of(k, v)]
+            records = await self._records(found)
             await self._within(self.db.batch(projection(records)), SEND_TIMEOUT, "D1")
         except Exception as exc:
             await self._back_off("history delivery failed (%d records pending): %r", len(found), exc)
             return False
         await self.core.storage.commit({}, list(found))
+        for key in found:
+            self._held.pop(key, None)
         self.delivered += len(found)
         return True
+
+    async def _records(self, found: dict[str, str]) -> list[Record]:
+        """The history records of a page: from the bundles held in memory, else decoded
+        from storage with their references read from the journal."""
+        records: list[Record] = []
+        execution_id = self._execution_id or self.core.execution_id
+        for key, text in found.items():
+            held = self._held.get(key)
+            if held is not None and held.text == text:
+                records += held.records()
+            else:
+                records += records_of(key, text, execution_id)
+        refs = [r.key for r in records if r.value is UNREAD]
+        if not refs:
+            return records
+        return resolved(records, dict(await self.core.storage.get_many(refs)))
 
 
 # The engine's plug-in hook: an execution built with ``history=<D1 binding>`` gets an outbox.
