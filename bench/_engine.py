@@ -63,6 +63,11 @@ class Engine:
         await self.run(steps)
         return self.ns.stats.bytes_written / self.ns.stats.writes
 
+    async def bytes_per_step(self, steps: int = 100) -> float:
+        self.ns.stats.reset()
+        await self.run(steps)
+        return self.ns.stats.bytes_written / steps
+
     async def close(self) -> None:
         await self.ns.close()
 

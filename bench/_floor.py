@@ -26,12 +26,12 @@ class Floor:
         )
         self._runs = 0
 
-    def run(self, steps: int, value_bytes: int, *, outbox: bool = False) -> float:
+    def run(self, steps: int, value_bytes: int, *, outbox: int = 0) -> float:
         """Seconds for ``steps`` committed writes of one ``value_bytes`` row each.
 
-        ``outbox``: each commit also writes a copy of the row under another key range
-        (``o:``), deleted 40 at a time in a commit of their own: the floor of a history
-        outbox written in the same commit as the journal, as the engine's is."""
+        ``outbox``: each commit also writes a row of that many bytes under another key
+        range (``o:``), deleted 40 at a time in a commit of their own: the floor of a
+        history outbox written in the same commit as the journal, as the engine's is."""
         self._runs += 1
         obj = f"floor-{self._runs}"
         value = "x" * value_bytes
@@ -40,7 +40,7 @@ class Floor:
         for op in range(steps):
             rows = [(obj, f"j:{op:08d}".encode(), value)]
             if outbox:
-                rows.append((obj, f"o:{op:012d}".encode(), value))
+                rows.append((obj, f"o:{op:012d}".encode(), "o" * outbox))
             db.execute("BEGIN IMMEDIATE")
             db.executemany("INSERT OR REPLACE INTO kv (obj, key, value) VALUES (?, ?, ?)", rows)
             db.execute("COMMIT")

@@ -56,8 +56,8 @@ def per_step(results: Sequence[SyncResult], sizes: Sequence[int]) -> list[Verdic
         if res.series.get("floor + outbox row", {}).get(big):
             outbox = spread(ratios(res.series["floor + outbox row"][big], res.series["floor"][big]))
             print(
-                f"no target: one more row per commit in another key range (an outbox written with the"
-                f" journal) costs {outbox.fmt(1, 2)}x the floor at N={big:,}"
+                f"no target: one more row per commit in another key range ({res.outbox_bytes} bytes, what the"
+                f" history outbox adds to a step) costs {outbox.fmt(1, 2)}x the floor at N={big:,}"
             )
         verdicts += _sqlite_verdicts(res, big)
     return verdicts

@@ -23,6 +23,8 @@ would make a 1,000-step run last a minute)."""
 class SyncResult:
     synchronous: str
     row_bytes: int
+    outbox_bytes: int = 0
+    """What the history outbox adds to a step's commits, in bytes (the outbox row of the floor)."""
     series: dict[str, dict[int, list[float]]] = field(default_factory=dict)
     """Seconds per step by system, then by N: one figure per run."""
     writes_per_step: dict[str, float] = field(default_factory=dict)
@@ -55,8 +57,10 @@ async def _one_sync(
         await engine.run(10)  # warm up imports, caches, the files
         await history.run(10)
         result.row_bytes = round(await engine.bytes_per_write(100))
+        extra = await history.bytes_per_step(100) - await engine.bytes_per_step(100)
+        result.outbox_bytes = max(1, round(extra))
         floor.run(10, result.row_bytes)
-        runners = _runners(engine, history, floor, peers, result.row_bytes)
+        runners = _runners(engine, history, floor, peers, result.row_bytes, result.outbox_bytes)
         result.series = {name: {n: [] for n in sizes} for name in runners}
         writes: dict[str, list[float]] = {"engine": [], "engine, yielding body": []}
         for _ in range(reps):
@@ -84,6 +88,7 @@ def _runners(
     floor: Floor,
     peers: dict[str, _peers.PeerProcess],
     row: int,
+    outbox: int,
 ) -> dict[str, Callable[[int], Any]]:
     async def plain(n: int) -> float:
         return await engine.run(n)
@@ -98,7 +103,7 @@ def _runners(
         return floor.run(n, row)
 
     async def raw_outbox(n: int) -> float:
-        return floor.run(n, row, outbox=True)
+        return floor.run(n, row, outbox=outbox)
 
     runners: dict[str, Callable[[int], Any]] = {
         "engine": plain,
