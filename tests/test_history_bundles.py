@@ -16,6 +16,7 @@ from workkit_workflow.history._bundle import (
     INLINE_MAX,
     Record,
     bundles,
+    execution_piece,
     records_of,
     resolved,
     step_piece,
@@ -207,3 +208,31 @@ async def test_sequences_go_on_past_the_reservation_after_a_restart(tmp_path: An
     finally:
         await rt2.close()
         d1.close()
+
+
+def test_a_commit_too_large_for_one_record_is_split_one_record_each() -> None:
+    """A commit whose records do not fit in one stored value: a bundle per record, each
+    with its own sequence, the execution's shortened (without its input) when it does not
+    fit alone; in memory and as stored, the same records."""
+    row = {"status": "running", "workflow": "w", "input": {"blob": "x" * 1_999_960}}
+    step = jn.dumps({"v": 2, "kind": "step", "name": "s", "status": "retrying", "attempt": 1})
+    pieces = [step_piece("j:00000002", step), execution_piece(row)]  # in key order, as captured
+    first, second = bundles(7, 4.5, "x", pieces)
+    assert (first.key, first.seq, second.key, second.seq) == ("o:000000000007", 7, "o:000000000008", 8)
+    assert (first.at, first.execution_id, second.at, second.execution_id) == (4.5, "x", 4.5, "x")
+    for bundle in (first, second):
+        assert len(bundle.text.encode()) + len(bundle.key) <= jn.MAX_VALUE_BYTES
+        assert records_of(bundle.key, bundle.text, "x") == bundle.records()
+    [retry] = first.records()
+    assert (retry.seq, retry.key, retry.value) == (7, "j:00000002", jn.loads(step))
+    [execution] = second.records()
+    assert (execution.seq, execution.key) == (8, jn.STATE)
+    assert execution.value == {"status": "running", "workflow": "w", "truncated": True}
+
+
+def test_a_version_1_execution_record_is_read_as_the_execution() -> None:
+    execution = {"status": "completed", "phase": "done", "workflow": "w"}
+    v1 = jn.dumps(
+        {"v": 1, "seq": 3, "at": 2.5, "execution_id": "x", "kind": "execution"} | {"execution": execution}
+    )
+    assert records_of("o:000000000003", v1, "ignored") == [Record(3, 2.5, "x", jn.STATE, execution)]
