@@ -18,30 +18,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from workkit_workflow import RetryPolicy, WorkflowContext, WorkflowExecutionDO, current_step, workflow
+from _outside import Log, QuickLease  # a sibling: this file runs as a script
+
+from workkit_workflow import RetryPolicy, WorkflowContext, current_step, workflow
 from workkit_workflow.local import LocalNamespace
 
 PARENT = "family"
 WAIT = 0.3
-
-
-class QuickLease(WorkflowExecutionDO):  # type: ignore[misc]
-    # A short lease: after a kill, the next process resumes within a second.
-    lease = 0.5
-
-
-class Log:
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(self, line: str) -> None:
-        os.write(self.fd, (line + "\n").encode())
-        os.fsync(self.fd)
 
 
 def build(log: Log) -> Any:

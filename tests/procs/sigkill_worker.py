@@ -28,7 +28,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from workkit_workflow import RetryPolicy, WorkflowContext, WorkflowExecutionDO, current_step, workflow
+from _outside import Log, QuickLease  # a sibling: this file runs as a script
+
+from workkit_workflow import RetryPolicy, WorkflowContext, current_step, workflow
 from workkit_workflow.local import LocalNamespace
 
 STEPS = 8
@@ -37,20 +39,6 @@ WAIT = float(os.environ.get("WORKKIT_SIGKILL_WAIT", "0.3"))
 """Seconds of the durable sleep and of the retry backoff. Waits of a few
 milliseconds hit a suspension race in PhaseRun.execute (see
 test_fault_matrix.py::test_a_wake_up_during_idle_detection_does_not_strand_the_execution)."""
-
-
-class QuickLease(WorkflowExecutionDO):  # type: ignore[misc]
-    # A short lease: after a kill, the next process resumes within a second.
-    lease = 0.5
-
-
-class Log:
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(self, line: str) -> None:
-        os.write(self.fd, (line + "\n").encode())
-        os.fsync(self.fd)
 
 
 def build(log: Log) -> None:
