@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from test_history_projection import Runtime
-from workkit_workflow import RetryPolicy, Workflow
+from workkit_workflow import RetryPolicy, Workflow, create_durable_workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import TABLES, LocalD1
 from workkit_workflow.history._bundle import (
@@ -23,6 +23,7 @@ from workkit_workflow.history._bundle import (
 )
 from workkit_workflow.history._outbox import BATCH, HEAD, RECORD_PREFIX, SEQ_BLOCK
 from workkit_workflow.history._projection import projection
+from workkit_workflow.local import LocalNamespace
 
 _names = itertools.count()
 
@@ -148,6 +149,27 @@ async def test_a_long_run_is_sent_in_batches_and_every_record_arrives_once() -> 
         assert seqs == list(range(1, len(seqs) + 1))
     finally:
         await rt.close()
+
+
+async def test_a_run_sends_its_batches_as_it_goes() -> None:
+    """A batch goes every BATCH commits while the run goes on, not all at its end (on the
+    system clock, faster than the linger)."""
+    d1 = LocalD1()
+    seen: list[int] = []
+
+    def look(input: Any, prev: Any, ctx: Any) -> int:
+        seen.append(d1.rows("SELECT count(*) AS n FROM wf_steps WHERE status = 'completed'")[0]["n"])
+        return 0
+
+    flow = _linear(3 * BATCH).step("look", look)
+    async with LocalNamespace(None, env={"HISTORY_DB": d1}) as ns:
+        client = create_durable_workflow(ns, history=d1)
+        handle = await client.run(flow, {}, execution_id="batches")
+        assert (await handle.result(timeout=60)).ok
+        await ns.idle()
+    # Each step is one commit: two batches at least were in D1 as the last step ran.
+    assert seen[0] >= 2 * BATCH
+    assert len(d1.rows("SELECT * FROM wf_steps")) == 3 * BATCH + 1
 
 
 async def test_a_long_steps_start_shows_before_it_ends() -> None:

@@ -363,7 +363,7 @@ async def test_records_survive_a_process_restart_during_an_outage(tmp_path: Any)
         d1.close()
 
 
-async def test_a_hanging_d1_does_not_hold_the_workflow(rt: Runtime) -> None:
+async def test_a_hanging_d1_does_not_hold_the_workflow(rt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
     class Hanging(LocalD1):
         async def batch(self, statements: Any) -> Any:
             await asyncio.Event().wait()
@@ -374,6 +374,8 @@ async def test_a_hanging_d1_does_not_hold_the_workflow(rt: Runtime) -> None:
         handle = await rt2.client.run(order_flow(ship_fails=False), {"order_id": "o-7"}, execution_id="x-7")
         assert (await handle.result(timeout=3600)).ok
         assert time.monotonic() - started < 2.0
+        await rt2.clock.sleep(30)  # the delivery gives up on D1 after 10 s, and says so
+        assert "D1 did not answer within 10s" in caplog.text
     finally:
         await rt2.close()
 
