@@ -23,12 +23,17 @@ FLAT = 1.25
 """CPU per execution counts as flat when its largest median is within 25% of its smallest."""
 
 
-def memory_cpu(runtime: str, values: list[float] | None, steps: int, reason: str = "") -> list[Verdict]:
+def memory_cpu(
+    runtime: str, values: list[float] | None, steps: int, reason: str = "", warm_up: Sequence[float] = ()
+) -> list[Verdict]:
     what = f"engine CPU per step on memory storage, {steps:,}-step execution, {runtime}"
     print(f"\n== {what} (us per step)")
     if values is None:
         print(f"not measured: {reason}")
         return [skipped(what, reason)]
+    if warm_up:
+        first = ", ".join(f"{v * 1e6:.1f}" for v in warm_up)
+        print(f"first runs of a fresh interpreter, while V8 optimizes its code (not counted): {first}")
     print(f"median [min-max]: {spread(values).fmt(1e6, 1)} over {len(values)} runs")
     return [at_most(what, values, MEMORY_CPU[runtime.split()[0]], unit=1e6, digits=1, suffix=" us")]
 

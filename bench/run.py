@@ -74,7 +74,8 @@ async def memory_section(
     if isinstance(pyo, _pyodide.Unavailable):
         verdicts += _report.memory_cpu("Pyodide", None, MEMORY_STEPS, pyo.reason)
         return verdicts, {"cpython": cpython, "pyodide": pyo.reason}
-    verdicts += _report.memory_cpu(f"Pyodide {pyo['pyodide']}", pyo["per_step"], MEMORY_STEPS)
+    name, warm_up = f"Pyodide {pyo['pyodide']}", pyo.get("warm_up", ())
+    verdicts += _report.memory_cpu(name, pyo["per_step"], MEMORY_STEPS, warm_up=warm_up)
     return verdicts, {"cpython": cpython, "pyodide": pyo}
 
 
