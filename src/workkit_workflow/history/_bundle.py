@@ -88,11 +88,10 @@ def _reference(text: str) -> str | None:
         return "null"
     if text.startswith(_RUNNING, end):
         start = end + len(_RUNNING)
-        stop = start
-        while text[stop : stop + 1].isdigit():
-            stop += 1
-        if stop > start and text[stop : stop + 1] in (",", "}"):
-            return text[start:stop]
+        stop = text.find(",", start)
+        attempt = text[start:stop] if stop > 0 else text[start:-1]  # the last field: up to "}"
+        if attempt.isdigit() and attempt.isascii():
+            return attempt
     return None
 
 
