@@ -85,7 +85,7 @@ class PhaseRun:
         and no ``asyncio.wait`` (each would hold objects for as long as the body runs)."""
         loop = asyncio.get_running_loop()
         self._idle = loop.create_future()
-        task = self.execution.spawn(body)
+        task = self.execution.spawn(self.execution.deferring(body))
         while True:
             await self._idle
             if task.done() or (self.active == 0 and self.parked):
