@@ -1,11 +1,14 @@
-"""A step's completion rides on the next write.
+"""A step's completion rides on the next write, and the loop turns a storage await takes.
 
 A completion is deferred (``ExecutionState.defer``) until the next operation's write,
-or until the body suspends for anything else."""
+or until the body suspends for anything else; the local runtime's storage await
+gives the loop a turn whenever anything else is ready to run, and at least every
+16th await in any case (``interleave="storage"``)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,3 +59,57 @@ async def test_a_completion_and_the_next_start_are_one_write() -> None:
     carrying = [w for w in writes if sum(k.startswith("j:") for k in w) == 2]
     # Steps 1-4 start in the write that completes the step before them.
     assert len(carrying) == 4
+
+
+async def test_a_request_ready_to_run_gets_a_turn_at_every_write() -> None:
+    @workflow(unique("interleaved"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        for i in range(40):
+            await ctx.step(f"s{i}", lambda i=i: i)
+        return "done"
+
+    async with LocalNamespace() as ns:
+        writes: list[Mapping[str, str]] = []
+        _record_writes(ns, "busy", writes)
+        ticks: list[int] = []
+        running = True
+
+        async def ticker() -> None:
+            while running:
+                ticks.append(len(writes))
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(ticker())
+        await create_durable_workflow(ns).run(flow, {}, execution_id="busy")
+        running = False
+        await other
+    assert len(writes) > 40
+    # Never two writes of the execution without the ready task running between them.
+    assert max(b - a for a, b in itertools.pairwise(ticks)) <= 1
+
+
+async def test_a_lone_execution_still_lets_timers_run_every_few_writes() -> None:
+    @workflow(unique("lone"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        for i in range(60):
+            await ctx.step(f"s{i}", lambda i=i: i)
+        return "done"
+
+    async with LocalNamespace() as ns:
+        loop = asyncio.get_running_loop()
+        writes: list[Mapping[str, str]] = []
+        fired: list[int] = []
+
+        def hook(name: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+            if name != "lone":
+                return
+            writes.append(dict(puts))
+            if len(writes) == 10:
+                # Due at once, but run only when the loop turns.
+                loop.call_later(0, lambda: fired.append(len(writes)))
+
+        ns.write_hook = hook
+        await create_durable_workflow(ns).run(flow, {}, execution_id="lone")
+    assert len(writes) > 30
+    # At most 15 storage awaits in a row skip their turn.
+    assert fired and fired[0] - 10 <= 16
