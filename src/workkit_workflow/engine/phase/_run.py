@@ -176,7 +176,8 @@ class PhaseRun:
         self.active -= 1
         self.generation += 1
         self.current.pop(op, None)
-        if self.active == 0:
+        # Checked here, not by calling both (every step of a sequential body ends here).
+        if self.active == 0 and (self._quiet is not None or self.parked):
             self._quieted()
             self._maybe_idle()
 
