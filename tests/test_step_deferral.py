@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
+import pytest
+
 from workkit_workflow import create_durable_workflow, workflow
+from workkit_workflow.engine._ports import SystemClock
+from workkit_workflow.engine._state import ExecutionState
 from workkit_workflow.local import LocalNamespace
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -113,3 +118,59 @@ async def test_a_lone_execution_still_lets_timers_run_every_few_writes() -> None
     assert len(writes) > 30
     # At most 15 storage awaits in a row skip their turn.
     assert fired and fired[0] - 10 <= 16
+
+
+class _Host:
+    """Just enough of a host for an ``ExecutionState`` no write goes through."""
+
+    storage: Any = None
+    clock = SystemClock()
+
+
+@types.coroutine
+def _pause(label: str) -> Generator[str, Any, Any]:
+    return (yield label)
+
+
+async def test_a_deferred_body_takes_what_is_sent_thrown_and_closed_as_awaiting_it_would() -> None:
+    state = ExecutionState(_Host(), rng=None, faults=None)
+    closed: list[str] = []
+
+    async def body() -> Any:
+        got = await _pause("first")
+        try:
+            await _pause("second")
+        except ValueError as exc:
+            return got, str(exc)
+        finally:
+            closed.append("body")
+
+    run = state.deferring(body())
+    assert run.send(None) == "first"
+    assert run.send(41) == "second"
+    with pytest.raises(StopIteration) as end:
+        run.throw(ValueError("refused"))
+    assert end.value.value == (41, "refused")
+
+    left = state.deferring(body())
+    assert next(left) == "first"
+    assert left.send(1) == "second"
+    left.close()  # the body unwinds from where it waits
+    assert closed == ["body", "body"]
+
+
+async def test_a_completion_deferred_as_the_body_suspends_is_flushed_after_it() -> None:
+    state = ExecutionState(_Host(), rng=None, faults=None)
+    flushed: list[bool] = []
+    state._flush_soon = lambda: flushed.append(bool(state._pending))
+
+    async def body() -> None:
+        state.defer("j:00000000", "{}", "s")
+        await _pause("suspended")
+
+    run = state.deferring(body())
+    assert run.send(None) == "suspended"
+    assert flushed == []  # scheduled as the body suspended, not while it ran
+    await asyncio.sleep(0)
+    assert flushed == [True]
+    run.close()
