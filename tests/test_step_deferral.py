@@ -174,3 +174,14 @@ async def test_a_completion_deferred_as_the_body_suspends_is_flushed_after_it() 
     await asyncio.sleep(0)
     assert flushed == [True]
     run.close()
+
+
+async def test_a_loop_that_does_not_show_what_is_ready_always_gets_the_turn() -> None:
+    async with LocalNamespace() as ns:
+        # Pyodide's WebLoop has no ready queue to look at: every storage await turns.
+        assert [ns._turns(None) for _ in range(40)] == [1] * 40
+        for _ in range(5):
+            await asyncio.sleep(0)  # the namespace's alarm loop starts, then waits
+        loop = asyncio.get_running_loop()
+        turns = [ns._turns(loop) for _ in range(40)]  # nothing else is ready now
+    assert "".join(map(str, turns)).split("1") == ["0" * 15, "0" * 15, "0" * 8]
