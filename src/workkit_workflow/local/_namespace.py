@@ -192,8 +192,8 @@ class LocalNamespace(AlarmLoop):
         """How many times a storage await on ``loop`` lets the event loop run something else."""
         if self.interleave == "storage":
             # A turn while nothing else is ready lets nothing else run: it is only a
-            # loop iteration and a poll for I/O, about as much CPU as a step. CPython's
-            # loops show their ready queue (any other loop always gets the turn).
+            # loop iteration and a poll for I/O (a tenth of a step's CPU on SQLite).
+            # CPython's loops show their ready queue (any other loop always turns).
             ready = getattr(loop, "_ready", None)
             if ready is not None and not ready and self._skipped < MAX_SKIPPED_TURNS:
                 self._skipped += 1

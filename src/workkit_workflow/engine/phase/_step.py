@@ -215,10 +215,10 @@ async def _attempt(
         defer_with_output(run, op, completed, output_text, envelope, key=key)
     except SerializationError as exc:
         raise await _unstorable_output(run, op, running, exc, progress) from None
-    if key_hash is None:
-        return completed["output"] if options.output is None else _output(options, completed["output"], name)
-    execution.remember_idempotent(key_hash, completed)
-    return _output(options, completed["output"], name)
+    if key_hash is not None:
+        execution.remember_idempotent(key_hash, completed)
+    output = completed["output"]
+    return output if options.output is None else _output(options, output, name)
 
 
 def _output(options: StepOptions, output: Any, name: str) -> Any:
