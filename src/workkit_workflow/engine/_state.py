@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import functools
 import random
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import ExecutionNotFoundError
@@ -80,6 +80,9 @@ class ExecutionState:
         self._pending_steps: list[str] | None = [] if faults is not None else None
         """The names of the deferred completions, for the fault hook (kept only with one)."""
         self._flush_scheduled = False
+        self._driving = False
+        """Set while :meth:`deferring` runs a phase body: a completion the body defers then
+        is flushed by the driver when the body suspends, not by a callback of its own."""
         self._loop: asyncio.AbstractEventLoop | None = None
         """The loop the deferred flush is scheduled on, looked up once: on CPython 3.11
         ``get_running_loop`` makes a ``getpid`` system call every time."""
@@ -159,6 +162,17 @@ class ExecutionState:
         self._pending[key] = text
         if self._pending_steps is not None:
             self._pending_steps.append(name)
+        if not self._driving:
+            self._schedule_flush()
+
+    def deferring(self, body: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+        """``body`` (a phase body, to run as a task) with the deferral's end of the loop
+        turn tied to it: what it defers and has not written when it suspends or ends is
+        flushed then. A step's completion is nearly always carried by the next
+        operation's write before the body suspends, so it costs no callback."""
+        return _Deferring(body, self)
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop = self._loop
@@ -287,3 +301,49 @@ class ExecutionState:
         execution no request waits for makes no event)."""
         if self._settled is not None:
             self._settled.set()
+
+
+class _Deferring(Coroutine[Any, Any, Any]):
+    """A phase body that schedules the flush of the completions it left pending each
+    time it suspends or ends. It runs ``body`` as ``await body`` would, without a
+    coroutine of its own around it (every turn of the body goes through it)."""
+
+    __slots__ = ("_body", "_state")
+
+    def __init__(self, body: Coroutine[Any, Any, Any], state: ExecutionState) -> None:
+        self._body = body
+        self._state = state
+
+    def __next__(self) -> Any:
+        # How a task resumes its coroutine (``_resume`` spelt out: a call less per turn).
+        state = self._state
+        state._driving = True
+        try:
+            return self._body.send(None)
+        finally:
+            state._driving = False
+            if state._pending:
+                state._schedule_flush()
+
+    def send(self, value: Any) -> Any:
+        return self._resume(self._body.send, value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        # A task throws the exception instance alone (the other forms are deprecated).
+        return self._resume(self._body.throw, typ if val is None else val)
+
+    def _resume(self, step: Callable[[Any], Any], arg: Any) -> Any:
+        state = self._state
+        state._driving = True
+        try:
+            return step(arg)
+        finally:
+            state._driving = False
+            if state._pending:
+                state._schedule_flush()
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self  # type: ignore[return-value]

@@ -40,7 +40,7 @@ class Owner(Protocol):
 
     def _alarm_recorded(self, obj: str) -> None: ...
 
-    def _turns(self) -> int: ...
+    def _turns(self, loop: asyncio.AbstractEventLoop | None) -> int: ...
 
 
 class ObjectEvicted(BaseException):
@@ -85,9 +85,10 @@ class LocalStorage:
     @types.coroutine
     def _turns(self) -> Generator[None, None, None]:
         # Another request can run at every storage await, as measured on
-        # Cloudflare from Python. A bare ``yield`` is what ``asyncio.sleep(0)``
-        # does, without its two frames for every in-flight storage call.
-        turns = self._ns._turns()
+        # Cloudflare from Python (one ready to run: ``LocalNamespace._turns``).
+        # A bare ``yield`` is what ``asyncio.sleep(0)`` does, without its two
+        # frames for every in-flight storage call.
+        turns = self._ns._turns(self._host.loop)
         while turns:
             yield
             turns -= 1
@@ -165,6 +166,8 @@ class LocalHost:
         """Its own namespace: objects reach each other through it, as through a binding."""
         self.alive = True
         self.in_alarm_handler = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop its tasks run on (storage looks at it to decide on a turn)."""
         self.idle_since = namespace.clock.now()
         """When the last task of this instance finished (namespace clock)."""
         self.tasks: dict[asyncio.Task[Any], asyncio.Future[Any] | None] = {}
@@ -186,7 +189,8 @@ class LocalHost:
             raise ObjectEvicted(self.object_name)
         # Not create_task(context=): Pyodide's WebLoop (the local runtime inside a Worker)
         # does not take it.
-        task = asyncio.get_running_loop().create_task(coro)
+        loop = self.loop = asyncio.get_running_loop()
+        task = loop.create_task(coro)
         self.tasks[task] = None
         task.add_done_callback(self._on_done, context=PLAIN_CONTEXT)
         return task

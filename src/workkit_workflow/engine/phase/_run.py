@@ -85,7 +85,7 @@ class PhaseRun:
         and no ``asyncio.wait`` (each would hold objects for as long as the body runs)."""
         loop = asyncio.get_running_loop()
         self._idle = loop.create_future()
-        task = self.execution.spawn(body)
+        task = self.execution.spawn(self.execution.deferring(body))
         while True:
             await self._idle
             if task.done() or (self.active == 0 and self.parked):
@@ -176,7 +176,8 @@ class PhaseRun:
         self.active -= 1
         self.generation += 1
         self.current.pop(op, None)
-        if self.active == 0:
+        # Checked here, not by calling both (every step of a sequential body ends here).
+        if self.active == 0 and (self._quiet is not None or self.parked):
             self._quieted()
             self._maybe_idle()
 

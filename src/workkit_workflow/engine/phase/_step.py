@@ -172,7 +172,11 @@ async def _attempt(
     """One attempt; its output, or ``_RETRY`` once the wait before the next one is over."""
     execution = run.execution
     if progress.key_text is None:
-        progress.key_text = idempotency_key(run, op, name, options, progress.attempt)
+        progress.key_text = (
+            jn.default_idempotency_key(run.execution_id, run.prefix, op, name)
+            if options.idempotency_key is None
+            else idempotency_key(run, op, name, options, progress.attempt)
+        )
     # Only a key the options give is journaled and looked up: a derived key is
     # unique to this execution, so no other step can ever have recorded it.
     key_hash = None if options.idempotency_key is None else hash_key(progress.key_text)
@@ -213,7 +217,8 @@ async def _attempt(
         raise await _unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
         execution.remember_idempotent(key_hash, completed)
-    return _output(options, completed["output"], name)
+    output = completed["output"]
+    return output if options.output is None else _output(options, output, name)
 
 
 def _output(options: StepOptions, output: Any, name: str) -> Any:

@@ -1,0 +1,187 @@
+"""A step's completion rides on the next write, and the loop turns a storage await takes.
+
+A completion is deferred (``ExecutionState.defer``) until the next operation's write,
+or until the body suspends for anything else; the local runtime's storage await
+gives the loop a turn whenever anything else is ready to run, and at least every
+16th await in any case (``interleave="storage"``)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import types
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from workkit_workflow import create_durable_workflow, workflow
+from workkit_workflow.engine._ports import SystemClock
+from workkit_workflow.engine._state import ExecutionState
+from workkit_workflow.local import LocalNamespace
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
+
+
+def _record_writes(ns: LocalNamespace, obj: str, writes: list[Mapping[str, str]]) -> None:
+    def hook(name: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+        if name == obj:
+            writes.append(dict(puts))
+
+    ns.write_hook = hook
+
+
+async def test_a_step_the_body_then_waits_past_is_journaled_at_once(workflow_env: WorkflowTestEnv) -> None:
+    gate = asyncio.Event()
+
+    @workflow(unique("body-waits"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        first = await ctx.step("first", lambda: "first")
+        await gate.wait()  # not an operation: no write carries the completion
+        return first
+
+    handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    journal = {e["name"]: e["status"] for e in await handle.journal()}
+    assert journal == {"first": "completed"}
+    gate.set()
+    assert (await workflow_env.result(handle)).value == "first"
+
+
+async def test_a_completion_and_the_next_start_are_one_write() -> None:
+    @workflow(unique("one-write"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        for i in range(5):
+            await ctx.step(f"s{i}", lambda i=i: i)
+        return "done"
+
+    async with LocalNamespace() as ns:
+        writes: list[Mapping[str, str]] = []
+        _record_writes(ns, "one", writes)
+        handle = await create_durable_workflow(ns).run(flow, {}, execution_id="one")
+        assert await handle.status() == "completed"
+    carrying = [w for w in writes if sum(k.startswith("j:") for k in w) == 2]
+    # Steps 1-4 start in the write that completes the step before them.
+    assert len(carrying) == 4
+
+
+async def test_a_request_ready_to_run_gets_a_turn_at_every_write() -> None:
+    @workflow(unique("interleaved"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        for i in range(40):
+            await ctx.step(f"s{i}", lambda i=i: i)
+        return "done"
+
+    async with LocalNamespace() as ns:
+        writes: list[Mapping[str, str]] = []
+        _record_writes(ns, "busy", writes)
+        ticks: list[int] = []
+        running = True
+
+        async def ticker() -> None:
+            while running:
+                ticks.append(len(writes))
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(ticker())
+        await create_durable_workflow(ns).run(flow, {}, execution_id="busy")
+        running = False
+        await other
+    assert len(writes) > 40
+    # Never two writes of the execution without the ready task running between them.
+    assert max(b - a for a, b in itertools.pairwise(ticks)) <= 1
+
+
+async def test_a_lone_execution_still_lets_timers_run_every_few_writes() -> None:
+    @workflow(unique("lone"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        for i in range(60):
+            await ctx.step(f"s{i}", lambda i=i: i)
+        return "done"
+
+    async with LocalNamespace() as ns:
+        loop = asyncio.get_running_loop()
+        writes: list[Mapping[str, str]] = []
+        fired: list[int] = []
+
+        def hook(name: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+            if name != "lone":
+                return
+            writes.append(dict(puts))
+            if len(writes) == 10:
+                # Due at once, but run only when the loop turns.
+                loop.call_later(0, lambda: fired.append(len(writes)))
+
+        ns.write_hook = hook
+        await create_durable_workflow(ns).run(flow, {}, execution_id="lone")
+    assert len(writes) > 30
+    # At most 15 storage awaits in a row skip their turn.
+    assert fired and fired[0] - 10 <= 16
+
+
+class _Host:
+    """Just enough of a host for an ``ExecutionState`` no write goes through."""
+
+    storage: Any = None
+    clock = SystemClock()
+
+
+@types.coroutine
+def _pause(label: str) -> Generator[str, Any, Any]:
+    return (yield label)
+
+
+async def test_a_deferred_body_takes_what_is_sent_thrown_and_closed_as_awaiting_it_would() -> None:
+    state = ExecutionState(_Host(), rng=None, faults=None)
+    closed: list[str] = []
+
+    async def body() -> Any:
+        got = await _pause("first")
+        try:
+            await _pause("second")
+        except ValueError as exc:
+            return got, str(exc)
+        finally:
+            closed.append("body")
+
+    run = state.deferring(body())
+    assert run.send(None) == "first"
+    assert run.send(41) == "second"
+    with pytest.raises(StopIteration) as end:
+        run.throw(ValueError("refused"))
+    assert end.value.value == (41, "refused")
+
+    left = state.deferring(body())
+    assert next(left) == "first"
+    assert left.send(1) == "second"
+    left.close()  # the body unwinds from where it waits
+    assert closed == ["body", "body"]
+
+
+async def test_a_completion_deferred_as_the_body_suspends_is_flushed_after_it() -> None:
+    state = ExecutionState(_Host(), rng=None, faults=None)
+    flushed: list[bool] = []
+    state._flush_soon = lambda: flushed.append(bool(state._pending))
+
+    async def body() -> None:
+        state.defer("j:00000000", "{}", "s")
+        await _pause("suspended")
+
+    run = state.deferring(body())
+    assert run.send(None) == "suspended"
+    assert flushed == []  # scheduled as the body suspended, not while it ran
+    await asyncio.sleep(0)
+    assert flushed == [True]
+    run.close()
+
+
+async def test_a_loop_that_does_not_show_what_is_ready_always_gets_the_turn() -> None:
+    async with LocalNamespace() as ns:
+        # Pyodide's WebLoop has no ready queue to look at: every storage await turns.
+        assert [ns._turns(None) for _ in range(40)] == [1] * 40
+        for _ in range(5):
+            await asyncio.sleep(0)  # the namespace's alarm loop starts, then waits
+        loop = asyncio.get_running_loop()
+        turns = [ns._turns(loop) for _ in range(40)]  # nothing else is ready now
+    assert "".join(map(str, turns)).split("1") == ["0" * 15, "0" * 15, "0" * 8]
