@@ -47,15 +47,13 @@ class Driver:
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
 
-    def failure(self, run: asyncio.Task[None]) -> BaseException | None:
-        """What waiters for the ended ``run`` raise: what the runner does not handle
-        itself (the object died under it), not its failures, which it deals with."""
-        if run.cancelled():
+    def failure(self, exc: BaseException) -> BaseException | None:
+        """What waiters for a run that raised ``exc`` raise: what the runner does not
+        handle itself (the object died under it), not its failures, which it deals
+        with, nor its cancellation."""
+        if isinstance(exc, (Exception, StorageFailure, asyncio.CancelledError)):
             return None
-        exc = run.exception()
-        if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
-            return exc
-        return None
+        return exc
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start a run (``drive``) as a task of the object (the runner's ``Body``)."""
