@@ -24,19 +24,33 @@ class _Body:
         self.tasks: list[asyncio.Task[Any] | None] = []
         self.release = asyncio.Event()
         self.error: BaseException | None = None
+        self.runner: Runner | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return asyncio.ensure_future(coro)
 
     async def drive(self) -> None:
+        assert self.runner is not None
         self.runs += 1
         self.tasks.append(asyncio.current_task())
-        await self.release.wait()
-        if self.error is not None:
-            raise self.error
+        died: BaseException | None = None
+        try:
+            await self.release.wait()
+            if self.error is not None:
+                raise self.error
+        except BaseException as exc:
+            died = exc
+            raise
+        finally:
+            self.runner.finished(died)
 
     def failure(self, exc: BaseException) -> BaseException | None:
         return None if isinstance(exc, asyncio.CancelledError) else exc
+
+
+def _runner(body: _Body) -> Runner:
+    runner = body.runner = Runner(body)
+    return runner
 
 
 def _waiter(runner: Runner) -> asyncio.Future[None]:
@@ -47,7 +61,7 @@ def _waiter(runner: Runner) -> asyncio.Future[None]:
 
 async def test_a_waiter_that_gives_up_leaves_the_runner_to_the_others() -> None:
     body = _Body()
-    runner = Runner(body)
+    runner = _runner(body)
     runner.wake()
     task = runner._task
     first, second = _waiter(runner), _waiter(runner)
@@ -65,7 +79,7 @@ async def test_a_waiter_that_gives_up_leaves_the_runner_to_the_others() -> None:
 async def test_the_waiters_raise_the_bodys_failure() -> None:
     body = _Body()
     body.error = _Died()
-    runner = Runner(body)
+    runner = _runner(body)
     runner.wake()
     first, second = _waiter(runner), _waiter(runner)
     body.release.set()
@@ -76,14 +90,15 @@ async def test_the_waiters_raise_the_bodys_failure() -> None:
 
 async def test_a_runner_woken_before_the_last_ones_end_is_delivered_is_waited_for() -> None:
     body = _Body()
-    runner = Runner(body)
+    runner = _runner(body)
     runner.wake()
     old = _waiter(runner)
     old_task = runner._task
     body.release.set()
     await asyncio.sleep(0)
-    # The runner has ended; its done callback is scheduled, not run yet.
-    assert old_task is not None and old_task.done() and runner._task is old_task
+    # The run has ended and said so (its waiters are settled); its task's done callback
+    # is scheduled, not run yet.
+    assert old_task is not None and old_task.done() and runner._task is None and old.done()
     body.release = asyncio.Event()
     runner.wake()
     new = _waiter(runner)
@@ -100,7 +115,7 @@ async def test_a_runner_woken_before_the_last_ones_end_is_delivered_is_waited_fo
 
 async def test_cancelling_the_runner_settles_its_waiters() -> None:
     body = _Body()
-    runner = Runner(body)
+    runner = _runner(body)
     runner.wake()
     waiter = _waiter(runner)
     task = runner._task
@@ -112,7 +127,7 @@ async def test_cancelling_the_runner_settles_its_waiters() -> None:
 
 async def test_a_request_drives_in_its_own_task_and_others_wait_for_it() -> None:
     body = _Body()
-    runner = Runner(body)
+    runner = _runner(body)
 
     async def request() -> str:
         await runner.drive_here()
@@ -133,8 +148,12 @@ async def test_a_request_drives_in_its_own_task_and_others_wait_for_it() -> None
 async def test_a_run_driven_here_passes_its_failure_to_its_waiters() -> None:
     body = _Body()
     body.error = _Died()
-    runner = Runner(body)
-    driver = asyncio.ensure_future(runner.drive_here())  # type: ignore[arg-type]
+    runner = _runner(body)
+
+    async def request() -> None:
+        await runner.drive_here()
+
+    driver = asyncio.ensure_future(request())
     await asyncio.sleep(0)
     waiter = _waiter(runner)
     body.release.set()
@@ -146,7 +165,7 @@ async def test_a_run_driven_here_passes_its_failure_to_its_waiters() -> None:
 
 async def test_a_request_that_ends_without_driving_leaves_no_runner() -> None:
     body = _Body()
-    runner = Runner(body)
+    runner = _runner(body)
 
     async def gives_up() -> None:
         run = runner.drive_here()

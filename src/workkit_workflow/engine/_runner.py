@@ -39,9 +39,9 @@ from ._ports import KEEP_ALARM, PLAIN_CONTEXT
 
 
 class Body(Protocol):
-    """What a runner runs: ``drive`` is one run, ``spawn`` makes it a task of the
-    object; ``failure`` is what those waiting for a run that raised ``exc`` must
-    raise (None: they just go on)."""
+    """What a runner runs: ``drive`` is one run, which calls :meth:`Runner.finished`
+    in its last step; ``spawn`` makes it a task of the object; ``failure`` is what
+    those waiting for a run that raised ``exc`` must raise (None: they just go on)."""
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
@@ -113,19 +113,15 @@ class Runner:
         self.parking = False
         self._task = task
         self._end = None
-        return self._drive_here(task)
+        return self._body.drive()
 
-    async def _drive_here(self, task: asyncio.Task[Any]) -> None:
-        try:
-            await self._body.drive()
-        except BaseException as exc:
-            self._ended_here(task, exc)
-            raise
-        self._ended_here(task, None)
-
-    def _ended_here(self, task: asyncio.Task[Any], exc: BaseException | None) -> None:
-        # No await between the run's end and this: the runner is inactive from here.
-        if self._task is not task:
+    def finished(self, exc: BaseException | None) -> None:
+        """The body's run ends: called in its last step, with what it raises (None if
+        nothing). The runner is inactive from here and who waits for the run is told.
+        (A runner task of its own is done in this same step; its done callback, which
+        does the same, covers a task cancelled before its run began.)"""
+        task = self._task
+        if task is None or task is not asyncio.current_task():
             return
         end = self._end
         self._task = self._end = None
