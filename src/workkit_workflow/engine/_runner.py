@@ -103,7 +103,10 @@ class Runner:
         A run driven here needs no task, future or done callback of its own: each
         would be held, and walked by every garbage collection, for as long as it runs.
         The request's task is the runner's from this call on, so no other request
-        starts one meanwhile; if that task ends without driving, it is no longer active."""
+        starts one meanwhile; if that task ends without driving, it is no longer active.
+        Cancelling that task stops the run (only an eviction does, which stops every
+        task of the object; the lease alarm resumes the execution), where cancelling a
+        request that waits for a runner task leaves the runner running (:meth:`ended`)."""
         task = asyncio.current_task()
         if self.active or task is None:
             self.wake()
