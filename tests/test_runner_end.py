@@ -81,11 +81,16 @@ async def test_the_waiters_raise_the_bodys_failure() -> None:
     body.error = _Died()
     runner = _runner(body)
     runner.wake()
+    task = runner._task
     first, second = _waiter(runner), _waiter(runner)
     body.release.set()
     for waiter in (first, second):
         with pytest.raises(_Died):
             await waiter
+    await asyncio.sleep(0)
+    # The run's task has its failure read (the waiters were told by the run's own
+    # end): it is not reported as never retrieved when it is collected.
+    assert task is not None and task.done() and not task._log_traceback  # type: ignore[attr-defined]
 
 
 async def test_a_runner_woken_before_the_last_ones_end_is_delivered_is_waited_for() -> None:

@@ -169,10 +169,11 @@ class _End(list["asyncio.Future[None]"]):
         runner = self.runner
         if runner._end is self:  # not replaced by a runner woken since
             runner._task = runner._end = None
-        if not self:
-            return
+        # Read even when the run's own end (``Runner.finished``) has told the waiters:
+        # a task whose exception nobody reads is reported when it is collected.
         exc = asyncio.CancelledError() if task.cancelled() else task.exception()
-        self.settle(None if exc is None else runner._body.failure(exc))
+        if self:
+            self.settle(None if exc is None else runner._body.failure(exc))
 
     def settle(self, failure: BaseException | None) -> None:
         for waiter in self:
