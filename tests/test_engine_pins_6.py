@@ -180,8 +180,9 @@ async def test_an_unreadable_meta_record_is_named_in_the_retry_warning(
     assert await handle.status() == "waiting"
     ns = workflow_env.ns
     ns.evict(handle.execution_id)  # the next run reads the record again
-    ns.backend.commit(handle.execution_id, {"meta": "{not json"}, [], workflow_env.clock.now())
-    ns._alarm_recorded(handle.execution_id)  # as a commit through the object's storage does
+    now = workflow_env.clock.now()
+    ns.backend.commit(handle.execution_id, {"meta": "{not json"}, [], now)
+    ns._alarm_recorded(handle.execution_id, now)  # as a commit through the object's storage does
     await workflow_env.settle()
     warnings = [r.getMessage() for r in caplog.records if "alarm failed" in r.getMessage()]
     # The runner's failure (a WorkflowError: the journal cannot be read) is the warning's cause.
@@ -194,7 +195,7 @@ async def test_an_alarm_of_an_object_with_no_execution_ends_its_run() -> None:
         async with LocalNamespace(clock=clock) as ns:
             # A stray alarm: the object has no execution.
             ns.backend.commit("nobody-here", {}, [], clock.now())
-            ns._alarm_recorded("nobody-here")  # as a commit through the object's storage does
+            ns._alarm_recorded("nobody-here", clock.now())  # as a commit through the object's storage does
             await clock.sleep(5)
             await ns.idle(timeout=5)
             return ns.backend.alarms()

@@ -1,4 +1,5 @@
-"""``Runner.until_ended``: a request waits for the runner without owning it."""
+"""``Runner``: a run as a task of its own (``wake``) or in the caller's task
+(``drive_here``), and who waits for its end (``ended``) without owning it."""
 
 from __future__ import annotations
 
@@ -16,35 +17,54 @@ class _Died(BaseException):
 
 
 class _Body:
-    """A runner body that runs until released; counts its runs."""
+    """A runner body that runs until released; counts its runs and their tasks."""
 
     def __init__(self) -> None:
         self.runs = 0
+        self.tasks: list[asyncio.Task[Any] | None] = []
         self.release = asyncio.Event()
         self.error: BaseException | None = None
+        self.runner: Runner | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return asyncio.ensure_future(coro)
 
     async def drive(self) -> None:
+        assert self.runner is not None
         self.runs += 1
-        await self.release.wait()
-        if self.error is not None:
-            raise self.error
+        self.tasks.append(asyncio.current_task())
+        died: BaseException | None = None
+        try:
+            await self.release.wait()
+            if self.error is not None:
+                raise self.error
+        except BaseException as exc:
+            died = exc
+            raise
+        finally:
+            self.runner.finished(died)
 
-    def failure(self, run: asyncio.Task[None]) -> BaseException | None:
-        return None if run.cancelled() else run.exception()
+    def failure(self, exc: BaseException) -> BaseException | None:
+        return None if isinstance(exc, asyncio.CancelledError) else exc
 
 
 def _runner(body: _Body) -> Runner:
-    return Runner(body)
+    runner = body.runner = Runner(body)
+    return runner
+
+
+def _waiter(runner: Runner) -> asyncio.Future[None]:
+    ended = runner.ended()
+    assert ended is not None
+    return ended
 
 
 async def test_a_waiter_that_gives_up_leaves_the_runner_to_the_others() -> None:
     body = _Body()
     runner = _runner(body)
-    first, second = runner.until_ended(), runner.until_ended()
-    task = runner.task
+    runner.wake()
+    task = runner._task
+    first, second = _waiter(runner), _waiter(runner)
     assert task is not None and body.runs == 0
     await asyncio.sleep(0)
     first.cancel()
@@ -53,33 +73,41 @@ async def test_a_waiter_that_gives_up_leaves_the_runner_to_the_others() -> None:
     body.release.set()
     await second
     assert task.done() and not task.cancelled() and body.runs == 1
-    assert runner.task is None and not runner.active
+    assert runner.ended() is None and not runner.active
 
 
 async def test_the_waiters_raise_the_bodys_failure() -> None:
     body = _Body()
     body.error = _Died()
     runner = _runner(body)
-    first, second = runner.until_ended(), runner.until_ended()
+    runner.wake()
+    task = runner._task
+    first, second = _waiter(runner), _waiter(runner)
     body.release.set()
     for waiter in (first, second):
         with pytest.raises(_Died):
             await waiter
+    await asyncio.sleep(0)
+    # The run's task has its failure read (the waiters were told by the run's own
+    # end): it is not reported as never retrieved when it is collected.
+    assert task is not None and task.done() and not task._log_traceback  # type: ignore[attr-defined]
 
 
 async def test_a_runner_woken_before_the_last_ones_end_is_delivered_is_waited_for() -> None:
     body = _Body()
     runner = _runner(body)
-    old = runner.until_ended()
+    runner.wake()
+    old = _waiter(runner)
+    old_task = runner._task
     body.release.set()
-    old_task = runner.task
-    assert old_task is not None
     await asyncio.sleep(0)
-    # The runner has ended; its done callbacks are scheduled, not run yet.
-    assert old_task.done() and runner._task is old_task
+    # The run has ended and said so (its waiters are settled); its task's done callback
+    # is scheduled, not run yet.
+    assert old_task is not None and old_task.done() and runner._task is None and old.done()
     body.release = asyncio.Event()
-    new = runner.until_ended()
-    new_task = runner.task
+    runner.wake()
+    new = _waiter(runner)
+    new_task = runner._task
     assert new_task is not None and new_task is not old_task
     await old
     await asyncio.sleep(0)
@@ -87,15 +115,73 @@ async def test_a_runner_woken_before_the_last_ones_end_is_delivered_is_waited_fo
     body.release.set()
     await new
     assert new_task.done() and body.runs == 2
-    assert runner.task is None
+    assert runner._task is None
 
 
 async def test_cancelling_the_runner_settles_its_waiters() -> None:
     body = _Body()
     runner = _runner(body)
-    waiter = runner.until_ended()
-    task = runner.task
+    runner.wake()
+    waiter = _waiter(runner)
+    task = runner._task
     assert task is not None
     task.cancel()
     await waiter  # settled, not cancelled: the body's failure for a cancelled run is None
     assert task.cancelled()
+
+
+async def test_a_request_drives_in_its_own_task_and_others_wait_for_it() -> None:
+    body = _Body()
+    runner = _runner(body)
+
+    async def request() -> str:
+        await runner.drive_here()
+        return "answered"
+
+    driver = asyncio.ensure_future(request())
+    await asyncio.sleep(0)
+    assert body.tasks == [driver] and runner.active
+    runner.wake()  # a signal meanwhile starts no second runner
+    other = runner.drive_here()  # nor does a second request: it waits
+    assert isinstance(other, asyncio.Future) and body.runs == 1
+    body.release.set()
+    await other
+    assert driver.done() and await driver == "answered"
+    assert body.runs == 1 and not runner.active and runner.ended() is None
+
+
+async def test_a_run_driven_here_passes_its_failure_to_its_waiters() -> None:
+    body = _Body()
+    body.error = _Died()
+    runner = _runner(body)
+
+    async def request() -> None:
+        await runner.drive_here()
+
+    driver = asyncio.ensure_future(request())
+    await asyncio.sleep(0)
+    waiter = _waiter(runner)
+    body.release.set()
+    for ended in (driver, waiter):
+        with pytest.raises(_Died):
+            await ended
+    assert not runner.active
+
+
+async def test_a_request_that_ends_without_driving_leaves_no_runner() -> None:
+    body = _Body()
+    runner = _runner(body)
+
+    async def gives_up() -> None:
+        run = runner.drive_here()
+        assert runner.active
+        run.close()  # type: ignore[attr-defined]
+
+    await asyncio.ensure_future(gives_up())
+    assert not runner.active
+    runner.wake()  # the next signal starts a runner
+    assert runner.active and body.runs == 0
+    body.release.set()
+    ended = _waiter(runner)
+    await ended
+    assert body.runs == 1

@@ -91,11 +91,12 @@ class ExecutionObject:
             answer = self._route(request)
             if answer is not None:
                 return await answer
-            # /execute: this frame waits for the runner itself, so a request driving an
-            # execution holds two frames (``fetch``, ``handle``) while it runs.
-            created, ended = await self._start(request)
-            if ended is not None:
-                await ended
+            # /execute: this frame awaits the run itself (the runner drives in this
+            # request's task unless one is active), so a request driving an execution
+            # holds three frames (``fetch``, ``handle``, the run's) and no task of its own.
+            created, run = await self._start(request)
+            if run is not None:
+                await run
             return WireResponse(201 if created else 200, {"execution": self.core.view(), "created": created})
         except WorkflowError as exc:
             return error_response(exc)

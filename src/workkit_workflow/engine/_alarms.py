@@ -95,7 +95,7 @@ class Alarms:
             await execution.settle_observers()
             await execution.storage.set_alarm(execution.observed_alarm(execution.state.get("wake_at")))
             return
-        await self.runner.until_ended()
+        await self.runner.drive_here()
 
     async def _only_observer_is_due(self) -> bool:
         """Parked (or paused), not cancelled, its wake-up still ahead and no event waiting."""

@@ -88,11 +88,11 @@ class Control:
                 "(cancel it first, then delete it once it has settled)",
                 status=state["status"],
             )
-        task = self.runner.task
-        if task is not None:
+        ended = self.runner.ended()
+        if ended is not None:
             # A runner finishing the settled execution (delivering its history, or deleting
             # it after its retention period): let it end, then look again.
-            await task
+            await ended
             await execution.ensure_loaded()
             execution.require()
         if not await self.retention.outbound_delivered():

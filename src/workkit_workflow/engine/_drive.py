@@ -47,58 +47,64 @@ class Driver:
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
 
-    def failure(self, run: asyncio.Task[None]) -> BaseException | None:
-        """What waiters for the ended ``run`` raise: what the runner does not handle
-        itself (the object died under it), not its failures, which it deals with."""
-        if run.cancelled():
+    def failure(self, exc: BaseException) -> BaseException | None:
+        """What waiters for a run that raised ``exc`` raise: what the runner does not
+        handle itself (the object died under it), not its failures, which it deals
+        with, nor its cancellation."""
+        if isinstance(exc, (Exception, StorageFailure, asyncio.CancelledError)):
             return None
-        exc = run.exception()
-        if exc is not None and not isinstance(exc, (Exception, StorageFailure)):
-            return exc
-        return None
+        return exc
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start a run (``drive``) as a task of the object (the runner's ``Body``)."""
         return self.execution.spawn(coro)
 
     async def drive(self) -> None:
-        """One run of the runner: drive until the execution is done or parked."""
-        # While the main phase's body runs, the runner task holds this frame and the run's
+        """One run of the runner: drive until the execution is done or parked. Its last
+        step tells the runner that it has ended (``Runner.finished``), with what it raises."""
+        # While the main phase's body runs, the runner's task holds this frame and the run's
         # (``PhaseRun.execute``, awaited here): the reading and deciding before it is done
         # by ``_next_phase``, which has returned by then, and the phase's end after it.
         self.backoff.unset = False  # judged per run: the alarm handler asks about the run it awaited
         execution = self.execution
+        died: BaseException | None = None
         try:
-            while True:
-                ready = await self._next_phase()
-                if isinstance(ready, bool):
-                    if ready:
+            try:
+                while True:
+                    ready = await self._next_phase()
+                    if isinstance(ready, bool):
+                        if ready:
+                            continue
+                        break
+                    definition, main_entries, comp_entries = ready
+                    del ready  # not held while the phase runs
+                    phases = self.phases
+                    if not execution.state or execution.state["phase"] != "main":
+                        outcome = await phases.compensation(definition, main_entries, comp_entries)
+                    elif (run := phases.main_run(definition, main_entries)) is None:
+                        await phases.main_stopped(definition, main_entries)
+                        outcome = None
+                    else:
+                        ended = await run.execute(phases.main_body(definition, run))
+                        outcome = await phases.main_ended(definition, run, ended)
+                    if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
                         continue
                     break
-                definition, main_entries, comp_entries = ready
-                del ready  # not held while the phase runs
-                phases = self.phases
-                if not execution.state or execution.state["phase"] != "main":
-                    outcome = await phases.compensation(definition, main_entries, comp_entries)
-                elif (run := phases.main_run(definition, main_entries)) is None:
-                    await phases.main_stopped(definition, main_entries)
-                    outcome = None
-                else:
-                    ended = await run.execute(phases.main_body(definition, run))
-                    outcome = await phases.main_ended(definition, run, ended)
-                if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
-                    continue
-                break
-            self.backoff.failures = 0
-        except StorageFailure as exc:
-            await self._after_failure(exc.cause)
-        except WorkflowError as exc:
-            await self._after_failure(exc)
-        except Exception as exc:
-            log.exception("workkit_workflow: the runner failed")
-            await self._after_failure(exc)
+                self.backoff.failures = 0
+            except StorageFailure as exc:
+                await self._after_failure(exc.cause)
+            except WorkflowError as exc:
+                await self._after_failure(exc)
+            except Exception as exc:
+                log.exception("workkit_workflow: the runner failed")
+                await self._after_failure(exc)
+        except BaseException as exc:  # the object died under it, or the run was cancelled
+            died = exc
+            raise
         finally:
+            # In this frame, not a wrapper's: one coroutine less held while it runs.
             execution.run = None
+            self.runner.finished(died)
 
     async def _after_failure(self, exc: BaseException) -> None:
         self.execution.forget()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,13 +76,14 @@ class Requests:
         restart: Mapping[str, Any] | None = None,
         parent: Mapping[str, Any] | None = None,
         version: str | None = None,
-    ) -> tuple[bool, asyncio.Future[None] | None]:
-        """:meth:`execute` up to the wait: ``(created, the runner's end)``, the runner
-        started (``wait``) before it returns; without ``wait`` the alarm set at creation
-        (due now) starts the execution, and the end is None.
+    ) -> tuple[bool, Awaitable[None] | None]:
+        """:meth:`execute` up to the wait: ``(created, the run)`` with ``wait`` (the
+        runner's :meth:`~Runner.drive_here`, which the caller must await at once);
+        without ``wait`` the alarm set at creation (due now) starts the execution, and
+        the run is None.
 
-        The caller awaits the runner's end in its own frame: a request driving an
-        execution then holds no frame of this module while the execution runs."""
+        The caller awaits the run in its own frame: a request driving an execution
+        then holds no frame of this module while the execution runs."""
         execution = self.execution
         await execution.ensure_loaded()
         lock = self._create_lock
@@ -107,7 +108,7 @@ class Requests:
             # It exists: no request makes it again, and every request checks ``meta``
             # under a lock made after this (an object keeps no lock for good).
             self._create_lock = None
-        return created, self.runner.until_ended() if wait else None
+        return created, self.runner.drive_here() if wait else None
 
     async def _create(
         self,

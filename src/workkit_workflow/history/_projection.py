@@ -8,6 +8,7 @@ and deleting it) changes nothing.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 from ..engine import _journal as jn
@@ -77,13 +78,18 @@ def projection(records: list[Record]) -> list[Statement]:
 
     A row is written once per batch, from the newest record of its execution or step
     (a step's start and its completion often travel together); every record is an event.
+    Only an execution's first record holds its input: a newer one in the same batch takes
+    it over, as a later batch keeps it (``COALESCE`` in the upsert).
     """
     executions: dict[str, Record] = {}
+    created: dict[str, Mapping[str, Any]] = {}
     steps: dict[tuple[str, str], Record] = {}
     events: list[tuple[Any, ...]] = []
     for record in records:
         if record.key == jn.STATE:
             events.append(_execution_event(record))
+            if "input" in record.value:
+                created[record.execution_id] = record.value
             latest = executions.get(record.execution_id)
             if latest is None or latest.seq < record.seq:
                 executions[record.execution_id] = record
@@ -97,7 +103,7 @@ def projection(records: list[Record]) -> list[Statement]:
             "wf_executions",
             _EXECUTION_COLUMNS,
             _EXECUTION_CONFLICT,
-            [_execution_row(r) for r in executions.values()],
+            [_execution_row(r, created.get(r.execution_id)) for r in executions.values()],
         )
         + _inserts("wf_steps", _STEP_COLUMNS, _STEP_CONFLICT, [_step_row(r) for r in steps.values()])
         + _inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
@@ -108,8 +114,10 @@ def _phase(key: str) -> str:
     return "main" if key.startswith(jn.MAIN) else "compensation"
 
 
-def _execution_row(record: Record) -> tuple[Any, ...]:
+def _execution_row(record: Record, created: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+    """The row from ``record``; ``created`` is the batch's record with the input, if any."""
     row, at = record.value, record.at
+    first = created if created is not None and "input" not in row else row
     compensation = row.get("compensation") or None
     return (
         record.execution_id,
@@ -128,8 +136,8 @@ def _execution_row(record: Record) -> tuple[Any, ...]:
         compensation.get("status") if compensation else None,
         _json(compensation),
         row.get("cancel_reason"),
-        _json(row["input"]) if "input" in row else None,
-        _json(row.get("restarted_from")),
+        _json(first["input"]) if "input" in first else None,
+        _json(first.get("restarted_from")),
         record.seq,
     )
 

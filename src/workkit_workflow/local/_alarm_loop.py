@@ -82,14 +82,18 @@ class AlarmLoop:
         if self._planned is None or deadline < self._planned:
             self._wake()
 
-    def _alarm_recorded(self, obj: str) -> None:
-        # Storage took a new alarm for ``obj``: whatever it could not record
-        # before is superseded, and the disk works again.
+    def _alarm_recorded(self, obj: str, at: float | None) -> None:
+        # Storage took a new alarm for ``obj`` (``at``; None: removed): whatever it
+        # could not record before is superseded, and the disk works again.
         self._holds.pop(obj, None)
         live = self._live.get(obj)
         if live is not None:
             live.alarm_written = True
-        self._wake()
+        # Only wake the loop when the alarm comes before its next planned look, which
+        # reads every stored alarm: not a scan of all of them after every write. A
+        # removed alarm needs no look; a planned look that finds nothing due plans again.
+        if at is not None and (self._planned is None or at < self._planned):
+            self._wake()
 
     async def _background(self) -> None:
         assert self._alarm_event is not None

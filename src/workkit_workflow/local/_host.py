@@ -38,7 +38,7 @@ class Owner(Protocol):
 
     def _object_idle(self, since: float) -> None: ...
 
-    def _alarm_recorded(self, obj: str) -> None: ...
+    def _alarm_recorded(self, obj: str, at: float | None) -> None: ...
 
     def _turns(self, loop: asyncio.AbstractEventLoop | None) -> int: ...
 
@@ -139,7 +139,7 @@ class LocalStorage:
         stats.bytes_written += size
         if alarm is not KEEP_ALARM:
             stats.alarm_sets += 1
-            ns._alarm_recorded(self._obj)
+            ns._alarm_recorded(self._obj, alarm)
         return self._turns()
 
     async def get_alarm(self) -> float | None:
