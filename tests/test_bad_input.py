@@ -101,6 +101,25 @@ async def test_the_client_gets_a_clear_error_for_a_bad_input(env: WorkflowTestEn
 # -- item 7: lone surrogates from steps ----------------------------------------------
 
 
+async def test_a_workflow_result_that_cannot_be_stored_fails_the_execution_by_name(
+    env: WorkflowTestEnv,
+) -> None:
+    """The body ends with a value no journal can hold: the execution fails with a
+    serialization error (not as if it were cancelled), and its steps stay completed."""
+
+    @workflow(unique("bad-result"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        await ctx.step("fine", lambda: 1)
+        return {"text": LONE}
+
+    handle = await env.run(flow, {})
+    result = await env.result(handle)
+    assert result.status == "failed" and result.error is not None
+    assert (result.error.code, result.error.failed_step) == ("serialization_error", None)
+    assert "surrogate" in result.error.message
+    assert [(e["name"], e["status"]) for e in await handle.journal()] == [("fine", "completed")]
+
+
 @pytest.mark.parametrize("output", [LONE, {"k": ["ok", LONE]}, {LONE: 1}])
 async def test_a_step_returning_a_lone_surrogate_fails_cleanly(env: WorkflowTestEnv, output: Any) -> None:
     calls: list[int] = []

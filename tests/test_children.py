@@ -180,9 +180,38 @@ async def test_cancelling_the_parent_cancels_its_children_and_their_compensation
     for k in kids:
         outcome = await env.result(k)
         assert outcome.status == "cancelled"
-        assert (await k.describe())["compensation"]["status"] == "completed"
+        described = await k.describe()
+        assert described["compensation"]["status"] == "completed"
+        assert described["cancel_reason"] == "parent p-6 cancelled"
     assert sorted(world.undone) == ["p-6.0-a", "p-6.1-b"]
-    assert [e["status"] for e in await handle.journal()] == ["abandoned", "abandoned"]
+    journal = await handle.journal()
+    assert [e["status"] for e in journal] == ["abandoned", "abandoned"]
+    # Each says when the cancel closed it.
+    assert [e["settled_at"] >= e["started_at"] for e in journal] == [True, True]
+
+
+async def test_a_parent_that_fails_cancels_the_child_still_running_and_says_why(
+    env: WorkflowTestEnv,
+) -> None:
+    world = World()
+    kid = _kid(world, nap=3600.0)
+
+    @workflow(unique("failing-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        async def give_up() -> None:
+            await ctx.sleep("a-while", 60)
+            await ctx.step("give-up", _reject)
+
+        return await asyncio.gather(ctx.child(kid, 1, name="slow"), give_up())
+
+    handle = await env.run(parent, None, execution_id="p-fail")
+    await env.settle()
+    result = await env.result(handle)
+    assert not result.ok and result.status == "failed"
+    child = env.client.execution("p-fail.0-slow")
+    assert (await env.result(child)).status == "cancelled"
+    assert (await child.describe())["cancel_reason"] == "parent p-fail failed"
+    assert world.undone == ["p-fail.0-slow"]
 
 
 async def test_a_failed_child_raises_step_failed_in_the_parent(env: WorkflowTestEnv) -> None:
