@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, workflow
+from workkit_workflow.engine._phases import Phases
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -203,3 +204,34 @@ async def test_an_alarm_of_an_object_with_no_execution_ends_its_run() -> None:
     # Nothing to run: the alarm is cleared and the run ends (it does not read again and
     # again, which would never let the virtual clock move on).
     assert await asyncio.wait_for(stray_alarm(), timeout=15) == {}
+
+
+async def test_an_unexpected_error_in_the_runner_is_logged_and_retried_by_alarm(
+    workflow_env: WorkflowTestEnv, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the engine (not a workflow's error, not storage's) is logged with its
+    traceback; the retry warning names it, and the alarm runs the execution again."""
+    caplog.set_level(logging.WARNING, logger="workkit_workflow")
+    real = Phases.main_ended
+    left = {"failures": 1}
+
+    async def main_ended_once_broken(self: Phases, *args: Any) -> Any:
+        if left["failures"]:
+            left["failures"] -= 1
+            raise RuntimeError("a bug in the engine")
+        return await real(self, *args)
+
+    monkeypatch.setattr(Phases, "main_ended", main_ended_once_broken)
+
+    @workflow(unique("engine-bug"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return await ctx.step("a", lambda: "a")
+
+    handle = await workflow_env.start(flow, {})
+    await workflow_env.settle()
+    assert left["failures"] == 0
+    assert (await workflow_env.result(handle)).value == "a"
+    [failed] = [r for r in caplog.records if r.getMessage() == "workkit_workflow: the runner failed"]
+    assert failed.exc_info is not None and "a bug in the engine" in str(failed.exc_info[1])
+    [warning] = [r.getMessage() for r in caplog.records if "alarm failed" in r.getMessage()]
+    assert "RuntimeError('a bug in the engine')" in warning, warning
