@@ -42,6 +42,9 @@ DROPPED = ("output", "idempotency_key", "idempotency_hash", "v", "undo")
 BUNDLE_VERSION = 3
 """The outbox record written: ``[3, seq, at, key, value...]``, with references."""
 
+_COPIES_VERSION = 2
+"""The bundle an earlier release wrote, every entry copied (still read)."""
+
 _SCANSTRING: Any = getattr(json.decoder, "scanstring")  # noqa: B009  (not in typeshed)
 _STEP_HEAD = f'{{"v":{jn.OP_VERSION},"kind":"step","name":"'
 _COMPLETED = ',"status":"completed"'
@@ -199,7 +202,7 @@ def records_of(key: str, text: str, execution_id: str) -> list[Record]:
                 attempt = None if value is None else int(value)
                 out.append(Record(seq + i // 2, at, execution_id, k, UNREAD, attempt))
         return out
-    if not isinstance(data, dict) or data.get("v") not in (jn.VERSION, 2):
+    if not isinstance(data, dict) or data.get("v") not in (jn.VERSION, _COPIES_VERSION):
         # decode_record says precisely what is wrong with it.
         jn.decode_record(key, text)
         raise jn.JournalFormatError(f"outbox record {key!r} has an unknown version", key=key)

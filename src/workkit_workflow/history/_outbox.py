@@ -4,12 +4,13 @@ It plugs into the engine as a journal observer (``engine._plugins``), registered
 below under the execution option ``history``; the engine calls
 :meth:`Outbox.capture` inside its single write path: the ``state``, ``j:<op>``
 and ``c:<op>`` records of a commit become one outbox record ``o:<seq>`` (a
-*bundle*, ``_bundle``: the journal's own text, not decoded; a completed step's
-entry only by reference, since the journal keeps it), added to *the same atomic
-commit*. So a journal change and its history record exist together or not at
-all. The bundle also stays in memory until delivered, so delivering it reads
-nothing back in the common case. Each record in a bundle has its own sequence; the head ``o:head``
-reserves them a block at a time (``SEQ_BLOCK``), so it is rarely rewritten.
+*bundle*, ``_bundle``: a step that runs or completed by reference to its journal
+entry, any other entry as the journal's own text, not decoded), added to *the same
+atomic commit*. So a journal change and its history record exist together or not
+at all. The bundle also stays in memory until delivered, so delivering it reads
+nothing back in the common case. Each record in a bundle has its own sequence;
+the head ``o:head`` reserves them a block at a time (``SEQ_BLOCK``), so it is
+rarely rewritten.
 
 After each commit the core calls :meth:`kick`. A run's step transitions go out in
 batches (``BATCH`` commits, or after ``LINGER`` seconds); a write that starts,
