@@ -13,9 +13,10 @@ import pytest
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, create_durable_workflow
 from workkit_workflow.errors import TransportError
 from workkit_workflow.history import D1Error, LocalD1
-from workkit_workflow.history._bundle import UNREAD, records_of
+from workkit_workflow.history._bundle import UNREAD, Record, records_of
 from workkit_workflow.history._d1 import inline_nulls
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX
+from workkit_workflow.history._projection import projection
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import FaultPlan
 
@@ -392,6 +393,13 @@ async def test_no_binding_means_no_outbox() -> None:
 
 def test_none_arguments_become_sql_null() -> None:
     assert inline_nulls("VALUES (?, ?, ?)", ["a", None, True]) == ("VALUES (?, NULL, ?)", ["a", 1])
+    # Each combination of NULLs and bools: a bool is bound as 0 or 1, never as itself.
+    assert inline_nulls("VALUES (?, ?)", ["a", False]) == ("VALUES (?, ?)", ["a", 0])
+    assert inline_nulls("VALUES (?, ?)", [None, 2.5]) == ("VALUES (NULL, ?)", [2.5])
+    plain = ["a", 1, 2.5]
+    sql, args = inline_nulls("VALUES (?, ?, ?)", plain)
+    assert (sql, args) == ("VALUES (?, ?, ?)", plain) and args is not plain
+    assert [type(a) for a in inline_nulls("VALUES (?, ?)", [True, None])[1]] == [int]
     with pytest.raises(ValueError):
         inline_nulls("VALUES (?)", [])
     with pytest.raises(D1Error, match="undefined"):
@@ -477,3 +485,23 @@ def test_the_local_d1_takes_sqlites_synchronous_setting(tmp_path: Any, synchrono
         d1.close()
     with pytest.raises(ValueError, match="synchronous must be"):
         LocalD1(str(tmp_path / "bad.d1"), synchronous="sometimes")
+
+
+def test_a_step_event_details_only_what_its_transition_adds() -> None:
+    """Fields present but empty add nothing to an event's detail; set ones are kept in order."""
+    base = {"kind": "step", "name": "charge", "status": "running", "attempt": 1}
+    quiet = Record(1, 5.0, "x", "j:00000000", {**base, "error": None, "retry_at": None})
+    retrying = Record(
+        2, 6.0, "x", "j:00000000", {**base, "status": "retrying", "retry_at": 9.0, "error": {"code": "E"}}
+    )
+    details = {row["seq"]: row["detail"] for row in _project_events([quiet, retrying])}
+    assert details == {1: "{}", 2: '{"error":{"code":"E"},"retry_at":9.0}'}
+
+
+def _project_events(records: list[Record]) -> list[dict[str, Any]]:
+    d1 = LocalD1()
+    for sql, args in projection(records):
+        d1.rows(*inline_nulls(sql, args))
+    rows = d1.rows("SELECT * FROM wf_events ORDER BY seq")
+    d1.close()
+    return rows

@@ -31,10 +31,16 @@ def inline_nulls(sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
 
     Our SQL never holds a ``?`` inside a string literal, so a plain scan is enough.
     """
+    # The projection binds about a hundred arguments per statement, seldom a bool: the
+    # scans for None and for bools run in C, the conversion only when one is there.
+    booleans = bool in set(map(type, args))
+    if None not in args:
+        kept = [int(arg) if arg.__class__ is bool else arg for arg in args] if booleans else list(args)
+        return _checked(sql, len(args)), kept
     nulls = tuple([arg is None for arg in args])
-    if True not in nulls:
-        return _checked(sql, len(args)), [int(arg) if arg.__class__ is bool else arg for arg in args]
-    kept = [int(arg) if arg.__class__ is bool else arg for arg in args if arg is not None]
+    kept = [arg for arg in args if arg is not None]
+    if booleans:
+        kept = [int(arg) if arg.__class__ is bool else arg for arg in kept]
     return _null_sql(sql, nulls), kept
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
 
 from ..engine import _journal as jn
@@ -64,8 +65,7 @@ def _inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]
     out: list[Statement] = []
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
-        args = [value for row in chunk for value in row]
-        out.append((_insert(table, columns, conflict, len(chunk)), args))
+        out.append((_insert(table, columns, conflict, len(chunk)), list(chain.from_iterable(chunk))))
     return out
 
 
@@ -191,9 +191,14 @@ _EVENT_DETAIL = ("error", "retry_at", "wake_at", "event_type")
 step's whole state, every failed attempt included, is its ``wf_steps`` row)."""
 
 
+def _detail(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in _EVENT_DETAIL if entry.get(k) is not None}
+
+
 def _step_event(record: Record) -> tuple[Any, ...]:
     entry = record.value
-    detail = {k: entry[k] for k in _EVENT_DETAIL if entry.get(k) is not None}
+    # Most transitions (a step that runs, a step that completed) add nothing to it.
+    detail = {} if entry.keys().isdisjoint(_EVENT_DETAIL) else _detail(entry)
     return (
         record.execution_id,
         record.seq,
