@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, create_durable_workflow
+from workkit_workflow.engine import _journal as jn
 from workkit_workflow.errors import TransportError
 from workkit_workflow.history import D1Error, LocalD1
 from workkit_workflow.history._bundle import UNREAD, Record, records_of
@@ -69,23 +70,45 @@ class Runtime:
         self.ns = LocalNamespace(path, self.clock, env={"HISTORY_DB": self.d1}, faults=faults)
         self.client = create_durable_workflow(self.ns, history=self.d1)
         self.written: list[tuple[str, int]] = []
-        """Every outbox record ever committed: (execution id, seq)."""
+        """Every outbox record ever committed but recovered ones: (execution id, seq)."""
         self.ns.write_hook = self._spy
 
     def _spy(self, obj: str, puts: Any, deletes: Any) -> None:
-        # A bundle (one per commit) holds several records, each with its own sequence.
+        # A bundle (one per commit) holds several records, each with its own sequence. A
+        # commit of references only writes none (its records wait in memory), and a
+        # recovered record reaches D1 only if its transition is not there yet.
         self.written.extend(
             (obj, record.seq)
             for k, v in puts.items()
             if k.startswith(RECORD_PREFIX)
             for record in records_of(k, v, obj)
+            if not record.recovered
         )
 
     def exactly_once(self) -> None:
-        """Every record committed to an outbox reached D1 once; nothing else did."""
-        delivered = [(r["execution_id"], r["seq"]) for r in self.table("wf_events")]
-        assert sorted(delivered) == sorted(set(self.written))
+        """Every record committed to an outbox reached D1, and every step transition the
+        journals show is in D1 once: the start of each step's last attempt, each completion."""
+        events = self.table("wf_events")
         assert len(set(self.written)) == len(self.written)
+        assert set(self.written) <= {(r["execution_id"], r["seq"]) for r in events}
+        transitions = [
+            (r["execution_id"], r["phase"], r["op"], r["status"], r["attempt"])
+            for r in events
+            if r["kind"] == "step" and r["status"] in ("running", "completed")
+        ]
+        assert len(transitions) == len(set(transitions)), "a step transition was projected twice"
+        for execution_id in {r["execution_id"] for r in events}:
+            for key, text in self.ns.backend.list(execution_id, None, None, None, None, False).items():
+                if not jn.is_op_key(key):
+                    continue
+                entry = jn.decode_record(key, text)
+                if entry.get("kind") != "step" or entry.get("status") not in ("running", "completed"):
+                    continue
+                phase = "main" if key.startswith(jn.MAIN) else "compensation"
+                expected = {(execution_id, phase, jn.op_of(key), "running", entry["attempt"])}
+                if entry["status"] == "completed":
+                    expected.add((execution_id, phase, jn.op_of(key), "completed", entry["attempt"]))
+                assert expected <= set(transitions), f"{key} of {execution_id} is missing from wf_events"
 
     def outbox(self, execution_id: str) -> dict[str, str]:
         return self.ns.backend.list(execution_id, RECORD_PREFIX, None, None, None, False)
@@ -188,21 +211,35 @@ async def test_a_compensated_execution_is_projected_exactly(rt: Runtime) -> None
 
 
 async def test_the_outbox_is_written_in_the_same_commit_as_the_journal(rt: Runtime) -> None:
-    commits: list[tuple[set[str], set[str]]] = []
+    commits: list[tuple[dict[str, str], dict[str, Any]]] = []
+    head: dict[str, Any] = {}
 
     def spy(obj: str, puts: Any, deletes: Any) -> None:
-        commits.append((set(puts), set(deletes)))
+        nonlocal head
+        if HEAD in puts:
+            head = jn.loads(puts[HEAD])
+        commits.append((dict(puts), head))  # with the head as stored after the commit
 
     rt.ns.write_hook = spy  # replaces the Runtime's own spy, fine for this test
     rt.d1.fail = True
     handle = await rt.client.run(order_flow(ship_fails=False), {"order_id": "o-2"}, execution_id="x-2")
     assert (await handle.result(timeout=60)).ok
-    for puts, _ in commits:
+    kept_in_memory = 0
+    for puts, stored_head in commits:
         journal = {k for k in puts if k == "state" or k.startswith(("j:", "c:"))}
         records = {k for k in puts if k.startswith(RECORD_PREFIX)}
-        # Every journal write carries its history records, and only then.
-        assert bool(journal) == bool(records) or puts == {HEAD}
-        assert len(records) <= len(journal)
+        if journal and not records:
+            # A commit of step starts and completions only: its records wait in memory,
+            # and the head it leaves says, durably, from which operation on.
+            kept_in_memory += 1
+            assert "state" not in journal
+            for key in journal:
+                assert jn.loads(puts[key])["status"] in ("running", "completed")
+                assert stored_head["mem"][key[:2]] <= jn.op_of(key)
+        else:
+            # Any other journal write carries its history records, and only then.
+            assert bool(journal) == bool(records) or set(puts) == {HEAD}
+    assert kept_in_memory > 0
 
 
 async def test_workflows_finish_during_a_d1_outage_and_every_row_arrives_once() -> None:

@@ -124,6 +124,8 @@ class Driver:
         if not self._load(snapshot):
             await execution.storage.set_alarm(None)
             return False
+        for observer in execution.observers:
+            await observer.restore()  # before this drive writes (history/_recovery.py)
         state = execution.state
         assert state is not None and execution.meta is not None
         if state["phase"] == "done":

@@ -65,6 +65,18 @@ class Delivery:
         settled; True to go on with the next page, False to retry later."""
         raise NotImplementedError
 
+    def _page(self, stored: dict[str, str]) -> dict[str, str]:
+        """The page to deliver, from the first records in storage (a subclass adds the
+        ones it keeps in memory only)."""
+        return stored
+
+    async def restore(self) -> None:
+        """Before the drive writes: put back what a crash left pending only in memory."""
+
+    def aborted(self) -> None:
+        """A write failed: the records it carried were not stored (a subclass that keeps
+        some in memory forgets them)."""
+
     def _page_wanted(self, found: dict[str, str]) -> bool:
         """Whether to deliver this page now; False leaves it for a later delivery."""
         return True
@@ -118,7 +130,7 @@ class Delivery:
     async def _deliver_once(self) -> bool:
         storage = self.core.storage
         while True:
-            found = await storage.list(prefix=self._record_prefix, limit=self._batch)
+            found = self._page(await storage.list(prefix=self._record_prefix, limit=self._batch))
             if not found:
                 if self._again:
                     return True  # a commit landed meanwhile: look again before concluding

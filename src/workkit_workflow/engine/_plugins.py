@@ -9,7 +9,9 @@ calls the :class:`JournalObserver` methods below, at these points:
 
 * ``load`` when the execution's records are read (a full snapshot or meta/state),
 * ``capture`` and ``alarm_for`` inside every write, ``kick`` after it succeeded,
-* ``settle`` when the execution is done, or when only the observer's alarm is due.
+  ``aborted`` when it failed,
+* ``settle`` when the execution is done, or when only the observer's alarm is due,
+* ``restore`` when a drive has read the execution in full, before it writes.
 
 An execution has a list of observers (``ExecutionState.observers``): the engine's
 own mail outbox (``_mail``) first, then the plug-ins'. Each ``alarm_for`` gets the
@@ -66,6 +68,15 @@ class JournalObserver(Protocol):
 
     async def settle(self) -> bool:
         """Deliver what is pending now; False if some is left for a later alarm."""
+        ...
+
+    async def restore(self) -> None:
+        """Called by the drive after a full load, before it writes: recover what an
+        earlier instance held in memory only."""
+        ...
+
+    def aborted(self) -> None:
+        """A write failed: nothing ``capture`` added to it was stored."""
         ...
 
 

@@ -149,6 +149,8 @@ class ExecutionState:
                 # Step completions were in this write: the runner must stop and
                 # replay from storage (its next write raises this).
                 self._write_failure = exc
+            for observer in self.observers:
+                observer.aborted()
             raise StorageFailure(exc) from exc
         for observer in self.observers:
             observer.kick()

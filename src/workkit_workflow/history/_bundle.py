@@ -20,6 +20,10 @@ measured on the bench's steps: 4.3 pages per step against 1.6); with references 
 (:class:`Bundle`), so a reference is read back from the journal only when they were lost
 (a restart) or deliveries fall far behind.
 
+A commit of references only is not stored at all while the outbox holds it in memory
+(``_outbox``); after a crash, its transitions come back from the journal as a version 4
+bundle (:data:`RECOVERED_VERSION`, ``_recovery``).
+
 Older versions are still read: an earlier release may have left some in storage.
 Version 2 (``{"v":2, "seq":7, "at":..., "execution_id":"...", "records":[[key, entry],
 ...]}``) embeds every entry; version 1 is one record per journal key (``{"v":1,
@@ -29,8 +33,10 @@ Version 2 (``{"v":2, "seq":7, "at":..., "execution_id":"...", "records":[[key, e
 from __future__ import annotations
 
 import json.decoder
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from ..definitions._versions import version_of
 from ..engine import _journal as jn
 
 INLINE_MAX = 1024
@@ -44,6 +50,11 @@ BUNDLE_VERSION = 3
 
 _COPIES_VERSION = 2
 """The bundle an earlier release wrote, every entry copied (still read)."""
+
+RECOVERED_VERSION = 4
+"""A *recovered* bundle: ``[4, seq, at, key, value, at, key, value...]``, the transitions a
+crash may have left undelivered, read back from the journal (``_recovery``). Each record has
+its own time; its event is inserted only if D1 does not hold that transition yet."""
 
 _SCANSTRING: Any = getattr(json.decoder, "scanstring")  # noqa: B009  (not in typeshed)
 _STEP_HEAD = f'{{"v":{jn.OP_VERSION},"kind":"step","name":"'
@@ -96,6 +107,53 @@ def _reference(text: str) -> str | None:
         if attempt.isdigit() and attempt.isascii():
             return attempt
     return None
+
+
+_EXECUTION_FIELDS = (
+    "status",
+    "phase",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "wake_at",
+    "waiting_for",
+    "error",
+    "failed_step",
+    "step_attempt",
+    "compensation",
+    "cancel_reason",
+)
+
+
+def state_summary(state: Mapping[str, Any]) -> list[Any]:
+    """What makes a state change worth a history event (not ``updated_at`` alone)."""
+    compensation = state.get("compensation") or {}
+    error = state.get("error") or {}
+    return [
+        state.get("status"),
+        state.get("phase"),
+        compensation.get("status"),
+        sorted(state.get("waiting_for") or []),
+        state.get("wake_at"),
+        error.get("code"),
+        state.get("cancel_requested_at"),
+    ]
+
+
+def execution_row(state: Mapping[str, Any], meta: Mapping[str, Any] | None, workflow: str) -> dict[str, Any]:
+    """An execution's history row, from the ``state`` and ``meta`` a commit writes (``meta``
+    only when it writes it; ``workflow`` is the execution's own name)."""
+    row: dict[str, Any] = {f: state.get(f) for f in _EXECUTION_FIELDS}
+    row["workflow"] = meta["workflow"] if meta else workflow
+    if meta is not None:
+        row["input"] = meta.get("input")
+        row["restarted_from"] = meta.get("restarted_from")
+        row["version"] = version_of(meta)  # versions: kept in the event's detail
+        if meta.get("parent"):
+            # In the event's detail only: the page links a child to its parent.
+            row["parent"] = meta["parent"]
+    return row
 
 
 def execution_piece(row: dict[str, Any]) -> Piece:
@@ -151,6 +209,21 @@ def bundles(seq: int, at: float, execution_id: str, pieces: list[Piece]) -> list
     return out
 
 
+def recovered_bundles(seq: int, items: list[tuple[float, str, str]]) -> dict[str, str]:
+    """The outbox records holding recovered transitions ``items`` (time, journal key, JSON
+    text of the value), with sequences from ``seq`` on: one if it fits, else one each."""
+    parts = [f'{jn.number_text(at)},"{key}",{text}' for at, key, text in items]
+    whole = f"[{RECOVERED_VERSION},{seq}," + ",".join(parts) + "]"
+    if _fits(bundle_key(seq), whole):
+        return {bundle_key(seq): whole}
+    out = {}
+    for i, part in enumerate(parts):
+        one = f"[{RECOVERED_VERSION},{seq + i},{part}]"
+        jn.check_size(bundle_key(seq + i), one, what="history record")
+        out[bundle_key(seq + i)] = one
+    return out
+
+
 def _fits(key: str, text: str) -> bool:
     # A character is at most 4 bytes of UTF-8: most bundles need no encoding to tell.
     return (
@@ -176,6 +249,8 @@ class Record(NamedTuple):
     """The entry or execution row; :data:`UNREAD` for a reference not read yet (``resolved``)."""
     attempt: int | None = None
     """A reference to a running step's entry: its attempt's number."""
+    recovered: bool = False
+    """Read back from the journal after a crash: its event may be in D1 already."""
 
 
 UNREAD: dict[str, Any] = {}
@@ -189,6 +264,12 @@ def records_of(key: str, text: str, execution_id: str) -> list[Record]:
         data = jn.loads(text) if isinstance(text, str) else None
     except (ValueError, RecursionError):
         data = None
+    if isinstance(data, list) and len(data) % 3 == 2 and data[0] == RECOVERED_VERSION:
+        seq, triples = int(data[1]), data[2:]
+        return [
+            Record(seq + i, float(at), execution_id, key, value, recovered=True)
+            for i, (at, key, value) in enumerate(zip(triples[::3], triples[1::3], triples[2::3], strict=True))
+        ]
     if isinstance(data, list) and len(data) % 2 == 1 and data[0] == BUNDLE_VERSION:
         seq, at, pairs = int(data[1]), float(data[2]), data[3:]
         # The values are neither expanded nor trimmed: the projection reads the fields

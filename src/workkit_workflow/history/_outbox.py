@@ -10,7 +10,9 @@ atomic commit*. So a journal change and its history record exist together or not
 at all. The bundle also stays in memory until delivered, so delivering it reads
 nothing back in the common case. Each record in a bundle has its own sequence;
 the head ``o:head`` reserves them a block at a time (``SEQ_BLOCK``), so it is
-rarely rewritten.
+rarely rewritten. A commit whose records are all references (a step's completion
+and the next one's start) writes no bundle at all: it waits in memory only, under
+the head's mark, and is recovered from the journal after a crash (``_recovery``).
 
 After each commit the core calls :meth:`kick`. A run's step transitions go out in
 batches (``BATCH`` commits, or after ``LINGER`` seconds); a write that starts,
@@ -32,14 +34,27 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..definitions._versions import version_of
 from ..engine import _journal as jn
 from ..engine._outbox import Delivery
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
-from ._bundle import UNREAD, Bundle, Record, bundles, execution_piece, records_of, resolved, step_piece
+from ._bundle import (
+    UNREAD,
+    Bundle,
+    Record,
+    bundle_key,
+    bundles,
+    execution_piece,
+    execution_row,
+    records_of,
+    recovered_bundles,
+    resolved,
+    state_summary,
+    step_piece,
+)
 from ._d1 import D1Port
 from ._projection import projection
+from ._recovery import already_projected, lowered, mark_for, read_back
 
 log = logging.getLogger("workkit_workflow.history")
 
@@ -66,37 +81,7 @@ LINGER = 0.25
 SEND_TIMEOUT = 10.0
 """Seconds one D1 batch may take before the delivery counts as failed."""
 
-_EXECUTION_FIELDS = (
-    "status",
-    "phase",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "updated_at",
-    "wake_at",
-    "waiting_for",
-    "error",
-    "failed_step",
-    "step_attempt",
-    "compensation",
-    "cancel_reason",
-)
 _OP_PREFIXES = (jn.MAIN, jn.COMPENSATION)
-
-
-def _summary(state: Mapping[str, Any]) -> list[Any]:
-    """What makes a state change worth a history event (not ``updated_at`` alone)."""
-    compensation = state.get("compensation") or {}
-    error = state.get("error") or {}
-    return [
-        state.get("status"),
-        state.get("phase"),
-        compensation.get("status"),
-        sorted(state.get("waiting_for") or []),
-        state.get("wake_at"),
-        error.get("code"),
-        state.get("cancel_requested_at"),
-    ]
 
 
 class Outbox(Delivery):
@@ -116,6 +101,16 @@ class Outbox(Delivery):
         self._execution_id: str | None = None
         self._held: dict[str, Bundle] = {}
         """The bundles written and not delivered yet, by key (at most ``HELD``)."""
+        self._memory: dict[str, Bundle] = {}
+        """Bundles of commits that wrote no outbox record (all references), by key, in
+        ``_held`` too: the journal holds their entries (``_recovery``)."""
+        self._mark: dict[str, int] = {}
+        """The stored head's ``mem``: per journal prefix, the lowest operation whose
+        transitions may be in memory only; empty when none is."""
+        self._restoring: dict[str, int] | None = None
+        """The mark an earlier instance left: what :meth:`restore` reads back."""
+        self._unsure = False
+        """A write failed: whether the stored head holds ``_mark`` is unknown."""
         self._pending = 0
         """Outbox records (commits) written since the last delivery started."""
         self._flush = False
@@ -146,8 +141,15 @@ class Outbox(Delivery):
                 self._last_text = jn.dumps(self._last)
                 self.seq = max(self.seq, reserved)
                 self._reserved = reserved
+                self._mark = {str(k): int(v) for k, v in (head.get("mem") or {}).items()}
+                if self._mark and not self._memory:
+                    self._restoring = dict(self._mark)  # it died with records in memory only
         if complete:
-            self.undelivered = any(k.startswith(RECORD_PREFIX) for k in records)
+            self.undelivered = bool(self._restoring or self._memory) or any(
+                k.startswith(RECORD_PREFIX) for k in records
+            )
+        elif self._restoring:
+            self.undelivered = True
 
     def capture(self, puts: Mapping[str, str]) -> dict[str, str]:
         """The outbox records for a commit of ``puts`` (added to the same commit)."""
@@ -167,11 +169,11 @@ class Outbox(Delivery):
         for key in sorted(puts) if len(puts) > 1 else puts:
             if key == jn.STATE:
                 state = jn.decode_record(key, puts[key])
-                summary = _summary(state)
+                summary = state_summary(state)
                 if summary == last and meta is None:
                     continue
                 last = summary
-                pieces.append(execution_piece(self._execution_row(state, meta)))
+                pieces.append(execution_piece(execution_row(state, meta, self.core.workflow_name)))
                 self._flush = True  # a status change: the page should show it now
             elif key.startswith(_OP_PREFIXES):
                 pieces.append(step_piece(key, puts[key]))
@@ -181,34 +183,63 @@ class Outbox(Delivery):
             self._execution_id = str(meta["execution_id"])
         elif self._execution_id is None:
             self._execution_id = self.core.execution_id
-        out = {}
-        for bundle in bundles(self.seq + 1, self.core.now(), self._execution_id, pieces):
-            out[bundle.key] = bundle.text
-            if len(self._held) < HELD:
-                self._held[bundle.key] = bundle
+        seq, at = self.seq + 1, self.core.now()
+        out: dict[str, str] = {}
         self.seq += len(pieces)
-        if last is not self._last or self.seq > self._reserved:
+        mark = self._mark
+        if self._restoring is None and len(self._memory) < HELD and all(p.ref is not None for p in pieces):
+            # Only references: the journal entries of this commit hold all of it.
+            bundle = Bundle(bundle_key(seq), "", seq, at, self._execution_id, pieces)
+            self._memory[bundle.key] = self._held[bundle.key] = bundle
+            mark = lowered(mark, pieces)
+        else:
+            # It may overwrite an entry a bundle in memory refers to (a retry's start, a
+            # wait): those are stored with it.
+            if self._memory:
+                self._store_memory(out)
+            mark = self._memory_mark()
+            for bundle in bundles(seq, at, self._execution_id, pieces):
+                out[bundle.key] = bundle.text
+                if len(self._held) < HELD:
+                    self._held[bundle.key] = bundle
+        if last is not self._last or self.seq > self._reserved or mark != self._mark or self._unsure:
             if last is not self._last:
                 self._last, self._last_text = last, jn.dumps(last)
+            self._mark, self._unsure = mark, False
             self._reserved = self.seq + SEQ_BLOCK
-            out[HEAD] = (
-                f'{{"v":{jn.VERSION},"seq":{self.seq},"reserved":{self._reserved},"last":{self._last_text}}}'
-            )
+            out[HEAD] = self._head()
         self.undelivered = True
         self._pending += 1
         return out
 
-    def _execution_row(self, state: Mapping[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
-        row: dict[str, Any] = {f: state.get(f) for f in _EXECUTION_FIELDS}
-        row["workflow"] = meta["workflow"] if meta else self.core.workflow_name
-        if meta is not None:
-            row["input"] = meta.get("input")
-            row["restarted_from"] = meta.get("restarted_from")
-            row["version"] = version_of(meta)  # versions: kept in the event's detail
-            if meta.get("parent"):
-                # In the event's detail only: the page links a child to its parent.
-                row["parent"] = meta["parent"]
-        return row
+    def _head(self) -> str:
+        tail = f'"last":{self._last_text}' + (f',"mem":{jn.dumps(self._mark)}' if self._mark else "")
+        return f'{{"v":{jn.VERSION},"seq":{self.seq},"reserved":{self._reserved},{tail}}}'
+
+    def _store_memory(self, out: dict[str, str]) -> None:
+        """Put every bundle held in memory only into ``out`` (the commit being made)."""
+        for kept in self._memory.values():
+            for bundle in bundles(kept.seq, kept.at, kept.execution_id, kept.pieces):
+                out[bundle.key] = bundle.text
+                self._held[bundle.key] = bundle
+        self._memory.clear()
+
+    def aborted(self) -> None:
+        """A write failed after :meth:`capture` saw it: what memory holds may hold its
+        records, which never happened, and the head it carried was not stored. As after a
+        crash, the journal says what did happen: the next drive reads it back from the
+        lowest operation any record held here names (``restore``), and the next write
+        stores the head again."""
+        mark = mark_for(self._held.values(), self._restoring)
+        for key in self._memory:
+            self._held.pop(key, None)
+        self._memory.clear()
+        self._restoring = mark or None
+        self._unsure = True
+
+    def _memory_mark(self) -> dict[str, int]:
+        """The mark the head needs for what is in memory now (and what waits for ``restore``)."""
+        return mark_for(self._memory.values(), self._restoring)
 
     def alarm_for(self, alarm: Any) -> Any:
         """The alarm to commit: keeps one set while records wait, even when the core clears it."""
@@ -282,20 +313,59 @@ class Outbox(Delivery):
             self._alarm_ours = False
             await self.core.storage.set_alarm(None)
 
+    def _page(self, stored: dict[str, str]) -> dict[str, str]:
+        if not self._memory:
+            return stored
+        page = dict(stored) | dict.fromkeys(self._memory, "")
+        return {key: page[key] for key in sorted(page)[:BATCH]}
+
     async def _deliver_page(self, found: dict[str, str]) -> bool:
-        """Send a whole page to D1 in one batch, then drop it from storage."""
+        """Send a whole page to D1 in one batch, then drop it from storage (and memory)."""
         self.core.fault("in_history", records=len(found))
         try:
             records = await self._records(found)
-            await self._within(self.db.batch(projection(records)), SEND_TIMEOUT, "D1")
+            quiet: frozenset[int] = frozenset()
+            if any(r.recovered for r in records):
+                check = already_projected(self.db, self._execution_id or self.core.execution_id, records)
+                quiet = await self._within(check, SEND_TIMEOUT, "D1")
+            await self._within(self.db.batch(projection(records, quiet)), SEND_TIMEOUT, "D1")
         except Exception as exc:
             await self._back_off("history delivery failed (%d records pending): %r", len(found), exc)
             return False
-        await self.core.storage.commit({}, list(found))
+        stored = [key for key in found if key not in self._memory]
         for key in found:
             self._held.pop(key, None)
+            self._memory.pop(key, None)
+        puts: dict[str, str] = {}
+        mark = self._memory_mark()
+        if mark != self._mark:
+            self._mark = mark
+            puts[HEAD] = self._head()
+        if stored or puts:
+            await self.core.storage.commit(puts, stored)
         self.delivered += len(found)
         return True
+
+    async def restore(self) -> None:
+        """Store what the journal shows of the transitions an earlier instance held in
+        memory only, before this instance's drive writes (``_recovery``)."""
+        restoring = self._restoring
+        if not restoring:
+            return
+        storage = self.core.storage
+        items = await read_back(storage, restoring, BATCH)
+        puts = recovered_bundles(self.seq + 1, items) if items else {}
+        self.seq += len(items)
+        self._reserved = self.seq + SEQ_BLOCK
+        self._restoring = None
+        self._mark, self._unsure = self._memory_mark(), False
+        puts[HEAD] = self._head()
+        try:
+            await storage.commit(puts)
+        except BaseException:
+            self._restoring, self._unsure = restoring, True  # the mark stays: the next drive tries again
+            raise
+        self.undelivered = True
 
     async def _records(self, found: dict[str, str]) -> list[Record]:
         """The history records of a page: from the bundles held in memory, else decoded

@@ -73,13 +73,14 @@ def _json(value: Any) -> str | None:
     return None if value is None else jn.dumps(value)
 
 
-def projection(records: list[Record]) -> list[Statement]:
+def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> list[Statement]:
     """The idempotent statements that project ``records`` into the D1 tables.
 
     A row is written once per batch, from the newest record of its execution or step
     (a step's start and its completion often travel together); every record is an event.
     Only an execution's first record holds its input: a newer one in the same batch takes
-    it over, as a later batch keeps it (``COALESCE`` in the upsert).
+    it over, as a later batch keeps it (``COALESCE`` in the upsert). The records whose
+    sequence is in ``quiet`` write no event (recovered ones D1 holds already, ``_recovery``).
     """
     executions: dict[str, Record] = {}
     created: dict[str, Mapping[str, Any]] = {}
@@ -94,7 +95,8 @@ def projection(records: list[Record]) -> list[Statement]:
             if latest is None or latest.seq < record.seq:
                 executions[record.execution_id] = record
         else:
-            events.append(_step_event(record))
+            if not quiet or record.seq not in quiet:
+                events.append(_step_event(record))
             step = steps.get((record.execution_id, record.key))
             if step is None or step.seq < record.seq:
                 steps[record.execution_id, record.key] = record

@@ -1,0 +1,274 @@
+"""History records kept in memory only: commits of step starts and completions write no
+outbox record; the head marks them, and a crash is recovered from the journal, once."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from test_history_projection import Runtime, settle
+from workkit_workflow import RetryPolicy, Workflow
+from workkit_workflow.engine import _journal as jn
+from workkit_workflow.history import LocalD1
+from workkit_workflow.history._bundle import RECOVERED_VERSION, Piece, Record, records_of, recovered_bundles
+from workkit_workflow.history._d1 import D1Port
+from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
+from workkit_workflow.history._projection import projection
+from workkit_workflow.history._recovery import already_projected, derived, lowered
+from workkit_workflow.testing import FaultPlan
+
+_names = itertools.count()
+
+
+def _linear(steps: int, *, fail_once: int | None = None) -> Workflow:
+    flow = Workflow(f"memory-{next(_names)}", retry=RetryPolicy(max_attempts=3, initial_delay=1.0))
+    failed: set[int] = set()
+
+    def step(input: Any, prev: Any, ctx: Any, i: int) -> dict[str, int]:
+        if i == fail_once and i not in failed:
+            failed.add(i)
+            raise RuntimeError("once")
+        return {"i": i}
+
+    for i in range(steps):
+        flow = flow.step(f"s{i}", lambda input, prev, ctx, i=i: step(input, prev, ctx, i))
+    return flow
+
+
+class _Commits:
+    """Every commit of one runtime, with the head as stored after it."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.head: dict[str, Any] = {}
+        self.commits: list[tuple[dict[str, str], dict[str, Any]]] = []
+        rt.ns.write_hook = self._spy
+
+    def _spy(self, obj: str, puts: Any, deletes: Any) -> None:
+        self.rt._spy(obj, puts, deletes)  # the Runtime's own record of outbox writes
+        if HEAD in puts:
+            self.head = jn.loads(puts[HEAD])
+        self.commits.append((dict(puts), self.head))
+
+
+async def test_a_run_of_steps_writes_no_outbox_record_for_its_starts_and_completions() -> None:
+    rt = Runtime()
+    spy = _Commits(rt)
+    try:
+        handle = await rt.client.run(_linear(30), {}, execution_id="m-1")
+        assert (await handle.result(timeout=60)).value == {"i": 29}
+        await rt.drained(["m-1"])
+        steps_only = [
+            puts
+            for puts, _ in spy.commits
+            if puts and all(k.startswith("j:") or k == HEAD for k in puts) and any(k != HEAD for k in puts)
+        ]
+        assert len(steps_only) >= 29
+        # The first one after a clean head marks it; the later ones write nothing more.
+        assert sum(HEAD in puts for puts in steps_only) <= 3
+        rt.exactly_once()
+        assert len([r for r in rt.table("wf_steps") if r["status"] == "completed"]) == 30
+        assert rt.outbox("m-1") == {}
+        assert "mem" not in jn.loads(rt.ns.backend.list("m-1", HEAD, None, None, None, False)[HEAD])
+    finally:
+        await rt.close()
+
+
+async def test_a_retry_stores_the_records_kept_in_memory_with_its_own() -> None:
+    """A retrying entry overwrites the running one a memory-only record refers to."""
+    rt = Runtime()
+    rt.d1.fail = True  # nothing is delivered meanwhile: memory holds what was not stored
+    spy = _Commits(rt)
+    try:
+        handle = await rt.client.start(_linear(6, fail_once=3), {}, execution_id="m-2")
+        assert (await settle(handle)).value == {"i": 5}
+        for puts, head in spy.commits:
+            entries = {k: jn.loads(v) for k, v in puts.items() if k.startswith("j:")}
+            if any(e.get("status") == "retrying" for e in entries.values()):
+                stored = {
+                    r.key
+                    for k, v in puts.items()
+                    if k.startswith(RECORD_PREFIX)
+                    for r in records_of(k, v, "m-2")
+                }
+                # The attempt's start, kept in memory until now, is stored with its retry.
+                assert "j:00000003" in stored
+                assert "mem" not in head
+                break
+        else:
+            raise AssertionError("no retrying commit")
+        rt.d1.fail = False
+        await rt.drained(["m-2"])
+        rt.exactly_once()
+    finally:
+        await rt.close()
+
+
+async def test_a_crash_before_delivery_is_recovered_from_the_journal() -> None:
+    faults = FaultPlan()
+    faults.crash_at("after_journal", step="s4")
+    rt = Runtime(faults=faults)
+    try:
+        handle = await rt.client.start(_linear(8), {}, execution_id="m-3")
+        assert (await settle(handle)).value == {"i": 7}
+        await rt.drained(["m-3"])
+        assert faults.crashes
+        rt.exactly_once()
+        running = [r for r in rt.table("wf_events") if r["kind"] == "step" and r["status"] == "running"]
+        # s4 ran twice (the crash came after its journal write, before its completion
+        # was delivered): no start is missing, none is there twice.
+        assert len(running) == len({(r["op"], r["attempt"]) for r in running})
+    finally:
+        await rt.close()
+
+
+class _DiesAfterD1(LocalD1):
+    """A D1 that answers a batch with step events, then its caller's object dies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rt: Runtime | None = None
+        self.kills = 1
+
+    async def batch(self, statements: Any) -> Any:
+        result = await super().batch(statements)
+        if self.kills and self.rt is not None and any("wf_steps" in s.sql for s in statements):
+            self.kills -= 1
+            self.rt.ns.evict("m-4")
+        return result
+
+
+async def test_records_delivered_before_a_crash_are_not_projected_twice() -> None:
+    """D1 answered, the object died before it noted so: recovery finds them in D1."""
+    d1 = _DiesAfterD1()
+    rt = Runtime(d1=d1)
+    d1.rt = rt
+    try:
+        handle = await rt.client.start(_linear(12), {}, execution_id="m-4")
+        assert (await settle(handle)).value == {"i": 11}
+        await rt.drained(["m-4"])
+        assert d1.kills == 0
+        rt.exactly_once()
+        assert len([r for r in rt.table("wf_steps") if r["status"] == "completed"]) == 12
+    finally:
+        await rt.close()
+
+
+def test_a_recovered_bundle_holds_each_transition_with_its_own_time() -> None:
+    running = jn.dumps(
+        {"v": 2, "kind": "step", "name": "a", "status": "running", "attempt": 2, "started_at": 5.0}
+    )
+    done = jn.dumps(
+        {"v": 2, "kind": "step", "name": "b", "status": "completed", "attempt": 1, "started_at": 6.0}
+        | {"finished_at": 7.5, "output": 1}
+    )
+    items = derived("j:00000003", running) + derived("c:00000001", done)
+    assert [(at, key, jn.loads(text)["status"]) for at, key, text in items] == [
+        (5.0, "j:00000003", "running"),
+        (6.0, "c:00000001", "running"),
+        (7.5, "c:00000001", "completed"),
+    ]
+    retrying = jn.dumps({"v": 2, "kind": "step", "name": "a", "status": "retrying", "attempt": 1})
+    assert derived("j:00000004", retrying) == []  # stored with its own commit
+    [(key, text)] = recovered_bundles(40, items).items()
+    assert key == "o:000000000040" and jn.loads(text)[0] == RECOVERED_VERSION
+    records = records_of(key, text, "x")
+    assert [(r.seq, r.at, r.key, r.recovered) for r in records] == [
+        (40, 5.0, "j:00000003", True),
+        (41, 6.0, "c:00000001", True),
+        (42, 7.5, "c:00000001", True),
+    ]
+
+
+def test_the_mark_is_lowered_only_by_an_older_operation() -> None:
+    mark: dict[str, int] = {}
+    first = lowered(mark, [Piece("j:00000007", "", "null"), Piece("j:00000008", "", "1")])
+    assert first == {"j:": 7} and mark == {}
+    assert lowered(first, [Piece("j:00000009", "", "null")]) is first  # unchanged: no head write
+    assert lowered(first, [Piece("j:00000002", "", "null"), Piece("c:00000000", "", "1")]) == {
+        "j:": 2,
+        "c:": 0,
+    }
+
+
+class _Core:
+    execution_id = "u-1"
+    workflow_name = "w"
+
+    def now(self) -> float:
+        return 10.0
+
+
+def _entry(op: int, status: str) -> dict[str, str]:
+    text = {"v": 2, "kind": "step", "name": f"s{op}", "status": status, "attempt": 1, "started_at": 1.0}
+    return {jn.op_key(jn.MAIN, op): jn.dumps(text)}
+
+
+def test_a_completion_older_than_the_mark_lowers_it_in_its_own_commit() -> None:
+    outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+    out = outbox.capture(_entry(5, "running"))  # the first kept in memory marks the head
+    assert set(out) == {HEAD} and jn.loads(out[HEAD])["mem"] == {"j:": 5}
+    assert outbox.capture(_entry(6, "running")) == {}  # nothing stored: the mark covers it
+    assert outbox.capture(_entry(7, "running")) == {}
+    out = outbox.capture(_entry(2, "completed"))  # a parallel branch's older step ends
+    assert set(out) == {HEAD} and jn.loads(out[HEAD])["mem"] == {"j:": 2}
+    # A commit that is not only references stores what memory holds, and clears the mark.
+    failed = {"v": 2, "kind": "step", "name": "s7", "status": "failed", "attempt": 1, "error": {"code": "E"}}
+    out = outbox.capture({"j:00000007": jn.dumps(failed)})
+    stored = sorted(
+        r.seq for k, v in out.items() if k.startswith(RECORD_PREFIX) for r in records_of(k, v, "u-1")
+    )
+    assert len(stored) == 5 and "mem" not in jn.loads(out[HEAD])
+
+
+async def test_a_recovered_transition_is_quiet_when_d1_or_its_page_holds_it() -> None:
+    d1 = LocalD1()
+    step = {"kind": "step", "name": "s3", "attempt": 1}
+    stored = Record(10, 1.0, "x", "j:00000003", step | {"status": "running"})
+    again = Record(50, 1.0, "x", "j:00000003", step | {"status": "running"}, recovered=True)
+    done = Record(51, 2.0, "x", "j:00000003", step | {"status": "completed"}, recovered=True)
+    other = Record(52, 2.0, "x", "c:00000003", step | {"status": "completed"}, recovered=True)
+    port = D1Port(d1)
+    # The same start earlier in the page: quiet. The rest: not in D1 yet.
+    assert await already_projected(port, "x", [stored, again, done, other]) == {50}
+    await port.batch(projection([done]))
+    assert await already_projected(port, "x", [again, done, other]) == {51}
+    assert await already_projected(port, "y", [again, done]) == frozenset()  # another execution's
+    assert await already_projected(port, "x", [stored]) == frozenset()  # nothing recovered: no query
+
+
+async def test_a_failed_write_leaves_no_record_of_it_and_loses_none_before_it() -> None:
+    """The write of a commit kept in memory fails: memory forgets it, the journal is read
+    back from the oldest operation memory held, and D1 gets what happened, once."""
+    rt = Runtime()
+    failed: list[dict[str, str]] = []
+
+    def hook(obj: str, puts: Any, deletes: Any) -> None:
+        if not failed and '"completed"' in puts.get("j:00000005", ""):
+            failed.append(dict(puts))
+            raise OSError("database or disk is full (injected)")
+        rt._spy(obj, puts, deletes)
+
+    rt.ns.write_hook = hook
+    try:
+        handle = await rt.client.start(_linear(10), {}, execution_id="m-5")
+        assert (await settle(handle)).value == {"i": 9}
+        await rt.drained(["m-5"])
+        assert failed and not any(k.startswith(RECORD_PREFIX) for k in failed[0])
+        rt.exactly_once()
+        completions = [r for r in rt.table("wf_events") if r["op"] == 5 and r["status"] == "completed"]
+        assert len(completions) == 1  # the one journaled, not the one that failed
+        assert len([r for r in rt.table("wf_steps") if r["status"] == "completed"]) == 10
+    finally:
+        await rt.close()
+
+
+def test_after_a_failed_write_the_next_one_stores_the_mark_again() -> None:
+    outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+    outbox.capture(_entry(5, "running"))  # its head, with the mark, was not stored:
+    outbox.aborted()
+    failed = {"v": 2, "kind": "step", "name": "s6", "status": "failed", "attempt": 1, "error": {"code": "E"}}
+    out = outbox.capture({"j:00000006": jn.dumps(failed)})
+    assert jn.loads(out[HEAD])["mem"] == {"j:": 5}  # read back from there by the next drive
+    # Until that drive read it back, nothing more is kept in memory only.
+    assert any(k.startswith(RECORD_PREFIX) for k in outbox.capture(_entry(6, "running")))
