@@ -5,10 +5,12 @@ start: nearly every commit of a run) writes no outbox record. Its bundle waits i
 outbox's memory for the delivery, and the outbox's head says, in the same commit as the
 first of them, from which operation of each phase on some records live only there
 (``"mem"``). A commit of any other kind (a status change, a failure, a wait) stores every
-bundle still in memory with it, since it may overwrite an entry they refer to; so do the
-deliveries, which move the mark on as they go.
+bundle still in memory with it, since it may overwrite an entry they refer to, and each
+delivery moves the mark past what it delivered.
 
-An object that died before delivering them leaves the mark. Its next instance, before
+An object that died before delivering them leaves the mark. So does a write that failed
+(``Outbox.aborted``): what memory held may name transitions that never happened, so it is
+dropped and read back the same way. Its next instance (or its next drive), before
 its drive writes anything (:meth:`Outbox.restore`), reads the journal from that
 operation on and stores, in one commit with the head cleared of the mark, what those
 entries show of their running and completed transitions as a *recovered* bundle
