@@ -14,7 +14,7 @@ from workkit_workflow.history._bundle import RECOVERED_VERSION, Piece, Record, r
 from workkit_workflow.history._d1 import D1Port
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
 from workkit_workflow.history._projection import projection
-from workkit_workflow.history._recovery import already_projected, derived, lowered
+from workkit_workflow.history._recovery import already_projected, derived, lowered, read_back
 from workkit_workflow.testing import FaultPlan
 
 _names = itertools.count()
@@ -272,3 +272,59 @@ def test_after_a_failed_write_the_next_one_stores_the_mark_again() -> None:
     assert jn.loads(out[HEAD])["mem"] == {"j:": 5}  # read back from there by the next drive
     # Until that drive read it back, nothing more is kept in memory only.
     assert any(k.startswith(RECORD_PREFIX) for k in outbox.capture(_entry(6, "running")))
+
+
+def test_a_recovered_start_is_the_attempt_s_own() -> None:
+    """The second attempt's start, not the step's; the step's name and kind, for its event and row."""
+    text = jn.dumps(
+        {"v": 2, "kind": "step", "name": "charge", "status": "running", "attempt": 2}
+        | {"started_at": 5.0, "attempt_started_at": 9.0, "lost": 1}
+    )
+    [(at, key, value)] = derived("j:00000004", text)
+    assert (at, key) == (9.0, "j:00000004")
+    assert jn.loads(value) == {
+        "kind": "step",
+        "name": "charge",
+        "status": "running",
+        "attempt": 2,
+        "started_at": 5.0,
+    }
+
+
+class _Journal:
+    """The part of a storage port ``read_back`` uses, over a dict."""
+
+    def __init__(self, records: dict[str, str]) -> None:
+        self.records = records
+        self.lists = 0
+
+    async def list(self, *, prefix: str, start: str, limit: int) -> dict[str, str]:
+        self.lists += 1
+        keys = sorted(k for k in self.records if k.startswith(prefix) and k >= start)[:limit]
+        return {k: self.records[k] for k in keys}
+
+
+async def test_the_journal_is_read_back_a_page_at_a_time_from_the_mark() -> None:
+    entries = {jn.op_key(jn.MAIN, op): _entry(op, "completed")[jn.op_key(jn.MAIN, op)] for op in range(7)}
+    entries["c:00000000"] = _entry(0, "running")["j:00000000"]
+    journal = _Journal(entries)
+    items = await read_back(journal, {"j:": 2, "c:": 0}, 2)  # type: ignore[arg-type]
+    assert [(key, jn.loads(text)["status"]) for _, key, text in items] == [
+        ("c:00000000", "running"),
+        *[(jn.op_key(jn.MAIN, op), s) for op in range(2, 7) for s in ("running", "completed")],
+    ]
+    assert journal.lists == 1 + 3  # the compensation's one page, then j:2-3, j:4-5, j:6
+
+
+async def test_a_transition_is_told_by_its_whole_operation_and_its_default_status() -> None:
+    d1 = LocalD1()
+    port = D1Port(d1)
+    step = {"kind": "step", "name": "s", "attempt": 1}
+    far = Record(7, 1.0, "x", "j:12345678", step | {"status": "completed"})
+    await port.batch(projection([far, Record(8, 1.0, "x", "j:00000001", step)]))  # no status: running
+    again = [
+        Record(20, 1.0, "x", "j:12345678", step | {"status": "completed"}, recovered=True),
+        Record(21, 1.0, "x", "j:02345678", step | {"status": "completed"}, recovered=True),
+        Record(22, 1.0, "x", "j:00000001", step, recovered=True),  # no status either: running
+    ]
+    assert await already_projected(port, "x", again) == {20, 22}

@@ -72,7 +72,7 @@ def derived(key: str, text: str) -> list[tuple[float, str, str]]:
     entry = jn.decode_record(key, text)
     if entry.get("kind") != "step" or entry.get("status") not in ("running", "completed"):
         return []  # any other transition was stored with its commit
-    started = entry.get("attempt_started_at") or entry.get("started_at") or 0.0
+    started = entry.get("attempt_started_at") or 0.0  # decode_record puts back a left-out one
     running = {
         "kind": "step",
         "name": entry.get("name"),
