@@ -3,6 +3,7 @@ outbox record; the head marks them, and a crash is recovered from the journal, o
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -11,7 +12,7 @@ from workkit_workflow import RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import RECOVERED_VERSION, Piece, Record, records_of, recovered_bundles
-from workkit_workflow.history._d1 import D1Port
+from workkit_workflow.history._d1 import D1Port, LocalStatement
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
 from workkit_workflow.history._projection import projection
 from workkit_workflow.history._recovery import already_projected, derived, lowered, read_back
@@ -122,13 +123,29 @@ async def test_a_crash_before_delivery_is_recovered_from_the_journal() -> None:
         await rt.close()
 
 
+class _NetworkStatement(LocalStatement):
+    """A statement whose answer, as over a network, comes a few turns of the loop later."""
+
+    def bind(self, *args: Any) -> _NetworkStatement:
+        return _NetworkStatement(self._db, super().bind(*args).sql, args)
+
+    async def all(self) -> Any:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().all()
+
+
 class _DiesAfterD1(LocalD1):
-    """A D1 that answers a batch with step events, then its caller's object dies."""
+    """A D1 that answers a batch with step events, then its caller's object dies; its
+    queries answer a turn later (the local stand-in answers at once)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.rt: Runtime | None = None
         self.kills = 1
+
+    def prepare(self, sql: str) -> LocalStatement:
+        return _NetworkStatement(self, sql)
 
     async def batch(self, statements: Any) -> Any:
         result = await super().batch(statements)
@@ -148,6 +165,7 @@ async def test_records_delivered_before_a_crash_are_not_projected_twice() -> Non
         assert (await settle(handle)).value == {"i": 11}
         await rt.drained(["m-4"])
         assert d1.kills == 0
+        assert rt.outbox("m-4") == {}  # the recovered records were delivered, not left waiting
         rt.exactly_once()
         assert len([r for r in rt.table("wf_steps") if r["status"] == "completed"]) == 12
     finally:

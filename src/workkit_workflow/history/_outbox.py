@@ -148,8 +148,6 @@ class Outbox(Delivery):
             self.undelivered = bool(self._restoring or self._memory) or any(
                 k.startswith(RECORD_PREFIX) for k in records
             )
-        elif self._restoring:
-            self.undelivered = True
 
     def capture(self, puts: Mapping[str, str]) -> dict[str, str]:
         """The outbox records for a commit of ``puts`` (added to the same commit)."""
