@@ -236,3 +236,40 @@ async def test_a_failed_move_keeps_the_key_value_journal() -> None:
     assert raw.kv == {"meta": '{"v":1}', "state": "{}"} and raw.rows() == {}
     raw.sql.fail = lambda q: False
     assert await storage.get("meta") == '{"v":1}' and raw.kv == {}
+
+
+class _KeyValueStorage(_NoSql):
+    """A key-value-backed object's storage that, as the runtime does, refuses more than
+    128 keys in one put or delete."""
+
+    def __init__(self) -> None:
+        self.kv: dict[str, str] = {}
+        self.calls: list[tuple[str, int]] = []
+
+    async def _done(self, value: Any = None) -> Any:
+        return value
+
+    def put(self, entries: dict[str, str]) -> Any:
+        if len(entries) > 128:
+            raise RuntimeError("put() supports at most 128 keys")
+        self.calls.append(("put", len(entries)))
+        self.kv.update(entries)
+        return self._done()
+
+    def delete(self, keys: list[str]) -> Any:
+        if len(keys) > 128:
+            raise RuntimeError("delete() supports at most 128 keys")
+        self.calls.append(("delete", len(keys)))
+        for key in keys:
+            self.kv.pop(key, None)
+        return self._done(len(keys))
+
+
+async def test_a_commit_of_many_keys_is_split_in_calls_the_runtime_takes() -> None:
+    raw = _KeyValueStorage()
+    storage = storage_of(raw)
+    assert isinstance(storage, DurableObjectStorage)
+    puts = {f"o:{i:012d}": "x" for i in range(300)}
+    await storage.commit(puts, [f"gone-{i}" for i in range(130)])
+    assert raw.kv == puts
+    assert raw.calls == [("put", 128), ("put", 128), ("put", 44), ("delete", 128), ("delete", 2)]

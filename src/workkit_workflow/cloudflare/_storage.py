@@ -13,7 +13,7 @@ from ..definitions._json import check_size
 from ..engine._ports import KEEP_ALARM
 from ._workers import to_js, to_py
 
-_DELETE_BATCH = 128
+_KEYS_PER_CALL = 128
 """Keys one ``storage.delete`` call accepts."""
 
 
@@ -79,14 +79,15 @@ class DurableObjectStorage:
                 raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
             check_size(key, value, what=f"stored value {key!r}")
         # Issued back to back, awaited after: one implicit transaction on Cloudflare.
+        # At most 128 keys per put or delete call (the runtime's limit): a commit that
+        # stores the history kept in memory, or deletes a whole execution, takes several.
         pending = []
-        if puts:
-            pending.append(self._storage.put(to_js(dict(puts))))
-        # At most 128 keys per delete call (the runtime's limit): deleting a whole
-        # execution (retention, delete) takes several, still issued back to back.
+        items = list(puts.items())
+        for at in range(0, len(items), _KEYS_PER_CALL):
+            pending.append(self._storage.put(to_js(dict(items[at : at + _KEYS_PER_CALL]))))
         keys = list(deletes)
-        for at in range(0, len(keys), _DELETE_BATCH):
-            pending.append(self._storage.delete(to_js(keys[at : at + _DELETE_BATCH])))
+        for at in range(0, len(keys), _KEYS_PER_CALL):
+            pending.append(self._storage.delete(to_js(keys[at : at + _KEYS_PER_CALL])))
         if alarm is not KEEP_ALARM:
             if alarm is None:
                 pending.append(self._storage.deleteAlarm())
