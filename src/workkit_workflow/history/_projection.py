@@ -96,7 +96,7 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
                 executions[record.execution_id] = record
         else:
             if not quiet or record.seq not in quiet:
-                events.append(_step_event(record))
+                events.append(step_event(record))
             step = steps.get((record.execution_id, record.key))
             if step is None or step.seq < record.seq:
                 steps[record.execution_id, record.key] = record
@@ -197,7 +197,7 @@ def _detail(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {k: entry[k] for k in _EVENT_DETAIL if entry.get(k) is not None}
 
 
-def _step_event(record: Record) -> tuple[Any, ...]:
+def step_event(record: Record) -> tuple[Any, ...]:
     entry = record.value
     # Most transitions (a step that runs, a step that completed) add nothing to it.
     detail = {} if entry.keys().isdisjoint(_EVENT_DETAIL) else _detail(entry)

@@ -24,12 +24,12 @@ other, guarded by its sequence.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from ..engine import _journal as jn
 from ..engine._ports import Storage
 from ._bundle import Bundle, Piece, Record, step_piece
 from ._d1 import D1Port
+from ._projection import step_event
 
 Transition = tuple[str, int, str, int]
 """A step's transition as the events table tells it: phase, operation, status, attempt."""
@@ -87,9 +87,9 @@ def derived(key: str, text: str) -> list[tuple[float, str, str]]:
 
 
 def transition(record: Record) -> Transition:
-    value: Mapping[str, Any] = record.value
-    phase = "main" if record.key.startswith(jn.MAIN) else "compensation"
-    return phase, int(record.key[2:]), value.get("status") or "running", int(value.get("attempt") or 0)
+    """The transition the event of ``record`` holds (the projection's own event row)."""
+    _, _, _, _, phase, op, _, status, attempt, _ = step_event(record)
+    return phase, op, status, attempt
 
 
 async def already_projected(db: D1Port, execution_id: str, records: list[Record]) -> frozenset[int]:
