@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow.engine import _journal as jn
-from workkit_workflow.history import LocalD1, _outbox
+from workkit_workflow.history import LocalD1, _capture
 from workkit_workflow.history._bundle import records_of
 from workkit_workflow.history._outbox import HEAD, SEQ_BLOCK, Outbox
 
@@ -54,7 +54,7 @@ def test_history_that_cannot_be_recorded_never_fails_the_write(
     def broken(key: str, text: str) -> Any:
         raise RuntimeError("a bug in the history")
 
-    monkeypatch.setattr(_outbox, "step_piece", broken)
+    monkeypatch.setattr(_capture, "step_piece", broken)
     step = jn.dumps({"v": 2, "kind": "step", "name": "s", "status": "running", "attempt": 1})
     with caplog.at_level(logging.ERROR, logger="workkit_workflow.history"):
         assert _outbox_of().capture({"j:00000000": step}) == {}

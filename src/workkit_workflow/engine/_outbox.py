@@ -65,6 +65,11 @@ class Delivery:
         settled; True to go on with the next page, False to retry later."""
         raise NotImplementedError
 
+    async def _stored(self) -> dict[str, str]:
+        """The first records in storage, a page at most (a subclass that knows there are
+        none may say so without reading)."""
+        return await self.core.storage.list(prefix=self._record_prefix, limit=self._batch)
+
     def _page(self, stored: dict[str, str]) -> dict[str, str]:
         """The page to deliver, from the first records in storage (a subclass adds the
         ones it keeps in memory only)."""
@@ -128,9 +133,8 @@ class Delivery:
                 return ok
 
     async def _deliver_once(self) -> bool:
-        storage = self.core.storage
         while True:
-            found = self._page(await storage.list(prefix=self._record_prefix, limit=self._batch))
+            found = self._page(await self._stored())
             if not found:
                 if self._again:
                     return True  # a commit landed meanwhile: look again before concluding

@@ -33,7 +33,7 @@ Version 2 (``{"v":2, "seq":7, "at":..., "execution_id":"...", "records":[[key, e
 from __future__ import annotations
 
 import json.decoder
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any, NamedTuple
 
 from ..definitions._versions import version_of
@@ -57,6 +57,9 @@ crash may have left undelivered, read back from the journal (``_recovery``). Eac
 its own time; its event is inserted only if D1 does not hold that transition yet."""
 
 _SCANSTRING: Any = getattr(json.decoder, "scanstring")  # noqa: B009  (not in typeshed)
+_new = tuple.__new__
+"""Builds a named tuple from all its fields, in C: a named tuple's own ``__new__`` is a
+Python function, twice the cost, and a step's records make several on the hot path."""
 _STEP_HEAD = f'{{"v":{jn.OP_VERSION},"kind":"step","name":"'
 _COMPLETED = ',"status":"completed"'
 _RUNNING = ',"status":"running","attempt":'
@@ -72,22 +75,27 @@ class Piece(NamedTuple):
     key: str
     text: str
     ref: str | None = None
+    name: str | None = None
+    """A reference's step name (what its event shows besides its status and attempt)."""
 
 
 def step_piece(key: str, text: str) -> Piece:
     """A journal entry's record: a reference for a step that runs or completed, its text
     as is when short, else decoded without its output."""
-    ref = _reference(text) if text.startswith(_STEP_HEAD) else None
+    ref = name = None
+    if text.startswith(_STEP_HEAD):
+        ref, name = _reference(text)
     if len(text) > INLINE_MAX:
         entry = jn.decode_record(key, text)
-        for name in DROPPED:
-            entry.pop(name, None)
+        for dropped in DROPPED:
+            entry.pop(dropped, None)
         text = jn.dumps(entry)
-    return Piece(key, text, ref)
+    return _new(Piece, (key, text, ref, name))
 
 
-def _reference(text: str) -> str | None:
-    """The reference a step's entry is stored as, told without decoding it; None to store it.
+def _reference(text: str) -> tuple[str | None, str | None]:
+    """The reference a step's entry is stored as, told without decoding it (None to store
+    it), and the step's name.
 
     A completed step's entry is never rewritten: the journal keeps it. A running one's
     event holds nothing but its name (the key's, for good) and its attempt's number. The
@@ -95,18 +103,18 @@ def _reference(text: str) -> str | None:
     that; the name is a JSON string, scanned to its closing quote, so what follows it
     is the entry's own fields. ``text`` starts with ``_STEP_HEAD``."""
     try:
-        _, end = _SCANSTRING(text, len(_STEP_HEAD))
+        name, end = _SCANSTRING(text, len(_STEP_HEAD))
     except ValueError:
-        return None
+        return None, None
     if text.startswith(_COMPLETED, end):
-        return "null"
+        return "null", name
     if text.startswith(_RUNNING, end):
         start = end + len(_RUNNING)
         stop = text.find(",", start)
         attempt = text[start:stop] if stop > 0 else text[start:-1]  # the last field: up to "}"
         if attempt.isdigit() and attempt.isascii():
-            return attempt
-    return None
+            return attempt, name
+    return None, None
 
 
 _EXECUTION_FIELDS = (
@@ -184,9 +192,23 @@ class Bundle(NamedTuple):
     execution_id: str
     pieces: list[Piece]
 
-    def records(self) -> list[Record]:
+    @classmethod
+    def held(cls, key: str, seq: int, at: float, execution_id: str, pieces: list[Piece]) -> Bundle:
+        """A bundle kept in memory only (no stored text)."""
+        return _new(cls, (key, "", seq, at, execution_id, pieces))
+
+    def records(self, superseded: Container[str] = ()) -> list[Record]:
+        """Its records; a running step's whose key is in ``superseded`` (a newer record of
+        the same page has that step's row) holds only what its event shows, undecoded."""
         seq, at, execution_id = self.seq, self.at, self.execution_id
-        return [Record(seq + i, at, execution_id, p.key, jn.loads(p.text)) for i, p in enumerate(self.pieces)]
+        out = []
+        for i, (key, text, ref, name) in enumerate(self.pieces):
+            if name is not None and ref != "null" and key in superseded:
+                value: dict[str, Any] = {"name": name, "status": "running", "attempt": int(ref or 0)}
+            else:
+                value = jn.loads(text)
+            out.append(_new(Record, (seq + i, at, execution_id, key, value, None, False)))
+        return out
 
 
 def bundles(seq: int, at: float, execution_id: str, pieces: list[Piece]) -> list[Bundle]:
@@ -233,7 +255,7 @@ def _fits(key: str, text: str) -> bool:
 
 def _bundle(seq: int, at: str, pieces: list[Piece]) -> str:
     parts = [f"[{BUNDLE_VERSION},{seq},{at}"]
-    for key, text, ref in pieces:
+    for key, text, ref, _ in pieces:
         parts.append(f'"{key}",{text if ref is None else ref}')
     return ",".join(parts) + "]"
 

@@ -1,0 +1,237 @@
+"""The history outbox's write side: what each commit of an execution records.
+
+The engine calls :meth:`Capture.capture` inside its single write path (``ExecutionState.
+write``): the ``state``, ``j:<op>`` and ``c:<op>`` records of a commit become one outbox
+bundle (``_bundle``), added to *the same atomic commit*, or, when they are all references
+to journal entries (a step's completion and the next one's start), kept in memory only,
+under the head's mark, for ``_recovery`` to read back after a crash. The head (``o:head``)
+reserves sequences a block at a time and carries the execution's last summary and the mark.
+Delivering what is captured is ``_outbox.Outbox``'s part.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..engine import _journal as jn
+from ..engine._plugins import ObservedExecution
+from ._bundle import (
+    Bundle,
+    Piece,
+    bundle_key,
+    bundles,
+    execution_piece,
+    execution_row,
+    recovered_bundles,
+    state_summary,
+    step_piece,
+)
+from ._recovery import lowered, mark_for, read_back
+
+log = logging.getLogger("workkit_workflow.history")
+
+HEAD = jn.OUTBOX + "head"
+RECORD_PREFIX = jn.OUTBOX + "0"
+"""Record keys are ``o:`` + 12 zero-padded digits (``seq_key``): they all start with ``o:0``."""
+
+SEQ_BLOCK = 64
+"""Sequences the head reserves at a time. It is rewritten once per block, or when the
+execution's summary changes, rather than with every commit; an object that restarts
+goes on after the block (a gap in the sequence, never a reuse)."""
+
+HELD = 160
+"""Bundles kept in memory for their delivery at most, four of its pages (beyond, while
+deliveries lag, a reference is read back from the journal)."""
+
+READ_BACK_PAGE = 40
+"""Journal entries read at a time by :meth:`Capture.restore`."""
+
+_OP_PREFIXES = (jn.MAIN, jn.COMPENSATION)
+
+
+class Capture:
+    """The records an execution's commits carry, and what only memory holds of them."""
+
+    core: ObservedExecution
+    undelivered: bool
+    """Whether records may wait (in storage or in memory): the delivery's to clear."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self._last: list[Any] | None = None
+        self._last_text = "null"
+        self._execution_id: str | None = None
+        self._held: dict[str, Bundle] = {}
+        """The bundles written and not delivered yet, by key (at most ``HELD``)."""
+        self._memory: dict[str, Bundle] = {}
+        """Bundles of commits that wrote no outbox record (all references), by key, in
+        ``_held`` too: the journal holds their entries (``_recovery``)."""
+        self._mark: dict[str, int] = {}
+        """The stored head's ``mem``: per journal prefix, the lowest operation whose
+        transitions may be in memory only; empty when none is."""
+        self._restoring: dict[str, int] | None = None
+        """The mark an earlier instance left: what :meth:`restore` reads back."""
+        self._unsure = False
+        """Whether the stored head may not hold ``_mark`` (a write failed, or a delivery
+        left the head to the next commit): the next commit stores it."""
+        self._stores = 0
+        """Commits that stored records, counted as each is issued (``capture``, ``restore``)."""
+        self._pending = 0
+        """Outbox records (commits) written since the last delivery started."""
+        self._flush = False
+        """Whether a write since then asks for delivery now (``Outbox.kick``)."""
+        self._reserved = 0
+        """The sequence the stored head reserves up to (``SEQ_BLOCK``)."""
+
+    def load(self, records: Mapping[str, str], *, complete: bool) -> None:
+        """Take the head (and, from a full snapshot, the pending records) as read from storage."""
+        head_text = records.get(HEAD)
+        if head_text is not None:
+            head = jn.decode_record(HEAD, head_text)
+            # Sequences up to ``reserved`` may have been used (a head written before
+            # reservations holds the last one used, as ``seq``). A head this instance
+            # wrote changes nothing; another's (or one from before a restart) moves us
+            # past its reservation. Never back: a stale read must not make us reuse one.
+            reserved = int(head.get("reserved", head.get("seq", 0)))
+            if reserved > self._reserved:
+                self._last = head.get("last")
+                self._last_text = jn.dumps(self._last)
+                self.seq = max(self.seq, reserved)
+                self._reserved = reserved
+                self._mark = {str(k): int(v) for k, v in (head.get("mem") or {}).items()}
+                if self._mark and not self._memory:
+                    self._restoring = dict(self._mark)  # it died with records in memory only
+        if complete:
+            self.undelivered = bool(self._restoring or self._memory) or any(
+                k.startswith(RECORD_PREFIX) for k in records
+            )
+
+    def capture(self, puts: Mapping[str, str]) -> dict[str, str]:
+        """The outbox records for a commit of ``puts`` (added to the same commit)."""
+        try:
+            return self._capture(puts)
+        except Exception:
+            # Never fail a workflow's write because of its history.
+            log.exception("workkit_workflow: could not record history for this write")
+            return {}
+
+    def _capture(self, puts: Mapping[str, str]) -> dict[str, str]:
+        if jn.STATE in puts or jn.META in puts:
+            pieces, last = self._with_state(puts)
+        else:
+            # A step's transitions only: nearly every commit of a run.
+            pieces = [step_piece(key, puts[key]) for key in sorted(puts) if key.startswith(_OP_PREFIXES)]
+            last = self._last
+        if not pieces:
+            return {}
+        if self._execution_id is None:
+            self._execution_id = self.core.execution_id
+        seq, at = self.seq + 1, self.core.now()
+        out: dict[str, str] = {}
+        self.seq += len(pieces)
+        mark = self._mark
+        if self._restoring is None and len(self._memory) < HELD and None not in [p.ref for p in pieces]:
+            # Only references: the journal entries of this commit hold all of it.
+            bundle = Bundle.held(bundle_key(seq), seq, at, self._execution_id, pieces)
+            self._memory[bundle.key] = self._held[bundle.key] = bundle
+            mark = lowered(mark, pieces)
+        else:
+            # It may overwrite an entry a bundle in memory refers to (a retry's start, a
+            # wait): those are stored with it.
+            if self._memory:
+                self._store_memory(out)
+            mark = self._memory_mark()
+            for bundle in bundles(seq, at, self._execution_id, pieces):
+                out[bundle.key] = bundle.text
+                if len(self._held) < HELD:
+                    self._held[bundle.key] = bundle
+            self._stores += 1
+        if (
+            last is not self._last
+            or self.seq > self._reserved
+            or (mark is not self._mark and mark != self._mark)
+            or self._unsure
+        ):
+            if last is not self._last:
+                self._last, self._last_text = last, jn.dumps(last)
+            self._mark, self._unsure = mark, False
+            self._reserved = self.seq + SEQ_BLOCK
+            out[HEAD] = self._head()
+        self.undelivered = True
+        self._pending += 1
+        return out
+
+    def _with_state(self, puts: Mapping[str, str]) -> tuple[list[Piece], list[Any] | None]:
+        """The pieces of a commit that writes the execution's ``state`` or ``meta``, and the
+        summary of its state then (an event only when it changed, or with ``meta``)."""
+        meta: dict[str, Any] | None = None
+        if jn.META in puts:
+            meta = jn.decode_record(jn.META, puts[jn.META])
+            self._execution_id = str(meta["execution_id"])
+        pieces = []
+        last = self._last
+        for key in sorted(puts):
+            if key == jn.STATE:
+                state = jn.decode_record(key, puts[key])
+                summary = state_summary(state)
+                if summary == last and meta is None:
+                    continue
+                last = summary
+                pieces.append(execution_piece(execution_row(state, meta, self.core.workflow_name)))
+                self._flush = True  # a status change: the page should show it now
+            elif key.startswith(_OP_PREFIXES):
+                pieces.append(step_piece(key, puts[key]))
+        return pieces, last
+
+    def _head(self) -> str:
+        tail = f'"last":{self._last_text}' + (f',"mem":{jn.dumps(self._mark)}' if self._mark else "")
+        return f'{{"v":{jn.VERSION},"seq":{self.seq},"reserved":{self._reserved},{tail}}}'
+
+    def _store_memory(self, out: dict[str, str]) -> None:
+        """Put every bundle held in memory only into ``out`` (the commit being made)."""
+        for kept in self._memory.values():
+            for bundle in bundles(kept.seq, kept.at, kept.execution_id, kept.pieces):
+                out[bundle.key] = bundle.text
+                self._held[bundle.key] = bundle
+        self._memory.clear()
+
+    def aborted(self) -> None:
+        """A write failed after :meth:`capture` saw it: what memory holds may hold its
+        records, which never happened, and the head it carried was not stored. As after a
+        crash, the journal says what did happen: the next drive reads it back from the
+        lowest operation any record held here names (``restore``), and the next write
+        stores the head again."""
+        mark = mark_for(self._held.values(), self._restoring)
+        for key in self._memory:
+            self._held.pop(key, None)
+        self._memory.clear()
+        self._restoring = mark or None
+        self._unsure = True
+
+    def _memory_mark(self) -> dict[str, int]:
+        """The mark the head needs for what is in memory now (and what waits for ``restore``)."""
+        return mark_for(self._memory.values(), self._restoring)
+
+    async def restore(self) -> None:
+        """Store what the journal shows of the transitions an earlier instance held in
+        memory only, before this instance's drive writes (``_recovery``)."""
+        restoring = self._restoring
+        if not restoring:
+            return
+        storage = self.core.storage
+        items = await read_back(storage, restoring, READ_BACK_PAGE)
+        puts = recovered_bundles(self.seq + 1, items) if items else {}
+        self.seq += len(items)
+        self._reserved = self.seq + SEQ_BLOCK
+        self._restoring = None
+        self._mark, self._unsure = self._memory_mark(), False
+        puts[HEAD] = self._head()
+        self._stores += 1
+        try:
+            await storage.commit(puts)
+        except BaseException:
+            self._restoring, self._unsure = restoring, True  # the mark stays: the next drive tries again
+            raise
+        self.undelivered = True

@@ -1,0 +1,165 @@
+"""What delivering the history costs the object's storage: a delivery in the middle of a
+run neither commits on its own (the run's next commit carries the head) nor lists
+storage when no commit stored a record since storage was seen without any; and a page's
+step start that its completion follows is projected without decoding its entry."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from test_history_memory import _linear
+from test_history_projection import Runtime
+from workkit_workflow.engine import _journal as jn
+from workkit_workflow.history import LocalD1
+from workkit_workflow.history._bundle import Bundle, bundle_key, step_piece
+from workkit_workflow.history._outbox import HEAD, Outbox
+from workkit_workflow.history._projection import projection
+
+
+class _Writes:
+    """The object's commits (puts, deletes) and the D1 batches, as they happen."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.commits: list[tuple[dict[str, str], list[str]]] = []
+        rt.ns.write_hook = self._spy
+
+    def _spy(self, obj: str, puts: Any, deletes: Any) -> None:
+        self.rt._spy(obj, puts, deletes)
+        self.commits.append((dict(puts), list(deletes)))
+
+    def head_only(self) -> int:
+        return sum(1 for puts, deletes in self.commits if set(puts) == {HEAD} and not deletes)
+
+
+async def test_a_run_delivers_its_history_without_commits_or_lists_of_its_own() -> None:
+    rt = Runtime()
+    writes = _Writes(rt)
+    try:
+        lists = rt.ns.stats.lists
+        handle = await rt.client.run(_linear(200), {}, execution_id="io-1")
+        assert (await handle.result(timeout=60)).value == {"i": 199}
+        await rt.drained(["io-1"])
+        batches = rt.d1.calls
+        assert batches >= 5  # 200 steps' starts and completions: pages of 40 commits
+        # The mark the head carries moves with the run's own commits; only the last
+        # delivery, which leaves nothing in memory, clears it with a commit of its own.
+        assert writes.head_only() <= 1
+        # Storage is listed when a commit may have stored a record, not for every page:
+        # the run's only stored records are its start's and its end's.
+        assert rt.ns.stats.lists - lists < batches
+        rt.exactly_once()
+        assert rt.outbox("io-1") == {}
+        assert "mem" not in jn.loads(rt.ns.backend.list("io-1", HEAD, None, None, None, False)[HEAD])
+    finally:
+        await rt.close()
+
+
+async def test_a_record_stored_after_storage_was_seen_empty_is_still_delivered() -> None:
+    """A retry stores what memory holds with its own commit, long after the first pages
+    went out from memory alone: the next delivery lists storage again and sends it."""
+    rt = Runtime()
+    try:
+        handle = await rt.client.run(_linear(150, fail_once=120), {}, execution_id="io-2")
+        assert (await handle.result(timeout=60)).value == {"i": 149}
+        await rt.drained(["io-2"])
+        rt.exactly_once()
+        assert rt.outbox("io-2") == {}
+        retried = [r for r in rt.table("wf_steps") if r["op"] == 120]
+        assert retried[0]["status"] == "completed" and retried[0]["attempt"] == 2
+    finally:
+        await rt.close()
+
+
+def _step_entry(name: str, status: str, attempt: int, **more: Any) -> str:
+    entry = {"v": 2, "kind": "step", "name": name, "status": status, "attempt": attempt, **more}
+    return jn.dumps(entry | {"started_at": 10.0} if "started_at" not in more else entry)
+
+
+def test_a_start_its_completion_follows_in_the_page_projects_as_if_decoded() -> None:
+    """Its value holds only what its event shows; the statements are the same."""
+    commits = [
+        {"j:00000000": _step_entry("a", "running", 1, attempt_started_at=10.5, errors=[{"code": "x"}])},
+        {
+            "j:00000000": _step_entry("a", "completed", 1, finished_at=11.0, output={"n": 1}),
+            "j:00000001": _step_entry('b \u00e9\\"', "running", 3),
+        },
+        # A retry's entry (not a reference): decoded, though its completion follows.
+        {"j:00000001": _step_entry('b \u00e9\\"', "retrying", 3, retry_at=30.0, error={"code": "E"})},
+        {
+            "j:00000001": _step_entry('b \u00e9\\"', "completed", 3, finished_at=12.0),
+            "j:00000002": _step_entry("c", "running", 1),
+        },
+        # A later rewrite of a completed entry (not a reference): the completion keeps its event.
+        {"j:00000000": _step_entry("a", "failed", 1, error={"code": "Undone"})},
+    ]
+    page: list[Bundle] = []
+    seq = 1
+    for puts in commits:
+        pieces = [step_piece(key, puts[key]) for key in sorted(puts)]
+        page.append(Bundle.held(bundle_key(seq), seq, 20.0 + seq, "x", pieces))
+        seq += len(pieces)
+    superseded: set[str] = set()
+    newest_first = []
+    for bundle in reversed(page):
+        records = bundle.records(superseded)
+        superseded.update(r.key for r in records)
+        newest_first.append(records)
+    light = [r for records in reversed(newest_first) for r in records]
+    decoded = [r for bundle in page for r in bundle.records()]
+    # Two starts were followed by their completions: neither was decoded.
+    assert [r.value.get("started_at") is None for r in light] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert projection(light) == projection(decoded)
+
+
+class _Storage:
+    def __init__(self) -> None:
+        self.commits: list[tuple[dict[str, str], list[str]]] = []
+
+    async def commit(self, puts: Any, deletes: Any = (), alarm: Any = None) -> None:
+        self.commits.append((dict(puts), list(deletes)))
+
+
+async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_empties() -> None:
+    storage = _Storage()
+    loop = asyncio.get_running_loop()
+    core = SimpleNamespace(
+        execution_id="x",
+        workflow_name="w",
+        now=lambda: 5.0,
+        storage=storage,
+        fault=lambda *args, **kwargs: None,
+        spawn=loop.create_task,
+        clock=SimpleNamespace(sleep=asyncio.sleep),
+    )
+    outbox = Outbox(core, LocalD1())  # type: ignore[arg-type]
+
+    def capture(op: int) -> dict[str, str]:
+        puts = {jn.op_key(jn.MAIN, op + 1): _step_entry(f"s{op + 1}", "running", 1)}
+        if op >= 0:
+            puts[jn.op_key(jn.MAIN, op)] = _step_entry(f"s{op}", "completed", 1, finished_at=11.0)
+        return outbox.capture(puts)
+
+    def mark(written: dict[str, str]) -> Any:
+        return jn.loads(written[HEAD]).get("mem")
+
+    assert mark(capture(-1)) == {"j:": 0}
+    assert HEAD not in capture(0)
+    assert HEAD not in capture(1)
+    first, second, _ = list(outbox._memory)
+    assert await outbox._deliver_page({first: "", second: ""})
+    assert storage.commits == []  # the run goes on: no commit of the delivery's own
+    assert mark(capture(2)) == {"j:": 1}  # the next commit carries the mark, moved on
+    assert await outbox._deliver_page(dict.fromkeys(outbox._memory, ""))
+    [(puts, deletes)] = storage.commits  # memory is empty: the delivery clears the mark
+    assert set(puts) == {HEAD} and deletes == [] and mark(puts) is None
