@@ -9,6 +9,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from test_history_memory import _linear
 from test_history_projection import Runtime
 from workkit_workflow.engine import _journal as jn
@@ -130,8 +132,28 @@ class _Storage:
         self.commits.append((dict(puts), list(deletes)))
 
 
-async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_empties() -> None:
-    storage = _Storage()
+class _Stored(_Storage):
+    """Storage that keeps what it is given, and lists it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[str, str] = {}
+
+    async def commit(self, puts: Any, deletes: Any = (), alarm: Any = None) -> None:
+        await super().commit(puts, deletes)
+        self.data.update(puts)
+        for key in deletes:
+            self.data.pop(key, None)
+
+    async def list(self, *, prefix: str = "", start: str = "", limit: int = 1000, **_: Any) -> dict[str, str]:
+        keys = sorted(k for k in self.data if k.startswith(prefix) and k >= start)
+        return {k: self.data[k] for k in keys[:limit]}
+
+    async def get_many(self, keys: Any) -> dict[str, str]:
+        return {k: self.data[k] for k in keys if k in self.data}
+
+
+def _outbox_on(storage: _Storage) -> Outbox:
     loop = asyncio.get_running_loop()
     core = SimpleNamespace(
         execution_id="x",
@@ -142,7 +164,51 @@ async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_em
         spawn=loop.create_task,
         clock=SimpleNamespace(sleep=asyncio.sleep),
     )
-    outbox = Outbox(core, LocalD1())  # type: ignore[arg-type]
+    return Outbox(core, LocalD1())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("delivered_between", [True, False])
+async def test_what_a_failed_write_leaves_to_read_back_is_delivered_after_storage_was_clean(
+    delivered_between: bool,
+) -> None:
+    storage = _Stored()
+    outbox = _outbox_on(storage)
+
+    async def write(puts: dict[str, str]) -> None:
+        await storage.commit(puts | outbox.capture(puts))
+
+    await write(
+        {
+            jn.STATE: jn.dumps({"status": "running", "phase": "main"}),
+            "j:00000000": _step_entry("a", "running", 1),
+        }
+    )
+    assert await outbox.settle()
+    assert not any(k.startswith("o:0") for k in storage.data)  # storage is clean: no list until it moves
+    await write(
+        {"j:00000000": _step_entry("a", "completed", 1), "j:00000001": _step_entry("b", "running", 1)}
+    )
+    outbox.capture({"j:00000001": _step_entry("b", "completed", 1)})
+    outbox.aborted()  # that write failed: the next drive reads the journal back first
+    await outbox.restore()
+    if delivered_between:
+        assert await outbox.settle()  # what was read back is stored: delivered, though nothing else moved
+        assert not any(k.startswith("o:0") for k in storage.data)
+    await write({"j:00000001": _step_entry("b", "retrying", 1, retry_at=9.0, error={"code": "E"})})
+    assert await outbox.settle()
+    assert not any(k.startswith("o:0") for k in storage.data)
+    events = outbox.db.binding.rows("SELECT op, status FROM wf_events WHERE kind = 'step' ORDER BY seq")
+    assert [(e["op"], e["status"]) for e in events] == [
+        (0, "running"),
+        (0, "completed"),
+        (1, "running"),
+        (1, "retrying"),
+    ]
+
+
+async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_empties() -> None:
+    storage = _Storage()
+    outbox = _outbox_on(storage)
 
     def capture(op: int) -> dict[str, str]:
         puts = {jn.op_key(jn.MAIN, op + 1): _step_entry(f"s{op + 1}", "running", 1)}

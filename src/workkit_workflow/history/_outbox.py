@@ -25,6 +25,12 @@ notice: the records wait, with exponential backoff, and the core keeps an alarm
 set while any are undelivered (see :meth:`alarm_for`), even after the execution
 is done. The delivery itself (single-flight, paged, backed off) is the engine's
 shared ``engine._outbox.Delivery``; this module says what delivering a page is.
+
+A run's deliveries cost its storage next to nothing: a page that held only records kept
+in memory deletes nothing, and the head's mark it moves on is written by the run's next
+commit (a commit of its own only when memory is left empty); storage is listed only when
+some commit may have stored a record since it was last seen without any. What a commit
+records, and what memory holds of it, is ``_capture``'s.
 """
 
 from __future__ import annotations
