@@ -396,7 +396,7 @@ def _snapshot(ns: LocalNamespace) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("after", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("after", [1, 2, 3, 4, 5, 6])
 async def test_a_failed_commit_is_retried_by_the_alarm(
     storage_path: Callable[[str], str | None],
     clock: VirtualClock,

@@ -49,6 +49,7 @@ READ_BACK_PAGE = 40
 """Journal entries read at a time by :meth:`Capture.restore`."""
 
 _OP_PREFIXES = (jn.MAIN, jn.COMPENSATION)
+_ACTIVE = ("pending", "running")
 
 
 class Capture:
@@ -82,6 +83,9 @@ class Capture:
         """Outbox records (commits) written since the last delivery started."""
         self._flush = False
         """Whether a write since then asks for delivery now (``Outbox.kick``)."""
+        self._active = False
+        """Whether the last status recorded is pending or running: a start or a resume
+        shows within ``LINGER``, with what follows it, rather than in a batch of its own."""
         self._reserved = 0
         """The sequence the stored head reserves up to (``SEQ_BLOCK``)."""
 
@@ -180,7 +184,9 @@ class Capture:
                     continue
                 last = summary
                 pieces.append(execution_piece(execution_row(state, meta, self.core.workflow_name)))
-                self._flush = True  # a status change: the page should show it now
+                self._active = state.get("status") in _ACTIVE
+                if not self._active:
+                    self._flush = True  # it parks or ends: the page should show it now
             elif key.startswith(_OP_PREFIXES):
                 pieces.append(step_piece(key, puts[key]))
         return pieces, last

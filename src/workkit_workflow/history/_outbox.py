@@ -91,8 +91,8 @@ class Outbox(Capture, Delivery):
 
     def alarm_for(self, alarm: Any) -> Any:
         """The alarm to commit: keeps one set while records wait, even when the core clears it."""
-        if alarm is not KEEP_ALARM:
-            self._flush = True  # the execution starts, parks or ends: deliver now
+        if alarm is not KEEP_ALARM and not self._active:
+            self._flush = True  # the execution parks or ends: deliver now
         if alarm is None and self.undelivered:
             self._alarm_ours = True
             return self._retry_alarm()
@@ -105,6 +105,12 @@ class Outbox(Capture, Delivery):
                 return min(alarm, self._retry_alarm())
         return alarm
 
+    def aborted(self) -> None:
+        super().aborted()
+        # The write that may have left the alarm to this outbox (the core clearing it) did
+        # not happen: whatever alarm is set is the core's, and a delivery must not clear it.
+        self._alarm_ours = False
+
     # -- delivery ----------------------------------------------------------------
 
     def kick(self) -> None:
@@ -112,9 +118,10 @@ class Outbox(Capture, Delivery):
 
         A run's step transitions go out in batches, since each D1 batch (and each
         deletion of what it delivered) costs as much as many records: at once when
-        ``BATCH`` commits wait or when a write changed the execution's status or its
-        alarm (it starts, parks or ends), else after ``LINGER`` seconds, so a long
-        step's start still shows soon. Only a hint: the records are in storage, and
+        ``BATCH`` commits wait or when the execution parks or ends (a write of its status
+        or its alarm, with a status other than pending or running), else after
+        ``LINGER`` seconds, so a start and a long step's start still show soon (a short
+        execution's whole history goes in one batch). Only a hint: the records are in storage, and
         the alarm that keeps an execution going also delivers them.
         """
         if self._flush or self._pending >= BATCH:
@@ -195,11 +202,17 @@ class Outbox(Capture, Delivery):
                 # of its own here. Until then the stored mark is lower than it need be,
                 # which only makes a recovery read back more.
                 self._unsure = True
-        if stored or puts:
-            await self.core.storage.commit(puts, stored)
         listed, self._listed = self._listed, None
+        clean = self._clean
         if listed is not None and listed[1].issubset(stored):
-            self._clean = listed[0]  # every record that was stored then is gone now
+            clean = listed[0]  # every record that was stored then is gone with this commit
+        alarm: Any = KEEP_ALARM
+        if self._alarm_ours and clean == self._stores and not self._memory:
+            # Nothing waits after this commit: the alarm only this outbox wanted goes with it.
+            alarm, self._alarm_ours = None, False
+        if stored or puts or alarm is None:
+            await self.core.storage.commit(puts, stored, alarm)
+        self._clean = clean
         self.delivered += len(found)
         return True
 
