@@ -7,7 +7,9 @@ records it needs by name and prefix (:func:`read_execution`), and the main phase
 entries become a :class:`JournalWindow`: a dict that the phase fills page by page
 (:meth:`JournalWindow.reach`, awaited by ``PhaseRun.replayed``) and from which it
 drops the entries of finished operations once they were replayed, so the memory a
-replay holds does not grow with the journal's length.
+replay holds does not grow with the journal's length. A page's step entries are held as
+their text (:attr:`JournalWindow.texts`) until their step is reached: a step completed
+as most are gives its output without the rest of its entry being decoded.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self._reached: set[int] = set()
         self._read_pages: set[int] = set()
         """Pages read successfully (a read page stays read: its future never changes)."""
+        self.texts: dict[int, str] = {}
+        """Step entries of the pages read, not decoded yet (``jn.may_be_plain_step``): taken
+        by :meth:`take_output`, or decoded into the window once their operation is reached."""
         self._scanned = False
 
     def ready(self, op: int) -> bool:
@@ -71,7 +76,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
             if loading is None or not loading.done() or loading.exception() is not None:
                 return False
             self._read_pages.add(page)
-        self._reached.add(op)
+        self._arrive(op)
         return True
 
     async def reach(self, op: int) -> None:
@@ -87,7 +92,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
             self._prune()
             loading = self._pages[page] = asyncio.get_running_loop().create_future()
             try:
-                self._take(await self._read(page * PAGE, (page + 1) * PAGE))
+                self._take(*await self._read(page * PAGE, (page + 1) * PAGE))
             except BaseException as exc:
                 del self._pages[page]
                 loading.set_exception(exc)
@@ -96,7 +101,30 @@ class JournalWindow(dict[int, dict[str, Any]]):
             loading.set_result(None)
         elif not loading.done():
             await asyncio.shield(loading)
+        self._arrive(op)
+
+    def _arrive(self, op: int) -> None:
+        """``op`` is reached: its entry, if held as text, is decoded now. A text that is
+        refused stays, so :meth:`finish` refuses it again and the drive fails, as when a
+        page holding it is read whole."""
         self._reached.add(op)
+        text = self.texts.get(op)
+        if text is not None:
+            if op not in self:
+                self[op] = jn.decode_record(jn.op_key(self.prefix, op), text)
+            del self.texts[op]
+
+    def take_output(self, op: int, name: str) -> Any:
+        """The output of ``op`` if its text is step ``name`` completed as most are
+        (``jn.plain_step_output``), forgotten once read; else ``jn.NOT_PLAIN``, and the
+        entry is read as any other."""
+        text = self.texts.get(op)
+        if text is None:
+            return jn.NOT_PLAIN
+        output = jn.plain_step_output(text, name)
+        if output is not jn.NOT_PLAIN:
+            del self.texts[op]
+        return output
 
     async def finish(self) -> None:
         """Read every page the phase never reached, so its end sees (and settles) the
@@ -104,6 +132,8 @@ class JournalWindow(dict[int, dict[str, Any]]):
         for page in range((self.end + PAGE - 1) // PAGE):
             if page not in self._pages:
                 await self.reach(page * PAGE)
+        for op in list(self.texts):
+            self._arrive(op)
 
     async def scan_hashes(self) -> None:
         """Record the idempotency keys of the whole journal (once): a step looking one up
@@ -113,15 +143,22 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self._scanned = True
         for page in range((self.end + PAGE - 1) // PAGE):
             if page not in self._pages:
-                self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
+                # Step texts hold no idempotency hash (``jn.may_be_plain_step``).
+                entries, _texts = await self._read(page * PAGE, (page + 1) * PAGE)
+                self._remember_hashes(entries)
 
-    async def _read(self, start: int, end: int) -> dict[int, dict[str, Any]]:
+    async def _read(self, start: int, end: int) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+        """The page's entries: decoded, and step entries kept as text (see ``texts``)."""
         found = await self.storage.list(
             start=jn.op_key(self.prefix, start), end=jn.op_key(self.prefix, min(end, self.end))
         )
         start_at = len(self.prefix)
         entries: dict[int, dict[str, Any]] = {}
+        texts: dict[int, str] = {}
         for key, text in found.items():
+            if jn.may_be_plain_step(text):
+                texts[int(key[start_at:])] = text
+                continue
             try:
                 record = jn.loads(text) if isinstance(text, str) else None
             except (ValueError, RecursionError):
@@ -136,13 +173,14 @@ class JournalWindow(dict[int, dict[str, Any]]):
                 entries[int(key[start_at:])] = record
             else:
                 entries[jn.op_of(key)] = jn.decode_record(key, text)
-        return entries
+        return entries, texts
 
-    def _take(self, entries: dict[int, dict[str, Any]]) -> None:
+    def _take(self, entries: dict[int, dict[str, Any]], texts: dict[int, str]) -> None:
         self._remember_hashes(entries)
         # What the phase recorded itself is newer than what storage held.
         entries.update({op: self[op] for op in entries.keys() & self.keys()})
         self.update(entries)
+        self.texts.update({op: text for op, text in texts.items() if op not in self})
 
     def _remember_hashes(self, entries: dict[int, dict[str, Any]]) -> None:
         for entry in entries.values():

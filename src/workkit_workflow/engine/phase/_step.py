@@ -116,12 +116,26 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
     if options.output is not None:
         return None
     entry = run.entries.get(op)
-    if entry is None or entry.get("status") != "completed":
+    if entry is None:
+        return _replayed_text(run, op, name)
+    if entry.get("status") != "completed":
         return None
     if entry.get("kind") != "step" or entry.get("name") != name:
         return None  # run_step reports the mismatch
     run.went_by(op, entry)
     return _replayed_output(entry.get("output"))
+
+
+def _replayed_text(run: PhaseRun, op: int, name: str) -> Coroutine[Any, Any, Any] | None:
+    """:func:`replayed_step` for an entry a paged journal holds as text (``_pages``)."""
+    entries = run.entries
+    if type(entries) is not JournalWindow:
+        return None
+    output = entries.take_output(op, name)
+    if output is jn.NOT_PLAIN:
+        return None
+    run.went_by(op, None)
+    return _replayed_output(output)
 
 
 async def _replayed_output(output: Any) -> Any:
