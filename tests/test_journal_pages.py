@@ -30,8 +30,8 @@ def tiny_pages(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     held = {"max": 0, "pages": 0}
     take = _pages.JournalWindow._take
 
-    def spy(self: _pages.JournalWindow, entries: dict[int, dict[str, Any]], texts: dict[int, str]) -> None:
-        take(self, entries, texts)
+    def spy(self: _pages.JournalWindow, texts: dict[int, str]) -> None:
+        take(self, texts)
         held["pages"] += 1
         held["max"] = max(held["max"], len(self) + len(self.texts))
 

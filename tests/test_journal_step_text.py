@@ -177,3 +177,40 @@ async def test_a_damaged_entry_on_a_later_page_is_refused_until_repaired(
     result = await env.result(handle)
     assert result.ok and result.value == json.dumps([OUTPUTS[i % len(OUTPUTS)] for i in range(STEPS)])
     assert set(calls.values()) == {1} and len(calls) == STEPS
+
+
+class Pages:
+    """The one storage call a journal window makes, over a dict of records."""
+
+    def __init__(self, records: dict[str, str]) -> None:
+        self.records = records
+
+    async def list(self, *, start: str, end: str) -> dict[str, str]:
+        return {k: v for k, v in sorted(self.records.items()) if start <= k < end}
+
+
+def keyed_journal() -> dict[str, str]:
+    records = {jn.op_key(jn.MAIN, op): entry_text(f"s{op}", op) for op in range(8)}
+    for op in (1, 6):  # completed with an idempotency key: its hash is journaled
+        keyed = entry_text(f"s{op}", op).replace('"finished_at"', f'"idempotency_hash":"h{op}","finished_at"')
+        records[jn.op_key(jn.MAIN, op)] = keyed
+    return records
+
+
+async def test_the_keys_held_in_texts_are_found_by_the_scan_and_as_they_are_reached() -> None:
+    hashes: dict[str, dict[str, Any]] = {}
+    window = _pages.JournalWindow(Pages(keyed_journal()), jn.MAIN, 8, hashes)  # type: ignore[arg-type]
+    await window.reach(0)  # page 0 (ops 0-3) is read, as text
+    assert window.ready(1) and hashes.keys() == {"h1"}  # reached: decoded, its key recorded
+    await window.scan_hashes()  # page 1 was never read: the scan reads it
+    assert hashes.keys() == {"h1", "h6"} and hashes["h6"]["output"] == 6
+
+
+async def test_a_key_on_a_page_read_before_the_scan_is_found_by_it() -> None:
+    hashes: dict[str, dict[str, Any]] = {}
+    window = _pages.JournalWindow(Pages(keyed_journal()), jn.MAIN, 8, hashes)  # type: ignore[arg-type]
+    await window.reach(4)  # page 1 is held as text, op 6 not reached
+    assert hashes == {}
+    await window.scan_hashes()
+    assert hashes.keys() == {"h1", "h6"}
+    assert jn.plain_step_output(window.texts[5], "s5") == 5  # the others stay text

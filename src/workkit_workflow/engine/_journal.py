@@ -218,19 +218,13 @@ NOT_PLAIN: Final[Any] = object()
 """What :func:`plain_step_output` returns for a text it does not read."""
 
 _STEP_HEAD: Final = f'{{"v":{OP_VERSION},"kind":"step","name":'
-_INSTANT: Final = r"(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+"
-"""A non-negative JSON number without exponent: a timestamp as ``number_text`` writes one."""
+_INSTANT: Final = r"[1-9][0-9]*+\.[0-9]++"
+"""A positive JSON number with a fraction and no exponent: a clock's time as ``number_text``
+writes it (any other is read by ``decode_record``)."""
 _PLAIN_TAIL: Final = re.compile(f'{_INSTANT},"finished_at":{_INSTANT},"output":')
 
 
-def may_be_plain_step(text: Any) -> bool:
-    """Whether ``text`` may be a step's entry that :func:`plain_step_output` reads (a
-    cheap test, for a reader holding the text until then): a version 2 step entry
-    without an idempotency hash, which a reader looks up before reaching its step."""
-    return type(text) is str and text.startswith(_STEP_HEAD) and '"idempotency_hash"' not in text
-
-
-def plain_step_output(text: str, name: str) -> Any:
+def plain_step_output(text: Any, name: str) -> Any:
     """The output journaled in ``text`` if it is the entry of step ``name`` completed by
     its first attempt with no other field, as the step writes it::
 
@@ -242,7 +236,7 @@ def plain_step_output(text: str, name: str) -> Any:
     :func:`decode_record` would give the same output. Any other text (another name or
     shape, a damaged record) is NOT_PLAIN, for ``decode_record`` to read or refuse."""
     head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
-    if not text.startswith(head):
+    if type(text) is not str or not text.startswith(head):
         return NOT_PLAIN
     tail = _PLAIN_TAIL.match(text, len(head))
     if tail is None:

@@ -7,9 +7,9 @@ records it needs by name and prefix (:func:`read_execution`), and the main phase
 entries become a :class:`JournalWindow`: a dict that the phase fills page by page
 (:meth:`JournalWindow.reach`, awaited by ``PhaseRun.replayed``) and from which it
 drops the entries of finished operations once they were replayed, so the memory a
-replay holds does not grow with the journal's length. A page's step entries are held as
-their text (:attr:`JournalWindow.texts`) until their step is reached: a step completed
-as most are gives its output without the rest of its entry being decoded.
+replay holds does not grow with the journal's length. A page's entries are held as their
+text (:attr:`JournalWindow.texts`) and decoded as the phase reaches each: a step completed
+as most are gives its output without the rest of its entry being decoded at all.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self._read_pages: set[int] = set()
         """Pages read successfully (a read page stays read: its future never changes)."""
         self.texts: dict[int, str] = {}
-        """Step entries of the pages read, not decoded yet (``jn.may_be_plain_step``): taken
-        by :meth:`take_output`, or decoded into the window once their operation is reached."""
+        """The entries of the pages read, not decoded yet: a replayed step takes its output
+        from its text (``phase._step``); any other is decoded into the window once its
+        operation is reached (:meth:`_arrive`)."""
         self._scanned = False
 
     def ready(self, op: int) -> bool:
@@ -92,7 +93,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
             self._prune()
             loading = self._pages[page] = asyncio.get_running_loop().create_future()
             try:
-                self._take(*await self._read(page * PAGE, (page + 1) * PAGE))
+                self._take(await self._read(page * PAGE, (page + 1) * PAGE))
             except BaseException as exc:
                 del self._pages[page]
                 loading.set_exception(exc)
@@ -108,23 +109,10 @@ class JournalWindow(dict[int, dict[str, Any]]):
         refused stays, so :meth:`finish` refuses it again and the drive fails, as when a
         page holding it is read whole."""
         self._reached.add(op)
-        text = self.texts.get(op)
-        if text is not None:
+        if op in self.texts:
             if op not in self:
-                self[op] = jn.decode_record(jn.op_key(self.prefix, op), text)
+                self[op] = self._remember(jn.decode_record(jn.op_key(self.prefix, op), self.texts[op]))
             del self.texts[op]
-
-    def take_output(self, op: int, name: str) -> Any:
-        """The output of ``op`` if its text is step ``name`` completed as most are
-        (``jn.plain_step_output``), forgotten once read; else ``jn.NOT_PLAIN``, and the
-        entry is read as any other."""
-        text = self.texts.get(op)
-        if text is None:
-            return jn.NOT_PLAIN
-        output = jn.plain_step_output(text, name)
-        if output is not jn.NOT_PLAIN:
-            del self.texts[op]
-        return output
 
     async def finish(self) -> None:
         """Read every page the phase never reached, so its end sees (and settles) the
@@ -141,52 +129,39 @@ class JournalWindow(dict[int, dict[str, Any]]):
         if self._scanned:
             return
         self._scanned = True
+        self._remember_hashes(self.texts)  # the pages read so far (once scanned, ``_take``)
         for page in range((self.end + PAGE - 1) // PAGE):
             if page not in self._pages:
-                # Step texts hold no idempotency hash (``jn.may_be_plain_step``).
-                entries, _texts = await self._read(page * PAGE, (page + 1) * PAGE)
-                self._remember_hashes(entries)
+                self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
 
-    async def _read(self, start: int, end: int) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
-        """The page's entries: decoded, and step entries kept as text (see ``texts``)."""
+    async def _read(self, start: int, end: int) -> dict[int, str]:
+        """The page's entries, as text (decoding waits until an operation needs one)."""
         found = await self.storage.list(
             start=jn.op_key(self.prefix, start), end=jn.op_key(self.prefix, min(end, self.end))
         )
         start_at = len(self.prefix)
-        entries: dict[int, dict[str, Any]] = {}
-        texts: dict[int, str] = {}
-        for key, text in found.items():
-            if jn.may_be_plain_step(text):
-                texts[int(key[start_at:])] = text
-                continue
-            try:
-                record = jn.loads(text) if isinstance(text, str) else None
-            except (ValueError, RecursionError):
-                record = None  # decode_record says why
-            if (
-                type(record) is dict
-                and record.get("v") == jn.OP_VERSION
-                and record.get("status") == "completed"
-            ):
-                # A completed entry is only read for its identity and output on replay:
-                # the defaults decode_record would add are not needed (nor held).
-                entries[int(key[start_at:])] = record
-            else:
-                entries[jn.op_of(key)] = jn.decode_record(key, text)
-        return entries, texts
+        return {int(key[start_at:]): text for key, text in found.items()}
 
-    def _take(self, entries: dict[int, dict[str, Any]], texts: dict[int, str]) -> None:
-        self._remember_hashes(entries)
+    def _take(self, texts: dict[int, str]) -> None:
         # What the phase recorded itself is newer than what storage held.
-        entries.update({op: self[op] for op in entries.keys() & self.keys()})
-        self.update(entries)
-        self.texts.update({op: text for op, text in texts.items() if op not in self})
+        for op in [op for op in self if op in texts]:
+            del texts[op]
+        self.texts.update(texts)
+        if self._scanned:
+            self._remember_hashes(texts)
 
-    def _remember_hashes(self, entries: dict[int, dict[str, Any]]) -> None:
-        for entry in entries.values():
-            key_hash = entry.get("idempotency_hash")
-            if key_hash and entry.get("status") == "completed":
-                self.hashes.setdefault(str(key_hash), entry)
+    def _remember_hashes(self, texts: dict[int, str]) -> None:
+        """Record the idempotency keys held by entries not decoded yet: only a text that
+        names the field can hold one (the entries decoded are recorded as they are)."""
+        for op, text in texts.items():
+            if not isinstance(text, str) or '"idempotency_hash"' in text:
+                self._remember(jn.decode_record(jn.op_key(self.prefix, op), text))
+
+    def _remember(self, entry: dict[str, Any]) -> dict[str, Any]:
+        key_hash = entry.get("idempotency_hash")
+        if key_hash and entry.get("status") == "completed":
+            self.hashes.setdefault(str(key_hash), entry)
+        return entry
 
     def release(self, op: int) -> None:
         """Forget a finished entry replayed in passing (see ``PhaseRun.went_by``)."""

@@ -115,9 +115,12 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
     where ``run_step`` looks for it (a paged journal's ``ready`` is not called)."""
     if options.output is not None:
         return None
-    entry = run.entries.get(op)
+    entries = run.entries
+    entry = entries.get(op)
     if entry is None:
-        return _replayed_text(run, op, name)
+        if type(entries) is JournalWindow:
+            return _replayed_text(run, entries, op, name)
+        return None
     if entry.get("status") != "completed":
         return None
     if entry.get("kind") != "step" or entry.get("name") != name:
@@ -126,14 +129,19 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
     return _replayed_output(entry.get("output"))
 
 
-def _replayed_text(run: PhaseRun, op: int, name: str) -> Coroutine[Any, Any, Any] | None:
-    """:func:`replayed_step` for an entry a paged journal holds as text (``_pages``)."""
-    entries = run.entries
-    if type(entries) is not JournalWindow:
+def _replayed_text(
+    run: PhaseRun, entries: JournalWindow, op: int, name: str
+) -> Coroutine[Any, Any, Any] | None:
+    """:func:`replayed_step` for an entry a paged journal holds as text (``_pages``): its
+    output, if it is this step completed as most are (``jn.plain_step_output``). Any
+    other text stays for ``JournalWindow.ready`` to decode as ``run_step`` reaches it."""
+    text = entries.texts.get(op)
+    if text is None:
         return None
-    output = entries.take_output(op, name)
+    output = jn.plain_step_output(text, name)
     if output is jn.NOT_PLAIN:
         return None
+    del entries.texts[op]
     run.went_by(op, None)
     return _replayed_output(output)
 
