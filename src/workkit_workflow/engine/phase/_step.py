@@ -118,32 +118,23 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
     entries = run.entries
     entry = entries.get(op)
     if entry is None:
-        if type(entries) is JournalWindow:
-            return _replayed_text(run, entries, op, name)
-        return None
+        if type(entries) is not JournalWindow:
+            return None
+        # A paged journal holds the entry as text (``_pages``): its output, if it is this
+        # step completed as most are; any other text stays for ``ready`` to decode.
+        text = entries.texts.get(op)
+        output = jn.NOT_PLAIN if text is None else jn.plain_step_output(text, name)
+        if output is jn.NOT_PLAIN:
+            return None
+        del entries.texts[op]
+        run.went_by(op, None)
+        return _replayed_output(output)
     if entry.get("status") != "completed":
         return None
     if entry.get("kind") != "step" or entry.get("name") != name:
         return None  # run_step reports the mismatch
     run.went_by(op, entry)
     return _replayed_output(entry.get("output"))
-
-
-def _replayed_text(
-    run: PhaseRun, entries: JournalWindow, op: int, name: str
-) -> Coroutine[Any, Any, Any] | None:
-    """:func:`replayed_step` for an entry a paged journal holds as text (``_pages``): its
-    output, if it is this step completed as most are (``jn.plain_step_output``). Any
-    other text stays for ``JournalWindow.ready`` to decode as ``run_step`` reaches it."""
-    text = entries.texts.get(op)
-    if text is None:
-        return None
-    output = jn.plain_step_output(text, name)
-    if output is jn.NOT_PLAIN:
-        return None
-    del entries.texts[op]
-    run.went_by(op, None)
-    return _replayed_output(output)
 
 
 async def _replayed_output(output: Any) -> Any:
