@@ -30,10 +30,10 @@ def tiny_pages(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     held = {"max": 0, "pages": 0}
     take = _pages.JournalWindow._take
 
-    def spy(self: _pages.JournalWindow, entries: dict[int, dict[str, Any]]) -> None:
-        take(self, entries)
+    def spy(self: _pages.JournalWindow, texts: dict[int, str]) -> None:
+        take(self, texts)
         held["pages"] += 1
-        held["max"] = max(held["max"], len(self))
+        held["max"] = max(held["max"], len(self) + len(self.texts))
 
     monkeypatch.setattr(_pages.JournalWindow, "_take", spy)
     return held

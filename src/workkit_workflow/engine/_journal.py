@@ -30,6 +30,7 @@ other record is version 1.
 
 from __future__ import annotations
 
+import re
 from json.encoder import encode_basestring
 from typing import Any, Final, Literal, TypedDict
 
@@ -42,6 +43,7 @@ from ..definitions._json import encode_value as encode_value
 from ..definitions._json import is_unicode as is_unicode
 from ..definitions._json import loads as loads
 from ..definitions._json import number_text as number_text
+from ..definitions._json import scan_once
 from ..errors import WorkflowError
 
 VERSION: Final = 1
@@ -210,6 +212,42 @@ def _expand_op(key: str, record: dict[str, Any]) -> dict[str, Any]:
         if "started_at" in record:
             record.setdefault("attempt_started_at", record["started_at"])
     return record
+
+
+NOT_PLAIN: Final[Any] = object()
+"""What :func:`plain_step_output` returns for a text it does not read."""
+
+_STEP_HEAD: Final = f'{{"v":{OP_VERSION},"kind":"step","name":'
+_INSTANT: Final = r"[1-9][0-9]*+\.[0-9]++"
+"""A positive JSON number with a fraction and no exponent: a clock's time as ``number_text``
+writes it (any other is read by ``decode_record``)."""
+_PLAIN_TAIL: Final = re.compile(f'{_INSTANT},"finished_at":{_INSTANT},"output":')
+
+
+def plain_step_output(text: Any, name: str) -> Any:
+    """The output journaled in ``text`` if it is the entry of step ``name`` completed by
+    its first attempt with no other field, as the step writes it::
+
+        {"v":2,"kind":"step","name":…,"status":"completed","attempt":1,"started_at":…,"finished_at":…,"output":…}
+
+    else :data:`NOT_PLAIN`. Only the output is decoded (a replay reads nothing else of
+    a completed step; decoding the rest is most of a replayed step's cost), but the rest
+    is checked against that layout: a text this reads is valid JSON, and
+    :func:`decode_record` would give the same output. Any other text (another name or
+    shape, a damaged record) is NOT_PLAIN, for ``decode_record`` to read or refuse."""
+    head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
+    if type(text) is not str or not text.startswith(head):
+        return NOT_PLAIN
+    tail = _PLAIN_TAIL.match(text, len(head))
+    if tail is None:
+        return NOT_PLAIN
+    try:
+        output, end = scan_once(text, tail.end())
+    except (StopIteration, ValueError, RecursionError):
+        return NOT_PLAIN
+    if end != len(text) - 1 or text[end] != "}":
+        return NOT_PLAIN
+    return output
 
 
 def storable_text(text: str) -> str:

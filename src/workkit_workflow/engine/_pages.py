@@ -7,7 +7,9 @@ records it needs by name and prefix (:func:`read_execution`), and the main phase
 entries become a :class:`JournalWindow`: a dict that the phase fills page by page
 (:meth:`JournalWindow.reach`, awaited by ``PhaseRun.replayed``) and from which it
 drops the entries of finished operations once they were replayed, so the memory a
-replay holds does not grow with the journal's length.
+replay holds does not grow with the journal's length. A page's entries are held as their
+text (:attr:`JournalWindow.texts`) and decoded as the phase reaches each: a step completed
+as most are gives its output without the rest of its entry being decoded at all.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self._reached: set[int] = set()
         self._read_pages: set[int] = set()
         """Pages read successfully (a read page stays read: its future never changes)."""
+        self.texts: dict[int, str] = {}
+        """The entries of the pages read, not decoded yet: a replayed step takes its output
+        from its text (``phase._step``); any other is decoded into the window once its
+        operation is reached (:meth:`_arrive`)."""
         self._scanned = False
 
     def ready(self, op: int) -> bool:
@@ -71,7 +77,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
             if loading is None or not loading.done() or loading.exception() is not None:
                 return False
             self._read_pages.add(page)
-        self._reached.add(op)
+        self._arrive(op)
         return True
 
     async def reach(self, op: int) -> None:
@@ -96,7 +102,17 @@ class JournalWindow(dict[int, dict[str, Any]]):
             loading.set_result(None)
         elif not loading.done():
             await asyncio.shield(loading)
+        self._arrive(op)
+
+    def _arrive(self, op: int) -> None:
+        """``op`` is reached: its entry, if held as text, is decoded now. A text that is
+        refused stays, so :meth:`finish` refuses it again and the drive fails, as when a
+        page holding it is read whole."""
         self._reached.add(op)
+        if op in self.texts:
+            if op not in self:
+                self[op] = self._remember(jn.decode_record(jn.op_key(self.prefix, op), self.texts[op]))
+            del self.texts[op]
 
     async def finish(self) -> None:
         """Read every page the phase never reached, so its end sees (and settles) the
@@ -104,6 +120,8 @@ class JournalWindow(dict[int, dict[str, Any]]):
         for page in range((self.end + PAGE - 1) // PAGE):
             if page not in self._pages:
                 await self.reach(page * PAGE)
+        for op in list(self.texts):
+            self._arrive(op)
 
     async def scan_hashes(self) -> None:
         """Record the idempotency keys of the whole journal (once): a step looking one up
@@ -111,44 +129,39 @@ class JournalWindow(dict[int, dict[str, Any]]):
         if self._scanned:
             return
         self._scanned = True
+        self._remember_hashes(self.texts)  # the pages read so far (once scanned, ``_take``)
         for page in range((self.end + PAGE - 1) // PAGE):
             if page not in self._pages:
                 self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
 
-    async def _read(self, start: int, end: int) -> dict[int, dict[str, Any]]:
+    async def _read(self, start: int, end: int) -> dict[int, str]:
+        """The page's entries, as text (decoding waits until an operation needs one)."""
         found = await self.storage.list(
             start=jn.op_key(self.prefix, start), end=jn.op_key(self.prefix, min(end, self.end))
         )
         start_at = len(self.prefix)
-        entries: dict[int, dict[str, Any]] = {}
-        for key, text in found.items():
-            try:
-                record = jn.loads(text) if isinstance(text, str) else None
-            except (ValueError, RecursionError):
-                record = None  # decode_record says why
-            if (
-                type(record) is dict
-                and record.get("v") == jn.OP_VERSION
-                and record.get("status") == "completed"
-            ):
-                # A completed entry is only read for its identity and output on replay:
-                # the defaults decode_record would add are not needed (nor held).
-                entries[int(key[start_at:])] = record
-            else:
-                entries[jn.op_of(key)] = jn.decode_record(key, text)
-        return entries
+        return {int(key[start_at:]): text for key, text in found.items()}
 
-    def _take(self, entries: dict[int, dict[str, Any]]) -> None:
-        self._remember_hashes(entries)
+    def _take(self, texts: dict[int, str]) -> None:
         # What the phase recorded itself is newer than what storage held.
-        entries.update({op: self[op] for op in entries.keys() & self.keys()})
-        self.update(entries)
+        for op in [op for op in self if op in texts]:
+            del texts[op]
+        self.texts.update(texts)
+        if self._scanned:
+            self._remember_hashes(texts)
 
-    def _remember_hashes(self, entries: dict[int, dict[str, Any]]) -> None:
-        for entry in entries.values():
-            key_hash = entry.get("idempotency_hash")
-            if key_hash and entry.get("status") == "completed":
-                self.hashes.setdefault(str(key_hash), entry)
+    def _remember_hashes(self, texts: dict[int, str]) -> None:
+        """Record the idempotency keys held by entries not decoded yet: only a text that
+        names the field can hold one (the entries decoded are recorded as they are)."""
+        for op, text in texts.items():
+            if not isinstance(text, str) or '"idempotency_hash"' in text:
+                self._remember(jn.decode_record(jn.op_key(self.prefix, op), text))
+
+    def _remember(self, entry: dict[str, Any]) -> dict[str, Any]:
+        key_hash = entry.get("idempotency_hash")
+        if key_hash and entry.get("status") == "completed":
+            self.hashes.setdefault(str(key_hash), entry)
+        return entry
 
     def release(self, op: int) -> None:
         """Forget a finished entry replayed in passing (see ``PhaseRun.went_by``)."""

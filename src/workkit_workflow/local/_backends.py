@@ -158,8 +158,9 @@ class SqliteBackend:
         limit: int | None,
         reverse: bool,
     ) -> dict[str, str]:
-        # Keys are stored as UTF-8 BLOBs so SQLite orders them as Cloudflare does.
-        sql = "SELECT key, value FROM kv WHERE obj = ?"
+        # Keys are stored as UTF-8 BLOBs so SQLite orders them as Cloudflare does; read
+        # back as text, the rows are (str, str) pairs the dict is built from directly.
+        sql = "SELECT CAST(key AS TEXT), value FROM kv WHERE obj = ?"
         args: list[Any] = [obj]
         if prefix:
             low = prefix.encode()
@@ -175,7 +176,7 @@ class SqliteBackend:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return {k.decode(): v for k, v in self._db.execute(sql, args)}
+        return dict(self._db.execute(sql, args))
 
     def commit(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str], alarm: Any) -> None:
         with self._lock:

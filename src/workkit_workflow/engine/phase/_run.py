@@ -181,16 +181,17 @@ class PhaseRun:
             self._quieted()
             self._maybe_idle()
 
-    def went_by(self, op: int, entry: dict[str, Any]) -> None:
+    def went_by(self, op: int, entry: dict[str, Any] | None) -> None:
         """The finished operation at ``op`` was replayed as it was reached (a step replayed
         from memory, with no ``enter``/``leave``): it counts as the body moving on for the
-        idle check, and a paged journal forgets it now (as its next page read would)."""
+        idle check, and a paged journal forgets it now (as its next page read would).
+        ``entry`` is None for an entry read from its text (already forgotten)."""
         self.generation += 1
         if self.parked:
             self._maybe_idle()
         # The entry is a completed step's (``replayed_step``): unless an undo needs it at the
         # phase's end, nothing reads it again.
-        if type(self.entries) is JournalWindow and not entry.get("undo"):
+        if entry is not None and type(self.entries) is JournalWindow and not entry.get("undo"):
             self.entries.release(op)
 
     def _quieted(self) -> None:

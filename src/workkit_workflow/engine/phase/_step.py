@@ -115,8 +115,21 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
     where ``run_step`` looks for it (a paged journal's ``ready`` is not called)."""
     if options.output is not None:
         return None
-    entry = run.entries.get(op)
-    if entry is None or entry.get("status") != "completed":
+    entries = run.entries
+    entry = entries.get(op)
+    if entry is None:
+        if type(entries) is not JournalWindow:
+            return None
+        # A paged journal holds the entry as text (``_pages``): its output, if it is this
+        # step completed as most are; any other text stays for ``ready`` to decode.
+        text = entries.texts.get(op)
+        output = jn.NOT_PLAIN if text is None else jn.plain_step_output(text, name)
+        if output is jn.NOT_PLAIN:
+            return None
+        del entries.texts[op]
+        run.went_by(op, None)
+        return _replayed_output(output)
+    if entry.get("status") != "completed":
         return None
     if entry.get("kind") != "step" or entry.get("name") != name:
         return None  # run_step reports the mismatch
