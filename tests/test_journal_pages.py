@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import Workflow, WorkflowContext, workflow
-from workkit_workflow.engine import _pages
+from workkit_workflow.engine import _drive, _pages
 from workkit_workflow.errors import StepFailedError
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -222,3 +222,37 @@ async def test_a_failed_step_called_before_pages_are_read_is_not_run_again(env: 
     result = await env.result(handle)
     assert result.ok and result.value == {"total": sum(range(STEPS)), "bad": "address rejected"}
     assert set(calls.values()) == {1} and len(calls) == STEPS + 2
+
+
+async def test_a_cancel_that_lands_while_a_paged_replay_starts_still_undoes_every_step(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drive chose to read the journal by pages; the cancel came while the write that
+    starts the incarnation was in flight, so the phase ends before its body read any
+    page: its end reads them all, and the undo on the first page runs."""
+    undone: list[str] = []
+    flow = Workflow(unique("paged-cancel")).step(
+        "reserve", lambda inp, prev, ctx: {"r": 1}, undo=lambda info: undone.append("release")
+    )
+    for i in range(STEPS):
+        flow = flow.step(f"s{i:03d}", lambda inp, prev, ctx, i=i: i)
+    flow = flow.wait_for_event("go", "go")
+    handle = await env.run(flow, None)
+    assert await handle.status() == "waiting"
+    env.ns.evict(handle.execution_id)
+    starts = _drive.Driver._start_incarnation
+    cancelled: list[bool] = []
+
+    async def start_then_cancel(self: _drive.Driver, state: Any) -> None:
+        await starts(self, state)
+        if not cancelled:
+            cancelled.append(True)
+            await handle.cancel("no longer wanted")  # the whole request, during that write
+
+    monkeypatch.setattr(_drive.Driver, "_start_incarnation", start_then_cancel)
+    await handle.send_event("go", 1)
+    await env.result(handle)
+    assert cancelled and await handle.status() == "cancelled"
+    assert undone == ["release"]
+    journal = await handle.journal()
+    assert [e["status"] for e in journal if e["name"] == "go"] == ["abandoned"]

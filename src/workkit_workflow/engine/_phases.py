@@ -16,6 +16,7 @@ from ..errors import SerializationError
 from . import _journal as jn
 from . import _undo as undo
 from ._children import cancel_children
+from ._pages import JournalWindow
 from ._pause import is_paused
 from ._retention import Retention
 from ._runner import Runner
@@ -69,6 +70,10 @@ class Phases:
 
     async def main_stopped(self, definition: Workflow, entries: Entries) -> None:
         """End the main phase that a cancel stopped before its body ran (the drive goes on)."""
+        if isinstance(entries, JournalWindow):
+            # The drive chose pages before the cancel came: no page was read yet, and the
+            # end settles (and undoes) every entry of the journal.
+            await entries.finish()
         await self._end_main(definition, Outcome("stopped"), entries)
 
     async def main_ended(self, definition: Workflow, run: Phase, outcome: Outcome) -> Outcome | None:
