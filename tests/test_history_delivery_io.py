@@ -13,11 +13,13 @@ import pytest
 
 from test_history_memory import _linear
 from test_history_projection import Runtime
+from workkit_workflow import create_durable_workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import Bundle, bundle_key, step_piece
 from workkit_workflow.history._outbox import HEAD, Outbox
 from workkit_workflow.history._projection import projection
+from workkit_workflow.local import LocalNamespace
 
 
 class _Writes:
@@ -229,3 +231,24 @@ async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_em
     assert await outbox._deliver_page(dict.fromkeys(outbox._memory, ""))
     [(puts, deletes)] = storage.commits  # memory is empty: the delivery clears the mark
     assert set(puts) == {HEAD} and deletes == [] and mark(puts) is None
+
+
+async def test_a_short_execution_s_history_costs_one_commit_and_one_d1_batch() -> None:
+    """Its start waits (``LINGER``) for what follows it, its end sends everything in one
+    batch, and that batch's commit also clears the alarm kept for it."""
+    rt = Runtime()
+    plain = LocalNamespace(None, rt.clock)  # one virtual clock per loop
+    try:
+        handle = await create_durable_workflow(plain).run(_linear(3), {}, execution_id="short-1")
+        assert (await handle.result(timeout=60)).value == {"i": 2}
+        await plain.idle()
+        handle = await rt.client.run(_linear(3), {}, execution_id="short-1")
+        assert (await handle.result(timeout=60)).value == {"i": 2}
+        await rt.drained(["short-1"])
+        assert rt.ns.stats.writes == plain.stats.writes + 1
+        assert rt.d1.calls == 1
+        rt.exactly_once()
+        assert rt.ns.backend.get_alarm("short-1") is None
+    finally:
+        await plain.close()
+        await rt.close()

@@ -14,9 +14,9 @@ rarely rewritten. A commit whose records are all references (a step's completion
 and the next one's start) writes no bundle at all: it waits in memory only, under
 the head's mark, and is recovered from the journal after a crash (``_recovery``).
 
-After each commit the core calls :meth:`kick`. A run's step transitions go out in
-batches (``BATCH`` commits, or after ``LINGER`` seconds); a write that starts,
-parks or ends the execution, or changes its status, sends what waits at once. A
+After each commit the core calls :meth:`kick`. A run's step transitions, its start
+and its resumes go out in batches (``BATCH`` commits, or after ``LINGER`` seconds); a
+write that parks or ends the execution sends what waits at once. A
 delivery sends a page of records to D1 in one batch of idempotent statements
 (upserts guarded by sequence, inserts keyed by execution id + sequence), then
 deletes them from storage. A crash between the two re-sends them later; the
