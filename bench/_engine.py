@@ -41,11 +41,24 @@ class Engine:
         self._runs = 0
         self.last_writes = 0
         """Storage writes of the last run."""
+        self.last_bytes = 0
+        """Bytes the last run wrote to storage (keys and values, as ``stats.bytes_written``)."""
+
+    def wal_files(self) -> dict[str, tuple[str, Any]]:
+        """The SQLite files this system writes, by name: path and the connection that writes
+        it (the bench reads their write-ahead logs, ``bench._wal``, and empties them between
+        timed runs; the runtime has no public handle on its connections)."""
+        files: dict[str, tuple[str, Any]] = {"object file": (self.ns.backend.path, self.ns.backend._db)}
+        if self.history:
+            files["D1 file"] = (self.d1.path, self.d1._db)
+        return files
 
     async def run(self, steps: int, workflow: Any = wf.linear) -> float:
         self._runs += 1
-        execution_id = f"linear-{steps}-{self._runs}"
-        writes = self.ns.stats.writes
+        # Numbered so each run's keys sort after every earlier run's: each appends at the end of
+        # the table, as the floor's do. (Run 10 sorting between runs 1 and 2 wrote 1.4x the pages.)
+        execution_id = f"linear-{self._runs:06d}-{steps}"
+        writes, written = self.ns.stats.writes, self.ns.stats.bytes_written
         start = time.perf_counter()
         handle = await self.client.run(workflow, {"n": steps}, execution_id=execution_id)
         if self.history:
@@ -53,6 +66,7 @@ class Engine:
             await self.ns.idle()
         elapsed = time.perf_counter() - start
         self.last_writes = self.ns.stats.writes - writes
+        self.last_bytes = self.ns.stats.bytes_written - written
         status = await handle.status()
         if status != "completed":
             raise RuntimeError(f"bench execution {execution_id} ended {status}")

@@ -10,13 +10,33 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 
-OUTBOX_BATCH = 40
-"""Outbox rows deleted per commit (the history outbox's batch)."""
+
+@dataclass(frozen=True)
+class OutboxModel:
+    """What the history projection adds to a run's storage writes, measured (not assumed):
+    the history engine's commits and bytes per step less the plain engine's, over one
+    untimed run of each (:func:`bench._sqlite.outbox_model`)."""
+
+    commits_per_step: float
+    bytes_per_step: float
+
+    def extra_commits(self, steps: int) -> int:
+        """Extra commits in a run of ``steps`` steps (the measured rate, rounded)."""
+        return round(self.commits_per_step * steps)
+
+    def commit_bytes(self) -> int:
+        """The value of each extra commit: the measured extra bytes spread over them."""
+        return max(1, round(self.bytes_per_step / self.commits_per_step))
+
+
+NO_OUTBOX = OutboxModel(0.0, 0.0)
 
 
 class Floor:
     def __init__(self, path: str, synchronous: str) -> None:
+        self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
@@ -25,34 +45,41 @@ class Floor:
             " PRIMARY KEY (obj, key)) WITHOUT ROWID"
         )
         self._runs = 0
+        self.last_commits = 0
+        """Commits of the last run."""
 
-    def run(self, steps: int, value_bytes: int, *, outbox: int = 0) -> float:
+    def run(self, steps: int, value_bytes: int, outbox: OutboxModel = NO_OUTBOX) -> float:
         """Seconds for ``steps`` committed writes of one ``value_bytes`` row each.
 
-        ``outbox``: each commit also writes a row of that many bytes under another key
-        range (``o:``), deleted 40 at a time in a commit of their own: the floor of a
-        history outbox written in the same commit as the journal, as the engine's is."""
+        ``outbox``: the history outbox's measured extra writes, as raw commits: its extra
+        commits spread evenly over the run, each rewriting one row (``o:head``, another
+        key range) with the measured extra bytes divided among them. If the outbox adds
+        bytes but no commits, the bytes ride in the steps' own rows instead. No engine
+        code either way: the floor of the same durable work."""
         self._runs += 1
-        obj = f"floor-{self._runs}"
+        # Numbered so each run's keys sort after every earlier run's (see bench._engine.Engine.run).
+        obj = f"floor-{self._runs:06d}"
+        extra = outbox.extra_commits(steps)
+        if extra == 0:
+            value_bytes += round(outbox.bytes_per_step)
         value = "x" * value_bytes
+        head = "o" * (outbox.commit_bytes() if extra else 0)
+        put = "INSERT OR REPLACE INTO kv (obj, key, value) VALUES (?, ?, ?)"
         db = self.db
         start = time.perf_counter()
         for op in range(steps):
-            rows = [(obj, f"j:{op:08d}".encode(), value)]
-            if outbox:
-                rows.append((obj, f"o:{op:012d}".encode(), "o" * outbox))
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO kv (obj, key, value) VALUES (?, ?, ?)", rows)
+            db.executemany(put, [(obj, f"j:{op:08d}".encode(), value)])
             db.execute("COMMIT")
-            if outbox and (op % OUTBOX_BATCH == OUTBOX_BATCH - 1 or op == steps - 1):
-                first = op - op % OUTBOX_BATCH
+            # The (op + 1)-th step is followed by an extra commit whenever the running
+            # count of extra commits due, extra * (op + 1) // steps, goes up.
+            if extra and extra * (op + 1) // steps > extra * op // steps:
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany(
-                    "DELETE FROM kv WHERE obj = ? AND key = ?",
-                    [(obj, f"o:{k:012d}".encode()) for k in range(first, op + 1)],
-                )
+                db.executemany(put, [(obj, b"o:head", head)])
                 db.execute("COMMIT")
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.last_commits = steps + extra
+        return elapsed
 
     def close(self) -> None:
         self.db.close()

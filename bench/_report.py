@@ -58,14 +58,72 @@ def per_step(results: Sequence[SyncResult], sizes: Sequence[int]) -> list[Verdic
             + ", ".join(f"{k} {v:.3f}" for k, v in res.writes_per_step.items())
             + " (the yielding body has no target: a completion is never held past its loop turn)"
         )
-        if res.series.get("floor + outbox row", {}).get(big):
-            outbox = spread(ratios(res.series["floor + outbox row"][big], res.series["floor"][big]))
-            print(
-                f"no target: one more row per commit in another key range ({res.outbox_bytes} bytes, what the"
-                f" history outbox adds to a step) costs {outbox.fmt(1, 2)}x the floor at N={big:,}"
-            )
+        for line in _no_target_lines(res, big):
+            print(line)
         verdicts += _sqlite_verdicts(res, big)
     return verdicts
+
+
+def _no_target_lines(res: SyncResult, big: int) -> list[str]:
+    """The SQLite section's figures without a target: log pages and checkpoints per step
+    (counted by SQLite, ``bench._wal``), and what the outbox's writes cost the floor."""
+    pages = res.wal_pages
+    history = pages["engine + history, object file"], pages["engine + history, D1 file"]
+    lines = [
+        f"no target: WAL frames (pages of {res.page_size} bytes) written per step at N={big:,}, counted in"
+        f" SQLite's wal-index over one untimed run: engine {pages['engine']:.3f}, engine + history"
+        f" {history[0]:.3f} (object file) + {history[1]:.3f} (D1 file), floor {pages['floor']:.3f},"
+        f" floor + outbox writes {pages['floor + outbox writes']:.3f}"
+    ]
+    how = "each run starts from an empty log" if res.fresh_log else "--keep-wal: runs start mid-log"
+    counts = ", ".join(
+        f"{label} {sum(v) / len(v) / big * 1000:.2f} ({' '.join(map(str, v))})"
+        for label, v in res.checkpoints.items()
+    )
+    lines.append(
+        f"no target: checkpoints per 1,000 steps inside the timed runs at N={big:,} ({how};"
+        f" per run in brackets; a long run does one per 1,000 frames): {counts}"
+    )
+    lines += _closing_lines(res, big)
+    if res.series.get("floor + outbox writes", {}).get(big):
+        outbox = spread(ratios(res.series["floor + outbox writes"][big], res.series["floor"][big]))
+        model = res.outbox
+        shape = (
+            f"one commit of {model.commit_bytes()} bytes every {1 / model.commits_per_step:.0f} steps"
+            if model.extra_commits(big)
+            else "the bytes in the steps' own rows"
+        )
+        lines.append(
+            f"no target: floor + outbox writes (what the history engine writes more than the engine,"
+            f" measured over N={big:,}: {model.commits_per_step:.3f} commits and {model.bytes_per_step:.1f}"
+            f" bytes per step, as {shape}) costs {outbox.fmt(1, 2)}x the floor at N={big:,}"
+        )
+    return lines
+
+
+def _closing_lines(res: SyncResult, big: int) -> list[str]:
+    """The cost of each run's closing checkpoint (what it left in its logs), and the
+    target ratios with it counted in both times."""
+    closing = res.closing
+    if not closing:
+        return []
+    alone = ", ".join(f"{name} {spread(v).fmt(1e3, 4)}" for name, v in closing.items())
+    lines = [
+        f"no target: each run's closing checkpoint (what it left in its logs, checkpointed right after it,"
+        f" outside its time) at N={big:,}, ms per step: {alone}"
+    ]
+    for top, bottom in (("engine", "floor"), ("engine + history", "engine")):
+        if top in closing and bottom in closing:
+            both = [
+                [a + b for a, b in zip(res.series[name][big], closing[name], strict=True)]
+                for name in (top, bottom)
+            ]
+            lines.append(
+                f"no target: {top} / {bottom} at N={big:,} with the closing checkpoint counted in both times"
+                f" (every page a run writes copied into its database in its own time):"
+                f" {spread(ratios(*both)).fmt(1, 2)}x"
+            )
+    return lines
 
 
 def _sqlite_verdicts(res: SyncResult, big: int) -> list[Verdict]:

@@ -145,7 +145,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             verdicts, memory = await memory_section(reps, quick, "pyodide" in only)
         if "sqlite" in only:
             peer_python = _peers.python_for_peers(args.peer_python)
-            steps = await _sqlite.measure(workdir, sizes, reps, peer_python, args.peers)
+            steps = await _sqlite.measure(
+                workdir, sizes, reps, peer_python, args.peers, fresh_log=not args.keep_wal
+            )
             verdicts += _report.per_step(steps, sizes)
             _report.per_execution(steps, 10)
         if "replay" in only:
@@ -200,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--peer-python", default=None, help="the Python that runs the peers (default: this one)"
+    )
+    parser.add_argument(
+        "--keep-wal",
+        action="store_true",
+        help="SQLite section: do not empty each system's write-ahead log before its timed runs"
+        " (the method before the seventh round; checkpoints then fall where earlier runs left the log)",
     )
     parser.add_argument(
         "--real-runtime",

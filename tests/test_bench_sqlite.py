@@ -1,0 +1,162 @@
+"""The bench's SQLite section counts what SQLite did, exactly: log frames and checkpoints read
+from the wal-index (``bench._wal``), the floor's outbox writes as measured, the logs emptied
+before each timed run. Counts only: no test here asserts a time."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from bench import _wal
+from bench._engine import Engine
+from bench._floor import NO_OUTBOX, Floor, OutboxModel
+from bench._sqlite import System, count_frames, outbox_model, timed_run
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, str]]:
+    """A WAL file with one one-row table: each update of the row is one commit of one page."""
+    path = str(tmp_path / "t.db")
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=OFF")
+    connection.execute("CREATE TABLE t (x INTEGER)")
+    connection.execute("INSERT INTO t VALUES (0)")
+    try:
+        yield connection, path
+    finally:
+        connection.close()
+
+
+def _commits(connection: sqlite3.Connection, count: int) -> None:
+    # A new value each time: SQLite writes no page for an update that changes nothing.
+    for _ in range(count):
+        connection.execute("UPDATE t SET x = x + 1")
+
+
+def test_the_frame_counter_counts_one_frame_per_one_page_commit_across_two_checkpoints(
+    db: tuple[sqlite3.Connection, str],
+) -> None:
+    connection, path = db
+    counter = _wal.FrameCounter(connection, path)
+    _commits(connection, 2500)  # the log restarts twice (a checkpoint every 1,000 pages)
+    counter.stop()
+    assert (counter.frames, counter.checkpoints) == (2500, 2)
+    # Stopped: the connection's next commits are not counted.
+    _commits(connection, 10)
+    assert counter.frames == 2500
+
+
+def test_checkpoints_between_two_readings_count_each_restart_and_a_pending_one(
+    db: tuple[sqlite3.Connection, str],
+) -> None:
+    connection, path = db
+    _wal.truncate(connection)
+    empty = _wal.read(path)
+    assert (empty.frames, empty.backfilled) == (0, 0) and empty.page_size == 4096
+    _commits(connection, 2500)
+    assert _wal.checkpoints(empty, _wal.read(path)) == 2
+    _wal.truncate(connection)
+    before = _wal.read(path)
+    _commits(connection, 1000)  # the 1,000th page's commit checkpoints; nothing restarts it yet
+    after = _wal.read(path)
+    assert (after.frames, after.backfilled, _wal.checkpoints(before, after)) == (1000, 1000, 1)
+    assert _wal.frames_between(before, after) == 1000
+
+
+def test_without_automatic_checkpoints_the_log_keeps_every_frame(db: tuple[sqlite3.Connection, str]) -> None:
+    connection, path = db
+    connection.execute("PRAGMA wal_autocheckpoint=0")
+    before = _wal.read(path)
+    _commits(connection, 1500)
+    after = _wal.read(path)
+    assert (_wal.frames_between(before, after), _wal.checkpoints(before, after)) == (1500, 0)
+
+
+def test_frames_are_not_guessed_across_two_restarts(db: tuple[sqlite3.Connection, str]) -> None:
+    connection, path = db
+    before = _wal.read(path)
+    _commits(connection, 2500)
+    with pytest.raises(RuntimeError, match="2 restarts"):
+        _wal.frames_between(before, _wal.read(path))
+
+
+def test_a_file_without_a_wal_index_reads_as_empty(tmp_path: Path) -> None:
+    assert _wal.read(str(tmp_path / "none.db")) == _wal.EMPTY
+
+
+def _commit_statements(floor: Floor) -> list[str]:
+    seen: list[str] = []
+    floor.db.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+def test_the_floor_does_the_outbox_commits_and_bytes_it_is_given(tmp_path: Path) -> None:
+    floor = Floor(str(tmp_path / "f.db"), "OFF")
+    try:
+        commits = _commit_statements(floor)
+        model = OutboxModel(commits_per_step=0.028, bytes_per_step=9.8)
+        floor.run(1000, 100, model)
+        assert len(commits) == floor.last_commits == 1028
+        (head,) = floor.db.execute("SELECT value FROM kv WHERE key = ?", (b"o:head",)).fetchone()
+        assert len(head) == model.commit_bytes() == 350
+        commits.clear()
+        floor.run(1000, 100)
+        assert len(commits) == floor.last_commits == 1000
+    finally:
+        floor.close()
+
+
+def test_outbox_bytes_without_outbox_commits_ride_in_the_steps_rows(tmp_path: Path) -> None:
+    floor = Floor(str(tmp_path / "f.db"), "OFF")
+    try:
+        commits = _commit_statements(floor)
+        floor.run(50, 100, OutboxModel(commits_per_step=0.0, bytes_per_step=12.4))
+        sizes = {len(v) for (v,) in floor.db.execute("SELECT value FROM kv WHERE obj = 'floor-000001'")}
+        assert (len(commits), sizes) == (50, {112})
+    finally:
+        floor.close()
+
+
+def test_the_outbox_model_is_the_history_engines_extra_over_the_plain_engines() -> None:
+    plain = SimpleNamespace(last_writes=1003, last_bytes=284_874)
+    history = SimpleNamespace(last_writes=1031, last_bytes=294_711)
+    model = outbox_model(plain, history, 1000)  # type: ignore[arg-type]
+    assert model == OutboxModel(0.028, 9.837)
+    assert (model.extra_commits(1000), model.commit_bytes()) == (28, 351)
+    assert outbox_model(history, plain, 1000) == NO_OUTBOX  # type: ignore[arg-type]
+
+
+async def test_an_engine_run_writes_at_least_one_frame_per_commit(tmp_path: Path) -> None:
+    engine = Engine(str(tmp_path / "e.db"), "OFF", history=True)
+    try:
+        await engine.run(2)
+        frames = await count_frames(engine.wal_files(), lambda: engine.run(20))
+        assert set(frames) == {"object file", "D1 file"}
+        assert frames["object file"] >= engine.last_writes > 20
+        assert frames["D1 file"] > 0
+    finally:
+        await engine.close()
+
+
+async def test_a_timed_run_starts_from_an_empty_log_and_counts_its_own_checkpoints(
+    db: tuple[sqlite3.Connection, str],
+) -> None:
+    connection, path = db
+    _commits(connection, 900)  # left by an earlier run: emptied, not counted
+
+    async def run(n: int) -> float:
+        _commits(connection, n)
+        return 0.0
+
+    system = System(run, {"t": (path, connection)})
+    timed = await timed_run(system, 1500, fresh_log=True)
+    assert timed.checkpoints == {"t": 1} and timed.closing is not None
+    left = _wal.read(path)
+    assert left.backfilled == left.frames == 500  # the closing checkpoint copied the rest
+    _commits(connection, 900)
+    kept = await timed_run(system, 1500, fresh_log=False)
+    assert kept.checkpoints == {"t": 2} and kept.closing is None
