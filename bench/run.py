@@ -8,7 +8,10 @@ Sections (issue #16 names the targets; each is printed MET or MISSED with min / 
    interleaving): the engine, the same with a body that yields between steps, the same with
    the history projection, the floor (one raw committed write per step) and the peers
    (DBOS, Temporal, Restate: each in its own process, "not installed" when absent), all
-   interleaved run by run; then the cost per execution;
+   interleaved run by run, each in-process system's write-ahead log emptied before each of
+   its runs (``bench._sqlite``); without a target, the log frames (pages) written per step
+   and the checkpoints inside the timed runs, counted by SQLite (``bench._wal``), and the
+   floor plus the history outbox's measured extra writes; then the cost per execution;
 3. cold replay of 10,000 and 50,000 finished steps: time and peak memory (tracemalloc);
 4. storage operations and bytes per step, counted at the storage port;
 5. 10 to 5,000 concurrent executions on one local runtime: executions/s, CPU per execution;
