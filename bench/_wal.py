@@ -1,8 +1,8 @@
 """A SQLite file's write-ahead log, read from SQLite's own wal-index: exact counts, no estimates.
 
 Every connection to a WAL database shares the wal-index, the ``-shm`` file next to it
-(memory-mapped, in the machine's byte order but for the salt). Its header (``WalIndexHdr`` in SQLite's
-``wal.c``, stable since 3.7.0: ``iVersion`` 3007000) holds the frames now in the log
+(memory-mapped, in the machine's byte order but for the salt). Its header (``WalIndexHdr``
+in SQLite's ``wal.c``, stable since 3.7.0: ``iVersion`` 3007000) holds the frames now in the log
 (``mxFrame``; a frame is one page) and the log's salt: ``aSalt[0]`` grows by one each time
 a writer restarts the log from its first frame, which SQLite does only after a checkpoint
 copied the whole log into the database. The checkpoint info after the header's two copies
@@ -20,8 +20,9 @@ Two readings give two counts:
   checkpoint copied whole, plus one if the log at the second reading was checkpointed
   (``nBackfill`` > 0, not restarted yet), less one if the log at the first was. Exact when
   every checkpoint copies the whole log (no other connection reads an older snapshot), as
-  here: one connection per file. :func:`checkpoints` costs two reads, so it brackets
-  every timed run.
+  for the bench's own files: one connection each. (A peer's file, written by its own pool
+  of connections, is counted the same way; a checkpoint its readers cut short would not be
+  counted.) :func:`checkpoints` costs two reads, so it brackets every timed run.
 """
 
 from __future__ import annotations
