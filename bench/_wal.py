@@ -21,8 +21,9 @@ Two readings give two counts:
   (``nBackfill`` > 0, not restarted yet), less one if the log at the first was. Exact when
   every checkpoint copies the whole log (no other connection reads an older snapshot), as
   for the bench's own files: one connection each. (A peer's file, written by its own pool
-  of connections, is counted the same way; a checkpoint its readers cut short would not be
-  counted.) :func:`checkpoints` costs two reads, so it brackets every timed run.
+  of connections, is counted the same way; if its readers cut a checkpoint short, the
+  checkpoints that retry the same log are not counted.) :func:`checkpoints` costs two
+  reads, so it brackets every timed run.
 """
 
 from __future__ import annotations
