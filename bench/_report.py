@@ -87,16 +87,12 @@ def _no_target_lines(res: SyncResult, big: int) -> list[str]:
     lines += _closing_lines(res, big)
     if res.series.get("floor + outbox writes", {}).get(big):
         outbox = spread(ratios(res.series["floor + outbox writes"][big], res.series["floor"][big]))
-        model = res.outbox
-        shape = (
-            f"one commit of {model.commit_bytes()} bytes every {1 / model.commits_per_step:.0f} steps"
-            if model.extra_commits(big)
-            else "the bytes in the steps' own rows"
-        )
+        m = res.outbox
         lines.append(
-            f"no target: floor + outbox writes (what the history engine writes more than the engine,"
-            f" measured over N={big:,}: {model.commits_per_step:.3f} commits and {model.bytes_per_step:.1f}"
-            f" bytes per step, as {shape}) costs {outbox.fmt(1, 2)}x the floor at N={big:,}"
+            f"no target: floor + outbox writes (what the history engine wrote more than the engine over"
+            f" N={big:,}: {m.riders(big)} of the journal's commits carried outbox records, {m.rider_bytes()}"
+            f" bytes each, and {m.extra_commits(big)} commits more, {m.commit_bytes()} bytes each; the floor"
+            f" does the same, spread evenly) costs {outbox.fmt(1, 2)}x the floor at N={big:,}"
         )
     return lines
 

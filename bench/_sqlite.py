@@ -21,8 +21,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from workkit_workflow.engine import _journal as jn
 
 from . import _peers, _wal
 from . import _workflows as wf
@@ -125,10 +127,15 @@ async def _untimed(engine: Engine, history: Engine, floor: Floor, result: SyncRe
     floor.run(10, result.row_bytes)
     pages = await count_frames(engine.wal_files(), lambda: engine.run(big))
     result.wal_pages["engine"] = pages["object file"] / big
-    pages = await count_frames(history.wal_files(), lambda: history.run(big))
+    riders = OutboxRiders()
+    history.ns.write_hook = riders
+    try:
+        pages = await count_frames(history.wal_files(), lambda: history.run(big))
+    finally:
+        history.ns.write_hook = None
     for label, frames in pages.items():
         result.wal_pages[f"engine + history, {label}"] = frames / big
-    result.outbox = outbox_model(engine, history, big)
+    result.outbox = outbox_model(engine, history, big, riders)
     for name, outbox in (("floor", NO_OUTBOX), ("floor + outbox writes", result.outbox)):
 
         async def raw(outbox: OutboxModel = outbox) -> float:
@@ -154,12 +161,29 @@ async def count_frames(files: Files, run: Callable[[], Awaitable[float]]) -> dic
     return {label: counter.frames for label, counter in counters.items()}
 
 
-def outbox_model(engine: Engine, history: Engine, steps: int) -> OutboxModel:
-    """The history engine's last run's storage commits and bytes per step, less the plain
-    engine's last run's (both of ``steps`` steps)."""
+class OutboxRiders:
+    """A storage write hook: the journal's commits that carry outbox records too, and the
+    records' bytes (keys and values, as ``stats.bytes_written`` counts them)."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.bytes = 0
+
+    def __call__(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+        outbox = [len(k) + len(v.encode()) for k, v in puts.items() if k.startswith(jn.OUTBOX)]
+        if outbox and len(outbox) < len(puts):
+            self.commits += 1
+            self.bytes += sum(outbox)
+
+
+def outbox_model(engine: Engine, history: Engine, steps: int, riders: OutboxRiders) -> OutboxModel:
+    """What the history engine's last run wrote more than the plain engine's last run (both
+    of ``steps`` steps): its extra commits with the extra bytes that did not ride in the
+    journal's commits, and the journal's commits that carried outbox records (``riders``,
+    counted over the history engine's run)."""
     commits = max(0, history.last_writes - engine.last_writes) / steps
-    written = max(0, history.last_bytes - engine.last_bytes) / steps
-    return OutboxModel(commits, written)
+    written = max(0, history.last_bytes - engine.last_bytes - riders.bytes) / steps
+    return OutboxModel(commits, written, riders.commits / steps, riders.bytes / steps)
 
 
 def _systems(

@@ -13,7 +13,7 @@ import pytest
 from bench import _wal
 from bench._engine import Engine
 from bench._floor import NO_OUTBOX, Floor, OutboxModel
-from bench._sqlite import System, count_frames, outbox_model, timed_run
+from bench._sqlite import OutboxRiders, System, count_frames, outbox_model, timed_run
 
 
 @pytest.fixture
@@ -121,13 +121,43 @@ def test_outbox_bytes_without_outbox_commits_ride_in_the_steps_rows(tmp_path: Pa
         floor.close()
 
 
+def test_outbox_rows_in_the_journals_commits_ride_in_steps_commits(tmp_path: Path) -> None:
+    floor = Floor(str(tmp_path / "f.db"), "OFF")
+    try:
+        commits = _commit_statements(floor)
+        changes = floor.db.total_changes
+        floor.run(1000, 100, OutboxModel(0.0, 0.0, riders_per_step=0.05, rider_bytes_per_step=10.0))
+        # 1,000 step rows, 50 of them with an outbox row of 200 bytes in the same commit.
+        assert (len(commits), floor.db.total_changes - changes) == (1000, 1050)
+        (head,) = floor.db.execute("SELECT value FROM kv WHERE key = ?", (b"o:head",)).fetchone()
+        assert len(head) == 200
+        commits.clear()
+        changes = floor.db.total_changes
+        floor.run(1000, 100, OutboxModel(0.002, 0.0, riders_per_step=0.05, rider_bytes_per_step=10.0))
+        # Two extra commits without bytes of their own: each deletes the outbox row.
+        assert (len(commits), floor.db.total_changes - changes) == (1002, 1052)
+        gone = floor.db.execute("SELECT 1 FROM kv WHERE obj = 'floor-000002' AND key = ?", (b"o:head",))
+        assert gone.fetchone() is None
+    finally:
+        floor.close()
+
+
 def test_the_outbox_model_is_the_history_engines_extra_over_the_plain_engines() -> None:
+    riders = OutboxRiders()
+    riders("x", {"j:00000001": "a", "o:0001": "b" * 10}, [])  # a journal commit carrying a record
+    riders("x", {"o:head": "zz"}, [])  # the outbox's own commit: not riding
+    riders("x", {"j:00000002": "c"}, [])
     plain = SimpleNamespace(last_writes=1003, last_bytes=284_874)
     history = SimpleNamespace(last_writes=1031, last_bytes=294_711)
-    model = outbox_model(plain, history, 1000)  # type: ignore[arg-type]
-    assert model == OutboxModel(0.028, 9.837)
-    assert (model.extra_commits(1000), model.commit_bytes()) == (28, 351)
-    assert outbox_model(history, plain, 1000) == NO_OUTBOX  # type: ignore[arg-type]
+    model = outbox_model(plain, history, 1000, riders)  # type: ignore[arg-type]
+    assert model == OutboxModel(0.028, 9.821, 0.001, 0.016)
+    assert (model.extra_commits(1000), model.commit_bytes(), model.riders(1000), model.rider_bytes()) == (
+        28,
+        351,
+        1,
+        16,
+    )
+    assert outbox_model(history, plain, 1000, OutboxRiders()) == NO_OUTBOX  # type: ignore[arg-type]
 
 
 async def test_an_engine_run_writes_at_least_one_frame_per_commit(tmp_path: Path) -> None:
