@@ -140,6 +140,7 @@ class _Stored(_Storage):
     def __init__(self) -> None:
         super().__init__()
         self.data: dict[str, str] = {}
+        self.lists = 0
 
     async def commit(self, puts: Any, deletes: Any = (), alarm: Any = None) -> None:
         await super().commit(puts, deletes)
@@ -148,11 +149,16 @@ class _Stored(_Storage):
             self.data.pop(key, None)
 
     async def list(self, *, prefix: str = "", start: str = "", limit: int = 1000, **_: Any) -> dict[str, str]:
+        self.lists += 1
         keys = sorted(k for k in self.data if k.startswith(prefix) and k >= start)
         return {k: self.data[k] for k in keys[:limit]}
 
     async def get_many(self, keys: Any) -> dict[str, str]:
         return {k: self.data[k] for k in keys if k in self.data}
+
+
+def _state(status: str) -> str:
+    return jn.encode_record(jn.STATE, {"status": status, "phase": "main", "updated_at": 5.0}, what="state")
 
 
 def _outbox_on(storage: _Storage) -> Outbox:
@@ -181,7 +187,7 @@ async def test_what_a_failed_write_leaves_to_read_back_is_delivered_after_storag
 
     await write(
         {
-            jn.STATE: jn.dumps({"status": "running", "phase": "main"}),
+            jn.STATE: _state("running"),
             "j:00000000": _step_entry("a", "running", 1),
         }
     )
@@ -252,3 +258,14 @@ async def test_a_short_execution_s_history_costs_one_commit_and_one_d1_batch() -
     finally:
         await plain.close()
         await rt.close()
+
+
+async def test_storage_seen_without_records_is_not_listed_again_until_a_commit_stores_one() -> None:
+    storage = _Stored()
+    outbox = _outbox_on(storage)
+    assert await outbox.settle() and storage.lists == 1  # nothing there
+    assert await outbox.settle() and storage.lists == 1  # nor since: not read again
+    puts = {jn.STATE: _state("waiting")}
+    await storage.commit(puts | outbox.capture(puts))
+    assert await outbox.settle() and storage.lists == 2  # its record, all of it deleted: clean again
+    assert not any(k.startswith("o:0") for k in storage.data)

@@ -87,7 +87,6 @@ class Outbox(Capture, Delivery):
         """Whether the running delivery sends a partial page too (else it leaves it)."""
         self._settling = False
         self._alarm_ours = False
-        self.delivered = 0
 
     def alarm_for(self, alarm: Any) -> Any:
         """The alarm to commit: keeps one set while records wait, even when the core clears it."""
@@ -213,7 +212,6 @@ class Outbox(Capture, Delivery):
         if stored or puts or alarm is None:
             await self.core.storage.commit(puts, stored, alarm)
         self._clean = clean
-        self.delivered += len(found)
         return True
 
     async def _stored(self) -> dict[str, str]:
