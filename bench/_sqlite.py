@@ -7,8 +7,9 @@ log, so a run's checkpoints depend on how full its log was when the run started:
 1,000-step run writing 1,600 pages does one checkpoint or two, a few milliseconds each,
 depending on what earlier runs left behind. The bench counts them in every timed run
 (``bench._wal``) and, by default (``fresh_log``), empties every in-process system's logs
-(``PRAGMA wal_checkpoint(TRUNCATE)``, untimed) before each of its timed runs: each run
-then starts from an empty log and does exactly the checkpoints its own writes cause, the
+(``PRAGMA wal_checkpoint(RESTART)``, untimed; the file keeps its size, ``_wal.restart``)
+before each of its timed runs: each run then starts from the log's first frame and does
+exactly the checkpoints its own writes cause, the
 same rule for every system, and they stay in its time. What a run leaves in its log (less
 than 1,000 pages) is checkpointed outside the timing, for every system alike; that is at
 most one checkpoint per run, and it favours the system writing more pages per step (the
@@ -277,7 +278,7 @@ async def timed_run(system: System, steps: int, *, fresh_log: bool) -> TimedRun:
     own = [connection for _path, connection in system.files.values() if connection is not None]
     if fresh_log:
         for connection in own:
-            _wal.truncate(connection)
+            _wal.restart(connection)
     before = {label: _wal.read(path) for label, (path, _c) in system.files.items()}
     seconds = await system.run(steps)
     counts = {}

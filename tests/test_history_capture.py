@@ -60,3 +60,28 @@ def test_history_that_cannot_be_recorded_never_fails_the_write(
         assert _outbox_of().capture({"j:00000000": step}) == {}
     assert "could not record history for this write" in caplog.text
     assert "a bug in the history" in caplog.text
+
+
+def _step(op: int, status: str) -> dict[str, str]:
+    entry = {"v": 2, "kind": "step", "name": f"s{op}", "status": status, "attempt": 1, "started_at": 1.0}
+    return {jn.op_key(jn.MAIN, op): jn.dumps(entry)}
+
+
+def test_a_state_write_after_step_commits_is_compared_with_the_last_state_written() -> None:
+    outbox = _outbox_of()
+    assert _records(outbox.capture(_state()))
+    outbox.capture(_step(0, "running"))  # kept in memory: it carries no summary
+    assert outbox.capture(_state(updated_at=3.0)) == {}  # what it shows did not change
+
+
+def test_the_summary_a_loaded_head_holds_is_written_again_by_the_next_head() -> None:
+    """A head from an earlier instance: its ``last`` goes on in the head this one writes."""
+    summary = ["running", "main", None, [], None, None, None]
+    outbox = _outbox_of()
+    outbox.load(
+        {HEAD: jn.encode_record(HEAD, {"seq": 17, "reserved": 17, "last": summary}, what="head")},
+        complete=False,
+    )
+    written = outbox.capture(_step(3, "running"))  # the first kept in memory: it writes the mark
+    assert jn.loads(written[HEAD])["last"] == summary
+    assert outbox.capture(_state(updated_at=3.0)) == {}  # the same summary: no event

@@ -17,6 +17,7 @@ from workkit_workflow import create_durable_workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import Bundle, bundle_key, step_piece
+from workkit_workflow.history._d1 import LocalStatement
 from workkit_workflow.history._outbox import HEAD, Outbox
 from workkit_workflow.history._projection import projection
 from workkit_workflow.local import LocalNamespace
@@ -141,8 +142,12 @@ class _Stored(_Storage):
         super().__init__()
         self.data: dict[str, str] = {}
         self.lists = 0
+        self.fail = False
 
     async def commit(self, puts: Any, deletes: Any = (), alarm: Any = None) -> None:
+        if self.fail:
+            self.fail = False
+            raise OSError("the object died (injected)")
         await super().commit(puts, deletes)
         self.data.update(puts)
         for key in deletes:
@@ -161,7 +166,25 @@ def _state(status: str) -> str:
     return jn.encode_record(jn.STATE, {"status": status, "phase": "main", "updated_at": 5.0}, what="state")
 
 
-def _outbox_on(storage: _Storage) -> Outbox:
+class _LateD1(LocalD1):
+    """A local D1 whose queries answer a few loop turns later, as over a network."""
+
+    def prepare(self, sql: str) -> LocalStatement:
+        return _LateStatement(self, sql)
+
+
+class _LateStatement(LocalStatement):
+    def bind(self, *args: Any) -> LocalStatement:
+        bound = super().bind(*args)
+        return _LateStatement(bound._db, bound.sql, bound.args)
+
+    async def all(self) -> Any:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().all()
+
+
+def _outbox_on(storage: _Storage, database: Any = None) -> Outbox:
     loop = asyncio.get_running_loop()
     core = SimpleNamespace(
         execution_id="x",
@@ -172,7 +195,7 @@ def _outbox_on(storage: _Storage) -> Outbox:
         spawn=loop.create_task,
         clock=SimpleNamespace(sleep=asyncio.sleep),
     )
-    return Outbox(core, LocalD1())  # type: ignore[arg-type]
+    return Outbox(core, database or LocalD1())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("delivered_between", [True, False])
@@ -269,3 +292,33 @@ async def test_storage_seen_without_records_is_not_listed_again_until_a_commit_s
     await storage.commit(puts | outbox.capture(puts))
     assert await outbox.settle() and storage.lists == 2  # its record, all of it deleted: clean again
     assert not any(k.startswith("o:0") for k in storage.data)
+
+
+async def test_an_instance_after_a_crash_recovers_from_the_journal_and_projects_nothing_twice() -> None:
+    """The first instance's page reached D1, then it died before its commit: the next one,
+    before any write of its own, reads the marked journal back; D1 had it all already."""
+    storage = _Stored()
+    database = _LateD1()
+    first = _outbox_on(storage, database)
+
+    async def write(puts: dict[str, str]) -> None:
+        await storage.commit(puts | first.capture(puts))
+
+    await write({jn.STATE: _state("running"), "j:00000000": _step_entry("a", "running", 1)})
+    await write(
+        {"j:00000000": _step_entry("a", "completed", 1), "j:00000001": _step_entry("b", "running", 1)}
+    )
+    assert "mem" in jn.loads(storage.data[HEAD])
+    storage.fail = True  # D1 gets the page; the commit after it never happens
+    assert not await first.settle()
+    second = _outbox_on(storage, database)
+    second.load(storage.data, complete=True)
+    await second.restore()
+    assert "mem" not in jn.loads(storage.data[HEAD])
+    assert await second.settle()
+    rows = first.db.binding.rows("SELECT op, status FROM wf_events WHERE kind = 'step' ORDER BY seq")
+    assert [(r["op"], r["status"]) for r in rows] == [(0, "running"), (0, "completed"), (1, "running")]
+    # Then it keeps the next steps in memory again.
+    assert not any(
+        k.startswith("o:0") for k in second.capture({"j:00000002": _step_entry("c", "running", 1)})
+    )
