@@ -1,4 +1,4 @@
-"""A paged replay reads a completed step's output from its entry's text, decoding nothing
+"""A cold replay reads a completed step's output from its entry's text, decoding nothing
 else (``engine._journal.plain_step_output``, ``engine._pages.JournalWindow.texts``).
 
 What must hold is what holds when the whole entry is decoded: the same output (types
@@ -109,10 +109,13 @@ def test_a_text_read_this_way_is_one_decode_record_reads_the_same(at: int, char:
     }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def tiny_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_pages, "FIRST_READ", 8)
-    monkeypatch.setattr(_pages, "PAGE", 4)
+@pytest.fixture(autouse=True, params=["paged", "whole"])
+def tiny_pages(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Each test twice: a journal read by pages of four, and one the drive's first read
+    holds whole (a window whose pages all count as read, ``JournalWindow.whole``)."""
+    if request.param == "paged":
+        monkeypatch.setattr(_pages, "FIRST_READ", 8)
+        monkeypatch.setattr(_pages, "PAGE", 4)
 
 
 def typed_steps(calls: Counter[str], names: list[str]) -> Any:
@@ -214,3 +217,30 @@ async def test_a_key_on_a_page_read_before_the_scan_is_found_by_it() -> None:
     await window.scan_hashes()
     assert hashes.keys() == {"h1", "h6"}
     assert jn.plain_step_output(window.texts[5], "s5") == 5  # the others stay text
+
+
+async def test_a_cold_replay_decodes_no_completed_step_of_its_journal(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: Counter[str] = Counter()
+    names = [f"s{i:03d}" for i in range(STEPS)]
+    handle = await env.run(typed_steps(calls, names), None)
+    assert await handle.status() == "waiting"
+    decoded: Counter[str] = Counter()
+    decode = jn.decode_record
+
+    def counting(key: str, text: Any) -> dict[str, Any]:
+        if jn.is_op_key(key):
+            decoded[key] += 1
+        return decode(key, text)
+
+    monkeypatch.setattr(jn, "decode_record", counting)
+    env.ns.evict(handle.execution_id)
+    await handle.send_event("go", "now")
+    assert (await env.result(handle)).ok
+    # Only the wait, reached and resumed, is decoded: each step's output is read from its text
+    # (by pages, the first operation of each is decoded too: the page was read to reach it).
+    expected = {jn.op_key(jn.MAIN, STEPS)}
+    if _pages.FIRST_READ < STEPS:
+        expected.update(jn.op_key(jn.MAIN, op) for op in range(0, STEPS, _pages.PAGE))
+    assert set(decoded) == expected and set(decoded.values()) == {1}, decoded

@@ -141,7 +141,10 @@ class Driver:
             return self.runner.signalled  # concurrency limits: parked until a slot is ours
         state = execution.state
         assert state is not None
-        main_entries, comp_entries = self._entries(snapshot)
+        # The main phase replays from its journal's text, decoding an entry as it reaches it
+        # (``_pages``); a cancel or the compensation phase reads them all.
+        held = state["phase"] == "main" and not execution.cancel_requested
+        main_entries, comp_entries = self._entries(snapshot, held=held)
         if paged:
             main_entries, comp_entries = await self._paged_entries(state, snapshot)
         await self._start_incarnation(state)
@@ -166,14 +169,21 @@ class Driver:
             observer.load(snapshot, complete=True)
         return True
 
-    def _entries(self, snapshot: Mapping[str, str]) -> tuple[Entries, Entries]:
-        """The journal of both phases; fills the inbox and the recorded idempotent results."""
+    def _entries(self, snapshot: Mapping[str, str], *, held: bool = False) -> tuple[Entries, Entries]:
+        """The journal of both phases; fills the inbox and the recorded idempotent results.
+        ``held``: the main phase's entries stay text in a window read whole, each decoded as
+        the phase reaches it (its idempotency keys are recorded then, or when a step looks
+        one up: ``JournalWindow.scan_hashes``)."""
         execution = self.execution
         main: Entries = {}
         comp: Entries = {}
+        texts: dict[int, str] = {}
         for key, text in snapshot.items():
             if key.startswith(jn.MAIN):
-                main[jn.op_of(key)] = jn.decode_record(key, text)
+                if held:
+                    texts[jn.op_of(key)] = text
+                else:
+                    main[jn.op_of(key)] = jn.decode_record(key, text)
             elif key.startswith(jn.COMPENSATION):
                 comp[jn.op_of(key)] = jn.decode_record(key, text)
         execution.inbox.update(
@@ -189,6 +199,8 @@ class Driver:
             for e in main.values()
             if e.get("status") == "completed" and e.get("idempotency_hash")
         )
+        if held:
+            return JournalWindow.whole(execution.storage, jn.MAIN, texts, execution.idempotent), comp
         return main, comp
 
     async def _paged_entries(

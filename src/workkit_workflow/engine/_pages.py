@@ -1,8 +1,9 @@
 """Reading a long journal a page at a time, as the workflow's code reaches each operation.
 
 A drive starts with one bounded ``list`` of the object's records. When that holds
-everything (the common case: a journal of fewer than :data:`FIRST_READ` records),
-the drive works from it as before. When it does not, the drive reads the few small
+everything (the common case: a journal of fewer than :data:`FIRST_READ` records), the
+main phase's entries are a window over it whose pages all count as read
+(:meth:`JournalWindow.whole`). When it does not, the drive reads the few small
 records it needs by name and prefix (:func:`read_execution`), and the main phase's
 entries become a :class:`JournalWindow`: a dict that the phase fills page by page
 (:meth:`JournalWindow.reach`, awaited by ``PhaseRun.replayed``) and from which it
@@ -67,6 +68,17 @@ class JournalWindow(dict[int, dict[str, Any]]):
         operation is reached (:meth:`_arrive`)."""
         self._scanned = False
 
+    @classmethod
+    def whole(
+        cls, storage: Storage, prefix: str, texts: dict[int, str], hashes: dict[str, dict[str, Any]]
+    ) -> JournalWindow:
+        """A window over a journal the drive's first read held whole: every page counts as
+        read, and its entries, held as ``texts``, are decoded as the phase reaches them."""
+        window = cls(storage, prefix, max(texts, default=-1) + 1, hashes)
+        window.texts = texts
+        window._read_pages = set(range((window.end + PAGE - 1) // PAGE))
+        return window
+
     def ready(self, op: int) -> bool:
         """Whether ``op``'s page was read (then ``op`` counts as reached), without awaiting."""
         if op >= self.end:
@@ -118,7 +130,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
         """Read every page the phase never reached, so its end sees (and settles) the
         journal's unreached operations as it would with the whole journal in memory."""
         for page in range((self.end + PAGE - 1) // PAGE):
-            if page not in self._pages:
+            if page not in self._pages and page not in self._read_pages:
                 await self.reach(page * PAGE)
         for op in list(self.texts):
             self._arrive(op)
@@ -131,7 +143,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self._scanned = True
         self._remember_hashes(self.texts)  # the pages read so far (once scanned, ``_take``)
         for page in range((self.end + PAGE - 1) // PAGE):
-            if page not in self._pages:
+            if page not in self._pages and page not in self._read_pages:
                 self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
 
     async def _read(self, start: int, end: int) -> dict[int, str]:
