@@ -16,7 +16,7 @@ as most are gives its output without the rest of its entry being decoded at all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _journal as jn
@@ -76,8 +76,16 @@ class JournalWindow(dict[int, dict[str, Any]]):
         read, and its entries, held as ``texts``, are decoded as the phase reaches them."""
         window = cls(storage, prefix, max(texts, default=-1) + 1, hashes)
         window.texts = texts
-        window._read_pages = set(range((window.end + PAGE - 1) // PAGE))
+        window._read_pages = set(range(window._page_count()))
         return window
+
+    def _page_count(self) -> int:
+        return (self.end + PAGE - 1) // PAGE
+
+    def _unread_pages(self) -> Iterator[int]:
+        """The journal's pages neither read nor being read, each told as it comes (a page
+        another task starts reading meanwhile is left to it)."""
+        return (p for p in range(self._page_count()) if p not in self._pages and p not in self._read_pages)
 
     def ready(self, op: int) -> bool:
         """Whether ``op``'s page was read (then ``op`` counts as reached), without awaiting."""
@@ -129,9 +137,8 @@ class JournalWindow(dict[int, dict[str, Any]]):
     async def finish(self) -> None:
         """Read every page the phase never reached, so its end sees (and settles) the
         journal's unreached operations as it would with the whole journal in memory."""
-        for page in range((self.end + PAGE - 1) // PAGE):
-            if page not in self._pages and page not in self._read_pages:
-                await self.reach(page * PAGE)
+        for page in self._unread_pages():
+            await self.reach(page * PAGE)
         for op in list(self.texts):
             self._arrive(op)
 
@@ -142,9 +149,8 @@ class JournalWindow(dict[int, dict[str, Any]]):
             return
         self._scanned = True
         self._remember_hashes(self.texts)  # the pages read so far (once scanned, ``_take``)
-        for page in range((self.end + PAGE - 1) // PAGE):
-            if page not in self._pages and page not in self._read_pages:
-                self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
+        for page in self._unread_pages():
+            self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
 
     async def _read(self, start: int, end: int) -> dict[int, str]:
         """The page's entries, as text (decoding waits until an operation needs one)."""

@@ -70,8 +70,9 @@ class Capture:
         """Bundles of commits that wrote no outbox record (all references), by key, in
         ``_held`` too: the journal holds their entries (``_recovery``)."""
         self._mark: dict[str, int] = {}
-        """The stored head's ``mem``: per journal prefix, the lowest operation whose
-        transitions may be in memory only; empty when none is."""
+        """The head's ``mem``: per journal prefix, the lowest operation whose transitions may
+        be in memory only; empty when none is. Stored with the head, or, while ``_unsure``,
+        by the next commit (the stored one is then lower, never higher)."""
         self._restoring: dict[str, int] | None = None
         """The mark an earlier instance left: what :meth:`restore` reads back."""
         self._unsure = False

@@ -120,8 +120,9 @@ class Outbox(Capture, Delivery):
         ``BATCH`` commits wait or when the execution parks or ends (a write of its status
         or its alarm, with a status other than pending or running), else after
         ``LINGER`` seconds, so a start and a long step's start still show soon (a short
-        execution's whole history goes in one batch). Only a hint: the records are in storage, and
-        the alarm that keeps an execution going also delivers them.
+        execution's whole history goes in one batch). Only a hint: the records are in
+        storage (or read back from the journal), and the alarm that keeps an execution
+        going also delivers them.
         """
         if self._flush or self._pending >= BATCH:
             self._drain = self._drain or self._flush
@@ -238,8 +239,9 @@ class Outbox(Capture, Delivery):
         for key in reversed(found):
             text = found[key]
             held = self._held.get(key)
-            group = held.records(superseded) if held is not None and held.text == text else None
-            if group is None:
+            if held is not None and held.text == text:
+                group = held.records(superseded)
+            else:
                 group = records_of(key, text, execution_id)
             superseded.update([record.key for record in group])
             groups.append(group)

@@ -6,7 +6,8 @@ outbox's memory for the delivery, and the outbox's head says, in the same commit
 first of them, from which operation of each phase on some records live only there
 (``"mem"``). A commit of any other kind (a status change, a failure, a wait) stores every
 bundle still in memory with it, since it may overwrite an entry they refer to, and each
-delivery moves the mark past what it delivered.
+delivery moves the mark past what it delivered (with the run's next commit, or with a commit
+of its own when memory is left empty).
 
 An object that died before delivering them leaves the mark. So does a write that failed
 (``Outbox.aborted``): what memory held may name transitions that never happened, so it is

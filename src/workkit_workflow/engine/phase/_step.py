@@ -120,7 +120,7 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
     if entry is None:
         if type(entries) is not JournalWindow:
             return None
-        # A paged journal holds the entry as text (``_pages``): its output, if it is this
+        # A journal window holds the entry as text (``_pages``): its output, if it is this
         # step completed as most are; any other text stays for ``ready`` to decode.
         text = entries.texts.get(op)
         output = jn.NOT_PLAIN if text is None else jn.plain_step_output(text, name)
