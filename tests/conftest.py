@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,6 +18,17 @@ _names = itertools.count()
 def unique(name: str) -> str:
     """Workflow names are process-global; tests make their own."""
     return f"{name}-{next(_names)}"
+
+
+def gated(value: str) -> tuple[asyncio.Event, Callable[[], Awaitable[str]]]:
+    """A step's call held open: it returns ``value`` once the event is set."""
+    gate = asyncio.Event()
+
+    async def call() -> str:
+        await gate.wait()
+        return value
+
+    return gate, call
 
 
 @pytest_asyncio.fixture(params=["memory", "sqlite"])

@@ -17,7 +17,7 @@ from workkit_workflow.engine._plugins import make_observer, register_observer
 from workkit_workflow.errors import ExecutionConflictError, InvalidOptionError, WorkflowError
 from workkit_workflow.testing import WorkflowTestEnv
 
-from conftest import unique
+from conftest import gated, unique
 
 
 async def _turns(n: int) -> None:
@@ -169,11 +169,7 @@ async def test_an_event_stored_while_an_alarm_handler_drives_survives_an_evictio
 async def test_a_signal_while_the_runner_drives_leaves_its_lease_alarm_alone(
     workflow_env: WorkflowTestEnv,
 ) -> None:
-    gate = asyncio.Event()
-
-    async def long_call() -> str:
-        await gate.wait()
-        return "done"
+    gate, long_call = gated("done")
 
     @workflow(unique("signal-while-driving"))
     async def flow(ctx: Any, input: Any) -> Any:

@@ -11,7 +11,7 @@ from workkit_workflow import RetryPolicy, Workflow, workflow
 from workkit_workflow.definitions._json import MAX_VALUE_BYTES
 from workkit_workflow.testing import WorkflowTestEnv
 
-from conftest import unique
+from conftest import gated, unique
 
 
 async def test_a_compensation_step_is_tried_once_unless_it_asks_for_retries(
@@ -86,23 +86,25 @@ async def test_a_cancelled_execution_reports_a_cancelled_error_with_its_reason(
 async def test_a_step_that_finishes_beside_a_running_one_is_journaled_at_once(
     workflow_env: WorkflowTestEnv,
 ) -> None:
-    gate = asyncio.Event()
-
-    async def long_call() -> str:
-        await gate.wait()
-        return "long"
+    gate, long_call = gated("long")
 
     @workflow(unique("flushed"))
     async def flow(ctx: Any, input: Any) -> Any:
         return await asyncio.gather(ctx.step("quick", lambda: "quick"), ctx.step("long", long_call))
 
-    handle = await workflow_env.start(flow, {})
-    await workflow_env.settle()
     # No later write carries the quick step's completion: it is written on its own.
+    await quick_journaled_while_long_runs(workflow_env, flow, gate)
+
+
+async def quick_journaled_while_long_runs(env: WorkflowTestEnv, flow: Any, gate: asyncio.Event) -> None:
+    """Start ``flow``, whose body gathers a step "quick" and a step "long" waiting for
+    ``gate``: the quick one is journaled completed while the long one runs; then both end."""
+    handle = await env.start(flow, {})
+    await env.settle()
     journal = {e["name"]: e["status"] for e in await handle.journal()}
     assert journal == {"quick": "completed", "long": "running"}
     gate.set()
-    assert (await workflow_env.result(handle)).value == ["quick", "long"]
+    assert (await env.result(handle)).value == ["quick", "long"]
 
 
 async def test_a_sleep_that_starts_at_the_deadline_fails_the_workflow_there_and_compensates(

@@ -17,7 +17,7 @@ from workkit_workflow.engine._ports import WireResponse
 from workkit_workflow.errors import StepFailedError, TransportError
 from workkit_workflow.testing import WorkflowTestEnv
 
-from conftest import unique
+from conftest import gated, unique
 
 
 async def test_the_records_a_drive_read_serve_the_next_request(workflow_env: WorkflowTestEnv) -> None:
@@ -154,11 +154,7 @@ async def test_an_alarm_that_only_delivered_mail_keeps_the_sleep_s_wake_up(
 async def test_every_step_that_finishes_beside_a_running_one_is_journaled_at_once(
     workflow_env: WorkflowTestEnv,
 ) -> None:
-    gate = asyncio.Event()
-
-    async def long_call() -> str:
-        await gate.wait()
-        return "long"
+    gate, long_call = gated("long")
 
     @workflow(unique("flushed-again"))
     async def flow(ctx: Any, input: Any) -> Any:

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
+from test_engine_pins_3 import quick_journaled_while_long_runs
 from workkit_workflow import RetryPolicy, Workflow, workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine import _state
 from workkit_workflow.testing import WorkflowTestEnv
 
-from conftest import unique
+from conftest import gated, unique
 
 
 async def test_an_execution_its_request_drives_is_created_with_the_lease_as_its_alarm(
@@ -69,11 +70,7 @@ async def test_a_retry_wait_is_jittered_by_the_execution_generator(
 async def test_a_step_beside_a_running_one_is_journaled_at_once_after_the_body_caught_an_error(
     workflow_env: WorkflowTestEnv,
 ) -> None:
-    gate = asyncio.Event()
-
-    async def long_call() -> str:
-        await gate.wait()
-        return "long"
+    gate, long_call = gated("long")
 
     async def broken() -> None:
         raise LookupError("not there")
@@ -85,11 +82,6 @@ async def test_a_step_beside_a_running_one_is_journaled_at_once_after_the_body_c
             await asyncio.ensure_future(broken())
         return await asyncio.gather(ctx.step("quick", lambda: "quick"), ctx.step("long", long_call))
 
-    handle = await workflow_env.start(flow, {})
-    await workflow_env.settle()
     # The body resumed by a throw and suspended again: the quick step's completion is
     # still written at the end of its loop turn, not held back by the long step.
-    journal = {e["name"]: e["status"] for e in await handle.journal()}
-    assert journal == {"quick": "completed", "long": "running"}
-    gate.set()
-    assert (await workflow_env.result(handle)).value == ["quick", "long"]
+    await quick_journaled_while_long_runs(workflow_env, flow, gate)
