@@ -119,7 +119,7 @@ def defer_with_output(
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {record['name']!r}")
     record["output"] = jn.loads(output_text)
-    run.entries[op] = record
+    run.completed(op, record)
     run.execution.defer(key, text, record["name"])
 
 

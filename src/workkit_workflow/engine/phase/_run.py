@@ -194,6 +194,16 @@ class PhaseRun:
         if entry is not None and type(self.entries) is JournalWindow and not entry.get("undo"):
             self.entries.release(op)
 
+    def completed(self, op: int, record: dict[str, Any]) -> None:
+        """The step at ``op`` completed with ``record`` (its write deferred). A journal window
+        does not keep it: as for a step replayed in passing (:meth:`went_by`), nothing reads
+        a completed step's entry again unless an undo needs it at the phase's end, so a
+        long execution in flight holds no entry per step it ran."""
+        if type(self.entries) is JournalWindow and not record.get("undo"):
+            self.entries.pop(op, None)  # its running entry
+        else:
+            self.entries[op] = record
+
     def _quieted(self) -> None:
         """Nothing is running now: wake ``execute`` if it waits for that."""
         if self._quiet is not None and not self._quiet.done():
