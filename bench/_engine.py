@@ -98,20 +98,31 @@ class ReplayResult:
     list_decode: list[float] = field(default_factory=list)
     peak_bytes: int = 0
     journal_bytes: int = 0
+    live_peak_bytes: int = 0
+    """Peak memory of running the ``steps`` steps live (the journal's build, untimed)."""
 
 
-async def _build_parked(path: str, steps: int) -> str:
-    """An execution that finished ``steps`` steps and now waits for an event."""
+async def _build_parked(path: str, steps: int) -> tuple[str, int]:
+    """An execution that finished ``steps`` steps and now waits for an event, and the
+    peak memory (tracemalloc) of running them live, start to parking."""
     ns = LocalNamespace(path, synchronous="OFF", interleave="none")
     try:
         client = create_durable_workflow(ns)
-        handle = await client.run(wf.replay, {"n": steps}, execution_id="cold")
+        # What a process makes once (imports, caches) is made before the trace starts.
+        warm = await client.run(wf.replay, {"n": 2}, execution_id="warm")
+        await warm.send_event("go", "now")
+        tracemalloc.start()
+        try:
+            handle = await client.run(wf.replay, {"n": steps}, execution_id="cold")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
         status = await handle.status()
         if status != "waiting":
             raise RuntimeError(f"replay setup ended {status}")
     finally:
         await ns.close()
-    return "cold"
+    return "cold", peak
 
 
 async def _replay_once(path: str, execution_id: str, *, trace: bool) -> tuple[float, float, float, int]:
@@ -152,8 +163,8 @@ async def cold_replay(workdir: str, lengths: Sequence[int], reps: int) -> list[R
     results = []
     for steps in lengths:
         built = os.path.join(workdir, f"replay-{steps}.db")
-        execution_id = await _build_parked(built, steps)
-        result = ReplayResult(steps)
+        execution_id, live_peak = await _build_parked(built, steps)
+        result = ReplayResult(steps, live_peak_bytes=live_peak)
         probe = LocalNamespace(built, interleave="none")
         result.journal_bytes = sum(
             len(k) + len(v.encode())

@@ -182,6 +182,7 @@ def replay(results: list[_engine.ReplayResult]) -> list[Verdict]:
                 spread(r.list_decode).fmt(1e3, 2),
                 f"{spread(r.cpu).median / r.steps * 1e6:.1f}",
                 f"{r.peak_bytes / 2**20:.1f}",
+                f"{r.live_peak_bytes / 2**20:.2f}",
             ]
         )
         if r.steps in REPLAY:
@@ -207,6 +208,7 @@ def replay(results: list[_engine.ReplayResult]) -> list[Verdict]:
                 "list+decode ms",
                 "CPU us/step",
                 "peak MiB",
+                "running them live: peak MiB",
             ],
             rows,
         )
