@@ -43,6 +43,7 @@ from workkit_workflow import (
 )
 from workkit_workflow.errors import TransportError
 from workkit_workflow.local import LocalNamespace, VirtualClock
+from workkit_workflow.local._host import LocalStorage
 from workkit_workflow.testing import FAULT_POINTS, WorkflowTestEnv
 
 _names = itertools.count()
@@ -318,8 +319,16 @@ def clock() -> VirtualClock:
     return VirtualClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def storage_path(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str | None]:
+@pytest.fixture(params=["memory", "sqlite", "sqlite-awaited"])
+def storage_path(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], str | None]:
+    """Where the cases keep storage. ``sqlite-awaited``: the engine's writes take the
+    path of storage that writes when awaited (Cloudflare's), each in a coroutine of its
+    own; the local runtime's storage writes at the call and skips it."""
+    if request.param == "sqlite-awaited":
+        monkeypatch.setattr(LocalStorage, "commits_at_call", False)
+
     def make(name: str) -> str | None:
         return None if request.param == "memory" else str(tmp_path / f"{name}.db")
 
@@ -530,10 +539,10 @@ async def test_two_virtual_clocks_on_one_loop_both_advance() -> None:
 
 
 async def test_a_failed_commit_in_a_request_gives_a_clean_error_and_a_retry_works(
-    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+    storage_path: Callable[[str], str | None], clock: VirtualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
-    case = Case("linear", None, clock)
+    case = Case("linear", storage_path("faulty"), clock)
     failing = FailingWrites(case.world)
     case.env.ns.write_hook = failing
     failing.arm(1)

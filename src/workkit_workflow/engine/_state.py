@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import functools
 import random
-from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import ExecutionNotFoundError
@@ -70,6 +70,8 @@ class ExecutionState:
         self.rng = rng or _shared_rng()
         self.fault: FaultHook = faults or _noop_fault
         self.faulting = faults is not None
+        self._commits_at_call = bool(getattr(self.storage, "commits_at_call", False))
+        """Whether a write can skip its coroutine (see :meth:`write`)."""
         """Whether a fault hook is installed (the hot path skips building its arguments)."""
         self.meta: dict[str, Any] | None = None
         self.state: dict[str, Any] | None = None
@@ -122,10 +124,16 @@ class ExecutionState:
 
     # -- writes --------------------------------------------------------------
 
-    async def write(
+    def write(
         self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
-    ) -> None:
-        """One atomic storage write, carrying any deferred step completions with it."""
+    ) -> Awaitable[None]:
+        """One atomic storage write, carrying any deferred step completions with it.
+
+        Storage that writes at the call (``commits_at_call``: the local runtime's) is
+        awaited as it is, with no coroutine of this method's around it: at thousands of
+        executions in flight, every object held across the await is walked by the
+        garbage collector. Its await can raise no ``Exception`` (the object's death is a
+        ``BaseException``), so the outcome is known here."""
         if self._write_failure is not None:
             raise StorageFailure(self._write_failure)
         carried = bool(self._pending)
@@ -142,21 +150,46 @@ class ExecutionState:
             merged.update(observer.capture(merged))
             alarm = observer.alarm_for(alarm)
         self.writes += 1
+        if not self._commits_at_call:
+            return self._committed(merged, deletes, alarm, carried, steps)
         try:
-            await self.storage.commit(merged, deletes, alarm)
+            turns = self.storage.commit(merged, deletes, alarm)
         except Exception as exc:
-            if carried:
-                # Step completions were in this write: the runner must stop and
-                # replay from storage (its next write raises this).
-                self._write_failure = exc
-            for observer in self.observers:
-                observer.aborted()
-            raise StorageFailure(exc) from exc
+            raise self._failed(exc, carried) from exc
+        self._written(steps)
+        return turns
+
+    async def _committed(
+        self,
+        puts: Mapping[str, str],
+        deletes: Sequence[str],
+        alarm: Any,
+        carried: bool,
+        steps: list[str] | None,
+    ) -> None:
+        try:
+            await self.storage.commit(puts, deletes, alarm)
+        except Exception as exc:
+            raise self._failed(exc, carried) from exc
+        self._written(steps)
+
+    def _written(self, steps: list[str] | None) -> None:
+        """The write is durable: the observers deliver what it held; the fault hook
+        may crash the object after the deferred completions it carried."""
         for observer in self.observers:
             observer.kick()
         if steps:
             for step in steps:
                 self.fault("after_journal", step=step)
+
+    def _failed(self, exc: Exception, carried: bool) -> StorageFailure:
+        if carried:
+            # Step completions were in this write: the runner must stop and
+            # replay from storage (its next write raises this).
+            self._write_failure = exc
+        for observer in self.observers:
+            observer.aborted()
+        return StorageFailure(exc)
 
     def defer(self, key: str, text: str, name: str) -> None:
         """Queue an operation's completion for the next write (the next operation's

@@ -73,6 +73,11 @@ class StorageStats:
 class LocalStorage:
     """The Storage port of one live object instance over a backend."""
 
+    commits_at_call = True
+    """``commit`` writes before it returns, and what it returns raises no ``Exception``
+    when awaited (only the object's death): the engine's write then needs no coroutine
+    of its own around it (``ExecutionState.write``)."""
+
     def __init__(self, host: LocalHost) -> None:
         self._host = host
         self._ns = host.namespace
