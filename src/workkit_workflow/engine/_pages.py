@@ -50,6 +50,19 @@ class JournalWindow(dict[int, dict[str, Any]]):
     what the phase records itself is added as in any entries dict.
     """
 
+    # No instance dict beside the entries: one object less per execution in flight.
+    __slots__ = (
+        "_pages",
+        "_reached",
+        "_read_pages",
+        "_scanned",
+        "end",
+        "hashes",
+        "prefix",
+        "storage",
+        "texts",
+    )
+
     def __init__(self, storage: Storage, prefix: str, end: int, hashes: dict[str, dict[str, Any]]) -> None:
         super().__init__()
         self.storage = storage
