@@ -266,6 +266,9 @@ class ConcurrencyResult:
     objects_in_flight: float | None = None
     """Objects the collector tracks per execution while all of them are in flight (an
     untimed pass of its own: :func:`objects_in_flight`); None when not counted."""
+    collector_walks: float | None = None
+    """Objects the collector walked per execution (an untimed pass of its own:
+    :func:`collector_walks`); None when not counted."""
 
 
 async def concurrency(
@@ -307,9 +310,22 @@ async def concurrency(
     finally:
         await ns.close()
         os.remove(path)
-    objects = await objects_in_flight(workdir, executions, steps, synchronous) if count_objects else None
+    objects = walked = None
+    if count_objects:
+        objects = await objects_in_flight(workdir, executions, steps, synchronous)
+        walked = await collector_walks(workdir, executions, steps, synchronous)
     return ConcurrencyResult(
-        executions, steps, synchronous, wall, cpu, latencies, collections, full, timer.seconds, objects
+        executions,
+        steps,
+        synchronous,
+        wall,
+        cpu,
+        latencies,
+        collections,
+        full,
+        timer.seconds,
+        objects,
+        walked,
     )
 
 
@@ -344,6 +360,41 @@ async def objects_in_flight(workdir: str, executions: int, steps: int, synchrono
         await ns.close()
         os.remove(path)
     return (peak - baseline) / executions
+
+
+async def collector_walks(workdir: str, executions: int, steps: int, synchronous: str) -> float:
+    """The objects the garbage collector walks per execution while ``executions`` run at
+    once: at the start of each collection, the objects of the generations it collects,
+    summed over the run and divided by ``executions``. A count, not a time, so the
+    machine's noise does not move it: what an execution holds shows in it run after run.
+
+    An untimed pass on a namespace of its own, as :func:`objects_in_flight`; the counting
+    (``gc.get_objects(generation)`` in a ``gc.callbacks`` entry) allocates nothing the
+    collector tracks while the executions run."""
+    path = os.path.join(workdir, f"walks-{synchronous}-{executions}-{time.monotonic_ns()}.db")
+    ns = LocalNamespace(path, synchronous=synchronous)
+    client = create_durable_workflow(ns)
+    walked = 0
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        nonlocal walked
+        if phase == "start":
+            walked += sum(len(gc.get_objects(g)) for g in range(info["generation"] + 1))
+
+    try:
+        await client.run(wf.linear, {"n": 2}, execution_id="warm")
+        gc.collect()
+        gc.callbacks.append(count)
+        try:
+            await asyncio.gather(
+                *(client.run(wf.linear, {"n": steps}, execution_id=f"w-{i}") for i in range(executions))
+            )
+        finally:
+            gc.callbacks.remove(count)
+    finally:
+        await ns.close()
+        os.remove(path)
+    return walked / executions
 
 
 class _GcTimer:

@@ -265,6 +265,7 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
                 f"{statistics.median(r.gc_full for r in runs):.0f}",
                 f"{statistics.median(r.gc_seconds / r.executions for r in runs) * 1e3:.3f}",
                 _objects(runs),
+                _walks(runs),
             ]
         )
     print(
@@ -279,6 +280,7 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
                 "full gc runs",
                 "gc ms per execution",
                 "gc-tracked objects per execution in flight",
+                "objects the collector walked per execution",
             ],
             rows,
         )
@@ -305,6 +307,12 @@ def _objects(runs: Sequence[_engine.ConcurrencyResult]) -> str:
     """Objects per execution in flight (an untimed pass; no target): "-" if not counted."""
     counted = [r.objects_in_flight for r in runs if r.objects_in_flight is not None]
     return f"{statistics.median(counted):.1f}" if counted else "-"
+
+
+def _walks(runs: Sequence[_engine.ConcurrencyResult]) -> str:
+    """Objects the collector walked per execution (an untimed pass; no target)."""
+    counted = [r.collector_walks for r in runs if r.collector_walks is not None]
+    return f"{statistics.median(counted):.0f}" if counted else "-"
 
 
 def summary(verdicts: Sequence[Verdict]) -> dict[str, Any]:
