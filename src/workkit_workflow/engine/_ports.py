@@ -30,7 +30,10 @@ class Storage(Protocol):
     """Transactional key-value storage of one Durable Object; values are JSON text.
 
     ``commit`` is the one write the engine uses on its hot path: every put,
-    delete and the alarm change land atomically, or none does.
+    delete and the alarm change land atomically, or none does. A port whose ``commit``
+    writes before it returns, and whose awaitable then raises no ``Exception``, may say
+    so with a class attribute ``commits_at_call = True`` (the local runtime's does):
+    the engine then awaits it with no coroutine of its own around it.
     """
 
     async def get(self, key: str) -> str | None: ...

@@ -70,9 +70,9 @@ class ExecutionState:
         self.rng = rng or _shared_rng()
         self.fault: FaultHook = faults or _noop_fault
         self.faulting = faults is not None
+        """Whether a fault hook is installed (the hot path skips building its arguments)."""
         self._commits_at_call = bool(getattr(self.storage, "commits_at_call", False))
         """Whether a write can skip its coroutine (see :meth:`write`)."""
-        """Whether a fault hook is installed (the hot path skips building its arguments)."""
         self.meta: dict[str, Any] | None = None
         self.state: dict[str, Any] | None = None
         self.loaded = False
