@@ -13,6 +13,7 @@ import pytest
 from workkit_workflow import NonRetryableError, WorkflowContext, current_step, workflow
 from workkit_workflow.engine._ports import WireResponse
 from workkit_workflow.errors import DefinitionError, StepFailedError, TransportError
+from workkit_workflow.local._host import LocalStorage
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -66,7 +67,13 @@ def _parent(kid: Any, *, catch: bool = False) -> Any:
     return parent
 
 
-async def test_a_child_returns_its_result_and_the_two_are_linked(env: WorkflowTestEnv) -> None:
+@pytest.mark.parametrize("commits_at_call", [True, False], ids=["written-at-call", "awaited"])
+async def test_a_child_returns_its_result_and_the_two_are_linked(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch, commits_at_call: bool
+) -> None:
+    # Both write paths tell the mail outbox after each write (``awaited`` is the path of
+    # Cloudflare's storage, whose commit is done when awaited).
+    monkeypatch.setattr(LocalStorage, "commits_at_call", commits_at_call)
     world = World()
     kid = _kid(world)
     parent = _parent(kid)

@@ -335,6 +335,19 @@ def storage_path(
     return make
 
 
+async def test_a_run_passes_the_same_fault_points_on_every_write_path(
+    storage_path: Callable[[str], str | None], clock: VirtualClock
+) -> None:
+    """A point a run never passes is skipped by the matrix below: the points must not
+    depend on how storage's commit completes (at the call, or when awaited)."""
+    _, _, hits = await _reference("linear", storage_path("reference"), clock)
+    assert {point for point, count in hits.items() if count} >= {
+        "before_step",
+        "after_side_effect",
+        "after_journal",
+    }
+
+
 @pytest.mark.parametrize(("shape", "point", "hit"), list(_cases()))
 async def test_crash_then_restart_matches_a_fault_free_run(
     shape: str, point: str, hit: str, storage_path: Callable[[str], str | None], clock: VirtualClock
