@@ -148,6 +148,24 @@ async def test_a_recorded_idempotency_key_is_found_across_pages(env: WorkflowTes
     assert calls == Counter({"charge": 1})
 
 
+async def test_the_keys_of_completed_steps_hold_no_entry_in_memory(env: WorkflowTestEnv) -> None:
+    # A later step finds a key through the storage key of the entry that recorded it, read
+    # back only then: a long run of keyed steps holds one short string per key, not each
+    # entry with its output (a cold replay of 10,000 keyed steps held about 15 MiB before).
+    held: list[Any] = []
+
+    @workflow(unique("keyed-memory"))
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        for i in range(STEPS):
+            await ctx.step(f"k{i:03d}", lambda i=i: {"i": i}, idempotency_key=f"charge-{i}")
+        held.extend(ctx._run.execution.keyed.values())
+        return await ctx.step("again", lambda: "ran", idempotency_key="charge-7")
+
+    result = await env.result(await env.run(flow, None))
+    assert result.ok and result.value == {"i": 7}
+    assert len(held) == STEPS and all(isinstance(key, str) for key in held)
+
+
 async def test_the_history_projection_is_whole_after_a_paged_replay(tmp_path: Any) -> None:
     env = WorkflowTestEnv(path=str(tmp_path / "h.db"), history=True)
     try:

@@ -194,13 +194,13 @@ class Driver:
             for key, text in snapshot.items()
             if key.startswith(jn.IDEMPOTENT)
         }
-        execution.idempotent.update(
-            (e["idempotency_hash"], e)
-            for e in main.values()
+        execution.keyed = {
+            str(e["idempotency_hash"]): jn.op_key(jn.MAIN, op)
+            for op, e in main.items()
             if e.get("status") == "completed" and e.get("idempotency_hash")
-        )
+        }
         if held:
-            return JournalWindow.whole(execution.storage, jn.MAIN, texts, execution.idempotent), comp
+            return JournalWindow.whole(execution.storage, jn.MAIN, texts, execution.keyed), comp
         return main, comp
 
     async def _paged_entries(
@@ -211,7 +211,7 @@ class Driver:
         storage = self.execution.storage
         if state["phase"] == "main" and not self.execution.cancel_requested:
             end = await journal_end(storage, jn.MAIN)
-            return JournalWindow(storage, jn.MAIN, end, self.execution.idempotent), {}
+            return JournalWindow(storage, jn.MAIN, end, self.execution.keyed), {}
         main = await storage.list(prefix=jn.MAIN)
         comp = await storage.list(prefix=jn.COMPENSATION)
         return self._entries({**snapshot, **main, **comp})

@@ -63,14 +63,15 @@ class JournalWindow(dict[int, dict[str, Any]]):
         "texts",
     )
 
-    def __init__(self, storage: Storage, prefix: str, end: int, hashes: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, storage: Storage, prefix: str, end: int, hashes: dict[str, str]) -> None:
         super().__init__()
         self.storage = storage
         self.prefix = prefix
         self.end = end
         """One past the last operation stored when the drive began."""
         self.hashes = hashes
-        """Where completed entries with an idempotency key are recorded (the execution's map)."""
+        """Where completed entries with an idempotency key are recorded: their storage
+        keys, by key hash (the execution's ``keyed``)."""
         self._pages: dict[int, asyncio.Future[None]] = {}
         self._reached: set[int] = set()
         self._read_pages: set[int] = set()
@@ -83,7 +84,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
 
     @classmethod
     def whole(
-        cls, storage: Storage, prefix: str, texts: dict[int, str], hashes: dict[str, dict[str, Any]]
+        cls, storage: Storage, prefix: str, texts: dict[int, str], hashes: dict[str, str]
     ) -> JournalWindow:
         """A window over a journal the drive's first read held whole: every page counts as
         read, and its entries, held as ``texts``, are decoded as the phase reaches them."""
@@ -144,7 +145,8 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self._reached.add(op)
         if op in self.texts:
             if op not in self:
-                self[op] = self._remember(jn.decode_record(jn.op_key(self.prefix, op), self.texts[op]))
+                key = jn.op_key(self.prefix, op)
+                self[op] = self._remember(key, jn.decode_record(key, self.texts[op]))
             del self.texts[op]
 
     async def finish(self) -> None:
@@ -186,12 +188,13 @@ class JournalWindow(dict[int, dict[str, Any]]):
         names the field can hold one (the entries decoded are recorded as they are)."""
         for op, text in texts.items():
             if not isinstance(text, str) or '"idempotency_hash"' in text:
-                self._remember(jn.decode_record(jn.op_key(self.prefix, op), text))
+                key = jn.op_key(self.prefix, op)
+                self._remember(key, jn.decode_record(key, text))
 
-    def _remember(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def _remember(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
         key_hash = entry.get("idempotency_hash")
         if key_hash and entry.get("status") == "completed":
-            self.hashes.setdefault(str(key_hash), entry)
+            self.hashes.setdefault(str(key_hash), key)
         return entry
 
     def release(self, op: int) -> None:

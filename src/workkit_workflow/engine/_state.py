@@ -91,6 +91,12 @@ class ExecutionState:
         self._write_failure: BaseException | None = None
         self.inbox: dict[str, dict[str, Any]] = {}
         self.idempotent: dict[str, dict[str, Any]] = {}
+        """The idempotent results a restart carried over (``i:`` records), by key hash."""
+        self.keyed: dict[str, str] = {}
+        """The journal's completed steps that have an idempotency key: the storage key of
+        each one's entry, by key hash. The entry is read back only when a step asks for
+        its key (:meth:`idempotent_output`), so the keys of a long journal hold no entry
+        (nor output) in memory."""
         self._settled: asyncio.Event | None = None
         self.input: Any = None
         self.writes = 0
@@ -288,11 +294,21 @@ class ExecutionState:
             raise ExecutionNotFoundError("no execution with this id", execution_id=None)
         return self.meta, self.state
 
-    def idempotent_output(self, key_hash: str) -> dict[str, Any] | None:
+    async def idempotent_output(self, key_hash: str) -> dict[str, Any] | None:
+        """What a completed step with this key recorded: its journal entry (read back from
+        the write still deferred, or from storage), else a result a restart carried over."""
+        key = self.keyed.get(key_hash)
+        if key is not None:
+            text = self._pending.get(key)
+            if text is None:
+                text = await self.storage.get(key)
+            if text is not None:  # None: the deferred write failed (the runner stops at its next)
+                return jn.decode_record(key, text)  # a completed entry: it never changes
         return self.idempotent.get(key_hash)
 
-    def remember_idempotent(self, key_hash: str, entry: dict[str, Any]) -> None:
-        self.idempotent[key_hash] = entry
+    def remember_idempotent(self, key_hash: str, key: str) -> None:
+        """The step whose entry is at storage ``key`` completed with this key."""
+        self.keyed[key_hash] = key
 
     def take_event(self, event_type: str) -> tuple[str, dict[str, Any]] | None:
         for key in sorted(self.inbox):

@@ -196,7 +196,7 @@ async def _attempt(
     if key_hash is not None:
         if isinstance(run.entries, JournalWindow):
             await run.entries.scan_hashes()  # a later operation may hold this key
-        reused = execution.idempotent_output(key_hash)
+        reused = await execution.idempotent_output(key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
     key, running, running_text = _running_entry(run, op, name, progress, key_hash, options)
@@ -229,7 +229,7 @@ async def _attempt(
     except SerializationError as exc:
         raise await _unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
-        execution.remember_idempotent(key_hash, completed)
+        execution.remember_idempotent(key_hash, key)
     output = completed["output"]
     return output if options.output is None else _output(options, output, name)
 
