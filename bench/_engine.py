@@ -100,20 +100,22 @@ class ReplayResult:
     journal_bytes: int = 0
     live_peak_bytes: int = 0
     """Peak memory of running the ``steps`` steps live (the journal's build, untimed)."""
+    keyed: bool = False
+    """Every step has an idempotency key (no target: what the keys cost)."""
 
 
-async def _build_parked(path: str, steps: int) -> tuple[str, int]:
+async def _build_parked(path: str, steps: int, workflow: Any = wf.replay) -> tuple[str, int]:
     """An execution that finished ``steps`` steps and now waits for an event, and the
     peak memory (tracemalloc) of running them live, start to parking."""
     ns = LocalNamespace(path, synchronous="OFF", interleave="none")
     try:
         client = create_durable_workflow(ns)
         # What a process makes once (imports, caches) is made before the trace starts.
-        warm = await client.run(wf.replay, {"n": 2}, execution_id="warm")
+        warm = await client.run(workflow, {"n": 2}, execution_id="warm")
         await warm.send_event("go", "now")
         tracemalloc.start()
         try:
-            handle = await client.run(wf.replay, {"n": steps}, execution_id="cold")
+            handle = await client.run(workflow, {"n": steps}, execution_id="cold")
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -159,12 +161,16 @@ async def _replay_once(path: str, execution_id: str, *, trace: bool) -> tuple[fl
     return total, cpu, list_decode, peak
 
 
-async def cold_replay(workdir: str, lengths: Sequence[int], reps: int) -> list[ReplayResult]:
+async def cold_replay(
+    workdir: str, lengths: Sequence[int], reps: int, *, keyed: bool = False
+) -> list[ReplayResult]:
+    """Resume executions of ``lengths`` finished steps from a cold object (``keyed``: every
+    step has an idempotency key)."""
     results = []
     for steps in lengths:
-        built = os.path.join(workdir, f"replay-{steps}.db")
-        execution_id, live_peak = await _build_parked(built, steps)
-        result = ReplayResult(steps, live_peak_bytes=live_peak)
+        built = os.path.join(workdir, f"replay-{steps}{'-keyed' if keyed else ''}.db")
+        execution_id, live_peak = await _build_parked(built, steps, wf.replay_keyed if keyed else wf.replay)
+        result = ReplayResult(steps, live_peak_bytes=live_peak, keyed=keyed)
         probe = LocalNamespace(built, interleave="none")
         result.journal_bytes = sum(
             len(k) + len(v.encode())

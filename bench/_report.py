@@ -175,7 +175,7 @@ def replay(results: list[_engine.ReplayResult]) -> list[Verdict]:
         total = spread(r.total)
         rows.append(
             [
-                r.steps,
+                f"{r.steps}, keyed" if r.keyed else r.steps,
                 f"{r.journal_bytes / 1024:.0f}",
                 total.fmt(1e3, 2),
                 spread(r.cpu).fmt(1e3, 2),
@@ -185,7 +185,7 @@ def replay(results: list[_engine.ReplayResult]) -> list[Verdict]:
                 f"{r.live_peak_bytes / 2**20:.2f}",
             ]
         )
-        if r.steps in REPLAY:
+        if r.steps in REPLAY and not r.keyed:
             what = f"cold replay of {r.steps:,} steps"
             verdicts.append(at_most(f"{what}, CPU time", r.cpu, REPLAY[r.steps], unit=1e3, suffix=" ms"))
             verdicts.append(

@@ -41,3 +41,13 @@ async def replay(ctx: WorkflowContext, input: Any) -> Any:
     for i in range(n):
         await ctx.step(f"step-{i:05d}", work, i)
     return await ctx.wait_for_event("go", "go")
+
+
+@workflow("bench-replay-keyed")
+async def replay_keyed(ctx: WorkflowContext, input: Any) -> Any:
+    """``replay`` with an idempotency key on every step (each one is looked up, and a
+    replay records where each key's entry is)."""
+    n = int(input["n"])
+    for i in range(n):
+        await ctx.step(f"step-{i:05d}", work, i, idempotency_key=f"charge-{i:05d}")
+    return await ctx.wait_for_event("go", "go")

@@ -155,6 +155,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             _report.per_execution(steps, 10)
         if "replay" in only:
             replay = await _engine.cold_replay(workdir, [1000, 10000, 50000], reps)
+            replay += await _engine.cold_replay(workdir, [10000], reps, keyed=True)
             verdicts += _report.replay(replay)
         if "ops" in only:
             ops = await _engine.storage_ops(workdir, [10, 100, 1000])
