@@ -88,6 +88,61 @@ def test_any_other_text_is_left_to_decode_record(text: str, why: str) -> None:
     assert jn.plain_step_output(text, "step") is jn.NOT_PLAIN, why
 
 
+HASH = "sha256:" + "0123456789abcdef" * 2
+
+
+def keyed_text(output: Any = 1, key_hash: str = HASH) -> str:
+    """A keyed step's completed first attempt, as the step writes it (the key's hash
+    between the two times; the key itself is not journaled once it completed)."""
+    return entry_text("step", output).replace(
+        '"finished_at"', f'"idempotency_hash":"{key_hash}","finished_at"'
+    )
+
+
+@pytest.mark.parametrize("output", OUTPUTS, ids=repr)
+def test_a_keyed_entry_gives_its_hash_and_output_as_decoding_does(output: Any) -> None:
+    text = keyed_text(output)
+    record = jn.decode_record("j:00000003", text)
+    assert jn.keyed_step_output(text, "step") == (record["idempotency_hash"], record["output"])
+    assert jn.plain_step_output(text, "step") is jn.NOT_PLAIN
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (keyed_text(key_hash="sha256:" + "0123456789ABCDEF" * 2), "a hash not as hash_key writes it"),
+        (keyed_text(key_hash="sha256:0123"), "a short hash"),
+        (keyed_text(key_hash=HASH + '\\"'), "an escape in the hash"),
+        (keyed_text().replace('"idempotency_hash"', '"idempotency_key"'), "another field"),
+        (keyed_text().replace('"attempt":1', '"attempt":2'), "a later attempt"),
+        (keyed_text()[:-1], "a truncated entry"),
+        (entry_text("step", 1), "no key"),
+    ],
+)
+def test_any_other_keyed_text_is_left_to_decode_record(text: str, why: str) -> None:
+    assert jn.keyed_step_output(text, "step") is None, why
+
+
+async def test_a_key_replayed_from_its_text_is_found_by_a_later_step(env: WorkflowTestEnv) -> None:
+    calls: Counter[str] = Counter()
+    names = [f"s{i:03d}" for i in range(STEPS)]
+
+    @workflow(unique("keyed-text"))
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        for name in names:
+            await ctx.step(name, lambda name=name: calls.update([name]) or name, idempotency_key=f"k-{name}")
+        await ctx.wait_for_event("go", "go")
+        # s013 is no page's first operation: its replay read it from its text.
+        return await ctx.step("again", lambda: calls.update(["again"]) or "ran", idempotency_key="k-s013")
+
+    handle = await env.run(flow, None)
+    env.ns.evict(handle.execution_id)
+    await handle.send_event("go", 1)
+    result = await env.result(handle)
+    assert result.ok and result.value == "s013"
+    assert set(calls.values()) == {1} and "again" not in calls
+
+
 PLAIN = entry_text("s", {"a": [1, 2.5]})
 
 
@@ -118,13 +173,15 @@ def tiny_pages(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) 
         monkeypatch.setattr(_pages, "PAGE", 4)
 
 
-def typed_steps(calls: Counter[str], names: list[str]) -> Any:
+def typed_steps(calls: Counter[str], names: list[str], *, keyed: bool = False) -> Any:
     @workflow(unique("paged-text"))
     async def flow(ctx: WorkflowContext, input: Any) -> Any:
         outputs = []
         for i, name in enumerate(names):
             value = OUTPUTS[i % len(OUTPUTS)]
-            outputs.append(await ctx.step(name, lambda name=name, value=value: calls.update([name]) or value))
+            call = lambda name=name, value=value: calls.update([name]) or value  # noqa: E731
+            key = f"charge-{name}" if keyed else None
+            outputs.append(await ctx.step(name, call, idempotency_key=key))
         await ctx.wait_for_event("go", "go")
         return json.dumps(outputs)  # the types as JSON tells them (1.0 is not 1)
 
@@ -220,12 +277,13 @@ async def test_a_key_on_a_page_read_before_the_scan_is_found_by_it() -> None:
     assert jn.plain_step_output(window.texts[5], "s5") == 5  # the others stay text
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
 async def test_a_cold_replay_decodes_no_completed_step_of_its_journal(
-    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch, keyed: bool
 ) -> None:
     calls: Counter[str] = Counter()
     names = [f"s{i:03d}" for i in range(STEPS)]
-    handle = await env.run(typed_steps(calls, names), None)
+    handle = await env.run(typed_steps(calls, names, keyed=keyed), None)
     assert await handle.status() == "waiting"
     decoded: Counter[str] = Counter()
     decode = jn.decode_record

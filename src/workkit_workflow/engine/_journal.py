@@ -222,6 +222,9 @@ _INSTANT: Final = r"[1-9][0-9]*+\.[0-9]++"
 """A positive JSON number with a fraction and no exponent: a clock's time as ``number_text``
 writes it (any other is read by ``decode_record``)."""
 _PLAIN_TAIL: Final = re.compile(f'{_INSTANT},"finished_at":{_INSTANT},"output":')
+_KEYED_TAIL: Final = re.compile(
+    f'{_INSTANT},"idempotency_hash":"(sha256:[0-9a-f]{{32}})","finished_at":{_INSTANT},"output":'
+)
 
 
 def plain_step_output(text: Any, name: str) -> Any:
@@ -235,19 +238,35 @@ def plain_step_output(text: Any, name: str) -> Any:
     is checked against that layout: a text this reads is valid JSON, and
     :func:`decode_record` would give the same output. Any other text (another name or
     shape, a damaged record) is NOT_PLAIN, for ``decode_record`` to read or refuse."""
+    found = _step_output(text, name, _PLAIN_TAIL)
+    return NOT_PLAIN if found is None else found[1]
+
+
+def keyed_step_output(text: Any, name: str) -> tuple[str, Any] | None:
+    """As :func:`plain_step_output`, for the entry of a step with an idempotency key
+    completed by its first attempt, its key's hash written between the two times::
+
+        {…,"started_at":…,"idempotency_hash":"sha256:…","finished_at":…,"output":…}
+
+    The hash and the output, or None for any other text."""
+    found = _step_output(text, name, _KEYED_TAIL)
+    return None if found is None else (found[0].group(1), found[1])
+
+
+def _step_output(text: Any, name: str, tail_layout: re.Pattern[str]) -> tuple[re.Match[str], Any] | None:
     head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
     if type(text) is not str or not text.startswith(head):
-        return NOT_PLAIN
-    tail = _PLAIN_TAIL.match(text, len(head))
+        return None
+    tail = tail_layout.match(text, len(head))
     if tail is None:
-        return NOT_PLAIN
+        return None
     try:
         output, end = scan_once(text, tail.end())
     except (StopIteration, ValueError, RecursionError):
-        return NOT_PLAIN
+        return None
     if end != len(text) - 1 or text[end] != "}":
-        return NOT_PLAIN
-    return output
+        return None
+    return tail, output
 
 
 def storable_text(text: str) -> str:

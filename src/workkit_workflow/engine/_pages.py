@@ -197,6 +197,10 @@ class JournalWindow(dict[int, dict[str, Any]]):
             self.hashes.setdefault(str(key_hash), key)
         return entry
 
+    def remember_key(self, key_hash: str, op: int) -> None:
+        """The completed step at ``op``, replayed from its text, has this key's hash."""
+        self.hashes.setdefault(key_hash, jn.op_key(self.prefix, op))
+
     def release(self, op: int) -> None:
         """Forget a finished entry replayed in passing (see ``PhaseRun.went_by``)."""
         self._reached.discard(op)

@@ -125,7 +125,11 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
         text = entries.texts.get(op)
         output = jn.NOT_PLAIN if text is None else jn.plain_step_output(text, name)
         if output is jn.NOT_PLAIN:
-            return None
+            keyed = None if text is None else jn.keyed_step_output(text, name)
+            if keyed is None:
+                return None
+            key_hash, output = keyed
+            entries.remember_key(key_hash, op)  # for a later step asking for the same key
         del entries.texts[op]
         run.went_by(op, None)
         return _replayed_output(output)
