@@ -356,3 +356,18 @@ async def _mail_a_ping_the_receiver_refuses_once(
     ping = {"type": "ping", "payload": "hello", "id": f"{sender}-ping"}
     await core.execution.write(core.mail.message(receiver, "POST", "/event", ping, id=f"{sender}-ping"))
     return attempts
+
+
+async def test_updated_at_is_the_time_of_the_last_state_change(workflow_env: WorkflowTestEnv) -> None:
+    @workflow(unique("updated-at"))
+    async def napping(ctx: Any, input: Any) -> Any:
+        await ctx.sleep("nap", 3600)
+        return await ctx.step("after", lambda: "done")
+
+    handle = await workflow_env.start(napping, None)
+    await workflow_env.settle()
+    asleep = await handle.describe()
+    assert asleep["status"] == "sleeping" and asleep["updated_at"] >= asleep["created_at"]
+    assert (await workflow_env.result(handle)).ok
+    done = await handle.describe()
+    assert done["updated_at"] == done["finished_at"] >= asleep["updated_at"] + 3600

@@ -442,6 +442,45 @@ async def test_a_failed_commit_is_retried_by_the_alarm(
     assert set(case.world.delivered) == set(clean_world.delivered)
 
 
+async def test_a_failed_flush_of_completions_stops_the_runner_and_loses_no_step(
+    storage_path: Callable[[str], str | None], clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body that yields between steps has each completion written on its own, by a flush
+    in the background. When that write fails the runner must stop at its next write and
+    replay from storage: going on would end the execution with the step still ``running``
+    in its journal (the step runs again instead: at least once)."""
+    caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
+    calls: Counter[str] = Counter()
+
+    @workflow(f"yielding-{next(_names)}")
+    async def flow(ctx: Any, input: Any) -> Any:
+        out = []
+        for i in range(4):
+            out.append(await ctx.step(f"s{i}", lambda i=i: calls.update([f"s{i}"]) or i))
+            await asyncio.sleep(0)  # the completion is flushed on its own
+        return out
+
+    failed: list[dict[str, str]] = []
+
+    def fail_the_first_flush(obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+        if not failed and puts and all(k.startswith("j:") and '"completed"' in v for k, v in puts.items()):
+            failed.append(dict(puts))
+            raise OSError("disk I/O error (injected)")
+
+    env = WorkflowTestEnv(path=storage_path("flush"), clock=clock)
+    env.ns.write_hook = fail_the_first_flush
+    try:
+        handle = await env.start(flow, None)
+        result = await env.result(handle)
+        journal = await handle.journal()
+    finally:
+        await env.close()
+    assert failed, "no write carried completions alone"
+    assert result.ok and result.value == [0, 1, 2, 3]
+    assert [entry["status"] for entry in journal] == ["completed"] * 4
+    assert set(calls) == {"s0", "s1", "s2", "s3"}
+
+
 async def test_a_failing_commit_writes_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A commit that fails inside SQLite's transaction leaves no trace: all or nothing."""
     caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
