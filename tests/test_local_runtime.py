@@ -69,3 +69,21 @@ async def test_reopening_delivers_alarms_that_were_pending(tmp_path: Any) -> Non
         await second.start()
         await clock.sleep(1)
         assert len(AlarmProbe.deliveries) == 1
+
+
+def test_changing_one_objects_alarm_writes_one_page(tmp_path: Any) -> None:
+    """With thousands of objects, an alarm change is one page of the log, not two or three."""
+    from workkit_workflow.local._backends import SqliteBackend
+
+    backend = SqliteBackend(str(tmp_path / "alarms.db"), synchronous="NORMAL")
+    try:
+        for i in range(3000):
+            backend.commit(f"obj-{i:05d}", {}, (), 1_000_000.0 + i)
+        backend._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        backend.commit("obj-01234", {}, (), 2_000_000.0)
+        _, frames, _ = backend._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames == 1
+        assert backend.get_alarm("obj-01234") == 2_000_000.0
+        assert backend.get_alarm("obj-01235") == 1_000_000.0 + 1235
+    finally:
+        backend.close()

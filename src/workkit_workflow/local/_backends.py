@@ -137,7 +137,13 @@ class SqliteBackend:
             "CREATE TABLE IF NOT EXISTS kv (obj TEXT NOT NULL, key BLOB NOT NULL, value TEXT NOT NULL,"
             " PRIMARY KEY (obj, key)) WITHOUT ROWID"
         )
-        self._db.execute("CREATE TABLE IF NOT EXISTS alarms (obj TEXT PRIMARY KEY, at REAL NOT NULL)")
+        # Keyed by the object itself (no rowid): setting an alarm rewrites one page. With a
+        # rowid, ``INSERT OR REPLACE`` moved the row to a new rowid at the table's end and
+        # rewrote its index entry too, and with thousands of objects the two were pages apart.
+        # (A file made before keeps its table: the statements are the same for both.)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS alarms (obj TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
+        )
         self._writer = self._db.cursor()
         """The cursor of every commit (under ``_lock``): one object less per statement."""
 
