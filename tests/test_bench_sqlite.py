@@ -31,6 +31,16 @@ def db(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, str]]:
         connection.close()
 
 
+@pytest.fixture
+def floor(tmp_path: Path) -> Iterator[Floor]:
+    """The floor over a file of its own, at synchronous=OFF (counts only)."""
+    made = Floor(str(tmp_path / "f.db"), "OFF")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
 def _commits(connection: sqlite3.Connection, count: int) -> None:
     # A new value each time: SQLite writes no page for an update that changes nothing.
     for _ in range(count):
@@ -95,52 +105,40 @@ def _commit_statements(floor: Floor) -> list[str]:
     return seen
 
 
-def test_the_floor_does_the_outbox_commits_and_bytes_it_is_given(tmp_path: Path) -> None:
-    floor = Floor(str(tmp_path / "f.db"), "OFF")
-    try:
-        commits = _commit_statements(floor)
-        model = OutboxModel(commits_per_step=0.028, bytes_per_step=9.8)
-        floor.run(1000, 100, model)
-        assert len(commits) == floor.last_commits == 1028
-        (head,) = floor.db.execute("SELECT value FROM kv WHERE key = ?", (b"o:head",)).fetchone()
-        assert len(head) == model.commit_bytes() == 350
-        commits.clear()
-        floor.run(1000, 100)
-        assert len(commits) == floor.last_commits == 1000
-    finally:
-        floor.close()
+def test_the_floor_does_the_outbox_commits_and_bytes_it_is_given(floor: Floor) -> None:
+    commits = _commit_statements(floor)
+    model = OutboxModel(commits_per_step=0.028, bytes_per_step=9.8)
+    floor.run(1000, 100, model)
+    assert len(commits) == floor.last_commits == 1028
+    (head,) = floor.db.execute("SELECT value FROM kv WHERE key = ?", (b"o:head",)).fetchone()
+    assert len(head) == model.commit_bytes() == 350
+    commits.clear()
+    floor.run(1000, 100)
+    assert len(commits) == floor.last_commits == 1000
 
 
-def test_outbox_bytes_without_outbox_commits_ride_in_the_steps_rows(tmp_path: Path) -> None:
-    floor = Floor(str(tmp_path / "f.db"), "OFF")
-    try:
-        commits = _commit_statements(floor)
-        floor.run(50, 100, OutboxModel(commits_per_step=0.0, bytes_per_step=12.4))
-        sizes = {len(v) for (v,) in floor.db.execute("SELECT value FROM kv WHERE obj = 'floor-000001'")}
-        assert (len(commits), sizes) == (50, {112})
-    finally:
-        floor.close()
+def test_outbox_bytes_without_outbox_commits_ride_in_the_steps_rows(floor: Floor) -> None:
+    commits = _commit_statements(floor)
+    floor.run(50, 100, OutboxModel(commits_per_step=0.0, bytes_per_step=12.4))
+    sizes = {len(v) for (v,) in floor.db.execute("SELECT value FROM kv WHERE obj = 'floor-000001'")}
+    assert (len(commits), sizes) == (50, {112})
 
 
-def test_outbox_rows_in_the_journals_commits_ride_in_steps_commits(tmp_path: Path) -> None:
-    floor = Floor(str(tmp_path / "f.db"), "OFF")
-    try:
-        commits = _commit_statements(floor)
-        changes = floor.db.total_changes
-        floor.run(1000, 100, OutboxModel(0.0, 0.0, riders_per_step=0.05, rider_bytes_per_step=10.0))
-        # 1,000 step rows, 50 of them with an outbox row of 200 bytes in the same commit.
-        assert (len(commits), floor.db.total_changes - changes) == (1000, 1050)
-        (head,) = floor.db.execute("SELECT value FROM kv WHERE key = ?", (b"o:head",)).fetchone()
-        assert len(head) == 200
-        commits.clear()
-        changes = floor.db.total_changes
-        floor.run(1000, 100, OutboxModel(0.002, 0.0, riders_per_step=0.05, rider_bytes_per_step=10.0))
-        # Two extra commits without bytes of their own: each deletes the outbox row.
-        assert (len(commits), floor.db.total_changes - changes) == (1002, 1052)
-        gone = floor.db.execute("SELECT 1 FROM kv WHERE obj = 'floor-000002' AND key = ?", (b"o:head",))
-        assert gone.fetchone() is None
-    finally:
-        floor.close()
+def test_outbox_rows_in_the_journals_commits_ride_in_steps_commits(floor: Floor) -> None:
+    commits = _commit_statements(floor)
+    changes = floor.db.total_changes
+    floor.run(1000, 100, OutboxModel(0.0, 0.0, riders_per_step=0.05, rider_bytes_per_step=10.0))
+    # 1,000 step rows, 50 of them with an outbox row of 200 bytes in the same commit.
+    assert (len(commits), floor.db.total_changes - changes) == (1000, 1050)
+    (head,) = floor.db.execute("SELECT value FROM kv WHERE key = ?", (b"o:head",)).fetchone()
+    assert len(head) == 200
+    commits.clear()
+    changes = floor.db.total_changes
+    floor.run(1000, 100, OutboxModel(0.002, 0.0, riders_per_step=0.05, rider_bytes_per_step=10.0))
+    # Two extra commits without bytes of their own: each deletes the outbox row.
+    assert (len(commits), floor.db.total_changes - changes) == (1002, 1052)
+    gone = floor.db.execute("SELECT 1 FROM kv WHERE obj = 'floor-000002' AND key = ?", (b"o:head",))
+    assert gone.fetchone() is None
 
 
 def test_the_outbox_model_is_the_history_engines_extra_over_the_plain_engines() -> None:
