@@ -145,8 +145,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
         self._reached.add(op)
         if op in self.texts:
             if op not in self:
-                key = jn.op_key(self.prefix, op)
-                self[op] = self._remember(key, jn.decode_record(key, self.texts[op]))
+                self[op] = self._decode(op, self.texts[op])
             del self.texts[op]
 
     async def finish(self) -> None:
@@ -188,13 +187,15 @@ class JournalWindow(dict[int, dict[str, Any]]):
         names the field can hold one (the entries decoded are recorded as they are)."""
         for op, text in texts.items():
             if not isinstance(text, str) or '"idempotency_hash"' in text:
-                key = jn.op_key(self.prefix, op)
-                self._remember(key, jn.decode_record(key, text))
+                self._decode(op, text)
 
-    def _remember(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    def _decode(self, op: int, text: str) -> dict[str, Any]:
+        """The entry at ``op``, decoded from its text (or refused); a completed one's
+        idempotency key is recorded."""
+        entry = jn.decode_record(jn.op_key(self.prefix, op), text)
         key_hash = entry.get("idempotency_hash")
         if key_hash and entry.get("status") == "completed":
-            self.hashes.setdefault(str(key_hash), key)
+            self.remember_key(str(key_hash), op)
         return entry
 
     def remember_key(self, key_hash: str, op: int) -> None:

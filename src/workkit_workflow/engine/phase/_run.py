@@ -200,7 +200,7 @@ class PhaseRun:
         a completed step's entry again unless an undo needs it at the phase's end, so a
         long execution in flight holds no entry per step it ran."""
         if type(self.entries) is JournalWindow and not record.get("undo"):
-            self.entries.pop(op, None)  # its running entry
+            self.entries.release(op)  # its running entry, as went_by forgets a replayed one
         else:
             self.entries[op] = record
 
