@@ -97,7 +97,8 @@ class ExecutionObject:
             created, run = await self._start(request)
             if run is not None:
                 await run
-            return WireResponse(201 if created else 200, {"execution": self.core.view(), "created": created})
+            view = await self.core.view()
+            return WireResponse(201 if created else 200, {"execution": view, "created": created})
         except WorkflowError as exc:
             return error_response(exc)
         except StorageFailure as exc:

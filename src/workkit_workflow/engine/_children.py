@@ -13,6 +13,12 @@ Three messages, each written in the commit of the change that causes it:
 
 Every message has an id the receiver deduplicates on: the child's id for the
 start (``/execute`` is idempotent by id), the event id for the outcome.
+
+The parent lists its children (id, workflow, operation, status) in records of their
+own, ``children:<op>``, written in the commits that start and finish each child: the
+``state`` record only counts them (``child_count``), so a parent's writes stay the same
+size however many children it starts. (A state written before kept the list itself,
+``children``: it is still read, and kept up to date, for the children it names.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,35 @@ from ._state import ExecutionState
 
 EVENT_PREFIX = "child:"
 """Event types starting with this are reserved: a child's outcome for its parent."""
+
+
+def child_row(entry: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """How the parent lists the child of ``entry`` (a ``child`` operation)."""
+    return {
+        "execution_id": entry["child_id"],
+        "workflow": entry["workflow"],
+        "op": entry["op"],
+        "status": status,
+    }
+
+
+def child_record(row: Mapping[str, Any]) -> tuple[str, str]:
+    """The key and text of the record holding ``row`` (``child_row``)."""
+    key = jn.op_key(jn.CHILDREN, int(row["op"]))
+    return key, jn.encode_record(key, {"v": jn.VERSION, **row}, what="child row")
+
+
+async def children_of(execution: ExecutionState) -> list[dict[str, Any]]:
+    """The execution's children, in the order of their operations (read only when it
+    started some)."""
+    state = execution.state or {}
+    rows = {int(row["op"]): row for row in state.get("children") or []}  # a state written before
+    if state.get("child_count"):
+        for key, text in (await execution.storage.list(prefix=jn.CHILDREN)).items():
+            row = jn.decode_record(key, text)
+            row.pop("v", None)
+            rows[int(row["op"])] = row
+    return [rows[op] for op in sorted(rows)]
 
 
 def event_id(child: str, what: str) -> str:

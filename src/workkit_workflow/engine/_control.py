@@ -19,7 +19,7 @@ confused with ``resume(event, payload)``, which delivers an event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ class Control:
     execution: ExecutionState
     runner: Runner
     retention: Retention
-    view: Callable[[], dict[str, Any]]
+    view: Callable[[], Awaitable[dict[str, Any]]]
 
     async def pause(self) -> tuple[dict[str, Any], bool]:
         """Pause; returns ``(view, changed)`` (False: it was paused already)."""
@@ -54,12 +54,12 @@ class Control:
                 "the execution is being cancelled; it cannot be paused", status=state["status"]
             )
         if is_paused(state):
-            return self.view(), False
+            return await self.view(), False
         now = execution.now()
         changes = {"status": PAUSED, "paused": {"at": now, "status": state["status"]}}
         await execution.write_state(changes, alarm=self.runner.signal(now))
         self.runner.wake()
-        return self.view(), True
+        return await self.view(), True
 
     async def unpause(self) -> tuple[dict[str, Any], bool]:
         """Continue a paused execution; returns ``(view, changed)``. False when it was not
@@ -68,14 +68,14 @@ class Control:
         await execution.ensure_loaded()
         _, state = execution.require()
         if not is_paused(state):
-            return self.view(), False
+            return await self.view(), False
         now = execution.now()
         changes = {"status": state["paused"]["status"], "paused": None}
         await execution.write_state(changes, alarm=self.runner.signal(now))
         if execution.run is not None:
             execution.run.wake_parked()
         self.runner.wake()
-        return self.view(), True
+        return await self.view(), True
 
     async def delete(self) -> dict[str, Any]:
         """Delete a settled execution's storage now (its history rows stay)."""

@@ -11,6 +11,7 @@ One Durable Object holds one execution. Its keys:
 ``eid:<id>``        a delivered event id, so a duplicate delivery is ignored
 ``o:<seq>``         a history record waiting for delivery to D1 (the outbox)
 ``i:<hash>``        a recorded idempotent result carried over by ``restart``
+``children:<op>``   the child started at operation ``op``: its id, workflow and status
 ``mail:<seq>``      a request to another object waiting for delivery (``_mail``)
 ``mailx:<seq>``     a request the other object refused for good (a dead letter)
 
@@ -58,6 +59,7 @@ INBOX: Final = "e:"
 EVENT_ID: Final = "eid:"
 OUTBOX: Final = "o:"
 IDEMPOTENT: Final = "i:"
+CHILDREN: Final = "children:"
 
 Status = Literal[
     "queued",

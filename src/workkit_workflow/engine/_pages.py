@@ -28,10 +28,11 @@ FIRST_READ = 1024
 PAGE = 512
 """Operation entries per page."""
 
-DISPOSABLE_KINDS = frozenset({"step", "sleep", "wait"})
-"""Operation kinds whose finished entries nothing reads once they were replayed. Any other
-kind (a child, live state, kinds added later) is kept, and so is a step with an undo
-handler: the phase's end reads those (children to cancel, undos to run)."""
+DISPOSABLE_KINDS = frozenset({"step", "sleep", "wait", "child"})
+"""Operation kinds whose finished entries nothing reads once they were replayed (the
+phase's end reads the children still waiting, to cancel them, not the finished ones).
+Any other kind (live state, kinds added later) is kept, and so is a step with an undo
+handler: the phase's end runs its undo."""
 
 
 def _disposable(entry: dict[str, Any] | None) -> bool:

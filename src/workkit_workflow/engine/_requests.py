@@ -16,7 +16,7 @@ from ..definitions._versions import version_of
 from ..definitions._workflow import Registry, Workflow
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
-from ._children import check_same_parent
+from ._children import check_same_parent, children_of
 from ._limits import limit_meta
 from ._runner import Runner
 from ._signals import StorageFailure
@@ -64,7 +64,7 @@ class Requests:
         )
         if ended is not None:
             await ended
-        return self.view(), created
+        return await self.view(), created
 
     async def start(
         self,
@@ -156,36 +156,16 @@ class Requests:
     async def status(self) -> dict[str, Any]:
         await self.execution.ensure_loaded()
         self.execution.require()
-        return self.view()
+        return await self.view()
 
-    def view(self) -> dict[str, Any]:
+    async def view(self) -> dict[str, Any]:
+        """What ``/status`` answers (and every request that changes the execution)."""
         meta, state = self.execution.require()
         run = self.execution.run if self.runner.active else None
-        return {
-            "execution_id": meta["execution_id"],
-            "workflow": meta["workflow"],
-            "version": version_of(meta),
-            "status": state["status"],
-            "settled": state["phase"] == "done",
-            "created_at": state["created_at"],
-            "updated_at": state["updated_at"],
-            "started_at": state.get("started_at"),
-            "finished_at": state.get("finished_at"),
-            "wake_at": state.get("wake_at"),
-            "waiting_for": state.get("waiting_for") or [],
-            "error": state.get("error"),
-            "failed_step": state.get("failed_step"),
-            "step_attempt": state.get("step_attempt", 0),
-            "compensation": state.get("compensation"),
-            "cancel_reason": state.get("cancel_reason"),
-            "blocked": state.get("blocked"),
-            "paused_at": (state.get("paused") or {}).get("at"),
-            "delete_at": state.get("delete_at"),
-            "running": sorted(run.current.values()) if run is not None else [],
-            "parent": meta.get("parent"),
-            "queue": state.get("queue") if state["status"] == "queued" else None,
-            "children": state.get("children") or [],
-        }
+        view = _view(meta, state, sorted(run.current.values()) if run is not None else [])
+        if view["children"] or state.get("child_count"):
+            view["children"] = await children_of(self.execution)
+        return view
 
     async def journal(self) -> list[dict[str, Any]]:
         await self.execution.ensure_loaded()
@@ -231,7 +211,7 @@ class Requests:
             finally:
                 waiter.cancel()
                 timer.cancel()
-        view = self.view()
+        view = await self.view()
         if not view["settled"]:
             return {"settled": False, **view}
         if view["status"] == "completed":
@@ -250,7 +230,7 @@ class Requests:
         await execution.ensure_loaded()
         _, state = execution.require()
         if state["phase"] != "main" or state["status"] in jn.TERMINAL:
-            return self.view(), False
+            return await self.view(), False
         await execution.write_state(
             {
                 "status": "cancelled",
@@ -265,7 +245,7 @@ class Requests:
         if run is not None and run.prefix == jn.MAIN:
             run.stop()
         self.runner.wake()
-        return self.view(), True
+        return await self.view(), True
 
     async def send_event(self, event_type: str, payload: Any, event_id: str | None) -> dict[str, Any]:
         """Deliver an external event to the inbox; duplicates (same id) are ignored."""
@@ -322,6 +302,36 @@ class Requests:
                 status=state["status"],
             )
         return state
+
+
+def _view(meta: Mapping[str, Any], state: Mapping[str, Any], running: list[str]) -> dict[str, Any]:
+    """The execution's status as ``meta`` and ``state`` hold it (its children as a state
+    written before they had records of their own lists them: ``Requests.view`` reads them)."""
+    return {
+        "execution_id": meta["execution_id"],
+        "workflow": meta["workflow"],
+        "version": version_of(meta),
+        "status": state["status"],
+        "settled": state["phase"] == "done",
+        "created_at": state["created_at"],
+        "updated_at": state["updated_at"],
+        "started_at": state.get("started_at"),
+        "finished_at": state.get("finished_at"),
+        "wake_at": state.get("wake_at"),
+        "waiting_for": state.get("waiting_for") or [],
+        "error": state.get("error"),
+        "failed_step": state.get("failed_step"),
+        "step_attempt": state.get("step_attempt", 0),
+        "compensation": state.get("compensation"),
+        "cancel_reason": state.get("cancel_reason"),
+        "blocked": state.get("blocked"),
+        "paused_at": (state.get("paused") or {}).get("at"),
+        "delete_at": state.get("delete_at"),
+        "running": running,
+        "parent": meta.get("parent"),
+        "queue": state.get("queue") if state["status"] == "queued" else None,
+        "children": state.get("children") or [],
+    }
 
 
 def _new_meta(

@@ -21,7 +21,7 @@ from typing import Any
 from ...definitions._values import to_data
 from ...errors import DefinitionError, InvalidOptionError
 from .. import _journal as jn
-from .._children import EVENT_PREFIX, start_message
+from .._children import EVENT_PREFIX, child_record, child_row, start_message
 from ._run import PhaseRun
 
 _PENDING: Any = object()
@@ -47,9 +47,10 @@ async def run_child(
     run.enter(op, name)
     try:
         entry = await run.replayed(op, "child", name)
-        if entry is not None and entry["status"] == "completed":
-            return entry.get("output")
-        if entry is not None and entry["status"] == "failed":
+        if entry is not None and entry["status"] in ("completed", "failed"):
+            run.completed(op, entry)  # nothing reads a finished child's entry again
+            if entry["status"] == "completed":
+                return entry.get("output")
             raise run.failed(entry)
         if entry is None:
             entry = await _start(run, op, name, workflow, input, execution_id)
@@ -94,8 +95,10 @@ async def _start(
     }
     key, text = run.record(op, entry)
     mail = start_message(execution, op=op, child=child, workflow=workflow, input=data)
-    children = [*(execution.state or {}).get("children", []), _child_row(entry, "running")]
-    await execution.write_state({"children": children}, puts={key: text, **mail})
+    row_key, row_text = child_record(child_row(entry, "running"))
+    state = execution.state or {}
+    changes = {"child_count": int(state.get("child_count") or 0) + 1}
+    await execution.write_state(changes, puts={key: text, row_key: row_text, **mail})
     return entry
 
 
@@ -111,32 +114,30 @@ async def _try_to_finish(run: PhaseRun, op: int, entry: dict[str, Any], event_ty
     if isinstance(outcome, dict) and outcome.get("ok") is True:
         done = {**entry, "status": "completed", "finished_at": now, "output": outcome.get("value")}
         key, text = run.record(op, done)
-        changes = _children_with(execution.state, entry, "completed")
-        await execution.write_state(changes, puts={key: text}, deletes=[event_key])
+        changes, row = _children_with(execution.state, entry, "completed")
+        await execution.write_state(changes, puts={key: text, **row}, deletes=[event_key])
+        run.completed(op, done)
         return done["output"]
     error = _child_error(entry, outcome, now)
     failed = {**entry, "status": "failed", "error": error, "finished_at": now, "attempt": 1}
     key, text = run.record(op, failed)
-    changes = _children_with(execution.state, entry, str(error.get("child_status") or "failed"))
-    await execution.write_state(changes, puts={key: text}, deletes=[event_key])
+    changes, row = _children_with(execution.state, entry, str(error.get("child_status") or "failed"))
+    await execution.write_state(changes, puts={key: text, **row}, deletes=[event_key])
+    run.completed(op, failed)
     raise run.failed(failed)
 
 
-def _child_row(entry: dict[str, Any], status: str) -> dict[str, Any]:
-    return {
-        "execution_id": entry["child_id"],
-        "workflow": entry["workflow"],
-        "op": entry["op"],
-        "status": status,
-    }
-
-
-def _children_with(state: dict[str, Any] | None, entry: dict[str, Any], status: str) -> dict[str, Any]:
-    rows = [
-        _child_row(entry, status) if row.get("op") == entry["op"] else row
-        for row in (state or {}).get("children", [])
-    ]
-    return {"children": rows}
+def _children_with(
+    state: dict[str, Any] | None, entry: dict[str, Any], status: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The state's changes and the record that list the child of ``entry`` with ``status``."""
+    row = child_row(entry, status)
+    key, text = child_record(row)
+    listed = (state or {}).get("children")
+    if not listed:
+        return {}, {key: text}
+    # A state written before children had records of their own lists them itself.
+    return {"children": [row if r.get("op") == entry["op"] else r for r in listed]}, {key: text}
 
 
 def _child_error(entry: dict[str, Any], outcome: Any, now: float) -> dict[str, Any]:

@@ -195,10 +195,11 @@ class PhaseRun:
             self.entries.release(op)
 
     def completed(self, op: int, record: dict[str, Any]) -> None:
-        """The step at ``op`` completed with ``record`` (its write deferred). A journal window
-        does not keep it: as for a step replayed in passing (:meth:`went_by`), nothing reads
-        a completed step's entry again unless an undo needs it at the phase's end, so a
-        long execution in flight holds no entry per step it ran."""
+        """The step at ``op`` completed with ``record`` (its write deferred), or the child at
+        ``op`` finished. A journal window does not keep it: as for a step replayed in passing
+        (:meth:`went_by`), nothing reads a finished operation's entry again unless an undo
+        needs it at the phase's end, so a long execution in flight holds no entry per
+        operation it ran."""
         if type(self.entries) is JournalWindow and not record.get("undo"):
             self.entries.release(op)  # its running entry, as went_by forgets a replayed one
         else:
