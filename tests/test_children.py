@@ -459,8 +459,11 @@ def _one_step_kid() -> Any:
     return kid
 
 
-async def _bytes_per_child(env: WorkflowTestEnv, kid: Any, children: int, execution_id: str) -> float:
-    """What the parent's object writes per child it runs, one after the other."""
+async def _bytes_per_child(
+    env: WorkflowTestEnv, kid: Any, children: int, execution_id: str, *, together: bool = False
+) -> float:
+    """What the parent's object writes per child it runs, one after the other (``together``:
+    all at once, with ``gather``)."""
     written: Counter[str] = Counter()
 
     def count(obj: str, puts: Any, deletes: Any) -> None:
@@ -468,6 +471,8 @@ async def _bytes_per_child(env: WorkflowTestEnv, kid: Any, children: int, execut
 
     @workflow(unique("serial-parent"))
     async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        if together:
+            return list(await asyncio.gather(*(ctx.child(kid, i, name=f"part-{i}") for i in range(input))))
         return [await ctx.child(kid, i, name=f"part-{i}") for i in range(input)]
 
     env.ns.write_hook = count
@@ -479,16 +484,21 @@ async def _bytes_per_child(env: WorkflowTestEnv, kid: Any, children: int, execut
     return written[execution_id] / children
 
 
-async def test_a_parent_writes_the_same_bytes_per_child_however_many_it_runs(env: WorkflowTestEnv) -> None:
-    # The state listed every child and was rewritten at each child's start and end: a parent
-    # of n children wrote O(n^2) bytes (400 children: 31 MB; 78 KB per child against 12 KB
-    # at 50). The list is now a record per child: the state only counts them.
+@pytest.mark.parametrize("together", [False, True], ids=["one-after-the-other", "gathered"])
+async def test_a_parent_writes_the_same_bytes_per_child_however_many_it_runs(
+    env: WorkflowTestEnv, together: bool
+) -> None:
+    # The state listed every child and was rewritten at each child's start and end, and a
+    # gathering parent's listed every child it waited for, rewritten at each outcome: a
+    # parent of n children wrote O(n^2) bytes (400 children: 31 MB one after the other,
+    # 37 MB gathered). Children are now a record each (the state counts them), and the
+    # state lists the first ``WAITING_LISTED`` event types waited for, with their count.
     kid = _one_step_kid()
-    few = await _bytes_per_child(env, kid, 5, "few-kids")
-    many = await _bytes_per_child(env, kid, 60, "many-kids")
+    few = await _bytes_per_child(env, kid, 40, "few-kids", together=together)
+    many = await _bytes_per_child(env, kid, 120, "many-kids", together=together)
     assert many < few * 1.1, (few, many)
     rows = (await env.client.execution("many-kids").describe())["children"]
-    assert [(r["op"], r["status"]) for r in rows] == [(i, "completed") for i in range(60)]
+    assert [(r["op"], r["status"]) for r in rows] == [(i, "completed") for i in range(120)]
     assert rows[7] == {"execution_id": "many-kids.7-part-7", "workflow": kid.name, "op": 7, "status": "completed"}
 
 
@@ -541,3 +551,26 @@ async def test_a_parent_whose_state_lists_its_children_goes_on_with_new_ones(env
     ]
     stored = json.loads(backend.list(name, None, None, None, None, False)["state"])
     assert [r["status"] for r in stored["children"]] == ["completed"]  # the old list, kept up to date
+
+
+async def test_a_parent_waiting_for_many_children_lists_the_first_and_counts_them(
+    env: WorkflowTestEnv,
+) -> None:
+    world = World()
+    kid = _kid(world, nap=60.0)
+
+    @workflow(unique("wide-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return sum(await asyncio.gather(*(ctx.child(kid, n, name=f"part-{n:02d}") for n in range(input))))
+
+    handle = await env.run(parent, 40, execution_id="wide")
+    parked = await handle.describe()
+    assert parked["status"] == "waiting" and parked["waiting_for_count"] == 40
+    assert parked["waiting_for"] == sorted(f"child:wide.{n}-part-{n:02d}" for n in range(40))[:32]
+    assert [c["status"] for c in parked["children"]] == ["running"] * 40
+    result = await env.result(handle)
+    assert result.ok and result.value == sum(2 * n + 1 for n in range(40))
+    done = await handle.describe()
+    assert done["waiting_for"] == [] and done["waiting_for_count"] == 0
+    stored = json.loads(env.ns.backend.list("wide", None, None, None, None, False)["state"])
+    assert stored["waiting_for_count"] is None  # the count went with the wait

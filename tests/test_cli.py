@@ -55,6 +55,13 @@ APP = textwrap.dedent(
         return decision
 
     approval.on_failure(undo_approval)
+
+    @workflow("cli-many-waits")
+    async def many_waits(ctx, input):
+        import asyncio
+
+        waits = [ctx.wait_for_event(f"w{n:02d}", f"signal-{n:02d}") for n in range(input["n"])]
+        return len(await asyncio.gather(*waits))
     """
 )
 
@@ -203,3 +210,23 @@ def test_console_script_help_runs_without_a_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "no runtime database" in result.stderr
+
+
+def test_resume_delivers_an_event_past_those_the_state_lists(app: Path, tmp_path: Path) -> None:
+    # Waiting for 40 events, the state lists the first 32 and counts them all: an event
+    # past those is still one it waits for, not a typo.
+    import cli_app
+
+    from workkit_workflow import create_durable_workflow
+    from workkit_workflow.local import LocalNamespace
+
+    db = str(tmp_path / "many.db")
+
+    async def go() -> None:
+        async with LocalNamespace(db) as ns:
+            await create_durable_workflow(ns).run(cli_app.many_waits, {"n": 40}, execution_id="many-1")
+
+    asyncio.run(go())
+    code, out = run("resume", "many-1", "signal-39", "--db", db, "--app", "cli_app")
+    assert code == 0, out
+    assert "delivered 'signal-39' to many-1; it is now waiting" in out

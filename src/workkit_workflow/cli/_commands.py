@@ -280,7 +280,8 @@ def _waiting_for(args: argparse.Namespace) -> list[str]:
     if status in ("completed", "failed", "cancelled"):
         raise CliError(f"{args.execution_id} has already finished ({status}); nothing was delivered")
     waiting = [str(w) for w in state.get("waiting_for") or []]
-    if waiting and args.event_type not in waiting and not args.force:
+    unlisted = (state.get("waiting_for_count") or 0) > len(waiting)  # it waits for more than it lists
+    if waiting and not unlisted and args.event_type not in waiting and not args.force:
         expected = " or ".join(repr(w) for w in waiting)
         raise CliError(
             f"{args.execution_id} is waiting for {expected}, not {args.event_type!r}; nothing was"

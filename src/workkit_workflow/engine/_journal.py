@@ -32,6 +32,7 @@ other record is version 1.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any, Final, Literal, TypedDict
 
@@ -74,6 +75,23 @@ Status = Literal[
     "paused",
 ]
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
+
+WAITING_LISTED: Final = 32
+"""Event types the state lists in ``waiting_for`` at most (the first, in order); past that,
+``waiting_for_count`` says how many there are. A parent waiting for a thousand children
+rewrites a small state at each child's outcome, not one that lists them all (its children
+are listed in records of their own, ``CHILDREN``)."""
+
+
+def waiting_fields(state: Mapping[str, Any], types: list[str]) -> dict[str, Any]:
+    """The state's changes for an execution now waiting for ``types`` (none: it waits for
+    nothing, or has finished)."""
+    if len(types) > WAITING_LISTED:
+        return {"waiting_for": types[:WAITING_LISTED], "waiting_for_count": len(types)}
+    if state.get("waiting_for_count") is not None:
+        return {"waiting_for": types, "waiting_for_count": None}
+    return {"waiting_for": types}
+
 
 OpKind = Literal["step", "sleep", "wait", "state", "child"]
 OpStatus = Literal["running", "retrying", "sleeping", "waiting", "completed", "failed"]

@@ -100,6 +100,7 @@ class Phases:
         # Children still running when the body ends are cancelled (their compensation runs).
         ending = {"completed": "completed", "stopped": "cancelled"}.get(outcome.kind, "failed")
         settled.update(cancel_children(execution, entries, ending))
+        state = execution.state or {}
         if outcome.kind == "completed":
             try:
                 text = jn.encode_record(jn.RESULT, {"value": to_data(outcome.value)}, what="workflow result")
@@ -108,11 +109,10 @@ class Phases:
             else:
                 await self._settle(
                     definition,
-                    {"status": "completed", "finished_at": now, "waiting_for": []},
+                    {"status": "completed", "finished_at": now, **jn.waiting_fields(state, [])},
                     puts={**settled, jn.RESULT: text},
                 )
                 return
-        state = execution.state or {}
         if outcome.kind == "stopped" and state.get("cancel_compensate") is False:
             outcome = replace(outcome, compensate=False)  # hook(control): cancel(compensate=False)
         changes = self._ended_changes(outcome, now)
@@ -131,7 +131,7 @@ class Phases:
         """The state of a main phase that failed or was cancelled."""
         state = self.execution.state
         status = "cancelled" if outcome.kind == "stopped" else "failed"
-        changes: dict[str, Any] = {"status": status, "finished_at": now, "waiting_for": []}
+        changes: dict[str, Any] = {"status": status, "finished_at": now, **jn.waiting_fields(state or {}, [])}
         if outcome.kind == "failed":
             changes.update(error=outcome.error, failed_step=outcome.failed_step, step_attempt=outcome.attempt)
         else:
@@ -263,7 +263,8 @@ class Phases:
         wake_at = min(wakes) if wakes else None
         if is_paused(execution.state):
             wake_at = None  # hook(control): nothing is due until it continues (_control)
-        changes: dict[str, Any] = {"wake_at": wake_at, "waiting_for": outcome.waiting_for}
+        waiting = jn.waiting_fields(execution.state, outcome.waiting_for)
+        changes: dict[str, Any] = {"wake_at": wake_at, **waiting}
         if execution.state["status"] == "running":
             changes["status"] = "waiting" if outcome.waiting_for else "sleeping"
         await execution.write_state(changes, alarm=self.runner.park_alarm(wake_at, execution.now()))

@@ -319,6 +319,7 @@ def _view(meta: Mapping[str, Any], state: Mapping[str, Any], running: list[str])
         "finished_at": state.get("finished_at"),
         "wake_at": state.get("wake_at"),
         "waiting_for": state.get("waiting_for") or [],
+        "waiting_for_count": state.get("waiting_for_count") or len(state.get("waiting_for") or []),
         "error": state.get("error"),
         "failed_step": state.get("failed_step"),
         "step_attempt": state.get("step_attempt", 0),
