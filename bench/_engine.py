@@ -192,6 +192,45 @@ async def cold_replay(
     return results
 
 
+# -- wake-ups of a long loop ----------------------------------------------------------
+
+
+@dataclass
+class WakeResult:
+    turns: int
+    """Turns the loop had gone through when it was woken (each a wait and a step)."""
+    cpu: list[float] = field(default_factory=list)
+    """Process CPU of each wake-up: the event in, the replay, the turn, parked again."""
+
+
+async def loop_wakes(workdir: str, turns: Sequence[int], reps: int) -> list[WakeResult]:
+    """Wake a loop that went through ``turns`` turns (``bench-loop``), ``reps`` times: each
+    event is a new drive of the same object, which replays every turn before it."""
+    results = []
+    for done in turns:
+        path = os.path.join(workdir, f"loop-{done}.db")
+        ns = LocalNamespace(path, synchronous="NORMAL", interleave="none")
+        try:
+            client = create_durable_workflow(ns)
+            handle = await client.run(wf.loop, {"n": done + reps + 2}, execution_id="loop")
+            for _ in range(done + 1):  # the last one unmeasured: what a first wake-up makes once
+                await handle.send_event("tick", 1)
+                await ns.idle()
+            result = WakeResult(done + 1)
+            for _ in range(reps):
+                cpu = time.process_time()
+                await handle.send_event("tick", 1)
+                await ns.idle()
+                result.cpu.append(time.process_time() - cpu)
+            if await handle.status() != "waiting":
+                raise RuntimeError(f"the loop ended {await handle.status()}")
+        finally:
+            await ns.close()
+        os.remove(path)
+        results.append(result)
+    return results
+
+
 # -- storage operations per step -------------------------------------------------
 
 

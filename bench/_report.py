@@ -216,6 +216,19 @@ def replay(results: list[_engine.ReplayResult]) -> list[Verdict]:
     return verdicts
 
 
+def wakes(results: list[_engine.WakeResult]) -> None:
+    """No target: what an event costs a loop that has been through many turns."""
+    print(
+        "\n== wake-ups of a long loop: each turn waits for an event, then runs a step; each event"
+        " is a new drive that replays every turn before it (synchronous=NORMAL, no target)"
+    )
+    rows = []
+    for r in results:
+        cpu = spread(r.cpu)
+        rows.append([r.turns, cpu.fmt(1e3, 3), f"{cpu.median / r.turns * 1e6:.2f}"])
+    print(table(["turns replayed", "CPU per wake-up, ms", "CPU us per turn replayed"], rows))
+
+
 def ops(results: list[_engine.OpsResult]) -> list[Verdict]:
     print("\n== storage operations at the port (one N-step execution, start to finish)")
     rows = [

@@ -51,3 +51,14 @@ async def replay_keyed(ctx: WorkflowContext, input: Any) -> Any:
     for i in range(n):
         await ctx.step(f"step-{i:05d}", work, i, idempotency_key=f"charge-{i:05d}")
     return await ctx.wait_for_event("go", "go")
+
+
+@workflow("bench-loop")
+async def loop(ctx: WorkflowContext, input: Any) -> int:
+    """A loop of turns driven by events: each waits for one, then runs a step. Each event
+    wakes the execution, which replays every turn before it."""
+    n = int(input["n"])
+    for i in range(n):
+        await ctx.wait_for_event(f"turn-{i:05d}", "tick")
+        await ctx.step(f"handle-{i:05d}", work, i)
+    return n

@@ -13,6 +13,7 @@ Sections (issue #16 names the targets; each is printed MET or MISSED with min / 
    and the checkpoints inside the timed runs, counted by SQLite (``bench._wal``), and the
    floor plus the history outbox's measured extra writes; then the cost per execution;
 3. cold replay of 10,000 and 50,000 finished steps: time and peak memory (tracemalloc);
+   without a target, the CPU of an event waking a loop of 100 and 1,000 turns;
 4. storage operations and bytes per step, counted at the storage port;
 5. 10 to 5,000 concurrent executions on one local runtime: executions/s, CPU per execution;
 6. the real runtime (workerd with Python Durable Objects; ``--real-runtime``: this section
@@ -142,6 +143,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         memory: dict[str, Any] = {}
         steps: list[Any] = []
         replay: list[_engine.ReplayResult] = []
+        wakes: list[_engine.WakeResult] = []
         ops: list[_engine.OpsResult] = []
         conc: dict[int, list[Any]] = {}
         if "memory" in only:
@@ -157,6 +159,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             replay = await _engine.cold_replay(workdir, [1000, 10000, 50000], reps)
             replay += await _engine.cold_replay(workdir, [10000], reps, keyed=True)
             verdicts += _report.replay(replay)
+            wakes = await _engine.loop_wakes(workdir, [100, 1000], reps)
+            _report.wakes(wakes)
         if "ops" in only:
             ops = await _engine.storage_ops(workdir, [10, 100, 1000])
             verdicts += _report.ops(ops)
@@ -181,6 +185,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "memory_cpu": memory,
         "per_step": [vars(r) for r in steps],
         "replay": [vars(r) for r in replay],
+        "loop_wakes": [vars(r) for r in wakes],
         "storage_ops": [vars(r) for r in ops],
         "concurrency": {n: [vars(r) for r in runs] for n, runs in conc.items()},
         "real_runtime": real if isinstance(real, (dict, str)) else vars(real),

@@ -499,7 +499,8 @@ async def test_a_parent_writes_the_same_bytes_per_child_however_many_it_runs(
     assert many < few * 1.1, (few, many)
     rows = (await env.client.execution("many-kids").describe())["children"]
     assert [(r["op"], r["status"]) for r in rows] == [(i, "completed") for i in range(120)]
-    assert rows[7] == {"execution_id": "many-kids.7-part-7", "workflow": kid.name, "op": 7, "status": "completed"}
+    seventh = {"execution_id": "many-kids.7-part-7", "workflow": kid.name, "op": 7, "status": "completed"}
+    assert rows[7] == seventh
 
 
 async def test_a_parent_holds_no_entry_for_the_children_that_finished(env: WorkflowTestEnv) -> None:

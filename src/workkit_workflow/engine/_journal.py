@@ -273,6 +273,51 @@ def keyed_step_output(text: Any, name: str) -> tuple[str, Any] | None:
     return None if found is None else (found[0].group(1), found[1])
 
 
+_PLAIN_STRING: Final = r'"[^"\\\x00-\x1f]*+"'
+"""A JSON string with no escape and no control character (any other is read by ``decode_record``)."""
+_FINISHED_TAILS: Final = {
+    "wait": re.compile(
+        f'"event_type":{_PLAIN_STRING},"started_at":{_INSTANT},"wake_at":(?:null|{_INSTANT}),'
+        f'"finished_at":{_INSTANT},"event_id":(?:null|{_PLAIN_STRING}),"output":'
+    ),
+    "child": re.compile(
+        f'"workflow":{_PLAIN_STRING},"child_id":{_PLAIN_STRING},"event_type":{_PLAIN_STRING},'
+        f'"started_at":{_INSTANT},"finished_at":{_INSTANT},"output":'
+    ),
+    "sleep": re.compile(f'"started_at":{_INSTANT},"wake_at":{_INSTANT},"finished_at":{_INSTANT}}}'),
+}
+
+
+def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
+    """What the completed wait, child or sleep ``name`` at ``op`` returned, if ``text`` is
+    its entry as the operation writes it (the event's payload, the child's result, None
+    for a sleep)::
+
+        {"v":2,"op":…,"kind":"wait","name":…,"status":"completed","event_type":…,"started_at":…,"wake_at":…,"finished_at":…,"event_id":…,"output":…}
+        {"v":2,"op":…,"kind":"child","name":…,"status":"completed","workflow":…,"child_id":…,"event_type":…,"started_at":…,"finished_at":…,"output":…}
+        {"v":2,"op":…,"kind":"sleep","name":…,"status":"completed","started_at":…,"wake_at":…,"finished_at":…}
+
+    else :data:`NOT_PLAIN`. As :func:`plain_step_output`: only the output is decoded, the
+    rest is checked against the layout, so a text this reads is valid JSON and
+    :func:`decode_record` would give the same output; any other text is NOT_PLAIN."""
+    named = encode_basestring(name)
+    head = f'{{"v":{OP_VERSION},"op":{op},"kind":"{kind}","name":{named},"status":"completed",'
+    if type(text) is not str or not text.startswith(head):
+        return NOT_PLAIN
+    tail = _FINISHED_TAILS[kind].match(text, len(head))
+    if tail is None:
+        return NOT_PLAIN
+    if kind == "sleep":
+        return None if tail.end() == len(text) else NOT_PLAIN
+    try:
+        output, end = scan_once(text, tail.end())
+    except (StopIteration, ValueError, RecursionError):
+        return NOT_PLAIN
+    if end != len(text) - 1 or text[end] != "}":
+        return NOT_PLAIN
+    return output
+
+
 def _step_output(text: Any, name: str, tail_layout: re.Pattern[str]) -> tuple[re.Match[str], Any] | None:
     head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
     if type(text) is not str or not text.startswith(head):

@@ -6,11 +6,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ...definitions._steps import StepContext, StepOptions
+from .. import _journal as jn
+from .._pages import JournalWindow
 from ._child import run_child
 from ._run import PhaseRun
 from ._set_state import run_set_state
 from ._sleep import run_sleep
-from ._step import replayed_step, run_step
+from ._step import replayed_output, replayed_step, run_step
 from ._wait import run_wait
 
 
@@ -28,17 +30,47 @@ class Phase(PhaseRun):
         return replayed_step(self, op, name, options) or run_step(self, op, name, call, options)
 
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Coroutine[Any, Any, None]:
-        return run_sleep(self, self.allocate(), name, until, duration)
+        op = self.allocate()
+        if _finished_from_text(self, op, "sleep", name) is not jn.NOT_PLAIN:
+            return replayed_output(None)
+        return run_sleep(self, op, name, until, duration)
 
     def wait(
         self, name: str, event_type: str, *, timeout: float | None, default: Any
     ) -> Coroutine[Any, Any, Any]:
-        return run_wait(self, self.allocate(), name, event_type, timeout, default)
+        op = self.allocate()
+        output = _finished_from_text(self, op, "wait", name)
+        if output is not jn.NOT_PLAIN:
+            return replayed_output(output)
+        return run_wait(self, op, name, event_type, timeout, default)
 
     def child(
         self, name: str, workflow: str, input: Any, execution_id: str | None
     ) -> Coroutine[Any, Any, Any]:
-        return run_child(self, self.allocate(), name, workflow, input, execution_id)
+        op = self.allocate()
+        output = _finished_from_text(self, op, "child", name)
+        if output is not jn.NOT_PLAIN:
+            return replayed_output(output)
+        return run_child(self, op, name, workflow, input, execution_id)
 
     def set_state(self, key: str, text: str) -> Coroutine[Any, Any, None]:
         return run_set_state(self, self.allocate(), key, text)
+
+
+def _finished_from_text(run: PhaseRun, op: int, kind: str, name: str) -> Any:
+    """What the finished wait, child or sleep at ``op`` returned, if the journal window
+    holds its text as the operation writes it (``jn.finished_op_output``), else
+    ``jn.NOT_PLAIN`` for the operation to replay from its entry. A replay's hot path, as a
+    completed step's text is (``replayed_step``): a loop that waits or sleeps replays each
+    earlier turn at each wake-up, and decoding those entries was most of it."""
+    entries = run.entries
+    if type(entries) is not JournalWindow:
+        return jn.NOT_PLAIN
+    text = entries.texts.get(op)
+    if text is None:
+        return jn.NOT_PLAIN
+    output = jn.finished_op_output(text, op, kind, name)
+    if output is not jn.NOT_PLAIN:
+        del entries.texts[op]
+        run.went_by(op, None)
+    return output

@@ -132,16 +132,17 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
             entries.remember_key(key_hash, op)  # for a later step asking for the same key
         del entries.texts[op]
         run.went_by(op, None)
-        return _replayed_output(output)
+        return replayed_output(output)
     if entry.get("status") != "completed":
         return None
     if entry.get("kind") != "step" or entry.get("name") != name:
         return None  # run_step reports the mismatch
     run.went_by(op, entry)
-    return _replayed_output(entry.get("output"))
+    return replayed_output(entry.get("output"))
 
 
-async def _replayed_output(output: Any) -> Any:
+async def replayed_output(output: Any) -> Any:
+    """An operation the journal holds as finished, awaited: what it returned."""
     return output
 
 
