@@ -292,6 +292,49 @@ async def storage_ops(workdir: str, sizes: Sequence[int]) -> list[OpsResult]:
     return out
 
 
+@dataclass
+class ChildrenResult:
+    children: int
+    together: bool
+    """All started at once (``asyncio.gather``), else one after the other."""
+    parent_bytes: int
+    """Bytes the parent's object wrote (keys and values), start to finish."""
+    cpu: float
+    """Process CPU of the whole run, the children's objects included."""
+
+
+async def children_ops(workdir: str, sizes: Sequence[int]) -> list[ChildrenResult]:
+    """A parent of N one-step children (``bench-parent``), one after the other and gathered:
+    what its own object writes, per child."""
+    out = []
+    for together in (False, True):
+        for n in sizes:
+            path = os.path.join(workdir, f"children-{n}-{together}.db")
+            ns = LocalNamespace(path, synchronous="OFF", interleave="none")
+            written: dict[str, int] = {}
+
+            def hook(
+                obj: str, puts: Mapping[str, str], deletes: Sequence[str], seen: dict[str, int] = written
+            ) -> None:
+                seen[obj] = seen.get(obj, 0) + sum(len(k) + len(v.encode()) for k, v in puts.items())
+
+            ns.write_hook = hook
+            try:
+                client = create_durable_workflow(ns)
+                cpu = time.process_time()
+                handle = await client.run(wf.parent, {"n": n, "together": together}, execution_id="parent")
+                result = await handle.result(timeout=600)
+                await ns.idle()
+                cpu = time.process_time() - cpu
+                if not result.ok:
+                    raise RuntimeError(f"bench parent ended {result.status}")
+            finally:
+                await ns.close()
+            os.remove(path)
+            out.append(ChildrenResult(n, together, written["parent"], cpu))
+    return out
+
+
 # -- many concurrent executions -----------------------------------------------------
 
 

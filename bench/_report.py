@@ -258,6 +258,22 @@ def ops(results: list[_engine.OpsResult]) -> list[Verdict]:
     ]
 
 
+def children(results: list[_engine.ChildrenResult]) -> None:
+    """No target: a parent's writes per child stay the same however many it starts."""
+    print("\n== a parent of N one-step children: what the parent's object writes (no target)")
+    rows = [
+        [
+            r.children,
+            "gathered" if r.together else "one after the other",
+            f"{r.parent_bytes / 2**20:.2f}",
+            f"{r.parent_bytes / r.children:.0f}",
+            f"{r.cpu / r.children * 1e3:.2f}",
+        ]
+        for r in results
+    ]
+    print(table(["N", "started", "parent MiB written", "bytes per child", "CPU ms per child"], rows))
+
+
 def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Verdict]:
     print("\n== concurrent executions of 5 steps on one LocalNamespace (SQLite NORMAL, default interleaving)")
     rows = []

@@ -62,3 +62,20 @@ async def loop(ctx: WorkflowContext, input: Any) -> int:
         await ctx.wait_for_event(f"turn-{i:05d}", "tick")
         await ctx.step(f"handle-{i:05d}", work, i)
     return n
+
+
+@workflow("bench-kid")
+async def kid(ctx: WorkflowContext, input: Any) -> Any:
+    """A child of one step."""
+    return await ctx.step("double", lambda: 2 * input)
+
+
+@workflow("bench-parent")
+async def parent(ctx: WorkflowContext, input: Any) -> int:
+    """N children of one step, one after the other, or all at once (``together``)."""
+    n = int(input["n"])
+    if input.get("together"):
+        outputs = await asyncio.gather(*(ctx.child(kid, i, name=f"part-{i}") for i in range(n)))
+    else:
+        outputs = [await ctx.child(kid, i, name=f"part-{i}") for i in range(n)]
+    return sum(outputs)

@@ -14,7 +14,8 @@ Sections (issue #16 names the targets; each is printed MET or MISSED with min / 
    floor plus the history outbox's measured extra writes; then the cost per execution;
 3. cold replay of 10,000 and 50,000 finished steps: time and peak memory (tracemalloc);
    without a target, the CPU of an event waking a loop of 100 and 1,000 turns;
-4. storage operations and bytes per step, counted at the storage port;
+4. storage operations and bytes per step, counted at the storage port; without a target,
+   what a parent of 50 and 400 children writes per child;
 5. 10 to 5,000 concurrent executions on one local runtime: executions/s, CPU per execution;
 6. the real runtime (workerd with Python Durable Objects; ``--real-runtime``: this section
    alone; skipped by ``--quick``).
@@ -144,6 +145,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         steps: list[Any] = []
         replay: list[_engine.ReplayResult] = []
         wakes: list[_engine.WakeResult] = []
+        kids: list[_engine.ChildrenResult] = []
         ops: list[_engine.OpsResult] = []
         conc: dict[int, list[Any]] = {}
         if "memory" in only:
@@ -164,6 +166,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         if "ops" in only:
             ops = await _engine.storage_ops(workdir, [10, 100, 1000])
             verdicts += _report.ops(ops)
+            kids = await _engine.children_ops(workdir, [50, 400])
+            _report.children(kids)
         if "concurrency" in only:
             conc = await concurrency_section(workdir, [10, 100, 1000, 5000], 2 if quick else 3)
             verdicts += _report.concurrency(conc)
@@ -187,6 +191,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "replay": [vars(r) for r in replay],
         "loop_wakes": [vars(r) for r in wakes],
         "storage_ops": [vars(r) for r in ops],
+        "children": [vars(r) for r in kids],
         "concurrency": {n: [vars(r) for r in runs] for n, runs in conc.items()},
         "real_runtime": real if isinstance(real, (dict, str)) else vars(real),
     }
