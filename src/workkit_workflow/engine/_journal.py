@@ -241,10 +241,11 @@ _STEP_HEAD: Final = f'{{"v":{OP_VERSION},"kind":"step","name":'
 _INSTANT: Final = r"[1-9][0-9]*+\.[0-9]++"
 """A positive JSON number with a fraction and no exponent: a clock's time as ``number_text``
 writes it (any other is read by ``decode_record``)."""
-_PLAIN_TAIL: Final = re.compile(f'{_INSTANT},"finished_at":{_INSTANT},"output":')
-_KEYED_TAIL: Final = re.compile(
-    f'{_INSTANT},"idempotency_hash":"(sha256:[0-9a-f]{{32}})","finished_at":{_INSTANT},"output":'
+_COMPLETED_TAIL: Final = re.compile(
+    f'{_INSTANT},(?:"idempotency_hash":"(sha256:[0-9a-f]{{32}})",)?"finished_at":{_INSTANT},"output":'
 )
+"""The rest of a completed first attempt's entry up to its output: the key's hash, if the
+step has a key, between the two times."""
 
 
 def plain_step_output(text: Any, name: str) -> Any:
@@ -258,8 +259,8 @@ def plain_step_output(text: Any, name: str) -> Any:
     is checked against that layout: a text this reads is valid JSON, and
     :func:`decode_record` would give the same output. Any other text (another name or
     shape, a damaged record) is NOT_PLAIN, for ``decode_record`` to read or refuse."""
-    found = _step_output(text, name, _PLAIN_TAIL)
-    return NOT_PLAIN if found is None else found[1]
+    found = completed_step_output(text, name)
+    return NOT_PLAIN if found is None or found[0] is not None else found[1]
 
 
 def keyed_step_output(text: Any, name: str) -> tuple[str, Any] | None:
@@ -269,8 +270,27 @@ def keyed_step_output(text: Any, name: str) -> tuple[str, Any] | None:
         {…,"started_at":…,"idempotency_hash":"sha256:…","finished_at":…,"output":…}
 
     The hash and the output, or None for any other text."""
-    found = _step_output(text, name, _KEYED_TAIL)
-    return None if found is None else (found[0].group(1), found[1])
+    found = completed_step_output(text, name)
+    return None if found is None or found[0] is None else (found[0], found[1])
+
+
+def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None:
+    """What :func:`plain_step_output` or :func:`keyed_step_output` reads, told apart in one
+    look at the text (a replay's hot path): the key's hash (None for a step without a key)
+    and the output, or None for any other text."""
+    head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
+    if type(text) is not str or not text.startswith(head):
+        return None
+    tail = _COMPLETED_TAIL.match(text, len(head))
+    if tail is None:
+        return None
+    try:
+        output, end = scan_once(text, tail.end())
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    if end != len(text) - 1 or text[end] != "}":
+        return None
+    return tail.group(1), output
 
 
 _PLAIN_STRING: Final = r'"[^"\\\x00-\x1f]*+"'
@@ -316,22 +336,6 @@ def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
     if end != len(text) - 1 or text[end] != "}":
         return NOT_PLAIN
     return output
-
-
-def _step_output(text: Any, name: str, tail_layout: re.Pattern[str]) -> tuple[re.Match[str], Any] | None:
-    head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
-    if type(text) is not str or not text.startswith(head):
-        return None
-    tail = tail_layout.match(text, len(head))
-    if tail is None:
-        return None
-    try:
-        output, end = scan_once(text, tail.end())
-    except (StopIteration, ValueError, RecursionError):
-        return None
-    if end != len(text) - 1 or text[end] != "}":
-        return None
-    return tail, output
 
 
 def storable_text(text: str) -> str:

@@ -123,12 +123,11 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
         # A journal window holds the entry as text (``_pages``): its output, if it is this
         # step completed as most are; any other text stays for ``ready`` to decode.
         text = entries.texts.get(op)
-        output = jn.NOT_PLAIN if text is None else jn.plain_step_output(text, name)
-        if output is jn.NOT_PLAIN:
-            keyed = None if text is None else jn.keyed_step_output(text, name)
-            if keyed is None:
-                return None
-            key_hash, output = keyed
+        found = None if text is None else jn.completed_step_output(text, name)
+        if found is None:
+            return None
+        key_hash, output = found
+        if key_hash is not None:
             entries.remember_key(key_hash, op)  # for a later step asking for the same key
         del entries.texts[op]
         run.went_by(op, None)
