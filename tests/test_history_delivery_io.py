@@ -18,7 +18,7 @@ from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import Bundle, bundle_key, step_piece
 from workkit_workflow.history._d1 import LocalStatement
-from workkit_workflow.history._outbox import HEAD, Outbox
+from workkit_workflow.history._outbox import BATCH, HEAD, Outbox
 from workkit_workflow.history._projection import projection
 from workkit_workflow.local import LocalNamespace
 
@@ -44,11 +44,12 @@ async def test_a_run_delivers_its_history_without_commits_or_lists_of_its_own() 
     writes = _Writes(rt)
     try:
         lists = rt.ns.stats.lists
-        handle = await rt.client.run(_linear(200), {}, execution_id="io-1")
-        assert (await handle.result(timeout=60)).value == {"i": 199}
+        steps = 5 * BATCH
+        handle = await rt.client.run(_linear(steps), {}, execution_id="io-1")
+        assert (await handle.result(timeout=60)).value == {"i": steps - 1}
         await rt.drained(["io-1"])
         batches = rt.d1.calls
-        assert batches >= 5  # 200 steps' starts and completions: pages of 40 commits
+        assert batches >= 5  # the steps' starts and completions: pages of BATCH commits
         # The mark the head carries moves with the run's own commits; only the last
         # delivery, which leaves nothing in memory, clears it with a commit of its own.
         assert writes.head_only() <= 1

@@ -41,7 +41,7 @@ SEQ_BLOCK = 64
 execution's summary changes, rather than with every commit; an object that restarts
 goes on after the block (a gap in the sequence, never a reuse)."""
 
-HELD = 160
+HELD = 320
 """Bundles kept in memory for their delivery at most, four of its pages (beyond, while
 deliveries lag, a reference is read back from the journal)."""
 
