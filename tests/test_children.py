@@ -282,6 +282,11 @@ async def test_an_unknown_child_workflow_fails_the_parent_cleanly(env: WorkflowT
     assert result.error is not None and result.error.code == "unknown_workflow"
     (entry,) = await handle.journal()
     assert entry["status"] == "failed" and entry["error"]["child_status"] == "not_started"
+    error = entry["error"]
+    assert error["message"].startswith("child workflow 'no-such-workflow' (p-11.0-no-such-workflow) could")
+    assert "no-such-workflow" in error["message"].split("could not start: ")[1]  # the refusal's own words
+    assert (error["type"], error["attempt"], error["retryable"]) == ("ChildWorkflowError", 1, False)
+    assert error["started_at"] == entry["started_at"] and error["finished_at"] >= error["started_at"]
 
 
 async def test_a_child_id_taken_by_another_execution_is_a_conflict(env: WorkflowTestEnv) -> None:
@@ -425,9 +430,11 @@ async def test_a_forged_child_outcome_fails_the_operation_cleanly(env: WorkflowT
     handle = await env.run(_parent(kid, catch=True), 5, execution_id="p-17")
     # Anyone may send an event; one of the reserved type that is not an outcome is refused
     # by the operation (a failure it can catch), never a crash or a stuck parent.
-    assert await handle.send_event(f"child:p-17.0-{kid.name}", "not an outcome")
+    assert await handle.send_event(f"child:p-17.0-{kid.name}", "not an outcome " * 100)
     result = await env.result(handle)
     assert result.ok and result.value["error"]["code"] == "malformed_child_outcome"
+    cause = result.value["error"]["child_error"]["message"]
+    assert cause.startswith("unreadable outcome 'not an outcome") and len(cause) == 500  # cut there
 
 
 async def test_the_parent_compensation_sees_its_completed_children(env: WorkflowTestEnv) -> None:
@@ -501,6 +508,8 @@ async def test_a_parent_writes_the_same_bytes_per_child_however_many_it_runs(
     assert [(r["op"], r["status"]) for r in rows] == [(i, "completed") for i in range(120)]
     seventh = {"execution_id": "many-kids.7-part-7", "workflow": kid.name, "op": 7, "status": "completed"}
     assert rows[7] == seventh
+    stored = json.loads(env.ns.backend.list("many-kids", None, None, None, None, False)["state"])
+    assert stored["child_count"] == 120 and "children" not in stored
 
 
 async def test_a_parent_holds_no_entry_for_the_children_that_finished(env: WorkflowTestEnv) -> None:
@@ -575,3 +584,57 @@ async def test_a_parent_waiting_for_many_children_lists_the_first_and_counts_the
     assert done["waiting_for"] == [] and done["waiting_for_count"] == 0
     stored = json.loads(env.ns.backend.list("wide", None, None, None, None, False)["state"])
     assert stored["waiting_for_count"] is None  # the count went with the wait
+
+
+async def test_a_caught_child_failure_replays_as_the_same_failure(env: WorkflowTestEnv) -> None:
+    # A failed child's entry is replayed (the parent woke for something else) as the same
+    # StepFailedError, caught the same way, and is not kept in the running window.
+    world = World()
+    kid = _kid(world, fail=True, nap=1.0)
+    held: list[int] = []
+
+    @workflow(unique("catching-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        try:
+            await ctx.child(kid, input, name="ship-it")
+        except StepFailedError as exc:
+            caught = exc.error["code"]
+        held.append(len(ctx._run.entries))
+        return [caught, await ctx.wait_for_event("more", "go")]
+
+    handle = await env.run(parent, 5, execution_id="p-19")
+    while await handle.status() != "waiting" or (await handle.describe())["waiting_for"] != ["go"]:
+        await env.clock.sleep(1.0)
+        await env.settle()
+    env.evict("p-19")  # a cold replay: the failed child's entry is read back from storage
+    await handle.send_event("go", "later")
+    result = await env.result(handle)
+    assert result.ok and result.value == ["refused", "later"]
+    assert held == [0, 0]
+    assert world.calls["charge"] == 1
+
+
+async def test_a_parent_that_times_out_waiting_for_a_child_names_it(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=3600.0)
+
+    @workflow(unique("impatient-parent"), timeout=60)
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.child(kid, input, name="slow-kid")
+
+    handle = await env.run(parent, 5, execution_id="p-20")
+    result = await env.result(handle)
+    assert not result.ok and result.error is not None and result.error.code == "workflow_timeout"
+    assert (await handle.describe())["failed_step"] == "slow-kid"
+
+
+async def test_an_outcome_without_an_error_fails_the_operation_as_child_failed(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=3600.0)
+    handle = await env.run(_parent(kid, catch=True), 5, execution_id="p-21")
+    assert await handle.send_event(f"child:p-21.0-{kid.name}", {"ok": False})
+    result = await env.result(handle)
+    assert result.ok
+    error = result.value["error"]
+    assert (error["code"], error["child_status"], error["child_error"]) == ("child_failed", "failed", None)
+    assert error["message"] == f"child workflow {kid.name!r} (p-21.0-{kid.name}) failed: "
