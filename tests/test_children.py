@@ -232,6 +232,7 @@ async def test_a_failed_child_raises_step_failed_in_the_parent(env: WorkflowTest
     error = result.value["error"]
     assert error["code"] == "refused" and error["child_status"] == "failed"
     assert error["child_id"] == "p-7.0-" + kid.name
+    assert error["child_failed_step"] == "ship"  # which of the child's steps failed
     assert "the warehouse refused the order" in error["message"]
     # Uncaught, it fails the parent at the child operation; the child compensated.
     uncaught = _parent(kid)
@@ -301,6 +302,13 @@ async def test_a_child_id_taken_by_another_execution_is_a_conflict(env: Workflow
     handle = await env.run(parent, 1, execution_id="p-12")
     result = await env.result(handle)
     assert not result.ok and result.error is not None and result.error.code == "execution_conflict"
+    (entry,) = await handle.journal()
+    refusal = entry["error"]["child_error"]
+    assert refusal["message"] == (
+        "execution 'taken' already exists and is not the child of 'p-12' at operation #0: "
+        "give the child another id"
+    )
+    assert refusal["execution_id"] == "taken"
 
 
 @pytest.mark.parametrize("bad", ["has space", "", "x" * 201])
@@ -638,3 +646,25 @@ async def test_an_outcome_without_an_error_fails_the_operation_as_child_failed(e
     error = result.value["error"]
     assert (error["code"], error["child_status"], error["child_error"]) == ("child_failed", "failed", None)
     assert error["message"] == f"child workflow {kid.name!r} (p-21.0-{kid.name}) failed: "
+
+
+async def test_a_child_result_too_large_to_travel_fails_the_operation_and_says_so(
+    env: WorkflowTestEnv,
+) -> None:
+    # The child's result fits its own storage, not a message to its parent: the parent
+    # gets a failure that says why (the result stays readable on the child).
+    big = "x" * 1_999_800
+
+    @workflow(unique("big-kid"))
+    async def kid(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.step("make", lambda: big)
+
+    handle = await env.run(_parent(kid, catch=True), None, execution_id="p-22")
+    result = await env.result(handle)
+    assert result.ok
+    error = result.value["error"]
+    assert error["child_status"] == "failed" and error["code"] == error["child_error"]["code"]
+    assert error["child_error"]["message"].startswith("message to 'p-22' is ")
+    assert "the limit per stored value is 2000000 bytes" in error["child_error"]["message"]
+    child = await env.result(env.client.execution(f"p-22.0-{kid.name}"))
+    assert child.ok and child.value == big

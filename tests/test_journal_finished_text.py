@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from test_journal_step_text import OUTPUTS
+from test_journal_step_text import OUTPUTS, count_entry_decodes
 from workkit_workflow import WorkflowContext, workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine import _pages
@@ -164,15 +163,7 @@ async def test_a_cold_replay_decodes_no_finished_wait_sleep_or_child(
     env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch, pages: str
 ) -> None:
     handle = await _parked_loop(env)
-    decoded: Counter[str] = Counter()
-    decode = jn.decode_record
-
-    def counting(key: str, text: Any) -> dict[str, Any]:
-        if jn.is_op_key(key):
-            decoded[key] += 1
-        return decode(key, text)
-
-    monkeypatch.setattr(jn, "decode_record", counting)
+    decoded = count_entry_decodes(monkeypatch)
     env.ns.evict(handle.execution_id)  # a cold object: the replay reads the journal's texts
     await handle.send_event("go", "now")
     result = await env.result(handle)

@@ -285,15 +285,7 @@ async def test_a_cold_replay_decodes_no_completed_step_of_its_journal(
     names = [f"s{i:03d}" for i in range(STEPS)]
     handle = await env.run(typed_steps(calls, names, keyed=keyed), None)
     assert await handle.status() == "waiting"
-    decoded: Counter[str] = Counter()
-    decode = jn.decode_record
-
-    def counting(key: str, text: Any) -> dict[str, Any]:
-        if jn.is_op_key(key):
-            decoded[key] += 1
-        return decode(key, text)
-
-    monkeypatch.setattr(jn, "decode_record", counting)
+    decoded = count_entry_decodes(monkeypatch)
     env.ns.evict(handle.execution_id)
     await handle.send_event("go", "now")
     assert (await env.result(handle)).ok
@@ -303,3 +295,17 @@ async def test_a_cold_replay_decodes_no_completed_step_of_its_journal(
     if _pages.FIRST_READ < STEPS:
         expected.update(jn.op_key(jn.MAIN, op) for op in range(0, STEPS, _pages.PAGE))
     assert set(decoded) == expected and set(decoded.values()) == {1}, decoded
+
+
+def count_entry_decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many times each operation entry is decoded (``decode_record``) from now on."""
+    decoded: Counter[str] = Counter()
+    decode = jn.decode_record
+
+    def counting(key: str, text: Any) -> dict[str, Any]:
+        if jn.is_op_key(key):
+            decoded[key] += 1
+        return decode(key, text)
+
+    monkeypatch.setattr(jn, "decode_record", counting)
+    return decoded

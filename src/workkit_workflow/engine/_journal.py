@@ -284,13 +284,20 @@ def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None
     tail = _COMPLETED_TAIL.match(text, len(head))
     if tail is None:
         return None
+    output = _last_field(text, tail.end())
+    return None if output is NOT_PLAIN else (tail.group(1), output)
+
+
+def _last_field(text: str, start: int) -> Any:
+    """The JSON value at ``start`` if the entry ends right after it (its closing brace),
+    else :data:`NOT_PLAIN`."""
     try:
-        output, end = scan_once(text, tail.end())
+        value, end = scan_once(text, start)
     except (StopIteration, ValueError, RecursionError):
-        return None
+        return NOT_PLAIN
     if end != len(text) - 1 or text[end] != "}":
-        return None
-    return tail.group(1), output
+        return NOT_PLAIN
+    return value
 
 
 _PLAIN_STRING: Final = r'"[^"\\\x00-\x1f]*+"'
@@ -329,13 +336,7 @@ def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
         return NOT_PLAIN
     if kind == "sleep":
         return None if tail.end() == len(text) else NOT_PLAIN
-    try:
-        output, end = scan_once(text, tail.end())
-    except (StopIteration, ValueError, RecursionError):
-        return NOT_PLAIN
-    if end != len(text) - 1 or text[end] != "}":
-        return NOT_PLAIN
-    return output
+    return _last_field(text, tail.end())
 
 
 def storable_text(text: str) -> str:

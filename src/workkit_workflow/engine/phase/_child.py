@@ -173,4 +173,5 @@ def _child_error(entry: dict[str, Any], outcome: Any, now: float) -> dict[str, A
         "child_id": child,
         "child_status": status,
         "child_error": cause or None,
+        "child_failed_step": outcome.get("failed_step"),
     }
