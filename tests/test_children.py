@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import NonRetryableError, WorkflowContext, current_step, workflow
+from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine._ports import WireResponse
 from workkit_workflow.errors import DefinitionError, StepFailedError, TransportError
 from workkit_workflow.local._host import LocalStorage
@@ -668,3 +669,25 @@ async def test_a_child_result_too_large_to_travel_fails_the_operation_and_says_s
     assert "the limit per stored value is 2000000 bytes" in error["child_error"]["message"]
     child = await env.result(env.client.execution(f"p-22.0-{kid.name}"))
     assert child.ok and child.value == big
+
+
+@pytest.mark.parametrize(
+    ("waiting", "listed", "count"),
+    [
+        (0, 0, None),
+        (jn.WAITING_LISTED, jn.WAITING_LISTED, None),
+        (jn.WAITING_LISTED + 1, jn.WAITING_LISTED, 33),
+    ],
+)
+def test_the_state_lists_the_first_event_types_and_counts_them_past_that(
+    waiting: int, listed: int, count: int | None
+) -> None:
+    types = [f"t{n:02d}" for n in range(waiting)]
+    fields = jn.waiting_fields({}, types)
+    assert fields["waiting_for"] == types[:listed] and fields.get("waiting_for_count") == count
+    # A count left from an earlier wait goes with it; none is written where none was.
+    assert jn.waiting_fields({"waiting_for_count": 40}, types[:1]) == {
+        "waiting_for": types[:1],
+        "waiting_for_count": None,
+    }
+    assert "waiting_for_count" not in jn.waiting_fields({}, types[:1])

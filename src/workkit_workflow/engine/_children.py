@@ -62,7 +62,9 @@ async def children_of(execution: ExecutionState) -> list[dict[str, Any]]:
             row = jn.decode_record(key, text)
             row.pop("v", None)
             rows[int(row["op"])] = row
-    return [rows[op] for op in sorted(rows)]
+    # In operation order: the state's list is, storage lists keys in order, and a child with
+    # a record of its own started after every child the state lists.
+    return list(rows.values())
 
 
 def event_id(child: str, what: str) -> str:

@@ -163,7 +163,7 @@ class Requests:
         meta, state = self.execution.require()
         run = self.execution.run if self.runner.active else None
         view = _view(meta, state, sorted(run.current.values()) if run is not None else [])
-        if view["children"] or state.get("child_count"):
+        if state.get("child_count"):  # else the state lists them itself, or there are none
             view["children"] = await children_of(self.execution)
         return view
 
