@@ -1,5 +1,5 @@
 """A cold replay reads a completed step's output from its entry's text, decoding nothing
-else (``engine._journal.plain_step_output``, ``engine._pages.JournalWindow.texts``).
+else (``engine._journal.completed_step_output``, ``engine._pages.JournalWindow.texts``).
 
 What must hold is what holds when the whole entry is decoded: the same output (types
 included), a renamed step is still a mismatch, a damaged entry is still refused with a
@@ -59,7 +59,9 @@ STARTED = '"started_at":1796071795.609'
 @pytest.mark.parametrize("output", OUTPUTS, ids=repr)
 def test_the_output_read_from_the_text_is_the_decoded_entrys(output: Any) -> None:
     text = entry_text("charge card", output)
-    read = jn.plain_step_output(text, "charge card")
+    found = jn.completed_step_output(text, "charge card")
+    assert found is not None and found[0] is None  # read, and without a key
+    read = found[1]
     decoded = jn.decode_record("j:00000003", text)["output"]
     assert read == decoded and json.dumps(read) == json.dumps(decoded)
     assert type(read) is type(decoded)
@@ -85,7 +87,7 @@ def test_the_output_read_from_the_text_is_the_decoded_entrys(output: Any) -> Non
     ],
 )
 def test_any_other_text_is_left_to_decode_record(text: str, why: str) -> None:
-    assert jn.plain_step_output(text, "step") is jn.NOT_PLAIN, why
+    assert jn.completed_step_output(text, "step") is None, why
 
 
 HASH = "sha256:" + "0123456789abcdef" * 2
@@ -103,8 +105,9 @@ def keyed_text(output: Any = 1, key_hash: str = HASH) -> str:
 def test_a_keyed_entry_gives_its_hash_and_output_as_decoding_does(output: Any) -> None:
     text = keyed_text(output)
     record = jn.decode_record("j:00000003", text)
-    assert jn.keyed_step_output(text, "step") == (record["idempotency_hash"], record["output"])
-    assert jn.plain_step_output(text, "step") is jn.NOT_PLAIN
+    # Read with its key's hash: never as a step without a key.
+    assert jn.completed_step_output(text, "step") == (record["idempotency_hash"], record["output"])
+    assert jn.completed_step_output(entry_text("step", output), "step") == (None, record["output"])
 
 
 @pytest.mark.parametrize(
@@ -116,11 +119,10 @@ def test_a_keyed_entry_gives_its_hash_and_output_as_decoding_does(output: Any) -
         (keyed_text().replace('"idempotency_hash"', '"idempotency_key"'), "another field"),
         (keyed_text().replace('"attempt":1', '"attempt":2'), "a later attempt"),
         (keyed_text()[:-1], "a truncated entry"),
-        (entry_text("step", 1), "no key"),
     ],
 )
 def test_any_other_keyed_text_is_left_to_decode_record(text: str, why: str) -> None:
-    assert jn.keyed_step_output(text, "step") is None, why
+    assert jn.completed_step_output(text, "step") is None, why
 
 
 async def test_a_key_replayed_from_its_text_is_found_by_a_later_step(env: WorkflowTestEnv) -> None:
@@ -153,9 +155,11 @@ PLAIN = entry_text("s", {"a": [1, 2.5]})
 def test_a_text_read_this_way_is_one_decode_record_reads_the_same(at: int, char: str, cut: bool) -> None:
     # A damaged entry: one character replaced, or the text cut there.
     text = PLAIN[:at] if cut else PLAIN[:at] + char + PLAIN[at + 1 :]
-    output = jn.plain_step_output(text, "s")
-    if output is jn.NOT_PLAIN:
+    found = jn.completed_step_output(text, "s")
+    if found is None:
         return
+    key_hash, output = found
+    assert key_hash is None
     record = jn.decode_record("j:00000000", text)
     assert record["output"] == output and record["status"] == "completed" and record["kind"] == "step"
     assert set(record) == {
@@ -274,7 +278,7 @@ async def test_a_key_on_a_page_read_before_the_scan_is_found_by_it() -> None:
     assert hashes == {}
     await window.scan_hashes()
     assert hashes.keys() == {"h1", "h6"}
-    assert jn.plain_step_output(window.texts[5], "s5") == 5  # the others stay text
+    assert jn.completed_step_output(window.texts[5], "s5") == (None, 5)  # the others stay text
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])

@@ -76,7 +76,7 @@ calls and two whitespace matches, most of the cost of decoding a small record.""
 scan_once: Any = _SCAN
 """``scan_once(text, start)``: the JSON value starting at ``start`` and the index just
 past it; StopIteration or ValueError when there is none. For a reader that decodes one
-field of a record whose layout it checked (``engine._journal.plain_step_output``)."""
+field of a record whose layout it checked (``engine._journal.completed_step_output``)."""
 
 
 def loads(text: str) -> Any:

@@ -235,7 +235,8 @@ def _expand_op(key: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 NOT_PLAIN: Final[Any] = object()
-"""What :func:`plain_step_output` returns for a text it does not read."""
+"""What a reader of one field of an entry (:func:`finished_op_output`) returns for a text
+it does not read."""
 
 _STEP_HEAD: Final = f'{{"v":{OP_VERSION},"kind":"step","name":'
 _INSTANT: Final = r"[1-9][0-9]*+\.[0-9]++"
@@ -248,36 +249,20 @@ _COMPLETED_TAIL: Final = re.compile(
 step has a key, between the two times."""
 
 
-def plain_step_output(text: Any, name: str) -> Any:
+def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None:
     """The output journaled in ``text`` if it is the entry of step ``name`` completed by
-    its first attempt with no other field, as the step writes it::
+    its first attempt with no other field, as the step writes it, and the hash of its
+    idempotency key if it has one (written between the two times), else None::
 
         {"v":2,"kind":"step","name":…,"status":"completed","attempt":1,"started_at":…,"finished_at":…,"output":…}
-
-    else :data:`NOT_PLAIN`. Only the output is decoded (a replay reads nothing else of
-    a completed step; decoding the rest is most of a replayed step's cost), but the rest
-    is checked against that layout: a text this reads is valid JSON, and
-    :func:`decode_record` would give the same output. Any other text (another name or
-    shape, a damaged record) is NOT_PLAIN, for ``decode_record`` to read or refuse."""
-    found = completed_step_output(text, name)
-    return NOT_PLAIN if found is None or found[0] is not None else found[1]
-
-
-def keyed_step_output(text: Any, name: str) -> tuple[str, Any] | None:
-    """As :func:`plain_step_output`, for the entry of a step with an idempotency key
-    completed by its first attempt, its key's hash written between the two times::
-
         {…,"started_at":…,"idempotency_hash":"sha256:…","finished_at":…,"output":…}
 
-    The hash and the output, or None for any other text."""
-    found = completed_step_output(text, name)
-    return None if found is None or found[0] is None else (found[0], found[1])
-
-
-def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None:
-    """What :func:`plain_step_output` or :func:`keyed_step_output` reads, told apart in one
-    look at the text (a replay's hot path): the key's hash (None for a step without a key)
-    and the output, or None for any other text."""
+    A replay's hot path: ``(key_hash or None, output)``, both layouts told apart in one
+    look. Only the output is decoded (a replay reads nothing else of a completed step;
+    decoding the rest is most of a replayed step's cost), but the rest is checked against
+    the layout: a text this reads is valid JSON, and :func:`decode_record` would give the
+    same output and hash. Any other text (another name or shape, a damaged record) is
+    None, for ``decode_record`` to read or refuse."""
     head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
     if type(text) is not str or not text.startswith(head):
         return None
@@ -324,7 +309,7 @@ def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
         {"v":2,"op":…,"kind":"child","name":…,"status":"completed","workflow":…,"child_id":…,"event_type":…,"started_at":…,"finished_at":…,"output":…}
         {"v":2,"op":…,"kind":"sleep","name":…,"status":"completed","started_at":…,"wake_at":…,"finished_at":…}
 
-    else :data:`NOT_PLAIN`. As :func:`plain_step_output`: only the output is decoded, the
+    else :data:`NOT_PLAIN`. As :func:`completed_step_output`: only the output is decoded, the
     rest is checked against the layout, so a text this reads is valid JSON and
     :func:`decode_record` would give the same output; any other text is NOT_PLAIN."""
     named = encode_basestring(name)
