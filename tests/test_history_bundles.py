@@ -11,7 +11,7 @@ import pytest
 from test_history_projection import Runtime
 from workkit_workflow import RetryPolicy, Workflow, create_durable_workflow
 from workkit_workflow.engine import _journal as jn
-from workkit_workflow.history import TABLES, LocalD1
+from workkit_workflow.history import TABLES, VIEWS, LocalD1
 from workkit_workflow.history._bundle import (
     INLINE_MAX,
     Record,
@@ -39,7 +39,7 @@ def _project(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
     d1 = LocalD1()
     for sql, args in projection(records):
         d1.rows(sql, args)
-    tables = {t: d1.rows(f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in TABLES}
+    tables = {t: d1.rows(f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in TABLES + VIEWS}
     d1.close()
     return tables
 
@@ -128,7 +128,7 @@ def test_a_running_reference_read_after_its_attempt_ended_shows_that_attempt() -
     now = jn.dumps({"v": 2, **_PAY, "status": "completed", "attempt": 2, "started_at": 1.0, "output": 7})
     [record] = resolved(records_of(bundle.key, bundle.text, "x"), {"j:00000001": now})
     assert record.value == _PAY | {"started_at": 1.0, "status": "running", "attempt": 1}
-    [event] = _project([record])["wf_events"]
+    [event] = _project([record])["wf_transitions"]
     assert (event["name"], event["status"], event["attempt"], event["detail"]) == ("pay", "running", 1, "{}")
 
 
@@ -145,7 +145,7 @@ async def test_a_long_run_is_sent_in_batches_and_every_record_arrives_once() -> 
         assert rt.d1.calls <= steps // BATCH + 6
         statuses = [s["status"] for s in rt.table("wf_steps")]
         assert statuses == ["completed"] * steps
-        seqs = [e["seq"] for e in rt.table("wf_events")]
+        seqs = [e["seq"] for e in rt.table("wf_transitions")]
         assert seqs == list(range(1, len(seqs) + 1))
     finally:
         await rt.close()
@@ -215,7 +215,7 @@ async def test_sequences_go_on_past_the_reservation_after_a_restart(tmp_path: An
     assert await handle.status() == "waiting"
     await rt.drained(["r"])
     head = jn.decode_record(HEAD, rt.ns.backend.list("r", HEAD, None, None, None, False)[HEAD])
-    before = [e["seq"] for e in d1.rows("SELECT seq FROM wf_events ORDER BY seq")]
+    before = [e["seq"] for e in d1.rows("SELECT seq FROM wf_transitions ORDER BY seq")]
     assert head["reserved"] == head["seq"] + SEQ_BLOCK and max(before) <= head["seq"]
     await rt.ns.close()
     rt2 = Runtime(path, d1=d1, clock=rt.clock)
@@ -223,7 +223,7 @@ async def test_sequences_go_on_past_the_reservation_after_a_restart(tmp_path: An
         await rt2.client.execution("r").send_event("go", "now")
         assert (await rt2.client.execution("r").result(timeout=3600)).ok
         await rt2.drained(["r"])
-        after = [e["seq"] for e in d1.rows("SELECT seq FROM wf_events ORDER BY seq")]
+        after = [e["seq"] for e in d1.rows("SELECT seq FROM wf_transitions ORDER BY seq")]
         assert after[: len(before)] == before
         assert min(after[len(before) :]) == head["reserved"] + 1
         assert rt2.ns.backend.list("r", RECORD_PREFIX, None, None, None, False) == {}

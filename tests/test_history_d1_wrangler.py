@@ -17,12 +17,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from workkit_workflow.history import SCHEMA
+from workkit_workflow.history import MIGRATIONS
 
 ROOT = Path(__file__).parents[1]
 WRANGLER = ROOT / "miniflare" / "node_modules" / ".bin" / "wrangler"
@@ -43,8 +44,10 @@ migrations_dir = "migrations"
 """
 
 
-def test_the_migration_is_the_schema_the_code_uses() -> None:
-    assert (ROOT / "migrations" / "0001_workkit_history.sql").read_text() == SCHEMA
+def test_the_migrations_are_the_schema_the_code_uses() -> None:
+    assert sorted(p.name for p in (ROOT / "migrations").iterdir()) == list(MIGRATIONS)
+    for name, sql in MIGRATIONS.items():
+        assert (ROOT / "migrations" / name).read_text() == sql
 
 
 def _require_wrangler() -> Path:
@@ -92,30 +95,46 @@ def _wrangler(project: tuple[Path, dict[str, str]], *args: str) -> subprocess.Co
     )
 
 
-def _migrate(project: tuple[Path, dict[str, str]]) -> None:
+def _migrate(project: tuple[Path, dict[str, str]], names: Sequence[str] = tuple(MIGRATIONS)) -> None:
     state = str(project[0] / "state")
     applied = _wrangler(project, "d1", "migrations", "apply", "HISTORY_DB", "--local", "--persist-to", state)
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert "0001_workkit_history.sql" in applied.stdout
+    for name in names:
+        assert name in applied.stdout
+
+
+def _sql(project: tuple[Path, dict[str, str]], command: str) -> list[dict[str, Any]]:
+    state = str(project[0] / "state")
+    where = ("--local", "--persist-to", state)
+    done = _wrangler(project, "d1", "execute", "HISTORY_DB", *where, "--json", "--command", command)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return list(json.loads(done.stdout)[0]["results"])
 
 
 def test_wrangler_applies_the_migrations(project: tuple[Path, dict[str, str]]) -> None:
-    _migrate(project)
-    state = str(project[0] / "state")
-    listed = _wrangler(
+    """A database made by the first release (0001 only, with its events) is brought to the
+    newest by applying the rest: its events stay, the view shows them once."""
+    folder = project[0]
+    later = [name for name in MIGRATIONS if name != "0001_workkit_history.sql"]
+    for name in later:
+        (folder / "migrations" / name).rename(folder / name)
+    _migrate(project, ["0001_workkit_history.sql"])
+    _sql(
         project,
-        "d1",
-        "execute",
-        "HISTORY_DB",
-        "--local",
-        "--persist-to",
-        state,
-        "--json",
-        "--command",
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name LIKE 'wf_%' ORDER BY name",
+        "INSERT INTO wf_events VALUES ('old', 1, 1.0, 'step', 'main', 0, 'a', 'running', 1, '{}'), "
+        "('old', 2, 2.0, 'step', 'main', 0, 'a', 'completed', 1, '{}')",
     )
-    assert listed.returncode == 0, listed.stderr
-    names = [row["name"] for row in json.loads(listed.stdout)[0]["results"]]
+    for name in later:
+        (folder / name).rename(folder / "migrations" / name)
+    _migrate(project, later)
+    names = [
+        row["name"]
+        for row in _sql(
+            project,
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'index', 'view') AND name LIKE 'wf_%' "
+            "ORDER BY name",
+        )
+    ]
     assert names == [
         "wf_events",
         "wf_executions",
@@ -123,8 +142,12 @@ def test_wrangler_applies_the_migrations(project: tuple[Path, dict[str, str]]) -
         "wf_executions_status",
         "wf_executions_workflow",
         "wf_steps",
+        "wf_transitions",
     ]
+    rows = _sql(project, "SELECT seq, status FROM wf_transitions WHERE execution_id = 'old' ORDER BY seq")
+    assert rows == [{"seq": 1, "status": "running"}, {"seq": 2, "status": "completed"}]
     # Applying again is a no-op, as wrangler tracks applied migrations.
+    state = str(folder / "state")
     again = _wrangler(project, "d1", "migrations", "apply", "HISTORY_DB", "--local", "--persist-to", state)
     assert again.returncode == 0 and "No migrations to apply" in again.stdout + again.stderr
 

@@ -229,7 +229,7 @@ async def test_what_a_failed_write_leaves_to_read_back_is_delivered_after_storag
     await write({"j:00000001": _step_entry("b", "retrying", 1, retry_at=9.0, error={"code": "E"})})
     assert await outbox.settle()
     assert not any(k.startswith("o:0") for k in storage.data)
-    events = outbox.db.binding.rows("SELECT op, status FROM wf_events WHERE kind = 'step' ORDER BY seq")
+    events = outbox.db.binding.rows("SELECT op, status FROM wf_transitions WHERE kind = 'step' ORDER BY seq")
     assert [(e["op"], e["status"]) for e in events] == [
         (0, "running"),
         (0, "completed"),
@@ -317,7 +317,7 @@ async def test_an_instance_after_a_crash_recovers_from_the_journal_and_projects_
     await second.restore()
     assert "mem" not in jn.loads(storage.data[HEAD])
     assert await second.settle()
-    rows = first.db.binding.rows("SELECT op, status FROM wf_events WHERE kind = 'step' ORDER BY seq")
+    rows = first.db.binding.rows("SELECT op, status FROM wf_transitions WHERE kind = 'step' ORDER BY seq")
     assert [(r["op"], r["status"]) for r in rows] == [(0, "running"), (0, "completed"), (1, "running")]
     # Then it keeps the next steps in memory again.
     assert not any(

@@ -117,7 +117,7 @@ async def test_a_crash_before_delivery_is_recovered_from_the_journal() -> None:
         await rt.drained(["m-3"])
         assert faults.crashes
         rt.exactly_once()
-        running = [r for r in rt.table("wf_events") if r["kind"] == "step" and r["status"] == "running"]
+        running = [r for r in rt.table("wf_transitions") if r["kind"] == "step" and r["status"] == "running"]
         # s4 ran twice (the crash came after its journal write, before its completion
         # was delivered): no start is missing, none is there twice.
         assert len(running) == len({(r["op"], r["attempt"]) for r in running})
@@ -281,7 +281,7 @@ async def test_a_failed_write_leaves_no_record_of_it_and_loses_none_before_it(
         await rt.drained(["m-5"])
         assert failed and not any(k.startswith(RECORD_PREFIX) for k in failed[0])
         rt.exactly_once()
-        completions = [r for r in rt.table("wf_events") if r["op"] == op and r["status"] == "completed"]
+        completions = [r for r in rt.table("wf_transitions") if r["op"] == op and r["status"] == "completed"]
         assert len(completions) == 1  # the one journaled, not the one that failed
         assert len([r for r in rt.table("wf_steps") if r["status"] == "completed"]) == steps
     finally:

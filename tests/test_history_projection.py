@@ -88,7 +88,7 @@ class Runtime:
     def exactly_once(self) -> None:
         """Every record committed to an outbox reached D1, and every step transition the
         journals show is in D1 once: the start of each step's last attempt, each completion."""
-        events = self.table("wf_events")
+        events = self.table("wf_transitions")
         assert len(set(self.written)) == len(self.written)
         assert set(self.written) <= {(r["execution_id"], r["seq"]) for r in events}
         transitions = [
@@ -108,7 +108,7 @@ class Runtime:
                 expected = {(execution_id, phase, jn.op_of(key), "running", entry["attempt"])}
                 if entry["status"] == "completed":
                     expected.add((execution_id, phase, jn.op_of(key), "completed", entry["attempt"]))
-                assert expected <= set(transitions), f"{key} of {execution_id} is missing from wf_events"
+                assert expected <= set(transitions), f"{key} of {execution_id} is missing from wf_transitions"
 
     def outbox(self, execution_id: str) -> dict[str, str]:
         return self.ns.backend.list(execution_id, RECORD_PREFIX, None, None, None, False)
@@ -157,7 +157,7 @@ EVENT_SHAPE = ("kind", "phase", "op", "name", "status", "attempt")
 
 
 def events(rt: Runtime, execution_id: str) -> list[tuple[Any, ...]]:
-    rows = rt.d1.rows("SELECT * FROM wf_events WHERE execution_id = ? ORDER BY seq", [execution_id])
+    rows = rt.d1.rows("SELECT * FROM wf_transitions WHERE execution_id = ? ORDER BY seq", [execution_id])
     return [tuple(r[k] for k in EVENT_SHAPE) for r in rows]
 
 
@@ -190,7 +190,7 @@ async def test_a_compensated_execution_is_projected_exactly(rt: Runtime) -> None
     assert result.status == "failed"
     await rt.drained(["x-1"])
     assert events(rt, "x-1") == EXPECTED_COMPENSATED
-    seqs = [r["seq"] for r in rt.table("wf_events")]
+    seqs = [r["seq"] for r in rt.table("wf_transitions")]
     assert seqs == list(range(1, len(EXPECTED_COMPENSATED) + 1))
     steps = {(s["phase"], s["name"]): s for s in rt.table("wf_steps")}
     assert {k: (v["status"], v["attempt"]) for k, v in steps.items()} == {
@@ -257,7 +257,7 @@ async def test_workflows_finish_during_a_d1_outage_and_every_row_arrives_once() 
                 assert (await handle.result(timeout=3600)).status in ("failed", "completed")
             # The outage neither fails nor noticeably slows the workflows.
             assert time.monotonic() - started < 5.0
-        assert outage.table("wf_events") == []
+        assert outage.table("wf_transitions") == []
         assert outage.d1.calls == 0
         assert all(outage.outbox(eid) for eid in ids)
         # Records wait with an alarm set, although the executions are done.
@@ -384,17 +384,17 @@ async def test_records_survive_a_process_restart_during_an_outage(tmp_path: Any)
     assert any(r.value is UNREAD for r in records)
     await rt.ns.close()
     d1.fail = False
-    assert d1.rows("SELECT * FROM wf_events") == []
+    assert d1.rows("SELECT * FROM wf_transitions") == []
     # A new process opens the same storage: the pending alarm delivers the outbox.
     rt2 = Runtime(path, d1=d1, clock=rt.clock)
     try:
         await rt2.ns.start()
         await rt2.drained(["x-6"])
         assert [r["status"] for r in d1.rows("SELECT * FROM wf_executions")] == ["completed"]
-        assert len(d1.rows("SELECT * FROM wf_events")) == 13
+        assert len(d1.rows("SELECT * FROM wf_transitions")) == 13
         steps = d1.rows("SELECT * FROM wf_steps ORDER BY op")
         assert {(s["status"], s["finished_at"] is not None) for s in steps} == {("completed", True)}
-        done = d1.rows("SELECT name FROM wf_events WHERE status = 'completed' AND op >= 0 ORDER BY seq")
+        done = d1.rows("SELECT name FROM wf_transitions WHERE status = 'completed' AND op >= 0 ORDER BY seq")
         assert [e["name"] for e in done if e["name"]] == [s["name"] for s in steps]
     finally:
         await rt2.close()
@@ -539,6 +539,6 @@ def _project_events(records: list[Record]) -> list[dict[str, Any]]:
     d1 = LocalD1()
     for sql, args in projection(records):
         d1.rows(*inline_nulls(sql, args))
-    rows = d1.rows("SELECT * FROM wf_events ORDER BY seq")
+    rows = d1.rows("SELECT * FROM wf_transitions ORDER BY seq")
     d1.close()
     return rows

@@ -16,8 +16,10 @@ from workkit_workflow.local import LocalNamespace, VirtualClock
 def test_public_names() -> None:
     assert sorted(history_module.__all__) == sorted(
         [
+            "MIGRATIONS",
             "SCHEMA",
             "TABLES",
+            "VIEWS",
             "D1Error",
             "D1Port",
             "EventRecord",

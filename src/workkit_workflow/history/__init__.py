@@ -18,11 +18,13 @@ from ._query import (
     HistoryQuery,
     StepRecord,
 )
-from ._schema import SCHEMA, TABLES
+from ._schema import MIGRATIONS, SCHEMA, TABLES, VIEWS
 
 __all__ = [
+    "MIGRATIONS",
     "SCHEMA",
     "TABLES",
+    "VIEWS",
     "D1Error",
     "D1Port",
     "EventRecord",

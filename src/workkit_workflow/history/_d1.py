@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cloudflare import _workers as _cloudflare
-from ._schema import statements
+from ._schema import migration_statements, statements
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -97,7 +97,9 @@ class D1Port:
         await self.binding.batch(_cloudflare.to_js(prepared))
 
     async def apply_schema(self) -> None:
-        await self.batch([(s, ()) for s in statements()])
+        """Create the tables, or bring them to the newest schema (what ``migrations/`` does)."""
+        columns = [str(row.get("name")) for row in await self.query("PRAGMA table_info(wf_steps)")]
+        await self.batch([(s, ()) for s in migration_statements(columns)])
 
 
 # -- the local stand-in -----------------------------------------------------------------
@@ -167,7 +169,8 @@ class LocalD1:
         self.fail: bool | str = False
         self.calls = 0
         if migrate:
-            for sql in statements():
+            columns = [row["name"] for row in self._db.execute("PRAGMA table_info(wf_steps)")]
+            for sql in migration_statements(columns):
                 self._db.execute(sql)
 
     def prepare(self, sql: str) -> LocalStatement:

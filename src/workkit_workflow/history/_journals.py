@@ -113,7 +113,9 @@ class JournalFile:
         self._db.close()
 
     def _tables(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        """The file's tables and views."""
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+        return {row[0] for row in rows}
 
     def has_journals(self) -> bool:
         """Whether this is a local runtime file (it has the backend's ``kv`` table)."""
@@ -239,8 +241,10 @@ class JournalFile:
     def _events(self, execution_id: str) -> list[EventRecord]:
         if not self.has_history():
             return []
+        # A file no release since the first has opened has no view: its events are all.
+        source = "wf_transitions" if "wf_transitions" in self._tables() else "wf_events"
         rows = self._db.execute(
-            "SELECT seq, at, kind, status, phase, op, name, attempt, detail FROM wf_events "
+            f"SELECT seq, at, kind, status, phase, op, name, attempt, detail FROM {source} "
             "WHERE execution_id = ? ORDER BY seq",
             [execution_id],
         )

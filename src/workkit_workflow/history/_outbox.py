@@ -188,7 +188,8 @@ class Outbox(Capture, Delivery):
                 quiet = await self._within(check, SEND_TIMEOUT, "D1")
             await self._within(self.db.batch(projection(records, quiet)), SEND_TIMEOUT, "D1")
         except Exception as exc:
-            await self._back_off("history delivery failed (%d records pending): %r", len(found), exc)
+            why = "history delivery failed (%d records pending): %r" + _missing_migration(exc)
+            await self._back_off(why, len(found), exc)
             return False
         stored = [key for key in found if key not in self._memory]
         for key in found:
@@ -253,6 +254,14 @@ class Outbox(Capture, Delivery):
         if not refs:
             return records
         return resolved(records, dict(await self.core.storage.get_many(refs)))
+
+
+def _missing_migration(exc: Exception) -> str:
+    """A hint when D1 lacks what a migration of ``migrations/`` adds (the records wait)."""
+    text = str(exc)
+    if "started_seq" in text or "finished_seq" in text or "wf_transitions" in text:
+        return " (D1 lacks migrations/0002_workkit_transitions.sql: wrangler d1 migrations apply)"
+    return ""
 
 
 # The engine's plug-in hook: an execution built with ``history=<D1 binding>`` gets an outbox.

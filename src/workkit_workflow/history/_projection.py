@@ -33,7 +33,7 @@ _EXECUTION_CONFLICT = (
 )
 _STEP_COLUMNS = (
     "execution_id, phase, op, name, kind, status, attempt, started_at, attempt_started_at, "
-    "finished_at, retry_at, wake_at, event_type, error, errors, restored_from, seq"
+    "finished_at, retry_at, wake_at, event_type, error, errors, restored_from, seq, started_seq, finished_seq"
 )
 _STEP_CONFLICT = (
     "ON CONFLICT (execution_id, phase, op) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
@@ -41,7 +41,8 @@ _STEP_CONFLICT = (
     "attempt_started_at = excluded.attempt_started_at, finished_at = excluded.finished_at, "
     "retry_at = excluded.retry_at, wake_at = excluded.wake_at, event_type = excluded.event_type, "
     "error = excluded.error, errors = excluded.errors, restored_from = excluded.restored_from, "
-    "seq = excluded.seq WHERE excluded.seq > wf_steps.seq"
+    "seq = excluded.seq, started_seq = COALESCE(wf_steps.started_seq, excluded.started_seq), "
+    "finished_seq = COALESCE(wf_steps.finished_seq, excluded.finished_seq) WHERE excluded.seq > wf_steps.seq"
 )
 _EVENT_COLUMNS = "execution_id, seq, at, kind, phase, op, name, status, attempt, detail"
 _EVENT_CONFLICT = "ON CONFLICT (execution_id, seq) DO NOTHING"
@@ -77,14 +78,18 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
     """The idempotent statements that project ``records`` into the D1 tables.
 
     A row is written once per batch, from the newest record of its execution or step
-    (a step's start and its completion often travel together); every record is an event.
-    Only an execution's first record holds its input: a newer one in the same batch takes
-    it over, as a later batch keeps it (``COALESCE`` in the upsert). The records whose
-    sequence is in ``quiet`` write no event (recovered ones D1 holds already, ``_recovery``).
+    (a step's start and its completion often travel together); every record is a
+    transition: an event, or, for a step's plain first start and its completion, its
+    row's ``started_seq`` or ``finished_seq`` (``_schema``). Only an execution's first
+    record holds its input: a newer one in the same batch takes it over, as a later
+    batch keeps it (``COALESCE`` in the upsert). The records whose sequence is in
+    ``quiet`` are no transition (recovered ones D1 holds already, ``_recovery``).
     """
     executions: dict[str, Record] = {}
     created: dict[str, Mapping[str, Any]] = {}
     steps: dict[tuple[str, str], Record] = {}
+    started: dict[tuple[str, str], int] = {}
+    finished: dict[tuple[str, str], int] = {}
     events: list[tuple[Any, ...]] = []
     for record in records:
         if record.key == jn.STATE:
@@ -94,12 +99,19 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
             latest = executions.get(record.execution_id)
             if latest is None or latest.seq < record.seq:
                 executions[record.execution_id] = record
-        else:
-            if not quiet or record.seq not in quiet:
+            continue
+        step = record.execution_id, record.key
+        if not quiet or record.seq not in quiet:
+            held = _held_by_row(record.value)
+            if held is None:
                 events.append(step_event(record))
-            step = steps.get((record.execution_id, record.key))
-            if step is None or step.seq < record.seq:
-                steps[record.execution_id, record.key] = record
+            elif held:
+                finished[step] = record.seq
+            else:
+                started[step] = record.seq
+        latest = steps.get(step)
+        if latest is None or latest.seq < record.seq:
+            steps[step] = record
     return (
         _inserts(
             "wf_executions",
@@ -107,9 +119,28 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
             _EXECUTION_CONFLICT,
             [_execution_row(r, created.get(r.execution_id)) for r in executions.values()],
         )
-        + _inserts("wf_steps", _STEP_COLUMNS, _STEP_CONFLICT, [_step_row(r) for r in steps.values()])
+        + _inserts(
+            "wf_steps",
+            _STEP_COLUMNS,
+            _STEP_CONFLICT,
+            [_step_row(r, started.get(k), finished.get(k)) for k, r in steps.items()],
+        )
         + _inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
     )
+
+
+def _held_by_row(entry: Mapping[str, Any]) -> bool | None:
+    """Whether a step's row holds this transition instead of an event: False for its
+    first attempt's start, True for its completion, None when it is an event (another
+    kind of operation, another transition, or one with a detail of its own)."""
+    if (entry.get("kind") or "step") != "step" or not entry.keys().isdisjoint(_EVENT_DETAIL):
+        return None
+    status = entry.get("status") or "running"
+    if status == "completed":
+        return True
+    if status == "running" and int(entry.get("attempt") or 0) == 1:
+        return False
+    return None
 
 
 def _phase(key: str) -> str:
@@ -160,7 +191,9 @@ def _execution_event(record: Record) -> tuple[Any, ...]:
     )
 
 
-def _step_row(record: Record) -> tuple[Any, ...]:
+def _step_row(record: Record, started: int | None = None, finished: int | None = None) -> tuple[Any, ...]:
+    """The step's row from its newest record; ``started`` and ``finished``: the sequences
+    of its plain first start and completion, when the batch holds them (``_held_by_row``)."""
     entry = record.value
     errors = entry.get("errors")
     kind = entry.get("kind") or "step"
@@ -185,6 +218,8 @@ def _step_row(record: Record) -> tuple[Any, ...]:
         jn.dumps(errors) if errors else "[]",
         entry.get("restored_from"),
         record.seq,
+        started,
+        finished,
     )
 
 

@@ -250,7 +250,7 @@ class HistoryQuery:
             [execution_id],
         )
         events = await self.db.query(
-            "SELECT seq, at, kind, status, phase, op, name, attempt, detail FROM wf_events "
+            "SELECT seq, at, kind, status, phase, op, name, attempt, detail FROM wf_transitions "
             "WHERE execution_id = ? ORDER BY seq",
             [execution_id],
         )

@@ -94,14 +94,15 @@ def transition(record: Record) -> Transition:
 
 
 async def already_projected(db: D1Port, execution_id: str, records: list[Record]) -> frozenset[int]:
-    """The sequences of the recovered records in ``records`` whose event D1 (or an earlier
-    record of the same page) holds already."""
+    """The sequences of the recovered records in ``records`` whose transition D1 (an event,
+    or a step row's ``started_seq`` or ``finished_seq``), or an earlier record of the same
+    page, holds already."""
     recovered = [r for r in records if r.recovered]
     if not recovered:
         return frozenset()
     seen = {transition(r) for r in records if not r.recovered and jn.is_op_key(r.key)}
     rows = await db.query(
-        "SELECT phase, op, status, attempt FROM wf_events"
+        "SELECT phase, op, status, attempt FROM wf_transitions"
         " WHERE execution_id = ? AND kind = 'step' AND op >= ?",
         [execution_id, min(int(r.key[2:]) for r in recovered)],
     )

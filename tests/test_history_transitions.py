@@ -1,0 +1,276 @@
+"""A step's plain transitions live in its row (schema version 2, ``_schema``).
+
+A step's first attempt starting and its completion are not rows of ``wf_events`` but
+its ``wf_steps`` row's ``started_seq`` and ``finished_seq``; the ``wf_transitions``
+view shows every transition as the events table did, with the same sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from test_history_projection import Runtime, order_flow
+from workkit_workflow import Workflow
+from workkit_workflow.history import MIGRATIONS, SCHEMA, D1Port, LocalD1
+from workkit_workflow.history._bundle import Record
+from workkit_workflow.history._d1 import inline_nulls
+from workkit_workflow.history._projection import projection, step_event
+
+SHOWN = ("seq", "kind", "phase", "op", "name", "status", "attempt", "detail")
+"""What a transition shows besides its time (a step row's is the step's own)."""
+
+
+def _linear(name: str, steps: int) -> Workflow:
+    flow = Workflow(name)
+    for i in range(steps):
+        flow = flow.step(f"s{i}", lambda input, prev, ctx, i=i: i)
+    return flow
+
+
+async def test_a_plain_run_writes_one_row_per_step_and_no_step_event() -> None:
+    rt = Runtime()
+    try:
+        handle = await rt.client.run(_linear("plain-rows", 6), {}, execution_id="p")
+        assert (await handle.result(timeout=60)).ok
+        await rt.drained(["p"])
+        assert [e["kind"] for e in rt.table("wf_events")] == ["execution"] * 3  # pending, running, completed
+        steps = rt.d1.rows("SELECT op, started_seq, finished_seq FROM wf_steps ORDER BY op")
+        assert [s["op"] for s in steps] == list(range(6))
+        assert all(s["started_seq"] < s["finished_seq"] for s in steps)
+        shown = rt.d1.rows("SELECT kind, op, status, seq FROM wf_transitions ORDER BY seq")
+        assert [(t["kind"], t["op"], t["status"]) for t in shown] == [
+            ("execution", None, "pending"),
+            ("execution", None, "running"),
+            *[("step", op, status) for op in range(6) for status in ("running", "completed")],
+            ("execution", None, "completed"),
+        ]
+        assert [t["seq"] for t in shown] == list(range(1, len(shown) + 1))
+        rt.exactly_once()
+    finally:
+        await rt.close()
+
+
+async def test_the_client_reads_every_transition_of_a_compensated_run() -> None:
+    """Retries, failures and compensation: what adds a detail is an event, the rest is in
+    the rows; the client's ``events`` are all of them, in order."""
+    rt = Runtime()
+    try:
+        handle = await rt.client.run(order_flow(), {"order_id": "t-1"}, execution_id="t-1")
+        assert (await handle.result(timeout=60)).status == "failed"
+        await rt.drained(["t-1"])
+        history = await rt.client.history.get_execution("t-1")
+        steps = [(e.phase, e.name, e.status, e.attempt) for e in history.events if e.kind == "step"]
+        assert steps == [
+            ("main", "reserve", "running", 1),
+            ("main", "reserve", "completed", 1),
+            ("main", "charge", "running", 1),
+            ("main", "charge", "retrying", 1),
+            ("main", "charge", "running", 2),
+            ("main", "charge", "completed", 2),
+            ("main", "ship", "running", 1),
+            ("main", "ship", "failed", 1),
+            ("compensation", "refund", "running", 1),
+            ("compensation", "refund", "completed", 1),
+            ("compensation", "release", "running", 1),
+            ("compensation", "release", "completed", 1),
+        ]
+        assert [e.seq for e in history.events] == list(range(1, len(history.events) + 1))
+        in_events = rt.d1.rows("SELECT name, status, attempt FROM wf_events WHERE kind = 'step' ORDER BY seq")
+        assert [(e["name"], e["status"], e["attempt"]) for e in in_events] == [
+            ("charge", "retrying", 1),
+            ("charge", "running", 2),
+            ("ship", "failed", 1),
+        ]
+    finally:
+        await rt.close()
+
+
+# -- the projection alone: the view against the events every record used to write ------------
+
+_STEP = {"kind": "step", "name": "charge"}
+_TRANSITIONS = [
+    {**_STEP, "status": "running", "attempt": 1},
+    {**_STEP, "status": "retrying", "attempt": 1, "error": {"code": "E"}, "retry_at": 9.0},
+    {**_STEP, "status": "running", "attempt": 2},
+    {**_STEP, "status": "completed", "attempt": 2, "finished_at": 0.0},
+]
+"""A step's transitions, in the order its entry goes through them."""
+
+_OTHERS = [
+    {"kind": "sleep", "name": "nap", "status": "sleeping", "wake_at": 99.0},
+    {"kind": "sleep", "name": "nap", "status": "completed"},
+    {"kind": "wait", "name": "go", "status": "waiting", "event_type": "go"},
+    {"kind": "wait", "name": "go", "status": "completed"},
+    {**_STEP, "name": "plain", "status": "running", "attempt": 1},
+    {**_STEP, "name": "plain", "status": "completed", "attempt": 1, "error": None},
+]
+
+
+def _records() -> list[Record]:
+    """One record per transition, each step's at its own time, as the engine writes them
+    (a step's ``started_at`` is its first attempt's, ``finished_at`` its completion's)."""
+    out = []
+    seq = 0
+    for op, entries in enumerate([_TRANSITIONS, _OTHERS[:2], _OTHERS[2:4], _OTHERS[4:]]):
+        first = None
+        for entry in entries:
+            seq += 1
+            at = 10.0 * seq
+            first = at if first is None else first
+            value = {**entry, "started_at": first}
+            if value["status"] == "completed":
+                value["finished_at"] = at
+            out.append(Record(seq, at, "x", f"j:{op:08d}", value))
+    return out
+
+
+def _deliver(d1: LocalD1, records: list[Record]) -> None:
+    for sql, args in projection(records):
+        d1.rows(*inline_nulls(sql, args))
+
+
+def _shown(d1: LocalD1) -> list[tuple[Any, ...]]:
+    return [tuple(r[k] for k in ("at", *SHOWN)) for r in d1.rows("SELECT * FROM wf_transitions ORDER BY seq")]
+
+
+def _events_of(records: list[Record]) -> list[tuple[Any, ...]]:
+    """What the events table held for ``records`` when every record was an event."""
+    columns = ("execution_id", "seq", "at", *SHOWN[1:])
+    return [tuple(dict(zip(columns, step_event(r), strict=True))[k] for k in ("at", *SHOWN)) for r in records]
+
+
+def test_the_view_shows_what_the_events_did() -> None:
+    d1 = LocalD1()
+    records = _records()
+    _deliver(d1, records)
+    assert _shown(d1) == _events_of(records)
+    # Only the first attempt's start and the completion without a detail are in the row.
+    kept = d1.rows("SELECT name, status, attempt FROM wf_events ORDER BY seq")
+    assert [(e["name"], e["status"]) for e in kept] == [
+        ("charge", "retrying"),
+        ("charge", "running"),
+        ("nap", "sleeping"),
+        ("nap", "completed"),
+        ("go", "waiting"),
+        ("go", "completed"),
+        ("plain", "completed"),  # a field of the event's detail, even empty: an event
+    ]
+    d1.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_batches_delivered_in_order_and_again_show_each_transition_once(data: st.DataObject) -> None:
+    """However the records are cut into batches, and whichever earlier batches are sent
+    again (a crash between sending and deleting), the view shows each transition once."""
+    records = _records()
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(records) - 1), max_size=len(records))))
+    batches = [records[a:b] for a, b in zip([0, *cuts], [*cuts, len(records)], strict=True)]
+    d1 = LocalD1()
+    for i, batch in enumerate(batches):
+        _deliver(d1, batch)
+        for again in data.draw(st.lists(st.integers(0, i), max_size=2)):
+            _deliver(d1, batches[again])
+    assert _shown(d1) == _events_of(records)
+    d1.close()
+
+
+def test_a_quiet_record_sets_no_transition_of_the_row() -> None:
+    """A recovered record D1 already holds (``quiet``) leaves the row's sequences alone:
+    its transition is there under the sequence it was first sent with."""
+    d1 = LocalD1()
+    start = Record(1, 1.0, "x", "j:00000000", {**_STEP, "status": "running", "attempt": 1, "started_at": 1.0})
+    done = Record(8, 2.0, "x", start.key, {**start.value, "status": "completed", "finished_at": 2.0})
+    # A crash lost the completion's sequence: it is recovered with new ones, the start quiet.
+    _deliver(d1, [start])
+    for sql, args in projection([start._replace(seq=7), done], frozenset({7})):
+        d1.rows(*inline_nulls(sql, args))
+    # Then again, both D1 holds (a second crash before the records were deleted).
+    for sql, args in projection([start._replace(seq=9), done._replace(seq=10)], frozenset({9, 10})):
+        d1.rows(*inline_nulls(sql, args))
+    shown = [(t["seq"], t["status"]) for t in d1.rows("SELECT * FROM wf_transitions ORDER BY seq")]
+    assert shown == [(1, "running"), (8, "completed")]
+    d1.close()
+
+
+def test_a_quiet_record_an_earlier_release_sent_as_an_event_stays_one() -> None:
+    """D1 holds a step's start as an event (sent before the upgrade); its recovered record
+    is quiet and must not put it in the row too."""
+    d1 = LocalD1()
+    d1.rows("INSERT INTO wf_events VALUES ('x', 1, 1.0, 'step', 'main', 0, 'charge', 'running', 1, '{}')")
+    start = Record(5, 1.0, "x", "j:00000000", {**_STEP, "status": "running", "attempt": 1, "started_at": 1.0})
+    for sql, args in projection([start], frozenset({5})):
+        d1.rows(*inline_nulls(sql, args))
+    assert [t["seq"] for t in d1.rows("SELECT * FROM wf_transitions")] == [1]
+    d1.close()
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+
+def _first_release_file(path: str) -> None:
+    """A history file as the first release left it: schema 1, with a step's plain events."""
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.execute(
+        "INSERT INTO wf_events VALUES ('old', 1, 1.0, 'step', 'main', 0, 'a', 'running', 1, '{}'), "
+        "('old', 2, 2.0, 'step', 'main', 0, 'a', 'completed', 1, '{}')"
+    )
+    db.execute(
+        "INSERT INTO wf_steps (execution_id, phase, op, name, kind, status, attempt, started_at, "
+        "finished_at, errors, seq) VALUES ('old', 'main', 0, 'a', 'step', 'completed', 1, 1.0, 2.0, '[]', 2)"
+    )
+    db.commit()
+    db.close()
+
+
+async def test_a_file_of_the_first_schema_is_migrated_when_opened(tmp_path: Any) -> None:
+    path = str(tmp_path / "h.d1")
+    _first_release_file(path)
+    d1 = LocalD1(path)
+    try:
+        old = d1.rows("SELECT seq, status FROM wf_transitions WHERE execution_id = 'old' ORDER BY seq")
+        assert [(r["seq"], r["status"]) for r in old] == [(1, "running"), (2, "completed")]
+        rt = Runtime(d1=d1)
+        try:
+            handle = await rt.client.run(_linear("migrated", 3), {}, execution_id="new")
+            assert (await handle.result(timeout=60)).ok
+            await rt.drained(["new"])
+            rt.exactly_once()
+        finally:
+            await rt.ns.close()
+    finally:
+        d1.close()
+    again = LocalD1(path)  # opening it again migrates nothing twice
+    assert len(again.rows("SELECT * FROM wf_transitions WHERE execution_id = 'old'")) == 2
+    again.close()
+
+
+async def test_d1_without_the_second_migration_keeps_the_records_and_names_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    d1 = LocalD1(migrate=False)
+    for sql in MIGRATIONS["0001_workkit_history.sql"].split(";"):
+        if sql.strip():
+            d1.rows(sql)
+    rt = Runtime(d1=d1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="workkit_workflow.history"):
+            handle = await rt.client.run(_linear("unmigrated", 3), {}, execution_id="u")
+            assert (await handle.result(timeout=60)).ok
+            await rt.clock.sleep(30)
+        assert "0002_workkit_transitions.sql" in caplog.text
+        assert rt.d1.rows("SELECT * FROM wf_steps") == []
+        await D1Port(d1).apply_schema()  # what `wrangler d1 migrations apply` does
+        await rt.drained(["u"])
+        assert [s["status"] for s in rt.table("wf_steps")] == ["completed"] * 3
+        rt.exactly_once()
+        await D1Port(d1).apply_schema()  # and again: nothing to do
+    finally:
+        await rt.close()
