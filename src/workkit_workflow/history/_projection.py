@@ -44,6 +44,19 @@ _STEP_CONFLICT = (
     "seq = excluded.seq, started_seq = COALESCE(wf_steps.started_seq, excluded.started_seq), "
     "finished_seq = COALESCE(wf_steps.finished_seq, excluded.finished_seq) WHERE excluded.seq > wf_steps.seq"
 )
+_PLAIN_COLUMNS = (
+    "execution_id, phase, op, name, kind, status, attempt, started_at, attempt_started_at, "
+    "finished_at, errors, seq, started_seq, finished_seq"
+)
+"""A step row without a retry, a wake-up, an event, an error or a restored origin (most
+rows): 7 rows to a statement rather than 5, fewer statements (D1 counts each against a
+Worker invocation's queries) and no NULL to bind."""
+_PLAIN_CONFLICT = _STEP_CONFLICT.replace(
+    "retry_at = excluded.retry_at, wake_at = excluded.wake_at, event_type = excluded.event_type, "
+    "error = excluded.error, errors = excluded.errors, restored_from = excluded.restored_from, ",
+    "retry_at = NULL, wake_at = NULL, event_type = NULL, error = NULL, errors = excluded.errors, "
+    "restored_from = NULL, ",
+)
 _EVENT_COLUMNS = "execution_id, seq, at, kind, phase, op, name, status, attempt, detail"
 _EVENT_CONFLICT = "ON CONFLICT (execution_id, seq) DO NOTHING"
 
@@ -119,13 +132,19 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
             _EXECUTION_CONFLICT,
             [_execution_row(r, created.get(r.execution_id)) for r in executions.values()],
         )
-        + _inserts(
-            "wf_steps",
-            _STEP_COLUMNS,
-            _STEP_CONFLICT,
-            [_step_row(r, started.get(k), finished.get(k)) for k, r in steps.items()],
-        )
+        + _step_inserts([_step_row(r, started.get(k), finished.get(k)) for k, r in steps.items()])
         + _inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
+    )
+
+
+def _step_inserts(rows: list[tuple[Any, ...]]) -> list[Statement]:
+    """The statements writing step ``rows``, plain ones (``_PLAIN_COLUMNS``) apart."""
+    plain = [row for row in rows if len(row) == _PLAIN_WIDTH]
+    if len(plain) == len(rows):
+        return _inserts("wf_steps", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows)
+    full = [row for row in rows if len(row) != _PLAIN_WIDTH]
+    return _inserts("wf_steps", _PLAIN_COLUMNS, _PLAIN_CONFLICT, plain) + _inserts(
+        "wf_steps", _STEP_COLUMNS, _STEP_CONFLICT, full
     )
 
 
@@ -191,16 +210,20 @@ def _execution_event(record: Record) -> tuple[Any, ...]:
     )
 
 
+_PLAIN_WIDTH = _PLAIN_COLUMNS.count(",") + 1
+
+
 def _step_row(record: Record, started: int | None = None, finished: int | None = None) -> tuple[Any, ...]:
-    """The step's row from its newest record; ``started`` and ``finished``: the sequences
-    of its plain first start and completion, when the batch holds them (``_held_by_row``)."""
+    """The step's row from its newest record (``_PLAIN_COLUMNS`` when it is plain, else
+    ``_STEP_COLUMNS``); ``started`` and ``finished``: the sequences of its plain first
+    start and completion, when the batch holds them (``_held_by_row``)."""
     entry = record.value
     errors = entry.get("errors")
     kind = entry.get("kind") or "step"
     attempt_started_at = entry.get("attempt_started_at")
     if attempt_started_at is None and kind == "step":
         attempt_started_at = entry.get("started_at")  # a compact entry leaves it out when equal
-    return (
+    head = (
         record.execution_id,
         _phase(record.key),
         int(record.key[2:]),
@@ -211,16 +234,33 @@ def _step_row(record: Record, started: int | None = None, finished: int | None =
         entry.get("started_at"),
         attempt_started_at,
         entry.get("finished_at"),
+    )
+    errors_text = jn.dumps(errors) if errors else "[]"
+    rare = (
         entry.get("retry_at"),
         entry.get("wake_at"),
         entry.get("event_type"),
-        _json(entry.get("error")),
-        jn.dumps(errors) if errors else "[]",
+        entry.get("error"),
         entry.get("restored_from"),
+    )
+    if rare == _NONE_OF_THEM:
+        return (*head, errors_text, record.seq, started, finished)
+    retry_at, wake_at, event_type, error, restored_from = rare
+    return (
+        *head,
+        retry_at,
+        wake_at,
+        event_type,
+        _json(error),
+        errors_text,
+        restored_from,
         record.seq,
         started,
         finished,
     )
+
+
+_NONE_OF_THEM = (None,) * 5
 
 
 _EVENT_DETAIL = ("error", "retry_at", "wake_at", "event_type")
