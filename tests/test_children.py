@@ -595,6 +595,43 @@ async def test_a_parent_waiting_for_many_children_lists_the_first_and_counts_the
     assert stored["waiting_for_count"] is None  # the count went with the wait
 
 
+async def test_the_history_row_of_a_parent_waiting_for_many_children_counts_them() -> None:
+    """The history row lists what the state lists (the first 32) and the count, which the
+    timeline page says; the count goes with the wait."""
+    from workkit_workflow.history._timeline import build
+
+    env = WorkflowTestEnv(history=True)
+    try:
+
+        @workflow(unique("wide-kid"))
+        async def kid(ctx: WorkflowContext, input: Any) -> Any:
+            await ctx.sleep("nap", 100.0 - input)  # the last listed finish last
+            return 2 * input + 1
+
+        @workflow(unique("wide-history"))
+        async def parent(ctx: WorkflowContext, input: Any) -> Any:
+            return sum(await asyncio.gather(*(ctx.child(kid, n, name=f"part-{n:02d}") for n in range(input))))
+
+        handle = await env.run(parent, 40, execution_id="wide-h")
+        await env.settle()
+        parked = (await env.client.history.get_execution("wide-h")).execution
+        assert parked.status == "waiting" and parked.waiting_for_count == 40
+        assert len(parked.waiting_for) == jn.WAITING_LISTED
+        headline = build(await env.client.history.get_execution("wide-h")).headline
+        assert headline.startswith("Waiting for child execution") and headline.endswith(" and 8 more.")
+        # The first child to finish is one past the listed: the list is the same, the count not.
+        await env.clock.sleep(61.5)
+        await env.settle()
+        fewer = (await env.client.history.get_execution("wide-h")).execution
+        assert fewer.waiting_for == parked.waiting_for and fewer.waiting_for_count == 39
+        assert (await env.result(handle)).ok
+        await env.settle()
+        done = (await env.client.history.get_execution("wide-h")).execution
+        assert done.status == "completed" and done.waiting_for == [] and done.waiting_for_count is None
+    finally:
+        await env.close()
+
+
 async def test_a_caught_child_failure_replays_as_the_same_failure(env: WorkflowTestEnv) -> None:
     # A failed child's entry is replayed (the parent woke for something else) as the same
     # StepFailedError, caught the same way, and is not kept in the running window.

@@ -7,7 +7,7 @@ import sqlite3
 
 from workkit_workflow.history._bundle import Record
 from workkit_workflow.history._projection import projection
-from workkit_workflow.history._schema import SCHEMA
+from workkit_workflow.history._schema import SCHEMA, TRANSITIONS
 
 
 def _run(records: list[Record], db: sqlite3.Connection) -> None:
@@ -30,14 +30,14 @@ def _row(db: sqlite3.Connection) -> tuple[str, str, str]:
 
 def test_the_input_travels_with_a_newer_record_of_the_same_batch() -> None:
     db = sqlite3.connect(":memory:")
-    db.executescript(SCHEMA)
+    db.executescript(SCHEMA + TRANSITIONS)
     _run([_created(1), _running(2)], db)
     assert _row(db) == ("running", '{"n":1}', '{"execution_id":"x-0"}')
 
 
 def test_a_later_batch_keeps_the_input() -> None:
     db = sqlite3.connect(":memory:")
-    db.executescript(SCHEMA)
+    db.executescript(SCHEMA + TRANSITIONS)
     _run([_created(1)], db)
     _run([_running(2)], db)
     assert _row(db) == ("running", '{"n":1}', '{"execution_id":"x-0"}')

@@ -21,6 +21,7 @@ from workkit_workflow.history import MIGRATIONS, SCHEMA, D1Port, LocalD1
 from workkit_workflow.history._bundle import Record
 from workkit_workflow.history._d1 import inline_nulls
 from workkit_workflow.history._projection import projection, step_event
+from workkit_workflow.history._schema import ADDED
 
 SHOWN = ("seq", "kind", "phase", "op", "name", "status", "attempt", "detail")
 """What a transition shows besides its time (a step row's is the step's own)."""
@@ -217,6 +218,12 @@ def test_a_quiet_record_an_earlier_release_sent_as_an_event_stays_one() -> None:
 
 
 # -- migrations -----------------------------------------------------------------------------------
+
+
+def test_each_migration_adds_the_names_a_missing_one_is_told_by() -> None:
+    for migration, names in ADDED.items():
+        assert all(name in MIGRATIONS[migration] for name in names)
+    assert list(ADDED) == list(MIGRATIONS)[1:]
 
 
 def _first_release_file(path: str) -> None:

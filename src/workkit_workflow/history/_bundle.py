@@ -126,6 +126,7 @@ _EXECUTION_FIELDS = (
     "updated_at",
     "wake_at",
     "waiting_for",
+    "waiting_for_count",
     "error",
     "failed_step",
     "step_attempt",

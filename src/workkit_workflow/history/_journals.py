@@ -64,6 +64,7 @@ class StoredExecution:
             finished_at=state.get("finished_at"),
             wake_at=state.get("wake_at"),
             waiting_for=list(state.get("waiting_for") or []),
+            waiting_for_count=state.get("waiting_for_count"),
             error=state.get("error"),
             failed_step=state.get("failed_step"),
             step_attempt=state.get("step_attempt") or None,

@@ -48,6 +48,7 @@ from ._capture import HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port
 from ._projection import projection
 from ._recovery import already_projected
+from ._schema import ADDED
 
 __all__ = ["BATCH", "HEAD", "HELD", "LINGER", "RECORD_PREFIX", "SEND_TIMEOUT", "SEQ_BLOCK", "Outbox"]
 
@@ -259,8 +260,9 @@ class Outbox(Capture, Delivery):
 def _missing_migration(exc: Exception) -> str:
     """A hint when D1 lacks what a migration of ``migrations/`` adds (the records wait)."""
     text = str(exc)
-    if "started_seq" in text or "finished_seq" in text or "wf_transitions" in text:
-        return " (D1 lacks migrations/0002_workkit_transitions.sql: wrangler d1 migrations apply)"
+    for migration, names in ADDED.items():
+        if any(name in text for name in names):
+            return f" (D1 lacks migrations/{migration}: wrangler d1 migrations apply)"
     return ""
 
 

@@ -19,7 +19,7 @@ from ._d1 import Statement
 _EXECUTION_COLUMNS = (
     "execution_id, workflow, status, phase, created_at, started_at, finished_at, updated_at, "
     "wake_at, waiting_for, error, failed_step, step_attempt, compensation_status, compensation, "
-    "cancel_reason, input, restarted_from, seq"
+    "cancel_reason, input, restarted_from, seq, waiting_for_count"
 )
 _EXECUTION_CONFLICT = (
     "ON CONFLICT (execution_id) DO UPDATE SET workflow = excluded.workflow, status = excluded.status, "
@@ -28,7 +28,8 @@ _EXECUTION_CONFLICT = (
     "error = excluded.error, failed_step = excluded.failed_step, step_attempt = excluded.step_attempt, "
     "compensation_status = excluded.compensation_status, compensation = excluded.compensation, "
     "cancel_reason = excluded.cancel_reason, input = COALESCE(excluded.input, wf_executions.input), "
-    "restarted_from = COALESCE(excluded.restarted_from, wf_executions.restarted_from), seq = excluded.seq "
+    "restarted_from = COALESCE(excluded.restarted_from, wf_executions.restarted_from), seq = excluded.seq, "
+    "waiting_for_count = excluded.waiting_for_count "
     "WHERE excluded.seq > wf_executions.seq"
 )
 _STEP_COLUMNS = (
@@ -191,6 +192,7 @@ def _execution_row(record: Record, created: Mapping[str, Any] | None = None) -> 
         _json(first["input"]) if "input" in first else None,
         _json(first.get("restarted_from")),
         record.seq,
+        row.get("waiting_for_count"),
     )
 
 

@@ -39,6 +39,7 @@ class ExecutionRecord:
     finished_at: float | None = None
     wake_at: float | None = None
     waiting_for: list[str] = field(default_factory=list)
+    """The event types it waits for: the first 32 when it waits for more (``waiting_for_count``)."""
     error: dict[str, Any] | None = None
     failed_step: str | None = None
     step_attempt: int | None = None
@@ -48,6 +49,9 @@ class ExecutionRecord:
     restarted_from: dict[str, Any] | None = None
     version: str | None = None
     """The workflow version it runs (None: not known to this projection)."""
+    waiting_for_count: int | None = None
+    """How many event types it waits for, when ``waiting_for`` lists only the first (None:
+    it lists them all)."""
 
     @property
     def duration_ms(self) -> float | None:
@@ -66,6 +70,7 @@ class ExecutionRecord:
             finished_at=row.get("finished_at"),
             wake_at=row.get("wake_at"),
             waiting_for=_load(row.get("waiting_for")) or [],
+            waiting_for_count=row.get("waiting_for_count"),
             error=_load(row.get("error")),
             failed_step=row.get("failed_step"),
             step_attempt=row.get("step_attempt"),

@@ -91,9 +91,11 @@ CREATE TABLE IF NOT EXISTS wf_events (
 """
 
 TRANSITIONS: Final = """\
--- workkit-workflow history projection (schema version 2): a step's plain transitions in its row
+-- workkit-workflow history projection (schema version 2): a step's plain transitions in its row,
+-- and how many event types an execution waits for when waiting_for lists only the first 32
 ALTER TABLE wf_steps ADD COLUMN started_seq INTEGER;
 ALTER TABLE wf_steps ADD COLUMN finished_seq INTEGER;
+ALTER TABLE wf_executions ADD COLUMN waiting_for_count INTEGER;
 CREATE VIEW IF NOT EXISTS wf_transitions AS
   SELECT execution_id, seq, at, kind, phase, op, name, status, attempt, detail FROM wf_events
   UNION ALL
@@ -106,6 +108,11 @@ CREATE VIEW IF NOT EXISTS wf_transitions AS
 
 MIGRATIONS: Final = {"0001_workkit_history.sql": SCHEMA, "0002_workkit_transitions.sql": TRANSITIONS}
 """The files of ``migrations/``, in the order ``wrangler d1 migrations apply`` runs them."""
+
+ADDED: Final = {
+    "0002_workkit_transitions.sql": ("started_seq", "finished_seq", "waiting_for_count", "wf_transitions")
+}
+"""The names each migration after the first adds: D1 naming one in an error means it lacks it."""
 
 TABLES: Final = ("wf_executions", "wf_steps", "wf_events")
 

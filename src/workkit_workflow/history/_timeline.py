@@ -242,7 +242,9 @@ def headline(execution: ExecutionRecord) -> str:
         reason = execution.cancel_reason or "no reason given"
         text = f"Cancelled ({reason})."
     elif status == "waiting":
-        text = f"Waiting for {', '.join(_awaited(w) for w in execution.waiting_for) or 'an event'}."
+        awaited = ", ".join(_awaited(w) for w in execution.waiting_for) or "an event"
+        more = (execution.waiting_for_count or 0) - len(execution.waiting_for)
+        text = f"Waiting for {awaited}" + (f" and {more} more." if more > 0 else ".")
     elif status == "sleeping":
         text = f"Sleeping until {when(execution.wake_at)}."
     elif status == "paused":
