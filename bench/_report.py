@@ -84,6 +84,15 @@ def _no_target_lines(res: SyncResult, big: int) -> list[str]:
         f"no target: checkpoints per 1,000 steps inside the timed runs at N={big:,} ({how};"
         f" per run in brackets; a long run does one per 1,000 frames): {counts}"
     )
+    if res.d1_per_step:
+        d1 = res.d1_per_step
+        per = d1["statements"]
+        lines.append(
+            f"no target: what the history sent D1 per step at N={big:,} (one untimed run): rows written"
+            f" {d1['rows']:.3f}, statements {per:.3f}, batches {d1['batches']:.4f} (a Worker invocation"
+            f" may send 1,000 queries, 50 on the free plan: about {1000 / per:,.0f} and {50 / per:,.0f}"
+            " steps' history)"
+        )
     lines += _closing_lines(res, big)
     if res.series.get("floor + outbox writes", {}).get(big):
         outbox = spread(ratios(res.series["floor + outbox writes"][big], res.series["floor"][big]))

@@ -58,6 +58,9 @@ class SyncResult:
     page_size: int = 0
     checkpoints: dict[str, list[int]] = field(default_factory=dict)
     """Checkpoints inside each timed run at the largest N, by system and file."""
+    d1_per_step: dict[str, float] = field(default_factory=dict)
+    """What the history sent D1 per step in the untimed run at the largest N: ``rows``
+    written (SQLite's count of changes), ``statements`` and ``batches``."""
     closing: dict[str, list[float]] = field(default_factory=dict)
     """Seconds per step of each timed run's closing checkpoint at the largest N, by system
     (run by run, as the series; see :class:`TimedRun`)."""
@@ -130,10 +133,15 @@ async def _untimed(engine: Engine, history: Engine, floor: Floor, result: SyncRe
     result.wal_pages["engine"] = pages["object file"] / big
     riders = OutboxRiders()
     history.ns.write_hook = riders
+    d1 = history.d1
+    before = d1._db.total_changes, d1.statements, d1.calls
     try:
         pages = await count_frames(history.wal_files(), lambda: history.run(big))
     finally:
         history.ns.write_hook = None
+    after = d1._db.total_changes, d1.statements, d1.calls
+    names = ("rows", "statements", "batches")
+    result.d1_per_step = {k: (b - a) / big for k, a, b in zip(names, before, after, strict=True)}
     for label, frames in pages.items():
         result.wal_pages[f"engine + history, {label}"] = frames / big
     result.outbox = outbox_model(engine, history, big, riders)

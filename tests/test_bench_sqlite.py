@@ -189,3 +189,24 @@ async def test_a_timed_run_starts_from_an_empty_log_and_counts_its_own_checkpoin
     _commits(connection, 900)
     kept = await timed_run(system, 1500, fresh_log=False)
     assert kept.checkpoints == {"t": 2} and kept.closing is None
+
+
+async def test_what_the_history_sends_d1_is_counted_per_step(tmp_path: Path) -> None:
+    """The untimed run counts D1's rows, statements and batches (no time): a plain step is
+    one row of ``wf_steps``, and its rows go several to a statement."""
+    from bench._sqlite import SyncResult, _untimed
+
+    engine = Engine(str(tmp_path / "e.db"), "OFF")
+    history = Engine(str(tmp_path / "h.db"), "OFF", history=True)
+    floor = Floor(str(tmp_path / "f.db"), "OFF")
+    result = SyncResult("OFF", 0)
+    try:
+        await _untimed(engine, history, floor, result, 400)
+    finally:
+        await engine.close()
+        await history.close()
+        floor.close()
+    d1 = result.d1_per_step
+    assert 1.0 <= d1["rows"] < 1.1  # a row per step, and the execution's few
+    assert 0.1 < d1["statements"] < 0.2  # 7 rows to a statement, and the execution's
+    assert 0 < d1["batches"] <= d1["statements"]

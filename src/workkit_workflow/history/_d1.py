@@ -168,6 +168,9 @@ class LocalD1:
         self._db.execute("PRAGMA busy_timeout=5000")
         self.fail: bool | str = False
         self.calls = 0
+        """Batches (and single statements) that reached the database."""
+        self.statements = 0
+        """Statements those held: what a Worker invocation's D1 query limit counts."""
         if migrate:
             columns = [row["name"] for row in self._db.execute("PRAGMA table_info(wf_steps)")]
             for sql in migration_statements(columns):
@@ -191,6 +194,7 @@ class LocalD1:
             message = self.fail if isinstance(self.fail, str) else "D1_ERROR: Network connection lost."
             raise D1Error(message)
         self.calls += 1
+        self.statements += len(batch)
         out = []
         try:
             self._db.execute("BEGIN")
