@@ -26,7 +26,8 @@ ALL=(definitions._retry definitions._durations definitions._json definitions._va
      engine.phase._run engine.phase._operations engine.phase._step engine.phase._attempt
      engine.phase._sleep engine.phase._wait engine.phase._outcome engine._state engine._drive
      engine._phases engine._requests engine._alarms engine._signals engine._plugins engine._runner engine._children
-     engine._execution history._bundle history._capture history._outbox history._recovery)
+     engine._execution history._bundle history._capture history._outbox history._recovery
+     history._projection)
 
 score_only=0
 if [ "${1:-}" = "--score" ]; then

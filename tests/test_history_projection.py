@@ -542,3 +542,34 @@ def _project_events(records: list[Record]) -> list[dict[str, Any]]:
     rows = d1.rows("SELECT * FROM wf_transitions ORDER BY seq")
     d1.close()
     return rows
+
+
+def test_rows_come_from_the_newest_record_in_whatever_order_the_batch_holds_them() -> None:
+    """An execution's and a step's row are their newest records' (by sequence), even when a
+    batch holds an older one after it; a step's row keeps its attempt's own start."""
+    older = Record(
+        3, 5.0, "x", jn.STATE, {"status": "running", "phase": "main", "started_at": 4.0, "input": 1}
+    )
+    newer = Record(
+        9, 6.0, "x", jn.STATE, {"status": "completed", "phase": "done", "started_at": 4.0, "input": 2}
+    )
+    step = {"kind": "step", "name": "charge", "started_at": 1.0}
+    first = Record(4, 1.0, "x", "j:00000000", {**step, "status": "retrying", "attempt": 1, "retry_at": 2.0})
+    second = Record(
+        8, 2.5, "x", "j:00000000", {**step, "status": "running", "attempt": 2, "attempt_started_at": 2.5}
+    )
+    d1 = LocalD1()
+    for sql, args in projection([newer, second, older, first]):
+        d1.rows(*inline_nulls(sql, args))
+    [execution] = d1.rows("SELECT status, started_at, input, seq FROM wf_executions")
+    assert execution == {"status": "completed", "started_at": 4.0, "input": "2", "seq": 9}
+    [row] = d1.rows("SELECT status, attempt, started_at, attempt_started_at, retry_at, seq FROM wf_steps")
+    assert row == {
+        "status": "running",
+        "attempt": 2,
+        "started_at": 1.0,
+        "attempt_started_at": 2.5,
+        "retry_at": None,
+        "seq": 8,
+    }
+    d1.close()
