@@ -47,10 +47,11 @@ class Engine:
     def wal_files(self) -> dict[str, tuple[str, Any]]:
         """The SQLite files this system writes, by name: path and the connection that writes
         it (the bench reads their write-ahead logs, ``bench._wal``, and empties them between
-        timed runs; the runtime has no public handle on its connections)."""
-        files: dict[str, tuple[str, Any]] = {"object file": (self.ns.backend.path, self.ns.backend._db)}
+        timed runs)."""
+        backend = self.ns.backend
+        files: dict[str, tuple[str, Any]] = {"object file": (backend.path, backend.connection)}
         if self.history:
-            files["D1 file"] = (self.d1.path, self.d1._db)
+            files["D1 file"] = (self.d1.path, self.d1.connection)
         return files
 
     async def run(self, steps: int, workflow: Any = wf.linear) -> float:

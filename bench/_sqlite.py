@@ -134,12 +134,12 @@ async def _untimed(engine: Engine, history: Engine, floor: Floor, result: SyncRe
     riders = OutboxRiders()
     history.ns.write_hook = riders
     d1 = history.d1
-    before = d1._db.total_changes, d1.statements, d1.calls
+    before = d1.connection.total_changes, d1.statements, d1.calls
     try:
         pages = await count_frames(history.wal_files(), lambda: history.run(big))
     finally:
         history.ns.write_hook = None
-    after = d1._db.total_changes, d1.statements, d1.calls
+    after = d1.connection.total_changes, d1.statements, d1.calls
     names = ("rows", "statements", "batches")
     result.d1_per_step = {k: (b - a) / big for k, a, b in zip(names, before, after, strict=True)}
     for label, frames in pages.items():

@@ -250,7 +250,7 @@ def test_spans_render_whatever_their_size() -> None:
 
 def _absurd_history(path: str) -> None:
     db = LocalD1(path)
-    sql = db._db
+    sql = db.connection
     sql.execute(
         "INSERT INTO wf_executions (execution_id, workflow, status, phase, created_at, started_at, "
         "finished_at, updated_at, wake_at, waiting_for, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)",

@@ -136,12 +136,12 @@ def test_sqlite_commit_reports_the_real_error_when_the_disk_is_full(tmp_path: Pa
         backend.commit("o", {"k": "v"}, (), None)
         # Cap the file at its current size: the next growth fails with SQLITE_FULL,
         # after which SQLite has already rolled the transaction back.
-        pages = backend._db.execute("PRAGMA page_count").fetchone()[0]
-        backend._db.execute(f"PRAGMA max_page_count = {pages}")
+        pages = backend.connection.execute("PRAGMA page_count").fetchone()[0]
+        backend.connection.execute(f"PRAGMA max_page_count = {pages}")
         with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
             backend.commit("o", {f"k{n}": "x" * (200_000 // rows) for n in range(rows)}, (), KEEP_ALARM)
         assert backend.list("o", None, None, None, None, False) == {"k": "v"}
-        backend._db.execute("PRAGMA max_page_count = 1073741823")
+        backend.connection.execute("PRAGMA max_page_count = 1073741823")
         backend.commit("o", {"k2": "w"}, (), 5.0)  # the connection is usable again
         assert backend.get_alarm("o") == 5.0
     finally:

@@ -79,9 +79,9 @@ def test_changing_one_objects_alarm_writes_one_page(tmp_path: Any) -> None:
     try:
         for i in range(3000):
             backend.commit(f"obj-{i:05d}", {}, (), 1_000_000.0 + i)
-        backend._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        backend.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         backend.commit("obj-01234", {}, (), 2_000_000.0)
-        _, frames, _ = backend._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _, frames, _ = backend.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert frames == 1
         assert backend.get_alarm("obj-01234") == 2_000_000.0
         assert backend.get_alarm("obj-01235") == 1_000_000.0 + 1235

@@ -176,6 +176,12 @@ class LocalD1:
             for sql in migration_statements(columns):
                 self._db.execute(sql)
 
+    @property
+    def connection(self) -> Any:
+        """The file's SQLite connection, for reading SQLite's own counters (``total_changes``,
+        the log's frames: the bench); writes go through ``prepare`` and ``batch``."""
+        return self._db
+
     def prepare(self, sql: str) -> LocalStatement:
         return LocalStatement(self, sql)
 

@@ -147,6 +147,12 @@ class SqliteBackend:
         self._writer = self._db.cursor()
         """The cursor of every commit (under ``_lock``): one object less per statement."""
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The file's SQLite connection, for reading SQLite's own counters (the bench
+        counts the log's frames through it); the runtime's writes go through this class."""
+        return self._db
+
     def get_many(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for key in keys:
