@@ -99,7 +99,7 @@ _TRANSITIONS = [
     {**_STEP, "status": "running", "attempt": 1},
     {**_STEP, "status": "retrying", "attempt": 1, "error": {"code": "E"}, "retry_at": 9.0},
     {**_STEP, "status": "running", "attempt": 2},
-    {**_STEP, "status": "completed", "attempt": 2, "finished_at": 0.0},
+    {**_STEP, "status": "completed", "attempt": 2},
 ]
 """A step's transitions, in the order its entry goes through them."""
 
@@ -110,6 +110,8 @@ _OTHERS = [
     {"kind": "wait", "name": "go", "status": "completed"},
     {**_STEP, "name": "plain", "status": "running", "attempt": 1},
     {**_STEP, "name": "plain", "status": "completed", "attempt": 1, "error": None},
+    {**_STEP, "name": "untimed", "status": "running", "attempt": 1},
+    {**_STEP, "name": "untimed", "status": "completed", "attempt": 1, "finished_at": None},
 ]
 
 
@@ -118,15 +120,15 @@ def _records() -> list[Record]:
     (a step's ``started_at`` is its first attempt's, ``finished_at`` its completion's)."""
     out = []
     seq = 0
-    for op, entries in enumerate([_TRANSITIONS, _OTHERS[:2], _OTHERS[2:4], _OTHERS[4:]]):
+    for op, entries in enumerate([_TRANSITIONS, _OTHERS[:2], _OTHERS[2:4], _OTHERS[4:6], _OTHERS[6:]]):
         first = None
         for entry in entries:
             seq += 1
             at = 10.0 * seq
             first = at if first is None else first
-            value = {**entry, "started_at": first}
+            value = {"started_at": first, **entry}  # an entry without the time keeps its None
             if value["status"] == "completed":
-                value["finished_at"] = at
+                value.setdefault("finished_at", at)
             out.append(Record(seq, at, "x", f"j:{op:08d}", value))
     return out
 
@@ -161,6 +163,7 @@ def test_the_view_shows_what_the_events_did() -> None:
         ("go", "waiting"),
         ("go", "completed"),
         ("plain", "completed"),  # a field of the event's detail, even empty: an event
+        ("untimed", "completed"),  # without the time its row would show it at: an event
     ]
     d1.close()
 
@@ -304,3 +307,21 @@ def test_plain_rows_go_seven_to_a_statement_without_nulls() -> None:
     assert all(len(args) == 98 and None not in args for _, args in statements)
     retried = records[1]._replace(value={**records[1].value, "error": {"code": "E"}})
     assert len(projection([records[0], retried, *records[2:]])) == 12  # its row and its event apart
+
+
+async def test_a_row_without_its_start_time_reads_without_failing() -> None:
+    """A row whose start has no time (data no release writes) is read, not refused."""
+    from workkit_workflow.history import HistoryQuery
+
+    d1 = LocalD1()
+    d1.rows(
+        "INSERT INTO wf_executions (execution_id, workflow, status, phase, created_at, updated_at, seq) "
+        "VALUES ('odd', 'w', 'running', 'main', 1.0, 1.0, 1)"
+    )
+    d1.rows(
+        "INSERT INTO wf_steps (execution_id, phase, op, name, kind, status, attempt, errors, seq, "
+        "started_seq) VALUES ('odd', 'main', 0, 'a', 'step', 'running', 1, '[]', 2, 2)"
+    )
+    history = await HistoryQuery(d1).get_execution("odd")
+    assert [(e.seq, e.status, e.at) for e in history.events if e.kind == "step"] == [(2, "running", 0.0)]
+    d1.close()

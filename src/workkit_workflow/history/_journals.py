@@ -252,7 +252,7 @@ class JournalFile:
         return [
             EventRecord(
                 seq=int(seq),
-                at=float(at),
+                at=float(at or 0.0),  # (a step row without its start time: none to show)
                 kind=kind,
                 status=status,
                 phase=phase,

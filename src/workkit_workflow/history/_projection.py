@@ -152,11 +152,14 @@ def _step_inserts(rows: list[tuple[Any, ...]]) -> list[Statement]:
 def _held_by_row(entry: Mapping[str, Any]) -> bool | None:
     """Whether a step's row holds this transition instead of an event: False for its
     first attempt's start, True for its completion, None when it is an event (another
-    kind of operation, another transition, or one with a detail of its own)."""
+    kind of operation, another transition, one with a detail of its own, or a completion
+    without its time: the view shows it at the row's ``finished_at``). A start's time is the
+    row's ``started_at``, which every entry of a step carries (a superseded start's record
+    holds only what tells it apart, ``Bundle.records``)."""
     if (entry.get("kind") or "step") != "step" or not entry.keys().isdisjoint(_EVENT_DETAIL):
         return None
     status = entry.get("status") or "running"
-    if status == "completed":
+    if status == "completed" and entry.get("finished_at") is not None:
         return True
     if status == "running" and int(entry.get("attempt") or 0) == 1:
         return False

@@ -274,7 +274,7 @@ class HistoryQuery:
             events=[
                 EventRecord(
                     seq=int(e["seq"]),
-                    at=float(e["at"]),
+                    at=float(e["at"] or 0.0),  # (a step row without its start time: none to show)
                     kind=e["kind"],
                     status=e["status"],
                     phase=e.get("phase"),
