@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 
 from test_history_projection import Runtime, order_flow
 from workkit_workflow import Workflow
+from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import MIGRATIONS, SCHEMA, D1Port, LocalD1
 from workkit_workflow.history._bundle import Record
 from workkit_workflow.history._d1 import inline_nulls
+from workkit_workflow.history._outbox import Outbox
 from workkit_workflow.history._projection import projection, step_event
 from workkit_workflow.history._schema import ADDED
 
@@ -325,3 +327,80 @@ async def test_a_row_without_its_start_time_reads_without_failing() -> None:
     history = await HistoryQuery(d1).get_execution("odd")
     assert [(e.seq, e.status, e.at) for e in history.events if e.kind == "step"] == [(2, "running", 0.0)]
     d1.close()
+
+
+# -- a page of plain steps, projected straight from the bundles memory holds -----------------------
+
+
+class _Core:
+    execution_id = "p-1"
+    workflow_name = "w"
+
+    def now(self) -> float:
+        return 10.0
+
+
+def _entry(op: int, status: str, attempt: int, extra: dict[str, Any]) -> str:
+    entry = {
+        "v": 2,
+        "kind": "step",
+        "name": f"s{op}",
+        "status": status,
+        "attempt": attempt,
+        "started_at": 1.0,
+    }
+    if attempt > 1:
+        entry["attempt_started_at"] = 2.0
+    if status == "completed":
+        entry |= {"finished_at": 3.0, "output": {"op": op}}
+    return jn.dumps(entry | extra)
+
+
+_ODD = st.sampled_from(
+    [
+        {},
+        {},
+        {},
+        {},
+        {"errors": [{"code": "E"}]},
+        {"error": {"code": "E"}},
+        {"finished_at": None},
+        {"restored_from": "x"},
+        {"retry_at": 9.0},
+        {"wake_at": 9.0},
+        {"event_type": "go"},
+    ]
+)
+_RARE = {"error", "restored_from", "retry_at", "wake_at", "event_type"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+async def test_a_plain_page_projects_as_its_records_do(data: st.DataObject) -> None:
+    """Whatever the commits (a completion and the next start, a start alone, a retry's
+    start, a completion with fields a plain one lacks), the page's statements straight from
+    the bundles are those its records give, or there are none and the records are used."""
+    outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+    found: dict[str, str] = {}
+    op = 0
+    for _ in range(data.draw(st.integers(1, 12))):
+        shape = data.draw(st.sampled_from(["next", "next", "next", "start", "retry"]))
+        puts = {}
+        if shape in ("next", "retry"):
+            puts[jn.op_key(jn.MAIN, op)] = _entry(
+                op, "completed", 1 if shape == "next" else 2, data.draw(_ODD)
+            )
+            op += 1
+        puts[jn.op_key(jn.MAIN, op)] = _entry(op, "running", 2 if shape == "retry" else 1, {})
+        found |= {k: v for k, v in outbox.capture(puts).items() if k.startswith("o:0")}
+    found = {k: found.get(k, "") for k in sorted(set(found) | set(outbox._memory))}
+    fast = outbox._plain_statements(found)
+    slow = projection(await outbox._records(found))
+    assert fast is None or fast == slow
+    plain = all(p.ref in ("null", "1") for b in outbox._held.values() for p in b.pieces)
+    odd = any(
+        not jn.loads(p.text).keys().isdisjoint(_RARE) or '"finished_at":null' in p.text
+        for b in outbox._held.values()
+        for p in b.pieces
+    )
+    assert (fast is not None) == (plain and not odd)

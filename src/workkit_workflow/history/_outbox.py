@@ -45,8 +45,8 @@ from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
 from ._bundle import UNREAD, Record, records_of, resolved
 from ._capture import HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
-from ._d1 import D1Port
-from ._projection import projection
+from ._d1 import D1Port, Statement
+from ._projection import plain_projection, projection
 from ._recovery import already_projected
 from ._schema import ADDED
 
@@ -182,12 +182,15 @@ class Outbox(Capture, Delivery):
         """Send a whole page to D1 in one batch, then drop it from storage (and memory)."""
         self.core.fault("in_history", records=len(found))
         try:
-            records = await self._records(found)
-            quiet: frozenset[int] = frozenset()
-            if any(r.recovered for r in records):
-                check = already_projected(self.db, self._execution_id or self.core.execution_id, records)
-                quiet = await self._within(check, SEND_TIMEOUT, "D1")
-            await self._within(self.db.batch(projection(records, quiet)), SEND_TIMEOUT, "D1")
+            statements = self._plain_statements(found)
+            if statements is None:
+                records = await self._records(found)
+                quiet: frozenset[int] = frozenset()
+                if any(r.recovered for r in records):
+                    check = already_projected(self.db, self._execution_id or self.core.execution_id, records)
+                    quiet = await self._within(check, SEND_TIMEOUT, "D1")
+                statements = projection(records, quiet)
+            await self._within(self.db.batch(statements), SEND_TIMEOUT, "D1")
         except Exception as exc:
             why = "history delivery failed (%d records pending): %r" + _missing_migration(exc)
             await self._back_off(why, len(found), exc)
@@ -231,6 +234,17 @@ class Outbox(Capture, Delivery):
         if not found:
             self._clean = stores
         return found
+
+    def _plain_statements(self, found: dict[str, str]) -> list[Statement] | None:
+        """The statements of a page whose bundles memory holds, all of plain steps
+        (``plain_projection``), or None to project its records."""
+        bundles = []
+        for key, text in found.items():
+            held = self._held.get(key)
+            if held is None or held.text != text:
+                return None
+            bundles.append(held)
+        return plain_projection(self._execution_id or self.core.execution_id, bundles)
 
     async def _records(self, found: dict[str, str]) -> list[Record]:
         """The history records of a page: from the bundles held in memory, else decoded

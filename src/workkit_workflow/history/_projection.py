@@ -13,7 +13,7 @@ from itertools import chain
 from typing import Any
 
 from ..engine import _journal as jn
-from ._bundle import Record
+from ._bundle import Bundle, Record
 from ._d1 import Statement
 
 _EXECUTION_COLUMNS = (
@@ -133,9 +133,59 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
             _EXECUTION_CONFLICT,
             [_execution_row(r, created.get(r.execution_id)) for r in executions.values()],
         )
-        + _step_inserts([_step_row(r, started.get(k), finished.get(k)) for k, r in steps.items()])
+        + _step_inserts(
+            [
+                _step_row(r.execution_id, r.key, r.value, r.seq, started.get(k), finished.get(k))
+                for k, r in steps.items()
+            ]
+        )
         + _inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
     )
+
+
+def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement] | None:
+    """The statements of a page of plain steps' bundles held in memory, or None when it
+    holds anything else (then :func:`projection` of their records says it).
+
+    Nearly every page of a run: each bundle a step's completion and the next one's first
+    start, by reference (``Bundle.pieces``), with no execution record. Each is a
+    transition its row holds, so the page is step rows only; a row is built straight from
+    the newest entry of its step, and a start its completion follows is not decoded. The
+    statements are :func:`projection`'s, the same (``tests/test_history_transitions.py``
+    compares them)."""
+    steps: dict[str, list[Any]] = {}
+    for bundle in bundles:
+        seq = bundle.seq
+        for key, text, ref, _ in bundle.pieces:
+            step = steps.get(key)
+            if ref == "1":  # a first attempt's start
+                if step is None:
+                    steps[key] = [seq, None, seq, text]
+                else:
+                    step[0] = step[2] = seq
+                    step[3] = text
+            elif ref == "null":  # a completion
+                if step is None:
+                    steps[key] = [None, seq, seq, text]
+                else:
+                    step[1] = step[2] = seq
+                    step[3] = text
+            else:
+                return None  # a later attempt's start: an event
+            seq += 1
+    rows = []
+    for key, (started, finished, seq, text) in steps.items():
+        entry = jn.loads(text)
+        if not entry.keys().isdisjoint(_NOT_PLAIN) or (
+            finished is not None and entry.get("finished_at") is None
+        ):
+            return None
+        rows.append(_step_row(execution_id, key, entry, seq, started, finished))
+    return _step_inserts(rows)
+
+
+_NOT_PLAIN = frozenset(("retry_at", "wake_at", "event_type", "error", "restored_from"))
+"""An entry with any of these is no plain step: its row, or its transition's event, needs them."""
 
 
 def _step_inserts(rows: list[tuple[Any, ...]]) -> list[Statement]:
@@ -218,20 +268,27 @@ def _execution_event(record: Record) -> tuple[Any, ...]:
 _PLAIN_WIDTH = _PLAIN_COLUMNS.count(",") + 1
 
 
-def _step_row(record: Record, started: int | None = None, finished: int | None = None) -> tuple[Any, ...]:
-    """The step's row from its newest record (``_PLAIN_COLUMNS`` when it is plain, else
-    ``_STEP_COLUMNS``); ``started`` and ``finished``: the sequences of its plain first
-    start and completion, when the batch holds them (``_held_by_row``)."""
-    entry = record.value
+def _step_row(
+    execution_id: str,
+    key: str,
+    entry: Mapping[str, Any],
+    seq: int,
+    started: int | None = None,
+    finished: int | None = None,
+) -> tuple[Any, ...]:
+    """The step's row from its newest record, ``entry`` with sequence ``seq``
+    (``_PLAIN_COLUMNS`` when it is plain, else ``_STEP_COLUMNS``); ``started`` and
+    ``finished``: the sequences of its plain first start and completion, when the batch
+    holds them (``_held_by_row``)."""
     errors = entry.get("errors")
     kind = entry.get("kind") or "step"
     attempt_started_at = entry.get("attempt_started_at")
     if attempt_started_at is None and kind == "step":
         attempt_started_at = entry.get("started_at")  # a compact entry leaves it out when equal
     head = (
-        record.execution_id,
-        _phase(record.key),
-        int(record.key[2:]),
+        execution_id,
+        _phase(key),
+        int(key[2:]),
         entry.get("name") or "",
         kind,
         entry.get("status") or "running",
@@ -249,7 +306,7 @@ def _step_row(record: Record, started: int | None = None, finished: int | None =
         entry.get("restored_from"),
     )
     if rare == _NONE_OF_THEM:
-        return (*head, errors_text, record.seq, started, finished)
+        return (*head, errors_text, seq, started, finished)
     retry_at, wake_at, event_type, error, restored_from = rare
     return (
         *head,
@@ -259,7 +316,7 @@ def _step_row(record: Record, started: int | None = None, finished: int | None =
         _json(error),
         errors_text,
         restored_from,
-        record.seq,
+        seq,
         started,
         finished,
     )
