@@ -91,7 +91,7 @@ def _no_target_lines(res: SyncResult, big: int) -> list[str]:
             f"no target: what the history sent D1 per step at N={big:,} (one untimed run): rows written"
             f" {d1['rows']:.3f}, statements {per:.3f}, batches {d1['batches']:.4f} (a Worker invocation"
             f" may send 1,000 queries, 50 on the free plan: about {1000 / per:,.0f} and {50 / per:,.0f}"
-            " steps' history)"
+            " steps' history if each statement counts as one, more if a batch does)"
         )
     lines += _closing_lines(res, big)
     if res.series.get("floor + outbox writes", {}).get(big):
