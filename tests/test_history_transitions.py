@@ -294,8 +294,8 @@ async def test_d1_without_the_second_migration_keeps_the_records_and_names_it(
 
 
 def test_plain_rows_go_seven_to_a_statement_without_nulls() -> None:
-    """D1 counts each statement against a Worker invocation's queries (1,000 paid, 50 free):
-    plain steps' rows need no column of the rare fields, so 7 go in one statement, not 5."""
+    """D1 may count each statement against a Worker invocation's queries (1,000 paid, 50
+    free): plain steps' rows need no column of the rare fields, so 7 go in one statement, not 5."""
     records = []
     for op in range(70):
         start = {**_STEP, "name": f"s{op}", "status": "running", "attempt": 1, "started_at": 1.0}

@@ -170,7 +170,7 @@ class LocalD1:
         self.calls = 0
         """Batches (and single statements) that reached the database."""
         self.statements = 0
-        """Statements those held: what a Worker invocation's D1 query limit counts."""
+        """Statements those held (D1's query limit per Worker invocation may count each)."""
         if migrate:
             columns = [row["name"] for row in self._db.execute("PRAGMA table_info(wf_steps)")]
             for sql in migration_statements(columns):

@@ -59,8 +59,8 @@ BATCH = 80
 this many before they are sent (or for ``LINGER``). ``HELD``, what memory keeps, is four
 such pages. Each batch costs D1 a commit (a sync at FULL) and the object a delivery: 80
 rather than 40 took history on / off from about 1.35x to 1.28x at FULL (medians of nine
-alternating runs, three times each, outside the bench); D1 counts each statement of a
-batch against a Worker invocation's queries, the same number per step either way."""
+alternating runs, three times each, outside the bench); the statements per step are the
+same either way (should D1 count each against a Worker invocation's queries)."""
 
 LINGER = 0.25
 """Seconds a step's records may wait for more before they are sent anyway."""

@@ -50,8 +50,8 @@ _PLAIN_COLUMNS = (
     "finished_at, errors, seq, started_seq, finished_seq"
 )
 """A step row without a retry, a wake-up, an event, an error or a restored origin (most
-rows): 7 rows to a statement rather than 5, fewer statements (D1 counts each against a
-Worker invocation's queries) and no NULL to bind."""
+rows): 7 rows to a statement rather than 5, fewer statements (D1 bills and limits
+queries; a Worker invocation's may count each) and no NULL to bind."""
 _PLAIN_CONFLICT = _STEP_CONFLICT.replace(
     "retry_at = excluded.retry_at, wake_at = excluded.wake_at, event_type = excluded.event_type, "
     "error = excluded.error, errors = excluded.errors, restored_from = excluded.restored_from, ",
