@@ -14,7 +14,6 @@ nor change the file. SQLite's WAL lets a reader see every committed write.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ..engine._undo import hide_undo_key
 from ..errors import ExecutionNotFoundError, InvalidRequestError
 from ._query import (
     MAX_PAGE,
+    TRANSITIONS,
     EventRecord,
     ExecutionHistory,
     ExecutionPage,
@@ -240,26 +240,11 @@ class JournalFile:
         return ExecutionHistory(stored.record(), steps, self._events(execution_id))
 
     def _events(self, execution_id: str) -> list[EventRecord]:
-        if not self.has_history():
+        tables = self._tables()
+        if "wf_executions" not in tables:
             return []
         # A file no release since the first has opened has no view: its events are all.
-        source = "wf_transitions" if "wf_transitions" in self._tables() else "wf_events"
-        rows = self._db.execute(
-            f"SELECT seq, at, kind, status, phase, op, name, attempt, detail FROM {source} "
-            "WHERE execution_id = ? ORDER BY seq",
-            [execution_id],
-        )
-        return [
-            EventRecord(
-                seq=int(seq),
-                at=float(at or 0.0),  # (a step row without its start time: none to show)
-                kind=kind,
-                status=status,
-                phase=phase,
-                op=op,
-                name=name,
-                attempt=attempt,
-                detail=json.loads(detail) if detail else {},
-            )
-            for seq, at, kind, status, phase, op, name, attempt, detail in rows
-        ]
+        source = "wf_transitions" if "wf_transitions" in tables else "wf_events"
+        cursor = self._db.execute(TRANSITIONS.format(source), [execution_id])
+        columns = [column[0] for column in cursor.description]
+        return [EventRecord.from_row(dict(zip(columns, row, strict=True))) for row in cursor]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -142,6 +142,30 @@ class EventRecord:
     attempt: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EventRecord:
+        """From a row of :data:`TRANSITIONS` (a step row's start may lack its time: 0.0)."""
+        detail = row.get("detail")
+        return cls(
+            seq=int(row["seq"]),
+            at=float(row["at"] or 0.0),
+            kind=row["kind"],
+            status=row["status"],
+            phase=row.get("phase"),
+            op=row.get("op"),
+            name=row.get("name"),
+            attempt=row.get("attempt"),
+            detail=json.loads(detail) if detail else {},
+        )
+
+
+TRANSITIONS = (
+    "SELECT seq, at, kind, status, phase, op, name, attempt, detail FROM {} "
+    "WHERE execution_id = ? ORDER BY seq"
+)
+"""One execution's transitions, in order, from ``wf_transitions`` (or, in a file no release
+since the first has opened, ``wf_events``)."""
+
 
 @dataclass(frozen=True)
 class ExecutionHistory:
@@ -254,35 +278,12 @@ class HistoryQuery:
             "SELECT * FROM wf_steps WHERE execution_id = ? ORDER BY phase = 'compensation', op",
             [execution_id],
         )
-        events = await self.db.query(
-            "SELECT seq, at, kind, status, phase, op, name, attempt, detail FROM wf_transitions "
-            "WHERE execution_id = ? ORDER BY seq",
-            [execution_id],
-        )
+        rows_of_events = await self.db.query(TRANSITIONS.format("wf_transitions"), [execution_id])
+        events = [EventRecord.from_row(e) for e in rows_of_events]
         # versions: the D1 table has no version column; execution events carry it.
-        version = next(
-            (
-                str(d["version"])
-                for d in (_load(e.get("detail")) or {} for e in reversed(events))
-                if d.get("version")
-            ),
-            None,
-        )
+        version = next((str(e.detail["version"]) for e in reversed(events) if e.detail.get("version")), None)
         return ExecutionHistory(
             execution=replace(ExecutionRecord.from_row(rows[0]), version=version),
             steps=[StepRecord.from_row(r) for r in steps],
-            events=[
-                EventRecord(
-                    seq=int(e["seq"]),
-                    at=float(e["at"] or 0.0),  # (a step row without its start time: none to show)
-                    kind=e["kind"],
-                    status=e["status"],
-                    phase=e.get("phase"),
-                    op=e.get("op"),
-                    name=e.get("name"),
-                    attempt=e.get("attempt"),
-                    detail=_load(e.get("detail")) or {},
-                )
-                for e in events
-            ],
+            events=events,
         )
