@@ -404,3 +404,11 @@ async def test_a_plain_page_projects_as_its_records_do(data: st.DataObject) -> N
         for p in b.pieces
     )
     assert (fast is not None) == (plain and not odd)
+
+
+def test_the_rare_fields_are_the_columns_a_plain_row_leaves_out() -> None:
+    from workkit_workflow.history import _projection as p
+
+    full, plain = (columns.split(", ") for columns in (p._STEP_COLUMNS, p._PLAIN_COLUMNS))
+    assert tuple(c for c in full if c not in plain) == p._RARE
+    assert [c for c in full if c in p._RARE or c in plain] == full

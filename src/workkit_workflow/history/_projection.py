@@ -154,24 +154,22 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     statements are :func:`projection`'s, the same (``tests/test_history_transitions.py``
     compares them)."""
     steps: dict[str, list[Any]] = {}
+    """By journal key: the sequences of its start and its completion, and its newest
+    entry's sequence and text."""
     for bundle in bundles:
         seq = bundle.seq
         for key, text, ref, _ in bundle.pieces:
-            step = steps.get(key)
-            if ref == "1":  # a first attempt's start
-                if step is None:
-                    steps[key] = [seq, None, seq, text]
-                else:
-                    step[0] = step[2] = seq
-                    step[3] = text
-            elif ref == "null":  # a completion
-                if step is None:
-                    steps[key] = [None, seq, seq, text]
-                else:
-                    step[1] = step[2] = seq
-                    step[3] = text
+            if ref == "1":
+                transition = 0  # a first attempt's start
+            elif ref == "null":
+                transition = 1  # a completion
             else:
                 return None  # a later attempt's start: an event
+            step = steps.get(key)
+            if step is None:
+                step = steps[key] = [None, None, seq, text]
+            step[transition] = step[2] = seq
+            step[3] = text
             seq += 1
     rows = []
     for key, (started, finished, seq, text) in steps.items():
@@ -184,7 +182,10 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     return _step_inserts(rows)
 
 
-_NOT_PLAIN = frozenset(("retry_at", "wake_at", "event_type", "error", "restored_from"))
+_RARE = ("retry_at", "wake_at", "event_type", "error", "restored_from")
+"""The fields of a step row that ``_PLAIN_COLUMNS`` leaves out, in ``_STEP_COLUMNS``' order."""
+
+_NOT_PLAIN = frozenset(_RARE)
 """An entry with any of these is no plain step: its row, or its transition's event, needs them."""
 
 
@@ -298,6 +299,7 @@ def _step_row(
         entry.get("finished_at"),
     )
     errors_text = jn.dumps(errors) if errors else "[]"
+    # _RARE, spelt out: a literal tuple of gets costs half what tuple(map(entry.get, _RARE)) does.
     rare = (
         entry.get("retry_at"),
         entry.get("wake_at"),
@@ -322,7 +324,7 @@ def _step_row(
     )
 
 
-_NONE_OF_THEM = (None,) * 5
+_NONE_OF_THEM = (None,) * len(_RARE)
 
 
 _EVENT_DETAIL = ("error", "retry_at", "wake_at", "event_type")
