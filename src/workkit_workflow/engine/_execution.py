@@ -73,6 +73,7 @@ class ExecutionCore:
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))
+            self.execution.hands_entries = True  # it reads a step's values rather than decode them
         backoff = AlarmBackoff(self.execution)
         self.driver = Driver(self.execution, registry, backoff, lease=lease, retention=retention)
         self.runner: Runner = self.driver.runner

@@ -152,7 +152,7 @@ class Mail(Delivery):
         if complete:
             self.undelivered = any(k.startswith(RECORD_PREFIX) for k in records)
 
-    def capture(self, puts: Mapping[str, str]) -> dict[str, str]:
+    def capture(self, puts: Mapping[str, str], entries: Any = None) -> dict[str, str]:
         if HEAD in puts:
             self.undelivered = True
         return {}

@@ -54,8 +54,14 @@ class JournalObserver(Protocol):
         """Take what was read from storage (``complete``: the whole snapshot)."""
         ...
 
-    def capture(self, puts: Mapping[str, str]) -> dict[str, str]:
-        """The records to add to a write of ``puts`` (in the same atomic commit)."""
+    def capture(
+        self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> dict[str, str]:
+        """The records to add to a write of ``puts`` (in the same atomic commit).
+
+        ``entries``: the values of some of ``puts`` as the engine built them (a step's
+        start and completion), to read instead of decoding their texts; the engine never
+        changes one after its write (``ExecutionState.write``)."""
         ...
 
     def alarm_for(self, alarm: Any) -> Any:

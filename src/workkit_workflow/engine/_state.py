@@ -13,18 +13,18 @@ event inbox and the recorded idempotent results.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import ExecutionNotFoundError
 from . import _journal as jn
+from ._deferral import Deferral
 from ._mail import Mail
 from ._pause import hold_status
 from ._plugins import JournalObserver
-from ._ports import KEEP_ALARM, PLAIN_CONTEXT, Clock, Host, Storage
+from ._ports import KEEP_ALARM, Clock, Host, Storage
 from ._signals import StorageFailure
 
 FaultHook = Callable[..., None]
@@ -58,10 +58,11 @@ class LiveRun(Protocol):
     def wake_parked(self) -> None: ...
 
 
-class ExecutionState:
+class ExecutionState(Deferral):
     """The cached records of one execution and its single write path."""
 
     def __init__(self, host: Host, *, rng: random.Random | None, faults: FaultHook | None) -> None:
+        super().__init__(names=faults is not None)
         self.host = host
         self.storage: Storage = host.storage
         self.clock: Clock = host.clock
@@ -78,16 +79,6 @@ class ExecutionState:
         self.loaded = False
         self._load_lock: asyncio.Lock | None = None
         """Held by the request loading the records; dropped once they are loaded."""
-        self._pending: dict[str, str] = {}
-        self._pending_steps: list[str] | None = [] if faults is not None else None
-        """The names of the deferred completions, for the fault hook (kept only with one)."""
-        self._flush_scheduled = False
-        self._driving = False
-        """Set while :meth:`deferring` runs a phase body: a completion the body defers then
-        is flushed by the driver when the body suspends, not by a callback of its own."""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        """The loop the deferred flush is scheduled on, looked up once: on CPython 3.11
-        ``get_running_loop`` makes a ``getpid`` system call every time."""
         self._write_failure: BaseException | None = None
         self.inbox: dict[str, dict[str, Any]] = {}
         self.idempotent: dict[str, dict[str, Any]] = {}
@@ -131,9 +122,18 @@ class ExecutionState:
     # -- writes --------------------------------------------------------------
 
     def write(
-        self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
+        self,
+        puts: Mapping[str, str],
+        deletes: Sequence[str] = (),
+        alarm: Any = KEEP_ALARM,
+        entries: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Awaitable[None]:
         """One atomic storage write, carrying any deferred step completions with it.
+
+        ``entries``: the values of ``puts``, all of them, as the engine built them before
+        encoding them (the dicts, never changed afterwards: a change is a new dict). The
+        observers get them with the deferred completions' (``defer``), so a step's
+        transitions need no decoding to be recorded (``JournalObserver.capture``).
 
         Storage that writes at the call (``commits_at_call``: the local runtime's) is
         awaited as it is, with no coroutine of this method's around it: at thousands of
@@ -148,12 +148,21 @@ class ExecutionState:
             merged = self._pending
             merged.update(puts)
             self._pending = {}
+            known = self._pending_entries
+            if known:
+                self._pending_entries = {}
+                if entries is not None:
+                    known.update(entries)
+                else:
+                    for key in puts:
+                        known.pop(key, None)  # rewritten without its value: its text says
+                entries = known
             if self._pending_steps is not None:
                 steps, self._pending_steps = self._pending_steps, []
         else:
             merged = dict(puts)
         for observer in self.observers:
-            merged.update(observer.capture(merged))
+            merged.update(observer.capture(merged, entries))
             alarm = observer.alarm_for(alarm)
         self.writes += 1
         if not self._commits_at_call:
@@ -197,41 +206,6 @@ class ExecutionState:
             observer.aborted()
         return StorageFailure(exc)
 
-    def defer(self, key: str, text: str, name: str) -> None:
-        """Queue an operation's completion for the next write (the next operation's
-        start, the phase's end, or the end of this loop turn, whichever comes first)."""
-        self._pending[key] = text
-        if self._pending_steps is not None:
-            self._pending_steps.append(name)
-        if not self._driving:
-            self._schedule_flush()
-
-    def deferring(self, body: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
-        """``body`` (a phase body, to run as a task) with the deferral's end of the loop
-        turn tied to it: what it defers and has not written when it suspends or ends is
-        flushed then. A step's completion is nearly always carried by the next
-        operation's write before the body suspends, so it costs no callback."""
-        return _Deferring(body, self)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                loop = self._loop = asyncio.get_running_loop()
-            loop.call_soon(self._flush_soon, context=PLAIN_CONTEXT)
-
-    def _flush_soon(self) -> None:
-        self._flush_scheduled = False
-        if self._pending:
-            self.spawn(self._flush())
-
-    async def _flush(self) -> None:
-        if self._pending:
-            # A failure is kept in _write_failure; the runner stops at its next write.
-            with contextlib.suppress(StorageFailure):
-                await self.write({})
-
     async def write_state(
         self,
         changes: Mapping[str, Any],
@@ -263,9 +237,7 @@ class ExecutionState:
     def forget(self) -> None:
         """Drop cached state after a failed write: storage is the truth, reload it."""
         self.loaded = False
-        self._pending = {}
-        if self._pending_steps is not None:
-            self._pending_steps = []
+        self.drop_deferred()
         self._write_failure = None
         self.meta = self.state = None
 
@@ -352,49 +324,3 @@ class ExecutionState:
         execution no request waits for makes no event)."""
         if self._settled is not None:
             self._settled.set()
-
-
-class _Deferring(Coroutine[Any, Any, Any]):
-    """A phase body that schedules the flush of the completions it left pending each
-    time it suspends or ends. It runs ``body`` as ``await body`` would, without a
-    coroutine of its own around it (every turn of the body goes through it)."""
-
-    __slots__ = ("_body", "_state")
-
-    def __init__(self, body: Coroutine[Any, Any, Any], state: ExecutionState) -> None:
-        self._body = body
-        self._state = state
-
-    def __next__(self) -> Any:
-        # How a task resumes its coroutine (``_resume`` spelt out: a call less per turn).
-        state = self._state
-        state._driving = True
-        try:
-            return self._body.send(None)
-        finally:
-            state._driving = False
-            if state._pending:
-                state._schedule_flush()
-
-    def send(self, value: Any) -> Any:
-        return self._resume(self._body.send, value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        # A task throws the exception instance alone (the other forms are deprecated).
-        return self._resume(self._body.throw, typ if val is None else val)
-
-    def _resume(self, step: Callable[[Any], Any], arg: Any) -> Any:
-        state = self._state
-        state._driving = True
-        try:
-            return step(arg)
-        finally:
-            state._driving = False
-            if state._pending:
-                state._schedule_flush()
-
-    def close(self) -> None:
-        self._body.close()
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self  # type: ignore[return-value]

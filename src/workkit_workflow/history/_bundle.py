@@ -61,6 +61,7 @@ _new = tuple.__new__
 """Builds a named tuple from all its fields, in C: a named tuple's own ``__new__`` is a
 Python function, twice the cost, and a step's records make several on the hot path."""
 _STEP_HEAD = f'{{"v":{jn.OP_VERSION},"kind":"step","name":"'
+_OP_KEYS = (jn.MAIN, jn.COMPENSATION)
 _COMPLETED = ',"status":"completed"'
 _RUNNING = ',"status":"running","attempt":'
 
@@ -77,6 +78,9 @@ class Piece(NamedTuple):
     ref: str | None = None
     name: str | None = None
     """A reference's step name (what its event shows besides its status and attempt)."""
+    entry: Mapping[str, Any] | None = None
+    """A reference's value as the engine built it (``known_pieces``), if it said: what a
+    delivery from memory reads instead of decoding ``text``."""
 
 
 def step_piece(key: str, text: str) -> Piece:
@@ -90,7 +94,36 @@ def step_piece(key: str, text: str) -> Piece:
         for dropped in DROPPED:
             entry.pop(dropped, None)
         text = jn.dumps(entry)
-    return _new(Piece, (key, text, ref, name))
+    return _new(Piece, (key, text, ref, name, None))
+
+
+def known_pieces(puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]]) -> list[Piece] | None:
+    """The records of a commit whose every value the engine handed over as it built it
+    (``entries``, ``JournalObserver.capture``): each a reference, told from the value
+    rather than its text, in key order; None unless all are steps running or completed
+    with a text no longer than :data:`INLINE_MAX` (then :func:`step_piece` reads each).
+
+    Nearly every commit of a run: a step's completion and the next one's start."""
+    pieces = []
+    for key in sorted(puts):
+        entry = entries.get(key)
+        text = puts[key]
+        if (
+            entry is None
+            or len(text) > INLINE_MAX
+            or not key.startswith(_OP_KEYS)
+            or entry.get("kind") != "step"
+        ):
+            return None
+        status, attempt = entry.get("status"), entry.get("attempt")
+        if status == "completed":
+            ref = "null"
+        elif status == "running" and type(attempt) is int and attempt >= 0:
+            ref = str(attempt)
+        else:
+            return None
+        pieces.append(_new(Piece, (key, text, ref, entry.get("name"), entry)))
+    return pieces
 
 
 def _reference(text: str) -> tuple[str | None, str | None]:
@@ -203,7 +236,7 @@ class Bundle(NamedTuple):
         the same page has that step's row) holds only what its event shows, undecoded."""
         seq, at, execution_id = self.seq, self.at, self.execution_id
         out = []
-        for i, (key, text, ref, name) in enumerate(self.pieces):
+        for i, (key, text, ref, name, _) in enumerate(self.pieces):
             if name is not None and ref != "null" and key in superseded:
                 value: dict[str, Any] = {"name": name, "status": "running", "attempt": int(ref or 0)}
             else:
@@ -256,7 +289,7 @@ def _fits(key: str, text: str) -> bool:
 
 def _bundle(seq: int, at: str, pieces: list[Piece]) -> str:
     parts = [f"[{BUNDLE_VERSION},{seq},{at}"]
-    for key, text, ref, _ in pieces:
+    for key, text, ref, _, _ in pieces:
         parts.append(f'"{key}",{text if ref is None else ref}')
     return ",".join(parts) + "]"
 

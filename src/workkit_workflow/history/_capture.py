@@ -24,6 +24,7 @@ from ._bundle import (
     bundles,
     execution_piece,
     execution_row,
+    known_pieces,
     recovered_bundles,
     state_summary,
     step_piece,
@@ -113,17 +114,28 @@ class Capture:
                 k.startswith(RECORD_PREFIX) for k in records
             )
 
-    def capture(self, puts: Mapping[str, str]) -> dict[str, str]:
-        """The outbox records for a commit of ``puts`` (added to the same commit)."""
+    def capture(
+        self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> dict[str, str]:
+        """The outbox records for a commit of ``puts`` (added to the same commit);
+        ``entries``: the values of some of them as the engine built them."""
         try:
-            return self._capture(puts)
+            return self._capture(puts, entries)
         except Exception:
             # Never fail a workflow's write because of its history.
             log.exception("workkit_workflow: could not record history for this write")
             return {}
 
-    def _capture(self, puts: Mapping[str, str]) -> dict[str, str]:
-        if jn.STATE in puts or jn.META in puts:
+    def _capture(
+        self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None
+    ) -> dict[str, str]:
+        pieces: list[Piece] | None = None
+        if entries is not None and len(entries) == len(puts):
+            # The engine built every value: a step's transitions, read without their texts.
+            pieces = known_pieces(puts, entries)
+        if pieces is not None:
+            last = self._last
+        elif jn.STATE in puts or jn.META in puts:
             pieces, last = self._with_state(puts)
         else:
             # A step's transitions only: nearly every commit of a run.

@@ -155,10 +155,11 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     compares them)."""
     steps: dict[str, list[Any]] = {}
     """By journal key: the sequences of its start and its completion, and its newest
-    entry's sequence and text."""
+    entry's sequence and piece."""
     for bundle in bundles:
         seq = bundle.seq
-        for key, text, ref, _ in bundle.pieces:
+        for piece in bundle.pieces:
+            key, ref = piece.key, piece.ref
             if ref == "1":
                 transition = 0  # a first attempt's start
             elif ref == "null":
@@ -167,13 +168,15 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
                 return None  # a later attempt's start: an event
             step = steps.get(key)
             if step is None:
-                step = steps[key] = [None, None, seq, text]
+                step = steps[key] = [None, None, seq, piece]
             step[transition] = step[2] = seq
-            step[3] = text
+            step[3] = piece
             seq += 1
     rows = []
-    for key, (started, finished, seq, text) in steps.items():
-        entry = jn.loads(text)
+    for key, (started, finished, seq, piece) in steps.items():
+        entry = piece.entry  # the engine's own value, if it handed it over
+        if entry is None:
+            entry = jn.loads(piece.text)
         if not entry.keys().isdisjoint(_NOT_PLAIN) or (
             finished is not None and entry.get("finished_at") is None
         ):

@@ -120,7 +120,7 @@ def defer_with_output(
         jn.check_size(key, text, what=f"output of step {record['name']!r}")
     record["output"] = jn.loads(output_text)
     run.completed(op, record)
-    run.execution.defer(key, text, record["name"])
+    run.execution.defer(key, text, record["name"], record)
 
 
 async def invoke(

@@ -204,7 +204,7 @@ async def _attempt(
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
     key, running, running_text = _running_entry(run, op, name, progress, key_hash, options)
-    await execution.write({key: running_text})
+    await execution.write({key: running_text}, entries={key: running} if execution.hands_entries else None)
     if execution.faulting:
         execution.fault("before_step", step=name, attempt=progress.attempt)
     ctx = StepContext(

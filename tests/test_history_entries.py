@@ -1,0 +1,212 @@
+"""The values the engine builds reach the history without being decoded again.
+
+A step's start and completion are dicts before they are journal texts: the write path
+hands them to the journal observers (``ExecutionState.write``'s ``entries``, kept with a
+deferred completion by ``defer``), and the history outbox records them from the values
+(``_bundle.known_pieces``) and projects a page of them without decoding a text. What D1
+holds must be the same as when every text is decoded, and a value must be what its text
+says, then and when the delivery reads it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from test_history_projection import Runtime
+from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
+from workkit_workflow.engine import _journal as jn
+from workkit_workflow.engine._ports import SystemClock
+from workkit_workflow.engine._state import ExecutionState
+from workkit_workflow.history import _bundle, _capture
+from workkit_workflow.history._bundle import INLINE_MAX, known_pieces
+from workkit_workflow.history._outbox import Outbox
+from workkit_workflow.local import VirtualClock
+
+
+def _flows() -> list[tuple[Workflow, dict[str, Any], str]]:
+    """Linear steps, a retried step, a failure with compensation, a large output (a text
+    the outbox shortens), and a step with an idempotency key: (workflow, input, id)."""
+    calls: dict[str, int] = {}
+
+    def flaky(input: Any, prev: Any, ctx: Any) -> str:
+        calls["flaky"] = calls.get("flaky", 0) + 1
+        if calls["flaky"] == 1:
+            raise ConnectionError("timeout")
+        return "ok"
+
+    def refuse(input: Any, prev: Any, ctx: Any) -> None:
+        raise NonRetryableError("no")
+
+    async def undo(ctx: Any) -> None:
+        await ctx.step("refund", lambda: {"refunded": True})
+
+    linear = Workflow("entries-linear")
+    for i in range(170):  # more than two delivery pages
+        linear = linear.step(f"s{i}", lambda input, prev, ctx, i=i: {"i": i})
+    retried = (
+        Workflow("entries-retried", retry=RetryPolicy(max_attempts=3, initial_delay=1.0))
+        .step("a", lambda input, prev, ctx: 1)
+        .step("flaky", flaky)
+        .step("b", lambda input, prev, ctx: 2)
+        .step("refuse", refuse)
+        .on_failure(undo)
+    )
+    big = (
+        Workflow("entries-big")
+        .step("big", lambda input, prev, ctx: "x" * (2 * INLINE_MAX))
+        .step("after", lambda input, prev, ctx: 1)
+    )
+    keyed = Workflow("entries-keyed").step(
+        "pay", lambda input, prev, ctx: {"paid": 1}, idempotency_key=lambda input, ctx: "pay-1"
+    )
+    return [(linear, {}, "linear"), (retried, {}, "retried"), (big, {}, "big"), (keyed, {}, "keyed")]
+
+
+async def _tables() -> dict[str, list[dict[str, Any]]]:
+    rt = Runtime(clock=VirtualClock())
+    try:
+        ids = []
+        for flow, data, execution_id in _flows():
+            handle = await rt.client.run(flow, data, execution_id=execution_id)
+            await handle.result(timeout=120)
+            ids.append(execution_id)
+        await rt.drained(ids)
+        rt.exactly_once()
+        tables = ("wf_executions", "wf_steps", "wf_events", "wf_transitions")
+        return {name: [_timeless(row) for row in rt.table(name)] for name in tables}
+    finally:
+        await rt.close()
+
+
+def _timeless(value: Any) -> Any:
+    """``value`` without its times (two runs' clocks differ by the real time they took),
+    JSON text columns included."""
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if not (k == "at" or k.endswith("_at"))}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    if isinstance(value, str) and value[:1] in "[{":
+        return _timeless(jn.loads(value))
+    return value
+
+
+async def test_d1_holds_the_same_whether_the_values_are_handed_over_or_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handed = await _tables()
+    monkeypatch.setattr(_capture, "known_pieces", lambda puts, entries: None)  # every text decoded
+    decoded = await _tables()
+    assert handed == decoded
+    assert len(handed["wf_steps"]) > 170
+
+
+async def test_every_value_handed_over_is_its_text_and_stays_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str, Mapping[str, Any], dict[str, Any]]] = []
+    kinds: set[str] = set()
+    capture = Outbox.capture
+
+    def spy(self: Outbox, puts: Mapping[str, str], entries: Any = None) -> dict[str, str]:
+        for key, entry in (entries or {}).items():
+            seen.append((key, puts[key], entry, copy.deepcopy(dict(entry))))
+        held = known_pieces(puts, entries) if entries and len(entries) == len(puts) else None
+        kinds.add("values" if held else "texts")
+        return capture(self, puts, entries)
+
+    monkeypatch.setattr(Outbox, "capture", spy)
+    await _tables()
+    assert seen and kinds == {"values", "texts"}
+    statuses = set()
+    for key, text, entry, then in seen:
+        decoded = jn.loads(text)
+        # A reused completion's value leaves out the version its text starts with.
+        decoded.pop("v")
+        assert decoded == {k: v for k, v in then.items() if k != "v"}, key
+        assert entry == then, f"the engine changed {key}'s value after writing it"
+        statuses.add((entry["status"], entry["attempt"]))
+    assert {("running", 1), ("running", 2), ("completed", 1), ("completed", 2)} <= statuses
+
+
+def test_known_pieces_are_references_of_steps_running_or_completed() -> None:
+    running = {"v": 2, "kind": "step", "name": "b", "status": "running", "attempt": 2, "started_at": 1.0}
+    completed = {**running, "name": "a", "status": "completed", "attempt": 1, "finished_at": 2.0, "output": 1}
+    puts = {"j:00000002": jn.dumps(running), "j:00000001": jn.dumps(completed)}
+    entries = {"j:00000002": running, "j:00000001": completed}
+    pieces = known_pieces(puts, entries)
+    assert pieces is not None
+    assert [(p.key, p.ref, p.name, p.entry) for p in pieces] == [
+        ("j:00000001", "null", "a", completed),
+        ("j:00000002", "2", "b", running),
+    ]
+    assert [p.text for p in pieces] == [puts["j:00000001"], puts["j:00000002"]]
+    # Anything else is read from its text (step_piece), by the caller.
+    failed = {**running, "status": "failed"}
+    sleep = {**running, "kind": "sleep"}
+    for other in (failed, sleep, {**running, "attempt": "2"}):
+        assert known_pieces({"j:00000003": jn.dumps(other)}, {"j:00000003": other}) is None
+    long = {**completed, "output": "x" * INLINE_MAX}
+    assert known_pieces({"j:00000004": jn.dumps(long)}, {"j:00000004": long}) is None
+    assert known_pieces({"state": "{}"}, {"state": completed}) is None
+    assert known_pieces(puts, {"j:00000002": running}) is None  # one without its value
+
+
+class _Storage:
+    def __init__(self) -> None:
+        self.commits: list[dict[str, str]] = []
+
+    async def commit(self, puts: Mapping[str, str], deletes: Any, alarm: Any) -> None:
+        self.commits.append(dict(puts))
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.storage = _Storage()
+        self.clock = SystemClock()
+
+
+class _Observer:
+    HEAD = "x:head"
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any] | None] = []
+
+    def capture(self, puts: Mapping[str, str], entries: Any = None) -> dict[str, str]:
+        self.entries.append(None if entries is None else dict(entries))
+        return {}
+
+    def alarm_for(self, alarm: Any) -> Any:
+        return alarm
+
+    def kick(self) -> None:
+        pass
+
+
+async def test_the_write_hands_over_the_deferred_values_and_drops_a_rewritten_one() -> None:
+    state = ExecutionState(_Host(), rng=None, faults=None)  # type: ignore[arg-type]
+    observer = _Observer()
+    state.observers.append(observer)  # type: ignore[arg-type]
+    done = {"status": "completed"}
+    nxt = {"status": "running"}
+
+    state.defer("j:00000001", "{}", "a", done)  # nobody reads values: none is kept
+    await state.write({"j:00000002": "{}"}, entries={"j:00000002": nxt})
+    assert observer.entries[-1] == {"j:00000002": nxt}
+
+    state.hands_entries = True
+    state.defer("j:00000002", "{}", "b", done)
+    await state.write({"j:00000003": "{}"}, entries={"j:00000003": nxt})
+    assert observer.entries[-1] == {"j:00000002": done, "j:00000003": nxt}
+
+    state.defer("j:00000003", "{}", "c", done)
+    await state.write({"j:00000003": '{"other":1}'})  # rewritten without its value: the text says
+    assert observer.entries[-1] == {}
+
+    state.defer("j:00000004", "{}", "d", done)
+    state.defer("j:00000004", "{}", "d")  # deferred again without one
+    await state.write({})
+    assert observer.entries[-1] is None
+    assert [sorted(c) for c in state.storage.commits][-1] == ["j:00000004"]
+    assert _bundle.known_pieces is known_pieces
