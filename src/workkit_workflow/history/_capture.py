@@ -133,7 +133,8 @@ class Capture:
         if entries is not None and len(entries) == len(puts):
             # The engine built every value: a step's transitions, read without their texts.
             pieces = known_pieces(puts, entries)
-        if pieces is not None:
+        references = pieces is not None  # known pieces are references, every one
+        if references:
             last = self._last
         elif jn.STATE in puts or jn.META in puts:
             pieces, last = self._with_state(puts)
@@ -149,10 +150,14 @@ class Capture:
         out: dict[str, str] = {}
         self.seq += len(pieces)
         mark = self._mark
-        if self._restoring is None and len(self._memory) < HELD and None not in [p.ref for p in pieces]:
+        if (
+            self._restoring is None
+            and len(self._memory) < HELD
+            and (references or None not in [p.ref for p in pieces])
+        ):
             # Only references: the journal entries of this commit hold all of it.
-            bundle = Bundle.held(bundle_key(seq), seq, at, self._execution_id, pieces)
-            self._memory[bundle.key] = self._held[bundle.key] = bundle
+            key = bundle_key(seq)
+            self._memory[key] = self._held[key] = Bundle.held(key, seq, at, self._execution_id, pieces)
             mark = lowered(mark, pieces)
         else:
             # It may overwrite an entry a bundle in memory refers to (a retry's start, a

@@ -39,9 +39,10 @@ Transition = tuple[str, int, str, int]
 def lowered(mark: dict[str, int], pieces: list[Piece]) -> dict[str, int]:
     """``mark`` (a new dict if it changes) low enough for ``pieces``' operations too."""
     for piece in pieces:
-        prefix, op = piece.key[:2], int(piece.key[2:])
-        if mark.get(prefix, op + 1) > op:
-            mark = {**mark, prefix: op}
+        key = piece.key
+        low = mark.get(key[:2])
+        if low is None or low > int(key[2:]):
+            mark = {**mark, key[:2]: int(key[2:])}
     return mark
 
 
