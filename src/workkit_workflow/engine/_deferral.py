@@ -50,10 +50,11 @@ class Deferral:
         """Queue an operation's completion for the next write; ``entry``: the value
         ``text`` encodes, if the caller built it (the write hands it to the observers)."""
         self._pending[key] = text
-        if entry is not None and self.hands_entries:
-            self._pending_entries[key] = entry
-        elif self._pending_entries:
-            self._pending_entries.pop(key, None)
+        if self.hands_entries:
+            if entry is not None:
+                self._pending_entries[key] = entry
+            else:
+                self._pending_entries.pop(key, None)
         if self._pending_steps is not None:
             self._pending_steps.append(name)
         if not self._driving:

@@ -148,9 +148,8 @@ class ExecutionState(Deferral):
             merged = self._pending
             merged.update(puts)
             self._pending = {}
-            known = self._pending_entries
-            if known:
-                self._pending_entries = {}
+            if self._pending_entries:
+                known, self._pending_entries = self._pending_entries, {}
                 if entries is not None:
                     known.update(entries)
                 else:

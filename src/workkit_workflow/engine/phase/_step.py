@@ -194,17 +194,17 @@ async def _attempt(
             if options.idempotency_key is None
             else idempotency_key(run, op, name, options, progress.attempt)
         )
-    # Only a key the options give is journaled and looked up: a derived key is
-    # unique to this execution, so no other step can ever have recorded it.
+    # Only a key the options give is journaled and looked up (a derived one is unique).
     key_hash = None if options.idempotency_key is None else hash_key(progress.key_text)
     if key_hash is not None:
-        if isinstance(run.entries, JournalWindow):
-            await run.entries.scan_hashes()  # a later operation may hold this key
-        reused = await execution.idempotent_output(key_hash)
+        reused = await _recorded(run, key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
     key, running, running_text = _running_entry(run, op, name, progress, key_hash, options)
-    await execution.write({key: running_text}, entries={key: running} if execution.hands_entries else None)
+    if execution.hands_entries:
+        await execution.write({key: running_text}, entries={key: running})
+    else:
+        await execution.write({key: running_text})
     if execution.faulting:
         execution.fault("before_step", step=name, attempt=progress.attempt)
     ctx = StepContext(
@@ -236,6 +236,13 @@ async def _attempt(
         execution.remember_idempotent(key_hash, key)
     output = completed["output"]
     return output if options.output is None else _output(options, output, name)
+
+
+async def _recorded(run: PhaseRun, key_hash: str) -> dict[str, Any] | None:
+    """What a completed step with this idempotency key recorded, if one did."""
+    if isinstance(run.entries, JournalWindow):
+        await run.entries.scan_hashes()  # a later operation may hold this key
+    return await run.execution.idempotent_output(key_hash)
 
 
 def _output(options: StepOptions, output: Any, name: str) -> Any:
