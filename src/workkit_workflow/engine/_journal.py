@@ -56,6 +56,8 @@ STATE: Final = "state"
 RESULT: Final = "result"
 MAIN: Final = "j:"
 COMPENSATION: Final = "c:"
+OP_PREFIXES: Final = (MAIN, COMPENSATION)
+"""The prefixes of operation entries' keys, the main phase's and the compensation's."""
 INBOX: Final = "e:"
 EVENT_ID: Final = "eid:"
 OUTBOX: Final = "o:"
@@ -154,7 +156,7 @@ EXECUTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$"
 
 
 def is_op_key(key: str) -> bool:
-    return key.startswith((MAIN, COMPENSATION))
+    return key.startswith(OP_PREFIXES)
 
 
 def encode_record(key: str, record: dict[str, Any], *, what: str) -> str:

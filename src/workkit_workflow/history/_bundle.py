@@ -61,7 +61,6 @@ _new = tuple.__new__
 """Builds a named tuple from all its fields, in C: a named tuple's own ``__new__`` is a
 Python function, twice the cost, and a step's records make several on the hot path."""
 _STEP_HEAD = f'{{"v":{jn.OP_VERSION},"kind":"step","name":"'
-_OP_KEYS = (jn.MAIN, jn.COMPENSATION)
 _COMPLETED = ',"status":"completed"'
 _RUNNING = ',"status":"running","attempt":'
 
@@ -111,7 +110,7 @@ def known_pieces(puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any
         if (
             entry is None
             or len(text) > INLINE_MAX
-            or not key.startswith(_OP_KEYS)
+            or not key.startswith(jn.OP_PREFIXES)
             or entry.get("kind") != "step"
         ):
             return None

@@ -49,7 +49,6 @@ deliveries lag, a reference is read back from the journal)."""
 READ_BACK_PAGE = 40
 """Journal entries read at a time by :meth:`Capture.restore`."""
 
-_OP_PREFIXES = (jn.MAIN, jn.COMPENSATION)
 _ACTIVE = ("pending", "running")
 
 
@@ -140,7 +139,7 @@ class Capture:
             pieces, last = self._with_state(puts)
         else:
             # A step's transitions only: nearly every commit of a run.
-            pieces = [step_piece(key, puts[key]) for key in sorted(puts) if key.startswith(_OP_PREFIXES)]
+            pieces = [step_piece(key, puts[key]) for key in sorted(puts) if key.startswith(jn.OP_PREFIXES)]
             last = self._last
         if not pieces:
             return {}
@@ -205,7 +204,7 @@ class Capture:
                 self._active = state.get("status") in _ACTIVE
                 if not self._active:
                     self._flush = True  # it parks or ends: the page should show it now
-            elif key.startswith(_OP_PREFIXES):
+            elif key.startswith(jn.OP_PREFIXES):
                 pieces.append(step_piece(key, puts[key]))
         return pieces, last
 
