@@ -27,7 +27,15 @@ class Engine:
     ``history=True`` adds the history projection (a local D1 next to the file).
     """
 
-    def __init__(self, path: str, synchronous: str, *, history: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        synchronous: str,
+        *,
+        history: bool = False,
+        clock: Any = None,
+        seed: int | None = None,
+    ) -> None:
         env = None
         self.history = history
         if history:
@@ -36,7 +44,9 @@ class Engine:
             # The same synchronous setting as the object's storage: the same durable work.
             self.d1: Any = LocalD1(path + ".d1", synchronous=synchronous)
             env = {"HISTORY_DB": self.d1}
-        self.ns = LocalNamespace(path, synchronous=synchronous, env=env)
+        # ``clock`` and ``seed``: a frozen clock and a fixed interleaving make a run's work
+        # the same from run to run (``bench._instructions``); the timed cells use neither.
+        self.ns = LocalNamespace(path, clock, synchronous=synchronous, env=env, seed=seed)
         self.client = create_durable_workflow(self.ns)
         self._runs = 0
         self.last_writes = 0

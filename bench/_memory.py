@@ -71,9 +71,9 @@ class MemoryStorage:
 class MemoryHost:
     """The ``ctx`` of one object: memory storage, the system clock, plain tasks."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None) -> None:
         self.storage = MemoryStorage()
-        self.clock = SystemClock()
+        self.clock = clock or SystemClock()
         self.object_name: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -104,11 +104,12 @@ def cpu_clock() -> Any:
     return node_cpu
 
 
-async def run_once(steps: int, workflow: str = "bench-linear") -> float:
+async def run_once(steps: int, workflow: str = "bench-linear", clock: Any = None) -> float:
     """Seconds of CPU for one ``steps``-step execution on a fresh object, start to finish
     (through ``ExecutionCore``: the wire's request models need pydantic, which the
-    offline Pyodide here cannot load, and are not the engine)."""
-    core = ExecutionCore(MemoryHost(), lease=30.0)
+    offline Pyodide here cannot load, and are not the engine). ``clock``: the object's
+    (default: the system's)."""
+    core = ExecutionCore(MemoryHost(clock), lease=30.0)
     clock = cpu_clock()
     start = clock()
     view, _ = await core.execute(

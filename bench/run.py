@@ -18,7 +18,10 @@ Sections (issue #16 names the targets; each is printed MET or MISSED with min / 
    what a parent of 50 and 400 children writes per child;
 5. 10 to 5,000 concurrent executions on one local runtime: executions/s, CPU per execution;
 6. the real runtime (workerd with Python Durable Objects; ``--real-runtime``: this section
-   alone; skipped by ``--quick``).
+   alone; skipped by ``--quick``);
+7. without a target, instructions per step counted by valgrind (``bench._instructions``): the
+   engine on memory and on SQLite, with the history, and the floor, the same count from run to
+   run where their time moves (skipped by ``--quick`` unless ``--only`` names it).
 
 Timings are printed, never asserted. ``--profile`` prints the engine's hot spots.
 """
@@ -39,11 +42,11 @@ import tempfile
 import time
 from typing import Any
 
-from . import _engine, _memory, _peers, _pyodide, _realruntime, _report, _sqlite
+from . import _engine, _instructions, _memory, _peers, _pyodide, _realruntime, _report, _sqlite
 from ._targets import Verdict, skipped
 
 MEMORY_STEPS = 1000
-SECTIONS = ("memory", "pyodide", "sqlite", "replay", "ops", "concurrency")
+SECTIONS = ("memory", "pyodide", "sqlite", "replay", "ops", "concurrency", "instructions")
 """The sections ``--only`` picks from (``pyodide`` is the memory section's second row)."""
 
 
@@ -91,6 +94,19 @@ async def concurrency_section(workdir: str, counts: list[int], reps: int) -> dic
             # The objects in flight are the same in every run: counted once, after the first.
             results[n].append(await _engine.concurrency(workdir, n, 5, "NORMAL", count_objects=rep == 0))
     return results
+
+
+async def instructions_section(workdir: str, row_bytes: int | None) -> dict[str, Any] | str:
+    """Instructions per step (no target); ``row_bytes``: the floor's, if the SQLite section measured it."""
+    if row_bytes is None:
+        engine = _engine.Engine(os.path.join(workdir, "row-bytes.db"), "NORMAL")
+        try:
+            row_bytes = round(await engine.bytes_per_write(100))
+        finally:
+            await engine.close()
+    counted = await asyncio.to_thread(_instructions.measure, row_bytes)
+    _instructions.report(counted)
+    return counted if isinstance(counted, dict) else counted.reason
 
 
 async def profile(workdir: str, steps: int) -> None:
@@ -171,6 +187,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         if "concurrency" in only:
             conc = await concurrency_section(workdir, [10, 100, 1000, 5000], 2 if quick else 3)
             verdicts += _report.concurrency(conc)
+        counted: Any = "skipped (--quick)"
+        if "instructions" in only and (not quick or args.only is not None):
+            normal = next((r.row_bytes for r in steps if r.synchronous == "NORMAL"), None)
+            counted = await instructions_section(workdir, normal)
         real: Any = "skipped (--quick)"
         if not quick and args.only is None:
             real = _realruntime.measure(200, 5)
@@ -194,6 +214,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "children": [vars(r) for r in kids],
         "concurrency": {n: [vars(r) for r in runs] for n, runs in conc.items()},
         "real_runtime": real if isinstance(real, (dict, str)) else vars(real),
+        "instructions": counted,
     }
 
 

@@ -22,6 +22,14 @@ if command -v chromium >/dev/null || [ "${CI:-}" = "true" ]; then
 else
   echo "NOTE: chromium is not installed: the timeline screenshot test will be skipped"
 fi
+# valgrind for the bench's instruction counts (tests/test_bench_instructions.py): the same.
+if ! command -v valgrind >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing valgrind (apt-get)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind) >/dev/null 2>&1 || true
+fi
+if command -v valgrind >/dev/null || [ "${CI:-}" = "true" ]; then
+  export WORKKIT_REQUIRE_VALGRIND=1
+fi
 CODE=()
 for dir in src tests bench worker; do [ -d "$dir" ] && CODE+=("$dir"); done
 echo "== ruff"

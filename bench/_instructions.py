@@ -1,0 +1,182 @@
+"""Instructions per step, counted by valgrind: the SQLite cells on a machine whose clock can't
+resolve them.
+
+On a shared virtual machine the same code's time per step on SQLite moves by a third between
+runs minutes apart, more than most changes to the engine. The CPU's instructions do not move:
+each cell runs here in a child process under valgrind's callgrind (about fifty times slower),
+once for ``SMALL`` steps and once for ``LARGE``, and the difference over ``LARGE - SMALL`` is
+what one step executes, with the interpreter's start, the imports and a warm-up run cancelled
+out. A cell's work is made the same in every run: a fixed hash seed, the collector off after
+the warm-up, the local runtime's interleaving seeded and its clock frozen (a history page goes
+out when it is full or the run ends, as it does at full speed; under valgrind a page would
+otherwise go out early, on its timer). Counts repeat within about 1k instructions per step.
+
+No target: an instruction count is the user-space work only, not the kernel's (a write to the
+page cache, an fsync) nor how fast the CPU runs it, so the targets stay judged on time. What
+it tells apart is the Python the engine and the history add, against the same SQLite work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._stats import table
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL, LARGE = 300, 1300
+"""The two runs' steps: each cell's figure is their difference over ``LARGE - SMALL``."""
+
+CELLS = (
+    ("memory", "engine, in-memory storage port"),
+    ("engine", "engine, SQLite NORMAL"),
+    ("history", "engine + history, SQLite NORMAL"),
+    ("floor", "floor: raw SQLite commit, NORMAL"),
+)
+_COLLECTED = re.compile(r"Collected : (\d+)")
+_FROZEN_AT = 1_767_225_600.123456
+"""The frozen clock's time: as wide as the system clock's, as in the storage-ops section."""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    reason: str
+
+
+def measure(row_bytes: int, small: int = SMALL, large: int = LARGE) -> dict[str, Any] | Unavailable:
+    """Instructions per step by cell, or why they cannot be counted here.
+
+    ``row_bytes``: the floor's value size (the engine's average write, measured by the caller)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return Unavailable("valgrind not found (Debian: apt-get install valgrind)")
+    jobs = [(cell, steps) for cell, _ in CELLS for steps in (small, large)]
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        counts = list(pool.map(lambda job: _count(valgrind, job[0], job[1], row_bytes), jobs))
+    found = dict(zip(jobs, counts, strict=True))
+    failed = [f"{cell} ({n} steps): {text}" for (cell, n), text in found.items() if isinstance(text, str)]
+    if failed:
+        return Unavailable("; ".join(failed))
+    per_step = {cell: (found[cell, large] - found[cell, small]) / (large - small) for cell, _ in CELLS}
+    return {"per_step": per_step, "small": small, "large": large, "row_bytes": row_bytes}
+
+
+def _count(valgrind: str, cell: str, steps: int, row_bytes: int) -> int | str:
+    """The instructions of one child run (``python -m bench._instructions``), or why it failed."""
+    command = [
+        valgrind,
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench._instructions",
+        cell,
+        str(steps),
+        str(row_bytes),
+    ]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    found = _COLLECTED.findall(done.stderr)
+    if done.returncode != 0 or not found:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"exit {done.returncode}: {tail}"
+    return int(found[-1])
+
+
+def report(result: dict[str, Any] | Unavailable) -> None:
+    print(
+        "\n== instructions per step, counted by valgrind (callgrind; no target: the same code"
+        " counts the same from run to run, where its time moves)"
+    )
+    if isinstance(result, Unavailable):
+        print(f"  not available: {result.reason}")
+        return
+    per_step = result["per_step"]
+    counted = result["large"] - result["small"]
+    print(
+        f"{counted:,} steps counted (a {result['large']:,}-step run less a {result['small']:,}-step run),"
+        f" the collector off after a warm-up run, the clock frozen; floor row = {result['row_bytes']} bytes"
+    )
+    rows = [[label, f"{per_step[cell] / 1e3:.1f}k"] for cell, label in CELLS]
+    print(table(["cell", "instructions per step"], rows))
+    engine, floor = per_step["engine"], per_step["floor"]
+    print(
+        f"no target: engine + history / engine {per_step['history'] / engine:.2f}x;"
+        f" engine / floor {engine / floor:.2f}x; engine's SQLite storage over its in-memory port"
+        f" {engine - per_step['memory']:,.0f} instructions per step (the kernel's part of a write is"
+        " in neither count: these ratios are not the timed ones)"
+    )
+
+
+# -- the child: one cell, run in this process -------------------------------------
+
+
+async def _engine_run(cell: str, steps: int) -> None:
+    from workkit_workflow.local import VirtualClock
+
+    from ._engine import Engine
+
+    with tempfile.TemporaryDirectory(prefix="workkit-instr-") as workdir:
+        clock = VirtualClock(_FROZEN_AT, auto_advance=False)
+        path = os.path.join(workdir, "o.db")
+        engine = Engine(path, "NORMAL", history=cell == "history", clock=clock, seed=0)
+        try:
+            await engine.run(50)
+            gc.collect()
+            gc.disable()
+            await engine.run(steps)
+        finally:
+            await engine.close()
+
+
+async def _memory_run(steps: int) -> None:
+    from workkit_workflow.local import VirtualClock
+
+    from . import _workflows  # noqa: F401  (registers the bench's workflows)
+    from ._memory import run_once
+
+    clock = VirtualClock(_FROZEN_AT, auto_advance=False)
+    await run_once(50, clock=clock)
+    gc.collect()
+    gc.disable()
+    await run_once(steps, clock=clock)
+
+
+def _floor_run(steps: int, row_bytes: int) -> None:
+    from ._floor import Floor
+
+    with tempfile.TemporaryDirectory(prefix="workkit-instr-") as workdir:
+        floor = Floor(os.path.join(workdir, "f.db"), "NORMAL")
+        try:
+            floor.run(50, row_bytes)
+            gc.collect()
+            gc.disable()
+            floor.run(steps, row_bytes)
+        finally:
+            floor.close()
+
+
+def child(cell: str, steps: int, row_bytes: int) -> None:
+    if cell == "floor":
+        _floor_run(steps, row_bytes)
+    elif cell == "memory":
+        asyncio.run(_memory_run(steps))
+    elif cell in ("engine", "history"):
+        asyncio.run(_engine_run(cell, steps))
+    else:
+        raise SystemExit(f"unknown cell {cell!r}: one of {', '.join(c for c, _ in CELLS)}")
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
