@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,16 @@ CELLS = (
     ("memory", "engine, in-memory storage port"),
     ("engine", "engine, SQLite NORMAL"),
     ("history", "engine + history, SQLite NORMAL"),
+    ("history-hooks", "  the same, its capture recording nothing"),
+    ("history-no-statements", "  the same, its deliveries building no statement"),
+    ("history-no-sql", "  the same, its local D1 running no SQL"),
     ("floor", "floor: raw SQLite commit, NORMAL"),
 )
+"""The three cells under ``history`` take one part of the history away each (``_strip``):
+what is left of the history's cost after it, part by part (``report``)."""
+
+HISTORY_TARGET = 1.3
+"""Issue #16: the engine with the history projection at most this times the engine alone."""
 _COLLECTED = re.compile(r"Collected : (\d+)")
 _FROZEN_AT = 1_767_225_600.123456
 """The frozen clock's time: as wide as the system clock's, as in the storage-ops section."""
@@ -53,21 +62,24 @@ class Unavailable:
     reason: str
 
 
-def measure(row_bytes: int, small: int = SMALL, large: int = LARGE) -> dict[str, Any] | Unavailable:
-    """Instructions per step by cell, or why they cannot be counted here.
+def measure(
+    row_bytes: int, small: int = SMALL, large: int = LARGE, cells: Sequence[str] | None = None
+) -> dict[str, Any] | Unavailable:
+    """Instructions per step by cell (``cells``, default all), or why they cannot be counted here.
 
     ``row_bytes``: the floor's value size (the engine's average write, measured by the caller)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return Unavailable("valgrind not found (Debian: apt-get install valgrind)")
-    jobs = [(cell, steps) for cell, _ in CELLS for steps in (small, large)]
+    names = [cell for cell, _ in CELLS] if cells is None else list(cells)
+    jobs = [(cell, steps) for cell in names for steps in (small, large)]
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         counts = list(pool.map(lambda job: _count(valgrind, job[0], job[1], row_bytes), jobs))
     found = dict(zip(jobs, counts, strict=True))
     failed = [f"{cell} ({n} steps): {text}" for (cell, n), text in found.items() if isinstance(text, str)]
     if failed:
         return Unavailable("; ".join(failed))
-    per_step = {cell: (found[cell, large] - found[cell, small]) / (large - small) for cell, _ in CELLS}
+    per_step = {cell: (found[cell, large] - found[cell, small]) / (large - small) for cell in names}
     return {"per_step": per_step, "small": small, "large": large, "row_bytes": row_bytes}
 
 
@@ -110,16 +122,42 @@ def report(result: dict[str, Any] | Unavailable) -> None:
     )
     rows = [[label, f"{per_step[cell] / 1e3:.1f}k"] for cell, label in CELLS]
     print(table(["cell", "instructions per step"], rows))
-    engine, floor = per_step["engine"], per_step["floor"]
+    engine, floor, history = per_step["engine"], per_step["floor"], per_step["history"]
     print(
-        f"no target: engine + history / engine {per_step['history'] / engine:.2f}x;"
+        f"no target: engine + history / engine {history / engine:.2f}x;"
         f" engine / floor {engine / floor:.2f}x; engine's SQLite storage over its in-memory port"
         f" {engine - per_step['memory']:,.0f} instructions per step (the kernel's part of a write is"
         " in neither count: these ratios are not the timed ones)"
     )
+    hooks, no_statements, no_sql = (
+        per_step[c] for c in ("history-hooks", "history-no-statements", "history-no-sql")
+    )
+    parts = [
+        ("the engine's calls to its observer", hooks - engine),
+        ("capture and delivery, no projection", no_statements - hooks),
+        ("projection: rows and bound statements", no_sql - no_statements),
+        ("D1's SQL (in process here, in D1 on Cloudflare)", history - no_sql),
+    ]
+    print(
+        f"no target: what the history adds per step, {history - engine:,.0f} instructions, by part: "
+        + "; ".join(f"{what} {count:,.0f}" for what, count in parts)
+        + f"; {HISTORY_TARGET}x the engine leaves {engine * (HISTORY_TARGET - 1):,.0f} for all of it"
+    )
 
 
 # -- the child: one cell, run in this process -------------------------------------
+
+
+def _strip(cell: str) -> None:
+    """Take away the part of the history that ``cell`` runs without (a bench child only)."""
+    from workkit_workflow.history import _capture, _d1, _outbox
+
+    if cell == "history-hooks":
+        _capture.Capture.capture = lambda self, puts, entries=None: {}  # type: ignore[method-assign]
+    elif cell == "history-no-statements":
+        _outbox.Outbox._plain_statements = lambda self, found: []  # type: ignore[method-assign]
+    elif cell == "history-no-sql":
+        _d1.LocalD1._run = lambda self, batch: []  # type: ignore[method-assign]
 
 
 async def _engine_run(cell: str, steps: int) -> None:
@@ -127,10 +165,11 @@ async def _engine_run(cell: str, steps: int) -> None:
 
     from ._engine import Engine
 
+    _strip(cell)
     with tempfile.TemporaryDirectory(prefix="workkit-instr-") as workdir:
         clock = VirtualClock(_FROZEN_AT, auto_advance=False)
         path = os.path.join(workdir, "o.db")
-        engine = Engine(path, "NORMAL", history=cell == "history", clock=clock, seed=0)
+        engine = Engine(path, "NORMAL", history=cell != "engine", clock=clock, seed=0)
         try:
             await engine.run(50)
             gc.collect()
@@ -172,7 +211,7 @@ def child(cell: str, steps: int, row_bytes: int) -> None:
         _floor_run(steps, row_bytes)
     elif cell == "memory":
         asyncio.run(_memory_run(steps))
-    elif cell in ("engine", "history"):
+    elif cell in dict(CELLS):
         asyncio.run(_engine_run(cell, steps))
     else:
         raise SystemExit(f"unknown cell {cell!r}: one of {', '.join(c for c, _ in CELLS)}")

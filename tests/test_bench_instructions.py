@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -37,7 +39,15 @@ def test_a_failed_child_is_reported_not_counted(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixture[str]) -> None:
-    per_step = {"memory": 100_000.0, "engine": 150_000.0, "history": 240_000.0, "floor": 50_000.0}
+    per_step = {
+        "memory": 100_000.0,
+        "engine": 150_000.0,
+        "history": 240_000.0,
+        "history-hooks": 155_000.0,
+        "history-no-statements": 190_000.0,
+        "history-no-sql": 220_000.0,
+        "floor": 50_000.0,
+    }
     _instructions.report({"per_step": per_step, "small": 300, "large": 1300, "row_bytes": 290})
     out = capsys.readouterr().out
     for _, label in _instructions.CELLS:
@@ -46,6 +56,10 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
     assert "engine + history / engine 1.60x" in out
     assert "engine / floor 3.00x" in out
     assert "50,000 instructions per step" in out
+    assert "what the history adds per step, 90,000 instructions, by part" in out
+    assert "the engine's calls to its observer 5,000; capture and delivery, no projection 35,000" in out
+    assert "projection: rows and bound statements 30,000; D1's SQL" in out
+    assert "1.3x the engine leaves 45,000 for all of it" in out
 
 
 def test_an_unknown_cell_is_refused() -> None:
@@ -53,16 +67,33 @@ def test_an_unknown_cell_is_refused() -> None:
         _instructions.child("nonsense", 1, 1)
 
 
+@pytest.mark.parametrize("cell", [c for c, _ in _instructions.CELLS])
+def test_every_cell_runs_to_its_end(cell: str) -> None:
+    """Each cell's child, without valgrind: a short run that completes (a part taken away
+    must not break the run it is taken from)."""
+    path = os.pathsep.join([str(_instructions.ROOT / "src"), str(_instructions.ROOT)])
+    done = subprocess.run(
+        [sys.executable, "-m", "bench._instructions", cell, "5", "290"],
+        capture_output=True,
+        text=True,
+        cwd=_instructions.ROOT,
+        env=dict(os.environ, PYTHONPATH=path),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.slow
 @needs_valgrind
-def test_every_cell_counts_and_the_same_run_counts_the_same() -> None:
-    """Under valgrind, small runs: each cell's steps cost something, in the expected order, and
-    a cell run twice counts the same instructions (the method's claim: to within 1%)."""
-    result = _instructions.measure(290, small=5, large=25)
+def test_counts_rise_with_each_part_and_repeat() -> None:
+    """Under valgrind, short runs: a step costs more with each part of the history put back,
+    and a cell run twice counts the same instructions (the method's claim: to within 1%)."""
+    parts = ["engine", "history-hooks", "history-no-statements", "history"]
+    result = _instructions.measure(290, small=5, large=25, cells=parts)
     assert isinstance(result, dict), result
     per_step = result["per_step"]
-    assert all(per_step[cell] > 1_000 for cell, _ in _instructions.CELLS), per_step
-    assert per_step["history"] > per_step["engine"] > per_step["floor"], per_step
+    assert per_step["engine"] > 1_000, per_step
+    assert [per_step[cell] for cell in parts] == sorted(per_step[cell] for cell in parts), per_step
     assert VALGRIND is not None
     with ThreadPoolExecutor(2) as pool:
         once, again = pool.map(lambda _: _instructions._count(VALGRIND, "engine", 25, 290), range(2))
