@@ -44,8 +44,8 @@ class Engine:
             # The same synchronous setting as the object's storage: the same durable work.
             self.d1: Any = LocalD1(path + ".d1", synchronous=synchronous)
             env = {"HISTORY_DB": self.d1}
-        # ``clock`` and ``seed``: a frozen clock and a fixed interleaving make a run's work
-        # the same from run to run (``bench._instructions``); the timed cells use neither.
+        # ``clock`` and ``seed``: a clock that ticks per reading and a fixed interleaving make a
+        # run's work the same from run to run (``bench._instructions``); the timed cells use neither.
         self.ns = LocalNamespace(path, clock, synchronous=synchronous, env=env, seed=seed)
         self.client = create_durable_workflow(self.ns)
         self._runs = 0

@@ -104,7 +104,10 @@ def _count(valgrind: str, cell: str, steps: int, row_bytes: int) -> int | str:
     ]
     env = dict(os.environ, PYTHONHASHSEED="0")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    except subprocess.TimeoutExpired:
+        return "still running after 900 s"
     found = _COLLECTED.findall(done.stderr)
     if done.returncode != 0 or not found:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -191,6 +191,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         if "instructions" in only and (not quick or args.only is not None):
             normal = next((r.row_bytes for r in steps if r.synchronous == "NORMAL"), None)
             counted = await instructions_section(workdir, normal)
+        elif "instructions" in only:
+            print("\n== instructions per step: skipped by --quick (python -m bench --only instructions)")
         real: Any = "skipped (--quick)"
         if not quick and args.only is None:
             real = _realruntime.measure(200, 5)

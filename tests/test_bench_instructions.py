@@ -48,7 +48,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         "history-no-sql": 220_000.0,
         "floor": 50_000.0,
     }
-    _instructions.report({"per_step": per_step, "small": 300, "large": 1300, "row_bytes": 290})
+    _instructions.report({"per_step": per_step, "small": 300, "large": 1580, "row_bytes": 290})
     out = capsys.readouterr().out
     for _, label in _instructions.CELLS:
         assert label in out
