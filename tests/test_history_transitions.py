@@ -412,3 +412,43 @@ def test_the_rare_fields_are_the_columns_a_plain_row_leaves_out() -> None:
     full, plain = (columns.split(", ") for columns in (p._STEP_COLUMNS, p._PLAIN_COLUMNS))
     assert tuple(c for c in full if c not in plain) == p._RARE
     assert [c for c in full if c in p._RARE or c in plain] == full
+
+
+_TIME = st.floats(1.0, 2e9, allow_nan=False)
+_PLAIN_ENTRY = st.fixed_dictionaries(
+    {"started_at": _TIME},
+    optional={
+        # A compact entry may leave out what is at its default.
+        "name": st.text(max_size=8),
+        "kind": st.just("step"),
+        "status": st.sampled_from(["running", "completed"]),
+        "attempt": st.integers(0, 5),
+        "v": st.just(2),
+        "attempt_started_at": _TIME,
+        "finished_at": _TIME,
+        "errors": st.lists(st.fixed_dictionaries({"code": st.text(max_size=4)}), max_size=2),
+        "output": st.integers(),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _PLAIN_ENTRY,
+    st.sampled_from([jn.MAIN, jn.COMPENSATION]),
+    st.integers(0, 10**6),
+    st.integers(1, 10**6),
+    st.none() | st.integers(1, 10**6),
+    st.none() | st.integers(1, 10**6),
+)
+def test_a_plain_row_is_the_step_row_of_its_entry(
+    entry: dict[str, Any], prefix: str, op: int, seq: int, started: int | None, finished: int | None
+) -> None:
+    """``plain_projection`` builds each row with ``_plain_row``, which skips what a plain
+    entry cannot hold: the row is ``_step_row``'s, whatever the entry's optional fields."""
+    from workkit_workflow.history import _projection as p
+
+    key = jn.op_key(prefix, op)
+    expected = p._step_row("e-1", key, entry, seq, started, finished)
+    assert p._plain_row("e-1", key, entry, seq, started, finished) == expected
+    assert len(expected) == p._PLAIN_WIDTH
