@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import pytest
 from bench import _instructions
@@ -93,7 +94,8 @@ def test_counts_rise_with_each_part_and_repeat() -> None:
     assert isinstance(result, dict), result
     per_step = result["per_step"]
     assert per_step["engine"] > 1_000, per_step
-    assert [per_step[cell] for cell in parts] == sorted(per_step[cell] for cell in parts), per_step
+    counts = [per_step[cell] for cell in parts]
+    assert all(less < more for less, more in pairwise(counts)), per_step  # each part counts
     assert VALGRIND is not None
     with ThreadPoolExecutor(2) as pool:
         once, again = pool.map(lambda _: _instructions._count(VALGRIND, "engine", 25, 290), range(2))

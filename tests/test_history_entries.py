@@ -21,7 +21,7 @@ from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine._ports import SystemClock
 from workkit_workflow.engine._state import ExecutionState
-from workkit_workflow.history import _bundle, _capture
+from workkit_workflow.history import _capture
 from workkit_workflow.history._bundle import INLINE_MAX, known_pieces
 from workkit_workflow.history._outbox import Outbox
 from workkit_workflow.local import VirtualClock
@@ -209,4 +209,3 @@ async def test_the_write_hands_over_the_deferred_values_and_drops_a_rewritten_on
     await state.write({})
     assert observer.entries[-1] is None
     assert [sorted(c) for c in state.storage.commits][-1] == ["j:00000004"]
-    assert _bundle.known_pieces is known_pieces
