@@ -3,7 +3,8 @@
 * ``wrangler d1 migrations apply --local`` accepts ``migrations/`` and creates the tables;
 * a Python Worker under ``wrangler dev`` (workerd's Pyodide) runs workflows with
   the history binding pointed at the real local D1, through a D1 outage, and
-  every row arrives exactly once afterwards.
+  every row arrives exactly once afterwards; then a run of 200 plain steps, whose pages
+  are projected from the values the engine built.
 """
 
 from __future__ import annotations
@@ -239,6 +240,11 @@ def test_projection_round_trip_through_a_d1_outage_in_wrangler_dev(
     for eid, history in out["histories"].items():
         seqs = [event[0] for event in history["events"]]
         assert seqs == list(range(1, len(seqs) + 1)), eid
+    # 200 plain steps: the page between the run's first (its start) and last (its end) holds
+    # only steps, projected from the engine's values (``plain_projection``).
+    assert out["long_status"] == "completed"
+    assert out["long_steps"] == [["main", f"s{i}", "completed", 1] for i in range(200)]
+    assert out["plain_pages"] >= 1
     assert [e[1:] for e in failed["events"]] == [
         ["execution", "main", None, "pending"],
         ["execution", "main", None, "running"],

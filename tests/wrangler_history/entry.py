@@ -10,8 +10,22 @@ from js import Object, Response
 from pyodide.ffi import to_js
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
-from workkit_workflow.history import HistoryQuery
+from workkit_workflow.history import HistoryQuery, _outbox
 from workkit_workflow.local import LocalNamespace
+
+PLAIN_PAGES = [0]
+"""Pages of plain steps projected straight from the values the engine handed over."""
+_plain_projection = _outbox.plain_projection
+
+
+def _counted_plain_projection(execution_id, bundles):
+    statements = _plain_projection(execution_id, bundles)
+    if statements is not None:
+        PLAIN_PAGES[0] += 1
+    return statements
+
+
+_outbox.plain_projection = _counted_plain_projection
 
 
 class Switch:
@@ -50,6 +64,12 @@ def make_flow(name, ship_fails):
 
 
 FLOWS = [make_flow("wr-failing", True), make_flow("wr-ok", False)]
+
+LONG_STEPS = 200
+"""More than two history pages of plain steps (``BATCH`` commits each)."""
+LONG = Workflow("wr-long")
+for _i in range(LONG_STEPS):
+    LONG = LONG.step(f"s{_i}", lambda i, p, c, n=_i: {"n": n})
 
 
 async def execute(ns, execution_id, flow):
@@ -107,6 +127,15 @@ async def roundtrip(env):
             "events": [[e.seq, e.kind, e.phase, e.name, e.status] for e in h.events],
         }
     out["alarms"] = {e: ns.backend.get_alarm(e) for e in ids}
+    # A long run of plain steps: its pages go out from the values the engine built.
+    out["long_status"] = await execute(ns, "wr-long", LONG)
+    for _ in range(300):
+        steps = (await query.get_execution("wr-long")).steps
+        if len(steps) == LONG_STEPS and all(s.status == "completed" for s in steps):
+            break
+        await asyncio.sleep(0.05)
+    out["long_steps"] = [[s.phase, s.name, s.status, s.attempt] for s in steps]
+    out["plain_pages"] = PLAIN_PAGES[0]
     await ns.close()
     out["sentinel"] = "HISTORY_ROUNDTRIP_OK"
     return out
