@@ -15,7 +15,11 @@ log (side effects are logged outside the workflow storage):
   every acknowledged event is still in the inbox or consumed by a wait;
 * in the end every execution settled: completed, or cancelled/failed with its
   compensation completed, and no journal entry is left unfinished (``in_doubt``
-  and ``abandoned`` are how a phase's end closes them);
+  and ``abandoned`` are how a phase's end closes them). A step fails only by the
+  documented cap on attempts lost in a row (``MAX_LOST_ATTEMPTS``), and only when
+  every lost attempt ran in a life the test killed (a loaded machine can make
+  short lives kill the same attempt five times);
+* the last life's verdict ("all settled") agrees with its file;
 * every acknowledged event reached the result (or the execution was
   cancelled), every acknowledged cancel cancelled, and results are exact;
 * no step body completed twice, except attempts the journal records as lost
@@ -184,6 +188,44 @@ def _signals_of(log: list[dict[str, Any]], execution: str) -> list[str]:
     return shown
 
 
+def _last_seen(log: list[dict[str, Any]], execution: str) -> str:
+    """What the last life's driver saw of ``execution`` when it judged everything settled."""
+    finish = next((r for r in reversed(log) if r["t"] == "finish"), None)
+    if finish is None:
+        return "the last life wrote no verdict"
+    seen = (finish.get("statuses") or finish.get("unsettled") or {}).get(execution, "not listed")
+    return f"the last life saw it {seen!r} (its verdict: settled={finish.get('settled')})"
+
+
+def _lines_of(log: list[dict[str, Any]], execution: str) -> list[str]:
+    """Every log line of ``execution``, by life, for failure messages."""
+    shown, life = [], -1
+    for r in log:
+        if r["t"] == "boot":
+            life = r["life"]
+        elif r.get("x") == execution:
+            line = json.dumps({k: v for k, v in r.items() if k != "x"}, separators=(",", ":"))
+            shown.append(f"{life}:{line}")
+    return shown[-40:]
+
+
+def _lost_without_a_kill(ex: Execution, log: list[dict[str, Any]], step: str | None) -> list[int]:
+    """The attempts of ``step`` the journal records as lost that no kill explains: entered
+    (a ``run`` line) in the last life, which the test does not kill. (An attempt killed
+    before its body was entered has no line; one killed after its ``done`` line and
+    before its journal write is lost too: both are what a kill does.)"""
+    entry = ex.entry("j:", step or "") or {}
+    lost = [int(e["attempt"]) for e in entry.get("errors") or [] if e.get("code") == "attempt_lost"]
+    ran_in: dict[int, int] = {}
+    life = last = -1
+    for r in log:
+        if r["t"] == "boot":
+            life = last = r["life"]
+        elif r["t"] == "run" and r["x"] == ex.name and r["step"] == step:
+            ran_in[int(r["attempt"])] = life
+    return [a for a in lost if ran_in.get(a, -1) == last]
+
+
 def _step_history(log: list[dict[str, Any]], execution: str, step: str) -> list[str]:
     """Where the attempts of one step ran and completed, by life, for failure messages."""
     shown = []
@@ -280,20 +322,38 @@ def _expected_events(requests: dict[str, dict[str, Any]], execution: str) -> lis
 
 
 def check_settled(executions: dict[str, Execution], log: list[dict[str, Any]], verdict: Verdict) -> None:
+    finish = next((r for r in reversed(log) if r["t"] == "finish"), {})
+    for x, status in sorted((finish.get("stored_unsettled") or {}).items()):
+        verdict.add(
+            "the last life's views said settled, its file did not",
+            f"{x}: stored {status!r}, seen {(finish.get('statuses') or {}).get(x, 'not listed')!r}",
+        )
     for x, ex in sorted(executions.items()):
         state = ex.state
         status = state.get("status")
         verdict.counts[f"final_{status}"] += 1
         if state.get("phase") != "done":
-            verdict.add("not settled", f"{x}: {ex.brief()}; acknowledged: {_signals_of(log, x)}")
+            verdict.add(
+                "not settled",
+                f"{x}: {ex.brief()}; acknowledged: {_signals_of(log, x)}; {_last_seen(log, x)}; "
+                f"its log: {_lines_of(log, x)}",
+            )
             continue
         if status != "completed" and (state.get("compensation") or {}).get("status") != "completed":
             verdict.add("settled without compensation done", f"{x}: {ex.brief()}")
         if status == "failed" and state.get("cancel_requested_at") is None:  # (else judged with cancels)
             error = state.get("error") or {}
-            verdict.add(
-                "failed", f"{x}: {error.get('code')} {error.get('message')} at {state.get('failed_step')}"
-            )
+            unkilled = _lost_without_a_kill(ex, log, state.get("failed_step"))
+            if error.get("code") == "attempt_lost" and not unkilled:
+                # The documented cap (MAX_LOST_ATTEMPTS in a row): every lost attempt was
+                # entered in a life the test killed before the attempt returned.
+                verdict.counts["failed_after_lost_attempts"] += 1
+            else:
+                verdict.add(
+                    "failed",
+                    f"{x}: {error.get('code')} {error.get('message')} at {state.get('failed_step')}"
+                    + (f"; lost attempts no kill explains: {unkilled}" if unkilled else ""),
+                )
         for prefix in ("j:", "c:"):
             for e in ex.entries(prefix):
                 if e.get("status") in ("in_doubt", "abandoned"):
@@ -495,3 +555,16 @@ def test_events_cancels_and_restarts_survive_200_sigkills(tmp_path: Path) -> Non
     verdict = run_sigkill_loop(tmp_path, kills=kills, finish_seconds=60.0)
     assert not verdict.violations, verdict.report()
     _assert_exercised(verdict)
+
+
+def test_a_lost_attempt_is_explained_only_by_a_life_the_test_killed() -> None:
+    lost = [{"code": "attempt_lost", "attempt": n} for n in (2, 3, 4)]
+    ex = Execution("b1.0", {"j:00000004": {"name": "flaky", "errors": lost}})
+    log: list[dict[str, Any]] = []
+    for life, attempt in ((0, None), (1, 2), (2, None), (3, 4)):
+        log.append({"t": "boot", "life": life})
+        if attempt is not None:
+            log.append({"t": "run", "x": "b1.0", "step": "flaky", "attempt": attempt})
+    # 2 ran in life 1 (killed); 3 never entered its body; 4 ran in life 3, the last one.
+    assert _lost_without_a_kill(ex, log, "flaky") == [4]
+    assert _lost_without_a_kill(ex, [*log, {"t": "boot", "life": 4}], "flaky") == []  # 3 was killed

@@ -369,6 +369,14 @@ class Driver:
             await asyncio.sleep(self.rng.uniform(0.002, 0.04))
             self.play_once(serial)
 
+    def stored_unsettled(self) -> dict[str, Any]:
+        """The executions whose stored state is not settled, read from the file itself."""
+        rows = self.ns.backend.connection.execute(  # type: ignore[attr-defined]
+            "SELECT obj, value FROM kv WHERE key = CAST('state' AS BLOB)"
+        ).fetchall()
+        states = {obj: json.loads(value) for obj, value in rows}
+        return {x: s.get("status") for x, s in states.items() if s.get("phase") != "done"}
+
     async def finish(self, seconds: float) -> dict[str, Any]:
         """Pay what is owed, then wait (bounded) for every execution to settle."""
         loop = asyncio.get_running_loop()
@@ -380,14 +388,19 @@ class Driver:
         while loop.time() < end:
             while self.send_owed_event(sorted(self.known.created)):
                 pass
-            views = {x: await self.client.execution(x).describe() for x in self.ns.backend.objects()}
+            # What is owed and in flight is read before the objects are listed: a request
+            # answered while the views are gathered made its object after the listing.
             owed = [x for x in self.known.created if self.known.next_event(x) is not None]
             unanswered = set(self.known.requests) - self.known.created
-            if all(v["settled"] for v in views.values()) and not owed and not unanswered and not self.busy:
+            quiet = not owed and not unanswered and not self.busy
+            views = {x: await self.client.execution(x).describe() for x in self.ns.backend.objects()}
+            if quiet and all(v["settled"] for v in views.values()):
                 return {
                     "t": "finish",
                     "settled": True,
                     "statuses": {x: v["status"] for x, v in views.items()},
+                    # What the file holds at this moment, for the test to hold against the views.
+                    "stored_unsettled": self.stored_unsettled(),
                 }
             alarms = self.ns.backend.alarms()
             stuck = not self.busy and all(v["settled"] or x not in alarms for x, v in views.items())
