@@ -86,23 +86,38 @@ async def test_lost_attempts_do_not_use_up_the_retry_policy(env: WorkflowTestEnv
     assert effects.calls["charge"] == 1  # the three lost attempts crashed before the handler
 
 
+@pytest.mark.parametrize("cap", [None, 2, 8])
 async def test_a_step_that_always_kills_its_process_fails_after_the_lost_attempt_cap(
-    env: WorkflowTestEnv, effects: Effects
+    env: WorkflowTestEnv, effects: Effects, cap: int | None
 ) -> None:
-    from workkit_workflow.engine.phase._step import MAX_LOST_ATTEMPTS
+    from workkit_workflow.definitions._retry import DEFAULT_LOST_ATTEMPTS
 
-    flow = make_order_flow(effects)
+    retry = None if cap is None else RetryPolicy(max_lost_attempts=cap)
+    flow = make_order_flow(effects, retry=retry)
     env.faults.crash_at("after_side_effect", step="charge-card", times=100)
     handle = await env.start(flow, {"order_id": "o-5"})
     result = await env.result(handle)
     assert not result.ok and result.error is not None
     assert result.error.failed_step == "charge-card"
     assert result.error.code == "attempt_lost"
-    assert effects.calls["charge"] == MAX_LOST_ATTEMPTS
+    lost = DEFAULT_LOST_ATTEMPTS if cap is None else cap
+    assert effects.calls["charge"] == lost
     assert effects.calls["compensate"] == 1
-    # The failed entry keeps every lost attempt, the last one included.
+    # The failed entry keeps every lost attempt, the last one included; only the last
+    # is not retryable.
     [charge] = [e for e in await handle.journal() if e["name"] == "charge-card"]
-    assert [e["code"] for e in charge["errors"]] == ["attempt_lost"] * MAX_LOST_ATTEMPTS
+    assert [e["code"] for e in charge["errors"]] == ["attempt_lost"] * lost
+    assert [e["retryable"] for e in charge["errors"]] == [True] * (lost - 1) + [False]
+
+
+async def test_lost_attempts_do_not_use_up_max_attempts(env: WorkflowTestEnv, effects: Effects) -> None:
+    # Two attempts allowed, three lost in a row under a cap of four: the step still completes.
+    flow = make_order_flow(effects, retry=RetryPolicy(max_attempts=2, max_lost_attempts=4))
+    env.faults.crash_at("after_side_effect", step="charge-card", times=3)
+    handle = await env.start(flow, {"order_id": "o-6"})
+    result = await env.result(handle)
+    assert result.ok, result.error
+    assert effects.calls["charge"] == 4
 
 
 async def test_idempotency_key_is_stable_across_retries_and_restarts(env: WorkflowTestEnv) -> None:

@@ -55,6 +55,11 @@ NAN, INF = float("nan"), float("inf")
         {"non_retryable": ("ValueError", 3)},
         {"non_retryable": ("",)},
         {"non_retryable": 5},
+        {"max_lost_attempts": 0},
+        {"max_lost_attempts": MAX_ATTEMPTS + 1},
+        {"max_lost_attempts": 2.5},
+        {"max_lost_attempts": True},
+        {"max_lost_attempts": "5"},
     ],
 )
 def test_every_knob_is_validated_at_construction(kwargs: dict[str, Any]) -> None:
@@ -68,6 +73,8 @@ def test_every_knob_is_validated_at_construction(kwargs: dict[str, Any]) -> None
 def test_the_bounds_themselves_are_accepted() -> None:
     RetryPolicy(max_attempts=1, initial_delay=0, max_delay=0, backoff_multiplier=1, jitter=0)
     RetryPolicy(max_attempts=MAX_ATTEMPTS, initial_delay="365d", backoff_multiplier=1e6, jitter=1)
+    RetryPolicy(max_lost_attempts=1)
+    RetryPolicy(max_lost_attempts=MAX_ATTEMPTS)
     policy = RetryPolicy(non_retryable=["KeyError"])  # any iterable of names
     assert policy.non_retryable == ("KeyError",)
 

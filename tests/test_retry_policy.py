@@ -61,6 +61,7 @@ def test_create_keeps_every_knob() -> None:
         backoff_multiplier=1.5,
         jitter=0.3,
         non_retryable=("KeyError",),
+        max_lost_attempts=12,
     )
     assert policy == RetryPolicy(
         max_attempts=7,
@@ -69,7 +70,18 @@ def test_create_keeps_every_knob() -> None:
         backoff_multiplier=1.5,
         jitter=0.3,
         non_retryable=("KeyError",),
+        max_lost_attempts=12,
     )
+
+
+def test_to_dict_round_trips_and_omits_the_default_lost_attempt_cap() -> None:
+    # An undo's journaled policy is rebuilt from this dict (engine/_undo.py); a policy
+    # with the default cap writes the same record as before the knob existed.
+    assert "max_lost_attempts" not in RetryPolicy().to_dict()
+    for policy in (RetryPolicy(max_attempts=4), RetryPolicy(max_lost_attempts=9, non_retryable=("E",))):
+        data = policy.to_dict()
+        rebuilt = RetryPolicy(**{**data, "non_retryable": tuple(data["non_retryable"])})  # type: ignore[arg-type]
+        assert rebuilt == policy
 
 
 def test_gaps_grow_by_the_multiplier_up_to_the_cap() -> None:

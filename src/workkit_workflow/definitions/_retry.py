@@ -16,6 +16,8 @@ MAX_ATTEMPTS: Final = 1000
 and an alarm; a step that needs more is better as a loop of waits."""
 MAX_MULTIPLIER: Final = 1e6
 """Largest ``backoff_multiplier``: beyond it the first retry already waits ``max_delay``."""
+DEFAULT_LOST_ATTEMPTS: Final = 5
+"""``max_lost_attempts`` when none is given."""
 DEFAULT_CAP: Final = 30.0
 """``max_delay`` when none is given (or ``initial_delay``, if that is longer)."""
 
@@ -46,6 +48,12 @@ class RetryPolicy:
     """Fraction of the wait added or removed at random, from ``0`` (none) to ``1``."""
     non_retryable: tuple[str, ...] = field(default=())
     """Exception class names (or error codes) that are never retried."""
+    max_lost_attempts: int = DEFAULT_LOST_ATTEMPTS
+    """Attempts lost in a row to the object dying mid-step (a deploy, a CPU or memory
+    limit, a crash) before the step fails with ``attempt_lost``: ``1`` to
+    :data:`MAX_ATTEMPTS`. A lost attempt may not have run, so it runs again without
+    using up ``max_attempts``; this cap stops a step that kills its object every time
+    from looping forever. Raise it for long steps on a Worker that is deployed often."""
 
     def __post_init__(self) -> None:
         # Accept durations in any public form, store seconds.
@@ -65,6 +73,11 @@ class RetryPolicy:
         if not 1 <= attempts <= MAX_ATTEMPTS:
             raise InvalidOptionError(
                 f"RetryPolicy max_attempts must be from 1 to {MAX_ATTEMPTS}, got {attempts}"
+            )
+        lost = self.max_lost_attempts
+        if isinstance(lost, bool) or not isinstance(lost, int) or not 1 <= lost <= MAX_ATTEMPTS:
+            raise InvalidOptionError(
+                f"RetryPolicy max_lost_attempts must be an int from 1 to {MAX_ATTEMPTS}, got {lost!r}"
             )
         multiplier = _number(self.backoff_multiplier, "backoff_multiplier")
         if not 1.0 <= multiplier <= MAX_MULTIPLIER:
@@ -89,6 +102,7 @@ class RetryPolicy:
         backoff_multiplier: float = 2.0,
         jitter: float = 0.1,
         non_retryable: Iterable[str] = (),
+        max_lost_attempts: int = DEFAULT_LOST_ATTEMPTS,
     ) -> RetryPolicy:
         """Like the constructor, but typed to accept ``"10s"`` or timedeltas for delays."""
         return cls(
@@ -98,6 +112,7 @@ class RetryPolicy:
             backoff_multiplier=backoff_multiplier,
             jitter=jitter,
             non_retryable=_names(non_retryable),
+            max_lost_attempts=max_lost_attempts,
         )
 
     def base_delay(self, attempt: int) -> float:
@@ -137,7 +152,7 @@ class RetryPolicy:
         return max(delay, 0.0)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "max_attempts": self.max_attempts,
             "initial_delay": self.initial_delay,
             "max_delay": self.max_delay,
@@ -145,6 +160,9 @@ class RetryPolicy:
             "jitter": self.jitter,
             "non_retryable": list(self.non_retryable),
         }
+        if self.max_lost_attempts != DEFAULT_LOST_ATTEMPTS:  # journals written before it stay as they were
+            data["max_lost_attempts"] = self.max_lost_attempts
+        return data
 
 
 def _number(value: object, knob: str) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from ..errors import DefinitionError, SerializationError
@@ -87,7 +87,7 @@ class UndoSpec:
         if self.ref is not None:
             record.update(
                 args=self.args,
-                retry=None if self.retry is None else asdict(self.retry),
+                retry=None if self.retry is None else self.retry.to_dict(),
                 timeout=self.timeout,
             )
         return record

@@ -3,7 +3,7 @@
 A step's entry moves through ``running`` (an attempt started), ``retrying`` (a
 durable wait before the next attempt) and ``completed`` or ``failed``. An entry
 found ``running`` on replay is an attempt lost with the object: it runs again
-without using up the retry policy (see :data:`MAX_LOST_ATTEMPTS`).
+without using up the retry policy, up to its ``max_lost_attempts`` in a row.
 """
 
 from __future__ import annotations
@@ -35,13 +35,6 @@ from ._run import PhaseRun
 
 MAX_ERRORS_KEPT = 10
 """Attempt errors kept per journal entry, newest last (bounds an entry's size)."""
-
-MAX_LOST_ATTEMPTS = 5
-"""Consecutive attempts lost to the object dying mid-step before the step fails.
-
-A lost attempt may or may not have run, so it runs again (at least once)
-without using up the retry policy's attempts; this cap only stops a step that
-kills its process every time from looping forever."""
 
 _RETRY: Any = object()
 """An attempt failed and its retry wait is over: run the next one."""
@@ -92,7 +85,8 @@ async def run_step(
         elif entry["status"] == "failed":
             raise run.failed(entry)
         else:
-            progress = await _resume(run, op, name, entry)
+            lost_cap = (options.retry or run.retry).max_lost_attempts
+            progress = await _resume(run, op, name, entry, lost_cap)
         policy = options.retry or run.retry
         while True:
             if is_paused(run.execution.state):
@@ -145,11 +139,12 @@ async def replayed_output(output: Any) -> Any:
     return output
 
 
-async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any]) -> _Progress:
-    """The progress of a step whose last attempt was lost or waits for its retry."""
+async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any], cap: int) -> _Progress:
+    """The progress of a step whose last attempt was lost (``cap``: how many in a row
+    fail it) or waits for its retry."""
     progress = _Progress.resume(entry)
     if entry["status"] == "running":
-        entry = await _recover_lost_attempt(run, op, entry, progress)
+        entry = await _recover_lost_attempt(run, op, entry, progress, cap)
     elif entry["status"] == "retrying":
         await run.wait_until(op, name, float(entry["retry_at"]), progress.attempt)
     progress.lost = int(entry.get("lost", 0))
@@ -157,7 +152,7 @@ async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any]) -> _
 
 
 async def _recover_lost_attempt(
-    run: PhaseRun, op: int, entry: dict[str, Any], progress: _Progress
+    run: PhaseRun, op: int, entry: dict[str, Any], progress: _Progress, cap: int
 ) -> dict[str, Any]:
     # The attempt started and never journaled: the object died mid-step.
     lost_in_a_row = int(entry.get("lost", 0)) + 1
@@ -165,14 +160,14 @@ async def _recover_lost_attempt(
         "code": "attempt_lost",
         "message": "the execution object stopped while this attempt ran",
         "type": "AttemptLost",
-        "retryable": lost_in_a_row < MAX_LOST_ATTEMPTS,
+        "retryable": lost_in_a_row < cap,
         "attempt": progress.attempt,
         "started_at": entry.get("attempt_started_at"),
         "finished_at": None,
         "duration_ms": None,
     }
     progress.errors = progress.add_error(lost)
-    if lost_in_a_row >= MAX_LOST_ATTEMPTS:
+    if lost_in_a_row >= cap:
         raise await run.fail(op, {**entry, "errors": progress.errors}, lost)
     return {**entry, "lost": lost_in_a_row}
 
