@@ -156,6 +156,8 @@ class Verdict:
         self.violations: dict[str, list[str]] = defaultdict(list)
         self.counts: Counter[str] = Counter()
         self.stranded: set[str] = set()
+        self.failed_by_kills: set[str] = set()
+        """Executions failed at the lost-attempts cap by kills alone (see ``check_settled``)."""
 
     def add(self, kind: str, message: str) -> None:
         self.violations[kind].append(message)
@@ -348,6 +350,7 @@ def check_settled(executions: dict[str, Execution], log: list[dict[str, Any]], v
                 # The documented cap (MAX_LOST_ATTEMPTS in a row): every lost attempt was
                 # entered in a life the test killed before the attempt returned.
                 verdict.counts["failed_after_lost_attempts"] += 1
+                verdict.failed_by_kills.add(x)
             else:
                 verdict.add(
                     "failed",
@@ -404,6 +407,8 @@ def check_signals(executions: dict[str, Execution], log: list[dict[str, Any]], v
         value = (ex.records.get("result") or {}).get("value") or {}
         if status == "completed" and payload(r["x"], int(r["i"])) not in value.get("events", []):
             verdict.add("acknowledged event not in the result", f"{r['x']}: {r['id']}: result {value}")
+        elif r["x"] in verdict.failed_by_kills:
+            pass  # its events were accepted; the step the kills made fail ended it first
         elif status not in ("completed", "cancelled") and ex.state.get("cancel_requested_at") is None:
             # (A cancel that was recorded answers for the event; its outcome is judged with cancels.)
             verdict.add("acknowledged event not acted on", f"{r['x']}: {r['id']}: {ex.brief()}")
