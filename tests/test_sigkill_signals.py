@@ -16,7 +16,7 @@ log (side effects are logged outside the workflow storage):
 * in the end every execution settled: completed, or cancelled/failed with its
   compensation completed, and no journal entry is left unfinished (``in_doubt``
   and ``abandoned`` are how a phase's end closes them). A step fails only by the
-  documented cap on attempts lost in a row (``MAX_LOST_ATTEMPTS``), and only when
+  documented cap on attempts lost in a row (``RetryPolicy.max_lost_attempts``), and only when
   every lost attempt ran in a life the test killed (a loaded machine can make
   short lives kill the same attempt five times);
 * the last life's verdict ("all settled") agrees with its file;
@@ -347,7 +347,7 @@ def check_settled(executions: dict[str, Execution], log: list[dict[str, Any]], v
             error = state.get("error") or {}
             unkilled = _lost_without_a_kill(ex, log, state.get("failed_step"))
             if error.get("code") == "attempt_lost" and not unkilled:
-                # The documented cap (MAX_LOST_ATTEMPTS in a row): every lost attempt was
+                # The documented cap (max_lost_attempts in a row): every lost attempt was
                 # entered in a life the test killed before the attempt returned.
                 verdict.counts["failed_after_lost_attempts"] += 1
                 verdict.failed_by_kills.add(x)
