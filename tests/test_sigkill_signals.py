@@ -18,7 +18,8 @@ log (side effects are logged outside the workflow storage):
   and ``abandoned`` are how a phase's end closes them). A step fails only by the
   documented cap on attempts lost in a row (``RetryPolicy.max_lost_attempts``), and only when
   every lost attempt ran in a life the test killed (a loaded machine can make
-  short lives kill the same attempt five times);
+  short lives kill the same attempt five times); a compensation stops the same
+  way only on the same terms;
 * the last life's verdict ("all settled") agrees with its file;
 * every acknowledged event reached the result (or the execution was
   cancelled), every acknowledged cancel cancelled, and results are exact;
@@ -211,12 +212,14 @@ def _lines_of(log: list[dict[str, Any]], execution: str) -> list[str]:
     return shown[-40:]
 
 
-def _lost_without_a_kill(ex: Execution, log: list[dict[str, Any]], step: str | None) -> list[int]:
-    """The attempts of ``step`` the journal records as lost that no kill explains: entered
-    (a ``run`` line) in the last life, which the test does not kill. (An attempt killed
-    before its body was entered has no line; one killed after its ``done`` line and
-    before its journal write is lost too: both are what a kill does.)"""
-    entry = ex.entry("j:", step or "") or {}
+def _lost_without_a_kill(
+    ex: Execution, log: list[dict[str, Any]], step: str | None, prefix: str = "j:"
+) -> list[int]:
+    """The attempts of ``step`` (of the phase ``prefix``) the journal records as lost that
+    no kill explains: entered (a ``run`` line) in the last life, which the test does not
+    kill. (An attempt killed before its body was entered has no line; one killed after its
+    ``done`` line and before its journal write is lost too: both are what a kill does.)"""
+    entry = ex.entry(prefix, step or "") or {}
     lost = [int(e["attempt"]) for e in entry.get("errors") or [] if e.get("code") == "attempt_lost"]
     ran_in: dict[int, int] = {}
     life = last = -1
@@ -226,6 +229,17 @@ def _lost_without_a_kill(ex: Execution, log: list[dict[str, Any]], step: str | N
         elif r["t"] == "run" and r["x"] == ex.name and r["step"] == step:
             ran_in[int(r["attempt"])] = life
     return [a for a in lost if ran_in.get(a, -1) == last]
+
+
+def _compensation_failed_by_kills(ex: Execution, log: list[dict[str, Any]]) -> bool:
+    """Whether the compensation failed at the lost-attempts cap of an undo step whose every
+    lost attempt ran in a life the test killed."""
+    if (ex.state.get("compensation") or {}).get("status") != "failed":
+        return False
+    failed = next((e for e in ex.entries("c:") if e.get("status") == "failed"), None)
+    if failed is None or (failed.get("error") or {}).get("code") != "attempt_lost":
+        return False
+    return not _lost_without_a_kill(ex, log, failed.get("name"), "c:")
 
 
 def _step_history(log: list[dict[str, Any]], execution: str, step: str) -> list[str]:
@@ -342,7 +356,12 @@ def check_settled(executions: dict[str, Execution], log: list[dict[str, Any]], v
             )
             continue
         if status != "completed" and (state.get("compensation") or {}).get("status") != "completed":
-            verdict.add("settled without compensation done", f"{x}: {ex.brief()}")
+            if _compensation_failed_by_kills(ex, log):
+                # The same cap, on an undo step: the compensation stops there, as documented.
+                verdict.counts["compensation_failed_after_lost_attempts"] += 1
+                verdict.failed_by_kills.add(x)
+            else:
+                verdict.add("settled without compensation done", f"{x}: {ex.brief()}")
         if status == "failed" and state.get("cancel_requested_at") is None:  # (else judged with cancels)
             error = state.get("error") or {}
             unkilled = _lost_without_a_kill(ex, log, state.get("failed_step"))
@@ -490,7 +509,7 @@ def check_steps(executions: dict[str, Execution], log: list[dict[str, Any]], ver
             )
     # A cancelled or failed execution must undo every side effect that happened.
     for x, ex in sorted(executions.items()):
-        if ex.state.get("status") not in ("cancelled", "failed"):
+        if ex.state.get("status") not in ("cancelled", "failed") or _compensation_failed_by_kills(ex, log):
             continue
         undone = {e["name"][len("undo-") :] for e in ex.entries("c:") if e.get("status") == "completed"}
         done = {step for (y, step) in completions if y == x and not step.startswith("undo-")}
@@ -573,3 +592,16 @@ def test_a_lost_attempt_is_explained_only_by_a_life_the_test_killed() -> None:
     # 2 ran in life 1 (killed); 3 never entered its body; 4 ran in life 3, the last one.
     assert _lost_without_a_kill(ex, log, "flaky") == [4]
     assert _lost_without_a_kill(ex, [*log, {"t": "boot", "life": 4}], "flaky") == []  # 3 was killed
+
+
+def test_a_compensation_failed_at_the_cap_is_explained_only_by_killed_lives() -> None:
+    lost = [{"code": "attempt_lost", "attempt": n} for n in (1, 2)]
+    failed = {"name": "undo-a", "status": "failed", "errors": lost, "error": lost[-1]}
+    records = {"state": {"compensation": {"status": "failed"}}, "c:00000000": failed}
+    ex = Execution("o1.0", records)
+    ran = [{"t": "run", "x": "o1.0", "step": "undo-a", "attempt": n} for n in (1, 2)]
+    killed = [{"t": "boot", "life": 0}, ran[0], {"t": "boot", "life": 1}, ran[1], {"t": "boot", "life": 2}]
+    assert _compensation_failed_by_kills(ex, killed)
+    assert not _compensation_failed_by_kills(ex, killed[:-1])  # attempt 2 ran in the last life
+    other = Execution("o1.0", {**records, "c:00000000": {**failed, "error": {"code": "ValueError"}}})
+    assert not _compensation_failed_by_kills(other, killed)
