@@ -591,7 +591,7 @@ def test_a_lost_attempt_is_explained_only_by_a_life_the_test_killed() -> None:
             log.append({"t": "run", "x": "b1.0", "step": "flaky", "attempt": attempt})
     # 2 ran in life 1 (killed); 3 never entered its body; 4 ran in life 3, the last one.
     assert _lost_without_a_kill(ex, log, "flaky") == [4]
-    assert _lost_without_a_kill(ex, [*log, {"t": "boot", "life": 4}], "flaky") == []  # 3 was killed
+    assert _lost_without_a_kill(ex, [*log, {"t": "boot", "life": 4}], "flaky") == []  # life 3 killed too
 
 
 def test_a_compensation_failed_at_the_cap_is_explained_only_by_killed_lives() -> None:
