@@ -52,7 +52,7 @@ from typing import Any
 
 import pytest
 
-from procs.sigkill_signals_worker import ORDER_OPS, ORDER_WAITS, payload, read_log
+from procs.sigkill_signals_worker import ORDER_OPS, ORDER_WAITS, Log, payload, read_log
 
 WORKER = Path(__file__).parent / "procs" / "sigkill_signals_worker.py"
 SRC = Path(__file__).parent.parent / "src"
@@ -605,3 +605,14 @@ def test_a_compensation_failed_at_the_cap_is_explained_only_by_killed_lives() ->
     assert not _compensation_failed_by_kills(ex, killed[:-1])  # attempt 2 ran in the last life
     other = Execution("o1.0", {**records, "c:00000000": {**failed, "error": {"code": "ValueError"}}})
     assert not _compensation_failed_by_kills(other, killed)
+
+
+def test_a_line_a_kill_tore_is_skipped_then_cut_by_the_next_life(tmp_path: Path) -> None:
+    # Seen under load: the last line ended '{"t":"req","k":"canc' (a write stops between
+    # pages at SIGKILL). What it announced never happened: every line precedes its act.
+    path = tmp_path / "driver.log"
+    path.write_text('{"t":"boot","life":0}\n{"t":"req","k":"canc')
+    assert read_log(str(path)) == [{"t": "boot", "life": 0}]
+    Log(str(path)).write({"t": "boot", "life": 1})
+    assert read_log(str(path)) == [{"t": "boot", "life": 0}, {"t": "boot", "life": 1}]
+    assert path.read_text().count("\n") == 2

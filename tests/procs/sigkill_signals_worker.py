@@ -13,8 +13,9 @@ execution in DB to settle, then prints DONE or TIMEOUT.
 
 Only one process has DB open at a time (a second opener would run the same
 alarms: issue #10 item 5). Everything the test judges is appended to LOG, one
-JSON object per line, each line written by a single ``write`` so a kill never
-leaves half a line (the page cache survives SIGKILL; no fsync is needed):
+JSON object per line, each line written by a single ``write`` (the page cache
+survives SIGKILL; no fsync is needed). A kill can still tear the line being written
+where it crosses a page: ``read_log`` skips such a last line and the next life cuts it:
 
     {"t": "boot", ...}                            a process started
     {"t": "req"|"ack", "k": KIND, "x": EXEC, ...} a client request, and its answer
@@ -50,6 +51,11 @@ from workkit_workflow import (
 from workkit_workflow.errors import WorkflowError
 from workkit_workflow.local import LocalNamespace
 
+try:
+    from _outside import drop_torn_tail  # run as a script: a sibling
+except ImportError:  # imported by the test
+    from procs._outside import drop_torn_tail
+
 WAIT = 0.2
 """Seconds of the durable sleeps, the retry backoff and the batch's wait timeout."""
 LEASE = 0.5
@@ -70,6 +76,7 @@ ORDER_WAITS = {i: ORDER_OPS.index(name) for i, name in enumerate(["first", "seco
 
 class Log:
     def __init__(self, path: str) -> None:
+        drop_torn_tail(path)
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -77,10 +84,12 @@ class Log:
 
 
 def read_log(path: str) -> list[dict[str, Any]]:
+    """Every whole line of LOG (a last one without its newline was torn by a kill: what
+    it says never happened, since every line is written before what it announces)."""
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
 
 
 def events_needed(workflow_name: str, from_step: str | None) -> list[int]:
