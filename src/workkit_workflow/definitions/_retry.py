@@ -67,18 +67,8 @@ class RetryPolicy:
         self._validate()
 
     def _validate(self) -> None:
-        attempts = self.max_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int):
-            raise InvalidOptionError(f"RetryPolicy max_attempts must be an int, got {attempts!r}")
-        if not 1 <= attempts <= MAX_ATTEMPTS:
-            raise InvalidOptionError(
-                f"RetryPolicy max_attempts must be from 1 to {MAX_ATTEMPTS}, got {attempts}"
-            )
-        lost = self.max_lost_attempts
-        if isinstance(lost, bool) or not isinstance(lost, int) or not 1 <= lost <= MAX_ATTEMPTS:
-            raise InvalidOptionError(
-                f"RetryPolicy max_lost_attempts must be an int from 1 to {MAX_ATTEMPTS}, got {lost!r}"
-            )
+        _attempts(self.max_attempts, "max_attempts")
+        _attempts(self.max_lost_attempts, "max_lost_attempts")
         multiplier = _number(self.backoff_multiplier, "backoff_multiplier")
         if not 1.0 <= multiplier <= MAX_MULTIPLIER:
             raise InvalidOptionError(
@@ -163,6 +153,14 @@ class RetryPolicy:
         if self.max_lost_attempts != DEFAULT_LOST_ATTEMPTS:  # journals written before it stay as they were
             data["max_lost_attempts"] = self.max_lost_attempts
         return data
+
+
+def _attempts(value: object, knob: str) -> None:
+    """Check a count of attempts: an int from 1 to :data:`MAX_ATTEMPTS`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptionError(f"RetryPolicy {knob} must be an int, got {value!r}")
+    if not 1 <= value <= MAX_ATTEMPTS:
+        raise InvalidOptionError(f"RetryPolicy {knob} must be from 1 to {MAX_ATTEMPTS}, got {value}")
 
 
 def _number(value: object, knob: str) -> float:
