@@ -78,6 +78,7 @@ async def run_step(
             entry = run.replayed_read(op, "step", name)
         else:
             entry = await run.replayed(op, "step", name)
+        policy = options.retry or run.retry
         if entry is None:
             progress = _Progress(0, (), None, None, 0)
         elif entry["status"] == "completed":
@@ -85,9 +86,7 @@ async def run_step(
         elif entry["status"] == "failed":
             raise run.failed(entry)
         else:
-            lost_cap = (options.retry or run.retry).max_lost_attempts
-            progress = await _resume(run, op, name, entry, lost_cap)
-        policy = options.retry or run.retry
+            progress = await _resume(run, op, name, entry, policy.max_lost_attempts)
         while True:
             if is_paused(run.execution.state):
                 await run.hold(op)
