@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,23 +178,44 @@ def _acked(log: list[dict[str, Any]], kind: str) -> Iterable[dict[str, Any]]:
     return (r for r in log if r["t"] == "ack" and r["k"] == kind and "error" not in r)
 
 
-def _signals_of(log: list[dict[str, Any]], execution: str) -> list[str]:
-    """The acknowledged signals of one execution, for failure messages."""
-    shown = []
+def _by_life(log: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every line but the boots, with the life that wrote it."""
     life = -1
     for r in log:
         if r["t"] == "boot":
             life = r["life"]
-        elif r["t"] == "ack" and r["x"] == execution and r["k"] in ("event", "cancel"):
+        else:
+            yield life, r
+
+
+def _last_life(log: list[dict[str, Any]]) -> int:
+    """The last life booted: the one the test does not kill."""
+    return max((r["life"] for r in log if r["t"] == "boot"), default=-1)
+
+
+def _runs_by_life(log: list[dict[str, Any]], execution: str, step: str | None) -> dict[int, int]:
+    """The life each attempt of ``step`` entered its body in (its ``run`` line), by attempt."""
+    return {
+        int(r["attempt"]): life
+        for life, r in _by_life(log)
+        if r["t"] == "run" and r["x"] == execution and r["step"] == step
+    }
+
+
+def _signals_of(log: list[dict[str, Any]], execution: str) -> list[str]:
+    """The acknowledged signals of one execution, for failure messages."""
+    shown = []
+    for life, r in _by_life(log):
+        if r["t"] == "ack" and r["x"] == execution and r["k"] in ("event", "cancel"):
             answer = {k: v for k, v in r.items() if k not in ("t", "k", "x")}
             shown.append(f"{r['k']} {answer} (life {life})")
     return shown
 
 
-def _last_seen(log: list[dict[str, Any]], execution: str) -> str:
-    """What the last life's driver saw of ``execution`` when it judged everything settled."""
-    finish = next((r for r in reversed(log) if r["t"] == "finish"), None)
-    if finish is None:
+def _last_seen(finish: dict[str, Any], execution: str) -> str:
+    """What the last life's driver saw of ``execution`` when it judged everything settled
+    (``finish``: its verdict's line, empty if it wrote none)."""
+    if not finish:
         return "the last life wrote no verdict"
     seen = (finish.get("statuses") or finish.get("unsettled") or {}).get(execution, "not listed")
     return f"the last life saw it {seen!r} (its verdict: settled={finish.get('settled')})"
@@ -202,11 +223,9 @@ def _last_seen(log: list[dict[str, Any]], execution: str) -> str:
 
 def _lines_of(log: list[dict[str, Any]], execution: str) -> list[str]:
     """Every log line of ``execution``, by life, for failure messages."""
-    shown, life = [], -1
-    for r in log:
-        if r["t"] == "boot":
-            life = r["life"]
-        elif r.get("x") == execution:
+    shown = []
+    for life, r in _by_life(log):
+        if r.get("x") == execution:
             line = json.dumps({k: v for k, v in r.items() if k != "x"}, separators=(",", ":"))
             shown.append(f"{life}:{line}")
     return shown[-40:]
@@ -221,13 +240,7 @@ def _lost_without_a_kill(
     ``done`` line and before its journal write is lost too: both are what a kill does.)"""
     entry = ex.entry(prefix, step or "") or {}
     lost = [int(e["attempt"]) for e in entry.get("errors") or [] if e.get("code") == "attempt_lost"]
-    ran_in: dict[int, int] = {}
-    life = last = -1
-    for r in log:
-        if r["t"] == "boot":
-            life = last = r["life"]
-        elif r["t"] == "run" and r["x"] == ex.name and r["step"] == step:
-            ran_in[int(r["attempt"])] = life
+    ran_in, last = _runs_by_life(log, ex.name, step), _last_life(log)
     return [a for a in lost if ran_in.get(a, -1) == last]
 
 
@@ -245,11 +258,8 @@ def _compensation_failed_by_kills(ex: Execution, log: list[dict[str, Any]]) -> b
 def _step_history(log: list[dict[str, Any]], execution: str, step: str) -> list[str]:
     """Where the attempts of one step ran and completed, by life, for failure messages."""
     shown = []
-    life = -1
-    for r in log:
-        if r["t"] == "boot":
-            life = r["life"]
-        elif r["t"] in ("run", "done") and r["x"] == execution and r["step"] == step:
+    for life, r in _by_life(log):
+        if r["t"] in ("run", "done") and r["x"] == execution and r["step"] == step:
             shown.append(f"{r['t']} attempt {r['attempt']} (life {life})")
         elif r["t"] == "ack" and r["x"] == execution and r["k"] == "cancel":
             shown.append(f"cancel answered {r.get('cancelled')} (life {life})")
@@ -257,12 +267,7 @@ def _step_history(log: list[dict[str, Any]], execution: str, step: str) -> list[
 
 
 def _why_running(log: list[dict[str, Any]], execution: str, step: str, attempt: int) -> str:
-    life, ran_in = -1, None
-    for r in log:
-        if r["t"] == "boot":
-            life = r["life"]
-        elif r["t"] == "run" and (r["x"], r["step"], r["attempt"]) == (execution, step, attempt):
-            ran_in = life
+    ran_in, life = _runs_by_life(log, execution, step).get(attempt), _last_life(log)
     if ran_in is None:
         return "attempt journaled as running, its body never entered: killed in between? (issue #10 item 6)"
     if ran_in < life:
@@ -351,7 +356,7 @@ def check_settled(executions: dict[str, Execution], log: list[dict[str, Any]], v
         if state.get("phase") != "done":
             verdict.add(
                 "not settled",
-                f"{x}: {ex.brief()}; acknowledged: {_signals_of(log, x)}; {_last_seen(log, x)}; "
+                f"{x}: {ex.brief()}; acknowledged: {_signals_of(log, x)}; {_last_seen(finish, x)}; "
                 f"its log: {_lines_of(log, x)}",
             )
             continue
@@ -495,11 +500,8 @@ def check_steps(executions: dict[str, Execution], log: list[dict[str, Any]], ver
         if journaled is not None and journaled not in attempts:
             verdict.add("journaled attempt never completed", f"{where}: {journaled} not in {attempts}")
     lives: dict[str, set[int]] = defaultdict(set)
-    life = -1
-    for r in log:
-        if r["t"] == "boot":
-            life = r["life"]
-        elif r["t"] == "run":
+    for life, r in _by_life(log):
+        if r["t"] == "run":
             lives[r["x"]].add(life)
     verdict.counts["executions_interrupted"] = sum(len(seen) > 1 for seen in lives.values())
     for ex in executions.values():
