@@ -3,7 +3,8 @@
 A step's start and completion are dicts before they are journal texts: the write path
 hands them to the journal observers (``ExecutionState.write``'s ``entries``, kept with a
 deferred completion by ``defer``), and the history outbox records them from the values
-(``_bundle.known_pieces``) and projects a page of them without decoding a text. What D1
+(``Capture._hold``, ``_bundle.plain_pieces``) and projects a page of them without decoding
+a text. What D1
 holds must be the same as when every text is decoded, and a value must be what its text
 says, then and when the delivery reads it.
 """
@@ -21,8 +22,7 @@ from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine._ports import SystemClock
 from workkit_workflow.engine._state import ExecutionState
-from workkit_workflow.history import _capture
-from workkit_workflow.history._bundle import INLINE_MAX, known_pieces
+from workkit_workflow.history._bundle import INLINE_MAX, Bundle, plain_pieces
 from workkit_workflow.history._outbox import Outbox
 from workkit_workflow.local import VirtualClock
 
@@ -98,7 +98,12 @@ async def test_d1_holds_the_same_whether_the_values_are_handed_over_or_decoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     handed = await _tables()
-    monkeypatch.setattr(_capture, "known_pieces", lambda puts, entries: None)  # every text decoded
+    capture = Outbox.capture
+
+    def texts_only(self: Outbox, puts: Mapping[str, str], entries: Any = None) -> dict[str, str]:
+        return capture(self, puts)  # every text decoded
+
+    monkeypatch.setattr(Outbox, "capture", texts_only)
     decoded = await _tables()
     assert handed == decoded
     assert len(handed["wf_steps"]) > 170
@@ -112,8 +117,7 @@ async def test_every_value_handed_over_is_its_text_and_stays_so(monkeypatch: pyt
     def spy(self: Outbox, puts: Mapping[str, str], entries: Any = None) -> dict[str, str]:
         for key, entry in (entries or {}).items():
             seen.append((key, puts[key], entry, copy.deepcopy(dict(entry))))
-        held = known_pieces(puts, entries) if entries and len(entries) == len(puts) else None
-        kinds.add("values" if held else "texts")
+        kinds.add("values" if entries and len(entries) == len(puts) else "texts")
         return capture(self, puts, entries)
 
     monkeypatch.setattr(Outbox, "capture", spy)
@@ -126,31 +130,34 @@ async def test_every_value_handed_over_is_its_text_and_stays_so(monkeypatch: pyt
         decoded.pop("v")
         assert decoded == {k: v for k, v in then.items() if k != "v"}, key
         assert entry == then, f"the engine changed {key}'s value after writing it"
+        # What the outbox takes for granted (``plain_pieces``): a step's, running or completed.
+        assert entry["kind"] == "step" and entry["status"] in ("running", "completed"), key
+        assert type(entry["attempt"]) is int and isinstance(entry["name"], str), key
         statuses.add((entry["status"], entry["attempt"]))
     assert {("running", 1), ("running", 2), ("completed", 1), ("completed", 2)} <= statuses
 
 
-def test_known_pieces_are_references_of_steps_running_or_completed() -> None:
+def test_a_step_s_values_are_held_as_references_without_their_texts() -> None:
     running = {"v": 2, "kind": "step", "name": "b", "status": "running", "attempt": 2, "started_at": 1.0}
     completed = {**running, "name": "a", "status": "completed", "attempt": 1, "finished_at": 2.0, "output": 1}
-    puts = {"j:00000002": jn.dumps(running), "j:00000001": jn.dumps(completed)}
     entries = {"j:00000002": running, "j:00000001": completed}
-    pieces = known_pieces(puts, entries)
-    assert pieces is not None
-    assert [(p.key, p.ref, p.name, p.entry) for p in pieces] == [
-        ("j:00000001", "null", "a", completed),
-        ("j:00000002", "2", "b", running),
+    pieces = plain_pieces(entries)
+    assert [(p.key, p.ref, p.name, p.entry, p.text) for p in pieces] == [
+        ("j:00000001", "null", "a", completed, ""),
+        ("j:00000002", "2", "b", running, ""),
     ]
-    assert [p.text for p in pieces] == [puts["j:00000001"], puts["j:00000002"]]
-    # Anything else is read from its text (step_piece), by the caller.
-    failed = {**running, "status": "failed"}
-    sleep = {**running, "kind": "sleep"}
-    for other in (failed, sleep, {**running, "attempt": "2"}):
-        assert known_pieces({"j:00000003": jn.dumps(other)}, {"j:00000003": other}) is None
-    long = {**completed, "output": "x" * INLINE_MAX}
-    assert known_pieces({"j:00000004": jn.dumps(long)}, {"j:00000004": long}) is None
-    assert known_pieces({"state": "{}"}, {"state": completed}) is None
-    assert known_pieces(puts, {"j:00000002": running}) is None  # one without its value
+    # Held in memory as the values themselves; its records are the values, copied.
+    bundle = Bundle.held("o:000000000007", 7, 3.0, "x", entries)
+    assert bundle.pieces == pieces and list(bundle.op_keys()) == ["j:00000002", "j:00000001"]
+    records = bundle.records()
+    assert [(r.seq, r.key, r.value) for r in records] == [
+        (7, "j:00000001", completed),
+        (8, "j:00000002", running),
+    ]
+    assert records[0].value is not completed
+    # A running step that a newer record of its page supersedes shows only its event.
+    (_, superseded) = bundle.records({"j:00000002"})
+    assert superseded.value == {"name": "b", "status": "running", "attempt": 2}
 
 
 class _Storage:

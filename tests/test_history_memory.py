@@ -13,7 +13,7 @@ from test_history_projection import Runtime, settle
 from workkit_workflow import RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
-from workkit_workflow.history._bundle import RECOVERED_VERSION, Piece, Record, records_of, recovered_bundles
+from workkit_workflow.history._bundle import RECOVERED_VERSION, Record, records_of, recovered_bundles
 from workkit_workflow.history._d1 import D1Port, LocalStatement
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
 from workkit_workflow.history._projection import projection
@@ -202,10 +202,10 @@ def test_a_recovered_bundle_holds_each_transition_with_its_own_time() -> None:
 
 def test_the_mark_is_lowered_only_by_an_older_operation() -> None:
     mark: dict[str, int] = {}
-    first = lowered(mark, [Piece("j:00000007", "", "null"), Piece("j:00000008", "", "1")])
+    first = lowered(mark, ["j:00000007", "j:00000008"])
     assert first == {"j:": 7} and mark == {}
-    assert lowered(first, [Piece("j:00000009", "", "null")]) is first  # unchanged: no head write
-    assert lowered(first, [Piece("j:00000002", "", "null"), Piece("c:00000000", "", "1")]) == {
+    assert lowered(first, ["j:00000009"]) is first  # unchanged: no head write
+    assert lowered(first, ["j:00000002", "c:00000000"]) == {
         "j:": 2,
         "c:": 0,
     }

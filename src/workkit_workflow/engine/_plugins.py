@@ -59,9 +59,10 @@ class JournalObserver(Protocol):
     ) -> dict[str, str]:
         """The records to add to a write of ``puts`` (in the same atomic commit).
 
-        ``entries``: the values of some of ``puts`` as the engine built them (a step's
-        start and completion), to read instead of decoding their texts; the engine never
-        changes one after its write (``ExecutionState.write``)."""
+        ``entries``: the values of some of ``puts`` as the engine built them, to read
+        instead of decoding their texts: only a step's entries, running (with its
+        attempt's number) or completed. The engine changes neither a value nor the
+        mapping after the write (``ExecutionState.write``): an observer may keep both."""
         ...
 
     def alarm_for(self, alarm: Any) -> Any:

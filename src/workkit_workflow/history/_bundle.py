@@ -33,7 +33,7 @@ Version 2 (``{"v":2, "seq":7, "at":..., "execution_id":"...", "records":[[key, e
 from __future__ import annotations
 
 import json.decoder
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ..definitions._versions import version_of
@@ -78,8 +78,8 @@ class Piece(NamedTuple):
     name: str | None = None
     """A reference's step name (what its event shows besides its status and attempt)."""
     entry: Mapping[str, Any] | None = None
-    """A reference's value as the engine built it (``known_pieces``), if it said: what a
-    delivery from memory reads instead of decoding ``text``."""
+    """A reference's value as the engine built it (``plain_pieces``), if it said: what a
+    delivery from memory reads instead of decoding ``text`` (then empty)."""
 
 
 def step_piece(key: str, text: str) -> Piece:
@@ -89,39 +89,28 @@ def step_piece(key: str, text: str) -> Piece:
     if text.startswith(_STEP_HEAD):
         ref, name = _reference(text)
     if len(text) > INLINE_MAX:
-        entry = jn.decode_record(key, text)
+        # As the text says: the fields it leaves out at their defaults stay out, as in a
+        # shorter one's (a value the projection reads with its defaults).
+        entry = jn.loads(text)
         for dropped in DROPPED:
             entry.pop(dropped, None)
         text = jn.dumps(entry)
     return _new(Piece, (key, text, ref, name, None))
 
 
-def known_pieces(puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]]) -> list[Piece] | None:
-    """The records of a commit whose every value the engine handed over as it built it
-    (``entries``, ``JournalObserver.capture``): each a reference, told from the value
-    rather than its text, in key order; None unless all are steps running or completed
-    with a text no longer than :data:`INLINE_MAX` (then :func:`step_piece` reads each).
+def plain_pieces(entries: Mapping[str, Mapping[str, Any]]) -> list[Piece]:
+    """The records of a commit of a step's transitions whose values the engine handed over
+    as it built them (``entries``, ``JournalObserver.capture``: a step's entries, running or
+    completed), in key order: each a reference, told from its value, with no text (a
+    delivery from memory reads the value itself).
 
-    Nearly every commit of a run: a step's completion and the next one's start."""
+    Nearly every commit of a run is one (a step's completion and the next one's start);
+    the outbox builds them only when it needs them (``Bundle.pieces``)."""
     pieces = []
-    for key in sorted(puts):
-        entry = entries.get(key)
-        text = puts[key]
-        if (
-            entry is None
-            or len(text) > INLINE_MAX
-            or not key.startswith(jn.OP_PREFIXES)
-            or entry.get("kind") != "step"
-        ):
-            return None
-        status, attempt = entry.get("status"), entry.get("attempt")
-        if status == "completed":
-            ref = "null"
-        elif status == "running" and type(attempt) is int and attempt >= 0:
-            ref = str(attempt)
-        else:
-            return None
-        pieces.append(_new(Piece, (key, text, ref, entry.get("name"), entry)))
+    for key in sorted(entries):
+        entry = entries[key]
+        ref = "null" if entry["status"] == "completed" else str(entry["attempt"])
+        pieces.append(_new(Piece, (key, "", ref, entry["name"], entry)))
     return pieces
 
 
@@ -223,21 +212,43 @@ class Bundle(NamedTuple):
     seq: int
     at: float
     execution_id: str
-    pieces: list[Piece]
+    parts: list[Piece] | Mapping[str, Mapping[str, Any]]
+    """Its records: their pieces, or, for a commit of a step's transitions that memory
+    holds (``Capture``), the values the engine built, by journal key (``plain_pieces``)."""
 
     @classmethod
-    def held(cls, key: str, seq: int, at: float, execution_id: str, pieces: list[Piece]) -> Bundle:
+    def held(
+        cls,
+        key: str,
+        seq: int,
+        at: float,
+        execution_id: str,
+        parts: list[Piece] | Mapping[str, Mapping[str, Any]],
+    ) -> Bundle:
         """A bundle kept in memory only (no stored text)."""
-        return _new(cls, (key, "", seq, at, execution_id, pieces))
+        return _new(cls, (key, "", seq, at, execution_id, parts))
+
+    @property
+    def pieces(self) -> list[Piece]:
+        parts = self.parts
+        return parts if isinstance(parts, list) else plain_pieces(parts)
+
+    def op_keys(self) -> Iterable[str]:
+        """The journal keys of the operations it records (not ``state``'s)."""
+        parts = self.parts
+        keys = parts if not isinstance(parts, list) else [piece.key for piece in parts]
+        return [key for key in keys if jn.is_op_key(key)]
 
     def records(self, superseded: Container[str] = ()) -> list[Record]:
         """Its records; a running step's whose key is in ``superseded`` (a newer record of
         the same page has that step's row) holds only what its event shows, undecoded."""
         seq, at, execution_id = self.seq, self.at, self.execution_id
         out = []
-        for i, (key, text, ref, name, _) in enumerate(self.pieces):
+        for i, (key, text, ref, name, entry) in enumerate(self.pieces):
             if name is not None and ref != "null" and key in superseded:
                 value: dict[str, Any] = {"name": name, "status": "running", "attempt": int(ref or 0)}
+            elif entry is not None:
+                value = dict(entry)
             else:
                 value = jn.loads(text)
             out.append(_new(Record, (seq + i, at, execution_id, key, value, None, False)))

@@ -4,7 +4,9 @@ The engine calls :meth:`Capture.capture` inside its single write path (``Executi
 write``): the ``state``, ``j:<op>`` and ``c:<op>`` records of a commit become one outbox
 bundle (``_bundle``), added to *the same atomic commit*, or, when they are all references
 to journal entries (a step's completion and the next one's start), kept in memory only,
-under the head's mark, for ``_recovery`` to read back after a crash. The head (``o:head``)
+under the head's mark, for ``_recovery`` to read back after a crash: nearly every commit
+of a run, kept as the values the engine handed over, with nothing built from them until
+a delivery reads them (``Capture._hold``). The head (``o:head``)
 reserves sequences a block at a time and carries the execution's last summary and the mark.
 Delivering what is captured is ``_outbox.Outbox``'s part.
 """
@@ -24,7 +26,7 @@ from ._bundle import (
     bundles,
     execution_piece,
     execution_row,
-    known_pieces,
+    plain_pieces,
     recovered_bundles,
     state_summary,
     step_piece,
@@ -119,11 +121,43 @@ class Capture:
         """The outbox records for a commit of ``puts`` (added to the same commit);
         ``entries``: the values of some of them as the engine built them."""
         try:
+            if (
+                entries is not None
+                and len(entries) == len(puts)
+                and self._restoring is None
+                and len(self._memory) < HELD
+                and self._execution_id is not None
+            ):
+                return self._hold(entries, self._execution_id)
             return self._capture(puts, entries)
         except Exception:
             # Never fail a workflow's write because of its history.
             log.exception("workkit_workflow: could not record history for this write")
             return {}
+
+    def _hold(self, entries: Mapping[str, Mapping[str, Any]], execution_id: str) -> dict[str, str]:
+        """A commit of a step's transitions only, every value handed over: nearly every
+        commit of a run (a step's completion and the next one's start). Its bundle is kept
+        in memory only, as the values themselves (``Bundle.parts``), under the head's mark:
+        the journal entries of this commit hold all of it."""
+        seq = self.seq + 1
+        self.seq += len(entries)
+        key = bundle_key(seq)
+        self._memory[key] = self._held[key] = Bundle.held(key, seq, self.core.now(), execution_id, entries)
+        mark = self._mark
+        for op_key in entries:
+            low = mark.get(op_key[:2])
+            if low is None or low > int(op_key[2:]):
+                mark = lowered(mark, entries)
+                break
+        out: dict[str, str] = {}
+        if self.seq > self._reserved or mark is not self._mark or self._unsure:
+            self._mark, self._unsure = mark, False
+            self._reserved = self.seq + SEQ_BLOCK
+            out[HEAD] = self._head()
+        self.undelivered = True
+        self._pending += 1
+        return out
 
     def _capture(
         self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None
@@ -131,8 +165,8 @@ class Capture:
         pieces: list[Piece] | None = None
         if entries is not None and len(entries) == len(puts):
             # The engine built every value: a step's transitions, read without their texts.
-            pieces = known_pieces(puts, entries)
-        references = pieces is not None  # known pieces are references, every one
+            pieces = plain_pieces(entries)
+        references = pieces is not None  # a step's transitions are references, every one
         if references:
             last = self._last
         elif jn.STATE in puts or jn.META in puts:
@@ -157,7 +191,7 @@ class Capture:
             # Only references: the journal entries of this commit hold all of it.
             key = bundle_key(seq)
             self._memory[key] = self._held[key] = Bundle.held(key, seq, at, self._execution_id, pieces)
-            mark = lowered(mark, pieces)
+            mark = lowered(mark, [piece.key for piece in pieces])
         else:
             # It may overwrite an entry a bundle in memory refers to (a retry's start, a
             # wait): those are stored with it.

@@ -13,7 +13,7 @@ from itertools import chain
 from typing import Any
 
 from ..engine import _journal as jn
-from ._bundle import Bundle, Record
+from ._bundle import Bundle, Piece, Record
 from ._d1 import Statement
 
 _EXECUTION_COLUMNS = (
@@ -155,28 +155,37 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     compares them)."""
     steps: dict[str, list[Any]] = {}
     """By journal key: the sequences of its start and its completion, and its newest
-    entry's sequence and piece."""
+    entry's sequence and value (or piece, to decode if it is the newest)."""
     for bundle in bundles:
         seq = bundle.seq
-        for piece in bundle.pieces:
-            key, ref = piece.key, piece.ref
-            if ref == "1":
-                transition = 0  # a first attempt's start
-            elif ref == "null":
-                transition = 1  # a completion
+        parts = bundle.parts  # pieces, or the values the engine built (``Capture._hold``)
+        found: list[tuple[str, Any]]
+        found = (
+            [(p.key, p) for p in parts] if isinstance(parts, list) else [(k, parts[k]) for k in sorted(parts)]
+        )
+        for key, held in found:
+            # 0: a first attempt's start; 1: a completion; None: a later attempt's start (an event).
+            if type(held) is Piece:
+                transition = _BY_REFERENCE.get(held.ref)
+            elif held["status"] == "completed":
+                transition = 1
             else:
-                return None  # a later attempt's start: an event
+                transition = 0 if held["status"] == "running" and held["attempt"] == 1 else None
+            if transition is None:
+                return None
             step = steps.get(key)
             if step is None:
-                step = steps[key] = [None, None, seq, piece]
+                step = steps[key] = [None, None, seq, held]
             step[transition] = step[2] = seq
-            step[3] = piece
+            step[3] = held
             seq += 1
     rows = []
-    for key, (started, finished, seq, piece) in steps.items():
-        entry = piece.entry  # the engine's own value, if it handed it over
-        if entry is None:
-            entry = jn.loads(piece.text)
+    for key, (started, finished, seq, held) in steps.items():
+        if isinstance(held, Piece):
+            # The engine's own value, if it handed it over, else the text's.
+            entry = held.entry if held.entry is not None else jn.loads(held.text)
+        else:
+            entry = held
         if not entry.keys().isdisjoint(_NOT_PLAIN) or (
             finished is not None and entry.get("finished_at") is None
         ):
@@ -212,6 +221,9 @@ def _plain_row(
         finished,
     )
 
+
+_BY_REFERENCE: dict[str | None, int] = {"1": 0, "null": 1}
+"""The transition a step's reference is, that its row holds (``plain_projection``)."""
 
 _RARE = ("retry_at", "wake_at", "event_type", "error", "restored_from")
 """The fields of a step row that ``_PLAIN_COLUMNS`` leaves out, in ``_STEP_COLUMNS``' order."""

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 
 from ..engine import _journal as jn
 from ..engine._ports import Storage
-from ._bundle import Bundle, Piece, Record, step_piece
+from ._bundle import Bundle, Record, step_piece
 from ._d1 import D1Port
 from ._projection import step_event
 
@@ -36,10 +36,9 @@ Transition = tuple[str, int, str, int]
 """A step's transition as the events table tells it: phase, operation, status, attempt."""
 
 
-def lowered(mark: dict[str, int], pieces: list[Piece]) -> dict[str, int]:
-    """``mark`` (a new dict if it changes) low enough for ``pieces``' operations too."""
-    for piece in pieces:
-        key = piece.key
+def lowered(mark: dict[str, int], keys: Iterable[str]) -> dict[str, int]:
+    """``mark`` (a new dict if it changes) low enough for the operations of ``keys`` too."""
+    for key in keys:
         low = mark.get(key[:2])
         if low is None or low > int(key[2:]):
             mark = {**mark, key[:2]: int(key[2:])}
@@ -50,7 +49,7 @@ def mark_for(bundles: Iterable[Bundle], base: Mapping[str, int] | None) -> dict[
     """The mark ``base`` lowered for every operation the ``bundles`` name."""
     mark = dict(base or {})
     for bundle in bundles:
-        mark = lowered(mark, [piece for piece in bundle.pieces if jn.is_op_key(piece.key)])
+        mark = lowered(mark, bundle.op_keys())
     return mark
 
 
