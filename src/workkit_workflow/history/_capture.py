@@ -34,6 +34,7 @@ from ._bundle import (
 from ._recovery import lowered, mark_for, read_back
 
 log = logging.getLogger("workkit_workflow.history")
+_new = tuple.__new__
 
 HEAD = jn.OUTBOX + "head"
 RECORD_PREFIX = jn.OUTBOX + "0"
@@ -126,24 +127,28 @@ class Capture:
                 and len(entries) == len(puts)
                 and self._restoring is None
                 and len(self._memory) < HELD
-                and self._execution_id is not None
             ):
-                return self._hold(entries, self._execution_id)
+                return self._hold(entries)
             return self._capture(puts, entries)
         except Exception:
             # Never fail a workflow's write because of its history.
             log.exception("workkit_workflow: could not record history for this write")
             return {}
 
-    def _hold(self, entries: Mapping[str, Mapping[str, Any]], execution_id: str) -> dict[str, str]:
+    def _hold(self, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         """A commit of a step's transitions only, every value handed over: nearly every
         commit of a run (a step's completion and the next one's start). Its bundle is kept
         in memory only, as the values themselves (``Bundle.parts``), under the head's mark:
         the journal entries of this commit hold all of it."""
+        execution_id = self._execution_id
+        if execution_id is None:
+            execution_id = self._execution_id = self.core.execution_id
         seq = self.seq + 1
         self.seq += len(entries)
-        key = bundle_key(seq)
-        self._memory[key] = self._held[key] = Bundle.held(key, seq, self.core.now(), execution_id, entries)
+        key = f"{jn.OUTBOX}{seq:012d}"  # bundle_key(seq) and Bundle.held, spelt out
+        self._memory[key] = self._held[key] = _new(
+            Bundle, (key, "", seq, self.core.now(), execution_id, entries)
+        )
         mark = self._mark
         for op_key in entries:
             low = mark.get(op_key[:2])

@@ -13,7 +13,7 @@ from itertools import chain
 from typing import Any
 
 from ..engine import _journal as jn
-from ._bundle import Bundle, Piece, Record
+from ._bundle import Bundle, Record
 from ._d1 import Statement
 
 _EXECUTION_COLUMNS = (
@@ -148,44 +148,37 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     holds anything else (then :func:`projection` of their records says it).
 
     Nearly every page of a run: each bundle a step's completion and the next one's first
-    start, by reference (``Bundle.pieces``), with no execution record. Each is a
-    transition its row holds, so the page is step rows only; a row is built straight from
-    the newest entry of its step, and a start its completion follows is not decoded. The
+    start, held as the values the engine built (``Capture._hold``), with no execution
+    record. Each is a transition its row holds, so the page is step rows only; a row is
+    built straight from the newest entry of its step. A page with a bundle of pieces (one
+    stored, or held while its values were not at hand) is left to its records. The
     statements are :func:`projection`'s, the same (``tests/test_history_transitions.py``
     compares them)."""
     steps: dict[str, list[Any]] = {}
     """By journal key: the sequences of its start and its completion, and its newest
-    entry's sequence and value (or piece, to decode if it is the newest)."""
+    entry's sequence and value."""
     for bundle in bundles:
+        parts = bundle.parts
+        if isinstance(parts, list):
+            return None
         seq = bundle.seq
-        parts = bundle.parts  # pieces, or the values the engine built (``Capture._hold``)
-        found: list[tuple[str, Any]]
-        found = (
-            [(p.key, p) for p in parts] if isinstance(parts, list) else [(k, parts[k]) for k in sorted(parts)]
-        )
-        for key, held in found:
-            # 0: a first attempt's start; 1: a completion; None: a later attempt's start (an event).
-            if type(held) is Piece:
-                transition = _BY_REFERENCE.get(held.ref)
-            elif held["status"] == "completed":
+        for key in sorted(parts):
+            entry = parts[key]
+            status = entry["status"]
+            if status == "completed":
                 transition = 1
+            elif status == "running" and entry["attempt"] == 1:
+                transition = 0  # a first attempt's start
             else:
-                transition = 0 if held["status"] == "running" and held["attempt"] == 1 else None
-            if transition is None:
-                return None
+                return None  # a later attempt's start: an event
             step = steps.get(key)
             if step is None:
-                step = steps[key] = [None, None, seq, held]
+                step = steps[key] = [None, None, seq, entry]
             step[transition] = step[2] = seq
-            step[3] = held
+            step[3] = entry
             seq += 1
     rows = []
-    for key, (started, finished, seq, held) in steps.items():
-        if isinstance(held, Piece):
-            # The engine's own value, if it handed it over, else the text's.
-            entry = held.entry if held.entry is not None else jn.loads(held.text)
-        else:
-            entry = held
+    for key, (started, finished, seq, entry) in steps.items():
         if not entry.keys().isdisjoint(_NOT_PLAIN) or (
             finished is not None and entry.get("finished_at") is None
         ):
@@ -206,10 +199,10 @@ def _plain_row(
     errors = entry.get("errors")
     return (
         execution_id,
-        _phase(key),
+        "main" if key.startswith(jn.MAIN) else "compensation",  # _phase(key)
         int(key[2:]),
         entry.get("name") or "",
-        entry.get("kind") or "step",
+        "step",  # a plain entry is a step's
         entry.get("status") or "running",
         int(entry.get("attempt") or 0),
         started_at,
@@ -221,9 +214,6 @@ def _plain_row(
         finished,
     )
 
-
-_BY_REFERENCE: dict[str | None, int] = {"1": 0, "null": 1}
-"""The transition a step's reference is, that its row holds (``plain_projection``)."""
 
 _RARE = ("retry_at", "wake_at", "event_type", "error", "restored_from")
 """The fields of a step row that ``_PLAIN_COLUMNS`` leaves out, in ``_STEP_COLUMNS``' order."""
