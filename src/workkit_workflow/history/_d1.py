@@ -25,16 +25,19 @@ from ._schema import migration_statements, statements
 
 Statement = tuple[str, Sequence[Any]]
 
+_NONE = type(None)
+
 
 def inline_nulls(sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
     """Replace each ``?`` whose argument is ``None`` by ``NULL`` (D1 refuses ``undefined``).
 
     Our SQL never holds a ``?`` inside a string literal, so a plain scan is enough.
     """
-    # The projection binds about a hundred arguments per statement, seldom a bool: the
-    # scans for None and for bools run in C, the conversion only when one is there.
-    booleans = bool in set(map(type, args))
-    if None not in args:
+    # The projection binds about a hundred arguments per statement, seldom a bool: one
+    # scan in C finds both, the conversion runs only when one is there.
+    types = set(map(type, args))
+    booleans = bool in types
+    if _NONE not in types:
         kept = [int(arg) if arg.__class__ is bool else arg for arg in args] if booleans else list(args)
         return _checked(sql, len(args)), kept
     nulls = tuple([arg is None for arg in args])
