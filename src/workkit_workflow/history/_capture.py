@@ -76,6 +76,10 @@ class Capture:
         """The head's ``mem``: per journal prefix, the lowest operation whose transitions may
         be in memory only; empty when none is. Stored with the head, or, while ``_unsure``,
         by the next commit (the stored one is then lower, never higher)."""
+        self._floors: tuple[dict[str, int], dict[str, str]] = (self._mark, {})
+        """``_mark`` (a dict never changed in place: a new mark is a new dict) and, per
+        prefix, its operation's key: what ``_hold`` compares a commit's keys with, as
+        text (zero-padded, keys sort as their operations do)."""
         self._restoring: dict[str, int] | None = None
         """The mark an earlier instance left: what :meth:`restore` reads back."""
         self._unsure = False
@@ -145,14 +149,18 @@ class Capture:
             execution_id = self._execution_id = self.core.execution_id
         seq = self.seq + 1
         self.seq += len(entries)
-        key = f"{jn.OUTBOX}{seq:012d}"  # bundle_key(seq) and Bundle.held, spelt out
+        key = jn.OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
         self._memory[key] = self._held[key] = _new(
             Bundle, (key, "", seq, self.core.now(), execution_id, entries)
         )
         mark = self._mark
+        marked, floors = self._floors
+        if marked is not mark:
+            floors = {prefix: jn.op_key(prefix, op) for prefix, op in mark.items()}
+            self._floors = (mark, floors)
         for op_key in entries:
-            low = mark.get(op_key[:2])
-            if low is None or low > int(op_key[2:]):
+            floor = floors.get(op_key[:2])
+            if floor is None or op_key < floor:
                 mark = lowered(mark, entries)
                 break
         out: dict[str, str] = {}
