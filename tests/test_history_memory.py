@@ -224,21 +224,31 @@ def _entry(op: int, status: str) -> dict[str, str]:
     return {jn.op_key(jn.MAIN, op): jn.dumps(text)}
 
 
-def test_a_completion_older_than_the_mark_lowers_it_in_its_own_commit() -> None:
+@pytest.mark.parametrize("handed", [True, False], ids=["values handed over", "texts only"])
+def test_a_completion_older_than_the_mark_lowers_it_in_its_own_commit(handed: bool) -> None:
     outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
-    out = outbox.capture(_entry(5, "running"))  # the first kept in memory marks the head
+
+    def capture(puts: dict[str, str]) -> dict[str, str]:
+        # As the engine does (``Capture._hold``), or with the texts alone (``_capture``).
+        return outbox.capture(puts, {k: jn.loads(v) for k, v in puts.items()} if handed else None)
+
+    out = capture(_entry(5, "running"))  # the first kept in memory marks the head
     assert set(out) == {HEAD} and jn.loads(out[HEAD])["mem"] == {"j:": 5}
-    assert outbox.capture(_entry(6, "running")) == {}  # nothing stored: the mark covers it
-    assert outbox.capture(_entry(7, "running")) == {}
-    out = outbox.capture(_entry(2, "completed"))  # a parallel branch's older step ends
+    assert capture(_entry(6, "running")) == {}  # nothing stored: the mark covers it
+    assert capture(_entry(7, "running")) == {}
+    out = capture(_entry(2, "completed"))  # a parallel branch's older step ends
     assert set(out) == {HEAD} and jn.loads(out[HEAD])["mem"] == {"j:": 2}
+    assert capture(_entry(3, "completed")) == {}  # above the mark
+    undo = {jn.op_key(jn.COMPENSATION, 0): _entry(0, "running")[jn.op_key(jn.MAIN, 0)]}
+    out = capture(undo)  # the other phase's first: the mark names both
+    assert set(out) == {HEAD} and jn.loads(out[HEAD])["mem"] == {"j:": 2, "c:": 0}
     # A commit that is not only references stores what memory holds, and clears the mark.
     failed = {"v": 2, "kind": "step", "name": "s7", "status": "failed", "attempt": 1, "error": {"code": "E"}}
     out = outbox.capture({"j:00000007": jn.dumps(failed)})
     stored = sorted(
         r.seq for k, v in out.items() if k.startswith(RECORD_PREFIX) for r in records_of(k, v, "u-1")
     )
-    assert len(stored) == 5 and "mem" not in jn.loads(out[HEAD])
+    assert len(stored) == 7 and "mem" not in jn.loads(out[HEAD])
 
 
 async def test_a_recovered_transition_is_quiet_when_d1_or_its_page_holds_it() -> None:
