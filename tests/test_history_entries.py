@@ -20,9 +20,11 @@ import pytest
 from test_history_projection import Runtime
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
+from workkit_workflow.engine._plugins import HANDED_MAX
 from workkit_workflow.engine._ports import SystemClock
 from workkit_workflow.engine._state import ExecutionState
 from workkit_workflow.history._bundle import INLINE_MAX, Bundle, plain_pieces
+from workkit_workflow.history._d1 import LocalD1
 from workkit_workflow.history._outbox import Outbox
 from workkit_workflow.local import VirtualClock
 
@@ -112,17 +114,20 @@ async def test_d1_holds_the_same_whether_the_values_are_handed_over_or_decoded(
 async def test_every_value_handed_over_is_its_text_and_stays_so(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, str, Mapping[str, Any], dict[str, Any]]] = []
     kinds: set[str] = set()
+    long_handed: list[bool] = []
     capture = Outbox.capture
 
     def spy(self: Outbox, puts: Mapping[str, str], entries: Any = None) -> dict[str, str]:
         for key, entry in (entries or {}).items():
             seen.append((key, puts[key], entry, copy.deepcopy(dict(entry))))
         kinds.add("values" if entries and len(entries) == len(puts) else "texts")
+        long_handed.extend(key in (entries or {}) for key, text in puts.items() if len(text) > HANDED_MAX)
         return capture(self, puts, entries)
 
     monkeypatch.setattr(Outbox, "capture", spy)
     await _tables()
     assert seen and kinds == {"values", "texts"}
+    assert long_handed == [False]  # the big flow's completion went as its text
     statuses = set()
     for key, text, entry, then in seen:
         decoded = jn.loads(text)
@@ -130,8 +135,10 @@ async def test_every_value_handed_over_is_its_text_and_stays_so(monkeypatch: pyt
         decoded.pop("v")
         assert decoded == {k: v for k, v in then.items() if k != "v"}, key
         assert entry == then, f"the engine changed {key}'s value after writing it"
-        # What the outbox takes for granted (``plain_pieces``): a step's, running or completed.
+        # What the outbox takes for granted (``plain_pieces``): a step's, running or completed,
+        # and no completion with a long text (its output: ``HANDED_MAX``).
         assert entry["kind"] == "step" and entry["status"] in ("running", "completed"), key
+        assert entry["status"] == "running" or len(text) <= HANDED_MAX, key
         assert type(entry["attempt"]) is int and isinstance(entry["name"], str), key
         statuses.add((entry["status"], entry["attempt"]))
     assert {("running", 1), ("running", 2), ("completed", 1), ("completed", 2)} <= statuses
@@ -158,6 +165,37 @@ def test_a_step_s_values_are_held_as_references_without_their_texts() -> None:
     # A running step that a newer record of its page supersedes shows only its event.
     (_, superseded) = bundle.records({"j:00000002"})
     assert superseded.value == {"name": "b", "status": "running", "attempt": 2}
+
+
+class _Core:
+    execution_id = "e-1"
+    workflow_name = "w"
+
+    def now(self) -> float:
+        return 3.0
+
+
+def test_a_long_completion_is_held_as_its_text_without_its_output() -> None:
+    """Memory holds a commit's values until their delivery, hundreds of commits at most
+    (``HELD``): the engine hands no value whose text is long (an output of megabytes,
+    ``HANDED_MAX``, checked end to end above), and the outbox holds such a completion
+    as its text without the output; its page is projected from its records."""
+    outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+    big = "x" * (2 * HANDED_MAX)
+    running = {"v": 2, "kind": "step", "name": "next", "status": "running", "attempt": 1, "started_at": 2.0}
+    completed = {**running, "name": "big", "status": "completed", "finished_at": 2.0, "output": big}
+    puts = {"j:00000000": jn.dumps(completed), "j:00000001": jn.dumps(running)}
+    assert set(outbox.capture(puts, {"j:00000001": running})) <= {Outbox.HEAD}  # held, not stored
+    (held,) = outbox._memory.values()
+    assert [(p.key, p.ref, p.entry) for p in held.pieces] == [
+        ("j:00000000", "null", None),
+        ("j:00000001", "1", None),
+    ]
+    assert big not in repr(held)
+    assert outbox._plain_statements({held.key: ""}) is None  # its records say it
+    short = {"j:00000002": {**running, "name": "short"}}
+    outbox.capture({"j:00000002": jn.dumps(short["j:00000002"])}, short)
+    assert outbox._memory[max(outbox._memory)].parts is short  # a short one: its values
 
 
 class _Storage:

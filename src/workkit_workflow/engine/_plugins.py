@@ -27,6 +27,12 @@ from typing import Any, Protocol
 from ..errors import InvalidOptionError
 from ._ports import Clock, Storage
 
+HANDED_MAX = 1024
+"""The longest entry text whose value the engine hands to its observers (``capture``'s
+``entries``). A longer one holds a large output, which an observer that keeps values
+until it delivers them (the history's, for hundreds of commits) must not keep: it reads
+the text instead."""
+
 
 class ObservedExecution(Protocol):
     """What an observer may use of its execution (``_state.ExecutionState`` is one)."""
@@ -61,8 +67,9 @@ class JournalObserver(Protocol):
 
         ``entries``: the values of some of ``puts`` as the engine built them, to read
         instead of decoding their texts: only a step's entries, running (with its
-        attempt's number) or completed. The engine changes neither a value nor the
-        mapping after the write (``ExecutionState.write``): an observer may keep both."""
+        attempt's number) or completed, and a completion only when its text is at most
+        ``HANDED_MAX`` long. The engine changes neither a value nor the mapping after the
+        write (``ExecutionState.write``): an observer may keep both."""
         ...
 
     def alarm_for(self, alarm: Any) -> Any:

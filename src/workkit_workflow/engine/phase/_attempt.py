@@ -13,6 +13,7 @@ from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
 from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
 from .. import _journal as jn
+from .._plugins import HANDED_MAX
 from .._signals import Abort
 from ._run import PhaseRun
 
@@ -120,7 +121,8 @@ def defer_with_output(
         jn.check_size(key, text, what=f"output of step {record['name']!r}")
     record["output"] = jn.loads(output_text)
     run.completed(op, record)
-    run.execution.defer(key, text, record["name"], record)
+    # A long text's value holds a large output: observers read the text (``HANDED_MAX``).
+    run.execution.defer(key, text, record["name"], record if len(text) <= HANDED_MAX else None)
 
 
 async def invoke(
