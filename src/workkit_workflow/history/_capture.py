@@ -163,14 +163,7 @@ class Capture:
             if floor is None or op_key < floor:
                 mark = lowered(mark, entries)
                 break
-        out: dict[str, str] = {}
-        if self.seq > self._reserved or mark is not self._mark or self._unsure:
-            self._mark, self._unsure = mark, False
-            self._reserved = self.seq + SEQ_BLOCK
-            out[HEAD] = self._head()
-        self.undelivered = True
-        self._pending += 1
-        return out
+        return self._recorded({}, mark, self.seq > self._reserved or mark is not self._mark or self._unsure)
 
     def _capture(
         self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None
@@ -216,14 +209,20 @@ class Capture:
                 if len(self._held) < HELD:
                     self._held[bundle.key] = bundle
             self._stores += 1
-        if (
+        head = (
             last is not self._last
             or self.seq > self._reserved
             or (mark is not self._mark and mark != self._mark)
             or self._unsure
-        ):
-            if last is not self._last:
-                self._last, self._last_text = last, jn.dumps(last)
+        )
+        if last is not self._last:
+            self._last, self._last_text = last, jn.dumps(last)
+        return self._recorded(out, mark, head)
+
+    def _recorded(self, out: dict[str, str], mark: dict[str, int], head: bool) -> dict[str, str]:
+        """``out``, the records of a commit that recorded something, with the head when
+        ``head`` says it must be stored (it then holds ``mark``)."""
+        if head:
             self._mark, self._unsure = mark, False
             self._reserved = self.seq + SEQ_BLOCK
             out[HEAD] = self._head()
