@@ -199,7 +199,7 @@ def _plain_row(
     errors = entry.get("errors")
     return (
         execution_id,
-        "main" if key.startswith(jn.MAIN) else "compensation",  # _phase(key)
+        _phase(key),
         int(key[2:]),
         entry.get("name") or "",
         "step",  # a plain entry is a step's
