@@ -129,3 +129,18 @@ def test_a_step_does_not_suspend_on_the_sql_journal(runtime: RealRuntime) -> Non
     turns = report["loop_turns_per_step"]
     assert turns["engine_kv"] > 1.5 and turns["engine_kv"] > turns["engine_sql"] + 1.0, turns
     assert turns["engine_sql"] < turns["engine_memory"] + 0.2, turns
+
+
+def test_the_history_projects_inside_a_real_object(runtime: RealRuntime) -> None:
+    """The history projection in a real Python Durable Object (``worker/bench.py``'s history
+    rows, over a D1-shaped stand-in running its SQL in the object's own SQLite): every step's
+    row and transition is delivered, with the object running as it does without it."""
+    service = runtime.service("scenarios", NEW_STYLE_DATE)
+    report = ok(runtime.request(service, "POST", "/bench?steps=50&id=history-bench&rounds=1"))
+    projected = report["history_projected"]
+    assert projected["executions"] == ["completed"], projected
+    assert projected["completed_steps"] == 50, projected
+    # Each step's start and completion, and the execution's own transitions.
+    assert projected["transitions"] >= 2 * 50 + 2, projected
+    statements = report["history_statements_per_run"]
+    assert statements["engine_sql_history"] == statements["engine_sql_history_offbox"] > 0, statements

@@ -11,6 +11,12 @@
   Pyodide (journal encoding included), no JavaScript and no storage;
 * ``engine_memory_js_await``: in memory, but each commit awaits a resolved JS promise: the
   engine plus the JavaScript → Python wake-up a real storage call costs, without storage;
+* ``engine_sql_history``: ``engine_sql`` with the history projection on, its D1 a stand-in
+  over this object's own SQLite (``SqlD1``: the projection's SQL runs here, in the object's
+  thread, as the local bench's ``LocalD1`` runs it in process), until every step's row is in;
+* ``engine_sql_history_offbox``: the same, the stand-in running no SQL: what the object itself
+  spends on its history when D1 runs elsewhere, as on Cloudflare (capture, projection, the
+  batch's conversion to JS);
 * floors, each N times with a value of the size the engine committed per step:
   ``put`` (awaited ``ctx.storage.put(key, text)``), ``adapter_commit`` (the adapter's
   ``DurableObjectStorage.commit({key: text})``: size check, ``to_js``, ``put``),
@@ -38,6 +44,7 @@ from workkit_workflow.cloudflare._sql_storage import SqlJournalStorage
 from workkit_workflow.cloudflare._storage import DurableObjectStorage
 from workkit_workflow.cloudflare._workers import to_js
 from workkit_workflow.engine._ports import KEEP_ALARM, WireRequest
+from workkit_workflow.history._schema import migration_statements
 
 ROUNDS = 5
 OUTPUT = {"order": "o-1", "items": [{"sku": f"sku-{i}", "quantity": i} for i in range(6)], "note": "n" * 100}
@@ -136,6 +143,72 @@ class CountingStorage:
         return await self.inner.set_alarm(at)
 
 
+class SqlD1:
+    """A D1-shaped binding (``prepare``, ``bind``, ``batch``) over this object's own SQLite:
+    a batch is one ``transactionSync``, as a D1 batch is one transaction. ``run_sql=False``
+    takes each batch and runs nothing (D1 elsewhere). Counts the statements it was sent."""
+
+    def __init__(self, storage, *, run_sql=True):
+        self.storage = storage
+        self.run_sql = run_sql
+        self.statements = 0
+
+    def create_tables(self):
+        for sql in migration_statements(()):
+            self.storage.sql.exec(sql)
+
+    def prepare(self, sql):
+        return _D1Statement(self, sql, ())
+
+    def _exec(self, statement):
+        return self.storage.sql.exec(statement.sql, *statement.args)
+
+    async def batch(self, statements):
+        items = list(statements)  # a JS array of the statements' proxies: back to Python
+        self.statements += len(items)
+        if self.run_sql:
+
+            def run():
+                for statement in items:
+                    self._exec(statement)
+
+            self.storage.transactionSync(run)
+        return []
+
+    def rows(self, sql):
+        return [row.to_py() for row in self.storage.sql.exec(sql).toArray()]
+
+
+def _projected(d1):
+    """What the stand-in D1 holds of the one execution run on it."""
+    execution = d1.rows("SELECT status FROM wf_executions")
+    return {
+        "executions": [row["status"] for row in execution],
+        "completed_steps": d1.rows("SELECT count(*) AS n FROM wf_steps WHERE status = 'completed'")[0]["n"],
+        "transitions": d1.rows("SELECT count(*) AS n FROM wf_transitions")[0]["n"],
+    }
+
+
+class _D1Result:
+    def __init__(self, results):
+        self.results = results
+
+
+class _D1Statement:
+    def __init__(self, db, sql, args):
+        self.db, self.sql, self.args = db, sql, args
+
+    def bind(self, *args):
+        return _D1Statement(self.db, self.sql, args)
+
+    async def all(self):
+        if not self.db.run_sql:
+            return _D1Result([])
+        return _D1Result([row.to_py() for row in self.db._exec(self).toArray()])
+
+    run = all
+
+
 def _count_loop_turns(loop):
     """Count the callbacks scheduled on Pyodide's event loop (each one a turn of it:
     task steps, future callbacks) until ``del loop.call_soon``."""
@@ -150,18 +223,23 @@ def _count_loop_turns(loop):
     return turns
 
 
-async def _engine_run(ctx, storage, steps, execution_id):
+async def _engine_run(ctx, storage, steps, execution_id, history=None):
     host = CloudflareHost(ctx)
     host.object_name = None  # one object runs several measured executions, one at a time
     counting = CountingStorage(host.storage if storage is None else storage)
     host.storage = counting
-    runner = ExecutionObject(host, lease=30.0)
+    runner = ExecutionObject(host, lease=30.0, history=history)
     body = json.dumps({"workflow": "bench-steps", "input": {"steps": steps}, "execution_id": execution_id})
     loop = asyncio.get_running_loop()
     turns = _count_loop_turns(loop)
     t0 = Date.now()
     try:
         response = await runner.handle(WireRequest("POST", "/execute", body=body.encode()))
+        if history is not None:
+            # Until the history is in D1 too: its last records go out as the run ends.
+            for observer in runner.core.execution.observers:
+                if not await observer.settle():
+                    raise RuntimeError("the history could not deliver its records")
         await ctx.storage.get("fence")  # I/O, so the clock has moved past the work
         elapsed = Date.now() - t0
     finally:
@@ -190,6 +268,8 @@ async def measure(ctx, steps, rounds=ROUNDS):
         "engine_kv",
         "engine_memory",
         "engine_memory_js_await",
+        "engine_sql_history",
+        "engine_sql_history_offbox",
         "put",
         "adapter_commit",
         "sql_commit",
@@ -202,10 +282,16 @@ async def measure(ctx, steps, rounds=ROUNDS):
     rows = {name: [] for name in names}
     counted = None
     turns = {}
+    history_rows = {}
+    history_calls = {}
+    projected = None
     # Not measured: the first runs pay for imports and for V8 and WebAssembly warming up.
     for warm, port in enumerate((None, adapter, MemoryStorage(), JsAwaitStorage())):
         await _reset(storage)
         await _engine_run(ctx, port, max(10, steps // 4), f"bench-warm-{warm}")
+    await _reset(storage)
+    SqlD1(storage).create_tables()
+    await _engine_run(ctx, None, max(10, steps // 4), "bench-warm-history", history=SqlD1(storage))
     for round_no in range(rounds):
         await _reset(storage)
         elapsed, counted = await _engine_run(ctx, None, steps, f"bench-sql-{round_no}")
@@ -224,6 +310,20 @@ async def measure(ctx, steps, rounds=ROUNDS):
         elapsed, js_await = await _engine_run(ctx, JsAwaitStorage(), steps, f"bench-js-{round_no}")
         rows["engine_memory_js_await"].append(elapsed / steps)
         turns["engine_memory_js_await"] = js_await.loop_turns / steps
+        for name, run_sql in (("engine_sql_history", True), ("engine_sql_history_offbox", False)):
+            await _reset(storage)
+            d1 = SqlD1(storage, run_sql=run_sql)
+            d1.create_tables()
+            run_id = f"bench-history-{round_no}"
+            elapsed, with_history = await _engine_run(ctx, None, steps, run_id, history=d1)
+            rows[name].append(elapsed / steps)
+            turns[name] = with_history.loop_turns / steps
+            history_calls[name] = with_history.calls
+            history_rows[name] = d1.statements
+            if run_sql:
+                projected = _projected(d1)
+                if projected["completed_steps"] != steps:
+                    raise RuntimeError(f"the history projected {projected} for {steps} steps")
 
         text = "v" * max(1, counted.put_bytes // max(1, counted.calls.get("commit", 1)))
         t0 = Date.now()
@@ -277,8 +377,11 @@ async def measure(ctx, steps, rounds=ROUNDS):
         "ms_per_step_or_call": medians,
         "all_rounds": {k: [round(v, 4) for v in vs] for k, vs in rows.items()},
         "port_calls_per_run": counted.calls,
+        "history_port_calls_per_run": history_calls,
         "loop_turns_per_step": {k: round(v, 2) for k, v in turns.items()},
         "commits_per_step": round(counted.calls.get("commit", 0) / steps, 3),
+        "history_statements_per_run": history_rows,
+        "history_projected": projected,
         "committed_bytes_per_step": round(counted.put_bytes / steps, 1),
         "sentinel": "bench:reached",
     }

@@ -1,0 +1,57 @@
+"""``bench._realruntime``'s report of the real-runtime bench (``worker/bench.py``'s JSON)."""
+
+from __future__ import annotations
+
+import pytest
+from bench import _realruntime
+
+
+def _result(history: bool) -> dict[str, object]:
+    rounds: dict[str, list[float]] = {
+        "engine_sql": [0.2, 0.1, 0.4],
+        "engine_kv": [0.5, 0.5, 0.5],
+        "engine_memory": [0.1, 0.1, 0.1],
+        "put": [0.2, 0.2, 0.2],
+        "sql_exec": [0.02, 0.02, 0.02],
+    }
+    if history:
+        # Per round 1.5x, 3x, 1.25x against engine_sql: the median of the ratios is 1.5x
+        # (the ratio of the medians, 0.45 / 0.2, would say 2.25x).
+        rounds["engine_sql_history"] = [0.3, 0.3, 0.5]
+        rounds["engine_sql_history_offbox"] = [0.2, 0.15, 0.4]
+    medians = {key: sorted(values)[1] for key, values in rounds.items()}
+    return {
+        "steps": 200,
+        "rounds": 3,
+        "all_rounds": rounds,
+        "ms_per_step_or_call": medians,
+        "loop_turns_per_step": {"engine_sql": 0.08},
+        "commits_per_step": 1.015,
+        "committed_bytes_per_step": 563.0,
+        "history_statements_per_run": {"engine_sql_history": 35} if history else {},
+    }
+
+
+def test_history_on_off_is_the_median_of_each_rounds_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    verdicts = _realruntime.report(_result(history=True))
+    out = capsys.readouterr().out
+    assert "engine + history, SQL journal, its D1's SQL in the object" in out
+    assert "median of the rounds' ratios: 1.50x with its SQL here" in out
+    assert "1.00x with D1 elsewhere" in out
+    assert verdicts == [
+        "[MET] real runtime: engine over the SQL journal 0.200 ms/step (median) <= 0.2 ms "
+        "(key-value 0.500, floors: put 0.200, sql.exec 0.020)"
+    ]
+
+
+def test_a_result_without_the_history_rows_prints_no_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    _realruntime.report(_result(history=False))
+    out = capsys.readouterr().out
+    assert "history on / off" not in out
+    assert "engine, SQL journal (SQLite-backed object)" in out
+
+
+def test_without_the_runtime_it_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    verdicts = _realruntime.report(_realruntime.Unavailable("no kit here"))
+    assert "not available: no kit here" in capsys.readouterr().out
+    assert verdicts == ["[SKIPPED] real runtime: not available: no kit here"]
