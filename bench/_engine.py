@@ -35,6 +35,7 @@ class Engine:
         history: bool = False,
         clock: Any = None,
         seed: int | None = None,
+        interleave: str = "storage",
     ) -> None:
         env = None
         self.history = history
@@ -46,7 +47,10 @@ class Engine:
             env = {"HISTORY_DB": self.d1}
         # ``clock`` and ``seed``: a clock that ticks per reading and a fixed interleaving make a
         # run's work the same from run to run (``bench._instructions``); the timed cells use neither.
-        self.ns = LocalNamespace(path, clock, synchronous=synchronous, env=env, seed=seed)
+        # ``interleave="none"``: no write lets the loop run anything else (bench._instructions).
+        self.ns = LocalNamespace(
+            path, clock, synchronous=synchronous, env=env, seed=seed, interleave=interleave
+        )
         self.client = create_durable_workflow(self.ns)
         self._runs = 0
         self.last_writes = 0

@@ -49,10 +49,15 @@ CELLS = (
     ("history-hooks", "  the same, its capture recording nothing"),
     ("history-no-statements", "  the same, its deliveries building no statement"),
     ("history-no-sql", "  the same, its local D1 running no SQL"),
+    ("engine-no-turns", "engine, SQLite NORMAL, no write suspending"),
+    ("history-no-turns", "engine + history, the same"),
     ("floor", "floor: raw SQLite commit, NORMAL"),
 )
 """The three cells under ``history`` take one part of the history away each (``_strip``):
-what is left of the history's cost after it, part by part (``report``)."""
+what is left of the history's cost after it, part by part (``report``). The ``no-turns``
+cells run without the local runtime's interleaving, so no write lets the event loop run
+anything else, as on a Durable Object's SQL journal (synchronous writes) with steps that
+wait for nothing: the history delivers nothing until the run ends."""
 
 HISTORY_TARGET = 1.3
 """Issue #16: the engine with the history projection at most this times the engine alone."""
@@ -148,6 +153,11 @@ def report(result: dict[str, Any] | Unavailable) -> None:
         ("projection: rows and bound statements", no_sql - no_statements),
         ("D1's SQL (in process here, in D1 on Cloudflare)", history - no_sql),
     ]
+    if "history-no-turns" in per_step and "engine-no-turns" in per_step:
+        print(
+            f"no target: engine + history / engine when no write suspends (its deliveries wait for"
+            f" the run's end) {per_step['history-no-turns'] / per_step['engine-no-turns']:.2f}x"
+        )
     print(
         f"no target: what the history adds per step, {history - engine:,.0f} instructions, by part: "
         + "; ".join(f"{what} {count:,.0f}" for what, count in parts)
@@ -199,7 +209,15 @@ async def _engine_run(cell: str, steps: int) -> None:
     with tempfile.TemporaryDirectory(prefix="workkit-instr-") as workdir:
         clock = _ticking_clock()
         path = os.path.join(workdir, "o.db")
-        engine = Engine(path, "NORMAL", history=cell != "engine", clock=clock, seed=0)
+        no_turns = cell.endswith("-no-turns")
+        engine = Engine(
+            path,
+            "NORMAL",
+            history=cell.startswith("history"),
+            clock=clock,
+            seed=0,
+            interleave="none" if no_turns else "storage",
+        )
         try:
             await engine.run(50)
             gc.collect()

@@ -23,7 +23,7 @@ from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine._plugins import HANDED_MAX
 from workkit_workflow.engine._ports import SystemClock
 from workkit_workflow.engine._state import ExecutionState
-from workkit_workflow.history._bundle import INLINE_MAX, Bundle, plain_pieces
+from workkit_workflow.history._bundle import INLINE_MAX, Bundle, bundles, plain_pieces, records_of
 from workkit_workflow.history._d1 import LocalD1
 from workkit_workflow.history._outbox import Outbox
 from workkit_workflow.local import VirtualClock
@@ -165,6 +165,41 @@ def test_a_step_s_values_are_held_as_references_without_their_texts() -> None:
     # A running step that a newer record of its page supersedes shows only its event.
     (_, superseded) = bundle.records({"j:00000002"})
     assert superseded.value == {"name": "b", "status": "running", "attempt": 2}
+
+
+def test_a_bundle_of_values_is_stored_as_its_pieces_would_be_and_held_as_its_values() -> None:
+    """A commit kept in memory only goes to storage with the next commit that must store its
+    records (``Capture._store_memory``): its text is what :func:`bundles` makes of its pieces,
+    and it stays held as the values, for its delivery to project them (``plain_projection``)."""
+    running = {"v": 2, "kind": "step", "name": "b", "status": "running", "attempt": 2, "started_at": 1.0}
+    completed = {**running, "name": "a", "status": "completed", "attempt": 1, "finished_at": 2.0, "output": 1}
+    entries = {"j:00000002": running, "j:00000001": completed}
+    held = Bundle.held("o:000000000007", 7, 3.25, "x", entries)
+    (stored,) = held.stored()
+    (expected,) = bundles(7, 3.25, "x", plain_pieces(entries))
+    assert (stored.key, stored.text, stored.seq, stored.at) == (expected.key, expected.text, 7, 3.25)
+    assert stored.parts is entries
+    assert [(r.seq, r.key, r.attempt) for r in records_of(stored.key, stored.text, "x")] == [
+        (7, "j:00000001", None),
+        (8, "j:00000002", 2),
+    ]
+    # A bundle of pieces is stored as ever.
+    pieces = Bundle.held("o:000000000007", 7, 3.25, "x", plain_pieces(entries))
+    assert [(b.key, b.text) for b in pieces.stored()] == [(expected.key, expected.text)]
+
+
+def test_a_bundle_of_values_too_long_for_one_record_is_stored_a_piece_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many steps completing in one commit (a wide gather) may not fit in one stored value:
+    each record goes alone, as for any bundle, and is delivered from its pieces."""
+    completed = {"v": 2, "kind": "step", "name": "a", "status": "completed", "attempt": 1, "finished_at": 2.0}
+    entries = {jn.op_key(jn.MAIN, op): {**completed, "name": f"s{op}"} for op in range(1, 4)}
+    monkeypatch.setattr(jn, "MAX_VALUE_BYTES", 60)
+    made = Bundle.held("o:000000000007", 7, 3.25, "x", entries).stored()
+    assert [(b.key, b.seq) for b in made] == [(f"o:00000000000{seq}", seq) for seq in (7, 8, 9)]
+    assert all(isinstance(b.parts, list) and len(b.parts) == 1 for b in made)
+    assert [records_of(b.key, b.text, "x")[0].key for b in made] == list(entries)
 
 
 class _Core:

@@ -14,6 +14,7 @@ from workkit_workflow import RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import RECOVERED_VERSION, Record, records_of, recovered_bundles
+from workkit_workflow.history._capture import HELD, Capture
 from workkit_workflow.history._d1 import D1Port, LocalStatement
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
 from workkit_workflow.history._projection import projection
@@ -73,6 +74,42 @@ async def test_a_run_of_steps_writes_no_outbox_record_for_its_starts_and_complet
         assert len([r for r in rt.table("wf_steps") if r["status"] == "completed"]) == 30
         assert rt.outbox("m-1") == {}
         assert "mem" not in jn.loads(rt.ns.backend.list("m-1", HEAD, None, None, None, False)[HEAD])
+    finally:
+        await rt.close()
+
+
+@pytest.mark.parametrize("cause", ["d1 down", "no turn"])
+async def test_memory_holds_at_most_held_bundles_while_deliveries_cannot_keep_up(
+    cause: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While deliveries cannot keep up, the outbox holds at most ``HELD`` bundles of values (a
+    step's entries, its output decoded: kilobytes each); past those, a commit stores its
+    record, whose references are read back from the journal as it goes out. Deliveries stall
+    while D1 is down, and while a run never lets them run: on Cloudflare, steps that wait for
+    nothing over the SQL journal, whose writes are synchronous ("no turn": the local runtime
+    without interleaving). Until 2026-12-01 the bound held for what memory alone kept, not
+    for what it kept of stored records: a 3,000-step run held all 3,000."""
+    held: list[int] = []
+    capture = Capture.capture
+
+    def spy(self: Capture, puts: Any, entries: Any = None) -> dict[str, str]:
+        out = capture(self, puts, entries)
+        held.append(len(self._held))
+        return out
+
+    monkeypatch.setattr(Capture, "capture", spy)
+    rt = Runtime(interleave="none" if cause == "no turn" else "storage")
+    steps = HELD + 200
+    try:
+        rt.d1.fail = cause == "d1 down"
+        handle = await rt.client.run(_linear(steps), {}, execution_id="long")
+        assert (await handle.result(timeout=3600)).value == {"i": steps - 1}
+        assert len(held) > steps
+        assert max(held) <= HELD
+        rt.d1.fail = False
+        await rt.drained(["long"])
+        rt.exactly_once()
+        assert [r["status"] for r in rt.table("wf_steps")] == ["completed"] * steps
     finally:
         await rt.close()
 

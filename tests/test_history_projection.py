@@ -61,13 +61,16 @@ class Runtime:
         d1: Any = None,
         faults: FaultPlan | None = None,
         clock: VirtualClock | None = None,
+        interleave: str = "storage",
     ) -> None:
         # One VirtualClock per event loop: two would each wait for the other to idle.
         self.clock = clock or VirtualClock()
         self.d1 = d1 if d1 is not None else LocalD1()
         self.path = path
         self.faults = faults
-        self.ns = LocalNamespace(path, self.clock, env={"HISTORY_DB": self.d1}, faults=faults)
+        self.ns = LocalNamespace(
+            path, self.clock, env={"HISTORY_DB": self.d1}, faults=faults, interleave=interleave
+        )
         self.client = create_durable_workflow(self.ns, history=self.d1)
         self.written: list[tuple[str, int]] = []
         """Every outbox record ever committed but recovered ones: (execution id, seq)."""

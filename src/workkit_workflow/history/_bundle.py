@@ -233,6 +233,15 @@ class Bundle(NamedTuple):
         parts = self.parts
         return parts if isinstance(parts, list) else plain_pieces(parts)
 
+    def stored(self) -> list[Bundle]:
+        """:func:`bundles` of a bundle held in memory only; one held as values (``Capture.
+        _hold``) stays so, for its delivery to project them (``plain_projection``)."""
+        parts = self.parts
+        made = bundles(self.seq, self.at, self.execution_id, self.pieces)
+        if len(made) > 1 or isinstance(parts, list):
+            return made
+        return [_new(Bundle, (made[0].key, made[0].text, self.seq, self.at, self.execution_id, parts))]
+
     def op_keys(self) -> Iterable[str]:
         """The journal keys of the operations it records (not ``state``'s)."""
         parts = self.parts

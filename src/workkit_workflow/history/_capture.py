@@ -130,7 +130,7 @@ class Capture:
                 entries is not None
                 and len(entries) == len(puts)
                 and self._restoring is None
-                and len(self._memory) < HELD
+                and len(self._held) < HELD
             ):
                 return self._hold(entries)
             return self._capture(puts, entries)
@@ -191,7 +191,7 @@ class Capture:
         mark = self._mark
         if (
             self._restoring is None
-            and len(self._memory) < HELD
+            and len(self._held) < HELD
             and (references or None not in [p.ref for p in pieces])
         ):
             # Only references: the journal entries of this commit hold all of it.
@@ -261,7 +261,7 @@ class Capture:
     def _store_memory(self, out: dict[str, str]) -> None:
         """Put every bundle held in memory only into ``out`` (the commit being made)."""
         for kept in self._memory.values():
-            for bundle in bundles(kept.seq, kept.at, kept.execution_id, kept.pieces):
+            for bundle in kept.stored():
                 out[bundle.key] = bundle.text
                 self._held[bundle.key] = bundle
         self._memory.clear()
