@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from workkit_workflow.history._capture import HELD
+
 from _runtime_kit import ROOT, require_kit
 
 sys.path.insert(0, str(ROOT / "miniflare" / "realruntime"))
@@ -131,16 +133,22 @@ def test_a_step_does_not_suspend_on_the_sql_journal(runtime: RealRuntime) -> Non
     assert turns["engine_sql"] < turns["engine_memory"] + 0.2, turns
 
 
-def test_the_history_projects_inside_a_real_object(runtime: RealRuntime) -> None:
+@pytest.mark.parametrize("steps", [50, HELD + 80])
+def test_the_history_projects_inside_a_real_object(runtime: RealRuntime, steps: int) -> None:
     """The history projection in a real Python Durable Object (``worker/bench.py``'s history
     rows, over a D1-shaped stand-in running its SQL in the object's own SQLite): every step's
-    row and transition is delivered, with the object running as it does without it."""
+    row and transition is delivered. The bench's steps wait for nothing, so the run never lets
+    its deliveries run: past ``HELD`` steps the outbox stores their records, read back from the
+    SQL journal as they go out."""
     service = runtime.service("scenarios", NEW_STYLE_DATE)
-    report = ok(runtime.request(service, "POST", "/bench?steps=50&id=history-bench&rounds=1"))
+    report = ok(runtime.request(service, "POST", f"/bench?steps={steps}&id=history-bench-{steps}&rounds=1"))
     projected = report["history_projected"]
     assert projected["executions"] == ["completed"], projected
-    assert projected["completed_steps"] == 50, projected
+    assert projected["completed_steps"] == steps, projected
     # Each step's start and completion, and the execution's own transitions.
-    assert projected["transitions"] >= 2 * 50 + 2, projected
+    assert projected["transitions"] >= 2 * steps + 2, projected
+    # Past HELD, references are read back from the journal: more reads than the run's own.
+    reads = report["history_port_calls_per_run"]["engine_sql_history"].get("get_many", 0)
+    assert (reads > report["port_calls_per_run"].get("get_many", 0)) == (steps > HELD), report
     statements = report["history_statements_per_run"]
     assert statements["engine_sql_history"] == statements["engine_sql_history_offbox"] > 0, statements
