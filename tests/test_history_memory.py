@@ -13,8 +13,17 @@ from test_history_projection import Runtime, settle
 from workkit_workflow import RetryPolicy, Workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
-from workkit_workflow.history._bundle import RECOVERED_VERSION, Record, records_of, recovered_bundles
-from workkit_workflow.history._capture import HELD, Capture
+from workkit_workflow.history._bundle import (
+    RECOVERED_VERSION,
+    UNREAD,
+    Bundle,
+    Record,
+    plain_pieces,
+    records_of,
+    recovered_bundles,
+    resolved,
+)
+from workkit_workflow.history._capture import HELD, HELD_REFERENCES, Capture
 from workkit_workflow.history._d1 import D1Port, LocalStatement
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
 from workkit_workflow.history._projection import projection
@@ -79,39 +88,66 @@ async def test_a_run_of_steps_writes_no_outbox_record_for_its_starts_and_complet
 
 
 @pytest.mark.parametrize("cause", ["d1 down", "no turn"])
-async def test_memory_holds_at_most_held_bundles_while_deliveries_cannot_keep_up(
+async def test_memory_holds_a_bounded_number_of_bundles_while_deliveries_cannot_keep_up(
     cause: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While deliveries cannot keep up, the outbox holds at most ``HELD`` bundles of values (a
-    step's entries, its output decoded: kilobytes each); past those, a commit stores its
-    record, whose references are read back from the journal as it goes out. Deliveries stall
-    while D1 is down, and while a run never lets them run: on Cloudflare, steps that wait for
-    nothing over the SQL journal, whose writes are synchronous ("no turn": the local runtime
-    without interleaving). Until 2026-12-01 the bound held for what memory alone kept, not
-    for what it kept of stored records: a 3,000-step run held all 3,000."""
-    held: list[int] = []
+    """While deliveries cannot keep up, the outbox holds at most ``HELD`` bundles of values
+    (a step's entries, its output decoded: kilobytes each), then up to ``HELD_REFERENCES``
+    bundles of references only; past those, a commit stores its record. References are read
+    back from the journal as they go out. Deliveries stall while D1 is down, and while a run
+    never lets them run: on Cloudflare, steps that wait for nothing over the SQL journal,
+    whose writes are synchronous ("no turn": the local runtime without interleaving). Until
+    2026-12-01 the bound held for what memory alone kept, not for what it kept of stored
+    records: a 3,000-step run held all 3,000, with their values."""
+    held: list[tuple[int, int]] = []
     capture = Capture.capture
 
     def spy(self: Capture, puts: Any, entries: Any = None) -> dict[str, str]:
         out = capture(self, puts, entries)
-        held.append(len(self._held))
+        values = sum(not isinstance(bundle.parts, list) for bundle in self._held.values())
+        held.append((values, len(self._held)))
         return out
 
     monkeypatch.setattr(Capture, "capture", spy)
     rt = Runtime(interleave="none" if cause == "no turn" else "storage")
-    steps = HELD + 200
+    steps = HELD_REFERENCES + 100
     try:
         rt.d1.fail = cause == "d1 down"
         handle = await rt.client.run(_linear(steps), {}, execution_id="long")
         assert (await handle.result(timeout=3600)).value == {"i": steps - 1}
         assert len(held) > steps
-        assert max(held) <= HELD
+        # (The execution's first commits, its start, are no step's values.)
+        assert HELD - 5 <= max(values for values, _ in held) <= HELD
+        assert HELD_REFERENCES - 5 <= max(total for _, total in held) <= HELD_REFERENCES
         rt.d1.fail = False
         await rt.drained(["long"])
         rt.exactly_once()
         assert [r["status"] for r in rt.table("wf_steps")] == ["completed"] * steps
     finally:
         await rt.close()
+
+
+def test_a_reference_held_without_its_value_is_read_back() -> None:
+    running = {"v": 2, "kind": "step", "name": "b", "status": "running", "attempt": 2, "started_at": 1.0}
+    completed = {**running, "name": "a", "status": "completed", "attempt": 1, "finished_at": 2.0}
+    entries = {"j:00000002": running, "j:00000001": completed}
+    bundle = Bundle.held("o:000000000007", 7, 3.0, "x", plain_pieces(entries, values=False))
+    records = bundle.records()
+    assert [(r.seq, r.key, r.value is UNREAD, r.attempt) for r in records] == [
+        (7, "j:00000001", True, None),
+        (8, "j:00000002", True, 2),
+    ]
+    # Read back: the completion as the journal has it; the start as its attempt was, even
+    # when the journal's entry has moved on (a newer record of it goes out too).
+    later = {**running, "attempt": 3}
+    journal = {"j:00000001": jn.dumps(completed), "j:00000002": jn.dumps(later)}
+    assert [r.value for r in resolved(records, journal)] == [
+        completed,
+        {"kind": "step", "name": "b", "started_at": 1.0, "status": "running", "attempt": 2},
+    ]
+    # A superseded start needs no reading back.
+    (_, superseded) = bundle.records({"j:00000002"})
+    assert superseded.value == {"name": "b", "status": "running", "attempt": 2}
 
 
 async def test_a_retry_stores_the_records_kept_in_memory_with_its_own() -> None:

@@ -98,19 +98,20 @@ def step_piece(key: str, text: str) -> Piece:
     return _new(Piece, (key, text, ref, name, None))
 
 
-def plain_pieces(entries: Mapping[str, Mapping[str, Any]]) -> list[Piece]:
+def plain_pieces(entries: Mapping[str, Mapping[str, Any]], *, values: bool = True) -> list[Piece]:
     """The records of a commit of a step's transitions whose values the engine handed over
     as it built them (``entries``, ``JournalObserver.capture``: a step's entries, running or
     completed), in key order: each a reference, told from its value, with no text (a
     delivery from memory reads the value itself).
 
     Nearly every commit of a run is one (a step's completion and the next one's start);
-    the outbox builds them only when it needs them (``Bundle.pieces``)."""
+    the outbox builds them only when it needs them (``Bundle.pieces``); without ``values``,
+    to be read back from the journal."""
     pieces = []
     for key in sorted(entries):
         entry = entries[key]
         ref = "null" if entry["status"] == "completed" else str(entry["attempt"])
-        pieces.append(_new(Piece, (key, "", ref, entry["name"], entry)))
+        pieces.append(_new(Piece, (key, "", ref, entry["name"], entry if values else None)))
     return pieces
 
 
@@ -199,6 +200,10 @@ def _smaller(piece: Piece) -> str:
     return jn.dumps({**value, "truncated": True})
 
 
+Parts = list[Piece] | Mapping[str, Mapping[str, Any]]
+"""A bundle's records: their pieces, or the values the engine handed over, by journal key."""
+
+
 def bundle_key(seq: int) -> str:
     return jn.seq_key(jn.OUTBOX, seq)
 
@@ -212,19 +217,12 @@ class Bundle(NamedTuple):
     seq: int
     at: float
     execution_id: str
-    parts: list[Piece] | Mapping[str, Mapping[str, Any]]
+    parts: Parts
     """Its records: their pieces, or, for a commit of a step's transitions that memory
     holds (``Capture``), the values the engine built, by journal key (``plain_pieces``)."""
 
     @classmethod
-    def held(
-        cls,
-        key: str,
-        seq: int,
-        at: float,
-        execution_id: str,
-        parts: list[Piece] | Mapping[str, Mapping[str, Any]],
-    ) -> Bundle:
+    def held(cls, key: str, seq: int, at: float, execution_id: str, parts: Parts) -> Bundle:
         """A bundle kept in memory only (no stored text)."""
         return _new(cls, (key, "", seq, at, execution_id, parts))
 
@@ -236,11 +234,10 @@ class Bundle(NamedTuple):
     def stored(self) -> list[Bundle]:
         """:func:`bundles` of a bundle held in memory only; one held as values (``Capture.
         _hold``) stays so, for its delivery to project them (``plain_projection``)."""
-        parts = self.parts
         made = bundles(self.seq, self.at, self.execution_id, self.pieces)
-        if len(made) > 1 or isinstance(parts, list):
+        if len(made) > 1 or isinstance(self.parts, list):
             return made
-        return [_new(Bundle, (made[0].key, made[0].text, self.seq, self.at, self.execution_id, parts))]
+        return [made[0]._replace(parts=self.parts)]
 
     def op_keys(self) -> Iterable[str]:
         """The journal keys of the operations it records (not ``state``'s)."""
@@ -254,13 +251,16 @@ class Bundle(NamedTuple):
         seq, at, execution_id = self.seq, self.at, self.execution_id
         out = []
         for i, (key, text, ref, name, entry) in enumerate(self.pieces):
+            attempt = None
             if name is not None and ref != "null" and key in superseded:
                 value: dict[str, Any] = {"name": name, "status": "running", "attempt": int(ref or 0)}
             elif entry is not None:
                 value = dict(entry)
+            elif not text:  # a reference held without its value: read back (``resolved``)
+                value, attempt = UNREAD, None if ref == "null" else int(ref or 0)
             else:
                 value = jn.loads(text)
-            out.append(_new(Record, (seq + i, at, execution_id, key, value, None, False)))
+            out.append(_new(Record, (seq + i, at, execution_id, key, value, attempt, False)))
         return out
 
 

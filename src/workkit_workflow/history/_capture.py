@@ -21,6 +21,7 @@ from ..engine import _journal as jn
 from ..engine._plugins import ObservedExecution
 from ._bundle import (
     Bundle,
+    Parts,
     Piece,
     bundle_key,
     bundles,
@@ -46,8 +47,13 @@ execution's summary changes, rather than with every commit; an object that resta
 goes on after the block (a gap in the sequence, never a reuse)."""
 
 HELD = 320
-"""Bundles kept in memory for their delivery at most, four of its pages (beyond, while
-deliveries lag, a reference is read back from the journal)."""
+"""Bundles kept in memory with their values for their delivery at most, four of its pages."""
+
+HELD_REFERENCES = 4 * HELD
+"""Bundles kept in memory at most, those beyond ``HELD`` as references only (a few hundred
+bytes each, read back from the journal as they go out): while deliveries lag, or while a
+run never lets them run (steps that wait for nothing, over a Durable Object's synchronous
+SQL journal). Beyond, a commit stores its records (read back likewise)."""
 
 READ_BACK_PAGE = 40
 """Journal entries read at a time by :meth:`Capture.restore`."""
@@ -126,33 +132,31 @@ class Capture:
         """The outbox records for a commit of ``puts`` (added to the same commit);
         ``entries``: the values of some of them as the engine built them."""
         try:
-            if (
-                entries is not None
-                and len(entries) == len(puts)
-                and self._restoring is None
-                and len(self._held) < HELD
-            ):
-                return self._hold(entries)
+            if entries is not None and len(entries) == len(puts) and self._restoring is None:
+                if len(self._held) < HELD:
+                    return self._hold(entries, entries)
+                if len(self._held) < HELD_REFERENCES:
+                    return self._hold(entries, plain_pieces(entries, values=False))
             return self._capture(puts, entries)
         except Exception:
             # Never fail a workflow's write because of its history.
             log.exception("workkit_workflow: could not record history for this write")
             return {}
 
-    def _hold(self, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    def _hold(self, entries: Mapping[str, Mapping[str, Any]], parts: Parts) -> dict[str, str]:
         """A commit of a step's transitions only, every value handed over: nearly every
         commit of a run (a step's completion and the next one's start). Its bundle is kept
-        in memory only, as the values themselves (``Bundle.parts``), under the head's mark:
-        the journal entries of this commit hold all of it."""
+        in memory only, as the values themselves (``parts`` is ``entries``) or, past
+        ``HELD``, as references (``Bundle.parts``), under the head's mark: the journal
+        entries of this commit hold all of it."""
         execution_id = self._execution_id
         if execution_id is None:
             execution_id = self._execution_id = self.core.execution_id
         seq = self.seq + 1
         self.seq += len(entries)
         key = jn.OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
-        self._memory[key] = self._held[key] = _new(
-            Bundle, (key, "", seq, self.core.now(), execution_id, entries)
-        )
+        bundle = _new(Bundle, (key, "", seq, self.core.now(), execution_id, parts))
+        self._memory[key] = self._held[key] = bundle
         mark = self._mark
         marked, floors = self._floors
         if marked is not mark:
