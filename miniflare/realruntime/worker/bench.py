@@ -17,6 +17,10 @@
 * ``engine_sql_history_offbox``: the same, the stand-in running no SQL: what the object itself
   spends on its history when D1 runs elsewhere, as on Cloudflare (capture, projection, the
   batch's conversion to JS);
+* ``engine_sql_waiting`` and ``engine_sql_waiting_history``: ``engine_sql`` without and with
+  the history (its SQL in the object), each step awaiting a resolved JS promise as a step's
+  ``fetch`` does: the run suspends at every step, so the history delivers while it runs
+  (the steps above wait for nothing: their history goes out when the run ends);
 * floors, each N times with a value of the size the engine committed per step:
   ``put`` (awaited ``ctx.storage.put(key, text)``), ``adapter_commit`` (the adapter's
   ``DurableObjectStorage.commit({key: text})``: size check, ``to_js``, ``put``),
@@ -54,10 +58,16 @@ def _output():
     return OUTPUT
 
 
+async def _output_waiting():
+    await Promise.resolve(None)  # as a step's fetch answers: the step suspends
+    return OUTPUT
+
+
 @workflow("bench-steps")
 async def bench_steps(ctx, data):
+    fn = _output_waiting if data.get("waits") else _output
     for i in range(data["steps"]):
-        await ctx.step(f"s{i}", _output)
+        await ctx.step(f"s{i}", fn)
     return "done"
 
 
@@ -223,13 +233,14 @@ def _count_loop_turns(loop):
     return turns
 
 
-async def _engine_run(ctx, storage, steps, execution_id, history=None):
+async def _engine_run(ctx, storage, steps, execution_id, history=None, waits=False):
     host = CloudflareHost(ctx)
     host.object_name = None  # one object runs several measured executions, one at a time
     counting = CountingStorage(host.storage if storage is None else storage)
     host.storage = counting
     runner = ExecutionObject(host, lease=30.0, history=history)
-    body = json.dumps({"workflow": "bench-steps", "input": {"steps": steps}, "execution_id": execution_id})
+    data = {"steps": steps, "waits": waits}
+    body = json.dumps({"workflow": "bench-steps", "input": data, "execution_id": execution_id})
     loop = asyncio.get_running_loop()
     turns = _count_loop_turns(loop)
     t0 = Date.now()
@@ -270,6 +281,8 @@ async def measure(ctx, steps, rounds=ROUNDS):
         "engine_memory_js_await",
         "engine_sql_history",
         "engine_sql_history_offbox",
+        "engine_sql_waiting",
+        "engine_sql_waiting_history",
         "put",
         "adapter_commit",
         "sql_commit",
@@ -292,6 +305,11 @@ async def measure(ctx, steps, rounds=ROUNDS):
     await _reset(storage)
     SqlD1(storage).create_tables()
     await _engine_run(ctx, None, max(10, steps // 4), "bench-warm-history", history=SqlD1(storage))
+    await _reset(storage)
+    SqlD1(storage).create_tables()
+    await _engine_run(
+        ctx, None, max(10, steps // 4), "bench-warm-waiting", history=SqlD1(storage), waits=True
+    )
     for round_no in range(rounds):
         await _reset(storage)
         elapsed, counted = await _engine_run(ctx, None, steps, f"bench-sql-{round_no}")
@@ -324,6 +342,16 @@ async def measure(ctx, steps, rounds=ROUNDS):
                 projected = _projected(d1)
                 if projected["completed_steps"] != steps:
                     raise RuntimeError(f"the history projected {projected} for {steps} steps")
+        for name, d1 in (("engine_sql_waiting", None), ("engine_sql_waiting_history", SqlD1(storage))):
+            await _reset(storage)
+            if d1 is not None:
+                d1.create_tables()
+            run_id = f"bench-waiting-{round_no}"
+            elapsed, waiting = await _engine_run(ctx, None, steps, run_id, history=d1, waits=True)
+            rows[name].append(elapsed / steps)
+            turns[name] = waiting.loop_turns / steps
+            if d1 is not None and _projected(d1)["completed_steps"] != steps:
+                raise RuntimeError(f"the history projected {_projected(d1)} for {steps} steps")
 
         text = "v" * max(1, counted.put_bytes // max(1, counted.calls.get("commit", 1)))
         t0 = Date.now()
