@@ -150,6 +150,26 @@ def test_a_reference_held_without_its_value_is_read_back() -> None:
     assert superseded.value == {"name": "b", "status": "running", "attempt": 2}
 
 
+async def test_a_run_s_last_commit_stores_what_memory_holds_as_one_record() -> None:
+    """A commit that must store its records stores those memory holds with them: at a
+    short run's end, while no delivery has a page of them in hand, as one record (written,
+    then delivered and deleted, once rather than once per step), their sequences kept."""
+    rt = Runtime()
+    spy = _Commits(rt)
+    try:
+        handle = await rt.client.run(_linear(6), {}, execution_id="short")
+        assert (await handle.result(timeout=60)).value == {"i": 5}
+        await rt.drained(["short"])
+        rt.exactly_once()
+        (last,) = [puts for puts, _ in spy.commits if "result" in puts]
+        (record,) = [(k, v) for k, v in last.items() if k.startswith(RECORD_PREFIX)]
+        held = records_of(*record, "short")
+        assert [r.key for r in held] == [jn.op_key(jn.MAIN, op) for op in range(6) for _ in "sc"] + ["state"]
+        assert [r.seq for r in held] == list(range(held[0].seq, held[0].seq + 13))
+    finally:
+        await rt.close()
+
+
 async def test_a_retry_stores_the_records_kept_in_memory_with_its_own() -> None:
     """A retrying entry overwrites the running one a memory-only record refers to."""
     rt = Runtime()

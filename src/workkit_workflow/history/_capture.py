@@ -32,6 +32,7 @@ from ._bundle import (
     state_summary,
     step_piece,
 )
+from ._projection import _held_by_row
 from ._recovery import lowered, mark_for, read_back
 
 log = logging.getLogger("workkit_workflow.history")
@@ -205,14 +206,8 @@ class Capture:
         else:
             # It may overwrite an entry a bundle in memory refers to (a retry's start, a
             # wait): those are stored with it.
-            if self._memory:
-                self._store_memory(out)
+            self._store(out, seq, at, pieces)
             mark = self._memory_mark()
-            for bundle in bundles(seq, at, self._execution_id, pieces):
-                out[bundle.key] = bundle.text
-                if len(self._held) < HELD:
-                    self._held[bundle.key] = bundle
-            self._stores += 1
         head = (
             last is not self._last
             or self.seq > self._reserved
@@ -261,6 +256,46 @@ class Capture:
     def _head(self) -> str:
         tail = f'"last":{self._last_text}' + (f',"mem":{jn.dumps(self._mark)}' if self._mark else "")
         return f'{{"v":{jn.VERSION},"seq":{self.seq},"reserved":{self._reserved},{tail}}}'
+
+    def _store(self, out: dict[str, str], seq: int, at: float, pieces: list[Piece]) -> None:
+        """Put the records of a commit (``pieces``, sequences from ``seq`` on) and of every
+        bundle memory holds into ``out``: one record for all when memory's are transitions
+        their steps' rows hold (the record's one time is then no event's) and no delivery
+        has a page of them in hand, else a record each. A short execution's end then
+        writes, and later deletes, one record rather than one per step."""
+        first = next(iter(self._memory.values()), None)
+        if first is not None and not self._delivering() and (held := self._foldable(seq)) is not None:
+            for key in self._memory:
+                self._held.pop(key, None)
+            self._memory.clear()
+            seq, pieces = first.seq, held + pieces
+        elif first is not None:
+            self._store_memory(out)
+        for bundle in bundles(seq, at, self._execution_id or "", pieces):
+            out[bundle.key] = bundle.text
+            if len(self._held) < HELD:
+                self._held[bundle.key] = bundle
+        self._stores += 1
+
+    def _delivering(self) -> bool:
+        """Whether a delivery may have a page of what memory holds in hand (``Outbox``'s):
+        each bundle is then stored under its own key, the one the delivery drops after it."""
+        return True
+
+    def _foldable(self, seq: int) -> list[Piece] | None:
+        """The pieces of the bundles memory holds, if each holds values whose transitions
+        their steps' rows hold, and their sequences run on to ``seq``; else None."""
+        out: list[Piece] = []
+        expected: int | None = None
+        for bundle in self._memory.values():
+            if isinstance(bundle.parts, list) or bundle.seq != (bundle.seq if expected is None else expected):
+                return None
+            pieces = plain_pieces(bundle.parts)
+            if any(_held_by_row(piece.entry or {}) is None for piece in pieces):
+                return None
+            out += pieces
+            expected = bundle.seq + len(pieces)
+        return out if expected == seq else None
 
     def _store_memory(self, out: dict[str, str]) -> None:
         """Put every bundle held in memory only into ``out`` (the commit being made)."""

@@ -146,6 +146,9 @@ class Outbox(Capture, Delivery):
         finally:
             self._settling = False
 
+    def _delivering(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def _page_wanted(self, found: dict[str, str]) -> bool:
         if len(found) >= BATCH or self._settling:
             return True  # settling means everything, partial pages too
