@@ -51,13 +51,20 @@ CELLS = (
     ("history-no-sql", "  the same, its local D1 running no SQL"),
     ("engine-no-turns", "engine, SQLite NORMAL, no write suspending"),
     ("history-no-turns", "engine + history, the same"),
+    ("engine-short", "engine, SQLite NORMAL, 10-step executions"),
+    ("history-short", "engine + history, the same"),
     ("floor", "floor: raw SQLite commit, NORMAL"),
 )
 """The three cells under ``history`` take one part of the history away each (``_strip``):
 what is left of the history's cost after it, part by part (``report``). The ``no-turns``
 cells run without the local runtime's interleaving, so no write lets the event loop run
 anything else, as on a Durable Object's SQL journal (synchronous writes) with steps that
-wait for nothing: the history delivers nothing until the run ends."""
+wait for nothing: the history delivers nothing until the run ends. The ``short`` cells
+run their steps as executions of ``SHORT`` steps each, what an execution's own records cost
+spread over few steps."""
+
+SHORT = 10
+"""Steps per execution of the ``short`` cells."""
 
 HISTORY_TARGET = 1.3
 """Issue #16: the engine with the history projection at most this times the engine alone."""
@@ -158,6 +165,11 @@ def report(result: dict[str, Any] | Unavailable) -> None:
             f"no target: engine + history / engine when no write suspends (its deliveries wait for"
             f" the run's end) {per_step['history-no-turns'] / per_step['engine-no-turns']:.2f}x"
         )
+    if "history-short" in per_step and "engine-short" in per_step:
+        print(
+            f"no target: engine + history / engine in {SHORT}-step executions"
+            f" {per_step['history-short'] / per_step['engine-short']:.2f}x"
+        )
     print(
         f"no target: what the history adds per step, {history - engine:,.0f} instructions, by part: "
         + "; ".join(f"{what} {count:,.0f}" for what, count in parts)
@@ -222,7 +234,11 @@ async def _engine_run(cell: str, steps: int) -> None:
             await engine.run(50)
             gc.collect()
             gc.disable()
-            await engine.run(steps)
+            if cell.endswith("-short"):
+                for _ in range(max(1, steps // SHORT)):
+                    await engine.run(SHORT)
+            else:
+                await engine.run(steps)
         finally:
             await engine.close()
 

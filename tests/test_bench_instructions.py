@@ -49,6 +49,8 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         "history-no-sql": 220_000.0,
         "engine-no-turns": 148_000.0,
         "history-no-turns": 296_000.0,
+        "engine-short": 300_000.0,
+        "history-short": 600_000.0,
         "floor": 50_000.0,
     }
     _instructions.report({"per_step": per_step, "small": 300, "large": 1580, "row_bytes": 290})
@@ -58,6 +60,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
     assert "150.0k" in out and "240.0k" in out
     assert "engine + history / engine 1.60x" in out
     assert "when no write suspends (its deliveries wait for the run's end) 2.00x" in out
+    assert "engine + history / engine in 10-step executions 2.00x" in out
     assert "engine / floor 3.00x" in out
     assert "50,000 instructions per step" in out
     assert "what the history adds per step, 90,000 instructions, by part" in out
