@@ -271,7 +271,9 @@ class Capture:
             seq, pieces = first.seq, held + pieces
         elif first is not None:
             self._store_memory(out)
-        for bundle in bundles(seq, at, self._execution_id or "", pieces):
+        execution_id = self._execution_id
+        assert execution_id is not None  # ``_capture`` sets it before storing anything
+        for bundle in bundles(seq, at, execution_id, pieces):
             out[bundle.key] = bundle.text
             if len(self._held) < HELD:
                 self._held[bundle.key] = bundle
@@ -288,7 +290,7 @@ class Capture:
         out: list[Piece] = []
         expected: int | None = None
         for bundle in self._memory.values():
-            if isinstance(bundle.parts, list) or bundle.seq != (bundle.seq if expected is None else expected):
+            if isinstance(bundle.parts, list) or (expected is not None and bundle.seq != expected):
                 return None
             pieces = plain_pieces(bundle.parts)
             if any(_held_by_row(piece.entry or {}) is None for piece in pieces):
