@@ -42,13 +42,13 @@ async def test_a_plain_run_writes_one_row_per_step_and_no_step_event() -> None:
         handle = await rt.client.run(_linear("plain-rows", 6), {}, execution_id="p")
         assert (await handle.result(timeout=60)).ok
         await rt.drained(["p"])
-        assert [e["kind"] for e in rt.table("wf_events")] == ["execution"] * 3  # pending, running, completed
+        assert [e["kind"] for e in rt.table("wf_events")] == ["execution"] * 2  # running, completed
         steps = rt.d1.rows("SELECT op, started_seq, finished_seq FROM wf_steps ORDER BY op")
         assert [s["op"] for s in steps] == list(range(6))
         assert all(s["started_seq"] < s["finished_seq"] for s in steps)
         shown = rt.d1.rows("SELECT kind, op, status, seq FROM wf_transitions ORDER BY seq")
+        # Started by the request that created it: it begins running, never pending.
         assert [(t["kind"], t["op"], t["status"]) for t in shown] == [
-            ("execution", None, "pending"),
             ("execution", None, "running"),
             *[("step", op, status) for op in range(6) for status in ("running", "completed")],
             ("execution", None, "completed"),

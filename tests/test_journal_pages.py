@@ -289,8 +289,8 @@ async def test_a_cancel_that_lands_while_a_paged_replay_starts_still_undoes_ever
     starts = _drive.Driver._start_incarnation
     cancelled: list[bool] = []
 
-    async def start_then_cancel(self: _drive.Driver, state: Any) -> None:
-        await starts(self, state)
+    async def start_then_cancel(self: _drive.Driver, state: Any, text: str) -> None:
+        await starts(self, state, text)
         if not cancelled:
             cancelled.append(True)
             await handle.cancel("no longer wanted")  # the whole request, during that write

@@ -147,7 +147,7 @@ class Driver:
         main_entries, comp_entries = self._entries(snapshot, held=held)
         if paged:
             main_entries, comp_entries = await self._paged_entries(state, snapshot)
-        await self._start_incarnation(state)
+        await self._start_incarnation(state, snapshot[jn.STATE])
         return definition, main_entries, comp_entries
 
     async def _park_paused(self) -> bool:
@@ -216,11 +216,16 @@ class Driver:
         comp = await storage.list(prefix=jn.COMPENSATION)
         return self._entries({**snapshot, **main, **comp})
 
-    async def _start_incarnation(self, state: Mapping[str, Any]) -> None:
+    async def _start_incarnation(self, state: Mapping[str, Any], text: str) -> None:
+        """Begin the drive's incarnation (``text``: its state record as read)."""
         execution = self.execution
+        begun, execution.begun = execution.begun, None
+        if begun == text:
+            return  # its creation began it, and nothing was written since (``Requests._create``)
         now = execution.now()
         changes: dict[str, Any] = {
-            "incarnation": int(state.get("incarnation", 0)) + 1,
+            # Begun by its creation, changed since (a cancel came first): still its first.
+            "incarnation": int(state.get("incarnation", 0)) + (begun is None),
             "wake_at": None,
             "blocked": None,
         }

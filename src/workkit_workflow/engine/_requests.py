@@ -145,6 +145,10 @@ class Requests:
         state = _new_state(now)
         if limit is not None:
             state["status"] = "queued"
+        elif driven_here:
+            # The drive this request starts at once begins here, in the creation's write:
+            # one write less per execution (the lease alarm below is that incarnation's).
+            state.update(status="running", started_at=now, incarnation=1)
         state_text = jn.encode_record(jn.STATE, state, what="execution state")
         # The alarm is the guarantee that the execution starts, whoever drives it:
         # due now, or, when this request drives it at once, a lease that resumes
@@ -152,6 +156,8 @@ class Requests:
         alarm = now + self.lease if driven_here else now
         await self.execution.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=alarm)
         self.execution.meta, self.execution.state = meta, state
+        if driven_here and limit is None:
+            self.execution.begun = state_text
 
     async def status(self) -> dict[str, Any]:
         await self.execution.ensure_loaded()

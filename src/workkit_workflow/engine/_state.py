@@ -101,6 +101,10 @@ class ExecutionState(Deferral):
         outcome for its parent is one)."""
         self.run: LiveRun | None = None
         """The phase run in progress, if any (set by the phases, read by requests)."""
+        self.begun: str | None = None
+        """The state record a creation wrote with its first incarnation begun, for the drive its
+        request starts at once (``Driver._start_incarnation`` then writes none); None once
+        that drive has read it."""
 
     # -- plumbing ------------------------------------------------------------
 
@@ -236,6 +240,7 @@ class ExecutionState(Deferral):
     def forget(self) -> None:
         """Drop cached state after a failed write: storage is the truth, reload it."""
         self.loaded = False
+        self.begun = None
         self.drop_deferred()
         self._write_failure = None
         self.meta = self.state = None

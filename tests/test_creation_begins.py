@@ -1,0 +1,89 @@
+"""An execution started by a request that drives it at once (``run``, ``wait=True``) begins
+its first incarnation in its creation's write: one write less per execution. Whatever
+lands between that write and the drive (a cancel, a crash) is still observed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from workkit_workflow import Workflow
+from workkit_workflow.engine import _drive
+from workkit_workflow.errors import TransportError
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
+
+
+def _linear(steps: int, ran: list[int]) -> Workflow:
+    flow = Workflow(unique("begins"))
+    for i in range(steps):
+        flow = flow.step(f"s{i}", lambda input, prev, ctx, i=i: ran.append(i) or i)
+    return flow
+
+
+async def test_a_driven_start_writes_its_creation_its_steps_and_its_end(env: WorkflowTestEnv) -> None:
+    ran: list[int] = []
+    flow = _linear(4, ran)
+    writes = env.ns.stats.writes
+    handle = await env.run(flow, {})
+    assert (await env.result(handle)).value == 3
+    # meta + state (running, its lease alarm), one write per step, the end: n + 2.
+    assert env.ns.stats.writes - writes == 4 + 2
+    meta = await handle.meta()
+    assert meta["incarnations"] == 1
+    assert meta["started_at"] is not None and meta["started_at"] == meta["created_at"]
+    assert ran == [0, 1, 2, 3]
+
+
+async def test_a_start_without_waiting_is_pending_until_its_alarm_drives_it(env: WorkflowTestEnv) -> None:
+    ran: list[int] = []
+    handle = await env.start(_linear(2, ran), {})
+    described = await handle.describe()
+    assert (described["status"], described["started_at"]) == ("pending", None)
+    assert (await env.result(handle)).ok
+    assert (await handle.meta())["incarnations"] == 1
+
+
+async def test_a_cancel_between_the_creation_and_its_drive_stops_it_in_its_first_incarnation(
+    env: WorkflowTestEnv, monkeypatch: Any
+) -> None:
+    ran: list[int] = []
+    flow = _linear(3, ran)
+    execution_id = unique("begun-cancel")
+    handle = env.client.execution(execution_id)
+    next_phase = _drive.Driver._next_phase
+    cancelled: list[bool] = []
+
+    async def cancel_first(self: _drive.Driver) -> Any:
+        if not cancelled:
+            cancelled.append(True)
+            # The whole request, after the creation's write and before the drive reads.
+            assert await handle.cancel("changed my mind")
+        return await next_phase(self)
+
+    monkeypatch.setattr(_drive.Driver, "_next_phase", cancel_first)
+    await env.run(flow, {}, execution_id=execution_id)
+    result = await env.result(handle)
+    assert cancelled and result.status == "cancelled"
+    assert ran == []
+    # The cancel's write changed the state the creation wrote: the drive wrote its own
+    # start, still counted as the first incarnation.
+    assert (await handle.meta())["incarnations"] == 1
+
+
+async def test_a_crash_before_the_first_step_is_resumed_by_the_creation_lease(env: WorkflowTestEnv) -> None:
+    ran: list[int] = []
+    flow = _linear(3, ran)
+    env.faults.crash_at("before_step", step="s0")
+    execution_id = unique("begun-crash")
+    handle = env.client.execution(execution_id)
+    with pytest.raises(TransportError):  # the object died under the request that drove it
+        await env.run(flow, {}, execution_id=execution_id)
+    result = await env.result(handle)
+    assert result.ok and ran == [0, 1, 2]
+    meta = await handle.meta()
+    # The creation began incarnation 1; the lease alarm's drive after the crash is the 2nd.
+    assert meta["incarnations"] == 2
+    assert len(env.faults.crashes) == 1
