@@ -221,7 +221,7 @@ class Driver:
         execution = self.execution
         begun, execution.begun = execution.begun, None
         if begun == text:
-            return  # its creation began it, and nothing was written since (``Requests._create``)
+            return  # its creation began it, and its state was not written since (``Requests._create``)
         now = execution.now()
         changes: dict[str, Any] = {
             # Begun by its creation, changed since (a cancel came first): still its first.
