@@ -4,12 +4,14 @@ lands between that write and the drive (a cancel, a crash) is still observed."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from workkit_workflow import Workflow
 from workkit_workflow.engine import _drive
+from workkit_workflow.engine._state import ExecutionState
 from workkit_workflow.errors import TransportError
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -87,3 +89,37 @@ async def test_a_crash_before_the_first_step_is_resumed_by_the_creation_lease(en
     # The creation began incarnation 1; the lease alarm's drive after the crash is the 2nd.
     assert meta["incarnations"] == 2
     assert len(env.faults.crashes) == 1
+
+
+async def test_a_drive_during_the_creation_write_is_not_undone_by_the_creation(
+    env: WorkflowTestEnv, monkeypatch: Any
+) -> None:
+    """``start`` sets the alarm due now: in the local runtime its drive may run while the
+    creation's write is still awaited. The creation cached its records after that await,
+    and put its own ``pending`` state back under a drive that had already begun: the drive
+    then parked on the wait as ``pending`` (found by the SIGKILL loop, stranded)."""
+    ran: list[int] = []
+    flow = _linear(2, ran).wait_for_event("go", "go")
+    write = ExecutionState.write
+
+    def slow_creation(self: ExecutionState, puts: Any, *args: Any, **kwargs: Any) -> Any:
+        turns = write(self, puts, *args, **kwargs)
+        if "meta" not in puts:
+            return turns
+
+        async def awaited() -> None:
+            await turns
+            for _ in range(200):  # the alarm's drive runs meanwhile, to its park
+                await asyncio.sleep(0)
+
+        return awaited()
+
+    monkeypatch.setattr(ExecutionState, "write", slow_creation)
+    handle = await env.start(flow, {})
+    monkeypatch.setattr(ExecutionState, "write", write)
+    await env.settle()
+    assert ran == [0, 1]
+    described = await handle.describe()
+    assert (described["status"], described["waiting_for"]) == ("waiting", ["go"])
+    assert await handle.send_event("go", 1)
+    assert (await env.result(handle)).ok

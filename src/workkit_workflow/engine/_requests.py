@@ -150,14 +150,20 @@ class Requests:
             # one write less per execution (the lease alarm below is that incarnation's).
             state.update(status="running", started_at=now, incarnation=1)
         state_text = jn.encode_record(jn.STATE, state, what="execution state")
-        # The alarm is the guarantee that the execution starts, whoever drives it:
-        # due now, or, when this request drives it at once, a lease that resumes
-        # it only if the object dies first.
+        # The alarm is the guarantee that the execution starts, whoever drives it: due now,
+        # or, when this request drives it at once, a lease that resumes it if the object dies.
         alarm = now + self.lease if driven_here else now
-        await self.execution.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=alarm)
-        self.execution.meta, self.execution.state = meta, state
-        if driven_here and limit is None:
-            self.execution.begun = state_text
+        # Cached before the write is issued, as ``write_state`` does: a drive run while it is
+        # awaited (its alarm due now) builds on them, and nothing here undoes what it wrote.
+        execution = self.execution
+        execution.meta, execution.state = meta, state
+        execution.begun = state_text if driven_here and limit is None else None
+        try:
+            await execution.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=alarm)
+        except StorageFailure:
+            if execution.state is state:
+                execution.meta = execution.state = execution.begun = None  # nothing was written
+            raise
 
     async def status(self) -> dict[str, Any]:
         await self.execution.ensure_loaded()
