@@ -143,11 +143,11 @@ class Requests:
             puts = _restored_records(restart)
         meta_text = jn.encode_record(jn.META, meta, what="workflow input")
         state = _new_state(now)
+        begins = driven_here and limit is None
         if limit is not None:
             state["status"] = "queued"
-        elif driven_here:
-            # The drive this request starts at once begins here, in the creation's write:
-            # one write less per execution (the lease alarm below is that incarnation's).
+        elif begins:
+            # The drive this request starts at once begins in this write: one write less.
             state.update(status="running", started_at=now, incarnation=1)
         state_text = jn.encode_record(jn.STATE, state, what="execution state")
         # The alarm is the guarantee that the execution starts, whoever drives it: due now,
@@ -157,7 +157,7 @@ class Requests:
         # awaited (its alarm due now) builds on them, and nothing here undoes what it wrote.
         execution = self.execution
         execution.meta, execution.state = meta, state
-        execution.begun = state_text if driven_here and limit is None else None
+        execution.begun = state_text if begins else None
         try:
             await execution.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=alarm)
         except StorageFailure:

@@ -265,9 +265,7 @@ class Capture:
         writes, and later deletes, one record rather than one per step."""
         first = next(iter(self._memory.values()), None)
         if first is not None and not self._delivering() and (held := self._foldable(seq)) is not None:
-            for key in self._memory:
-                self._held.pop(key, None)
-            self._memory.clear()
+            self._drop_memory()
             seq, pieces = first.seq, held + pieces
         elif first is not None:
             self._store_memory(out)
@@ -307,6 +305,12 @@ class Capture:
                 self._held[bundle.key] = bundle
         self._memory.clear()
 
+    def _drop_memory(self) -> None:
+        """Forget every bundle memory alone holds (stored otherwise, or never written)."""
+        for key in self._memory:
+            self._held.pop(key, None)
+        self._memory.clear()
+
     def aborted(self) -> None:
         """A write failed after :meth:`capture` saw it: what memory holds may hold its
         records, which never happened, and the head it carried was not stored. As after a
@@ -314,9 +318,7 @@ class Capture:
         lowest operation any record held here names (``restore``), and the next write
         stores the head again."""
         mark = mark_for(self._held.values(), self._restoring)
-        for key in self._memory:
-            self._held.pop(key, None)
-        self._memory.clear()
+        self._drop_memory()
         self._restoring = mark or None
         self._unsure = True
 
