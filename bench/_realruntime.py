@@ -9,6 +9,12 @@ commits per step), with min / median / max over the rounds. And the engine over 
 with the history projection on: there is no D1 in this runtime, so a D1-shaped stand-in over the
 object's own SQLite runs its SQL, or runs nothing (what the object spends when D1 is elsewhere,
 as on Cloudflare); no target here (issue #16's 1.3x is judged on the SQLite cells).
+
+And what a whole execution costs the runtime (``rt_driver.run_cpu``): the workerd process's
+CPU (read from /proc: a Worker's own clock moves only at I/O) per request, for a request the
+Worker answers itself, one to a new Durable Object that answers at once, and executions of 1
+and 10 steps through the client's ``run``, each a new execution object: the execution's part
+is its row less the new object's.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ ROWS = (
     ("await_js", "await a resolved JS promise"),
 )
 
+CPU_ROWS = (
+    ("bare", "a request the Worker answers itself"),
+    ("new_object", "a request to a new Durable Object that answers at once"),
+    ("run_1", "an execution of 1 step (client.run; a new execution object)"),
+    ("run_10", "an execution of 10 steps, the same"),
+)
+
 HISTORY_ROWS = (
     ("engine_sql_history", "engine_sql", "with its SQL here"),
     ("engine_sql_history_offbox", "engine_sql", "with D1 elsewhere"),
@@ -62,7 +75,9 @@ def _driver() -> Any:
     return rt_driver
 
 
-def measure(steps: int, rounds: int) -> dict[str, Any] | Unavailable:
+def measure(
+    steps: int, rounds: int, executions: int = 200, cpu_rounds: int = 3
+) -> dict[str, Any] | Unavailable:
     """The bench's report, or why the real runtime cannot run here."""
     try:
         rt_driver = _driver()
@@ -74,7 +89,7 @@ def measure(steps: int, rounds: int) -> dict[str, Any] | Unavailable:
     reply = rt_driver.run_bench(serve_args, steps, rounds)
     if reply.status != 200 or not isinstance(reply.body, dict):
         raise RuntimeError(f"the real-runtime bench answered {reply.status}: {reply.text[:2000]}")
-    return dict(reply.body)
+    return {**reply.body, "cpu": rt_driver.run_cpu(serve_args, executions, cpu_rounds)}
 
 
 def report(result: dict[str, Any] | Unavailable) -> list[str]:
@@ -112,6 +127,8 @@ def report(result: dict[str, Any] | Unavailable) -> list[str]:
             + ", ".join(on_off)
             + f" (D1 statements per run: {result.get('history_statements_per_run')})"
         )
+    if "cpu" in result:
+        _report_cpu(result["cpu"])
     return [
         f"[{'MET' if engine <= TARGET_MS else 'MISSED'}] real runtime: engine over the SQL journal "
         f"{engine:.3f} ms/step (median) <= {TARGET_MS} ms (key-value {ms['engine_kv']:.3f}, "
@@ -119,9 +136,36 @@ def report(result: dict[str, Any] | Unavailable) -> list[str]:
     ]
 
 
+def _report_cpu(cpu: dict[str, Any]) -> None:
+    print(
+        f"\n== real runtime: the workerd process's CPU per request, ms (/proc, user + system; "
+        f"{cpu['executions']} requests of each kind a round, {cpu['rounds']} rounds, "
+        f"{cpu['clock_ticks_per_second']} ticks a second)"
+    )
+    rounds = cpu["all_rounds"]
+    rows = []
+    for key, label in CPU_ROWS:
+        ordered = sorted(rounds[key])
+        median = cpu["cpu_ms_per_request"][key]
+        rows.append([label, f"{ordered[0]:.2f}", f"{median:.2f}", f"{ordered[-1]:.2f}"])
+    print(table(["", "min", "median", "max"], rows))
+    parts = [
+        f"{steps} {_median([a - b for a, b in zip(rounds[key], rounds['new_object'], strict=True)]):.2f} ms"
+        for key, steps in (("run_1", "1 step"), ("run_10", "10 steps"))
+    ]
+    print(
+        "no target: an execution's own part (its row less the new object's, median of the rounds): "
+        + ", ".join(parts)
+    )
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def _round_ratio(rounds: dict[str, list[float]], key: str, base: str) -> float:
     """The median over rounds of ``key`` / ``base`` in the same round (rounds interleave the
     variants, so a round's two figures saw the same load)."""
-    ratios = sorted(a / b for a, b in zip(rounds[key], rounds[base], strict=True) if b > 0)
-    middle = len(ratios) // 2
-    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return _median([a / b for a, b in zip(rounds[key], rounds[base], strict=True) if b > 0])

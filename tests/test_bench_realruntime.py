@@ -55,3 +55,26 @@ def test_without_the_runtime_it_says_why(capsys: pytest.CaptureFixture[str]) -> 
     verdicts = _realruntime.report(_realruntime.Unavailable("no kit here"))
     assert "not available: no kit here" in capsys.readouterr().out
     assert verdicts == ["[SKIPPED] real runtime: not available: no kit here"]
+
+
+def test_the_cpu_table_prints_each_kind_and_an_executions_part(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _result(history=False)
+    rounds = {
+        "bare": [3.0, 4.0, 3.5],
+        "new_object": [13.0, 14.0, 12.0],
+        "run_1": [20.0, 24.0, 19.0],
+        "run_10": [22.0, 25.0, 23.0],
+    }
+    result["cpu"] = {
+        "executions": 200,
+        "rounds": 3,
+        "clock_ticks_per_second": 100,
+        "cpu_ms_per_request": {key: sorted(values)[1] for key, values in rounds.items()},
+        "all_rounds": rounds,
+    }
+    _realruntime.report(result)
+    out = capsys.readouterr().out
+    assert "200 requests of each kind a round, 3 rounds" in out
+    assert "an execution of 1 step (client.run; a new execution object)" in out
+    # Per round: 7, 10, 7 for 1 step; 9, 11, 11 for 10 steps.
+    assert "its row less the new object's, median of the rounds): 1 step 7.00 ms, 10 steps 11.00 ms" in out

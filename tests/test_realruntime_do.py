@@ -366,3 +366,12 @@ def test_step_cost_breakdown(runtime: RealRuntime) -> None:
     # Storage and its JavaScript round trips cost something: the engine over the key-value
     # API is slower than over a dict.
     assert ms["engine_kv"] > ms["engine_memory"] > 0 and ms["engine_sql"] > 0, ms
+
+
+def test_the_cpu_of_whole_executions_is_read_from_the_process() -> None:
+    """``rt_driver.run_cpu`` (``python -m bench --real-runtime``'s CPU table), in small: every
+    kind of request is answered, each execution through ``/run`` (the client's ``run``)
+    completes, and the process's CPU is read for each."""
+    report = rt_driver.run_cpu(require_kit().serve_args, executions=3, rounds=1)
+    assert set(report["cpu_ms_per_request"]) == {"bare", "new_object", "run_1", "run_10"}
+    assert all(len(values) == 1 and values[0] >= 0 for values in report["all_rounds"].values()), report

@@ -410,20 +410,104 @@ def run_bench(serve_args: Callable[[Path], list[str]], steps: int, rounds: int =
             rt.stop()
 
 
+CPU_REQUESTS = (
+    ("bare", "GET", "/", None),
+    ("new_object", "POST", "/probe/none?id={id}", None),
+    ("run_1", "POST", "/run?workflow=bench-steps&id={id}", {"steps": 1}),
+    ("run_10", "POST", "/run?workflow=bench-steps&id={id}", {"steps": 10}),
+)
+"""What ``run_cpu`` measures, each ``executions`` times a round: a request the Worker answers
+itself; one to a new Durable Object of the test Worker that answers at once (``Probe``, no
+such probe); an execution of 1 and of 10 steps through the client's ``run`` (``/run``: a new
+``ScenarioExecutionDO`` each, over the SQL journal, driven to its end in the request)."""
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU (user and system, every thread) process ``pid`` has used."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workerd_pid(rt: RealRuntime) -> int:
+    """The workerd process itself (the runtime is started under ``timeout``)."""
+    assert rt.process is not None
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == rt.process.pid:
+                return int(entry.name)
+    raise RuntimeError("no workerd process under the runtime's timeout")
+
+
+def run_cpu(
+    serve_args: Callable[[Path], list[str]], executions: int = 200, rounds: int = 3
+) -> dict[str, Any]:
+    """The workerd process's CPU per request of each of ``CPU_REQUESTS``, in ms: what
+    Cloudflare bills is the isolate's part of it (the runtime's own I/O, here in the same
+    process, is not billed there). Read from /proc, not from the clock a Worker sees (it
+    moves only at I/O). The kinds alternate within each round, one after the other, after
+    warm-up requests of each; each execution's outcome is checked after its round."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="workkit-rt-cpu-") as folder:
+        rt = RealRuntime(serve_args, Path(folder), dates=(NEW_STYLE_DATE,), kinds=("scenarios",))
+        rt.start()
+        try:
+            service = rt.service("scenarios", NEW_STYLE_DATE)
+            rt.wait_ready(service)
+            pid = workerd_pid(rt)
+            per_round: dict[str, list[float]] = {name: [] for name, *_ in CPU_REQUESTS}
+            for round_no in [-1, *range(rounds)]:  # round -1 warms up, unmeasured
+                count = 20 if round_no < 0 else executions
+                for name, method, path, body in CPU_REQUESTS:
+                    before = process_cpu(pid)
+                    for i in range(count):
+                        target = path.format(id=f"cpu-{name}-{round_no}-{i}")
+                        reply = rt.request(service, method, target, body)
+                        if name.startswith("run") and (reply.status != 200 or not reply.body["created"]):
+                            raise RuntimeError(f"/run answered {reply.status}: {reply.text[:500]}")
+                    if round_no >= 0:
+                        per_round[name].append(1000 * (process_cpu(pid) - before) / count)
+                for name, *_ in CPU_REQUESTS:
+                    if name.startswith("run"):
+                        last = rt.request(service, "GET", f"/result?id=cpu-{name}-{round_no}-{count - 1}")
+                        if last.body is None or last.body.get("status") != "completed":
+                            raise RuntimeError(f"an execution of {name} did not complete: {last.text[:500]}")
+        finally:
+            rt.stop()
+    return {
+        "executions": executions,
+        "rounds": rounds,
+        "clock_ticks_per_second": os.sysconf("SC_CLK_TCK"),
+        "cpu_ms_per_request": {name: sorted(values)[len(values) // 2] for name, values in per_round.items()},
+        "all_rounds": per_round,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python miniflare/realruntime/rt_driver.py bench [STEPS [ROUNDS]]``: the step-cost
-    figures of worker/bench.py as JSON (``python -m bench --real-runtime`` prints them as a
-    table)."""
+    figures of worker/bench.py as JSON; ``... cpu [EXECUTIONS [ROUNDS]]``: ``run_cpu``'s
+    (``python -m bench --real-runtime`` prints both as tables)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] != "bench":
+    if not args or args[0] not in ("bench", "cpu"):
         print(main.__doc__, file=sys.stderr)
         return 2
-    steps = int(args[1]) if len(args) > 1 else 200
-    rounds = int(args[2]) if len(args) > 2 else 5
     sys.path.insert(0, str(ROOT / "tests"))
     from _runtime_kit import kit
+
+    if args[0] == "cpu":
+        executions = int(args[1]) if len(args) > 1 else 200
+        rounds = int(args[2]) if len(args) > 2 else 3
+        print(json.dumps(run_cpu(kit().serve_args, executions, rounds), indent=2))
+        return 0
+    steps = int(args[1]) if len(args) > 1 else 200
+    rounds = int(args[2]) if len(args) > 2 else 5
 
     reply = run_bench(kit().serve_args, steps, rounds)
     print(json.dumps(reply.body, indent=2) if reply.body is not None else reply.text)

@@ -8,6 +8,7 @@ over quickly after a crash) as ``ScenarioExecutionDO``, the ``Counters`` object,
     POST /check/<name>?id=ID         run an in-runtime scenario of checks.py
     POST /probe/<name>?id=ID         run a probe of probes.py (in the ``Probe`` object ID)
     POST /bench?steps=N&rounds=R     bench.py (in the ``Bench`` object)
+    POST /run?workflow=W&id=ID       run, as create_durable_workflow(...).run does (body: the input)
     POST /start?workflow=W&id=ID     start without waiting (body: the input)
     GET  /result?id=ID               the outcome (timeout 0), /describe, /journal likewise
     POST /cancel?id=ID               cancel
@@ -232,6 +233,10 @@ async def serve(env, request):
             )
     client = create_durable_workflow(env.WORKFLOW_DO)
     handle = client.execution(eid)
+    if path == "/run":
+        text = await request.text()
+        ran = await client.run(query["workflow"], json.loads(text) if text else None, execution_id=eid)
+        return reply({"created": ran.created})
     if path == "/start":
         text = await request.text()
         started = await client.start(query["workflow"], json.loads(text) if text else None, execution_id=eid)
