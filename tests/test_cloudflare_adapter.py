@@ -103,18 +103,25 @@ class _SqliteBackedStorage:
     def __init__(self) -> None:
         self.db = sqlite3.connect(":memory:", isolation_level=None)  # every statement commits alone
         self.sql = _Sql(self.db)
-        self.kv: dict[str, str] = {}
+        self.entries: dict[str, str] = {}
+        """What the key-value API holds."""
         self.alarm: int | None = None
+        self.sync_lists = 0
+
+    @property
+    def kv(self) -> Any:
+        """The synchronous key-value API of SQLite-backed objects (``list`` only)."""
+        return _SyncKv(self)
 
     def transactionSync(self, fn: Callable[[], Any]) -> Any:
-        kv, alarm = dict(self.kv), self.alarm
+        kv, alarm = dict(self.entries), self.alarm
         self.db.execute("SAVEPOINT t")
         try:
             result = fn()
         except BaseException:
             self.db.execute("ROLLBACK TO t")
             self.db.execute("RELEASE t")
-            self.kv, self.alarm = kv, alarm
+            self.entries, self.alarm = kv, alarm
             raise
         self.db.execute("RELEASE t")
         return result
@@ -134,24 +141,33 @@ class _SqliteBackedStorage:
         return self._done(self.alarm)
 
     def put(self, entries: dict[str, str]) -> Any:
-        self.kv.update(entries)
+        self.entries.update(entries)
         return self._done()
 
     def delete(self, keys: list[str]) -> Any:
         for key in keys:
-            self.kv.pop(key, None)
+            self.entries.pop(key, None)
         return self._done(len(keys))
 
     def list(self, options: Any = None) -> Any:
-        return self._done(dict(sorted(self.kv.items(), key=lambda kv: kv[0].encode())))
+        return self._done(dict(sorted(self.entries.items(), key=lambda kv: kv[0].encode())))
 
     def get(self, key: Any) -> Any:
         if isinstance(key, list):
-            return self._done({k: self.kv[k] for k in key if k in self.kv})
-        return self._done(self.kv.get(key))
+            return self._done({k: self.entries[k] for k in key if k in self.entries})
+        return self._done(self.entries.get(key))
 
     def rows(self) -> dict[str, str]:
         return dict(self.db.execute(f"SELECT key, value FROM {JOURNAL_TABLE} ORDER BY key").fetchall())
+
+
+class _SyncKv:
+    def __init__(self, storage: _SqliteBackedStorage) -> None:
+        self._storage = storage
+
+    def list(self, options: dict[str, Any]) -> Any:
+        self._storage.sync_lists += 1
+        return iter(sorted(self._storage.entries.items())[: options.get("limit")])
 
 
 class _NoSql:
@@ -216,26 +232,45 @@ async def test_a_failure_inside_a_commit_keeps_nothing() -> None:
 
 async def test_a_key_value_journal_moves_into_the_table_once() -> None:
     raw = _SqliteBackedStorage()
-    raw.kv = {"meta": '{"v":1}', "state": "{}", "j:00000000": "{}"}
+    raw.entries = {"meta": '{"v":1}', "state": "{}", "j:00000000": "{}"}
     raw.alarm = 5_000
     storage = storage_of(raw)
     assert await storage.list() == {"j:00000000": "{}", "meta": '{"v":1}', "state": "{}"}
-    assert raw.kv == {} and raw.alarm == 5_000
-    raw.kv = {"stray": "x"}
+    assert raw.entries == {} and raw.alarm == 5_000
+    raw.entries = {"stray": "x"}
     again = storage_of(raw)
-    assert await again.get("stray") is None and raw.kv == {"stray": "x"}
+    assert await again.get("stray") is None and raw.entries == {"stray": "x"}
+
+
+async def test_a_new_object_looks_for_a_key_value_journal_without_awaiting() -> None:
+    for raw, synchronous in ((_SqliteBackedStorage(), True), (_WithoutSyncKv(), False)):
+        awaited: list[Any] = []
+
+        def listed(options: Any = None, raw: Any = raw, awaited: list[Any] = awaited) -> Any:
+            awaited.append(options)
+            return raw._done({})
+
+        raw.list = listed  # type: ignore[method-assign]
+        assert await storage_of(raw).get_many(["meta", "state"]) == {}
+        # Where the runtime has the synchronous API it says there is nothing to adopt;
+        # else list() is awaited, as before.
+        assert (raw.sync_lists, len(awaited)) == ((1, 0) if synchronous else (0, 1))
+
+
+class _WithoutSyncKv(_SqliteBackedStorage):
+    kv = None  # type: ignore[assignment]  # a runtime without ``ctx.storage.kv``
 
 
 async def test_a_failed_move_keeps_the_key_value_journal() -> None:
     raw = _SqliteBackedStorage()
-    raw.kv = {"meta": '{"v":1}', "state": "{}"}
+    raw.entries = {"meta": '{"v":1}', "state": "{}"}
     storage = storage_of(raw)
     raw.sql.fail = lambda q: q.startswith("INSERT")
     with pytest.raises(RuntimeError, match="injected"):
         await storage.get("meta")
-    assert raw.kv == {"meta": '{"v":1}', "state": "{}"} and raw.rows() == {}
+    assert raw.entries == {"meta": '{"v":1}', "state": "{}"} and raw.rows() == {}
     raw.sql.fail = lambda q: False
-    assert await storage.get("meta") == '{"v":1}' and raw.kv == {}
+    assert await storage.get("meta") == '{"v":1}' and raw.entries == {}
 
 
 class _KeyValueStorage(_NoSql):
