@@ -133,3 +133,64 @@ async def test_a_receiver_that_does_not_answer_times_out_on_the_core_clock() -> 
     with pytest.raises(TimeoutError, match=r"'peer' did not answer within 15s"):
         await toy._within(hung(), 15.0, "'peer'")
     assert core.now() == start + 15.0
+
+
+async def test_a_receiver_is_awaited_in_the_delivery_task_with_no_task_of_its_own() -> None:
+    core = _Core()
+    toy = _Toy(core)
+    here = asyncio.current_task()
+    tasks = len(asyncio.all_tasks())
+
+    async def answer() -> str:
+        assert asyncio.current_task() is here and len(asyncio.all_tasks()) == tasks
+        await asyncio.sleep(0)
+        return "ok"
+
+    assert await toy._within(answer(), 15.0, "'peer'") == "ok"
+    # The timer is dropped: the clock has nothing left to wake, and the task's own
+    # cancellation count is untouched.
+    assert core.clock._next_deadline() is None and here is not None and here.cancelling() == 0
+    core.clock.advance(60)
+    await asyncio.sleep(0)  # nothing fires late into this task
+    assert here.cancelling() == 0
+
+
+async def test_a_cancel_from_outside_is_not_taken_for_a_timeout() -> None:
+    core = _Core(auto_advance=True)
+    toy = _Toy(core)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def hung() -> None:
+        await never
+
+    delivering = asyncio.ensure_future(toy._within(hung(), 15.0, "'peer'"))
+    await asyncio.sleep(0)
+    delivering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await delivering
+    assert core.clock._next_deadline() is None  # its timer went with it
+
+
+async def test_a_clock_without_call_later_times_out_on_its_sleep() -> None:
+    class SleepOnly:
+        def __init__(self) -> None:
+            self._inner = VirtualClock()
+
+        def now(self) -> float:
+            return self._inner.now()
+
+        async def sleep(self, seconds: float) -> None:
+            await self._inner.sleep(seconds)
+
+    core = _Core(auto_advance=True)
+    core.clock = SleepOnly()  # type: ignore[assignment]
+    toy = _Toy(core)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def hung() -> None:
+        await never
+
+    start = core.now()
+    with pytest.raises(TimeoutError, match=r"'peer' did not answer within 15s"):
+        await toy._within(hung(), 15.0, "'peer'")
+    assert core.now() == start + 15.0

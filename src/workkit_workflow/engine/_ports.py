@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -65,8 +65,16 @@ class Storage(Protocol):
     async def set_alarm(self, at: float | None) -> None: ...
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
+
+
 class Clock(Protocol):
-    """Wall time and waiting, injectable so tests can skip time."""
+    """Wall time and waiting, injectable so tests can skip time.
+
+    A clock may also offer ``call_later(seconds, callback) -> Cancellable`` (both of the
+    package's do): the outboxes' deliveries then time out without a task of their own
+    (``engine._outbox.Delivery._within``); without it they sleep on ``sleep``."""
 
     def now(self) -> float:
         """Seconds since the Unix epoch."""
@@ -98,6 +106,11 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(seconds, 0.0))
+
+    @staticmethod
+    def call_later(seconds: float, callback: Callable[[], None]) -> Cancellable:
+        """``callback`` once ``seconds`` passed (a timeout, with no task of its own)."""
+        return asyncio.get_running_loop().call_later(max(seconds, 0.0), callback, context=PLAIN_CONTEXT)
 
 
 class Host(Protocol):

@@ -35,12 +35,11 @@ records, and what memory holds of it, is ``_capture``'s.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from itertools import chain
 from typing import Any
 
-from ..engine._outbox import Delivery
+from ..engine._outbox import Delivery, call_later
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM
 from ._bundle import UNREAD, Record, records_of, resolved
@@ -86,7 +85,8 @@ class Outbox(Capture, Delivery):
         """``_stores`` when storage was last seen without records: none to list until it moves."""
         self._listed: tuple[int, frozenset[str]] | None = None
         """The last short page listed: ``_stores`` then, and its keys."""
-        self._nudge: asyncio.Task[None] | None = None
+        self._nudge: Any = None
+        """The ``LINGER`` timer (``call_later``): its ``cancel()`` drops it."""
         self._drain = False
         """Whether the running delivery sends a partial page too (else it leaves it)."""
         self._settling = False
@@ -137,7 +137,7 @@ class Outbox(Capture, Delivery):
                 self._nudge = None
             super().kick()
         elif self.undelivered and self._nudge is None:
-            self._nudge = self.core.spawn(self._linger())
+            self._nudge = call_later(self.core, LINGER, self._lingered)
 
     async def settle(self) -> bool:
         self._settling = True
@@ -156,8 +156,7 @@ class Outbox(Capture, Delivery):
         drain, self._drain = self._drain, False
         return drain
 
-    async def _linger(self) -> None:
-        await self.core.clock.sleep(LINGER)
+    def _lingered(self) -> None:
         self._nudge = None
         self._flush = True
         self.kick()
@@ -206,12 +205,15 @@ class Outbox(Capture, Delivery):
         mark = self._memory_mark()
         if mark != self._mark:
             self._mark = mark
-            if stored or not self._memory:
+            if stored or not (self._memory or self._active):
                 puts[HEAD] = self._head()
             else:
-                # The run goes on: its next commit stores the head, rather than a commit
-                # of its own here. Until then the stored mark is lower than it need be,
-                # which only makes a recovery read back more.
+                # The run goes on (it holds more in memory, or its last status recorded is
+                # pending or running: it writes again, at the latest as it parks or ends):
+                # its next commit stores the head, rather than a commit of its own here,
+                # whether or not the run could commit while D1 answered. Until then the
+                # stored mark is lower than it need be, which only makes a recovery read
+                # back more.
                 self._unsure = True
         listed, self._listed = self._listed, None
         clean = self._clean

@@ -123,15 +123,15 @@ class AlarmLoop:
 
     def _deliver_due(self, now: float) -> tuple[bool, float | None]:
         """Fire every due alarm; return whether any fired and when the next is due."""
-        busy = {name for name, live in self._live.items() if live.alarm_task and not live.alarm_task.done()}
         stored = self.backend.alarms()
         for obj in [o for o in self._holds if o not in stored]:
             del self._holds[obj]
         due: list[tuple[float, str]] = []
         upcoming: float | None = None
         for obj, at in stored.items():
-            if obj in busy:
-                continue
+            live = self._live.get(obj)
+            if live is not None and live.alarm_task is not None and not live.alarm_task.done():
+                continue  # its handler still runs: a look of the objects with alarms, not of all
             hold = self._holds.get(obj)
             at = at if hold is None else max(at, hold.until)
             if at <= now:

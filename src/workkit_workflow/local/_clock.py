@@ -6,9 +6,10 @@ import asyncio
 import heapq
 import itertools
 import weakref
+from collections.abc import Callable
 from typing import Any
 
-from ..engine._ports import SystemClock
+from ..engine._ports import Cancellable, SystemClock
 
 __all__ = ["SystemClock", "VirtualClock"]
 
@@ -44,6 +45,19 @@ class VirtualClock:
         if self.auto_advance:
             _LoopDriver.of(loop).add(self)
         await future
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Cancellable:
+        """``callback`` once the clock passed ``seconds`` from now, with no task of its own
+        (a timeout); ``cancel()`` what it returns to drop it."""
+        loop = asyncio.get_running_loop()
+        if seconds <= 0:
+            return loop.call_soon(callback)
+        future: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._timers, (self._now + max(seconds, 0.0), next(self._seq), future))
+        if self.auto_advance:
+            _LoopDriver.of(loop).add(self)
+        future.add_done_callback(lambda done: None if done.cancelled() else callback())
+        return future
 
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose deadline passed."""
