@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._plugins import ObservedExecution
+from ._ports import Cancellable
 
 MAX_BACKOFF = 300.0
 """The longest wait, in seconds, between two failed deliveries."""
@@ -33,12 +34,13 @@ MAX_BACKOFF = 300.0
 T = TypeVar("T")
 
 
-def call_later(core: ObservedExecution, seconds: float, callback: Callable[[], None]) -> Any:
+def call_later(core: ObservedExecution, seconds: float, callback: Callable[[], None]) -> Cancellable:
     """``callback`` once ``seconds`` passed on the core's clock, with no task of its own
     where the clock has ``call_later``; the returned object's ``cancel()`` drops it."""
-    call_later = getattr(core.clock, "call_later", None)
-    if call_later is not None:
-        return call_later(seconds, callback)
+    schedule = getattr(core.clock, "call_later", None)
+    if schedule is not None:
+        scheduled: Cancellable = schedule(seconds, callback)
+        return scheduled
     timer = core.spawn(core.clock.sleep(seconds))
     timer.add_done_callback(lambda done: None if done.cancelled() else callback())
     return timer
@@ -168,22 +170,24 @@ class Delivery:
         task = asyncio.current_task()
         assert task is not None, "a delivery runs in a task"
         cancelling = task.cancelling()
-        state = [False, False]  # [the timer fired, the work is over]
+        fired = over = False
 
         def expire() -> None:
-            if not state[1]:
-                state[0] = True
+            nonlocal fired
+            if not over:
+                fired = True
                 task.cancel()
 
         timer = call_later(self.core, seconds, expire)
         try:
             return await work
         except asyncio.CancelledError:
-            if state[0] and task.uncancel() <= cancelling:
+            # Ours only if no one else cancelled the task meanwhile (as asyncio.timeout).
+            if fired and task.uncancel() <= cancelling:
                 raise TimeoutError(f"{who} did not answer within {seconds:g}s") from None
             raise
         finally:
-            state[1] = True
+            over = True
             timer.cancel()
 
     async def _back_off(self, why: str, *args: Any) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 from ..engine._outbox import Delivery, call_later
 from ..engine._plugins import ObservedExecution, register_observer
-from ..engine._ports import KEEP_ALARM
+from ..engine._ports import KEEP_ALARM, Cancellable
 from ._bundle import UNREAD, Record, records_of, resolved
 from ._capture import HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
@@ -85,8 +85,8 @@ class Outbox(Capture, Delivery):
         """``_stores`` when storage was last seen without records: none to list until it moves."""
         self._listed: tuple[int, frozenset[str]] | None = None
         """The last short page listed: ``_stores`` then, and its keys."""
-        self._nudge: Any = None
-        """The ``LINGER`` timer (``call_later``): its ``cancel()`` drops it."""
+        self._nudge: Cancellable | None = None
+        """The ``LINGER`` timer (``call_later``)."""
         self._drain = False
         """Whether the running delivery sends a partial page too (else it leaves it)."""
         self._settling = False

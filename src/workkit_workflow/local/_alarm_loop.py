@@ -131,7 +131,7 @@ class AlarmLoop:
         for obj, at in stored.items():
             live = self._live.get(obj)
             if live is not None and live.alarm_task is not None and not live.alarm_task.done():
-                continue  # its handler still runs: a look of the objects with alarms, not of all
+                continue  # its handler still runs (only the objects with an alarm are looked at)
             hold = self._holds.get(obj)
             at = at if hold is None else max(at, hold.until)
             if at <= now:

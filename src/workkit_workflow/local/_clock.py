@@ -53,7 +53,7 @@ class VirtualClock:
         if seconds <= 0:
             return loop.call_soon(callback)
         future: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._timers, (self._now + max(seconds, 0.0), next(self._seq), future))
+        heapq.heappush(self._timers, (self._now + seconds, next(self._seq), future))
         if self.auto_advance:
             _LoopDriver.of(loop).add(self)
         future.add_done_callback(lambda done: None if done.cancelled() else callback())
