@@ -199,7 +199,7 @@ class SqlJournalStorage:
         async with self._adopting:
             if self._adopted:
                 return
-            if not self._rows(_ANY_ROW) and not self._key_value_store_empty():
+            if not self._key_value_store_empty() and not self._rows(_ANY_ROW):
                 legacy = _text_map(await self._storage.list())
                 if legacy and not self._rows(_ANY_ROW):
                     await self._transaction(lambda issued: self._move(legacy, issued))
@@ -212,7 +212,8 @@ class SqlJournalStorage:
         """Whether the key-value store is known to be empty without a wait: the synchronous
         ``ctx.storage.kv`` of SQLite-backed objects, where the runtime has it. A new object
         (every execution is one) then adopts nothing without awaiting ``list()``: one
-        JavaScript promise and a turn of Pyodide's event loop less per execution."""
+        JavaScript promise and a turn of Pyodide's event loop less per execution, and no
+        look at the table either."""
         kv = getattr(self._storage, "kv", None)
         if kv is None:
             return False
