@@ -121,8 +121,24 @@ async def test_failures_back_off_doubling_up_to_the_cap_and_bring_the_alarm_forw
     assert toy.sent == [["t:000"]] and toy._retry_at == 0.0 and toy._failures == 0
 
 
-async def test_a_receiver_that_does_not_answer_times_out_on_the_core_clock() -> None:
+class _SleepOnly:
+    """A clock a user wrote: ``now`` and ``sleep`` only, no ``call_later``."""
+
+    def __init__(self) -> None:
+        self._inner = VirtualClock()
+
+    def now(self) -> float:
+        return self._inner.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+@pytest.mark.parametrize("sleep_only", [False, True], ids=["call_later", "sleep only"])
+async def test_a_receiver_that_does_not_answer_times_out_on_the_core_clock(sleep_only: bool) -> None:
     core = _Core(auto_advance=True)  # time jumps once every task waits
+    if sleep_only:
+        core.clock = _SleepOnly()  # type: ignore[assignment]
     toy = _Toy(core)
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -169,28 +185,3 @@ async def test_a_cancel_from_outside_is_not_taken_for_a_timeout() -> None:
     with pytest.raises(asyncio.CancelledError):
         await delivering
     assert core.clock._next_deadline() is None  # its timer went with it
-
-
-async def test_a_clock_without_call_later_times_out_on_its_sleep() -> None:
-    class SleepOnly:
-        def __init__(self) -> None:
-            self._inner = VirtualClock()
-
-        def now(self) -> float:
-            return self._inner.now()
-
-        async def sleep(self, seconds: float) -> None:
-            await self._inner.sleep(seconds)
-
-    core = _Core(auto_advance=True)
-    core.clock = SleepOnly()  # type: ignore[assignment]
-    toy = _Toy(core)
-    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def hung() -> None:
-        await never
-
-    start = core.now()
-    with pytest.raises(TimeoutError, match=r"'peer' did not answer within 15s"):
-        await toy._within(hung(), 15.0, "'peer'")
-    assert core.now() == start + 15.0

@@ -37,7 +37,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,15 +397,22 @@ def poll(fn: Callable[[], Any], *, timeout: float, every: float = 0.25, what: st
 def run_bench(serve_args: Callable[[Path], list[str]], steps: int, rounds: int = 5) -> Reply:
     """worker/bench.py's figures (``rounds`` rounds of ``steps``-step workflows), from a
     workerd serving only the test Worker (wrangler.toml's date), started and stopped here."""
+    with _test_worker(serve_args, "workkit-rt-bench-") as (rt, service):
+        return rt.request(service, "POST", f"/bench?steps={steps}&rounds={rounds}&id=cli", timeout=600)
+
+
+@contextlib.contextmanager
+def _test_worker(serve_args: Callable[[Path], list[str]], prefix: str) -> Iterator[tuple[RealRuntime, str]]:
+    """A workerd serving only the test Worker (wrangler.toml's date), ready; stopped after."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="workkit-rt-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         rt = RealRuntime(serve_args, Path(folder), dates=(NEW_STYLE_DATE,), kinds=("scenarios",))
         rt.start()
         try:
             service = rt.service("scenarios", NEW_STYLE_DATE)
             rt.wait_ready(service)
-            return rt.request(service, "POST", f"/bench?steps={steps}&rounds={rounds}&id=cli", timeout=600)
+            yield rt, service
         finally:
             rt.stop()
 
@@ -451,34 +458,25 @@ def run_cpu(
     process, is not billed there). Read from /proc, not from the clock a Worker sees (it
     moves only at I/O). The kinds alternate within each round, one after the other, after
     warm-up requests of each; each execution's outcome is checked after its round."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="workkit-rt-cpu-") as folder:
-        rt = RealRuntime(serve_args, Path(folder), dates=(NEW_STYLE_DATE,), kinds=("scenarios",))
-        rt.start()
-        try:
-            service = rt.service("scenarios", NEW_STYLE_DATE)
-            rt.wait_ready(service)
-            pid = workerd_pid(rt)
-            per_round: dict[str, list[float]] = {name: [] for name, *_ in CPU_REQUESTS}
-            for round_no in [-1, *range(rounds)]:  # round -1 warms up, unmeasured
-                count = 20 if round_no < 0 else executions
-                for name, method, path, body in CPU_REQUESTS:
-                    before = process_cpu(pid)
-                    for i in range(count):
-                        target = path.format(id=f"cpu-{name}-{round_no}-{i}")
-                        reply = rt.request(service, method, target, body)
-                        if name.startswith("run") and (reply.status != 200 or not reply.body["created"]):
-                            raise RuntimeError(f"/run answered {reply.status}: {reply.text[:500]}")
-                    if round_no >= 0:
-                        per_round[name].append(1000 * (process_cpu(pid) - before) / count)
-                for name, *_ in CPU_REQUESTS:
-                    if name.startswith("run"):
-                        last = rt.request(service, "GET", f"/result?id=cpu-{name}-{round_no}-{count - 1}")
-                        if last.body is None or last.body.get("status") != "completed":
-                            raise RuntimeError(f"an execution of {name} did not complete: {last.text[:500]}")
-        finally:
-            rt.stop()
+    with _test_worker(serve_args, "workkit-rt-cpu-") as (rt, service):
+        pid = workerd_pid(rt)
+        per_round: dict[str, list[float]] = {name: [] for name, *_ in CPU_REQUESTS}
+        for round_no in [-1, *range(rounds)]:  # round -1 warms up, unmeasured
+            count = 20 if round_no < 0 else executions
+            for name, method, path, body in CPU_REQUESTS:
+                before = process_cpu(pid)
+                for i in range(count):
+                    target = path.format(id=f"cpu-{name}-{round_no}-{i}")
+                    reply = rt.request(service, method, target, body)
+                    if name.startswith("run") and (reply.status != 200 or not reply.body["created"]):
+                        raise RuntimeError(f"/run answered {reply.status}: {reply.text[:500]}")
+                if round_no >= 0:
+                    per_round[name].append(1000 * (process_cpu(pid) - before) / count)
+            for name, *_ in CPU_REQUESTS:
+                if name.startswith("run"):
+                    last = rt.request(service, "GET", f"/result?id=cpu-{name}-{round_no}-{count - 1}")
+                    if last.body is None or last.body.get("status") != "completed":
+                        raise RuntimeError(f"an execution of {name} did not complete: {last.text[:500]}")
     return {
         "executions": executions,
         "rounds": rounds,
