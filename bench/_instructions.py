@@ -20,6 +20,7 @@ it tells apart is the Python the engine and the history add, against the same SQ
 from __future__ import annotations
 
 import asyncio
+import compileall
 import gc
 import os
 import re
@@ -90,6 +91,11 @@ def measure(
     if valgrind is None:
         return Unavailable("valgrind not found (Debian: apt-get install valgrind)")
     names = [cell for cell, _ in CELLS] if cells is None else list(cells)
+    # Every module compiled first: a child that finds a stale .pyc compiles it, and the two
+    # children of a cell start together, so one might count the compiling and not the other
+    # (up to 10k instructions per step on a cell; docs/benchmarks.md, sixteenth round).
+    for folder in (ROOT / "src", ROOT / "bench"):
+        compileall.compile_dir(folder, quiet=1)
     jobs = [(cell, steps) for cell in names for steps in (small, large)]
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         counts = list(pool.map(lambda job: _count(valgrind, job[0], job[1], row_bytes), jobs))
