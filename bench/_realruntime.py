@@ -22,9 +22,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
-from ._stats import table
+from ._stats import spread, table
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 0.2
@@ -145,12 +146,11 @@ def _report_cpu(cpu: dict[str, Any]) -> None:
     rounds = cpu["all_rounds"]
     rows = []
     for key, label in CPU_ROWS:
-        ordered = sorted(rounds[key])
-        median = cpu["cpu_ms_per_request"][key]
-        rows.append([label, f"{ordered[0]:.2f}", f"{median:.2f}", f"{ordered[-1]:.2f}"])
+        figures = spread(rounds[key])
+        rows.append([label, f"{figures.low:.2f}", f"{figures.median:.2f}", f"{figures.high:.2f}"])
     print(table(["", "min", "median", "max"], rows))
     parts = [
-        f"{steps} {_median([a - b for a, b in zip(rounds[key], rounds['new_object'], strict=True)]):.2f} ms"
+        f"{steps} {median([a - b for a, b in zip(rounds[key], rounds['new_object'], strict=True)]):.2f} ms"
         for key, steps in (("run_1", "1 step"), ("run_10", "10 steps"))
     ]
     print(
@@ -159,13 +159,7 @@ def _report_cpu(cpu: dict[str, Any]) -> None:
     )
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def _round_ratio(rounds: dict[str, list[float]], key: str, base: str) -> float:
     """The median over rounds of ``key`` / ``base`` in the same round (rounds interleave the
     variants, so a round's two figures saw the same load)."""
-    return _median([a / b for a, b in zip(rounds[key], rounds[base], strict=True) if b > 0])
+    return median([a / b for a, b in zip(rounds[key], rounds[base], strict=True) if b > 0])

@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import tomllib
@@ -429,10 +430,15 @@ such probe); an execution of 1 and of 10 steps through the client's ``run`` (``/
 ``ScenarioExecutionDO`` each, over the SQL journal, driven to its end in the request)."""
 
 
+def _stat_fields(path: Path) -> list[str]:
+    """The fields of a /proc/<pid>/stat after the command's name (the state first)."""
+    stat = path.read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def process_cpu(pid: int) -> float:
     """Seconds of CPU (user and system, every thread) process ``pid`` has used."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -442,10 +448,10 @@ def workerd_pid(rt: RealRuntime) -> int:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                parent = int(_stat_fields(entry / "stat")[1])
             except OSError:
                 continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == rt.process.pid:
+            if parent == rt.process.pid:
                 return int(entry.name)
     raise RuntimeError("no workerd process under the runtime's timeout")
 
@@ -481,7 +487,7 @@ def run_cpu(
         "executions": executions,
         "rounds": rounds,
         "clock_ticks_per_second": os.sysconf("SC_CLK_TCK"),
-        "cpu_ms_per_request": {name: sorted(values)[len(values) // 2] for name, values in per_round.items()},
+        "cpu_ms_per_request": {name: statistics.median(values) for name, values in per_round.items()},
         "all_rounds": per_round,
     }
 

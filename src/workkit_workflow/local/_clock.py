@@ -36,27 +36,27 @@ class VirtualClock:
         return self._now
 
     async def sleep(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        future: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._timers, (self._now + seconds, next(self._seq), future))
-        if self.auto_advance:
-            _LoopDriver.of(loop).add(self)
-        await future
+        await self._timer(seconds)
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> Cancellable:
         """``callback`` once the clock passed ``seconds`` from now, with no task of its own
         (a timeout); ``cancel()`` what it returns to drop it."""
-        loop = asyncio.get_running_loop()
         if seconds <= 0:
-            return loop.call_soon(callback)
+            return asyncio.get_running_loop().call_soon(callback)
+        future = self._timer(seconds)
+        future.add_done_callback(lambda done: None if done.cancelled() else callback())
+        return future
+
+    def _timer(self, seconds: float) -> asyncio.Future[None]:
+        """A future resolved once the clock passed ``seconds`` (> 0) from now."""
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._timers, (self._now + seconds, next(self._seq), future))
         if self.auto_advance:
             _LoopDriver.of(loop).add(self)
-        future.add_done_callback(lambda done: None if done.cancelled() else callback())
         return future
 
     def advance(self, seconds: float) -> None:
