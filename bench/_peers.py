@@ -4,7 +4,8 @@ A peer worker (``bench._dbos_worker``, ``bench._temporal_worker``) prints one JS
 line about itself, then reads step counts from stdin, one per line, runs a workflow
 of that many steps and answers each with the seconds it took, so the parent
 interleaves the peers' runs with its own. Between runs a peer is stopped
-(SIGSTOP): its background threads and servers take no CPU from the others.
+(SIGSTOP to its process group, so the servers it started stop too): its background
+threads and servers take no CPU from the others.
 
 A peer that is not installed is reported, never silently left out: DBOS, Restate
 and Temporal come with the ``bench`` extra (``pip install -e '.[bench]'``); the
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+RESTATE_FROM_NPM = ROOT / "bench" / "peers" / "node_modules" / ".bin" / "restate-server"
+"""Where ``npm ci --prefix bench/peers`` puts the Restate server (``bench/peers/package.json``)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,15 @@ PEERS = {
 }
 
 
+def restate_server() -> str | None:
+    """The Restate server to run: ``$RESTATE_SERVER``, else ``restate-server`` on PATH, else
+    the one ``npm ci --prefix bench/peers`` installed; None when there is none."""
+    found = os.environ.get("RESTATE_SERVER") or shutil.which("restate-server")
+    if found:
+        return found
+    return str(RESTATE_FROM_NPM) if os.access(RESTATE_FROM_NPM, os.X_OK) else None
+
+
 class PeerProcess:
     """One peer worker process."""
 
@@ -51,17 +63,24 @@ class PeerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own process group: a server it starts (Restate's, Temporal's dev server)
+            # is stopped with it between runs.
+            start_new_session=True,
         )
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         if not first:
             raise RuntimeError(f"{name} did not start:\n{self.proc.communicate()[1][-2000:]}")
         self.info: dict[str, Any] = json.loads(first)
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
+
+    def _signal(self, signum: int) -> None:
+        """Send ``signum`` to the worker and every process it started."""
+        os.killpg(self.proc.pid, signum)
 
     def run(self, steps: int) -> float:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
         try:
             self.proc.stdin.write(f"{steps}\n")
             self.proc.stdin.flush()
@@ -70,17 +89,21 @@ class PeerProcess:
                 raise RuntimeError(f"{self.name} stopped:\n{self.proc.communicate()[1][-2000:]}")
             return float(line)
         finally:
-            os.kill(self.proc.pid, signal.SIGSTOP)
+            self._signal(signal.SIGSTOP)
 
     def close(self) -> None:
         assert self.proc.stdin is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
         self.proc.stdin.close()
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        finally:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 def _importable(python: str, module: str) -> str | None:
@@ -96,11 +119,11 @@ def start(name: str, python: str, workdir: str, synchronous: str) -> PeerProcess
     reason = _importable(python, package)
     if reason is not None:
         return Missing(name, f"not installed ({reason}): pip install -e '.[bench]'")
-    if name == "Restate" and not (os.environ.get("RESTATE_SERVER") or shutil.which("restate-server")):
+    if name == "Restate" and restate_server() is None:
         return Missing(
             name,
-            "not installed: no restate-server on PATH or in $RESTATE_SERVER"
-            " (PyPI restate-server, or npm @restatedev/restate-server)",
+            "not installed: no restate-server in $RESTATE_SERVER, on PATH or in bench/peers"
+            " (npm ci --prefix bench/peers)",
         )
     try:
         return PeerProcess(name, module, python, ["--synchronous", synchronous, "--dir", workdir])

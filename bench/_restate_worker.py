@@ -3,8 +3,8 @@ step a journaled ``ctx.run``. See ``bench._peers`` for the protocol::
 
     python -m bench._restate_worker --synchronous FULL --dir /tmp/x
 
-The server (``restate-server`` on PATH, or ``$RESTATE_SERVER``; npm ships it as
-``@restatedev/restate-server``) and the service's ASGI endpoint (hypercorn) are started
+The server (``bench._peers.restate_server``: ``$RESTATE_SERVER``, PATH, or what
+``npm ci --prefix bench/peers`` installs) and the service's ASGI endpoint (hypercorn) are started
 here on 127.0.0.1 and stopped at exit. Restate keeps its journal in RocksDB: it has no
 ``synchronous`` setting, so the same figure serves both columns.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -26,6 +25,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from ._peer_loop import answer_runs, worker_args
+from ._peers import restate_server
 
 bench = restate.Service("bench")
 
@@ -47,10 +47,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_binary() -> str | None:
-    return os.environ.get("RESTATE_SERVER") or shutil.which("restate-server")
-
-
 async def _until_up(client: httpx.AsyncClient, url: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -65,9 +61,9 @@ async def _until_up(client: httpx.AsyncClient, url: str, server: subprocess.Pope
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    binary = server_binary()
+    binary = restate_server()
     if binary is None:
-        raise SystemExit("restate-server is not on PATH")
+        raise SystemExit("no restate-server: npm ci --prefix bench/peers")
     ingress, admin, node, service = (_free_port() for _ in range(4))
     env = {
         **os.environ,
