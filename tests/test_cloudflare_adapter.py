@@ -309,3 +309,59 @@ async def test_a_commit_of_many_keys_is_split_in_calls_the_runtime_takes() -> No
     await storage.commit(puts, [f"gone-{i}" for i in range(130)])
     assert raw.kv == puts
     assert raw.calls == [("put", 128), ("put", 128), ("put", 44), ("delete", 128), ("delete", 2)]
+
+
+class _SdkWrapper:
+    """What the runtime's SDK wraps ``env`` in, once per class level of a subclass: it keeps
+    the object it wraps as ``_env`` and hands out its bindings."""
+
+    def __init__(self, env: Any) -> None:
+        self._env = env
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+
+def test_env_under_several_sdk_wrappers_reaches_the_object_under_one() -> None:
+    from workkit_workflow.cloudflare._workers import once_wrapped_env, unwrapped_env
+
+    raw = type("Env", (), {"OTHER_DO": "binding"})()
+    once = _SdkWrapper(raw)
+    assert once_wrapped_env(_SdkWrapper(_SdkWrapper(once))._env) is once
+    assert once_wrapped_env(_SdkWrapper(once)) is once
+    assert once_wrapped_env(once) is once
+    assert once_wrapped_env(raw) is raw  # no wrapper: the local runtime's, an older SDK's
+    assert once_wrapped_env({"OTHER_DO": 1}) == {"OTHER_DO": 1}
+    assert unwrapped_env(_SdkWrapper(_SdkWrapper(once))) is raw
+
+
+async def test_a_subclass_sees_self_env_as_a_direct_subclass_of_the_sdk_would(tmp_path: Path) -> None:
+    """A subclass of WorkflowExecutionDO gets env wrapped once per class level in workerd
+    (``miniflare/realruntime``: its flows reach their bindings through ``self.env``); here
+    the local runtime hands it an env under two wrappers, as such a subclass gets it."""
+    from workkit_workflow import WorkflowExecutionDO, workflow
+    from workkit_workflow.local import LocalNamespace
+
+    seen: list[Any] = []
+
+    class Mine(WorkflowExecutionDO):  # type: ignore[misc]
+        lease = 5.0
+
+        def __init__(self, ctx: Any, env: Any) -> None:
+            super().__init__(ctx, env)
+            seen.append(self.env)
+
+    @workflow("wrapped-env")
+    async def flow(ctx: Any, data: Any) -> str:
+        return "done"
+
+    raw = type("Env", (), {"OTHER_DO": "binding"})()
+    once = _SdkWrapper(raw)
+    ns = LocalNamespace(str(tmp_path / "w.db"), object_class=Mine, env=_SdkWrapper(once))
+    try:
+        handle = await create_durable_workflow(ns).run(flow, None, execution_id="e1")
+        assert await handle.status() == "completed"
+    finally:
+        await ns.close()
+    assert seen and all(env is once for env in seen)
+    assert seen[0].OTHER_DO == "binding"

@@ -120,6 +120,18 @@ def test_sqlite_backed_objects_journal_through_sql(runtime: RealRuntime) -> None
     assert kinds.get("SqlJournalStorage", 0) > 0, kinds
 
 
+def test_a_subclass_of_the_execution_object_has_env_under_one_sdk_wrapper(runtime: RealRuntime) -> None:
+    """``ScenarioExecutionDO`` subclasses ``WorkflowExecutionDO`` as a user does: the SDK wraps
+    its ``env`` once per class level, and its ``self.env`` is under one wrapper, what a
+    direct subclass of ``DurableObject`` gets. Its flows' steps bump their counters through a
+    namespace binding of that ``self.env``: under two wrappers, the stubs refused ``fetch``."""
+    service = runtime.service("scenarios", NEW_STYLE_DATE)
+    path = f"/check/three_step_retry?id=env-{time.monotonic_ns() % 10**9}"
+    assert ok(runtime.request(service, "POST", path))["sentinel"] == "three_step_retry:reached"
+    wrappers = ok(runtime.request(service, "GET", "/runtime"))["env_wrappers"]
+    assert wrappers and all(key.endswith("self.env 1") for key in wrappers), wrappers
+
+
 def test_a_step_does_not_suspend_on_the_sql_journal(runtime: RealRuntime) -> None:
     """Event-loop turns per step are exact (the figures in ms are load-dependent: see
     ``python -m bench --real-runtime``): over the key-value API each commit's awaited ``put``

@@ -53,6 +53,9 @@ HANDLERS = Counter()
 STORAGE_KINDS = Counter()
 """Execution objects constructed, by the Storage adapter their host chose."""
 
+ENV_WRAPPERS = Counter()
+"""The SDK wrappers of the ``env`` each execution object was given, and of its ``self.env``."""
+
 
 def _record(name, extra_args):  # the first argument is the request or the alarm info
     HANDLERS[f"{name}/{1 + len(extra_args)}"] += 1
@@ -72,15 +75,18 @@ def _recording(name):
 
 
 def _scenario_class(name):
-    """The package's execution object with a 2 s lease and counted handlers, built straight
-    on ``WorkflowExecutionDO``: this SDK wraps ``__init__`` once per class level, and a
-    subclass of a subclass then gets ``env`` wrapped twice (its stubs' ``fetch`` fails with
-    ``fetch() takes 1 positional argument but 2 were given``)."""
+    """The package's execution object with a 2 s lease and counted handlers, a subclass of
+    ``WorkflowExecutionDO`` as a user writes one. This SDK wraps ``__init__`` once per class
+    level, so ``env`` arrives wrapped twice, and through the outer wrapper a namespace
+    binding's stubs refuse ``fetch`` (``fetch() takes 1 positional argument but 2 were
+    given``). The object's ``self.env`` is wrapped once: the flows' steps reach their
+    bindings (the counters they bump) through it, and ``/runtime`` reports its wrappers."""
 
     def __init__(self, ctx, env):
         WorkflowExecutionDO.__init__(self, ctx, env)
-        flows.bind(ctx, env)
+        flows.bind(ctx, self.env)
         STORAGE_KINDS[type(self._object.host.storage).__name__] += 1
+        ENV_WRAPPERS[f"given {_wrappers(env)}, self.env {_wrappers(self.env)}"] += 1
 
     namespace = {
         "lease": 2.0,
@@ -92,6 +98,14 @@ def _scenario_class(name):
         "on_alarm": _recording("on_alarm"),
     }
     return type(name, (WorkflowExecutionDO,), namespace)
+
+
+def _wrappers(env):
+    """How many of the SDK's wrappers ``env`` is under (each keeps what it wraps as ``_env``)."""
+    depth = 0
+    while getattr(env, "_env", None) is not None:
+        env, depth = env._env, depth + 1
+    return depth
 
 
 ScenarioExecutionDO = _scenario_class("ScenarioExecutionDO")
@@ -200,6 +214,7 @@ async def serve(env, request):
                 "handlers": dict(HANDLERS),
                 "constructed": flows.STATE["constructed"],
                 "storage_kinds": dict(STORAGE_KINDS),
+                "env_wrappers": dict(ENV_WRAPPERS),
             }
         )
     if path == "/bench":

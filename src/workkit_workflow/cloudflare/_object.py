@@ -348,6 +348,9 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
     reaches other executions (child workflows); ``None`` turns that off."""
 
     def __init__(self, ctx: Any, env: Any) -> None:
+        # A subclass's env comes wrapped once per class level: self.env gets it as a direct
+        # subclass of the SDK's DurableObject would (its bindings' stubs then fetch).
+        env = _cloudflare.once_wrapped_env(env)
         # The SDK's DurableObject keeps ctx and env from mid-2025 on; the April-2025 SDK's
         # has no constructor, and object's takes no arguments.
         if _cloudflare.base_takes_ctx_env(_cloudflare.DurableObjectBase):

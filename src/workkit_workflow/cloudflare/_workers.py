@@ -83,6 +83,23 @@ def unwrapped_env(env: Any) -> Any:
     return env
 
 
+def once_wrapped_env(env: Any) -> Any:
+    """``env`` as the SDK means a handler to see it: under one of its wrappers, the innermost.
+
+    A subclass of ``WorkflowExecutionDO`` (one that only sets ``lease``, say) gets ``env``
+    wrapped once for each class level; through the outer wrappers, a namespace binding's
+    stubs refuse ``fetch``. The innermost wrapper is the one the runtime's own ``env`` got
+    first, what a direct subclass of ``DurableObject`` is given. An ``env`` under no wrapper
+    (the local runtime's, an older SDK's) is returned as it is.
+    """
+    for _ in range(8):
+        inner = getattr(env, "_env", None)
+        if inner is None or getattr(inner, "_env", None) is None:
+            return env
+        env = inner
+    return env
+
+
 def to_py(value: Any) -> Any:
     """A JS value as plain Python: ``undefined``/``null`` → None, proxies converted."""
     if value is None or not IN_PYODIDE:
