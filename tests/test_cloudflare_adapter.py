@@ -333,6 +333,25 @@ def test_env_under_several_sdk_wrappers_reaches_the_object_under_one() -> None:
     assert once_wrapped_env(raw) is raw  # no wrapper: the local runtime's, an older SDK's
     assert once_wrapped_env({"OTHER_DO": 1}) == {"OTHER_DO": 1}
     assert unwrapped_env(_SdkWrapper(_SdkWrapper(once))) is raw
+    other = type("Other", (), {"_env": raw})()  # a wrapper of another kind is not the SDK's
+    assert once_wrapped_env(_SdkWrapper(other)) is not other
+
+
+class _StepWrapper:
+    """The SDK's step wrapper: it keeps the step it wraps as ``_js_step``."""
+
+    def __init__(self, step: Any) -> None:
+        self._js_step = step
+
+
+def test_a_step_under_several_sdk_wrappers_reaches_the_run_under_one() -> None:
+    from workkit_workflow.cloudflare._workers import once_wrapped_step
+
+    engine_step = object()
+    once = _StepWrapper(engine_step)
+    assert once_wrapped_step(_StepWrapper(_StepWrapper(once))) is once
+    assert once_wrapped_step(once) is once
+    assert once_wrapped_step(engine_step) is engine_step
 
 
 async def test_a_subclass_sees_self_env_as_a_direct_subclass_of_the_sdk_would(tmp_path: Path) -> None:

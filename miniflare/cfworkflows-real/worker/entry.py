@@ -19,6 +19,7 @@ from flows import (
     big_flow,
     count_flow,
     long_flow,
+    mark,
     nap_flow,
     plain_flow,
     retry_flow,
@@ -51,7 +52,13 @@ class LongFlow(long_flow.as_cloudflare_workflow()):
 
 
 class CountFlow(count_flow.as_cloudflare_workflow()):
-    """Cloudflare Workflows entry point for count_flow."""
+    """Cloudflare Workflows entry point for count_flow, with a ``run`` of its own, as a user
+    writes one to log or time a run: the SDK wraps it too, and ``super().run()`` gets the
+    step it wrapped (``once_wrapped_step``)."""
+
+    async def run(self, event, step):
+        mark(f"{event.get('instanceId')}:run")
+        return await super().run(event, step)
 
 
 class BigFlow(big_flow.as_cloudflare_workflow()):

@@ -44,6 +44,7 @@ from typing import Any
 
 from ..cloudflare._workers import (
     json_to_js,
+    once_wrapped_step,
     rejection_with,
     sdk_has_native_non_retryable,
     workflow_entrypoint_base,
@@ -257,6 +258,8 @@ def entrypoint_class(
         )
 
     async def run(self: Any, event: Any, step: Any) -> Any:
+        # A subclass's own run, wrapped by the SDK too, passes its wrapped step on.
+        step = once_wrapped_step(step)
         try:
             output = await run_definition(definition, event, step, native_retries=native_retries)
         except Exception as exc:

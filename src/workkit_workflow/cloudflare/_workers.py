@@ -92,12 +92,38 @@ def once_wrapped_env(env: Any) -> Any:
     first, what a direct subclass of ``DurableObject`` is given. An ``env`` under no wrapper
     (the local runtime's, an older SDK's) is returned as it is.
     """
+    return _innermost_wrapper(env, "_env")
+
+
+def once_wrapped_step(step: Any) -> Any:
+    """A Workflows ``step`` under one of the SDK's step wrappers, the innermost.
+
+    The SDK wraps ``run`` of every ``WorkflowEntrypoint`` subclass, and the wrapper wraps the
+    step it passes on: a subclass that overrides ``run`` and calls ``super().run()`` hands
+    the package a wrapper of a wrapper, whose ``do`` fails. The wrapper keeps the step it
+    wraps as ``_js_step``; the engine's own step has none."""
+    return _innermost_wrapper(step, "_js_step")
+
+
+def _innermost_wrapper(value: Any, inner: str) -> Any:
+    """The wrapper right around what ``value`` wraps, each wrapper keeping what it wraps as
+    ``inner``; ``value`` itself when it wraps nothing. Only a Python object of the wrapper's
+    own class counts as wrapped: any attribute of a JS RPC stub (a Workflows step) is
+    another stub, never missing."""
     for _ in range(8):
-        inner = getattr(env, "_env", None)
-        if inner is None or getattr(inner, "_env", None) is None:
-            return env
-        env = inner
-    return env
+        wrapped = None if _is_js(value) else getattr(value, inner, None)
+        if wrapped is None or type(wrapped) is not type(value):
+            return value
+        value = wrapped
+    return value
+
+
+def _is_js(value: Any) -> bool:
+    if not IN_PYODIDE:
+        return False
+    from pyodide.ffi import JsProxy
+
+    return isinstance(value, JsProxy)
 
 
 def to_py(value: Any) -> Any:
