@@ -35,26 +35,32 @@ def test_every_cited_document_exists() -> None:
         assert (ROOT / path).is_file(), path
 
 
+PRINTED = (ROOT / "docs" / "benchmarks.md").read_text()
+"""What the bench printed, run by run."""
+
+
+def _figures(text: str) -> set[str]:
+    """The figures of ``text`` as the bench prints them (two or three decimals)."""
+    return set(re.findall(r"\b\d+\.\d{2,3}\b", text))
+
+
 def test_the_readme_benchmark_figures_are_ones_the_bench_printed() -> None:
     results = README[README.index("### Results") : README.index("### Where the time goes")]
-    printed = (ROOT / "docs" / "benchmarks.md").read_text()
-    figures = set(re.findall(r"\b\d+\.\d{2,3}\b", results))
+    figures = _figures(results)
     assert len(figures) > 20
-    missing = sorted(f for f in figures if f not in printed)
-    assert not missing, missing
-    assert "2026-11-30" in results and "2026-11-30" in printed
+    assert not sorted(f for f in figures if f not in PRINTED)
+    assert "2026-11-30" in results and "2026-11-30" in PRINTED
 
 
 def test_the_rounds_figures_are_ones_the_bench_printed() -> None:
     # The rounds as the README told them until 2026-12-02 (docs/performance-rounds.md): the
     # part that was the README's "Results", held to the same rule.
     text = (ROOT / "docs" / "performance-rounds.md").read_text()
-    rounds = text[text.index("The rounds, in order.") : text.index("## Objects per execution in flight")]
-    printed = (ROOT / "docs" / "benchmarks.md").read_text()
-    figures = set(re.findall(r"\b\d+\.\d{2,3}\b", rounds))
+    figures = _figures(
+        text[text.index("The rounds, in order.") : text.index("## Objects per execution in flight")]
+    )
     assert len(figures) > 100
-    missing = sorted(f for f in figures if f not in printed)
-    assert not missing, missing
+    assert not sorted(f for f in figures if f not in PRINTED)
 
 
 def test_the_readme_cli_commands_parse() -> None:
