@@ -121,10 +121,41 @@ async def run_once(steps: int, workflow: str = "bench-linear", clock: Any = None
     return elapsed
 
 
-async def per_step(steps: int, rounds: int) -> list[float]:
-    """Seconds per step, one figure per round, after one unmeasured warm-up run."""
+async def per_step(steps: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds per step, one figure per round, after one unmeasured warm-up run; and beside
+    each round, the machine's reference (:func:`reference_once`) measured right after it."""
     await run_once(10)
-    return [await run_once(steps) / steps for _ in range(rounds)]
+    reference_once()
+    values: list[float] = []
+    references: list[float] = []
+    for _ in range(rounds):
+        values.append(await run_once(steps) / steps)
+        references.append(reference_once())
+    return values, references
+
+
+REFERENCE_ITERATIONS = 2_000
+
+
+def reference_once(iterations: int = REFERENCE_ITERATIONS) -> float:
+    """CPU seconds per iteration of a fixed pure-Python loop that runs no engine code: the
+    machine's speed, now, at the kind of work a step does (a small dict, a formatted string,
+    a call, its JSON text). The engine's step read in these iterations compares across
+    machines, and across runs on one machine whose speed moves, where microseconds do not."""
+    clock = cpu_clock()
+    start = clock()
+    total = 0
+    for i in range(iterations):
+        entry = {"v": 2, "kind": "step", "name": f"step-{i:05d}", "status": "running", "attempt": 1}
+        total += _checksum(entry, json.dumps(entry, separators=(",", ":")))
+    elapsed = float(clock() - start)
+    if total <= 0:
+        raise RuntimeError("the reference loop did no work")
+    return elapsed / iterations
+
+
+def _checksum(entry: Mapping[str, Any], text: str) -> int:
+    return len(text) + int(entry["attempt"])
 
 
 WARM_UP_RUNS = 3
@@ -141,7 +172,12 @@ async def main() -> int:
 
     steps, rounds = int(sys.argv[1]), int(sys.argv[2])
     warm_up = [await run_once(steps) / steps for _ in range(WARM_UP_RUNS)]
-    values = await per_step(steps, rounds)
-    result = {"per_step": values, "warm_up": warm_up, "python": sys.version.split()[0]}
+    values, references = await per_step(steps, rounds)
+    result = {
+        "per_step": values,
+        "reference": references,
+        "warm_up": warm_up,
+        "python": sys.version.split()[0],
+    }
     print("BENCH-RESULT " + json.dumps(result))
     return 0

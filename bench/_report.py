@@ -24,7 +24,12 @@ FLAT = 1.25
 
 
 def memory_cpu(
-    runtime: str, values: list[float] | None, steps: int, reason: str = "", warm_up: Sequence[float] = ()
+    runtime: str,
+    values: list[float] | None,
+    steps: int,
+    reason: str = "",
+    warm_up: Sequence[float] = (),
+    reference: Sequence[float] | None = None,
 ) -> list[Verdict]:
     what = f"engine CPU per step on memory storage, {steps:,}-step execution, {runtime}"
     print(f"\n== {what} (us per step)")
@@ -35,6 +40,14 @@ def memory_cpu(
         first = ", ".join(f"{v * 1e6:.1f}" for v in warm_up)
         print(f"first runs of a fresh interpreter, while V8 optimizes its code (not counted): {first}")
     print(f"median [min-max]: {spread(values).fmt(1e6, 1)} over {len(values)} runs")
+    if reference:
+        in_iterations = [v / r for v, r in zip(values, reference, strict=True)]
+        print(
+            "no target: the machine's reference, a fixed pure-Python loop of no engine code (a small"
+            f" dict, a formatted string, a call, its JSON text), measured after each run:"
+            f" {spread(list(reference)).fmt(1e6, 2)} us an iteration; the engine's step costs"
+            f" {spread(in_iterations).fmt(1, 1)} iterations of it (one ratio per run)"
+        )
     return [at_most(what, values, MEMORY_CPU[runtime.split()[0]], unit=1e6, digits=1, suffix=" us")]
 
 
