@@ -45,7 +45,7 @@ def memory_cpu(
         print(
             "no target: the machine's reference, a fixed pure-Python loop of no engine code (a small"
             f" dict, a formatted string, a call, its JSON text), measured after each run:"
-            f" {spread(list(reference)).fmt(1e6, 2)} us an iteration; the engine's step costs"
+            f" {spread(reference).fmt(1e6, 2)} us an iteration; the engine's step costs"
             f" {spread(in_iterations).fmt(1, 1)} iterations of it (one ratio per run)"
         )
     return [at_most(what, values, MEMORY_CPU[runtime.split()[0]], unit=1e6, digits=1, suffix=" us")]

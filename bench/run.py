@@ -76,17 +76,18 @@ async def memory_section(
 ) -> tuple[list[Verdict], dict[str, Any]]:
     cpython, reference = await _memory.per_step(MEMORY_STEPS, max(reps, 5))
     verdicts = _report.memory_cpu("CPython", cpython, MEMORY_STEPS, reference=reference)
+    measured: dict[str, Any] = {"cpython": cpython, "cpython_reference": reference}
     if not pyodide:
-        return verdicts, {"cpython": cpython, "cpython_reference": reference}
+        return verdicts, measured
     pyo = _pyodide.measure(MEMORY_STEPS, max(reps, 5))
     if isinstance(pyo, _pyodide.Unavailable):
         verdicts += _report.memory_cpu("Pyodide", None, MEMORY_STEPS, pyo.reason)
-        return verdicts, {"cpython": cpython, "cpython_reference": reference, "pyodide": pyo.reason}
+        return verdicts, {**measured, "pyodide": pyo.reason}
     name, warm_up = f"Pyodide {pyo['pyodide']}", pyo.get("warm_up", ())
     verdicts += _report.memory_cpu(
         name, pyo["per_step"], MEMORY_STEPS, warm_up=warm_up, reference=pyo.get("reference")
     )
-    return verdicts, {"cpython": cpython, "cpython_reference": reference, "pyodide": pyo}
+    return verdicts, {**measured, "pyodide": pyo}
 
 
 async def concurrency_section(workdir: str, counts: list[int], reps: int) -> dict[int, list[Any]]:

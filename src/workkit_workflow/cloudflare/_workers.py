@@ -75,12 +75,9 @@ def unwrapped_env(env: Any) -> Any:
     positional argument but 2 were given", measured in workerd 1.20261117). The
     wrapper keeps the object it wraps as ``_env``; the runtime's own has none.
     """
-    for _ in range(8):
-        inner = getattr(env, "_env", None)
-        if inner is None:
-            return env
-        env = inner
-    return env
+    innermost = once_wrapped_env(env)
+    inner = None if _is_js(innermost) else getattr(innermost, "_env", None)
+    return innermost if inner is None else inner
 
 
 def once_wrapped_env(env: Any) -> Any:
