@@ -289,11 +289,12 @@ async def test_a_cancel_that_lands_while_a_paged_replay_starts_still_undoes_ever
     starts = _drive.Driver._start_incarnation
     cancelled: list[bool] = []
 
-    async def start_then_cancel(self: _drive.Driver, state: Any, text: str) -> None:
-        await starts(self, state, text)
+    async def start_then_cancel(self: _drive.Driver, definition: Any, state: Any, text: str) -> bool:
+        began = await starts(self, definition, state, text)
         if not cancelled:
             cancelled.append(True)
             await handle.cancel("no longer wanted")  # the whole request, during that write
+        return began
 
     monkeypatch.setattr(_drive.Driver, "_start_incarnation", start_then_cancel)
     await handle.send_event("go", 1)

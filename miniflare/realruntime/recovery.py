@@ -212,6 +212,40 @@ def check(rt: RealRuntime, lease: str, eids: Sequence[str]) -> tuple[list[str], 
     return problems, reruns
 
 
+def _post(rt: RealRuntime, path: str) -> Any:
+    reply = rt.request(SERVICE, "POST", path, {}, timeout=60)
+    if reply.status not in (200, 201):
+        raise RuntimeError(f"POST {path}: {reply.status} {reply.text[:500]}")
+    return reply.body
+
+
+def _poll(what: str, probe: Any, timeout: float = SETTLE_TIMEOUT) -> Any:
+    """``probe()`` until it returns something true (an unanswered request counts as None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = probe()
+        except OSError:
+            found = None  # the isolate's cold start: the socket listens before Python answers
+        if found:
+            return found
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: not within {timeout} s")
+
+
+def poisoned(rt: RealRuntime, eid: str, kills: int) -> dict[str, Any]:
+    """Start a poisoned order (``recovery_entry.poisoned_order``) and SIGKILL the runtime
+    each time its body hangs between its steps, ``kills`` times, restarting it at once;
+    return its view once its object has been resumed again and stopped driving it (with
+    the package's cap, paused)."""
+    _post(rt, f"/poisoned?id={eid}")
+    for arrival in range(1, kills + 1):
+        _poll(f"{eid}: body arrival {arrival}", lambda a=arrival: _get(rt, f"/runs?prefix={eid}:body").get(f"{eid}:body", 0) >= a)
+        rt.kill()
+        rt.start()
+    return dict(_poll(f"{eid}: parked", lambda: (v := _describe(rt, "default", eid))["status"] != "running" and v))
+
+
 def measure(
     rt: RealRuntime,
     lease: str,

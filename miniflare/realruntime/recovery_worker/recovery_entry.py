@@ -15,6 +15,9 @@ Worker gets out of the box), ``LongLeaseExecutionDO`` a 30 s lease, for comparis
     GET  /executions/<id>?lease=...         describe
     GET  /executions/<id>/journal?lease=... the journal
     GET  /runs?prefix=P                     runs counted, by ``<execution id>:<step>``
+    POST /poisoned?id=ID                    start a poisoned order (``poisoned_order``)
+    POST /executions/<id>/unpause           continue a paused execution
+    GET  /executions/<id>/meta              its meta (``recoveries`` among it)
 """
 
 import asyncio
@@ -38,14 +41,17 @@ def reply(value, status=200):
     return Response(json.dumps(value), status=status, headers={"content-type": "application/json"})
 
 
-async def slow_step(name, seconds):
-    """Count this run (the new count is the run's number), then take ``seconds``."""
-    step = current_step()
+async def count_run(key):
+    """Count one more run of ``key`` in the ``Runs`` object: the new count."""
     env = ENV["env"]
     stub = env.RUNS.get(env.RUNS.idFromName("runs"))
-    key = quote(f"{step.execution_id}:{name}")
-    response = await stub.fetch(f"https://runs/incr?key={key}", method="POST")
-    run = json.loads(await response.text())["n"]
+    response = await stub.fetch(f"https://runs/incr?key={quote(key)}", method="POST")
+    return json.loads(await response.text())["n"]
+
+
+async def slow_step(name, seconds):
+    """Count this run (the new count is the run's number), then take ``seconds``."""
+    run = await count_run(f"{current_step().execution_id}:{name}")
     await asyncio.sleep(seconds)
     return {"step": name, "run": run}
 
@@ -57,6 +63,21 @@ async def slow_order(ctx, order):
     for name in STEPS:
         runs[name] = (await ctx.step(name, slow_step, name, seconds))["run"]
     return {"order_id": order["order_id"], "runs": runs}
+
+
+HUNG_ARRIVALS = 3
+"""How many times the poisoned order's body hangs between its steps (``poisoned_order``)."""
+
+
+@workflow("poisoned-order", max_recoveries=2)
+async def poisoned_order(ctx, order):
+    """An order whose body, outside any step, hangs its first ``HUNG_ARRIVALS`` times (where
+    ``../recovery.py`` kills the runtime, as a CPU limit would): the recovery cap pauses it,
+    and once continued it completes."""
+    await ctx.step("reserve-inventory", slow_step, "reserve-inventory", 0.0)
+    if await count_run(f"{ctx.execution_id}:body") <= HUNG_ARRIVALS:
+        await asyncio.sleep(120)
+    return await ctx.step("ship", slow_step, "ship", 0.0)
 
 
 class RecoveryExecutionDO(WorkflowExecutionDO):
@@ -120,6 +141,13 @@ async def serve(env, request):
         return reply({"created": handle.created}, status=201 if handle.created else 200)
     if parts[0] == "executions" and len(parts) == 2:
         return reply({"execution": await client.execution(parts[1]).describe()})
+    if parts == ["poisoned"]:
+        handle = await client.start("poisoned-order", {"order_id": query["id"]}, execution_id=query["id"])
+        return reply({"created": handle.created}, status=201)
+    if parts[0] == "executions" and parts[2:] == ["unpause"]:
+        return reply({"unpaused": await client.execution(parts[1]).unpause()})
+    if parts[0] == "executions" and parts[2:] == ["meta"]:
+        return reply({"meta": await client.execution(parts[1]).meta()})
     if parts[0] == "executions" and parts[2:] == ["journal"]:
         return reply({"entries": await client.execution(parts[1]).journal()})
     return reply({"error": f"no route {url.path}"}, status=404)

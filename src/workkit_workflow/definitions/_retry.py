@@ -163,6 +163,23 @@ def _attempts(value: object, knob: str) -> None:
         raise InvalidOptionError(f"RetryPolicy {knob} must be from 1 to {MAX_ATTEMPTS}, got {value}")
 
 
+DEFAULT_MAX_RECOVERIES: Final = 10
+"""A workflow's recoveries in a row, with no journal write between them, before its
+execution is paused (``engine._recoveries``)."""
+
+
+def check_max_recoveries(value: object, name: str) -> int | None:
+    """A workflow's ``max_recoveries``: an int from 1 to :data:`MAX_ATTEMPTS`, or None (no cap)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
+        raise InvalidOptionError(
+            f"workflow {name!r}: max_recoveries must be a whole number from 1 to {MAX_ATTEMPTS}, "
+            f"or None for no cap (got {value!r})"
+        )
+    return value
+
+
 def _number(value: object, knob: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidOptionError(f"RetryPolicy {knob} must be a number, got {value!r}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DefinitionError, UnknownWorkflowError, VersionUnavailableError
 from ._durations import Duration, to_instant, to_seconds
 from ._limit import Limit
-from ._retry import RetryPolicy
+from ._retry import DEFAULT_MAX_RECOVERIES, RetryPolicy, check_max_recoveries
 from ._steps import DEFAULT_OPTIONS, MISSING, StepOptions, check_default, check_name, make_options
 from ._undo import UndoHandler, UndoSpec, make_undo
 from ._versions import DEFAULT_VERSION, check_version
@@ -82,6 +82,7 @@ class Workflow:
         version: str = DEFAULT_VERSION,
         retention: Duration | None = None,
         concurrency: Limit | None = None,
+        max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
     ) -> None:
         self.name = check_name(name, "workflow")
         self.version = check_version(version, f"workflow {name!r}")
@@ -99,6 +100,7 @@ class Workflow:
             None if retention is None else to_seconds(retention, what=f"workflow {name!r}: retention")
         )
         """How long a finished execution keeps its storage (None: the execution object's default)."""
+        self.max_recoveries = check_max_recoveries(max_recoveries, name)  # engine._recoveries
         self.input_type = input_type
         self._fn = fn
         self._ops: list[_BuilderOp] = []
@@ -279,6 +281,7 @@ def workflow(
     version: str = DEFAULT_VERSION,
     retention: Duration | None = None,
     concurrency: Limit | None = None,
+    max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Define a code-first workflow: one async function over a :class:`WorkflowContext`::
 
@@ -305,6 +308,7 @@ def workflow(
             version=version,
             retention=retention,
             concurrency=concurrency,
+            max_recoveries=max_recoveries,
         )
 
     return decorate

@@ -70,7 +70,7 @@ class Control:
         if not is_paused(state):
             return await self.view(), False
         now = execution.now()
-        changes = {"status": state["paused"]["status"], "paused": None}
+        changes = {"status": state["paused"]["status"], "paused": None, "recoveries": None}
         await execution.write_state(changes, alarm=self.runner.signal(now))
         if execution.run is not None:
             execution.run.wake_parked()

@@ -18,6 +18,7 @@ from ._limits import needs_slot, wait_for_slot
 from ._pages import JournalWindow, journal_end, read_execution
 from ._pause import is_paused
 from ._phases import Entries, Phases
+from ._recoveries import journal_mark, recovery_changes
 from ._retention import Retention
 from ._runner import Runner
 from ._signals import StorageFailure
@@ -46,6 +47,9 @@ class Driver:
         self.runner = Runner(self)
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
+        self.incarnated = False
+        """Whether this object instance has begun an incarnation of the execution: one it
+        begins after an incarnation that did not park is a recovery only if not (``_recoveries``)."""
 
     def failure(self, exc: BaseException) -> BaseException | None:
         """What waiters for a run that raised ``exc`` raise: what the runner does not
@@ -147,13 +151,15 @@ class Driver:
         main_entries, comp_entries = self._entries(snapshot, held=held)
         if paged:
             main_entries, comp_entries = await self._paged_entries(state, snapshot)
-        await self._start_incarnation(state, snapshot[jn.STATE])
+        if not await self._start_incarnation(definition, state, snapshot[jn.STATE]):
+            return self.runner.signalled  # paused by the recovery cap
         return definition, main_entries, comp_entries
 
     async def _park_paused(self) -> bool:
         """Park with no alarm (nothing is due while paused); True if a signal came meanwhile."""
         now = self.execution.now()
-        await self.execution.write_state({"wake_at": None}, alarm=self.runner.park_alarm(None, now))
+        changes = {"wake_at": None, "driving": None}
+        await self.execution.write_state(changes, alarm=self.runner.park_alarm(None, now))
         return self.runner.signalled
 
     def _load(self, snapshot: Mapping[str, str]) -> bool:
@@ -216,18 +222,22 @@ class Driver:
         comp = await storage.list(prefix=jn.COMPENSATION)
         return self._entries({**snapshot, **main, **comp})
 
-    async def _start_incarnation(self, state: Mapping[str, Any], text: str) -> None:
-        """Begin the drive's incarnation (``text``: its state record as read)."""
+    async def _start_incarnation(self, definition: Workflow, state: Mapping[str, Any], text: str) -> bool:
+        """Begin the drive's incarnation (``text``: its state record as read); False when,
+        instead, the recovery cap paused the execution (``_recoveries``)."""
         execution = self.execution
         begun, execution.begun = execution.begun, None
+        recovers = not self.incarnated and begun is None and bool(state.get("driving"))
+        self.incarnated = True
         if begun == text:
-            return  # its creation began it, and its state was not written since (``Requests._create``)
+            return True  # its creation began it, and its state was not written since (``Requests._create``)
         now = execution.now()
         changes: dict[str, Any] = {
             # Begun by its creation, changed since (a cancel came first): still its first.
             "incarnation": int(state.get("incarnation", 0)) + (begun is None),
             "wake_at": None,
             "blocked": None,
+            "driving": True,
         }
         if "stalled" in state:
             changes["stalled"] = None  # earlier releases wrote it for an unknown workflow
@@ -235,4 +245,11 @@ class Driver:
             changes["status"] = "running"
         if state.get("started_at") is None:
             changes["started_at"] = now
+        if recovers:
+            mark = await journal_mark(execution.storage, state["phase"])
+            changes.update(recovery_changes(state, mark, definition.max_recoveries, now))
+            if changes.get("paused"):
+                await execution.write_state(changes, alarm=self.runner.park_alarm(None, now))
+                return False
         await execution.write_state(changes, alarm=now + self.lease)
+        return True

@@ -29,7 +29,16 @@ _HIDDEN: Final = ("v", "idempotency_key")
 """Left out of exported entries: the record version, and the key (a secret to
 some APIs; its hash stays)."""
 
-_DERIVED_META: Final = ("v", "status", "started_at", "finished_at", "attempts", "steps", "incarnations")
+_DERIVED_META: Final = (
+    "v",
+    "status",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "steps",
+    "incarnations",
+    "recoveries",
+)
 """What the ``/meta`` route adds to the stored meta (or the record version): not exported,
 so an export made by the client and one read from a runtime file are the same."""
 

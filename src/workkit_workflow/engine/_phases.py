@@ -264,7 +264,9 @@ class Phases:
         if is_paused(execution.state):
             wake_at = None  # hook(control): nothing is due until it continues (_control)
         waiting = jn.waiting_fields(execution.state, outcome.waiting_for)
-        changes: dict[str, Any] = {"wake_at": wake_at, **waiting}
+        changes: dict[str, Any] = {"wake_at": wake_at, **waiting, "driving": None}
+        if execution.state.get("recoveries"):
+            changes["recoveries"] = None  # it parked: no longer recoveries in a row (_recoveries)
         if execution.state["status"] == "running":
             changes["status"] = "waiting" if outcome.waiting_for else "sleeping"
         await execution.write_state(changes, alarm=self.runner.park_alarm(wake_at, execution.now()))

@@ -148,10 +148,9 @@ class Requests:
             state["status"] = "queued"
         elif begins:
             # The drive this request starts at once begins in this write: one write less.
-            state.update(status="running", started_at=now, incarnation=1)
+            state.update(status="running", started_at=now, incarnation=1, driving=True)
         state_text = jn.encode_record(jn.STATE, state, what="execution state")
-        # The alarm is the guarantee that the execution starts, whoever drives it: due now,
-        # or, when this request drives it at once, a lease that resumes it if the object dies.
+        # The alarm starts it whoever drives it: due now, or a lease if this request drives it.
         alarm = now + self.lease if driven_here else now
         # Cached before the write is issued, as ``write_state`` does: a drive run while it is
         # awaited (its alarm due now) builds on them, and nothing here undoes what it wrote.
@@ -206,11 +205,11 @@ class Requests:
             "attempts": attempts,
             "steps": sum(1 for e in journal if e["phase"] == "main"),
             "incarnations": state.get("incarnation", 0),
+            "recoveries": (state.get("recoveries") or {}).get("count", 0),
         }
 
     async def result(self, wait: float = 0.0) -> dict[str, Any]:
-        """The outcome once settled; waits up to ``wait`` seconds (in memory, a
-        convenience only) for it."""
+        """The outcome once settled; waits up to ``wait`` seconds (in memory) for it."""
         execution = self.execution
         await execution.ensure_loaded()
         execution.require()
@@ -339,6 +338,7 @@ def _view(meta: Mapping[str, Any], state: Mapping[str, Any], running: list[str])
         "cancel_reason": state.get("cancel_reason"),
         "blocked": state.get("blocked"),
         "paused_at": (state.get("paused") or {}).get("at"),
+        "paused_reason": (state.get("paused") or {}).get("reason"),
         "delete_at": state.get("delete_at"),
         "running": running,
         "parent": meta.get("parent"),

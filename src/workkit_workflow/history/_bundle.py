@@ -177,6 +177,8 @@ def execution_row(state: Mapping[str, Any], meta: Mapping[str, Any] | None, work
     only when it writes it; ``workflow`` is the execution's own name)."""
     row: dict[str, Any] = {f: state.get(f) for f in _EXECUTION_FIELDS}
     row["workflow"] = meta["workflow"] if meta else workflow
+    if state.get("paused"):
+        row["paused"] = state["paused"]  # in the event's detail only: why, when it says (the page)
     if meta is not None:
         row["input"] = meta.get("input")
         row["restarted_from"] = meta.get("restarted_from")

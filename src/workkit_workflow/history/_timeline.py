@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -226,8 +227,8 @@ def _awaited(event_type: str) -> str:
     return repr(event_type)
 
 
-def headline(execution: ExecutionRecord) -> str:
-    """What happened, in one sentence."""
+def headline(execution: ExecutionRecord, paused_reason: Mapping[str, Any] | None = None) -> str:
+    """What happened, in one sentence (``paused_reason``: why it is paused, if it says)."""
     status = execution.status
     compensation = execution.compensation or {}
     comp_status = compensation.get("status")
@@ -248,7 +249,8 @@ def headline(execution: ExecutionRecord) -> str:
     elif status == "sleeping":
         text = f"Sleeping until {when(execution.wake_at)}."
     elif status == "paused":
-        text = "Paused: no new step starts until it continues."
+        reason = (paused_reason or {}).get("message")
+        text = f"Paused: {reason}." if reason else "Paused: no new step starts until it continues."
     elif status == "blocked":
         which = f"version {execution.version!r} of its workflow" if execution.version else "its workflow"
         text = f"Blocked: {which} is not deployed; it carries on once it is."
@@ -290,4 +292,15 @@ def build(history: ExecutionHistory) -> Timeline:
     compensation = execution.compensation or {}
     if compensation.get("finished_at"):
         known.append(float(compensation["finished_at"]))
-    return Timeline(execution, headline(execution), rows, min(known), max(known), parent_of(history))
+    reason = _paused_reason(history) if execution.status == "paused" else None
+    return Timeline(execution, headline(execution, reason), rows, min(known), max(known), parent_of(history))
+
+
+def _paused_reason(history: ExecutionHistory) -> Mapping[str, Any] | None:
+    """Why the execution is paused, as its last execution event says (the recovery cap
+    gives a reason; an operator's pause none)."""
+    for event in reversed(history.events):
+        if event.kind == "execution":
+            reason = (event.detail.get("paused") or {}).get("reason")
+            return reason if isinstance(reason, Mapping) else None
+    return None

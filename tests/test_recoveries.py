@@ -1,0 +1,224 @@
+"""The recovery cap (``engine/_recoveries.py``): an execution whose object dies again and
+again with no journal write between is paused with the reason, not driven for ever; a
+recovery that finds the journal moved starts the count again; a step that kills its object
+stays the step's retry policy's to cap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from workkit_workflow import RetryPolicy, Workflow, WorkflowContext, workflow
+from workkit_workflow.errors import DefinitionError, TransportError
+from workkit_workflow.history._timeline import build
+from workkit_workflow.local._host import SimulatedCrash
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
+
+
+def _die(env: WorkflowTestEnv, ctx: WorkflowContext, deaths: list[str]) -> None:
+    """What a CPU limit or an out-of-memory kill does to the object: its memory is gone
+    mid-body, with no step running."""
+    deaths.append(ctx.execution_id)
+    env.ns.evict(ctx.execution_id)
+    raise SimulatedCrash("body", {})
+
+
+async def _written() -> None:
+    """Turns enough for the step's deferred completion to be written (``_deferral``)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def _until_parked(env: WorkflowTestEnv, execution_id: str, limit: int = 200) -> dict[str, Any]:
+    """Deliver alarms (moving the virtual clock to each) until the execution has none left."""
+    handle = env.client.execution(execution_id)
+    for _ in range(limit):
+        await env.settle()
+        alarms = env.ns.backend.alarms()
+        if execution_id not in alarms:
+            return await handle.describe()
+        await env.clock.sleep(max(alarms[execution_id] - env.clock.now(), 0.0))
+    raise AssertionError(f"{execution_id} still has an alarm after {limit} deliveries")
+
+
+async def _started(env: WorkflowTestEnv, flow: Workflow, execution_id: str) -> None:
+    with contextlib.suppress(TransportError):  # the object died under the request that drove it
+        await env.run(flow, {}, execution_id=execution_id)
+
+
+async def test_an_object_that_dies_at_the_same_point_every_time_is_paused_with_the_reason(
+    env: WorkflowTestEnv,
+) -> None:
+    deaths: list[str] = []
+    poisoned = [True]
+
+    @workflow(unique("poison"), max_recoveries=3)
+    async def flow(ctx: WorkflowContext, input: Any) -> str:
+        await ctx.step("a", lambda: "a")
+        await _written()
+        if poisoned[0]:
+            _die(env, ctx, deaths)
+        return await ctx.step("b", lambda: "b")
+
+    execution_id = unique("poisoned")
+    await _started(env, flow, execution_id)
+    view = await _until_parked(env, execution_id)
+    # The first incarnation and three recoveries died; the fourth recovery is past the cap.
+    assert len(deaths) == 4
+    assert view["status"] == "paused" and view["paused_at"] is not None
+    reason = view["paused_reason"]
+    assert reason["code"] == "recovery_limit" and reason["recoveries"] == 4
+    assert "max_recoveries=3" in reason["message"]
+    handle = env.client.execution(execution_id)
+    assert (await handle.meta())["recoveries"] == 4
+    assert env.ns.backend.alarms().get(execution_id) is None  # nothing loops
+
+    # A fix is deployed; the operator continues it.
+    poisoned[0] = False
+    assert await handle.unpause()
+    result = await env.result(handle)
+    assert (result.status, result.value) == ("completed", "b")
+    assert len(deaths) == 4
+    assert (await handle.describe())["paused_reason"] is None
+
+
+async def test_recoveries_that_find_the_journal_moved_start_the_count_again(env: WorkflowTestEnv) -> None:
+    deaths: list[str] = []
+    steps = 8
+    ran: list[int] = []
+
+    @workflow(unique("progress"), max_recoveries=1)
+    async def flow(ctx: WorkflowContext, input: Any) -> int:
+        for i in range(steps):
+            await ctx.step(f"s{i}", lambda i=i: ran.append(i) or i)
+            await _written()
+            if len(deaths) == i:  # each incarnation gets one step further, then dies
+                _die(env, ctx, deaths)
+        return steps
+
+    execution_id = unique("progressing")
+    await _started(env, flow, execution_id)
+    result = await env.result(env.client.execution(execution_id))
+    assert result.ok and result.value == steps
+    assert len(deaths) == steps and ran == list(range(steps))
+
+
+async def test_without_a_cap_recoveries_go_on(env: WorkflowTestEnv) -> None:
+    deaths: list[str] = []
+
+    @workflow(unique("uncapped"), max_recoveries=None)
+    async def flow(ctx: WorkflowContext, input: Any) -> str:
+        await ctx.step("a", lambda: "a")
+        await _written()
+        if len(deaths) < 15:
+            _die(env, ctx, deaths)
+        return "done"
+
+    execution_id = unique("uncapped")
+    await _started(env, flow, execution_id)
+    result = await env.result(env.client.execution(execution_id))
+    assert result.ok and len(deaths) == 15
+
+
+async def test_a_step_that_kills_its_object_is_capped_by_its_retry_policy_not_paused(
+    env: WorkflowTestEnv,
+) -> None:
+    flow = Workflow(unique("killer-step"), max_recoveries=1).step(
+        "kill", lambda input, prev, ctx: "never", retry=RetryPolicy(max_lost_attempts=3)
+    )
+    env.faults.crash_at("before_step", step="kill", times=100)
+    execution_id = unique("killer")
+    await _started(env, flow, execution_id)
+    result = await env.result(env.client.execution(execution_id))
+    # Each attempt's start is a journal write: every recovery found the journal moved.
+    assert result.status == "failed" and result.error is not None
+    assert result.error.code == "attempt_lost"
+    assert len(env.faults.crashes) == 3
+
+
+async def test_an_object_that_keeps_dying_in_compensation_is_paused_there(env: WorkflowTestEnv) -> None:
+    deaths: list[str] = []
+    poisoned = [True]
+
+    async def compensate(ctx: Any) -> None:
+        await ctx.step("undo-a", lambda: "undone")
+        await _written()
+        if poisoned[0]:
+            deaths.append("c")
+            env.ns.evict(ctx.execution_id)
+            raise SimulatedCrash("compensation", {})
+
+    def fail() -> None:
+        raise RuntimeError("no")
+
+    flow = (
+        Workflow(unique("comp-poison"), max_recoveries=2)
+        .step("a", lambda input, prev, ctx: "a")
+        .step("boom", lambda input, prev, ctx: fail(), retry=RetryPolicy(max_attempts=1))
+        .on_failure(compensate)
+    )
+    execution_id = unique("comp-poisoned")
+    await _started(env, flow, execution_id)
+    view = await _until_parked(env, execution_id)
+    assert len(deaths) == 3
+    assert view["status"] == "paused" and view["paused_reason"]["code"] == "recovery_limit"
+    poisoned[0] = False
+    handle = env.client.execution(execution_id)
+    assert await handle.unpause()
+    result = await env.result(handle)
+    assert result.status == "failed"
+    assert (await handle.describe())["compensation"]["status"] == "completed"
+
+
+async def test_evictions_of_a_parked_execution_are_no_recoveries(env: WorkflowTestEnv) -> None:
+    @workflow(unique("sleeper"), max_recoveries=1)
+    async def flow(ctx: WorkflowContext, input: Any) -> int:
+        for i in range(5):
+            await ctx.sleep(f"nap-{i}", 60)
+        return 5
+
+    handle = await env.run(flow, {})
+    for _ in range(5):
+        env.evict(handle.execution_id)
+        await env.clock.sleep(61)
+        await env.settle()
+    result = await env.result(handle)
+    assert result.value == 5
+    assert (await handle.meta())["recoveries"] == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "3", 1001])
+def test_an_absurd_max_recoveries_is_a_definition_error(value: Any) -> None:
+    with pytest.raises(DefinitionError, match="max_recoveries must be a whole number"):
+        Workflow(unique("bad-recoveries"), max_recoveries=value, register=False)
+
+
+async def test_the_timeline_says_why_the_recovery_cap_paused_it() -> None:
+    env = WorkflowTestEnv(history=True)
+    deaths: list[str] = []
+    try:
+
+        @workflow(unique("poison-history"), max_recoveries=1)
+        async def flow(ctx: WorkflowContext, input: Any) -> str:
+            await ctx.step("a", lambda: "a")
+            await _written()
+            _die(env, ctx, deaths)
+            return "never"
+
+        execution_id = unique("poisoned-history")
+        await _started(env, flow, execution_id)
+        assert (await _until_parked(env, execution_id))["status"] == "paused"
+        timeline = build(await env.client.history.get_execution(execution_id))
+        assert timeline.headline.startswith("Paused: the execution's object died 2 times in a row")
+        assert timeline.headline.endswith("then unpause.")
+        assert await env.client.execution(execution_id).unpause()
+        await _until_parked(env, execution_id)  # it dies again: paused once more
+        timeline = build(await env.client.history.get_execution(execution_id))
+        assert "died 2 times" in timeline.headline
+    finally:
+        await env.close()
