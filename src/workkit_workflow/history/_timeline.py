@@ -249,8 +249,8 @@ def headline(execution: ExecutionRecord, paused_reason: Mapping[str, Any] | None
     elif status == "sleeping":
         text = f"Sleeping until {when(execution.wake_at)}."
     elif status == "paused":
-        reason = (paused_reason or {}).get("message")
-        text = f"Paused: {reason}." if reason else "Paused: no new step starts until it continues."
+        why = (paused_reason or {}).get("message")
+        text = f"Paused: {why}." if why else "Paused: no new step starts until it continues."
     elif status == "blocked":
         which = f"version {execution.version!r} of its workflow" if execution.version else "its workflow"
         text = f"Blocked: {which} is not deployed; it carries on once it is."
