@@ -222,3 +222,35 @@ async def test_the_timeline_says_why_the_recovery_cap_paused_it() -> None:
         assert "died 2 times" in timeline.headline
     finally:
         await env.close()
+
+
+async def test_a_cancel_of_an_execution_past_its_cap_cancels_it_rather_than_pausing_it(
+    env: WorkflowTestEnv,
+) -> None:
+    """A cancel ends a pause of the main phase; the recovery its drive makes, past the cap,
+    must not pause it again (paused with a cancel pending, it would be stranded)."""
+    deaths: list[str] = []
+    compensated: list[str] = []
+
+    async def compensate(ctx: Any) -> None:
+        compensated.append(ctx.status)
+
+    @workflow(unique("poison-cancel"), max_recoveries=1)
+    async def flow(ctx: WorkflowContext, input: Any) -> str:
+        await ctx.step("a", lambda: "a")
+        await _written()
+        _die(env, ctx, deaths)
+        return "never"
+
+    flow.on_failure(compensate)
+    execution_id = unique("poisoned-cancel")
+    await _started(env, flow, execution_id)
+    alarm = env.ns.backend.alarms()[execution_id]
+    await env.clock.sleep(alarm - env.clock.now())  # the first recovery: it dies again
+    await env.settle()
+    assert len(deaths) == 2
+    handle = env.client.execution(execution_id)
+    assert await handle.cancel("stuck")  # its drive is the second recovery in a row
+    result = await env.result(handle)
+    assert result.status == "cancelled" and compensated == ["cancelled"]
+    assert len(deaths) == 2

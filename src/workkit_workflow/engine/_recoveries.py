@@ -47,7 +47,9 @@ def recovery_changes(state: Mapping[str, Any], mark: str, cap: int | None, now: 
     previous = state.get("recoveries") or {}
     count = int(previous.get("count", 0)) + 1 if previous.get("mark") == mark else 1
     changes: dict[str, Any] = {"recoveries": {"count": count, "mark": mark}}
-    if cap is not None and count > cap:
+    # A cancel ends a pause of the main phase (``_pause``): its compensation runs instead.
+    cancelling = state.get("cancel_requested_at") is not None and state.get("phase") == "main"
+    if cap is not None and count > cap and not cancelling:
         changes.update(
             status=PAUSED,
             paused={
