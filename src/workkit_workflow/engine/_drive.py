@@ -48,8 +48,9 @@ class Driver:
         self.retention = Retention(execution, retention)
         self.phases = Phases(execution, self.runner, self.retention)
         self.incarnated = False
-        """Whether this object instance has begun an incarnation of the execution: one it
-        begins after an incarnation that did not park is a recovery only if not (``_recoveries``)."""
+        """Whether this object instance has begun an incarnation of the execution. One begun
+        while the stored one has not parked is a recovery (``_recoveries``) only in an instance
+        that has not: in this one, it is a drive after a signal or a failure."""
 
     def failure(self, exc: BaseException) -> BaseException | None:
         """What waiters for a run that raised ``exc`` raise: what the runner does not
