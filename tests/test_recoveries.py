@@ -198,18 +198,24 @@ def test_an_absurd_max_recoveries_is_a_definition_error(value: Any) -> None:
         Workflow(unique("bad-recoveries"), max_recoveries=value, register=False)
 
 
+def _always_dying(env: WorkflowTestEnv, name: str, deaths: list[str]) -> Workflow:
+    """A workflow whose object dies after its first step, every time (``max_recoveries=1``)."""
+
+    @workflow(unique(name), max_recoveries=1)
+    async def flow(ctx: WorkflowContext, input: Any) -> str:
+        await ctx.step("a", lambda: "a")
+        await _written()
+        _die(env, ctx, deaths)
+        return "never"
+
+    return flow
+
+
 async def test_the_timeline_says_why_the_recovery_cap_paused_it() -> None:
     env = WorkflowTestEnv(history=True)
     deaths: list[str] = []
     try:
-
-        @workflow(unique("poison-history"), max_recoveries=1)
-        async def flow(ctx: WorkflowContext, input: Any) -> str:
-            await ctx.step("a", lambda: "a")
-            await _written()
-            _die(env, ctx, deaths)
-            return "never"
-
+        flow = _always_dying(env, "poison-history", deaths)
         execution_id = unique("poisoned-history")
         await _started(env, flow, execution_id)
         assert (await _until_parked(env, execution_id))["status"] == "paused"
@@ -235,14 +241,7 @@ async def test_a_cancel_of_an_execution_past_its_cap_cancels_it_rather_than_paus
     async def compensate(ctx: Any) -> None:
         compensated.append(ctx.status)
 
-    @workflow(unique("poison-cancel"), max_recoveries=1)
-    async def flow(ctx: WorkflowContext, input: Any) -> str:
-        await ctx.step("a", lambda: "a")
-        await _written()
-        _die(env, ctx, deaths)
-        return "never"
-
-    flow.on_failure(compensate)
+    flow = _always_dying(env, "poison-cancel", deaths).on_failure(compensate)
     execution_id = unique("poisoned-cancel")
     await _started(env, flow, execution_id)
     alarm = env.ns.backend.alarms()[execution_id]
