@@ -173,18 +173,16 @@ def state_summary(state: Mapping[str, Any]) -> list[Any]:
 
 
 def execution_row(state: Mapping[str, Any], meta: Mapping[str, Any] | None, workflow: str) -> dict[str, Any]:
-    """An execution's history row, from the ``state`` and ``meta`` a commit writes (``meta``
-    only when it writes it; ``workflow`` is the execution's own name)."""
+    """An execution's history row, from a commit's ``state`` and ``meta`` (if it writes one)."""
     row: dict[str, Any] = {f: state.get(f) for f in _EXECUTION_FIELDS}
     row["workflow"] = meta["workflow"] if meta else workflow
-    if state.get("paused"):
-        row["paused"] = state["paused"]  # in the event's detail only: why, when it says (the page)
+    if state.get("paused"):  # in the event's detail only: why, when it says (the page)
+        row["paused"] = state["paused"]
     if meta is not None:
         row["input"] = meta.get("input")
         row["restarted_from"] = meta.get("restarted_from")
         row["version"] = version_of(meta)  # versions: kept in the event's detail
-        if meta.get("parent"):
-            # In the event's detail only: the page links a child to its parent.
+        if meta.get("parent"):  # in the event's detail only: the page links a child to its parent
             row["parent"] = meta["parent"]
     return row
 
