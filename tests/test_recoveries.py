@@ -253,3 +253,27 @@ async def test_a_cancel_of_an_execution_past_its_cap_cancels_it_rather_than_paus
     result = await env.result(handle)
     assert result.status == "cancelled" and compensated == ["cancelled"]
     assert len(deaths) == 2
+
+
+async def test_the_after_incarnation_fault_point_makes_a_crash_loop_a_test_can_drive(
+    env: WorkflowTestEnv,
+) -> None:
+    """``after_incarnation``: the object dies right after each incarnation begins, before its
+    replay, as it would in a replay too heavy for the runtime's limits."""
+    ran: list[str] = []
+    flow = (
+        Workflow(unique("replay-crash"), max_recoveries=2)
+        .step("a", lambda input, prev, ctx: ran.append("a") or "a")
+        .step("b", lambda input, prev, ctx: ran.append("b") or "b")
+    )
+    env.faults.crash_at("after_incarnation", times=100)
+    execution_id = unique("replay-crashing")
+    await _started(env, flow, execution_id)
+    view = await _until_parked(env, execution_id)
+    assert view["status"] == "paused" and view["paused_reason"]["recoveries"] == 3
+    assert [info["incarnation"] for _, _, info in env.faults.crashes] == [1, 2, 3]
+    assert ran == []
+    env.faults.clear()
+    handle = env.client.execution(execution_id)
+    assert await handle.unpause()
+    assert (await env.result(handle)).value == "b" and ran == ["a", "b"]

@@ -230,8 +230,10 @@ class Driver:
         begun, execution.begun = execution.begun, None
         recovers = not self.incarnated and begun is None and bool(state.get("driving"))
         self.incarnated = True
-        if begun == text:
-            return True  # its creation began it, and its state was not written since (``Requests._create``)
+        if begun == text:  # its creation began it, and its state was not written since (``Requests._create``)
+            if execution.faulting:
+                execution.fault("after_incarnation", incarnation=int(state.get("incarnation", 0)))
+            return True
         now = execution.now()
         changes: dict[str, Any] = {
             # Begun by its creation, changed since (a cancel came first): still its first.
@@ -253,4 +255,6 @@ class Driver:
                 await execution.write_state(changes, alarm=self.runner.park_alarm(None, now))
                 return False
         await execution.write_state(changes, alarm=now + self.lease)
+        if execution.faulting:
+            execution.fault("after_incarnation", incarnation=changes["incarnation"])
         return True

@@ -14,6 +14,7 @@ FAULT_POINTS = (
     "in_alarm",
     "in_history",
     "in_mail",
+    "after_incarnation",
 )
 
 
