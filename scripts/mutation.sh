@@ -24,7 +24,7 @@ VENV=${VENV:-.venv}
 CHILDREN=${MUTMUT_CHILDREN:-2}
 ALL=(definitions._retry definitions._durations definitions._json definitions._values engine._journal
      engine.phase._run engine.phase._operations engine.phase._step engine.phase._attempt
-     engine.phase._sleep engine.phase._wait engine.phase._outcome engine._state engine._drive
+     engine.phase._sleep engine.phase._wait engine.phase._outcome engine._state engine._drive engine._recoveries
      engine._phases engine._requests engine._alarms engine._signals engine._plugins engine._runner engine._children
      engine._execution history._bundle history._capture history._outbox history._recovery
      history._projection)

@@ -78,13 +78,16 @@ async def test_an_object_that_dies_at_the_same_point_every_time_is_paused_with_t
     assert (await handle.meta())["recoveries"] == 4
     assert env.ns.backend.alarms().get(execution_id) is None  # nothing loops
 
-    # A fix is deployed; the operator continues it.
+    # A fix is deployed (a new instance); the operator continues it.
     poisoned[0] = False
+    env.evict(execution_id)
     assert await handle.unpause()
     result = await env.result(handle)
     assert (result.status, result.value) == ("completed", "b")
     assert len(deaths) == 4
     assert (await handle.describe())["paused_reason"] is None
+    # The pause parked it: continuing is no recovery, whichever instance continues it.
+    assert (await handle.meta())["recoveries"] == 0
 
 
 async def test_recoveries_that_find_the_journal_moved_start_the_count_again(env: WorkflowTestEnv) -> None:
@@ -153,13 +156,10 @@ async def test_an_object_that_keeps_dying_in_compensation_is_paused_there(env: W
             env.ns.evict(ctx.execution_id)
             raise SimulatedCrash("compensation", {})
 
-    def fail() -> None:
-        raise RuntimeError("no")
-
     flow = (
         Workflow(unique("comp-poison"), max_recoveries=2)
         .step("a", lambda input, prev, ctx: "a")
-        .step("boom", lambda input, prev, ctx: fail(), retry=RetryPolicy(max_attempts=1))
+        .step("boom", lambda input, prev, ctx: _raise(), retry=RetryPolicy(max_attempts=1))
         .on_failure(compensate)
     )
     execution_id = unique("comp-poisoned")
@@ -173,6 +173,37 @@ async def test_an_object_that_keeps_dying_in_compensation_is_paused_there(env: W
     result = await env.result(handle)
     assert result.status == "failed"
     assert (await handle.describe())["compensation"]["status"] == "completed"
+
+
+async def test_a_compensation_that_gets_further_each_time_is_not_paused(env: WorkflowTestEnv) -> None:
+    """The mark is the journal of the phase being run: compensation steps move it."""
+    deaths: list[str] = []
+    undone: list[int] = []
+
+    async def compensate(ctx: Any) -> None:
+        for i in range(4):
+            await ctx.step(f"undo-{i}", lambda i=i: undone.append(i) or i)
+            await _written()
+            if len(deaths) == i:
+                deaths.append(ctx.execution_id)
+                env.ns.evict(ctx.execution_id)
+                raise SimulatedCrash("compensation", {})
+
+    flow = (
+        Workflow(unique("comp-progress"), max_recoveries=1)
+        .step("a", lambda input, prev, ctx: "a")
+        .step("boom", lambda input, prev, ctx: _raise(), retry=RetryPolicy(max_attempts=1))
+        .on_failure(compensate)
+    )
+    execution_id = unique("comp-progressing")
+    await _started(env, flow, execution_id)
+    result = await env.result(env.client.execution(execution_id))
+    assert result.status == "failed" and len(deaths) == 4 and undone == [0, 1, 2, 3]
+    assert (await env.client.execution(execution_id).describe())["compensation"]["status"] == "completed"
+
+
+def _raise() -> None:
+    raise RuntimeError("no")
 
 
 async def test_evictions_of_a_parked_execution_are_no_recoveries(env: WorkflowTestEnv) -> None:

@@ -45,7 +45,7 @@ def recovery_changes(state: Mapping[str, Any], mark: str, cap: int | None, now: 
     """The state's changes for an incarnation that recovers from one that died: the count
     of recoveries in a row at ``mark``, and, past ``cap`` (None: no cap), the pause."""
     previous = state.get("recoveries") or {}
-    count = int(previous.get("count", 0)) + 1 if previous.get("mark") == mark else 1
+    count = int(previous["count"]) + 1 if previous.get("mark") == mark else 1
     changes: dict[str, Any] = {"recoveries": {"count": count, "mark": mark}}
     # A cancel ends a pause of the main phase (``_pause``): its compensation runs instead.
     cancelling = state.get("cancel_requested_at") is not None and state.get("phase") == "main"
@@ -64,7 +64,6 @@ def recovery_changes(state: Mapping[str, Any], mark: str, cap: int | None, now: 
                     "recoveries": count,
                 },
             },
-            driving=None,
-            wake_at=None,
+            driving=None,  # it parks in this write
         )
     return changes
