@@ -308,3 +308,24 @@ async def test_the_after_incarnation_fault_point_makes_a_crash_loop_a_test_can_d
     handle = env.client.execution(execution_id)
     assert await handle.unpause()
     assert (await env.result(handle)).value == "b" and ran == ["a", "b"]
+
+
+async def test_an_execution_that_never_died_counts_no_recovery(env: WorkflowTestEnv) -> None:
+    """Its compensation begins an incarnation in the same instance, after one that did not
+    park (the main phase's end goes straight on): that is no recovery."""
+    undone: list[str] = []
+
+    async def compensate(ctx: Any) -> None:
+        await ctx.step("undo-a", lambda: undone.append("a"))
+
+    flow = (
+        Workflow(unique("never-died"), max_recoveries=1)
+        .step("a", lambda input, prev, ctx: "a")
+        .step("boom", lambda input, prev, ctx: _raise(), retry=RetryPolicy(max_attempts=1))
+        .on_failure(compensate)
+    )
+    handle = await env.run(flow, {})
+    result = await env.result(handle)
+    assert result.status == "failed" and undone == ["a"]
+    meta = await handle.meta()
+    assert (meta["incarnations"], meta["recoveries"]) == (2, 0)
