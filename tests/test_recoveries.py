@@ -20,7 +20,7 @@ from workkit_workflow.testing import WorkflowTestEnv
 from conftest import unique
 
 
-def _die(env: WorkflowTestEnv, ctx: WorkflowContext, deaths: list[str]) -> None:
+def _die(env: WorkflowTestEnv, ctx: Any, deaths: list[str]) -> None:
     """What a CPU limit or an out-of-memory kill does to the object: its memory is gone
     mid-body, with no step running."""
     deaths.append(ctx.execution_id)
@@ -152,16 +152,9 @@ async def test_an_object_that_keeps_dying_in_compensation_is_paused_there(env: W
         await ctx.step("undo-a", lambda: "undone")
         await _written()
         if poisoned[0]:
-            deaths.append("c")
-            env.ns.evict(ctx.execution_id)
-            raise SimulatedCrash("compensation", {})
+            _die(env, ctx, deaths)
 
-    flow = (
-        Workflow(unique("comp-poison"), max_recoveries=2)
-        .step("a", lambda input, prev, ctx: "a")
-        .step("boom", lambda input, prev, ctx: _raise(), retry=RetryPolicy(max_attempts=1))
-        .on_failure(compensate)
-    )
+    flow = _failing("comp-poison", compensate, max_recoveries=2)
     execution_id = unique("comp-poisoned")
     await _started(env, flow, execution_id)
     view = await _until_parked(env, execution_id)
@@ -185,21 +178,24 @@ async def test_a_compensation_that_gets_further_each_time_is_not_paused(env: Wor
             await ctx.step(f"undo-{i}", lambda i=i: undone.append(i) or i)
             await _written()
             if len(deaths) == i:
-                deaths.append(ctx.execution_id)
-                env.ns.evict(ctx.execution_id)
-                raise SimulatedCrash("compensation", {})
+                _die(env, ctx, deaths)
 
-    flow = (
-        Workflow(unique("comp-progress"), max_recoveries=1)
-        .step("a", lambda input, prev, ctx: "a")
-        .step("boom", lambda input, prev, ctx: _raise(), retry=RetryPolicy(max_attempts=1))
-        .on_failure(compensate)
-    )
+    flow = _failing("comp-progress", compensate, max_recoveries=1)
     execution_id = unique("comp-progressing")
     await _started(env, flow, execution_id)
     result = await env.result(env.client.execution(execution_id))
     assert result.status == "failed" and len(deaths) == 4 and undone == [0, 1, 2, 3]
     assert (await env.client.execution(execution_id).describe())["compensation"]["status"] == "completed"
+
+
+def _failing(name: str, compensate: Any, *, max_recoveries: int) -> Workflow:
+    """Step ``a``, then ``boom``, which fails for good: ``compensate`` runs."""
+    return (
+        Workflow(unique(name), max_recoveries=max_recoveries)
+        .step("a", lambda input, prev, ctx: "a")
+        .step("boom", lambda input, prev, ctx: _raise(), retry=RetryPolicy(max_attempts=1))
+        .on_failure(compensate)
+    )
 
 
 def _raise() -> None:
@@ -318,12 +314,7 @@ async def test_an_execution_that_never_died_counts_no_recovery(env: WorkflowTest
     async def compensate(ctx: Any) -> None:
         await ctx.step("undo-a", lambda: undone.append("a"))
 
-    flow = (
-        Workflow(unique("never-died"), max_recoveries=1)
-        .step("a", lambda input, prev, ctx: "a")
-        .step("boom", lambda input, prev, ctx: _raise(), retry=RetryPolicy(max_attempts=1))
-        .on_failure(compensate)
-    )
+    flow = _failing("never-died", compensate, max_recoveries=1)
     handle = await env.run(flow, {})
     result = await env.result(handle)
     assert result.status == "failed" and undone == ["a"]
