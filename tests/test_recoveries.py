@@ -320,3 +320,33 @@ async def test_an_execution_that_never_died_counts_no_recovery(env: WorkflowTest
     assert result.status == "failed" and undone == ["a"]
     meta = await handle.meta()
     assert (meta["incarnations"], meta["recoveries"]) == (2, 0)
+
+
+async def test_a_pause_while_its_object_is_dead_parks_it_and_continuing_is_no_recovery(
+    env: WorkflowTestEnv,
+) -> None:
+    """The object died mid-run; an operator pauses it before its lease alarm resumes it. The
+    paused park clears ``driving``: the drive after ``unpause`` recovers nothing."""
+    gate = asyncio.Event()
+
+    async def slow() -> str:
+        await gate.wait()
+        return "a"
+
+    @workflow(unique("paused-dead"), max_recoveries=1)
+    async def flow(ctx: WorkflowContext, input: Any) -> str:
+        return await ctx.step("a", slow)
+
+    handle = await env.start(flow, {})
+    await env.clock.sleep(0)
+    await env.settle()
+    assert await handle.status() == "running"
+    env.evict(handle.execution_id)  # died mid-step
+    gate.set()
+    assert await handle.pause()
+    await _until_parked(env, handle.execution_id)
+    env.evict(handle.execution_id)
+    assert await handle.unpause()
+    result = await env.result(handle)
+    assert result.value == "a"
+    assert (await handle.meta())["recoveries"] == 0

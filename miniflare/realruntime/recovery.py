@@ -238,12 +238,21 @@ def poisoned(rt: RealRuntime, eid: str, kills: int) -> dict[str, Any]:
     each time its body hangs between its steps, ``kills`` times, restarting it at once;
     return its view once its object has been resumed again and stopped driving it (with
     the package's cap, paused)."""
+    body = f"{eid}:body"
+
+    def arrivals() -> int:
+        return int(_get(rt, f"/runs?prefix={body}").get(body, 0))
+
+    def parked() -> dict[str, Any] | None:
+        view = _describe(rt, "default", eid)
+        return None if view["status"] == "running" else view
+
     _post(rt, f"/poisoned?id={eid}")
     for arrival in range(1, kills + 1):
-        _poll(f"{eid}: body arrival {arrival}", lambda a=arrival: _get(rt, f"/runs?prefix={eid}:body").get(f"{eid}:body", 0) >= a)
+        _poll(f"{eid}: body arrival {arrival}", lambda a=arrival: arrivals() >= a)
         rt.kill()
         rt.start()
-    return dict(_poll(f"{eid}: parked", lambda: (v := _describe(rt, "default", eid))["status"] != "running" and v))
+    return dict(_poll(f"{eid}: parked", parked))
 
 
 def measure(
