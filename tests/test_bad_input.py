@@ -266,7 +266,7 @@ def _absurd_history(path: str) -> None:
             [{"code": "E", "message": "m", "attempt": 1, "started_at": -1e300, "finished_at": 1e300}]
         )
         sql.execute(
-            "INSERT INTO wf_steps (execution_id, phase, op, name, kind, status, attempt, started_at, "
+            "INSERT INTO wf_step_rows (execution_id, phase, op, name, kind, status, attempt, started_at, "
             "attempt_started_at, finished_at, retry_at, wake_at, event_type, errors, seq) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (

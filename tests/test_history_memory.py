@@ -244,7 +244,7 @@ class _DiesAfterD1(LocalD1):
 
     async def batch(self, statements: Any) -> Any:
         result = await super().batch(statements)
-        if self.kills and self.rt is not None and any("wf_steps" in s.sql for s in statements):
+        if self.kills and self.rt is not None and any("wf_step" in s.sql for s in statements):
             self.kills -= 1
             self.rt.ns.evict("m-4")
         return result

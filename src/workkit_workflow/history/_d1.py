@@ -101,8 +101,11 @@ class D1Port:
 
     async def apply_schema(self) -> None:
         """Create the tables, or bring them to the newest schema (what ``migrations/`` does)."""
-        columns = [str(row.get("name")) for row in await self.query("PRAGMA table_info(wf_steps)")]
-        await self.batch([(s, ()) for s in migration_statements(columns)])
+        paged = bool(await self.query("PRAGMA table_info(wf_step_rows)"))
+        columns = (
+            [] if paged else [str(row.get("name")) for row in await self.query("PRAGMA table_info(wf_steps)")]
+        )
+        await self.batch([(s, ()) for s in migration_statements(columns, paged)])
 
 
 # -- the local stand-in -----------------------------------------------------------------
@@ -175,8 +178,9 @@ class LocalD1:
         self.statements = 0
         """Statements those held (D1's query limit per Worker invocation may count each)."""
         if migrate:
+            paged = bool(self._db.execute("PRAGMA table_info(wf_step_rows)").fetchall())
             columns = [row["name"] for row in self._db.execute("PRAGMA table_info(wf_steps)")]
-            for sql in migration_statements(columns):
+            for sql in migration_statements(columns, paged):
                 self._db.execute(sql)
 
     @property

@@ -45,7 +45,8 @@ from ..engine._ports import KEEP_ALARM, Cancellable
 from ._bundle import UNREAD, Record, records_of, resolved
 from ._capture import HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
-from ._projection import plain_projection, projection
+from ._plain import plain_projection
+from ._projection import projection
 from ._recovery import already_projected
 from ._schema import ADDED
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from itertools import chain
+from json.encoder import encode_basestring
 from typing import Any
 
 from ..engine import _journal as jn
-from ._bundle import Bundle, Record
+from ._bundle import Record
 from ._d1 import Statement
+from ._schema import PAGE_OPS
 
 _EXECUTION_COLUMNS = (
     "execution_id, workflow, status, phase, created_at, started_at, finished_at, updated_at, "
@@ -42,8 +44,9 @@ _STEP_CONFLICT = (
     "attempt_started_at = excluded.attempt_started_at, finished_at = excluded.finished_at, "
     "retry_at = excluded.retry_at, wake_at = excluded.wake_at, event_type = excluded.event_type, "
     "error = excluded.error, errors = excluded.errors, restored_from = excluded.restored_from, "
-    "seq = excluded.seq, started_seq = COALESCE(wf_steps.started_seq, excluded.started_seq), "
-    "finished_seq = COALESCE(wf_steps.finished_seq, excluded.finished_seq) WHERE excluded.seq > wf_steps.seq"
+    "seq = excluded.seq, started_seq = COALESCE(wf_step_rows.started_seq, excluded.started_seq), "
+    "finished_seq = COALESCE(wf_step_rows.finished_seq, excluded.finished_seq) "
+    "WHERE excluded.seq > wf_step_rows.seq"
 )
 _PLAIN_COLUMNS = (
     "execution_id, phase, op, name, kind, status, attempt, started_at, attempt_started_at, "
@@ -58,6 +61,12 @@ _PLAIN_CONFLICT = _STEP_CONFLICT.replace(
     "retry_at = NULL, wake_at = NULL, event_type = NULL, error = NULL, errors = excluded.errors, "
     "restored_from = NULL, ",
 )
+_PAGE_COLUMNS = "execution_id, phase, block, steps"
+_PAGE_CONFLICT = (
+    "ON CONFLICT (execution_id, phase, block) "
+    "DO UPDATE SET steps = json_patch(excluded.steps, wf_step_pages.steps)"
+)
+"""A page merges in the entries it lacks, keeping those it holds (a plain completion is final)."""
 _EVENT_COLUMNS = "execution_id, seq, at, kind, phase, op, name, status, attempt, detail"
 _EVENT_CONFLICT = "ON CONFLICT (execution_id, seq) DO NOTHING"
 
@@ -72,7 +81,7 @@ def _insert(table: str, columns: str, conflict: str, rows: int) -> str:
     return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)} {conflict}"
 
 
-def _inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]]) -> list[Statement]:
+def inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]]) -> list[Statement]:
     """The statements inserting ``rows``, each with as many as D1 takes."""
     if not rows:
         return []
@@ -82,6 +91,68 @@ def _inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]
         chunk = rows[start : start + per]
         out.append((_insert(table, columns, conflict, len(chunk)), list(chain.from_iterable(chunk))))
     return out
+
+
+_MILLIS_LIMIT = 2**53
+
+
+def page_entry(entry: Mapping[str, Any], seq: int, started: int | None) -> str | None:
+    """A plain step's entry in its ``wf_step_pages`` row (``_schema``) as JSON text, from
+    its completion (``entry``, sequence ``seq``) and its start's sequence, or None if an
+    instant of it is no whole millisecond (the engine's always are): it is a row then.
+
+    Written as text, not by ``json.dumps`` of a list: a float's shortest text is most of
+    that cost (3.4 us an entry against 1 us here, on the Intel machine), and SQLite's
+    ``/ 1000.0`` gives the same float back from its whole milliseconds."""
+    started_at: Any = entry.get("started_at")
+    finished_at = entry["finished_at"]
+    attempt_started_at = entry.get("attempt_started_at")
+    try:
+        start_ms = round(started_at * 1000)
+        end_ms = round(finished_at * 1000)
+        attempt_ms = None if attempt_started_at is None else round(attempt_started_at * 1000)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not (
+        -_MILLIS_LIMIT < start_ms < _MILLIS_LIMIT
+        and -_MILLIS_LIMIT < end_ms < _MILLIS_LIMIT
+        and start_ms / 1000 == started_at
+        and end_ms / 1000 == finished_at
+    ):
+        return None
+    if attempt_ms is None or attempt_ms == start_ms:
+        attempt_text = "null"
+    elif -_MILLIS_LIMIT < attempt_ms < _MILLIS_LIMIT and attempt_ms / 1000 == attempt_started_at:
+        attempt_text = str(attempt_ms)
+    else:
+        return None
+    name = entry.get("name") or ""
+    attempt = int(entry.get("attempt") or 0)
+    started_text = "null" if started is None else started
+    return (
+        f"[{encode_basestring(name)},{attempt},{start_ms},{attempt_text},{end_ms},{seq},{started_text},{seq}]"
+    )
+
+
+Pages = dict[tuple[str, str, int], list[str]]
+"""The entries of ``wf_step_pages`` rows by execution, phase prefix and block, as text."""
+
+
+def add_to_page(pages: Pages, execution_id: str, key: str, text: str) -> None:
+    op = int(key[2:])
+    page = pages.get((execution_id, key[:2], op // PAGE_OPS))
+    if page is None:
+        page = pages[execution_id, key[:2], op // PAGE_OPS] = []
+    page.append(f'"{op}":{text}')
+
+
+def page_inserts(pages: Pages) -> list[Statement]:
+    """The statements merging ``pages`` into ``wf_step_pages``."""
+    rows = [
+        (eid, _phase(prefix), block, "{" + ",".join(page) + "}")
+        for (eid, prefix, block), page in pages.items()
+    ]
+    return inserts("wf_step_pages", _PAGE_COLUMNS, _PAGE_CONFLICT, rows)
 
 
 def _json(value: Any) -> str | None:
@@ -126,92 +197,26 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
         latest = steps.get(step)
         if latest is None or latest.seq < record.seq:
             steps[step] = record
+    rows = []
+    pages: Pages = {}
+    for k, r in steps.items():
+        done = finished.get(k)
+        if done == r.seq and not r.value.get("errors") and r.value.get("restored_from") is None:
+            text = page_entry(r.value, r.seq, started.get(k))
+            if text is not None:
+                add_to_page(pages, r.execution_id, r.key, text)
+                continue
+        rows.append(_step_row(r.execution_id, r.key, r.value, r.seq, started.get(k), done))
     return (
-        _inserts(
+        inserts(
             "wf_executions",
             _EXECUTION_COLUMNS,
             _EXECUTION_CONFLICT,
             [_execution_row(r, created.get(r.execution_id)) for r in executions.values()],
         )
-        + _step_inserts(
-            [
-                _step_row(r.execution_id, r.key, r.value, r.seq, started.get(k), finished.get(k))
-                for k, r in steps.items()
-            ]
-        )
-        + _inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
-    )
-
-
-def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement] | None:
-    """The statements of a page of plain steps' bundles held in memory, or None when it
-    holds anything else (then :func:`projection` of their records says it).
-
-    Nearly every page of a run: each bundle a step's completion and the next one's first
-    start, held as the values the engine built (``Capture._hold``), with no execution
-    record. Each is a transition its row holds, so the page is step rows only; a row is
-    built straight from the newest entry of its step. A page with a bundle of pieces (one
-    stored, or held while its values were not at hand) is left to its records. The
-    statements are :func:`projection`'s, the same (``tests/test_history_transitions.py``
-    compares them)."""
-    steps: dict[str, list[Any]] = {}
-    """By journal key: the sequences of its start and its completion, and its newest
-    entry's sequence and value."""
-    for bundle in bundles:
-        parts = bundle.parts
-        if isinstance(parts, list):
-            return None
-        seq = bundle.seq
-        for key in sorted(parts):
-            entry = parts[key]
-            status = entry["status"]
-            if status == "completed":
-                transition = 1
-            elif status == "running" and entry["attempt"] == 1:
-                transition = 0  # a first attempt's start
-            else:
-                return None  # a later attempt's start: an event
-            step = steps.get(key)
-            if step is None:
-                step = steps[key] = [None, None, seq, entry]
-            step[transition] = step[2] = seq
-            step[3] = entry
-            seq += 1
-    rows = []
-    for key, (started, finished, seq, entry) in steps.items():
-        if not entry.keys().isdisjoint(_NOT_PLAIN) or (
-            finished is not None and entry.get("finished_at") is None
-        ):
-            return None
-        rows.append(_plain_row(execution_id, key, entry, seq, started, finished))
-    return _inserts("wf_steps", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows)
-
-
-def _plain_row(
-    execution_id: str, key: str, entry: Mapping[str, Any], seq: int, started: int | None, finished: int | None
-) -> tuple[Any, ...]:
-    """:func:`_step_row` of a plain step's entry (one of :func:`plain_projection`'s: a step's,
-    with none of ``_RARE``), without looking for what it cannot hold: 8.7k instructions a row
-    rather than 12.4k (counted with callgrind over a run's plain pages), on the path nearly
-    every row of a run takes (``tests/test_history_transitions.py`` compares the two)."""
-    started_at = entry.get("started_at")
-    attempt_started_at = entry.get("attempt_started_at")
-    errors = entry.get("errors")
-    return (
-        execution_id,
-        _phase(key),
-        int(key[2:]),
-        entry.get("name") or "",
-        "step",  # a plain entry is a step's
-        entry.get("status") or "running",
-        int(entry.get("attempt") or 0),
-        started_at,
-        started_at if attempt_started_at is None else attempt_started_at,
-        entry.get("finished_at"),
-        jn.dumps(errors) if errors else "[]",
-        seq,
-        started,
-        finished,
+        + _step_inserts(rows)
+        + page_inserts(pages)
+        + inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
     )
 
 
@@ -226,10 +231,10 @@ def _step_inserts(rows: list[tuple[Any, ...]]) -> list[Statement]:
     """The statements writing step ``rows``, plain ones (``_PLAIN_COLUMNS``) apart."""
     plain = [row for row in rows if len(row) == _PLAIN_WIDTH]
     if len(plain) == len(rows):
-        return _inserts("wf_steps", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows)
+        return inserts("wf_step_rows", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows)
     full = [row for row in rows if len(row) != _PLAIN_WIDTH]
-    return _inserts("wf_steps", _PLAIN_COLUMNS, _PLAIN_CONFLICT, plain) + _inserts(
-        "wf_steps", _STEP_COLUMNS, _STEP_CONFLICT, full
+    return inserts("wf_step_rows", _PLAIN_COLUMNS, _PLAIN_CONFLICT, plain) + inserts(
+        "wf_step_rows", _STEP_COLUMNS, _STEP_CONFLICT, full
     )
 
 
