@@ -113,8 +113,9 @@ def _sql(project: tuple[Path, dict[str, str]], command: str) -> list[dict[str, A
 
 
 def test_wrangler_applies_the_migrations(project: tuple[Path, dict[str, str]]) -> None:
-    """A database made by the first release (0001 only, with its events) is brought to the
-    newest by applying the rest: its events stay, the view shows them once."""
+    """A database made by the first release (0001 only, with its events and a step's row) is
+    brought to the newest by applying the rest: its events stay, the view shows them once,
+    and the step's row is in ``wf_steps``, now a view."""
     folder = project[0]
     later = [name for name in MIGRATIONS if name != "0001_workkit_history.sql"]
     for name in later:
@@ -124,6 +125,11 @@ def test_wrangler_applies_the_migrations(project: tuple[Path, dict[str, str]]) -
         project,
         "INSERT INTO wf_events VALUES ('old', 1, 1.0, 'step', 'main', 0, 'a', 'running', 1, '{}'), "
         "('old', 2, 2.0, 'step', 'main', 0, 'a', 'completed', 1, '{}')",
+    )
+    _sql(
+        project,
+        "INSERT INTO wf_steps (execution_id, phase, op, name, kind, status, attempt, started_at, "
+        "finished_at, errors, seq) VALUES ('old', 'main', 0, 'a', 'step', 'completed', 1, 1.0, 2.0, '[]', 2)",
     )
     for name in later:
         (folder / name).rename(folder / "migrations" / name)
@@ -142,9 +148,13 @@ def test_wrangler_applies_the_migrations(project: tuple[Path, dict[str, str]]) -
         "wf_executions_created",
         "wf_executions_status",
         "wf_executions_workflow",
+        "wf_step_pages",
+        "wf_step_rows",
         "wf_steps",
         "wf_transitions",
     ]
+    steps = _sql(project, "SELECT op, status, finished_at FROM wf_steps WHERE execution_id = 'old'")
+    assert steps == [{"op": 0, "status": "completed", "finished_at": 2.0}]
     rows = _sql(project, "SELECT seq, status FROM wf_transitions WHERE execution_id = 'old' ORDER BY seq")
     assert rows == [{"seq": 1, "status": "running"}, {"seq": 2, "status": "completed"}]
     # Applying again is a no-op, as wrangler tracks applied migrations.

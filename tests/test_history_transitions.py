@@ -36,7 +36,7 @@ def _linear(name: str, steps: int) -> Workflow:
     return flow
 
 
-async def test_a_plain_run_writes_one_row_per_step_and_no_step_event() -> None:
+async def test_a_plain_run_writes_its_steps_and_no_step_event() -> None:
     rt = Runtime()
     try:
         handle = await rt.client.run(_linear("plain-rows", 6), {}, execution_id="p")
