@@ -12,8 +12,8 @@ CREATE VIEW IF NOT EXISTS wf_steps AS
   SELECT execution_id, phase, op, name, kind, status, attempt, started_at, attempt_started_at, finished_at, retry_at, wake_at, event_type, error, errors, restored_from, seq, started_seq, finished_seq FROM wf_step_rows AS r
   WHERE NOT EXISTS (
     SELECT 1 FROM wf_step_pages AS p
-    WHERE p.execution_id = r.execution_id AND p.phase = r.phase AND p.block = r.op / 64
-      AND json_type(p.steps, '$."' || r.op || '"') IS NOT NULL
+    WHERE p.execution_id = r.execution_id AND p.phase = r.phase AND p.block = r.op / 100
+      AND json_type(p.steps, '$."' || printf('%08d', r.op) || '"') IS NOT NULL
   )
   UNION ALL
   SELECT p.execution_id, p.phase, CAST(e.key AS INTEGER), json_extract(e.value, '$[0]'), 'step',
@@ -26,7 +26,7 @@ CREATE VIEW IF NOT EXISTS wf_steps AS
       SELECT r.started_seq FROM wf_step_rows AS r
       WHERE r.execution_id = p.execution_id AND r.phase = p.phase AND r.op = CAST(e.key AS INTEGER)
     )),
-    json_extract(e.value, '$[7]')
+    json_extract(e.value, '$[5]')
   FROM wf_step_pages AS p, json_each(p.steps) AS e;
 CREATE VIEW IF NOT EXISTS wf_transitions AS
   SELECT execution_id, seq, at, kind, phase, op, name, status, attempt, detail FROM wf_events

@@ -192,7 +192,7 @@ async def test_a_timed_run_starts_from_an_empty_log_and_counts_its_own_checkpoin
 
 
 async def test_what_the_history_sends_d1_is_counted_per_step(tmp_path: Path) -> None:
-    """The untimed run counts D1's rows, statements and batches (no time): 64 plain steps
+    """The untimed run counts D1's rows, statements and batches (no time): 100 plain steps
     are one row of ``wf_step_pages``, and its rows go several to a statement."""
     from bench._sqlite import SyncResult, _untimed
 
@@ -207,8 +207,8 @@ async def test_what_the_history_sends_d1_is_counted_per_step(tmp_path: Path) -> 
         await history.close()
         floor.close()
     d1 = result.d1_per_step
-    # A page row per 64 plain steps (written again when a delivery ends inside it), the
+    # A page row per 100 plain steps (written again when a delivery ends inside it), the
     # row of each delivery's last step, still running, and the execution's few.
-    assert 1 / 64 < d1["rows"] < 0.1
+    assert 1 / 100 < d1["rows"] < 0.1
     assert d1["statements"] < 0.05  # a page's rows, its running step's and the execution's
     assert 0 < d1["batches"] <= d1["statements"]

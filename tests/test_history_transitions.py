@@ -293,13 +293,13 @@ async def test_d1_without_the_second_migration_keeps_the_records_and_names_it(
         await rt.close()
 
 
-def test_plain_steps_go_sixty_four_to_a_row_and_plain_rows_seven_to_a_statement() -> None:
+def test_plain_steps_go_a_hundred_to_a_row_and_plain_rows_seven_to_a_statement() -> None:
     """D1 bills rows written and may count each statement against a Worker invocation's
-    queries (1,000 paid, 50 free): plain completed steps are entries of one page row per 64
+    queries (1,000 paid, 50 free): plain completed steps are entries of one page row per 100
     operations, and plain rows (steps still running) need no column of the rare fields, so
     7 go in one statement, not 5."""
     records = []
-    for op in range(70):
+    for op in range(140):
         start = {**_STEP, "name": f"s{op}", "status": "running", "attempt": 1, "started_at": 1.0}
         done = {**start, "status": "completed", "finished_at": 2.0}
         records += [
@@ -309,7 +309,7 @@ def test_plain_steps_go_sixty_four_to_a_row_and_plain_rows_seven_to_a_statement(
     statements = projection(records)
     assert [(sql.split(" (")[0], len(args)) for sql, args in statements] == [("INSERT INTO wf_step_pages", 8)]
     assert None not in statements[0][1]
-    started = projection(records[::2])
+    started = projection(records[:140:2])
     assert len(started) == 10
     assert all(len(args) == 98 for _, args in started)
     retried = records[1]._replace(value={**records[1].value, "error": {"code": "E"}})

@@ -1,7 +1,7 @@
 """A page of plain steps projected straight from the values the engine built.
 
 Nearly every page a run delivers holds only steps that start and complete plainly (their
-first attempt, nothing rare). Their completions go to ``wf_step_pages``, one row per 64
+first attempt, nothing rare). Their completions go to ``wf_step_pages``, one row per 100
 operations of a phase (``_schema``); a step still running at the page's end, or one whose
 completion carries failed attempts, is a ``wf_step_rows`` row as the records would write.
 """

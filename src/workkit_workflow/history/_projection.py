@@ -16,7 +16,6 @@ from typing import Any
 from ..engine import _journal as jn
 from ._bundle import Record
 from ._d1 import Statement
-from ._schema import PAGE_OPS
 
 _EXECUTION_COLUMNS = (
     "execution_id, workflow, status, phase, created_at, started_at, finished_at, updated_at, "
@@ -93,63 +92,71 @@ def inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]]
     return out
 
 
-_MILLIS_LIMIT = 2**53
-
-
 def page_entry(entry: Mapping[str, Any], seq: int, started: int | None) -> str | None:
     """A plain step's entry in its ``wf_step_pages`` row (``_schema``) as JSON text, from
     its completion (``entry``, sequence ``seq``) and its start's sequence, or None if an
     instant of it is no whole millisecond (the engine's always are): it is a row then.
 
     Written as text, not by ``json.dumps`` of a list: a float's shortest text is most of
-    that cost (3.4 us an entry against 1 us here, on the Intel machine), and SQLite's
-    ``/ 1000.0`` gives the same float back from its whole milliseconds."""
+    that cost, and so is an integer's (about 1k instructions each). An instant's text is
+    kept (``_instant``), and a first attempt's number is a literal."""
     started_at: Any = entry.get("started_at")
-    finished_at = entry["finished_at"]
+    start = _INSTANTS.get(started_at) or _instant(started_at)
+    end = _INSTANTS.get(entry["finished_at"]) or _instant(entry["finished_at"])
     attempt_started_at = entry.get("attempt_started_at")
-    try:
-        start_ms = round(started_at * 1000)
-        end_ms = round(finished_at * 1000)
-        attempt_ms = None if attempt_started_at is None else round(attempt_started_at * 1000)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if not (
-        -_MILLIS_LIMIT < start_ms < _MILLIS_LIMIT
-        and -_MILLIS_LIMIT < end_ms < _MILLIS_LIMIT
-        and start_ms / 1000 == started_at
-        and end_ms / 1000 == finished_at
-    ):
-        return None
-    if attempt_ms is None or attempt_ms == start_ms:
-        attempt_text = "null"
-    elif -_MILLIS_LIMIT < attempt_ms < _MILLIS_LIMIT and attempt_ms / 1000 == attempt_started_at:
-        attempt_text = str(attempt_ms)
+    if attempt_started_at is None or attempt_started_at == started_at:
+        attempt_start: str | None = "null"
     else:
+        attempt_start = _instant(attempt_started_at)
+    if start is None or end is None or attempt_start is None:
         return None
-    name = entry.get("name") or ""
-    attempt = int(entry.get("attempt") or 0)
-    started_text = "null" if started is None else started
+    attempt = entry.get("attempt")
     return (
-        f"[{encode_basestring(name)},{attempt},{start_ms},{attempt_text},{end_ms},{seq},{started_text},{seq}]"
+        f"[{encode_basestring(entry.get('name') or '')},{'1' if attempt == 1 else int(attempt or 0)},"
+        f"{start},{attempt_start},{end},{seq},{'null' if started is None else started}]"
     )
 
 
-Pages = dict[tuple[str, str, int], list[str]]
-"""The entries of ``wf_step_pages`` rows by execution, phase prefix and block, as text."""
+_INSTANTS: dict[float, str] = {}
+"""The whole milliseconds of the instants written last, as text: consecutive steps' often
+are the same (a step can take less than one, and on Cloudflare the clock does not move
+while code runs)."""
+
+
+def _instant(seconds: Any) -> str | None:
+    """``seconds`` as a whole number of milliseconds, if that is exactly what it is (SQLite's
+    ``/ 1000.0`` gives the same float back), else None."""
+    try:
+        ms = round(seconds * 1000)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not -(2**53) < ms < 2**53 or ms / 1000 != seconds:
+        return None
+    if len(_INSTANTS) >= 64:
+        _INSTANTS.clear()
+    text = _INSTANTS[seconds] = str(ms)
+    return text
+
+
+Pages = dict[tuple[str, str, str], list[str]]
+"""The entries of ``wf_step_pages`` rows by execution, phase prefix and block (as text), as
+text."""
 
 
 def add_to_page(pages: Pages, execution_id: str, key: str, text: str) -> None:
-    op = int(key[2:])
-    page = pages.get((execution_id, key[:2], op // PAGE_OPS))
+    """Add a step's entry (``page_entry``) to its page: the block and the entry's name are
+    read off the zero-padded journal key (``j:00000238`` is block ``000002``, entry
+    ``"00000238"``), with no number to convert."""
+    page = pages.get((execution_id, key[:2], key[2:-2]))
     if page is None:
-        page = pages[execution_id, key[:2], op // PAGE_OPS] = []
-    page.append(f'"{op}":{text}')
+        page = pages[execution_id, key[:2], key[2:-2]] = []
+    page.append(f'"{key[2:]}":{text}')
 
 
 def page_inserts(pages: Pages) -> list[Statement]:
     """The statements merging ``pages`` into ``wf_step_pages``."""
     rows = [
-        (eid, _phase(prefix), block, "{" + ",".join(page) + "}")
+        (eid, _phase(prefix), int(block), "{" + ",".join(page) + "}")
         for (eid, prefix, block), page in pages.items()
     ]
     return inserts("wf_step_pages", _PAGE_COLUMNS, _PAGE_CONFLICT, rows)

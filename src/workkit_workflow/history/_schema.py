@@ -9,7 +9,7 @@ The same SQL ships as ``migrations/0001_workkit_history.sql`` and
                     phase, its latest state: attempts, timings, every failed attempt;
                     from ``wf_step_rows`` and ``wf_step_pages``
 ``wf_step_rows``    an operation's latest state as a row of its own
-``wf_step_pages``   the plain completed steps of 64 operations of a phase, one JSON
+``wf_step_pages``   the plain completed steps of 100 operations of a phase, one JSON
                     object a row
 ``wf_events``       the transitions its row does not hold, append-only, keyed by
                     execution and sequence
@@ -29,17 +29,18 @@ newer one) changes nothing.
 
 Since version 3 a step that completed plainly (first attempt, nothing failed, nothing
 rare: most of a run's steps) is no row of its own but an entry of its page's row in
-``wf_step_pages``: the operations ``64 * block`` to ``64 * block + 63`` of a phase, an
-object from the operation to ``[name, attempt, started_at, attempt_started_at,
-finished_at, seq, started_seq, finished_seq]``, its instants in whole milliseconds
-(``attempt_started_at`` null when it is ``started_at``). A page is upserted by merging in its new
-entries (``json_patch``, what it holds winning: a plain completion is final), so a page
-written in several deliveries, or twice, holds each once. D1 bills and limits rows
-written, and builds each a statement's worth of bound values: a run writes one row per 64
-such steps, not one per step. The ``wf_steps`` view shows, for an operation in both, its
-page entry: a step's completion is its last transition, the row can only be its start (its
-sequence the entry's ``started_seq`` when the entry lacks it) or the same completion again
-(a recovered record D1 held already, written as a row).
+``wf_step_pages``: the operations ``100 * block`` to ``100 * block + 99`` of a phase, an
+object from the operation (zero-padded as in the journal's keys, ``"00000238"``) to
+``[name, attempt, started_at, attempt_started_at, finished_at, seq, started_seq]``, its
+instants in whole milliseconds (``attempt_started_at`` null when it is ``started_at``; its
+completion's sequence is ``seq``). A page is upserted by merging in its new entries
+(``json_patch``, what it holds winning: a plain completion is final), so a page written in
+several deliveries, or twice, holds each once. D1 bills and limits rows written, and builds
+each a statement's worth of bound values: a run writes one row per 100 such steps, not one
+per step. The ``wf_steps`` view shows, for an operation in both, its page entry: a step's
+completion is its last transition, the row can only be its start (its sequence the entry's
+``started_seq`` when the entry lacks it) or the same completion again (a recovered record
+D1 held already, written as a row).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ ALTER TABLE wf_executions ADD COLUMN waiting_for_count INTEGER;
     + _TRANSITIONS_VIEW
 )
 
-PAGE_OPS: Final = 64
+PAGE_OPS: Final = 100
 """Operations of a phase per ``wf_step_pages`` row."""
 
 _ROWS_COLUMNS = (
@@ -154,7 +155,7 @@ CREATE VIEW IF NOT EXISTS wf_steps AS
   WHERE NOT EXISTS (
     SELECT 1 FROM wf_step_pages AS p
     WHERE p.execution_id = r.execution_id AND p.phase = r.phase AND p.block = r.op / {PAGE_OPS}
-      AND json_type(p.steps, '$."' || r.op || '"') IS NOT NULL
+      AND json_type(p.steps, '$."' || printf('%08d', r.op) || '"') IS NOT NULL
   )
   UNION ALL
   SELECT p.execution_id, p.phase, CAST(e.key AS INTEGER), json_extract(e.value, '$[0]'), 'step',
@@ -167,7 +168,7 @@ CREATE VIEW IF NOT EXISTS wf_steps AS
       SELECT r.started_seq FROM wf_step_rows AS r
       WHERE r.execution_id = p.execution_id AND r.phase = p.phase AND r.op = CAST(e.key AS INTEGER)
     )),
-    json_extract(e.value, '$[7]')
+    json_extract(e.value, '$[5]')
   FROM wf_step_pages AS p, json_each(p.steps) AS e;
 {_TRANSITIONS_VIEW}"""
 
