@@ -18,7 +18,7 @@ from test_history_transitions import _deliver, _first_release_file, _linear
 from workkit_workflow.history import MIGRATIONS, D1Port, LocalD1
 from workkit_workflow.history._bundle import Record
 from workkit_workflow.history._d1 import inline_nulls
-from workkit_workflow.history._projection import page_entry, projection
+from workkit_workflow.history._projection import page_step, projection
 from workkit_workflow.history._schema import statements
 
 _STEP = {"v": 2, "kind": "step", "name": "charge"}
@@ -88,8 +88,9 @@ def test_a_completion_with_failed_attempts_or_an_odd_instant_is_a_row() -> None:
     retried = _done(_start(0, 1), 2)
     retried = retried._replace(value={**retried.value, "errors": [{"code": "E"}], "attempt": 2})
     odd = _done(_start(1, 3, 1.0), 4, 2.0001)  # a tenth of a millisecond
-    assert page_entry(odd.value, 4, 3) is None
-    assert page_entry(_done(_start(2, 5), 6).value, 6, 5) is not None
+    assert not page_step({}, "x", odd.key, odd.value, 4, 3)
+    assert not page_step({}, "x", retried.key, retried.value, 2, 1)
+    assert page_step({}, "x", "j:00000002", _done(_start(2, 5), 6).value, 6, 5)
     statements = projection([_start(0, 1), retried, _start(1, 3), odd])
     assert [sql.split(" (")[0] for sql, _ in statements] == ["INSERT INTO wf_step_rows"]
     d1 = LocalD1()

@@ -20,10 +20,9 @@ from ._projection import (
     _PLAIN_CONFLICT,
     Pages,
     _phase,
-    add_to_page,
     inserts,
-    page_entry,
     page_inserts,
+    page_step,
 )
 
 
@@ -61,11 +60,8 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
             else:
                 start = starts.pop(key, None)
                 started = None if start is None else start[0]
-                text = None if entry.get("errors") else page_entry(entry, seq, started)
-                if text is None:
+                if not page_step(pages, execution_id, key, entry, seq, started):
                     rows.append(plain_row(execution_id, key, entry, seq, started, seq))
-                else:
-                    add_to_page(pages, execution_id, key, text)
             seq += 1
     rows += [plain_row(execution_id, key, entry, seq, seq, None) for key, (seq, entry) in starts.items()]
     return inserts("wf_step_rows", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows) + page_inserts(pages)

@@ -92,14 +92,26 @@ def inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]]
     return out
 
 
-def page_entry(entry: Mapping[str, Any], seq: int, started: int | None) -> str | None:
-    """A plain step's entry in its ``wf_step_pages`` row (``_schema``) as JSON text, from
-    its completion (``entry``, sequence ``seq``) and its start's sequence, or None if an
-    instant of it is no whole millisecond (the engine's always are): it is a row then.
+Pages = dict[tuple[str, str, str], list[str]]
+"""The entries of ``wf_step_pages`` rows as text, by execution, phase prefix and block (as
+text)."""
 
-    Written as text, not by ``json.dumps`` of a list: a float's shortest text is most of
-    that cost, and so is an integer's (about 1k instructions each). An instant's text is
-    kept (``_instant``), and a first attempt's number is a literal."""
+
+def page_step(
+    pages: Pages, execution_id: str, key: str, entry: Mapping[str, Any], seq: int, started: int | None
+) -> bool:
+    """Add a plain step's entry to its ``wf_step_pages`` row (``_schema``), from its
+    completion (``entry``, sequence ``seq``) and its start's sequence; False if it has none
+    (failed attempts, or an instant that is no whole millisecond; the engine's always are):
+    it is a row then.
+
+    The entry is written as text, not by ``json.dumps`` of a list: a float's shortest text
+    is most of that cost, and so is an integer's (about 1k instructions each). An instant's
+    text is kept (``_instant``), a first attempt's number is a literal, and the page and the
+    entry's name are read off the zero-padded journal key (``j:00000238`` is block
+    ``000002``, entry ``"00000238"``)."""
+    if entry.get("errors"):
+        return False
     started_at: Any = entry.get("started_at")
     start = _INSTANTS.get(started_at) or _instant(started_at)
     end = _INSTANTS.get(entry["finished_at"]) or _instant(entry["finished_at"])
@@ -109,12 +121,17 @@ def page_entry(entry: Mapping[str, Any], seq: int, started: int | None) -> str |
     else:
         attempt_start = _instant(attempt_started_at)
     if start is None or end is None or attempt_start is None:
-        return None
+        return False
     attempt = entry.get("attempt")
-    return (
-        f"[{encode_basestring(entry.get('name') or '')},{'1' if attempt == 1 else int(attempt or 0)},"
-        f"{start},{attempt_start},{end},{seq},{'null' if started is None else started}]"
+    attempt_text = "1" if attempt == 1 else int(attempt or 0)
+    page = pages.get((execution_id, key[:2], key[2:-2]))
+    if page is None:
+        page = pages[execution_id, key[:2], key[2:-2]] = []
+    page.append(
+        f'"{key[2:]}":[{encode_basestring(entry.get("name") or "")},{attempt_text},{start},'
+        f"{attempt_start},{end},{seq},{'null' if started is None else started}]"
     )
+    return True
 
 
 _INSTANTS: dict[float, str] = {}
@@ -136,21 +153,6 @@ def _instant(seconds: Any) -> str | None:
         _INSTANTS.clear()
     text = _INSTANTS[seconds] = str(ms)
     return text
-
-
-Pages = dict[tuple[str, str, str], list[str]]
-"""The entries of ``wf_step_pages`` rows by execution, phase prefix and block (as text), as
-text."""
-
-
-def add_to_page(pages: Pages, execution_id: str, key: str, text: str) -> None:
-    """Add a step's entry (``page_entry``) to its page: the block and the entry's name are
-    read off the zero-padded journal key (``j:00000238`` is block ``000002``, entry
-    ``"00000238"``), with no number to convert."""
-    page = pages.get((execution_id, key[:2], key[2:-2]))
-    if page is None:
-        page = pages[execution_id, key[:2], key[2:-2]] = []
-    page.append(f'"{key[2:]}":{text}')
 
 
 def page_inserts(pages: Pages) -> list[Statement]:
@@ -208,11 +210,12 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
     pages: Pages = {}
     for k, r in steps.items():
         done = finished.get(k)
-        if done == r.seq and not r.value.get("errors") and r.value.get("restored_from") is None:
-            text = page_entry(r.value, r.seq, started.get(k))
-            if text is not None:
-                add_to_page(pages, r.execution_id, r.key, text)
-                continue
+        if (
+            done == r.seq
+            and r.value.get("restored_from") is None
+            and page_step(pages, r.execution_id, r.key, r.value, r.seq, started.get(k))
+        ):
+            continue
         rows.append(_step_row(r.execution_id, r.key, r.value, r.seq, started.get(k), done))
     return (
         inserts(
