@@ -163,7 +163,7 @@ def report(result: dict[str, Any] | Unavailable) -> None:
     parts = [
         ("the engine's calls to its observer", hooks - engine),
         ("capture and delivery, no projection", no_statements - hooks),
-        ("projection: rows and bound statements", no_sql - no_statements),
+        ("projection: page entries, rows and bound statements", no_sql - no_statements),
         ("D1's SQL (in process here, in D1 on Cloudflare)", history - no_sql),
     ]
     if "history-no-turns" in per_step and "engine-no-turns" in per_step:

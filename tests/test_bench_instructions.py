@@ -65,7 +65,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
     assert "50,000 instructions per step" in out
     assert "what the history adds per step, 90,000 instructions, by part" in out
     assert "the engine's calls to its observer 5,000; capture and delivery, no projection 35,000" in out
-    assert "projection: rows and bound statements 30,000; D1's SQL" in out
+    assert "projection: page entries, rows and bound statements 30,000; D1's SQL" in out
     assert "1.3x the engine leaves 45,000 for all of it" in out
 
 
