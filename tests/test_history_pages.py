@@ -7,19 +7,17 @@ once, from its page entry when both hold it.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from typing import Any
 
-import pytest
-
 from test_history_projection import Runtime
 from test_history_transitions import _deliver, _first_release_file, _linear
-from workkit_workflow.history import MIGRATIONS, D1Port, LocalD1
+from workkit_workflow.engine import _journal as jn
+from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import Record
 from workkit_workflow.history._d1 import inline_nulls
-from workkit_workflow.history._projection import page_step, projection
-from workkit_workflow.history._schema import statements
+from workkit_workflow.history._projection import Pages, page_step, projection
+from workkit_workflow.history._schema import PAGE_OPS
 
 _STEP = {"v": 2, "kind": "step", "name": "charge"}
 
@@ -100,6 +98,15 @@ def test_a_completion_with_failed_attempts_or_an_odd_instant_is_a_row() -> None:
     d1.close()
 
 
+def test_a_step_is_on_the_page_the_view_looks_for_it_on() -> None:
+    """``page_step`` reads the page off the journal key; the view finds it by ``op / 100``."""
+    for op in (0, 99, 100, 12_345, 99_999_999, 100_000_000, 2_000_000_123):
+        pages: Pages = {}
+        done = _done(_start(op, 1), 2)
+        assert page_step(pages, "x", jn.op_key(jn.MAIN, op), done.value, 2, 1)
+        assert [int(block) for _, _, block in pages] == [op // PAGE_OPS]
+
+
 def test_instants_come_back_from_a_page_as_the_floats_they_were() -> None:
     """An instant is written as whole milliseconds and read back through ``/ 1000.0``: the
     same float, for the instants the engine writes (``_now_to_the_millisecond``)."""
@@ -144,28 +151,3 @@ def test_a_file_of_the_first_schema_keeps_its_step_rows_when_migrated(tmp_path: 
     with sqlite3.connect(path) as db:
         kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'wf_step%'").fetchall())
     assert kinds == {"wf_steps": "view", "wf_step_rows": "table", "wf_step_pages": "table"}
-
-
-async def test_d1_without_the_third_migration_keeps_the_records_and_names_it(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    d1 = LocalD1(migrate=False)
-    for sql in statements(MIGRATIONS["0001_workkit_history.sql"]) + statements(
-        MIGRATIONS["0002_workkit_transitions.sql"]
-    ):
-        d1.rows(sql)
-    rt = Runtime(d1=d1)
-    try:
-        with caplog.at_level(logging.WARNING, logger="workkit_workflow.history"):
-            handle = await rt.client.run(_linear("unpaged", 3), {}, execution_id="u")
-            assert (await handle.result(timeout=60)).ok
-            await rt.clock.sleep(30)
-        assert "0003_workkit_step_pages.sql" in caplog.text
-        assert rt.d1.rows("SELECT * FROM wf_steps") == []
-        await D1Port(d1).apply_schema()  # what `wrangler d1 migrations apply` does
-        await rt.drained(["u"])
-        assert [s["status"] for s in rt.table("wf_steps")] == ["completed"] * 3
-        rt.exactly_once()
-        await D1Port(d1).apply_schema()  # and again: nothing to do
-    finally:
-        await rt.close()
