@@ -89,6 +89,9 @@ def test_a_completion_with_failed_attempts_or_an_odd_instant_is_a_row() -> None:
     assert not page_step({}, "x", odd.key, odd.value, 4, 3)
     assert not page_step({}, "x", retried.key, retried.value, 2, 1)
     assert page_step({}, "x", "j:00000002", _done(_start(2, 5), 6).value, 6, 5)
+    for odd_instant in ([1.0], {"at": 1.0}, "1.0", None, float("nan"), float("inf"), 1e300):
+        strange = {**_done(_start(3, 7), 8).value, "started_at": odd_instant}
+        assert not page_step({}, "x", "j:00000003", strange, 8, 7)
     statements = projection([_start(0, 1), retried, _start(1, 3), odd])
     assert [sql.split(" (")[0] for sql, _ in statements] == ["INSERT INTO wf_step_rows"]
     d1 = LocalD1()

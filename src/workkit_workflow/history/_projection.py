@@ -113,8 +113,11 @@ def page_step(
     if entry.get("errors"):
         return False
     started_at: Any = entry.get("started_at")
-    start = _INSTANTS.get(started_at) or _instant(started_at)
-    end = _INSTANTS.get(entry["finished_at"]) or _instant(entry["finished_at"])
+    try:
+        start = _INSTANTS.get(started_at) or _instant(started_at)
+        end = _INSTANTS.get(entry["finished_at"]) or _instant(entry["finished_at"])
+    except TypeError:  # not a number (no release writes one): the row shows what it is
+        return False
     attempt_started_at = entry.get("attempt_started_at")
     if attempt_started_at is None or attempt_started_at == started_at:
         attempt_start: str | None = "null"
