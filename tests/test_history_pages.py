@@ -16,7 +16,8 @@ from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import Record
 from workkit_workflow.history._d1 import inline_nulls
-from workkit_workflow.history._projection import Pages, page_step, projection
+from workkit_workflow.history._pages import Pages, page_step
+from workkit_workflow.history._projection import projection
 from workkit_workflow.history._schema import PAGE_OPS
 
 _STEP = {"v": 2, "kind": "step", "name": "charge"}

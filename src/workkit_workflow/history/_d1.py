@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from ..cloudflare import _workers as _cloudflare
@@ -26,6 +27,29 @@ from ._schema import migration_statements, statements
 Statement = tuple[str, Sequence[Any]]
 
 _NONE = type(None)
+
+
+MAX_ARGUMENTS = 100
+"""Bound parameters D1 takes in one statement: rows are inserted as many at a time as fit."""
+
+
+@functools.lru_cache(maxsize=64)
+def _insert(table: str, columns: str, conflict: str, rows: int) -> str:
+    """``INSERT INTO table (columns) VALUES (?, ...), ... conflict`` for ``rows`` rows."""
+    row = "(" + ", ".join("?" * (columns.count(",") + 1)) + ")"
+    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)} {conflict}"
+
+
+def inserts(table: str, columns: str, conflict: str, rows: list[tuple[Any, ...]]) -> list[Statement]:
+    """The statements inserting ``rows``, each with as many as D1 takes."""
+    if not rows:
+        return []
+    per = MAX_ARGUMENTS // len(rows[0])
+    out: list[Statement] = []
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        out.append((_insert(table, columns, conflict, len(chunk)), list(chain.from_iterable(chunk))))
+    return out
 
 
 def inline_nulls(sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:

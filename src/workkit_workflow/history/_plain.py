@@ -13,17 +13,9 @@ from typing import Any
 
 from ..engine import _journal as jn
 from ._bundle import Bundle
-from ._d1 import Statement
-from ._projection import (
-    _NOT_PLAIN,
-    _PLAIN_COLUMNS,
-    _PLAIN_CONFLICT,
-    Pages,
-    _phase,
-    inserts,
-    page_inserts,
-    page_step,
-)
+from ._d1 import Statement, inserts
+from ._pages import Pages, page_inserts, page_step
+from ._projection import _NOT_PLAIN, _PLAIN_COLUMNS, _PLAIN_CONFLICT, _phase
 
 
 def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement] | None:
