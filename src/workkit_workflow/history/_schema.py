@@ -133,7 +133,7 @@ ALTER TABLE wf_executions ADD COLUMN waiting_for_count INTEGER;
 
 PAGE_OPS: Final = 100
 """Operations of a phase per ``wf_step_pages`` row: what the last two digits of an operation's
-zero-padded journal key leave (``_projection.page_step`` reads its page off the key)."""
+zero-padded journal key leave (``_pages.page_step`` reads its page off the key)."""
 
 _ROWS_COLUMNS = (
     "execution_id, phase, op, name, kind, status, attempt, started_at, attempt_started_at, "
