@@ -89,7 +89,12 @@ def _instant(seconds: Any) -> str | None:
 def page_inserts(pages: Pages) -> list[Statement]:
     """The statements merging ``pages`` into ``wf_step_pages``."""
     rows = [
-        (eid, "main" if prefix == jn.MAIN else "compensation", int(block), "{" + ",".join(page) + "}")
+        (eid, phase_of(prefix), int(block), "{" + ",".join(page) + "}")
         for (eid, prefix, block), page in pages.items()
     ]
     return inserts("wf_step_pages", _PAGE_COLUMNS, _PAGE_CONFLICT, rows)
+
+
+def phase_of(key: str) -> str:
+    """The phase of a journal key, or of its prefix: ``main`` or ``compensation``."""
+    return "main" if key.startswith(jn.MAIN) else "compensation"

@@ -14,6 +14,7 @@ from ..engine import _journal as jn
 from ._bundle import Record
 from ._d1 import Statement, inserts
 from ._pages import Pages, page_inserts, page_step
+from ._pages import phase_of as _phase
 
 _EXECUTION_COLUMNS = (
     "execution_id, workflow, status, phase, created_at, started_at, finished_at, updated_at, "
@@ -161,10 +162,6 @@ def _held_by_row(entry: Mapping[str, Any]) -> bool | None:
     if status == "running" and int(entry.get("attempt") or 0) == 1:
         return False
     return None
-
-
-def _phase(key: str) -> str:
-    return "main" if key.startswith(jn.MAIN) else "compensation"
 
 
 def _execution_row(record: Record, created: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
