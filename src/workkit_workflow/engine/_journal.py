@@ -138,6 +138,16 @@ def op_key(prefix: str, op: int) -> str:
     return f"{prefix}{op:08d}"
 
 
+def phase_of(key: str) -> str:
+    """The phase of an operation's journal key, or of its prefix: ``main`` or ``compensation``."""
+    return "main" if key.startswith(MAIN) else "compensation"
+
+
+def prefix_of(phase: str) -> str:
+    """The journal prefix of a phase's operations (``phase_of``'s reverse)."""
+    return MAIN if phase == "main" else COMPENSATION
+
+
 def op_of(key: str) -> int:
     return int(key.split(":", 1)[1])
 

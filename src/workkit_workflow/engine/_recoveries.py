@@ -34,7 +34,7 @@ RECOVERY_LIMIT = "recovery_limit"
 async def journal_mark(storage: Storage, phase: str) -> str:
     """What a journal write would change: the last entry of ``phase``'s journal, its key
     and a checksum of its text ("" while the phase has none). One read, on a recovery only."""
-    prefix = jn.MAIN if phase == "main" else jn.COMPENSATION
+    prefix = jn.prefix_of(phase)
     last = await storage.list(prefix=prefix, reverse=True, limit=1)
     for key, text in last.items():
         return f"{key}:{zlib.crc32(text.encode())}"

@@ -371,7 +371,7 @@ def records_of(key: str, text: str, execution_id: str) -> list[Record]:
 def _version_1(seq: int, at: float, execution_id: str, data: dict[str, Any]) -> Record:
     if data["kind"] == "execution":
         return Record(seq, at, execution_id, jn.STATE, data["execution"])
-    prefix = jn.MAIN if data["phase"] == "main" else jn.COMPENSATION
+    prefix = jn.prefix_of(data["phase"])
     entry = data["entry"]
     return Record(seq, at, execution_id, jn.op_key(prefix, int(entry["op"])), entry)
 

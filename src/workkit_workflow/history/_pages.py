@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-from ..engine import _journal as jn
+from ..engine._journal import phase_of
 from ._d1 import Statement, inserts
 
 _PAGE_COLUMNS = "execution_id, phase, block, steps"
@@ -93,8 +93,3 @@ def page_inserts(pages: Pages) -> list[Statement]:
         for (eid, prefix, block), page in pages.items()
     ]
     return inserts("wf_step_pages", _PAGE_COLUMNS, _PAGE_CONFLICT, rows)
-
-
-def phase_of(key: str) -> str:
-    """The phase of a journal key, or of its prefix: ``main`` or ``compensation``."""
-    return "main" if key.startswith(jn.MAIN) else "compensation"

@@ -14,7 +14,7 @@ from typing import Any
 from ..engine import _journal as jn
 from ._bundle import Bundle
 from ._d1 import Statement, inserts
-from ._pages import Pages, page_inserts, page_step, phase_of
+from ._pages import Pages, page_inserts, page_step
 from ._projection import _NOT_PLAIN, _PLAIN_COLUMNS, _PLAIN_CONFLICT
 
 
@@ -71,7 +71,7 @@ def plain_row(
     errors = entry.get("errors")
     return (
         execution_id,
-        phase_of(key),
+        jn.phase_of(key),
         int(key[2:]),
         entry.get("name") or "",
         "step",  # a plain entry is a step's

@@ -14,7 +14,6 @@ from ..engine import _journal as jn
 from ._bundle import Record
 from ._d1 import Statement, inserts
 from ._pages import Pages, page_inserts, page_step
-from ._pages import phase_of as _phase
 
 _EXECUTION_COLUMNS = (
     "execution_id, workflow, status, phase, created_at, started_at, finished_at, updated_at, "
@@ -231,7 +230,7 @@ def _step_row(
         attempt_started_at = entry.get("started_at")  # a compact entry leaves it out when equal
     head = (
         execution_id,
-        _phase(key),
+        jn.phase_of(key),
         int(key[2:]),
         entry.get("name") or "",
         kind,
@@ -288,7 +287,7 @@ def step_event(record: Record) -> tuple[Any, ...]:
         record.seq,
         record.at,
         "step",
-        _phase(record.key),
+        jn.phase_of(record.key),
         int(record.key[2:]),
         entry.get("name"),
         entry.get("status") or "running",

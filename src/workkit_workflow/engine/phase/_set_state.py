@@ -19,7 +19,7 @@ async def run_set_state(run: PhaseRun, op: int, key: str, text: str) -> None:
         run.check_continue(key)
         execution = run.execution
         now = execution.now()
-        phase = "main" if run.prefix == jn.MAIN else "compensation"
+        phase = jn.phase_of(run.prefix)
         value = live.encode(key, op, phase, text, now)
         if entry is None:
             record = {"op": op, "kind": "state", "name": key, "status": "completed"}
