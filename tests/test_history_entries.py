@@ -249,6 +249,8 @@ class _Host:
 
 class _Observer:
     HEAD = "x:head"
+    steers_kept_alarm = True
+    kick_due = True
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any] | None] = []

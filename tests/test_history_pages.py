@@ -87,12 +87,12 @@ def test_a_completion_with_failed_attempts_or_an_odd_instant_is_a_row() -> None:
     retried = _done(_start(0, 1), 2)
     retried = retried._replace(value={**retried.value, "errors": [{"code": "E"}], "attempt": 2})
     odd = _done(_start(1, 3, 1.0), 4, 2.0001)  # a tenth of a millisecond
-    assert not page_step({}, "x", odd.key, odd.value, 4, 3)
-    assert not page_step({}, "x", retried.key, retried.value, 2, 1)
-    assert page_step({}, "x", "j:00000002", _done(_start(2, 5), 6).value, 6, 5)
+    assert not page_step({}, odd.key, odd.value, 4, 3)
+    assert not page_step({}, retried.key, retried.value, 2, 1)
+    assert page_step({}, "j:00000002", _done(_start(2, 5), 6).value, 6, 5)
     for odd_instant in ([1.0], {"at": 1.0}, "1.0", None, float("nan"), float("inf"), 1e300):
         strange = {**_done(_start(3, 7), 8).value, "started_at": odd_instant}
-        assert not page_step({}, "x", "j:00000003", strange, 8, 7)
+        assert not page_step({}, "j:00000003", strange, 8, 7)
     statements = projection([_start(0, 1), retried, _start(1, 3), odd])
     assert [sql.split(" (")[0] for sql, _ in statements] == ["INSERT INTO wf_step_rows"]
     d1 = LocalD1()
@@ -107,8 +107,8 @@ def test_a_step_is_on_the_page_the_view_looks_for_it_on() -> None:
     for op in (0, 99, 100, 12_345, 99_999_999, 100_000_000, 2_000_000_123):
         pages: Pages = {}
         done = _done(_start(op, 1), 2)
-        assert page_step(pages, "x", jn.op_key(jn.MAIN, op), done.value, 2, 1)
-        assert [int(block) for _, _, block in pages] == [op // PAGE_OPS]
+        assert page_step(pages, jn.op_key(jn.MAIN, op), done.value, 2, 1)
+        assert [int(block[2:]) for block in pages] == [op // PAGE_OPS]
 
 
 def test_instants_come_back_from_a_page_as_the_floats_they_were() -> None:

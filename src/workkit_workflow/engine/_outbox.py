@@ -49,6 +49,11 @@ def call_later(core: ObservedExecution, seconds: float, callback: Callable[[], N
 class Delivery:
     """Single-flight, backed-off delivery of the records stored under one key prefix."""
 
+    steers_kept_alarm = True
+    """The journal observer's (``_plugins``): a subclass's ``alarm_for`` may bring a kept alarm forward."""
+    kick_due = True
+    """The journal observer's: every write kicks the delivery, unless a subclass knows better."""
+
     def __init__(
         self,
         core: ObservedExecution,

@@ -9,7 +9,8 @@ calls the :class:`JournalObserver` methods below, at these points:
 
 * ``load`` when the execution's records are read (a full snapshot or meta/state),
 * ``capture`` and ``alarm_for`` inside every write, ``kick`` after it succeeded,
-  ``aborted`` when it failed,
+  ``aborted`` when it failed (``alarm_for`` and ``kick`` only where the observer's
+  ``steers_kept_alarm`` and ``kick_due`` do not say they would change nothing),
 * ``settle`` when the execution is done, or when only the observer's alarm is due,
 * ``restore`` when a drive has read the execution in full, before it writes.
 
@@ -55,6 +56,14 @@ class ObservedExecution(Protocol):
 class JournalObserver(Protocol):
     HEAD: str
     """A storage key of its own, read with the execution's ``meta`` and ``state``."""
+
+    steers_kept_alarm: bool
+    """False: ``alarm_for`` leaves the alarm of a write that keeps it (``KEEP_ALARM``)
+    as it is, and the engine does not ask (a call per step saved)."""
+
+    kick_due: bool
+    """False: ``kick`` after the write would do nothing, and the engine does not call
+    it. Read after the write; an observer that cannot tell keeps it True."""
 
     def load(self, records: Mapping[str, str], *, complete: bool) -> None:
         """Take what was read from storage (``complete``: the whole snapshot)."""

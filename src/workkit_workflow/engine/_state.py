@@ -165,8 +165,11 @@ class ExecutionState(Deferral):
         else:
             merged = dict(puts)
         for observer in self.observers:
-            merged.update(observer.capture(merged, entries))
-            alarm = observer.alarm_for(alarm)
+            added = observer.capture(merged, entries)
+            if added:
+                merged.update(added)
+            if alarm is not KEEP_ALARM or observer.steers_kept_alarm:
+                alarm = observer.alarm_for(alarm)
         self.writes += 1
         if not self._commits_at_call:
             return self._committed(merged, deletes, alarm, carried, steps)
@@ -195,7 +198,8 @@ class ExecutionState(Deferral):
         """The write is durable: the observers deliver what it held; the fault hook
         may crash the object after the deferred completions it carried."""
         for observer in self.observers:
-            observer.kick()
+            if observer.kick_due:
+                observer.kick()
         if steps:
             for step in steps:
                 self.fault("after_journal", step=step)

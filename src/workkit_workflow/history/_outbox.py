@@ -43,7 +43,7 @@ from ..engine._outbox import Delivery, call_later
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM, Cancellable
 from ._bundle import UNREAD, Record, records_of, resolved
-from ._capture import HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
+from ._capture import BATCH, HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
 from ._plain import plain_projection
 from ._projection import projection
@@ -53,14 +53,6 @@ from ._schema import ADDED
 __all__ = ["BATCH", "HEAD", "HELD", "LINGER", "RECORD_PREFIX", "SEND_TIMEOUT", "SEQ_BLOCK", "Outbox"]
 
 log = logging.getLogger("workkit_workflow.history")
-
-BATCH = 80
-"""Outbox records (one per commit) sent per D1 batch; a run's step transitions wait for
-this many before they are sent (or for ``LINGER``). ``HELD``, what memory keeps, is four
-such pages. Each batch costs D1 a commit (a sync at FULL) and the object a delivery: 80
-rather than 40 took history on / off from about 1.35x to 1.28x at FULL (medians of nine
-alternating runs, three times each, outside the bench); the statements per step are the
-same either way (should D1 count each against a Worker invocation's queries)."""
 
 LINGER = 0.25
 """Seconds a step's records may wait for more before they are sent anyway."""
@@ -74,6 +66,8 @@ class Outbox(Capture, Delivery):
     engine. What a commit records is :class:`Capture`'s; delivering it is this class's."""
 
     HEAD = HEAD
+    steers_kept_alarm = False
+    """``alarm_for`` changes only a write that sets or clears the alarm."""
 
     def __init__(self, core: ObservedExecution, database: Any) -> None:
         # Records may wait in storage until a delivery proved otherwise.
@@ -96,7 +90,7 @@ class Outbox(Capture, Delivery):
     def alarm_for(self, alarm: Any) -> Any:
         """The alarm to commit: keeps one set while records wait, even when the core clears it."""
         if alarm is not KEEP_ALARM and not self._active:
-            self._flush = True  # the execution parks or ends: deliver now
+            self._flush = self.kick_due = True  # the execution parks or ends: deliver now
         if alarm is None and self.undelivered:
             self._alarm_ours = True
             return self._retry_alarm()
@@ -139,6 +133,9 @@ class Outbox(Capture, Delivery):
             super().kick()
         elif self.undelivered and self._nudge is None:
             self._nudge = call_later(self.core, LINGER, self._lingered)
+        # Until a commit fills the page or asks for delivery now, the timer does it:
+        # the engine need not call this after each commit (``Capture.kick_due``).
+        self.kick_due = self._nudge is None
 
     async def settle(self) -> bool:
         self._settling = True
@@ -159,7 +156,7 @@ class Outbox(Capture, Delivery):
 
     def _lingered(self) -> None:
         self._nudge = None
-        self._flush = True
+        self._flush = self.kick_due = True
         self.kick()
 
     async def _delivered_all(self) -> None:
@@ -168,6 +165,7 @@ class Outbox(Capture, Delivery):
             # Nothing waits any more: an object at rest keeps no task.
             self._nudge.cancel()
             self._nudge = None
+            self.kick_due = True
         # Bundles of commits that failed are never found in storage: forget them too.
         self._held.clear()
         if self._alarm_ours:

@@ -20,14 +20,12 @@ _PAGE_CONFLICT = (
 )
 """A page merges in the entries it lacks, keeping those it holds (a plain completion is final)."""
 
-Pages = dict[tuple[str, str, str], list[str]]
-"""The entries of ``wf_step_pages`` rows as text, by execution, phase prefix and block (as
-text)."""
+Pages = dict[str, list[str]]
+"""The entries of one execution's ``wf_step_pages`` rows as text, by the journal key's
+prefix and block (``j:000002``: the key less its last two digits)."""
 
 
-def page_step(
-    pages: Pages, execution_id: str, key: str, entry: Mapping[str, Any], seq: int, started: int | None
-) -> bool:
+def page_step(pages: Pages, key: str, entry: Mapping[str, Any], seq: int, started: int | None) -> bool:
     """Add a plain step's entry to its ``wf_step_pages`` row (``_schema``), from its
     completion (``entry``, sequence ``seq``) and its start's sequence; False if it has none
     (failed attempts, or an instant that is no whole millisecond; the engine's always are):
@@ -41,9 +39,10 @@ def page_step(
     if entry.get("errors"):
         return False
     started_at: Any = entry.get("started_at")
+    finished_at: Any = entry.get("finished_at")
     try:
         start = _INSTANTS.get(started_at) or _instant(started_at)
-        end = _INSTANTS.get(entry["finished_at"]) or _instant(entry["finished_at"])
+        end = _INSTANTS.get(finished_at) or _instant(finished_at)
     except TypeError:  # not a number (no release writes one): the row shows what it is
         return False
     attempt_started_at = entry.get("attempt_started_at")
@@ -55,9 +54,9 @@ def page_step(
         return False
     attempt = entry.get("attempt")
     attempt_text = "1" if attempt == 1 else int(attempt or 0)
-    page = pages.get((execution_id, key[:2], key[2:-2]))
+    page = pages.get(key[:-2])
     if page is None:
-        page = pages[execution_id, key[:2], key[2:-2]] = []
+        page = pages[key[:-2]] = []
     page.append(
         f'"{key[2:]}":[{encode_basestring(entry.get("name") or "")},{attempt_text},{start},'
         f"{attempt_start},{end},{seq},{'null' if started is None else started}]"
@@ -86,10 +85,10 @@ def _instant(seconds: Any) -> str | None:
     return text
 
 
-def page_inserts(pages: Pages) -> list[Statement]:
-    """The statements merging ``pages`` into ``wf_step_pages``."""
+def page_inserts(execution_id: str, pages: Pages) -> list[Statement]:
+    """The statements merging execution ``execution_id``'s ``pages`` into ``wf_step_pages``."""
     rows = [
-        (eid, phase_of(prefix), int(block), "{" + ",".join(page) + "}")
-        for (eid, prefix, block), page in pages.items()
+        (execution_id, phase_of(block), int(block[2:]), "{" + ",".join(page) + "}")
+        for block, page in pages.items()
     ]
     return inserts("wf_step_pages", _PAGE_COLUMNS, _PAGE_CONFLICT, rows)

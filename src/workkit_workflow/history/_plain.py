@@ -52,11 +52,11 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
             else:
                 start = starts.pop(key, None)
                 started = None if start is None else start[0]
-                if not page_step(pages, execution_id, key, entry, seq, started):
+                if not page_step(pages, key, entry, seq, started):
                     rows.append(plain_row(execution_id, key, entry, seq, started, seq))
             seq += 1
     rows += [plain_row(execution_id, key, entry, seq, seq, None) for key, (seq, entry) in starts.items()]
-    return inserts("wf_step_rows", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows) + page_inserts(pages)
+    return inserts("wf_step_rows", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows) + page_inserts(execution_id, pages)
 
 
 def plain_row(

@@ -105,13 +105,13 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
         if latest is None or latest.seq < record.seq:
             steps[step] = record
     rows = []
-    pages: Pages = {}
+    pages: dict[str, Pages] = {}
     for k, r in steps.items():
         done = finished.get(k)
         if (
             done == r.seq
             and r.value.get("restored_from") is None
-            and page_step(pages, r.execution_id, r.key, r.value, r.seq, started.get(k))
+            and page_step(pages.setdefault(r.execution_id, {}), r.key, r.value, r.seq, started.get(k))
         ):
             continue
         rows.append(_step_row(r.execution_id, r.key, r.value, r.seq, started.get(k), done))
@@ -123,7 +123,7 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
             [_execution_row(r, created.get(r.execution_id)) for r in executions.values()],
         )
         + _step_inserts(rows)
-        + page_inserts(pages)
+        + [statement for eid, of_eid in pages.items() for statement in page_inserts(eid, of_eid)]
         + inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
     )
 
