@@ -15,6 +15,7 @@ from test_history_memory import _linear
 from test_history_projection import Runtime
 from workkit_workflow import create_durable_workflow
 from workkit_workflow.engine import _journal as jn
+from workkit_workflow.engine._ports import KEEP_ALARM
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import Bundle, bundle_key, step_piece
 from workkit_workflow.history._d1 import LocalStatement
@@ -61,6 +62,46 @@ async def test_a_run_delivers_its_history_without_commits_or_lists_of_its_own() 
         assert "mem" not in jn.loads(rt.ns.backend.list("io-1", HEAD, None, None, None, False)[HEAD])
     finally:
         await rt.close()
+
+
+async def test_a_page_goes_out_at_the_commit_that_fills_it_though_the_engine_skips_kicks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the ``LINGER`` timer is set, the engine calls no ``kick`` after a commit
+    (``kick_due``): the commit that fills a page sets it again, so that page goes out
+    then, never a few commits later. ``_pending`` counts the commits of the page."""
+    seen: list[int] = []
+    capture = Outbox.capture
+
+    def spied(self: Outbox, puts: Any, entries: Any = None) -> dict[str, str]:
+        out = capture(self, puts, entries)
+        seen.append(self._pending)
+        return out
+
+    monkeypatch.setattr(Outbox, "capture", spied)
+    rt = Runtime()
+    try:
+        steps = 3 * BATCH
+        handle = await rt.client.run(_linear(steps), {}, execution_id="io-full")
+        assert (await handle.result(timeout=60)).value == {"i": steps - 1}
+        await rt.drained(["io-full"])
+        assert max(seen) == BATCH  # each page's last commit kicked it: never one more
+        assert seen.count(BATCH) >= 2
+        rt.exactly_once()
+    finally:
+        await rt.close()
+
+
+async def test_the_history_leaves_a_write_that_keeps_the_alarm_as_it_is() -> None:
+    """Why its ``steers_kept_alarm`` is False, so the engine does not ask it about such
+    writes: whatever waits or failed, ``alarm_for`` gives the kept alarm back."""
+    outbox = _outbox_on(_Stored())
+    assert outbox.steers_kept_alarm is False
+    for undelivered in (False, True):
+        for failures in (0, 3):
+            for active in (False, True):
+                outbox.undelivered, outbox._failures, outbox._active = undelivered, failures, active
+                assert outbox.alarm_for(KEEP_ALARM) is KEEP_ALARM
 
 
 async def test_a_record_stored_after_storage_was_seen_empty_is_still_delivered() -> None:
