@@ -86,7 +86,8 @@ class Capture:
         """The bundles written and not delivered yet, by key (at most ``HELD``)."""
         self._memory: dict[str, Bundle] = {}
         """Bundles of commits that wrote no outbox record (all references), by key, in
-        ``_held`` too: the journal holds their entries (``_recovery``)."""
+        ``_held`` too: the journal holds their entries (``_recovery``). Added in the
+        order of their keys, each commit's sequences new (``Outbox._page`` reads it so)."""
         self._mark: dict[str, int] = {}
         """The head's ``mem``: per journal prefix, the lowest operation whose transitions may
         be in memory only; empty when none is. Stored with the head, or, while ``_unsure``,

@@ -36,7 +36,7 @@ records, and what memory holds of it, is ``_capture``'s.
 from __future__ import annotations
 
 import logging
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 from ..engine._outbox import Delivery, call_later
@@ -176,6 +176,9 @@ class Outbox(Capture, Delivery):
     def _page(self, stored: dict[str, str]) -> dict[str, str]:
         if not self._memory:
             return stored
+        if not stored:
+            # Memory holds its bundles in the order of their keys (each a new sequence).
+            return dict.fromkeys(islice(self._memory, BATCH), "")
         page = dict(stored) | dict.fromkeys(self._memory, "")
         return {key: page[key] for key in sorted(page)[:BATCH]}
 
