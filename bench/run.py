@@ -201,9 +201,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             real = _realruntime.measure(200, 5)
             verdicts += [Verdict(line, None) for line in _realruntime.report(real)]
         else:
-            verdicts.append(
-                skipped("real runtime (issue #11)", "skipped by --quick; python -m bench --real-runtime")
-            )
+            why = "skipped by --quick" if quick else "not in --only"
+            verdicts.append(skipped("real runtime (issue #11)", f"{why}; python -m bench --real-runtime"))
         info["load_end"] = os.getloadavg()
         print(f"\nload average {info['load_end'][0]:.2f} at the end")
         totals = _report.summary(verdicts)
