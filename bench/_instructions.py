@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL, LARGE = 300, 1580
 """The two runs' steps: each cell's figure is their difference over ``LARGE - SMALL``. That
 is 1,280, a whole number of every period the engine and its history work in (a history page
-of 80 or 160 commits, the head rewritten every 32, mail pages of 20): the two runs end on the
+of 80 or 160 commits, the head rewritten every 128, mail pages of 20): the two runs end on the
 same partial page, whose projection costs more per step, so no end effect is left over."""
 
 CELLS = (

@@ -3,7 +3,7 @@
 A step's start and completion are dicts before they are journal texts: the write path
 hands them to the journal observers (``ExecutionState.write``'s ``entries``, kept with a
 deferred completion by ``defer``), and the history outbox records them from the values
-(``Capture._hold``, ``_bundle.plain_pieces``) and projects a page of them without decoding
+(``Capture.capture``, ``_bundle.plain_pieces``) and projects a page of them without decoding
 a text. What D1
 holds must be the same as when every text is decoded, and a value must be what its text
 says, then and when the delivery reads it.

@@ -322,7 +322,7 @@ def test_a_completion_older_than_the_mark_lowers_it_in_its_own_commit(handed: bo
     outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
 
     def capture(puts: dict[str, str]) -> dict[str, str]:
-        # As the engine does (``Capture._hold``), or with the texts alone (``_capture``).
+        # As the engine does (``Capture.capture``), or with the texts alone (``_capture``).
         return outbox.capture(puts, {k: jn.loads(v) for k, v in puts.items()} if handed else None)
 
     out = capture(_entry(5, "running"))  # the first kept in memory marks the head

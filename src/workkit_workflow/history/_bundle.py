@@ -233,7 +233,7 @@ class Bundle(NamedTuple):
 
     def stored(self) -> list[Bundle]:
         """:func:`bundles` of a bundle held in memory only; one held as values (``Capture.
-        _hold``) stays so, for its delivery to project them (``plain_projection``)."""
+        capture``) stays so, for its delivery to project them (``plain_projection``)."""
         made = bundles(self.seq, self.at, self.execution_id, self.pieces)
         if len(made) > 1 or isinstance(self.parts, list):
             return made

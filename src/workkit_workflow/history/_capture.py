@@ -6,7 +6,7 @@ bundle (``_bundle``), added to *the same atomic commit*, or, when they are all r
 to journal entries (a step's completion and the next one's start), kept in memory only,
 under the head's mark, for ``_recovery`` to read back after a crash: nearly every commit
 of a run, kept as the values the engine handed over, with nothing built from them until
-a delivery reads them (``Capture._hold``). The head (``o:head``)
+a delivery reads them (``Capture.capture``). The head (``o:head``)
 reserves sequences a block at a time and carries the execution's last summary and the mark.
 Delivering what is captured is ``_outbox.Outbox``'s part.
 """
@@ -42,7 +42,7 @@ HEAD = jn.OUTBOX + "head"
 RECORD_PREFIX = jn.OUTBOX + "0"
 """Record keys are ``o:`` + 12 zero-padded digits (``seq_key``): they all start with ``o:0``."""
 
-SEQ_BLOCK = 64
+SEQ_BLOCK = 256
 """Sequences the head reserves at a time. It is rewritten once per block, or when the
 execution's summary changes, rather than with every commit; an object that restarts
 goes on after the block (a gap in the sequence, never a reuse)."""
@@ -94,7 +94,7 @@ class Capture:
         by the next commit (the stored one is then lower, never higher)."""
         self._floors: tuple[dict[str, int], dict[str, str]] = (self._mark, {})
         """``_mark`` (a dict never changed in place: a new mark is a new dict) and, per
-        prefix, its operation's key: what ``_hold`` compares a commit's keys with, as
+        prefix, its operation's key: what ``capture`` compares a commit's keys with, as
         text (zero-padded, keys sort as their operations do)."""
         self._restoring: dict[str, int] | None = None
         """The mark an earlier instance left: what :meth:`restore` reads back."""
@@ -144,51 +144,52 @@ class Capture:
         self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None = None
     ) -> dict[str, str]:
         """The outbox records for a commit of ``puts`` (added to the same commit);
-        ``entries``: the values of some of them as the engine built them."""
+        ``entries``: the values of some of them as the engine built them.
+
+        Nearly every commit of a run holds a step's transitions only, every value handed
+        over: its bundle stays in memory only, as the values or, past ``HELD``, as
+        references (``Bundle.parts``), under the head's mark (the journal holds it all)."""
         try:
-            if entries is not None and len(entries) == len(puts) and self._restoring is None:
-                if len(self._held) < HELD:
-                    return self._hold(entries, entries)
-                if len(self._held) < HELD_REFERENCES:
-                    return self._hold(entries, plain_pieces(entries, values=False))
-            return self._capture(puts, entries)
+            if entries is None or len(entries) != len(puts) or self._restoring is not None:
+                return self._capture(puts, entries)
+            held = len(self._held)
+            if held < HELD:
+                parts: Parts = entries
+            elif held < HELD_REFERENCES:
+                parts = plain_pieces(entries, values=False)
+            else:
+                return self._capture(puts, entries)
+            execution_id = self._execution_id
+            if execution_id is None:
+                execution_id = self._execution_id = self.core.execution_id
+            seq = self.seq + 1
+            self.seq += len(entries)
+            key = jn.OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
+            self._memory[key] = self._held[key] = _new(
+                Bundle, (key, "", seq, self.core.now(), execution_id, parts)
+            )
+            mark = self._mark
+            marked, floors = self._floors
+            if marked is not mark:
+                floors = {prefix: jn.op_key(prefix, op) for prefix, op in mark.items()}
+                self._floors = (mark, floors)
+            for op_key in entries:
+                floor = floors.get(op_key[:2])
+                if floor is None or op_key < floor:
+                    mark = lowered(mark, entries)
+                    break
+            if self.seq > self._reserved or mark is not self._mark or self._unsure:
+                return self._recorded({}, mark, True)
+            self.undelivered = True  # ``_recorded`` of a commit that stores no head, spelt out
+            self._pending += 1
+            if self._pending >= BATCH:
+                self.kick_due = True
+            return {}
         except Exception:
             # Never fail a workflow's write because of its history.
             log.exception("workkit_workflow: could not record history for this write")
             self.kick_due = True
             return {}
-
-    def _hold(self, entries: Mapping[str, Mapping[str, Any]], parts: Parts) -> dict[str, str]:
-        """A commit of a step's transitions only, every value handed over: nearly every
-        commit of a run (a step's completion and the next one's start). Its bundle is kept
-        in memory only, as the values themselves (``parts`` is ``entries``) or, past
-        ``HELD``, as references (``Bundle.parts``), under the head's mark: the journal
-        entries of this commit hold all of it."""
-        execution_id = self._execution_id
-        if execution_id is None:
-            execution_id = self._execution_id = self.core.execution_id
-        seq = self.seq + 1
-        self.seq += len(entries)
-        key = jn.OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
-        bundle = _new(Bundle, (key, "", seq, self.core.now(), execution_id, parts))
-        self._memory[key] = self._held[key] = bundle
-        mark = self._mark
-        marked, floors = self._floors
-        if marked is not mark:
-            floors = {prefix: jn.op_key(prefix, op) for prefix, op in mark.items()}
-            self._floors = (mark, floors)
-        for op_key in entries:
-            floor = floors.get(op_key[:2])
-            if floor is None or op_key < floor:
-                mark = lowered(mark, entries)
-                break
-        if self.seq > self._reserved or mark is not self._mark or self._unsure:
-            return self._recorded({}, mark, True)
-        self.undelivered = True  # ``_recorded`` of a commit that stores no head, spelt out
-        self._pending += 1
-        if self._pending >= BATCH:
-            self.kick_due = True
-        return {}
 
     def _capture(
         self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None

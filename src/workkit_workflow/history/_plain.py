@@ -23,7 +23,7 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     holds anything else (then :func:`projection` of their records says it).
 
     Nearly every page of a run: each bundle a step's completion and the next one's first
-    start, held as the values the engine built (``Capture._hold``), with no execution
+    start, held as the values the engine built (``Capture.capture``), with no execution
     record. Each is a transition a step's row or page entry holds. A page with a bundle of
     pieces (one stored, or held while its values were not at hand) is left to its records.
     D1 then shows what :func:`projection`'s statements show
