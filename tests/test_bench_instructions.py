@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from itertools import pairwise
 
 import pytest
 from bench import _instructions
@@ -100,8 +99,11 @@ def test_counts_rise_with_each_part_and_repeat() -> None:
     assert isinstance(result, dict), result
     per_step = result["per_step"]
     assert per_step["engine"] > 1_000, per_step
-    counts = [per_step[cell] for cell in parts]
-    assert all(less < more for less, more in pairwise(counts)), per_step  # each part counts
+    engine, hooks, no_statements, history = (per_step[cell] for cell in parts)
+    # The observer's calls cost next to nothing since the engine skips those that would do
+    # nothing (``kick_due``, ``steers_kept_alarm``): within the method's 1% of the engine.
+    assert hooks > engine * 0.99, per_step
+    assert hooks < no_statements < history, per_step  # the capture, then the statements, count
     assert VALGRIND is not None
     with ThreadPoolExecutor(2) as pool:
         once, again = pool.map(lambda _: _instructions._count(VALGRIND, "engine", 25, 290), range(2))

@@ -262,8 +262,8 @@ class _Observer:
     def alarm_for(self, alarm: Any) -> Any:
         return alarm
 
-    def kick(self) -> None:
-        pass
+    def kick(self) -> bool:
+        return False
 
 
 async def test_the_write_hands_over_the_deferred_values_and_drops_a_rewritten_one() -> None:

@@ -23,7 +23,7 @@ from workkit_workflow.history._bundle import (
     recovered_bundles,
     resolved,
 )
-from workkit_workflow.history._capture import HELD, HELD_REFERENCES, Capture
+from workkit_workflow.history._capture import BATCH, HELD, HELD_REFERENCES, Capture
 from workkit_workflow.history._d1 import D1Port, LocalStatement
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
 from workkit_workflow.history._projection import projection
@@ -87,32 +87,20 @@ async def test_a_run_of_steps_writes_no_outbox_record_for_its_starts_and_complet
         await rt.close()
 
 
-@pytest.mark.parametrize("cause", ["d1 down", "no turn"])
 async def test_memory_holds_a_bounded_number_of_bundles_while_deliveries_cannot_keep_up(
-    cause: str, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """While deliveries cannot keep up, the outbox holds at most ``HELD`` bundles of values
-    (a step's entries, its output decoded: kilobytes each), then up to ``HELD_REFERENCES``
-    bundles of references only; past those, a commit stores its record. References are read
-    back from the journal as they go out. Deliveries stall while D1 is down, and while a run
-    never lets them run: on Cloudflare, steps that wait for nothing over the SQL journal,
-    whose writes are synchronous ("no turn": the local runtime without interleaving). Until
-    2026-12-01 the bound held for what memory alone kept, not for what it kept of stored
-    records: a 3,000-step run held all 3,000, with their values."""
-    held: list[tuple[int, int]] = []
-    capture = Capture.capture
-
-    def spy(self: Capture, puts: Any, entries: Any = None) -> dict[str, str]:
-        out = capture(self, puts, entries)
-        values = sum(not isinstance(bundle.parts, list) for bundle in self._held.values())
-        held.append((values, len(self._held)))
-        return out
-
-    monkeypatch.setattr(Capture, "capture", spy)
-    rt = Runtime(interleave="none" if cause == "no turn" else "storage")
+    """While deliveries cannot keep up (D1 is down), the outbox holds at most ``HELD``
+    bundles of values (a step's entries, its output decoded: kilobytes each), then up to
+    ``HELD_REFERENCES`` bundles of references only; past those, a commit stores its record.
+    References are read back from the journal as they go out. Until 2026-12-01 the bound
+    held for what memory alone kept, not for what it kept of stored records: a 3,000-step
+    run held all 3,000, with their values."""
+    held = _held_while(monkeypatch)
+    rt = Runtime()
     steps = HELD_REFERENCES + 100
     try:
-        rt.d1.fail = cause == "d1 down"
+        rt.d1.fail = True
         handle = await rt.client.run(_linear(steps), {}, execution_id="long")
         assert (await handle.result(timeout=3600)).value == {"i": steps - 1}
         assert len(held) > steps
@@ -125,6 +113,45 @@ async def test_memory_holds_a_bounded_number_of_bundles_while_deliveries_cannot_
         assert [r["status"] for r in rt.table("wf_steps")] == ["completed"] * steps
     finally:
         await rt.close()
+
+
+async def test_a_run_that_never_waits_still_delivers_each_page_as_it_fills(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Cloudflare, steps that wait for nothing over the SQL journal, whose writes are
+    synchronous, never let the event loop run ("no turn": the local runtime without
+    interleaving). The write that fills a page lets it run once (``Outbox.kick``), so the
+    page's delivery goes out then: memory holds a page or two, never ``HELD``, and no commit
+    stores a record for lack of room. Until 2026-12-02 such a run delivered nothing until
+    its end, and past ``HELD_REFERENCES`` bundles each of its commits stored its records."""
+    held = _held_while(monkeypatch)
+    rt = Runtime(interleave="none")
+    steps = HELD_REFERENCES + 100
+    try:
+        handle = await rt.client.run(_linear(steps), {}, execution_id="never-waits")
+        assert (await handle.result(timeout=3600)).value == {"i": steps - 1}
+        assert max(total for _, total in held) <= 2 * BATCH + 5
+        assert rt.d1.calls >= steps // BATCH
+        await rt.drained(["never-waits"])
+        rt.exactly_once()
+        assert [r["status"] for r in rt.table("wf_steps")] == ["completed"] * steps
+    finally:
+        await rt.close()
+
+
+def _held_while(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """After each capture: the bundles the outbox holds with their values, and in all."""
+    held: list[tuple[int, int]] = []
+    capture = Capture.capture
+
+    def spy(self: Capture, puts: Any, entries: Any = None) -> dict[str, str]:
+        out = capture(self, puts, entries)
+        values = sum(not isinstance(bundle.parts, list) for bundle in self._held.values())
+        held.append((values, len(self._held)))
+        return out
+
+    monkeypatch.setattr(Capture, "capture", spy)
+    return held
 
 
 def test_a_reference_held_without_its_value_is_read_back() -> None:

@@ -116,14 +116,14 @@ class Delivery:
 
     # -- the JournalObserver hooks ---------------------------------------------------
 
-    def kick(self) -> None:
-        """Deliver in the background (single-flight; backs off while deliveries fail)."""
+    def kick(self) -> bool:
+        """Deliver in the background (single-flight; backs off while deliveries fail).
+        False: the writer need not let the event loop run for it (``JournalObserver``)."""
         if self._task is not None and not self._task.done():
             self._again = True
-            return
-        if not self.undelivered or self.core.now() < self._retry_at:
-            return
-        self._task = self.core.spawn(self._deliver_loop())
+        elif self.undelivered and self.core.now() >= self._retry_at:
+            self._task = self.core.spawn(self._deliver_loop())
+        return False
 
     async def settle(self) -> bool:
         """Deliver now and wait for it; False if records are left for a later alarm.

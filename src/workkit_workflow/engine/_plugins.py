@@ -85,8 +85,11 @@ class JournalObserver(Protocol):
         """The alarm a write sets, given the one the engine asks for."""
         ...
 
-    def kick(self) -> None:
-        """A write succeeded: start delivering in the background."""
+    def kick(self) -> bool:
+        """A write succeeded: start delivering in the background. True asks the writer
+        for one turn of the event loop before it goes on, for that delivery to start: a
+        run whose writes never wait (the SQL journal's, steps that await nothing) would
+        otherwise hold everything until its end."""
         ...
 
     async def settle(self) -> bool:

@@ -177,7 +177,8 @@ class ExecutionState(Deferral):
             turns = self.storage.commit(merged, deletes, alarm)
         except Exception as exc:
             raise self._failed(exc, carried) from exc
-        self._written(steps)
+        if self._written(steps):
+            return _then_a_turn(turns)
         return turns
 
     async def _committed(
@@ -192,17 +193,23 @@ class ExecutionState(Deferral):
             await self.storage.commit(puts, deletes, alarm)
         except Exception as exc:
             raise self._failed(exc, carried) from exc
-        self._written(steps)
+        if self._written(steps):
+            await asyncio.sleep(0)
 
-    def _written(self, steps: list[str] | None) -> None:
+    def _written(self, steps: list[str] | None) -> bool:
         """The write is durable: the observers deliver what it held; the fault hook
-        may crash the object after the deferred completions it carried."""
+        may crash the object after the deferred completions it carried. True if an
+        observer asks for a turn of the event loop before the writer goes on: a delivery
+        it started would not run before the run's next wait otherwise, which over the
+        Durable Object's SQL journal (no write awaits) may be its end (``kick``)."""
+        turn = False
         for observer in self.observers:
-            if observer.kick_due:
-                observer.kick()
+            if observer.kick_due and observer.kick():
+                turn = True
         if steps:
             for step in steps:
                 self.fault("after_journal", step=step)
+        return turn
 
     def _failed(self, exc: Exception, carried: bool) -> StorageFailure:
         if carried:
@@ -332,3 +339,9 @@ class ExecutionState(Deferral):
         execution no request waits for makes no event)."""
         if self._settled is not None:
             self._settled.set()
+
+
+async def _then_a_turn(turns: Awaitable[None]) -> None:
+    """The write's own ``turns``, then one turn of the event loop (``ExecutionState._written``)."""
+    await turns
+    await asyncio.sleep(0)

@@ -111,8 +111,9 @@ class Outbox(Capture, Delivery):
 
     # -- delivery ----------------------------------------------------------------
 
-    def kick(self) -> None:
-        """A write succeeded: deliver now, or soon.
+    def kick(self) -> bool:
+        """A write succeeded: deliver now, or soon; True when a page is full (the engine
+        then lets the event loop run once, for its delivery to start).
 
         A run's step transitions go out in batches, since each D1 batch (and each
         deletion of what it delivered) costs as much as many records: at once when
@@ -122,8 +123,13 @@ class Outbox(Capture, Delivery):
         execution's whole history goes in one batch). Only a hint: the records are in
         storage (or read back from the journal), and the alarm that keeps an execution
         going also delivers them.
+
+        A run over the SQL journal whose steps wait for nothing never lets the event loop
+        run: without that turn at each full page, its records would wait in memory until
+        the run's end, and past ``HELD_REFERENCES`` bundles each commit would store them.
         """
-        if self._flush or self._pending >= BATCH:
+        full = self._pending >= BATCH
+        if self._flush or full:
             self._drain = self._drain or self._flush
             self._flush = False
             self._pending = 0
@@ -136,6 +142,7 @@ class Outbox(Capture, Delivery):
         # Until a commit fills the page or asks for delivery now, the timer does it:
         # the engine need not call this after each commit (``Capture.kick_due``).
         self.kick_due = self._nudge is None
+        return full
 
     async def settle(self) -> bool:
         self._settling = True
