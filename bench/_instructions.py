@@ -60,7 +60,8 @@ CELLS = (
 what is left of the history's cost after it, part by part (``report``). The ``no-turns``
 cells run without the local runtime's interleaving, so no write lets the event loop run
 anything else, as on a Durable Object's SQL journal (synchronous writes) with steps that
-wait for nothing: the history delivers nothing until the run ends. The ``short`` cells
+wait for nothing: the history's deliveries run only at the turn the write that fills a page
+lets the loop take (``Outbox.kick``; until 2026-12-02 they waited for the run's end). The ``short`` cells
 run their steps as executions of ``SHORT`` steps each, what an execution's own records cost
 spread over few steps."""
 
@@ -168,8 +169,8 @@ def report(result: dict[str, Any] | Unavailable) -> None:
     ]
     if "history-no-turns" in per_step and "engine-no-turns" in per_step:
         print(
-            f"no target: engine + history / engine when no write suspends (its deliveries wait for"
-            f" the run's end) {per_step['history-no-turns'] / per_step['engine-no-turns']:.2f}x"
+            f"no target: engine + history / engine when no write suspends (its deliveries run at the"
+            f" turn each full page gets) {per_step['history-no-turns'] / per_step['engine-no-turns']:.2f}x"
         )
     if "history-short" in per_step and "engine-short" in per_step:
         print(

@@ -58,7 +58,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         assert label in out
     assert "150.0k" in out and "240.0k" in out
     assert "engine + history / engine 1.60x" in out
-    assert "when no write suspends (its deliveries wait for the run's end) 2.00x" in out
+    assert "when no write suspends (its deliveries run at the turn each full page gets) 2.00x" in out
     assert "engine + history / engine in 10-step executions 2.00x" in out
     assert "engine / floor 3.00x" in out
     assert "50,000 instructions per step" in out

@@ -60,9 +60,10 @@ HELD = 320
 
 HELD_REFERENCES = 4 * HELD
 """Bundles kept in memory at most, those beyond ``HELD`` as references only (a few hundred
-bytes each, read back from the journal as they go out): while deliveries lag, or while a
-run never lets them run (steps that wait for nothing, over a Durable Object's synchronous
-SQL journal). Beyond, a commit stores its records (read back likewise)."""
+bytes each, read back from the journal as they go out): while deliveries lag or fail.
+Beyond, a commit stores its records (read back likewise). A run that never lets them run
+(steps that wait for nothing, over a Durable Object's synchronous SQL journal) gets a turn
+of the event loop at each full page (``Outbox.kick``), so it holds a page or two."""
 
 READ_BACK_PAGE = 40
 """Journal entries read at a time by :meth:`Capture.restore`."""
