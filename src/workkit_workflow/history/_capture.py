@@ -249,7 +249,8 @@ class Capture:
             out[HEAD] = self._head()
         self.undelivered = True
         self._pending += 1
-        self.kick_due = True
+        if self._pending >= BATCH:
+            self.kick_due = True  # a full page (a flush sets it where it is asked for)
         return out
 
     def _with_state(self, puts: Mapping[str, str]) -> tuple[list[Piece], list[Any] | None]:
