@@ -181,3 +181,45 @@ async def test_a_long_step_keeps_its_lease_without_writes_per_step() -> None:
         assert 60 / DEFAULT_LEASE - 2 <= renewals <= 60 / DEFAULT_LEASE + 4, renewals
     finally:
         await env.close()
+
+
+def fail_one_write(env: WorkflowTestEnv, number: int) -> dict[str, int]:
+    """The object's ``number``-th write from now fails (a disk I/O error for a moment)."""
+    seen = {"writes": 0}
+
+    def hook(obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+        seen["writes"] += 1
+        if seen["writes"] == number:
+            raise OSError("disk I/O error (injected)")
+
+    env.ns.write_hook = hook
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize("failing", [2, 3])
+async def test_a_run_whose_write_fails_answers_the_execution_never_not_found(
+    backend: str, failing: int, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The write after the creation fails (a step's start, or its completion): the run
+    # forgets what it read and waits for its retry. The caller must learn that the
+    # execution exists; "no execution with this id" would have it start another, and
+    # every step would run twice.
+    caplog.set_level(logging.CRITICAL)
+    env = WorkflowTestEnv(path=None if backend == "memory" else str(tmp_path / "w.db"))
+    effects: list[str] = []
+    flow = (
+        Workflow(unique("fails-once"))
+        .step("a", lambda i, p, c: effects.append("a"))
+        .step("b", lambda i, p, c: effects.append("b"))
+    )
+    try:
+        seen = fail_one_write(env, failing)
+        handle = await env.run(flow, {})
+        assert seen["writes"] >= failing, "the injected failure was not reached"
+        assert await handle.status() in UNFINISHED
+        result = await env.result(handle)
+        assert result.ok, result
+        assert effects.count("b") == 1 and effects.count("a") <= 2, effects
+    finally:
+        await env.close()

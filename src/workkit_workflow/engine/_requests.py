@@ -164,19 +164,19 @@ class Requests:
                 execution.meta = execution.state = execution.begun = None  # nothing was written
             raise
 
-    async def status(self) -> dict[str, Any]:
-        await self.execution.ensure_loaded()
-        self.execution.require()
-        return await self.view()
-
     async def view(self) -> dict[str, Any]:
         """What ``/status`` answers (and every request that changes the execution)."""
+        # Not loaded: a run this request drove failed and forgot what it read (storage is the
+        # truth, ``Driver._after_failure``); read again, never "no execution" for one that is.
+        await self.execution.ensure_loaded()
         meta, state = self.execution.require()
         run = self.execution.run if self.runner.active else None
         view = _view(meta, state, sorted(run.current.values()) if run is not None else [])
         if state.get("child_count"):  # else the state lists them itself, or there are none
             view["children"] = await children_of(self.execution)
         return view
+
+    status = view
 
     async def journal(self) -> list[dict[str, Any]]:
         await self.execution.ensure_loaded()
