@@ -223,3 +223,31 @@ async def test_a_run_whose_write_fails_answers_the_execution_never_not_found(
         assert effects.count("b") == 1 and effects.count("a") <= 2, effects
     finally:
         await env.close()
+
+
+async def test_an_event_read_while_a_failed_run_forgets_the_execution_is_still_accepted() -> None:
+    # A run that fails forgets what it read (storage is the truth) at any await of a request
+    # it interleaves with: an event request then checks a state that is not loaded. Answered
+    # "no execution with this id", the mail outbox of a child would dead-letter its
+    # completion (a definitive 404), and its parent would wait for good.
+    env = WorkflowTestEnv()
+    flow = Workflow(unique("forgotten")).wait_for_event("go", "go").step("after", lambda i, p, c: p)
+    try:
+        handle = await env.run(flow, {})
+        assert await handle.status() == "waiting"
+        core = env.ns._instance(handle.execution_id).instance._object.core
+        storage = core.execution.storage
+        read = storage.get
+
+        async def get_then_forget(key: str) -> Any:
+            found = await read(key)
+            core.execution.forget()  # a run failing meanwhile (``Driver._after_failure``)
+            return found
+
+        storage.get = get_then_forget
+        assert await handle.send_event("go", "went")
+        storage.get = read
+        result = await env.result(handle)
+        assert result.ok and result.value == "went"
+    finally:
+        await env.close()

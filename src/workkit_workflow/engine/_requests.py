@@ -275,8 +275,8 @@ class Requests:
             # has finished: senders retry (the mail outbox), and must not see a conflict.
             if await execution.storage.get(marker) is not None:
                 return {"accepted": False, "duplicate": True, "event_id": event_id}
-            # The execution may have finished during that read: decide on what is
-            # true now, in the same step as the write.
+            # Finished during that read, or forgotten by a failed run? Decide with the write.
+            await execution.ensure_loaded()
             state = self._check_accepts_events(event_type)
             await self._store_event(event_type, payload, event_id, marker, state)
         if execution.run is not None:
