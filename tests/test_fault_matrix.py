@@ -41,6 +41,7 @@ from workkit_workflow import (
     current_step,
     workflow,
 )
+from workkit_workflow.engine._ports import WireResponse
 from workkit_workflow.errors import TransportError
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.local._host import LocalStorage
@@ -418,16 +419,11 @@ def _snapshot(ns: LocalNamespace) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(
-    ("after", "driven"),
-    # Driven in the request, the run makes one write less (its creation begins it).
-    [(n, "by the alarm") for n in range(1, 7)] + [(n, "in the request") for n in range(1, 6)],
-)
+@pytest.mark.parametrize("after", [1, 2, 3, 4, 5, 6])
 async def test_a_failed_commit_is_retried_by_the_alarm(
     storage_path: Callable[[str], str | None],
     clock: VirtualClock,
     after: int,
-    driven: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
@@ -437,16 +433,7 @@ async def test_a_failed_commit_is_retried_by_the_alarm(
     case.env.ns.write_hook = failing
     failing.arm(1, after=after)
     try:
-        if driven == "by the alarm":
-            await case.start()
-        else:
-            # The request that creates the execution drives it (``client.run``), and the
-            # failure ends that run: its answer is the execution, which exists, never
-            # "no execution with this id" (a caller would start another: every step twice).
-            body = {"workflow": case.flow.name, "input": {"order_id": "o-1"}, "execution_id": EXECUTION}
-            answer = await case.env.ns.request(EXECUTION, "POST", "/execute", {**body, "wait": True})
-            assert answer.status == 201, answer.body
-            assert answer.body["execution"]["execution_id"] == EXECUTION
+        await case.start()
         final = await case.settle()
     finally:
         await case.env.close()
@@ -454,6 +441,53 @@ async def test_a_failed_commit_is_retried_by_the_alarm(
     assert case.world.violations == []
     assert final == expected
     assert set(case.world.delivered) == set(clean_world.delivered)
+
+
+async def _retried(case: Case, path: str, body: dict[str, Any]) -> WireResponse:
+    """``body`` sent to the execution until it is not refused as retryable (three tries)."""
+    for _ in range(3):
+        answer = await case.env.ns.request(EXECUTION, "POST", path, body)
+        if answer.ok or not answer.body["error"].get("retryable"):
+            break
+    return answer
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+async def test_a_failed_commit_at_any_write_a_request_drives_is_answered_and_retried(
+    shape: str,
+    storage_path: Callable[[str], str | None],
+    clock: VirtualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The run that ``client.run``'s request drives (and, for the event shape, the one its
+    # event's request starts) meets one failed commit, at each of its writes in turn. The
+    # request is answered with the execution (or refused as retryable if nothing was
+    # written, and then sent again), never "no execution with this id": a caller would
+    # start another, and each step would run twice; the mail outbox dead-letters a 404.
+    # The execution then ends as a fault-free run does, through its retry alarm.
+    caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
+    expected, _, _ = await _reference(shape, storage_path("reference"), clock)
+    execute = {"workflow": "", "input": {"order_id": "o-1"}, "execution_id": EXECUTION, "wait": True}
+    event = {"type": "approved", "payload": {"by": "ops"}, "id": "approval-1"}
+    for after in itertools.count():
+        case = Case(shape, storage_path(f"faulty-{after}"), clock)
+        failing = FailingWrites(case.world)
+        case.env.ns.write_hook = failing
+        failing.arm(1, after=after)
+        try:
+            answer = await _retried(case, "/execute", {**execute, "workflow": case.flow.name})
+            assert answer.ok and answer.body["execution"]["execution_id"] == EXECUTION, (after, answer)
+            if shape == "wait_for_event":
+                answer = await _retried(case, "/event", event)
+                assert answer.ok and answer.body["accepted"], (after, answer)
+            final = await case.settle()
+        finally:
+            await case.env.close()
+        if failing.failed == 0:
+            assert after > 2, "the run made too few writes to fail any"
+            break
+        assert case.world.violations == [], after
+        assert final == expected, after
 
 
 async def test_a_failed_flush_of_completions_stops_the_runner_and_loses_no_step(
