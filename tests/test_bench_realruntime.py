@@ -62,6 +62,7 @@ def test_the_cpu_table_prints_each_kind_and_an_executions_part(capsys: pytest.Ca
     rounds = {
         "bare": [3.0, 4.0, 3.5],
         "new_object": [13.0, 14.0, 12.0],
+        "storage_floor": [15.0, 15.0, 14.0],
         "run_1": [20.0, 24.0, 19.0],
         "run_10": [22.0, 25.0, 23.0],
     }
@@ -78,3 +79,6 @@ def test_the_cpu_table_prints_each_kind_and_an_executions_part(capsys: pytest.Ca
     assert "an execution of 1 step (client.run; a new execution object)" in out
     # Per round: 7, 10, 7 for 1 step; 9, 11, 11 for 10 steps.
     assert "its row less the new object's, median of the rounds): 1 step 7.00 ms, 10 steps 11.00 ms" in out
+    assert "doing a 1-step execution's storage work (no engine)" in out
+    # Per round: 5, 9, 5 for 1 step; 7, 10, 9 for 10 steps.
+    assert "its row less its storage work's, median of the rounds): 1 step 5.00 ms, 10 steps 9.00 ms" in out

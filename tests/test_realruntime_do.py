@@ -373,5 +373,5 @@ def test_the_cpu_of_whole_executions_is_read_from_the_process() -> None:
     kind of request is answered, each execution through ``/run`` (the client's ``run``)
     completes, and the process's CPU is read for each."""
     report = rt_driver.run_cpu(require_kit().serve_args, executions=3, rounds=1)
-    assert set(report["cpu_ms_per_request"]) == {"bare", "new_object", "run_1", "run_10"}
+    assert set(report["cpu_ms_per_request"]) == {"bare", "new_object", "storage_floor", "run_1", "run_10"}
     assert all(len(values) == 1 and values[0] >= 0 for values in report["all_rounds"].values()), report

@@ -421,12 +421,14 @@ def _test_worker(serve_args: Callable[[Path], list[str]], prefix: str) -> Iterat
 CPU_REQUESTS = (
     ("bare", "GET", "/", None),
     ("new_object", "POST", "/probe/none?id={id}", None),
+    ("storage_floor", "POST", "/probe/storage_floor?id={id}", None),
     ("run_1", "POST", "/run?workflow=bench-steps&id={id}", {"steps": 1}),
     ("run_10", "POST", "/run?workflow=bench-steps&id={id}", {"steps": 10}),
 )
 """What ``run_cpu`` measures, each ``executions`` times a round: a request the Worker answers
 itself; one to a new Durable Object of the test Worker that answers at once (``Probe``, no
-such probe); an execution of 1 and of 10 steps through the client's ``run`` (``/run``: a new
+such probe); one to a new such object that does a 1-step execution's storage work itself, no
+engine (``probes.storage_floor``); an execution of 1 and of 10 steps through the client's ``run`` (``/run``: a new
 ``ScenarioExecutionDO`` each, over the SQL journal, driven to its end in the request)."""
 
 
@@ -476,6 +478,8 @@ def run_cpu(
                     reply = rt.request(service, method, target, body)
                     if name.startswith("run") and (reply.status != 200 or not reply.body["created"]):
                         raise RuntimeError(f"/run answered {reply.status}: {reply.text[:500]}")
+                    if name == "storage_floor" and reply.status != 200:
+                        raise RuntimeError(f"the storage floor answered {reply.status}: {reply.text[:500]}")
                 if round_no >= 0:
                     per_round[name].append(1000 * (process_cpu(pid) - before) / count)
             for name, *_ in CPU_REQUESTS:

@@ -17,7 +17,9 @@
 * ``adopt``: an execution started through the key-value adapter (what the package before
   the SQL journal wrote) and then continued by an execution object over the SQL journal,
   which moves the key-value entries into its table in one transaction; ``adopt_start`` and
-  ``adopt_finish?kv_keys=[...]`` are its two halves, for a restart of workerd in between.
+  ``adopt_finish?kv_keys=[...]`` are its two halves, for a restart of workerd in between;
+* ``storage_floor``: the storage work of a 1-step execution in a new object, done directly
+  (no engine): the floor of the CPU table of ``python -m bench --real-runtime``.
 
 Each answers with a sentinel written after its last check.
 """
@@ -31,7 +33,7 @@ from storage_contract import CONTRACT
 
 from workkit_workflow.cloudflare._host import CloudflareHost
 from workkit_workflow.cloudflare._object import ExecutionObject
-from workkit_workflow.cloudflare._sql_storage import SqlJournalStorage
+from workkit_workflow.cloudflare._sql_storage import JOURNAL_TABLE, SqlJournalStorage, _upsert
 from workkit_workflow.cloudflare._storage import DurableObjectStorage
 from workkit_workflow.definitions._json import MAX_VALUE_BYTES
 from workkit_workflow.engine._ports import KEEP_ALARM, WireRequest
@@ -294,6 +296,38 @@ async def contract(ctx):
     return {"ran": ran, "sentinel": "contract:reached"}
 
 
+_EXECUTION_VALUES = {"meta": "m" * 144, "state": "s" * 344, "step": "r" * 91, "done": "c" * 138, "result": "v" * 22}
+"""The sizes of what a 1-step execution of the bench's workflow writes (measured locally)."""
+
+
+async def storage_floor(ctx):
+    """What a 1-step execution asks of a new object's storage, without the engine: the
+    journal's table, the read of the execution's records, its creation with the lease alarm
+    (one ``transactionSync``, the alarm's promise awaited), the read of its journal, the
+    step's start, and its end with the alarm deleted, each with values of the same size."""
+    storage, sql, v = ctx.storage, ctx.storage.sql, _EXECUTION_VALUES
+    sql.exec(f"CREATE TABLE IF NOT EXISTS {JOURNAL_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    sql.exec(f"SELECT key, value FROM {JOURNAL_TABLE} WHERE key IN (?, ?, ?)", "meta", "state", "mail:head").raw().toArray()
+    issued = []
+
+    def create():
+        sql.exec(_upsert(2), "meta", v["meta"], "state", v["state"])
+        issued.append(storage.setAlarm(Date.now() + 30_000))
+
+    storage.transactionSync(create)
+    await issued.pop()
+    sql.exec(f"SELECT key, value FROM {JOURNAL_TABLE} ORDER BY key LIMIT 1024").raw().toArray()
+    sql.exec(_upsert(1), "j:00000000", v["step"])
+
+    def settle():
+        sql.exec(_upsert(3), "j:00000000", v["done"], "result", v["result"], "state", v["state"])
+        issued.append(storage.deleteAlarm())
+
+    storage.transactionSync(settle)
+    await issued.pop()
+    return {"sentinel": "storage_floor:reached"}
+
+
 async def run(ctx, name, query):
     if name == "rollback":
         return await rollback(ctx)
@@ -309,4 +343,6 @@ async def run(ctx, name, query):
         return await adopt_finish(ctx, json.loads(query["kv_keys"]))
     if name == "contract":
         return await contract(ctx)
+    if name == "storage_floor":
+        return await storage_floor(ctx)
     raise ProbeFailed(f"no probe {name!r}")
