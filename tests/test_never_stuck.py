@@ -1,6 +1,7 @@
 """Ways an execution could be stranded, each pinned: the alarm handler's one
 exception (a failed next alarm), compensation told of in-doubt steps, nothing
-left running in a settled execution, and prompt recovery after a crash."""
+left running in a settled execution, prompt recovery after a crash, and a request
+answered "no execution with this id" for one that is there after a failed write."""
 
 from __future__ import annotations
 
