@@ -11,12 +11,13 @@ object's own SQLite runs its SQL, or runs nothing (what the object spends when D
 as on Cloudflare); no target here (issue #16's 1.3x is judged on the SQLite cells).
 
 And what a whole execution costs the runtime (``rt_driver.run_cpu``): the workerd process's
-CPU (read from /proc: a Worker's own clock moves only at I/O) per request, for a request the
-Worker answers itself, one to a new Durable Object that answers at once, and executions of 1
-and 10 steps through the client's ``run``, each a new execution object: the execution's part
-is its row less the new object's. And less the row of a new object doing the storage work of a
-1-step execution itself, without the engine (its table, reads, three commits, the alarm set and
-deleted): what the engine and the package add to the runtime's cost of that work.
+CPU (read from /proc: a Worker's clock is wall time, blind to the runtime's threads) per
+request, for a request the Worker answers itself, one to a new Durable Object that answers at
+once, and executions of 1 and 10 steps through the client's ``run``, each a new execution
+object: the execution's part is its row less the new object's. And less the row of a new
+object doing the storage work of a 1-step execution itself, without the engine (its table,
+reads, three commits, the alarm set and deleted): what the engine and the package add to the
+runtime's cost of that work.
 """
 
 from __future__ import annotations

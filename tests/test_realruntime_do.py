@@ -375,3 +375,15 @@ def test_the_cpu_of_whole_executions_is_read_from_the_process() -> None:
     report = rt_driver.run_cpu(require_kit().serve_args, executions=3, rounds=1)
     assert set(report["cpu_ms_per_request"]) == {"bare", "new_object", "storage_floor", "run_1", "run_10"}
     assert all(len(values) == 1 and values[0] >= 0 for values in report["all_rounds"].values()), report
+
+
+def test_a_profile_of_executions_in_workerd_holds_both_sides_of_the_request() -> None:
+    """``rt_driver.run_profile`` (``rt_driver.py profile``), in small: cProfile runs in the
+    real runtime, and one profile holds the client's request, the execution object's
+    handling of it and the engine's storage calls (the object runs in the Worker's isolate)."""
+    stats = rt_driver.run_profile(require_kit().serve_args, executions=5, top=400)
+    assert set(stats) == {"tottime", "cumulative"}
+    for text in stats.values():
+        assert "function calls" in text and "Ordered by" in text, text[:500]
+        for where in ("client/_client.py", "cloudflare/_object.py", "cloudflare/_sql_storage.py"):
+            assert f"workkit_workflow/{where}" in text, where

@@ -463,8 +463,9 @@ def run_cpu(
 ) -> dict[str, Any]:
     """The workerd process's CPU per request of each of ``CPU_REQUESTS``, in ms: what
     Cloudflare bills is the isolate's part of it (the runtime's own I/O, here in the same
-    process, is not billed there). Read from /proc, not from the clock a Worker sees (it
-    moves only at I/O). The kinds alternate within each round, one after the other, after
+    process, is not billed there). Read from /proc, not from the clock a Worker sees (wall time to
+    the millisecond, in this workerd moving while code runs too, blind to the runtime's other
+    threads). The kinds alternate within each round, one after the other, after
     warm-up requests of each; each execution's outcome is checked after its round."""
     with _test_worker(serve_args, "workkit-rt-cpu-") as (rt, service):
         pid = workerd_pid(rt)
@@ -496,19 +497,47 @@ def run_cpu(
     }
 
 
+def run_profile(
+    serve_args: Callable[[Path], list[str]], executions: int = 400, steps: int = 1, top: int = 40
+) -> dict[str, str]:
+    """cProfile's view of ``executions`` executions of ``steps`` steps through the client's
+    ``run`` in workerd, each a new execution object, after 30 unprofiled ones: what pstats
+    prints, by sort (``tottime``, ``cumulative``). The test Worker's ``/profile`` routes
+    (worker/scenario_entry.py) profile both the Worker's side and the object's."""
+    with _test_worker(serve_args, "workkit-rt-profile-") as (rt, service):
+        for n in range(30 + executions):
+            if n == 30:
+                rt.request(service, "GET", "/profile/stats")  # the warm-up's profile, dropped
+            reply = rt.request(service, "POST", f"/profile/run?id=profile-{n}&steps={steps}")
+            if reply.status != 200 or not reply.body["created"]:
+                raise RuntimeError(f"/profile/run answered {reply.status}: {reply.text[:500]}")
+        reply = rt.request(service, "GET", f"/profile/stats?top={top}")
+        if reply.status != 200:
+            raise RuntimeError(f"/profile/stats answered {reply.status}: {reply.text[:500]}")
+        stats: dict[str, str] = reply.body
+    return stats
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python miniflare/realruntime/rt_driver.py bench [STEPS [ROUNDS]]``: the step-cost
     figures of worker/bench.py as JSON; ``... cpu [EXECUTIONS [ROUNDS]]``: ``run_cpu``'s
-    (``python -m bench --real-runtime`` prints both as tables)."""
+    (``python -m bench --real-runtime`` prints both as tables); ``... profile [EXECUTIONS
+    [STEPS]]``: ``run_profile``'s, as pstats prints it (by tottime, then cumulative)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("bench", "cpu"):
+    if not args or args[0] not in ("bench", "cpu", "profile"):
         print(main.__doc__, file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT / "tests"))
     from _runtime_kit import kit
 
+    if args[0] == "profile":
+        executions = int(args[1]) if len(args) > 1 else 400
+        steps = int(args[2]) if len(args) > 2 else 1
+        for text in run_profile(kit().serve_args, executions, steps).values():
+            print(text)
+        return 0
     if args[0] == "cpu":
         executions = int(args[1]) if len(args) > 1 else 200
         rounds = int(args[2]) if len(args) > 2 else 3

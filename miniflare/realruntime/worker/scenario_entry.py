@@ -15,6 +15,8 @@ over quickly after a crash) as ``ScenarioExecutionDO``, the ``Counters`` object,
     POST /event?id=ID&type=T         send an event (body: the payload)
     GET  /counters?prefix=P          side-effect counters
     GET  /runtime                    handlers called, objects constructed, storage adapters chosen
+    POST /profile/run?id=ID&steps=N  a run of bench-steps through the client, under cProfile
+    GET  /profile/stats?top=K        the profile of the runs since the last stats, as pstats prints it
 
 ``&storage=kv`` on /check, /start, /result, ... sends the requests to ``KeyValueExecutionDO``
 (a key-value-backed class) instead of ``ScenarioExecutionDO`` (SQLite-backed).
@@ -223,6 +225,8 @@ async def serve(env, request):
         return Response(
             await response.text(), status=response.status, headers={"content-type": "application/json"}
         )
+    if path.startswith("/profile/"):
+        return reply(await _profile(env, path, query))
     if path.startswith("/probe/"):
         stub = env.PROBE.get(env.PROBE.idFromName(query.get("id", "probe")))
         response = await stub.fetch(f"https://probe{path}?{url.query}", method="POST")
@@ -271,6 +275,41 @@ async def serve(env, request):
         accepted = await handle.send_event(query["type"], json.loads(text) if text else None)
         return reply({"accepted": accepted})
     return reply({"error": f"no route {path}"}, status=404)
+
+
+PROFILE = []
+"""The ``cProfile.Profile`` of ``/profile/run`` since the last ``/profile/stats``, if any."""
+
+
+async def _profile(env, path, query):
+    """``/profile/run``: one execution of ``bench-steps`` through ``client.run`` with the
+    profiler on. The Worker's request and the execution object's run in this thread (the
+    object is in this isolate), so the profile holds both sides: the client, the object's
+    request and response, the engine and its storage calls. Here the clock moves while code
+    runs (to the millisecond), so the times are a sample: read them over hundreds of runs.
+    ``/profile/stats``: the profile, sorted by ``tottime`` and by ``cumulative``; the next
+    run starts a new one."""
+    import cProfile
+    import io
+    import pstats
+
+    if path == "/profile/run":
+        if not PROFILE:
+            PROFILE.append(cProfile.Profile())
+        client = create_durable_workflow(env.WORKFLOW_DO)
+        PROFILE[0].enable()
+        try:
+            ran = await client.run("bench-steps", {"steps": int(query.get("steps", "1"))}, execution_id=query["id"])
+        finally:
+            PROFILE[0].disable()
+        return {"created": ran.created}
+    stats = {}
+    profile = PROFILE.pop()
+    for sort in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats(sort).print_stats(int(query.get("top", "40")))
+        stats[sort] = text.getvalue()
+    return stats
 
 
 async def serve_safely(env, request):
