@@ -36,7 +36,7 @@ from typing import Any
 from ..definitions._durations import to_seconds
 from ..engine._alarms import DEFAULT_LEASE
 from ..engine._execution import ExecutionCore
-from ..engine._ports import Host, Namespace, WireRequest, WireResponse
+from ..engine._ports import Host, Namespace, StorageReadError, WireRequest, WireResponse
 from ..engine._signals import StorageFailure
 from ..errors import (
     ExecutionConflictError,
@@ -101,10 +101,12 @@ class ExecutionObject:
             return WireResponse(201 if created else 200, {"execution": view, "created": created})
         except WorkflowError as exc:
             return error_response(exc)
-        except StorageFailure as exc:
+        except (StorageFailure, StorageReadError) as exc:
             # Nothing was written; the caller may retry the request as it is.
+            what = "read" if isinstance(exc, StorageReadError) else "write"
             log.warning(
-                "workkit_workflow: storage write failed serving %s %s: %r",
+                "workkit_workflow: storage %s failed serving %s %s: %r",
+                what,
                 request.method,
                 request.path,
                 exc.cause,
@@ -114,7 +116,7 @@ class ExecutionObject:
                 {
                     "error": {
                         "code": "storage_unavailable",
-                        "message": f"storage write failed: {exc.cause}",
+                        "message": f"storage {what} failed: {exc.cause}",
                         "retryable": True,
                     }
                 },

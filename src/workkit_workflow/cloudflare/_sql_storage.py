@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from typing import Any
 
 from ..definitions._json import MAX_VALUE_BYTES, check_size
-from ..engine._ports import KEEP_ALARM
-from ._storage import _ms, _text_map
+from ..engine._ports import KEEP_ALARM, StorageReadError
+from ._storage import _ms, _text_map, read_alarm
 from ._workers import to_js, to_py
 
 log = logging.getLogger("workkit_workflow")
@@ -85,7 +85,10 @@ class SqlJournalStorage:
     # -- reads ------------------------------------------------------------------
 
     def _rows(self, query: str, *args: Any) -> list[list[Any]]:
-        rows = to_py(self._sql.exec(query, *args).raw().toArray())
+        try:
+            rows = to_py(self._sql.exec(query, *args).raw().toArray())
+        except Exception as exc:
+            raise StorageReadError(exc) from exc
         return rows if isinstance(rows, list) else []
 
     async def get(self, key: str) -> str | None:
@@ -178,7 +181,7 @@ class SqlJournalStorage:
         return self._storage.setAlarm(_ms(at))
 
     async def get_alarm(self) -> float | None:
-        value = to_py(await self._storage.getAlarm())
+        value = await read_alarm(self._storage)
         return None if value is None else float(value) / 1000.0
 
     async def set_alarm(self, at: float | None) -> None:

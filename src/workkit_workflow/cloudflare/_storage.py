@@ -6,11 +6,11 @@ Values cross into JavaScript only through ``_workers``' conversions.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..definitions._json import check_size
-from ..engine._ports import KEEP_ALARM
+from ..engine._ports import KEEP_ALARM, StorageReadError
 from ._workers import to_js, to_py
 
 _KEYS_PER_CALL = 128
@@ -40,13 +40,13 @@ class DurableObjectStorage:
         self._storage = storage
 
     async def get(self, key: str) -> str | None:
-        value = to_py(await self._storage.get(key))
+        value = to_py(await _read(lambda: self._storage.get(key)))
         return value if isinstance(value, str) else None
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
         if not keys:
             return {}
-        return _text_map(await self._storage.get(to_js(list(keys))))
+        return _text_map(await _read(lambda: self._storage.get(to_js(list(keys)))))
 
     async def list(
         self,
@@ -68,7 +68,7 @@ class DurableObjectStorage:
             options["limit"] = limit
         if reverse:
             options["reverse"] = True
-        result = await (self._storage.list(to_js(options)) if options else self._storage.list())
+        result = await _read(lambda: self._storage.list(to_js(options)) if options else self._storage.list())
         return _text_map(result)
 
     async def commit(
@@ -97,7 +97,7 @@ class DurableObjectStorage:
             await promise
 
     async def get_alarm(self) -> float | None:
-        value = to_py(await self._storage.getAlarm())
+        value = await read_alarm(self._storage)
         return None if value is None else float(value) / 1000.0
 
     async def set_alarm(self, at: float | None) -> None:
@@ -105,6 +105,20 @@ class DurableObjectStorage:
             await self._storage.deleteAlarm()
         else:
             await self._storage.setAlarm(_ms(at))
+
+
+async def _read(call: Callable[[], Any]) -> Any:
+    """What ``call()``, a read of ``ctx.storage``, gives when awaited; its failure, as it is
+    called or awaited, as the port says (:class:`StorageReadError`)."""
+    try:
+        return await call()
+    except Exception as exc:
+        raise StorageReadError(exc) from exc
+
+
+async def read_alarm(storage: Any) -> Any:
+    """``ctx.storage``'s alarm, in ms since the epoch, or None."""
+    return to_py(await _read(storage.getAlarm))
 
 
 def _ms(at: float) -> int:

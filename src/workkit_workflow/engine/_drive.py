@@ -18,6 +18,7 @@ from ._limits import needs_slot, wait_for_slot
 from ._pages import JournalWindow, journal_end, read_execution
 from ._pause import is_paused
 from ._phases import Entries, Phases
+from ._ports import StorageReadError
 from ._recoveries import journal_mark, recovery_changes
 from ._retention import Retention
 from ._runner import Runner
@@ -96,7 +97,7 @@ class Driver:
                         continue
                     break
                 self.backoff.failures = 0
-            except StorageFailure as exc:
+            except (StorageFailure, StorageReadError) as exc:
                 await self._after_failure(exc.cause)
             except WorkflowError as exc:
                 await self._after_failure(exc)

@@ -25,6 +25,19 @@ class _Keep:
 KEEP_ALARM: Any = _Keep()
 
 
+class StorageReadError(Exception):
+    """A read of the object's storage failed (a disk error, the runtime's storage refusing).
+
+    The ports raise it from ``get``, ``get_many``, ``list`` and ``get_alarm``, so that a
+    request that meets it is answered 503 ``storage_unavailable`` (retryable: nothing was
+    written), as a failed write is, not 500 ``internal_error``; a run that meets it retries
+    on its alarm. An ``Exception``: code that guards against any failure still sees it."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"storage read failed: {cause!r}")
+        self.cause = cause
+
+
 @runtime_checkable
 class Storage(Protocol):
     """Transactional key-value storage of one Durable Object; values are JSON text.
@@ -33,7 +46,8 @@ class Storage(Protocol):
     delete and the alarm change land atomically, or none does. A port whose ``commit``
     writes before it returns, and whose awaitable then raises no ``Exception``, may say
     so with a class attribute ``commits_at_call = True`` (the local runtime's does):
-    the engine then awaits it with no coroutine of its own around it.
+    the engine then awaits it with no coroutine of its own around it. A read that fails
+    raises :class:`StorageReadError`.
     """
 
     async def get(self, key: str) -> str | None: ...

@@ -10,10 +10,12 @@ import asyncio
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from ..engine._ports import KEEP_ALARM, PLAIN_CONTEXT, Clock, Namespace, WireResponse
+from ..engine._ports import KEEP_ALARM, PLAIN_CONTEXT, Clock, Namespace, StorageReadError, WireResponse
 from ._backends import Backend
+
+_T = TypeVar("_T")
 
 
 class Owner(Protocol):
@@ -102,12 +104,12 @@ class LocalStorage:
     async def get(self, key: str) -> str | None:
         await self._gate()
         self._ns.stats.reads += 1
-        return self._ns.backend.get_many(self._obj, [key]).get(key)
+        return _read(self._ns.backend.get_many, self._obj, [key]).get(key)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, str]:
         await self._gate()
         self._ns.stats.reads += 1
-        return self._ns.backend.get_many(self._obj, list(keys))
+        return _read(self._ns.backend.get_many, self._obj, list(keys))
 
     async def list(
         self,
@@ -120,7 +122,7 @@ class LocalStorage:
     ) -> dict[str, str]:
         await self._gate()
         self._ns.stats.lists += 1
-        return self._ns.backend.list(self._obj, prefix, start, end, limit, reverse)
+        return _read(self._ns.backend.list, self._obj, prefix, start, end, limit, reverse)
 
     def commit(
         self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
@@ -151,7 +153,7 @@ class LocalStorage:
         await self._gate()
         if self._host.in_alarm_handler:
             return None
-        return self._ns.backend.get_alarm(self._obj)
+        return _read(self._ns.backend.get_alarm, self._obj)
 
     def set_alarm(self, at: float | None) -> Awaitable[None]:
         return self.commit({}, (), at)
@@ -233,6 +235,15 @@ class LocalHost:
         if hook is not None and hook(self.object_name, point, info):
             self.namespace.evict(self.name)
             raise SimulatedCrash(point, info)
+
+
+def _read(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)``, a read of the backend; its failure as the port says
+    (:class:`StorageReadError`)."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise StorageReadError(exc) from exc
 
 
 def _settle(reply: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:

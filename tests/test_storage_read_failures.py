@@ -1,0 +1,143 @@
+"""A failed read of the object's storage is a storage failure, as a failed write is: the
+request that meets it is answered 503 ``storage_unavailable`` (retryable: nothing was
+written), not 500 ``internal_error``, and a run that meets it retries on its alarm. Each
+Storage port raises ``StorageReadError`` from its reads: the local runtime's, and both of
+Cloudflare's (the SQL journal and the key-value adapter, over stand-ins of ``ctx.storage``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from test_cloudflare_adapter import _SqliteBackedStorage
+from workkit_workflow import Workflow
+from workkit_workflow.cloudflare._sql_storage import SqlJournalStorage
+from workkit_workflow.cloudflare._storage import DurableObjectStorage
+from workkit_workflow.engine._ports import StorageReadError
+from workkit_workflow.errors import WorkflowError
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
+
+
+def _fail_reads(env: WorkflowTestEnv, *, at: int) -> dict[str, int]:
+    """The backend's ``at``-th read from now fails (a disk I/O error for a moment)."""
+    seen = {"reads": 0, "failed": 0}
+    backend = env.ns.backend
+    for name in ("get_many", "list"):
+        original = getattr(backend, name)
+
+        def read(*args: Any, _original: Callable[..., Any] = original) -> Any:
+            seen["reads"] += 1
+            if seen["reads"] == at:
+                seen["failed"] += 1
+                raise OSError("disk I/O error on read (injected)")
+            return _original(*args)
+
+        setattr(backend, name, read)
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_request_whose_read_fails_is_refused_as_retryable(backend: str, tmp_path: Any) -> None:
+    env = WorkflowTestEnv(path=None if backend == "memory" else str(tmp_path / "w.db"))
+    flow = Workflow(unique("read-fails")).wait_for_event("go", "go").step("after", lambda i, p, c: p)
+    try:
+        seen = _fail_reads(env, at=1)  # the request's first read: is the execution there?
+        with pytest.raises(WorkflowError) as caught:
+            await env.run(flow, {}, execution_id="read-fails-1")
+        assert seen["failed"] == 1
+        assert caught.value.code == "storage_unavailable" and caught.value.retryable
+        assert "storage read failed" in caught.value.message
+        assert "disk I/O error on read" in caught.value.message
+        # Nothing was written: the same request, sent again, is what takes effect.
+        handle = await env.run(flow, {}, execution_id="read-fails-1")
+        assert handle.created and await handle.status() == "waiting"
+        seen = _fail_reads(env, at=1)  # the event's duplicate check
+        with pytest.raises(WorkflowError) as caught:
+            await handle.send_event("go", "went")
+        assert caught.value.code == "storage_unavailable" and caught.value.retryable
+        assert await handle.send_event("go", "went")
+        result = await env.result(handle)
+        assert result.ok and result.value == "went"
+    finally:
+        await env.close()
+
+
+async def test_a_run_whose_read_fails_retries_on_its_alarm_and_logs_no_engine_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = WorkflowTestEnv()
+    flow = Workflow(unique("run-read-fails")).step("a", lambda i, p, c: "a").step("b", lambda i, p, c: "b")
+    try:
+        handle = await env.start(flow, {})
+        _fail_reads(env, at=1)  # the run's read of the journal, in its alarm
+        result = await env.result(handle)
+        assert result.ok and result.value == "b"
+        assert not [r for r in caplog.records if r.getMessage() == "workkit_workflow: the runner failed"]
+    finally:
+        await env.close()
+
+
+class _FailingKeyValue:
+    """``ctx.storage`` whose reads fail, as the call is made (``sync``) or as it is awaited."""
+
+    def __init__(self, sync: bool) -> None:
+        self.sync = sync
+
+    def _fail(self) -> Any:
+        if self.sync:
+            raise RuntimeError("storage refused the read")
+
+        async def failed() -> Any:
+            raise RuntimeError("storage refused the read")
+
+        return failed()
+
+    def get(self, key: Any) -> Any:
+        return self._fail()
+
+    def list(self, options: Any = None) -> Any:
+        return self._fail()
+
+    def getAlarm(self) -> Any:
+        return self._fail()
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["thrown", "rejected"])
+async def test_the_key_value_adapter_names_a_failed_read(sync: bool) -> None:
+    storage = DurableObjectStorage(_FailingKeyValue(sync))
+    for read in (
+        lambda: storage.get("meta"),
+        lambda: storage.get_many(["meta", "state"]),
+        lambda: storage.list(prefix="j:"),
+        lambda: storage.list(),
+        storage.get_alarm,
+    ):
+        with pytest.raises(StorageReadError) as caught:
+            await read()
+        assert isinstance(caught.value.cause, RuntimeError)
+
+
+async def test_the_sql_journal_names_a_failed_read() -> None:
+    raw = _SqliteBackedStorage()
+    storage = SqlJournalStorage(raw, raw.sql)
+    await storage.commit({"meta": "{}"})
+
+    def refuse(query: str, *args: Any) -> Any:
+        raise RuntimeError("SQLITE_IOERR (injected)")
+
+    raw.sql.exec = refuse  # type: ignore[method-assign]
+    for read in (
+        lambda: storage.get("meta"),
+        lambda: storage.get_many(["meta", "state"]),
+        lambda: storage.list(prefix="j:"),
+    ):
+        with pytest.raises(StorageReadError) as caught:
+            await read()
+        assert "SQLITE_IOERR" in str(caught.value.cause)
+    raw.getAlarm = _FailingKeyValue(sync=False).getAlarm  # type: ignore[method-assign]
+    with pytest.raises(StorageReadError):
+        await storage.get_alarm()
