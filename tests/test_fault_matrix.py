@@ -14,7 +14,8 @@ time. Invariants:
 * the final state (status, result, failed step, compensation, the journal's
   operations and outputs) equals the fault-free run's.
 
-Storage failures and throwing alarm handlers are covered at the end.
+Storage failures and throwing alarm handlers are covered at the end: a failed commit, and a
+failed read, at each write or read of each shape's run in turn.
 """
 
 from __future__ import annotations
@@ -488,6 +489,61 @@ async def test_a_failed_commit_at_any_write_a_request_drives_is_answered_and_ret
             break
         assert case.world.violations == [], after
         assert final == expected, after
+
+
+class FailingReads:
+    """Makes the ``at``-th read of the namespace's backend from now raise (a disk I/O error
+    for a moment): ``get_many``, ``list`` and ``get_alarm``, counted together."""
+
+    def __init__(self, ns: LocalNamespace, at: int) -> None:
+        self.reads = self.failed = 0
+        self.at: int | None = at
+        for name in ("get_many", "list", "get_alarm"):
+            setattr(ns.backend, name, self._counted(getattr(ns.backend, name)))
+
+    def _counted(self, read: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            self.reads += 1
+            if self.reads == self.at:
+                self.failed += 1
+                raise OSError("disk I/O error on read (injected)")
+            return read(*args)
+
+        return counted
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+async def test_a_failed_read_at_any_read_a_request_drives_is_answered_and_retried(
+    shape: str,
+    storage_path: Callable[[str], str | None],
+    clock: VirtualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As the failed commit above, for the reads: each read of a run its request drives fails
+    # in turn. The request is refused as retryable (503) or answered with the execution; the
+    # execution ends as a fault-free run does.
+    caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
+    expected, _, _ = await _reference(shape, storage_path("reference"), clock)
+    execute = {"workflow": "", "input": {"order_id": "o-1"}, "execution_id": EXECUTION, "wait": True}
+    event = {"type": "approved", "payload": {"by": "ops"}, "id": "approval-1"}
+    for at in itertools.count(1):
+        case = Case(shape, storage_path(f"faulty-{at}"), clock)
+        failing = FailingReads(case.env.ns, at)
+        try:
+            answer = await _retried(case, "/execute", {**execute, "workflow": case.flow.name})
+            assert answer.ok and answer.body["execution"]["execution_id"] == EXECUTION, (at, answer)
+            if shape == "wait_for_event":
+                answer = await _retried(case, "/event", event)
+                assert answer.ok and answer.body["accepted"], (at, answer)
+            failing.at = None
+            final = await case.settle()
+        finally:
+            await case.env.close()
+        if failing.failed == 0:
+            assert at > 2, "the run made too few reads to fail any"
+            break
+        assert case.world.violations == [], at
+        assert final == expected, at
 
 
 async def test_a_failed_flush_of_completions_stops_the_runner_and_loses_no_step(
