@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from ..engine._ports import StorageReadError
 from ..errors import WorkflowError
 from ..local._lock import DatabaseInUseError
 from ._commands import (
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except DatabaseInUseError as exc:  # e.g. the demo's file, held by a serve
         print(f"workkit-workflow: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, StorageReadError) as exc:
         print(f"workkit-workflow: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
