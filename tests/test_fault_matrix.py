@@ -402,6 +402,9 @@ class FailingWrites:
     def arm(self, times: int, *, after: int = 0) -> None:
         self.remaining, self.after = times, after
 
+    def disarm(self) -> None:
+        self.remaining = 0
+
     def __call__(self, obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
         if self.remaining > 0:
             if self.after > 0:
@@ -453,44 +456,6 @@ async def _retried(case: Case, path: str, body: dict[str, Any]) -> WireResponse:
     return answer
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
-async def test_a_failed_commit_at_any_write_a_request_drives_is_answered_and_retried(
-    shape: str,
-    storage_path: Callable[[str], str | None],
-    clock: VirtualClock,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # The run that ``client.run``'s request drives (and, for the event shape, the one its
-    # event's request starts) meets one failed commit, at each of its writes in turn. The
-    # request is answered with the execution (or refused as retryable if nothing was
-    # written, and then sent again), never "no execution with this id": a caller would
-    # start another, and each step would run twice; the mail outbox dead-letters a 404.
-    # The execution then ends as a fault-free run does, through its retry alarm.
-    caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
-    expected, _, _ = await _reference(shape, storage_path("reference"), clock)
-    execute = {"workflow": "", "input": {"order_id": "o-1"}, "execution_id": EXECUTION, "wait": True}
-    event = {"type": "approved", "payload": {"by": "ops"}, "id": "approval-1"}
-    for after in itertools.count():
-        case = Case(shape, storage_path(f"faulty-{after}"), clock)
-        failing = FailingWrites(case.world)
-        case.env.ns.write_hook = failing
-        failing.arm(1, after=after)
-        try:
-            answer = await _retried(case, "/execute", {**execute, "workflow": case.flow.name})
-            assert answer.ok and answer.body["execution"]["execution_id"] == EXECUTION, (after, answer)
-            if shape == "wait_for_event":
-                answer = await _retried(case, "/event", event)
-                assert answer.ok and answer.body["accepted"], (after, answer)
-            final = await case.settle()
-        finally:
-            await case.env.close()
-        if failing.failed == 0:
-            assert after > 2, "the run made too few writes to fail any"
-            break
-        assert case.world.violations == [], after
-        assert final == expected, after
-
-
 class FailingReads:
     """Makes the ``at``-th read of the namespace's backend from now raise (a disk I/O error
     for a moment): ``get_many``, ``list`` and ``get_alarm``, counted together."""
@@ -511,39 +476,57 @@ class FailingReads:
 
         return counted
 
+    def disarm(self) -> None:
+        self.at = None
 
+
+def _fail_once(case: Case, fault: str, n: int) -> FailingWrites | FailingReads:
+    """Make the ``n``-th (from 0) commit or read of ``case``'s storage from now fail, once."""
+    if fault == "read":
+        return FailingReads(case.env.ns, at=n + 1)
+    failing = FailingWrites(case.world)
+    case.env.ns.write_hook = failing
+    failing.arm(1, after=n)
+    return failing
+
+
+@pytest.mark.parametrize("fault", ["commit", "read"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-async def test_a_failed_read_at_any_read_a_request_drives_is_answered_and_retried(
+async def test_a_storage_failure_anywhere_in_a_run_a_request_drives_is_answered_and_retried(
     shape: str,
+    fault: str,
     storage_path: Callable[[str], str | None],
     clock: VirtualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # As the failed commit above, for the reads: each read of a run its request drives fails
-    # in turn. The request is refused as retryable (503) or answered with the execution; the
-    # execution ends as a fault-free run does.
+    # The run that ``client.run``'s request drives (and, for the event shape, the one its
+    # event's request starts) meets one failed commit, or read, at each of its writes (reads)
+    # in turn. The request is answered with the execution, or refused as retryable (503:
+    # nothing was written) and then sent again; never "no execution with this id" (a caller
+    # would start another, and each step would run twice; the mail outbox dead-letters a
+    # 404), nor a 500. The execution then ends as a fault-free run does, through its retry.
     caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
     expected, _, _ = await _reference(shape, storage_path("reference"), clock)
     execute = {"workflow": "", "input": {"order_id": "o-1"}, "execution_id": EXECUTION, "wait": True}
     event = {"type": "approved", "payload": {"by": "ops"}, "id": "approval-1"}
-    for at in itertools.count(1):
-        case = Case(shape, storage_path(f"faulty-{at}"), clock)
-        failing = FailingReads(case.env.ns, at)
+    for n in itertools.count():
+        case = Case(shape, storage_path(f"faulty-{n}"), clock)
+        failing = _fail_once(case, fault, n)
         try:
             answer = await _retried(case, "/execute", {**execute, "workflow": case.flow.name})
-            assert answer.ok and answer.body["execution"]["execution_id"] == EXECUTION, (at, answer)
+            assert answer.ok and answer.body["execution"]["execution_id"] == EXECUTION, (n, answer)
             if shape == "wait_for_event":
                 answer = await _retried(case, "/event", event)
-                assert answer.ok and answer.body["accepted"], (at, answer)
-            failing.at = None
+                assert answer.ok and answer.body["accepted"], (n, answer)
+            failing.disarm()
             final = await case.settle()
         finally:
             await case.env.close()
         if failing.failed == 0:
-            assert at > 2, "the run made too few reads to fail any"
+            assert n > 2, f"the requests made too few {fault}s to fail any"
             break
-        assert case.world.violations == [], at
-        assert final == expected, at
+        assert case.world.violations == [], n
+        assert final == expected, n
 
 
 async def test_a_failed_flush_of_completions_stops_the_runner_and_loses_no_step(
