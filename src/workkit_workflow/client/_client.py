@@ -17,13 +17,8 @@ from ..definitions._workflow import Workflow
 from ..engine._export import make_export
 from ..engine._journal import EXECUTION_ID_PATTERN, Status
 from ..engine._ports import Namespace, WireResponse
-from ..errors import (
-    ExecutionFailedError,
-    ExecutionNotFinishedError,
-    InvalidRequestError,
-    TransportError,
-    from_wire,
-)
+from ..errors import ExecutionFailedError, ExecutionNotFinishedError, InvalidRequestError
+from ._answers import raise_for, send_again, unavailable
 from ._restart import check_cut, restart_records
 
 if TYPE_CHECKING:
@@ -60,15 +55,6 @@ def _resolve(binding: Any) -> Namespace:
     return namespace_from_binding(binding)
 
 
-def _raise_for(response: WireResponse) -> dict[str, Any]:
-    body = response.body
-    if response.ok and isinstance(body, dict):
-        return body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        raise from_wire(body["error"])
-    raise TransportError(f"unexpected answer from the execution object: {response.status} {body!r}")
-
-
 class ExecutionHandle:
     """One execution, by id. Cheap to create; every method is one request."""
 
@@ -82,7 +68,11 @@ class ExecutionHandle:
         self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
         response = await self._ns.request(self.execution_id, method, path, body, query)
-        return _raise_for(response)
+        if unavailable(response):
+            response = await send_again(
+                lambda: self._ns.request(self.execution_id, method, path, body, query)
+            )
+        return raise_for(response)
 
     async def status(self) -> Status:
         """``queued | pending | running | sleeping | waiting | paused | blocked | completed | failed |
@@ -274,6 +264,11 @@ class DurableWorkflows:
         response = await self.namespace.request(
             execution_id, "POST", "/execute", _execute_body(workflow, input, execution_id, wait, version)
         )
+        if unavailable(response):
+            body = _execute_body(workflow, input, execution_id, wait, version)
+            response = await send_again(
+                lambda: self.namespace.request(execution_id, "POST", "/execute", body)
+            )
         return self._started(execution_id, response)
 
     async def start(
@@ -290,7 +285,7 @@ class DurableWorkflows:
     def _started(self, execution_id: str, response: WireResponse) -> ExecutionHandle:
         # The request is awaited by the caller itself: one coroutine less per execution
         # being started (each is walked by every garbage collection while it waits).
-        payload = _raise_for(response)
+        payload = raise_for(response)
         return ExecutionHandle(self.namespace, execution_id, created=bool(payload.get("created")))
 
     def execution(self, execution_id: str) -> ExecutionHandle:
@@ -341,6 +336,8 @@ class DurableWorkflows:
         if version is not None:
             body["version"] = version
         response = await self.namespace.request(new_id, "POST", "/execute", body)
+        if unavailable(response):
+            response = await send_again(lambda: self.namespace.request(new_id, "POST", "/execute", body))
         return self._started(new_id, response)
 
 

@@ -27,7 +27,8 @@ from typing import Any
 from ..definitions._schedule import SCHEDULES, Schedule, schedule_object, tick_id
 from ..engine._ports import Clock, Namespace
 from ..errors import WorkflowError
-from ._client import DurableWorkflows, _raise_for, create_durable_workflow
+from ._answers import raise_for
+from ._client import DurableWorkflows, create_durable_workflow
 
 log = logging.getLogger("workkit_workflow")
 
@@ -56,7 +57,7 @@ class Firing:
 
 async def last_tick(namespace: Namespace, schedule: str) -> float | None:
     """The last tick recorded for ``schedule`` (``None`` before its first firing)."""
-    body = _raise_for(await namespace.request(schedule_object(schedule), "GET", "/schedule"))
+    body = raise_for(await namespace.request(schedule_object(schedule), "GET", "/schedule"))
     value = body["schedule"]["last_tick"]
     return None if value is None else float(value)
 
@@ -81,7 +82,7 @@ async def fire_schedule(client: DurableWorkflows, schedule: Schedule, now: float
             firing.skipped_to = record
         body = {"advance_to": record if started_upto is None else max(record, started_upto)}
         body["started"] = len(firing.started)
-        _raise_for(await namespace.request(schedule_object(schedule.name), "POST", "/schedule", body))
+        raise_for(await namespace.request(schedule_object(schedule.name), "POST", "/schedule", body))
     except Exception as exc:
         # A bug in the schedule's input function is reported like a failed start: the
         # tick is not recorded, the other schedules still fire.

@@ -1,8 +1,12 @@
-"""A failed read of the object's storage is a storage failure, as a failed write is: the
-request that meets it is answered 503 ``storage_unavailable`` (retryable: nothing was
-written), not 500 ``internal_error``, and a run that meets it retries on its alarm. Each
-Storage port raises ``StorageReadError`` from its reads: the local runtime's, and both of
-Cloudflare's (the SQL journal and the key-value adapter, over stand-ins of ``ctx.storage``)."""
+"""A storage failure a request meets, read or write, is refused as retryable, and the client
+asks again.
+
+A failed read of the object's storage is a storage failure, as a failed write is: the object
+answers 503 ``storage_unavailable`` (retryable: nothing was written), not 500
+``internal_error``, and a run that meets it retries on its alarm. Each Storage port raises
+``StorageReadError`` from its reads: the local runtime's, and both of Cloudflare's (the SQL
+journal and the key-value adapter, over stand-ins of ``ctx.storage``). The client sends such a
+refused request again, twice at most (``STORAGE_RETRIES``), before the error is the caller's."""
 
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import pytest
 
 from test_cloudflare_adapter import _SqliteBackedStorage
 from workkit_workflow import Workflow
+from workkit_workflow.client._answers import STORAGE_RETRIES
 from workkit_workflow.cloudflare._sql_storage import SqlJournalStorage
 from workkit_workflow.cloudflare._storage import DurableObjectStorage
-from workkit_workflow.engine._ports import StorageReadError
+from workkit_workflow.engine._ports import StorageReadError, WireResponse
 from workkit_workflow.errors import WorkflowError
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -44,24 +49,66 @@ def _fail_reads(env: WorkflowTestEnv, *, at: int) -> dict[str, int]:
 async def test_a_request_whose_read_fails_is_refused_as_retryable(backend: str, tmp_path: Any) -> None:
     env = WorkflowTestEnv(path=None if backend == "memory" else str(tmp_path / "w.db"))
     flow = Workflow(unique("read-fails")).wait_for_event("go", "go").step("after", lambda i, p, c: p)
+    body = {"workflow": flow.name, "input": {}, "execution_id": "read-fails-1", "wait": True}
     try:
         seen = _fail_reads(env, at=1)  # the request's first read: is the execution there?
-        with pytest.raises(WorkflowError) as caught:
-            await env.run(flow, {}, execution_id="read-fails-1")
+        answer = await env.ns.request("read-fails-1", "POST", "/execute", body)
         assert seen["failed"] == 1
-        assert caught.value.code == "storage_unavailable" and caught.value.retryable
-        assert "storage read failed" in caught.value.message
-        assert "disk I/O error on read" in caught.value.message
+        assert answer.status == 503, answer.body
+        error = answer.body["error"]
+        assert error["code"] == "storage_unavailable" and error["retryable"] is True
+        assert "storage read failed" in error["message"] and "disk I/O error on read" in error["message"]
         # Nothing was written: the same request, sent again, is what takes effect.
-        handle = await env.run(flow, {}, execution_id="read-fails-1")
-        assert handle.created and await handle.status() == "waiting"
+        answer = await env.ns.request("read-fails-1", "POST", "/execute", body)
+        assert answer.status == 201 and answer.body["execution"]["status"] == "waiting"
         seen = _fail_reads(env, at=1)  # the event's duplicate check
+        answer = await env.ns.request("read-fails-1", "POST", "/event", {"type": "go", "payload": "went"})
+        assert answer.status == 503 and answer.body["error"]["code"] == "storage_unavailable"
+        assert await env.client.execution("read-fails-1").send_event("go", "went")
+        result = await env.result(env.client.execution("read-fails-1"))
+        assert result.ok and result.value == "went"
+    finally:
+        await env.close()
+
+
+@pytest.mark.parametrize("fault", ["read", "write"])
+async def test_the_client_sends_a_refused_request_again(fault: str) -> None:
+    env = WorkflowTestEnv()
+    flow = Workflow(unique("client-again")).wait_for_event("go", "go").step("after", lambda i, p, c: p)
+    failed = {"n": 0}
+
+    def fail_write(obj: str, puts: Any, deletes: Any) -> None:
+        if failed["n"] < 1:
+            failed["n"] += 1
+            raise OSError("disk I/O error (injected)")
+
+    try:
+        if fault == "read":
+            seen = _fail_reads(env, at=1)
+        else:
+            env.ns.write_hook = fail_write
+        handle = await env.run(flow, {})  # refused once, then taken
+        env.ns.write_hook = None
+        assert (seen["failed"] if fault == "read" else failed["n"]) == 1
+        assert handle.created and await handle.status() == "waiting"
+        # Refused every time: the client gives up after its repeats, and says why.
+        calls = {"n": 0}
+        real = env.ns.request
+
+        async def refused(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            return WireResponse(
+                503, {"error": {"code": "storage_unavailable", "message": "m", "retryable": True}}
+            )
+
+        env.ns.request = refused  # type: ignore[method-assign]
         with pytest.raises(WorkflowError) as caught:
             await handle.send_event("go", "went")
+        env.ns.request = real  # type: ignore[method-assign]
         assert caught.value.code == "storage_unavailable" and caught.value.retryable
+        assert calls["n"] == 1 + len(STORAGE_RETRIES)
         assert await handle.send_event("go", "went")
-        result = await env.result(handle)
-        assert result.ok and result.value == "went"
+        assert (await env.result(handle)).value == "went"
     finally:
         await env.close()
 
