@@ -4,10 +4,10 @@ its error, and the repeats of a request its storage refused for a moment."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import Any
 
-from ..engine._ports import WireResponse
+from ..engine._ports import Namespace, WireResponse
 from ..errors import TransportError, from_wire
 
 STORAGE_RETRIES = (0.05, 0.25)
@@ -22,13 +22,21 @@ def unavailable(response: WireResponse) -> bool:
     return response.status == 503 and isinstance(error, dict) and error.get("code") == "storage_unavailable"
 
 
-async def send_again(send: Callable[[], Awaitable[WireResponse]]) -> WireResponse:
-    """``send()`` after each of ``STORAGE_RETRIES``, until the object answers otherwise. Made
-    only once a request was refused: a request in flight holds no closure for it."""
+async def send_again(
+    namespace: Namespace,
+    name: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    query: Mapping[str, str] | None = None,
+) -> WireResponse:
+    """The request sent again after each of ``STORAGE_RETRIES``, until the object answers
+    otherwise. Its arguments are passed, not captured: a closure would give every caller's
+    frame a cell per variable it captures, held by each request in flight."""
     response = None
     for delay in STORAGE_RETRIES:
         await asyncio.sleep(delay)
-        response = await send()
+        response = await namespace.request(name, method, path, body, query)
         if not unavailable(response):
             break
     assert response is not None

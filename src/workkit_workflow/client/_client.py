@@ -69,9 +69,7 @@ class ExecutionHandle:
     ) -> dict[str, Any]:
         response = await self._ns.request(self.execution_id, method, path, body, query)
         if unavailable(response):
-            response = await send_again(
-                lambda: self._ns.request(self.execution_id, method, path, body, query)
-            )
+            response = await send_again(self._ns, self.execution_id, method, path, body, query)
         return raise_for(response)
 
     async def status(self) -> Status:
@@ -266,9 +264,7 @@ class DurableWorkflows:
         )
         if unavailable(response):
             body = _execute_body(workflow, input, execution_id, wait, version)
-            response = await send_again(
-                lambda: self.namespace.request(execution_id, "POST", "/execute", body)
-            )
+            response = await send_again(self.namespace, execution_id, "POST", "/execute", body)
         return self._started(execution_id, response)
 
     async def start(
@@ -337,7 +333,7 @@ class DurableWorkflows:
             body["version"] = version
         response = await self.namespace.request(new_id, "POST", "/execute", body)
         if unavailable(response):
-            response = await send_again(lambda: self.namespace.request(new_id, "POST", "/execute", body))
+            response = await send_again(self.namespace, new_id, "POST", "/execute", body)
         return self._started(new_id, response)
 
 
