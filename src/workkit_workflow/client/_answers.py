@@ -4,7 +4,6 @@ its error, and the repeats of a request its storage refused for a moment."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 from ..engine._ports import Namespace, WireResponse
@@ -22,21 +21,15 @@ def unavailable(response: WireResponse) -> bool:
     return response.status == 503 and isinstance(error, dict) and error.get("code") == "storage_unavailable"
 
 
-async def send_again(
-    namespace: Namespace,
-    name: str,
-    method: str,
-    path: str,
-    body: Any = None,
-    query: Mapping[str, str] | None = None,
-) -> WireResponse:
-    """The request sent again after each of ``STORAGE_RETRIES``, until the object answers
-    otherwise. Its arguments are passed, not captured: a closure would give every caller's
-    frame a cell per variable it captures, held by each request in flight."""
+async def send_again(namespace: Namespace, *request: Any) -> WireResponse:
+    """``namespace.request(*request)`` sent again after each of ``STORAGE_RETRIES``, until the
+    object answers otherwise. The request's arguments are passed, not captured: a closure
+    would give every caller's frame a cell per variable it captures, held by each request in
+    flight."""
     response = None
     for delay in STORAGE_RETRIES:
         await asyncio.sleep(delay)
-        response = await namespace.request(name, method, path, body, query)
+        response = await namespace.request(*request)
         if not unavailable(response):
             break
     assert response is not None
