@@ -303,3 +303,46 @@ async def test_a_cancel_that_lands_while_a_paged_replay_starts_still_undoes_ever
     assert undone == ["release"]
     journal = await handle.journal()
     assert [e["status"] for e in journal if e["name"] == "go"] == ["abandoned"]
+
+
+async def test_a_page_that_fails_to_read_is_not_an_exception_the_workflow_can_catch(
+    env: WorkflowTestEnv,
+) -> None:
+    # A page is read while the body runs, inside ``ctx.step``: a storage failure there is the
+    # engine's, not the step's. Were it an ``Exception``, a body that catches every exception
+    # around its steps would take it as that step's and go on past the step unreplayed.
+    calls: Counter[str] = Counter()
+    swallowed: list[str] = []
+
+    @workflow(unique("paged-catching"))
+    async def flow(ctx: WorkflowContext, input: Any) -> Any:
+        total = 0
+        for i in range(STEPS):
+            try:
+                total += await ctx.step(f"s{i:03d}", lambda i=i: calls.update([f"s{i:03d}"]) or i)
+            except Exception as exc:
+                swallowed.append(f"s{i:03d}: {exc!r}")
+        event = await ctx.wait_for_event("go", "go")
+        return {"total": total, "event": event}
+
+    handle = await env.run(flow, None)
+    assert await handle.status() == "waiting"
+    env.ns.evict(handle.execution_id)
+    backend = env.ns.backend
+    real_list = backend.list
+    lists = {"n": 0}
+
+    def failing_list(obj: str, prefix: Any, start: Any, *rest: Any) -> Any:
+        if start is not None:  # a page's read (the drive's first read has no start)
+            lists["n"] += 1
+            if lists["n"] == 2:
+                raise OSError("disk I/O error on read (injected)")
+        return real_list(obj, prefix, start, *rest)
+
+    backend.list = failing_list  # type: ignore[method-assign]
+    await handle.send_event("go", "now")
+    result = await env.result(handle)
+    assert lists["n"] >= 2, "no page read failed"
+    assert swallowed == []
+    assert result.ok and result.value == {"total": sum(range(STEPS)), "event": "now"}
+    assert set(calls.values()) == {1} and len(calls) == STEPS

@@ -103,7 +103,7 @@ class ExecutionObject:
             return error_response(exc)
         except (StorageFailure, StorageReadError) as exc:
             # Nothing was written; the caller may retry the request as it is.
-            what = "read" if isinstance(exc, StorageReadError) else "write"
+            what = exc.what
             log.warning(
                 "workkit_workflow: storage %s failed serving %s %s: %r",
                 what,

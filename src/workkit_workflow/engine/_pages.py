@@ -20,7 +20,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _journal as jn
-from ._ports import Storage
+from ._ports import Storage, StorageReadError
+from ._signals import StorageFailure
 
 FIRST_READ = 1024
 """Records the drive's first ``list`` reads: past this, the journal is read in pages."""
@@ -168,10 +169,16 @@ class JournalWindow(dict[int, dict[str, Any]]):
             self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
 
     async def _read(self, start: int, end: int) -> dict[int, str]:
-        """The page's entries, as text (decoding waits until an operation needs one)."""
-        found = await self.storage.list(
-            start=jn.op_key(self.prefix, start), end=jn.op_key(self.prefix, min(end, self.end))
-        )
+        """The page's entries, as text (decoding waits until an operation needs one).
+
+        Read inside the phase's body (a step reaching its page): a failure is raised as the
+        engine's signal, which the body's ``except Exception`` cannot take for the step's."""
+        try:
+            found = await self.storage.list(
+                start=jn.op_key(self.prefix, start), end=jn.op_key(self.prefix, min(end, self.end))
+            )
+        except StorageReadError as exc:
+            raise StorageFailure(exc.cause, "read") from exc
         start_at = len(self.prefix)
         return {int(key[start_at:]): text for key, text in found.items()}
 

@@ -33,6 +33,8 @@ class StorageReadError(Exception):
     written), as a failed write is, not 500 ``internal_error``; a run that meets it retries
     on its alarm. An ``Exception``: code that guards against any failure still sees it."""
 
+    what = "read"
+
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"storage read failed: {cause!r}")
         self.cause = cause

@@ -35,15 +35,17 @@ class Abort(ControlSignal):
 
 
 class StorageFailure(ControlSignal):
-    """A storage write failed: the runner stops and the alarm retries later.
+    """A storage write failed, or a read inside a workflow's body (a journal page): the
+    runner stops and the alarm retries later.
 
     A ``BaseException`` so it cannot turn into a step or workflow failure on
     its way through user code.
     """
 
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(f"storage write failed: {cause!r}")
+    def __init__(self, cause: BaseException, what: str = "write") -> None:
+        super().__init__(f"storage {what} failed: {cause!r}")
         self.cause = cause
+        self.what = what
 
 
 class AlarmNotSet(Exception):
