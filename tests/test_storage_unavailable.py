@@ -10,13 +10,14 @@ refused request again, twice at most (``STORAGE_RETRIES``), before the error is 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from test_cloudflare_adapter import _SqliteBackedStorage
-from workkit_workflow import DurableWorkflows, ExecutionHandle, Workflow
+from workkit_workflow import DurableWorkflows, ExecutionHandle, Workflow, workflow
 from workkit_workflow.client._answers import STORAGE_RETRIES
 from workkit_workflow.cloudflare._sql_storage import SqlJournalStorage
 from workkit_workflow.cloudflare._storage import DurableObjectStorage
@@ -196,3 +197,48 @@ def test_a_request_in_flight_holds_nothing_for_its_repeat() -> None:
     # client.run, each walked by every full garbage collection (the bench's concurrency).
     for method in (DurableWorkflows.run, DurableWorkflows.restart, ExecutionHandle._call):
         assert method.__code__.co_cellvars == (), method.__qualname__
+
+
+async def test_a_keyed_steps_lookup_that_fails_to_read_is_not_the_steps_exception() -> None:
+    # A step with a business key looks up what an earlier step with that key recorded, inside
+    # the body. A failed read there is the engine's signal: the body's ``except Exception``
+    # must not take it for the step's failure and go on without the step's output.
+    env = WorkflowTestEnv()
+    calls: list[str] = []
+    swallowed: list[str] = []
+    armed = {"on": False, "failed": 0}
+    backend = env.ns.backend
+    real_get_many = backend.get_many
+
+    def get_many(*args: Any) -> Any:
+        if armed["on"]:
+            armed["on"] = False
+            armed["failed"] += 1
+            raise OSError("disk I/O error on read (injected)")
+        return real_get_many(*args)
+
+    backend.get_many = get_many  # type: ignore[method-assign]
+
+    @workflow(unique("keyed-lookup"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        first = await ctx.step("charge", lambda: calls.append("first") or {"tx": 1}, idempotency_key="k-9")
+        await ctx.step("arm", lambda: armed.update(on=True))
+        await asyncio.sleep(0)  # what the steps wrote is in storage, not waiting in memory
+        try:
+            second = await ctx.step(
+                "charge-again", lambda: calls.append("second") or {"tx": 2}, idempotency_key="k-9"
+            )
+        except Exception as exc:
+            swallowed.append(repr(exc))
+            second = None
+        return [first, second]
+
+    try:
+        handle = await env.run(flow, {})
+        result = await env.result(handle)
+        assert armed["failed"] == 1, "the lookup read nothing from storage"
+        assert swallowed == []
+        assert result.ok and result.value == [{"tx": 1}, {"tx": 1}]
+        assert calls == ["first"]
+    finally:
+        await env.close()

@@ -24,7 +24,7 @@ from ._deferral import Deferral
 from ._mail import Mail
 from ._pause import hold_status
 from ._plugins import JournalObserver
-from ._ports import KEEP_ALARM, Clock, Host, Storage
+from ._ports import KEEP_ALARM, Clock, Host, Storage, StorageReadError
 from ._signals import StorageFailure
 
 FaultHook = Callable[..., None]
@@ -288,7 +288,10 @@ class ExecutionState(Deferral):
         if key is not None:
             text = self._pending.get(key)
             if text is None:
-                text = await self.storage.get(key)
+                try:
+                    text = await self.storage.get(key)
+                except StorageReadError as exc:  # inside the body (a step): the engine's signal
+                    raise StorageFailure(exc.cause, "read") from exc
             if text is not None:  # None: the deferred write failed (the runner stops at its next)
                 return jn.decode_record(key, text)  # a completed entry: it never changes
         return self.idempotent.get(key_hash)
