@@ -428,8 +428,9 @@ CPU_REQUESTS = (
 """What ``run_cpu`` measures, each ``executions`` times a round: a request the Worker answers
 itself; one to a new Durable Object of the test Worker that answers at once (``Probe``, no
 such probe); one to a new such object that does a 1-step execution's storage work itself, no
-engine (``probes.storage_floor``); an execution of 1 and of 10 steps through the client's ``run`` (``/run``: a new
-``ScenarioExecutionDO`` each, over the SQL journal, driven to its end in the request)."""
+engine (``probes.storage_floor``); an execution of 1 and of 10 steps through the client's
+``run`` (``/run``: a new ``ScenarioExecutionDO`` each, over the SQL journal, driven to its end
+in the request)."""
 
 
 def _stat_fields(path: Path) -> list[str]:
@@ -463,10 +464,10 @@ def run_cpu(
 ) -> dict[str, Any]:
     """The workerd process's CPU per request of each of ``CPU_REQUESTS``, in ms: what
     Cloudflare bills is the isolate's part of it (the runtime's own I/O, here in the same
-    process, is not billed there). Read from /proc, not from the clock a Worker sees (wall time to
-    the millisecond, in this workerd moving while code runs too, blind to the runtime's other
-    threads). The kinds alternate within each round, one after the other, after
-    warm-up requests of each; each execution's outcome is checked after its round."""
+    process, is not billed there). Read from /proc, not from the clock a Worker sees (wall
+    time to the millisecond, in this workerd moving while code runs too, blind to the
+    runtime's other threads). The kinds alternate within each round, one after the other,
+    after warm-up requests of each; each execution's outcome is checked after its round."""
     with _test_worker(serve_args, "workkit-rt-cpu-") as (rt, service):
         pid = workerd_pid(rt)
         per_round: dict[str, list[float]] = {name: [] for name, *_ in CPU_REQUESTS}

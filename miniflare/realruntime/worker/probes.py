@@ -33,7 +33,7 @@ from storage_contract import CONTRACT
 
 from workkit_workflow.cloudflare._host import CloudflareHost
 from workkit_workflow.cloudflare._object import ExecutionObject
-from workkit_workflow.cloudflare._sql_storage import JOURNAL_TABLE, SqlJournalStorage, _upsert
+from workkit_workflow.cloudflare._sql_storage import _CREATE, JOURNAL_TABLE, SqlJournalStorage, _upsert
 from workkit_workflow.cloudflare._storage import DurableObjectStorage
 from workkit_workflow.definitions._json import MAX_VALUE_BYTES
 from workkit_workflow.engine._ports import KEEP_ALARM, WireRequest
@@ -306,7 +306,7 @@ async def storage_floor(ctx):
     (one ``transactionSync``, the alarm's promise awaited), the read of its journal, the
     step's start, and its end with the alarm deleted, each with values of the same size."""
     storage, sql, v = ctx.storage, ctx.storage.sql, _EXECUTION_VALUES
-    sql.exec(f"CREATE TABLE IF NOT EXISTS {JOURNAL_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    sql.exec(_CREATE)  # as SqlJournalStorage makes it
     sql.exec(f"SELECT key, value FROM {JOURNAL_TABLE} WHERE key IN (?, ?, ?)", "meta", "state", "mail:head").raw().toArray()
     issued = []
 
