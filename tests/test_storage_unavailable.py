@@ -11,12 +11,12 @@ refused request again, twice at most (``STORAGE_RETRIES``), before the error is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from test_cloudflare_adapter import _SqliteBackedStorage
+from test_fault_matrix import FailingReads
 from workkit_workflow import DurableWorkflows, ExecutionHandle, Workflow, workflow
 from workkit_workflow.client._answers import STORAGE_RETRIES
 from workkit_workflow.cloudflare._sql_storage import SqlJournalStorage
@@ -28,33 +28,15 @@ from workkit_workflow.testing import WorkflowTestEnv
 from conftest import unique
 
 
-def _fail_reads(env: WorkflowTestEnv, *, at: int) -> dict[str, int]:
-    """The backend's ``at``-th read from now fails (a disk I/O error for a moment)."""
-    seen = {"reads": 0, "failed": 0}
-    backend = env.ns.backend
-    for name in ("get_many", "list"):
-        original = getattr(backend, name)
-
-        def read(*args: Any, _original: Callable[..., Any] = original) -> Any:
-            seen["reads"] += 1
-            if seen["reads"] == at:
-                seen["failed"] += 1
-                raise OSError("disk I/O error on read (injected)")
-            return _original(*args)
-
-        setattr(backend, name, read)
-    return seen
-
-
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 async def test_a_request_whose_read_fails_is_refused_as_retryable(backend: str, tmp_path: Any) -> None:
     env = WorkflowTestEnv(path=None if backend == "memory" else str(tmp_path / "w.db"))
     flow = Workflow(unique("read-fails")).wait_for_event("go", "go").step("after", lambda i, p, c: p)
     body = {"workflow": flow.name, "input": {}, "execution_id": "read-fails-1", "wait": True}
     try:
-        seen = _fail_reads(env, at=1)  # the request's first read: is the execution there?
+        seen = FailingReads(env.ns, at=1)  # the request's first read: is the execution there?
         answer = await env.ns.request("read-fails-1", "POST", "/execute", body)
-        assert seen["failed"] == 1
+        assert seen.failed == 1
         assert answer.status == 503, answer.body
         error = answer.body["error"]
         assert error["code"] == "storage_unavailable" and error["retryable"] is True
@@ -62,7 +44,7 @@ async def test_a_request_whose_read_fails_is_refused_as_retryable(backend: str, 
         # Nothing was written: the same request, sent again, is what takes effect.
         answer = await env.ns.request("read-fails-1", "POST", "/execute", body)
         assert answer.status == 201 and answer.body["execution"]["status"] == "waiting"
-        seen = _fail_reads(env, at=1)  # the event's duplicate check
+        seen = FailingReads(env.ns, at=1)  # the event's duplicate check
         answer = await env.ns.request("read-fails-1", "POST", "/event", {"type": "go", "payload": "went"})
         assert answer.status == 503 and answer.body["error"]["code"] == "storage_unavailable"
         assert await env.client.execution("read-fails-1").send_event("go", "went")
@@ -85,12 +67,12 @@ async def test_the_client_sends_a_refused_request_again(fault: str) -> None:
 
     try:
         if fault == "read":
-            seen = _fail_reads(env, at=1)
+            seen = FailingReads(env.ns, at=1)
         else:
             env.ns.write_hook = fail_write
         handle = await env.run(flow, {})  # refused once, then taken
         env.ns.write_hook = None
-        assert (seen["failed"] if fault == "read" else failed["n"]) == 1
+        assert (seen.failed if fault == "read" else failed["n"]) == 1
         assert handle.created and await handle.status() == "waiting"
         # Refused every time: the client gives up after its repeats, and says why.
         calls = {"n": 0}
@@ -121,8 +103,9 @@ async def test_a_run_whose_read_fails_retries_on_its_alarm_and_logs_no_engine_er
     flow = Workflow(unique("run-read-fails")).step("a", lambda i, p, c: "a").step("b", lambda i, p, c: "b")
     try:
         handle = await env.start(flow, {})
-        _fail_reads(env, at=1)  # the run's read of the journal, in its alarm
+        failing = FailingReads(env.ns, at=1)  # the run's read of the journal, in its alarm
         result = await env.result(handle)
+        assert failing.failed == 1
         assert result.ok and result.value == "b"
         assert not [r for r in caplog.records if r.getMessage() == "workkit_workflow: the runner failed"]
     finally:
