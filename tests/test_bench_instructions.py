@@ -92,17 +92,27 @@ def test_every_cell_runs_to_its_end(cell: str) -> None:
 @pytest.mark.slow
 @needs_valgrind
 def test_counts_rise_with_each_part_and_repeat() -> None:
-    """Under valgrind, short runs: a step costs more with each part of the history put back,
-    and a cell run twice counts the same instructions (the method's claim: to within 1%)."""
+    """Under valgrind, a short warm-up: a step costs more with each part of the history put
+    back, and a cell run twice counts the same instructions (the method's claim: to within 1%).
+
+    The runs differ by the bench's own window (``LARGE - SMALL``, a whole number of every page
+    period), not by a few steps: over 20 steps, where a history or mail page ends moved a
+    cell's count by up to 11% per step, and it moved with the process's address layout (the
+    environment's size changes it), so a CI machine counted the observer's calls 1% under the
+    engine where this one counted them 12% over. Over the window they are 4-5% over on both,
+    and the window adds about a tenth to the test's time (the interpreter's start dominates)."""
     parts = ["engine", "history-hooks", "history-no-statements", "history"]
-    result = _instructions.measure(290, small=5, large=25, cells=parts)
+    window = _instructions.LARGE - _instructions.SMALL
+    result = _instructions.measure(290, small=5, large=5 + window, cells=parts)
     assert isinstance(result, dict), result
     per_step = result["per_step"]
     assert per_step["engine"] > 1_000, per_step
     engine, hooks, no_statements, history = (per_step[cell] for cell in parts)
-    # The observer's calls cost next to nothing since the engine skips those that would do
-    # nothing (``kick_due``, ``steers_kept_alarm``): within the method's 1% of the engine.
+    # The observer's calls cost little since the engine skips those that would do nothing
+    # (``kick_due``, ``steers_kept_alarm``): no less than the engine alone (to the method's
+    # 1%), and well under what the capture and delivery add after them.
     assert hooks > engine * 0.99, per_step
+    assert hooks - engine < (no_statements - engine) / 2, per_step
     assert hooks < no_statements < history, per_step  # the capture, then the statements, count
     assert VALGRIND is not None
     with ThreadPoolExecutor(2) as pool:
