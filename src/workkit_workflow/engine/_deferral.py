@@ -29,6 +29,11 @@ class _Writer(Protocol):
 class Deferral:
     """The completions the next write of an execution carries."""
 
+    __slots__ = (
+        "_driving", "_flush_scheduled", "_loop", "_pending", "_pending_entries", "_pending_steps",
+        "hands_entries",
+    )  # fmt: skip
+
     def __init__(self, *, names: bool) -> None:
         self._pending: dict[str, str] = {}
         self._pending_entries: dict[str, Mapping[str, Any]] = {}

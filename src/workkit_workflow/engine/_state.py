@@ -61,6 +61,15 @@ class LiveRun(Protocol):
 class ExecutionState(Deferral):
     """The cached records of one execution and its single write path."""
 
+    # Slots, not an instance dict: CPython shares one dict's keys among a class's instances
+    # for at most 30 attributes, and this class and ``Deferral`` have 31, so each execution
+    # in flight held a 1.6 KB dict of its own (and every attribute read looked in it).
+    __slots__ = (
+        "_commits_at_call", "_load_lock", "_settled", "_write_failure", "begun", "clock", "fault",
+        "faulting", "host", "idempotent", "inbox", "input", "keyed", "loaded", "mail", "meta",
+        "now", "observers", "rng", "run", "settle_hooks", "state", "storage", "writes",
+    )  # fmt: skip
+
     def __init__(self, host: Host, *, rng: random.Random | None, faults: FaultHook | None) -> None:
         super().__init__(names=faults is not None)
         self.host = host
