@@ -170,3 +170,42 @@ def test_the_size_check_measures(tmp_path: Path) -> None:
     big = tmp_path / "big.py"
     big.write_text(f"def long():\n{body}\n\ndef short():\n    return 1\n")
     assert _oversize(big) == [("long", MAX_FUNCTION_LINES + 1)]
+
+
+SHARED_KEYS_MAX = 30
+"""Instance attributes whose keys CPython shares among a class's instances (3.11 to 3.13):
+an instance given more holds a dict of its own, about 1.6 KB, and every attribute read
+looks in it."""
+
+
+def _assigned(cls: type, trees: dict[str, ast.Module]) -> set[str]:
+    """The ``self.<name>`` attributes the methods of ``cls`` assign (a class of the package)."""
+    tree = trees.setdefault(cls.__module__, ast.parse(MODULES[cls.__module__].read_text()))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+            for sub in ast.walk(node):
+                targets = sub.targets if isinstance(sub, ast.Assign) else [getattr(sub, "target", None)]
+                for target in targets:
+                    if isinstance(target, ast.Attribute) and getattr(target.value, "id", "") == "self":
+                        names.add(target.attr)
+    return names
+
+
+def test_no_class_gives_its_instances_more_attributes_than_cpython_shares() -> None:
+    import importlib
+    import inspect
+
+    trees: dict[str, ast.Module] = {}
+    over = {}
+    for module in MODULES:
+        for _, cls in inspect.getmembers(importlib.import_module(module), inspect.isclass):
+            if cls.__module__ != module:
+                continue
+            ours = [c for c in cls.__mro__ if c.__module__.startswith(NAME)]
+            slots = {name for c in cls.__mro__ for name in c.__dict__.get("__slots__", ())}
+            in_dict = set().union(*(_assigned(c, trees) for c in ours)) - slots
+            if len(in_dict) > SHARED_KEYS_MAX:
+                over[cls.__qualname__] = len(in_dict)
+    assert over == {}
+    assert len(_assigned(workkit_workflow.local.LocalNamespace, trees)) > 20  # the count counts

@@ -74,6 +74,14 @@ _ACTIVE = ("pending", "running")
 class Capture:
     """The records an execution's commits carry, and what only memory holds of them."""
 
+    # Slots: with its delivery's, ``_outbox.Outbox`` has 39 attributes, past the 30 whose
+    # keys CPython shares among a class's instances (each execution's own dict, 1.6 KB).
+    __slots__ = (
+        "_active", "_execution_id", "_floors", "_flush", "_held", "_last", "_last_text", "_mark",
+        "_memory", "_pending", "_reserved", "_restoring", "_stores", "_unsure", "kick_due", "seq",
+        "undelivered",
+    )  # fmt: skip
+
     core: ObservedExecution
     undelivered: bool
     """Whether records may wait (in storage or in memory): the delivery's to clear."""
@@ -166,9 +174,8 @@ class Capture:
             seq = self.seq + 1
             self.seq += len(entries)
             key = jn.OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
-            self._memory[key] = self._held[key] = _new(
-                Bundle, (key, "", seq, self.core.now(), execution_id, parts)
-            )
+            bundle = _new(Bundle, (key, "", seq, self.core.now(), execution_id, parts))
+            self._memory[key] = self._held[key] = bundle
             mark = self._mark
             marked, floors = self._floors
             if marked is not mark:
@@ -288,7 +295,11 @@ class Capture:
         has a page of them in hand, else a record each. A short execution's end then
         writes, and later deletes, one record rather than one per step."""
         first = next(iter(self._memory.values()), None)
-        if first is not None and not self._delivering() and (held := self._foldable(seq)) is not None:
+        if (
+            first is not None
+            and not self._delivering()
+            and (held := _foldable(self._memory, seq)) is not None
+        ):
             self._drop_memory()
             seq, pieces = first.seq, held + pieces
         elif first is not None:
@@ -305,21 +316,6 @@ class Capture:
         """Whether a delivery may have a page of what memory holds in hand (``Outbox``'s):
         each bundle is then stored under its own key, the one the delivery drops after it."""
         return True
-
-    def _foldable(self, seq: int) -> list[Piece] | None:
-        """The pieces of the bundles memory holds, if each holds values whose transitions
-        their steps' rows hold, and their sequences run on to ``seq``; else None."""
-        out: list[Piece] = []
-        expected: int | None = None
-        for bundle in self._memory.values():
-            if isinstance(bundle.parts, list) or (expected is not None and bundle.seq != expected):
-                return None
-            pieces = plain_pieces(bundle.parts)
-            if any(_held_by_row(piece.entry or {}) is None for piece in pieces):
-                return None
-            out += pieces
-            expected = bundle.seq + len(pieces)
-        return out if expected == seq else None
 
     def _store_memory(self, out: dict[str, str]) -> None:
         """Put every bundle held in memory only into ``out`` (the commit being made)."""
@@ -371,3 +367,19 @@ class Capture:
             self._restoring, self._unsure = restoring, True  # the mark stays: the next drive tries again
             raise
         self.undelivered = True
+
+
+def _foldable(memory: Mapping[str, Bundle], seq: int) -> list[Piece] | None:
+    """The pieces of the bundles memory holds (``Capture._memory``), if each holds values
+    whose transitions their steps' rows hold, and their sequences run on to ``seq``; else None."""
+    out: list[Piece] = []
+    expected: int | None = None
+    for bundle in memory.values():
+        if isinstance(bundle.parts, list) or (expected is not None and bundle.seq != expected):
+            return None
+        pieces = plain_pieces(bundle.parts)
+        if any(_held_by_row(piece.entry or {}) is None for piece in pieces):
+            return None
+        out += pieces
+        expected = bundle.seq + len(pieces)
+    return out if expected == seq else None
