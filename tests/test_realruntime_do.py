@@ -381,9 +381,12 @@ def test_a_profile_of_executions_in_workerd_holds_both_sides_of_the_request() ->
     """``rt_driver.run_profile`` (``rt_driver.py profile``), in small: cProfile runs in the
     real runtime, and one profile holds the client's request, the execution object's
     handling of it and the engine's storage calls (the object runs in the Worker's isolate)."""
-    stats = rt_driver.run_profile(require_kit().serve_args, executions=5, top=400)
-    assert set(stats) == {"tottime", "cumulative"}
-    for text in stats.values():
-        assert "function calls" in text and "Ordered by" in text, text[:500]
+    stats = rt_driver.run_profile(require_kit().serve_args, executions=5, top=400, callers="_upsert")
+    assert set(stats) == {"tottime", "cumulative", "callers"}
+    for sort in ("tottime", "cumulative"):
+        assert "function calls" in stats[sort] and "Ordered by" in stats[sort], stats[sort][:500]
         for where in ("client/_client.py", "cloudflare/_object.py", "cloudflare/_sql_storage.py"):
-            assert f"workkit_workflow/{where}" in text, where
+            assert f"workkit_workflow/{where}" in stats[sort], where
+    # Who called the functions named: the SQL journal's upsert, from its commit's transaction.
+    assert "was called by" in stats["callers"] and "_sql_storage.py" in stats["callers"], stats["callers"]
+    assert "(_write)" in stats["callers"], stats["callers"]

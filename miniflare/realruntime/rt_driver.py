@@ -37,6 +37,7 @@ import subprocess
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -499,11 +500,16 @@ def run_cpu(
 
 
 def run_profile(
-    serve_args: Callable[[Path], list[str]], executions: int = 400, steps: int = 1, top: int = 40
+    serve_args: Callable[[Path], list[str]],
+    executions: int = 400,
+    steps: int = 1,
+    top: int = 40,
+    callers: str | None = None,
 ) -> dict[str, str]:
     """cProfile's view of ``executions`` executions of ``steps`` steps through the client's
     ``run`` in workerd, each a new execution object, after 30 unprofiled ones: what pstats
-    prints, by sort (``tottime``, ``cumulative``). The test Worker's ``/profile`` routes
+    prints, by sort (``tottime``, ``cumulative``), and with ``callers`` (a regular expression
+    of function names) who called the functions it matches. The test Worker's ``/profile`` routes
     (worker/scenario_entry.py) profile both the Worker's side and the object's."""
     with _test_worker(serve_args, "workkit-rt-profile-") as (rt, service):
         for n in range(30 + executions):
@@ -512,7 +518,8 @@ def run_profile(
             reply = rt.request(service, "POST", f"/profile/run?id=profile-{n}&steps={steps}")
             if reply.status != 200 or not reply.body["created"]:
                 raise RuntimeError(f"/profile/run answered {reply.status}: {reply.text[:500]}")
-        reply = rt.request(service, "GET", f"/profile/stats?top={top}")
+        query = urllib.parse.urlencode({"top": top, **({"callers": callers} if callers else {})})
+        reply = rt.request(service, "GET", f"/profile/stats?{query}")
         if reply.status != 200:
             raise RuntimeError(f"/profile/stats answered {reply.status}: {reply.text[:500]}")
         stats: dict[str, str] = reply.body
@@ -523,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python miniflare/realruntime/rt_driver.py bench [STEPS [ROUNDS]]``: the step-cost
     figures of worker/bench.py as JSON; ``... cpu [EXECUTIONS [ROUNDS]]``: ``run_cpu``'s
     (``python -m bench --real-runtime`` prints both as tables); ``... profile [EXECUTIONS
-    [STEPS]]``: ``run_profile``'s, as pstats prints it (by tottime, then cumulative)."""
+    [STEPS [CALLERS]]]``: ``run_profile``'s, as pstats prints it (by tottime, then cumulative,
+    then the callers of the functions the regular expression CALLERS names)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -536,7 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "profile":
         executions = int(args[1]) if len(args) > 1 else 400
         steps = int(args[2]) if len(args) > 2 else 1
-        for text in run_profile(kit().serve_args, executions, steps).values():
+        callers = args[3] if len(args) > 3 else None
+        for text in run_profile(kit().serve_args, executions, steps, callers=callers).values():
             print(text)
         return 0
     if args[0] == "cpu":

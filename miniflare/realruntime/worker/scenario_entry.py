@@ -16,7 +16,8 @@ over quickly after a crash) as ``ScenarioExecutionDO``, the ``Counters`` object,
     GET  /counters?prefix=P          side-effect counters
     GET  /runtime                    handlers called, objects constructed, storage adapters chosen
     POST /profile/run?id=ID&steps=N  a run of bench-steps through the client, under cProfile
-    GET  /profile/stats?top=K        the profile of the runs since the last stats, as pstats prints it
+    GET  /profile/stats?top=K[&callers=RE]  the profile of the runs since the last stats, as pstats
+                                     prints it (and the callers of the functions RE matches)
 
 ``&storage=kv`` on /check, /start, /result, ... sends the requests to ``KeyValueExecutionDO``
 (a key-value-backed class) instead of ``ScenarioExecutionDO`` (SQLite-backed).
@@ -309,6 +310,10 @@ async def _profile(env, path, query):
         text = io.StringIO()
         pstats.Stats(profile, stream=text).sort_stats(sort).print_stats(int(query.get("top", "40")))
         stats[sort] = text.getvalue()
+    if query.get("callers"):
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).print_callers(query["callers"])
+        stats["callers"] = text.getvalue()
     return stats
 
 
