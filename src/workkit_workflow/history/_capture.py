@@ -74,7 +74,7 @@ _ACTIVE = ("pending", "running")
 class Capture:
     """The records an execution's commits carry, and what only memory holds of them."""
 
-    # Slots: with its delivery's, ``_outbox.Outbox`` has 39 attributes, past the 30 whose
+    # Slots: with its delivery's, ``_outbox.Outbox`` has 33 attributes, past the 30 whose
     # keys CPython shares among a class's instances (each execution's own dict, 1.6 KB).
     __slots__ = (
         "_active", "_execution_id", "_floors", "_flush", "_held", "_last", "_last_text", "_mark",
