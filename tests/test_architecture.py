@@ -180,15 +180,22 @@ looks in it."""
 
 def _assigned(cls: type, trees: dict[str, ast.Module]) -> set[str]:
     """The ``self.<name>`` attributes the methods of ``cls`` assign (a class of the package)."""
-    tree = trees.setdefault(cls.__module__, ast.parse(MODULES[cls.__module__].read_text()))
+    if cls.__module__ not in trees:
+        trees[cls.__module__] = ast.parse(MODULES[cls.__module__].read_text())
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(trees[cls.__module__]):
         if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
             for sub in ast.walk(node):
-                targets = sub.targets if isinstance(sub, ast.Assign) else [getattr(sub, "target", None)]
-                for target in targets:
-                    if isinstance(target, ast.Attribute) and getattr(target.value, "id", "") == "self":
-                        names.add(target.attr)
+                if isinstance(sub, ast.Assign):
+                    targets = sub.targets
+                elif isinstance(sub, (ast.AnnAssign, ast.AugAssign)):
+                    targets = [sub.target]
+                else:
+                    continue
+                for part in (part for target in targets for part in ast.walk(target)):
+                    # ``self.a, self.b = ...`` assigns both.
+                    if isinstance(part, ast.Attribute) and getattr(part.value, "id", "") == "self":
+                        names.add(part.attr)
     return names
 
 
