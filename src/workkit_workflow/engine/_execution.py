@@ -131,7 +131,8 @@ class ExecutionCore:
 
     @property
     def status(self) -> Any:
-        return self.requests.status
+        """``/status``: the view every request answers with."""
+        return self.requests.view
 
     @property
     def journal(self) -> Any:

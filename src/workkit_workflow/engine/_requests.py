@@ -176,8 +176,6 @@ class Requests:
             view["children"] = await children_of(self.execution)
         return view
 
-    status = view
-
     async def journal(self) -> list[dict[str, Any]]:
         await self.execution.ensure_loaded()
         self.execution.require()
