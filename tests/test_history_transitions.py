@@ -371,6 +371,10 @@ _ODD = st.sampled_from(
         {},
         {},
         {"errors": [{"code": "E"}]},
+        {"errors": []},
+        {"attempt_started_at": 2.5},
+        {"started_at": 1.0005},  # no whole millisecond: a row
+        {"name": None},
         {"error": {"code": "E"}},
         {"finished_at": None},
         {"restored_from": "x"},
@@ -432,6 +436,41 @@ async def test_a_plain_page_projects_as_its_records_do(data: st.DataObject) -> N
         for value in values
     )
     assert (fast is not None) == (plain and not odd and not texts_only)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"errors": [{"code": "E"}]},
+        {"errors": []},
+        {"attempt_started_at": 2.5},
+        {"attempt_started_at": 1.0},
+        {"started_at": 1.0005},
+        {"finished_at": 3.0005},
+        {"name": None},
+        {"name": 'a "quoted" \\ name'},
+        {"attempt": 0},
+    ],
+)
+async def test_a_first_attempt_completion_unlike_the_usual_one_projects_as_its_records_do(
+    extra: dict[str, Any],
+) -> None:
+    """``plain_projection`` writes the usual completion's page entry itself and leaves any
+    other to ``page_step``: one in the middle of a page of usual ones, their instants'
+    texts known, shows in D1 what the records' statements show."""
+    outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+    found: dict[str, str] = {}
+    for op in range(4):
+        puts = {jn.op_key(jn.MAIN, op + 1): _entry(op + 1, "running", 1, {})}
+        if op:
+            puts[jn.op_key(jn.MAIN, op)] = _entry(op, "completed", 1, extra if op == 2 else {})
+        entries = {key: jn.loads(text) for key, text in puts.items()}
+        found |= {k: v for k, v in outbox.capture(puts, entries).items() if k.startswith("o:0")}
+    found = {k: found.get(k, "") for k in sorted(set(found) | set(outbox._memory))}
+    fast = outbox._plain_statements(found)
+    assert fast is not None
+    assert await _projected(fast) == await _projected(projection(await outbox._records(found)))
 
 
 def test_the_rare_fields_are_the_columns_a_plain_row_leaves_out() -> None:
