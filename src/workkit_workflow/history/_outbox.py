@@ -42,7 +42,7 @@ from typing import Any
 from ..engine._outbox import Delivery, call_later
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM, Cancellable
-from ._bundle import UNREAD, Record, records_of, resolved
+from ._bundle import UNREAD, Bundle, Record, records_of, resolved
 from ._capture import BATCH, HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
 from ._plain import plain_projection
@@ -192,8 +192,10 @@ class Outbox(Capture, Delivery):
     async def _deliver_page(self, found: dict[str, str]) -> bool:
         """Send a whole page to D1 in one batch, then drop it from storage (and memory)."""
         self.core.fault("in_history", records=len(found))
+        # Nearly every page of a run: every bundle memory holds, and only those.
+        held = self._memory if found.keys() == self._memory.keys() == self._held.keys() else None
         try:
-            statements = self._plain_statements(found)
+            statements = self._plain_statements(found, held)
             if statements is None:
                 records = await self._records(found)
                 quiet: frozenset[int] = frozenset()
@@ -206,10 +208,15 @@ class Outbox(Capture, Delivery):
             why = "history delivery failed (%d records pending): %r" + _missing_migration(exc)
             await self._back_off(why, len(found), exc)
             return False
-        stored = [key for key in found if key not in self._memory]
-        for key in found:
-            self._held.pop(key, None)
-            self._memory.pop(key, None)
+        if held is not None and len(held) == len(self._held) == len(found):
+            stored: list[str] = []  # nothing was captured meanwhile
+            self._held.clear()
+            held.clear()
+        else:
+            stored = [key for key in found if key not in self._memory]
+            for key in found:
+                self._held.pop(key, None)
+                self._memory.pop(key, None)
         puts: dict[str, str] = {}
         mark = self._memory_mark()
         if mark != self._mark:
@@ -249,15 +256,21 @@ class Outbox(Capture, Delivery):
             self._clean = stores
         return found
 
-    def _plain_statements(self, found: dict[str, str]) -> list[Statement] | None:
+    def _plain_statements(
+        self, found: dict[str, str], held: dict[str, Bundle] | None = None
+    ) -> list[Statement] | None:
         """The statements of a page whose bundles memory holds, all of plain steps
-        (``plain_projection``), or None to project its records."""
-        bundles = []
-        for key, text in found.items():
-            held = self._held.get(key)
-            if held is None or held.text != text:
-                return None
-            bundles.append(held)
+        (``plain_projection``), or None to project its records; ``held``: memory's
+        bundles, when they are the page's, every one."""
+        if held is not None:
+            bundles = list(held.values())
+        else:
+            bundles = []
+            for key, text in found.items():
+                bundle = self._held.get(key)
+                if bundle is None or bundle.text != text:
+                    return None
+                bundles.append(bundle)
         return plain_projection(self._execution_id or self.core.execution_id, bundles)
 
     async def _records(self, found: dict[str, str]) -> list[Record]:
