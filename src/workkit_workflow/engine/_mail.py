@@ -95,6 +95,10 @@ class Mail(Delivery):
     """One execution's outbox of requests to other objects."""
 
     HEAD = HEAD
+    kick_due = False
+    steers_kept_alarm = False
+    """Both False while no message waits: a write then need not call ``alarm_for`` nor
+    ``kick`` (an execution that sends no mail pays for neither; ``undelivered`` sets them)."""
 
     def __init__(self, core: ObservedExecution, peers: Namespace | None) -> None:
         # Whether messages may wait in storage is learnt from writes and full reads.
@@ -142,6 +146,17 @@ class Mail(Delivery):
             HEAD: jn.encode_record(HEAD, {"seq": self.seq}, what="mail head"),
         }
 
+    @property
+    def undelivered(self) -> bool:
+        """Whether messages may wait in storage (``Delivery``'s)."""
+        return self._undelivered
+
+    @undelivered.setter
+    def undelivered(self, value: bool) -> None:
+        self._undelivered = value
+        if value:
+            self.kick_due = self.steers_kept_alarm = True
+
     # -- inside the core's write (the JournalObserver hooks) --------------------------
 
     def load(self, records: Mapping[str, str], *, complete: bool) -> None:
@@ -156,6 +171,12 @@ class Mail(Delivery):
         if HEAD in puts:
             self.undelivered = True
         return {}
+
+    def kick(self) -> bool:
+        super().kick()
+        if not self._undelivered and (self._task is None or self._task.done()):
+            self.kick_due = self.steers_kept_alarm = False  # until a message waits again
+        return False
 
     def alarm_for(self, alarm: Any) -> Any:
         """Keep an alarm set while messages wait (the engine may clear it or keep none)."""
