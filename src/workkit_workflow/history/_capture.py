@@ -77,7 +77,7 @@ class Capture:
     # Slots: with its delivery's, ``_outbox.Outbox`` has 33 attributes, past the 30 whose
     # keys CPython shares among a class's instances (each execution's own dict, 1.6 KB).
     __slots__ = (
-        "_active", "_execution_id", "_floors", "_flush", "_held", "_last", "_last_text", "_mark",
+        "_active", "_execution_id", "_floor", "_flush", "_held", "_last", "_last_text", "_mark",
         "_memory", "_pending", "_reserved", "_restoring", "_stores", "_unsure", "kick_due", "seq",
         "undelivered",
     )  # fmt: skip
@@ -101,10 +101,11 @@ class Capture:
         """The head's ``mem``: per journal prefix, the lowest operation whose transitions may
         be in memory only; empty when none is. Stored with the head, or, while ``_unsure``,
         by the next commit (the stored one is then lower, never higher)."""
-        self._floors: tuple[dict[str, int], dict[str, str]] = (self._mark, {})
-        """``_mark`` (a dict never changed in place: a new mark is a new dict) and, per
-        prefix, its operation's key: what ``capture`` compares a commit's keys with, as
-        text (zero-padded, keys sort as their operations do)."""
+        self._floor: tuple[dict[str, int], str | None] = (self._mark, None)
+        """``_mark`` (a dict never changed in place: a new mark is a new dict) and, when it
+        holds the main phase's operation only (a run's usual mark), that operation's key:
+        what ``capture`` compares a commit's keys with, as text (zero-padded, keys sort as
+        their operations do); None otherwise (each key is then looked at, ``lowered``)."""
         self._restoring: dict[str, int] | None = None
         """The mark an earlier instance left: what :meth:`restore` reads back."""
         self._unsure = False
@@ -177,12 +178,12 @@ class Capture:
             bundle = _new(Bundle, (key, "", seq, self.core.now(), execution_id, parts))
             self._memory[key] = self._held[key] = bundle
             mark = self._mark
-            marked, floors = self._floors
+            marked, floor = self._floor
             if marked is not mark:
-                floors = {prefix: jn.op_key(prefix, op) for prefix, op in mark.items()}
-                self._floors = (mark, floors)
+                floor = jn.op_key(jn.MAIN, mark[jn.MAIN]) if mark.keys() == {jn.MAIN} else None
+                self._floor = (mark, floor)
             for op_key in entries:
-                floor = floors.get(op_key[:2])
+                # A key under the floor: a lower operation, or a compensation's (``c:`` sorts first).
                 if floor is None or op_key < floor:
                     mark = lowered(mark, entries)
                     break
