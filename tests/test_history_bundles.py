@@ -17,12 +17,11 @@ from workkit_workflow.history._bundle import (
     Record,
     bundles,
     execution_piece,
-    records_of,
-    resolved,
     step_piece,
 )
 from workkit_workflow.history._outbox import BATCH, HEAD, RECORD_PREFIX, SEQ_BLOCK
 from workkit_workflow.history._projection import projection
+from workkit_workflow.history._records import records_of, resolved
 from workkit_workflow.local import LocalNamespace
 
 _names = itertools.count()

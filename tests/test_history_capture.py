@@ -10,8 +10,8 @@ import pytest
 
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.history import LocalD1, _capture
-from workkit_workflow.history._bundle import records_of
 from workkit_workflow.history._outbox import HEAD, SEQ_BLOCK, Outbox
+from workkit_workflow.history._records import records_of
 
 
 def _outbox_of(execution_id: str = "x") -> Outbox:

@@ -23,9 +23,10 @@ from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine._plugins import HANDED_MAX
 from workkit_workflow.engine._ports import SystemClock
 from workkit_workflow.engine._state import ExecutionState
-from workkit_workflow.history._bundle import INLINE_MAX, Bundle, bundles, plain_pieces, records_of
+from workkit_workflow.history._bundle import INLINE_MAX, Bundle, bundles, plain_pieces
 from workkit_workflow.history._d1 import LocalD1
 from workkit_workflow.history._outbox import Outbox
+from workkit_workflow.history._records import records_of
 from workkit_workflow.local import VirtualClock
 
 

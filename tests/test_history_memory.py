@@ -19,14 +19,13 @@ from workkit_workflow.history._bundle import (
     Bundle,
     Record,
     plain_pieces,
-    records_of,
     recovered_bundles,
-    resolved,
 )
 from workkit_workflow.history._capture import BATCH, HELD, HELD_REFERENCES, Capture
 from workkit_workflow.history._d1 import D1Port, LocalStatement
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX, Outbox
 from workkit_workflow.history._projection import projection
+from workkit_workflow.history._records import records_of, resolved
 from workkit_workflow.history._recovery import already_projected, derived, lowered, read_back
 from workkit_workflow.testing import FaultPlan
 
@@ -346,7 +345,7 @@ def _entry(op: int, status: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("handed", [True, False], ids=["values handed over", "texts only"])
 def test_a_completion_older_than_the_mark_lowers_it_in_its_own_commit(handed: bool) -> None:
-    outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+    outbox = Outbox(_Core(), LocalD1())
 
     def capture(puts: dict[str, str]) -> dict[str, str]:
         # As the engine does (``Capture.capture``), or with the texts alone (``_capture``).
@@ -419,7 +418,7 @@ async def test_a_failed_write_leaves_no_record_of_it_and_loses_none_before_it(
 
 
 def test_after_a_failed_write_the_next_one_stores_the_mark_again() -> None:
-    outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+    outbox = Outbox(_Core(), LocalD1())
     outbox.capture(_entry(5, "running"))  # its head, with the mark, was not stored:
     outbox.aborted()
     failed = {"v": 2, "kind": "step", "name": "s6", "status": "failed", "attempt": 1, "error": {"code": "E"}}
@@ -463,7 +462,7 @@ async def test_the_journal_is_read_back_a_page_at_a_time_from_the_mark() -> None
     entries = {jn.op_key(jn.MAIN, op): _entry(op, "completed")[jn.op_key(jn.MAIN, op)] for op in range(7)}
     entries["c:00000000"] = _entry(0, "running")["j:00000000"]
     journal = _Journal(entries)
-    items = await read_back(journal, {"j:": 2, "c:": 0}, 2)  # type: ignore[arg-type]
+    items = await read_back(journal, {"j:": 2, "c:": 0}, 2)
     assert [(key, jn.loads(text)["status"]) for _, key, text in items] == [
         ("c:00000000", "running"),
         *[(jn.op_key(jn.MAIN, op), s) for op in range(2, 7) for s in ("running", "completed")],
@@ -483,3 +482,23 @@ async def test_a_transition_is_told_by_its_whole_operation_and_its_default_statu
         Record(22, 1.0, "x", "j:00000001", step, recovered=True),  # no status either: running
     ]
     assert await already_projected(port, "x", again) == {20, 22}
+
+
+def test_a_bundle_held_as_values_takes_its_time_from_them() -> None:
+    """A commit of a step's transitions held as the engine's values reads no clock: its
+    time is the newest its values hold, a completion's end or an attempt's own start."""
+    completed = {"kind": "step", "name": "a", "status": "completed", "attempt": 1, "started_at": 5.0}
+    running = {"kind": "step", "name": "b", "status": "running", "attempt": 2, "started_at": 6.0}
+    parts = {"j:00000001": completed | {"finished_at": 7.0}, "j:00000002": running}
+    bundle = Bundle.held("o:000000000009", 9, None, "x", parts)
+    assert bundle.when == 7.0
+    assert (
+        Bundle.held(
+            "o:000000000009", 9, None, "x", {**parts, "j:00000002": running | {"attempt_started_at": 8.0}}
+        ).when
+        == 8.0
+    )
+    assert {record.at for record in bundle.records()} == {7.0}
+    [stored] = bundle.stored()
+    assert [record.at for record in records_of(stored.key, stored.text, "x")] == [7.0, 7.0]
+    assert Bundle.held("o:000000000009", 9, 4.5, "x", parts).when == 4.5

@@ -14,10 +14,11 @@ from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, create_du
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.errors import TransportError
 from workkit_workflow.history import D1Error, LocalD1
-from workkit_workflow.history._bundle import UNREAD, Record, records_of
+from workkit_workflow.history._bundle import UNREAD, Record
 from workkit_workflow.history._d1 import inline_nulls
 from workkit_workflow.history._outbox import HEAD, RECORD_PREFIX
 from workkit_workflow.history._projection import projection
+from workkit_workflow.history._records import records_of
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import FaultPlan
 

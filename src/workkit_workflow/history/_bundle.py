@@ -215,14 +215,29 @@ class Bundle(NamedTuple):
     key: str
     text: str
     seq: int
-    at: float
+    at: float | None
+    """The commit's time; None for one of a step's transitions held as their values
+    (``Capture.capture``): theirs then (``when``), read only if the bundle is stored or
+    one of its transitions is an event."""
     execution_id: str
     parts: Parts
     """Its records: their pieces, or, for a commit of a step's transitions that memory
     holds (``Capture``), the values the engine built, by journal key (``plain_pieces``)."""
 
+    @property
+    def when(self) -> float:
+        """The commit's time: ``at``, or the newest instant its transitions' values hold
+        (a running attempt's start, a completion's end: the engine's clock as it wrote)."""
+        if self.at is not None or isinstance(self.parts, list):
+            return self.at or 0.0
+        instants = [
+            entry.get("finished_at") or entry.get("attempt_started_at") or entry.get("started_at")
+            for entry in self.parts.values()
+        ]
+        return max([float(at) for at in instants if isinstance(at, (int, float))], default=0.0)
+
     @classmethod
-    def held(cls, key: str, seq: int, at: float, execution_id: str, parts: Parts) -> Bundle:
+    def held(cls, key: str, seq: int, at: float | None, execution_id: str, parts: Parts) -> Bundle:
         """A bundle kept in memory only (no stored text)."""
         return _new(cls, (key, "", seq, at, execution_id, parts))
 
@@ -234,7 +249,7 @@ class Bundle(NamedTuple):
     def stored(self) -> list[Bundle]:
         """:func:`bundles` of a bundle held in memory only; one held as values (``Capture.
         capture``) stays so, for its delivery to project them (``plain_projection``)."""
-        made = bundles(self.seq, self.at, self.execution_id, self.pieces)
+        made = bundles(self.seq, self.when, self.execution_id, self.pieces)
         if len(made) > 1 or isinstance(self.parts, list):
             return made
         return [made[0]._replace(parts=self.parts)]
@@ -248,7 +263,7 @@ class Bundle(NamedTuple):
     def records(self, superseded: Container[str] = ()) -> list[Record]:
         """Its records; a running step's whose key is in ``superseded`` (a newer record of
         the same page has that step's row) holds only what its event shows, undecoded."""
-        seq, at, execution_id = self.seq, self.at, self.execution_id
+        seq, at, execution_id = self.seq, self.when, self.execution_id
         out = []
         for i, (key, text, ref, name, entry) in enumerate(self.pieces):
             attempt = None
@@ -330,70 +345,3 @@ class Record(NamedTuple):
 
 UNREAD: dict[str, Any] = {}
 """A reference's value until the journal's entry is read (compared by identity)."""
-
-
-def records_of(key: str, text: str, execution_id: str) -> list[Record]:
-    """The history records an outbox record of ``execution_id`` holds (a version 3 or 2
-    bundle, or a single version 1 record)."""
-    try:
-        data = jn.loads(text) if isinstance(text, str) else None
-    except (ValueError, RecursionError):
-        data = None
-    if isinstance(data, list) and len(data) % 3 == 2 and data[0] == RECOVERED_VERSION:
-        seq, triples = int(data[1]), data[2:]
-        return [
-            Record(seq + i, float(at), execution_id, key, value, recovered=True)
-            for i, (at, key, value) in enumerate(zip(triples[::3], triples[1::3], triples[2::3], strict=True))
-        ]
-    if isinstance(data, list) and len(data) % 2 == 1 and data[0] == BUNDLE_VERSION:
-        seq, at, pairs = int(data[1]), float(data[2]), data[3:]
-        # The values are neither expanded nor trimmed: the projection reads the fields
-        # it shows, with their defaults. A reference's value is UNREAD until ``resolved``.
-        out = []
-        for i in range(0, len(pairs), 2):
-            k, value = pairs[i], pairs[i + 1]
-            if isinstance(value, dict):
-                out.append(Record(seq + i // 2, at, execution_id, k, value))
-            else:
-                attempt = None if value is None else int(value)
-                out.append(Record(seq + i // 2, at, execution_id, k, UNREAD, attempt))
-        return out
-    if not isinstance(data, dict) or data.get("v") not in (jn.VERSION, _COPIES_VERSION):
-        # decode_record says precisely what is wrong with it.
-        jn.decode_record(key, text)
-        raise jn.JournalFormatError(f"outbox record {key!r} has an unknown version", key=key)
-    seq, at, execution_id = int(data["seq"]), float(data["at"]), data["execution_id"]
-    if data["v"] == jn.VERSION:
-        return [_version_1(seq, at, execution_id, data)]
-    return [Record(seq + i, at, execution_id, k, value) for i, (k, value) in enumerate(data["records"])]
-
-
-def _version_1(seq: int, at: float, execution_id: str, data: dict[str, Any]) -> Record:
-    if data["kind"] == "execution":
-        return Record(seq, at, execution_id, jn.STATE, data["execution"])
-    prefix = jn.prefix_of(data["phase"])
-    entry = data["entry"]
-    return Record(seq, at, execution_id, jn.op_key(prefix, int(entry["op"])), entry)
-
-
-def resolved(records: list[Record], entries: dict[str, str]) -> list[Record]:
-    """``records`` with each reference's value read from ``entries`` (journal key -> text).
-
-    A completed step's reference is its entry. A running one's is its entry while that
-    attempt still runs, else what its event shows of it (a later record, newer, has the
-    rest). A reference whose entry is gone (the execution was deleted meanwhile) has
-    nothing left to show: it is left out."""
-    out = []
-    for record in records:
-        if record.value is UNREAD:
-            text = entries.get(record.key)
-            if text is None:
-                continue
-            entry = jn.loads(text)
-            attempt = record.attempt
-            if attempt is not None and (entry.get("status") != "running" or entry.get("attempt") != attempt):
-                kept = {k: entry[k] for k in ("kind", "name", "started_at") if k in entry}
-                entry = kept | {"status": "running", "attempt": attempt}
-            record = record._replace(value=entry)
-        out.append(record)
-    return out

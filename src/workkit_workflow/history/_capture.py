@@ -175,7 +175,7 @@ class Capture:
             seq = self.seq + 1
             self.seq += len(entries)
             key = jn.OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
-            bundle = _new(Bundle, (key, "", seq, self.core.now(), execution_id, parts))
+            bundle = _new(Bundle, (key, "", seq, None, execution_id, parts))
             self._memory[key] = self._held[key] = bundle
             mark = self._mark
             marked, floor = self._floor

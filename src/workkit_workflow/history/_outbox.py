@@ -42,11 +42,12 @@ from typing import Any
 from ..engine._outbox import Delivery, call_later
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM, Cancellable
-from ._bundle import UNREAD, Bundle, Record, records_of, resolved
+from ._bundle import UNREAD, Bundle, Record
 from ._capture import BATCH, HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
 from ._plain import plain_projection
 from ._projection import projection
+from ._records import records_of, resolved
 from ._recovery import already_projected
 from ._schema import ADDED
 
