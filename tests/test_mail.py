@@ -79,6 +79,25 @@ async def test_mail_is_delivered_once_and_dropped(env: WorkflowTestEnv) -> None:
     assert await send.status() == "waiting"  # the sender is undisturbed
 
 
+async def test_a_write_calls_the_mail_outbox_only_while_a_message_waits(env: WorkflowTestEnv) -> None:
+    """With no message waiting, a write skips the outbox's ``alarm_for`` and ``kick``; the
+    write that carries one makes both due, and they stay due until it is delivered."""
+    recv, send = await _start_both(env)
+    core = _core(env, "send-1")
+    await core.execution.ensure_loaded()
+    mail = core.mail
+    assert (mail.undelivered, mail.kick_due, mail.steers_kept_alarm) == (False, False, False)
+    await core.execution.write({"x:plain": "1"})
+    assert (mail.kick_due, mail.steers_kept_alarm) == (False, False)
+    await _send_ping(env, "send-1")
+    assert mail.steers_kept_alarm  # the write's alarm went through it (alarm_for)
+    result = await env.result(recv)
+    assert result.ok and result.value == "hello" and mail.delivered == 1
+    assert await _pending_mail(env, "send-1") == {}
+    await core.execution.write({"x:plain": "2"})  # its kick finds nothing left: not due again
+    assert (mail.undelivered, mail.kick_due, mail.steers_kept_alarm) == (False, False, False)
+
+
 async def test_failed_delivery_is_retried_on_the_alarm(env: WorkflowTestEnv) -> None:
     recv, _ = await _start_both(env)
     real = env.ns.request
