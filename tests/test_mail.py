@@ -82,7 +82,7 @@ async def test_mail_is_delivered_once_and_dropped(env: WorkflowTestEnv) -> None:
 async def test_a_write_calls_the_mail_outbox_only_while_a_message_waits(env: WorkflowTestEnv) -> None:
     """With no message waiting, a write skips the outbox's ``alarm_for`` and ``kick``; the
     write that carries one makes both due, and they stay due until it is delivered."""
-    recv, send = await _start_both(env)
+    recv, _ = await _start_both(env)
     core = _core(env, "send-1")
     await core.execution.ensure_loaded()
     mail = core.mail
