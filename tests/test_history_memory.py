@@ -502,3 +502,29 @@ def test_a_bundle_held_as_values_takes_its_time_from_them() -> None:
     [stored] = bundle.stored()
     assert [record.at for record in records_of(stored.key, stored.text, "x")] == [7.0, 7.0]
     assert Bundle.held("o:000000000009", 9, 4.5, "x", parts).when == 4.5
+
+
+def test_a_commit_under_the_mark_or_of_another_phase_lowers_it() -> None:
+    """``capture`` compares a commit's keys with the run's usual mark, the main phase's
+    operation alone: a lower operation, or a compensation's (whose keys sort first), lowers
+    it, and the head that stores the new mark goes with the commit."""
+    capture = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
+
+    def commit(prefix: str, op: int) -> dict[str, str]:
+        value = {
+            "v": 2,
+            "kind": "step",
+            "name": f"s{op}",
+            "status": "running",
+            "attempt": 1,
+            "started_at": 1.0,
+        }
+        key = jn.op_key(prefix, op)
+        return capture.capture({key: jn.dumps(value)}, {key: value})
+
+    assert HEAD in commit(jn.MAIN, 5) and capture._mark == {jn.MAIN: 5}
+    assert commit(jn.MAIN, 6) == {} and capture._mark == {jn.MAIN: 5}
+    assert HEAD in commit(jn.MAIN, 3) and capture._mark == {jn.MAIN: 3}
+    assert HEAD in commit(jn.COMPENSATION, 7) and capture._mark == {jn.MAIN: 3, jn.COMPENSATION: 7}
+    assert commit(jn.COMPENSATION, 8) == {} and commit(jn.MAIN, 9) == {}
+    assert HEAD in commit(jn.COMPENSATION, 1) and capture._mark == {jn.MAIN: 3, jn.COMPENSATION: 1}
