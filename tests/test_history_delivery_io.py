@@ -304,6 +304,35 @@ async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_em
     assert set(puts) == {HEAD} and deletes == [] and mark(puts) is None
 
 
+async def test_a_page_of_all_of_memory_keeps_what_is_captured_while_d1_answers() -> None:
+    """A page that is every bundle memory holds is dropped whole once D1 took it, unless a
+    commit was captured while D1 answered: that one stays in memory for the next page."""
+    late: list[dict[str, str]] = []
+
+    class _SlowD1(LocalD1):
+        async def batch(self, statements: Any) -> Any:
+            await asyncio.sleep(0)
+            if not late:
+                late.append(capture(3))  # a commit lands meanwhile, once
+            return await super().batch(statements)
+
+    storage = _Storage()
+    outbox = _outbox_on(storage, _SlowD1())
+
+    def capture(op: int) -> dict[str, str]:
+        puts = {jn.op_key(jn.MAIN, op): _step_entry(f"s{op}", "running", 1)}
+        return outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()})
+
+    capture(1), capture(2)
+    page = dict.fromkeys(outbox._memory, "")
+    assert await outbox._deliver_page(page)
+    assert late and list(outbox._memory) == list(outbox._held) and len(outbox._memory) == 1
+    assert not set(outbox._memory) & set(page)
+    # With no commit meanwhile the page goes whole: memory is left empty.
+    assert await outbox._deliver_page(dict.fromkeys(outbox._memory, ""))
+    assert outbox._memory == {} and outbox._held == {} and len(late) == 1
+
+
 async def test_a_short_execution_s_history_costs_one_commit_and_one_d1_batch() -> None:
     """Its start waits (``LINGER``) for what follows it, its end sends everything in one
     batch, and that batch's commit also clears the alarm kept for it."""

@@ -34,7 +34,7 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     writes the step's page entry; a start left over, or a completion that is not a page's
     (failed attempts, an instant that is no whole millisecond), is a row. The usual
     completion (a first attempt's, no errors, both instants' texts known) writes its entry
-    here; any other takes :func:`page_step` (17.7k instructions a step rather than 22.7k,
+    here; any other takes :func:`page_step` (17.9k instructions a step rather than 22.2k,
     counted with callgrind over a run's plain pages)."""
     starts: dict[str, tuple[int, Mapping[str, Any]]] = {}
     rows: list[tuple[Any, ...]] = []
@@ -65,7 +65,7 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
             if begun is None or ended is None or not usual:
                 if not _unusual(pages, rows, execution_id, key, entry, seq, started):
                     return None
-            else:  # page_step's entry, spelt out
+            else:  # page_step's entry, spelt out (the transitions tests compare the two)
                 if key[:-2] != block:
                     block = key[:-2]
                     page = pages.setdefault(block, [])
