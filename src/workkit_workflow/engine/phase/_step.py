@@ -41,7 +41,7 @@ _RETRY: Any = object()
 
 
 @dataclass
-class _Progress:
+class Progress:
     """What a step carries from one attempt to the next (and from its entry on replay)."""
 
     attempt: int
@@ -53,7 +53,7 @@ class _Progress:
     lost: int = 0
 
     @classmethod
-    def resume(cls, entry: dict[str, Any] | None) -> _Progress:
+    def resume(cls, entry: dict[str, Any] | None) -> Progress:
         if entry is None:
             return cls(0, (), None, None, 0)
         return cls(
@@ -80,23 +80,37 @@ async def run_step(
             entry = await run.replayed(op, "step", name)
         policy = options.retry or run.retry
         if entry is None:
-            progress = _Progress(0, (), None, None, 0)
+            progress = Progress(0, (), None, None, 0)
         elif entry["status"] == "completed":
             return _output(options, entry.get("output"), name)
         elif entry["status"] == "failed":
             raise run.failed(entry)
         else:
             progress = await _resume(run, op, name, entry, policy.max_lost_attempts)
-        while True:
-            if is_paused(run.execution.state):
-                await run.hold(op)
-            run.check_continue(name, progress.attempt)
-            progress.attempt += 1
-            result = await _attempt(run, op, name, call, options, policy, progress)
-            if result is not _RETRY:
-                return result
+        return await attempts(run, op, name, call, options, policy, progress)
     finally:
         run.leave(op)
+
+
+async def attempts(
+    run: PhaseRun,
+    op: int,
+    name: str,
+    call: Callable[[StepContext], Any],
+    options: StepOptions,
+    policy: RetryPolicy,
+    progress: Progress,
+) -> Any:
+    """The step's attempts from ``progress`` on, each after the wait its policy sets: the
+    output of the first that completes (a failure that ends the retries raises)."""
+    while True:
+        if is_paused(run.execution.state):
+            await run.hold(op)
+        run.check_continue(name, progress.attempt)
+        progress.attempt += 1
+        result = await _attempt(run, op, name, call, options, policy, progress)
+        if result is not _RETRY:
+            return result
 
 
 def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Coroutine[Any, Any, Any] | None:
@@ -138,10 +152,10 @@ async def replayed_output(output: Any) -> Any:
     return output
 
 
-async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any], cap: int) -> _Progress:
+async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any], cap: int) -> Progress:
     """The progress of a step whose last attempt was lost (``cap``: how many in a row
     fail it) or waits for its retry."""
-    progress = _Progress.resume(entry)
+    progress = Progress.resume(entry)
     if entry["status"] == "running":
         entry = await _recover_lost_attempt(run, op, entry, progress, cap)
     elif entry["status"] == "retrying":
@@ -151,7 +165,7 @@ async def _resume(run: PhaseRun, op: int, name: str, entry: dict[str, Any], cap:
 
 
 async def _recover_lost_attempt(
-    run: PhaseRun, op: int, entry: dict[str, Any], progress: _Progress, cap: int
+    run: PhaseRun, op: int, entry: dict[str, Any], progress: Progress, cap: int
 ) -> dict[str, Any]:
     # The attempt started and never journaled: the object died mid-step.
     lost_in_a_row = int(entry.get("lost", 0)) + 1
@@ -178,7 +192,7 @@ async def _attempt(
     call: Callable[[StepContext], Any],
     options: StepOptions,
     policy: RetryPolicy,
-    progress: _Progress,
+    progress: Progress,
 ) -> Any:
     """One attempt; its output, or ``_RETRY`` once the wait before the next one is over."""
     execution = run.execution
@@ -212,7 +226,7 @@ async def _attempt(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        await _attempt_failed(run, op, name, policy, running, exc, progress)
+        await attempt_failed(run, op, name, policy, running, exc, progress)
         return _RETRY
     if execution.faulting:
         execution.fault("after_side_effect", step=name, attempt=progress.attempt)
@@ -225,7 +239,7 @@ async def _attempt(
     try:
         defer_with_output(run, op, completed, output_text, envelope, key=key)
     except SerializationError as exc:
-        raise await _unstorable_output(run, op, running, exc, progress) from None
+        raise await unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
         execution.remember_idempotent(key_hash, key)
     output = completed["output"]
@@ -244,7 +258,7 @@ def _output(options: StepOptions, output: Any, name: str) -> Any:
 
 
 def _running_entry(
-    run: PhaseRun, op: int, name: str, progress: _Progress, key_hash: str | None, options: StepOptions
+    run: PhaseRun, op: int, name: str, progress: Progress, key_hash: str | None, options: StepOptions
 ) -> tuple[str, dict[str, Any], str]:
     """The attempt's start, to journal before it runs: its key, the running entry, its text."""
     now = run.execution.now()
@@ -282,14 +296,14 @@ def _running_entry(
     return key, running, jn.encode_entry(key, running)
 
 
-async def _attempt_failed(
+async def attempt_failed(
     run: PhaseRun,
     op: int,
     name: str,
     policy: RetryPolicy,
     running: dict[str, Any],
     exc: Exception,
-    progress: _Progress,
+    progress: Progress,
 ) -> None:
     """Journal the failed attempt: fail the step (raises), or wait durably for the retry."""
     execution = run.execution
@@ -334,8 +348,8 @@ async def _attempt_failed(
     await run.wait_until(op, name, retry_at, attempt)
 
 
-async def _unstorable_output(
-    run: PhaseRun, op: int, running: dict[str, Any], exc: SerializationError, progress: _Progress
+async def unstorable_output(
+    run: PhaseRun, op: int, running: dict[str, Any], exc: SerializationError, progress: Progress
 ) -> StepFailedError:
     """Fail the step whose output cannot be stored (too large, not valid Unicode)."""
     error = dict(
