@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ...definitions._steps import StepContext, StepOptions
+from ...definitions._steps import DEFAULT_OPTIONS, StepContext, StepOptions
 from .. import _journal as jn
 from .._pages import JournalWindow
 from ._child import run_child
+from ._new_step import run_new_step
 from ._run import PhaseRun
 from ._set_state import run_set_state
 from ._sleep import run_sleep
@@ -27,6 +28,9 @@ class Phase(PhaseRun):
         self, name: str, call: Callable[[StepContext], Any], options: StepOptions
     ) -> Coroutine[Any, Any, Any]:
         op = self.allocate()
+        entries = self.entries
+        if options is DEFAULT_OPTIONS and type(entries) is JournalWindow and op >= entries.end:
+            return run_new_step(self, op, name, call)  # a new step: nothing to replay
         return replayed_step(self, op, name, options) or run_step(self, op, name, call, options)
 
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Coroutine[Any, Any, None]:

@@ -1,0 +1,83 @@
+"""A step the journal has no entry for, with the default options: its first attempt
+written out on its own, the engine's hot path (a new execution's every step).
+
+It does what :func:`run_step` does for such a step, with nothing to look up or branch on:
+no entry to replay, no idempotency key of the options' to check, no undo to journal, no
+output model, no time limit of its own. Everything else goes the general way: a paused
+execution (``run_step`` itself), and a failed attempt (its retries are ``attempts``, from
+the progress this one made).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ...definitions._steps import DEFAULT_OPTIONS, StepContext
+from ...definitions._values import to_data
+from ...errors import SerializationError
+from .. import _journal as jn
+from .._pause import is_paused
+from .._plugins import HANDED_MAX
+from .._signals import ControlSignal
+from ._attempt import completed_envelope, encode_output, invoke
+from ._run import PhaseRun
+from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
+
+
+async def run_new_step(run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any]) -> Any:
+    """``run_step(run, op, name, call, DEFAULT_OPTIONS)`` for an ``op`` past the journal's end."""
+    execution = run.execution
+    if is_paused(execution.state):
+        return await run_step(run, op, name, call, DEFAULT_OPTIONS)
+    run.enter(op, name)
+    try:
+        run.check_continue(name, 0)
+        started = execution.now()
+        # The running entry as ``_running_entry`` builds a first attempt's, and its text.
+        running = {
+            "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": 1,
+            "started_at": started,
+        }  # fmt: skip
+        key = jn.op_key(run.prefix, op)
+        run.entries[op] = running
+        text = jn.running_step_text(name, 1, started)
+        if not text.isascii():
+            text = jn.encode_entry(key, running)
+        if execution.hands_entries:
+            await execution.write({key: text}, entries={key: running})
+        else:
+            await execution.write({key: text})
+        if execution.faulting:
+            execution.fault("before_step", step=name, attempt=1)
+        key_text = jn.default_idempotency_key(run.execution_id, run.prefix, op, name)
+        ctx = StepContext(run.execution_id, run.workflow_name, name, 1, key_text, execution.input)
+        try:
+            value = await invoke(run, call, ctx, DEFAULT_OPTIONS, name)
+            output_text = encode_output(to_data(value), name)
+        except (ControlSignal, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            progress = Progress(1, (), key_text, started, 0)
+            policy = run.retry
+            await attempt_failed(run, op, name, policy, running, exc, progress)
+            return await attempts(run, op, name, call, DEFAULT_OPTIONS, policy, progress)
+        if execution.faulting:
+            execution.fault("after_side_effect", step=name, attempt=1)
+        finished = execution.now()
+        completed = {**running, "status": "completed", "finished_at": finished}
+        # ``defer_with_output``, with the key and the envelope known.
+        entry_text = completed_envelope(text, finished)[:-1] + ',"output":' + output_text + "}"
+        if not (entry_text.isascii() and len(key) + len(entry_text) <= jn.MAX_VALUE_BYTES):
+            try:
+                jn.check_size(key, entry_text, what=f"output of step {name!r}")
+            except SerializationError as exc:
+                progress = Progress(1, (), key_text, started, 0)
+                raise await unstorable_output(run, op, running, exc, progress) from None
+        output = completed["output"] = jn.loads(output_text)
+        run.completed(op, completed)
+        execution.defer(key, entry_text, name, completed if len(entry_text) <= HANDED_MAX else None)
+        return output
+    finally:
+        run.leave(op)
