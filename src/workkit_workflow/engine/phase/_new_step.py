@@ -19,9 +19,8 @@ from ...definitions._values import to_data
 from ...errors import SerializationError
 from .. import _journal as jn
 from .._pause import is_paused
-from .._plugins import HANDED_MAX
 from .._signals import ControlSignal
-from ._attempt import completed_envelope, encode_output, invoke
+from ._attempt import completed_envelope, defer_with_output, encode_output, invoke
 from ._run import PhaseRun
 from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
 
@@ -67,17 +66,11 @@ async def run_new_step(run: PhaseRun, op: int, name: str, call: Callable[[StepCo
             execution.fault("after_side_effect", step=name, attempt=1)
         finished = execution.now()
         completed = {**running, "status": "completed", "finished_at": finished}
-        # ``defer_with_output``, with the key and the envelope known.
-        entry_text = completed_envelope(text, finished)[:-1] + ',"output":' + output_text + "}"
-        if not (entry_text.isascii() and len(key) + len(entry_text) <= jn.MAX_VALUE_BYTES):
-            try:
-                jn.check_size(key, entry_text, what=f"output of step {name!r}")
-            except SerializationError as exc:
-                progress = Progress(1, (), key_text, started, 0)
-                raise await unstorable_output(run, op, running, exc, progress) from None
-        output = completed["output"] = jn.loads(output_text)
-        run.completed(op, completed)
-        execution.defer(key, entry_text, name, completed if len(entry_text) <= HANDED_MAX else None)
-        return output
+        try:
+            defer_with_output(run, op, completed, output_text, completed_envelope(text, finished), key=key)
+        except SerializationError as exc:
+            progress = Progress(1, (), key_text, started, 0)
+            raise await unstorable_output(run, op, running, exc, progress) from None
+        return completed["output"]
     finally:
         run.leave(op)
