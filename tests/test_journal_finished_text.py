@@ -106,6 +106,24 @@ def test_the_layouts_written_by_hand_read_as_decoding_does() -> None:
     assert jn.finished_op_output(SLEEP, 3, "sleep", "w") is None
 
 
+@pytest.mark.parametrize("named", ['"w\\"1"', '"w\\\\1"', '"w\\t1"', '"w\\u00e91"'])
+def test_a_name_written_with_an_escape_is_left_to_decode_record(named: str) -> None:
+    for text, kind in ((WAIT, "wait"), (SLEEP, "sleep")):
+        escaped = text.replace('"name":"w"', f'"name":{named}')
+        name = json.loads(named)
+        assert jn.finished_op_output(escaped, 3, kind, name) is jn.NOT_PLAIN
+        assert jn.decode_record("j:00000003", escaped)["name"] == name
+
+
+def test_a_name_outside_ascii_is_read_from_its_text_and_only_at_its_position() -> None:
+    text = WAIT.replace('"name":"w"', '"name":"wé✓"')
+    assert jn.finished_op_output(text, 3, "wait", "wé✓") == {"a": [1, 2.5]}
+    assert jn.finished_op_output(text, 3, "wait", "w") is jn.NOT_PLAIN
+    assert jn.finished_op_output(text, 30, "wait", "wé✓") is jn.NOT_PLAIN
+    assert jn.finished_op_output(WAIT.replace('"op":3', '"op":03'), 3, "wait", "w") is jn.NOT_PLAIN
+    assert jn.finished_op_output(None, 3, "wait", "w") is jn.NOT_PLAIN
+
+
 @pytest.mark.parametrize(
     ("text", "kind", "why"),
     [

@@ -90,6 +90,32 @@ def test_any_other_text_is_left_to_decode_record(text: str, why: str) -> None:
     assert jn.completed_step_output(text, "step") is None, why
 
 
+ESCAPED_NAMES = ['say "hi"', "back\\slash", "tab\there", "bell\x07"]
+"""Step names JSON writes with an escape: their entries are decoded, never read in place."""
+OTHER_NAMES = ["élan ✓", "日本", "~!@#$%^&*()"]
+"""Names written as they are (no escape): read from the text."""
+
+
+@pytest.mark.parametrize("name", ESCAPED_NAMES)
+def test_a_name_written_with_an_escape_is_left_to_decode_record(name: str) -> None:
+    text = entry_text(name, 1)
+    assert jn.completed_step_output(text, name) is None
+    assert jn.decode_record("j:00000003", text)["name"] == name
+
+
+@pytest.mark.parametrize("name", OTHER_NAMES)
+def test_a_name_written_as_it_is_is_read_from_its_text_and_only_as_itself(name: str) -> None:
+    text = entry_text(name, 7)
+    assert jn.completed_step_output(text, name) == (None, 7)
+    assert jn.completed_step_output(text, name + " ") is None
+    assert jn.completed_step_output(text, name[:-1]) is None
+
+
+def test_what_is_not_text_is_left_to_decode_record() -> None:
+    for value in (None, 1, b'{"v":2}', entry_text("step", 1).encode()):
+        assert jn.completed_step_output(value, "step") is None
+
+
 HASH = "sha256:" + "0123456789abcdef" * 2
 
 
@@ -202,6 +228,19 @@ async def test_a_paged_replay_gives_the_first_runs_outputs_types_included(env: W
     assert result.ok
     assert result.value == json.dumps([OUTPUTS[i % len(OUTPUTS)] for i in range(STEPS)])
     assert set(calls.values()) == {1} and len(calls) == STEPS
+
+
+async def test_steps_named_with_escapes_or_outside_ascii_replay_as_they_ran(env: WorkflowTestEnv) -> None:
+    calls: Counter[str] = Counter()
+    names = [f"{base} {i}" for i, base in enumerate((ESCAPED_NAMES + OTHER_NAMES) * 3)]
+    handle = await env.run(typed_steps(calls, names), None)
+    assert await handle.status() == "waiting"
+    env.ns.evict(handle.execution_id)
+    await handle.send_event("go", "now")
+    result = await env.result(handle)
+    assert result.ok
+    assert result.value == json.dumps([OUTPUTS[i % len(OUTPUTS)] for i in range(len(names))])
+    assert set(calls.values()) == {1} and len(calls) == len(names)
 
 
 async def test_a_renamed_step_on_a_later_page_is_a_mismatch(env: WorkflowTestEnv) -> None:

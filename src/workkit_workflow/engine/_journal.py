@@ -247,18 +247,19 @@ def _expand_op(key: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 NOT_PLAIN: Final[Any] = object()
-"""What a reader of one field of an entry (:func:`finished_op_output`) returns for a text
-it does not read."""
+"""What :func:`finished_op_output` returns for a text it does not read."""
 
-_STEP_HEAD: Final = f'{{"v":{OP_VERSION},"kind":"step","name":'
 _INSTANT: Final = r"[1-9][0-9]*+\.[0-9]++"
 """A positive JSON number with a fraction and no exponent: a clock's time as ``number_text``
 writes it (any other is read by ``decode_record``)."""
-_COMPLETED_TAIL: Final = re.compile(
-    f'{_INSTANT},(?:"idempotency_hash":"(sha256:[0-9a-f]{{32}})",)?"finished_at":{_INSTANT},"output":'
+_PLAIN_CHARS: Final = r'[^"\\\x00-\x1f]*+'
+_PLAIN_STRING: Final = f'"{_PLAIN_CHARS}"'
+"""A JSON string with no escape and no control character (any other is read by ``decode_record``)."""
+_COMPLETED_STEP: Final = re.compile(
+    f'\\{{"v":{OP_VERSION},"kind":"step","name":"({_PLAIN_CHARS})","status":"completed","attempt":1,'
+    f'"started_at":{_INSTANT},(?:"idempotency_hash":"(sha256:[0-9a-f]{{32}})",)?"finished_at":{_INSTANT},"output":'
 )
-"""The rest of a completed first attempt's entry up to its output: the key's hash, if the
-step has a key, between the two times."""
+"""A completed first attempt's entry up to its output, its name and key's hash (if any) as groups."""
 
 
 def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None:
@@ -270,19 +271,24 @@ def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None
         {…,"started_at":…,"idempotency_hash":"sha256:…","finished_at":…,"output":…}
 
     A replay's hot path: ``(key_hash or None, output)``, both layouts told apart in one
-    look. Only the output is decoded (a replay reads nothing else of a completed step;
+    match. Only the output is decoded (a replay reads nothing else of a completed step;
     decoding the rest is most of a replayed step's cost), but the rest is checked against
     the layout: a text this reads is valid JSON, and :func:`decode_record` would give the
-    same output and hash. Any other text (another name or shape, a damaged record) is
-    None, for ``decode_record`` to read or refuse."""
-    head = f'{_STEP_HEAD}{encode_basestring(name)},"status":"completed","attempt":1,"started_at":'
-    if type(text) is not str or not text.startswith(head):
+    same output and hash. Any other text (another name or shape, a name written with an
+    escape, a damaged record) is None, for ``decode_record`` to read or refuse."""
+    try:
+        head = _COMPLETED_STEP.match(text)
+    except TypeError:  # not text: decode_record refuses it
         return None
-    tail = _COMPLETED_TAIL.match(text, len(head))
-    if tail is None:
+    if head is None or head[1] != name:
         return None
-    output = _last_field(text, tail.end())
-    return None if output is NOT_PLAIN else (tail.group(1), output)
+    try:
+        output, end = scan_once(text, head.end())
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    if text[end:] != "}":  # the entry ends with its output
+        return None
+    return head[2], output
 
 
 def _last_field(text: str, start: int) -> Any:
@@ -297,19 +303,25 @@ def _last_field(text: str, start: int) -> Any:
     return value
 
 
-_PLAIN_STRING: Final = r'"[^"\\\x00-\x1f]*+"'
-"""A JSON string with no escape and no control character (any other is read by ``decode_record``)."""
 _FINISHED_TAILS: Final = {
-    "wait": re.compile(
+    "wait": (
         f'"event_type":{_PLAIN_STRING},"started_at":{_INSTANT},"wake_at":(?:null|{_INSTANT}),'
         f'"finished_at":{_INSTANT},"event_id":(?:null|{_PLAIN_STRING}),"output":'
     ),
-    "child": re.compile(
+    "child": (
         f'"workflow":{_PLAIN_STRING},"child_id":{_PLAIN_STRING},"event_type":{_PLAIN_STRING},'
         f'"started_at":{_INSTANT},"finished_at":{_INSTANT},"output":'
     ),
-    "sleep": re.compile(f'"started_at":{_INSTANT},"wake_at":{_INSTANT},"finished_at":{_INSTANT}}}'),
+    "sleep": f'"started_at":{_INSTANT},"wake_at":{_INSTANT},"finished_at":{_INSTANT}}}\\Z',
 }
+_FINISHED: Final = {
+    kind: re.compile(
+        f'\\{{"v":{OP_VERSION},"op":([0-9]++),"kind":"{kind}","name":"({_PLAIN_CHARS})","status":"completed",{tail}'
+    )
+    for kind, tail in _FINISHED_TAILS.items()
+}
+"""A finished wait's, child's or sleep's entry up to its output (a sleep's whole entry):
+its operation's number and name (a string with no escape) as groups."""
 
 
 def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
@@ -323,17 +335,17 @@ def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
 
     else :data:`NOT_PLAIN`. As :func:`completed_step_output`: only the output is decoded, the
     rest is checked against the layout, so a text this reads is valid JSON and
-    :func:`decode_record` would give the same output; any other text is NOT_PLAIN."""
-    named = encode_basestring(name)
-    head = f'{{"v":{OP_VERSION},"op":{op},"kind":"{kind}","name":{named},"status":"completed",'
-    if type(text) is not str or not text.startswith(head):
+    :func:`decode_record` would give the same output; any other text (a name written with
+    an escape too) is NOT_PLAIN."""
+    try:
+        head = _FINISHED[kind].match(text)
+    except TypeError:  # not text: decode_record refuses it
         return NOT_PLAIN
-    tail = _FINISHED_TAILS[kind].match(text, len(head))
-    if tail is None:
+    if head is None or head[2] != name or head[1] != str(op):
         return NOT_PLAIN
     if kind == "sleep":
-        return None if tail.end() == len(text) else NOT_PLAIN
-    return _last_field(text, tail.end())
+        return None
+    return _last_field(text, head.end())
 
 
 def storable_text(text: str) -> str:
