@@ -134,8 +134,8 @@ class JournalEntry(TypedDict, total=False):
 
 
 def op_key(prefix: str, op: int) -> str:
-    # Zero-padded so storage lists entries in operation order.
-    return f"{prefix}{op:08d}"
+    # Zero-padded so storage lists entries in operation order (``:08d``'s text, no format spec to parse).
+    return prefix + str(op).zfill(8)
 
 
 def phase_of(key: str) -> str:
@@ -153,7 +153,7 @@ def op_of(key: str) -> int:
 
 
 def seq_key(prefix: str, seq: int) -> str:
-    return f"{prefix}{seq:012d}"
+    return prefix + str(seq).zfill(12)
 
 
 def default_idempotency_key(execution_id: str, prefix: str, op: int, name: str) -> str:
