@@ -55,6 +55,7 @@ CELLS = (
     ("engine-short", "engine, SQLite NORMAL, 10-step executions"),
     ("history-short", "engine + history, the same"),
     ("floor", "floor: raw SQLite commit, NORMAL"),
+    ("replay", "cold replay, SQLite NORMAL: a step replayed"),
 )
 """The three cells under ``history`` take one part of the history away each (``_strip``):
 what is left of the history's cost after it, part by part (``report``). The ``no-turns``
@@ -63,7 +64,8 @@ anything else, as on a Durable Object's SQL journal (synchronous writes) with st
 wait for nothing: the history's deliveries run only at the turn the write that fills a page
 lets the loop take (``Outbox.kick``; until 2026-12-02 they waited for the run's end). The ``short`` cells
 run their steps as executions of ``SHORT`` steps each, what an execution's own records cost
-spread over few steps."""
+spread over few steps. The ``replay`` cell counts a cold object replaying finished steps (the
+cold replay section's work, whose time moves with the machine's speed)."""
 
 SHORT = 10
 """Steps per execution of the ``short`` cells."""
@@ -275,8 +277,60 @@ def _floor_run(steps: int, row_bytes: int) -> None:
             floor.close()
 
 
+def _replay_run(steps: int) -> None:
+    """A cold object replays ``steps`` finished steps (``bench-replay``, then its event). The
+    journal is written by a process this one starts, which valgrind does not follow (it counts
+    this process only): what is counted is the replay, not the run that wrote it."""
+    with tempfile.TemporaryDirectory(prefix="workkit-instr-") as workdir:
+        path = os.path.join(workdir, "r.db")
+        subprocess.run([sys.executable, "-m", "bench._instructions", JOURNAL, str(steps), path], check=True)
+        asyncio.run(_replay(path))
+
+
+async def _replay(path: str) -> None:
+    from workkit_workflow import create_durable_workflow
+    from workkit_workflow.local import LocalNamespace
+
+    from . import _workflows  # noqa: F401  (registers the bench's workflows)
+
+    ns = LocalNamespace(path, _ticking_clock(), synchronous="NORMAL", interleave="none")
+    try:
+        gc.collect()
+        gc.disable()
+        handle = create_durable_workflow(ns).execution("cold")
+        await handle.send_event("go", "now")
+        await ns.idle()
+        if await handle.status() != "completed":
+            raise RuntimeError(f"the replayed execution ended {await handle.status()}")
+    finally:
+        await ns.close()
+
+
+JOURNAL = "replay-journal"
+"""The ``replay`` cell's helper: ``python -m bench._instructions replay-journal STEPS PATH``
+writes an execution of STEPS finished steps that waits for an event, at PATH (its instants
+from the cells' ticking clock, so its text is the same at every run)."""
+
+
+async def _write_journal(steps: int, path: str) -> None:
+    from workkit_workflow import create_durable_workflow
+    from workkit_workflow.local import LocalNamespace
+
+    from . import _workflows as wf
+
+    ns = LocalNamespace(path, _ticking_clock(), synchronous="OFF", interleave="none")
+    try:
+        handle = await create_durable_workflow(ns).run(wf.replay, {"n": steps}, execution_id="cold")
+        if await handle.status() != "waiting":
+            raise RuntimeError(f"the journal's execution ended {await handle.status()}")
+    finally:
+        await ns.close()
+
+
 def child(cell: str, steps: int, row_bytes: int) -> None:
-    if cell == "floor":
+    if cell == "replay":
+        _replay_run(steps)
+    elif cell == "floor":
         _floor_run(steps, row_bytes)
     elif cell == "memory":
         asyncio.run(_memory_run(steps))
@@ -287,4 +341,7 @@ def child(cell: str, steps: int, row_bytes: int) -> None:
 
 
 if __name__ == "__main__":
-    child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    if sys.argv[1] == JOURNAL:
+        asyncio.run(_write_journal(int(sys.argv[2]), sys.argv[3]))
+    else:
+        child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

@@ -20,8 +20,8 @@ Sections (issue #16 names the targets; each is printed MET or MISSED with min / 
 6. the real runtime (workerd with Python Durable Objects; ``--real-runtime``: this section
    alone; skipped by ``--quick``);
 7. without a target, instructions per step counted by valgrind (``bench._instructions``): the
-   engine on memory and on SQLite, with the history, and the floor, the same count from run to
-   run where their time moves (skipped by ``--quick`` unless ``--only`` names it).
+   engine on memory and on SQLite, with the history, the floor, and a cold replay's step, the
+   same count from run to run where their time moves (skipped by ``--quick`` unless ``--only`` names it).
 
 Timings are printed, never asserted. ``--profile`` prints the engine's hot spots.
 """

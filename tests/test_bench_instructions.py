@@ -51,12 +51,13 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         "engine-short": 300_000.0,
         "history-short": 600_000.0,
         "floor": 50_000.0,
+        "replay": 30_000.0,
     }
     _instructions.report({"per_step": per_step, "small": 300, "large": 1580, "row_bytes": 290})
     out = capsys.readouterr().out
     for _, label in _instructions.CELLS:
         assert label in out
-    assert "150.0k" in out and "240.0k" in out
+    assert "150.0k" in out and "240.0k" in out and "30.0k" in out
     assert "engine + history / engine 1.60x" in out
     assert "when no write suspends (its deliveries run at the turn each full page gets) 2.00x" in out
     assert "engine + history / engine in 10-step executions 2.00x" in out
