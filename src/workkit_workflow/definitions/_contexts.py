@@ -19,6 +19,7 @@ from ._steps import (
     StepOptions,
     check_default,
     check_name,
+    keyed_options,
     make_options,
 )
 from ._undo import UndoHandler, make_undo, undo_input
@@ -85,27 +86,29 @@ class WorkflowContext:
         if (
             retry is None
             and timeout is None
-            and idempotency_key is None
             and output is None
             and undo is None
             and undo_retry is None
             and undo_timeout is None
         ):
-            # The usual call: nothing to check, so no message to prepare (the hot path).
-            options = DEFAULT_OPTIONS
-        else:
-            where = f"step {name!r}"
-            if undo is not None and not self._takes_undo:
-                raise DefinitionError(f"{where}: a compensation step cannot have an undo handler")
-            spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=True)
-            options = make_options(
-                retry=retry,
-                timeout=timeout,
-                idempotency_key=idempotency_key,
-                output=output,
-                where=where,
-                undo=None if spec is None else undo_input(spec, args, where=where),
-            )
+            if idempotency_key is None:
+                # The usual call: nothing to check, so no message to prepare (the hot path).
+                return self._run.step(name, _PlainCall(fn, args), DEFAULT_OPTIONS)
+            if type(idempotency_key) is str and idempotency_key.isascii() and idempotency_key:
+                options = keyed_options(idempotency_key)  # the next most usual: a key of its own
+                return self._run.step(name, _PlainCall(fn, args), options)
+        where = f"step {name!r}"
+        if undo is not None and not self._takes_undo:
+            raise DefinitionError(f"{where}: a compensation step cannot have an undo handler")
+        spec = make_undo(undo, retry=undo_retry, timeout=undo_timeout, where=where, by_name=True)
+        options = make_options(
+            retry=retry,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            output=output,
+            where=where,
+            undo=None if spec is None else undo_input(spec, args, where=where),
+        )
         return self._run.step(name, _PlainCall(fn, args), options)
 
     def _builder_step(

@@ -89,6 +89,16 @@ class StepOptions:
 DEFAULT_OPTIONS = StepOptions()
 
 
+def keyed_options(key: str) -> StepOptions:
+    """``make_options(idempotency_key=key)`` for a non-empty ASCII ``key`` (a step whose only
+    option is its key, the usual keyed step), its fields filled directly: a quarter of the
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field), and none of the
+    checks, which such a key passes."""
+    options: StepOptions = object.__new__(StepOptions)
+    options.__dict__.update(retry=None, timeout=None, idempotency_key=key, output=None, undo=None)
+    return options
+
+
 def make_options(
     *,
     retry: RetryPolicy | None,
