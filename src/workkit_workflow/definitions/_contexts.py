@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..errors import DefinitionError
-from ._durations import Duration, to_instant, to_seconds
+from ._durations import Duration, plain_seconds, to_instant, to_seconds
 from ._live_state import state_text
 from ._retry import RetryPolicy
 from ._steps import (
@@ -120,7 +120,10 @@ class WorkflowContext:
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
         """Sleep durably: the execution parks and an alarm wakes it (at most 365 days)."""
         check_name(name, "sleep")
-        return self._run.sleep(name, until=None, duration=to_seconds(duration, what=f"sleep {name!r}"))
+        seconds = plain_seconds(duration)
+        if seconds is None:  # anything but a number of seconds in range: checked, with its message
+            seconds = to_seconds(duration, what=f"sleep {name!r}")
+        return self._run.sleep(name, until=None, duration=seconds)
 
     def sleep_until(self, name: str, when: datetime | float) -> Awaitable[None]:
         """Sleep durably until an aware datetime or epoch seconds."""
@@ -138,9 +141,9 @@ class WorkflowContext:
         check_name(name, "wait")
         check_name(event_type, "event type")
         seconds = None if timeout is None else to_seconds(timeout, what=f"wait {name!r}: timeout")
-        return self._run.wait(
-            name, event_type, timeout=seconds, default=check_default(default, f"wait {name!r}")
-        )
+        if default is not MISSING:  # the message is built only for a default to check
+            default = check_default(default, f"wait {name!r}")
+        return self._run.wait(name, event_type, timeout=seconds, default=default)
 
     def child(
         self,

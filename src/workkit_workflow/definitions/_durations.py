@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from ..errors import InvalidOptionError
 
@@ -68,6 +68,14 @@ def to_seconds(value: Duration, *, what: str = "duration") -> float:
             f"{what} is {seconds:g} s; the longest duration allowed is 365 days ({MAX_DURATION:g} s)"
         )
     return seconds
+
+
+def plain_seconds(value: Any) -> float | None:
+    """``to_seconds(value)`` for a number of seconds it accepts (an int or float from 0 to
+    365 days), else None: checked without the message ``to_seconds`` is given for a refusal."""
+    if (type(value) is float or type(value) is int) and 0 <= value <= MAX_DURATION:
+        return float(value)
+    return None
 
 
 def _as_float(value: int | float, what: str) -> float:

@@ -291,18 +291,6 @@ def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None
     return head[2], output
 
 
-def _last_field(text: str, start: int) -> Any:
-    """The JSON value at ``start`` if the entry ends right after it (its closing brace),
-    else :data:`NOT_PLAIN`."""
-    try:
-        value, end = scan_once(text, start)
-    except (StopIteration, ValueError, RecursionError):
-        return NOT_PLAIN
-    if end != len(text) - 1 or text[end] != "}":
-        return NOT_PLAIN
-    return value
-
-
 _FINISHED_TAILS: Final = {
     "wait": (
         f'"event_type":{_PLAIN_STRING},"started_at":{_INSTANT},"wake_at":(?:null|{_INSTANT}),'
@@ -345,7 +333,11 @@ def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
         return NOT_PLAIN
     if kind == "sleep":
         return None
-    return _last_field(text, head.end())
+    try:
+        output, end = scan_once(text, head.end())
+    except (StopIteration, ValueError, RecursionError):
+        return NOT_PLAIN
+    return output if text[end:] == "}" else NOT_PLAIN  # the entry ends with its output
 
 
 def storable_text(text: str) -> str:
