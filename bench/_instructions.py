@@ -56,6 +56,7 @@ CELLS = (
     ("history-short", "engine + history, the same"),
     ("floor", "floor: raw SQLite commit, NORMAL"),
     ("replay", "cold replay, SQLite NORMAL: a step replayed"),
+    ("replay-keyed", "  the same, each step with an idempotency key"),
 )
 """The three cells under ``history`` take one part of the history away each (``_strip``):
 what is left of the history's cost after it, part by part (``report``). The ``no-turns``
@@ -277,13 +278,15 @@ def _floor_run(steps: int, row_bytes: int) -> None:
             floor.close()
 
 
-def _replay_run(steps: int) -> None:
-    """A cold object replays ``steps`` finished steps (``bench-replay``, then its event). The
-    journal is written by a process this one starts, which valgrind does not follow (it counts
-    this process only): what is counted is the replay, not the run that wrote it."""
+def _replay_run(steps: int, keyed: bool) -> None:
+    """A cold object replays ``steps`` finished steps (``bench-replay``, or ``keyed``:
+    ``bench-replay-keyed``, then its event). The journal is written by a process this one
+    starts, which valgrind does not follow (it counts this process only): what is counted is
+    the replay, not the run that wrote it."""
     with tempfile.TemporaryDirectory(prefix="workkit-instr-") as workdir:
         path = os.path.join(workdir, "r.db")
-        subprocess.run([sys.executable, "-m", "bench._instructions", JOURNAL, str(steps), path], check=True)
+        command = [sys.executable, "-m", "bench._instructions", JOURNAL, str(steps), path, str(int(keyed))]
+        subprocess.run(command, check=True)
         asyncio.run(_replay(path))
 
 
@@ -307,12 +310,12 @@ async def _replay(path: str) -> None:
 
 
 JOURNAL = "replay-journal"
-"""The ``replay`` cell's helper: ``python -m bench._instructions replay-journal STEPS PATH``
-writes an execution of STEPS finished steps that waits for an event, at PATH (its instants
-from the cells' ticking clock, so its text is the same at every run)."""
+"""The ``replay`` cells' helper: ``python -m bench._instructions replay-journal STEPS PATH KEYED``
+writes an execution of STEPS finished steps (each with a key if KEYED is 1) that waits for an
+event, at PATH (its instants from the cells' ticking clock, so its text is the same at every run)."""
 
 
-async def _write_journal(steps: int, path: str) -> None:
+async def _write_journal(steps: int, path: str, keyed: bool) -> None:
     from workkit_workflow import create_durable_workflow
     from workkit_workflow.local import LocalNamespace
 
@@ -320,7 +323,8 @@ async def _write_journal(steps: int, path: str) -> None:
 
     ns = LocalNamespace(path, _ticking_clock(), synchronous="OFF", interleave="none")
     try:
-        handle = await create_durable_workflow(ns).run(wf.replay, {"n": steps}, execution_id="cold")
+        workflow = wf.replay_keyed if keyed else wf.replay
+        handle = await create_durable_workflow(ns).run(workflow, {"n": steps}, execution_id="cold")
         if await handle.status() != "waiting":
             raise RuntimeError(f"the journal's execution ended {await handle.status()}")
     finally:
@@ -328,8 +332,8 @@ async def _write_journal(steps: int, path: str) -> None:
 
 
 def child(cell: str, steps: int, row_bytes: int) -> None:
-    if cell == "replay":
-        _replay_run(steps)
+    if cell in ("replay", "replay-keyed"):
+        _replay_run(steps, keyed=cell == "replay-keyed")
     elif cell == "floor":
         _floor_run(steps, row_bytes)
     elif cell == "memory":
@@ -342,6 +346,6 @@ def child(cell: str, steps: int, row_bytes: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == JOURNAL:
-        asyncio.run(_write_journal(int(sys.argv[2]), sys.argv[3]))
+        asyncio.run(_write_journal(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"))
     else:
         child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

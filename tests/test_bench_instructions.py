@@ -52,6 +52,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         "history-short": 600_000.0,
         "floor": 50_000.0,
         "replay": 30_000.0,
+        "replay-keyed": 40_000.0,
     }
     _instructions.report({"per_step": per_step, "small": 300, "large": 1580, "row_bytes": 290})
     out = capsys.readouterr().out
