@@ -6,9 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workkit_workflow.engine import _journal as jn
-from workkit_workflow.engine.phase._attempt import completed_envelope
+from workkit_workflow.engine.phase._attempt import (
+    completed_envelope,
+    hash_key,
+    keyed_completed_envelope,
+    keyed_running_text,
+)
 
 NAMES = [
     "plain",
@@ -57,3 +64,64 @@ def test_the_running_entry_written_out_is_the_full_encode(name: str, started_at:
     text = jn.running_step_text(name, attempt, started_at)
     assert text == jn.encode_entry(jn.op_key(jn.MAIN, 3), running)
     assert jn.decode_record(jn.op_key(jn.MAIN, 3), text)["name"] == name
+
+
+KEYS = ["charge:o-1", 'quo"te', "back\\slash", "ünï ✓", "tab\tkey", "k" * 300]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("key_text", KEYS)
+@pytest.mark.parametrize(
+    ("started_at", "finished_at"),
+    [(1_767_225_600.123, 1_767_225_600.124), (1_767_225_600, 1_767_225_601.5), (0.1, 1e21)],
+)
+def test_a_keyed_entry_written_out_is_the_full_encode(
+    name: str, key_text: str, started_at: float, finished_at: float
+) -> None:
+    key = jn.op_key(jn.MAIN, 4)
+    key_hash = hash_key(key_text)
+    running = {
+        "v": jn.OP_VERSION,
+        "kind": "step",
+        "name": name,
+        "status": "running",
+        "attempt": 1,
+        "started_at": started_at,
+        "idempotency_key": key_text,
+        "idempotency_hash": key_hash,
+    }
+    assert keyed_running_text(name, 1, started_at, key_text, key_hash) == jn.encode_entry(key, running)
+    completed = {**running, "status": "completed", "finished_at": finished_at}
+    del completed["idempotency_key"]  # as the step journals it: the hash stays, the key goes
+    envelope = keyed_completed_envelope(name, 1, started_at, key_hash, finished_at)
+    assert envelope == jn.encode_entry(key, completed)
+    # A replay reads it in place, key hash and output, when its name has no escape.
+    text = envelope[:-1] + ',"output":[1]}'
+    assert jn.decode_record(key, text)["idempotency_hash"] == key_hash
+    if jn.completed_step_output(text, name) is not None:
+        assert jn.completed_step_output(text, name) == (key_hash, [1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=40),
+    key_text=st.text(min_size=1, max_size=40),
+    started_at=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    attempt=st.integers(1, 9),
+)
+def test_keyed_texts_match_the_encoder_for_any_text(
+    name: str, key_text: str, started_at: float, attempt: int
+) -> None:
+    if not (jn.is_unicode(name) and jn.is_unicode(key_text)):
+        return  # refused before any entry is built (check_name, the key's checks)
+    key_hash = hash_key(key_text)
+    running = {
+        "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": attempt,
+        "started_at": started_at, "idempotency_key": key_text, "idempotency_hash": key_hash,
+    }  # fmt: skip
+    key = jn.op_key(jn.MAIN, 0)
+    assert keyed_running_text(name, attempt, started_at, key_text, key_hash) == jn.encode_entry(key, running)
+    completed = {k: v for k, v in running.items() if k != "idempotency_key"}
+    completed.update(status="completed", finished_at=started_at + 1.5)
+    envelope = keyed_completed_envelope(name, attempt, started_at, key_hash, started_at + 1.5)
+    assert envelope == jn.encode_entry(key, completed)

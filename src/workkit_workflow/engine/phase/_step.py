@@ -30,6 +30,8 @@ from ._attempt import (
     hash_key,
     idempotency_key,
     invoke,
+    keyed_completed_envelope,
+    keyed_running_text,
 )
 from ._run import PhaseRun
 
@@ -230,12 +232,7 @@ async def _attempt(
         return _RETRY
     if execution.faulting:
         execution.fault("after_side_effect", step=name, attempt=progress.attempt)
-    completed = {**running, "status": "completed", "finished_at": execution.now()}
-    envelope = None
-    if key_hash is not None:
-        del completed["idempotency_key"]
-    else:
-        envelope = completed_envelope(running_text, completed["finished_at"])
+    completed, envelope = _completion(running, running_text, key_hash, execution.now())
     try:
         defer_with_output(run, op, completed, output_text, envelope, key=key)
     except SerializationError as exc:
@@ -244,6 +241,22 @@ async def _attempt(
         execution.remember_idempotent(key_hash, key)
     output = completed["output"]
     return output if options.output is None else _output(options, output, name)
+
+
+def _completion(
+    running: dict[str, Any], running_text: str, key_hash: str | None, finished: float
+) -> tuple[dict[str, Any], str | None]:
+    """The completed record of the attempt ``running`` started, and its text less the output
+    where it is written out (None: ``defer_with_output`` encodes the record)."""
+    completed = {**running, "status": "completed", "finished_at": finished}
+    if key_hash is None:
+        return completed, completed_envelope(running_text, finished)
+    del completed["idempotency_key"]  # not journaled once the step completed; its hash stays
+    if len(running) != _KEYED_FIELDS:
+        return completed, None
+    # The usual keyed attempt: its text written out, as its running entry's was.
+    started, attempt = running["started_at"], running["attempt"]
+    return completed, keyed_completed_envelope(running["name"], attempt, started, key_hash, finished)
 
 
 async def _recorded(run: PhaseRun, key_hash: str) -> dict[str, Any] | None:
@@ -293,7 +306,16 @@ def _running_entry(
         text = jn.running_step_text(name, progress.attempt, progress.first_started)
         if text.isascii():
             return key, running, text
+    elif key_hash is not None and len(running) == _KEYED_FIELDS:  # the six and the key's two
+        key_text = running["idempotency_key"]
+        text = keyed_running_text(name, progress.attempt, progress.first_started, key_text, key_hash)
+        if text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES:
+            return key, running, text
     return key, running, jn.encode_entry(key, running)
+
+
+_KEYED_FIELDS = 8
+"""A keyed attempt's running entry with nothing but the usual six fields and the key's two."""
 
 
 async def attempt_failed(
