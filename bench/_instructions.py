@@ -50,6 +50,7 @@ CELLS = (
     ("history-hooks", "  the same, its capture recording nothing"),
     ("history-no-statements", "  the same, its deliveries building no statement"),
     ("history-no-sql", "  the same, its local D1 running no SQL"),
+    ("engine-keyed", "engine, SQLite NORMAL, each step with an idempotency key"),
     ("engine-no-turns", "engine, SQLite NORMAL, no write suspending"),
     ("history-no-turns", "engine + history, the same"),
     ("engine-short", "engine, SQLite NORMAL, 10-step executions"),
@@ -225,6 +226,7 @@ def _strip(cell: str) -> None:
 
 
 async def _engine_run(cell: str, steps: int) -> None:
+    from . import _workflows as wf
     from ._engine import Engine
 
     _strip(cell)
@@ -248,7 +250,7 @@ async def _engine_run(cell: str, steps: int) -> None:
                 for _ in range(max(1, steps // SHORT)):
                     await engine.run(SHORT)
             else:
-                await engine.run(steps)
+                await engine.run(steps, wf.linear_keyed if cell == "engine-keyed" else wf.linear)
         finally:
             await engine.close()
 

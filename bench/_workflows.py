@@ -22,6 +22,15 @@ async def linear(ctx: WorkflowContext, input: Any) -> int:
     return n
 
 
+@workflow("bench-linear-keyed")
+async def linear_keyed(ctx: WorkflowContext, input: Any) -> int:
+    """``linear`` with an idempotency key on every step (each is hashed, looked up, journaled)."""
+    n = int(input["n"])
+    for i in range(n):
+        await ctx.step(f"step-{i:05d}", work, i, idempotency_key=f"charge-{i:05d}")
+    return n
+
+
 @workflow("bench-linear-yield")
 async def linear_yield(ctx: WorkflowContext, input: Any) -> int:
     """N sequential steps with a turn of the event loop between them, as a body that

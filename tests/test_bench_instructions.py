@@ -46,6 +46,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         "history-hooks": 155_000.0,
         "history-no-statements": 190_000.0,
         "history-no-sql": 220_000.0,
+        "engine-keyed": 180_000.0,
         "engine-no-turns": 148_000.0,
         "history-no-turns": 296_000.0,
         "engine-short": 300_000.0,
