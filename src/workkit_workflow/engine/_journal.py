@@ -247,7 +247,8 @@ def _expand_op(key: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 NOT_PLAIN: Final[Any] = object()
-"""What :func:`finished_op_output` returns for a text it does not read."""
+"""What a reader of one field of an entry (:func:`finished_op_output`) returns for a text it
+does not read."""
 
 _INSTANT: Final = r"[1-9][0-9]*+\.[0-9]++"
 """A positive JSON number with a fraction and no exponent: a clock's time as ``number_text``
@@ -282,13 +283,18 @@ def completed_step_output(text: Any, name: str) -> tuple[str | None, Any] | None
         return None
     if head is None or head[1] != name:
         return None
+    output = _last_field(text, head.end())
+    return None if output is NOT_PLAIN else (head[2], output)
+
+
+def _last_field(text: str, start: int) -> Any:
+    """The JSON value at ``start`` if the entry ends right after it (its closing brace),
+    else :data:`NOT_PLAIN`."""
     try:
-        output, end = scan_once(text, head.end())
+        value, end = scan_once(text, start)
     except (StopIteration, ValueError, RecursionError):
-        return None
-    if text[end:] != "}":  # the entry ends with its output
-        return None
-    return head[2], output
+        return NOT_PLAIN
+    return value if text[end:] == "}" else NOT_PLAIN
 
 
 _FINISHED_TAILS: Final = {
@@ -333,11 +339,7 @@ def finished_op_output(text: Any, op: int, kind: str, name: str) -> Any:
         return NOT_PLAIN
     if kind == "sleep":
         return None
-    try:
-        output, end = scan_once(text, head.end())
-    except (StopIteration, ValueError, RecursionError):
-        return NOT_PLAIN
-    return output if text[end:] == "}" else NOT_PLAIN  # the entry ends with its output
+    return _last_field(text, head.end())
 
 
 def storable_text(text: str) -> str:

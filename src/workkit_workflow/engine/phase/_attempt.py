@@ -104,22 +104,19 @@ def keyed_running_text(name: str, attempt: int, started_at: float, key_text: str
     six fields of ``running_step_text``, then ``idempotency_key`` and ``idempotency_hash``),
     written out: the encoder's whole entry is most of a keyed step's cost above a plain one's.
     ``tests/test_step_envelope.py`` holds it to the encoder's text."""
-    return (
-        f"{jn.running_step_text(name, attempt, started_at)[:-1]},"
-        f'"idempotency_key":{encode_basestring(key_text)},"idempotency_hash":{encode_basestring(key_hash)}}}'
-    )
+    head = jn.running_step_text(name, attempt, started_at)[:-1]
+    key, hashed = encode_basestring(key_text), encode_basestring(key_hash)
+    return f'{head},"idempotency_key":{key},"idempotency_hash":{hashed}}}'
 
 
 def keyed_completed_envelope(
     name: str, attempt: int, started_at: float, key_hash: str, finished_at: float
 ) -> str:
     """``encode_entry``'s text for the completion of :func:`keyed_running_text`'s entry, less
-    its output: the key itself is not journaled once the step completed, its hash stays."""
-    return (
-        f'{{"v":{jn.OP_VERSION},"kind":"step","name":{encode_basestring(name)},"status":"completed",'
-        f'"attempt":{int(attempt)},"started_at":{jn.number_text(started_at)},'
-        f'"idempotency_hash":{encode_basestring(key_hash)},"finished_at":{jn.number_text(finished_at)}}}'
-    )
+    its output: the key itself is not journaled once the step completed, its hash stays (the
+    running entry without its key, completed as :func:`completed_envelope` completes any)."""
+    hashed = jn.running_step_text(name, attempt, started_at)[:-1]
+    return completed_envelope(f'{hashed},"idempotency_hash":{encode_basestring(key_hash)}}}', finished_at)
 
 
 def defer_with_output(

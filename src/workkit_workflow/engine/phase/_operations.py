@@ -8,7 +8,6 @@ from typing import Any
 from ...definitions._steps import DEFAULT_OPTIONS, StepContext, StepOptions
 from .. import _journal as jn
 from .._pages import JournalWindow
-from .._signals import Suspend
 from ._child import run_child
 from ._new_step import run_new_step
 from ._run import PhaseRun
@@ -28,10 +27,7 @@ class Phase(PhaseRun):
     def step(
         self, name: str, call: Callable[[StepContext], Any], options: StepOptions
     ) -> Coroutine[Any, Any, Any]:
-        if self.suspended:  # allocate(), spelt out: every step of a run and of its replays
-            raise Suspend()
-        op = self.next_op
-        self.next_op = op + 1
+        op = self.allocate()
         entries = self.entries
         if options is DEFAULT_OPTIONS and type(entries) is JournalWindow and op >= entries.end:
             return run_new_step(self, op, name, call)  # a new step: nothing to replay
