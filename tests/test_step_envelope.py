@@ -95,7 +95,7 @@ def test_a_keyed_entry_written_out_is_the_full_encode(
     assert keyed_running_text(name, 1, started_at, key_text, key_hash) == jn.encode_entry(key, running)
     completed = {**running, "status": "completed", "finished_at": finished_at}
     del completed["idempotency_key"]  # as the step journals it: the hash stays, the key goes
-    envelope = keyed_completed_envelope(name, 1, started_at, key_hash, finished_at)
+    envelope = keyed_completed_envelope(jn.encode_entry(key, running), finished_at)
     assert envelope == jn.encode_entry(key, completed)
     # A replay reads it in place, key hash and output, when its name has no escape and its
     # instants are a clock's (a fraction, no exponent); any other is decoded whole.
@@ -125,5 +125,5 @@ def test_keyed_texts_match_the_encoder_for_any_text(
     assert keyed_running_text(name, attempt, started_at, key_text, key_hash) == jn.encode_entry(key, running)
     completed = {k: v for k, v in running.items() if k != "idempotency_key"}
     completed.update(status="completed", finished_at=started_at + 1.5)
-    envelope = keyed_completed_envelope(name, attempt, started_at, key_hash, started_at + 1.5)
+    envelope = keyed_completed_envelope(jn.encode_entry(key, running), started_at + 1.5)
     assert envelope == jn.encode_entry(key, completed)

@@ -109,14 +109,15 @@ def keyed_running_text(name: str, attempt: int, started_at: float, key_text: str
     return f'{head},"idempotency_key":{key},"idempotency_hash":{hashed}}}'
 
 
-def keyed_completed_envelope(
-    name: str, attempt: int, started_at: float, key_hash: str, finished_at: float
-) -> str:
-    """``encode_entry``'s text for the completion of :func:`keyed_running_text`'s entry, less
-    its output: the key itself is not journaled once the step completed, its hash stays (the
-    running entry without its key, completed as :func:`completed_envelope` completes any)."""
-    hashed = jn.running_step_text(name, attempt, started_at)[:-1]
-    return completed_envelope(f'{hashed},"idempotency_hash":{encode_basestring(key_hash)}}}', finished_at)
+def keyed_completed_envelope(running_text: str, finished_at: float) -> str:
+    """``encode_entry``'s text for the completion of a keyed step's running entry whose key
+    fields end it (``idempotency_key``, then ``idempotency_hash``), less its output: the key
+    itself is not journaled once the step completed, its hash stays. The key's field is cut
+    out of the running text (its name, a quote after a comma, occurs nowhere inside a JSON
+    string), and the rest completed as :func:`completed_envelope` completes any."""
+    cut = running_text.find(',"idempotency_key":')
+    kept = running_text.find(',"idempotency_hash":', cut)
+    return completed_envelope(running_text[:cut] + running_text[kept:], finished_at)
 
 
 def defer_with_output(

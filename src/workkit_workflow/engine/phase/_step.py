@@ -254,9 +254,7 @@ def _completion(
     del completed["idempotency_key"]  # not journaled once the step completed; its hash stays
     if len(running) != _KEYED_FIELDS:
         return completed, None
-    # The usual keyed attempt: its text written out, as its running entry's was.
-    started, attempt = running["started_at"], running["attempt"]
-    return completed, keyed_completed_envelope(running["name"], attempt, started, key_hash, finished)
+    return completed, keyed_completed_envelope(running_text, finished)  # the usual keyed attempt
 
 
 async def _recorded(run: PhaseRun, key_hash: str) -> dict[str, Any] | None:
