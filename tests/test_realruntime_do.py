@@ -197,6 +197,31 @@ def test_lease_alarm_after_an_eviction(runtime: RealRuntime) -> None:
         assert state["constructed"][execution_id] >= 2, state
 
 
+def test_keyed_steps_replayed_after_an_eviction(runtime: RealRuntime) -> None:
+    """Keyed steps in the runtime: the first journaled as the keyed texts (held to the encoder's
+    by test_step_envelope.py), a second reusing its key without running, and a fresh instance
+    replaying both from the journal after the third step resets the object: each keyed side
+    effect ran once, and the third's key survived its lost attempt."""
+    service = runtime.service("scenarios", NEW_STYLE_DATE)
+    execution_id = eid("keyed", NEW_STYLE_DATE)
+    ok(runtime.request(service, "POST", f"/start?workflow=rt-keyed&id={execution_id}", {"order": 7}))
+    wait_counter(runtime, NEW_STYLE_DATE, execution_id, "ship:end", timeout=40)
+    result = settled_result(runtime, NEW_STYLE_DATE, execution_id)
+    charged = {"n": 1, "key": "charge:7"}
+    expected = {"charged": charged, "again": charged, "ship_attempt": 2}
+    assert result["ok"] and result["value"] == expected, result
+    seen = counters(runtime, NEW_STYLE_DATE, execution_id)
+    assert seen == {"charge": 1, "ship:start": 2, "ship:end": 1}, seen
+    state = ok(runtime.request(service, "GET", "/runtime"))
+    assert state["constructed"][execution_id] >= 2, state
+    steps = {e["name"]: e for e in ok(runtime.request(service, "GET", f"/journal?id={execution_id}"))}
+    charge, again, ship = steps["charge"], steps["charge-again"], steps["ship"]
+    assert charge["status"] == again["status"] == ship["status"] == "completed", steps
+    assert charge["attempt"] == 1 and charge["idempotency_hash"].startswith("sha256:"), charge
+    assert again["reused_from"] == "charge" and again["idempotency_hash"] == charge["idempotency_hash"], again
+    assert ship["idempotency_hash"] != charge["idempotency_hash"] and ship["lost"] == 1, ship
+
+
 def _torn_commits_until_killed(runtime: RealRuntime) -> threading.Thread:
     """Commits of 8 keys of 16 KiB and an alarm, all carrying one counter, back to back
     through the SQL journal (probes.py ``torn_run``), in a request the kill interrupts."""

@@ -181,6 +181,24 @@ async def evicted(ctx, data):
     return {"second_attempt": second["attempt"]}
 
 
+async def keyed(name):
+    """Counts one run and returns the idempotency key its step was given."""
+    return {"n": await bump(name), "key": current_step().idempotency_key}
+
+
+@workflow("rt-keyed", retry=FAST_RETRY)
+async def keyed_steps(ctx, data):
+    """Steps with idempotency keys: the first journals its running entry and its completion as
+    the keyed texts; the second asks for the same key and reuses that output without running;
+    the third resets its object on its first attempt, so a fresh instance replays the first
+    two from their keyed entries before the third runs again (its ``lost`` attempt)."""
+    order = data["order"]
+    charged = await ctx.step("charge", keyed, "charge", idempotency_key=f"charge:{order}")
+    again = await ctx.step("charge-again", keyed, "charge-again", idempotency_key=f"charge:{order}")
+    shipped = await ctx.step("ship", abort_first_attempt, "ship", idempotency_key=f"ship:{order}")
+    return {"charged": charged, "again": again, "ship_attempt": shipped["attempt"]}
+
+
 @workflow("rt-adopt", retry=FAST_RETRY)
 async def adopted(ctx, data):
     """Started through the key-value adapter, continued over the SQL journal (probes.adopt)."""
