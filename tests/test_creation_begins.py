@@ -39,11 +39,20 @@ async def test_a_driven_start_writes_its_creation_its_steps_and_its_end(env: Wor
     assert ran == [0, 1, 2, 3]
 
 
-async def test_a_start_without_waiting_is_pending_until_its_alarm_drives_it(env: WorkflowTestEnv) -> None:
+async def test_a_start_without_waiting_is_pending_until_its_alarm_drives_it(
+    env: WorkflowTestEnv, monkeypatch: Any
+) -> None:
     ran: list[int] = []
+    # The alarm, due at once, is held back while the execution is looked at (the loop
+    # looks at it within a turn or two of its write, before a request could).
+    deliver_due = env.ns._deliver_due
+    monkeypatch.setattr(env.ns, "_deliver_due", lambda now: (False, None))
     handle = await env.start(_linear(2, ran), {})
     described = await handle.describe()
     assert (described["status"], described["started_at"]) == ("pending", None)
+    assert ran == [] and env.ns.backend.get_alarm(handle.execution_id) is not None
+    monkeypatch.setattr(env.ns, "_deliver_due", deliver_due)
+    env.ns._wake()
     assert (await env.result(handle)).ok
     assert (await handle.meta())["incarnations"] == 1
 

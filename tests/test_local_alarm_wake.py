@@ -1,6 +1,7 @@
-"""The local namespace's background loop looks at the stored alarms again only when
-an alarm comes before its next planned look (each look reads every stored alarm),
-and still delivers every alarm at its time."""
+"""The local namespace's background loop looks at the stored alarms (each look reads
+every one of them) only when one is due: an alarm set before its next planned look
+moves that look earlier, with no look now, and every alarm is still delivered at its
+time, on a virtual clock, on the real one and on a clock without ``call_later``."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ async def _settle_loop() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_later_alarm_does_not_wake_the_loop_an_earlier_one_does() -> None:
+async def test_an_alarm_moves_the_planned_look_earlier_without_a_look_now() -> None:
     Armed.deliveries = []
     clock = VirtualClock()
     async with LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None) as ns:
@@ -61,9 +62,11 @@ async def test_a_later_alarm_does_not_wake_the_loop_an_earlier_one_does() -> Non
         assert looks.count == 0  # after the planned look: nothing to look at before it
         await ns.request("near", "POST", "/arm", query={"in": "10"})
         await _settle_loop()
-        assert looks.count == 1 and ns._planned == start + 10
+        assert looks.count == 0 and ns._planned == start + 10  # moved, not looked
         await clock.sleep(300)
         assert Armed.deliveries == [("near", start + 10), ("far", start + 100), ("farther", start + 200)]
+        # A look at each alarm's time, and one after each delivery (the handler's end).
+        assert looks.count <= 6
 
 
 async def test_a_removed_alarm_does_not_wake_the_loop() -> None:
@@ -82,3 +85,72 @@ async def test_a_removed_alarm_does_not_wake_the_loop() -> None:
         # The planned look finds nothing due and plans the next one.
         await clock.sleep(100)
         assert Armed.deliveries == [("b", start + 60)]
+
+
+async def test_an_alarm_due_now_is_looked_at_now() -> None:
+    Armed.deliveries = []
+    clock = VirtualClock()
+    async with LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None) as ns:
+        start = clock.now()
+        await ns.request("later", "POST", "/arm", query={"in": "100"})
+        await _settle_loop()
+        looks = _Looks(ns)
+        await ns.request("now", "POST", "/arm", query={"in": "0"})
+        await _settle_loop()
+        assert looks.count >= 1 and Armed.deliveries == [("now", start)]
+        assert ns._planned == start + 100
+
+
+async def test_the_real_clock_delivers_an_earlier_alarm_at_its_time() -> None:
+    Armed.deliveries = []
+    async with LocalNamespace(object_class=Armed, idle_eviction=None) as ns:
+        await ns.request("far", "POST", "/arm", query={"in": "3600"})
+        await _settle_loop()
+        looks = _Looks(ns)
+        await ns.request("near", "POST", "/arm", query={"in": "0.05"})
+        await _settle_loop()
+        assert looks.count == 0
+        for _ in range(200):
+            if Armed.deliveries:
+                break
+            await asyncio.sleep(0.01)
+        assert [name for name, _ in Armed.deliveries] == ["near"]
+
+
+class _SleepOnlyClock:
+    """A clock a user wrote: ``now`` and ``sleep``, no ``call_later``."""
+
+    def __init__(self, inner: VirtualClock) -> None:
+        self.inner = inner
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+async def test_a_clock_without_call_later_gets_its_looks_from_a_sleeping_task() -> None:
+    Armed.deliveries = []
+    inner = VirtualClock()
+    clock = _SleepOnlyClock(inner)
+    async with LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None) as ns:
+        start = clock.now()
+        await ns.request("far", "POST", "/arm", query={"in": "100"})
+        await ns.request("near", "POST", "/arm", query={"in": "10"})
+        await _settle_loop()
+        assert ns._planned == start + 10
+        await inner.sleep(200)
+        assert Armed.deliveries == [("near", start + 10), ("far", start + 100)]
+
+
+async def test_closing_drops_the_planned_look() -> None:
+    clock = VirtualClock()
+    ns = LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None)
+    await ns.request("far", "POST", "/arm", query={"in": "100"})
+    await _settle_loop()
+    look = ns._look
+    assert look is not None
+    await ns.close()
+    assert ns._look is None and ns._planned is None
+    assert look.cancelled()

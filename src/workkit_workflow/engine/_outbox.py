@@ -22,28 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from ._plugins import ObservedExecution
-from ._ports import Cancellable
+from ._ports import call_later
 
 MAX_BACKOFF = 300.0
 """The longest wait, in seconds, between two failed deliveries."""
 
 T = TypeVar("T")
-
-
-def call_later(core: ObservedExecution, seconds: float, callback: Callable[[], None]) -> Cancellable:
-    """``callback`` once ``seconds`` passed on the core's clock, with no task of its own
-    where the clock has ``call_later``; the returned object's ``cancel()`` drops it."""
-    schedule = getattr(core.clock, "call_later", None)
-    if schedule is not None:
-        scheduled: Cancellable = schedule(seconds, callback)
-        return scheduled
-    timer = core.spawn(core.clock.sleep(seconds))
-    timer.add_done_callback(lambda done: None if done.cancelled() else callback())
-    return timer
 
 
 class Delivery:
@@ -183,7 +171,7 @@ class Delivery:
                 fired = True
                 task.cancel()
 
-        timer = call_later(self.core, seconds, expire)
+        timer = call_later(self.core.clock, seconds, expire, self.core.spawn)
         try:
             return await work
         except asyncio.CancelledError:

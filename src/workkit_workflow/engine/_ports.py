@@ -129,6 +129,24 @@ class SystemClock:
         return asyncio.get_running_loop().call_later(max(seconds, 0.0), callback, context=PLAIN_CONTEXT)
 
 
+def call_later(
+    clock: Clock,
+    seconds: float,
+    callback: Callable[[], None],
+    spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+) -> Cancellable:
+    """``callback`` once ``seconds`` passed on ``clock``, with no task of its own where the
+    clock has ``call_later``, else a task ``spawn`` starts that sleeps on it; the returned
+    object's ``cancel()`` drops it."""
+    schedule = getattr(clock, "call_later", None)
+    if schedule is not None:
+        scheduled: Cancellable = schedule(seconds, callback)
+        return scheduled
+    timer = spawn(clock.sleep(seconds))
+    timer.add_done_callback(lambda done: None if done.cancelled() else callback())
+    return timer
+
+
 class Host(Protocol):
     """What the hosting runtime gives an execution object besides storage."""
 

@@ -39,9 +39,9 @@ import logging
 from itertools import chain, islice
 from typing import Any
 
-from ..engine._outbox import Delivery, call_later
+from ..engine._outbox import Delivery
 from ..engine._plugins import ObservedExecution, register_observer
-from ..engine._ports import KEEP_ALARM, Cancellable
+from ..engine._ports import KEEP_ALARM, Cancellable, call_later
 from ._bundle import UNREAD, Bundle, Record
 from ._capture import BATCH, HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
@@ -139,7 +139,7 @@ class Outbox(Capture, Delivery):
                 self._nudge = None
             super().kick()
         elif self.undelivered and self._nudge is None:
-            self._nudge = call_later(self.core, LINGER, self._lingered)
+            self._nudge = call_later(self.core.clock, LINGER, self._lingered, self.core.spawn)
         # Until a commit fills the page or asks for delivery now, the timer does it:
         # the engine need not call this after each commit (``Capture.kick_due``).
         self.kick_due = self._nudge is None

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine._ports import Clock
+from ..engine._ports import Cancellable, Clock, call_later
 from ._backends import Backend
 from ._host import ObjectEvicted, SimulatedCrash, _Live
 
@@ -23,6 +23,11 @@ HOLD_MAX_DELAY = 64.0
 
 EVICTION_BATCH = 0.05
 """An object may stay up to this fraction of ``idle_eviction`` longer, so one scan evicts many."""
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """The task a clock without ``call_later`` sleeps in until the loop's planned look."""
+    return asyncio.get_running_loop().create_task(coro)
 
 
 @dataclass
@@ -48,6 +53,8 @@ class AlarmLoop:
     _retries: dict[str, int]
     _holds: dict[str, _Hold]
     _planned: float | None
+    _look: Cancellable | None
+    _looking: bool
     _eviction_due: float | None
     _closed: bool
     _instance: Callable[[str], _Live]
@@ -72,15 +79,14 @@ class AlarmLoop:
             self._alarm_event.set()
 
     def _object_idle(self, since: float) -> None:
-        # Only wake the loop when this object's eviction comes before the loop's
-        # next planned look: not a scan of every alarm after every request.
+        # Only an eviction before the loop's next planned look moves that look (to it):
+        # not a scan of every alarm after every request.
         if self.idle_eviction is None:
             return
         deadline = since + self.idle_eviction
         if self._eviction_due is None or deadline < self._eviction_due:
             self._eviction_due = deadline
-        if self._planned is None or deadline < self._planned:
-            self._wake()
+        self._plan(deadline)
 
     def _alarm_recorded(self, obj: str, at: float | None) -> None:
         # Storage took a new alarm for ``obj`` (``at``; None: removed): whatever it
@@ -89,16 +95,37 @@ class AlarmLoop:
         live = self._live.get(obj)
         if live is not None:
             live.alarm_written = True
-        # Only wake the loop when the alarm comes before its next planned look, which
-        # reads every stored alarm: not a scan of all of them after every write. A
-        # removed alarm needs no look; a planned look that finds nothing due plans again.
-        if at is not None and (self._planned is None or at < self._planned):
+        # An alarm before the loop's next planned look brings that look forward to it; a
+        # later one, or a removed one, needs nothing (a look that finds nothing due plans
+        # the next). Not a look now: each reads every stored alarm.
+        if at is not None:
+            self._plan(at)
+
+    def _plan(self, at: float) -> None:
+        """Have the loop look at the stored alarms by ``at``: its planned look, moved
+        earlier if it comes later (or there is none), with no look before then. The look
+        is a timer that wakes the loop; while the loop looks, it plans its next look itself."""
+        if self._alarm_event is None or self._looking:
+            return
+        planned = self._planned
+        if planned is not None and planned <= at:
+            return
+        if self._look is not None:
+            self._look.cancel()
+        now = self.clock.now()
+        if at <= now:
+            self._look = self._planned = None
             self._wake()
+            return
+        self._planned = at
+        self._look = call_later(self.clock, at - now, self._wake, _spawn)
 
     async def _background(self) -> None:
         assert self._alarm_event is not None
         while not self._closed:
             self._alarm_event.clear()
+            self._unplan()
+            self._looking = True
             now = self.clock.now()
             try:
                 fired, next_alarm = self._deliver_due(now)
@@ -107,19 +134,22 @@ class AlarmLoop:
                 log.warning("cannot read pending alarms: %r", exc)
                 fired, next_alarm = False, now + 1.0
             if fired:
+                self._looking = False
                 await asyncio.sleep(0)
                 continue
             wake_at = [t for t in (next_alarm, self._evict_idle(now)) if t is not None]
-            self._planned = min(wake_at) if wake_at else None
-            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._alarm_event.wait())}
-            if self._planned is not None:
-                waits.add(asyncio.ensure_future(self.clock.sleep(self._planned - now)))
+            self._looking = False
+            if wake_at:
+                self._plan(min(wake_at))
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                await self._alarm_event.wait()
             finally:
-                self._planned = None
-                for waiter in waits:
-                    waiter.cancel()
+                self._unplan()
+
+    def _unplan(self) -> None:
+        if self._look is not None:
+            self._look.cancel()
+        self._look = self._planned = None
 
     def _deliver_due(self, now: float) -> tuple[bool, float | None]:
         """Fire every due alarm; return whether any fired and when the next is due."""

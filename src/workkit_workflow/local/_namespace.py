@@ -33,7 +33,7 @@ import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from ..engine._ports import Clock, SystemClock, WireRequest, WireResponse
+from ..engine._ports import Cancellable, Clock, SystemClock, WireRequest, WireResponse
 from ..errors import TransportError
 from ._alarm_loop import AlarmLoop, _Hold
 from ._backends import Backend, MemoryBackend, SqliteBackend
@@ -115,6 +115,10 @@ class LocalNamespace(AlarmLoop):
         self._holds: dict[str, _Hold] = {}
         self._planned: float | None = None
         """When the background loop looks again by itself (None: only when woken)."""
+        self._look: Cancellable | None = None
+        """The timer of that look (``_plan``)."""
+        self._looking = False
+        """Whether the loop is looking at the stored alarms now (it then plans its next look)."""
         self._eviction_due: float | None = None
         """No object can be due for eviction before this (None: none is idle)."""
         self._closed = False
