@@ -215,7 +215,7 @@ def test_a_long_completion_is_held_as_its_text_without_its_output() -> None:
     """Memory holds a commit's values until their delivery, hundreds of commits at most
     (``HELD``): the engine hands no value whose text is long (an output of megabytes,
     ``HANDED_MAX``, checked end to end above), and the outbox holds such a completion
-    as its text without the output; its page is projected from its records."""
+    as its text without the output; its page is projected from that text."""
     outbox = Outbox(_Core(), LocalD1())  # type: ignore[arg-type]
     big = "x" * (2 * HANDED_MAX)
     running = {"v": 2, "kind": "step", "name": "next", "status": "running", "attempt": 1, "started_at": 2.0}
@@ -228,7 +228,9 @@ def test_a_long_completion_is_held_as_its_text_without_its_output() -> None:
         ("j:00000001", "1", None),
     ]
     assert big not in repr(held)
-    assert outbox._plain_statements({held.key: ""}) is None  # its records say it
+    statements = outbox._plain_statements({held.key: ""})
+    assert statements is not None and big not in repr(statements)
+    assert any('"00000000":["big",1,' in str(args) for _, args in statements)  # its page entry
     short = {"j:00000002": {**running, "name": "short"}}
     outbox.capture({"j:00000002": jn.dumps(short["j:00000002"])}, short)
     assert outbox._memory[max(outbox._memory)].parts is short  # a short one: its values

@@ -13,29 +13,27 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from ..engine import _journal as jn
-from ._bundle import Bundle
+from ._bundle import Bundle, Record
 from ._d1 import Statement, inserts
 from ._pages import _INSTANTS, Pages, page_inserts, page_step
-from ._projection import _NOT_PLAIN, _PLAIN_COLUMNS, _PLAIN_CONFLICT
+from ._projection import _NOT_PLAIN, _PLAIN_COLUMNS, _PLAIN_CONFLICT, execution_events, execution_inserts
 
 
-def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement] | None:
+def plain_projection(
+    execution_id: str, bundles: list[Bundle], executions: list[Record] | None = None
+) -> list[Statement] | None:
     """The statements of a page of plain steps' bundles held in memory, or None when it
-    holds anything else (then :func:`projection` of their records says it).
+    holds anything else (then :func:`projection` of their records says it); D1 then shows
+    what :func:`projection`'s would (``tests/test_history_transitions.py`` compares them).
 
-    Nearly every page of a run: each bundle a step's completion and the next one's first
-    start, held as the values the engine built (``Capture.capture``), with no execution
-    record. Each is a transition a step's row or page entry holds. A page with a bundle of
-    pieces (one stored, or held while its values were not at hand) is left to its records.
-    D1 then shows what :func:`projection`'s statements show
-    (``tests/test_history_transitions.py`` compares them).
-
-    One pass, in the order of the operations: a start waits for its completion, which
-    writes the step's page entry; a start left over, or a completion that is not a page's
-    (failed attempts, an instant that is no whole millisecond), is a row. The usual
-    completion (a first attempt's, no errors, both instants' texts known) writes its entry
-    here; any other takes :func:`page_step` (17.9k instructions a step rather than 22.2k,
-    counted with callgrind over a run's plain pages)."""
+    Nearly every page of a run: each bundle a step's completion and the next one's start,
+    as the values the engine built (``Capture.capture``). A page with bundles of pieces (a
+    short execution's whole history) is first split (:func:`_split`): ``executions`` are
+    its execution records. One pass, in the order of the operations: a start waits for its
+    completion, which writes the step's page entry; a start left over, or a completion
+    that is not a page's (failed attempts, an instant that is no whole millisecond), is a
+    row. The usual completion writes its entry here; any other takes :func:`page_step`
+    (17.9k instructions a step rather than 22.2k, counted with callgrind)."""
     starts: dict[str, tuple[int, Mapping[str, Any]]] = {}
     rows: list[tuple[Any, ...]] = []
     pages: Pages = {}
@@ -45,7 +43,8 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
     for bundle in bundles:
         parts = bundle.parts
         if isinstance(parts, list):
-            return None
+            split = _split(execution_id, bundles)
+            return None if split is None else plain_projection(execution_id, *split)
         seq = bundle.seq
         for key in sorted(parts):
             entry = parts[key]
@@ -78,7 +77,49 @@ def plain_projection(execution_id: str, bundles: list[Bundle]) -> list[Statement
         if not entry.keys().isdisjoint(_NOT_PLAIN):
             return None
         rows.append(plain_row(execution_id, key, entry, seq, seq, None))
-    return inserts("wf_step_rows", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows) + page_inserts(execution_id, pages)
+    steps = inserts("wf_step_rows", _PLAIN_COLUMNS, _PLAIN_CONFLICT, rows) + page_inserts(execution_id, pages)
+    return execution_inserts(executions) + steps + execution_events(executions) if executions else steps
+
+
+def _split(execution_id: str, bundles: list[Bundle]) -> tuple[list[Bundle], list[Record]] | None:
+    """A page with bundles of pieces as :func:`plain_projection` reads one: the step pieces
+    of each as bundles of their values (the engine's, or decoded from their texts), a new
+    one wherever a key does not sort after the one before it (a step's start and its
+    completion, folded into one bundle) or the execution's record stood between, and the
+    execution's records apart; None if a piece is a reference held without its value or
+    text (its records read it back), or the record of anything else."""
+    split: list[Bundle] = []
+    executions: list[Record] = []
+    for bundle in bundles:
+        parts = bundle.parts
+        if not isinstance(parts, list):
+            split.append(bundle)
+            continue
+        values: dict[str, Mapping[str, Any]] = {}
+        first, last = 0, ""
+        for i, piece in enumerate(parts):
+            key = piece.key
+            if values and (key <= last or key == jn.STATE):
+                split.append(Bundle.held(bundle.key, bundle.seq + first, bundle.at, execution_id, values))
+                values = {}
+            if key == jn.STATE:
+                executions.append(
+                    Record(bundle.seq + i, bundle.when, execution_id, key, jn.loads(piece.text))
+                )
+                continue
+            entry = piece.entry
+            if entry is None:
+                if not piece.text or not jn.is_op_key(key):
+                    return None
+                entry = jn.loads(piece.text)
+            if (entry.get("kind") or "step") != "step":
+                return None
+            if not values:
+                first = i
+            values[key], last = entry, key
+        if values:
+            split.append(Bundle.held(bundle.key, bundle.seq + first, bundle.at, execution_id, values))
+    return split, executions
 
 
 def _unusual(

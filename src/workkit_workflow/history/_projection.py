@@ -77,8 +77,7 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
     batch keeps it (``COALESCE`` in the upsert). The records whose sequence is in
     ``quiet`` are no transition (recovered ones D1 holds already, ``_recovery``).
     """
-    executions: dict[str, Record] = {}
-    created: dict[str, Mapping[str, Any]] = {}
+    states: list[Record] = []
     steps: dict[tuple[str, str], Record] = {}
     started: dict[tuple[str, str], int] = {}
     finished: dict[tuple[str, str], int] = {}
@@ -86,11 +85,7 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
     for record in records:
         if record.key == jn.STATE:
             events.append(_execution_event(record))
-            if "input" in record.value:
-                created[record.execution_id] = record.value
-            latest = executions.get(record.execution_id)
-            if latest is None or latest.seq < record.seq:
-                executions[record.execution_id] = record
+            states.append(record)
             continue
         step = record.execution_id, record.key
         if not quiet or record.seq not in quiet:
@@ -116,16 +111,33 @@ def projection(records: list[Record], quiet: frozenset[int] = frozenset()) -> li
             continue
         rows.append(_step_row(r.execution_id, r.key, r.value, r.seq, started.get(k), done))
     return (
-        inserts(
-            "wf_executions",
-            _EXECUTION_COLUMNS,
-            _EXECUTION_CONFLICT,
-            [_execution_row(r, created.get(r.execution_id)) for r in executions.values()],
-        )
+        execution_inserts(states)
         + _step_inserts(rows)
         + [statement for eid, of_eid in pages.items() for statement in page_inserts(eid, of_eid)]
         + inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, events)
     )
+
+
+def execution_inserts(records: list[Record]) -> list[Statement]:
+    """The upserts of the rows of the executions whose ``state`` records these are: each
+    from its execution's newest record, with the input of the last one that holds it (a
+    newer record in the batch takes it over, as a later batch keeps it: ``COALESCE``)."""
+    executions: dict[str, Record] = {}
+    created: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        if "input" in record.value:
+            created[record.execution_id] = record.value
+        latest = executions.get(record.execution_id)
+        if latest is None or latest.seq < record.seq:
+            executions[record.execution_id] = record
+    rows = [_execution_row(r, created.get(r.execution_id)) for r in executions.values()]
+    return inserts("wf_executions", _EXECUTION_COLUMNS, _EXECUTION_CONFLICT, rows)
+
+
+def execution_events(records: list[Record]) -> list[Statement]:
+    """The inserts of the events of these ``state`` records (a page whose other records
+    are all held by their steps' rows, ``plain_projection``'s)."""
+    return inserts("wf_events", _EVENT_COLUMNS, _EVENT_CONFLICT, [_execution_event(r) for r in records])
 
 
 _RARE = ("retry_at", "wake_at", "event_type", "error", "restored_from")
