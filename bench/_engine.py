@@ -358,6 +358,7 @@ async def children_ops(workdir: str, sizes: Sequence[int]) -> list[ChildrenResul
 @dataclass
 class ConcurrencyResult:
     executions: int
+    """Executions in flight at once (started together on one namespace)."""
     steps: int
     synchronous: str
     wall: float
@@ -374,14 +375,53 @@ class ConcurrencyResult:
     collector_walks: float | None = None
     """Objects the collector walked per execution (an untimed pass of its own:
     :func:`collector_walks`); None when not counted."""
+    rounds: int = 1
+    """Rounds of ``executions`` timed (:func:`concurrency`): ``wall``, ``cpu`` and the
+    collector's figures are their sums, ``latencies`` all of theirs."""
+
+    @property
+    def total(self) -> int:
+        """Executions timed, over every round."""
+        return self.executions * self.rounds
 
 
 async def concurrency(
-    workdir: str, executions: int, steps: int, synchronous: str, *, count_objects: bool = False
+    workdir: str,
+    executions: int,
+    steps: int,
+    synchronous: str,
+    *,
+    count_objects: bool = False,
+    at_least: int = 0,
 ) -> ConcurrencyResult:
     """``executions`` executions of ``steps`` steps started at once on one namespace:
     wall time, process CPU and the garbage collector's runs while they ran; with
-    ``count_objects``, then the objects they hold (:func:`objects_in_flight`)."""
+    ``count_objects``, then the objects they hold (:func:`objects_in_flight`).
+
+    Rounds of it, each on a namespace of its own, until ``at_least`` executions were
+    timed: every cell of the section then times about as much work (10 executions alone
+    are 10 ms of CPU, which a shared machine's noise moves by a third from one run to
+    the next), each round with ``executions`` in flight, and its figures are the sums."""
+    rounds = max(1, -(-at_least // executions))
+    total = ConcurrencyResult(executions, steps, synchronous, 0.0, 0.0, [], 0, rounds=rounds)
+    for _ in range(rounds):
+        one = await _concurrency_round(workdir, executions, steps, synchronous)
+        total.wall += one.wall
+        total.cpu += one.cpu
+        total.latencies += one.latencies
+        total.gc_collections += one.gc_collections
+        total.gc_full += one.gc_full
+        total.gc_seconds += one.gc_seconds
+    if count_objects:
+        total.objects_in_flight = await objects_in_flight(workdir, executions, steps, synchronous)
+        total.collector_walks = await collector_walks(workdir, executions, steps, synchronous)
+    return total
+
+
+async def _concurrency_round(
+    workdir: str, executions: int, steps: int, synchronous: str
+) -> ConcurrencyResult:
+    """One round of :func:`concurrency`: ``executions`` started at once on a new namespace."""
     path = os.path.join(workdir, f"conc-{synchronous}-{executions}-{time.monotonic_ns()}.db")
     # The default interleaving: every storage await lets another request run.
     ns = LocalNamespace(path, synchronous=synchronous)
@@ -415,22 +455,8 @@ async def concurrency(
     finally:
         await ns.close()
         os.remove(path)
-    objects = walked = None
-    if count_objects:
-        objects = await objects_in_flight(workdir, executions, steps, synchronous)
-        walked = await collector_walks(workdir, executions, steps, synchronous)
     return ConcurrencyResult(
-        executions,
-        steps,
-        synchronous,
-        wall,
-        cpu,
-        latencies,
-        collections,
-        full,
-        timer.seconds,
-        objects,
-        walked,
+        executions, steps, synchronous, wall, cpu, latencies, collections, full, timer.seconds
     )
 
 
