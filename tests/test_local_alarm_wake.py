@@ -6,6 +6,8 @@ time, on a virtual clock, on the real one and on a clock without ``call_later``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from workkit_workflow.engine._ports import WireRequest, WireResponse
@@ -48,20 +50,31 @@ async def _settle_loop() -> None:
         await asyncio.sleep(0)
 
 
-async def test_an_alarm_moves_the_planned_look_earlier_without_a_look_now() -> None:
+@asynccontextmanager
+async def _armed(clock: Any = None) -> AsyncIterator[LocalNamespace]:
+    """A namespace of :class:`Armed` objects (on ``clock``, else the real one), no delivery yet."""
     Armed.deliveries = []
-    clock = VirtualClock()
     async with LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None) as ns:
+        yield ns
+
+
+async def _arm(ns: LocalNamespace, name: str, seconds: str) -> None:
+    """Set the alarm of ``name`` ``seconds`` ahead, and let the loop take what it does of it."""
+    await ns.request(name, "POST", "/arm", query={"in": seconds})
+    await _settle_loop()
+
+
+async def test_an_alarm_moves_the_planned_look_earlier_without_a_look_now() -> None:
+    clock = VirtualClock()
+    async with _armed(clock) as ns:
         start = clock.now()
-        await ns.request("far", "POST", "/arm", query={"in": "100"})
-        await _settle_loop()
+        await _arm(ns, "far", "100")
         looks = _Looks(ns)
         assert ns._planned == start + 100
-        await ns.request("farther", "POST", "/arm", query={"in": "200"})
-        await _settle_loop()
+        await _arm(ns, "farther", "200")
         assert looks.count == 0  # after the planned look: nothing to look at before it
-        await ns.request("near", "POST", "/arm", query={"in": "10"})
-        await _settle_loop()
+        assert ns._planned == start + 100  # and the planned look stays where it was
+        await _arm(ns, "near", "10")
         assert looks.count == 0 and ns._planned == start + 10  # moved, not looked
         await clock.sleep(300)
         assert Armed.deliveries == [("near", start + 10), ("far", start + 100), ("farther", start + 200)]
@@ -70,13 +83,11 @@ async def test_an_alarm_moves_the_planned_look_earlier_without_a_look_now() -> N
 
 
 async def test_a_removed_alarm_does_not_wake_the_loop() -> None:
-    Armed.deliveries = []
     clock = VirtualClock()
-    async with LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None) as ns:
+    async with _armed(clock) as ns:
         start = clock.now()
         await ns.request("a", "POST", "/arm", query={"in": "50"})
-        await ns.request("b", "POST", "/arm", query={"in": "60"})
-        await _settle_loop()
+        await _arm(ns, "b", "60")
         looks = _Looks(ns)
         ns.backend.commit("a", {}, (), None)
         ns._alarm_recorded("a", None)  # as a commit through the object's storage does
@@ -88,27 +99,21 @@ async def test_a_removed_alarm_does_not_wake_the_loop() -> None:
 
 
 async def test_an_alarm_due_now_is_looked_at_now() -> None:
-    Armed.deliveries = []
     clock = VirtualClock()
-    async with LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None) as ns:
+    async with _armed(clock) as ns:
         start = clock.now()
-        await ns.request("later", "POST", "/arm", query={"in": "100"})
-        await _settle_loop()
+        await _arm(ns, "later", "100")
         looks = _Looks(ns)
-        await ns.request("now", "POST", "/arm", query={"in": "0"})
-        await _settle_loop()
+        await _arm(ns, "now", "0")
         assert looks.count >= 1 and Armed.deliveries == [("now", start)]
         assert ns._planned == start + 100
 
 
 async def test_the_real_clock_delivers_an_earlier_alarm_at_its_time() -> None:
-    Armed.deliveries = []
-    async with LocalNamespace(object_class=Armed, idle_eviction=None) as ns:
-        await ns.request("far", "POST", "/arm", query={"in": "3600"})
-        await _settle_loop()
+    async with _armed() as ns:
+        await _arm(ns, "far", "3600")
         looks = _Looks(ns)
-        await ns.request("near", "POST", "/arm", query={"in": "0.05"})
-        await _settle_loop()
+        await _arm(ns, "near", "0.05")
         assert looks.count == 0
         for _ in range(200):
             if Armed.deliveries:
@@ -131,14 +136,12 @@ class _SleepOnlyClock:
 
 
 async def test_a_clock_without_call_later_gets_its_looks_from_a_sleeping_task() -> None:
-    Armed.deliveries = []
     inner = VirtualClock()
     clock = _SleepOnlyClock(inner)
-    async with LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None) as ns:
+    async with _armed(clock) as ns:
         start = clock.now()
         await ns.request("far", "POST", "/arm", query={"in": "100"})
-        await ns.request("near", "POST", "/arm", query={"in": "10"})
-        await _settle_loop()
+        await _arm(ns, "near", "10")
         assert ns._planned == start + 10
         await inner.sleep(200)
         assert Armed.deliveries == [("near", start + 10), ("far", start + 100)]
@@ -147,8 +150,7 @@ async def test_a_clock_without_call_later_gets_its_looks_from_a_sleeping_task() 
 async def test_closing_drops_the_planned_look() -> None:
     clock = VirtualClock()
     ns = LocalNamespace(clock=clock, object_class=Armed, idle_eviction=None)
-    await ns.request("far", "POST", "/arm", query={"in": "100"})
-    await _settle_loop()
+    await _arm(ns, "far", "100")
     look = ns._look
     assert look is not None
     await ns.close()
