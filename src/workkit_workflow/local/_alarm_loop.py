@@ -110,11 +110,9 @@ class AlarmLoop:
         planned = self._planned
         if planned is not None and planned <= at:
             return
-        if self._look is not None:
-            self._look.cancel()
+        self._unplan()
         now = self.clock.now()
         if at <= now:
-            self._look = self._planned = None
             self._wake()
             return
         self._planned = at
