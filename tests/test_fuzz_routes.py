@@ -336,3 +336,47 @@ def test_restart_entries_are_validated(harness: Harness, entries: list[dict[str,
         "restart": {"execution_id": "done", "from_step": "one", "entries": entries},
     }
     _fuzz(harness)("fresh", "POST", "/execute", {}, _dumps(body))
+
+
+def _decoding(decode: Callable[[bytes], Any], body: bytes) -> tuple[str, Any]:
+    try:
+        return "value", decode(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        return type(exc).__name__, str(exc)
+
+
+BODY_TEXTS = [
+    '{"workflow":"w","input":{"n":1}}',
+    '{ "spaced" : [1, 2.5, null] } ',
+    '{"lone":"\\ud800","pair":"\\ud83d\\ude00","é":"ü"}',
+    '{"nan":NaN,"inf":-Infinity}',
+    '{"cut":',
+    '{"a":1}{"b":2}',
+    "[1,2]",
+    " {}",
+    "{}",
+    "{",
+]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16-le", "utf-16-be", "utf-16", "utf-32"])
+@pytest.mark.parametrize("text", BODY_TEXTS)
+def test_bodies_decode_as_json_loads_decodes_them(text: str, encoding: str) -> None:
+    """The object reads a UTF-8 body that opens an object with the package's decoder; every
+    body, in any encoding ``json.loads`` reads, decodes to what ``json.loads`` gives (or
+    fails with its error and message)."""
+    from workkit_workflow.cloudflare._wire import _decoded
+
+    body = text.encode(encoding)
+    assert _decoding(_decoded, body) == _decoding(json.loads, body)
+
+
+@given(st.binary(max_size=24).map(lambda tail: b"{" + tail))
+@FUZZ_SETTINGS
+def test_any_bytes_after_a_brace_decode_as_json_loads_decodes_them(body: bytes) -> None:
+    """Raw bytes (invalid UTF-8, an encoded surrogate, a NUL) after an opening brace."""
+    from workkit_workflow.cloudflare._wire import _decoded
+
+    assert _decoding(_decoded, body) == _decoding(json.loads, body)
+    surrogate = b'{"s":"\xed\xa0\x80"}'  # a surrogate's UTF-8 bytes: json.loads takes them
+    assert _decoding(_decoded, surrogate) == _decoding(json.loads, surrogate)

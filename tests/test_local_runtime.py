@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
+
+import pytest
 
 from workkit_workflow.engine._ports import WireRequest, WireResponse
 from workkit_workflow.local import LocalNamespace, VirtualClock
@@ -87,3 +90,45 @@ def test_changing_one_objects_alarm_writes_one_page(tmp_path: Any) -> None:
         assert backend.get_alarm("obj-01235") == 1_000_000.0 + 1235
     finally:
         backend.close()
+
+
+class EchoObject:
+    """A bare object class that answers each request with what it was sent, decoded."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        self.ctx = ctx
+
+    async def fetch(self, request: WireRequest) -> WireResponse:
+        sent = json.loads(request.body) if request.body else None
+        return WireResponse(200, {"sent": sent, "answer": EchoObject.answer})
+
+    answer: Any = None
+
+
+async def test_bodies_cross_as_json_text_both_ways() -> None:
+    """A request's body reaches the object as JSON bytes and its answer comes back as a copy
+    through JSON text, as across Cloudflare's process boundary: tuples become lists, keys
+    text, the caller's value is not the object's; what the package's compact codec refuses
+    (NaN, a lone surrogate) crosses as ``json`` writes it."""
+    ns = LocalNamespace(object_class=EchoObject, deliver_alarms=False)
+    try:
+        kept = {"list": [1, 2]}
+        EchoObject.answer = {"tuple": (1, "two"), 3: kept, "nan": float("nan"), "lone": "\ud800"}
+        sent = {"n": 1.5, "t": ("a",), "text": "é\ud800", "inf": float("inf")}
+        response = await ns.request("echo", "POST", "/anything", sent)
+        assert response.body["sent"]["t"] == ["a"] and response.body["sent"]["text"] == "é\ud800"
+        assert response.body["sent"]["n"] == 1.5 and response.body["sent"]["inf"] == float("inf")
+        answer = response.body["answer"]
+        assert answer["tuple"] == [1, "two"] and answer["3"] == {"list": [1, 2]}
+        assert answer["nan"] != answer["nan"] and answer["lone"] == "\ud800"
+        answer["3"]["list"].append(3)
+        assert kept == {"list": [1, 2]}  # a copy, not the object's own value
+        EchoObject.answer = {"plain": [True, None, 0.1]}
+        plain = await ns.request("echo", "GET", "/anything")
+        assert plain.body == {"sent": None, "answer": {"plain": [True, None, 0.1]}}
+        EchoObject.answer = {"not json": object()}
+        with pytest.raises(TypeError):
+            await ns.request("echo", "GET", "/anything")
+    finally:
+        EchoObject.answer = None
+        await ns.close()

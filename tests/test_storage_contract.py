@@ -40,6 +40,24 @@ async def test_get_put_delete(ns: LocalNamespace) -> None:
     assert await s.get("a") is None
 
 
+async def test_get_many_answers_in_the_order_asked(ns: LocalNamespace) -> None:
+    """Up to eight keys are one statement on SQLite, more one statement each: either way the
+    keys found, in the order asked, a missing or repeated key changing nothing."""
+    s = storage_of(ns)
+    stored = {f"k{i}": str(i) for i in range(12)} | {"é": "accent", "state": "{}"}
+    await s.commit(stored)
+    for asked in (
+        ["state", "é", "k3"],
+        ["k3", "missing", "é", "k3"],
+        ["missing", "absent"],
+        [f"k{i}" for i in reversed(range(12))],
+        ["é"],
+    ):
+        found = await s.get_many(asked)
+        assert list(found) == list(dict.fromkeys(k for k in asked if k in stored))
+        assert found == {k: stored[k] for k in asked if k in stored}
+
+
 async def test_list_orders_by_utf8_bytes_with_options(ns: LocalNamespace) -> None:
     s = storage_of(ns)
     keys = ["j:00000002", "j:00000010", "j:00000001", "e:1", "state", "é", "z", "Z", "j:"]

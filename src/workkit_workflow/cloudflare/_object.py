@@ -30,6 +30,7 @@ when that module exists) and in the local runtime.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable
 from typing import Any
 
@@ -68,6 +69,17 @@ def error_response(exc: WorkflowError) -> WireResponse:
         status = next((code for cls, code in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
     body = {k: v for k, v in exc.to_dict().items() if k != "status" or not isinstance(v, int)}
     return WireResponse(status, {"error": body})
+
+
+def _wire_module() -> Any:
+    """The request bodies' models (``_wire``, which needs pydantic: reads work without it),
+    looked up where the import system keeps it once imported: an import statement run in
+    a function goes through the import machinery's Python at every call (twice for each
+    ``/execute``)."""
+    wire = sys.modules.get(__name__.rpartition(".")[0] + "._wire")
+    if wire is None:
+        from . import _wire as wire
+    return wire
 
 
 class ExecutionObject:
@@ -143,7 +155,7 @@ class ExecutionObject:
         if method == "POST" and path in ("/execute", "/cancel", "/event", "/resume", "/version"):
             # pydantic validates bodies; reads (GET) work without it.
             try:
-                from . import _wire  # noqa: F401 - importable, or refused here
+                _wire_module()  # importable, or refused here
             except ImportError as exc:
                 if exc.name != "pydantic":
                     raise
@@ -164,15 +176,13 @@ class ExecutionObject:
             wait = _float_param(request, "wait", 0.0, maximum=60.0)
             return WireResponse(200, {"result": await core.result(wait)})
         if path == "/cancel":
-            from . import _wire
-
-            cancel = _wire.parse(_wire.CancelBody, request.body)
+            wire = _wire_module()
+            cancel = wire.parse(wire.CancelBody, request.body)
             view, changed = await core.cancel(cancel.reason, cancel.compensate)
             return WireResponse(200, {"execution": view, "cancelled": changed})
         if path in ("/event", "/resume"):
-            from . import _wire
-
-            event = _wire.parse(_wire.EventBody, request.body)
+            wire = _wire_module()
+            event = wire.parse(wire.EventBody, request.body)
             outcome = await core.send_event(event.type, event.payload, event.id)
             return WireResponse(202 if outcome["accepted"] else 200, outcome)
         if path == "/journal":
@@ -180,9 +190,8 @@ class ExecutionObject:
         if path == "/state":
             return WireResponse(200, await core.live_state(request.query.get("key")))
         if path == "/version":  # versions
-            from . import _wire
-
-            moved = _wire.parse(_wire.VersionBody, request.body)
+            wire = _wire_module()
+            moved = wire.parse(wire.VersionBody, request.body)
             meta, changed = await core.move_to_version(moved.version)
             return WireResponse(200, {"version": meta.get("version"), "moved": changed})
         return WireResponse(200, {"meta": await core.meta()})
@@ -201,9 +210,8 @@ class ExecutionObject:
     def _start(self, request: WireRequest) -> Awaitable[tuple[bool, Awaitable[None] | None]]:
         """The engine's ``start`` (``execute`` up to the wait) for a validated body. A
         plain function: the parsed body is not kept while the execution runs."""
-        from . import _wire
-
-        body = _wire.parse(_wire.ExecuteBody, request.body)
+        wire = _wire_module()
+        body = wire.parse(wire.ExecuteBody, request.body)
         name = self.host.object_name
         if name is not None and name != body.execution_id:
             raise InvalidRequestError(

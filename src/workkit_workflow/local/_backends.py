@@ -119,6 +119,12 @@ _PUTS = [""] + [
     for rows in range(1, ONE_STATEMENT_ROWS + 1)
 ]
 _GET = f"SELECT value FROM kv WHERE obj = ? AND key = {_KEY}"
+_GET_MANY = [""] + [
+    f"SELECT CAST(key AS TEXT), value FROM kv WHERE obj = ? AND key IN ({', '.join([_KEY] * keys)})"
+    for keys in range(1, ONE_STATEMENT_ROWS + 1)
+]
+"""A read of up to ``ONE_STATEMENT_ROWS`` keys as one statement (an object's load reads
+three): one pass through the driver, not one per key."""
 _DELETE = f"DELETE FROM kv WHERE obj = ? AND key = {_KEY}"
 
 
@@ -154,6 +160,9 @@ class SqliteBackend:
         return self._db
 
     def get_many(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        if 1 < len(keys) <= ONE_STATEMENT_ROWS:
+            rows = dict(self._db.execute(_GET_MANY[len(keys)], (obj, *keys)))
+            return {key: rows[key] for key in keys if key in rows}  # in the order asked
         found: dict[str, str] = {}
         for key in keys:
             row = self._db.execute(_GET, (obj, key)).fetchone()

@@ -33,6 +33,7 @@ import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from ..engine._journal import dumps, loads
 from ..engine._ports import Cancellable, Clock, SystemClock, WireRequest, WireResponse
 from ..errors import TransportError
 from ._alarm_loop import AlarmLoop, _Hold
@@ -50,6 +51,27 @@ ready to run (``interleave="storage"``): the loop still polls for I/O and runs
 due timers at least every 16th storage await."""
 
 FaultPredicate = Callable[[str | None, str, Mapping[str, Any]], bool]
+
+
+def _encoded(body: Any) -> bytes:
+    """A request's body as the bytes ``stub.fetch`` sends: JSON text (none for None)."""
+    if body is None:
+        return b""
+    try:
+        return dumps(body).encode()  # the package's codec: its C encoder, made once
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        # What it refuses (NaN, a lone surrogate, a cycle) ``json`` writes, or refuses,
+        # as it always did: the object answers it with its own error.
+        return json.dumps(body).encode()
+
+
+def _through_json(body: Any) -> Any:
+    """``body`` copied through JSON text, as a response crosses to its caller."""
+    try:
+        text = dumps(body)
+    except (TypeError, ValueError, RecursionError):
+        return json.loads(json.dumps(body))
+    return loads(text)
 
 
 class LocalNamespace(AlarmLoop):
@@ -142,8 +164,9 @@ class LocalNamespace(AlarmLoop):
         A plain function returning ``fetch``'s coroutine: one frame less for every
         request in flight. The body is encoded at the call."""
         self._start()
-        raw = b"" if body is None else json.dumps(body).encode()
-        return self.fetch(name, WireRequest(method=method, path=path, query=dict(query or {}), body=raw))
+        return self.fetch(
+            name, WireRequest(method=method, path=path, query=dict(query or {}), body=_encoded(body))
+        )
 
     async def fetch(self, name: str, request: WireRequest) -> WireResponse:
         """Deliver a raw request (any bytes) to the object ``name``."""
@@ -160,7 +183,7 @@ class LocalNamespace(AlarmLoop):
         finally:
             host.forget(task)
         # The body crosses a process boundary on Cloudflare: copy it through JSON.
-        return WireResponse(response.status, json.loads(json.dumps(response.body)))
+        return WireResponse(response.status, _through_json(response.body))
 
     def _instance(self, name: str) -> _Live:
         live = self._live.get(name)
