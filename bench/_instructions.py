@@ -54,6 +54,7 @@ CELLS = (
     ("engine-no-turns", "engine, SQLite NORMAL, no write suspending"),
     ("history-no-turns", "engine + history, the same"),
     ("engine-short", "engine, SQLite NORMAL, 10-step executions"),
+    ("engine-empty", "engine, SQLite NORMAL, executions of no step (per execution, below)"),
     ("history-short", "engine + history, the same"),
     ("floor", "floor: raw SQLite commit, NORMAL"),
     ("replay", "cold replay, SQLite NORMAL: a step replayed"),
@@ -66,8 +67,10 @@ anything else, as on a Durable Object's SQL journal (synchronous writes) with st
 wait for nothing: the history's deliveries run only at the turn the write that fills a page
 lets the loop take (``Outbox.kick``; until 2026-12-02 they waited for the run's end). The ``short`` cells
 run their steps as executions of ``SHORT`` steps each, what an execution's own records cost
-spread over few steps. The ``replay`` cell counts a cold object replaying finished steps (the
-cold replay section's work, whose time moves with the machine's speed)."""
+spread over few steps; the ``empty`` cell runs as many executions of no step, each a request
+through the client, its creation, its end and its answer (reported per execution). The
+``replay`` cell counts a cold object replaying finished steps (the cold replay section's
+work, whose time moves with the machine's speed)."""
 
 SHORT = 10
 """Steps per execution of the ``short`` cells."""
@@ -153,7 +156,7 @@ def report(result: dict[str, Any] | Unavailable) -> None:
         f" the collector off after a warm-up run, a clock moving {TICK * 1e6:.0f} us a reading;"
         f" floor row = {result['row_bytes']} bytes"
     )
-    rows = [[label, f"{per_step[cell] / 1e3:.1f}k"] for cell, label in CELLS]
+    rows = [[label, _per_step_text(cell, per_step[cell])] for cell, label in CELLS]
     print(table(["cell", "instructions per step"], rows))
     engine, floor, history = per_step["engine"], per_step["floor"], per_step["history"]
     print(
@@ -176,6 +179,11 @@ def report(result: dict[str, Any] | Unavailable) -> None:
             f"no target: engine + history / engine when no write suspends (its deliveries run at the"
             f" turn each full page gets) {per_step['history-no-turns'] / per_step['engine-no-turns']:.2f}x"
         )
+    if "engine-empty" in per_step:
+        print(
+            f"no target: an execution of no step (the client's request, its creation, its end and the"
+            f" answer) {per_step['engine-empty'] * SHORT:,.0f} instructions"
+        )
     if "history-short" in per_step and "engine-short" in per_step:
         print(
             f"no target: engine + history / engine in {SHORT}-step executions"
@@ -186,6 +194,13 @@ def report(result: dict[str, Any] | Unavailable) -> None:
         + "; ".join(f"{what} {count:,.0f}" for what, count in parts)
         + f"; {HISTORY_TARGET}x the engine leaves {engine * (HISTORY_TARGET - 1):,.0f} for all of it"
     )
+
+
+def _per_step_text(cell: str, count: float) -> str:
+    """A cell's figure in the table: per step, or, for executions of no step, per execution."""
+    if cell == "engine-empty":
+        return f"{count * SHORT / 1e3:.1f}k an execution"
+    return f"{count / 1e3:.1f}k"
 
 
 # -- the child: one cell, run in this process -------------------------------------
@@ -246,9 +261,10 @@ async def _engine_run(cell: str, steps: int) -> None:
             await engine.run(50)
             gc.collect()
             gc.disable()
-            if cell.endswith("-short"):
+            if cell.endswith(("-short", "-empty")):
+                # Executions of SHORT steps, or as many of none: SHORT steps' worth each.
                 for _ in range(max(1, steps // SHORT)):
-                    await engine.run(SHORT)
+                    await engine.run(0 if cell.endswith("-empty") else SHORT)
             else:
                 await engine.run(steps, wf.linear_keyed if cell == "engine-keyed" else wf.linear)
         finally:

@@ -50,6 +50,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         "engine-no-turns": 148_000.0,
         "history-no-turns": 296_000.0,
         "engine-short": 300_000.0,
+        "engine-empty": 125_000.0,
         "history-short": 600_000.0,
         "floor": 50_000.0,
         "replay": 30_000.0,
@@ -63,6 +64,9 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
     assert "engine + history / engine 1.60x" in out
     assert "when no write suspends (its deliveries run at the turn each full page gets) 2.00x" in out
     assert "engine + history / engine in 10-step executions 2.00x" in out
+    assert "1250.0k an execution" in out
+    assert "an execution of no step (the client's request, its creation, its end and the answer)" in out
+    assert "answer) 1,250,000 instructions" in out
     assert "engine / floor 3.00x" in out
     assert "50,000 instructions per step" in out
     assert "what the history adds per step, 90,000 instructions, by part" in out
