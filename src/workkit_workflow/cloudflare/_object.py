@@ -71,12 +71,15 @@ def error_response(exc: WorkflowError) -> WireResponse:
     return WireResponse(status, {"error": body})
 
 
+_WIRE = __name__.rpartition(".")[0] + "._wire"
+
+
 def _wire_module() -> Any:
     """The request bodies' models (``_wire``, which needs pydantic: reads work without it),
     looked up where the import system keeps it once imported: an import statement run in
     a function goes through the import machinery's Python at every call (twice for each
     ``/execute``)."""
-    wire = sys.modules.get(__name__.rpartition(".")[0] + "._wire")
+    wire = sys.modules.get(_WIRE)
     if wire is None:
         from . import _wire as wire
     return wire
