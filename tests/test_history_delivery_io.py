@@ -6,6 +6,7 @@ step start that its completion follows is projected without decoding its entry."
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -393,3 +394,53 @@ async def test_an_instance_after_a_crash_recovers_from_the_journal_and_projects_
     assert not any(
         k.startswith("o:0") for k in second.capture({"j:00000002": _step_entry("c", "running", 1)})
     )
+
+
+async def test_an_evicted_object_s_linger_timer_fires_harmlessly_and_its_next_instance_delivers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The page's linger timer is the event loop's, not a task of the object's: eviction does
+    not cancel it. Fired after the object died, it starts no delivery and raises nothing into
+    the loop (the host refuses the dead object a task); the lease alarm brings the execution
+    back, and its next instance delivers what the dead one had captured."""
+    from workkit_workflow import Workflow
+    from workkit_workflow.history._outbox import LINGER
+    from workkit_workflow.local import VirtualClock
+
+    gate = asyncio.Event()
+
+    async def held(i: Any, p: Any, c: Any) -> str:
+        await gate.wait()
+        return "done"
+
+    flow = Workflow("linger-after-eviction").step("held", held)
+    clock = VirtualClock(auto_advance=False)
+    d1 = LocalD1()
+    ns = LocalNamespace(None, clock, env={"HISTORY_DB": d1})
+    client = create_durable_workflow(ns, history=d1)
+    try:
+        with caplog.at_level(logging.ERROR):
+            handle = await client.start(flow, {}, execution_id="evicted")
+            await _turns(30)  # the alarm due now drives it into its step, which waits
+            core = ns._instance("evicted").instance._object.core
+            [outbox] = [o for o in core.execution.observers if isinstance(o, Outbox)]
+            assert outbox._nudge is not None  # the page it captured waits for its timer
+            ns.evict("evicted")
+            clock.advance(LINGER * 4)
+            await _turns(30)
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+            gate.set()
+            clock.advance(3600.0)  # past the lease: the alarm drives a new instance
+            await _turns(60)
+            await ns.idle()
+            assert await handle.status() == "completed"
+            rows = d1.rows("SELECT status FROM wf_executions WHERE execution_id = 'evicted'")
+            assert rows == [{"status": "completed"}]
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        await ns.close()
+
+
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)

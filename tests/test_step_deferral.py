@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sys
 import types
 from collections.abc import Generator, Mapping, Sequence
@@ -19,7 +20,7 @@ import pytest
 from workkit_workflow import create_durable_workflow, workflow
 from workkit_workflow.engine._ports import SystemClock
 from workkit_workflow.engine._state import ExecutionState
-from workkit_workflow.local import LocalNamespace
+from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -182,6 +183,48 @@ async def test_a_completion_deferred_as_the_body_suspends_is_flushed_after_it() 
     await asyncio.sleep(0)
     assert flushed == [True]
     run.close()
+
+
+async def test_a_flush_scheduled_before_the_object_died_starts_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The deferred flush is a callback the event loop runs itself, not a task of the
+    object's: an eviction between its scheduling and its turn does not cancel it. It then
+    writes nothing and raises nothing into the loop; the lease alarm brings the execution
+    back and the step whose completion was lost runs again (at least once)."""
+    clock = VirtualClock(auto_advance=False)
+    ns = LocalNamespace(None, clock)
+    calls: list[str] = []
+
+    def evicting() -> int:
+        calls.append("a")
+        if len(calls) == 1:  # queued before the flush the body's suspension schedules
+            asyncio.get_running_loop().call_soon(ns.evict, "died")
+        return 1
+
+    @workflow(unique("evicted-flush"))
+    async def flow(ctx: Any, input: Any) -> int:
+        await ctx.step("a", evicting)
+        await asyncio.sleep(0)  # a suspension with the completion still deferred
+        return int(await ctx.step("b", lambda: 2))
+
+    client = create_durable_workflow(ns)
+    try:
+        with caplog.at_level(logging.ERROR):
+            handle = await client.start(flow, {}, execution_id="died")
+            for _ in range(30):
+                await asyncio.sleep(0)
+            assert calls == ["a"] and ns.live_objects() == []
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+            clock.advance(3600.0)  # past the lease
+            for _ in range(60):
+                await asyncio.sleep(0)
+            await ns.idle()
+            assert await handle.status() == "completed"
+            assert calls == ["a", "a"]  # its completion was never written: it ran again
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        await ns.close()
 
 
 async def test_a_loop_that_does_not_show_what_is_ready_always_gets_the_turn() -> None:

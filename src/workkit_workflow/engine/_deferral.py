@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, Protocol, cast
 
-from ._ports import PLAIN_CONTEXT
+from ._ports import PLAIN_CONTEXT, from_the_loop
 from ._signals import StorageFailure
 
 
@@ -91,7 +91,8 @@ class Deferral:
         self._flush_scheduled = False
         if self._pending:
             writer = cast(_Writer, self)  # the ExecutionState this is
-            writer.spawn(_flush(writer))
+            # An object that died since: nothing to write (its next instance replays).
+            from_the_loop(writer.spawn, _flush(writer))
 
 
 async def _flush(state: _Writer) -> None:

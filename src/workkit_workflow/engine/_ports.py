@@ -158,8 +158,22 @@ class Host(Protocol):
     (the mail outbox); None where the runtime gives none."""
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Start background work owned by the object (cancelled if the object dies)."""
+        """Start background work owned by the object (cancelled if the object dies).
+        A dead object is refused with its death, a ``BaseException`` (``coro`` closed)."""
         ...
+
+
+def from_the_loop(call: Callable[..., Any], *args: Any) -> None:
+    """``call(*args)`` in a callback the event loop runs itself (a timer, ``call_soon``),
+    not in a task of the object's, so an eviction does not cancel it: an object that died
+    since it was scheduled is refused what it starts with its death (``Host.spawn``), which
+    has nowhere to go from here and nothing left to do. Anything else raises as it would."""
+    try:
+        call(*args)
+    except (Exception, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        return  # the object died after the callback was scheduled
 
 
 @dataclass(frozen=True)

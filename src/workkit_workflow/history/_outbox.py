@@ -41,7 +41,7 @@ from typing import Any
 
 from ..engine._outbox import Delivery
 from ..engine._plugins import ObservedExecution, register_observer
-from ..engine._ports import KEEP_ALARM, Cancellable, call_later
+from ..engine._ports import KEEP_ALARM, Cancellable, call_later, from_the_loop
 from ._bundle import UNREAD, Bundle, Record
 from ._capture import BATCH, HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
@@ -163,9 +163,11 @@ class Outbox(Capture, Delivery):
         return drain
 
     def _lingered(self) -> None:
+        """The page's timer. Fired after the object died, it starts nothing
+        (``from_the_loop``): the next instance delivers what is stored or read back."""
         self._nudge = None
         self._flush = self.kick_due = True
-        self.kick()
+        from_the_loop(self.kick)
 
     async def _delivered_all(self) -> None:
         await super()._delivered_all()
