@@ -5,6 +5,8 @@ replay. Through the public API on the local runtime's virtual clock."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from typing import Any
 
 import pytest
@@ -98,6 +100,32 @@ async def test_a_child_left_running_is_told_how_its_parent_ended(workflow_env: W
     left = workflow_env.client.execution("race-1.1-b")
     assert (await workflow_env.result(left)).status == "cancelled"
     assert (await left.describe())["error"]["message"] == "parent race-1 completed"
+
+
+async def test_an_operation_a_finished_body_left_in_its_own_task_ends_cancelled(
+    workflow_env: WorkflowTestEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task the body made and never awaited, parked when the body returns, ends as
+    asyncio ends abandoned work: cancelled, so nothing is logged when it is collected (a
+    ``Suspend`` no one awaited was logged as a task exception never retrieved)."""
+    slow = _sleepy_child(3600.0)
+    left: list[asyncio.Future[Any]] = []
+
+    @workflow(unique("abandoning-parent"))
+    async def parent(ctx: Any, input: Any) -> Any:
+        left.append(asyncio.ensure_future(ctx.child(slow, 1, name="b")))
+        await ctx.sleep("a moment", 1.0)  # the child is started and parked by then
+        return "done"
+
+    with caplog.at_level(logging.ERROR):
+        handle = await workflow_env.run(parent, None, execution_id="abandon-1")
+        assert (await workflow_env.result(handle)).value == "done"
+        # One task per run of the body that reached the child (the first parked at the sleep).
+        assert left and [t.done() for t in left] == [True] * len(left), left
+        assert all(t.cancelled() for t in left), left
+        left.clear()
+        gc.collect()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_cancelled_parent_tells_its_child_why(workflow_env: WorkflowTestEnv) -> None:

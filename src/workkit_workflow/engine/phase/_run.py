@@ -101,6 +101,7 @@ class PhaseRun:
             self.suspended = True
             task.cancel()
             await asyncio.wait({task})
+            self._abandon_parked()
             if task.cancelled() or isinstance(task.exception(), (asyncio.CancelledError, Suspend)):
                 return parked_outcome(parked)
         # Siblings of a failed branch (asyncio.gather does not cancel them) finish
@@ -110,12 +111,20 @@ class PhaseRun:
             await self._quiet
         self._quiet = None
         self.suspended = True
-        for parked_op in list(self.parked.values()):
-            if not parked_op.future.done():
-                parked_op.future.set_exception(Suspend())
+        self._abandon_parked()
         if isinstance(self.entries, JournalWindow):
             await self.entries.finish()  # the end checks (and settles) what was never reached
         return finished_outcome(task, self.entries, self.next_op, self.execution.now())
+
+    def _abandon_parked(self) -> None:
+        """The body's run is over (ended, or unwound to park): what is still parked was
+        awaited in a task the body made and did not await (its own operations are unwound
+        by now). Each ends as asyncio ends abandoned work, cancelled: a ``Suspend`` raised
+        into it was never retrieved (logged when the task was collected), and one never
+        resolved kept the run alive in a task pending for good."""
+        for parked_op in list(self.parked.values()):
+            if not parked_op.future.done():
+                parked_op.future.cancel()
 
     def body_ended(self) -> None:
         """The body is ending (see :meth:`execute`)."""
