@@ -48,9 +48,10 @@ class Recorder:
         return _done()
 
     def step(
-        self, name: str, call: Callable[[StepContext], Any], options: StepOptions
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None, options: StepOptions
     ) -> Coroutine[Any, Any, Any]:
         self.options.append(options)
+        self.calls.append({"fn": fn, "args": args})
         return _done()
 
 
@@ -81,6 +82,22 @@ def checked(**kwargs: Any) -> StepOptions:
 
 def test_a_step_with_no_option_gets_the_shared_defaults() -> None:
     assert options_of() is DEFAULT_OPTIONS
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"idempotency_key": "k"}, {"retry": RetryPolicy(max_attempts=2)}],
+    ids=["no option", "a key of its own", "checked options"],
+)
+def test_the_port_gets_the_steps_function_and_its_arguments_as_given(kwargs: dict[str, Any]) -> None:
+    # The call is made by the port only if the step runs: a replayed step makes none.
+    ctx, recorder = context()
+
+    def charge(amount: int, currency: str) -> str:
+        return f"{amount} {currency}"
+
+    ctx.step("s", charge, 42, "EUR", **kwargs).close()  # type: ignore[attr-defined]
+    assert recorder.calls[-1] == {"fn": charge, "args": (42, "EUR")}
 
 
 def by_name(ctx: StepContext) -> str:

@@ -231,3 +231,42 @@ async def test_golden_journal_v1_still_replays(env: WorkflowTestEnv) -> None:
     assert result.ok
     assert result.value == {"tracking": "tx-g"}
     assert calls == ["ship"]  # reserve and charge come from the golden journal
+
+
+async def test_a_replayed_step_makes_no_call_only_a_step_that_runs_does(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The port makes a step's call (fn and its arguments) only when the step runs: a
+    # replay, from memory or from a cold object's journal, makes none and runs nothing.
+    from workkit_workflow.definitions._steps import PlainCall
+    from workkit_workflow.engine.phase import _operations
+
+    made: list[str] = []
+    ran: list[int] = []
+
+    class Counted(PlainCall):
+        __slots__ = ()
+
+        def __init__(self, fn: Any, args: tuple[Any, ...]) -> None:
+            made.append(fn.__name__)
+            super().__init__(fn, args)
+
+    def work(i: int) -> int:
+        ran.append(i)
+        return i * 10
+
+    @workflow(unique("replayed-calls"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        outputs = [await ctx.step(f"s{i}", work, i) for i in range(3)]
+        await ctx.wait_for_event("go", "go")
+        outputs.append(await ctx.step("after", work, 3))
+        return outputs
+
+    monkeypatch.setattr(_operations, "PlainCall", Counted)
+    handle = await env.run(flow, None)
+    assert made == ["work"] * 3 and ran == [0, 1, 2]
+    env.evict(handle.execution_id)  # the event wakes a cold object: its journal is read
+    await env.send_event(handle.execution_id, "go", None)
+    result = await env.result(handle)
+    assert result.ok and result.value == [0, 10, 20, 30]
+    assert made == ["work"] * 4 and ran == [0, 1, 2, 3]

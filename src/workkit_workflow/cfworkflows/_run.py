@@ -13,7 +13,7 @@ from ..cloudflare._workers import (
     sdk_non_retryable_error,
 )
 from ..definitions._retry import RetryPolicy
-from ..definitions._steps import _CURRENT_STEP, MISSING, StepContext, StepOptions
+from ..definitions._steps import _CURRENT_STEP, MISSING, PlainCall, StepContext, StepOptions
 from ..definitions._values import to_data, validate
 from ..engine import _journal as jn
 from ..errors import (
@@ -103,10 +103,11 @@ class EngineRun:
             await self._quiet.wait()
 
     def step(
-        self, name: str, call: Callable[[StepContext], Any], options: StepOptions
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None, options: StepOptions
     ) -> Coroutine[Any, Any, Any]:
         op = self._next_op
         self._next_op += 1
+        call = fn if args is None else PlainCall(fn, args)
         return self._step(op, self._label(name), name, call, options)
 
     async def _step(

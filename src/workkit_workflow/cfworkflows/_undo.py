@@ -50,7 +50,7 @@ async def run_undos(
             "error": None,
         }
         try:
-            await run.step("undo:" + name, _calling(spec.handler, info), undo_options)
+            await run.step("undo:" + name, _calling(spec.handler, info), None, undo_options)
         except StepFailedError as exc:
             view.update(status="failed", error=exc.error)
         outcomes.append(view)

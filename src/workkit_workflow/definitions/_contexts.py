@@ -29,7 +29,14 @@ class Operations(Protocol):
     """The port a context drives its durable operations through: implemented by the
     engine's phase runner and by each backend's run (e.g. Cloudflare Workflows)."""
 
-    def step(self, name: str, call: Callable[[StepContext], Any], options: StepOptions) -> Awaitable[Any]: ...
+    def step(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None, options: StepOptions
+    ) -> Awaitable[Any]:
+        """The step ``name``: its journaled output, else what ``fn(*args)`` returns (a
+        code-first step), or with ``args`` None, ``fn(ctx)`` given the attempt's
+        :class:`StepContext` (a builder's step). The call is made only when the step
+        runs (``PlainCall``), not when the journal answers."""
+        ...
 
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Awaitable[None]: ...
 
@@ -93,10 +100,10 @@ class WorkflowContext:
         ):
             if idempotency_key is None:
                 # The usual call: nothing to check, so no message to prepare (the hot path).
-                return self._run.step(name, _PlainCall(fn, args), DEFAULT_OPTIONS)
+                return self._run.step(name, fn, args, DEFAULT_OPTIONS)
             if type(idempotency_key) is str and idempotency_key.isascii() and idempotency_key:
                 options = keyed_options(idempotency_key)  # the next most usual: a key of its own
-                return self._run.step(name, _PlainCall(fn, args), options)
+                return self._run.step(name, fn, args, options)
         where = f"step {name!r}"
         if undo is not None and not self._takes_undo:
             raise DefinitionError(f"{where}: a compensation step cannot have an undo handler")
@@ -109,13 +116,13 @@ class WorkflowContext:
             where=where,
             undo=None if spec is None else undo_input(spec, args, where=where),
         )
-        return self._run.step(name, _PlainCall(fn, args), options)
+        return self._run.step(name, fn, args, options)
 
     def _builder_step(
         self, name: str, handler: StepHandler, prev: Any, options: StepOptions
     ) -> Awaitable[Any]:
         input = self.input
-        return self._run.step(name, lambda ctx: handler(input, prev, ctx), options)
+        return self._run.step(name, lambda ctx: handler(input, prev, ctx), None, options)
 
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
         """Sleep durably: the execution parks and an alarm wakes it (at most 365 days)."""
@@ -240,20 +247,3 @@ class CompensationContext(WorkflowContext):
     @property
     def cancelled(self) -> bool:
         return self.status == "cancelled"
-
-
-class _PlainCall:
-    """A code-first step's call: ``fn(*args)`` (its code reads its context with
-    ``current_step()``). One object to hold while the step runs, where a partial is
-    two (with its arguments' tuple) and a lambda three (with a cell for each of ``fn``
-    and ``args``): at thousands of executions in flight, every object a step holds
-    is walked by the garbage collector."""
-
-    __slots__ = ("args", "fn")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-
-    def __call__(self, _ctx: StepContext) -> Any:
-        return self.fn(*self.args)

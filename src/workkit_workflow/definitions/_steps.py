@@ -56,6 +56,24 @@ class StepContext:
         fields["input"] = input
 
 
+class PlainCall:
+    """A code-first step's call, ``fn(*args)``, as the engine runs a step: given the
+    attempt's context, which the code reads with ``current_step()``. Made only when the
+    step runs, not when it is replayed (``Operations.step``). One object to hold while the
+    step runs, where a partial is two (with its arguments' tuple) and a lambda three (with
+    a cell for each of ``fn`` and ``args``): at thousands of executions in flight, every
+    object a step holds is walked by the garbage collector."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+
+    def __call__(self, _ctx: StepContext) -> Any:
+        return self.fn(*self.args)
+
+
 def current_step() -> StepContext | None:
     """The step attempt this code runs in, if any (e.g. for HTTP helpers)."""
     return _CURRENT_STEP.get()

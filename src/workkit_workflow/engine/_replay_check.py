@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from ..definitions._contexts import WorkflowContext
-from ..definitions._steps import StepContext, StepOptions
+from ..definitions._steps import StepOptions
 from ..definitions._values import validate
 from ..definitions._workflow import Registry, Workflow
 from ..errors import ReplayMismatchError, StepFailedError, UnknownWorkflowError
@@ -110,7 +110,9 @@ class ReplayOnly:
         self.next_op = 0
         self.matched = 0
 
-    def step(self, name: str, call: Callable[[StepContext], Any], options: StepOptions) -> Any:
+    def step(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None, options: StepOptions
+    ) -> Any:
         return self._replay(self._allocate(), "step", name, options.output)
 
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Any:

@@ -109,7 +109,7 @@ async def run_undos(
         name = str(entry["name"])
         call, options = _prepared(definition, entry, execution)
         try:
-            await run.step(PREFIX + name, call, options)
+            await run.step(PREFIX + name, call, None, options)
         except StepFailedError:
             continue  # journaled as failed; reported in the outcomes
     return outcomes(main, run.entries)

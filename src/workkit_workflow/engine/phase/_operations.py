@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ...definitions._steps import DEFAULT_OPTIONS, StepContext, StepOptions
+from ...definitions._steps import DEFAULT_OPTIONS, PlainCall, StepOptions
 from .. import _journal as jn
 from .._pages import JournalWindow
+from .._signals import Suspend
 from ._child import run_child
 from ._new_step import run_new_step
 from ._run import PhaseRun
@@ -25,13 +26,21 @@ class Phase(PhaseRun):
     """
 
     def step(
-        self, name: str, call: Callable[[StepContext], Any], options: StepOptions
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None, options: StepOptions
     ) -> Coroutine[Any, Any, Any]:
-        op = self.allocate()
+        # ``allocate``, spelt out: every step of every execution comes here.
+        if self.suspended:
+            raise Suspend()
+        op = self.next_op
+        self.next_op = op + 1
         entries = self.entries
         if options is DEFAULT_OPTIONS and type(entries) is JournalWindow and op >= entries.end:
-            return run_new_step(self, op, name, call)  # a new step: nothing to replay
-        return replayed_step(self, op, name, options) or run_step(self, op, name, call, options)
+            # A new step: nothing to replay.
+            return run_new_step(self, op, name, fn if args is None else PlainCall(fn, args))
+        replayed = replayed_step(self, op, name, options)
+        if replayed is not None:
+            return replayed  # no call made: the journal answers
+        return run_step(self, op, name, fn if args is None else PlainCall(fn, args), options)
 
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Coroutine[Any, Any, None]:
         op = self.allocate()

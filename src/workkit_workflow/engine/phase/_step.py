@@ -139,7 +139,10 @@ def replayed_step(run: PhaseRun, op: int, name: str, options: StepOptions) -> Co
         if key_hash is not None:
             entries.remember_key(key_hash, op)  # for a later step asking for the same key
         del entries.texts[op]
-        run.went_by(op, None)
+        # ``run.went_by(op, None)``, inlined (the text is forgotten already).
+        run.generation += 1
+        if run.parked:
+            run._maybe_idle()
         return replayed_output(output)
     if entry.get("status") != "completed":
         return None
