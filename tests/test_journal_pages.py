@@ -346,3 +346,30 @@ async def test_a_page_that_fails_to_read_is_not_an_exception_the_workflow_can_ca
     assert swallowed == []
     assert result.ok and result.value == {"total": sum(range(STEPS)), "event": "now"}
     assert set(calls.values()) == {1} and len(calls) == STEPS
+
+
+class _ListedStorage:
+    """A Storage port's ``list`` over a dict, in key order (as every port lists)."""
+
+    def __init__(self, records: dict[str, str]) -> None:
+        self.records = records
+
+    async def list(self, *, start: str | None = None, end: str | None = None, **_: Any) -> dict[str, str]:
+        return {
+            key: self.records[key]
+            for key in sorted(self.records)
+            if (start is None or key >= start) and (end is None or key < end)
+        }
+
+
+@pytest.mark.parametrize("stored", [[0, 1, 2, 3], [0, 1, 3], [1, 2, 3], [0, 2], [3], []])
+async def test_a_page_pairs_each_text_with_its_operation_whole_or_with_holes(stored: list[int]) -> None:
+    # A whole page (every operation stored) pairs texts and operations by position; a page
+    # with holes (operations allocated and never written) reads each key's operation.
+    from workkit_workflow.engine import _journal as jn
+
+    records = {jn.op_key(jn.MAIN, op): f"text-{op}" for op in stored}
+    records.update({jn.op_key(jn.MAIN, 4): "next page", jn.META: "{}", jn.op_key(jn.COMPENSATION, 1): "c"})
+    window = _pages.JournalWindow(_ListedStorage(records), jn.MAIN, 5, {})  # type: ignore[arg-type]
+    assert await window._read(0, 4) == {op: f"text-{op}" for op in stored}
+    assert await window._read(4, 8) == {4: "next page"}  # the last page ends at the journal's end

@@ -186,22 +186,24 @@ class Driver:
         main: Entries = {}
         comp: Entries = {}
         texts: dict[int, str] = {}
+        inbox: dict[str, dict[str, Any]] = {}
+        idempotent: dict[str, dict[str, Any]] = {}
+        main_at, idempotent_at = len(jn.MAIN), len(jn.IDEMPOTENT)
+        # One pass over the records (a journal's entries are nearly all of them).
         for key, text in snapshot.items():
             if key.startswith(jn.MAIN):
                 if held:
-                    texts[jn.op_of(key)] = text
+                    texts[int(key[main_at:])] = text  # ``jn.op_of(key)``, a call less an entry
                 else:
                     main[jn.op_of(key)] = jn.decode_record(key, text)
             elif key.startswith(jn.COMPENSATION):
                 comp[jn.op_of(key)] = jn.decode_record(key, text)
-        execution.inbox.update(
-            {k: jn.decode_record(k, v) for k, v in snapshot.items() if k.startswith(jn.INBOX)}
-        )
-        execution.idempotent = {
-            key[len(jn.IDEMPOTENT) :]: jn.decode_record(key, text)
-            for key, text in snapshot.items()
-            if key.startswith(jn.IDEMPOTENT)
-        }
+            elif key.startswith(jn.INBOX):
+                inbox[key] = jn.decode_record(key, text)
+            elif key.startswith(jn.IDEMPOTENT):
+                idempotent[key[idempotent_at:]] = jn.decode_record(key, text)
+        execution.inbox.update(inbox)
+        execution.idempotent = idempotent
         execution.keyed = {
             str(e["idempotency_hash"]): jn.op_key(jn.MAIN, op)
             for op, e in main.items()

@@ -173,12 +173,18 @@ class JournalWindow(dict[int, dict[str, Any]]):
 
         Read inside the phase's body (a step reaching its page): a failure is raised as the
         engine's signal, which the body's ``except Exception`` cannot take for the step's."""
+        ops = range(start, min(end, self.end))
         try:
             found = await self.storage.list(
-                start=jn.op_key(self.prefix, start), end=jn.op_key(self.prefix, min(end, self.end))
+                start=jn.op_key(self.prefix, ops.start), end=jn.op_key(self.prefix, ops.stop)
             )
         except StorageReadError as exc:
             raise StorageFailure(exc.cause, "read") from exc
+        if len(found) == len(ops):
+            # Every operation of the page is stored (the usual page): nothing but operation
+            # entries is stored under the prefix, so the keys are exactly theirs, and the port
+            # lists keys in order. The texts pair with the operations, no key parsed.
+            return dict(zip(ops, found.values(), strict=True))
         start_at = len(self.prefix)
         return {int(key[start_at:]): text for key, text in found.items()}
 
