@@ -192,10 +192,11 @@ class Driver:
         # One pass over the records (a journal's entries are nearly all of them).
         for key, text in snapshot.items():
             if key.startswith(jn.MAIN):
+                op = int(key[main_at:])  # ``jn.op_of(key)``, a call less an entry
                 if held:
-                    texts[int(key[main_at:])] = text  # ``jn.op_of(key)``, a call less an entry
+                    texts[op] = text
                 else:
-                    main[jn.op_of(key)] = jn.decode_record(key, text)
+                    main[op] = jn.decode_record(key, text)
             elif key.startswith(jn.COMPENSATION):
                 comp[jn.op_of(key)] = jn.decode_record(key, text)
             elif key.startswith(jn.INBOX):

@@ -85,8 +85,5 @@ def _finished_from_text(run: PhaseRun, op: int, kind: str, name: str) -> Any:
     output = jn.finished_op_output(text, op, kind, name)
     if output is not jn.NOT_PLAIN:
         del entries.texts[op]
-        # ``run.went_by(op, None)``, inlined as in ``replayed_step`` (the text is forgotten).
-        run.generation += 1
-        if run.parked:
-            run._maybe_idle()
+        run.went_by(op, None)
     return output
