@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
         dbapi_conn.execute(f"PRAGMA synchronous={args.synchronous}")
+        dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={args.checkpoint_pages}")
 
     config: DBOSConfig = {
         "name": "workkit-bench",

@@ -1,7 +1,8 @@
 """The floor: one raw committed SQLite write per step, nothing else.
 
 Same table shape as the local runtime's SQLite backend (``kv`` WITHOUT ROWID,
-UTF-8 BLOB keys), same journal mode (WAL) and ``synchronous`` setting, and a
+UTF-8 BLOB keys), same journal mode (WAL), ``synchronous`` setting and checkpoint
+interval (``CHECKPOINT_PAGES``), and a
 value of the same size as the engine's average write. A step of the engine can
 never cost less than this.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+
+from workkit_workflow.local._backends import CHECKPOINT_PAGES
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Floor:
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS kv (obj TEXT NOT NULL, key BLOB NOT NULL, value TEXT NOT NULL,"
             " PRIMARY KEY (obj, key)) WITHOUT ROWID"

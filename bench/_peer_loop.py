@@ -16,6 +16,7 @@ def worker_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--checkpoint-pages", type=int, default=1000)
     return parser.parse_args(argv)
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workkit_workflow.local._backends import CHECKPOINT_PAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 RESTATE_FROM_NPM = ROOT / "bench" / "peers" / "node_modules" / ".bin" / "restate-server"
 """Where ``npm ci --prefix bench/peers`` puts the Restate server (``bench/peers/package.json``)."""
@@ -126,7 +128,9 @@ def start(name: str, python: str, workdir: str, synchronous: str) -> PeerProcess
             " (npm ci --prefix bench/peers)",
         )
     try:
-        return PeerProcess(name, module, python, ["--synchronous", synchronous, "--dir", workdir])
+        # The log's checkpoint interval too, for a peer on SQLite: the same storage settings.
+        args = ["--synchronous", synchronous, "--dir", workdir, "--checkpoint-pages", str(CHECKPOINT_PAGES)]
+        return PeerProcess(name, module, python, args)
     except RuntimeError as exc:
         return Missing(name, f"could not start: {str(exc)[-600:]}")
 

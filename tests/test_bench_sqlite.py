@@ -15,6 +15,8 @@ from bench._engine import Engine
 from bench._floor import NO_OUTBOX, Floor, OutboxModel
 from bench._sqlite import OutboxRiders, System, count_frames, outbox_model, timed_run
 
+from workkit_workflow.local._backends import CHECKPOINT_PAGES, SqliteBackend
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, str]]:
@@ -103,6 +105,27 @@ def _commit_statements(floor: Floor) -> list[str]:
     seen: list[str] = []
     floor.db.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
     return seen
+
+
+def _settings(connection: sqlite3.Connection) -> tuple[object, ...]:
+    pragmas = ("journal_mode", "synchronous", "wal_autocheckpoint", "page_size")
+    return tuple(connection.execute(f"PRAGMA {name}").fetchone()[0] for name in pragmas)
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_the_floor_stores_as_the_engines_backend_does(tmp_path: Path, synchronous: str) -> None:
+    """Same journal mode, sync setting, checkpoint interval and pages: the floor's commits
+    wait on the disk as often as the engine's would for the same pages."""
+    floor, backend = (
+        Floor(str(tmp_path / "f.db"), synchronous),
+        SqliteBackend(str(tmp_path / "e.db"), synchronous=synchronous),
+    )
+    try:
+        assert _settings(floor.db) == _settings(backend.connection)
+        assert _settings(backend.connection)[2] == CHECKPOINT_PAGES > 1000  # not SQLite's default
+    finally:
+        floor.close()
+        backend.close()
 
 
 def test_the_floor_does_the_outbox_commits_and_bytes_it_is_given(floor: Floor) -> None:

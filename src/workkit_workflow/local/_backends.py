@@ -20,6 +20,15 @@ from ..engine._ports import KEEP_ALARM
 
 log = logging.getLogger("workkit_workflow.local")
 
+CHECKPOINT_PAGES = 10_000
+"""Pages the write-ahead log grows to before a commit copies it into the database (SQLite's
+``wal_autocheckpoint``; its default is 1,000). A checkpoint copies each page the log holds
+once, however often it was rewritten since the last, and syncs the file (at NORMAL the only
+waits on the disk): with many objects writing at once, ten times fewer checkpoints copy
+fewer pages in all and wait on the disk ten times less. The log holds up to about 40 MiB
+(4 KiB pages) in return. Durability is the same at any value: a checkpoint only moves
+committed pages from the log into the database."""
+
 
 class Backend(Protocol):
     def get_many(self, obj: str, keys: Sequence[str]) -> dict[str, str]: ...
@@ -139,6 +148,7 @@ class SqliteBackend:
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS kv (obj TEXT NOT NULL, key BLOB NOT NULL, value TEXT NOT NULL,"
             " PRIMARY KEY (obj, key)) WITHOUT ROWID"
