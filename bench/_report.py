@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from workkit_workflow.local._backends import CHECKPOINT_PAGES
+
 from . import _engine
 from ._sqlite import SyncResult
 from ._stats import percentile, spread, table
@@ -95,7 +97,7 @@ def _no_target_lines(res: SyncResult, big: int) -> list[str]:
     )
     lines.append(
         f"no target: checkpoints per 1,000 steps inside the timed runs at N={big:,} ({how};"
-        f" per run in brackets; a long run does one per 1,000 frames): {counts}"
+        f" per run in brackets; a long run does one per {CHECKPOINT_PAGES:,} frames): {counts}"
     )
     if res.d1_per_step:
         d1 = res.d1_per_step
