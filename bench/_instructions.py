@@ -51,6 +51,7 @@ CELLS = (
     ("history-no-statements", "  the same, its deliveries building no statement"),
     ("history-no-sql", "  the same, its local D1 running no SQL"),
     ("engine-keyed", "engine, SQLite NORMAL, each step with an idempotency key"),
+    ("engine-yield", "engine, SQLite NORMAL, a body yielding between steps"),
     ("engine-no-turns", "engine, SQLite NORMAL, no write suspending"),
     ("history-no-turns", "engine + history, the same"),
     ("engine-short", "engine, SQLite NORMAL, 10-step executions"),
@@ -266,7 +267,8 @@ async def _engine_run(cell: str, steps: int) -> None:
                 for _ in range(max(1, steps // SHORT)):
                     await engine.run(0 if cell.endswith("-empty") else SHORT)
             else:
-                await engine.run(steps, wf.linear_keyed if cell == "engine-keyed" else wf.linear)
+                body = {"engine-keyed": wf.linear_keyed, "engine-yield": wf.linear_yield}.get(cell, wf.linear)
+                await engine.run(steps, body)
         finally:
             await engine.close()
 

@@ -71,7 +71,8 @@ def per_step(results: Sequence[SyncResult], sizes: Sequence[int]) -> list[Verdic
         print(
             f"writes per step at N={big}: "
             + ", ".join(f"{k} {v:.3f}" for k, v in res.writes_per_step.items())
-            + " (the yielding body has no target: a completion is never held past its loop turn)"
+            + " (the yielding body has no target: a completion is not held while the body waits,"
+            " its write comes a few loop iterations after the body suspends)"
         )
         for line in _no_target_lines(res, big):
             print(line)

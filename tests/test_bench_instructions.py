@@ -47,6 +47,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
         "history-no-statements": 190_000.0,
         "history-no-sql": 220_000.0,
         "engine-keyed": 180_000.0,
+        "engine-yield": 190_000.0,
         "engine-no-turns": 148_000.0,
         "history-no-turns": 296_000.0,
         "engine-short": 300_000.0,
@@ -60,7 +61,7 @@ def test_the_report_prints_every_cell_and_the_ratios(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     for _, label in _instructions.CELLS:
         assert label in out
-    assert "150.0k" in out and "240.0k" in out and "30.0k" in out
+    assert "150.0k" in out and "240.0k" in out and "30.0k" in out and "190.0k" in out
     assert "engine + history / engine 1.60x" in out
     assert "when no write suspends (its deliveries run at the turn each full page gets) 2.00x" in out
     assert "engine + history / engine in 10-step executions 2.00x" in out

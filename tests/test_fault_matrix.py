@@ -532,10 +532,11 @@ async def test_a_storage_failure_anywhere_in_a_run_a_request_drives_is_answered_
 async def test_a_failed_flush_of_completions_stops_the_runner_and_loses_no_step(
     storage_path: Callable[[str], str | None], clock: VirtualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A body that yields between steps has each completion written on its own, by a flush
-    in the background. When that write fails the runner must stop at its next write and
-    replay from storage: going on would end the execution with the step still ``running``
-    in its journal (the step runs again instead: at least once)."""
+    """A body that waits between steps (here a few turns of the loop: one turn alone lets
+    the next step's write carry the completion) has each completion written on its own, by
+    a flush in the background. When that write fails the runner must stop at its next write
+    and replay from storage: going on would end the execution with the step still
+    ``running`` in its journal (the step runs again instead: at least once)."""
     caplog.set_level(logging.CRITICAL, logger="workkit_workflow")
     calls: Counter[str] = Counter()
 
@@ -544,7 +545,8 @@ async def test_a_failed_flush_of_completions_stops_the_runner_and_loses_no_step(
         out = []
         for i in range(4):
             out.append(await ctx.step(f"s{i}", lambda i=i: calls.update([f"s{i}"]) or i))
-            await asyncio.sleep(0)  # the completion is flushed on its own
+            for _ in range(4):
+                await asyncio.sleep(0)  # the completion is flushed on its own meanwhile
         return out
 
     failed: list[dict[str, str]] = []

@@ -161,6 +161,43 @@ async def test_a_deferred_body_takes_what_is_sent_thrown_and_closed_as_awaiting_
     assert closed == ["body", "body"]
 
 
+async def test_a_body_yielding_between_steps_starts_no_flush_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body that suspends for a turn of the loop between steps (``sleep(0)``, as one that
+    awaits something already done) runs again in the turn its deferred flush is called
+    in, and its next step's write carries the completion: the flush starts no task of the
+    object's to write nothing. A completion the body leaves while it waits longer is
+    still written without an operation (the test above)."""
+    from workkit_workflow.local import _host
+
+    spawned: list[str] = []
+    spawn = _host.LocalHost.spawn
+
+    def counting(self: Any, coro: Any) -> Any:
+        spawned.append(getattr(coro, "__qualname__", type(coro).__name__))
+        return spawn(self, coro)
+
+    monkeypatch.setattr(_host.LocalHost, "spawn", counting)
+
+    @workflow(unique("yielding"))
+    async def flow(ctx: Any, input: Any) -> Any:
+        for i in range(20):
+            await ctx.step(f"s{i}", lambda i=i: i)
+            await asyncio.sleep(0)
+        return "done"
+
+    async with LocalNamespace() as ns:
+        writes: list[Mapping[str, str]] = []
+        _record_writes(ns, "yielding", writes)
+        handle = await create_durable_workflow(ns).run(flow, {}, execution_id="yielding")
+        assert await handle.status() == "completed"
+    flushes = [name for name in spawned if name == "_flush"]
+    assert len(flushes) <= 1, flushes  # the last step's, as the body ends (before: one a step)
+    carrying = [w for w in writes if sum(k.startswith("j:") for k in w) == 2]
+    assert len(carrying) == 19  # steps 1-19 start in the write that completes the one before
+
+
 class _FlushRecorded(ExecutionState):
     __slots__ = ("flushed",)
 

@@ -1,10 +1,11 @@
 """Operation completions that wait for the execution's next write.
 
 A step's completion is not written on its own: :meth:`Deferral.defer` keeps it until the
-next write (the next operation's start, the phase's end, or the end of the loop turn,
-whichever comes first), which carries it in the same atomic commit. Nearly every step
-costs one write, not two. :class:`ExecutionState` is a :class:`Deferral`: its single
-write path (``ExecutionState.write``) takes what waits.
+next write (the next operation's start, the phase's end, or, if the body suspended with it
+left, a write of its own a few iterations of the loop later, waiting on nothing), which
+carries it in the same atomic commit. Nearly every step costs one write, not two.
+:class:`ExecutionState` is a :class:`Deferral`: its single write path
+(``ExecutionState.write``) takes what waits.
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ class Deferral:
             loop.call_soon(self._flush_soon, context=PLAIN_CONTEXT)
 
     def _flush_soon(self) -> None:
+        # The body that left the completion usually runs again in this same turn of the loop
+        # (it suspended to let others run: a ``sleep(0)``, a storage turn), and its next
+        # write carries the completion: look once the turn's callbacks have run, before
+        # starting a write of its own. A body that waits longer gets its flush one loop
+        # iteration later than at this callback, still without waiting on anything.
+        if self._pending:
+            loop = cast(asyncio.AbstractEventLoop, self._loop)  # set by ``_schedule_flush``
+            loop.call_soon(self._flush_late, context=PLAIN_CONTEXT)
+        else:
+            self._flush_scheduled = False
+
+    def _flush_late(self) -> None:
         self._flush_scheduled = False
         if self._pending:
             writer = cast(_Writer, self)  # the ExecutionState this is
