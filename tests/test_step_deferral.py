@@ -34,6 +34,17 @@ def _record_writes(ns: LocalNamespace, obj: str, writes: list[Mapping[str, str]]
     ns.write_hook = hook
 
 
+async def _carrying_writes(flow: Any, execution_id: str) -> int:
+    """Runs ``flow`` to its end on a namespace of its own: how many of its writes carried
+    two journal entries (a step's completion and the next step's start)."""
+    async with LocalNamespace() as ns:
+        writes: list[Mapping[str, str]] = []
+        _record_writes(ns, execution_id, writes)
+        handle = await create_durable_workflow(ns).run(flow, {}, execution_id=execution_id)
+        assert await handle.status() == "completed"
+    return len([w for w in writes if sum(k.startswith("j:") for k in w) == 2])
+
+
 async def test_a_step_the_body_then_waits_past_is_journaled_at_once(workflow_env: WorkflowTestEnv) -> None:
     gate = asyncio.Event()
 
@@ -58,14 +69,8 @@ async def test_a_completion_and_the_next_start_are_one_write() -> None:
             await ctx.step(f"s{i}", lambda i=i: i)
         return "done"
 
-    async with LocalNamespace() as ns:
-        writes: list[Mapping[str, str]] = []
-        _record_writes(ns, "one", writes)
-        handle = await create_durable_workflow(ns).run(flow, {}, execution_id="one")
-        assert await handle.status() == "completed"
-    carrying = [w for w in writes if sum(k.startswith("j:") for k in w) == 2]
     # Steps 1-4 start in the write that completes the step before them.
-    assert len(carrying) == 4
+    assert await _carrying_writes(flow, "one") == 4
 
 
 async def test_a_request_ready_to_run_gets_a_turn_at_every_write() -> None:
@@ -168,7 +173,8 @@ async def test_a_body_yielding_between_steps_starts_no_flush_of_its_own(
     awaits something already done) runs again in the turn its deferred flush is called
     in, and its next step's write carries the completion: the flush starts no task of the
     object's to write nothing. A completion the body leaves while it waits longer is
-    still written without an operation (the test above)."""
+    still written without an operation
+    (``test_a_step_the_body_then_waits_past_is_journaled_at_once``)."""
     from workkit_workflow.local import _host
 
     spawned: list[str] = []
@@ -187,15 +193,10 @@ async def test_a_body_yielding_between_steps_starts_no_flush_of_its_own(
             await asyncio.sleep(0)
         return "done"
 
-    async with LocalNamespace() as ns:
-        writes: list[Mapping[str, str]] = []
-        _record_writes(ns, "yielding", writes)
-        handle = await create_durable_workflow(ns).run(flow, {}, execution_id="yielding")
-        assert await handle.status() == "completed"
+    # Steps 1-19 start in the write that completes the one before.
+    assert await _carrying_writes(flow, "yielding") == 19
     flushes = [name for name in spawned if name == "_flush"]
     assert len(flushes) <= 1, flushes  # the last step's, as the body ends (before: one a step)
-    carrying = [w for w in writes if sum(k.startswith("j:") for k in w) == 2]
-    assert len(carrying) == 19  # steps 1-19 start in the write that completes the one before
 
 
 class _FlushRecorded(ExecutionState):
