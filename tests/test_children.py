@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from workkit_workflow import NonRetryableError, WorkflowContext, current_step, workflow
+from workkit_workflow import NonRetryableError, Workflow, WorkflowContext, current_step, workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine._ports import WireResponse
-from workkit_workflow.errors import DefinitionError, StepFailedError, TransportError
+from workkit_workflow.errors import DefinitionError, InvalidRequestError, StepFailedError, TransportError
 from workkit_workflow.local._host import LocalStorage
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -433,13 +433,55 @@ async def test_a_waiting_parent_says_it_waits_for_its_child() -> None:
         await env.close()
 
 
-async def test_a_forged_child_outcome_fails_the_operation_cleanly(env: WorkflowTestEnv) -> None:
+async def _send_outcome(env: WorkflowTestEnv, parent: str, child: str, payload: Any) -> None:
+    """An outcome event as a child's object sends it (its reserved type and its id)."""
+    body = {"type": f"child:{child}", "payload": payload, "id": f"{child}:outcome"}
+    answer = await env.ns.request(parent, "POST", "/event", body)
+    assert answer.status == 202, answer.body
+
+
+async def test_an_event_of_a_child_type_from_anyone_else_is_refused(env: WorkflowTestEnv) -> None:
+    world = World()
+    kid = _kid(world, nap=60.0)
+    handle = await env.run(_parent(kid), 5, execution_id="p-24")
+    child = f"p-24.0-{kid.name}"
+    forged = {"ok": True, "value": {"forged": True}}
+    with pytest.raises(InvalidRequestError, match="is reserved") as refused:
+        await handle.send_event(f"child:{child}", forged)  # the client refuses it
+    assert refused.value.details["field"] == "type"
+    # The object refuses it too, whatever else the request says, unless it carries the
+    # id the child's object gives its outcome.
+    for event_id in (None, "e-1", f"{child}:start", f"{kid.name}:outcome"):
+        body: dict[str, Any] = {"type": f"child:{child}", "payload": forged}
+        if event_id is not None:
+            body["id"] = event_id
+        answer = await env.ns.request("p-24", "POST", "/event", body)
+        assert answer.status == 400 and answer.body["error"]["code"] == "invalid_request", answer.body
+    # The parent still waits for its child, and gets the child's own result.
+    result = await env.result(handle)
+    assert result.ok and result.value == {"kid": 11}
+    assert world.calls["charge"] == 1
+
+
+def test_a_body_cannot_wait_for_a_child_outcome() -> None:
+    @workflow(unique("thief"))
+    async def thief(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.wait_for_event("steal", "child:someone-else.0-kid")
+
+    with pytest.raises(DefinitionError, match="is reserved"):
+        Workflow(unique("builder-thief")).wait_for_event("steal", "child:x")  # refused when added
+    ctx = WorkflowContext(None, "e", thief.name, None)  # type: ignore[arg-type]
+    with pytest.raises(DefinitionError, match="is reserved"):
+        ctx.wait_for_event("steal", "child:someone-else.0-kid")
+
+
+async def test_a_malformed_child_outcome_fails_the_operation_cleanly(env: WorkflowTestEnv) -> None:
     world = World()
     kid = _kid(world, nap=3600.0)
     handle = await env.run(_parent(kid, catch=True), 5, execution_id="p-17")
-    # Anyone may send an event; one of the reserved type that is not an outcome is refused
-    # by the operation (a failure it can catch), never a crash or a stuck parent.
-    assert await handle.send_event(f"child:p-17.0-{kid.name}", "not an outcome " * 100)
+    # An outcome the parent cannot read (a child's object of another version, a bug) is a
+    # failure the operation can catch, never a crash or a stuck parent.
+    await _send_outcome(env, "p-17", f"p-17.0-{kid.name}", "not an outcome " * 100)
     result = await env.result(handle)
     assert result.ok and result.value["error"]["code"] == "malformed_child_outcome"
     cause = result.value["error"]["child_error"]["message"]
@@ -678,7 +720,7 @@ async def test_an_outcome_without_an_error_fails_the_operation_as_child_failed(e
     world = World()
     kid = _kid(world, nap=3600.0)
     handle = await env.run(_parent(kid, catch=True), 5, execution_id="p-21")
-    assert await handle.send_event(f"child:p-21.0-{kid.name}", {"ok": False})
+    await _send_outcome(env, "p-21", f"p-21.0-{kid.name}", {"ok": False})
     result = await env.result(handle)
     assert result.ok
     error = result.value["error"]

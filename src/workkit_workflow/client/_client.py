@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from ..definitions._steps import reserved_event_type
 from ..definitions._workflow import Workflow
 from ..engine._export import make_export
 from ..engine._journal import EXECUTION_ID_PATTERN, Status
@@ -140,6 +141,9 @@ class ExecutionHandle:
 
     async def send_event(self, event_type: str, payload: Any = None, *, event_id: str | None = None) -> bool:
         """Deliver an external event; returns False for a duplicate ``event_id``."""
+        reserved = reserved_event_type(event_type)
+        if reserved is not None:
+            raise InvalidRequestError(reserved, field="type")
         body: dict[str, Any] = {"type": event_type, "payload": payload}
         if event_id is not None:
             body["id"] = event_id

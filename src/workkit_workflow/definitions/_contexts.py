@@ -18,6 +18,7 @@ from ._steps import (
     StepHandler,
     StepOptions,
     check_default,
+    check_event_type,
     check_name,
     keyed_options,
     make_options,
@@ -146,7 +147,7 @@ class WorkflowContext:
         ``default``, a timeout raises :class:`~workkit_workflow.errors.StepFailedError`.
         """
         check_name(name, "wait")
-        check_name(event_type, "event type")
+        check_event_type(event_type)
         seconds = None if timeout is None else to_seconds(timeout, what=f"wait {name!r}: timeout")
         if default is not MISSING:  # the message is built only for a default to check
             default = check_default(default, f"wait {name!r}")

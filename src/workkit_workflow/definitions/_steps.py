@@ -140,6 +140,31 @@ def make_options(
     )
 
 
+CHILD_EVENT_PREFIX = "child:"
+"""Event types starting with this are reserved: a child workflow's outcome, sent to its
+parent by the child's object (``engine._children``). A body cannot wait for one, and a
+client cannot send one: it would end the parent's child operation with a forged result."""
+
+
+def reserved_event_type(event_type: object) -> str | None:
+    """Why ``event_type`` is reserved (``CHILD_EVENT_PREFIX``), or None if it is not."""
+    if isinstance(event_type, str) and event_type.startswith(CHILD_EVENT_PREFIX):
+        return (
+            f"event type {event_type!r} is reserved: types starting with {CHILD_EVENT_PREFIX!r} "
+            "are child workflows' outcomes, sent by their objects"
+        )
+    return None
+
+
+def check_event_type(event_type: object) -> str:
+    """An event type a body may wait for."""
+    name = check_name(event_type, "event type")
+    reserved = reserved_event_type(name)
+    if reserved is not None:
+        raise DefinitionError(reserved)
+    return name
+
+
 def check_name(name: object, what: str) -> str:
     if type(name) is str and name.isascii() and 0 < len(name) <= 256 and not name.isspace():
         return name  # the usual name, checked without the calls below (every operation's)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DefinitionError, UnknownWorkflowError, VersionUnavailableError
+from . import _steps
 from ._durations import Duration, to_instant, to_seconds
 from ._limit import Limit
 from ._retry import DEFAULT_MAX_RECOVERIES, RetryPolicy, check_max_recoveries
@@ -171,12 +172,11 @@ class Workflow:
         Without ``default``, a timeout fails the step (and compensation runs).
         """
         self._check_builder()
-        check_name(event_type, "event type")
         seconds = None if timeout is None else to_seconds(timeout, what=f"wait {name!r}: timeout")
         op = _BuilderOp(
             "wait",
             check_name(name, "wait"),
-            event_type=event_type,
+            event_type=_steps.check_event_type(event_type),
             timeout=seconds,
             default=check_default(default, f"wait {name!r}"),
         )

@@ -27,12 +27,13 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ExecutionConflictError, SerializationError
+from ..definitions._steps import CHILD_EVENT_PREFIX, reserved_event_type
+from ..errors import ExecutionConflictError, InvalidRequestError, SerializationError
 from . import _journal as jn
 from ._mail import Mail
 from ._state import ExecutionState
 
-EVENT_PREFIX = "child:"
+EVENT_PREFIX = CHILD_EVENT_PREFIX
 """Event types starting with this are reserved: a child's outcome for its parent."""
 
 
@@ -74,6 +75,19 @@ def event_id(child: str, what: str) -> str:
     if len(full) <= 200:
         return full
     return f"{child[:150]}:{hashlib.sha256(full.encode()).hexdigest()[:16]}:{what}"
+
+
+def refuse_forged_outcome(event_type: str, sent_id: str | None) -> None:
+    """Refuse an event of a reserved type (``child:<id>``) unless it is one a child's object
+    or its refused start sends (its id is the one ``outcome_mail`` or ``start_message``
+    gives it): any other could pose as a child's outcome and end the operation waiting for
+    it with a forged result."""
+    reserved = reserved_event_type(event_type)
+    if reserved is None:
+        return
+    child = event_type[len(EVENT_PREFIX) :]
+    if sent_id not in (event_id(child, "outcome"), event_id(child, "refused")):
+        raise InvalidRequestError(reserved, field="type")
 
 
 def _mail(execution: ExecutionState) -> Mail:

@@ -16,7 +16,7 @@ from ..definitions._versions import version_of
 from ..definitions._workflow import Registry, Workflow
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
-from ._children import check_same_parent, children_of
+from ._children import check_same_parent, children_of, refuse_forged_outcome
 from ._limits import limit_meta
 from ._runner import Runner
 from ._signals import StorageFailure
@@ -259,6 +259,7 @@ class Requests:
     async def send_event(self, event_type: str, payload: Any, event_id: str | None) -> dict[str, Any]:
         """Deliver an external event to the inbox; duplicates (same id) are ignored."""
         check_name(event_type, "event type")
+        refuse_forged_outcome(event_type, event_id)
         execution = self.execution
         await execution.ensure_loaded()
         execution.require()
