@@ -187,6 +187,41 @@ async def test_a_malformed_limit_request_is_refused(env: WorkflowTestEnv, body: 
     assert answer.status == 400 and answer.body["error"]["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("path", ["/limit", "/schedule"])
+@pytest.mark.parametrize("named", [True, False], ids=["named", "nameless"])
+async def test_an_execution_object_refuses_the_side_routes_and_keeps_its_alarm(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch, path: str, named: bool
+) -> None:
+    from workkit_workflow.local._host import LocalHost
+
+    if not named:
+        # A runtime that gives objects no name (workerd of 2024): what the object holds decides.
+        monkeypatch.setattr(LocalHost, "object_name", None, raising=False)
+        original = LocalHost.__init__
+
+        def nameless(self: Any, *args: Any) -> None:
+            original(self, *args)
+            self.object_name = None
+
+        monkeypatch.setattr(LocalHost, "__init__", nameless)
+
+    @workflow(unique("napper"))
+    async def napper(ctx: Any, input: Any) -> str:
+        await ctx.sleep("nap", 5)
+        return "rested"
+
+    handle = await env.run(napper, None, execution_id="nap-1")
+    await env.settle()
+    alarm = env.ns.backend.alarms().get("nap-1")
+    assert alarm is not None
+    body = {"op": "acquire", "execution_id": "x", "max": 1} if path == "/limit" else {"advance_to": 1}
+    for method in ("GET", "POST"):
+        answer = await env.ns.request("nap-1", method, path, body if method == "POST" else None)
+        assert answer.status == 409 and answer.body["error"]["code"] == "execution_conflict", answer.body
+    assert env.ns.backend.alarms().get("nap-1") == alarm  # its wake-up is still set
+    assert (await env.result(handle)).value == "rested"
+
+
 async def test_an_input_without_a_key_is_refused_at_start(env: WorkflowTestEnv) -> None:
     flow = limited_flow(Occupancy(env, 1), unique("limited"), 1)
     with pytest.raises(InvalidRequestError, match="concurrency key"):

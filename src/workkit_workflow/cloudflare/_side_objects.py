@@ -13,8 +13,13 @@ from ..engine._limit_coordinator import LimitCoordinator
 from ..engine._limits import wake
 from ..engine._ports import Host, WireRequest, WireResponse
 from ..engine._schedule_record import ScheduleRecord
+from ..errors import ExecutionConflictError
 
 log = logging.getLogger("workkit_workflow")
+
+_PREFIX_OF = {"/schedule": "schedule:", "/limit": "limit:"}
+"""The start of the names of the objects that serve each route (``schedule_object``,
+``coordinator_name``)."""
 
 SIDE_ROUTES = {
     "/schedule": ("GET", "POST"),
@@ -31,8 +36,13 @@ class SideObjects:
         self.core = core
         self._schedule: ScheduleRecord | None = None
         self._coordinator: LimitCoordinator | None = None
+        self._checked: set[str] = set()
+        """The side routes this object was found to serve (``_check_kind``)."""
 
     async def handle(self, path: str, request: WireRequest) -> WireResponse:
+        if path != "/wake" and path not in self._checked:
+            await self._check_kind(path)
+            self._checked.add(path)  # no execution is made here later: its id can't be this name
         if path == "/schedule":
             return await self._schedule_route(request)
         if path == "/limit":
@@ -41,6 +51,26 @@ class SideObjects:
                 return WireResponse(200, {"limit": await coordinator.read()})
             return WireResponse(200, {"limit": await coordinator.request(request.body)})
         return WireResponse(200, {"woken": await wake(self.core.execution)})
+
+    async def _check_kind(self, path: str) -> None:
+        """Refuse ``/schedule`` or ``/limit`` to an object that is not a schedule's record or
+        a coordinator: one holding an execution (its alarm would be cleared by the record's
+        writes, and the execution never woken again), or whose name says it is another
+        kind of object (where the runtime gives objects their names)."""
+        prefix = _PREFIX_OF[path]
+        name = self.host.object_name
+        if name is not None and not name.startswith(prefix):
+            raise ExecutionConflictError(
+                f"{path} is served by the objects named {prefix}..., not by {name!r}", path=path
+            )
+        execution = self.core.execution
+        await execution.ensure_loaded()
+        if execution.meta is not None:
+            raise ExecutionConflictError(
+                f"this object holds execution {execution.execution_id!r}: {path} is served by "
+                f"the objects named {prefix}...",
+                path=path,
+            )
 
     async def _schedule_route(self, request: WireRequest) -> WireResponse:
         if self._schedule is None:
