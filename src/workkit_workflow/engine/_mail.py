@@ -129,11 +129,11 @@ class Mail(Delivery):
         execution id and the sequence). ``on_rejected`` is kept with it and
         given back to the sender's hook if the receiver refuses it for good.
         """
-        self.seq += 1
-        key = jn.seq_key(PREFIX, self.seq)
+        seq = self.seq + 1
+        key = jn.seq_key(PREFIX, seq)
         record = {
-            "seq": self.seq,
-            "id": id or f"{self.core.execution_id}:mail:{self.seq}",
+            "seq": seq,
+            "id": id or f"{self.core.execution_id}:mail:{seq}",
             "to": to,
             "method": method,
             "path": path,
@@ -141,10 +141,9 @@ class Mail(Delivery):
             "created_at": self.core.now(),
             "on_rejected": dict(on_rejected) if on_rejected else None,
         }
-        return {
-            key: jn.encode_record(key, record, what=f"message to {to!r}"),
-            HEAD: jn.encode_record(HEAD, {"seq": self.seq}, what="mail head"),
-        }
+        text = jn.encode_record(key, record, what=f"message to {to!r}")
+        self.seq = seq  # taken once the message can be sent (one that cannot leaves no trace)
+        return {key: text, HEAD: jn.encode_record(HEAD, {"seq": seq}, what="mail head")}
 
     @property
     def undelivered(self) -> bool:

@@ -321,8 +321,9 @@ class PhaseRun:
 
     def record(self, op: int, record: dict[str, Any]) -> tuple[str, str]:
         key = jn.op_key(self.prefix, op)
-        self.entries[op] = record
-        return key, jn.encode_record(key, record, what=f"journal entry of {record['name']!r}")
+        text = jn.encode_record(key, record, what=f"journal entry of {record['name']!r}")
+        self.entries[op] = record  # only an entry that can be written: none is left in memory alone
+        return key, text
 
     def failed(self, entry: dict[str, Any]) -> StepFailedError:
         error = entry.get("error") or {}
