@@ -770,3 +770,65 @@ def test_the_state_lists_the_first_event_types_and_counts_them_past_that(
         "waiting_for_count": None,
     }
     assert "waiting_for_count" not in jn.waiting_fields({}, types[:1])
+
+
+def _sent(env: WorkflowTestEnv, paths: list[tuple[str, str]]) -> None:
+    """Record each request to an object (its name and path) in ``paths``: the client's and
+    the mail between objects."""
+    real = env.ns.request
+
+    async def record(name: str, method: str, path: str, body: Any = None, query: Any = None) -> WireResponse:
+        paths.append((name, path))
+        return await real(name, method, path, body, query)
+
+    env.ns.request = record  # type: ignore[method-assign]
+
+
+def _stored(env: WorkflowTestEnv, name: str) -> dict[str, str]:
+    return env.ns.backend.list(name, None, None, None, None, False)
+
+
+@pytest.mark.parametrize("bad", ["set", "oversize"])
+async def test_a_child_input_that_cannot_be_sent_fails_the_operation_before_anything_starts(
+    env: WorkflowTestEnv, bad: str
+) -> None:
+    # The input was found unsendable as the start was composed, after the entry was
+    # recorded: SerializationError escaped into the body (past ``except StepFailedError``),
+    # the entry stayed in memory, was marked abandoned at the phase's end, and a /cancel
+    # went to a child that never existed (a dead letter).
+    world = World()
+    kid = _kid(world)
+    sent: list[tuple[str, str]] = []
+    _sent(env, sent)
+
+    @workflow(unique("unsendable-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        try:
+            await ctx.child(kid, {"tags": {1, 2}} if input == "set" else "x" * 2_000_001, name="kid")
+        except StepFailedError as exc:
+            caught = exc.error
+        await ctx.sleep("pause", 1.0)
+        return caught
+
+    handle = await env.run(parent, bad, execution_id=f"p-25-{bad}")
+    env.evict(f"p-25-{bad}")  # the failure is replayed from its entry, the same
+    result = await env.result(handle)
+    await env.clock.sleep(5.0)
+    await env.settle()
+    assert result.ok
+    error = result.value
+    child = f"p-25-{bad}.0-kid"
+    assert (error["code"], error["child_status"]) == ("serialization_error", "not_started")
+    assert error["child_id"] == child
+    assert error["child_error"]["message"].startswith(f"the start message of child {child!r} (its input) is ")
+    said = error["child_error"]["message"]
+    assert error["message"] == f"child workflow {kid.name!r} ({child}) could not start: {said}"
+    journal = await handle.journal()
+    assert [(e["op"], e["kind"], e["status"]) for e in journal] == [
+        (0, "child", "failed"),
+        (1, "sleep", "completed"),
+    ]
+    assert [(r["op"], r["status"]) for r in (await handle.describe())["children"]] == [(0, "not_started")]
+    assert [name for name, _ in sent if name != handle.execution_id] == []
+    assert child not in env.ns.backend.objects()
+    assert not [k for k in _stored(env, f"p-25-{bad}") if k.startswith("mail")]

@@ -110,6 +110,7 @@ def start_message(
         body,
         id=f"{child}:start",
         on_rejected={"event": EVENT_PREFIX + child, "event_id": event_id(child, "refused")},
+        what=f"the start message of child {child!r} (its input)",
     )
 
 

@@ -122,12 +122,15 @@ class Mail(Delivery):
         *,
         id: str | None = None,
         on_rejected: Mapping[str, Any] | None = None,
+        what: str | None = None,
     ) -> dict[str, str]:
         """The records that send one request: put them in the write that causes it.
 
         ``id`` names the message for the receiver's idempotency (default: the
         execution id and the sequence). ``on_rejected`` is kept with it and
         given back to the sender's hook if the receiver refuses it for good.
+        ``what`` names the message in the SerializationError of a body that
+        cannot be stored.
         """
         seq = self.seq + 1
         key = jn.seq_key(PREFIX, seq)
@@ -141,7 +144,7 @@ class Mail(Delivery):
             "created_at": self.core.now(),
             "on_rejected": dict(on_rejected) if on_rejected else None,
         }
-        text = jn.encode_record(key, record, what=f"message to {to!r}")
+        text = jn.encode_record(key, record, what=what or f"message to {to!r}")
         self.seq = seq  # taken once the message can be sent (one that cannot leaves no trace)
         return {key: text, HEAD: jn.encode_record(HEAD, {"seq": seq}, what="mail head")}
 

@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from ...definitions._values import to_data
-from ...errors import DefinitionError, InvalidOptionError
+from ...errors import (
+    DefinitionError,
+    InvalidOptionError,
+    SerializationError,
+    StepFailedError,
+    WorkflowError,
+)
 from .. import _journal as jn
 from .._children import EVENT_PREFIX, child_record, child_row, start_message
 from ._run import PhaseRun
@@ -80,7 +87,6 @@ async def _start(
             f"child workflow {name!r}: execution_id {execution_id!r} is not a valid execution id "
             "(letters, digits and . _ : -, at most 200 characters)"
         )
-    data = to_data(input)
     child = execution_id or child_id(execution.execution_id, op, name)
     entry = {
         "op": op,
@@ -93,13 +99,32 @@ async def _start(
         "event_type": EVENT_PREFIX + child,
         "started_at": execution.now(),
     }
+    try:
+        mail = start_message(execution, op=op, child=child, workflow=workflow, input=to_data(input))
+    except SerializationError as exc:  # an input that cannot be stored, or sent
+        raise await _not_started(run, op, entry, exc) from None
     key, text = run.record(op, entry)
-    mail = start_message(execution, op=op, child=child, workflow=workflow, input=data)
     row_key, row_text = child_record(child_row(entry, "running"))
-    state = execution.state or {}
-    changes = {"child_count": int(state.get("child_count") or 0) + 1}
-    await execution.write_state(changes, puts={key: text, row_key: row_text, **mail})
+    await execution.write_state(_one_more_child(execution.state), puts={key: text, row_key: row_text, **mail})
     return entry
+
+
+async def _not_started(
+    run: PhaseRun, op: int, entry: dict[str, Any], cause: WorkflowError
+) -> StepFailedError:
+    """The failure of a child the parent refuses to start itself (its input cannot be
+    sent): journaled, with no message sent, as a child whose object refused the start is
+    (``not_started``)."""
+    execution = run.execution
+    failed = _failed(entry, {"ok": False, "rejected": {"error": cause.to_dict()}}, execution.now())
+    row_key, row_text = child_record(child_row(entry, "not_started"))
+    await _finish(run, op, failed, _one_more_child(execution.state), {row_key: row_text})
+    return run.failed(failed)
+
+
+def _one_more_child(state: dict[str, Any] | None) -> dict[str, Any]:
+    """The state's change for a child's row written (the state counts them)."""
+    return {"child_count": int((state or {}).get("child_count") or 0) + 1}
 
 
 async def _try_to_finish(run: PhaseRun, op: int, entry: dict[str, Any], event_type: str) -> Any:
@@ -113,18 +138,35 @@ async def _try_to_finish(run: PhaseRun, op: int, entry: dict[str, Any], event_ty
     now = execution.now()
     if isinstance(outcome, dict) and outcome.get("ok") is True:
         done = {**entry, "status": "completed", "finished_at": now, "output": outcome.get("value")}
-        key, text = run.record(op, done)
         changes, row = _children_with(execution.state, entry, "completed")
-        await execution.write_state(changes, puts={key: text, **row}, deletes=[event_key])
-        run.completed(op, done)
+        await _finish(run, op, done, changes, row, deletes=[event_key])
         return done["output"]
-    error = _child_error(entry, outcome, now)
-    failed = {**entry, "status": "failed", "error": error, "finished_at": now, "attempt": 1}
-    key, text = run.record(op, failed)
-    changes, row = _children_with(execution.state, entry, str(error.get("child_status") or "failed"))
-    await execution.write_state(changes, puts={key: text, **row}, deletes=[event_key])
-    run.completed(op, failed)
+    failed = _failed(entry, outcome, now)
+    status = str(failed["error"].get("child_status") or "failed")
+    changes, row = _children_with(execution.state, entry, status)
+    await _finish(run, op, failed, changes, row, deletes=[event_key])
     raise run.failed(failed)
+
+
+async def _finish(
+    run: PhaseRun,
+    op: int,
+    done: dict[str, Any],
+    changes: dict[str, Any],
+    puts: dict[str, str],
+    deletes: Sequence[str] = (),
+) -> None:
+    """Journal the child operation's end ``done`` with the state's ``changes`` and the
+    child's row in ``puts``, in one write."""
+    key, text = run.record(op, done)
+    await run.execution.write_state(changes, puts={key: text, **puts}, deletes=deletes)
+    run.completed(op, done)
+
+
+def _failed(entry: dict[str, Any], outcome: Any, now: float) -> dict[str, Any]:
+    """The journal entry of the child operation ``entry`` failed with ``outcome``."""
+    error = _child_error(entry, outcome, now)
+    return {**entry, "status": "failed", "error": error, "finished_at": now, "attempt": 1}
 
 
 def _children_with(
