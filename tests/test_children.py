@@ -788,6 +788,82 @@ def _stored(env: WorkflowTestEnv, name: str) -> dict[str, str]:
     return env.ns.backend.list(name, None, None, None, None, False)
 
 
+async def test_two_gathered_operations_naming_one_child_start_it_once(env: WorkflowTestEnv) -> None:
+    # Both operations waited for ``child:shared``: the child's object refused the second
+    # start, and that refusal, arriving first, ended the operation that owned the child,
+    # while the second took the child's result. The second is now refused by the parent
+    # itself, as when the two run one after the other, and its start is never sent.
+    world = World()
+    kid = _kid(world)
+    sent: list[tuple[str, str]] = []
+    _sent(env, sent)
+
+    @workflow(unique("twin-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        async def one(n: int) -> Any:
+            try:
+                return await ctx.child(kid, n, execution_id="shared", name=f"kid-{n}")
+            except StepFailedError as exc:
+                return exc.error
+
+        return await asyncio.gather(one(1), one(2))
+
+    handle = await env.run(parent, None, execution_id="p-23")
+    assert (await handle.describe())["waiting_for"] == ["child:shared"]
+    env.evict("p-23")  # the second's failure and the first's wait are replayed from storage
+    result = await env.result(handle)
+    assert result.ok
+    first, second = result.value
+    assert first == 3 and world.calls["charge"] == 1
+    assert (second["code"], second["child_status"], second["child_id"]) == (
+        "execution_conflict",
+        "not_started",
+        "shared",
+    )
+    assert second["child_error"]["message"] == (
+        "execution 'shared' already exists and is not the child of 'p-23' at operation #1: "
+        "give the child another id"
+    )
+    assert (await env.client.execution("shared").describe())["parent"]["op"] == 0
+    journal = await handle.journal()
+    assert [(e["op"], e["status"]) for e in journal] == [(0, "completed"), (1, "failed")]
+    rows = (await handle.describe())["children"]
+    assert [(r["op"], r["status"]) for r in rows] == [(0, "completed"), (1, "not_started")]
+    assert ("shared", "/execute") in sent and sent.count(("shared", "/execute")) == 1
+    assert not [k for k in _stored(env, "p-23") if k.startswith("mailx:")]
+
+
+async def test_a_child_id_an_earlier_drive_started_is_refused_to_another_operation(
+    env: WorkflowTestEnv,
+) -> None:
+    # The owner was started by an earlier drive (its row is read from storage), and is
+    # still waiting when the second operation names the same child.
+    world = World()
+    kid = _kid(world, nap=60.0)
+
+    @workflow(unique("late-twin-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        async def later() -> Any:
+            await ctx.sleep("pause", 1.0)
+            try:
+                return await ctx.child(kid, 2, execution_id="shared-late", name="second")
+            except StepFailedError as exc:
+                return exc.error["code"]
+
+        return await asyncio.gather(ctx.child(kid, 1, execution_id="shared-late", name="first"), later())
+
+    handle = await env.run(parent, None, execution_id="p-24")
+    env.evict("p-24")
+    result = await env.result(handle)
+    assert result.ok and result.value == [3, "execution_conflict"]
+    assert world.calls["charge"] == 1
+    assert [(e["op"], e["kind"], e["status"]) for e in await handle.journal()] == [
+        (0, "child", "completed"),
+        (1, "sleep", "completed"),
+        (2, "child", "failed"),
+    ]
+
+
 @pytest.mark.parametrize("bad", ["set", "oversize"])
 async def test_a_child_input_that_cannot_be_sent_fails_the_operation_before_anything_starts(
     env: WorkflowTestEnv, bad: str
@@ -832,3 +908,45 @@ async def test_a_child_input_that_cannot_be_sent_fails_the_operation_before_anyt
     assert [name for name, _ in sent if name != handle.execution_id] == []
     assert child not in env.ns.backend.objects()
     assert not [k for k in _stored(env, f"p-25-{bad}") if k.startswith("mail")]
+
+
+async def test_a_failed_read_of_the_children_stops_the_run_and_the_retry_goes_on(
+    env: WorkflowTestEnv,
+) -> None:
+    # The children an earlier drive started are read inside the body, at the next start:
+    # a read that fails stops the run as a journal page's does (the body's ``except
+    # Exception`` never sees it), and the alarm's retry starts the child once.
+    world = World()
+    kid = _kid(world, nap=1.0)
+    caught: list[str] = []
+
+    @workflow(unique("unread-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        first = await ctx.child(kid, 1, name="first")
+        try:
+            second = await ctx.child(kid, 2, name="second")
+        except Exception as exc:  # what a body that guards everything sees
+            caught.append(type(exc).__name__)
+            raise
+        return [first, second]
+
+    real = env.ns.backend.list
+    failed: list[str] = []
+
+    def fail_once(obj: str, prefix: str | None, *rest: Any) -> dict[str, str]:
+        if obj == "p-26" and prefix == jn.CHILDREN and not failed:
+            failed.append(obj)
+            raise OSError("disk I/O error on read (injected)")
+        return real(obj, prefix, *rest)
+
+    handle = await env.run(parent, None, execution_id="p-26")
+    assert await handle.status() == "waiting"
+    env.ns.backend.list = fail_once  # type: ignore[method-assign]
+    # The first child's outcome wakes the parent: its next drive reads the children first
+    # (no request reads them meanwhile: ``describe`` lists them too).
+    await env.clock.sleep(1.5)
+    await env.settle()
+    assert failed and caught == []
+    result = await env.result(handle)
+    assert result.ok and result.value == [3, 5]
+    assert world.calls["charge"] == 2

@@ -23,6 +23,7 @@ size however many children it starts. (A state written before kept the list itse
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +32,8 @@ from ..definitions._steps import CHILD_EVENT_PREFIX, reserved_event_type
 from ..errors import ExecutionConflictError, InvalidRequestError, SerializationError
 from . import _journal as jn
 from ._mail import Mail
+from ._ports import StorageReadError
+from ._signals import StorageFailure
 from ._state import ExecutionState
 
 EVENT_PREFIX = CHILD_EVENT_PREFIX
@@ -66,6 +69,55 @@ async def children_of(execution: ExecutionState) -> list[dict[str, Any]]:
     # In operation order: the state's list is, storage lists keys in order, and a child with
     # a record of its own started after every child the state lists.
     return list(rows.values())
+
+
+class ChildOwners:
+    """Which operation of one phase run's execution holds each child id: read once (the
+    children's records, when the execution started any), then kept by each start of the
+    run, checked and taken with no await between the two, so two operations gathered that
+    name one child cannot both start it. A child listed ``not_started`` holds nothing."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, int] = {}
+        self._read: asyncio.Future[None] | None = None
+
+    async def read(self, execution: ExecutionState) -> None:
+        """The children started before this run (by another drive or incarnation)."""
+        reading = self._read
+        if reading is None:
+            reading = self._read = asyncio.get_running_loop().create_future()
+            try:
+                rows = await _children_before(execution)
+            except BaseException as exc:
+                reading.set_exception(exc)
+                reading.exception()  # retrieved: whoever waits on it re-raises
+                raise
+            for row in rows:
+                if row.get("status") != "not_started":
+                    self.owners.setdefault(str(row["execution_id"]), int(row["op"]))
+            reading.set_result(None)
+        elif not reading.done():
+            await asyncio.shield(reading)
+
+
+async def _children_before(execution: ExecutionState) -> list[dict[str, Any]]:
+    state = execution.state or {}
+    if not state.get("child_count") and not state.get("children"):
+        return []
+    try:
+        return await children_of(execution)
+    except StorageReadError as exc:  # inside the body: the engine's signal, as a journal page's
+        raise StorageFailure(exc.cause, "read") from exc
+
+
+def not_its_child(child: str | None, parent_id: Any, op: Any) -> ExecutionConflictError:
+    """The refusal of a start of ``child`` for operation ``op`` of ``parent_id``, when the
+    child is another execution, or another operation's child."""
+    return ExecutionConflictError(
+        f"execution {child!r} already exists and is not the child of {parent_id!r} at "
+        f"operation #{op}: give the child another id",
+        execution_id=child,
+    )
 
 
 def event_id(child: str, what: str) -> str:
@@ -163,8 +215,4 @@ def check_same_parent(meta: Mapping[str, Any], parent: Mapping[str, Any] | None)
         return
     mine = meta.get("parent") or {}
     if mine.get("execution_id") != parent.get("execution_id") or mine.get("op") != parent.get("op"):
-        raise ExecutionConflictError(
-            f"execution {meta.get('execution_id')!r} already exists and is not the child of "
-            f"{parent.get('execution_id')!r} at operation #{parent.get('op')}: give the child another id",
-            execution_id=meta.get("execution_id"),
-        )
+        raise not_its_child(meta.get("execution_id"), parent.get("execution_id"), parent.get("op"))

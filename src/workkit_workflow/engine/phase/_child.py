@@ -28,7 +28,14 @@ from ...errors import (
     WorkflowError,
 )
 from .. import _journal as jn
-from .._children import EVENT_PREFIX, child_record, child_row, start_message
+from .._children import (
+    EVENT_PREFIX,
+    ChildOwners,
+    child_record,
+    child_row,
+    not_its_child,
+    start_message,
+)
 from ._run import PhaseRun
 
 _PENDING: Any = object()
@@ -88,6 +95,11 @@ async def _start(
             "(letters, digits and . _ : -, at most 200 characters)"
         )
     child = execution_id or child_id(execution.execution_id, op, name)
+    owners = run.child_owners
+    if owners is None:
+        owners = run.child_owners = ChildOwners()
+    await owners.read(execution)
+    run.check_continue(name)
     entry = {
         "op": op,
         "kind": "child",
@@ -99,10 +111,15 @@ async def _start(
         "event_type": EVENT_PREFIX + child,
         "started_at": execution.now(),
     }
+    # From here to the write, no await: the id is checked and taken at once (``ChildOwners``).
+    if child in owners.owners:
+        # Another operation's child: its outcome event would end both operations' waits.
+        raise await _not_started(run, op, entry, not_its_child(child, execution.execution_id, op))
     try:
         mail = start_message(execution, op=op, child=child, workflow=workflow, input=to_data(input))
     except SerializationError as exc:  # an input that cannot be stored, or sent
         raise await _not_started(run, op, entry, exc) from None
+    owners.owners[child] = op
     key, text = run.record(op, entry)
     row_key, row_text = child_record(child_row(entry, "running"))
     await execution.write_state(_one_more_child(execution.state), puts={key: text, row_key: row_text, **mail})
@@ -112,9 +129,9 @@ async def _start(
 async def _not_started(
     run: PhaseRun, op: int, entry: dict[str, Any], cause: WorkflowError
 ) -> StepFailedError:
-    """The failure of a child the parent refuses to start itself (its input cannot be
-    sent): journaled, with no message sent, as a child whose object refused the start is
-    (``not_started``)."""
+    """The failure of a child the parent refuses to start itself (its id is another
+    operation's child, its input cannot be sent): journaled, with no message sent, as a
+    child whose object refused the start is (``not_started``)."""
     execution = run.execution
     failed = _failed(entry, {"ok": False, "rejected": {"error": cause.to_dict()}}, execution.now())
     row_key, row_text = child_record(child_row(entry, "not_started"))

@@ -21,6 +21,7 @@ from typing import Any
 from ...definitions._retry import RetryPolicy
 from ...errors import ReplayMismatchError, StepFailedError, WorkflowTimeoutError
 from .. import _journal as jn
+from .._children import ChildOwners
 from .._pages import JournalWindow
 from .._pause import is_paused
 from .._signals import Abort, Stop, Suspend
@@ -70,6 +71,8 @@ class PhaseRun:
         self.stopping = False
         self.suspended = False
         self.current: dict[int, str] = {}
+        self.child_owners: ChildOwners | None = None
+        """Made by the run's first child start (``_child``)."""
         self._idle: asyncio.Future[None] | None = None
         self._quiet: asyncio.Future[None] | None = None
         """Made while ``execute`` waits for the operations still running to finish."""
