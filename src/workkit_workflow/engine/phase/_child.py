@@ -10,6 +10,10 @@ back as an event of the reserved type ``child:<child id>`` (``engine._children``
 the parent consumes it like any event, by the signal protocol of ``_runner``.
 Nothing polls, nothing waits in memory: the parent parks with ``waiting_for``
 naming the child.
+
+A start the parent refuses itself (an id another of its operations gave its child, an
+input that cannot be stored) sends nothing: the operation is journaled failed, its child
+``not_started``, as one whose object refused the start.
 """
 
 from __future__ import annotations
