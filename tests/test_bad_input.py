@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, cli, workflow
+from workkit_workflow import Limit, NonRetryableError, RetryPolicy, Workflow, cli, workflow
 from workkit_workflow.definitions._durations import iso
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine._ports import WireRequest
@@ -399,7 +399,7 @@ async def test_an_idempotency_key_with_a_lone_surrogate_fails_the_workflow_clean
     assert "valid Unicode" in result.error.message
 
 
-@pytest.mark.parametrize("bad", ["\ud800", " spaced", "a/b", "x" * 201, 42])
+@pytest.mark.parametrize("bad", ["\ud800", " spaced", "a/b", "x" * 201, 42, "limit:w:k", "schedule:nightly"])
 async def test_an_execution_id_no_execution_can_have_is_refused_by_the_client(
     env: WorkflowTestEnv, bad: Any
 ) -> None:
@@ -412,6 +412,63 @@ async def test_an_execution_id_no_execution_can_have_is_refused_by_the_client(
     with pytest.raises(InvalidRequestError):
         env.client.execution("")
     assert env.ns.live_objects() == []
+
+
+async def test_a_restart_under_a_reserved_id_is_refused_by_the_client(env: WorkflowTestEnv) -> None:
+    flow = Workflow(unique("ids")).step("a", lambda i, p, c: 1)
+    source = await env.run(flow, {}, execution_id="source")
+    with pytest.raises(InvalidRequestError, match="starts with 'limit:', which is reserved") as caught:
+        await env.client.restart(source.execution_id, from_step="a", new_execution_id="limit:w:k")
+    assert caught.value.details.get("field") == "execution_id"
+    assert env.ns.live_objects() == ["source"]
+
+
+# -- ids that name the library's own objects, at the wire -----------------------------
+
+RESERVED_BODIES = [
+    ("limit:w:k", {"workflow": "w", "execution_id": "limit:w:k"}, "execution_id"),
+    ("schedule:s", {"workflow": "w", "execution_id": "schedule:s"}, "execution_id"),
+    (
+        "obj",
+        {
+            "workflow": "w",
+            "execution_id": "obj",
+            "parent": {"execution_id": "limit:p:k", "workflow": "p", "op": 0},
+        },
+        "parent.execution_id",
+    ),
+    (
+        "obj",
+        {"workflow": "w", "execution_id": "obj", "restart": {"execution_id": "schedule:s", "from_step": "s"}},
+        "restart.execution_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "field"), RESERVED_BODIES)
+async def test_a_reserved_execution_id_gets_400_naming_the_field(name: str, body: Any, field: str) -> None:
+    Workflow("w").step("s", lambda i, p, c: 1)
+    async with LocalNamespace() as ns:
+        response = await ns.fetch(name, _wire("POST", "/execute", body))
+        assert response.status == 400, response.body
+        error = response.body["error"]
+        assert error["code"] == "invalid_request" and "reserved" in error["message"]
+        assert [p["field"] for p in error["problems"]] == [field]
+        assert ns.backend.list(name, None, None, None, None, False) == {}
+
+
+async def test_an_execute_sent_to_a_coordinator_leaves_it_as_it_was(env: WorkflowTestEnv) -> None:
+    flow = Workflow(unique("limited"), concurrency=Limit(key="k", max=1)).sleep("nap", "1h")
+    holder = await env.run(flow, {"k": "acme"})
+    coordinator = f"limit:{flow.name}:acme"
+    stored = env.ns.backend.list(coordinator, None, None, None, None, False)
+    body = {"workflow": flow.name, "execution_id": coordinator}
+    response = await env.ns.fetch(coordinator, _wire("POST", "/execute", body))
+    assert response.status == 400 and response.body["error"]["problems"][0]["field"] == "execution_id"
+    assert env.ns.backend.list(coordinator, None, None, None, None, False) == stored
+    assert (await env.ns.request(coordinator, "GET", "/limit")).body["limit"]["holders"].keys() == {
+        holder.execution_id
+    }
 
 
 def test_the_example_entry_accepts_the_april_2025_handler_arity() -> None:

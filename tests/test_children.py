@@ -327,6 +327,27 @@ async def test_a_bad_child_id_is_refused_before_anything_starts(env: WorkflowTes
     assert world.calls["charge"] == 0
 
 
+@pytest.mark.parametrize(
+    ("reserved", "prefix"), [("limit:p-14:acme", "limit:"), ("schedule:nightly", "schedule:")]
+)
+async def test_a_child_id_naming_the_librarys_own_objects_is_refused(
+    env: WorkflowTestEnv, reserved: str, prefix: str
+) -> None:
+    world = World()
+    kid = _kid(world)
+
+    @workflow(unique("reserved-id-parent"))
+    async def parent(ctx: WorkflowContext, input: Any) -> Any:
+        return await ctx.child(kid, input, execution_id=reserved)
+
+    handle = await env.run(parent, 1, execution_id="p-14")
+    result = await env.result(handle)
+    assert not result.ok and result.error is not None and result.error.code == "invalid_option"
+    assert f"starts with {prefix!r}, which is reserved" in result.error.message
+    assert world.calls["charge"] == 0
+    assert reserved not in env.ns.live_objects()
+
+
 async def test_a_builder_workflow_runs_a_child(env: WorkflowTestEnv) -> None:
     from workkit_workflow import Workflow
 

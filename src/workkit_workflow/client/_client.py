@@ -7,16 +7,16 @@ execution id).
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from ..definitions._ids import execution_id_problem
 from ..definitions._steps import reserved_event_type
 from ..definitions._workflow import Workflow
 from ..engine._export import make_export
-from ..engine._journal import EXECUTION_ID_PATTERN, Status
+from ..engine._journal import Status
 from ..engine._ports import Namespace, WireResponse
 from ..errors import ExecutionFailedError, ExecutionNotFinishedError, InvalidRequestError
 from ._answers import raise_for, send_again, unavailable
@@ -181,18 +181,13 @@ class ExecutionHandle:
         return f"ExecutionHandle({self.execution_id!r})"
 
 
-_EXECUTION_ID = re.compile(EXECUTION_ID_PATTERN)
-
-
 def _check_id(execution_id: object) -> str:
-    """Refuse an id no execution can have before it names an object or a key."""
-    if not isinstance(execution_id, str) or not _EXECUTION_ID.match(execution_id):
-        raise InvalidRequestError(
-            f"execution_id must be 1-200 letters, digits or . _ : - (starting with a letter or digit), "
-            f"got {execution_id!r}",
-            field="execution_id",
-        )
-    return execution_id
+    """Refuse an id no execution can have (malformed, or the name of one of the
+    library's own objects) before it names an object or a key."""
+    problem = execution_id_problem(execution_id)
+    if problem is not None:
+        raise InvalidRequestError(problem, field="execution_id")
+    return cast(str, execution_id)  # anything but a string has a problem
 
 
 def _result_from(body: dict[str, Any]) -> WorkflowResult[Any]:

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from ..definitions._ids import EXECUTION_ID_PATTERN, reserved_problem
 from ..definitions._json import is_unicode, loads
 from ..definitions._versions import VERSION_PATTERN
-from ..engine._journal import EXECUTION_ID_PATTERN
 from ..errors import InvalidRequestError
 
 MAX_BODY_BYTES = 2_500_000
@@ -98,7 +98,7 @@ def parse(model: type[_Body], body: bytes) -> Any:
         raise InvalidRequestError("request body must be a JSON object")
     _refuse_lone_surrogates(body, data)
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         problems = [
             {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
@@ -106,6 +106,26 @@ def parse(model: type[_Body], body: bytes) -> Any:
         ][:20]
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         raise InvalidRequestError(f"invalid request body: {summary}", problems=problems) from None
+    if isinstance(parsed, ExecuteBody):
+        _refuse_reserved_ids(parsed)
+    return parsed
+
+
+def _refuse_reserved_ids(body: ExecuteBody) -> None:
+    """Refuse an execution id that names one of the library's own objects
+    (``definitions._ids``), as an invalid field is refused. Checked after parsing:
+    pydantic's regex (Rust) has no look-ahead to say it in the field's pattern."""
+    ids = [("execution_id", body.execution_id)]
+    if body.restart is not None:
+        ids.append(("restart.execution_id", body.restart.execution_id))
+    if body.parent is not None:
+        ids.append(("parent.execution_id", body.parent.execution_id))
+    for field, execution_id in ids:
+        problem = reserved_problem(execution_id)
+        if problem is not None:
+            raise InvalidRequestError(
+                f"invalid request body: {field}: {problem}", problems=[{"field": field, "problem": problem}]
+            )
 
 
 def _decoded(body: bytes) -> Any:

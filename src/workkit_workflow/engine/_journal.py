@@ -161,10 +161,6 @@ def default_idempotency_key(execution_id: str, prefix: str, op: int, name: str) 
     return f"{execution_id}:{prefix}{op}:{name}"
 
 
-EXECUTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$"
-"""What an execution id may be: it names a Durable Object and goes into storage keys."""
-
-
 def is_op_key(key: str) -> bool:
     return key.startswith(OP_PREFIXES)
 

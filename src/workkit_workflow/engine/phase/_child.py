@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ...definitions._ids import execution_id_problem
 from ...definitions._values import to_data
 from ...errors import (
     DefinitionError,
@@ -93,11 +94,9 @@ async def _start(
             f"child workflow {name!r}: children start from the workflow body, not from on_failure "
             "(a compensation phase receives no events)"
         )
-    if execution_id is not None and not re.match(jn.EXECUTION_ID_PATTERN, execution_id):
-        raise InvalidOptionError(
-            f"child workflow {name!r}: execution_id {execution_id!r} is not a valid execution id "
-            "(letters, digits and . _ : -, at most 200 characters)"
-        )
+    problem = None if execution_id is None else execution_id_problem(execution_id)
+    if problem is not None:
+        raise InvalidOptionError(f"child workflow {name!r}: {problem}")
     child = execution_id or child_id(execution.execution_id, op, name)
     owners = run.child_owners
     if owners is None:
