@@ -262,6 +262,8 @@ def test_a_bad_cron_is_refused_when_the_schedule_is_defined(cron: Any, says: str
         ({"max_catch_up": 10_000}, "max_catch_up"),
         ({"name": "has space"}, "schedule name"),
         ({"name": "x" * 101}, "schedule name"),
+        ({"name": "limit:x"}, "schedule name"),
+        ({"name": "schedule:x"}, "schedule name"),
         ({"workflow": 42}, "workflow must be"),
     ],
 )
@@ -269,6 +271,22 @@ def test_bad_schedule_options_are_refused(options: dict[str, Any], says: str) ->
     arguments: dict[str, Any] = {"name": "ok", "cron": "@hourly", "workflow": report, "register": False}
     with pytest.raises(Exception, match=says):
         Schedule(**{**arguments, **options})
+
+
+@pytest.mark.parametrize("name", ["limit", "schedule"])
+def test_a_schedule_whose_tick_ids_would_name_the_librarys_own_objects_is_refused(name: str) -> None:
+    # Its ticks would be "limit:<minute>" or "schedule:<minute>": the names of a limit's
+    # coordinator and of a schedule's record, which no execution id may take.
+    with pytest.raises(InvalidOptionError, match="reserved") as caught:
+        Schedule(name, cron="@hourly", workflow=report, register=False)
+    assert caught.value.details["schedule"] == name
+    assert name not in [s.name for s in SCHEDULES.all()]
+
+
+@pytest.mark.parametrize("name", ["limits", "limit-report", "schedules", "my-schedule", "Limit"])
+def test_a_schedule_name_that_only_looks_reserved_is_accepted(name: str) -> None:
+    schedule = Schedule(name, cron="@hourly", workflow=report, register=False)
+    assert tick_id(schedule.name, 0) == f"{name}:1970-01-01T00:00Z"
 
 
 def test_aliases_and_spacing_normalise_to_five_fields() -> None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DefinitionError, InvalidOptionError
+from ._ids import SCHEDULE_PREFIX, reserved_prefix
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
@@ -97,7 +98,7 @@ def tick_id(schedule: str, tick: float) -> str:
 
 def schedule_object(schedule: str) -> str:
     """The name of the object that keeps a schedule's last tick."""
-    return f"schedule:{schedule}"
+    return f"{SCHEDULE_PREFIX}{schedule}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,13 @@ class Schedule:
             raise DefinitionError(
                 f"schedule name {self.name!r} must be 1-100 characters of letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit (it goes into execution ids)"
+            )
+        reserved = reserved_prefix(tick_id(self.name, 0))
+        if reserved is not None:
+            raise InvalidOptionError(
+                f"schedule name {self.name!r}: its ticks' execution ids would start with {reserved!r}, "
+                "a prefix reserved for the library's own objects; choose another name",
+                schedule=self.name,
             )
         object.__setattr__(self, "cron", parse_cron(self.cron))
         if self.catch_up not in CATCH_UP_POLICIES:
