@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workkit_workflow import REGISTRY, Limit, NonRetryableError, RetryPolicy, Workflow, workflow
 from workkit_workflow.engine._limit_coordinator import CHECK_EVERY
+from workkit_workflow.engine._limits import coordinator_name
 from workkit_workflow.errors import DefinitionError, InvalidOptionError, InvalidRequestError
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -105,6 +108,40 @@ async def test_other_keys_do_not_wait(env: WorkflowTestEnv) -> None:
     assert [await h.status() for h in handles] == ["sleeping"] * 3  # all three in their pause
     assert all([(await env.result(h)).ok for h in handles])
     assert occupancy.peak == 3
+
+
+def test_an_ordinary_workflow_name_keeps_its_coordinator_name() -> None:
+    # Coordinators deployed before the workflow's name was escaped keep their objects.
+    assert coordinator_name("sync-account", "acme") == "limit:sync-account:acme"
+    assert coordinator_name("Sync.v2_x", "a:b/c d%") == "limit:Sync.v2_x:a:b/c d%"
+
+
+def test_a_workflow_name_with_a_colon_or_percent_is_escaped() -> None:
+    assert coordinator_name("p10", "x:y") == "limit:p10:x:y"
+    assert coordinator_name("p10:x", "y") == "limit:p10%3Ax:y"
+    assert coordinator_name("p10%3Ax", "y") == "limit:p10%253Ax:y"
+
+
+_PARTS = st.text(alphabet="ab:%3A", max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(first=st.tuples(_PARTS, _PARTS), second=st.tuples(_PARTS, _PARTS))
+def test_two_workflow_and_key_pairs_never_share_a_coordinator(
+    first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    if first != second:
+        assert coordinator_name(*first) != coordinator_name(*second)
+
+
+async def test_workflows_whose_name_and_key_join_alike_do_not_share_a_slot(env: WorkflowTestEnv) -> None:
+    base = unique("colon")
+    one, other = Occupancy(env, 1), Occupancy(env, 1)
+    # "<base>" with key "x:y" and "<base>:x" with key "y" both read "<base>:x:y" unescaped.
+    first = await env.run(limited_flow(one, base, 1), {"account": "x:y", "i": 0})
+    second = await env.run(limited_flow(other, f"{base}:x", 1), {"account": "y", "i": 1})
+    assert [await first.status(), await second.status()] == ["sleeping", "sleeping"]
+    assert (await env.result(first)).ok and (await env.result(second)).ok
 
 
 async def test_failure_and_cancel_free_their_slots(env: WorkflowTestEnv) -> None:

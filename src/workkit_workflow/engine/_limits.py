@@ -20,6 +20,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ..definitions._ids import LIMIT_PREFIX
 from ..definitions._workflow import Workflow
 from ..errors import InvalidRequestError
 from ._mail import Mail
@@ -34,7 +35,14 @@ the coordinator's wake-up be lost."""
 
 
 def coordinator_name(workflow: str, key: str) -> str:
-    return f"limit:{workflow}:{key}"
+    """The object of ``key``'s coordinator: ``limit:<workflow>:<key>``, the workflow's name
+    escaped (``%`` as ``%25``, then ``:`` as ``%3A``) so that it holds no ``:`` and two
+    (workflow, key) pairs never share a coordinator (``p10``/``x:y`` and ``p10:x``/``y``)."""
+    # A name without '%' or ':' is unchanged, so coordinators deployed before the escape
+    # keep their objects; an execution records its coordinator's name in its meta, so one
+    # already queued keeps asking the object it recorded.
+    escaped = workflow.replace("%", "%25").replace(":", "%3A")
+    return f"{LIMIT_PREFIX}{escaped}:{key}"
 
 
 def limit_meta(execution: ExecutionState, definition: Workflow, input: Any) -> dict[str, Any] | None:
