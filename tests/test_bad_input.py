@@ -399,7 +399,9 @@ async def test_an_idempotency_key_with_a_lone_surrogate_fails_the_workflow_clean
     assert "valid Unicode" in result.error.message
 
 
-@pytest.mark.parametrize("bad", ["\ud800", " spaced", "a/b", "x" * 201, 42, "limit:w:k", "schedule:nightly"])
+@pytest.mark.parametrize(
+    "bad", ["\ud800", " spaced", "a/b", "x" * 201, 42, "limit:w:k", "schedule:nightly", "trailing\n"]
+)
 async def test_an_execution_id_no_execution_can_have_is_refused_by_the_client(
     env: WorkflowTestEnv, bad: Any
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from ..definitions._ids import LIMIT_PREFIX, SCHEDULE_PREFIX
 from ..engine._execution import ExecutionCore
 from ..engine._limit_coordinator import KEY as LIMIT_KEY
 from ..engine._limit_coordinator import LimitCoordinator
@@ -17,9 +18,8 @@ from ..errors import ExecutionConflictError
 
 log = logging.getLogger("workkit_workflow")
 
-_PREFIX_OF = {"/schedule": "schedule:", "/limit": "limit:"}
-"""The start of the names of the objects that serve each route (``schedule_object``,
-``coordinator_name``)."""
+_PREFIX_OF = {"/schedule": SCHEDULE_PREFIX, "/limit": LIMIT_PREFIX}
+"""The start of the names of the objects that serve each route."""
 
 SIDE_ROUTES = {
     "/schedule": ("GET", "POST"),

@@ -29,6 +29,7 @@ RESERVED_ID_PREFIXES: Final = (LIMIT_PREFIX, SCHEDULE_PREFIX)
 """The prefixes of the library's own objects, which no execution id may start with."""
 
 _EXECUTION_ID = re.compile(EXECUTION_ID_PATTERN)
+"""Used with ``fullmatch``: ``$`` also matches before a final newline."""
 
 
 def reserved_prefix(name: str) -> str | None:
@@ -50,7 +51,7 @@ def reserved_problem(execution_id: str) -> str | None:
 
 def execution_id_problem(execution_id: object) -> str | None:
     """Why no execution can have ``execution_id`` (None: one can)."""
-    if not isinstance(execution_id, str) or not _EXECUTION_ID.match(execution_id):
+    if not isinstance(execution_id, str) or not _EXECUTION_ID.fullmatch(execution_id):
         return (
             "execution_id must be 1-200 letters, digits or . _ : - (starting with a letter or "
             f"digit), got {execution_id!r}"
