@@ -197,10 +197,45 @@ async def test_a_tick_that_cannot_start_is_tried_again(clock_at_start: WorkflowT
         return "ok"
 
     try:
-        [fired] = await fire_schedules(env.client, at(0) + 30, [schedule])
+        # A new schedule's first tick stays owed: the next trigger, more than the minute a
+        # new schedule looks back later, still starts it.
+        [fired] = await fire_schedules(env.client, at(0) + 90, [schedule])
         assert fired.started == ["later:2026-11-30T00:00Z"]
+        assert await last_tick(env.ns, "later") == at(0)
     finally:
         REGISTRY.unregister("not-yet-defined")
+
+
+async def test_a_tick_that_keeps_failing_does_not_hold_back_the_later_ones(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+
+    def no_data_at_two(tick: datetime) -> Any:
+        if tick.hour == 2:
+            raise ValueError("no data for 02:00")
+        return {"h": tick.hour}
+
+    schedule = hourly("all", input=no_data_at_two, max_catch_up=3)
+    firings = []
+    for hour in range(7):
+        await move_to(env, at(hour))
+        [firing] = await fire_schedules(env.client, at(hour), [schedule])
+        firings.append(firing)
+    # Each tick starts at its own hour; 02:00 fails at each firing while it is among the
+    # three most recent ticks, and the ticks after it are found started, not started again.
+    assert [f.started for f in firings] == [ids(h) for h in (0, 1)] + [[], *[ids(h) for h in (3, 4, 5, 6)]]
+    assert [f.existing for f in firings[3:]] == [[], ids(3), ids(3, 4), []]
+    assert [f.error is not None for f in firings] == [False, False, True, True, True, False, False]
+    assert "no data for 02:00" in str(firings[2].error)
+    assert await last_tick(env.ns, "hourly") == at(6)  # 02:00 out of the window: given up
+    await env.settle()
+    for hour in (0, 1, 3, 4, 5, 6):
+        assert await env.client.execution(ids(hour)[0]).status() == "completed"
+
+    # A firing that crashes after starting ticks behind a failing one repeats them as found.
+    [again] = await fire_schedules(env.client, at(6) + 10, [schedule])
+    assert again.started == again.existing == [] and again.error is None
 
 
 # -- the Worker's scheduled handler -------------------------------------------------------
@@ -335,7 +370,7 @@ async def test_an_input_function_that_raises_fails_that_firing_only(clock_at_sta
     assert failed.error is not None and failed.error.code == "schedule_failed"
     assert "KeyError" in failed.error.message
     assert fired.started == ids(0)
-    assert await last_tick(env.ns, "broken") is None
+    assert await last_tick(env.ns, "broken") == at(0) - 1  # its first tick stays owed
 
 
 async def test_a_trigger_between_the_ticks_starts_from_where_it_fired(

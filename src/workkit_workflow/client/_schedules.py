@@ -11,8 +11,13 @@ One firing of one schedule at ``now``:
 
 A crash between 3 and 4 leaves the record behind: the next firing computes the
 same ticks and their ids, so nothing is lost and nothing runs twice. A tick
-whose start fails (its workflow is not registered, storage is down) is not
-recorded: the next firing tries it again.
+whose start fails (its workflow is not registered, its input function raises,
+storage is down) does not hold back the later ones, which start on time; the
+record then moves only to just before it (one second before the tick: everything
+earlier started), so the next firing tries it again, and finds the later ones
+started (``existing``), for as long as the catch-up policy still keeps it due.
+That holds for a schedule's very first tick too: a failed one is recorded as
+owed, not forgotten once it is more than a minute old.
 """
 
 from __future__ import annotations
@@ -71,28 +76,40 @@ async def fire_schedule(client: DurableWorkflows, schedule: Schedule, now: float
         ticks, record = schedule.due(last, now)
         if record is None:
             return firing
-        started_upto: float | None = None
+        failed: float | None = None
         for tick in ticks:
-            handle = await client.start(
-                schedule.workflow, schedule.input_for(tick), execution_id=tick_id(schedule.name, tick)
-            )
+            try:
+                handle = await client.start(
+                    schedule.workflow, schedule.input_for(tick), execution_id=tick_id(schedule.name, tick)
+                )
+            except Exception as exc:
+                # The later ticks still start; this one stays owed (see the module docstring).
+                _failed(firing, exc, tick)
+                failed = tick if failed is None else failed
+                continue
             (firing.started if handle.created else firing.existing).append(handle.execution_id)
-            started_upto = tick
         if not ticks:
             firing.skipped_to = record
-        body = {"advance_to": record if started_upto is None else max(record, started_upto)}
-        body["started"] = len(firing.started)
+        advance_to = (max(record, ticks[-1]) if ticks else record) if failed is None else failed - 1
+        if last is not None and advance_to <= last:
+            return firing  # nothing started before the first failed tick: the record stays
+        body = {"advance_to": advance_to, "started": len(firing.started)}
         raise_for(await namespace.request(schedule_object(schedule.name), "POST", "/schedule", body))
     except Exception as exc:
-        # A bug in the schedule's input function is reported like a failed start: the
-        # tick is not recorded, the other schedules still fire.
-        log.warning("workkit_workflow: schedule %r did not fire at %s: %r", schedule.name, now, exc)
-        firing.error = (
-            exc
-            if isinstance(exc, WorkflowError)
-            else WorkflowError(f"{type(exc).__name__}: {exc}", code="schedule_failed", schedule=schedule.name)
-        )
+        _failed(firing, exc, None)
     return firing
+
+
+def _failed(firing: Firing, exc: Exception, tick: float | None) -> None:
+    """Report a failure of the firing (the first one is its ``error``), or of one tick's start:
+    a bug in the schedule's input function is reported as a failed start."""
+    where = "" if tick is None else f" (tick {tick_id(firing.schedule, tick)})"
+    log.warning("workkit_workflow: schedule %r did not fire%s: %r", firing.schedule, where, exc)
+    if firing.error is None and isinstance(exc, WorkflowError):
+        firing.error = exc
+    elif firing.error is None:
+        problem = f"{type(exc).__name__}: {exc}"
+        firing.error = WorkflowError(problem, code="schedule_failed", schedule=firing.schedule)
 
 
 async def fire_schedules(
