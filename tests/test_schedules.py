@@ -20,7 +20,7 @@ from workkit_workflow import REGISTRY, Schedule, Scheduler, run_schedules, workf
 from workkit_workflow.client._schedules import fire_schedules, last_tick
 from workkit_workflow.definitions._schedule import SCHEDULES, tick_id
 from workkit_workflow.engine._ports import WireResponse
-from workkit_workflow.errors import InvalidOptionError, TransportError
+from workkit_workflow.errors import ExecutionNotFoundError, InvalidOptionError, TransportError
 from workkit_workflow.testing import WorkflowTestEnv
 
 HOUR = 3600.0
@@ -167,6 +167,49 @@ async def test_a_firing_that_crashed_before_recording_is_repeated_without_duplic
     [retried] = await fire_schedules(flaky, at(0) + 20, [schedule])
     assert retried.started == [] and retried.existing == ids(0) and retried.error is None
     assert await last_tick(env.ns, "hourly") == at(0)
+
+
+@workflow("scheduled-brief", retention="10m")
+async def brief(ctx: Any, input: Any) -> Any:
+    return await ctx.step("build", lambda: BRIEF_RUNS.append(ctx.execution_id) or "ok")
+
+
+BRIEF_RUNS: list[str] = []
+
+
+async def test_a_tick_kept_briefly_is_not_deleted_before_its_schedule_records_it(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    BRIEF_RUNS.clear()
+    schedule = Schedule("brief", cron="0 * * * *", workflow=brief, catch_up="all", register=False)
+    await fire_schedules(env.client, at(0) - 60, [schedule])  # its record, from 23:59
+    await move_to(env, at(0))
+    flaky = DropsAdvance(env.ns)
+    [crashed] = await fire_schedules(flaky, at(0), [schedule])  # started, not recorded
+    assert crashed.started == ["brief:2026-11-30T00:00Z"] and crashed.error is not None
+    await move_to(env, at(0) + 1800)  # its 10-minute retention is long past
+    await env.settle()
+    tick = env.client.execution("brief:2026-11-30T00:00Z")
+    assert await tick.status() == "completed"  # kept: deleted now, the next firing would rerun it
+    [next_hour] = await fire_schedules(env.client, at(1), [schedule])
+    assert next_hour.existing == ["brief:2026-11-30T00:00Z"]
+    assert next_hour.started == ["brief:2026-11-30T01:00Z"]
+    assert BRIEF_RUNS == ["brief:2026-11-30T00:00Z", "brief:2026-11-30T01:00Z"]  # each once
+    await move_to(env, at(1) + 1800)  # recorded now: both go at their next alarm
+    await env.settle()
+    for execution_id in ("brief:2026-11-30T00:00Z", "brief:2026-11-30T01:00Z"):
+        with pytest.raises(ExecutionNotFoundError):
+            await env.client.execution(execution_id).status()
+
+
+async def test_an_id_shaped_like_a_tick_without_a_schedule_is_deleted_on_time(env: WorkflowTestEnv) -> None:
+    handle = await env.run(brief, None, execution_id="nobody:2026-11-30T00:00Z")
+    assert (await env.result(handle)).ok
+    await move_to(env, env.clock.now() + 660)
+    await env.settle()
+    with pytest.raises(ExecutionNotFoundError):
+        await handle.status()
 
 
 async def test_the_record_never_moves_back(env: WorkflowTestEnv) -> None:

@@ -96,6 +96,22 @@ def tick_id(schedule: str, tick: float) -> str:
     return f"{schedule}:{_utc(tick).strftime('%Y-%m-%dT%H:%MZ')}"
 
 
+def tick_of(execution_id: str) -> tuple[str, float] | None:
+    """The schedule and the tick an execution id names, if it has a tick's form
+    (``tick_id``'s reverse; a user's own id may have that form too)."""
+    found = _TICK_ID.match(execution_id)
+    if found is None:
+        return None
+    try:
+        at = datetime.strptime(found["minute"], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return found["name"], at.timestamp()
+
+
+_TICK_ID = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._\-]{0,99}):(?P<minute>\d{4}-\d\d-\d\dT\d\d:\d\dZ)$")
+
+
 def schedule_object(schedule: str) -> str:
     """The name of the object that keeps a schedule's last tick."""
     return f"{SCHEDULE_PREFIX}{schedule}"

@@ -11,11 +11,22 @@ starts a new execution. The history rows in D1 stay.
 The period comes from the definition (``Workflow(..., retention="30d")``), else
 from the execution object's default (``WorkflowExecutionDO.retention``); with
 neither, the storage is kept (``delete_at`` is None, no alarm is left).
+
+A schedule's tick (an id of the form ``<schedule>:<minute>``) is deleted
+only once its schedule's record has passed it: a firing whose advance failed is
+repeated by the next one, which would start a deleted tick again.
 """
 
 from __future__ import annotations
 
+from ..definitions._schedule import schedule_object, tick_of
 from ._state import ExecutionState
+
+TICK_HOLD = 600.0
+"""Seconds a tick's execution waits before asking again whether its schedule recorded it."""
+
+TICK_HOLD_LIMIT = 7 * 86400.0
+"""How long after it finished a tick's execution is kept for its schedule at most."""
 
 
 def delete_at(period: float | None, default: float | None, now: float) -> float | None:
@@ -46,11 +57,38 @@ class Retention:
         # before the storage that holds them goes; an observer that could not deliver
         # keeps its retry alarm, which comes back here.
         if due and await execution.settle_observers():
-            await self.erase()
+            held = await self._held_for_schedule()
+            if held is None:
+                await self.erase()
+                return
+            await execution.write_state({"delete_at": held}, alarm=held)
             return
         await execution.write({}, alarm=None if due else when)
         if not due:
             await execution.settle_observers()
+
+    async def _held_for_schedule(self) -> float | None:
+        """When to try again, if this is a schedule's tick its schedule has not recorded yet
+        (its firing's advance failed): deleted now, the next firing would start it again. Kept
+        until the record passes it, for at most ``TICK_HOLD_LIMIT`` after it finished."""
+        execution = self.execution
+        tick = tick_of(execution.execution_id)
+        peers = execution.host.peers
+        state = execution.state or {}
+        now = execution.now()
+        if tick is None or peers is None:
+            return None
+        if now - float(state.get("finished_at") or now) >= TICK_HOLD_LIMIT:
+            return None
+        try:
+            answer = await peers.request(schedule_object(tick[0]), "GET", "/schedule")
+            last = answer.body["schedule"]["last_tick"] if answer.status == 200 else 0.0
+            # No record: no schedule of that name fired (an id of the same form), or its first
+            # firing's advance failed, whose next firing looks back less than a retention.
+            recorded = last is None or float(last) >= tick[1]
+        except Exception:
+            recorded = False  # not known now: ask again later
+        return None if recorded else now + TICK_HOLD
 
     async def outbound_delivered(self) -> bool:
         return await self.execution.settle_observers()
