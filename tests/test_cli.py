@@ -56,6 +56,18 @@ APP = textwrap.dedent(
 
     approval.on_failure(undo_approval)
 
+    @workflow("cli-slow-after-event")
+    async def slow_after_event(ctx, input):
+        import asyncio
+
+        got = await ctx.wait_for_event("go", "go")
+
+        async def slow():
+            await asyncio.sleep(0.5)
+            return got
+
+        return await ctx.step("slow", slow)
+
     @workflow("cli-many-waits")
     async def many_waits(ctx, input):
         import asyncio

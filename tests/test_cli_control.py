@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from test_cli import app, db, run  # noqa: F401 - the fixtures of the CLI suite
 
 
@@ -77,3 +80,46 @@ def test_the_page_actions_take_the_control_verbs() -> None:
     ):
         with pytest.raises(InvalidRequestError):
             parse_action(verb, body)
+
+
+def test_a_command_whose_timeout_runs_out_still_succeeds(app: Path, tmp_path: Path, capsys: Any) -> None:  # noqa: F811
+    # The event is delivered (and committed, with the alarm that carries the execution on)
+    # before the wait: a timeout running out is no failure, and a script retrying on exit 1
+    # would deliver the event twice.
+    import asyncio
+
+    import cli_app
+
+    from workkit_workflow import create_durable_workflow
+    from workkit_workflow.local import LocalNamespace
+
+    path = str(tmp_path / "slow.db")
+
+    async def start() -> None:
+        async with LocalNamespace(path) as ns:
+            await create_durable_workflow(ns).run(cli_app.slow_after_event, None, execution_id="slow-1")
+
+    asyncio.run(start())
+    code, out = run(
+        "resume", "slow-1", "go", "--payload", "1", "--db", path, "--app", "cli_app", "--timeout", "0"
+    )
+    assert (code, out.strip()) == (0, "delivered 'go' to slow-1; it is now running")
+    err = capsys.readouterr().err
+    assert "note: slow-1 was still running when --timeout (0 s) ran out" in err
+
+    async def reopen() -> object:
+        async with LocalNamespace(path) as ns:  # its stored alarm carries it on
+            return (await create_durable_workflow(ns).execution("slow-1").result(timeout=10)).value
+
+    assert asyncio.run(reopen()) == 1
+
+
+def test_a_timeout_that_is_not_a_number_of_seconds_is_a_usage_error(db: str) -> None:  # noqa: F811
+    import pytest
+
+    for bad in ("-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit) as exit_info:
+            run("resume", "approval-1", "approved", "--db", db, "--app", "cli_app", "--timeout", bad)
+        assert exit_info.value.code == 2
+    _, out = run("show", "approval-1", "--db", db)
+    assert "[WAITING]" in out, "nothing was delivered"

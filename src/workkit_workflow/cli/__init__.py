@@ -15,6 +15,9 @@ works whatever holds the file. ``cancel``, ``pause``, ``unpause``, ``delete``
 and ``resume`` open the file
 themselves when it is free, and go through its owner when a ``serve --app``
 holds it (its address is in ``<db>.lock``); any other owner is an error.
+Once a command has taken effect it succeeds: ``--timeout`` only bounds how long
+the CLI lets the execution run on before closing the file (it carries on from
+its stored alarm when the file is next opened).
 
 Exit codes: 0 success, 1 failure (not found, refused, runtime error), 2 usage.
 """

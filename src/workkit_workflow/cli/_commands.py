@@ -224,13 +224,37 @@ async def _with_runtime(args: argparse.Namespace, action: Any, after: Any = None
     try:
         client = create_durable_workflow(ns, history=history)
         result = await action(client)
-        # Let the object finish what the request started (compensation,
-        # history delivery) before the process ends.
-        await ns.idle(timeout=args.timeout)
+        # Let the object finish what the request started (compensation, the next
+        # steps, history delivery) before the process ends. Running out of time is
+        # no failure: what the object acknowledged is committed, and so is the alarm
+        # (its lease, or one due now) that carries it on when the file is next opened.
+        try:
+            await ns.idle(timeout=args.timeout)
+        except TimeoutError:
+            _note_still_busy(args, await _busy(ns, args))
         return result if after is None else (result, await after(client))
     finally:
         await ns.close()
         history.close()
+
+
+async def _busy(ns: Any, args: argparse.Namespace) -> bool:
+    """Whether the command's own execution is among the objects still running."""
+    try:
+        await ns.idle(timeout=0.0, name=args.execution_id)
+    except TimeoutError:
+        return True
+    return False
+
+
+def _note_still_busy(args: argparse.Namespace, itself: bool) -> None:
+    who = args.execution_id if itself else f"another execution in {args.db!r}"
+    print(
+        f"workkit-workflow: note: {who} was still running when --timeout ({args.timeout:g} s) ran"
+        f" out; it carries on from its stored alarm the next time {args.db!r} is opened (by your"
+        " app, `serve --app` or another command)",
+        file=sys.stderr,
+    )
 
 
 def _through_owner(args: argparse.Namespace, owner: Owner, verb: str, body: dict[str, Any]) -> Any:

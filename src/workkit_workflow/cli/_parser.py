@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ._commands import (
@@ -63,11 +64,23 @@ def _driving_parent() -> argparse.ArgumentParser:
     )
     driving.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
-        help="seconds to let the execution run on (default: %(default)s)",
+        help="seconds to let the execution run on before the command returns; it carries on"
+        " later if it needs more (default: %(default)s)",
     )
     return driving
+
+
+def _seconds(text: str) -> float:
+    """A ``--timeout``: a finite number of seconds, 0 or more (checked before anything is sent)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text!r}")
+    return seconds
 
 
 def _add_reading(sub: Commands, common: argparse.ArgumentParser) -> None:
