@@ -242,3 +242,42 @@ def test_resume_delivers_an_event_past_those_the_state_lists(app: Path, tmp_path
     code, out = run("resume", "many-1", "signal-39", "--db", db, "--app", "cli_app")
     assert code == 0, out
     assert "delivered 'signal-39' to many-1; it is now waiting" in out
+
+
+def test_text_from_senders_and_steps_reaches_the_terminal_escaped(app: Path, tmp_path: Path) -> None:
+    # Step names, error messages, cancel reasons and state are written by step code and
+    # event senders: their control sequences (ESC, a C1 CSI, a bidi override) print escaped.
+    from workkit_workflow import NonRetryableError, create_durable_workflow, workflow
+    from workkit_workflow.local import LocalNamespace
+
+    evil = "\x1b]0;title\x07\x1b[2J\x9b31m\u202e"
+
+    @workflow("cli-escapes")
+    async def escapes(ctx: Any, input: Any) -> None:
+        await ctx.set_state("note", evil)
+        got = await ctx.wait_for_event("w", "go")
+
+        def boom() -> None:
+            raise NonRetryableError("failed: " + got)
+
+        await ctx.step("boom" + evil, boom)
+
+    db = str(tmp_path / "escapes.db")
+
+    async def go() -> None:
+        async with LocalNamespace(db) as ns:
+            client = create_durable_workflow(ns)
+            handle = await client.run(escapes, None, execution_id="esc-1")
+            await handle.resume("go", evil)
+            await handle.result(timeout=10)
+            await (await client.run(escapes, None, execution_id="esc-2")).cancel(evil)
+
+    asyncio.run(go())
+    for argv in (("list",), ("show", "esc-1"), ("journal", "esc-1"), ("show", "esc-2")):
+        code, out = run(*argv, "--db", db)
+        assert code == 0, out
+        assert not any(c in out for c in "\x1b\x07\x9b\u202e"), (argv, out)
+    assert "failed: \\x1b]0;title\\x07\\x1b[2J\\x9b31m\\u202e" in run("show", "esc-1", "--db", db)[1]
+    assert "boom\\x1b]0;" in run("journal", "esc-1", "--db", db)[1]
+    code, out = run("show", "esc-1", "--db", db, "--json")
+    assert json.loads(out)["state"]["note"] == evil, "--json is JSON, which escapes them itself"

@@ -51,7 +51,7 @@ from ._commands import (
 )
 from ._control import cmd_cancel, cmd_control
 from ._parser import build_parser
-from ._render import format_journal, format_list, format_timeline
+from ._render import format_journal, format_list, format_timeline, printable
 
 __all__ = [
     "EXIT_FAILED",
@@ -95,16 +95,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             result = asyncio.run(result)
         return int(result)
     except CliError as exc:
-        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.code
     except WorkflowError as exc:
-        print(f"workkit-workflow: error: {exc.message}", file=sys.stderr)
+        _error(exc.message)
         return EXIT_FAILED
     except DatabaseInUseError as exc:  # e.g. the demo's file, held by a serve
-        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_FAILED
     except (OSError, sqlite3.Error, StorageReadError) as exc:
-        print(f"workkit-workflow: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _error(message: str) -> None:
+    # A message may quote what a sender or step wrote: one line, its controls escaped.
+    print(f"workkit-workflow: error: {printable(message)}", file=sys.stderr)

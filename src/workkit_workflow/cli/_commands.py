@@ -21,7 +21,7 @@ from ..history import ExecutionHistory, ExecutionPage, HistoryQuery, LocalD1
 from ..history._journals import JournalFile
 from ..history._timeline import build
 from ..local._lock import DatabaseInUseError, Owner, current_owner
-from ._render import _record_json, format_journal, format_list, format_timeline
+from ._render import _record_json, format_journal, format_list, format_timeline, printable
 
 STATUSES: tuple[str, ...] = get_args(Status)
 
@@ -179,7 +179,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         if state:
             print("\nstate:", file=out)
             for key, value in state.items():
-                print(f"  {key}: {json.dumps(value, ensure_ascii=False)}", file=out)
+                print(printable(f"  {key}: {json.dumps(value, ensure_ascii=False)}"), file=out)
     return EXIT_OK
 
 
@@ -343,10 +343,14 @@ async def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
     else:
         accepted, status = await _with_runtime(args, action, current_status)
     if not accepted:
-        print(f"duplicate event id: {args.execution_id} already has it (status {status})", file=out)
+        print(
+            printable(f"duplicate event id: {args.execution_id} already has it (status {status})"), file=out
+        )
         return EXIT_OK
     note = "" if args.event_type in waiting else " (it was not waiting for it: the event waits in its inbox)"
-    print(f"delivered {args.event_type!r} to {args.execution_id}; it is now {status}{note}", file=out)
+    print(
+        printable(f"delivered {args.event_type!r} to {args.execution_id}; it is now {status}{note}"), file=out
+    )
     return EXIT_OK
 
 
@@ -381,8 +385,10 @@ async def cmd_restart(args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         print(
-            f"restarted {args.execution_id} from {args.kind} {args.from_step!r} as {new_id}; "
-            f"it is now {status}",
+            printable(
+                f"restarted {args.execution_id} from {args.kind} {args.from_step!r} as {new_id}; "
+                f"it is now {status}"
+            ),
             file=out,
         )
     return EXIT_OK

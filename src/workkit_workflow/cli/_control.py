@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from ..local._lock import current_owner
 from ._commands import EXIT_FAILED, EXIT_OK, _through_owner, _with_runtime
+from ._render import printable
 
 _CONTROL_ANSWERS = {
     "pause": ("paused", "paused {id}; it is now {status}", "{id} was already paused"),
@@ -36,7 +37,7 @@ async def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
         changed, status = bool(answer[key]), answer.get("status")
     else:
         changed, status = await _with_runtime(args, action, current_status)
-    print((done if changed else unchanged).format(id=args.execution_id, status=status), file=out)
+    print(printable((done if changed else unchanged).format(id=args.execution_id, status=status)), file=out)
     return EXIT_OK
 
 

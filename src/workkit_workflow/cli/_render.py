@@ -1,9 +1,13 @@
-"""How the CLI prints: timelines, journals and execution lists as plain text."""
+"""How the CLI prints: timelines, journals and execution lists as plain text.
+
+Everything printed for people goes through :func:`printable`: error messages, cancel
+reasons, event types and step names are written by senders and step code, and a
+terminal must not take their control sequences (ESC, a bidi override) as its own."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..history import ExecutionRecord
@@ -19,6 +23,26 @@ _MARK = {
     "abandoned": "⊘",
     "in_doubt": "?",
 }
+
+
+_ESCAPES: dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},  # C0, DEL, C1
+    **{c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029)},
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters written as escapes (``\\x1b``, ``\\n``):
+    one line a terminal shows as it is. JSON output needs none (it escapes them itself)."""
+    return text.translate(_ESCAPES)
+
+
+def printable_lines(lines: Iterable[str]) -> str:
+    """Lines joined for printing, each made :func:`printable`."""
+    return "\n".join(printable(line) for line in lines)
 
 
 def _mark(status: str) -> str:
@@ -80,7 +104,7 @@ def format_timeline(timeline: Timeline, result: Any = None) -> str:
             out.append(f"  ✗ {error_text(comp['error'])}")
     if result is not None:
         out += ["", f"result: {json.dumps(result, ensure_ascii=False)}"]
-    return "\n".join(out)
+    return printable_lines(out)
 
 
 def _parent_line(timeline: Timeline) -> list[str]:
@@ -102,9 +126,8 @@ def format_journal(entries: Sequence[dict[str, Any]]) -> str:
         errors = ", ".join(str(x.get("code")) for x in e.get("errors") or [])
         attempt = str(e["attempt"]) if e.get("attempt") else ""
         status = str(e.get("status", ""))
-        rows.append(
-            (e["phase"], str(e["op"]), str(e.get("name")), str(e.get("kind")), status, attempt, errors)
-        )
+        cells = (e["phase"], str(e["op"]), str(e.get("name")), str(e.get("kind")), status, attempt, errors)
+        rows.append(tuple(printable(str(c)) for c in cells))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
 
@@ -118,7 +141,8 @@ def format_list(records: Sequence[ExecutionRecord]) -> str:
         comp = (e.compensation or {}).get("status")
         note = " / ".join(x for x in (e.failed_step, f"compensation {comp}" if comp else None) if x)
         took = _took(e.duration_ms)
-        rows.append((e.execution_id, e.workflow, e.status, e.version or "", when(e.created_at), took, note))
+        cells = (e.execution_id, e.workflow, e.status, e.version or "", when(e.created_at), took, note)
+        rows.append(tuple(printable(str(c)) for c in cells))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     return "\n".join(
         ("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])) + "  " + r[-1]).rstrip()

@@ -28,6 +28,7 @@ from ..errors import WorkflowError
 from ..history._journals import JournalFile
 from ..local._lock import current_owner
 from ._commands import EXIT_FAILED, EXIT_OK, CliError, _import_app, _with_runtime
+from ._render import printable
 
 Commands = Any
 
@@ -105,7 +106,7 @@ def _from_db(path: str, *, finished: bool) -> list[StoredJournal]:
 
 
 def _line(report: ReplayReport) -> str:
-    return f"{report.execution_id}  {report.workflow}@{report.version}  {report.describe()}"
+    return printable(f"{report.execution_id}  {report.workflow}@{report.version}  {report.describe()}")
 
 
 async def cmd_check_replay(args: argparse.Namespace, out: TextIO) -> int:
@@ -169,5 +170,5 @@ async def _move(args: argparse.Namespace, out: TextIO) -> int:
 
     moved, now = await _with_runtime(args, action, status)
     what = "moved" if moved else "already on"
-    print(f"{what} {args.execution_id} to version {args.to_version!r}; it is now {now}", file=out)
+    print(printable(f"{what} {args.execution_id} to version {args.to_version!r}; it is now {now}"), file=out)
     return EXIT_OK
