@@ -35,11 +35,7 @@ from ..engine._ports import StorageReadError
 from ..errors import WorkflowError
 from ..local._lock import DatabaseInUseError
 from ._commands import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
     STATUSES,
-    CliError,
     _import_app,
     cmd_demo,
     cmd_journal,
@@ -50,6 +46,7 @@ from ._commands import (
     cmd_show,
 )
 from ._control import cmd_cancel, cmd_control
+from ._errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from ._parser import build_parser
 from ._render import format_journal, format_list, format_timeline, printable
 

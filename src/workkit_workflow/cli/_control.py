@@ -6,7 +6,8 @@ import argparse
 from typing import Any, TextIO
 
 from ..local._lock import current_owner
-from ._commands import EXIT_FAILED, EXIT_OK, _through_owner, _with_runtime
+from ._drive import _through_owner, _with_runtime
+from ._errors import EXIT_FAILED, EXIT_OK
 from ._render import printable
 
 _CONTROL_ANSWERS = {

@@ -121,7 +121,7 @@ def format_journal(entries: Sequence[dict[str, Any]]) -> str:
     if not entries:
         return "(empty journal)"
     head = ("PHASE", "OP", "NAME", "KIND", "STATUS", "ATTEMPTS", "ERRORS")
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for e in entries:
         errors = ", ".join(str(x.get("code")) for x in e.get("errors") or [])
         attempt = str(e["attempt"]) if e.get("attempt") else ""
@@ -136,7 +136,7 @@ def format_list(records: Sequence[ExecutionRecord]) -> str:
     if not records:
         return "no executions"
     head = ("EXECUTION", "WORKFLOW", "STATUS", "VERSION", "CREATED", "DURATION", "FAILED STEP / COMPENSATION")
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for e in records:
         comp = (e.compensation or {}).get("status")
         note = " / ".join(x for x in (e.failed_step, f"compensation {comp}" if comp else None) if x)

@@ -27,7 +27,9 @@ from ..engine._replay_check import ReplayReport, check_stored
 from ..errors import WorkflowError
 from ..history._journals import JournalFile
 from ..local._lock import current_owner
-from ._commands import EXIT_FAILED, EXIT_OK, CliError, _import_app, _with_runtime
+from ._commands import _import_app
+from ._drive import _with_runtime
+from ._errors import EXIT_FAILED, EXIT_OK, CliError
 from ._render import printable
 
 Commands = Any
