@@ -400,14 +400,18 @@ async def test_an_idempotency_key_with_a_lone_surrogate_fails_the_workflow_clean
 
 
 @pytest.mark.parametrize(
-    "bad", ["\ud800", " spaced", "a/b", "x" * 201, 42, "limit:w:k", "schedule:nightly", "trailing\n"]
+    "bad", ["", "\ud800", " spaced", "a/b", "x" * 201, 42, "limit:w:k", "schedule:nightly", "trailing\n"]
 )
 async def test_an_execution_id_no_execution_can_have_is_refused_by_the_client(
     env: WorkflowTestEnv, bad: Any
 ) -> None:
+    # Only None asks for a new id: "" is refused, not replaced by a random one.
     flow = Workflow(unique("ids")).step("a", lambda i, p, c: 1)
     with pytest.raises(InvalidRequestError) as caught:
         await env.run(flow, {}, execution_id=bad)
+    assert caught.value.details.get("field") == "execution_id"
+    with pytest.raises(InvalidRequestError) as caught:
+        await env.client.start(flow, {}, execution_id=bad)
     assert caught.value.details.get("field") == "execution_id"
     with pytest.raises(InvalidRequestError):
         env.client.execution(bad)

@@ -34,6 +34,9 @@ from ._control import no_delete, refuse_finished, restart_from
 from ._entrypoint import decode_failure
 from ._mapping import TERMINAL_ENGINE, AnyWorkflow, _plain, json_output, map_status
 
+_INSTANCE_ID = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}")
+"""What a Workflows instance id may be."""
+
 # -- the client ------------------------------------------------------------------------------------
 
 
@@ -310,12 +313,13 @@ class WorkflowsClient(DurableWorkflows):
         if isinstance(workflow, Workflow) and workflow.input_type is not None:
             input = validate(workflow.input_type, input, what="workflow input")
         params = json_output(input, what="workflow input")
-        execution_id = execution_id or str(uuid.uuid4())
-        if not re.fullmatch(r"[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}", execution_id):
+        execution_id = str(uuid.uuid4()) if execution_id is None else execution_id
+        if not isinstance(execution_id, str) or not _INSTANCE_ID.fullmatch(execution_id):
             raise InvalidRequestError(
                 "a Workflows instance id is 1-100 characters of letters, digits, '-' and '_' "
                 f"(not starting with '-'), got {execution_id!r}",
-                execution_id=execution_id,
+                execution_id=execution_id if isinstance(execution_id, str) else repr(execution_id),
+                field="execution_id",
             )
         options: dict[str, Any] = {"id": execution_id}
         if params is not None:

@@ -256,7 +256,8 @@ class DurableWorkflows:
         The execution runs ``version``, else the version of the ``Workflow``
         given, else (a name) the newest version registered in the object's Worker.
         """
-        execution_id = _check_id(execution_id or str(uuid.uuid4()))
+        # Only None asks for a new id: "" is an invalid id, not a request for a random one.
+        execution_id = _check_id(str(uuid.uuid4()) if execution_id is None else execution_id)
         # The body is passed, not kept in this frame while the execution runs.
         response = await self.namespace.request(
             execution_id, "POST", "/execute", _execute_body(workflow, input, execution_id, wait, version)
@@ -313,7 +314,7 @@ class DurableWorkflows:
         meta = await source.meta()
         entries = [e for e in await source.journal() if e.get("phase") == "main"]
         kept, idempotent = restart_records(entries, from_step, kind, occurrence)
-        new_id = _check_id(new_execution_id or str(uuid.uuid4()))
+        new_id = _check_id(str(uuid.uuid4()) if new_execution_id is None else new_execution_id)
         body = {
             "workflow": meta["workflow"],
             "input": meta.get("input") if input is None else input,
