@@ -98,6 +98,25 @@ async def test_the_client_gets_a_clear_error_for_a_bad_input(env: WorkflowTestEn
         await env.run(flow, {"name": "x" + LONE})
 
 
+@pytest.mark.parametrize("bad", [b"bytes", {1, 2}, {(1, 2): 3}, {"deep": [object()]}, float("nan")])
+async def test_a_value_json_cannot_encode_is_a_serialization_error_naming_it(
+    env: WorkflowTestEnv, bad: Any
+) -> None:
+    # Not a raw TypeError from json.dumps: the library's error, as NaN always gave.
+    waits = Workflow(unique("non-json")).wait_for_event("w", "go")
+    with pytest.raises(SerializationError) as caught:
+        await env.run(waits, bad)
+    assert caught.value.details["what"] == "workflow input"
+    handle = await env.run(waits, None)
+    with pytest.raises(SerializationError) as caught:
+        await handle.resume("go", bad)
+    assert caught.value.details["what"] == "payload of event 'go'"
+    with pytest.raises(SerializationError) as caught:
+        await env.client.restart(handle.execution_id, from_step="w", kind="wait", input=bad)
+    assert caught.value.details["what"] == "workflow input"
+    assert await handle.status() == "waiting"
+
+
 # -- item 7: lone surrogates from steps ----------------------------------------------
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from ..definitions._ids import execution_id_problem
+from ..definitions._json import encode_value
 from ..definitions._steps import reserved_event_type
 from ..definitions._workflow import Workflow
 from ..engine._export import make_export
@@ -20,6 +20,7 @@ from ..engine._journal import Status
 from ..engine._ports import Namespace, WireResponse
 from ..errors import ExecutionFailedError, ExecutionNotFinishedError, InvalidRequestError
 from ._answers import raise_for, send_again, unavailable
+from ._bodies import check_id, execute_body
 from ._restart import check_cut, restart_records
 
 if TYPE_CHECKING:
@@ -68,7 +69,12 @@ class ExecutionHandle:
     async def _call(
         self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
-        response = await self._ns.request(self.execution_id, method, path, body, query)
+        try:
+            response = await self._ns.request(self.execution_id, method, path, body, query)
+        except TypeError:
+            if path == "/event":  # a payload JSON cannot encode: say so, as for NaN
+                encode_value(body.get("payload"), what=f"payload of event {body.get('type')!r}")
+            raise
         if unavailable(response):
             response = await send_again(self._ns, self.execution_id, method, path, body, query)
         return raise_for(response)
@@ -181,15 +187,6 @@ class ExecutionHandle:
         return f"ExecutionHandle({self.execution_id!r})"
 
 
-def _check_id(execution_id: object) -> str:
-    """Refuse an id no execution can have (malformed, or the name of one of the
-    library's own objects) before it names an object or a key."""
-    problem = execution_id_problem(execution_id)
-    if problem is not None:
-        raise InvalidRequestError(problem, field="execution_id")
-    return cast(str, execution_id)  # anything but a string has a problem
-
-
 def _result_from(body: dict[str, Any]) -> WorkflowResult[Any]:
     status = cast(Status, body["status"])
     if body.get("ok"):
@@ -210,25 +207,6 @@ def _result_from(body: dict[str, Any]) -> WorkflowResult[Any]:
         journal=body.get("journal") or [],
     )
     return WorkflowResult(ok=False, status=status, error=failure)
-
-
-def _execute_body(
-    workflow: Workflow | str, input: Any, execution_id: str, wait: bool, version: str | None
-) -> dict[str, Any]:
-    """The ``/execute`` body of ``DurableWorkflows.run``, its input validated and made JSON data."""
-    from ..definitions._values import to_data, validate
-
-    name = workflow.name if isinstance(workflow, Workflow) else workflow
-    if version is None and isinstance(workflow, Workflow):
-        version = workflow.version
-    if isinstance(workflow, Workflow) and workflow.input_type is not None:
-        input = to_data(validate(workflow.input_type, input, what="workflow input"))
-    else:
-        input = to_data(input)
-    body = {"workflow": name, "input": input, "execution_id": execution_id, "wait": wait}
-    if version is not None:
-        body["version"] = version
-    return body
 
 
 class DurableWorkflows:
@@ -257,13 +235,19 @@ class DurableWorkflows:
         given, else (a name) the newest version registered in the object's Worker.
         """
         # Only None asks for a new id: "" is an invalid id, not a request for a random one.
-        execution_id = _check_id(str(uuid.uuid4()) if execution_id is None else execution_id)
+        execution_id = check_id(str(uuid.uuid4()) if execution_id is None else execution_id)
         # The body is passed, not kept in this frame while the execution runs.
-        response = await self.namespace.request(
-            execution_id, "POST", "/execute", _execute_body(workflow, input, execution_id, wait, version)
-        )
+        try:
+            response = await self.namespace.request(
+                execution_id, "POST", "/execute", execute_body(workflow, input, execution_id, wait, version)
+            )
+        except TypeError:
+            # An input JSON cannot encode (bytes, a set): a SerializationError, as for NaN.
+            body = execute_body(workflow, input, execution_id, wait, version)
+            encode_value(body["input"], what="workflow input")
+            raise
         if unavailable(response):
-            body = _execute_body(workflow, input, execution_id, wait, version)
+            body = execute_body(workflow, input, execution_id, wait, version)
             response = await send_again(self.namespace, execution_id, "POST", "/execute", body)
         return self._started(execution_id, response)
 
@@ -286,7 +270,7 @@ class DurableWorkflows:
 
     def execution(self, execution_id: str) -> ExecutionHandle:
         """A handle on an existing execution (no request is made)."""
-        return ExecutionHandle(self.namespace, _check_id(execution_id))
+        return ExecutionHandle(self.namespace, check_id(execution_id))
 
     async def restart(
         self,
@@ -314,7 +298,7 @@ class DurableWorkflows:
         meta = await source.meta()
         entries = [e for e in await source.journal() if e.get("phase") == "main"]
         kept, idempotent = restart_records(entries, from_step, kind, occurrence)
-        new_id = _check_id(str(uuid.uuid4()) if new_execution_id is None else new_execution_id)
+        new_id = check_id(str(uuid.uuid4()) if new_execution_id is None else new_execution_id)
         body = {
             "workflow": meta["workflow"],
             "input": meta.get("input") if input is None else input,
@@ -331,7 +315,11 @@ class DurableWorkflows:
         }
         if version is not None:
             body["version"] = version
-        response = await self.namespace.request(new_id, "POST", "/execute", body)
+        try:
+            response = await self.namespace.request(new_id, "POST", "/execute", body)
+        except TypeError:
+            encode_value(body["input"], what="workflow input")  # as in run
+            raise
         if unavailable(response):
             response = await send_again(self.namespace, new_id, "POST", "/execute", body)
         return self._started(new_id, response)
