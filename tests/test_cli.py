@@ -206,6 +206,13 @@ def test_errors_are_one_line_with_exit_codes(db: str, tmp_path: Path, capsys: An
     assert exit_info.value.code == 2
 
 
+def test_a_port_out_of_range_is_a_usage_error(db: str) -> None:
+    for port in ("99999", "-1", "http"):
+        with pytest.raises(SystemExit) as exit_info:
+            run("serve", "--db", db, "--port", port)
+        assert exit_info.value.code == 2
+
+
 def test_console_script_help_runs_without_a_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     result = subprocess.run(

@@ -180,5 +180,16 @@ def _add_serve(sub: Commands, common: argparse.ArgumentParser) -> None:
         " executions and takes `cancel`/`resume` from other shells",
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8787)
+    p.add_argument("--port", type=_port, default=8787, help="0-65535 (default: %(default)s)")
     p.set_defaults(run=cmd_serve)
+
+
+def _port(text: str) -> int:
+    """A TCP port (0: any free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {text!r}")
+    return port
