@@ -130,3 +130,15 @@ async def test_input_that_cannot_be_stored(env: WorkflowTestEnv) -> None:
     flow = Workflow(unique("big-input")).step("s", lambda i, p, c: 1)
     with pytest.raises((SerializationError, InvalidRequestError)):
         await env.run(flow, {"blob": "y" * 2_100_000})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, "x", True])
+async def test_a_result_timeout_that_is_not_seconds_is_refused(env: WorkflowTestEnv, bad: Any) -> None:
+    # NaN never counted down (the wait never ended), "x" was a raw TypeError; -1 was
+    # refused by the object: each is the client's InvalidRequestError now, before any wait.
+    from workkit_workflow.errors import InvalidRequestError
+
+    handle = await env.run(Workflow(unique("timeouts")).wait_for_event("w", "go"), None)
+    with pytest.raises(InvalidRequestError) as caught:
+        await asyncio.wait_for(handle.result(timeout=bad), 5)
+    assert caught.value.details.get("field") == "timeout"

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from ..client._bodies import check_timeout
 from ..client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, register_backend
 from ..definitions._values import validate
 from ..definitions._workflow import Workflow
@@ -214,6 +215,7 @@ class WorkflowsHandle(ExecutionHandle):
         await _call(instance.restart(to_js(restart_from(from_step, kind, occurrence))))
 
     async def result(self, timeout: float | None = None) -> WorkflowResult[Any]:
+        timeout = check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         pause = 0.05

@@ -1,8 +1,9 @@
-"""What the client sends: execution ids checked before they name an object, and the
-``/execute`` body made from a workflow and its input."""
+"""What the client sends: execution ids and timeouts checked before they name an object
+or a wait, and the ``/execute`` body made from a workflow and its input."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 from ..definitions._ids import execution_id_problem
@@ -17,6 +18,19 @@ def check_id(execution_id: object) -> str:
     if problem is not None:
         raise InvalidRequestError(problem, field="execution_id")
     return cast(str, execution_id)  # anything but a string has a problem
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``result(timeout=)``: None (no bound) or a finite number of seconds, 0 or more.
+    NaN would never count down, so the wait would never end."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf:
+        raise InvalidRequestError(
+            f"timeout must be a finite number of seconds, 0 or more (None: no bound), got {timeout!r}",
+            field="timeout",
+        )
+    return float(timeout)
 
 
 def execute_body(

@@ -20,7 +20,7 @@ from ..engine._journal import Status
 from ..engine._ports import Namespace, WireResponse
 from ..errors import ExecutionFailedError, ExecutionNotFinishedError, InvalidRequestError
 from ._answers import raise_for, send_again, unavailable
-from ._bodies import check_id, execute_body
+from ._bodies import check_id, check_timeout, execute_body
 from ._restart import check_cut, restart_records
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class ExecutionHandle:
         ``timeout`` bounds the wait in seconds (``None``: no bound; ``0``: do not
         wait); past it, :class:`~workkit_workflow.errors.ExecutionNotFinishedError`.
         """
-        remaining = timeout
+        remaining = check_timeout(timeout)
         while True:
             chunk = RESULT_POLL if remaining is None else min(RESULT_POLL, remaining)
             body = (await self._call("GET", "/result", query={"wait": f"{chunk:g}"}))["result"]
