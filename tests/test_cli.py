@@ -130,6 +130,28 @@ def test_list_shows_every_execution(db: str) -> None:
     assert "ship / compensation completed" in out
 
 
+@pytest.mark.parametrize(("key", "value"), [("state", "{not json"), ("meta", "[1, 2]")])
+def test_list_shows_an_execution_whose_records_cannot_be_read_as_damaged(
+    db: str, capsys: Any, key: str, value: str
+) -> None:
+    # One damaged execution does not hide the others: it is a row of its own, exit 0.
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE kv SET value = ? WHERE obj = 'approval-1' AND key = ?", [value, key.encode()])
+    code, out = run("list", "--db", db)
+    assert code == 0, out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == {"order-1", "approval-1", "approval-2"}
+    assert "damaged" in rows["approval-1"] and f"record '{key}'" in rows["approval-1"]
+    assert "the records of approval-1 cannot be read" in capsys.readouterr().err
+    code, out = run("list", "--db", db, "--json")
+    damaged = [e for e in json.loads(out)["executions"] if e["status"] == "damaged"]
+    assert [e["execution_id"] for e in damaged] == ["approval-1"]
+    assert damaged[0]["error"]["code"] == "damaged_record"
+    assert run("show", "approval-1", "--db", db)[0] == 1, "its own records stay an error"
+
+
 def test_list_filters_and_pages(db: str) -> None:
     code, out = run("list", "--db", db, "--status", "waiting", "--json")
     assert code == 0

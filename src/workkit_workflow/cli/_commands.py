@@ -15,7 +15,7 @@ from typing import Any, TextIO, get_args
 
 from ..engine._journal import Status
 from ..history import ExecutionHistory, ExecutionPage, HistoryQuery, LocalD1
-from ..history._journals import JournalFile
+from ..history._journals import DAMAGED, JournalFile
 from ..history._timeline import build
 from ..local._lock import DatabaseInUseError, current_owner
 from ._drive import _through_owner, _with_runtime
@@ -142,6 +142,13 @@ async def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         print(format_list(page.executions), file=out)
         if page.cursor:
             print(f"\nmore: --cursor {page.cursor}", file=out)
+    damaged = [e.execution_id for e in page.executions if e.status == DAMAGED]
+    if damaged:
+        # Listed, not fatal: the rest of the file reads, and the command succeeds.
+        print(
+            printable(f"workkit-workflow: note: the records of {', '.join(damaged)} cannot be read"),
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

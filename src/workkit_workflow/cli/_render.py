@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..history import ExecutionRecord
+from ..history._journals import DAMAGED
 from ..history._timeline import Attempt, Row, Timeline, error_text, span, when
 from ..history._undo_view import undo_text
 
@@ -140,6 +141,8 @@ def format_list(records: Sequence[ExecutionRecord]) -> str:
     for e in records:
         comp = (e.compensation or {}).get("status")
         note = " / ".join(x for x in (e.failed_step, f"compensation {comp}" if comp else None) if x)
+        if e.status == DAMAGED:
+            note = str((e.error or {}).get("message", ""))
         took = _took(e.duration_ms)
         cells = (e.execution_id, e.workflow, e.status, e.version or "", when(e.created_at), took, note)
         rows.append(tuple(printable(str(c)) for c in cells))

@@ -76,6 +76,30 @@ class StoredExecution:
         )
 
 
+DAMAGED = "damaged"
+"""The status ``list_executions`` gives an execution whose ``meta`` or ``state`` record cannot
+be read (not JSON, not an object, another journal version): listed, not fatal to the list."""
+
+
+def _damaged(execution_id: str, records: dict[str, str], problem: Exception) -> ExecutionRecord:
+    """A row for an execution whose records cannot be read, with what can be (its meta)."""
+    try:
+        meta = jn.decode_record(jn.META, records[jn.META])
+        workflow, created = str(meta.get("workflow", "?")), float(meta.get("created_at") or 0.0)
+    except (jn.JournalFormatError, TypeError, ValueError):
+        workflow, created = "?", 0.0
+    message = problem.message if isinstance(problem, jn.JournalFormatError) else repr(problem)
+    return ExecutionRecord(
+        execution_id=execution_id,
+        workflow=workflow,
+        status=DAMAGED,
+        phase="main",
+        created_at=created,
+        updated_at=created,
+        error={"code": "damaged_record", "message": f"its records cannot be read: {message}"},
+    )
+
+
 def step_record(phase: str, op: int, entry: dict[str, Any]) -> StepRecord:
     return StepRecord(
         phase=phase,
@@ -129,15 +153,25 @@ class JournalFile:
 
     def stored(self) -> list[StoredExecution]:
         """Every execution in the file (objects with no ``meta`` were never created)."""
+        return [self._decode(records) for records in self._by_object().values()]
+
+    def _by_object(self) -> dict[str, dict[str, str]]:
+        """The ``meta``, ``state`` and ``result`` records of every execution, undecoded."""
         keys = [k.encode() for k in (jn.META, jn.STATE, jn.RESULT)]
         rows = self._db.execute("SELECT obj, key, value FROM kv WHERE key IN (?, ?, ?)", keys)
         by_object: dict[str, dict[str, str]] = {}
         for obj, key, value in rows:
             by_object.setdefault(obj, {})[bytes(key).decode()] = value
+        return {obj: records for obj, records in by_object.items() if jn.META in records}
+
+    def records(self) -> list[ExecutionRecord]:
+        """Every execution's record; one whose records cannot be read is :data:`DAMAGED`."""
         found = []
-        for records in by_object.values():
-            if jn.META in records:
-                found.append(self._decode(records))
+        for obj, records in self._by_object().items():
+            try:
+                found.append(self._decode(records).record())
+            except (jn.JournalFormatError, KeyError, TypeError, ValueError) as exc:
+                found.append(_damaged(obj, records, exc))
         return found
 
     @staticmethod
@@ -174,8 +208,7 @@ class JournalFile:
             raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", limit=limit)
         after = _decode_cursor(cursor) if cursor is not None else None
         records = []
-        for stored in self.stored():
-            record = stored.record()
+        for record in self.records():
             if workflow is not None and record.workflow != workflow:
                 continue
             if status and record.status not in status:
