@@ -124,6 +124,36 @@ async def test_output_over_the_value_limit_fails_the_step_cleanly(env: WorkflowT
     )
 
 
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+async def test_a_number_json_cannot_carry_is_a_400_not_a_413(number: bytes) -> None:
+    # Nothing is too large: the body is malformed. 413 stays for values over the size limit.
+    Workflow("w").step("s", lambda i, p, c: 1)
+    Workflow("w-waits").wait_for_event("w", "go")
+    async with LocalNamespace() as ns:
+        body = b'{"workflow": "w", "execution_id": "obj", "input": ' + number + b"}"
+        response = await ns.fetch("obj", _raw("POST", "/execute", body))
+        assert response.status == 400, response.body
+        assert response.body["error"]["code"] == "serialization_error"
+        assert (
+            await ns.fetch(
+                "waits", _raw("POST", "/execute", {"workflow": "w-waits", "execution_id": "waits"})
+            )
+        ).ok
+        event = b'{"type": "go", "payload": ' + number + b"}"
+        response = await ns.fetch("waits", _raw("POST", "/event", event))
+        assert (response.status, response.body["error"]["code"]) == (400, "serialization_error")
+        big = {"workflow": "w", "execution_id": "big", "input": "y" * 2_100_000}
+        assert (await ns.fetch("big", _raw("POST", "/execute", big))).status == 413
+
+
+async def test_execution_not_found_names_the_execution() -> None:
+    async with LocalNamespace() as ns:
+        for method, path, body in (("GET", "/status", b""), ("POST", "/cancel", b"{}")):
+            response = await ns.fetch("no-such-1", _raw(method, path, body))
+            assert response.status == 404
+            assert response.body["error"]["execution_id"] == "no-such-1"
+
+
 async def test_input_that_cannot_be_stored(env: WorkflowTestEnv) -> None:
     from workkit_workflow.errors import InvalidRequestError, SerializationError
 

@@ -65,6 +65,8 @@ _STATUS_BY_ERROR: dict[type[WorkflowError], int] = {
 
 def error_response(exc: WorkflowError) -> WireResponse:
     status = exc.details.get("status") if isinstance(exc.details.get("status"), int) else None
+    if status is None and isinstance(exc, SerializationError) and "size" not in exc.details:
+        status = 400  # not JSON (NaN, 1e400, a lone surrogate): malformed, not too large
     if status is None:
         status = next((code for cls, code in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
     body = {k: v for k, v in exc.to_dict().items() if k != "status" or not isinstance(v, int)}

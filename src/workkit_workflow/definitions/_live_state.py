@@ -24,5 +24,6 @@ def state_text(key: str, value: Any) -> str:
             f"{what} is {size} bytes serialized; the limit is {MAX_STATE_BYTES}",
             what=what,
             size=size,
+            limit=MAX_STATE_BYTES,
         )
     return text

@@ -169,10 +169,13 @@ def undo_input(spec: UndoSpec, args: tuple[Any, ...], *, where: str) -> UndoSpec
     they cannot be journaled, here at the call rather than when the step starts)."""
     what = f"{where}: arguments journaled for its undo"
     text = encode_value(to_data(list(args), what=what), what=what)
-    if len(text.encode("utf-8")) > MAX_UNDO_INPUT_BYTES:
+    size = len(text.encode("utf-8"))
+    if size > MAX_UNDO_INPUT_BYTES:
         raise SerializationError(
-            f"{what} are {len(text.encode('utf-8'))} bytes as JSON; the limit is {MAX_UNDO_INPUT_BYTES}: "
+            f"{what} are {size} bytes as JSON; the limit is {MAX_UNDO_INPUT_BYTES}: "
             "pass ids rather than documents to a step with an undo",
             what=what,
+            size=size,
+            limit=MAX_UNDO_INPUT_BYTES,
         )
     return replace(spec, args=loads(text))

@@ -287,7 +287,8 @@ class ExecutionState(Deferral):
 
     def require(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if self.meta is None or self.state is None:
-            raise ExecutionNotFoundError("no execution with this id", execution_id=None)
+            # The object's name is the execution's id (None where the runtime does not say it).
+            raise ExecutionNotFoundError("no execution with this id", execution_id=self.host.object_name)
         return self.meta, self.state
 
     async def idempotent_output(self, key_hash: str) -> dict[str, Any] | None:
