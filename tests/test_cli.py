@@ -223,6 +223,9 @@ def test_errors_are_one_line_with_exit_codes(db: str, tmp_path: Path, capsys: An
     assert run("cancel", "approval-1", "--db", db, "--app", "no_such_module_here")[0] == 1
     assert "cannot import --app" in capsys.readouterr().err
     assert run("list", "--db", db, "--since", "yesterday")[0] == 2
+    for instant in ("nan", "inf", "1e400"):  # nan listed everything
+        assert run("list", "--db", db, "--since", instant)[0] == 2
+        assert run("list", "--db", db, "--until", instant)[0] == 2
     with pytest.raises(SystemExit) as exit_info:
         run("frobnicate")
     assert exit_info.value.code == 2

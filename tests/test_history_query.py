@@ -114,6 +114,41 @@ async def test_bad_queries_are_structured_errors(populated: Any) -> None:
         await query.list_executions(status=[])
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("limit", 2.5),  # was a D1Error
+        ("limit", True),
+        ("since", "x"),  # was a raw ValueError
+        ("until", float("nan")),
+        ("since", float("inf")),
+        ("status", "bogus"),  # silently matched nothing, where the CLI refuses it
+        ("status", ["failed", "bogus"]),
+        ("workflow", 5),
+    ],
+)
+async def test_a_filter_the_query_cannot_use_is_refused_naming_it(
+    populated: Any, option: str, value: Any, tmp_path: Any
+) -> None:
+    # The same checks over D1 and over a runtime file's journals (the CLI's list).
+    query, _ = populated
+    with pytest.raises(InvalidRequestError) as caught:
+        await query.list_executions(**{option: value})
+    assert caught.value.details["field"] == option
+    from workkit_workflow.history._journals import JournalFile
+
+    path = str(tmp_path / "runtime.db")
+    async with LocalNamespace(path) as ns:
+        await create_durable_workflow(ns).run(Workflow("q-file").step("a", lambda i, p, c: 1))
+    journals = JournalFile.open(path)
+    try:
+        with pytest.raises(InvalidRequestError) as caught:
+            journals.list_executions(**{option: value})
+        assert caught.value.details["field"] == option
+    finally:
+        journals.close()
+
+
 async def test_one_interface_over_any_d1_shaped_binding() -> None:
     class Recording:
         """A binding like env.HISTORY_DB: only prepare/bind/all/batch are used."""

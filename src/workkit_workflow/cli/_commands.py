@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -118,9 +119,13 @@ def _instant(text: str | None, flag: str) -> float | None:
     if text is None:
         return None
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # nan would match nothing or everything, inf nothing
+            raise CliError(f"{flag} must be epoch seconds or an ISO date, not {text!r}", EXIT_USAGE)
+        return seconds
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -24,9 +24,8 @@ from ..definitions._versions import version_of
 from ..engine import _journal as jn
 from ..engine._live_state import PREFIX as LIVE_PREFIX
 from ..engine._undo import hide_undo_key
-from ..errors import ExecutionNotFoundError, InvalidRequestError
+from ..errors import ExecutionNotFoundError
 from ._query import (
-    MAX_PAGE,
     TRANSITIONS,
     EventRecord,
     ExecutionHistory,
@@ -35,6 +34,7 @@ from ._query import (
     StepRecord,
     _decode_cursor,
     _encode_cursor,
+    check_list_options,
 )
 
 _PHASES = ((jn.MAIN, "main"), (jn.COMPENSATION, "compensation"))
@@ -204,8 +204,7 @@ class JournalFile:
         cursor: str | None = None,
     ) -> ExecutionPage:
         """Executions newest first, filtered and paged as ``HistoryQuery.list_executions``."""
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", limit=limit)
+        status = check_list_options(workflow, status, since, until, limit)
         after = _decode_cursor(cursor) if cursor is not None else None
         records = []
         for record in self.records():

@@ -4,14 +4,44 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, get_args
 
+from ..engine._journal import Status
 from ..errors import ExecutionNotFoundError, InvalidRequestError
 from ._d1 import D1Port
 
 MAX_PAGE = 200
+STATUSES: tuple[str, ...] = get_args(Status)
+
+
+def check_list_options(
+    workflow: object, status: object, since: object, until: object, limit: object
+) -> list[str] | None:
+    """Refuse what ``list_executions`` cannot filter by, as the CLI does, with
+    InvalidRequestError naming the field; the statuses asked for (None: any)."""
+    if workflow is not None and not isinstance(workflow, str):
+        raise InvalidRequestError(f"workflow must be a name, got {workflow!r}", field="workflow")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", limit=repr(limit), field="limit")
+    for name, instant in (("since", since), ("until", until)):
+        if instant is not None and (
+            isinstance(instant, bool) or not isinstance(instant, (int, float)) or not math.isfinite(instant)
+        ):
+            raise InvalidRequestError(f"{name} must be epoch seconds, got {instant!r}", field=name)
+    if status is None:
+        return None
+    statuses = [status] if isinstance(status, str) else status
+    if not isinstance(statuses, Sequence) or not statuses:
+        raise InvalidRequestError("status must name at least one status", field="status")
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown status {unknown[0]!r}: one of {', '.join(STATUSES)}", field="status"
+        )
+    return [str(s) for s in statuses]
 
 
 def _load(text: Any) -> Any:
@@ -232,17 +262,13 @@ class HistoryQuery:
     ) -> ExecutionPage:
         """Executions, newest first, filtered by workflow, status and creation time
         (``since <= created_at < until``, epoch seconds)."""
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", limit=limit)
+        statuses = check_list_options(workflow, status, since, until, limit)
         where: list[str] = []
         args: list[Any] = []
         if workflow is not None:
             where.append("workflow = ?")
             args.append(workflow)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            if not statuses:
-                raise InvalidRequestError("status must name at least one status")
+        if statuses is not None:
             where.append("status IN (" + ", ".join("?" for _ in statuses) + ")")
             args.extend(statuses)
         if since is not None:
