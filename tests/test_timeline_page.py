@@ -279,3 +279,53 @@ async def test_a_cancelled_execution_shows_its_sleep_abandoned() -> None:
     # main's wording ("abandoned: the execution ended ...") or the journal-aware one
     assert "abandoned: the execution ended" in html or "sleep abandoned" in html
     assert "&quot;n&quot;: 1" in html  # the first step's output
+
+
+def test_plain_serve_reads_a_runtime_file_without_history_and_writes_nothing(tmp_path: Path) -> None:
+    # It created the seven wf_* tables in the file (and then showed none of its
+    # executions); it reads what list and show read, and leaves the file as it was.
+    import asyncio
+    import hashlib
+    import sqlite3
+
+    from workkit_workflow import Workflow, create_durable_workflow
+    from workkit_workflow.local import LocalNamespace
+
+    db = str(tmp_path / "plain.db")
+    flow = Workflow("plain-serve").step("only", lambda i, p, c: {"ok": True})
+
+    async def make() -> None:
+        async with LocalNamespace(db) as ns:  # no HISTORY_DB: no history tables
+            await (await create_durable_workflow(ns).run(flow, None, execution_id="plain-1")).result(
+                timeout=10
+            )
+
+    asyncio.run(make())
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def snapshot() -> tuple[set[str], str]:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        return tables, hashlib.sha256(Path(db).read_bytes()).hexdigest()
+
+    before = snapshot()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-m", "workkit_workflow.cli", "serve", "--db", db, "--port", "0"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert "serving executions" in line, line
+            address = line.split(" on ", 1)[1].split()[0]
+            with urllib.request.urlopen(address) as response:
+                assert "plain-1" in response.read().decode()
+            with urllib.request.urlopen(address + "executions/plain-1") as response:
+                assert "only" in response.read().decode()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    assert snapshot() == before
+    assert not any(name.startswith("wf_") for name in before[0])

@@ -92,13 +92,23 @@ async def _read_history(args: argparse.Namespace) -> tuple[ExecutionHistory, Any
 
 
 def _history_db(args: argparse.Namespace) -> LocalD1:
+    """The history database, opened read-only: readers never change a file."""
     path = args.history or args.db
     if not os.path.exists(path):
         raise CliError(f"no runtime database at {path!r} (use --db PATH; run something first)")
     try:
-        return LocalD1(path)
+        db = LocalD1(path, read_only=True)
     except sqlite3.Error as exc:
         raise CliError(f"cannot open {path!r}: {exc}") from None
+    try:
+        tables = {row[0] for row in db.connection.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        db.close()
+        raise CliError(f"cannot read {path!r}: {exc}") from None
+    if "wf_executions" not in tables:
+        db.close()
+        raise CliError(f"{path!r} holds no history tables (wf_executions)")
+    return db
 
 
 def _import_app(spec: str | None) -> None:
@@ -321,8 +331,12 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             return asyncio.run(serve_runtime(args.db, args.history or args.db, args.host, args.port, out))
         except DatabaseInUseError as exc:
             raise CliError(str(exc)) from None
-    db = _history_db(args)
-    db.close()
+    # Read-only, as list and show: the runtime file's journals, else its history tables.
+    journals = _journals(args)
+    if journals is not None:
+        journals.close()
+    else:
+        _history_db(args).close()
     return serve(args.history or args.db, args.host, args.port, out)
 
 

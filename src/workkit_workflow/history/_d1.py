@@ -179,10 +179,18 @@ class LocalD1:
     power cut (not to a crash of the process).
 
     ``fail`` makes every call raise, as during a D1 outage; ``calls`` counts
-    the calls that reached the database.
+    the calls that reached the database. ``read_only=True`` opens an existing file only
+    to read it (the CLI's readers): no migration, and every write fails.
     """
 
-    def __init__(self, path: str = ":memory:", *, migrate: bool = True, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: str = ":memory:",
+        *,
+        migrate: bool = True,
+        synchronous: str = "FULL",
+        read_only: bool = False,
+    ) -> None:
         # Imported here, not at module level: the package imports ``history`` on every
         # runtime (its outbox plugs into the engine), and a Worker's Pyodide may lack sqlite3.
         import sqlite3
@@ -190,9 +198,16 @@ class LocalD1:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if read_only:  # reads only: no schema, no journal mode, nothing written to the file
+            from pathlib import Path
+
+            uri = Path(path).resolve().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            migrate = False
+        else:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        if path != ":memory:":
+        if path != ":memory:" and not read_only:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")

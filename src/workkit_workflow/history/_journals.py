@@ -197,7 +197,7 @@ class JournalFile:
         self,
         *,
         workflow: str | None = None,
-        status: Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
         since: float | None = None,
         until: float | None = None,
         limit: int = 50,
@@ -280,3 +280,28 @@ class JournalFile:
         cursor = self._db.execute(TRANSITIONS.format(source), [execution_id])
         columns = [column[0] for column in cursor.description]
         return [EventRecord.from_row(dict(zip(columns, row, strict=True))) for row in cursor]
+
+
+class JournalQuery:
+    """A runtime file's executions read as :class:`HistoryQuery` reads the history tables
+    (the timeline page of a plain ``serve``, which reads what ``list`` and ``show`` read)."""
+
+    def __init__(self, journals: JournalFile) -> None:
+        self.journals = journals
+
+    async def list_executions(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ExecutionPage:
+        return self.journals.list_executions(
+            workflow=workflow, status=status, since=since, until=until, limit=limit, cursor=cursor
+        )
+
+    async def get_execution(self, execution_id: str) -> ExecutionHistory:
+        return self.journals.history(execution_id)

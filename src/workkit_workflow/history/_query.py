@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 from ..engine._journal import Status
 from ..errors import ExecutionNotFoundError, InvalidRequestError
@@ -242,6 +242,23 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
     except (ValueError, TypeError, RecursionError):
         shown = cursor if len(cursor) <= 80 else cursor[:80] + "..."
         raise InvalidRequestError("cursor is not one this API returned", cursor=shown) from None
+
+
+class ExecutionReader(Protocol):
+    """What the timeline page reads: :class:`HistoryQuery`, or a runtime file's journals."""
+
+    async def list_executions(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ExecutionPage: ...
+
+    async def get_execution(self, execution_id: str) -> ExecutionHistory: ...
 
 
 class HistoryQuery:

@@ -39,9 +39,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ..errors import InvalidRequestError, WorkflowError
 from ._actions import Action, parse_action, perform
 from ._d1 import LocalD1
+from ._journals import JournalFile, JournalQuery
 from ._live import READ_ONLY, Actions
 from ._outcomes import Outcomes, file_outcomes
-from ._query import HistoryQuery
+from ._query import ExecutionReader, HistoryQuery
 from .page import history_page
 
 log = logging.getLogger("workkit_workflow.serve")
@@ -160,13 +161,25 @@ class Handler(BaseHTTPRequestHandler):
             status, answer = 500, _error("internal_error", "the command failed; see the server log")
         self._send_json(status, answer)
 
+    def _reader(self) -> tuple[ExecutionReader, Callable[[], None]]:
+        """What the pages read, and how to close it. The owner reads its history tables;
+        a plain serve only reads, as ``list`` and ``show`` do: the runtime file's journals
+        (every execution, history bound or not), else its history tables, opened read-only."""
+        if self.commands is None and self.history_path == self.journals:
+            journals = JournalFile.open(self.journals)
+            if journals.has_journals():
+                return JournalQuery(journals), journals.close
+            journals.close()
+        db = LocalD1(self.history_path, read_only=self.commands is None)
+        return HistoryQuery(db), db.close
+
     def _page(self) -> tuple[int, str]:
         url = urlsplit(self.path)
         try:
-            db = LocalD1(self.history_path)
+            reader, close = self._reader()
             try:
                 page = history_page(
-                    HistoryQuery(db),
+                    reader,
                     url.path,
                     dict(parse_qsl(url.query)),
                     outcomes=self._outcomes,
@@ -174,7 +187,7 @@ class Handler(BaseHTTPRequestHandler):
                 )
                 return asyncio.run(page)
             finally:
-                db.close()
+                close()
         except Exception as exc:
             # A page that cannot be drawn is the server's fault, but the
             # client still gets an answer, never a dropped connection.

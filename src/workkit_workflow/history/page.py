@@ -30,7 +30,7 @@ from ._live import READ_ONLY, Actions
 from ._outcomes import Outcomes, client_outcomes
 from ._page_html import _badge, _link, _page, _took
 from ._page_timeline import _execution_body
-from ._query import ExecutionPage, ExecutionRecord, HistoryQuery
+from ._query import ExecutionPage, ExecutionReader, ExecutionRecord
 from ._timeline import Timeline, build, error_text, when
 
 _LIVE_STATUSES = frozenset(
@@ -181,7 +181,7 @@ OutcomeSource = Callable[[str], Awaitable["Outcomes | None"]]
 
 
 async def history_page(
-    query: HistoryQuery,
+    query: ExecutionReader,
     path: str,
     params: Mapping[str, str] | None = None,
     *,
