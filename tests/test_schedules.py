@@ -4,6 +4,7 @@ for ticks missed while nothing ran (both local storages, virtual clock)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from workkit_workflow import REGISTRY, Schedule, Scheduler, run_schedules, workflow
 from workkit_workflow.client._schedules import fire_schedules, last_tick
 from workkit_workflow.definitions._schedule import SCHEDULES, tick_id
-from workkit_workflow.engine._ports import WireResponse
+from workkit_workflow.engine._ports import KEEP_ALARM, WireResponse
 from workkit_workflow.errors import ExecutionNotFoundError, InvalidOptionError, TransportError
 from workkit_workflow.testing import WorkflowTestEnv
 
@@ -216,11 +217,40 @@ async def test_the_record_never_moves_back(env: WorkflowTestEnv) -> None:
     name = "schedule:hourly"
     assert (await env.ns.request(name, "POST", "/schedule", {"advance_to": at(5)})).body["advanced"]
     moved = await env.ns.request(name, "POST", "/schedule", {"advance_to": at(3)})
-    assert moved.body == {"schedule": {"last_tick": at(5), "fired": 0}, "advanced": False}
+    assert moved.body == {"schedule": {"last_tick": at(5), "fired": 0, "owed": []}, "advanced": False}
+
+
+async def test_a_record_written_by_version_1_is_read_and_advanced(env: WorkflowTestEnv) -> None:
+    name = "schedule:hourly"
+    await env.ns.request(name, "GET", "/schedule")
+    v1 = json.dumps({"v": 1, "last_tick": at(2), "fired": 3, "updated_at": 1.0})
+    env.ns.backend.commit(name, {"schedule": v1}, [], KEEP_ALARM)
+    assert (await env.ns.request(name, "GET", "/schedule")).body["schedule"] == {
+        "last_tick": at(2),
+        "fired": 3,
+        "owed": [],
+    }
+    body = {"advance_to": at(3), "owe": [at(3)]}
+    moved = await env.ns.request(name, "POST", "/schedule", body)
+    assert moved.body == {"schedule": {"last_tick": at(3), "fired": 3, "owed": [at(3)]}, "advanced": True}
+    # A tick is owed only by the advance that passes it; settling is idempotent.
+    late = {"advance_to": at(3), "owe": [at(1)], "settle": [at(3)], "started": 1}
+    settled = await env.ns.request(name, "POST", "/schedule", late)
+    assert settled.body == {"schedule": {"last_tick": at(3), "fired": 4, "owed": []}, "advanced": False}
 
 
 @pytest.mark.parametrize(
-    "body", [None, [], {"advance_to": "soon"}, {"advance_to": -1}, {"advance_to": 1, "started": True}]
+    "body",
+    [
+        None,
+        [],
+        {"advance_to": "soon"},
+        {"advance_to": -1},
+        {"advance_to": 1, "started": True},
+        {"advance_to": 1, "owe": 1},
+        {"advance_to": 1, "settle": ["1"]},
+        {"advance_to": 1, "owe": [float("inf")]},
+    ],
 )
 async def test_a_malformed_advance_is_refused(env: WorkflowTestEnv, body: Any) -> None:
     response = await env.ns.request("schedule:x", "POST", "/schedule", body)
@@ -279,6 +309,19 @@ async def test_a_tick_that_keeps_failing_does_not_hold_back_the_later_ones(
     # A firing that crashes after starting ticks behind a failing one repeats them as found.
     [again] = await fire_schedules(env.client, at(6) + 10, [schedule])
     assert again.started == again.existing == [] and again.error is None
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "kept_until"),
+    [("all", at(5) + 1), ("latest", at(1) - 1), ("none", at(0) + 59)],
+)
+def test_an_owed_tick_is_kept_while_the_catch_up_policy_would_start_it(
+    catch_up: str, kept_until: float
+) -> None:
+    schedule = hourly(catch_up, max_catch_up=6)
+    assert schedule.owed_due([at(0)], kept_until) == ([at(0)], [])
+    later = schedule.next_tick(kept_until) if catch_up == "all" else kept_until + 1
+    assert schedule.owed_due([at(0)], later) == ([], [at(0)])
 
 
 # -- the Worker's scheduled handler -------------------------------------------------------

@@ -18,7 +18,7 @@ route       method     does
 /meta       GET        input, timings, attempts
 /state      GET        live state set by ``ctx.set_state`` (``?key=``)
 /version    POST       move an unfinished execution to another deployed version
-/schedule   GET, POST  a schedule's last tick; POST advances it (schedules)
+/schedule   GET, POST  a schedule's record (last tick, owed ticks); POST advances it (schedules)
 /limit      GET, POST  a concurrency key's slots; acquire / release
 /wake       POST       a queued execution asks its coordinator again
 ==========  =========  ===============================================

@@ -201,6 +201,26 @@ class Schedule:
             return [], newest
         return sorted(newest_first), newest
 
+    def owed_due(self, owed: list[float], now: float) -> tuple[list[float], list[float]]:
+        """Of the owed ticks (passed over because their start failed), those to try
+        again at ``now`` and those to give up, each oldest first.
+
+        An owed tick is tried again while the catch-up policy would still start it
+        had it been missed: with ``"all"``, while it is among the ``max_catch_up``
+        most recent ticks; with ``"latest"``, while no later tick is due; with
+        ``"none"``, while it is on time (less than a minute old).
+        """
+        ordered = sorted(t for t in owed if t <= now)  # a later one (the clock went back) waits
+        if not ordered:
+            return [], []
+        if self.catch_up == "none":
+            keep = [t for t in ordered if now - t < ON_TIME]
+        else:
+            limit = self.max_catch_up if self.catch_up == "all" else 1
+            window = self._ticks_back(now, ordered[0] - 1, limit)
+            keep = [t for t in ordered if len(window) < limit or t >= window[-1]]
+        return keep, [t for t in ordered if t not in keep]
+
     def _ticks_back(self, now: float, floor: float, limit: int) -> list[float]:
         """Up to ``limit`` ticks in ``(floor, now]``, newest first."""
         from cronsim import CronSim
