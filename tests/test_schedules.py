@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import REGISTRY, Schedule, Scheduler, run_schedules, workflow
-from workkit_workflow.client._schedules import fire_schedules, last_tick
+from workkit_workflow.client._schedules import fire_schedules, last_tick, read_record
 from workkit_workflow.definitions._schedule import SCHEDULES, tick_id
 from workkit_workflow.engine._ports import KEEP_ALARM, WireResponse
 from workkit_workflow.errors import ExecutionNotFoundError, InvalidOptionError, TransportError
@@ -139,19 +139,27 @@ async def test_a_trigger_delivered_twice_starts_one_execution(clock_at_start: Wo
 
 
 class DropsAdvance:
-    """A namespace whose first ``POST /schedule`` is lost: the firing crashed after
-    starting its ticks and before recording them."""
+    """A namespace that loses the first ``POST /schedule`` recording ``tick`` (the firing
+    crashed after starting it, before recording it), or, given ``refusals``, answers it
+    that many times with 503 ``storage_unavailable`` (its storage failed for a moment)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, tick: float, *, refusals: int = 0) -> None:
         self.inner = inner
-        self.dropped = 0
+        self.tick = tick
+        self.refusals = refusals
+        self.dropped = 1 if refusals else 0
 
     async def request(
         self, name: str, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
     ) -> WireResponse:
-        if path == "/schedule" and method == "POST" and not self.dropped:
-            self.dropped += 1
-            raise TransportError("connection lost")
+        if path == "/schedule" and method == "POST" and body["advance_to"] == self.tick:
+            if self.refusals:
+                self.refusals -= 1
+                error = {"code": "storage_unavailable", "message": "try again", "retryable": True}
+                return WireResponse(503, {"error": error})
+            if not self.dropped:
+                self.dropped += 1
+                raise TransportError("connection lost")
         return await self.inner.request(name, method, path, body, query)
 
 
@@ -159,12 +167,13 @@ async def test_a_firing_that_crashed_before_recording_is_repeated_without_duplic
     clock_at_start: WorkflowTestEnv,
 ) -> None:
     env = clock_at_start
-    flaky = DropsAdvance(env.ns)
+    flaky = DropsAdvance(env.ns, at(0))
     schedule = hourly("all")
     await move_to(env, at(0))
     [crashed] = await fire_schedules(flaky, at(0), [schedule])
     assert crashed.started == ids(0) and crashed.error is not None
-    assert await last_tick(env.ns, "hourly") is None
+    # A new schedule records where it starts from before its first tick starts.
+    assert await last_tick(env.ns, "hourly") == at(0) - 1
     [retried] = await fire_schedules(flaky, at(0) + 20, [schedule])
     assert retried.started == [] and retried.existing == ids(0) and retried.error is None
     assert await last_tick(env.ns, "hourly") == at(0)
@@ -186,7 +195,7 @@ async def test_a_tick_kept_briefly_is_not_deleted_before_its_schedule_records_it
     schedule = Schedule("brief", cron="0 * * * *", workflow=brief, catch_up="all", register=False)
     await fire_schedules(env.client, at(0) - 60, [schedule])  # its record, from 23:59
     await move_to(env, at(0))
-    flaky = DropsAdvance(env.ns)
+    flaky = DropsAdvance(env.ns, at(0))
     [crashed] = await fire_schedules(flaky, at(0), [schedule])  # started, not recorded
     assert crashed.started == ["brief:2026-11-30T00:00Z"] and crashed.error is not None
     await move_to(env, at(0) + 1800)  # its 10-minute retention is long past
@@ -213,6 +222,44 @@ async def test_an_id_shaped_like_a_tick_without_a_schedule_is_deleted_on_time(en
         await handle.status()
 
 
+async def test_a_crash_between_two_ticks_leaves_only_the_unrecorded_one_to_repeat(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    schedule = hourly("all")
+    await move_to(env, at(0))
+    await fire_schedules(env.client, at(0), [schedule])
+    # Three ticks to catch up; the firing crashes after starting 02:00, before recording it.
+    await move_to(env, at(3))
+    [crashed] = await fire_schedules(DropsAdvance(env.ns, at(2)), at(3), [schedule])
+    assert crashed.started == ids(1, 2) and crashed.error is not None
+    assert await last_tick(env.ns, "hourly") == at(1)  # 01:00 was recorded before 02:00 started
+    [retried] = await fire_schedules(env.client, at(3) + 20, [schedule])
+    assert retried.existing == ids(2) and retried.started == ids(3) and retried.error is None
+    assert await last_tick(env.ns, "hourly") == at(3)
+
+
+async def test_a_tick_whose_record_is_refused_for_a_moment_runs_once(clock_at_start: WorkflowTestEnv) -> None:
+    env = clock_at_start
+    BRIEF_RUNS.clear()
+    schedule = Schedule("short", cron="0 * * * *", workflow=brief, catch_up="all", register=False)
+    await move_to(env, at(0) - 60)
+    await fire_schedules(env.client, at(0) - 60, [schedule])
+    await move_to(env, at(0))
+    # The tick starts; its record is refused once (503): sent again, it is recorded, so the
+    # next firing does not start the tick again after its execution was deleted.
+    [first] = await fire_schedules(DropsAdvance(env.ns, at(0), refusals=1), at(0), [schedule])
+    assert first.started == ["short:2026-11-30T00:00Z"] and first.error is None
+    await move_to(env, at(1))
+    await env.settle()
+    with pytest.raises(ExecutionNotFoundError):
+        await env.client.execution("short:2026-11-30T00:00Z").status()
+    [second] = await fire_schedules(env.client, at(1), [schedule])
+    assert second.started == ["short:2026-11-30T01:00Z"]
+    await env.settle()
+    assert BRIEF_RUNS == ["short:2026-11-30T00:00Z", "short:2026-11-30T01:00Z"]
+
+
 async def test_the_record_never_moves_back(env: WorkflowTestEnv) -> None:
     name = "schedule:hourly"
     assert (await env.ns.request(name, "POST", "/schedule", {"advance_to": at(5)})).body["advanced"]
@@ -225,11 +272,7 @@ async def test_a_record_written_by_version_1_is_read_and_advanced(env: WorkflowT
     await env.ns.request(name, "GET", "/schedule")
     v1 = json.dumps({"v": 1, "last_tick": at(2), "fired": 3, "updated_at": 1.0})
     env.ns.backend.commit(name, {"schedule": v1}, [], KEEP_ALARM)
-    assert (await env.ns.request(name, "GET", "/schedule")).body["schedule"] == {
-        "last_tick": at(2),
-        "fired": 3,
-        "owed": [],
-    }
+    assert await read_record(env.ns, "hourly") == {"last_tick": at(2), "fired": 3, "owed": []}
     body = {"advance_to": at(3), "owe": [at(3)]}
     moved = await env.ns.request(name, "POST", "/schedule", body)
     assert moved.body == {"schedule": {"last_tick": at(3), "fired": 3, "owed": [at(3)]}, "advanced": True}
@@ -258,6 +301,47 @@ async def test_a_malformed_advance_is_refused(env: WorkflowTestEnv, body: Any) -
     assert (await env.ns.request("schedule:x", "GET", "/schedule")).body["schedule"]["last_tick"] is None
 
 
+async def test_a_new_schedules_failed_first_tick_is_started_at_the_next_tick(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    schedule = Schedule("later", cron="0 * * * *", workflow="not-yet-defined", catch_up="all", register=False)
+    await move_to(env, at(0) + 5)
+    [failed] = await fire_schedules(env.client, at(0) + 5, [schedule])
+    assert failed.error is not None and failed.error.code == "unknown_workflow"
+    assert await read_record(env.ns, "later") == {"last_tick": at(0), "fired": 0, "owed": [at(0)]}
+
+    @workflow("not-yet-defined")
+    async def defined(ctx: Any, input: Any) -> str:
+        return "ok"
+
+    try:
+        # Deployed half an hour later; the next trigger is at 01:00, long after the minute
+        # a new schedule looks back.
+        await move_to(env, at(1))
+        [fired] = await fire_schedules(env.client, at(1), [schedule])
+        assert fired.started == ["later:2026-11-30T00:00Z", "later:2026-11-30T01:00Z"]
+        assert await read_record(env.ns, "later") == {"last_tick": at(1), "fired": 2, "owed": []}
+    finally:
+        REGISTRY.unregister("not-yet-defined")
+
+
+async def test_a_new_schedule_that_crashes_before_recording_its_failed_first_tick_still_owes_it(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    schedule = hourly("all", input=no_data_at_two)
+    await move_to(env, at(2) + 5)
+    # The first tick's start fails and the firing crashes before recording that.
+    [crashed] = await fire_schedules(DropsAdvance(env.ns, at(2)), at(2) + 5, [schedule])
+    assert crashed.started == [] and crashed.error is not None
+    assert await last_tick(env.ns, "hourly") == at(2) - 1  # recorded before anything started
+    await move_to(env, at(3))
+    [later] = await fire_schedules(env.client, at(3), [schedule])
+    assert later.started == ids(3) and "no data for 02:00" in str(later.error)
+    assert await read_record(env.ns, "hourly") == {"last_tick": at(3), "fired": 1, "owed": [at(2)]}
+
+
 async def test_a_tick_that_cannot_start_is_tried_again(clock_at_start: WorkflowTestEnv) -> None:
     env = clock_at_start
     schedule = Schedule("later", cron="0 * * * *", workflow="not-yet-defined", register=False)
@@ -279,36 +363,78 @@ async def test_a_tick_that_cannot_start_is_tried_again(clock_at_start: WorkflowT
         REGISTRY.unregister("not-yet-defined")
 
 
+def no_data_at_two(tick: datetime) -> Any:
+    if tick.hour == 2:
+        raise ValueError("no data for 02:00")
+    return {"h": tick.hour}
+
+
 async def test_a_tick_that_keeps_failing_does_not_hold_back_the_later_ones(
     clock_at_start: WorkflowTestEnv,
 ) -> None:
     env = clock_at_start
-
-    def no_data_at_two(tick: datetime) -> Any:
-        if tick.hour == 2:
-            raise ValueError("no data for 02:00")
-        return {"h": tick.hour}
-
-    schedule = hourly("all", input=no_data_at_two, max_catch_up=3)
+    BRIEF_RUNS.clear()
+    schedule = Schedule(
+        "short",
+        cron="0 * * * *",
+        workflow=brief,
+        input=no_data_at_two,
+        catch_up="all",
+        max_catch_up=3,
+        register=False,
+    )
     firings = []
     for hour in range(7):
         await move_to(env, at(hour))
+        await env.settle()
         [firing] = await fire_schedules(env.client, at(hour), [schedule])
         firings.append(firing)
-    # Each tick starts at its own hour; 02:00 fails at each firing while it is among the
-    # three most recent ticks, and the ticks after it are found started, not started again.
-    assert [f.started for f in firings] == [ids(h) for h in (0, 1)] + [[], *[ids(h) for h in (3, 4, 5, 6)]]
-    assert [f.existing for f in firings[3:]] == [[], ids(3), ids(3, 4), []]
+    short = [f"short:2026-11-30T0{h}:00Z" for h in range(7)]
+    # Each tick starts at its own hour, once (its execution is deleted ten minutes after it
+    # ends, so a tick started again would run again); 02:00 fails at each firing while it is
+    # among the three most recent ticks, then is given up.
+    assert [f.started for f in firings] == [[short[0]], [short[1]], [], *[[short[h]] for h in (3, 4, 5, 6)]]
+    assert [f.existing for f in firings] == [[]] * 7
     assert [f.error is not None for f in firings] == [False, False, True, True, True, False, False]
-    assert "no data for 02:00" in str(firings[2].error)
-    assert await last_tick(env.ns, "hourly") == at(6)  # 02:00 out of the window: given up
+    assert all("no data for 02:00" in str(f.error) for f in firings[2:5])
+    assert [f.given_up for f in firings] == [[]] * 5 + [[short[2]], []]
+    record = await read_record(env.ns, "short")
+    assert record["last_tick"] == at(6) and record["owed"] == []
     await env.settle()
-    for hour in (0, 1, 3, 4, 5, 6):
-        assert await env.client.execution(ids(hour)[0]).status() == "completed"
+    assert [short[h] for h in (0, 1, 3, 4, 5, 6)] == BRIEF_RUNS
 
-    # A firing that crashes after starting ticks behind a failing one repeats them as found.
-    [again] = await fire_schedules(env.client, at(6) + 10, [schedule])
-    assert again.started == again.existing == [] and again.error is None
+
+async def test_a_failed_tick_is_owed_across_a_crash_and_started_once_it_can(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    flaky = {"02": True}
+
+    def fails_until_fixed(tick: datetime) -> Any:
+        if tick.hour == 2 and flaky["02"]:
+            raise ValueError("no data for 02:00 yet")
+        return {"h": tick.hour}
+
+    schedule = hourly("all", input=fails_until_fixed)
+    for hour in (0, 1):
+        await move_to(env, at(hour))
+        await fire_schedules(env.client, at(hour), [schedule])
+    await move_to(env, at(3))
+    # 02:00 and 03:00 are due; 02:00 fails and is recorded as owed; the firing crashes after
+    # starting 03:00, before recording it.
+    [crashed] = await fire_schedules(DropsAdvance(env.ns, at(3)), at(3), [schedule])
+    assert crashed.started == ids(3) and "no data for 02:00" in str(crashed.error)
+    assert await read_record(env.ns, "hourly") == {"last_tick": at(2), "fired": 2, "owed": [at(2)]}
+    # The next trigger: 02:00 still fails, 03:00 is found and recorded.
+    [retried] = await fire_schedules(env.client, at(3) + 60, [schedule])
+    assert retried.started == [] and retried.existing == ids(3) and retried.error is not None
+    assert await read_record(env.ns, "hourly") == {"last_tick": at(3), "fired": 2, "owed": [at(2)]}
+    # The data arrives: 02:00 starts at the next firing, late, and 04:00 on time.
+    flaky["02"] = False
+    await move_to(env, at(4))
+    [fixed] = await fire_schedules(env.client, at(4), [schedule])
+    assert fixed.started == ids(2, 4) and fixed.error is None
+    assert await read_record(env.ns, "hourly") == {"last_tick": at(4), "fired": 4, "owed": []}
 
 
 @pytest.mark.parametrize(
@@ -339,6 +465,7 @@ async def test_on_scheduled_fires_registered_schedules_at_the_triggers_time(env:
                 "schedule": "worker-nightly",
                 "started": [schedule_id := "worker-nightly:2026-11-30T03:00Z"],
                 "existing": [],
+                "given_up": [],
                 "error": None,
             }
         ]
@@ -456,7 +583,7 @@ async def test_an_input_function_that_raises_fails_that_firing_only(clock_at_sta
     assert failed.error is not None and failed.error.code == "schedule_failed"
     assert "KeyError" in failed.error.message
     assert fired.started == ids(0)
-    assert await last_tick(env.ns, "broken") == at(0) - 1  # its first tick stays owed
+    assert await read_record(env.ns, "broken") == {"last_tick": at(0), "fired": 0, "owed": [at(0)]}
 
 
 async def test_a_trigger_between_the_ticks_starts_from_where_it_fired(

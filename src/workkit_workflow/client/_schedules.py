@@ -2,22 +2,46 @@
 
 One firing of one schedule at ``now``:
 
-1. read the schedule's last tick from its object (``schedule:<name>``);
-2. compute the due ticks and apply the catch-up policy (``Schedule.due``);
-3. start each due tick's execution, oldest first, with the tick's id
-   (``<name>:<UTC minute>``): ``/execute`` creates an id once, so a trigger
-   delivered twice, or a firing retried after a crash, starts nothing twice;
-4. advance the last tick, forward only.
+1. read the schedule's record from its object (``schedule:<name>``): its last
+   tick, and the ticks before it still owed (their start failed);
+2. give up the owed ticks the catch-up policy no longer keeps due
+   (``Schedule.owed_due``), try the others again, then compute the new due ticks
+   (``Schedule.due``), oldest first;
+3. start each tick's execution with the tick's id (``<name>:<UTC minute>``):
+   ``/execute`` creates an id once, so a trigger delivered twice, or a firing
+   retried after a crash, finds it (``existing``) instead of starting it again;
+4. record each tick before starting the next (``POST /schedule``): a new tick
+   advances ``last_tick`` to it, forward only, and is owed if its start failed;
+   an owed tick that started is settled.
 
-A crash between 3 and 4 leaves the record behind: the next firing computes the
-same ticks and their ids, so nothing is lost and nothing runs twice. A tick
-whose start fails (its workflow is not registered, its input function raises,
-storage is down) does not hold back the later ones, which start on time; the
-record then moves only to just before it (one second before the tick: everything
-earlier started), so the next firing tries it again, and finds the later ones
-started (``existing``), for as long as the catch-up policy still keeps it due.
-That holds for a schedule's very first tick too: a failed one is recorded as
-owed, not forgotten once it is more than a minute old.
+A tick whose start fails (its workflow is not registered, its input function
+raises or its input is refused, storage is down) is reported (``Firing.error``
+for the first, a warning logged for each) and does not hold back the ticks
+after it, which start on time: the record moves past it and keeps it as owed, so
+each later firing tries it again for as long as the catch-up policy keeps it due
+(with ``"all"``, while it is among the ``max_catch_up`` most recent ticks), then
+gives it up (``Firing.given_up``, logged). A schedule's very first tick is owed
+the same way, not forgotten once it is more than a minute old. (Holding
+``last_tick`` just before the failed tick instead would make every later firing
+start the ticks after it again, and any of those whose execution was deleted in
+the meantime, by a short ``retention``, would run twice.)
+
+Crashes. Every tick is started before it is recorded, and a new schedule's
+first firing records where it starts from (just before its first due tick)
+before starting anything. So a crash before a tick's start, or before the record
+of a failed start, loses nothing: the tick is still after ``last_tick``, and
+the next firing treats it as missed (the catch-up policy decides). A crash, or a
+failure of the record's object, between a tick's start and its record leaves
+that one tick unrecorded, and the firing stops there (the ticks after it wait
+for the next firing: none starts while the one before it is unrecorded); a start
+that created the execution but whose answer was lost leaves the tick owed. The
+next firing starts it again under the same id, which ``/execute`` finds: the
+tick's execution is not deleted by its retention before the record has passed
+it (``engine._retention``, for at most 7 days), so it runs
+twice only if it was deleted all the same (``delete``, or that limit). A ``503
+storage_unavailable`` from the record's object (it wrote nothing) is sent again
+after a moment (``send_again``, as every client request is) before the firing
+gives up.
 """
 
 from __future__ import annotations
@@ -32,7 +56,7 @@ from typing import Any
 from ..definitions._schedule import SCHEDULES, Schedule, schedule_object, tick_id
 from ..engine._ports import Clock, Namespace
 from ..errors import WorkflowError
-from ._answers import raise_for
+from ._answers import raise_for, send_again, unavailable
 from ._client import DurableWorkflows, create_durable_workflow
 
 log = logging.getLogger("workkit_workflow")
@@ -47,57 +71,115 @@ class Firing:
     """Tick execution ids this firing created."""
     existing: list[str] = field(default_factory=list)
     """Tick execution ids that already existed (a duplicate trigger, a retried firing)."""
+    given_up: list[str] = field(default_factory=list)
+    """Owed tick ids (their start failed before) that the catch-up policy no longer keeps due."""
     skipped_to: float | None = None
     """The last tick recorded, when the catch-up policy skipped ticks up to it."""
     error: WorkflowError | None = None
+    """The firing's first failure: a tick's start, or reading or writing the record."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schedule": self.schedule,
             "started": self.started,
             "existing": self.existing,
+            "given_up": self.given_up,
             "error": None if self.error is None else self.error.to_dict(),
         }
 
 
 async def last_tick(namespace: Namespace, schedule: str) -> float | None:
     """The last tick recorded for ``schedule`` (``None`` before its first firing)."""
-    body = raise_for(await namespace.request(schedule_object(schedule), "GET", "/schedule"))
-    value = body["schedule"]["last_tick"]
+    value = (await read_record(namespace, schedule))["last_tick"]
     return None if value is None else float(value)
+
+
+async def read_record(namespace: Namespace, schedule: str) -> dict[str, Any]:
+    """``schedule``'s record: ``last_tick``, ``owed`` (a list of ticks) and ``fired``."""
+    body = raise_for(await _request(namespace, schedule, "GET"))
+    record: dict[str, Any] = body["schedule"]
+    return {**record, "owed": [float(t) for t in record.get("owed") or []]}
+
+
+async def _request(namespace: Namespace, schedule: str, method: str, body: Any = None) -> Any:
+    request = (schedule_object(schedule), method, "/schedule", body)
+    response = await namespace.request(*request)
+    # The object wrote nothing: the same request again is safe (see _answers).
+    return await send_again(namespace, *request) if unavailable(response) else response
+
+
+class _Record:
+    """One schedule's record as this firing moves it."""
+
+    def __init__(self, namespace: Namespace, schedule: str, last: float | None) -> None:
+        self.namespace = namespace
+        self.schedule = schedule
+        self.last = last
+
+    async def write(
+        self,
+        advance_to: float | None = None,
+        *,
+        started: int = 0,
+        owe: Iterable[float] = (),
+        settle: Iterable[float] = (),
+    ) -> None:
+        """Send one advance (``None``: ``last_tick`` stays); raises if it was not recorded."""
+        to = self.last if advance_to is None else advance_to
+        assert to is not None  # a record with owed ticks has a last tick; the first write names one
+        body = {"advance_to": to, "started": started, "owe": list(owe), "settle": list(settle)}
+        raise_for(await _request(self.namespace, self.schedule, "POST", body))
+        self.last = to if self.last is None else max(self.last, to)
 
 
 async def fire_schedule(client: DurableWorkflows, schedule: Schedule, now: float) -> Firing:
     """Fire one schedule at ``now`` (epoch seconds); see the module docstring."""
     firing = Firing(schedule.name)
-    namespace = client.namespace
     try:
-        last = await last_tick(namespace, schedule.name)
-        ticks, record = schedule.due(last, now)
-        if record is None:
-            return firing
-        failed: float | None = None
+        stored = await read_record(client.namespace, schedule.name)
+        last = None if stored["last_tick"] is None else float(stored["last_tick"])
+        record = _Record(client.namespace, schedule.name, last)
+        retry, give_up = schedule.owed_due(stored["owed"], now)
+        if give_up:
+            firing.given_up = [tick_id(schedule.name, t) for t in give_up]
+            log.warning("workkit_workflow: schedule %r gave up ticks %s", schedule.name, firing.given_up)
+            await record.write(settle=give_up)
+        for tick in retry:
+            created = await _start(client, schedule, tick, firing)
+            if created is not None:
+                await record.write(started=int(created), settle=[tick])
+        ticks, advance_to = schedule.due(last, now)
+        if last is None and ticks:
+            # A new schedule: record where it starts from before starting anything, so
+            # a crash before its first tick is recorded still leaves that tick due.
+            await record.write(ticks[0] - 1)
         for tick in ticks:
-            try:
-                handle = await client.start(
-                    schedule.workflow, schedule.input_for(tick), execution_id=tick_id(schedule.name, tick)
-                )
-            except Exception as exc:
-                # The later ticks still start; this one stays owed (see the module docstring).
-                _failed(firing, exc, tick)
-                failed = tick if failed is None else failed
-                continue
-            (firing.started if handle.created else firing.existing).append(handle.execution_id)
-        if not ticks:
-            firing.skipped_to = record
-        advance_to = (max(record, ticks[-1]) if ticks else record) if failed is None else failed - 1
-        if last is not None and advance_to <= last:
-            return firing  # nothing started before the first failed tick: the record stays
-        body = {"advance_to": advance_to, "started": len(firing.started)}
-        raise_for(await namespace.request(schedule_object(schedule.name), "POST", "/schedule", body))
+            created = await _start(client, schedule, tick, firing)
+            if created is None:
+                await record.write(tick, owe=[tick])
+            else:
+                await record.write(tick, started=int(created), settle=[tick])
+        if advance_to is not None and (record.last is None or advance_to > record.last):
+            if not ticks:
+                firing.skipped_to = advance_to
+            await record.write(advance_to)
     except Exception as exc:
+        # The record is behind: the next firing starts from where it is (module docstring).
         _failed(firing, exc, None)
     return firing
+
+
+async def _start(client: DurableWorkflows, schedule: Schedule, tick: float, firing: Firing) -> bool | None:
+    """Start one tick's execution: whether this created it, or ``None`` if the start failed."""
+    try:
+        handle = await client.start(
+            schedule.workflow, schedule.input_for(tick), execution_id=tick_id(schedule.name, tick)
+        )
+    except Exception as exc:
+        _failed(firing, exc, tick)
+        return None
+    (firing.started if handle.created else firing.existing).append(handle.execution_id)
+    return handle.created
 
 
 def _failed(firing: Firing, exc: Exception, tick: float | None) -> None:
@@ -149,7 +231,7 @@ class Scheduler:
         self.clock = clock
         self._schedules = None if schedules is None else list(schedules)
         self.firings: list[Firing] = []
-        """Every firing so far that started or found an execution, or failed."""
+        """Every firing so far that started, found or gave up an execution, or failed."""
 
     @property
     def schedules(self) -> list[Schedule]:
@@ -158,7 +240,7 @@ class Scheduler:
     async def fire(self) -> list[Firing]:
         """Fire every schedule once, now (what a trigger does)."""
         done = await fire_schedules(self.client, self.clock.now(), self.schedules)
-        self.firings.extend(f for f in done if f.started or f.existing or f.error)
+        self.firings.extend(f for f in done if f.started or f.existing or f.given_up or f.error)
         return done
 
     async def run(self) -> None:
