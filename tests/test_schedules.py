@@ -213,6 +213,45 @@ async def test_a_tick_kept_briefly_is_not_deleted_before_its_schedule_records_it
             await env.client.execution(execution_id).status()
 
 
+class LosesAnswer:
+    """A namespace that creates ``execution_id`` but loses ``/execute``'s answer."""
+
+    def __init__(self, inner: Any, execution_id: str) -> None:
+        self.inner = inner
+        self.execution_id = execution_id
+
+    async def request(
+        self, name: str, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> WireResponse:
+        response = await self.inner.request(name, method, path, body, query)
+        if path == "/execute" and name == self.execution_id:
+            raise TransportError("connection lost")
+        return response
+
+
+async def test_a_tick_owed_after_its_answer_was_lost_is_kept_until_found(
+    clock_at_start: WorkflowTestEnv,
+) -> None:
+    env = clock_at_start
+    BRIEF_RUNS.clear()
+    schedule = Schedule("brief", cron="0 * * * *", workflow=brief, catch_up="all", register=False)
+    await fire_schedules(env.client, at(0) - 60, [schedule])
+    await move_to(env, at(0))
+    # The tick's execution is created, but the firing sees a failed start: it owes the tick.
+    [lost] = await fire_schedules(LosesAnswer(env.ns, "brief:2026-11-30T00:00Z"), at(0), [schedule])
+    assert lost.started == [] and lost.error is not None
+    assert await read_record(env.ns, "brief") == {"last_tick": at(0), "fired": 0, "owed": [at(0)]}
+    await move_to(env, at(0) + 1800)  # its 10-minute retention is long past: kept, as owed
+    await env.settle()
+    assert await env.client.execution("brief:2026-11-30T00:00Z").status() == "completed"
+    [next_hour] = await fire_schedules(env.client, at(1), [schedule])
+    assert next_hour.existing == ["brief:2026-11-30T00:00Z"]
+    assert next_hour.started == ["brief:2026-11-30T01:00Z"] and next_hour.error is None
+    assert await read_record(env.ns, "brief") == {"last_tick": at(1), "fired": 1, "owed": []}
+    await env.settle()
+    assert BRIEF_RUNS == ["brief:2026-11-30T00:00Z", "brief:2026-11-30T01:00Z"]  # each once
+
+
 async def test_an_id_shaped_like_a_tick_without_a_schedule_is_deleted_on_time(env: WorkflowTestEnv) -> None:
     handle = await env.run(brief, None, execution_id="nobody:2026-11-30T00:00Z")
     assert (await env.result(handle)).ok

@@ -37,7 +37,7 @@ for the next firing: none starts while the one before it is unrecorded); a start
 that created the execution but whose answer was lost leaves the tick owed. The
 next firing starts it again under the same id, which ``/execute`` finds: the
 tick's execution is not deleted by its retention before the record has passed
-it (``engine._retention``, for at most 7 days), so it runs
+it without owing it (``engine._retention``, for at most 7 days), so it runs
 twice only if it was deleted all the same (``delete``, or that limit). A ``503
 storage_unavailable`` from the record's object (it wrote nothing) is sent again
 after a moment (``send_again``, as every client request is) before the firing

@@ -13,11 +13,14 @@ from the execution object's default (``WorkflowExecutionDO.retention``); with
 neither, the storage is kept (``delete_at`` is None, no alarm is left).
 
 A schedule's tick (an id of the form ``<schedule>:<minute>``) is deleted
-only once its schedule's record has passed it: a firing whose advance failed is
-repeated by the next one, which would start a deleted tick again.
+only once its schedule's record has passed it and does not owe it: a firing
+whose record of the tick failed is repeated by the next one, and an owed tick is
+tried again, either of which would start a deleted tick again.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ..definitions._schedule import schedule_object, tick_of
 from ._state import ExecutionState
@@ -69,8 +72,9 @@ class Retention:
 
     async def _held_for_schedule(self) -> float | None:
         """When to try again, if this is a schedule's tick its schedule has not recorded yet
-        (its firing's advance failed): deleted now, the next firing would start it again. Kept
-        until the record passes it, for at most ``TICK_HOLD_LIMIT`` after it finished."""
+        (its firing's advance failed) or still owes (its start's answer was lost): deleted now,
+        the next firing would start it again. Kept until the record passes it without owing it,
+        for at most ``TICK_HOLD_LIMIT`` after it finished."""
         execution = self.execution
         tick = tick_of(execution.execution_id)
         peers = execution.host.peers
@@ -82,10 +86,13 @@ class Retention:
             return None
         try:
             answer = await peers.request(schedule_object(tick[0]), "GET", "/schedule")
-            last = answer.body["schedule"]["last_tick"] if answer.status == 200 else 0.0
-            # No record: no schedule of that name fired (an id of the same form), or its first
-            # firing's advance failed, whose next firing looks back less than a retention.
-            recorded = last is None or float(last) >= tick[1]
+            record: dict[str, Any] = answer.body["schedule"] if answer.status == 200 else {"last_tick": 0.0}
+            last = record["last_tick"]
+            # No record: no schedule of that name fired (an id of the same form; a new
+            # schedule records where it starts from before starting its first tick). An owed
+            # tick (its start's answer was lost) is tried again: it is not recorded either.
+            owed = [float(t) for t in record.get("owed") or []]
+            recorded = last is None or (float(last) >= tick[1] and tick[1] not in owed)
         except Exception:
             recorded = False  # not known now: ask again later
         return None if recorded else now + TICK_HOLD
