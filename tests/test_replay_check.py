@@ -159,6 +159,43 @@ async def test_live_state_operations_replay_by_key(env: WorkflowTestEnv) -> None
     assert renamed.mismatch is not None and "state 'progress'" in renamed.describe()
 
 
+async def test_live_state_under_gather_takes_its_position_at_the_call(env: WorkflowTestEnv) -> None:
+    """As the engine numbers operations: a ``set_state`` gathered with a step is numbered when
+    called, not when its coroutine first runs (the check reported a mismatch for unchanged
+    code, and passed code whose order had changed)."""
+
+    name = unique("state-gather")
+
+    def flow_with(state_first: bool, register: bool = False) -> Workflow:
+        async def body(ctx: Any, input: Any) -> Any:
+            state, step = ctx.set_state("progress", "starting"), ctx.step("a", lambda: 1)
+            await (asyncio.gather(state, step) if state_first else asyncio.gather(step, state))
+            await ctx.wait_for_event("go", "go")
+            return "done"
+
+        return Workflow(name, body, register=register)
+
+    flow = flow_with(state_first=True, register=True)
+    handle = await env.run(flow, None)
+    document = await handle.export()
+    assert [(e["kind"], e["name"]) for e in document["entries"]] == [
+        ("state", "progress"),
+        ("step", "a"),
+        ("wait", "go"),
+    ]
+    assert (await check_replay_async(flow, document)).ok
+    swapped = flow_with(state_first=False)
+
+    async def steps_first(ctx: Any, input: Any) -> Any:
+        step, state = ctx.step("a", lambda: 1), ctx.set_state("progress", "starting")
+        await asyncio.gather(state, step)
+        return "done"
+
+    reordered = await check_replay_async(Workflow(name, steps_first, register=False), document)
+    assert reordered.mismatch is not None and reordered.describe().startswith("MISMATCH")
+    assert (await check_replay_async(swapped, document)).ok  # the same calls, gathered otherwise
+
+
 async def test_the_async_variant_and_a_body_that_raises() -> None:
     @workflow(unique("raises"), register=False)
     async def flow(ctx: Any, input: Any) -> Any:

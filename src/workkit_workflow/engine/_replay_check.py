@@ -125,10 +125,10 @@ class ReplayOnly:
         # A child operation replays its journaled result (or its failure), like a step.
         return self._replay(self._allocate(), "child", name, None)
 
-    async def set_state(self, key: str, text: str) -> None:
+    def set_state(self, key: str, text: str) -> Any:
         # A journaled ``state`` operation: its key must match; the value is not compared
-        # (replay never rewrites it).
-        await self._replay(self._allocate(), "state", key, None)
+        # (replay never rewrites it). Its position is taken at the call, as every other's.
+        return self._replay(self._allocate(), "state", key, None)
 
     def _allocate(self) -> int:
         # At the call, as the engine does, so positions follow call order under gather.
