@@ -407,6 +407,24 @@ async def test_restart_cuts_at_the_named_kind_and_occurrence(
     }
 
 
+async def test_restart_to_an_id_another_execution_has_is_a_conflict(env: WorkflowTestEnv) -> None:
+    flow = _checkpoint_flow(Probe(), [True])
+    failed = await env.run(flow)
+    await env.result(failed)
+    other = await env.run(flow)
+    await env.result(other)
+    eid = failed.execution_id
+    for taken in (eid, other.execution_id):  # the source itself, another execution of the flow
+        with pytest.raises(ExecutionConflictError, match="is not this restart"):
+            await env.client.restart(eid, from_step="checkpoint", new_execution_id=taken)
+    first = await env.client.restart(eid, from_step="checkpoint", new_execution_id="again-1")
+    assert first.created
+    repeated = await env.client.restart(eid, from_step="checkpoint", new_execution_id="again-1")
+    assert not repeated.created  # the same restart asked twice (a retry) finds the one made
+    with pytest.raises(ExecutionConflictError, match="is not this restart"):
+        await env.client.restart(eid, from_step="checkpoint", occurrence=2, new_execution_id="again-1")
+
+
 async def test_restart_refuses_what_the_journal_does_not_have(env: WorkflowTestEnv) -> None:
     flow = _checkpoint_flow(Probe(), [True])
     failed = await env.run(flow)

@@ -21,7 +21,7 @@ from ..engine._ports import Namespace, WireResponse
 from ..errors import ExecutionFailedError, ExecutionNotFinishedError, InvalidRequestError
 from ._answers import raise_for, send_again, unavailable
 from ._bodies import check_id, check_timeout, execute_body
-from ._restart import check_cut, restart_records
+from ._restart import check_cut, check_restarted, restart_records
 
 if TYPE_CHECKING:
     from ..history import HistoryQuery
@@ -322,7 +322,10 @@ class DurableWorkflows:
             raise
         if unavailable(response):
             response = await send_again(self.namespace, new_id, "POST", "/execute", body)
-        return self._started(new_id, response)
+        handle = self._started(new_id, response)
+        if not handle.created:
+            check_restarted(await handle.meta(), body["restart"])
+        return handle
 
 
 BindingDetector = Callable[[Any], bool]

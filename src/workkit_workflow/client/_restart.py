@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidRequestError
+from ..errors import ExecutionConflictError, InvalidRequestError
 
 KINDS = ("step", "sleep", "wait")
 
@@ -67,3 +67,16 @@ def restart_records(
         if e.get("status") == "completed" and e.get("kind") == "step" and e.get("idempotency_hash")
     ]
     return kept, idempotent
+
+
+def check_restarted(meta: dict[str, Any], cut: dict[str, Any]) -> None:
+    """A restart whose new id names an execution that exists: fine if that execution is this
+    restart (a repeated request), a conflict otherwise (the source itself, or another
+    execution), which would have been handed back as if restarted."""
+    made = meta.get("restarted_from") or {}
+    if any(made.get(field) != cut[field] for field in ("execution_id", "from_step", "kind", "occurrence")):
+        raise ExecutionConflictError(
+            f"execution {meta.get('execution_id')!r} already exists and is not this restart of "
+            f"{cut['execution_id']!r}: give the restart another new_execution_id",
+            execution_id=meta.get("execution_id"),
+        )
