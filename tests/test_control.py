@@ -259,13 +259,17 @@ async def test_a_step_that_fails_while_paused_settles_to_failed_after_continue(e
     assert result.status == "failed" and probe.compensated == ["failed"]
 
 
-async def test_the_deadline_passing_while_paused_times_out_after_continue(env: WorkflowTestEnv) -> None:
+@pytest.mark.parametrize("last", [False, True], ids=["a-step-follows", "the-sleep-is-last"])
+async def test_the_deadline_passing_while_paused_times_out_after_continue(
+    env: WorkflowTestEnv, last: bool
+) -> None:
     probe = Probe()
 
     @workflow(unique("pause-deadline"), timeout="1h")
     async def flow(ctx: Any, input: Any) -> None:
-        await ctx.sleep("nap", "30m")
-        await ctx.step("b", probe.effect, "b")
+        await ctx.sleep("nap", "30m")  # due, and the deadline past, while paused
+        if not last:
+            await ctx.step("b", probe.effect, "b")
 
     handle = await env.run(flow.on_failure(lambda ctx: probe.compensated.append(ctx.error["code"])))
     await handle.pause()

@@ -279,6 +279,10 @@ class PhaseRun:
             await self.hold(op)
             now = self.execution.now()
             if at <= now:
+                if self.deadline is not None and now > self.deadline:
+                    # The deadline passed while the wait could not end (paused, or the object
+                    # down): the workflow ran past its timeout, as at its next operation.
+                    self.check_continue(name, attempt)
                 return
             self.check_continue(name, attempt)
             wake = at if self.deadline is None else min(at, self.deadline)
