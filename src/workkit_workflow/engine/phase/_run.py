@@ -71,8 +71,7 @@ class PhaseRun:
         self.stopping = False
         self.suspended = False
         self.current: dict[int, str] = {}
-        self.child_owners: ChildOwners | None = None
-        """Made by the run's first child start (``_child``)."""
+        self.child_owners: ChildOwners | None = None  # made by its first child start (_child)
         self._idle: asyncio.Future[None] | None = None
         self._quiet: asyncio.Future[None] | None = None
         """Made while ``execute`` waits for the operations still running to finish."""
@@ -280,9 +279,7 @@ class PhaseRun:
             now = self.execution.now()
             if at <= now:
                 if self.deadline is not None and now > self.deadline:
-                    # The deadline passed while the wait could not end (paused, or the object
-                    # down): the workflow ran past its timeout, as at its next operation.
-                    self.check_continue(name, attempt)
+                    self.check_continue(name, attempt)  # passed while it could not end (paused)
                 return
             self.check_continue(name, attempt)
             wake = at if self.deadline is None else min(at, self.deadline)
