@@ -219,6 +219,95 @@ def test_bad_journal_files_are_clear_errors(tmp_path: Path) -> None:
         )
 
 
+# -- a recorded failure: the body raised -------------------------------------------------
+
+FAILING_FLOW = """
+from workkit_workflow import Workflow
+
+async def body(ctx, input):
+    for step in {steps!r}:
+        await ctx.step(step, lambda: 1)
+    if {raises} is not None and input.get("bad"):
+        raise {raises}(f"order {{input['order']}} is invalid")
+    return "shipped"
+
+flow = Workflow({name!r}, body)
+"""
+
+
+def _failing(name: str, steps: list[str], raises: type[Exception] | None, register: bool = False) -> Workflow:
+    """Runs ``steps``, then raises ``raises`` when the input is bad (the module of ``FAILING_FLOW``)."""
+
+    async def body(ctx: Any, input: Any) -> Any:
+        for step in steps:
+            await ctx.step(step, lambda: 1)
+        if raises is not None and input.get("bad"):
+            raise raises(f"order {input['order']} is invalid")
+        return "shipped"
+
+    return Workflow(name, body, register=register)
+
+
+async def test_unchanged_code_replays_a_failure_its_body_raised(env: WorkflowTestEnv) -> None:
+    """The journal records the body's error (its type and code) as the execution's: the same
+    code raising it again at the same point replays (the check reported ``the body raised``)."""
+    name = unique("body-raised")
+    handle = await env.run(_failing(name, ["a", "b"], ValueError, register=True), {"order": 7, "bad": True})
+    document = await handle.export()
+    assert document["state"]["status"] == "failed" and document["state"]["error"]["type"] == "ValueError"
+    report = await check_replay_async(_failing(name, ["a", "b"], ValueError), document)
+    assert report.ok and report.replayed == 2, report.describe()
+    assert report.describe() == "replays (2 operations)"
+    # Another error type is not the recorded failure: the code changed.
+    other = await check_replay_async(_failing(name, ["a", "b"], KeyError), document)
+    assert other.outcome == "error" and other.describe().startswith("ERROR: the body raised KeyError")
+    # The same error raised before the journal's last operation: it fails elsewhere.
+    early = await check_replay_async(_failing(name, ["a"], ValueError), document)
+    assert early.outcome == "mismatch" and early.mismatch is not None
+    assert early.mismatch.details["position"] == 1
+    assert early.mismatch.details["expected"] == {"kind": "step", "name": "b"}
+    # Code that no longer raises there (the bug was fixed) replays what was recorded.
+    assert (await check_replay_async(_failing(name, ["a", "b"], None), document)).ok
+
+
+async def test_a_body_raising_where_the_recorded_one_did_not_is_an_error(env: WorkflowTestEnv) -> None:
+    name = unique("body-now-raises")
+    completed = await env.run(_failing(name, ["a"], ValueError, register=True), {"order": 1, "bad": False})
+    document = await completed.export()
+    assert document["state"]["status"] == "completed"
+    report = await check_replay_async(
+        _failing(name, ["a"], ValueError),
+        {**document, "meta": {**document["meta"], "input": {"order": 1, "bad": True}}},
+    )
+    assert report.outcome == "error" and "ValueError: order 1 is invalid" in (report.error or "")
+
+
+def test_a_recorded_failure_is_matched_by_type_and_code_not_by_message() -> None:
+    class Refused(Exception):
+        code = "refused"
+
+    flow = _failing(unique("by-code"), ["a"], Refused)
+    entries = [{"op": 0, "kind": "step", "name": "a", "status": "completed", "output": 1}]
+
+    def journal(**error: Any) -> dict[str, Any]:
+        state = {"status": "failed", "failed_step": None, "error": {"message": "worded otherwise", **error}}
+        return {
+            "format": EXPORT_FORMAT,
+            "format_version": 1,
+            "state": state,
+            "entries": entries,
+            "meta": {"workflow": flow.name, "input": {"order": 2, "bad": True}},
+        }
+
+    assert check_replay(flow, journal(code="refused", type="Refused")).ok
+    assert not check_replay(flow, journal(code="Refused", type="Refused")).ok
+    assert not check_replay(flow, journal(code="refused", type="Other")).ok
+    # A step's failure is not the body's own: the body raising is then unexplained.
+    stepped = journal(code="refused", type="Refused")
+    stepped["state"]["failed_step"] = "a"
+    assert check_replay(flow, stepped).outcome == "error"
+
+
 # -- the CLI ---------------------------------------------------------------------------
 
 
@@ -278,6 +367,39 @@ def test_cli_check_replay_of_a_local_runtime_file(tmp_path: Path, monkeypatch: p
     assert code == 0 and report["ok"] and [e["execution_id"] for e in report["executions"]] == ["r-1", "r-2"]
     code, out = _cli("check-replay", "--app", module, "--db", str(db), "--version", "9")
     assert code == 1 and "UNAVAILABLE" in out and "no version '9'" in out
+
+
+def test_cli_check_replay_of_a_recorded_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--all`` and ``--journal``: an execution failed by its body replays on unchanged code."""
+    monkeypatch.chdir(tmp_path)
+    db, exported = tmp_path / "workflows.db", tmp_path / "failed.json"
+    name = unique("cli-raised")
+
+    async def record() -> None:
+        env = WorkflowTestEnv(path=str(db))
+        try:
+            flow = _failing(name, ["a", "b"], ValueError, register=True)
+            handle = await env.run(flow, {"order": 3, "bad": True}, execution_id="f-1")
+            exported.write_text(json.dumps(await handle.export()))
+        finally:
+            await env.close()
+
+    asyncio.run(record())
+
+    def app(raises: str) -> str:
+        module = f"replay_app_{next(_modules)}"
+        source = FAILING_FLOW.format(name=name, steps=["a", "b"], raises=raises)
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        return module
+
+    same = app("ValueError")
+    for source in (["--db", str(db), "--all"], ["--journal", str(exported)]):
+        code, out = _cli("check-replay", "--app", same, *source)
+        assert code == 0 and f"f-1  {name}@1  replays (2 operations)" in out, out
+    changed = app("RuntimeError")
+    for source in (["--db", str(db), "--all"], ["--journal", str(exported)]):
+        code, out = _cli("check-replay", "--app", changed, *source)
+        assert code == 1 and "ERROR: the body raised RuntimeError: order 3 is invalid" in out, out
 
 
 # -- exports -----------------------------------------------------------------------------

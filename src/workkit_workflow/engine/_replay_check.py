@@ -9,7 +9,10 @@ body reaches an operation the journal does not have yet, or the journal's
 unfinished tail (a step still running, a sleep or wait still pending): from
 there the new code runs for real. It ends badly at the first mismatch, when the
 body returns while the journal has operations left (a step was removed), or
-when the body raises something the journal does not explain.
+when the body raises something the journal does not explain. The journal
+explains a step's recorded failure, and the execution's own: an execution that
+failed because its body raised replays when the body raises an error of the
+same type and code after the journal's last operation.
 
 Only the main phase is checked: compensation runs once and starts from its own
 journal, which a failed or cancelled execution may not have yet.
@@ -18,7 +21,7 @@ journal, which a failed or cancelled execution may not have yet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -27,6 +30,7 @@ from ..definitions._steps import StepOptions
 from ..definitions._values import validate
 from ..definitions._workflow import Registry, Workflow
 from ..errors import ReplayMismatchError, StepFailedError, UnknownWorkflowError
+from . import _journal as jn
 from ._export import StoredJournal
 from .phase._run import identity_mismatch
 
@@ -172,6 +176,23 @@ class ReplayOnly:
         )
 
 
+def _recorded_raise(state: Mapping[str, Any], exc: Exception) -> bool:
+    """Whether the execution failed because its body raised what ``exc`` is: the state's
+    error, with no failed step, has the type and code the engine records for ``exc``.
+
+    The message is not compared: it is text for people, often carrying values (an id, an
+    amount), and rewording it changes nothing a replay depends on."""
+    error = state.get("error")
+    if (
+        state.get("status") != "failed"
+        or state.get("failed_step") is not None
+        or not isinstance(error, Mapping)
+    ):
+        return False
+    raised = jn.serialize_error(exc, attempt=1, started_at=None, finished_at=None, retryable=False)
+    return error.get("type") == raised["type"] and error.get("code") == raised["code"]
+
+
 async def check_journal(
     definition: Workflow, journal: StoredJournal, *, timeout: float = BODY_TIMEOUT
 ) -> ReplayReport:
@@ -203,7 +224,10 @@ async def check_journal(
     except TimeoutError:
         return report("error", error=f"the body did not reach its next operation within {timeout:g}s")
     except Exception as exc:
-        return report("error", error=f"the body raised {type(exc).__name__}: {exc}")
+        if not _recorded_raise(journal.state, exc):
+            return report("error", error=f"the body raised {type(exc).__name__}: {exc}")
+        # The execution's recorded failure, raised again: it replays if raised where the
+        # recorded one was, after the journal's last operation (checked below).
     leftover = ops.leftover()
     return report("replays") if leftover is None else report("mismatch", mismatch=leftover)
 
