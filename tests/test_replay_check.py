@@ -15,8 +15,9 @@ import pytest
 from workkit_workflow import Workflow, workflow
 from workkit_workflow.cli import build_parser, main
 from workkit_workflow.engine._export import EXPORT_FORMAT, read_export
+from workkit_workflow.engine._replay_check import check_journal
 from workkit_workflow.errors import InvalidRequestError
-from workkit_workflow.testing import WorkflowTestEnv, check_replay, check_replay_async
+from workkit_workflow.testing import WorkflowTestEnv, check_replay, check_replay_async, load_journal
 
 from conftest import unique
 
@@ -306,6 +307,29 @@ def test_a_recorded_failure_is_matched_by_type_and_code_not_by_message() -> None
     stepped = journal(code="refused", type="Refused")
     stepped["state"]["failed_step"] = "a"
     assert check_replay(flow, stepped).outcome == "error"
+
+
+async def test_a_timeout_error_the_body_raises_is_its_own(env: WorkflowTestEnv) -> None:
+    """The check's own time limit raises TimeoutError too: a body raising one is not taken
+    for the body being too slow (it reported "did not reach its next operation within 30s")."""
+    name = unique("body-timeout")
+    handle = await env.run(_failing(name, ["a"], TimeoutError, register=True), {"order": 4, "bad": True})
+    document = await handle.export()
+    assert (await check_replay_async(_failing(name, ["a"], TimeoutError), document)).ok
+    completed = {**document, "state": {**document["state"], "status": "completed", "error": None}}
+    report = await check_replay_async(_failing(name, ["a"], TimeoutError), completed)
+    assert report.outcome == "error" and report.error == "the body raised TimeoutError: order 4 is invalid"
+
+
+async def test_a_body_too_slow_is_still_the_checks_timeout() -> None:
+    @workflow(unique("slow"), register=False)
+    async def flow(ctx: Any, input: Any) -> Any:
+        await asyncio.sleep(1)  # not an operation: the check waits for it
+
+    report = await check_journal(flow, load_journal([]), timeout=0.01)
+    assert (
+        report.outcome == "error" and report.error == "the body did not reach its next operation within 0.01s"
+    )
 
 
 # -- the CLI ---------------------------------------------------------------------------
