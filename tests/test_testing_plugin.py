@@ -60,3 +60,20 @@ def test_fault_plans_refuse_unknown_points() -> None:
 
     with pytest.raises(ValueError, match="unknown fault point"):
         FaultPlan().crash_at("in_the_middle")
+
+
+async def test_a_handle_from_before_a_restart_keeps_working(env: WorkflowTestEnv) -> None:
+    """On SQLite, ``restart()`` opens a new namespace on the file: the env's handles (and its
+    client) go to whichever namespace is current, not the closed one they were made with."""
+    handle = await env.run(approval, {})
+    client, looked_up = env.client, env.client.execution(handle.execution_id)
+    assert await handle.status() == "sleeping"
+    await env.restart()
+    assert await handle.status() == "sleeping" and await looked_up.status() == "sleeping"
+    assert [e["name"] for e in await handle.journal()] == ["cool-down"]
+    assert await handle.send_event("approved", {"by": "bo"})
+    result = await env.result(handle)
+    assert result.ok and result.value == "bo"
+    assert (await looked_up.result(timeout=0)).value == "bo"
+    again = await client.run(approval, {}, execution_id=handle.execution_id)
+    assert again.created is False and (await env.result(again)).value == "bo"

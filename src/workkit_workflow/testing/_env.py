@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from ..client._client import DurableWorkflows, ExecutionHandle, WorkflowResult, create_durable_workflow
+from ..client._client import (
+    DURABLE_OBJECT,
+    DurableWorkflows,
+    ExecutionHandle,
+    WorkflowResult,
+    create_durable_workflow,
+)
 from ..definitions._steps import MISSING
 from ..definitions._workflow import Workflow
+from ..engine._ports import WireResponse
 from ..errors import ExecutionNotFinishedError
 from ..local import LocalNamespace, VirtualClock
 from ._faults import FaultPlan
 from ._mocks import StepMocks
 
 T = TypeVar("T")
+
+
+class _CurrentNamespace:
+    """The namespace of the env's client: each request goes to the env's namespace of the
+    moment, so the client and its handles outlive :meth:`WorkflowTestEnv.restart` (on
+    SQLite, a new namespace on the same file; the old one is closed)."""
+
+    def __init__(self, env: WorkflowTestEnv) -> None:
+        self._env = env
+
+    async def request(
+        self, name: str, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> WireResponse:
+        return await self._env.ns.request(name, method, path, body, query)
 
 
 class WorkflowTestEnv:
@@ -41,7 +62,9 @@ class WorkflowTestEnv:
         self._interleave = interleave
         self._seed = seed
         self.ns = self._open()
-        self.client: DurableWorkflows = create_durable_workflow(self.ns, history=self.history)
+        self.client: DurableWorkflows = create_durable_workflow(
+            _CurrentNamespace(self), history=self.history, backend=DURABLE_OBJECT
+        )
         self.mocks = StepMocks()
         """Steps replaced for this environment's lifetime (see :meth:`mock_step`)."""
         self.closed = False
@@ -117,13 +140,13 @@ class WorkflowTestEnv:
         self.ns.evict(execution_id)
 
     async def restart(self) -> None:
-        """Simulate a process restart: every object dies; SQLite storage is reopened."""
+        """Simulate a process restart: every object dies; SQLite storage is reopened (a new
+        ``ns`` on the file). The client and the handles obtained before carry on."""
         if self.path is None:
             self.ns.evict_all()
             return
         await self.ns.close()
         self.ns = self._open()
-        self.client = create_durable_workflow(self.ns, history=self.history)
         self.ns._start()
 
     async def journal(self, handle: ExecutionHandle | str) -> list[dict[str, Any]]:
