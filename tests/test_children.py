@@ -116,7 +116,7 @@ async def test_a_parent_killed_while_its_child_runs_gets_the_result(env: Workflo
     handle = await env.run(parent, 5, execution_id="p-3")
     assert await handle.status() == "waiting"
     await env.restart()  # every object dies (SQLite: a new process on the same file)
-    result = await env.result(env.client.execution("p-3"))
+    result = await env.result(handle)
     assert result.ok and result.value == {"kid": 11}
     assert world.calls["charge"] == 1
 

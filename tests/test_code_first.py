@@ -136,7 +136,7 @@ async def test_workflow_code_may_catch_a_failed_step(env: WorkflowTestEnv) -> No
     assert (await env.result(handle)).value == "fallback after primary"
     # On replay the recorded failure is raised again, not re-run.
     await env.restart()
-    assert (await env.result(env.client.execution(handle.execution_id))).value == "fallback after primary"
+    assert (await env.result(handle)).value == "fallback after primary"
 
 
 async def test_reordered_steps_are_detected_on_replay(env: WorkflowTestEnv) -> None:

@@ -311,7 +311,6 @@ async def test_a_paused_execution_survives_eviction_and_a_restart(env: WorkflowT
     await handle.pause()
     await _paused_and_quiet(env, handle)
     await env.restart()
-    handle = env.client.execution(handle.execution_id)
     env.clock.advance(600)
     await _paused_and_quiet(env, handle)
     await handle.unpause()

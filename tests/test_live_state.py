@@ -69,13 +69,12 @@ async def test_replay_after_eviction_does_not_rewrite_state(env: WorkflowTestEnv
     assert await handle.status() == "sleeping"
     assert await handle.state() == {"run": 1}
     await env.restart()
-    handle = env.client.execution(handle.execution_id)
     assert await handle.state() == {"run": 1}  # read from storage by a fresh object
     result = await env.result(handle)
     assert result.ok and BODY_RUNS["n"] >= 2
     assert await handle.state() == {"after-nap": True, "run": 1}
     await env.restart()
-    assert await env.client.execution(handle.execution_id).state("run") == 1
+    assert await handle.state("run") == 1
 
 
 async def test_bad_values_and_keys_raise_where_they_are_set(env: WorkflowTestEnv) -> None:

@@ -132,7 +132,7 @@ async def test_mail_survives_a_crash_between_write_and_delivery(env: WorkflowTes
     assert env.faults.crashes and "send-1" not in env.ns.live_objects()
     assert len(await _pending_mail(env, "send-1")) == 1
     await env.restart()  # SQLite: a new process on the same file
-    result = await env.result(env.client.execution(recv.execution_id))
+    result = await env.result(recv)
     assert result.ok and result.value == "hello"
     assert await _pending_mail(env, "send-1") == {}
 

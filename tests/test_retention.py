@@ -204,7 +204,6 @@ async def test_the_retention_alarm_survives_a_process_restart(env: WorkflowTestE
 
     handle = await env.run(flow)
     await env.restart()  # memory gone (and, on SQLite, the file reopened): the alarm is stored
-    handle = env.client.execution(handle.execution_id)
     assert (await handle.result(timeout=0)).value == 7
     await _advance(env, 3600 + 1)
     await _gone(env, handle)

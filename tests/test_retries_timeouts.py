@@ -91,7 +91,7 @@ async def test_retry_wait_survives_eviction(env: WorkflowTestEnv) -> None:
     handle = await env.run(flow, {})
     assert await handle.status() == "sleeping"
     await env.restart()
-    result = await env.result(env.client.execution(handle.execution_id))
+    result = await env.result(handle)
     assert result.ok and result.value == 2 and calls == [1, 2]
 
 

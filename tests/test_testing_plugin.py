@@ -51,7 +51,7 @@ async def test_the_factory_builds_sqlite_and_chaos_environments(
     effects = Effects()
     handle = await env.run(make_order_flow(effects, charge_failures=2), {"order_id": "f"})
     await env.restart()  # the SQLite file is reopened: pending alarms carry on
-    result = await env.result(env.client.execution(handle.execution_id))
+    result = await env.result(handle)
     assert result.ok and effects.calls["charge"] == 3
 
 

@@ -45,7 +45,6 @@ async def test_sleep_survives_restart_and_is_not_repeated(env: WorkflowTestEnv) 
     handle = await env.run(flow, {})
     assert await handle.status() == "sleeping"
     await env.restart()
-    handle = env.client.execution(handle.execution_id)
     created = (await handle.meta())["created_at"]
     result = await env.result(handle)
     assert result.ok and calls == ["a", "b"]
@@ -169,7 +168,6 @@ async def test_crash_while_waiting_then_resume(env: WorkflowTestEnv) -> None:
     handle = await env.run(approval_flow(decisions), {"amount": 3})
     assert await handle.status() == "waiting"
     await env.restart()
-    handle = env.client.execution(handle.execution_id)
     assert await handle.status() == "waiting"
     assert await handle.resume("approved", {"by": "bo"})
     result = await env.result(handle)
