@@ -48,6 +48,41 @@ async def test_step_context_via_current_step(env: WorkflowTestEnv) -> None:
     assert current_step() is None
 
 
+async def test_current_step_in_a_new_steps_first_attempt_and_its_retry(env: WorkflowTestEnv) -> None:
+    # A new step's first attempt hands its code no built context (``FirstAttempt``): what
+    # ``current_step`` builds from it is the context the general path gives, whole, in sync
+    # and async code, and a retry's context has the same derived key.
+    seen: list[Any] = []
+
+    def sync_step(amount: int) -> int:
+        seen.append(current_step())
+        if len(seen) == 1:
+            raise RuntimeError("once")
+        return amount
+
+    async def async_step() -> str:
+        await asyncio.sleep(0)
+        info = current_step()
+        seen.append(info)
+        assert info == current_step()  # a new object each time, always an equal one
+        return "ok"
+
+    @workflow(unique("first-attempt"), retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    async def flow(ctx: Any, input: Any) -> Any:
+        return [await ctx.step("charge", sync_step, 5), await ctx.step("mail", async_step)]
+
+    handle = await env.run(flow, {"order": 7}, execution_id="first-attempt-ctx")
+    assert (await env.result(handle)).value == [5, "ok"]
+    assert [(s.execution_id, s.workflow, s.step, s.attempt, s.input) for s in seen] == [
+        ("first-attempt-ctx", flow.name, "charge", 1, {"order": 7}),
+        ("first-attempt-ctx", flow.name, "charge", 2, {"order": 7}),
+        ("first-attempt-ctx", flow.name, "mail", 1, {"order": 7}),
+    ]
+    keys = [s.idempotency_key for s in seen]
+    assert keys[0] == keys[1] == "first-attempt-ctx:j:0:charge" and keys[2] != keys[0]
+    assert current_step() is None
+
+
 async def test_gather_fan_out_crash_in_the_middle_reruns_only_unfinished(env: WorkflowTestEnv) -> None:
     runs: dict[int, int] = {}
     release = asyncio.Event()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import NonRetryableError, RetryPolicy, Workflow, workflow
-from workkit_workflow.definitions._steps import DEFAULT_OPTIONS
+from workkit_workflow.definitions._steps import DEFAULT_OPTIONS, plain_call
 from workkit_workflow.engine.phase import _new_step, _operations
 from workkit_workflow.engine.phase._step import run_step
 from workkit_workflow.testing import WorkflowTestEnv
@@ -170,13 +170,13 @@ async def _run(
 ) -> tuple[Writes, Any, int]:
     calls = 0
 
-    def general(run: Any, op: int, name: str, call: Any) -> Any:
-        return run_step(run, op, name, call, DEFAULT_OPTIONS)
+    def general(run: Any, op: int, name: str, fn: Any, args: Any) -> Any:
+        return run_step(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS)
 
-    def counted(run: Any, op: int, name: str, call: Any) -> Any:
+    def counted(run: Any, op: int, name: str, fn: Any, args: Any) -> Any:
         nonlocal calls
         calls += 1
-        return _new_step.run_new_step(run, op, name, call)
+        return _new_step.run_new_step(run, op, name, fn, args)
 
     def delegated(*args: Any) -> Any:
         raise AssertionError("the new step's path handed a scenario's step to run_step")

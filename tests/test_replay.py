@@ -238,18 +238,22 @@ async def test_a_replayed_step_makes_no_call_only_a_step_that_runs_does(
 ) -> None:
     # The port makes a step's call (fn and its arguments) only when the step runs: a
     # replay, from memory or from a cold object's journal, makes none and runs nothing.
-    from workkit_workflow.definitions._steps import PlainCall
+    # A new step takes the new step's path with ``fn`` and its arguments as they are; any
+    # other step that runs gets its call from ``plain_call``.
+    from workkit_workflow.definitions._steps import plain_call
     from workkit_workflow.engine.phase import _operations
 
     made: list[str] = []
     ran: list[int] = []
+    new_step = _operations.run_new_step
 
-    class Counted(PlainCall):
-        __slots__ = ()
+    def counted_call(fn: Any, args: Any) -> Any:
+        made.append(fn.__name__)
+        return plain_call(fn, args)
 
-        def __init__(self, fn: Any, args: tuple[Any, ...]) -> None:
-            made.append(fn.__name__)
-            super().__init__(fn, args)
+    def counted_new_step(run: Any, op: int, name: str, fn: Any, args: Any) -> Any:
+        made.append(fn.__name__)
+        return new_step(run, op, name, fn, args)
 
     def work(i: int) -> int:
         ran.append(i)
@@ -262,7 +266,8 @@ async def test_a_replayed_step_makes_no_call_only_a_step_that_runs_does(
         outputs.append(await ctx.step("after", work, 3))
         return outputs
 
-    monkeypatch.setattr(_operations, "PlainCall", Counted)
+    monkeypatch.setattr(_operations, "plain_call", counted_call)
+    monkeypatch.setattr(_operations, "run_new_step", counted_new_step)
     handle = await env.run(flow, None)
     assert made == ["work"] * 3 and ran == [0, 1, 2]
     env.evict(handle.execution_id)  # the event wakes a cold object: its journal is read

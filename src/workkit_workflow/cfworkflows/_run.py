@@ -13,7 +13,7 @@ from ..cloudflare._workers import (
     sdk_non_retryable_error,
 )
 from ..definitions._retry import RetryPolicy
-from ..definitions._steps import _CURRENT_STEP, MISSING, PlainCall, StepContext, StepOptions
+from ..definitions._steps import _CURRENT_STEP, MISSING, StepContext, StepOptions, plain_call
 from ..definitions._values import to_data, validate
 from ..engine import _journal as jn
 from ..errors import (
@@ -107,8 +107,7 @@ class EngineRun:
     ) -> Coroutine[Any, Any, Any]:
         op = self._next_op
         self._next_op += 1
-        call = fn if args is None else PlainCall(fn, args)
-        return self._step(op, self._label(name), name, call, options)
+        return self._step(op, self._label(name), name, plain_call(fn, args), options)
 
     async def _step(
         self, op: int, label: str, name: str, call: Callable[[StepContext], Any], options: StepOptions

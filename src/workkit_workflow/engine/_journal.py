@@ -46,6 +46,7 @@ from ..definitions._json import is_unicode as is_unicode
 from ..definitions._json import loads as loads
 from ..definitions._json import number_text as number_text
 from ..definitions._json import scan_once
+from ..definitions._steps import derived_idempotency_key
 from ..errors import WorkflowError
 
 VERSION: Final = 1
@@ -133,6 +134,10 @@ class JournalEntry(TypedDict, total=False):
     restored_from: str | None
 
 
+default_idempotency_key = derived_idempotency_key
+"""A step's idempotency key when its options give none (defined beside the step's context)."""
+
+
 def op_key(prefix: str, op: int) -> str:
     # Zero-padded so storage lists entries in operation order (``:08d``'s text, no format spec to parse).
     return prefix + str(op).zfill(8)
@@ -154,11 +159,6 @@ def op_of(key: str) -> int:
 
 def seq_key(prefix: str, seq: int) -> str:
     return prefix + str(seq).zfill(12)
-
-
-def default_idempotency_key(execution_id: str, prefix: str, op: int, name: str) -> str:
-    """A step's idempotency key when its options give none: derived, so never journaled."""
-    return f"{execution_id}:{prefix}{op}:{name}"
 
 
 def is_op_key(key: str) -> bool:

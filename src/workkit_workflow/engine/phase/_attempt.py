@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring
 from typing import Any
 
-from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
+from ...definitions._steps import _CURRENT_STEP, FirstAttempt, StepContext, StepOptions
 from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
 from .. import _journal as jn
@@ -156,15 +156,34 @@ async def invoke(
         result = call(ctx)
         if type(result) in JSON_TYPES or not inspect.isawaitable(result):
             return result
-        limit = options.timeout
-        deadline_left = None if run.deadline is None else run.deadline - run.execution.now()
-        if deadline_left is not None and (limit is None or deadline_left < limit):
-            return await _bounded(run, result, max(deadline_left, 0.0), deadline=True)
-        if limit is not None:
-            return await _bounded(run, result, limit, deadline=False, step=name)
-        return await result
+        return await _limited(run, result, options.timeout, name)
     finally:
         _CURRENT_STEP.reset(token)
+
+
+async def invoke_first(
+    run: PhaseRun, fn: Callable[..., Any], args: tuple[Any, ...], first: FirstAttempt, name: str
+) -> Any:
+    """:func:`invoke` for a code-first step's first attempt with the default options,
+    ``fn(*args)``: its context is built only if the code asks for it (``current_step``)."""
+    token = _CURRENT_STEP.set(first)
+    try:
+        result = fn(*args)
+        if type(result) in JSON_TYPES or not inspect.isawaitable(result):
+            return result
+        return await _limited(run, result, None, name)
+    finally:
+        _CURRENT_STEP.reset(token)
+
+
+def _limited(run: PhaseRun, result: Awaitable[Any], limit: float | None, name: str) -> Awaitable[Any]:
+    """``result`` bounded by the step's time ``limit`` and the workflow's deadline."""
+    deadline_left = None if run.deadline is None else run.deadline - run.execution.now()
+    if deadline_left is not None and (limit is None or deadline_left < limit):
+        return _bounded(run, result, max(deadline_left, 0.0), deadline=True)
+    if limit is not None:
+        return _bounded(run, result, limit, deadline=False, step=name)
+    return result
 
 
 async def _bounded(

@@ -14,22 +14,25 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from ...definitions._steps import DEFAULT_OPTIONS, StepContext
+from ...definitions._steps import DEFAULT_OPTIONS, first_attempt_context, plain_call
 from ...definitions._values import to_data
 from ...errors import SerializationError
 from .. import _journal as jn
 from .._pause import is_paused
 from .._signals import ControlSignal
-from ._attempt import completed_envelope, defer_with_output, encode_output, invoke
+from ._attempt import completed_envelope, defer_with_output, encode_output, invoke, invoke_first
 from ._run import PhaseRun
 from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
 
 
-async def run_new_step(run: PhaseRun, op: int, name: str, call: Callable[[StepContext], Any]) -> Any:
-    """``run_step(run, op, name, call, DEFAULT_OPTIONS)`` for an ``op`` past the journal's end."""
+async def run_new_step(
+    run: PhaseRun, op: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None
+) -> Any:
+    """``run_step(run, op, name, call, DEFAULT_OPTIONS)`` for an ``op`` past the journal's end,
+    where ``call`` is ``fn(*args)``, or ``fn(ctx)`` if ``args`` is None (a builder's handler)."""
     execution = run.execution
     if is_paused(execution.state):
-        return await run_step(run, op, name, call, DEFAULT_OPTIONS)
+        return await run_step(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS)
     run.enter(op, name)
     try:
         run.check_continue(name, 0)
@@ -50,18 +53,20 @@ async def run_new_step(run: PhaseRun, op: int, name: str, call: Callable[[StepCo
             await execution.write({key: text})
         if execution.faulting:
             execution.fault("before_step", step=name, attempt=1)
-        key_text = jn.default_idempotency_key(run.execution_id, run.prefix, op, name)
-        ctx = StepContext(run.execution_id, run.workflow_name, name, 1, key_text, execution.input)
+        first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input)
         try:
-            value = await invoke(run, call, ctx, DEFAULT_OPTIONS, name)
+            if args is not None:
+                value = await invoke_first(run, fn, args, first, name)
+            else:
+                value = await invoke(run, fn, first_attempt_context(first), DEFAULT_OPTIONS, name)
             output_text = encode_output(to_data(value), name)
         except (ControlSignal, asyncio.CancelledError):
             raise
         except Exception as exc:
-            progress = Progress(1, (), key_text, started, 0)
+            progress = Progress(1, (), first_attempt_context(first).idempotency_key, started, 0)
             policy = run.retry
             await attempt_failed(run, op, name, policy, running, exc, progress)
-            return await attempts(run, op, name, call, DEFAULT_OPTIONS, policy, progress)
+            return await attempts(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS, policy, progress)
         if execution.faulting:
             execution.fault("after_side_effect", step=name, attempt=1)
         finished = execution.now()
@@ -69,7 +74,7 @@ async def run_new_step(run: PhaseRun, op: int, name: str, call: Callable[[StepCo
         try:
             defer_with_output(run, op, completed, output_text, completed_envelope(text, finished), key=key)
         except SerializationError as exc:
-            progress = Progress(1, (), key_text, started, 0)
+            progress = Progress(1, (), first_attempt_context(first).idempotency_key, started, 0)
             raise await unstorable_output(run, op, running, exc, progress) from None
         return completed["output"]
     finally:

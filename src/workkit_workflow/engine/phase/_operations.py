@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ...definitions._steps import DEFAULT_OPTIONS, PlainCall, StepOptions
+from ...definitions._steps import DEFAULT_OPTIONS, StepOptions, plain_call
 from .. import _journal as jn
 from .._pages import JournalWindow
 from .._signals import Suspend
@@ -36,11 +36,11 @@ class Phase(PhaseRun):
         entries = self.entries
         if options is DEFAULT_OPTIONS and type(entries) is JournalWindow and op >= entries.end:
             # A new step: nothing to replay.
-            return run_new_step(self, op, name, fn if args is None else PlainCall(fn, args))
+            return run_new_step(self, op, name, fn, args)
         replayed = replayed_step(self, op, name, options)
         if replayed is not None:
             return replayed  # no call made: the journal answers
-        return run_step(self, op, name, fn if args is None else PlainCall(fn, args), options)
+        return run_step(self, op, name, plain_call(fn, args), options)
 
     def sleep(self, name: str, *, until: float | None, duration: float | None) -> Coroutine[Any, Any, None]:
         op = self.allocate()
