@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring
 from typing import Any
 
-from ...definitions._steps import _CURRENT_STEP, FirstAttempt, StepContext, StepOptions
+from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
 from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
 from .. import _journal as jn
@@ -96,7 +96,7 @@ def completed_envelope(running_text: str, finished_at: float) -> str:
     instead of the whole entry again. The status's key and value only occur once
     (a quote inside a JSON string is escaped), so replacing the first is exact."""
     text = running_text.replace('"status":"running"', '"status":"completed"', 1)
-    return text[:-1] + ',"finished_at":' + jn.number_text(finished_at) + "}"
+    return f'{text[:-1]},"finished_at":{jn.number_text(finished_at)}}}'
 
 
 def keyed_running_text(name: str, attempt: int, started_at: float, key_text: str, key_hash: str) -> str:
@@ -138,7 +138,7 @@ def defer_with_output(
         key = jn.op_key(run.prefix, op)
     if envelope is None:
         envelope = jn.encode_entry(key, record if "v" in record else {"v": jn.OP_VERSION, **record})
-    text = envelope[:-1] + ',"output":' + output_text + "}"
+    text = f'{envelope[:-1]},"output":{output_text}}}'
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {record['name']!r}")
     record["output"] = jn.loads(output_text)
@@ -156,27 +156,12 @@ async def invoke(
         result = call(ctx)
         if type(result) in JSON_TYPES or not inspect.isawaitable(result):
             return result
-        return await _limited(run, result, options.timeout, name)
+        return await limited(run, result, options.timeout, name)
     finally:
         _CURRENT_STEP.reset(token)
 
 
-async def invoke_first(
-    run: PhaseRun, fn: Callable[..., Any], args: tuple[Any, ...], first: FirstAttempt, name: str
-) -> Any:
-    """:func:`invoke` for a code-first step's first attempt with the default options,
-    ``fn(*args)``: its context is built only if the code asks for it (``current_step``)."""
-    token = _CURRENT_STEP.set(first)
-    try:
-        result = fn(*args)
-        if type(result) in JSON_TYPES or not inspect.isawaitable(result):
-            return result
-        return await _limited(run, result, None, name)
-    finally:
-        _CURRENT_STEP.reset(token)
-
-
-def _limited(run: PhaseRun, result: Awaitable[Any], limit: float | None, name: str) -> Awaitable[Any]:
+def limited(run: PhaseRun, result: Awaitable[Any], limit: float | None, name: str) -> Awaitable[Any]:
     """``result`` bounded by the step's time ``limit`` and the workflow's deadline."""
     deadline_left = None if run.deadline is None else run.deadline - run.execution.now()
     if deadline_left is not None and (limit is None or deadline_left < limit):

@@ -11,16 +11,23 @@ the progress this one made).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ...definitions._steps import DEFAULT_OPTIONS, first_attempt_context, plain_call
-from ...definitions._values import to_data
+from ...definitions._steps import (
+    _CURRENT_STEP,
+    DEFAULT_OPTIONS,
+    FirstAttempt,
+    first_attempt_context,
+    plain_call,
+)
+from ...definitions._values import JSON_TYPES, to_data
 from ...errors import SerializationError
 from .. import _journal as jn
 from .._pause import is_paused
 from .._signals import ControlSignal
-from ._attempt import completed_envelope, defer_with_output, encode_output, invoke, invoke_first
+from ._attempt import completed_envelope, defer_with_output, encode_output, limited
 from ._run import PhaseRun
 from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
 
@@ -31,22 +38,22 @@ async def run_new_step(
     """``run_step(run, op, name, call, DEFAULT_OPTIONS)`` for an ``op`` past the journal's end,
     where ``call`` is ``fn(*args)``, or ``fn(ctx)`` if ``args`` is None (a builder's handler)."""
     execution = run.execution
-    if is_paused(execution.state):
+    # Nothing to check on the usual step: not paused, not cancelled, no deadline.
+    state = execution.state or {}
+    unusual = bool(
+        run.stopping
+        or run.deadline is not None
+        or state.get("paused")
+        or state.get("cancel_requested_at") is not None
+    )
+    if unusual and is_paused(state):
         return await run_step(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS)
     run.enter(op, name)
     try:
-        run.check_continue(name, 0)
+        if unusual:
+            run.check_continue(name, 0)
         started = execution.now()
-        # The running entry as ``_running_entry`` builds a first attempt's, and its text.
-        running = {
-            "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": 1,
-            "started_at": started,
-        }  # fmt: skip
-        key = jn.op_key(run.prefix, op)
-        run.entries[op] = running
-        text = jn.running_step_text(name, 1, started)
-        if not text.isascii():
-            text = jn.encode_entry(key, running)
+        key, running, text = _running_entry(run, op, name, started)
         if execution.hands_entries:
             await execution.write({key: text}, entries={key: running})
         else:
@@ -54,19 +61,24 @@ async def run_new_step(
         if execution.faulting:
             execution.fault("before_step", step=name, attempt=1)
         first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input)
+        failure: Exception | None = None
+        # ``invoke``'s call, made here: the context is built only if the step's code asks.
+        token = _CURRENT_STEP.set(first)
         try:
-            if args is not None:
-                value = await invoke_first(run, fn, args, first, name)
-            else:
-                value = await invoke(run, fn, first_attempt_context(first), DEFAULT_OPTIONS, name)
+            value = fn(*args) if args is not None else fn(first_attempt_context(first))
+            if type(value) not in JSON_TYPES and inspect.isawaitable(value):
+                value = await limited(run, value, None, name)
             output_text = encode_output(to_data(value), name)
         except (ControlSignal, asyncio.CancelledError):
             raise
         except Exception as exc:
-            progress = Progress(1, (), first_attempt_context(first).idempotency_key, started, 0)
-            policy = run.retry
-            await attempt_failed(run, op, name, policy, running, exc, progress)
-            return await attempts(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS, policy, progress)
+            failure = exc
+        finally:
+            _CURRENT_STEP.reset(token)
+        if failure is not None:
+            progress = _progress(first, started)
+            await attempt_failed(run, op, name, run.retry, running, failure, progress)
+            return await attempts(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS, run.retry, progress)
         if execution.faulting:
             execution.fault("after_side_effect", step=name, attempt=1)
         finished = execution.now()
@@ -74,8 +86,27 @@ async def run_new_step(
         try:
             defer_with_output(run, op, completed, output_text, completed_envelope(text, finished), key=key)
         except SerializationError as exc:
-            progress = Progress(1, (), first_attempt_context(first).idempotency_key, started, 0)
-            raise await unstorable_output(run, op, running, exc, progress) from None
+            raise await unstorable_output(run, op, running, exc, _progress(first, started)) from None
         return completed["output"]
     finally:
         run.leave(op)
+
+
+def _running_entry(run: PhaseRun, op: int, name: str, started: float) -> tuple[str, dict[str, Any], str]:
+    """The first attempt's running entry as ``_running_entry`` builds it: its key, itself
+    (kept by the run while the step runs) and its text."""
+    running = {
+        "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": 1,
+        "started_at": started,
+    }  # fmt: skip
+    key = jn.op_key(run.prefix, op)
+    run.entries[op] = running
+    text = jn.running_step_text(name, 1, started)
+    if not text.isascii():
+        text = jn.encode_entry(key, running)
+    return key, running, text
+
+
+def _progress(first: FirstAttempt, started: float) -> Progress:
+    """What the first attempt leaves its retries (or the failure of its output)."""
+    return Progress(1, (), first_attempt_context(first).idempotency_key, started, 0)
