@@ -7,7 +7,10 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from workkit_workflow.definitions._json import decoded
 from workkit_workflow.engine._journal import (
     MAX_VALUE_BYTES,
     OP_VERSION,
@@ -355,3 +358,57 @@ def test_number_text_is_the_encoders_text_whatever_came_before() -> None:
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError):
             number_text(bad)
+
+
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",))),
+)
+_OUTPUT = st.recursive(
+    _SCALAR,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=20),
+        st.dictionaries(st.integers(-5, 5), inner, max_size=3),
+    ),
+    max_leaves=25,
+)
+
+
+class _Label(str):
+    pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(_OUTPUT)
+def test_a_step_output_reads_back_as_its_text_decodes(value: Any) -> None:
+    # ``decoded`` skips the decoder for the usual outputs (a scalar, a flat dict of scalars):
+    # what it gives must be what the journal's text gives on replay, type for type.
+    text = dumps(value)
+    expected = loads(text)
+    got = decoded(value, text)
+    assert _typed(got) == _typed(expected)
+    if isinstance(value, dict):
+        assert got is not value  # a copy: the step's own object is not handed on
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"a": (1, 2)}, {"a": _Label("x")}, {1: "one"}, {"a": True, "b": [1]}, (1, 2), _Label("x"), {"k": 1.0}],
+)
+def test_a_step_output_that_does_not_read_back_as_itself_is_decoded(value: Any) -> None:
+    text = dumps(value)
+    assert _typed(decoded(value, text)) == _typed(loads(text))
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the type of every part beside it (``1 == 1.0 == True`` otherwise)."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, value)

@@ -92,6 +92,29 @@ def loads(text: str) -> Any:
     return value
 
 
+_READ_BACK_AS_IS: Final = frozenset({str, int, float, bool, type(None)})
+"""The types whose values read back from their JSON text as themselves (exact types: a
+subclass, an enum's member say, reads back as its base type)."""
+
+
+def decoded(value: Any, text: str) -> Any:
+    """``loads(text)``, where ``text`` is ``dumps(value)``: the value as it reads back (a
+    fresh copy, tuples as lists, keys as strings). A scalar, or a dict of at most 16
+    scalars under string keys, reads back as itself: it is returned (the dict copied)
+    without decoding. These are the most usual step outputs, and under Pyodide the
+    decoder costs two to three times the copy (``tests/test_journal_codec.py`` holds it to
+    ``loads``)."""
+    kind = type(value)
+    if kind is dict and len(value) <= 16:
+        for key, item in value.items():
+            if type(key) is not str or type(item) not in _READ_BACK_AS_IS:
+                return loads(text)
+        return dict(value)
+    if kind in _READ_BACK_AS_IS:
+        return value
+    return loads(text)
+
+
 def encode_value(value: Any, *, what: str) -> str:
     """Serialize a user value (step output, input, payload) or fail with SerializationError.
 

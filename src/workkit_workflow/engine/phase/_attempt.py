@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring
 from typing import Any
 
+from ...definitions._json import decoded
 from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
 from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
@@ -128,9 +129,11 @@ def defer_with_output(
     envelope: str | None = None,
     *,
     key: str | None = None,
+    data: Any,
 ) -> None:
-    """Journal a completed record (``envelope``: its text without the output, if known;
-    ``key``: the entry's storage key, if the caller has it)."""
+    """Journal a completed record whose output is ``data``, encoded as ``output_text``
+    (``envelope``: the record's text without the output, if known; ``key``: the entry's
+    storage key, if the caller has it)."""
     # The output is serialized once and spliced into the entry's JSON, and
     # the step's return value is decoded from it: first run and replay see
     # the same value (tuples become lists, as they will on replay).
@@ -141,7 +144,7 @@ def defer_with_output(
     text = f'{envelope[:-1]},"output":{output_text}}}'
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {record['name']!r}")
-    record["output"] = jn.loads(output_text)
+    record["output"] = decoded(data, output_text)
     run.completed(op, record)
     # A long text's value holds a large output: observers read the text (``HANDED_MAX``).
     run.execution.defer(key, text, record["name"], record if len(text) <= HANDED_MAX else None)

@@ -68,7 +68,8 @@ async def run_new_step(
             value = fn(*args) if args is not None else fn(first_attempt_context(first))
             if type(value) not in JSON_TYPES and inspect.isawaitable(value):
                 value = await limited(run, value, None, name)
-            output_text = encode_output(to_data(value), name)
+            data = to_data(value)
+            output_text = encode_output(data, name)
         except (ControlSignal, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -84,7 +85,8 @@ async def run_new_step(
         finished = execution.now()
         completed = {**running, "status": "completed", "finished_at": finished}
         try:
-            defer_with_output(run, op, completed, output_text, completed_envelope(text, finished), key=key)
+            envelope = completed_envelope(text, finished)
+            defer_with_output(run, op, completed, output_text, envelope, key=key, data=data)
         except SerializationError as exc:
             raise await unstorable_output(run, op, running, exc, _progress(first, started)) from None
         return completed["output"]

@@ -225,7 +225,8 @@ async def _attempt(
     )
     try:
         value = await invoke(run, call, ctx, options, name)
-        output_text = encode_output(to_data(value), name)
+        data = to_data(value)
+        output_text = encode_output(data, name)
     except ControlSignal:
         raise
     except asyncio.CancelledError:
@@ -237,7 +238,7 @@ async def _attempt(
         execution.fault("after_side_effect", step=name, attempt=progress.attempt)
     completed, envelope = _completion(running, running_text, key_hash, execution.now())
     try:
-        defer_with_output(run, op, completed, output_text, envelope, key=key)
+        defer_with_output(run, op, completed, output_text, envelope, key=key, data=data)
     except SerializationError as exc:
         raise await unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
