@@ -119,7 +119,7 @@ def _add_cancel(sub: Commands, common: argparse.ArgumentParser, driving: argpars
         "--no-compensate",
         dest="compensate",
         action="store_false",
-        help="terminate: the compensation handler does not run",
+        help="terminate: the compensation handler does not run (nor the running children's)",
     )
     p.set_defaults(run=cmd_cancel)
 

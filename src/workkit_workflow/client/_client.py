@@ -109,7 +109,8 @@ class ExecutionHandle:
         """Request cancellation; returns False if the execution had already finished.
 
         ``compensate=False`` terminates it: the compensation handler (and undo
-        handlers) do not run (status ``cancelled``, error code ``terminated``).
+        handlers) do not run (status ``cancelled``, error code ``terminated``), nor
+        those of the child workflows it still waits for, which are terminated too.
         """
         body = await self._call("POST", "/cancel", {"reason": reason, "compensate": compensate})
         return bool(body["cancelled"])

@@ -9,7 +9,10 @@ Three messages, each written in the commit of the change that causes it:
   its outcome goes to the parent as the event ``child:<child id>``, with the
   child's result or error (``outcome_mail``, a settle hook of the state);
 * the parent's main phase ends while children still run (it was cancelled, it
-  failed, it timed out): each gets ``POST /cancel``, and its compensation runs.
+  failed, it timed out): each gets ``POST /cancel``, and its compensation runs;
+  a parent terminated (cancelled with ``compensate=False``) sends
+  ``"compensate": false``, so the whole tree stops without compensating (a child
+  already cancelled keeps the compensation it was given).
 
 Every message has an id the receiver deduplicates on: the child's id for the
 start (``/execute`` is idempotent by id), the event id for the outcome.
@@ -196,15 +199,16 @@ def cancel_children(
     execution: ExecutionState, entries: Mapping[int, Mapping[str, Any]], status: str
 ) -> dict[str, str]:
     """The records that cancel the children still running when the main phase ends
-    (``status``: how it ended)."""
-    reason = f"parent {execution.execution_id} {status}"
+    (``status``: how it ended; ``terminated``, a cancel without compensation, cancels
+    them without compensation too, and the message says so: it is sent from storage)."""
+    body: dict[str, Any] = {"reason": f"parent {execution.execution_id} {status}"}
+    if status == "terminated":
+        body["compensate"] = False  # absent: the receiver's default, compensate
     puts: dict[str, str] = {}
     for _, entry in sorted(entries.items()):
         if entry.get("kind") == "child" and entry.get("status") == "waiting":
             child = str(entry["child_id"])
-            puts.update(
-                _mail(execution).message(child, "POST", "/cancel", {"reason": reason}, id=f"{child}:cancel")
-            )
+            puts.update(_mail(execution).message(child, "POST", "/cancel", body, id=f"{child}:cancel"))
     return puts
 
 

@@ -97,10 +97,13 @@ class Phases:
         execution = self.execution
         now = execution.now()
         settled = self._settle_entries(jn.MAIN, entries)
-        # Children still running when the body ends are cancelled (their compensation runs).
-        ending = {"completed": "completed", "stopped": "cancelled"}.get(outcome.kind, "failed")
-        settled.update(cancel_children(execution, entries, ending))
         state = execution.state or {}
+        # Children still running when the body ends are cancelled: compensated, unless the
+        # parent was terminated (hook(control): cancel(compensate=False) covers the tree).
+        ending = {"completed": "completed", "stopped": "cancelled"}.get(outcome.kind, "failed")
+        if ending == "cancelled" and state.get("cancel_compensate") is False:
+            ending = "terminated"
+        settled.update(cancel_children(execution, entries, ending))
         if outcome.kind == "completed":
             try:
                 text = jn.encode_record(jn.RESULT, {"value": to_data(outcome.value)}, what="workflow result")

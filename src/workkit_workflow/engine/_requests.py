@@ -232,8 +232,8 @@ class Requests:
     async def cancel(self, reason: str | None = None, compensate: bool = True) -> tuple[dict[str, Any], bool]:
         """Request cancellation. Returns ``(view, changed)``; a finished execution is left alone.
 
-        ``compensate=False`` terminates: the main phase stops and the compensation
-        handler does not run (the error's code is ``terminated``). A cancel ends a pause.
+        ``compensate=False`` terminates: the main phase stops, and neither its compensation
+        nor its running children's runs (error code ``terminated``). A cancel ends a pause.
         """
         execution = self.execution
         await execution.ensure_loaded()
