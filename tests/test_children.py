@@ -931,12 +931,15 @@ async def test_a_child_input_that_cannot_be_sent_fails_the_operation_before_anyt
     assert not [k for k in _stored(env, f"p-25-{bad}") if k.startswith("mail")]
 
 
+@pytest.mark.parametrize("read", ["id", "rows"])
 async def test_a_failed_read_of_the_children_stops_the_run_and_the_retry_goes_on(
-    env: WorkflowTestEnv,
+    env: WorkflowTestEnv, read: str
 ) -> None:
-    # The children an earlier drive started are read inside the body, at the next start:
-    # a read that fails stops the run as a journal page's does (the body's ``except
-    # Exception`` never sees it), and the alarm's retry starts the child once.
+    # The children an earlier drive started are read inside the body, at the next start
+    # (``id``: the record of the child's id; ``rows``: every child's row, for a parent
+    # whose children are not all recorded by id): a read that fails stops the run as a
+    # journal page's does (the body's ``except Exception`` never sees it), and the alarm's
+    # retry starts the child once.
     world = World()
     kid = _kid(world, nap=1.0)
     caught: list[str] = []
@@ -951,23 +954,39 @@ async def test_a_failed_read_of_the_children_stops_the_run_and_the_retry_goes_on
             raise
         return [first, second]
 
-    real = env.ns.backend.list
+    backend = env.ns.backend
+    real_list, real_get = backend.list, backend.get_many
     failed: list[str] = []
 
-    def fail_once(obj: str, prefix: str | None, *rest: Any) -> dict[str, str]:
-        if obj == "p-26" and prefix == jn.CHILDREN and not failed:
-            failed.append(obj)
+    def fail_once(obj: str, what: str | None) -> None:
+        if obj == "p-26" and what is not None and not failed:
+            failed.append(what)
             raise OSError("disk I/O error on read (injected)")
-        return real(obj, prefix, *rest)
+
+    def list_rows(obj: str, prefix: str | None, *rest: Any) -> dict[str, str]:
+        fail_once(obj, prefix if prefix == jn.CHILDREN else None)
+        return real_list(obj, prefix, *rest)
+
+    def get_id(obj: str, keys: Any) -> dict[str, str]:
+        fail_once(obj, next((k for k in keys if k.startswith(jn.CHILD_IDS)), None))
+        return real_get(obj, keys)
 
     handle = await env.run(parent, None, execution_id="p-26")
     assert await handle.status() == "waiting"
-    env.ns.backend.list = fail_once  # type: ignore[method-assign]
+    if read == "rows":  # back to a state that does not count the id records (written before)
+        records = backend.list("p-26", None, None, None, None, False)
+        state = json.loads(records["state"])
+        del state["child_id_records"]
+        ids = [k for k in records if k.startswith(jn.CHILD_IDS)]
+        backend.commit("p-26", {"state": json.dumps(state)}, ids, backend.get_alarm("p-26"))
+        env.evict("p-26")
+    backend.list, backend.get_many = list_rows, get_id  # type: ignore[method-assign]
     # The first child's outcome wakes the parent: its next drive reads the children first
     # (no request reads them meanwhile: ``describe`` lists them too).
     await env.clock.sleep(1.5)
     await env.settle()
-    assert failed and caught == []
+    assert failed == [jn.CHILDREN if read == "rows" else jn.CHILD_IDS + "p-26.1-second"]
+    assert caught == []
     result = await env.result(handle)
     assert result.ok and result.value == [3, 5]
     assert world.calls["charge"] == 2

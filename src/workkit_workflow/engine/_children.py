@@ -22,14 +22,22 @@ own, ``children:<op>``, written in the commits that start and finish each child:
 ``state`` record only counts them (``child_count``), so a parent's writes stay the same
 size however many children it starts. (A state written before kept the list itself,
 ``children``: it is still read, and kept up to date, for the children it names.)
+
+A start also writes ``child-id:<child id>``, the operation that holds the id, and the
+state counts the children so recorded (``child_id_records``): while that count is
+``child_count``, a start asks storage for its child's id alone (``ChildOwners``), so a
+parent that starts its children one after the other reads one record per start, not the
+rows of every child before it. A parent with children started before these records (or
+by a release that does not write them: the counts then differ, and stay apart) reads
+every row instead, once per run, as it did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 from ..definitions._steps import CHILD_EVENT_PREFIX, reserved_event_type
 from ..errors import ExecutionConflictError, InvalidRequestError, SerializationError
@@ -38,6 +46,8 @@ from ._mail import Mail
 from ._ports import StorageReadError
 from ._signals import StorageFailure
 from ._state import ExecutionState
+
+T = TypeVar("T")
 
 EVENT_PREFIX = CHILD_EVENT_PREFIX
 """Event types starting with this are reserved: a child's outcome for its parent."""
@@ -74,23 +84,64 @@ async def children_of(execution: ExecutionState) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def id_record(child: str, op: int) -> tuple[str, str]:
+    """The key and text of the record saying that operation ``op`` holds ``child``."""
+    key = jn.CHILD_IDS + child
+    return key, jn.encode_record(key, {"v": jn.VERSION, "op": op}, what="child id")
+
+
+def ids_recorded(state: Mapping[str, Any]) -> bool:
+    """Whether every child the execution started has its id's record (see the module)."""
+    if state.get("children"):  # a state that lists its children itself: written before
+        return False
+    return int(state.get("child_id_records") or 0) == int(state.get("child_count") or 0)
+
+
+def one_more_child(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The state's change for a child's row written, with its id's record when the child
+    starts (one listed ``not_started`` holds no id, and needs none): the state counts both."""
+    state = state or {}
+    count = int(state.get("child_count") or 0)
+    changes: dict[str, Any] = {"child_count": count + 1}
+    if ids_recorded(state):
+        changes["child_id_records"] = count + 1
+    return changes
+
+
 class ChildOwners:
-    """Which operation of one phase run's execution holds each child id: read once (the
-    children's records, when the execution started any), then kept by each start of the
-    run, checked and taken with no await between the two, so two operations gathered that
-    name one child cannot both start it. A child listed ``not_started`` holds nothing."""
+    """Which operation of one phase run's execution holds each child id: learnt from
+    storage as each start of the run asks (``find``), then kept by the start, checked and
+    taken with no await between the two, so two operations gathered that name one child
+    cannot both start it. A child listed ``not_started`` holds nothing."""
 
     def __init__(self) -> None:
         self.owners: dict[str, int] = {}
+        self._earlier: bool | None = None
+        """Whether the execution had children when the run's first start asked."""
         self._read: asyncio.Future[None] | None = None
 
-    async def read(self, execution: ExecutionState) -> None:
-        """The children started before this run (by another drive or incarnation)."""
+    async def find(self, execution: ExecutionState, child: str) -> None:
+        """Learn whether an earlier run started ``child``: its id's record (one read), or
+        every row, once, for an execution whose children are not all recorded by id."""
+        state = execution.state or {}
+        if self._earlier is None:  # before the run writes a child of its own
+            self._earlier = bool(state.get("child_count") or state.get("children"))
+        if not self._earlier or child in self.owners:
+            return
+        if not ids_recorded(state):
+            await self._read_rows(execution)
+            return
+        key = jn.CHILD_IDS + child
+        text = await _read(execution.storage.get(key))
+        if text is not None:
+            self.owners.setdefault(child, int(jn.decode_record(key, text)["op"]))
+
+    async def _read_rows(self, execution: ExecutionState) -> None:
         reading = self._read
         if reading is None:
             reading = self._read = asyncio.get_running_loop().create_future()
             try:
-                rows = await _children_before(execution)
+                rows = await _read(children_of(execution))
             except BaseException as exc:
                 reading.set_exception(exc)
                 reading.exception()  # retrieved: whoever waits on it re-raises
@@ -103,12 +154,9 @@ class ChildOwners:
             await asyncio.shield(reading)
 
 
-async def _children_before(execution: ExecutionState) -> list[dict[str, Any]]:
-    state = execution.state or {}
-    if not state.get("child_count") and not state.get("children"):
-        return []
+async def _read(reading: Awaitable[T]) -> T:
     try:
-        return await children_of(execution)
+        return await reading
     except StorageReadError as exc:  # inside the body: the engine's signal, as a journal page's
         raise StorageFailure(exc.cause, "read") from exc
 

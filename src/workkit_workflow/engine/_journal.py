@@ -12,6 +12,7 @@ One Durable Object holds one execution. Its keys:
 ``o:<seq>``         a history record waiting for delivery to D1 (the outbox)
 ``i:<hash>``        a recorded idempotent result carried over by ``restart``
 ``children:<op>``   the child started at operation ``op``: its id, workflow and status
+``child-id:<id>``   the operation that started the child ``id`` (a start looks its id up)
 ``mail:<seq>``      a request to another object waiting for delivery (``_mail``)
 ``mailx:<seq>``     a request the other object refused for good (a dead letter)
 
@@ -64,6 +65,7 @@ EVENT_ID: Final = "eid:"
 OUTBOX: Final = "o:"
 IDEMPOTENT: Final = "i:"
 CHILDREN: Final = "children:"
+CHILD_IDS: Final = "child-id:"
 
 Status = Literal[
     "queued",

@@ -38,7 +38,9 @@ from .._children import (
     ChildOwners,
     child_record,
     child_row,
+    id_record,
     not_its_child,
+    one_more_child,
     start_message,
 )
 from ._run import PhaseRun
@@ -101,7 +103,7 @@ async def _start(
     owners = run.child_owners
     if owners is None:
         owners = run.child_owners = ChildOwners()
-    await owners.read(execution)
+    await owners.find(execution, child)
     run.check_continue(name)
     entry = {
         "op": op,
@@ -124,8 +126,8 @@ async def _start(
         raise await _not_started(run, op, entry, exc) from None
     owners.owners[child] = op
     key, text = run.record(op, entry)
-    row_key, row_text = child_record(child_row(entry, "running"))
-    await execution.write_state(_one_more_child(execution.state), puts={key: text, row_key: row_text, **mail})
+    puts = dict([(key, text), child_record(child_row(entry, "running")), id_record(child, op)])
+    await execution.write_state(one_more_child(execution.state), puts={**puts, **mail})
     return entry
 
 
@@ -138,13 +140,8 @@ async def _not_started(
     execution = run.execution
     failed = _failed(entry, {"ok": False, "rejected": {"error": cause.to_dict()}}, execution.now())
     row_key, row_text = child_record(child_row(entry, "not_started"))
-    await _finish(run, op, failed, _one_more_child(execution.state), {row_key: row_text})
+    await _finish(run, op, failed, one_more_child(execution.state), {row_key: row_text})
     return run.failed(failed)
-
-
-def _one_more_child(state: dict[str, Any] | None) -> dict[str, Any]:
-    """The state's change for a child's row written (the state counts them)."""
-    return {"child_count": int((state or {}).get("child_count") or 0) + 1}
 
 
 async def _try_to_finish(run: PhaseRun, op: int, entry: dict[str, Any], event_type: str) -> Any:
