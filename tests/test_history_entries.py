@@ -252,6 +252,7 @@ class _Host:
 
 class _Observer:
     HEAD = "x:head"
+    captures = True
     steers_kept_alarm = True
     kick_due = True
 

@@ -86,13 +86,19 @@ async def test_a_write_calls_the_mail_outbox_only_while_a_message_waits(env: Wor
     core = _core(env, "send-1")
     await core.execution.ensure_loaded()
     mail = core.mail
-    assert (mail.undelivered, mail.kick_due, mail.steers_kept_alarm) == (False, False, False)
+    assert (mail.undelivered, mail.kick_due, mail.steers_kept_alarm, mail.captures) == (False,) * 4
     await core.execution.write({"x:plain": "1"})
     assert (mail.kick_due, mail.steers_kept_alarm) == (False, False)
+    records = mail.message("recv-1", "POST", "/event", {"type": "x"})
+    assert mail.captures  # a message is made: the write that carries it is looked at
+    await core.execution.write({"x:plain": "1b"})  # not that write yet
+    assert mail.captures and not mail.undelivered
+    await core.execution.write(records)
+    assert mail.undelivered and not mail.captures
     await _send_ping(env, "send-1")
     assert mail.steers_kept_alarm  # the write's alarm went through it (alarm_for)
     result = await env.result(recv)
-    assert result.ok and result.value == "hello" and mail.delivered == 1
+    assert result.ok and result.value == "hello" and mail.delivered == 2  # with the one above
     assert await _pending_mail(env, "send-1") == {}
     await core.execution.write({"x:plain": "2"})  # its kick finds nothing left: not due again
     assert (mail.undelivered, mail.kick_due, mail.steers_kept_alarm) == (False, False, False)

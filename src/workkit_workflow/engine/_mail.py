@@ -95,6 +95,9 @@ class Mail(Delivery):
     """One execution's outbox of requests to other objects."""
 
     HEAD = HEAD
+    captures = False
+    """True from a message's making (``message``) until a write carries its head: only
+    then does ``capture`` learn anything (an execution that sends no mail pays nothing)."""
     kick_due = False
     steers_kept_alarm = False
     """Both False while no message waits: a write then need not call ``alarm_for`` nor
@@ -146,6 +149,7 @@ class Mail(Delivery):
         }
         text = jn.encode_record(key, record, what=what or f"message to {to!r}")
         self.seq = seq  # taken once the message can be sent (one that cannot leaves no trace)
+        self.captures = True
         return {key: text, HEAD: jn.encode_record(HEAD, {"seq": seq}, what="mail head")}
 
     @property
@@ -172,6 +176,7 @@ class Mail(Delivery):
     def capture(self, puts: Mapping[str, str], entries: Any = None) -> dict[str, str]:
         if HEAD in puts:
             self.undelivered = True
+            self.captures = False
         return {}
 
     def kick(self) -> bool:

@@ -9,8 +9,9 @@ calls the :class:`JournalObserver` methods below, at these points:
 
 * ``load`` when the execution's records are read (a full snapshot or meta/state),
 * ``capture`` and ``alarm_for`` inside every write, ``kick`` after it succeeded,
-  ``aborted`` when it failed (``alarm_for`` and ``kick`` only where the observer's
-  ``steers_kept_alarm`` and ``kick_due`` do not say they would change nothing),
+  ``aborted`` when it failed (``capture``, ``alarm_for`` and ``kick`` only where the
+  observer's ``captures``, ``steers_kept_alarm`` and ``kick_due`` do not say they would
+  change nothing),
 * ``settle`` when the execution is done, or when only the observer's alarm is due,
 * ``restore`` when a drive has read the execution in full, before it writes.
 
@@ -56,6 +57,10 @@ class ObservedExecution(Protocol):
 class JournalObserver(Protocol):
     HEAD: str
     """A storage key of its own, read with the execution's ``meta`` and ``state``."""
+
+    captures: bool
+    """False: ``capture`` would add nothing to the next write and learn nothing from it,
+    and the engine does not call it (a call per write saved)."""
 
     steers_kept_alarm: bool
     """False: ``alarm_for`` leaves the alarm of a write that keeps it (``KEEP_ALARM``)

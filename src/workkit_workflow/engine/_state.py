@@ -174,9 +174,10 @@ class ExecutionState(Deferral):
         else:
             merged = dict(puts)
         for observer in self.observers:
-            added = observer.capture(merged, entries)
-            if added:
-                merged.update(added)
+            if observer.captures:
+                added = observer.capture(merged, entries)
+                if added:
+                    merged.update(added)
             if alarm is not KEEP_ALARM or observer.steers_kept_alarm:
                 alarm = observer.alarm_for(alarm)
         self.writes += 1

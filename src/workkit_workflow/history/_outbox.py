@@ -67,6 +67,7 @@ class Outbox(Capture, Delivery):
     engine. What a commit records is :class:`Capture`'s; delivering it is this class's."""
 
     HEAD = HEAD
+    captures = True
     steers_kept_alarm = False
     """``alarm_for`` changes only a write that sets or clears the alarm."""
 
