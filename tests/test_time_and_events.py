@@ -172,3 +172,24 @@ async def test_crash_while_waiting_then_resume(env: WorkflowTestEnv) -> None:
     assert await handle.resume("approved", {"by": "bo"})
     result = await env.result(handle)
     assert result.ok and decisions == [{"by": "bo"}]
+
+
+def test_the_clock_under_pyodide_gives_the_instants_of_the_clock_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under Pyodide ``time.time()`` is ``Date.now()``, whole milliseconds as seconds plus
+    # nanoseconds (not always the nearest float): the clock there rounds the reading, and
+    # keeps the last one's, and must give the instants the nanosecond clock gives.
+    import random
+    import time as time_module
+
+    from workkit_workflow.engine import _ports
+
+    rng = random.Random(7)
+    readings = [1_796_196_903_961 + rng.randrange(-(10**9), 10**9) for _ in range(2_000)]
+    readings += [readings[-1]] * 3 + [0, 1, 999, 1_000]
+    for ms in readings:
+        seconds, millis = divmod(ms, 1000)
+        monkeypatch.setattr(time_module, "time_ns", lambda ms=ms: ms * 1_000_000)
+        monkeypatch.setattr(time_module, "time", lambda s=seconds, m=millis: s + m * 1_000_000 * 1e-9)
+        assert _ports._now_from_javascript() == _ports._now_to_the_millisecond() == ms / 1000

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,10 +114,33 @@ def _now_to_the_millisecond() -> float:
     return (time.time_ns() + 500_000) // 1_000_000 / 1000
 
 
+_LAST_READING: tuple[float, float] = (-1.0, -1.0)
+"""The last reading of :func:`_now_from_javascript` and its instant (one tuple, so a
+reader never pairs a reading with another's instant)."""
+
+
+def _now_from_javascript() -> float:
+    """:func:`_now_to_the_millisecond` under Pyodide, where ``time.time()`` is JavaScript's
+    ``Date.now()``: whole milliseconds, which on Cloudflare do not move while code runs. So
+    a reading is mostly the last one, whose rounding is kept: the integer arithmetic of the
+    nanoseconds' rounding costs twice the clock's call there (a step reads it twice)."""
+    global _LAST_READING
+    reading = time.time()
+    last = _LAST_READING
+    if reading == last[0]:
+        return last[1]
+    instant = round(reading * 1000) / 1000
+    _LAST_READING = (reading, instant)
+    return instant
+
+
+_NOW = _now_from_javascript if sys.platform == "emscripten" else _now_to_the_millisecond
+
+
 class SystemClock:
     """The real clock, to the millisecond, and ``asyncio.sleep``."""
 
-    now = staticmethod(_now_to_the_millisecond)
+    now = staticmethod(_NOW)
     """A plain function, not a method: an execution keeps ``clock.now`` to call it, and a
     bound method kept is one more object per live execution for the collector to walk."""
 
