@@ -297,7 +297,10 @@ class DurableWorkflows:
         check_cut(kind, occurrence)
         source = self.execution(execution_id)
         meta = await source.meta()
-        entries = [e for e in await source.journal() if e.get("phase") == "main"]
+        # With the undos' keys (which ``journal()`` leaves out): the undo of a step carried over
+        # is given the key the step ran with, as in the source.
+        journal = await source._call("GET", "/journal", query={"undo_keys": "1"})
+        entries = [e for e in journal["entries"] if e.get("phase") == "main"]
         kept, idempotent = restart_records(entries, from_step, kind, occurrence)
         new_id = check_id(str(uuid.uuid4()) if new_execution_id is None else new_execution_id)
         body = {

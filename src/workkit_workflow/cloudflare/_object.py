@@ -14,7 +14,7 @@ route       method     does
 /unpause    POST       continue a paused execution
 /delete     POST       delete a finished execution's storage now
 /event      POST       deliver an external event (``/resume`` is an alias)
-/journal    GET        every journal entry
+/journal    GET        every journal entry (``?undo_keys=1``: with the undos' keys)
 /meta       GET        input, timings, attempts
 /state      GET        live state set by ``ctx.set_state`` (``?key=``)
 /version    POST       move an unfinished execution to another deployed version
@@ -190,8 +190,8 @@ class ExecutionObject:
             event = wire.parse(wire.EventBody, request.body)
             outcome = await core.send_event(event.type, event.payload, event.id)
             return WireResponse(202 if outcome["accepted"] else 200, outcome)
-        if path == "/journal":
-            return WireResponse(200, {"entries": await core.journal()})
+        if path == "/journal":  # ?undo_keys=1: with the undos' keys, for a restart (client._restart)
+            return WireResponse(200, {"entries": await core.journal(request.query.get("undo_keys") == "1")})
         if path == "/state":
             return WireResponse(200, await core.live_state(request.query.get("key")))
         if path == "/version":  # versions

@@ -176,7 +176,7 @@ class Requests:
             view["children"] = await children_of(self.execution)
         return view
 
-    async def journal(self) -> list[dict[str, Any]]:
+    async def journal(self, undo_keys: bool = False) -> list[dict[str, Any]]:
         await self.execution.ensure_loaded()
         self.execution.require()
         entries = []
@@ -184,7 +184,8 @@ class Requests:
             for key, text in (await self.execution.storage.list(prefix=prefix)).items():
                 entry = jn.decode_record(key, text)
                 entry.pop("idempotency_key", None)
-                hide_undo_key(entry)
+                if not undo_keys:  # kept for a restart, which carries them over (client._restart)
+                    hide_undo_key(entry)
                 entry["phase"] = phase
                 entries.append(entry)
         return entries
