@@ -1,13 +1,18 @@
 """Restart and undo handlers: a restarted execution undoes the steps it carried over
-with the idempotency keys they ran with in the source. Over both local storages."""
+with the idempotency keys they ran with in the source, and never undoes a second time
+a step the source's compensation already undid (such a step is not carried over: it
+runs again, and its new effect is undone once). Over both local storages."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from workkit_workflow import NonRetryableError, StepUndo, current_step, workflow
+from workkit_workflow.client._restart import restart_records
+from workkit_workflow.errors import InvalidRequestError
 from workkit_workflow.testing import WorkflowTestEnv
 
 from conftest import unique
@@ -17,6 +22,8 @@ EFFECTS: list[tuple[str, str | None]] = []
 UNDONE: list[tuple[str, str | None]] = []
 """Each undo that reached the outside world: (step, the idempotency key it was given)."""
 SHIP_BROKEN = {"broken": True}
+REFUSED: set[str] = set()
+"""Steps whose undo is refused for good (NonRetryableError)."""
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +31,7 @@ def _reset() -> None:
     EFFECTS.clear()
     UNDONE.clear()
     SHIP_BROKEN["broken"] = True
+    REFUSED.clear()
 
 
 def act(name: str) -> dict[str, str]:
@@ -32,7 +40,9 @@ def act(name: str) -> dict[str, str]:
     return {"did": name}
 
 
-def undo(info: StepUndo) -> None:
+async def undo(info: StepUndo) -> None:
+    if info.step in REFUSED:
+        raise NonRetryableError(f"the undo of {info.step} is refused")
     UNDONE.append((info.step, info.idempotency_key))
 
 
@@ -66,3 +76,67 @@ async def test_carried_steps_are_undone_with_the_keys_they_ran_with(env: Workflo
     # The journal views still leave the undo's key out.
     for entry in await restarted.journal():
         assert "key" not in (entry.get("undo") or {})
+
+
+async def test_a_step_the_source_undid_is_never_undone_twice(env: WorkflowTestEnv) -> None:
+    source = await env.run(checkout, {"order": "o-2"})
+    failed = await env.result(source)
+    assert failed.error is not None and failed.error.compensation is not None
+    assert failed.error.compensation["status"] == "completed"
+    assert Counter(UNDONE) == Counter(EFFECTS)  # the source undid both its steps
+    # Carrying 'reserve' and 'charge' over would keep effects that were undone (and the
+    # restart's compensation would undo them a second time): refused, naming where to cut.
+    with pytest.raises(InvalidRequestError, match="step 'reserve' was undone") as refused:
+        await env.client.restart(source.execution_id, from_step="ship")
+    assert refused.value.details["undone"] == {"from_step": "reserve", "kind": "step", "occurrence": 1}
+    # From the first undone step on, both run again (charge's recorded result is not
+    # reused: its effect was undone), and each effect is undone once, with its own key.
+    restarted = await env.client.restart(source.execution_id, from_step="reserve")
+    assert not (await env.result(restarted)).ok
+    assert [step for step, _ in EFFECTS] == ["reserve", "charge", "reserve", "charge"]
+    assert Counter(UNDONE) == Counter(EFFECTS)
+
+
+async def test_a_step_whose_undo_failed_in_the_source_is_carried_and_undone(env: WorkflowTestEnv) -> None:
+    REFUSED.add("reserve")
+    source = await env.run(checkout, {"order": "o-3"})
+    failed = await env.result(source)
+    assert failed.error is not None and failed.error.compensation is not None
+    assert failed.error.compensation["status"] == "failed"
+    assert list(UNDONE) == [("charge", "charge:o-3")]
+    REFUSED.clear()  # the refund API takes it now
+    # 'reserve' is still in effect (its undo failed): carried; 'charge' was undone: it runs again.
+    restarted = await env.client.restart(source.execution_id, from_step="charge")
+    assert not (await env.result(restarted)).ok
+    reserve_key = f"{source.execution_id}:j:0:reserve"
+    assert list(EFFECTS) == [("reserve", reserve_key), ("charge", "charge:o-3"), ("charge", "charge:o-3")]
+    assert list(UNDONE) == [("charge", "charge:o-3"), ("charge", "charge:o-3"), ("reserve", reserve_key)]
+
+
+def _journal(undo_status: str) -> list[dict[str, Any]]:
+    """Two steps named 'charge' then a failed 'ship'; the later charge's undo ran first."""
+    undo_record = {"ref": "shop:refund", "key": "k"}
+    main = [
+        {"op": op, "kind": "step", "name": "charge", "status": "completed", "started_at": float(op)}
+        | {"undo": undo_record, "idempotency_hash": f"h{op}", "phase": "main"}
+        for op in (0, 1)
+    ]
+    main.append({"op": 2, "kind": "step", "name": "ship", "status": "failed", "phase": "main"})
+    compensation = [
+        {"op": 0, "kind": "step", "name": "undo:charge", "status": undo_status, "phase": "compensation"},
+        {"op": 1, "kind": "step", "name": "undo:charge", "status": "failed", "phase": "compensation"},
+    ]
+    return main + compensation
+
+
+@pytest.mark.parametrize("undo_status", ["completed", "in_doubt"])
+def test_restart_records_leave_out_what_the_source_undid(undo_status: str) -> None:
+    journal = _journal(undo_status)
+    with pytest.raises(InvalidRequestError, match=r"restart from step 'charge' \(occurrence 2\)") as refused:
+        restart_records(journal, "ship", "step", 1)
+    assert refused.value.details["undone"] == {"from_step": "charge", "kind": "step", "occurrence": 2}
+    kept, idempotent = restart_records(journal, "charge", "step", 2)
+    assert [e["op"] for e in kept] == [0] and kept[0]["undo"]["key"] == "k" and "phase" not in kept[0]
+    assert idempotent == []  # the second charge was undone: it runs again
+    kept, idempotent = restart_records(journal, "charge", "step", 1)
+    assert kept == [] and [r["idempotency_hash"] for r in idempotent] == ["h0"]  # its undo failed

@@ -292,7 +292,9 @@ class DurableWorkflows:
         Use it after fixing a bug: finished steps before the cut are not run
         again; their idempotency keys stay recorded. The new execution's meta
         records where it came from; the source execution is left as it is. It
-        runs ``version`` of the workflow, else the newest registered.
+        runs ``version`` of the workflow, else the newest registered. A carried step
+        keeps its undo and its key; a step the source's compensation undid is not
+        carried (the README's "Restart and undo handlers").
         """
         check_cut(kind, occurrence)
         source = self.execution(execution_id)
@@ -300,8 +302,7 @@ class DurableWorkflows:
         # With the undos' keys (which ``journal()`` leaves out): the undo of a step carried over
         # is given the key the step ran with, as in the source.
         journal = await source._call("GET", "/journal", query={"undo_keys": "1"})
-        entries = [e for e in journal["entries"] if e.get("phase") == "main"]
-        kept, idempotent = restart_records(entries, from_step, kind, occurrence)
+        kept, idempotent = restart_records(journal["entries"], from_step, kind, occurrence)
         new_id = check_id(str(uuid.uuid4()) if new_execution_id is None else new_execution_id)
         body = {
             "workflow": meta["workflow"],

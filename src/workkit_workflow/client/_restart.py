@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..engine._undo import PREFIX, undo_order
 from ..errors import ExecutionConflictError, InvalidRequestError
 
 KINDS = ("step", "sleep", "wait")
+
+UNDONE = ("completed", "in_doubt", "running")
+"""Statuses of an undo in the source's compensation journal that undid its step, or may
+have: such a step is not carried over. An undo that failed for good left its step's
+effect in place: the step is carried over, and a restart that fails undoes it again."""
 
 
 def check_cut(kind: object, occurrence: object) -> None:
@@ -47,26 +53,63 @@ def cut_index(entries: list[dict[str, Any]], from_step: str, kind: str, occurren
 
 
 def restart_records(
-    entries: list[dict[str, Any]], from_step: str, kind: str, occurrence: int
+    journal: list[dict[str, Any]], from_step: str, kind: str, occurrence: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The journal entries the new execution keeps (those before the cut) and the
-    idempotent results it carries (completed steps from the cut on)."""
+    """From the source's journal (both phases, with the undos' keys): the entries the new
+    execution keeps (those before the cut) and the idempotent results it carries
+    (completed steps from the cut on).
+
+    A step the source's compensation undid is neither: its effect is gone, so carried
+    over it would be missing from the restarted execution, and undone a second time if
+    that fails too. It runs again, so the restart must cut at it or before it."""
+    entries = [{k: v for k, v in e.items() if k != "phase"} for e in journal if e.get("phase") == "main"]
+    undone = undone_ops(journal)
     cut = cut_index(entries, from_step, kind, occurrence)
-    kept = [
-        {k: v for k, v in e.items() if k != "phase"} for e in entries[:cut] if e.get("status") == "completed"
-    ]
+    kept = [e for e in entries[:cut] if e.get("status") == "completed"]
     if len(kept) != cut:
         raise InvalidRequestError(
             f"every operation before {kind} {from_step!r} must have completed to restart from it"
         )
+    for index, entry in enumerate(kept):
+        if entry.get("op") in undone:
+            raise _undone_before_cut(entries[: index + 1], from_step, kind)
     # Completed steps from the cut on keep their recorded idempotent results:
     # re-run with the same key, they return them instead of acting twice.
     idempotent = [
         {"idempotency_hash": e["idempotency_hash"], "name": e.get("name"), "output": e.get("output")}
         for e in entries[cut:]
-        if e.get("status") == "completed" and e.get("kind") == "step" and e.get("idempotency_hash")
+        if e.get("status") == "completed"
+        and e.get("kind") == "step"
+        and e.get("idempotency_hash")
+        and e.get("op") not in undone
     ]
     return kept, idempotent
+
+
+def undone_ops(journal: list[dict[str, Any]]) -> set[int]:
+    """The ops of the main-phase steps the source's compensation undid (see ``UNDONE``)."""
+    main = {int(e["op"]): e for e in journal if e.get("phase") == "main"}
+    comp = {int(e["op"]): e for e in journal if e.get("phase") == "compensation"}
+    undone = set()
+    # The undos take the first compensation positions, in undo_order (engine._undo.outcomes).
+    for position, (op, entry) in enumerate(undo_order(main)):
+        ran = comp.get(position) or {}
+        if ran.get("name") == PREFIX + str(entry.get("name")) and ran.get("status") in UNDONE:
+            undone.add(op)
+    return undone
+
+
+def _undone_before_cut(entries: list[dict[str, Any]], from_step: str, kind: str) -> InvalidRequestError:
+    """The refusal of a cut after a step the source undid, ``entries[-1]``: where to cut instead."""
+    name = entries[-1].get("name")
+    occurrence = sum(1 for e in entries if e.get("name") == name and e.get("kind") == "step")
+    which = "" if occurrence == 1 else f" (occurrence {occurrence})"
+    return InvalidRequestError(
+        f"step {name!r} was undone by the source's compensation, so a restart from {kind} "
+        f"{from_step!r} cannot carry it over as completed: restart from step {name!r}{which}, "
+        "or an earlier operation, to run it again",
+        undone={"from_step": name, "kind": "step", "occurrence": occurrence},
+    )
 
 
 def check_restarted(meta: dict[str, Any], cut: dict[str, Any]) -> None:
