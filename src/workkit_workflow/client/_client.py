@@ -21,7 +21,7 @@ from ..engine._ports import Namespace, WireResponse
 from ..errors import ExecutionFailedError, ExecutionNotFinishedError, InvalidRequestError
 from ._answers import raise_for, send_again, unavailable
 from ._bodies import check_id, check_timeout, execute_body
-from ._restart import check_cut, check_restarted, restart_records
+from ._restart import check_compensation_ended, check_cut, check_restarted, restart_records
 
 if TYPE_CHECKING:
     from ..history import HistoryQuery
@@ -299,6 +299,7 @@ class DurableWorkflows:
         check_cut(kind, occurrence)
         source = self.execution(execution_id)
         meta = await source.meta()
+        check_compensation_ended(await source.describe())  # read before the journal: it is final
         # With the undos' keys (which ``journal()`` leaves out): the undo of a step carried over
         # is given the key the step ran with, as in the source.
         journal = await source._call("GET", "/journal", query={"undo_keys": "1"})

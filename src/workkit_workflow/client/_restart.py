@@ -112,6 +112,19 @@ def _undone_before_cut(entries: list[dict[str, Any]], from_step: str, kind: str)
     )
 
 
+def check_compensation_ended(view: dict[str, Any]) -> None:
+    """Refuse to restart an execution while its compensation runs (or is about to): which
+    of its steps end up undone, and so which a restart may carry over, is not known yet."""
+    compensation = view.get("compensation") or {}
+    if compensation.get("status") in ("pending", "running"):
+        raise ExecutionConflictError(
+            f"execution {view.get('execution_id')!r} is being compensated: restart it once its "
+            "compensation has ended (result() waits for it)",
+            execution_id=view.get("execution_id"),
+            status=view.get("status"),
+        )
+
+
 def check_restarted(meta: dict[str, Any], cut: dict[str, Any]) -> None:
     """A restart whose new id names an execution that exists: fine if that execution is this
     restart (a repeated request), a conflict otherwise (the source itself, or another
