@@ -403,7 +403,12 @@ def check_signals(executions: dict[str, Execution], log: list[dict[str, Any]], v
     requests = {r["x"]: r for r in log if r["t"] == "req" and r["k"] in ("start", "restart")}
     for r in log:
         if r["t"] == "ack" and r["k"] in ("start", "restart", "cancel") and "error" in r:
-            refused = r["k"] == "restart" and r["error"] == "invalid_request"
+            # A restart is refused when its cut cannot be kept (a step before it did not
+            # complete, or was undone), or while its source is being compensated.
+            refused = r["k"] == "restart" and (
+                r["error"] == "invalid_request"
+                or (r["error"] == "execution_conflict" and r.get("about") == requests[r["x"]]["src"])
+            )
             verdict.counts["restarts_refused" if refused else "requests_failed"] += refused or 1
             if not refused:
                 verdict.add("request failed", f"{r['k']} {r['x']}: {r['error']} {r.get('message')}")

@@ -232,7 +232,7 @@ class Driver:
         try:
             answer = await call
         except WorkflowError as exc:
-            answer = {"error": exc.code, "message": exc.message}
+            answer = {"error": exc.code, "message": exc.message, "about": exc.details.get("execution_id")}
         self.record({"t": "ack", "k": req["k"], "x": req["x"], **answer})
 
     def spawn(self, execution: str, req: dict[str, Any], call: Awaitable[dict[str, Any]]) -> None:
