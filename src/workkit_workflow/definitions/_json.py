@@ -12,6 +12,7 @@ import json
 from typing import Any, Final
 
 from ..errors import SerializationError
+from ._values import JSON_TYPES
 
 MAX_VALUE_BYTES: Final = 2_000_000
 """Largest serialized value (key included) written to storage.
@@ -92,7 +93,7 @@ def loads(text: str) -> Any:
     return value
 
 
-_READ_BACK_AS_IS: Final = frozenset({str, int, float, bool, type(None)})
+_READ_BACK_AS_IS: Final = JSON_TYPES - {dict, list}
 """The types whose values read back from their JSON text as themselves (exact types: a
 subclass, an enum's member say, reads back as its base type)."""
 
