@@ -137,6 +137,40 @@ async def test_a_restart_waits_for_the_sources_compensation_to_end(env: Workflow
     assert Counter(UNDONE) == Counter(EFFECTS)
 
 
+async def test_a_restart_asked_again_after_its_source_began_compensating_is_the_same_restart(
+    env: WorkflowTestEnv,
+) -> None:
+    held = HELD[("source-5", "reserve")] = asyncio.Event()
+    source = await env.run(checkout, {"order": "o-5"}, execution_id="source-5")
+    assert await source.status() == "sleeping"
+    first = await env.client.restart(
+        source.execution_id, from_step="cool-off", kind="sleep", new_execution_id="again-5"
+    )
+    assert first.created
+    # Its answer was lost; meanwhile the source woke, failed and began compensating.
+    await env.clock.sleep(60)
+    await env.settle()
+    assert (await source.describe())["compensation"]["status"] == "running"
+    again = await env.client.restart(
+        source.execution_id, from_step="cool-off", kind="sleep", new_execution_id="again-5"
+    )
+    assert again.execution_id == "again-5" and not again.created
+    with pytest.raises(ExecutionConflictError, match="compensation"):  # a new restart waits
+        await env.client.restart(
+            source.execution_id, from_step="cool-off", kind="sleep", new_execution_id="other-5"
+        )
+    held.set()
+    assert (await env.result(source)).error is not None
+    # Compensated now (both steps undone): the same request still names the restart made...
+    again = await env.client.restart(
+        source.execution_id, from_step="cool-off", kind="sleep", new_execution_id="again-5"
+    )
+    assert again.execution_id == "again-5" and not again.created
+    # ...while one that cut elsewhere under that id is refused for what it is.
+    with pytest.raises(InvalidRequestError, match="was undone"):
+        await env.client.restart(source.execution_id, from_step="ship", new_execution_id="again-5")
+
+
 def _journal(undo_status: str) -> list[dict[str, Any]]:
     """Two steps named 'charge' then a failed 'ship'; the later charge's undo ran first."""
     undo_record = {"ref": "shop:refund", "key": "k"}

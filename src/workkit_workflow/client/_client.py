@@ -18,7 +18,13 @@ from ..definitions._workflow import Workflow
 from ..engine._export import make_export
 from ..engine._journal import Status
 from ..engine._ports import Namespace, WireResponse
-from ..errors import ExecutionFailedError, ExecutionNotFinishedError, InvalidRequestError
+from ..errors import (
+    ExecutionConflictError,
+    ExecutionFailedError,
+    ExecutionNotFinishedError,
+    ExecutionNotFoundError,
+    InvalidRequestError,
+)
 from ._answers import raise_for, send_again, unavailable
 from ._bodies import check_id, check_timeout, execute_body
 from ._restart import check_compensation_ended, check_cut, check_restarted, restart_records
@@ -273,6 +279,15 @@ class DurableWorkflows:
         """A handle on an existing execution (no request is made)."""
         return ExecutionHandle(self.namespace, check_id(execution_id))
 
+    async def _made_restart(self, execution_id: str, cut: dict[str, Any]) -> ExecutionHandle | None:
+        """The handle of execution ``execution_id`` if it exists and is the restart ``cut``."""
+        handle = self.execution(execution_id)
+        try:
+            check_restarted(await handle.meta(), cut)
+        except (ExecutionNotFoundError, ExecutionConflictError):
+            return None
+        return handle
+
     async def restart(
         self,
         execution_id: str,
@@ -297,27 +312,28 @@ class DurableWorkflows:
         carried (the README's "Restart and undo handlers").
         """
         check_cut(kind, occurrence)
+        new_id = check_id(str(uuid.uuid4()) if new_execution_id is None else new_execution_id)
+        cut = {"execution_id": execution_id, "from_step": from_step, "kind": kind, "occurrence": occurrence}
         source = self.execution(execution_id)
         meta = await source.meta()
-        check_compensation_ended(await source.describe())  # read before the journal: it is final
-        # With the undos' keys (which ``journal()`` leaves out): the undo of a step carried over
-        # is given the key the step ran with, as in the source.
-        journal = await source._call("GET", "/journal", query={"undo_keys": "1"})
-        kept, idempotent = restart_records(journal["entries"], from_step, kind, occurrence)
-        new_id = check_id(str(uuid.uuid4()) if new_execution_id is None else new_execution_id)
+        try:
+            check_compensation_ended(await source.describe())  # read before the journal: it is final
+            # With the undos' keys (which ``journal()`` leaves out): the undo of a step carried
+            # over is given the key the step ran with, as in the source.
+            journal = await source._call("GET", "/journal", query={"undo_keys": "1"})
+            kept, idempotent = restart_records(journal["entries"], from_step, kind, occurrence)
+        except (ExecutionConflictError, InvalidRequestError):
+            # Asked again after its answer was lost, this restart may exist already and its
+            # source have begun compensating since: the restart made is the answer.
+            if new_execution_id is not None and (made := await self._made_restart(new_id, cut)):
+                return made
+            raise
         body = {
             "workflow": meta["workflow"],
             "input": meta.get("input") if input is None else input,
             "execution_id": new_id,
             "wait": wait,
-            "restart": {
-                "execution_id": execution_id,
-                "from_step": from_step,
-                "kind": kind,
-                "occurrence": occurrence,
-                "entries": kept,
-                "idempotent": idempotent,
-            },
+            "restart": cut | {"entries": kept, "idempotent": idempotent},
         }
         if version is not None:
             body["version"] = version
