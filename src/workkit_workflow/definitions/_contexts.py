@@ -90,7 +90,8 @@ class WorkflowContext:
         cancelled (see the README's "Undo handlers"); it must be a module-level
         function, and ``args`` are journaled for it (at most 64 KiB of JSON).
         """
-        check_name(name, "step")
+        if not (type(name) is str and name.isascii() and 0 < len(name) <= 256 and not name.isspace()):
+            check_name(name, "step")  # the usual name passes ``check_name``'s first test, spelt out
         if (
             retry is None
             and timeout is None

@@ -36,6 +36,11 @@ _C_ENCODE: Any = (
 )
 
 
+DICT_ENCODE: Final[Any] = _C_ENCODE
+"""The C encoder's call (None without it): ``"".join(DICT_ENCODE(value, 0))`` is
+``dumps(value)`` for a dict, with no call of ``dumps``'s (the step's hot path)."""
+
+
 def dumps(value: Any) -> str:
     """Compact, deterministic JSON; NaN and infinities are refused."""
     if _C_ENCODE is None:

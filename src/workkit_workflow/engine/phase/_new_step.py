@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ...definitions._json import decoded, number_text
 from ...definitions._steps import (
     _CURRENT_STEP,
     DEFAULT_OPTIONS,
@@ -25,9 +26,11 @@ from ...definitions._steps import (
 from ...definitions._values import JSON_TYPES, to_data
 from ...errors import SerializationError
 from .. import _journal as jn
+from .._pages import JournalWindow
 from .._pause import is_paused
+from .._plugins import HANDED_MAX
 from .._signals import ControlSignal
-from ._attempt import completed_envelope, defer_with_output, encode_output, limited
+from ._attempt import encode_output, limited
 from ._run import PhaseRun
 from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
 
@@ -40,24 +43,27 @@ async def run_new_step(
     execution = run.execution
     # Nothing to check on the usual step: not paused, not cancelled, no deadline.
     state = execution.state or {}
-    unusual = bool(
-        run.stopping
-        or run.deadline is not None
-        or state.get("paused")
-        or state.get("cancel_requested_at") is not None
-    )
+    unusual = run.stopping or run.deadline is not None or state.get("paused")
+    unusual = bool(unusual or state.get("cancel_requested_at") is not None)
     if unusual and is_paused(state):
         return await run_step(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS)
-    run.enter(op, name)
+    run.active += 1  # ``run.enter(op, name)``, spelt out
+    run.generation += 1
+    run.current[op] = name
     try:
         if unusual:
             run.check_continue(name, 0)
         started = execution.now()
-        key, running, text = _running_entry(run, op, name, started)
-        if execution.hands_entries:
-            await execution.write({key: text}, entries={key: running})
-        else:
-            await execution.write({key: text})
+        running = {
+            "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": 1,
+            "started_at": started,
+        }  # fmt: skip
+        key = run.prefix + str(op).zfill(8)  # ``op_key``, spelt out
+        run.entries[op] = running
+        text = jn.running_step_text(name, 1, started)
+        if not text.isascii():
+            text = jn.encode_entry(key, running)
+        await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)
         if execution.faulting:
             execution.fault("before_step", step=name, attempt=1)
         first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input)
@@ -66,10 +72,11 @@ async def run_new_step(
         token = _CURRENT_STEP.set(first)
         try:
             value = fn(*args) if args is not None else fn(first_attempt_context(first))
-            if type(value) not in JSON_TYPES and inspect.isawaitable(value):
-                value = await limited(run, value, None, name)
-            data = to_data(value)
-            output_text = encode_output(data, name)
+            if type(value) not in JSON_TYPES:
+                if inspect.isawaitable(value):
+                    value = await limited(run, value, None, name)
+                value = to_data(value)
+            output_text = encode_output(value, name)
         except (ControlSignal, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -77,36 +84,53 @@ async def run_new_step(
         finally:
             _CURRENT_STEP.reset(token)
         if failure is not None:
-            progress = _progress(first, started)
-            await attempt_failed(run, op, name, run.retry, running, failure, progress)
-            return await attempts(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS, run.retry, progress)
+            return await _retried(run, op, name, plain_call(fn, args), running, failure, first, started)
         if execution.faulting:
             execution.fault("after_side_effect", step=name, attempt=1)
-        finished = execution.now()
-        completed = {**running, "status": "completed", "finished_at": finished}
         try:
-            envelope = completed_envelope(text, finished)
-            defer_with_output(run, op, completed, output_text, envelope, key=key, data=data)
+            return _completion(run, op, key, running, text, output_text, value)
         except SerializationError as exc:
             raise await unstorable_output(run, op, running, exc, _progress(first, started)) from None
-        return completed["output"]
     finally:
         run.leave(op)
 
 
-def _running_entry(run: PhaseRun, op: int, name: str, started: float) -> tuple[str, dict[str, Any], str]:
-    """The first attempt's running entry as ``_running_entry`` builds it: its key, itself
-    (kept by the run while the step runs) and its text."""
-    running = {
-        "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": 1,
-        "started_at": started,
-    }  # fmt: skip
-    key = jn.op_key(run.prefix, op)
-    run.entries[op] = running
-    text = jn.running_step_text(name, 1, started)
-    if not text.isascii():
-        text = jn.encode_entry(key, running)
-    return key, running, text
+def _completion(
+    run: PhaseRun, op: int, key: str, running: dict[str, Any], running_text: str, output_text: str, data: Any
+) -> Any:
+    """Journal the first attempt's completion with its output (``data``, whose JSON text is
+    ``output_text``) and return the output as it reads back: ``completed_envelope`` then
+    ``defer_with_output``, spelt out (with no undo, the entry is never kept)."""
+    finished = run.execution.now()
+    envelope = running_text.replace('"status":"running"', '"status":"completed"', 1)
+    text = f'{envelope[:-1]},"finished_at":{number_text(finished)},"output":{output_text}}}'
+    if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
+        jn.check_size(key, text, what=f"output of step {running['name']!r}")
+    output = decoded(data, output_text)
+    completed = {**running, "status": "completed", "finished_at": finished, "output": output}
+    entries = run.entries
+    if type(entries) is JournalWindow:
+        entries.release(op)  # as ``PhaseRun.completed`` forgets a finished entry
+    else:
+        entries[op] = completed
+    run.execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
+    return output
+
+
+async def _retried(
+    run: PhaseRun,
+    op: int,
+    name: str,
+    call: Callable[..., Any],
+    running: dict[str, Any],
+    failure: Exception,
+    first: FirstAttempt,
+    started: float,
+) -> Any:
+    """The first attempt failed: journal it, then go on as ``run_step`` does (retries)."""
+    progress = _progress(first, started)
+    await attempt_failed(run, op, name, run.retry, running, failure, progress)
+    return await attempts(run, op, name, call, DEFAULT_OPTIONS, run.retry, progress)
 
 
 def _progress(first: FirstAttempt, started: float) -> Progress:
