@@ -209,6 +209,28 @@ async def test_a_step_commit_is_one_statement_and_others_one_transaction() -> No
     assert raw.rows() == {"j:00000001": "{}", **puts} and raw.alarm == 12_500
 
 
+async def test_a_steps_commit_is_made_at_the_call_once_the_journal_is_adopted() -> None:
+    raw = _SqliteBackedStorage()
+    raw.entries = {"meta": '{"v":1}'}  # a key-value journal, not adopted yet
+    storage = storage_of(raw)
+    assert isinstance(storage, SqlJournalStorage)
+    # Adopting it awaits the runtime: not at the call. Nothing is written then.
+    assert storage.commit_now({"state": "{}"}) is False and raw.rows() == {}
+    await storage.commit({"state": "{}"})
+    raw.sql.statements.clear()
+    assert storage.commit_now({"state": "{1}", "j:00000000": "{}"}) is True  # no await
+    assert raw.sql.statements == [raw.sql.statements[0]] and raw.sql.statements[0].startswith("INSERT")
+    assert raw.rows() == {"meta": '{"v":1}', "state": "{1}", "j:00000000": "{}"}
+    many = {f"k{i:03d}": "x" for i in range(60)}  # more rows than one statement binds
+    assert storage.commit_now(many) is False and "k000" not in raw.rows()
+    with pytest.raises(SerializationError):
+        storage.commit_now({"state": "{2}", "big": "x" * 2_000_001})
+    raw.sql.fail = lambda q: q.startswith("INSERT")
+    with pytest.raises(RuntimeError, match="injected"):
+        storage.commit_now({"state": "{3}"})
+    assert raw.rows()["state"] == "{1}"
+
+
 async def test_a_failure_inside_a_commit_keeps_nothing() -> None:
     raw = _SqliteBackedStorage()
     storage = storage_of(raw)

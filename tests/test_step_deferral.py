@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from workkit_workflow import create_durable_workflow, workflow
-from workkit_workflow.engine._ports import SystemClock
+from workkit_workflow.engine._ports import KEEP_ALARM, SystemClock
+from workkit_workflow.engine._signals import StorageFailure
 from workkit_workflow.engine._state import ExecutionState
 from workkit_workflow.local import LocalNamespace, VirtualClock
 from workkit_workflow.testing import WorkflowTestEnv
@@ -282,3 +283,67 @@ def test_an_execution_state_keeps_its_attributes_in_slots() -> None:
     state = ExecutionState(_Host(), rng=None, faults=None)
     assert not hasattr(state, "__dict__")
     assert sys.getsizeof(state) < 400
+
+
+class _AtOnce:
+    """Storage whose commits of puts alone are made at the call (``commit_now``), as the
+    Durable Object's SQL journal makes a step's."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.commits: list[tuple[str, dict[str, str]]] = []
+        self.refuse = False
+        self.failure: Exception | None = None
+
+    def commit_now(self, puts: Mapping[str, str]) -> bool:
+        if self.failure is not None:
+            raise self.failure
+        if self.refuse:
+            return False
+        self.data.update(puts)
+        self.commits.append(("now", dict(puts)))
+        return True
+
+    async def commit(
+        self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
+    ) -> None:
+        self.data.update(puts)
+        self.commits.append(("commit", dict(puts)))
+
+
+def _state_over(storage: _AtOnce) -> ExecutionState:
+    host = _Host()
+    host.storage = storage
+    return ExecutionState(host, rng=None, faults=None)
+
+
+async def test_a_write_of_puts_alone_is_made_at_the_call_when_storage_can() -> None:
+    storage = _AtOnce()
+    state = _state_over(storage)
+    state.defer("j:00000000", "done", "first")
+    written = state.write({"j:00000001": "running"})
+    # Made before the write is awaited, the deferred completion with it, in one commit.
+    assert storage.commits == [("now", {"j:00000000": "done", "j:00000001": "running"})]
+    await written
+    await state.write({"state": "x"}, ["gone"])  # a delete: the storage's commit
+    await state.write({"state": "y"}, alarm=5.0)  # an alarm change: the same
+    storage.refuse = True
+    await state.write({"state": "z"})  # refused at once: then committed
+    assert [how for how, _ in storage.commits] == ["now", "commit", "commit", "commit"]
+    assert storage.data["state"] == "z" and state.writes == 4
+
+
+async def test_a_write_made_at_the_call_that_fails_stops_the_run_as_any_failed_write() -> None:
+    storage = _AtOnce()
+    state = _state_over(storage)
+    storage.failure = RuntimeError("SQLITE_FULL (injected)")
+    state.defer("j:00000000", "done", "first")
+    with pytest.raises(StorageFailure) as failed:
+        state.write({"j:00000001": "running"})
+    assert isinstance(failed.value.cause, RuntimeError) and not storage.data
+    storage.failure = None
+    # A completion was in the failed write: every later write refuses, so the runner stops
+    # and replays from storage instead of going on as if the step were journaled.
+    with pytest.raises(StorageFailure):
+        state.write({"j:00000002": "running"})
+    assert not storage.data

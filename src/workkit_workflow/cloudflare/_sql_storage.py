@@ -127,22 +127,24 @@ class SqlJournalStorage:
 
     # -- writes -----------------------------------------------------------------
 
+    def commit_now(self, puts: Mapping[str, str]) -> bool:
+        """A step's commit (a few rows, nothing deleted, the alarm kept), made at once: one
+        statement, no await. False, with nothing written, if it needs one (the journal
+        not adopted yet, too many rows): then the engine calls :meth:`commit`."""
+        if not self._adopted or len(puts) > _ROWS_PER_UPSERT:
+            return False
+        args = _row_args(puts)
+        if args:
+            self._sql.exec(_upsert(len(puts)), *args)
+        return True
+
     async def commit(
         self, puts: Mapping[str, str], deletes: Sequence[str] = (), alarm: Any = KEEP_ALARM
     ) -> None:
-        args: list[str] = []
-        for key, value in puts.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
-            if not (key.isascii() and value.isascii() and len(key) + len(value) <= MAX_VALUE_BYTES):
-                check_size(key, value, what=f"stored value {key!r}")
-            args += (key, value)
+        _row_args(puts)  # refused before anything is written
         if not self._adopted:
             await self._adopt_key_value_journal()
-        if alarm is KEEP_ALARM and not deletes and len(puts) <= _ROWS_PER_UPSERT:
-            # A step's commit: one statement, no await (the step's task does not suspend).
-            if args:
-                self._sql.exec(_upsert(len(puts)), *args)
+        if alarm is KEEP_ALARM and not deletes and self.commit_now(puts):
             return
         await self._transaction(lambda issued: self._write(puts, deletes, alarm, issued))
 
@@ -263,3 +265,16 @@ def _range_clause(prefix: str | None, start: str | None, end: str | None) -> tup
         clauses.append("key < ?")
         args.append(end)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _row_args(puts: Mapping[str, str]) -> list[str]:
+    """The upsert's arguments for ``puts`` (key, value, ...), each checked as the key-value
+    API would check it (text, within the size limit)."""
+    args: list[str] = []
+    for key, value in puts.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"storage value for {key!r} must be str, got {type(value).__name__}")
+        if not (key.isascii() and value.isascii() and len(key) + len(value) <= MAX_VALUE_BYTES):
+            check_size(key, value, what=f"stored value {key!r}")
+        args += (key, value)
+    return args

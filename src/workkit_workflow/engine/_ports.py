@@ -49,8 +49,11 @@ class Storage(Protocol):
     delete and the alarm change land atomically, or none does. A port whose ``commit``
     writes before it returns, and whose awaitable then raises no ``Exception``, may say
     so with a class attribute ``commits_at_call = True`` (the local runtime's does):
-    the engine then awaits it with no coroutine of its own around it. A read that fails
-    raises :class:`StorageReadError`.
+    the engine then awaits it with no coroutine of its own around it. A port may also have
+    ``commit_now(puts) -> bool``: a commit of puts alone (nothing deleted, the alarm kept)
+    made before it returns, True; or False, with nothing written, and the engine calls
+    ``commit`` (the Durable Object's SQL journal makes a step's commit so, with no await).
+    A read that fails raises :class:`StorageReadError`.
     """
 
     async def get(self, key: str) -> str | None: ...
