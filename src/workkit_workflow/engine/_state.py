@@ -192,7 +192,9 @@ class ExecutionState(Deferral):
                 except Exception as exc:
                     raise self._failed(exc, carried) from exc
                 if done:
-                    return asyncio.sleep(0) if self._written(steps) else _written_now()
+                    if self._written(steps):
+                        return asyncio.sleep(0)
+                    return _WRITTEN if _WRITTEN is not None else _written_now()
             return self._committed(merged, deletes, alarm, carried, steps)
         try:
             turns = self.storage.commit(merged, deletes, alarm)

@@ -100,20 +100,27 @@ def _completion(
 ) -> Any:
     """Journal the first attempt's completion with its output (``data``, whose JSON text is
     ``output_text``) and return the output as it reads back: ``completed_envelope`` then
-    ``defer_with_output``, spelt out (with no undo, the entry is never kept)."""
-    finished = run.execution.now()
+    ``defer_with_output``, spelt out (with no undo, the entry is never kept). The completed
+    entry's dict is built only if something reads it: an observer handed the entries
+    (``hands_entries``), or a journal that keeps its entries (not a window)."""
+    execution = run.execution
+    finished = execution.now()
     envelope = running_text.replace('"status":"running"', '"status":"completed"', 1)
     text = f'{envelope[:-1]},"finished_at":{number_text(finished)},"output":{output_text}}}'
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {running['name']!r}")
     output = decoded(data, output_text)
-    completed = {**running, "status": "completed", "finished_at": finished, "output": output}
     entries = run.entries
-    if type(entries) is JournalWindow:
+    if type(entries) is JournalWindow and not execution.hands_entries:
         entries.release(op)  # as ``PhaseRun.completed`` forgets a finished entry
+        execution.defer(key, text, running["name"])
+        return output
+    completed = {**running, "status": "completed", "finished_at": finished, "output": output}
+    if type(entries) is JournalWindow:
+        entries.release(op)
     else:
         entries[op] = completed
-    run.execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
+    execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
     return output
 
 
