@@ -112,7 +112,9 @@ def _completion(
     output = decoded(data, output_text)
     entries = run.entries
     if type(entries) is JournalWindow and not execution.hands_entries:
-        entries.release(op)  # as ``PhaseRun.completed`` forgets a finished entry
+        # ``PhaseRun.completed`` forgets a finished entry so; an op past the journal's end
+        # was never reached in it (``JournalWindow.release`` less what it never holds).
+        entries.pop(op, None)
         execution.defer(key, text, running["name"])
         return output
     completed = {**running, "status": "completed", "finished_at": finished, "output": output}
