@@ -81,12 +81,10 @@ class ExecutionState(Deferral):
         self.fault: FaultHook = faults or _noop_fault
         self.faulting = faults is not None
         """Whether a fault hook is installed (the hot path skips building its arguments)."""
+        # How a write can skip its coroutine (see :meth:`write` and the Storage port).
         self._commits_at_call = bool(getattr(self.storage, "commits_at_call", False))
-        """Whether a write can skip its coroutine (see :meth:`write`)."""
-        self._commit_now: Callable[[Mapping[str, str]], bool] | None = getattr(
-            self.storage, "commit_now", None
-        )
-        """The storage's commit made at once, if it has one (the Storage port's)."""
+        self._commit_now: Callable[[Mapping[str, str]], bool] | None
+        self._commit_now = getattr(self.storage, "commit_now", None)
         self.meta: dict[str, Any] | None = None
         self.state: dict[str, Any] | None = None
         self.loaded = False
@@ -115,9 +113,8 @@ class ExecutionState(Deferral):
         self.run: LiveRun | None = None
         """The phase run in progress, if any (set by the phases, read by requests)."""
         self.begun: str | None = None
-        """The state record a creation wrote with its first incarnation begun, for the drive its
-        request starts at once (``Driver._start_incarnation`` then writes none); None once
-        that drive has read it."""
+        """The state record a creation wrote with its first incarnation begun, for the drive
+        it starts at once (``Driver._start_incarnation`` writes none then); None once read."""
 
     # -- plumbing ------------------------------------------------------------
 
@@ -147,16 +144,13 @@ class ExecutionState(Deferral):
     ) -> Awaitable[None]:
         """One atomic storage write, carrying any deferred step completions with it.
 
-        ``entries``: the values of ``puts``, all of them, as the engine built them before
-        encoding them (the dicts, never changed afterwards: a change is a new dict). The
-        observers get them with the deferred completions' (``defer``), so a step's
-        transitions need no decoding to be recorded (``JournalObserver.capture``).
+        ``entries``: the values of ``puts``, all of them, as built before encoding (never
+        changed afterwards); the observers get them with the deferred completions', so a
+        step's transitions need no decoding to be recorded (``JournalObserver.capture``).
 
-        Storage that writes at the call (``commits_at_call``: the local runtime's) is
-        awaited as it is, with no coroutine of this method's around it: at thousands of
-        executions in flight, every object held across the await is walked by the
-        garbage collector. Its await can raise no ``Exception`` (the object's death is a
-        ``BaseException``), so the outcome is known here."""
+        A write storage makes at the call (``commit_now``, ``commits_at_call``: the port's
+        doc) is awaited with no coroutine of this method's: at thousands of executions in
+        flight, each object held across an await is walked by the garbage collector."""
         if self._write_failure is not None:
             raise StorageFailure(self._write_failure)
         carried = bool(self._pending)
@@ -191,10 +185,8 @@ class ExecutionState(Deferral):
                     done = self._commit_now(merged)
                 except Exception as exc:
                     raise self._failed(exc, carried) from exc
-                if done:
-                    if self._written(steps):
-                        return asyncio.sleep(0)
-                    return _WRITTEN if _WRITTEN is not None else _written_now()
+                if done:  # a future already done (``_WRITTEN``), read with no call
+                    return asyncio.sleep(0) if self._written(steps) else (_WRITTEN or _written_now())
             return self._committed(merged, deletes, alarm, carried, steps)
         try:
             turns = self.storage.commit(merged, deletes, alarm)
