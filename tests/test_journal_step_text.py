@@ -8,6 +8,7 @@ JournalFormatError, and a text read this way is one ``decode_record`` accepts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -318,6 +319,25 @@ async def test_a_key_on_a_page_read_before_the_scan_is_found_by_it() -> None:
     await window.scan_hashes()
     assert hashes.keys() == {"h1", "h6"}
     assert jn.completed_step_output(window.texts[5], "s5") == (None, 5)  # the others stay text
+
+
+class SlowPages(Pages):
+    """Pages whose reads each wait for one turn of the loop."""
+
+    async def list(self, *, start: str, end: str) -> dict[str, str]:
+        await asyncio.sleep(0)
+        return await super().list(start=start, end=end)
+
+
+async def test_a_scan_begun_while_another_reads_says_the_keys_are_known_only_once_they_are() -> None:
+    hashes: dict[str, str] = {}
+    window = _pages.JournalWindow(SlowPages(keyed_journal()), jn.MAIN, 8, hashes)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(window.scan_hashes())
+    await asyncio.sleep(0)  # the first scan waits on its first page
+    await window.scan_hashes()  # parallel branches: a second keyed step looks its key up
+    assert hashes.keys() == {"h1", "h6"}
+    await first
+    assert window.scanned
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])

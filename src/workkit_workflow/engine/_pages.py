@@ -54,13 +54,14 @@ class JournalWindow(dict[int, dict[str, Any]]):
 
     # No instance dict beside the entries: one object less per execution in flight.
     __slots__ = (
+        "_hashing",
         "_pages",
         "_reached",
         "_read_pages",
-        "_scanned",
         "end",
         "hashes",
         "prefix",
+        "scanned",
         "storage",
         "texts",
     )
@@ -82,7 +83,10 @@ class JournalWindow(dict[int, dict[str, Any]]):
         """The entries of the pages read, not decoded yet: a replayed step takes its output
         from its text (``phase._step``); any other is decoded into the window once its
         operation is reached (:meth:`_arrive`)."""
-        self._scanned = False
+        self._hashing = False
+        """Whether a scan began: a page read from then on records its keys as it is taken."""
+        self.scanned = False
+        """Whether a scan ended: every key of the journal is among ``hashes``."""
 
     @classmethod
     def whole(
@@ -161,12 +165,15 @@ class JournalWindow(dict[int, dict[str, Any]]):
     async def scan_hashes(self) -> None:
         """Record the idempotency keys of the whole journal (once): a step looking one up
         may meet an operation the phase has not reached yet (parallel branches)."""
-        if self._scanned:
+        if self.scanned:
             return
-        self._scanned = True
-        self._remember_hashes(self.texts)  # the pages read so far (once scanned, ``_take``)
+        # A scan that begins while another reads its pages reads them too: it may not say
+        # the keys are known before they are.
+        self._hashing = True
+        self._remember_hashes(self.texts)  # the pages read so far (from now on, ``_take``)
         for page in self._unread_pages():
             self._remember_hashes(await self._read(page * PAGE, (page + 1) * PAGE))
+        self.scanned = True
 
     async def _read(self, start: int, end: int) -> dict[int, str]:
         """The page's entries, as text (decoding waits until an operation needs one).
@@ -193,7 +200,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
         for op in [op for op in self if op in texts]:
             del texts[op]
         self.texts.update(texts)
-        if self._scanned:
+        if self._hashing:
             self._remember_hashes(texts)
 
     def _remember_hashes(self, texts: dict[int, str]) -> None:
