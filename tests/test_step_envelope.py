@@ -3,12 +3,15 @@ full encode gives (the step's hot path relies on it; see phase/_attempt.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from workkit_workflow import workflow
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine.phase._attempt import (
     completed_envelope,
@@ -16,6 +19,9 @@ from workkit_workflow.engine.phase._attempt import (
     keyed_completed_envelope,
     keyed_running_text,
 )
+from workkit_workflow.testing import WorkflowTestEnv
+
+from conftest import unique
 
 NAMES = [
     "plain",
@@ -127,3 +133,44 @@ def test_keyed_texts_match_the_encoder_for_any_text(
     completed.update(status="completed", finished_at=started_at + 1.5)
     envelope = keyed_completed_envelope(jn.encode_entry(key, running), started_at + 1.5)
     assert envelope == jn.encode_entry(key, completed)
+
+
+HELD: dict[str, asyncio.Event] = {}
+
+
+async def held(name: str) -> str:
+    await HELD[name].wait()
+    return name
+
+
+@workflow(unique("texts"))
+async def texts_flow(ctx: Any, input: Any) -> Any:
+    for name in NAMES:
+        await ctx.step(name, held, name)
+    return len(NAMES)
+
+
+async def test_the_texts_a_new_step_journals_are_the_encoders(env: WorkflowTestEnv) -> None:
+    """The running and completed entries the step's hot path writes out itself
+    (``run_new_step``) are byte for byte what ``encode_entry`` gives for their values."""
+    HELD.clear()
+    HELD.update({name: asyncio.Event() for name in NAMES})
+    handle = await env.start(texts_flow, None)
+
+    def stored() -> dict[str, str]:
+        return env.ns.backend.list(handle.execution_id, jn.MAIN, None, None, None, False)
+
+    for op, name in enumerate(NAMES):
+        await env.settle()
+        key = jn.op_key(jn.MAIN, op)
+        running = stored()[key]  # the step waits: its running entry is stored
+        fields = json.loads(running)
+        assert list(fields) == ["v", "kind", "name", "status", "attempt", "started_at"]
+        assert (fields["name"], fields["status"], fields["attempt"]) == (name, "running", 1)
+        assert running == jn.encode_entry(key, fields)
+        HELD[name].set()
+    assert (await env.result(handle)).value == len(NAMES)
+    for op, (key, text) in enumerate(stored().items()):
+        fields = json.loads(text)
+        assert (fields["status"], fields["output"]) == ("completed", NAMES[op])
+        assert text == jn.encode_entry(key, fields)

@@ -15,6 +15,7 @@ from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
 from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
 from .. import _journal as jn
+from .._pages import JournalWindow
 from .._plugins import HANDED_MAX
 from .._signals import Abort
 from ._run import PhaseRun
@@ -203,3 +204,21 @@ async def _bounded(
     raise StepTimeoutError(
         f"step {step!r} attempt ran longer than its timeout of {seconds:g}s", timeout=seconds
     )
+
+
+def unrecorded(run: PhaseRun, key_hash: str) -> bool:
+    """Whether no step can have recorded this key, known without a read: every key of the
+    journal is known (its window scanned) and this one is not among them, nor among the
+    results a restart carried over (a new key, the usual: no coroutine of the lookup's)."""
+    entries = run.entries
+    if type(entries) is JournalWindow and not entries.scanned:
+        return False
+    execution = run.execution
+    return key_hash not in execution.keyed and key_hash not in execution.idempotent
+
+
+async def recorded(run: PhaseRun, key_hash: str) -> dict[str, Any] | None:
+    """What a completed step with this idempotency key recorded, if one did."""
+    if isinstance(run.entries, JournalWindow):
+        await run.entries.scan_hashes()  # a later operation may hold this key
+    return await run.execution.idempotent_output(key_hash)

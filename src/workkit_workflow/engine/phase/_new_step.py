@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 from ...definitions._json import decoded, number_text
@@ -26,6 +27,7 @@ from ...definitions._steps import (
 from ...definitions._values import JSON_TYPES, to_data
 from ...errors import SerializationError
 from .. import _journal as jn
+from .._journal import FIRST_RUNNING_TEXT_MIDDLE, STEP_TEXT_HEAD
 from .._pages import JournalWindow
 from .._pause import is_paused
 from .._plugins import HANDED_MAX
@@ -60,7 +62,7 @@ async def run_new_step(
         }  # fmt: skip
         key = run.prefix + str(op).zfill(8)  # ``op_key``, spelt out
         run.entries[op] = running
-        text = jn.running_step_text(name, 1, started)
+        text = f"{STEP_TEXT_HEAD}{encode_basestring(name)}{FIRST_RUNNING_TEXT_MIDDLE}{number_text(started)}}}"
         if not text.isascii():
             text = jn.encode_entry(key, running)
         await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)

@@ -32,6 +32,8 @@ from ._attempt import (
     invoke,
     keyed_completed_envelope,
     keyed_running_text,
+    recorded,
+    unrecorded,
 )
 from ._run import PhaseRun
 
@@ -209,8 +211,8 @@ async def _attempt(
         )
     # Only a key the options give is journaled and looked up (a derived one is unique).
     key_hash = None if options.idempotency_key is None else hash_key(progress.key_text)
-    if key_hash is not None and not _unrecorded(run, key_hash):
-        reused = await _recorded(run, key_hash)
+    if key_hash is not None and not unrecorded(run, key_hash):
+        reused = await recorded(run, key_hash)
         if reused is not None:
             return complete_reused(run, op, name, options, key_hash, reused)
     key, running, running_text = _running_entry(run, op, name, progress, key_hash, options)
@@ -259,24 +261,6 @@ def _completion(
     if len(running) != _KEYED_FIELDS:
         return completed, None
     return completed, keyed_completed_envelope(running_text, finished)  # the usual keyed attempt
-
-
-def _unrecorded(run: PhaseRun, key_hash: str) -> bool:
-    """Whether no step can have recorded this key, known without a read: every key of the
-    journal is known (its window scanned) and this one is not among them, nor among the
-    results a restart carried over (a new key, the usual: no coroutine of the lookup's)."""
-    entries = run.entries
-    if type(entries) is JournalWindow and not entries.scanned:
-        return False
-    execution = run.execution
-    return key_hash not in execution.keyed and key_hash not in execution.idempotent
-
-
-async def _recorded(run: PhaseRun, key_hash: str) -> dict[str, Any] | None:
-    """What a completed step with this idempotency key recorded, if one did."""
-    if isinstance(run.entries, JournalWindow):
-        await run.entries.scan_hashes()  # a later operation may hold this key
-    return await run.execution.idempotent_output(key_hash)
 
 
 def _output(options: StepOptions, output: Any, name: str) -> Any:
