@@ -189,10 +189,10 @@ def encode_entry(key: str, record: dict[str, Any]) -> str:
     return encode_record(key, record, what=f"journal entry of {record.get('name')!r}")
 
 
-# A step entry's text up to its name, and a first attempt's from its name to its start: made
-# once, not formatted at each step (under Pyodide each field of an f-string counts).
+# Step entry texts' constant parts, made once (under Pyodide each field of an f-string counts).
 STEP_TEXT_HEAD: Final = f'{{"v":{OP_VERSION},"kind":"step","name":'
 FIRST_RUNNING_TEXT_MIDDLE: Final = ',"status":"running","attempt":1,"started_at":'
+FIRST_COMPLETED_TEXT_MIDDLE: Final = ',"status":"completed","attempt":1,"started_at":'
 
 
 def running_step_text(name: str, attempt: int, started_at: float) -> str:

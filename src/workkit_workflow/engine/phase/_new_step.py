@@ -27,7 +27,7 @@ from ...definitions._steps import (
 from ...definitions._values import JSON_TYPES, to_data
 from ...errors import SerializationError
 from .. import _journal as jn
-from .._journal import FIRST_RUNNING_TEXT_MIDDLE, STEP_TEXT_HEAD
+from .._journal import FIRST_COMPLETED_TEXT_MIDDLE, FIRST_RUNNING_TEXT_MIDDLE, STEP_TEXT_HEAD
 from .._pages import JournalWindow
 from .._pause import is_paused
 from .._plugins import HANDED_MAX
@@ -62,16 +62,15 @@ async def run_new_step(
         }  # fmt: skip
         key = run.prefix + str(op).zfill(8)  # ``op_key``, spelt out
         run.entries[op] = running
-        text = f"{STEP_TEXT_HEAD}{encode_basestring(name)}{FIRST_RUNNING_TEXT_MIDDLE}{number_text(started)}}}"
-        if not text.isascii():
-            text = jn.encode_entry(key, running)
+        name_text, started_text = encode_basestring(name), number_text(started)
+        text = f"{STEP_TEXT_HEAD}{name_text}{FIRST_RUNNING_TEXT_MIDDLE}{started_text}}}"
+        text = text if text.isascii() else jn.encode_entry(key, running)  # its checks, then
         await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)
         if execution.faulting:
             execution.fault("before_step", step=name, attempt=1)
         first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input)
         failure: Exception | None = None
-        # ``invoke``'s call, made here: the context is built only if the step's code asks.
-        token = _CURRENT_STEP.set(first)
+        token = _CURRENT_STEP.set(first)  # a context is built only if the step's code asks
         try:
             value = fn(*args) if args is not None else fn(first_attempt_context(first))
             if type(value) not in JSON_TYPES:
@@ -90,7 +89,7 @@ async def run_new_step(
         if execution.faulting:
             execution.fault("after_side_effect", step=name, attempt=1)
         try:
-            return _completion(run, op, key, running, text, output_text, value)
+            return _completion(run, op, key, running, name_text, started_text, output_text, value)
         except SerializationError as exc:
             raise await unstorable_output(run, op, running, exc, _progress(first, started)) from None
     finally:
@@ -98,17 +97,28 @@ async def run_new_step(
 
 
 def _completion(
-    run: PhaseRun, op: int, key: str, running: dict[str, Any], running_text: str, output_text: str, data: Any
+    run: PhaseRun,
+    op: int,
+    key: str,
+    running: dict[str, Any],
+    name_text: str,
+    started_text: str,
+    output_text: str,
+    data: Any,
 ) -> Any:
     """Journal the first attempt's completion with its output (``data``, whose JSON text is
     ``output_text``) and return the output as it reads back: ``completed_envelope`` then
-    ``defer_with_output``, spelt out (with no undo, the entry is never kept). The completed
-    entry's dict is built only if something reads it: an observer handed the entries
-    (``hands_entries``), or a journal that keeps its entries (not a window)."""
+    ``defer_with_output``, spelt out (with no undo, the entry is never kept). Its text is
+    written out from the name's and the start's (the encoder's, as ``running_step_text``'s).
+    The completed entry's dict is built only if something reads it: an observer handed the
+    entries (``hands_entries``), or a journal that keeps its entries (not a window)."""
     execution = run.execution
     finished = execution.now()
-    envelope = running_text.replace('"status":"running"', '"status":"completed"', 1)
-    text = f'{envelope[:-1]},"finished_at":{number_text(finished)},"output":{output_text}}}'
+    finished_text = number_text(finished)
+    text = (
+        f"{STEP_TEXT_HEAD}{name_text}{FIRST_COMPLETED_TEXT_MIDDLE}{started_text}"
+        f',"finished_at":{finished_text},"output":{output_text}}}'
+    )
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {running['name']!r}")
     output = decoded(data, output_text)
