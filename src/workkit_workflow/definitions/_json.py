@@ -27,27 +27,24 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 # same text, at about half the cost for the small records a step writes. Without
 # circular-reference markers a cycle ends in RecursionError, which callers catch.
 _MAKE_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODE: Any = (
+C_ENCODE: Final[Any] = (
     None
     if _MAKE_C_ENCODER is None
     else _MAKE_C_ENCODER(
         None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
     )
 )
-
-
-DICT_ENCODE: Final[Any] = _C_ENCODE
-"""The C encoder's call (None without it): ``"".join(DICT_ENCODE(value, 0))`` is
-``dumps(value)`` for a dict, with no call of ``dumps``'s (the step's hot path)."""
+"""The C encoder's call (None without it): ``"".join(C_ENCODE(value, 0))`` is ``dumps(value)``
+for a value that is not a string (the step's hot path calls it so for a dict output)."""
 
 
 def dumps(value: Any) -> str:
     """Compact, deterministic JSON; NaN and infinities are refused."""
-    if _C_ENCODE is None:
+    if C_ENCODE is None:
         return _ENCODER.encode(value)
     if isinstance(value, str):
         return json.encoder.encode_basestring(value)
-    return "".join(_C_ENCODE(value, 0))
+    return "".join(C_ENCODE(value, 0))
 
 
 _LAST_NUMBER: tuple[float, str] = (-1.0, "-1.0")

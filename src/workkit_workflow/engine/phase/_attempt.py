@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring
 from typing import Any
 
-from ...definitions._json import DICT_ENCODE, decoded
+from ...definitions._json import C_ENCODE, decoded
 from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
 from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
@@ -85,7 +85,7 @@ def encode_output(data: Any, name: str) -> str:
     """The output's JSON text, or SerializationError (its message is built only then)."""
     try:
         # ``dumps``, spelt out for the usual output, a dict
-        text = "".join(DICT_ENCODE(data, 0)) if type(data) is dict and DICT_ENCODE else jn.dumps(data)
+        text = "".join(C_ENCODE(data, 0)) if type(data) is dict and C_ENCODE else jn.dumps(data)
     except (TypeError, ValueError, RecursionError):
         text = ""
     if text and text.isascii():
