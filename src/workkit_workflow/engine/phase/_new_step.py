@@ -123,16 +123,16 @@ def _completion(
         jn.check_size(key, text, what=f"output of step {running['name']!r}")
     output = decoded(data, output_text)
     entries = run.entries
-    if type(entries) is JournalWindow and not execution.hands_entries:
+    windowed = type(entries) is JournalWindow
+    if windowed:
         # ``PhaseRun.completed`` forgets a finished entry so; an op past the journal's end
         # was never reached in it (``JournalWindow.release`` less what it never holds).
         entries.pop(op, None)
-        execution.defer(key, text, running["name"])
-        return output
+        if not execution.hands_entries:
+            execution.defer(key, text, running["name"])
+            return output
     completed = {**running, "status": "completed", "finished_at": finished, "output": output}
-    if type(entries) is JournalWindow:
-        entries.release(op)
-    else:
+    if not windowed:
         entries[op] = completed
     execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
     return output
