@@ -8,7 +8,7 @@ completion carries failed attempts, is a ``wf_step_rows`` row as the records wou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -17,6 +17,13 @@ from ._bundle import Bundle, Record
 from ._d1 import Statement, inserts
 from ._pages import _INSTANTS, Pages, page_inserts, page_step
 from ._projection import _NOT_PLAIN, _PLAIN_COLUMNS, _PLAIN_CONFLICT, execution_events, execution_inserts
+
+_USUAL = _NOT_PLAIN | {"errors", "attempt_started_at"}
+"""A completion with none of these keys (its first attempt, with nothing rare) is the usual
+one, which :func:`plain_projection` writes itself when its instants' texts are known."""
+
+_NO_START: tuple[None, None] = (None, None)
+"""What :func:`plain_projection` finds of a completion's start that its page does not hold."""
 
 
 def plain_projection(
@@ -30,10 +37,9 @@ def plain_projection(
     as the values the engine built (``Capture.capture``). A page with bundles of pieces (a
     short execution's whole history) is first split (:func:`_split`): ``executions`` are
     its execution records. One pass, in the order of the operations: a start waits for its
-    completion, which writes the step's page entry; a start left over, or a completion
-    that is not a page's (failed attempts, an instant that is no whole millisecond), is a
-    row. The usual completion writes its entry here; any other takes :func:`page_step`
-    (17.9k instructions a step rather than 22.2k, counted with callgrind)."""
+    completion, which writes the step's page entry (the usual one here, any other through
+    :func:`page_step`); a start left over, or a completion that is not a page's (failed
+    attempts, an instant that is no whole millisecond), is a row."""
     starts: dict[str, tuple[int, Mapping[str, Any]]] = {}
     rows: list[tuple[Any, ...]] = []
     pages: Pages = {}
@@ -46,25 +52,29 @@ def plain_projection(
             split = _split(execution_id, bundles)
             return None if split is None else plain_projection(execution_id, *split)
         seq = bundle.seq
-        for key in sorted(parts):
+        if len(parts) == 2:  # a step's completion and the next one's start: nearly every bundle
+            first, second = parts
+            keys: Iterable[str] = (first, second) if first < second else (second, first)
+        else:
+            keys = sorted(parts)
+        for key in keys:
             entry = parts[key]
-            if entry["status"] == "running":
+            status = entry["status"]
+            if status == "running":
                 if entry["attempt"] != 1:
                     return None  # a later attempt's start: an event
                 starts[key] = seq, entry  # a first attempt's start
                 seq += 1
                 continue
-            if entry["status"] != "completed" or not entry.keys().isdisjoint(_NOT_PLAIN):
+            if status != "completed":
                 return None
-            start = starts.pop(key, None)
-            started = None if start is None else start[0]
-            begun = instants.get(entry.get("started_at"))
-            ended = instants.get(entry.get("finished_at"))
-            usual = entry["attempt"] == 1 and "errors" not in entry and "attempt_started_at" not in entry
-            if begun is None or ended is None or not usual:
-                if not _unusual(pages, rows, execution_id, key, entry, seq, started):
-                    return None
-            else:  # page_step's entry, spelt out (the transitions tests compare the two)
+            started = starts.pop(key, _NO_START)[0]
+            if (
+                _USUAL.isdisjoint(entry)
+                and entry["attempt"] == 1
+                and (begun := instants.get(entry.get("started_at"))) is not None
+                and (ended := instants.get(entry.get("finished_at"))) is not None
+            ):  # page_step's entry, spelt out (the transitions tests compare the two)
                 if key[:-2] != block:
                     block = key[:-2]
                     page = pages.setdefault(block, [])
@@ -72,7 +82,21 @@ def plain_projection(
                     f'"{key[2:]}":[{encode_basestring(entry.get("name") or "")},1,{begun},null,{ended},{seq},'
                     f"{'null' if started is None else started}]"
                 )
+            elif not _unusual(pages, rows, execution_id, key, entry, seq, started):
+                return None
             seq += 1
+    return _statements(execution_id, starts, rows, pages, executions)
+
+
+def _statements(
+    execution_id: str,
+    starts: dict[str, tuple[int, Mapping[str, Any]]],
+    rows: list[tuple[Any, ...]],
+    pages: Pages,
+    executions: list[Record] | None,
+) -> list[Statement] | None:
+    """:func:`plain_projection`'s statements, once its pass over the page left ``starts`` (each
+    a row), ``rows`` and ``pages``; None if a start left over is no plain one."""
     for key, (seq, entry) in starts.items():
         if not entry.keys().isdisjoint(_NOT_PLAIN):
             return None
@@ -132,8 +156,9 @@ def _unusual(
     started: int | None,
 ) -> bool:
     """Put a completion ``plain_projection`` does not write itself on its page
-    (``page_step``) or in ``rows``; False if it has no time (an event: no plain page)."""
-    if entry.get("finished_at") is None:
+    (``page_step``) or in ``rows``; False if it is no plain one (something rare) or has no
+    time (an event: no plain page)."""
+    if entry.get("finished_at") is None or not _NOT_PLAIN.isdisjoint(entry):
         return False
     if not page_step(pages, key, entry, seq, started):
         rows.append(plain_row(execution_id, key, entry, seq, started, seq))
