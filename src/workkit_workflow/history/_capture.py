@@ -47,15 +47,17 @@ SEQ_BLOCK = 256
 execution's summary changes, rather than with every commit; an object that restarts
 goes on after the block (a gap in the sequence, never a reuse)."""
 
-BATCH = 80
+BATCH = 160
 """Outbox records (one per commit) sent per D1 batch; a run's step transitions wait for
 this many before they are sent (or for ``LINGER``). ``HELD``, what memory keeps, is four
-such pages. Each batch costs D1 a commit (a sync at FULL) and the object a delivery: 80
-rather than 40 took history on / off from about 1.35x to 1.28x at FULL (medians of nine
-alternating runs, three times each, outside the bench); the statements per step are the
-same either way (should D1 count each against a Worker invocation's queries)."""
+such pages. Each batch costs D1 a commit (a sync at FULL), the object a delivery and, on
+Cloudflare, a subrequest: 80 rather than 40 took history on / off from about 1.35x to 1.28x
+at FULL (medians of nine alternating runs, three times each, outside the bench); 160 rather
+than 80 took 4k instructions a step off the history's 44k at NORMAL (most of it D1's SQL: a
+block of 100 plain steps' entries is then written about once and a half rather than twice,
+merged by ``json_patch`` each time after the first) and the batches per step by half."""
 
-HELD = 320
+HELD = 4 * BATCH
 """Bundles kept in memory with their values for their delivery at most, four of its pages."""
 
 HELD_REFERENCES = 4 * HELD
