@@ -50,6 +50,7 @@ class Browser:
     """One headless Chromium with one page; use as a context manager."""
 
     def __init__(self, *, width: int = 1200, height: int = 900, mobile: bool = False) -> None:
+        browser = chromium()  # first: a skip leaves no profile folder or pipe behind
         self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         to_child_r, self._to_child = _high(os.pipe())
         self._from_child, from_child_w = _high(os.pipe())
@@ -63,7 +64,7 @@ class Browser:
                 "-c",
                 wire,
                 "sh",
-                chromium(),
+                browser,
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
