@@ -13,7 +13,7 @@ from ..cloudflare._workers import (
     sdk_non_retryable_error,
 )
 from ..definitions._retry import RetryPolicy
-from ..definitions._steps import _CURRENT_STEP, MISSING, StepContext, StepOptions, plain_call
+from ..definitions._steps import _CURRENT_STEP, MAX_KEY_CHARS, MISSING, StepContext, StepOptions, plain_call
 from ..definitions._values import to_data, validate
 from ..engine import _journal as jn
 from ..errors import (
@@ -221,6 +221,11 @@ class EngineRun:
             raise SerializationError(f"idempotency_key of step {ctx.step!r} raised: {exc!r}") from None
         if not isinstance(key, str) or not key:
             raise SerializationError(f"idempotency_key of step {ctx.step!r} must return a non-empty str")
+        if len(key) > MAX_KEY_CHARS:
+            raise SerializationError(
+                f"idempotency_key of step {ctx.step!r} must return at most {MAX_KEY_CHARS} characters, "
+                f"got {len(key)}"
+            )
         return key
 
     async def _failure_record(self, current: str, exc: Exception) -> dict[str, Any]:

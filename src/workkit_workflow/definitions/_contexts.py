@@ -13,6 +13,7 @@ from ._live_state import state_text
 from ._retry import RetryPolicy
 from ._steps import (
     DEFAULT_OPTIONS,
+    MAX_KEY_CHARS,
     MISSING,
     StepContext,
     StepHandler,
@@ -103,7 +104,11 @@ class WorkflowContext:
             if idempotency_key is None:
                 # The usual call: nothing to check, so no message to prepare (the hot path).
                 return self._run.step(name, fn, args, DEFAULT_OPTIONS)
-            if type(idempotency_key) is str and idempotency_key.isascii() and idempotency_key:
+            if (
+                type(idempotency_key) is str
+                and idempotency_key.isascii()
+                and 0 < len(idempotency_key) <= MAX_KEY_CHARS
+            ):
                 options = keyed_options(idempotency_key)  # the next most usual: a key of its own
                 return self._run.step(name, fn, args, options)
         where = f"step {name!r}"

@@ -136,8 +136,16 @@ class StepOptions:
 DEFAULT_OPTIONS = StepOptions()
 
 
+MAX_KEY_CHARS = 4096
+"""The longest idempotency key a step takes, in characters. The key is journaled with each
+attempt's start, and one near a stored value's limit (``engine._journal.MAX_VALUE_BYTES``) left
+the step unable to start: the drive failed at every wake-up. No outside system takes a key
+anywhere near this long (Stripe's longest is 255)."""
+
+
 def keyed_options(key: str) -> StepOptions:
-    """``make_options(idempotency_key=key)`` for a non-empty ASCII ``key`` (a step whose only
+    """``make_options(idempotency_key=key)`` for a non-empty ASCII ``key`` of at most
+    ``MAX_KEY_CHARS`` characters (a step whose only
     option is its key, the usual keyed step), its fields filled directly: a quarter of the
     frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field), and none of the
     checks, which such a key passes."""
@@ -163,6 +171,10 @@ def make_options(
         raise DefinitionError(f"{where}: idempotency_key must be a string or a callable")
     if isinstance(idempotency_key, str) and not (idempotency_key and is_unicode(idempotency_key)):
         raise DefinitionError(f"{where}: idempotency_key must be non-empty, valid Unicode text")
+    if isinstance(idempotency_key, str) and len(idempotency_key) > MAX_KEY_CHARS:
+        raise DefinitionError(
+            f"{where}: idempotency_key must be at most {MAX_KEY_CHARS} characters, got {len(idempotency_key)}"
+        )
     seconds = None if timeout is None else to_seconds(timeout, what=f"{where}: timeout")
     return StepOptions(
         retry=retry, timeout=seconds, idempotency_key=idempotency_key, output=output, undo=undo

@@ -11,7 +11,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from ...definitions._json import C_ENCODE, decoded
-from ...definitions._steps import _CURRENT_STEP, StepContext, StepOptions
+from ...definitions._steps import _CURRENT_STEP, MAX_KEY_CHARS, StepContext, StepOptions
 from ...definitions._values import JSON_TYPES, validate
 from ...errors import SerializationError, StepTimeoutError
 from .. import _journal as jn
@@ -49,6 +49,16 @@ def idempotency_key(run: PhaseRun, op: int, name: str, options: StepOptions, att
         raise Abort(
             SerializationError(
                 f"idempotency_key of step {name!r} must return a non-empty str of valid Unicode, got {key!r}"
+            ),
+            step=name,
+            attempt=ctx.attempt,
+            compensate=True,
+        )
+    if len(key) > MAX_KEY_CHARS:
+        raise Abort(
+            SerializationError(
+                f"idempotency_key of step {name!r} must return at most {MAX_KEY_CHARS} characters, "
+                f"got {len(key)}"
             ),
             step=name,
             attempt=ctx.attempt,
