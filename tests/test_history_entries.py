@@ -32,7 +32,8 @@ from workkit_workflow.local import VirtualClock
 
 def _flows() -> list[tuple[Workflow, dict[str, Any], str]]:
     """Linear steps, a retried step, a failure with compensation, a large output (a text
-    the outbox shortens), and a step with an idempotency key: (workflow, input, id)."""
+    the outbox shortens), and steps with an idempotency key, from a function and a string
+    (``run_new_keyed_step``): (workflow, input, id)."""
     calls: dict[str, int] = {}
 
     def flaky(input: Any, prev: Any, ctx: Any) -> str:
@@ -63,8 +64,10 @@ def _flows() -> list[tuple[Workflow, dict[str, Any], str]]:
         .step("big", lambda input, prev, ctx: "x" * (2 * INLINE_MAX))
         .step("after", lambda input, prev, ctx: 1)
     )
-    keyed = Workflow("entries-keyed").step(
-        "pay", lambda input, prev, ctx: {"paid": 1}, idempotency_key=lambda input, ctx: "pay-1"
+    keyed = (
+        Workflow("entries-keyed")
+        .step("pay", lambda input, prev, ctx: {"paid": 1}, idempotency_key=lambda input, ctx: "pay-1")
+        .step("ship", lambda input, prev, ctx: {"shipped": 1}, idempotency_key="ship-1")  # its own path
     )
     return [(linear, {}, "linear"), (retried, {}, "retried"), (big, {}, "big"), (keyed, {}, "keyed")]
 

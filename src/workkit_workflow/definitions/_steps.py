@@ -18,11 +18,12 @@ from ._retry import RetryPolicy
 from ._undo import UndoSpec
 from ._values import to_data
 
-FirstAttempt = tuple[str, str, str, str, int, Any]
+FirstAttempt = tuple[str, str, str, str, int, Any, "str | None"]
 """A new step's first attempt, as the engine hands it to the step's code: ``(execution_id,
-workflow, step, journal prefix, position, input)``. :func:`current_step` builds its
-:class:`StepContext` when the code asks: most steps never do, and the context and its
-derived key cost a tenth of the engine's step (``run_new_step``)."""
+workflow, step, journal prefix, position, input, key)``, ``key`` the step's own idempotency
+key or None for the derived one. :func:`current_step` builds its :class:`StepContext` when
+the code asks: most steps never do, and the context and its derived key cost a tenth of the
+engine's step (``run_new_step``)."""
 
 _CURRENT_STEP: contextvars.ContextVar[StepContext | FirstAttempt | None] = contextvars.ContextVar(
     "workkit_workflow_step", default=None
@@ -69,9 +70,11 @@ def derived_idempotency_key(execution_id: str, prefix: str, op: int, name: str) 
 
 
 def first_attempt_context(first: FirstAttempt) -> StepContext:
-    """The context of a new step's first attempt (:data:`FirstAttempt`), with its derived key."""
-    execution_id, workflow, step, prefix, op, input = first
-    key = derived_idempotency_key(execution_id, prefix, op, step)
+    """The context of a new step's first attempt (:data:`FirstAttempt`), with its own key or
+    the derived one."""
+    execution_id, workflow, step, prefix, op, input, key = first
+    if key is None:
+        key = derived_idempotency_key(execution_id, prefix, op, step)
     return StepContext(execution_id, workflow, step, 1, key, input)
 
 

@@ -5,8 +5,9 @@ It does what :func:`run_step` does for such a step, with nothing to look up or b
 no entry to replay, no idempotency key of the options' to check, no undo to journal, no
 output model, no time limit of its own. Everything else goes the general way: a paused
 execution (``run_step`` itself), and a failed attempt (its retries are ``attempts``, from
-the progress this one made).
-"""
+the progress this one made). A step whose only option is a key of its own is the next
+most usual: :func:`run_new_keyed_step` writes its first attempt out as well, its key
+journaled (and looked up, without a read, where no step can hold it yet)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ...definitions._steps import (
     _CURRENT_STEP,
     DEFAULT_OPTIONS,
     FirstAttempt,
+    StepOptions,
     first_attempt_context,
     plain_call,
 )
@@ -32,7 +34,7 @@ from .._pages import JournalWindow
 from .._pause import is_paused
 from .._plugins import HANDED_MAX
 from .._signals import ControlSignal
-from ._attempt import encode_output, limited
+from ._attempt import encode_output, hash_key, limited, unrecorded
 from ._run import PhaseRun
 from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
 
@@ -68,7 +70,7 @@ async def run_new_step(
         await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)
         if execution.faulting:
             execution.fault("before_step", step=name, attempt=1)
-        first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input)
+        first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input, None)
         failure: Exception | None = None
         token = _CURRENT_STEP.set(first)  # a context is built only if the step's code asks
         try:
@@ -96,6 +98,86 @@ async def run_new_step(
         run.leave(op)
 
 
+async def run_new_keyed_step(
+    run: PhaseRun, op: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None, opts: StepOptions
+) -> Any:
+    """``run_step(run, op, name, call, opts)`` for an ``op`` past the journal's end whose
+    only option is its own idempotency key, a string (``Phase.step``): :func:`run_new_step`
+    with the key journaled (``_step._attempt``'s first attempt, its texts those of
+    ``keyed_running_text`` and ``keyed_completed_envelope``). A key a step may hold already (the
+    journal's keys not all known yet, or a result a restart carried) goes the general way,
+    which looks it up and may complete the step with that result."""
+    key_text: str = opts.idempotency_key  # type: ignore[assignment]  # a string (``Phase.step``)
+    key_hash = hash_key(key_text)
+    execution = run.execution
+    state = execution.state or {}
+    unusual = run.stopping or run.deadline is not None or state.get("paused")
+    unusual = bool(unusual or state.get("cancel_requested_at") is not None)
+    if (unusual and is_paused(state)) or not unrecorded(run, key_hash):
+        return await run_step(run, op, name, plain_call(fn, args), opts)
+    run.enter(op, name)
+    try:
+        if unusual:
+            run.check_continue(name, 0)
+        started = execution.now()
+        key, running, text, name_text, hashed = _keyed_running(run, op, name, started, key_text, key_hash)
+        await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)
+        if execution.faulting:
+            execution.fault("before_step", step=name, attempt=1)
+        first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input, key_text)
+        failure: Exception | None = None
+        token = _CURRENT_STEP.set(first)  # a context is built only if the step's code asks
+        try:
+            value = fn(*args) if args is not None else fn(first_attempt_context(first))
+            if type(value) not in JSON_TYPES:
+                if inspect.isawaitable(value):
+                    value = await limited(run, value, None, name)
+                value = to_data(value)
+            output_text = encode_output(value, name)
+        except (ControlSignal, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            failure = exc
+        finally:
+            _CURRENT_STEP.reset(token)
+        if failure is not None:
+            call = plain_call(fn, args)
+            return await _retried(run, op, name, call, running, failure, first, started, opts)
+        if execution.faulting:
+            execution.fault("after_side_effect", step=name, attempt=1)
+        try:
+            output = _completion(run, op, key, running, name_text, hashed, output_text, value, keyed=True)
+        except SerializationError as exc:
+            raise await unstorable_output(run, op, running, exc, _progress(first, started)) from None
+        execution.remember_idempotent(key_hash, key)
+        return output
+    finally:
+        run.leave(op)
+
+
+def _keyed_running(
+    run: PhaseRun, op: int, name: str, started: float, key_text: str, key_hash: str
+) -> tuple[str, dict[str, Any], str, str, str]:
+    """A keyed first attempt's start (``run_new_keyed_step``): its storage key, its running
+    entry (now the journal's), that entry's text, the name's text, and the text from the start's
+    instant to the key's hash, which the completion keeps (the key itself it drops)."""
+    running = {
+        "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": 1,
+        "started_at": started, "idempotency_key": key_text, "idempotency_hash": key_hash,
+    }  # fmt: skip
+    key = run.prefix + str(op).zfill(8)
+    run.entries[op] = running
+    name_text, started_text = encode_basestring(name), number_text(started)
+    hashed = f'{started_text},"idempotency_hash":"{key_hash}"'
+    text = (
+        f"{STEP_TEXT_HEAD}{name_text}{FIRST_RUNNING_TEXT_MIDDLE}{started_text}"
+        f',"idempotency_key":{encode_basestring(key_text)},"idempotency_hash":"{key_hash}"}}'
+    )
+    if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
+        text = jn.encode_entry(key, running)  # its checks, then
+    return key, running, text, name_text, hashed
+
+
 def _completion(
     run: PhaseRun,
     op: int,
@@ -105,13 +187,16 @@ def _completion(
     started_text: str,
     output_text: str,
     data: Any,
+    keyed: bool = False,
 ) -> Any:
     """Journal the first attempt's completion with its output (``data``, whose JSON text is
     ``output_text``) and return the output as it reads back: ``completed_envelope`` then
     ``defer_with_output``, spelt out (with no undo, the entry is never kept). Its text is
     written out from the name's and the start's (the encoder's, as ``running_step_text``'s).
     The completed entry's dict is built only if something reads it: an observer handed the
-    entries (``hands_entries``), or a journal that keeps its entries (not a window)."""
+    entries (``hands_entries``), or a journal that keeps its entries (not a window).
+    ``keyed``: a keyed step's (``run_new_keyed_step``), whose key is not journaled once it
+    completed (its hash is, in ``started_text``)."""
     execution = run.execution
     finished = execution.now()
     finished_text = number_text(finished)
@@ -132,6 +217,8 @@ def _completion(
             execution.defer(key, text, running["name"])
             return output
     completed = {**running, "status": "completed", "finished_at": finished, "output": output}
+    if keyed:
+        del completed["idempotency_key"]
     if not windowed:
         entries[op] = completed
     execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
@@ -147,11 +234,12 @@ async def _retried(
     failure: Exception,
     first: FirstAttempt,
     started: float,
+    options: StepOptions = DEFAULT_OPTIONS,
 ) -> Any:
     """The first attempt failed: journal it, then go on as ``run_step`` does (retries)."""
     progress = _progress(first, started)
     await attempt_failed(run, op, name, run.retry, running, failure, progress)
-    return await attempts(run, op, name, call, DEFAULT_OPTIONS, run.retry, progress)
+    return await attempts(run, op, name, call, options, run.retry, progress)
 
 
 def _progress(first: FirstAttempt, started: float) -> Progress:
