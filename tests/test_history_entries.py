@@ -33,7 +33,7 @@ from workkit_workflow.local import VirtualClock
 def _flows() -> list[tuple[Workflow, dict[str, Any], str]]:
     """Linear steps, a retried step, a failure with compensation, a large output (a text
     the outbox shortens), and steps with an idempotency key, from a function and a string
-    (``run_new_keyed_step``): (workflow, input, id)."""
+    (``run_new_step``, with its key): (workflow, input, id)."""
     calls: dict[str, int] = {}
 
     def flaky(input: Any, prev: Any, ctx: Any) -> str:
@@ -67,7 +67,7 @@ def _flows() -> list[tuple[Workflow, dict[str, Any], str]]:
     keyed = (
         Workflow("entries-keyed")
         .step("pay", lambda input, prev, ctx: {"paid": 1}, idempotency_key=lambda input, ctx: "pay-1")
-        .step("ship", lambda input, prev, ctx: {"shipped": 1}, idempotency_key="ship-1")  # its own path
+        .step("ship", lambda input, prev, ctx: {"shipped": 1}, idempotency_key="ship-1")  # run_new_step
     )
     return [(linear, {}, "linear"), (retried, {}, "retried"), (big, {}, "big"), (keyed, {}, "keyed")]
 

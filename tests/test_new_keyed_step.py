@@ -1,6 +1,6 @@
-"""A new step whose only option is a key of its own takes its own first attempt
-(``run_new_keyed_step``): what it journals, byte for byte, and what it does, are what the
-general path (``run_step``) gives such a step."""
+"""A new step whose only option is a key of its own takes the new step's first attempt
+(``run_new_step``, with the key): what it journals, byte for byte, and what it does, are what
+the general path (``run_step``) gives such a step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import RetryPolicy, current_step, workflow
-from workkit_workflow.definitions._steps import StepOptions, plain_call
+from workkit_workflow.definitions._steps import DEFAULT_OPTIONS, plain_call
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine.phase import _operations
 from workkit_workflow.engine.phase._attempt import hash_key
@@ -35,25 +35,29 @@ PAIRS = [
 
 @pytest.fixture
 def taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The steps that took ``run_new_keyed_step``."""
+    """The steps with a key that took ``run_new_step``."""
     names: list[str] = []
-    keyed = _operations.run_new_keyed_step
+    new_step = _operations.run_new_step
 
-    def spy(run: PhaseRun, op: int, name: str, *rest: Any) -> Any:
-        names.append(name)
-        return keyed(run, op, name, *rest)
+    def spy(run: PhaseRun, op: int, name: str, fn: Any, args: Any, options: Any = DEFAULT_OPTIONS) -> Any:
+        if options is not DEFAULT_OPTIONS:
+            names.append(name)
+        return new_step(run, op, name, fn, args, options)
 
-    monkeypatch.setattr(_operations, "run_new_keyed_step", spy)
+    monkeypatch.setattr(_operations, "run_new_step", spy)
     return names
 
 
 def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Send every keyed step the general way, as before ``run_new_keyed_step``."""
+    """Send every keyed step the general way, as before ``run_new_step`` took them."""
+    new_step = _operations.run_new_step
 
-    def general(run: PhaseRun, op: int, name: str, fn: Any, args: Any, options: StepOptions) -> Any:
+    def general(run: PhaseRun, op: int, name: str, fn: Any, args: Any, options: Any = DEFAULT_OPTIONS) -> Any:
+        if options is DEFAULT_OPTIONS:
+            return new_step(run, op, name, fn, args)
         return run_step(run, op, name, plain_call(fn, args), options)
 
-    monkeypatch.setattr(_operations, "run_new_keyed_step", general)
+    monkeypatch.setattr(_operations, "run_new_step", general)
 
 
 HELD: dict[str, asyncio.Event] = {}

@@ -6,8 +6,8 @@ no entry to replay, no idempotency key of the options' to check, no undo to jour
 output model, no time limit of its own. Everything else goes the general way: a paused
 execution (``run_step`` itself), and a failed attempt (its retries are ``attempts``, from
 the progress this one made). A step whose only option is a key of its own is the next
-most usual: :func:`run_new_keyed_step` writes its first attempt out as well, its key
-journaled (and looked up, without a read, where no step can hold it yet)."""
+most usual: :func:`run_new_step` writes its first attempt out as well, its key journaled
+(and looked up, without a read, where no step can hold it yet)."""
 
 from __future__ import annotations
 
@@ -38,19 +38,23 @@ from ._attempt import encode_output, hash_key, limited, unrecorded
 from ._run import PhaseRun
 from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
 
+Fn = Callable[..., Any]
+Args = tuple[Any, ...] | None
+
 
 async def run_new_step(
-    run: PhaseRun, op: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None
+    run: PhaseRun, op: int, name: str, fn: Fn, args: Args, options: StepOptions = DEFAULT_OPTIONS
 ) -> Any:
-    """``run_step(run, op, name, call, DEFAULT_OPTIONS)`` for an ``op`` past the journal's end,
-    where ``call`` is ``fn(*args)``, or ``fn(ctx)`` if ``args`` is None (a builder's handler)."""
+    """``run_step(run, op, name, call, options)`` for an ``op`` past the journal's end: ``call`` is
+    ``fn(*args)`` (``fn(ctx)`` if ``args`` is None), ``options`` the defaults or a key of its own."""
     execution = run.execution
-    # Nothing to check on the usual step: not paused, not cancelled, no deadline.
-    state = execution.state or {}
+    state = execution.state or {}  # the usual step's: not paused, not cancelled, no deadline
     unusual = run.stopping or run.deadline is not None or state.get("paused")
     unusual = bool(unusual or state.get("cancel_requested_at") is not None)
-    if unusual and is_paused(state):
-        return await run_step(run, op, name, plain_call(fn, args), DEFAULT_OPTIONS)
+    key_text: str | None = options.idempotency_key  # type: ignore[assignment]  # a str or None
+    key_hash = None if key_text is None else hash_key(key_text)
+    if (unusual and is_paused(state)) or not (key_hash is None or unrecorded(run, key_hash)):
+        return await run_step(run, op, name, plain_call(fn, args), options)  # a key that may be held
     run.active += 1  # ``run.enter(op, name)``, spelt out
     run.generation += 1
     run.current[op] = name
@@ -66,61 +70,9 @@ async def run_new_step(
         run.entries[op] = running
         name_text, started_text = encode_basestring(name), number_text(started)
         text = f"{STEP_TEXT_HEAD}{name_text}{FIRST_RUNNING_TEXT_MIDDLE}{started_text}}}"
+        if key_hash is not None:  # journaled with the start; the completion keeps its hash
+            text, started_text = _keyed(running, text, started_text, options, key_hash)
         text = text if text.isascii() else jn.encode_entry(key, running)  # its checks, then
-        await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)
-        if execution.faulting:
-            execution.fault("before_step", step=name, attempt=1)
-        first = (run.execution_id, run.workflow_name, name, run.prefix, op, execution.input, None)
-        failure: Exception | None = None
-        token = _CURRENT_STEP.set(first)  # a context is built only if the step's code asks
-        try:
-            value = fn(*args) if args is not None else fn(first_attempt_context(first))
-            if type(value) not in JSON_TYPES:
-                if inspect.isawaitable(value):
-                    value = await limited(run, value, None, name)
-                value = to_data(value)
-            output_text = encode_output(value, name)
-        except (ControlSignal, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            failure = exc
-        finally:
-            _CURRENT_STEP.reset(token)
-        if failure is not None:
-            return await _retried(run, op, name, plain_call(fn, args), running, failure, first, started)
-        if execution.faulting:
-            execution.fault("after_side_effect", step=name, attempt=1)
-        try:
-            return _completion(run, op, key, running, name_text, started_text, output_text, value)
-        except SerializationError as exc:
-            raise await unstorable_output(run, op, running, exc, _progress(first, started)) from None
-    finally:
-        run.leave(op)
-
-
-async def run_new_keyed_step(
-    run: PhaseRun, op: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...] | None, opts: StepOptions
-) -> Any:
-    """``run_step(run, op, name, call, opts)`` for an ``op`` past the journal's end whose
-    only option is its own idempotency key, a string (``Phase.step``): :func:`run_new_step`
-    with the key journaled (``_step._attempt``'s first attempt, its texts those of
-    ``keyed_running_text`` and ``keyed_completed_envelope``). A key a step may hold already (the
-    journal's keys not all known yet, or a result a restart carried) goes the general way,
-    which looks it up and may complete the step with that result."""
-    key_text: str = opts.idempotency_key  # type: ignore[assignment]  # a string (``Phase.step``)
-    key_hash = hash_key(key_text)
-    execution = run.execution
-    state = execution.state or {}
-    unusual = run.stopping or run.deadline is not None or state.get("paused")
-    unusual = bool(unusual or state.get("cancel_requested_at") is not None)
-    if (unusual and is_paused(state)) or not unrecorded(run, key_hash):
-        return await run_step(run, op, name, plain_call(fn, args), opts)
-    run.enter(op, name)
-    try:
-        if unusual:
-            run.check_continue(name, 0)
-        started = execution.now()
-        key, running, text, name_text, hashed = _keyed_running(run, op, name, started, key_text, key_hash)
         await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)
         if execution.faulting:
             execution.fault("before_step", step=name, attempt=1)
@@ -141,41 +93,29 @@ async def run_new_keyed_step(
         finally:
             _CURRENT_STEP.reset(token)
         if failure is not None:
-            call = plain_call(fn, args)
-            return await _retried(run, op, name, call, running, failure, first, started, opts)
+            return await _retried(run, plain_call(fn, args), running, failure, first, started, options)
         if execution.faulting:
             execution.fault("after_side_effect", step=name, attempt=1)
         try:
-            output = _completion(run, op, key, running, name_text, hashed, output_text, value, keyed=True)
+            return _completion(run, op, key, running, name_text, started_text, output_text, value, key_hash)
         except SerializationError as exc:
             raise await unstorable_output(run, op, running, exc, _progress(first, started)) from None
-        execution.remember_idempotent(key_hash, key)
-        return output
     finally:
         run.leave(op)
 
 
-def _keyed_running(
-    run: PhaseRun, op: int, name: str, started: float, key_text: str, key_hash: str
-) -> tuple[str, dict[str, Any], str, str, str]:
-    """A keyed first attempt's start (``run_new_keyed_step``): its storage key, its running
-    entry (now the journal's), that entry's text, the name's text, and the text from the start's
-    instant to the key's hash, which the completion keeps (the key itself it drops)."""
-    running = {
-        "v": jn.OP_VERSION, "kind": "step", "name": name, "status": "running", "attempt": 1,
-        "started_at": started, "idempotency_key": key_text, "idempotency_hash": key_hash,
-    }  # fmt: skip
-    key = run.prefix + str(op).zfill(8)
-    run.entries[op] = running
-    name_text, started_text = encode_basestring(name), number_text(started)
-    hashed = f'{started_text},"idempotency_hash":"{key_hash}"'
-    text = (
-        f"{STEP_TEXT_HEAD}{name_text}{FIRST_RUNNING_TEXT_MIDDLE}{started_text}"
-        f',"idempotency_key":{encode_basestring(key_text)},"idempotency_hash":"{key_hash}"}}'
-    )
-    if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
-        text = jn.encode_entry(key, running)  # its checks, then
-    return key, running, text, name_text, hashed
+def _keyed(
+    running: dict[str, Any], text: str, started_text: str, options: StepOptions, key_hash: str
+) -> tuple[str, str]:
+    """A first attempt's start with a key of the step's own: its two fields added to the running
+    entry, its running text (``keyed_running_text``'s), and the text from the start's instant to
+    the key's hash, which its completion keeps (the key itself it drops:
+    ``keyed_completed_envelope``)."""
+    key_text = options.idempotency_key
+    assert isinstance(key_text, str)  # a key of its own (``Phase.step``)
+    running["idempotency_key"], running["idempotency_hash"] = key_text, key_hash
+    hashed = f',"idempotency_hash":"{key_hash}"'
+    return f'{text[:-1]},"idempotency_key":{encode_basestring(key_text)}{hashed}}}', started_text + hashed
 
 
 def _completion(
@@ -187,7 +127,7 @@ def _completion(
     started_text: str,
     output_text: str,
     data: Any,
-    keyed: bool = False,
+    key_hash: str | None = None,
 ) -> Any:
     """Journal the first attempt's completion with its output (``data``, whose JSON text is
     ``output_text``) and return the output as it reads back: ``completed_envelope`` then
@@ -195,8 +135,8 @@ def _completion(
     written out from the name's and the start's (the encoder's, as ``running_step_text``'s).
     The completed entry's dict is built only if something reads it: an observer handed the
     entries (``hands_entries``), or a journal that keeps its entries (not a window).
-    ``keyed``: a keyed step's (``run_new_keyed_step``), whose key is not journaled once it
-    completed (its hash is, in ``started_text``)."""
+    ``key_hash``: a key of the step's own, whose hash ``started_text`` ends with (the key itself
+    is not journaled once the step completed); the execution then knows the key completed."""
     execution = run.execution
     finished = execution.now()
     finished_text = number_text(finished)
@@ -215,10 +155,13 @@ def _completion(
         entries.pop(op, None)
         if not execution.hands_entries:
             execution.defer(key, text, running["name"])
+            if key_hash is not None:
+                execution.remember_idempotent(key_hash, key)
             return output
     completed = {**running, "status": "completed", "finished_at": finished, "output": output}
-    if keyed:
+    if key_hash is not None:
         del completed["idempotency_key"]
+        execution.remember_idempotent(key_hash, key)
     if not windowed:
         entries[op] = completed
     execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
@@ -227,16 +170,15 @@ def _completion(
 
 async def _retried(
     run: PhaseRun,
-    op: int,
-    name: str,
     call: Callable[..., Any],
     running: dict[str, Any],
     failure: Exception,
     first: FirstAttempt,
     started: float,
-    options: StepOptions = DEFAULT_OPTIONS,
+    options: StepOptions,
 ) -> Any:
-    """The first attempt failed: journal it, then go on as ``run_step`` does (retries)."""
+    """The first attempt (``first``) failed: journal it, then go on as ``run_step`` does (retries)."""
+    name, op = first[2], first[4]
     progress = _progress(first, started)
     await attempt_failed(run, op, name, run.retry, running, failure, progress)
     return await attempts(run, op, name, call, options, run.retry, progress)

@@ -10,7 +10,7 @@ from .. import _journal as jn
 from .._pages import JournalWindow
 from .._signals import Suspend
 from ._child import run_child
-from ._new_step import run_new_keyed_step, run_new_step
+from ._new_step import run_new_step
 from ._run import PhaseRun
 from ._set_state import run_set_state
 from ._sleep import run_sleep
@@ -45,7 +45,7 @@ class Phase(PhaseRun):
                 and options.output is None
                 and options.undo is None
             ):  # its only option is a key of its own (``keyed_options``, the usual keyed step)
-                return run_new_keyed_step(self, op, name, fn, args, options)
+                return run_new_step(self, op, name, fn, args, options)
         replayed = replayed_step(self, op, name, options)
         if replayed is not None:
             return replayed  # no call made: the journal answers
