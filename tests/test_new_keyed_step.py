@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from workkit_workflow import RetryPolicy, current_step, workflow
-from workkit_workflow.definitions._steps import DEFAULT_OPTIONS, plain_call
+from workkit_workflow.definitions._steps import keyed_options, plain_call
 from workkit_workflow.engine import _journal as jn
 from workkit_workflow.engine.phase import _operations
 from workkit_workflow.engine.phase._attempt import hash_key
@@ -39,10 +39,10 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     names: list[str] = []
     new_step = _operations.run_new_step
 
-    def spy(run: PhaseRun, op: int, name: str, fn: Any, args: Any, options: Any = DEFAULT_OPTIONS) -> Any:
-        if options is not DEFAULT_OPTIONS:
+    def spy(run: PhaseRun, op: int, name: str, fn: Any, args: Any, key: str | None = None) -> Any:
+        if key is not None:
             names.append(name)
-        return new_step(run, op, name, fn, args, options)
+        return new_step(run, op, name, fn, args, key)
 
     monkeypatch.setattr(_operations, "run_new_step", spy)
     return names
@@ -52,10 +52,10 @@ def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Send every keyed step the general way, as before ``run_new_step`` took them."""
     new_step = _operations.run_new_step
 
-    def general(run: PhaseRun, op: int, name: str, fn: Any, args: Any, options: Any = DEFAULT_OPTIONS) -> Any:
-        if options is DEFAULT_OPTIONS:
+    def general(run: PhaseRun, op: int, name: str, fn: Any, args: Any, key: str | None = None) -> Any:
+        if key is None:
             return new_step(run, op, name, fn, args)
-        return run_step(run, op, name, plain_call(fn, args), options)
+        return run_step(run, op, name, plain_call(fn, args), keyed_options(key))
 
     monkeypatch.setattr(_operations, "run_new_step", general)
 

@@ -147,11 +147,11 @@ anywhere near this long (Stripe's longest is 255)."""
 
 
 def keyed_options(key: str) -> StepOptions:
-    """``make_options(idempotency_key=key)`` for a non-empty ASCII ``key`` of at most
-    ``MAX_KEY_CHARS`` characters (a step whose only
-    option is its key, the usual keyed step), its fields filled directly: a quarter of the
+    """``make_options(idempotency_key=key)`` for a ``key`` that passes its checks (a step whose
+    only option is its key, the usual keyed step; a non-empty ASCII key of at most
+    ``MAX_KEY_CHARS`` characters needs none), its fields filled directly: a quarter of the
     frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field), and none of the
-    checks, which such a key passes."""
+    checks."""
     options: StepOptions = object.__new__(StepOptions)
     options.__dict__.update(retry=None, timeout=None, idempotency_key=key, output=None, undo=None)
     return options

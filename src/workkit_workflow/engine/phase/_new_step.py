@@ -24,6 +24,7 @@ from ...definitions._steps import (
     FirstAttempt,
     StepOptions,
     first_attempt_context,
+    keyed_options,
     plain_call,
 )
 from ...definitions._values import JSON_TYPES, to_data
@@ -43,18 +44,17 @@ Args = tuple[Any, ...] | None
 
 
 async def run_new_step(
-    run: PhaseRun, op: int, name: str, fn: Fn, args: Args, options: StepOptions = DEFAULT_OPTIONS
+    run: PhaseRun, op: int, name: str, fn: Fn, args: Args, key_text: str | None = None
 ) -> Any:
     """``run_step(run, op, name, call, options)`` for an ``op`` past the journal's end: ``call`` is
-    ``fn(*args)`` (``fn(ctx)`` if ``args`` is None), ``options`` the defaults or a key of its own."""
+    ``fn(*args)`` (``fn(ctx)`` if ``args`` is None), ``options`` the defaults or ``key_text`` alone."""
     execution = run.execution
     state = execution.state or {}  # the usual step's: not paused, not cancelled, no deadline
     unusual = run.stopping or run.deadline is not None or state.get("paused")
     unusual = bool(unusual or state.get("cancel_requested_at") is not None)
-    key_text: str | None = options.idempotency_key  # type: ignore[assignment]  # a str or None
-    key_hash = None if key_text is None else hash_key(key_text)
-    if (unusual and is_paused(state)) or not (key_hash is None or unrecorded(run, key_hash)):
-        return await run_step(run, op, name, plain_call(fn, args), options)  # a key that may be held
+    key_hash = "" if key_text is None else hash_key(key_text)
+    if (unusual and is_paused(state)) or not (key_text is None or unrecorded(run, key_hash)):
+        return await run_step(run, op, name, plain_call(fn, args), _options(key_text))  # a key maybe held
     run.active += 1  # ``run.enter(op, name)``, spelt out
     run.generation += 1
     run.current[op] = name
@@ -70,8 +70,8 @@ async def run_new_step(
         run.entries[op] = running
         name_text, started_text = encode_basestring(name), number_text(started)
         text = f"{STEP_TEXT_HEAD}{name_text}{FIRST_RUNNING_TEXT_MIDDLE}{started_text}}}"
-        if key_hash is not None:  # journaled with the start; the completion keeps its hash
-            text, started_text = _keyed(running, text, started_text, options, key_hash)
+        if key_text is not None:  # journaled with the start; the completion keeps its hash
+            text, started_text = _keyed(running, text, started_text, key_text, key_hash)
         text = text if text.isascii() else jn.encode_entry(key, running)  # its checks, then
         await execution.write({key: text}, entries={key: running} if execution.hands_entries else None)
         if execution.faulting:
@@ -93,7 +93,7 @@ async def run_new_step(
         finally:
             _CURRENT_STEP.reset(token)
         if failure is not None:
-            return await _retried(run, plain_call(fn, args), running, failure, first, started, options)
+            return await _retried(run, plain_call(fn, args), running, failure, first, started)
         if execution.faulting:
             execution.fault("after_side_effect", step=name, attempt=1)
         try:
@@ -105,14 +105,12 @@ async def run_new_step(
 
 
 def _keyed(
-    running: dict[str, Any], text: str, started_text: str, options: StepOptions, key_hash: str
+    running: dict[str, Any], text: str, started_text: str, key_text: str, key_hash: str
 ) -> tuple[str, str]:
     """A first attempt's start with a key of the step's own: its two fields added to the running
     entry, its running text (``keyed_running_text``'s), and the text from the start's instant to
     the key's hash, which its completion keeps (the key itself it drops:
     ``keyed_completed_envelope``)."""
-    key_text = options.idempotency_key
-    assert isinstance(key_text, str)  # a key of its own (``Phase.step``)
     running["idempotency_key"], running["idempotency_hash"] = key_text, key_hash
     hashed = f',"idempotency_hash":"{key_hash}"'
     return f'{text[:-1]},"idempotency_key":{encode_basestring(key_text)}{hashed}}}', started_text + hashed
@@ -127,7 +125,7 @@ def _completion(
     started_text: str,
     output_text: str,
     data: Any,
-    key_hash: str | None = None,
+    key_hash: str = "",
 ) -> Any:
     """Journal the first attempt's completion with its output (``data``, whose JSON text is
     ``output_text``) and return the output as it reads back: ``completed_envelope`` then
@@ -135,8 +133,9 @@ def _completion(
     written out from the name's and the start's (the encoder's, as ``running_step_text``'s).
     The completed entry's dict is built only if something reads it: an observer handed the
     entries (``hands_entries``), or a journal that keeps its entries (not a window).
-    ``key_hash``: a key of the step's own, whose hash ``started_text`` ends with (the key itself
-    is not journaled once the step completed); the execution then knows the key completed."""
+    ``key_hash``: a key of the step's own (none if empty), whose hash ``started_text`` ends with
+    (the key itself is not journaled once the step completed); the execution then knows the key
+    completed."""
     execution = run.execution
     finished = execution.now()
     finished_text = number_text(finished)
@@ -155,11 +154,11 @@ def _completion(
         entries.pop(op, None)
         if not execution.hands_entries:
             execution.defer(key, text, running["name"])
-            if key_hash is not None:
+            if key_hash:
                 execution.remember_idempotent(key_hash, key)
             return output
     completed = {**running, "status": "completed", "finished_at": finished, "output": output}
-    if key_hash is not None:
+    if key_hash:
         del completed["idempotency_key"]
         execution.remember_idempotent(key_hash, key)
     if not windowed:
@@ -175,13 +174,17 @@ async def _retried(
     failure: Exception,
     first: FirstAttempt,
     started: float,
-    options: StepOptions,
 ) -> Any:
     """The first attempt (``first``) failed: journal it, then go on as ``run_step`` does (retries)."""
     name, op = first[2], first[4]
     progress = _progress(first, started)
     await attempt_failed(run, op, name, run.retry, running, failure, progress)
-    return await attempts(run, op, name, call, options, run.retry, progress)
+    return await attempts(run, op, name, call, _options(first[6]), run.retry, progress)
+
+
+def _options(key_text: str | None) -> StepOptions:
+    """The options of a new step with this key of its own (none: the defaults)."""
+    return DEFAULT_OPTIONS if key_text is None else keyed_options(key_text)
 
 
 def _progress(first: FirstAttempt, started: float) -> Progress:

@@ -38,14 +38,15 @@ class Phase(PhaseRun):
             # A new step: nothing to replay.
             if options is DEFAULT_OPTIONS:
                 return run_new_step(self, op, name, fn, args)
+            key = options.idempotency_key
             if (
-                type(options.idempotency_key) is str
+                isinstance(key, str)
                 and options.retry is None
                 and options.timeout is None
                 and options.output is None
                 and options.undo is None
             ):  # its only option is a key of its own (``keyed_options``, the usual keyed step)
-                return run_new_step(self, op, name, fn, args, options)
+                return run_new_step(self, op, name, fn, args, key)
         replayed = replayed_step(self, op, name, options)
         if replayed is not None:
             return replayed  # no call made: the journal answers
