@@ -172,12 +172,12 @@ def make_options(
         raise DefinitionError(f"{where}: retry must be a RetryPolicy, got {type(retry).__name__}")
     if idempotency_key is not None and not (isinstance(idempotency_key, str) or callable(idempotency_key)):
         raise DefinitionError(f"{where}: idempotency_key must be a string or a callable")
-    if isinstance(idempotency_key, str) and not (idempotency_key and is_unicode(idempotency_key)):
-        raise DefinitionError(f"{where}: idempotency_key must be non-empty, valid Unicode text")
-    if isinstance(idempotency_key, str) and len(idempotency_key) > MAX_KEY_CHARS:
-        raise DefinitionError(
-            f"{where}: idempotency_key must be at most {MAX_KEY_CHARS} characters, got {len(idempotency_key)}"
-        )
+    if isinstance(idempotency_key, str):
+        if not (idempotency_key and is_unicode(idempotency_key)):
+            raise DefinitionError(f"{where}: idempotency_key must be non-empty, valid Unicode text")
+        if len(idempotency_key) > MAX_KEY_CHARS:
+            limit, got = MAX_KEY_CHARS, len(idempotency_key)
+            raise DefinitionError(f"{where}: idempotency_key must be at most {limit} characters, got {got}")
     seconds = None if timeout is None else to_seconds(timeout, what=f"{where}: timeout")
     return StepOptions(
         retry=retry, timeout=seconds, idempotency_key=idempotency_key, output=output, undo=undo

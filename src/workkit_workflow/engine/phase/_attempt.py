@@ -117,9 +117,17 @@ def keyed_running_text(name: str, attempt: int, started_at: float, key_text: str
     six fields of ``running_step_text``, then ``idempotency_key`` and ``idempotency_hash``),
     written out: the encoder's whole entry is most of a keyed step's cost above a plain one's.
     ``tests/test_step_envelope.py`` holds it to the encoder's text."""
-    head = jn.running_step_text(name, attempt, started_at)[:-1]
-    key, hashed = encode_basestring(key_text), encode_basestring(key_hash)
-    return f'{head},"idempotency_key":{key},"idempotency_hash":{hashed}}}'
+    fields, _ = key_fields_text(key_text, key_hash)
+    return f"{jn.running_step_text(name, attempt, started_at)[:-1]}{fields}}}"
+
+
+def key_fields_text(key_text: str, key_hash: str) -> tuple[str, str]:
+    """The two fields a keyed running entry's text ends with (``,"idempotency_key":...,
+    "idempotency_hash":...``, before its closing brace), and the last alone: what the step's
+    completed text keeps of them (``keyed_completed_envelope``). The hash (``hash_key``'s
+    ``sha256:`` and hex digits) is a JSON string as it is."""
+    hashed = f',"idempotency_hash":"{key_hash}"'
+    return f',"idempotency_key":{encode_basestring(key_text)}{hashed}', hashed
 
 
 def keyed_completed_envelope(running_text: str, finished_at: float) -> str:

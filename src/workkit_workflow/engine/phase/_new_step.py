@@ -35,7 +35,7 @@ from .._pages import JournalWindow
 from .._pause import is_paused
 from .._plugins import HANDED_MAX
 from .._signals import ControlSignal
-from ._attempt import encode_output, hash_key, limited, unrecorded
+from ._attempt import encode_output, hash_key, key_fields_text, limited, unrecorded
 from ._run import PhaseRun
 from ._step import Progress, attempt_failed, attempts, run_step, unstorable_output
 
@@ -112,8 +112,8 @@ def _keyed(
     the key's hash, which its completion keeps (the key itself it drops:
     ``keyed_completed_envelope``)."""
     running["idempotency_key"], running["idempotency_hash"] = key_text, key_hash
-    hashed = f',"idempotency_hash":"{key_hash}"'
-    return f'{text[:-1]},"idempotency_key":{encode_basestring(key_text)}{hashed}}}', started_text + hashed
+    fields, hashed = key_fields_text(key_text, key_hash)
+    return f"{text[:-1]}{fields}}}", started_text + hashed
 
 
 def _completion(
@@ -146,6 +146,8 @@ def _completion(
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {running['name']!r}")
     output = decoded(data, output_text)
+    if key_hash:  # nothing below can fail: the completion is deferred with it
+        execution.remember_idempotent(key_hash, key)
     entries = run.entries
     windowed = type(entries) is JournalWindow
     if windowed:
@@ -154,13 +156,10 @@ def _completion(
         entries.pop(op, None)
         if not execution.hands_entries:
             execution.defer(key, text, running["name"])
-            if key_hash:
-                execution.remember_idempotent(key_hash, key)
             return output
     completed = {**running, "status": "completed", "finished_at": finished, "output": output}
     if key_hash:
-        del completed["idempotency_key"]
-        execution.remember_idempotent(key_hash, key)
+        del completed["idempotency_key"]  # not journaled once the step completed; its hash stays
     if not windowed:
         entries[op] = completed
     execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
