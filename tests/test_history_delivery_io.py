@@ -20,7 +20,7 @@ from workkit_workflow.engine._ports import KEEP_ALARM
 from workkit_workflow.history import LocalD1
 from workkit_workflow.history._bundle import Bundle, bundle_key, step_piece
 from workkit_workflow.history._d1 import LocalStatement
-from workkit_workflow.history._outbox import BATCH, HEAD, Outbox
+from workkit_workflow.history._outbox import _TAIL_PAGE, BATCH, HEAD, Outbox
 from workkit_workflow.history._projection import projection
 from workkit_workflow.local import LocalNamespace
 
@@ -305,9 +305,9 @@ async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_em
     assert set(puts) == {HEAD} and deletes == [] and mark(puts) is None
 
 
-async def test_a_page_of_all_of_memory_keeps_what_is_captured_while_d1_answers() -> None:
-    """A page that is every bundle memory holds is dropped whole once D1 took it, unless a
-    commit was captured while D1 answered: that one stays in memory for the next page."""
+async def test_a_page_of_memory_s_tail_keeps_what_is_captured_while_d1_answers() -> None:
+    """A run's page (memory's tail, its commits not keyed) is dropped once D1 took it; a
+    commit captured while D1 answered stays in memory for the next page."""
     late: list[dict[str, str]] = []
 
     class _SlowD1(LocalD1):
@@ -325,13 +325,72 @@ async def test_a_page_of_all_of_memory_keeps_what_is_captured_while_d1_answers()
         return outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()})
 
     capture(1), capture(2)
-    page = dict.fromkeys(outbox._memory, "")
-    assert await outbox._deliver_page(page)
-    assert late and list(outbox._memory) == list(outbox._held) and len(outbox._memory) == 1
-    assert not set(outbox._memory) & set(page)
+    assert [bundle.seq for bundle in outbox._tail] == [1, 2] and outbox._memory == outbox._held == {}
+    assert await outbox._deliver_page(outbox._page({}))
+    assert late and [bundle.seq for bundle in outbox._tail] == [3] and outbox._held == {}
     # With no commit meanwhile the page goes whole: memory is left empty.
-    assert await outbox._deliver_page(dict.fromkeys(outbox._memory, ""))
-    assert outbox._memory == {} and outbox._held == {} and len(late) == 1
+    assert await outbox._deliver_page(outbox._page({}))
+    assert outbox._tail == [] and outbox._memory == outbox._held == {} and len(late) == 1
+    assert storage.commits[-1] == ({HEAD: outbox._head()}, [])  # the mark cleared with the last page
+    assert "mem" not in jn.loads(outbox._head())
+
+
+async def test_a_tail_stored_while_d1_answers_is_deleted_once_delivered() -> None:
+    """A commit that stores what memory holds (a retry's entry may overwrite one the tail
+    refers to) while D1 answers the tail's page: that page's records, stored with it, are
+    deleted once delivered; the retry goes out with the next page; nothing goes twice."""
+    storage = _Stored()
+    outbox = _outbox_on(storage)
+    late: list[str] = []
+    batch = outbox.db.batch
+
+    async def slow_batch(statements: Any) -> Any:
+        await asyncio.sleep(0)
+        if not late:  # once, while the delivery task runs
+            retry = {"j:00000002": _step_entry("s2", "retrying", 1, retry_at=9.0, error={"code": "E"})}
+            written = outbox.capture(retry)
+            late.extend(key for key in written if key.startswith("o:0"))
+            await storage.commit(retry | written)
+        return await batch(statements)
+
+    outbox.db.batch = slow_batch  # type: ignore[method-assign]
+    pages: list[list[str]] = []
+    deliver = outbox._deliver_page
+
+    async def delivered(found: dict[str, str]) -> bool:
+        pages.append([] if found is _TAIL_PAGE else list(found))
+        return await deliver(found)
+
+    outbox._deliver_page = delivered  # type: ignore[method-assign]
+
+    async def write(puts: dict[str, str]) -> None:
+        await storage.commit(puts | outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()}))
+
+    await write({"j:00000000": _step_entry("s0", "running", 1)})
+    for op in range(2):  # a step's completion and the next one's start, as the engine writes them
+        await write(
+            {
+                jn.op_key(jn.MAIN, op): _step_entry(f"s{op}", "completed", 1, finished_at=11.0),
+                jn.op_key(jn.MAIN, op + 1): _step_entry(f"s{op + 1}", "running", 1),
+            }
+        )
+    assert len(outbox._tail) == 3 and not any(key.startswith("o:0") for key in storage.data)
+    assert await outbox.settle()
+    assert [bundle_key(seq) for seq in (1, 2, 4)] + [
+        bundle_key(6)
+    ] == late  # the tail's, stored, and the retry's
+    assert pages == [[], [bundle_key(6)]]  # the tail, then the retry alone
+    assert not any(key.startswith("o:0") for key in storage.data)  # every one deleted once delivered
+    assert outbox._tail == [] and outbox._memory == outbox._held == {}
+    events = outbox.db.binding.rows("SELECT op, status FROM wf_transitions WHERE kind = 'step' ORDER BY seq")
+    assert [(e["op"], e["status"]) for e in events] == [
+        (0, "running"),
+        (0, "completed"),
+        (1, "running"),
+        (1, "completed"),
+        (2, "running"),
+        (2, "retrying"),
+    ]
 
 
 async def test_a_short_execution_s_history_costs_one_commit_and_one_d1_batch() -> None:

@@ -236,7 +236,7 @@ def test_a_long_completion_is_held_as_its_text_without_its_output() -> None:
     assert any('"00000000":["big",1,' in str(args) for _, args in statements)  # its page entry
     short = {"j:00000002": {**running, "name": "short"}}
     outbox.capture({"j:00000002": jn.dumps(short["j:00000002"])}, short)
-    assert outbox._memory[max(outbox._memory)].parts is short  # a short one: its values
+    assert outbox._tail[-1].parts is short  # a short one: its values
 
 
 class _Storage:

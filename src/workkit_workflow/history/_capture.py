@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
 
 from ..engine import _journal as jn
@@ -32,7 +33,7 @@ from ._bundle import (
     state_summary,
     step_piece,
 )
-from ._projection import _held_by_row
+from ._plain import foldable
 from ._recovery import lowered, mark_for, read_back
 
 log = logging.getLogger("workkit_workflow.history")
@@ -80,8 +81,8 @@ class Capture:
     # keys CPython shares among a class's instances (each execution's own dict, 1.6 KB).
     __slots__ = (
         "_active", "_execution_id", "_floor", "_flush", "_held", "_last", "_last_text", "_mark",
-        "_memory", "_pending", "_reserved", "_restoring", "_stores", "_unsure", "kick_due", "seq",
-        "undelivered",
+        "_memory", "_pending", "_reserved", "_restoring", "_stores", "_tail", "_unsure", "kick_due",
+        "seq", "undelivered",
     )  # fmt: skip
 
     core: ObservedExecution
@@ -96,23 +97,26 @@ class Capture:
         self._held: dict[str, Bundle] = {}
         """The bundles written and not delivered yet, by key (at most ``HELD``)."""
         self._memory: dict[str, Bundle] = {}
-        """Bundles of commits that wrote no outbox record (all references), by key, in
-        ``_held`` too: the journal holds their entries (``_recovery``). Added in the
-        order of their keys, each commit's sequences new (``Outbox._page`` reads it so)."""
+        """Bundles of commits that wrote no outbox record (all references), by key, in ``_held``
+        too: the journal holds their entries (``_recovery``). In the order of their keys, each
+        commit's sequences new (``Outbox._page`` reads it so)."""
+        self._tail: list[Bundle] = []
+        """The latest such bundles (nearly every commit of a run), not keyed yet, newer than
+        ``_memory``'s: :meth:`_settle_tail` moves them there before anything else reads it; a
+        delivery of the tail alone projects them as they are (``Outbox._deliver_tail``)."""
         self._mark: dict[str, int] = {}
         """The head's ``mem``: per journal prefix, the lowest operation whose transitions may
         be in memory only; empty when none is. Stored with the head, or, while ``_unsure``,
         by the next commit (the stored one is then lower, never higher)."""
         self._floor: tuple[dict[str, int], str | None] = (self._mark, None)
-        """``_mark`` (a dict never changed in place: a new mark is a new dict) and, when it
-        holds the main phase's operation only (a run's usual mark), that operation's key:
-        what ``capture`` compares a commit's keys with, as text (zero-padded, keys sort as
-        their operations do); None otherwise (each key is then looked at, ``lowered``)."""
+        """``_mark`` (never changed in place: a new mark is a new dict) and, when it holds the main
+        phase's operation only (a run's usual mark), that operation's key: what ``capture``
+        compares a commit's lowest key with, as text (zero-padded, keys sort as their operations
+        do); None otherwise (each key is then looked at, ``lowered``)."""
         self._restoring: dict[str, int] | None = None
         """The mark an earlier instance left: what :meth:`restore` reads back."""
         self._unsure = False
-        """Whether the stored head may not hold ``_mark`` (a write failed, or a delivery
-        left the head to the next commit): the next commit stores it."""
+        """Whether the stored head may lack ``_mark`` (``aborted``, a delivery): the next commit stores it."""
         self._stores = 0
         """Commits that stored records, counted as each is issued (``capture``, ``restore``)."""
         self._pending = 0
@@ -125,9 +129,8 @@ class Capture:
         self._reserved = 0
         """The sequence the stored head reserves up to (``SEQ_BLOCK``)."""
         self.kick_due = True
-        """The journal observer's (``_plugins``): False only while the ``LINGER`` timer
-        is set and nothing asks for delivery sooner (``Outbox.kick``): a commit that
-        fills a page or asks for delivery now sets it again."""
+        """The journal observer's (``_plugins``): False only while the ``LINGER`` timer is set and
+        nothing asks for delivery sooner (``Outbox.kick``; a commit that fills a page sets it)."""
 
     def load(self, records: Mapping[str, str], *, complete: bool) -> None:
         """Take the head (and, from a full snapshot, the pending records) as read from storage."""
@@ -145,10 +148,10 @@ class Capture:
                 self.seq = max(self.seq, reserved)
                 self._reserved = reserved
                 self._mark = {str(k): int(v) for k, v in (head.get("mem") or {}).items()}
-                if self._mark and not self._memory:
+                if self._mark and not (self._memory or self._tail):
                     self._restoring = dict(self._mark)  # it died with records in memory only
         if complete:
-            self.undelivered = bool(self._restoring or self._memory) or any(
+            self.undelivered = bool(self._restoring or self._memory or self._tail) or any(
                 k.startswith(RECORD_PREFIX) for k in records
             )
 
@@ -159,12 +162,13 @@ class Capture:
         ``entries``: the values of some of them as the engine built them.
 
         Nearly every commit of a run holds a step's transitions only, every value handed
-        over: its bundle stays in memory only, as the values or, past ``HELD``, as
-        references (``Bundle.parts``), under the head's mark (the journal holds it all)."""
+        over: its bundle stays in memory only (``_tail``), as the values or, past ``HELD``,
+        as references (``Bundle.parts``), under the head's mark (the journal holds it all)."""
         try:
             if entries is None or len(entries) != len(puts) or self._restoring is not None:
                 return self._capture(puts, entries)
-            held = len(self._held)
+            tail = self._tail
+            held = len(tail) + len(self._held)
             if held < HELD:
                 parts: Parts = entries
             elif held < HELD_REFERENCES:
@@ -176,19 +180,15 @@ class Capture:
                 execution_id = self._execution_id = self.core.execution_id
             seq = self.seq + 1
             self.seq += len(entries)
-            key = jn.OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
-            bundle = _new(Bundle, (key, "", seq, None, execution_id, parts))
-            self._memory[key] = self._held[key] = bundle
+            tail.append(_new(Bundle, ("", "", seq, None, execution_id, parts)))  # Bundle.held, keyed later
             mark = self._mark
             marked, floor = self._floor
             if marked is not mark:
                 floor = jn.op_key(jn.MAIN, mark[jn.MAIN]) if mark.keys() == {jn.MAIN} else None
                 self._floor = (mark, floor)
-            for op_key in entries:
-                # A key under the floor: a lower operation, or a compensation's (``c:`` sorts first).
-                if floor is None or op_key < floor:
-                    mark = lowered(mark, entries)
-                    break
+            # A key under the floor: a lower operation, or a compensation's (``c:`` sorts first).
+            if floor is None or min(entries) < floor:
+                mark = lowered(mark, entries)
             if self.seq > self._reserved or mark is not self._mark or self._unsure:
                 return self._recorded({}, mark, True)
             self.undelivered = True  # ``_recorded`` of a commit that stores no head, spelt out
@@ -205,6 +205,7 @@ class Capture:
     def _capture(
         self, puts: Mapping[str, str], entries: Mapping[str, Mapping[str, Any]] | None
     ) -> dict[str, str]:
+        self._settle_tail()
         pieces: list[Piece] | None = None
         if entries is not None and len(entries) == len(puts):
             # The engine built every value: a step's transitions, read without their texts.
@@ -292,17 +293,12 @@ class Capture:
         return f'{{"v":{jn.VERSION},"seq":{self.seq},"reserved":{self._reserved},{tail}}}'
 
     def _store(self, out: dict[str, str], seq: int, at: float, pieces: list[Piece]) -> None:
-        """Put the records of a commit (``pieces``, sequences from ``seq`` on) and of every
-        bundle memory holds into ``out``: one record for all when memory's are transitions
-        their steps' rows hold (the record's one time is then no event's) and no delivery
-        has a page of them in hand, else a record each. A short execution's end then
-        writes, and later deletes, one record rather than one per step."""
+        """Put the records of a commit (``pieces``, sequences from ``seq`` on) and of every bundle
+        memory holds into ``out``: one record for all when memory's are transitions their steps'
+        rows hold (the record's one time is then no event's) and no delivery has a page of them
+        in hand, else one each: a short execution's end writes (and deletes) one record."""
         first = next(iter(self._memory.values()), None)
-        if (
-            first is not None
-            and not self._delivering()
-            and (held := _foldable(self._memory, seq)) is not None
-        ):
+        if first is not None and not self._delivering() and (held := foldable(self._memory, seq)) is not None:
             self._drop_memory()
             seq, pieces = first.seq, held + pieces
         elif first is not None:
@@ -316,8 +312,8 @@ class Capture:
         self._stores += 1
 
     def _delivering(self) -> bool:
-        """Whether a delivery may have a page of what memory holds in hand (``Outbox``'s):
-        each bundle is then stored under its own key, the one the delivery drops after it."""
+        """Whether a delivery may have a page of memory's in hand (``Outbox``'s): each bundle is
+        then stored under its own key, the one the delivery drops after it."""
         return True
 
     def _store_memory(self, out: dict[str, str]) -> None:
@@ -333,21 +329,29 @@ class Capture:
         for key in self._memory:
             self._held.pop(key, None)
         self._memory.clear()
+        self._tail = []
+
+    def _settle_tail(self) -> None:
+        """Key ``_tail``'s bundles into ``_memory`` and ``_held``; a new tail (a delivery tells so)."""
+        if self._tail:
+            for bundle in self._tail:
+                key = bundle_key(bundle.seq)
+                self._memory[key] = self._held[key] = bundle._replace(key=key)
+            self._tail = []
 
     def aborted(self) -> None:
-        """A write failed after :meth:`capture` saw it: what memory holds may hold its
-        records, which never happened, and the head it carried was not stored. As after a
-        crash, the journal says what did happen: the next drive reads it back from the
-        lowest operation any record held here names (``restore``), and the next write
-        stores the head again."""
-        mark = mark_for(self._held.values(), self._restoring)
+        """A write failed after :meth:`capture` saw it: memory may hold its records, which never
+        happened, and the head it carried was not stored. As after a crash, the journal says
+        what did happen: the next drive reads it back from the lowest operation any record
+        held here names (``restore``), and the next write stores the head again."""
+        mark = mark_for(chain(self._held.values(), self._tail), self._restoring)
         self._drop_memory()
         self._restoring = mark or None
         self._unsure = True
 
     def _memory_mark(self) -> dict[str, int]:
         """The mark the head needs for what is in memory now (and what waits for ``restore``)."""
-        return mark_for(self._memory.values(), self._restoring)
+        return mark_for(chain(self._memory.values(), self._tail), self._restoring)
 
     async def restore(self) -> None:
         """Store what the journal shows of the transitions an earlier instance held in
@@ -370,19 +374,3 @@ class Capture:
             self._restoring, self._unsure = restoring, True  # the mark stays: the next drive tries again
             raise
         self.undelivered = True
-
-
-def _foldable(memory: Mapping[str, Bundle], seq: int) -> list[Piece] | None:
-    """The pieces of the bundles memory holds (``Capture._memory``), if each holds values
-    whose transitions their steps' rows hold, and their sequences run on to ``seq``; else None."""
-    out: list[Piece] = []
-    expected: int | None = None
-    for bundle in memory.values():
-        if isinstance(bundle.parts, list) or (expected is not None and bundle.seq != expected):
-            return None
-        pieces = plain_pieces(bundle.parts)
-        if any(_held_by_row(piece.entry or {}) is None for piece in pieces):
-            return None
-        out += pieces
-        expected = bundle.seq + len(pieces)
-    return out if expected == seq else None

@@ -42,7 +42,7 @@ from typing import Any
 from ..engine._outbox import Delivery
 from ..engine._plugins import ObservedExecution, register_observer
 from ..engine._ports import KEEP_ALARM, Cancellable, call_later, from_the_loop
-from ._bundle import UNREAD, Bundle, Record
+from ._bundle import UNREAD, Bundle, Record, bundle_key
 from ._capture import BATCH, HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
 from ._plain import plain_projection
@@ -60,6 +60,10 @@ LINGER = 0.25
 
 SEND_TIMEOUT = 10.0
 """Seconds one D1 batch may take before the delivery counts as failed."""
+
+_TAIL_PAGE: dict[str, str] = {"o:tail": ""}
+"""The page ``Outbox._page`` hands the delivery when memory's tail is all there is (told by
+identity): the first ``BATCH`` of its bundles, delivered as they are (``_deliver_tail``)."""
 
 
 class Outbox(Capture, Delivery):
@@ -157,7 +161,7 @@ class Outbox(Capture, Delivery):
         return self._task is not None and not self._task.done()
 
     def _page_wanted(self, found: dict[str, str]) -> bool:
-        if len(found) >= BATCH or self._settling:
+        if (len(self._tail) if found is _TAIL_PAGE else len(found)) >= BATCH or self._settling:
             return True  # settling means everything, partial pages too
         # A partial page goes once per flush: what later writes add waits for theirs.
         drain, self._drain = self._drain, False
@@ -185,6 +189,10 @@ class Outbox(Capture, Delivery):
             await self.core.storage.set_alarm(None)
 
     def _page(self, stored: dict[str, str]) -> dict[str, str]:
+        if self._tail:
+            if not (stored or self._memory):
+                return _TAIL_PAGE  # nearly every page of a run
+            self._settle_tail()
         if not self._memory:
             return stored
         if not stored:
@@ -195,6 +203,8 @@ class Outbox(Capture, Delivery):
 
     async def _deliver_page(self, found: dict[str, str]) -> bool:
         """Send a whole page to D1 in one batch, then drop it from storage (and memory)."""
+        if found is _TAIL_PAGE:
+            return await self._deliver_tail()
         self.core.fault("in_history", records=len(found))
         # Nearly every page of a run: every bundle memory holds, and only those.
         held = self._memory if found.keys() == self._memory.keys() == self._held.keys() else None
@@ -207,25 +217,70 @@ class Outbox(Capture, Delivery):
                     check = already_projected(self.db, self._execution_id or self.core.execution_id, records)
                     quiet = await self._within(check, SEND_TIMEOUT, "D1")
                 statements = projection(records, quiet)
-            await self._within(self.db.batch(statements), SEND_TIMEOUT, "D1")
         except Exception as exc:
-            why = "history delivery failed (%d records pending): %r" + _missing_migration(exc)
-            await self._back_off(why, len(found), exc)
+            return await self._failed(exc, len(found))
+        if not await self._sent(statements, len(found)):
             return False
         if held is not None and len(held) == len(self._held) == len(found):
-            stored: list[str] = []  # nothing was captured meanwhile
+            stored: list[str] = []  # nothing was captured meanwhile (the tail takes what is)
             self._held.clear()
             held.clear()
         else:
-            stored = [key for key in found if key not in self._memory]
-            for key in found:
-                self._held.pop(key, None)
-                self._memory.pop(key, None)
+            stored = self._forget(found)
+        await self._delivered(stored)
+        return True
+
+    async def _deliver_tail(self) -> bool:
+        """Send the first page of memory's tail (``Capture._tail``) to D1 as it is, then drop it."""
+        tail = self._tail
+        page = tail[:BATCH]
+        try:
+            statements = plain_projection(self._execution_id or self.core.execution_id, page)
+        except Exception as exc:
+            return await self._failed(exc, len(page))
+        if statements is None:  # something else than plain steps: delivered as records
+            self._settle_tail()
+            return await self._deliver_page(self._page({}))
+        self.core.fault("in_history", records=len(page))
+        if not await self._sent(statements, len(page)):
+            return False
+        if self._tail is tail:
+            del tail[: len(page)]  # what the run added meanwhile stays
+            stored: list[str] = []
+        else:  # settled while D1 answered: the page's bundles are memory's, or were stored since
+            stored = self._forget(dict.fromkeys([bundle_key(bundle.seq) for bundle in page], ""))
+        await self._delivered(stored)
+        return True
+
+    async def _sent(self, statements: list[Statement], records: int) -> bool:
+        """Whether D1 ran ``statements`` (a page of ``records``), else backed off."""
+        try:
+            await self._within(self.db.batch(statements), SEND_TIMEOUT, "D1")
+        except Exception as exc:
+            return await self._failed(exc, records)
+        return True
+
+    async def _failed(self, exc: Exception, records: int) -> bool:
+        why = "history delivery failed (%d records pending): %r" + _missing_migration(exc)
+        await self._back_off(why, records, exc)
+        return False
+
+    def _forget(self, found: dict[str, str]) -> list[str]:
+        """Forget the delivered bundles of ``found``; the keys of those stored."""
+        stored = [key for key in found if key not in self._memory]
+        for key in found:
+            self._held.pop(key, None)
+            self._memory.pop(key, None)
+        return stored
+
+    async def _delivered(self, stored: list[str]) -> None:
+        """A page is in D1: delete what of it was ``stored``, with the head and alarm this leaves."""
         puts: dict[str, str] = {}
         mark = self._memory_mark()
+        in_memory = bool(self._memory or self._tail)
         if mark != self._mark:
             self._mark = mark
-            if stored or not (self._memory or self._active):
+            if stored or not (in_memory or self._active):
                 puts[HEAD] = self._head()
             else:
                 # The run goes on (it holds more in memory, or its last status recorded is
@@ -240,13 +295,12 @@ class Outbox(Capture, Delivery):
         if listed is not None and listed[1].issubset(stored):
             clean = listed[0]  # every record that was stored then is gone with this commit
         alarm: Any = KEEP_ALARM
-        if self._alarm_ours and clean == self._stores and not self._memory:
+        if self._alarm_ours and clean == self._stores and not in_memory:
             # Nothing waits after this commit: the alarm only this outbox wanted goes with it.
             alarm, self._alarm_ours = None, False
         if stored or puts or alarm is None:
             await self.core.storage.commit(puts, stored, alarm)
         self._clean = clean
-        return True
 
     async def _stored(self) -> dict[str, str]:
         stores = self._stores

@@ -8,19 +8,30 @@ completion carries failed attempts, is a ``wf_step_rows`` row as the records wou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
 from ..engine import _journal as jn
-from ._bundle import Bundle, Record
+from ._bundle import Bundle, Piece, Record, plain_pieces
 from ._d1 import Statement, inserts
-from ._pages import _INSTANTS, Pages, page_inserts, page_step
-from ._projection import _NOT_PLAIN, _PLAIN_COLUMNS, _PLAIN_CONFLICT, execution_events, execution_inserts
+from ._pages import _INSTANTS, Pages, _instant, page_inserts, page_step
+from ._projection import (
+    _NOT_PLAIN,
+    _PLAIN_COLUMNS,
+    _PLAIN_CONFLICT,
+    _held_by_row,
+    execution_events,
+    execution_inserts,
+)
 
 _USUAL = _NOT_PLAIN | {"errors", "attempt_started_at"}
 """A completion with none of these keys (its first attempt, with nothing rare) is the usual
 one, which :func:`plain_projection` writes itself when its instants' texts are known."""
+
+_NOT_DONE: Mapping[str, Any] = {"status": None}
+"""What :func:`plain_projection` reads of a bundle's two values that are not a completion and the
+next step's start, in this order: no usual pair."""
 
 _NO_START: tuple[None, None] = (None, None)
 """What :func:`plain_projection` finds of a completion's start that its page does not hold."""
@@ -33,59 +44,87 @@ def plain_projection(
     holds anything else (then :func:`projection` of their records says it); D1 then shows
     what :func:`projection`'s would (``tests/test_history_transitions.py`` compares them).
 
-    Nearly every page of a run: each bundle a step's completion and the next one's start,
-    as the values the engine built (``Capture.capture``). A page with bundles of pieces (a
-    short execution's whole history) is first split (:func:`_split`): ``executions`` are
-    its execution records. One pass, in the order of the operations: a start waits for its
-    completion, which writes the step's page entry (the usual one here, any other through
-    :func:`page_step`); a start left over, or a completion that is not a page's (failed
-    attempts, an instant that is no whole millisecond), is a row."""
+    Nearly every page of a run: each bundle a step's completion and the next one's start, as
+    the values the engine built (``Capture.capture``), a usual pair (first attempts, nothing
+    rare, instants whose texts are known) written here, its start kept for the next bundle.
+    Any other bundle goes through :func:`_other`; a page of bundles of pieces (a short
+    execution's history) is split first (:func:`_split`; ``executions``: its execution records)."""
     starts: dict[str, tuple[int, Mapping[str, Any]]] = {}
     rows: list[tuple[Any, ...]] = []
     pages: Pages = {}
     instants: Mapping[Any, str] = _INSTANTS
-    block = ""
+    block = before = ""  # the block of the page entry written last; the start kept from the bundle before
     page: list[str] = []
+    kept: tuple[int, Mapping[str, Any]] = (0, {})  # that start's sequence and entry
+    started: int | None
     for bundle in bundles:
         parts = bundle.parts
-        if isinstance(parts, list):
-            split = _split(execution_id, bundles)
-            return None if split is None else plain_projection(execution_id, *split)
-        seq = bundle.seq
-        if len(parts) == 2:  # a step's completion and the next one's start: nearly every bundle
-            first, second = parts
-            keys: Iterable[str] = (first, second) if first < second else (second, first)
-        else:
-            keys = sorted(parts)
-        for key in keys:
-            entry = parts[key]
-            status = entry["status"]
-            if status == "running":
-                if entry["attempt"] != 1:
-                    return None  # a later attempt's start: an event
-                starts[key] = seq, entry  # a first attempt's start
-                seq += 1
-                continue
-            if status != "completed":
-                return None
-            started = starts.pop(key, _NO_START)[0]
+        if type(parts) is dict and len(parts) == 2:
+            key, after = parts
+            done, start = (parts[key], parts[after]) if key < after else (_NOT_DONE, _NOT_DONE)
             if (
-                _USUAL.isdisjoint(entry)
-                and entry["attempt"] == 1
-                and (begun := instants.get(entry.get("started_at"))) is not None
-                and (ended := instants.get(entry.get("finished_at"))) is not None
+                start["status"] == "running"
+                and start["attempt"] == 1
+                and done["status"] == "completed"
+                and done["attempt"] == 1
+                and _USUAL.isdisjoint(done)
+                and (begun := instants.get(at := done.get("started_at")) or _instant(at)) is not None
+                and (ended := instants.get(at := done.get("finished_at")) or _instant(at)) is not None
             ):  # page_step's entry, spelt out (the transitions tests compare the two)
+                if key == before:
+                    started = kept[0]
+                else:
+                    if before:
+                        starts[before] = kept
+                    started = starts.pop(key, _NO_START)[0]
                 if key[:-2] != block:
                     block = key[:-2]
                     page = pages.setdefault(block, [])
+                seq = bundle.seq
                 page.append(
-                    f'"{key[2:]}":[{encode_basestring(entry.get("name") or "")},1,{begun},null,{ended},{seq},'
+                    f'"{key[2:]}":[{encode_basestring(done.get("name") or "")},1,{begun},null,{ended},{seq},'
                     f"{'null' if started is None else started}]"
                 )
-            elif not _unusual(pages, rows, execution_id, key, entry, seq, started):
-                return None
-            seq += 1
+                before, kept = after, (seq + 1, start)
+                continue
+        if isinstance(parts, list):
+            split = _split(execution_id, bundles)
+            return None if split is None else plain_projection(execution_id, *split)
+        if before:
+            starts[before], before = kept, ""
+        if not _other(pages, rows, starts, execution_id, bundle):
+            return None
+    if before:
+        starts[before] = kept
     return _statements(execution_id, starts, rows, pages, executions)
+
+
+def _other(
+    pages: Pages,
+    rows: list[tuple[Any, ...]],
+    starts: dict[str, tuple[int, Mapping[str, Any]]],
+    execution_id: str,
+    bundle: Bundle,
+) -> bool:
+    """A bundle of :func:`plain_projection`'s page that is not the usual one, in the order of
+    its operations: a first attempt's start waits for its completion in ``starts``, a
+    completion goes on its page or is a row (:func:`_unusual`); False if it holds anything else."""
+    parts = bundle.parts
+    assert not isinstance(parts, list)  # a bundle of values (plain_projection splits the others)
+    seq = bundle.seq
+    for key in sorted(parts):
+        entry = parts[key]
+        status = entry["status"]
+        if status == "running":
+            if entry["attempt"] != 1:
+                return False  # a later attempt's start: an event
+            starts[key] = seq, entry
+        elif status != "completed" or not _unusual(
+            pages, rows, execution_id, key, entry, seq, starts.pop(key, _NO_START)[0]
+        ):
+            return False
+        seq += 1
+    return True
 
 
 def _statements(
@@ -191,3 +230,20 @@ def plain_row(
         started,
         finished,
     )
+
+
+def foldable(memory: Mapping[str, Bundle], seq: int) -> list[Piece] | None:
+    """The pieces of the bundles memory holds (``Capture._memory``, for the end's fold of
+    ``Capture._store``), if each holds values whose transitions their steps' rows hold, and
+    their sequences run on to ``seq``; else None."""
+    out: list[Piece] = []
+    expected: int | None = None
+    for bundle in memory.values():
+        if isinstance(bundle.parts, list) or (expected is not None and bundle.seq != expected):
+            return None
+        pieces = plain_pieces(bundle.parts)
+        if any(_held_by_row(piece.entry or {}) is None for piece in pieces):
+            return None
+        out += pieces
+        expected = bundle.seq + len(pieces)
+    return out if expected == seq else None
