@@ -145,8 +145,8 @@ def _held_while(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
     def spy(self: Capture, puts: Any, entries: Any = None) -> dict[str, str]:
         out = capture(self, puts, entries)
-        bundles = [*self._held.values(), *self._tail]
-        held.append((sum(not isinstance(bundle.parts, list) for bundle in bundles), len(bundles)))
+        values = sum(not isinstance(bundle.parts, list) for bundle in self._held.values()) + len(self._tail)
+        held.append((values, len(self._held) + len(self._tail)))
         return out
 
     monkeypatch.setattr(Capture, "capture", spy)

@@ -31,9 +31,9 @@ from ._ports import Clock, Storage
 
 HANDED_MAX = 1024
 """The longest entry text whose value the engine hands to its observers (``capture``'s
-``entries``). A longer one holds a large output, which an observer that keeps values
-until it delivers them (the history's, for hundreds of commits) must not keep: it reads
-the text instead."""
+``entries``) with its output. A longer one holds a large output, which an observer that keeps
+values until it delivers them (the history's, for hundreds of commits) must not keep: it reads
+the text instead. No observer reads an output: a value built for the observers alone has none."""
 
 
 class ObservedExecution(Protocol):
@@ -82,7 +82,8 @@ class JournalObserver(Protocol):
         ``entries``: the values of some of ``puts`` as the engine built them, to read
         instead of decoding their texts: only a step's entries, running (with its
         attempt's number) or completed, and a completion only when its text is at most
-        ``HANDED_MAX`` long. The engine changes neither a value nor the mapping after the
+        ``HANDED_MAX`` long or its value lacks the output (a first attempt's over a journal
+        that keeps no entries). The engine changes neither a value nor the mapping after the
         write (``ExecutionState.write``): an observer may keep both."""
         ...
 

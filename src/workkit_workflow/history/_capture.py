@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from itertools import chain
 from typing import Any
 
 from ..engine import _journal as jn
 from ..engine._plugins import ObservedExecution
 from ._bundle import (
     Bundle,
-    Parts,
     Piece,
     bundle_key,
     bundles,
@@ -33,11 +31,11 @@ from ._bundle import (
     state_summary,
     step_piece,
 )
+from ._held import Held
 from ._plain import foldable
 from ._recovery import lowered, mark_for, read_back
 
 log = logging.getLogger("workkit_workflow.history")
-_new = tuple.__new__
 
 HEAD = jn.OUTBOX + "head"
 RECORD_PREFIX = jn.OUTBOX + "0"
@@ -74,15 +72,14 @@ READ_BACK_PAGE = 40
 _ACTIVE = ("pending", "running")
 
 
-class Capture:
+class Capture(Held):
     """The records an execution's commits carry, and what only memory holds of them."""
 
     # Slots: with its delivery's, ``_outbox.Outbox`` has 33 attributes, past the 30 whose
     # keys CPython shares among a class's instances (each execution's own dict, 1.6 KB).
     __slots__ = (
-        "_active", "_execution_id", "_floor", "_flush", "_held", "_last", "_last_text", "_mark",
-        "_memory", "_pending", "_reserved", "_restoring", "_stores", "_tail", "_unsure", "kick_due",
-        "seq", "undelivered",
+        "_active", "_floor", "_flush", "_last", "_last_text", "_mark", "_pending", "_reserved",
+        "_restoring", "_stores", "_unsure", "kick_due", "seq", "undelivered",
     )  # fmt: skip
 
     core: ObservedExecution
@@ -90,20 +87,10 @@ class Capture:
     """Whether records may wait (in storage or in memory): the delivery's to clear."""
 
     def __init__(self) -> None:
+        Held.__init__(self)
         self.seq = 0
         self._last: list[Any] | None = None
         self._last_text = "null"
-        self._execution_id: str | None = None
-        self._held: dict[str, Bundle] = {}
-        """The bundles written and not delivered yet, by key (at most ``HELD``)."""
-        self._memory: dict[str, Bundle] = {}
-        """Bundles of commits that wrote no outbox record (all references), by key, in ``_held``
-        too: the journal holds their entries (``_recovery``). In the order of their keys, each
-        commit's sequences new (``Outbox._page`` reads it so)."""
-        self._tail: list[Bundle] = []
-        """The latest such bundles (nearly every commit of a run), not keyed yet, newer than
-        ``_memory``'s: :meth:`_settle_tail` moves them there before anything else reads it; a
-        delivery of the tail alone projects them as they are (``Outbox._deliver_tail``)."""
         self._mark: dict[str, int] = {}
         """The head's ``mem``: per journal prefix, the lowest operation whose transitions may
         be in memory only; empty when none is. Stored with the head, or, while ``_unsure``,
@@ -170,17 +157,14 @@ class Capture:
             tail = self._tail
             held = len(tail) + len(self._held)
             if held < HELD:
-                parts: Parts = entries
+                if not tail:
+                    self._tail_seq = self.seq + 1
+                tail.append(entries)
             elif held < HELD_REFERENCES:
-                parts = plain_pieces(entries, values=False)
+                self._keep_references(entries)
             else:
                 return self._capture(puts, entries)
-            execution_id = self._execution_id
-            if execution_id is None:
-                execution_id = self._execution_id = self.core.execution_id
-            seq = self.seq + 1
             self.seq += len(entries)
-            tail.append(_new(Bundle, ("", "", seq, None, execution_id, parts)))  # Bundle.held, keyed later
             mark = self._mark
             marked, floor = self._floor
             if marked is not mark:
@@ -316,42 +300,28 @@ class Capture:
         then stored under its own key, the one the delivery drops after it."""
         return True
 
-    def _store_memory(self, out: dict[str, str]) -> None:
-        """Put every bundle held in memory only into ``out`` (the commit being made)."""
-        for kept in self._memory.values():
-            for bundle in kept.stored():
-                out[bundle.key] = bundle.text
-                self._held[bundle.key] = bundle
-        self._memory.clear()
-
-    def _drop_memory(self) -> None:
-        """Forget every bundle memory alone holds (stored otherwise, or never written)."""
-        for key in self._memory:
-            self._held.pop(key, None)
-        self._memory.clear()
-        self._tail = []
-
-    def _settle_tail(self) -> None:
-        """Key ``_tail``'s bundles into ``_memory`` and ``_held``; a new tail (a delivery tells so)."""
-        if self._tail:
-            for bundle in self._tail:
-                key = bundle_key(bundle.seq)
-                self._memory[key] = self._held[key] = bundle._replace(key=key)
-            self._tail = []
+    def _keep_references(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Keep a commit of a step's transitions in memory as references only (past ``HELD``:
+        read back from the journal as they go out), after what the tail holds."""
+        self._settle_tail()
+        seq = self.seq + 1
+        key = bundle_key(seq)
+        pieces = plain_pieces(entries, values=False)
+        self._memory[key] = self._held[key] = Bundle.held(key, seq, None, self._id(), pieces)
 
     def aborted(self) -> None:
         """A write failed after :meth:`capture` saw it: memory may hold its records, which never
         happened, and the head it carried was not stored. As after a crash, the journal says
         what did happen: the next drive reads it back from the lowest operation any record
         held here names (``restore``), and the next write stores the head again."""
-        mark = mark_for(chain(self._held.values(), self._tail), self._restoring)
+        mark = self._tail_mark(mark_for(self._held.values(), self._restoring))
         self._drop_memory()
         self._restoring = mark or None
         self._unsure = True
 
     def _memory_mark(self) -> dict[str, int]:
         """The mark the head needs for what is in memory now (and what waits for ``restore``)."""
-        return mark_for(chain(self._memory.values(), self._tail), self._restoring)
+        return self._tail_mark(mark_for(self._memory.values(), self._restoring))
 
     async def restore(self) -> None:
         """Store what the journal shows of the transitions an earlier instance held in

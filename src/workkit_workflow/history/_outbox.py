@@ -36,7 +36,7 @@ records, and what memory holds of it, is ``_capture``'s.
 from __future__ import annotations
 
 import logging
-from itertools import chain, islice
+from itertools import accumulate, chain, islice
 from typing import Any
 
 from ..engine._outbox import Delivery
@@ -45,7 +45,7 @@ from ..engine._ports import KEEP_ALARM, Cancellable, call_later, from_the_loop
 from ._bundle import UNREAD, Bundle, Record, bundle_key
 from ._capture import BATCH, HEAD, HELD, RECORD_PREFIX, SEQ_BLOCK, Capture
 from ._d1 import D1Port, Statement
-from ._plain import plain_projection
+from ._plain import plain_projection, tail_projection
 from ._projection import projection
 from ._records import records_of, resolved
 from ._recovery import already_projected
@@ -232,10 +232,10 @@ class Outbox(Capture, Delivery):
 
     async def _deliver_tail(self) -> bool:
         """Send the first page of memory's tail (``Capture._tail``) to D1 as it is, then drop it."""
-        tail = self._tail
+        tail, seq = self._tail, self._tail_seq
         page = tail[:BATCH]
         try:
-            statements = plain_projection(self._execution_id or self.core.execution_id, page)
+            statements = tail_projection(self._execution_id or self.core.execution_id, seq, page)
         except Exception as exc:
             return await self._failed(exc, len(page))
         if statements is None:  # something else than plain steps: delivered as records
@@ -244,11 +244,13 @@ class Outbox(Capture, Delivery):
         self.core.fault("in_history", records=len(page))
         if not await self._sent(statements, len(page)):
             return False
+        seqs = list(accumulate(map(len, page), initial=seq))  # each commit's, and the next one's
         if self._tail is tail:
             del tail[: len(page)]  # what the run added meanwhile stays
+            self._tail_seq = seqs[-1]
             stored: list[str] = []
         else:  # settled while D1 answered: the page's bundles are memory's, or were stored since
-            stored = self._forget(dict.fromkeys([bundle_key(bundle.seq) for bundle in page], ""))
+            stored = self._forget(dict.fromkeys(map(bundle_key, seqs[:-1]), ""))
         await self._delivered(stored)
         return True
 

@@ -8,12 +8,14 @@ completion carries failed attempts, is a ``wf_step_rows`` row as the records wou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
 from json.encoder import encode_basestring
+from operator import attrgetter
 from typing import Any
 
 from ..engine import _journal as jn
-from ._bundle import Bundle, Piece, Record, plain_pieces
+from ._bundle import Bundle, Parts, Piece, Record, plain_pieces
 from ._d1 import Statement, inserts
 from ._pages import _INSTANTS, Pages, _instant, page_inserts, page_step
 from ._projection import (
@@ -36,19 +38,45 @@ next step's start, in this order: no usual pair."""
 _NO_START: tuple[None, None] = (None, None)
 """What :func:`plain_projection` finds of a completion's start that its page does not hold."""
 
+_SPLIT: list[Statement] = []
+"""What :func:`_project` returns for a page with bundles of pieces (:func:`_split` first)."""
+
+_PARTS, _SEQ = attrgetter("parts"), attrgetter("seq")
+
+
+def tail_projection(
+    execution_id: str, seq: int, commits: Sequence[Mapping[str, Mapping[str, Any]]]
+) -> list[Statement] | None:
+    """:func:`plain_projection` of a page of memory's tail (``Capture._tail``): the values of
+    each of ``commits``, their sequences from ``seq`` on."""
+    statements = _project(execution_id, commits, accumulate(map(len, commits), initial=seq), None)
+    return None if statements is _SPLIT else statements
+
 
 def plain_projection(
     execution_id: str, bundles: list[Bundle], executions: list[Record] | None = None
+) -> list[Statement] | None:
+    """The statements of a page of bundles held in memory (:func:`_project`); a page with
+    bundles of pieces (a short execution's history) is split first (:func:`_split`;
+    ``executions``: its execution records)."""
+    statements = _project(execution_id, map(_PARTS, bundles), map(_SEQ, bundles), executions)
+    if statements is not _SPLIT:
+        return statements
+    split = _split(execution_id, bundles)
+    return None if split is None else plain_projection(execution_id, *split)
+
+
+def _project(
+    execution_id: str, commits: Iterable[Parts], seqs: Iterable[int], executions: list[Record] | None
 ) -> list[Statement] | None:
     """The statements of a page of plain steps' bundles held in memory, or None when it
     holds anything else (then :func:`projection` of their records says it); D1 then shows
     what :func:`projection`'s would (``tests/test_history_transitions.py`` compares them).
 
-    Nearly every page of a run: each bundle a step's completion and the next one's start, as
+    Nearly every page of a run: each commit a step's completion and the next one's start, as
     the values the engine built (``Capture.capture``), a usual pair (first attempts, nothing
-    rare, instants whose texts are known) written here, its start kept for the next bundle.
-    Any other bundle goes through :func:`_other`; a page of bundles of pieces (a short
-    execution's history) is split first (:func:`_split`; ``executions``: its execution records)."""
+    rare, instants whose texts are known) written here, its start kept for the next commit.
+    Any other commit goes through :func:`_other`; ``_SPLIT`` if one holds pieces."""
     starts: dict[str, tuple[int, Mapping[str, Any]]] = {}
     rows: list[tuple[Any, ...]] = []
     pages: Pages = {}
@@ -57,8 +85,7 @@ def plain_projection(
     page: list[str] = []
     kept: tuple[int, Mapping[str, Any]] = (0, {})  # that start's sequence and entry
     started: int | None
-    for bundle in bundles:
-        parts = bundle.parts
+    for parts, seq in zip(commits, seqs, strict=False):  # a tail's ``seqs`` go on one past it
         if type(parts) is dict and len(parts) == 2:
             key, after = parts
             done, start = (parts[key], parts[after]) if key < after else (_NOT_DONE, _NOT_DONE)
@@ -80,7 +107,6 @@ def plain_projection(
                 if key[:-2] != block:
                     block = key[:-2]
                     page = pages.setdefault(block, [])
-                seq = bundle.seq
                 page.append(
                     f'"{key[2:]}":[{encode_basestring(done.get("name") or "")},1,{begun},null,{ended},{seq},'
                     f"{'null' if started is None else started}]"
@@ -88,11 +114,10 @@ def plain_projection(
                 before, kept = after, (seq + 1, start)
                 continue
         if isinstance(parts, list):
-            split = _split(execution_id, bundles)
-            return None if split is None else plain_projection(execution_id, *split)
+            return _SPLIT
         if before:
             starts[before], before = kept, ""
-        if not _other(pages, rows, starts, execution_id, bundle):
+        if not _other(pages, rows, starts, execution_id, parts, seq):
             return None
     if before:
         starts[before] = kept
@@ -104,14 +129,12 @@ def _other(
     rows: list[tuple[Any, ...]],
     starts: dict[str, tuple[int, Mapping[str, Any]]],
     execution_id: str,
-    bundle: Bundle,
+    parts: Mapping[str, Mapping[str, Any]],
+    seq: int,
 ) -> bool:
     """A bundle of :func:`plain_projection`'s page that is not the usual one, in the order of
     its operations: a first attempt's start waits for its completion in ``starts``, a
     completion goes on its page or is a row (:func:`_unusual`); False if it holds anything else."""
-    parts = bundle.parts
-    assert not isinstance(parts, list)  # a bundle of values (plain_projection splits the others)
-    seq = bundle.seq
     for key in sorted(parts):
         entry = parts[key]
         status = entry["status"]

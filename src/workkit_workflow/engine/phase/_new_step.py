@@ -157,11 +157,16 @@ def _completion(
         if not execution.hands_entries:
             execution.defer(key, text, running["name"])
             return output
-    completed = {**running, "status": "completed", "finished_at": finished, "output": output}
+    completed = {**running, "status": "completed", "finished_at": finished}
     if key_hash:
         del completed["idempotency_key"]  # not journaled once the step completed; its hash stays
-    if not windowed:
-        entries[op] = completed
+    if windowed:
+        # For the observers alone, which never read the output (``HANDED_MAX``): without it, the
+        # value holds no container, and the history keeps it untracked by the collector.
+        execution.defer(key, text, running["name"], completed)
+        return output
+    completed["output"] = output
+    entries[op] = completed
     execution.defer(key, text, running["name"], completed if len(text) <= HANDED_MAX else None)
     return output
 
