@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..engine._journal import OUTBOX
 from ..engine._plugins import ObservedExecution
-from ._bundle import Bundle, bundle_key
+from ._bundle import Bundle
 from ._recovery import lowered
+
+_new = tuple.__new__
 
 
 class Held:
@@ -56,10 +59,10 @@ class Held:
         """Make the bundles of ``_tail``'s commits, in ``_memory`` and ``_held``; a new tail
         (a delivery with a page of the old one in hand tells so)."""
         if self._tail:
-            seq, execution_id = self._tail_seq, self._id()
+            seq, execution_id, memory, held = self._tail_seq, self._id(), self._memory, self._held
             for entries in self._tail:
-                key = bundle_key(seq)
-                self._memory[key] = self._held[key] = Bundle.held(key, seq, None, execution_id, entries)
+                key = OUTBOX + str(seq).zfill(12)  # bundle_key(seq) and Bundle.held, spelt out
+                memory[key] = held[key] = _new(Bundle, (key, "", seq, None, execution_id, entries))
                 seq += len(entries)
             self._tail = []
 
