@@ -335,6 +335,28 @@ async def test_a_page_of_memory_s_tail_keeps_what_is_captured_while_d1_answers()
     assert "mem" not in jn.loads(outbox._head())
 
 
+async def test_a_head_read_past_the_tail_leaves_its_sequences_and_moves_the_next_ones() -> None:
+    """Another instance's head (a reservation past this one's) read while the tail holds
+    commits: theirs stay as they were, the next commit's come after that reservation."""
+    outbox = _outbox_on(_Storage())
+
+    def capture(op: int) -> None:
+        puts = {jn.op_key(jn.MAIN, op): _step_entry(f"s{op}", "running", 1)}
+        outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()})
+
+    capture(0), capture(1)
+    outbox.load(
+        {HEAD: jn.dumps({"v": jn.VERSION, "seq": 900, "reserved": 1000, "last": None})}, complete=False
+    )
+    capture(2)
+    outbox._settle_tail()
+    assert [(bundle.key, bundle.seq) for bundle in outbox._memory.values()] == [
+        (bundle_key(1), 1),
+        (bundle_key(2), 2),
+        (bundle_key(1001), 1001),
+    ]
+
+
 async def test_a_tail_stored_while_d1_answers_is_deleted_once_delivered() -> None:
     """A commit that stores what memory holds (a retry's entry may overwrite one the tail
     refers to) while D1 answers the tail's page: that page's records, stored with it, are

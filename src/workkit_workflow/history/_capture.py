@@ -130,6 +130,7 @@ class Capture(Held):
             # past its reservation. Never back: a stale read must not make us reuse one.
             reserved = int(head.get("reserved", head.get("seq", 0)))
             if reserved > self._reserved:
+                self._settle_tail()  # its sequences are its own; the tail's next ones follow the head's
                 self._last = head.get("last")
                 self._last_text = jn.dumps(self._last)
                 self.seq = max(self.seq, reserved)
