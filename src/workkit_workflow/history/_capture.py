@@ -150,8 +150,9 @@ class Capture(Held):
         ``entries``: the values of some of them as the engine built them.
 
         Nearly every commit of a run holds a step's transitions only, every value handed
-        over: its bundle stays in memory only (``_tail``), as the values or, past ``HELD``,
-        as references (``Bundle.parts``), under the head's mark (the journal holds it all)."""
+        over: it stays in memory only, as the values (``Held._tail``) or, past ``HELD``, as a
+        bundle of references (``_keep_references``), under the head's mark (the journal holds
+        it all)."""
         try:
             if entries is None or len(entries) != len(puts) or self._restoring is not None:
                 return self._capture(puts, entries)

@@ -63,7 +63,7 @@ SEND_TIMEOUT = 10.0
 
 _TAIL_PAGE: dict[str, str] = {"o:tail": ""}
 """The page ``Outbox._page`` hands the delivery when memory's tail is all there is (told by
-identity): the first ``BATCH`` of its bundles, delivered as they are (``_deliver_tail``)."""
+identity): the first ``BATCH`` of its commits, delivered as they are (``_deliver_tail``)."""
 
 
 class Outbox(Capture, Delivery):
@@ -231,14 +231,14 @@ class Outbox(Capture, Delivery):
         return True
 
     async def _deliver_tail(self) -> bool:
-        """Send the first page of memory's tail (``Capture._tail``) to D1 as it is, then drop it."""
+        """Send the first page of memory's tail (``Held._tail``) to D1 as it is, then drop it."""
         tail, seq = self._tail, self._tail_seq
         page = tail[:BATCH]
         try:
             statements = tail_projection(self._execution_id or self.core.execution_id, seq, page)
         except Exception as exc:
             return await self._failed(exc, len(page))
-        if statements is None:  # something else than plain steps: delivered as records
+        if statements is None:  # not only plain steps: its bundles go as records
             self._settle_tail()
             return await self._deliver_page(self._page({}))
         self.core.fault("in_history", records=len(page))

@@ -32,7 +32,7 @@ _USUAL = _NOT_PLAIN | {"errors", "attempt_started_at"}
 one, which :func:`plain_projection` writes itself when its instants' texts are known."""
 
 _NOT_DONE: Mapping[str, Any] = {"status": None}
-"""What :func:`plain_projection` reads of a bundle's two values that are not a completion and the
+"""What :func:`_project` reads of a commit's two values that are not a completion and the
 next step's start, in this order: no usual pair."""
 
 _NO_START: tuple[None, None] = (None, None)
@@ -47,7 +47,7 @@ _PARTS, _SEQ = attrgetter("parts"), attrgetter("seq")
 def tail_projection(
     execution_id: str, seq: int, commits: Sequence[Mapping[str, Mapping[str, Any]]]
 ) -> list[Statement] | None:
-    """:func:`plain_projection` of a page of memory's tail (``Capture._tail``): the values of
+    """:func:`plain_projection` of a page of memory's tail (``Held._tail``): the values of
     each of ``commits``, their sequences from ``seq`` on."""
     statements = _project(execution_id, commits, accumulate(map(len, commits), initial=seq), None)
     return None if statements is _SPLIT else statements
