@@ -150,10 +150,10 @@ def defer_with_output(
     *,
     key: str | None = None,
     data: Any,
-) -> None:
+) -> Any:
     """Journal a completed record whose output is ``data``, encoded as ``output_text``
     (``envelope``: the record's text without the output, if known; ``key``: the entry's
-    storage key, if the caller has it)."""
+    storage key, if the caller has it); the output, as it reads back."""
     # The output is serialized once and spliced into the entry's JSON, and
     # the step's return value is decoded from it: first run and replay see
     # the same value (tuples become lists, as they will on replay).
@@ -164,10 +164,20 @@ def defer_with_output(
     text = f'{envelope[:-1]},"output":{output_text}}}'
     if not (text.isascii() and len(key) + len(text) <= jn.MAX_VALUE_BYTES):
         jn.check_size(key, text, what=f"output of step {record['name']!r}")
-    record["output"] = decoded(data, output_text)
+    output = decoded(data, output_text)
+    execution = run.execution
+    if execution.hands_entries and type(run.entries) is JournalWindow and not record.get("undo"):
+        # ``PhaseRun.completed`` forgets the record: it is for the observers alone, which never
+        # read the output (``HANDED_MAX``). Without it, the value holds no container, and the
+        # history keeps it untracked by the collector.
+        run.completed(op, record)
+        execution.defer(key, text, record["name"], record)
+        return output
+    record["output"] = output
     run.completed(op, record)
     # A long text's value holds a large output: observers read the text (``HANDED_MAX``).
-    run.execution.defer(key, text, record["name"], record if len(text) <= HANDED_MAX else None)
+    execution.defer(key, text, record["name"], record if len(text) <= HANDED_MAX else None)
+    return output
 
 
 async def invoke(

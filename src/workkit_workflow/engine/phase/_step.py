@@ -240,12 +240,11 @@ async def _attempt(
         execution.fault("after_side_effect", step=name, attempt=progress.attempt)
     completed, envelope = _completion(running, running_text, key_hash, execution.now())
     try:
-        defer_with_output(run, op, completed, output_text, envelope, key=key, data=data)
+        output = defer_with_output(run, op, completed, output_text, envelope, key=key, data=data)
     except SerializationError as exc:
         raise await unstorable_output(run, op, running, exc, progress) from None
     if key_hash is not None:
         execution.remember_idempotent(key_hash, key)
-    output = completed["output"]
     return output if options.output is None else _output(options, output, name)
 
 
