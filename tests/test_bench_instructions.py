@@ -118,9 +118,10 @@ def test_counts_rise_with_each_part_and_repeat() -> None:
     engine, hooks, no_statements, history = (per_step[cell] for cell in parts)
     # The observer's calls cost little since the engine skips those that would do nothing
     # (``kick_due``, ``steers_kept_alarm``): no less than the engine alone (to the method's
-    # 1%), and well under what the capture and delivery add after them.
+    # 1%), and under a tenth of it (7% here and in CI since the history's tail: the capture
+    # and delivery after them, about 6k a step, now cost less than the calls, 7k).
     assert hooks > engine * 0.99, per_step
-    assert hooks - engine < (no_statements - engine) / 2, per_step
+    assert hooks - engine < engine / 10, per_step
     assert hooks < no_statements < history, per_step  # the capture, then the statements, count
     assert VALGRIND is not None
     with ThreadPoolExecutor(2) as pool:
