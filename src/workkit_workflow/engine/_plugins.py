@@ -83,8 +83,9 @@ class JournalObserver(Protocol):
         instead of decoding their texts: only a step's entries, running (with its
         attempt's number) or completed, and a completion only when its text is at most
         ``HANDED_MAX`` long or its value lacks the output (over a journal that keeps no
-        entries, where the value is built for the observers alone). The engine changes neither a value nor the mapping after the
-        write (``ExecutionState.write``): an observer may keep both."""
+        entries, where the value is built for the observers alone). The engine changes
+        neither a value nor the mapping after the write (``ExecutionState.write``): an
+        observer may keep both."""
         ...
 
     def alarm_for(self, alarm: Any) -> Any:
