@@ -227,6 +227,17 @@ class _LateStatement(LocalStatement):
         return await super().all()
 
 
+def _handed(outbox: Outbox, puts: dict[str, str]) -> dict[str, str]:
+    """``outbox.capture`` of a commit whose every value the engine handed over."""
+    return outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()})
+
+
+def _transitions(outbox: Outbox) -> list[tuple[int, str]]:
+    """The step transitions D1 holds, as (operation, status), in order."""
+    rows = outbox.db.binding.rows("SELECT op, status FROM wf_transitions WHERE kind = 'step' ORDER BY seq")
+    return [(row["op"], row["status"]) for row in rows]
+
+
 def _outbox_on(storage: _Storage, database: Any = None) -> Outbox:
     loop = asyncio.get_running_loop()
     core = SimpleNamespace(
@@ -271,13 +282,7 @@ async def test_what_a_failed_write_leaves_to_read_back_is_delivered_after_storag
     await write({"j:00000001": _step_entry("b", "retrying", 1, retry_at=9.0, error={"code": "E"})})
     assert await outbox.settle()
     assert not any(k.startswith("o:0") for k in storage.data)
-    events = outbox.db.binding.rows("SELECT op, status FROM wf_transitions WHERE kind = 'step' ORDER BY seq")
-    assert [(e["op"], e["status"]) for e in events] == [
-        (0, "running"),
-        (0, "completed"),
-        (1, "running"),
-        (1, "retrying"),
-    ]
+    assert _transitions(outbox) == [(0, "running"), (0, "completed"), (1, "running"), (1, "retrying")]
 
 
 async def test_the_mark_moves_with_the_next_commit_and_is_cleared_when_memory_empties() -> None:
@@ -322,7 +327,7 @@ async def test_a_page_of_memory_s_tail_keeps_what_is_captured_while_d1_answers()
 
     def capture(op: int) -> dict[str, str]:
         puts = {jn.op_key(jn.MAIN, op): _step_entry(f"s{op}", "running", 1)}
-        return outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()})
+        return _handed(outbox, puts)
 
     capture(1), capture(2)
     assert (outbox._tail_seq, len(outbox._tail)) == (1, 2) and outbox._memory == outbox._held == {}
@@ -342,7 +347,7 @@ async def test_a_head_read_past_the_tail_leaves_its_sequences_and_moves_the_next
 
     def capture(op: int) -> None:
         puts = {jn.op_key(jn.MAIN, op): _step_entry(f"s{op}", "running", 1)}
-        outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()})
+        _handed(outbox, puts)
 
     capture(0), capture(1)
     outbox.load(
@@ -386,7 +391,7 @@ async def test_a_tail_stored_while_d1_answers_is_deleted_once_delivered() -> Non
     outbox._deliver_page = delivered  # type: ignore[method-assign]
 
     async def write(puts: dict[str, str]) -> None:
-        await storage.commit(puts | outbox.capture(puts, {key: jn.loads(text) for key, text in puts.items()}))
+        await storage.commit(puts | _handed(outbox, puts))
 
     await write({"j:00000000": _step_entry("s0", "running", 1)})
     for op in range(2):  # a step's completion and the next one's start, as the engine writes them
@@ -398,14 +403,11 @@ async def test_a_tail_stored_while_d1_answers_is_deleted_once_delivered() -> Non
         )
     assert len(outbox._tail) == 3 and not any(key.startswith("o:0") for key in storage.data)
     assert await outbox.settle()
-    assert [bundle_key(seq) for seq in (1, 2, 4)] + [
-        bundle_key(6)
-    ] == late  # the tail's, stored, and the retry's
+    assert late == [bundle_key(seq) for seq in (1, 2, 4, 6)]  # the tail's, stored, and the retry's
     assert pages == [[], [bundle_key(6)]]  # the tail, then the retry alone
     assert not any(key.startswith("o:0") for key in storage.data)  # every one deleted once delivered
     assert outbox._tail == [] and outbox._memory == outbox._held == {}
-    events = outbox.db.binding.rows("SELECT op, status FROM wf_transitions WHERE kind = 'step' ORDER BY seq")
-    assert [(e["op"], e["status"]) for e in events] == [
+    assert _transitions(outbox) == [
         (0, "running"),
         (0, "completed"),
         (1, "running"),
@@ -469,8 +471,7 @@ async def test_an_instance_after_a_crash_recovers_from_the_journal_and_projects_
     await second.restore()
     assert "mem" not in jn.loads(storage.data[HEAD])
     assert await second.settle()
-    rows = first.db.binding.rows("SELECT op, status FROM wf_transitions WHERE kind = 'step' ORDER BY seq")
-    assert [(r["op"], r["status"]) for r in rows] == [(0, "running"), (0, "completed"), (1, "running")]
+    assert _transitions(first) == [(0, "running"), (0, "completed"), (1, "running")]
     # Then it keeps the next steps in memory again.
     assert not any(
         k.startswith("o:0") for k in second.capture({"j:00000002": _step_entry("c", "running", 1)})
