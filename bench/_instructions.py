@@ -237,7 +237,7 @@ def _strip(cell: str) -> None:
         _capture.Capture.capture = lambda self, puts, entries=None: {}  # type: ignore[method-assign]
     elif cell == "history-no-statements":
         _outbox.plain_projection = lambda execution_id, bundles, executions=None: []
-        _outbox.tail_projection = lambda execution_id, seq, commits: []  # a run's pages
+        _outbox.tail_projection = lambda execution_id, commits, seqs: []  # a run's pages
     elif cell == "history-no-sql":
         _d1.LocalD1._run = lambda self, batch: []  # type: ignore[method-assign]
 

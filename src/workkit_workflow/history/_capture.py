@@ -207,8 +207,7 @@ class Capture(Held):
             last = self._last
         if not pieces:
             return {}
-        if self._execution_id is None:
-            self._execution_id = self.core.execution_id
+        execution_id = self._id()
         seq, at = self.seq + 1, self.core.now()
         out: dict[str, str] = {}
         self.seq += len(pieces)
@@ -220,7 +219,7 @@ class Capture(Held):
         ):
             # Only references: the journal entries of this commit hold all of it.
             key = bundle_key(seq)
-            self._memory[key] = self._held[key] = Bundle.held(key, seq, at, self._execution_id, pieces)
+            self._memory[key] = self._held[key] = Bundle.held(key, seq, at, execution_id, pieces)
             mark = lowered(mark, [piece.key for piece in pieces])
         else:
             # It may overwrite an entry a bundle in memory refers to (a retry's start, a
@@ -289,9 +288,7 @@ class Capture(Held):
             seq, pieces = first.seq, held + pieces
         elif first is not None:
             self._store_memory(out)
-        execution_id = self._execution_id
-        assert execution_id is not None  # ``_capture`` sets it before storing anything
-        for bundle in bundles(seq, at, execution_id, pieces):
+        for bundle in bundles(seq, at, self._id(), pieces):
             out[bundle.key] = bundle.text
             if len(self._held) < HELD:
                 self._held[bundle.key] = bundle

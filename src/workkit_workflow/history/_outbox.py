@@ -232,10 +232,11 @@ class Outbox(Capture, Delivery):
 
     async def _deliver_tail(self) -> bool:
         """Send the first page of memory's tail (``Held._tail``) to D1 as it is, then drop it."""
-        tail, seq = self._tail, self._tail_seq
+        tail = self._tail
         page = tail[:BATCH]
+        seqs = list(accumulate(map(len, page), initial=self._tail_seq))  # each commit's, and one past
         try:
-            statements = tail_projection(self._execution_id or self.core.execution_id, seq, page)
+            statements = tail_projection(self._execution_id or self.core.execution_id, page, seqs)
         except Exception as exc:
             return await self._failed(exc, len(page))
         if statements is None:  # not only plain steps: its bundles go as records
@@ -244,7 +245,6 @@ class Outbox(Capture, Delivery):
         self.core.fault("in_history", records=len(page))
         if not await self._sent(statements, len(page)):
             return False
-        seqs = list(accumulate(map(len, page), initial=seq))  # each commit's, and the next one's
         if self._tail is tail:
             del tail[: len(page)]  # what the run added meanwhile stays
             self._tail_seq = seqs[-1]

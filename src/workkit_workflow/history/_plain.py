@@ -9,7 +9,6 @@ completion carries failed attempts, is a ``wf_step_rows`` row as the records wou
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import accumulate
 from json.encoder import encode_basestring
 from operator import attrgetter
 from typing import Any
@@ -45,11 +44,12 @@ _PARTS, _SEQ = attrgetter("parts"), attrgetter("seq")
 
 
 def tail_projection(
-    execution_id: str, seq: int, commits: Sequence[Mapping[str, Mapping[str, Any]]]
+    execution_id: str, commits: Sequence[Mapping[str, Mapping[str, Any]]], seqs: Sequence[int]
 ) -> list[Statement] | None:
     """:func:`plain_projection` of a page of memory's tail (``Held._tail``): the values of
-    each of ``commits``, their sequences from ``seq`` on."""
-    statements = _project(execution_id, commits, accumulate(map(len, commits), initial=seq), None)
+    each of ``commits``, and the sequence of each one's first record (``seqs``; one more, past
+    the page, is not read)."""
+    statements = _project(execution_id, commits, seqs, None)
     return None if statements is _SPLIT else statements
 
 
@@ -132,8 +132,8 @@ def _other(
     parts: Mapping[str, Mapping[str, Any]],
     seq: int,
 ) -> bool:
-    """A bundle of :func:`plain_projection`'s page that is not the usual one, in the order of
-    its operations: a first attempt's start waits for its completion in ``starts``, a
+    """A commit of :func:`_project`'s page that is not the usual pair, in the order of its
+    operations: a first attempt's start waits for its completion in ``starts``, a
     completion goes on its page or is a row (:func:`_unusual`); False if it holds anything else."""
     for key in sorted(parts):
         entry = parts[key]
@@ -256,7 +256,7 @@ def plain_row(
 
 
 def foldable(memory: Mapping[str, Bundle], seq: int) -> list[Piece] | None:
-    """The pieces of the bundles memory holds (``Capture._memory``, for the end's fold of
+    """The pieces of the bundles memory holds (``Held._memory``, for the end's fold of
     ``Capture._store``), if each holds values whose transitions their steps' rows hold, and
     their sequences run on to ``seq``; else None."""
     out: list[Piece] = []
