@@ -348,6 +348,7 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
     )
     top = max(results)
     flat = max(cpu_medians.values()) / min(cpu_medians.values())
+    print(_less_collector(results))
     return [
         at_least(
             f"{top:,} concurrent executions, executions/s",
@@ -362,6 +363,21 @@ def concurrency(results: dict[int, list[_engine.ConcurrencyResult]]) -> list[Ver
             suffix="x",
         ),
     ]
+
+
+def _less_collector(results: dict[int, list[_engine.ConcurrencyResult]]) -> str:
+    """The flatness target's ratio with the collector's time taken out of each run's CPU
+    (no target): how much of the rise is the garbage collector's."""
+    medians = {
+        count: statistics.median((r.cpu - r.gc_seconds) / r.total for r in runs)
+        for count, runs in results.items()
+    }
+    low, high = min(medians, key=medians.__getitem__), max(medians, key=medians.__getitem__)
+    return (
+        f"no target: CPU per execution less the collector's time, largest / smallest median:"
+        f" {medians[high] / medians[low]:.2f}x ({medians[high] * 1e3:.3f} ms at {high:,},"
+        f" {medians[low] * 1e3:.3f} ms at {low:,})"
+    )
 
 
 def _objects(runs: Sequence[_engine.ConcurrencyResult]) -> str:

@@ -46,3 +46,17 @@ def test_report_divides_by_every_execution_timed(capsys: pytest.CaptureFixture[s
     assert ": 1.50x " in flat.line and flat.met is False  # 1.5 ms over 1 ms
     row = next(line for line in out.splitlines() if line.startswith("10 "))
     assert " 2.0 " in row  # 8 collections over 4 rounds
+
+
+def test_report_takes_the_collector_out_of_the_ratio_it_prints_without_a_target(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 1 ms and 1.5 ms an execution, of which the collector 0.05 and 0.5 ms: 1.05x less it.
+    small = [_run(10, 4, 0.04, 0.04, 8)]
+    small[0].gc_seconds = 0.002
+    large = [_run(40, 1, 0.06, 0.05, 3)]
+    large[0].gc_seconds = 0.020
+    _report.concurrency({10: small, 40: large})
+    line = next(x for x in capsys.readouterr().out.splitlines() if "less the collector" in x)
+    assert line.startswith("no target: ")
+    assert line.endswith(": 1.05x (1.000 ms at 40, 0.950 ms at 10)"), line
