@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, Protocol, cast
 
@@ -74,10 +75,11 @@ class Deferral:
             self._pending_steps = []
 
     def deferring(self, body: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
-        """``body`` (a phase body, to run as a task) with the deferral's end of the loop
-        turn tied to it: what it defers and has not written when it suspends or ends is
-        flushed then. A step's completion is nearly always carried by the next
-        operation's write before the body suspends, so it costs no callback."""
+        """``body`` (a phase body, which the phase awaits) with the deferral's end of the
+        loop turn tied to it: what it defers and has not written when it suspends or ends
+        is flushed then. A step's completion is nearly always carried by the next
+        operation's write before the body suspends, so it costs no callback. The body
+        runs in a copy of the context it starts in, as it would in a task of its own."""
         return _Deferring(body, self)
 
     def _schedule_flush(self) -> None:
@@ -118,20 +120,24 @@ async def _flush(state: _Writer) -> None:
 class _Deferring(Coroutine[Any, Any, Any]):
     """A phase body that schedules the flush of the completions it left pending each
     time it suspends or ends. It runs ``body`` as ``await body`` would, without a
-    coroutine of its own around it (every turn of the body goes through it)."""
+    coroutine of its own around it (every turn of the body goes through it), in a
+    context of its own: what the body sets in context variables stays its own, as in
+    a task of its own (the next phase's body does not see it)."""
 
-    __slots__ = ("_body", "_state")
+    __slots__ = ("_body", "_context", "_state")
 
     def __init__(self, body: Coroutine[Any, Any, Any], state: Deferral) -> None:
         self._body = body
         self._state = state
+        self._context = contextvars.copy_context()
 
     def __next__(self) -> Any:
-        # How a task resumes its coroutine (``_resume`` spelt out: a call less per turn).
+        # How an await resumes it with nothing sent (``_resume`` spelt out: a call less
+        # per turn).
         state = self._state
         state._driving = True
         try:
-            return self._body.send(None)
+            return self._context.run(self._body.send, None)
         finally:
             state._driving = False
             if state._pending:
@@ -141,14 +147,15 @@ class _Deferring(Coroutine[Any, Any, Any]):
         return self._resume(self._body.send, value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        # A task throws the exception instance alone (the other forms are deprecated).
+        # A task throws the exception instance alone, and an await passes it on so
+        # (the other forms are deprecated).
         return self._resume(self._body.throw, typ if val is None else val)
 
     def _resume(self, step: Callable[[Any], Any], arg: Any) -> Any:
         state = self._state
         state._driving = True
         try:
-            return step(arg)
+            return self._context.run(step, arg)
         finally:
             state._driving = False
             if state._pending:

@@ -41,9 +41,9 @@ from ._control import Control
 from ._drive import Driver
 from ._limits import release_mail
 from ._live_state import read as read_live_state
-from ._mail import Mail, reply_with_event
+from ._mail import Mail
 from ._plugins import make_observer
-from ._ports import Clock, Host, Storage, WireResponse
+from ._ports import Clock, Host, Storage
 from ._requests import Requests
 from ._runner import Runner
 from ._state import ExecutionState, FaultHook
@@ -69,7 +69,7 @@ class ExecutionCore:
         self.mail = Mail(self.execution, getattr(host, "peers", None))
         self.execution.observers.append(self.mail)
         self.execution.mail = self.mail
-        self.execution.settle_hooks.append(self._settle_mail)
+        self.execution.settle_hooks.append(settle_mail)
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))
@@ -78,7 +78,7 @@ class ExecutionCore:
         self.driver = Driver(self.execution, registry, backoff, lease=lease, retention=retention)
         self.runner: Runner = self.driver.runner
         self.requests = Requests(self.execution, registry, self.runner, lease=lease)
-        self.mail.on_rejected = self._rejected
+        self.mail.inbox = self.requests  # a refusal becomes an event in the inbox
         self._registry = registry
         self._lease = lease
 
@@ -98,19 +98,6 @@ class ExecutionCore:
     def control(self) -> Control:
         """Operator control (engine/_control.py): pause, continue, delete."""
         return Control(self.execution, self.runner, self.driver.retention, self.requests.view)
-
-    # Hooks as bound methods of this object: one object each kept per execution
-    # object, where a partial or a closure keeps two to four.
-
-    def _settle_mail(self, state: Mapping[str, Any], puts: Mapping[str, str]) -> dict[str, str]:
-        """The settle hooks of children (the outcome for the parent) and of
-        concurrency limits (the slot given back), in that order."""
-        mail = outcome_mail(self.execution, state, puts)
-        return {**mail, **release_mail(self.execution, state, {**puts, **mail})}
-
-    async def _rejected(self, message: dict[str, Any], answer: WireResponse) -> None:
-        """The mail outbox's ``on_rejected``: a refusal becomes an event in the inbox."""
-        await reply_with_event(self.requests.send_event)(message, answer)
 
     # -- what the execution object calls: the wire operations and the alarm handler --
     # Properties, not bound methods kept as attributes: every object the local
@@ -199,3 +186,13 @@ class ExecutionCore:
     async def live_state(self, key: str | None = None) -> dict[str, Any]:
         """What the workflow published with ``ctx.set_state`` (all keys, or one)."""
         return await read_live_state(self.execution, key)
+
+
+def settle_mail(
+    execution: ExecutionState, state: Mapping[str, Any], puts: Mapping[str, str]
+) -> dict[str, str]:
+    """The settle hook of children (the outcome for the parent) and of concurrency limits
+    (the slot given back), in that order. A module function, not a bound method: nothing
+    is kept per execution for it."""
+    mail = outcome_mail(execution, state, puts)
+    return {**mail, **release_mail(execution, state, {**puts, **mail})}

@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ExecutionConflictError, SerializationError
 from . import _journal as jn
@@ -68,6 +68,13 @@ Rejected = Callable[[dict[str, Any], WireResponse], Awaitable[None]]
 """``on_rejected(message, answer)``: the sender's hook for a definitive refusal."""
 
 SendEvent = Callable[[str, Any, "str | None"], Awaitable[Any]]
+
+
+class Inbox(Protocol):
+    """What takes an execution's events (its requests)."""
+
+    @property
+    def send_event(self) -> SendEvent: ...
 
 
 def reply_with_event(send_event: SendEvent) -> Rejected:
@@ -109,7 +116,9 @@ class Mail(Delivery):
             core, record_prefix=RECORD_PREFIX, batch=BATCH, undelivered=False, log=log, what="mail"
         )
         self.peers = peers
-        self.on_rejected: Rejected | None = None
+        self.inbox: Inbox | None = None
+        """Where a definitive refusal of a message that asks for it becomes an event
+        (the execution's requests: :func:`reply_with_event`)."""
         self.seq = 0
         self.delivered = 0
         self.rejected = 0
@@ -253,8 +262,8 @@ class Mail(Delivery):
             answer.status,
             answer.body,
         )
-        if self.on_rejected is not None and message.get("on_rejected"):
-            await self.on_rejected(message, answer)
+        if self.inbox is not None and message.get("on_rejected"):
+            await reply_with_event(self.inbox.send_event)(message, answer)
         dead_key = DEAD + key[len(PREFIX) :]
         dead = {**message, "answer": {"status": answer.status, "body": answer.body}}
         try:

@@ -4,7 +4,7 @@ cancel) its compensation; how each ends (done, handing over, or parked)."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,7 +66,16 @@ class Phases:
         """The body of the main phase's ``run``, with its context."""
         execution = self.execution
         ctx = WorkflowContext(run, execution.execution_id, definition.name, execution.input)
-        return _main_body(definition, ctx, run)
+        if definition.input_type is None:
+            # The workflow's own coroutine, with no frame around it for as long as it runs.
+            try:
+                body = definition.run(ctx, ctx.input)
+            except Exception as exc:  # a function that refuses the call (its signature)
+                return _raising(exc)
+            if inspect.iscoroutine(body):
+                return body
+            return _awaiting(body)
+        return _main_body(definition, ctx)
 
     async def main_stopped(self, definition: Workflow, entries: Entries) -> None:
         """End the main phase that a cancel stopped before its body ran (the drive goes on)."""
@@ -91,9 +100,11 @@ class Phases:
         await self._end_main(definition, outcome, run.entries)
         return None if execution.state and execution.state["phase"] == "compensation" else outcome
 
-    async def _end_main(
+    def _end_main(
         self, definition: Workflow, outcome: Outcome, entries: Mapping[int, dict[str, Any]]
-    ) -> None:
+    ) -> Awaitable[None]:
+        """The write that ends the main phase (returned to await: no frame of its own
+        is held while it is made)."""
         execution = self.execution
         now = execution.now()
         settled = self._settle_entries(jn.MAIN, entries)
@@ -110,12 +121,11 @@ class Phases:
             except SerializationError as exc:
                 outcome = Outcome("failed", error=exc.to_dict(), failed_step=None)
             else:
-                await self._settle(
+                return self._settle(
                     definition,
                     {"status": "completed", "finished_at": now, **jn.waiting_fields(state, [])},
                     puts={**settled, jn.RESULT: text},
                 )
-                return
         if outcome.kind == "stopped" and state.get("cancel_compensate") is False:
             outcome = replace(outcome, compensate=False)  # hook(control): cancel(compensate=False)
         changes = self._ended_changes(outcome, now)
@@ -125,10 +135,9 @@ class Phases:
                 phase="compensation",
                 compensation={"status": "pending", "started_at": None, "finished_at": None, "error": None},
             )
-            await execution.write_state(changes, puts=settled, alarm=now)
-            return
+            return execution.write_state(changes, puts=settled, alarm=now)
         changes.update(compensation=None)
-        await self._settle(definition, changes, puts=settled)
+        return self._settle(definition, changes, puts=settled)
 
     def _ended_changes(self, outcome: Outcome, now: float) -> dict[str, Any]:
         """The state of a main phase that failed or was cancelled."""
@@ -167,20 +176,17 @@ class Phases:
         ctx = self._compensation_context(run, definition, main_entries)
 
         async def body() -> Any:
-            try:
-                execution.fault("in_compensation")
-                # Undo handlers first, last started first; then on_failure, told their outcomes.
-                ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
-                if handler is not None:
-                    result = handler(ctx)
-                    if inspect.isawaitable(result):
-                        result = await result
-                failed = undo.failed_error(ctx.undos)
-                if failed is not None:
-                    raise failed
-                return None
-            finally:
-                run.body_ended()
+            execution.fault("in_compensation")
+            # Undo handlers first, last started first; then on_failure, told their outcomes.
+            ctx.undos = await undo.run_undos(run, definition, main_entries, execution)
+            if handler is not None:
+                result = handler(ctx)
+                if inspect.isawaitable(result):
+                    result = await result
+            failed = undo.failed_error(ctx.undos)
+            if failed is not None:
+                raise failed
+            return None
 
         outcome = await run.execute(body())
         execution.run = None
@@ -236,19 +242,20 @@ class Phases:
 
     # -- ending a drive --------------------------------------------------------
 
-    async def _settle(
+    def _settle(
         self, definition: Workflow, changes: dict[str, Any], puts: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> Awaitable[None]:
         """The execution's last write: phase ``done``, and (hook: control) the alarm
-        that deletes its storage after the retention period (``_retention``)."""
+        that deletes its storage after the retention period (``_retention``). The write
+        is returned to await, with no coroutine of this method's (the state's write tells
+        the requests waiting for the execution once it is made)."""
         finished_at = changes.get("finished_at")
         delete_at = self.retention.delete_at(
             definition.retention, finished_at if isinstance(finished_at, float | int) else None
         )
-        await self.execution.write_state(
+        return self.execution.write_state(
             {**changes, "phase": "done", "delete_at": delete_at}, puts=puts, alarm=delete_at
         )
-        self.execution.announce_settled()
 
     async def _park(self, outcome: Outcome) -> None:
         execution = self.execution
@@ -293,14 +300,21 @@ class Phases:
         return puts
 
 
-async def _main_body(definition: Workflow, ctx: WorkflowContext, run: Phase) -> Any:
+async def _raising(exc: Exception) -> Any:
+    """A body that fails as its call did (then as if raised by the body)."""
+    raise exc
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    """A body that awaits what a workflow function returned that is not a coroutine."""
+    return await awaitable
+
+
+async def _main_body(definition: Workflow, ctx: WorkflowContext) -> Any:
     """The workflow body, its input validated first (a module function: a closure's cells
-    would be held for as long as the body runs); it tells ``run`` as it ends."""
-    try:
-        value = ctx.input
-        if definition.input_type is not None:
-            value = validate(definition.input_type, value, what="workflow input")
-            ctx.input = value
-        return await definition.run(ctx, value)
-    finally:
-        run.body_ended()
+    would be held for as long as the body runs)."""
+    value = ctx.input
+    if definition.input_type is not None:
+        value = validate(definition.input_type, value, what="workflow input")
+        ctx.input = value
+    return await definition.run(ctx, value)

@@ -28,8 +28,9 @@ from ._ports import KEEP_ALARM, Clock, Host, Storage, StorageReadError
 from ._signals import StorageFailure
 
 FaultHook = Callable[..., None]
-SettleHook = Callable[[Mapping[str, Any], Mapping[str, str]], Mapping[str, str]]
-"""``hook(state, puts)``: records to add to the write that settles the execution."""
+SettleHook = Callable[["ExecutionState", Mapping[str, Any], Mapping[str, str]], Mapping[str, str]]
+"""``hook(execution, state, puts)``: records to add to the write that settles the execution
+(a module function: nothing is kept per execution for it)."""
 
 
 def _noop_fault(point: str, **info: Any) -> None:
@@ -108,8 +109,7 @@ class ExecutionState(Deferral):
         self.mail: Mail | None = None
         """The outbox of requests to other objects (set by ``ExecutionCore``)."""
         self.settle_hooks: list[SettleHook] = []
-        """Called in the write that moves the execution to ``phase: done`` (a child's
-        outcome for its parent is one)."""
+        """Called in the write that settles it (``phase: done``): a child's outcome for its parent."""
         self.run: LiveRun | None = None
         """The phase run in progress, if any (set by the phases, read by requests)."""
         self.begun: str | None = None
@@ -247,12 +247,12 @@ class ExecutionState(Deferral):
         # request interleaving at the await sees (and builds on) the new state.
         assert self.state is not None
         previous = self.state
-        # hook(control): while paused the status stays "paused" (engine/_pause.py)
-        state = hold_status(previous, {**previous, **changes, "updated_at": self.now()})
-        if self.settle_hooks and state.get("phase") == "done" and previous.get("phase") != "done":
+        state = hold_status(previous, {**previous, **changes, "updated_at": self.now()})  # hook(control)
+        settles = state.get("phase") == "done" and previous.get("phase") != "done"
+        if settles and self.settle_hooks:
             extra = dict(puts or {})
             for hook in self.settle_hooks:
-                extra.update(hook(state, extra))
+                extra.update(hook(self, state, extra))
             puts = extra
         text = jn.encode_record(jn.STATE, state, what="execution state")
         self.state = state
@@ -262,6 +262,8 @@ class ExecutionState(Deferral):
             if self.state is state:
                 self.state = previous  # nothing was written: the cache follows storage
             raise
+        if settles:  # the execution's last write is made: wake its waiters
+            self.announce_settled()
 
     def forget(self) -> None:
         """Drop cached state after a failed write: storage is the truth, reload it."""
@@ -354,8 +356,7 @@ class ExecutionState(Deferral):
         return self._settled
 
     def announce_settled(self) -> None:
-        """The execution is settled: wake the requests waiting for it, if any (an
-        execution no request waits for makes no event)."""
+        """Wake the requests waiting for the settled execution (none waiting: no event)."""
         if self._settled is not None:
             self._settled.set()
 

@@ -180,9 +180,6 @@ class LocalHost:
         self.tasks: dict[asyncio.Task[Any], asyncio.Future[Any] | None] = {}
         """Its running tasks, each with the future its caller awaits if it serves a
         request (``serve``)."""
-        # One bound method for every task of this instance, not one per task: each
-        # live object is walked by every full garbage collection.
-        self._on_done = self._reap
         self.storage = LocalStorage(self)
         self.faults: Callable[..., None] | None = self._fault if namespace.faults is not None else None
 
@@ -199,7 +196,7 @@ class LocalHost:
         loop = self.loop = asyncio.get_running_loop()
         task = loop.create_task(coro)
         self.tasks[task] = None
-        task.add_done_callback(self._on_done, context=PLAIN_CONTEXT)
+        task.add_done_callback(self, context=PLAIN_CONTEXT)
         return task
 
     def serve(self, coro: Coroutine[Any, Any, Any]) -> tuple[asyncio.Task[Any], asyncio.Future[Any]]:
@@ -218,6 +215,12 @@ class LocalHost:
 
     def busy(self) -> bool:
         return any(not task.done() for task in self.tasks)
+
+    def __call__(self, task: asyncio.Task[Any]) -> None:
+        """The done callback of each of its tasks (the host itself, not a bound method of
+        it: one object less kept per instance, and every full garbage collection walks
+        each live object)."""
+        self._reap(task)
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
         reply = self.tasks.pop(task, None)

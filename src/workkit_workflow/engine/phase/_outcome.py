@@ -1,4 +1,4 @@
-"""How a phase ended, read off its body's task."""
+"""How a phase ended, read off what its body returned or raised."""
 
 from __future__ import annotations
 
@@ -40,12 +40,14 @@ def parked_outcome(parked: list[Parked]) -> Outcome:
 
 
 def finished_outcome(
-    task: asyncio.Task[Any], entries: dict[int, dict[str, Any]], next_op: int, now: float
+    value: Any, error: BaseException | None, entries: dict[int, dict[str, Any]], next_op: int, now: float
 ) -> Outcome:
-    """The outcome of a body that ran to its end (``next_op``: the first position it
-    did not reach; the journal must have nothing from there on)."""
+    """The outcome of a body that ran to its end, returning ``value`` or raising ``error``
+    (``next_op``: the first position it did not reach; the journal must have nothing
+    from there on)."""
     try:
-        value = task.result()
+        if error is not None:
+            raise error
     except Stop:
         return Outcome("stopped")
     except Abort as abort:
@@ -62,8 +64,8 @@ def finished_outcome(
         return Outcome("parked")
     except Exception as exc:
         # The body raised outside any step: a bug or a deliberate failure.
-        error = jn.serialize_error(exc, attempt=1, started_at=None, finished_at=now, retryable=False)
-        return Outcome("failed", error=dict(error), failed_step=None, attempt=0)
+        serialized = jn.serialize_error(exc, attempt=1, started_at=None, finished_at=now, retryable=False)
+        return Outcome("failed", error=dict(serialized), failed_step=None, attempt=0)
     unreached = [op for op in entries if op >= next_op]
     if unreached:
         entry = entries[min(unreached)]

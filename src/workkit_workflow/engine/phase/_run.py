@@ -24,7 +24,7 @@ from .. import _journal as jn
 from .._children import ChildOwners
 from .._pages import JournalWindow
 from .._pause import is_paused
-from .._signals import Abort, Stop, Suspend
+from .._signals import Abort, ControlSignal, Stop, Suspend
 from .._state import ExecutionState
 from ._outcome import Outcome, Parked, finished_outcome, parked_outcome
 
@@ -72,7 +72,10 @@ class PhaseRun:
         self.suspended = False
         self.current: dict[int, str] = {}
         self.child_owners: ChildOwners | None = None  # made by its first child start (_child)
-        self._idle: asyncio.Future[None] | None = None
+        self._runner: asyncio.Task[Any] | None = None
+        """The task running the body (:meth:`execute`), while it runs."""
+        self._parked_at_suspend: list[Parked] | None = None
+        """What was parked when the idle check unwound the body (:meth:`_suspend`)."""
         self._quiet: asyncio.Future[None] | None = None
         """Made while ``execute`` waits for the operations still running to finish."""
         self._idle_check: asyncio.Task[None] | None = None
@@ -80,58 +83,54 @@ class PhaseRun:
     # -- driving -------------------------------------------------------------
 
     async def execute(self, body: Coroutine[Any, Any, Any]) -> Outcome:
-        """Run ``body`` as a task until it ends or everything in flight is parked.
+        """Run ``body`` until it ends or everything in flight is parked.
 
-        ``body`` calls :meth:`body_ended` as it ends (in a ``finally``): that resolves
-        the same future as the idle check, with no done callback on the body's task
-        and no ``asyncio.wait`` (each would hold objects for as long as the body runs)."""
-        loop = asyncio.get_running_loop()
-        self._idle = loop.create_future()
-        task = self.execution.spawn(self.execution.deferring(body))
-        while True:
-            await self._idle
-            if task.done() or (self.active == 0 and self.parked):
-                break
-            # A parked operation woke (its time came, or an event) between the idle
-            # check and now: the body moved on, so it is not idle after all.
-            self._idle = loop.create_future()
-            self._maybe_idle()
-        if not task.done():
-            # Everything in flight is parked: suspend. Record the wake-ups first,
-            # since unwinding the body removes the parked operations.
-            parked = list(self.parked.values())
-            self.suspended = True
-            task.cancel()
-            await asyncio.wait({task})
-            self._abandon_parked()
-            if task.cancelled() or isinstance(task.exception(), (asyncio.CancelledError, Suspend)):
+        The body runs in this task: no task, future or callback is held
+        for as long as it runs, each of which every garbage collection would walk. When
+        the idle check finds everything in flight parked, it cancels this task
+        (:meth:`_suspend`), and the cancellation, the phase's own, is taken back here."""
+        task = asyncio.current_task()
+        if task is None:  # driven outside any task (no runtime does so): in one of its own
+            return await self.execution.spawn(self.execute(body))  # type: ignore[no-any-return]
+        self._runner = task
+        value: Any = None
+        error: BaseException | None = None
+        try:  # in a context of its own, as a task of its own would give it (``deferring``)
+            value = await self.execution.deferring(body)
+        except (Exception, ControlSignal, asyncio.CancelledError) as exc:
+            error = exc  # (an exit, an interrupt or a closed coroutine goes straight up)
+        finally:
+            self._runner = None
+        parked = self._parked_at_suspend
+        if isinstance(error, asyncio.CancelledError) and task.cancelling() > (parked is not None):
+            raise error  # this task was cancelled (its object died), not only the body
+        if parked is not None:
+            task.uncancel()
+            _abandon(self.parked)
+            if isinstance(error, (asyncio.CancelledError, Suspend)):
                 return parked_outcome(parked)
+        else:  # a task the body started last gets its first turn before the phase settles
+            await asyncio.sleep(0)
         # Siblings of a failed branch (asyncio.gather does not cancel them) finish
         # and journal their outputs before the phase settles.
+        loop = asyncio.get_running_loop()
         while self.active:
             self._quiet = loop.create_future()
             await self._quiet
         self._quiet = None
         self.suspended = True
-        self._abandon_parked()
+        _abandon(self.parked)
         if isinstance(self.entries, JournalWindow):
             await self.entries.finish()  # the end checks (and settles) what was never reached
-        return finished_outcome(task, self.entries, self.next_op, self.execution.now())
+        return finished_outcome(value, error, self.entries, self.next_op, self.execution.now())
 
-    def _abandon_parked(self) -> None:
-        """The body's run is over (ended, or unwound to park): what is still parked was
-        awaited in a task the body made and did not await (its own operations are unwound
-        by now). Each ends as asyncio ends abandoned work, cancelled: a ``Suspend`` raised
-        into it was never retrieved (logged when the task was collected), and one never
-        resolved kept the run alive in a task pending for good."""
-        for parked_op in list(self.parked.values()):
-            if not parked_op.future.done():
-                parked_op.future.cancel()
-
-    def body_ended(self) -> None:
-        """The body is ending (see :meth:`execute`)."""
-        if self._idle is not None and not self._idle.done():
-            self._idle.set_result(None)
+    def _suspend(self) -> None:
+        """Everything in flight is parked: unwind the body (:meth:`execute`), its wake-ups
+        recorded first (unwinding it removes the parked operations)."""
+        assert self._runner is not None
+        self._parked_at_suspend = list(self.parked.values())
+        self.suspended = True
+        self._runner.cancel()
 
     def stop(self) -> None:
         """Cancellation: parked operations end now, running steps finish first."""
@@ -231,11 +230,10 @@ class PhaseRun:
         generation = self.generation
         for _ in range(8):
             await asyncio.sleep(0)
-        idle = self._idle
-        if idle is None or idle.done():
-            return
+        if self._runner is None or self._parked_at_suspend is not None:
+            return  # the body ended, or is unwinding already
         if self.generation == generation and self.active == 0 and self.parked:
-            idle.set_result(None)
+            self._suspend()
         elif self.active == 0 and self.parked:
             self._maybe_idle_later()
 
@@ -344,3 +342,14 @@ class PhaseRun:
         key, text = self.record(op, record)
         await self.execution.write({key: text})
         return self.failed(record)
+
+
+def _abandon(parked: dict[int, Parked]) -> None:
+    """The body's run is over (ended, or unwound to park): what is still parked was
+    awaited in a task the body made and did not await (its own operations are unwound
+    by now). Each ends as asyncio ends abandoned work, cancelled: a ``Suspend`` raised
+    into it was never retrieved (logged when the task was collected), and one never
+    resolved kept the run alive in a task pending for good."""
+    for parked_op in list(parked.values()):
+        if not parked_op.future.done():
+            parked_op.future.cancel()
