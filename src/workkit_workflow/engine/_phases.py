@@ -311,10 +311,8 @@ async def _awaiting(awaitable: Awaitable[Any]) -> Any:
 
 
 async def _main_body(definition: Workflow, ctx: WorkflowContext) -> Any:
-    """The workflow body, its input validated first (a module function: a closure's cells
-    would be held for as long as the body runs)."""
-    value = ctx.input
-    if definition.input_type is not None:
-        value = validate(definition.input_type, value, what="workflow input")
-        ctx.input = value
-    return await definition.run(ctx, value)
+    """The body of a workflow with an input type, its input validated first (a module
+    function: a closure's cells would be held for as long as the body runs); one without
+    runs as its own coroutine (:meth:`Phases.main_body`)."""
+    ctx.input = validate(definition.input_type, ctx.input, what="workflow input")
+    return await definition.run(ctx, ctx.input)
