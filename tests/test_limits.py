@@ -320,7 +320,7 @@ def test_the_readme_limits_example_runs_as_written(tmp_path: Path) -> None:
 
 async def test_a_limit_without_a_way_to_the_coordinator_is_refused_at_start(env: WorkflowTestEnv) -> None:
     flow = limited_flow(Occupancy(env, 1), unique("limited"), 1)
-    env.ns._instance("isolated").host.peers = None  # a Worker without the namespace binding
+    env.ns._instance("isolated").peers = None  # a Worker without the namespace binding
     with pytest.raises(InvalidRequestError, match="namespace binding"):
         await env.run(flow, {"account": "k", "i": 1}, execution_id="isolated")
 

@@ -31,7 +31,7 @@ async def test_a_caller_that_gives_up_leaves_the_handler_running() -> None:
         caller = asyncio.ensure_future(client.run(flow, {}, execution_id="r-1"))
         for _ in range(20):
             await asyncio.sleep(0)
-        host = ns._live["r-1"].host
+        host = ns._live["r-1"]
         assert any(not task.done() for task in host.tasks)
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -28,7 +28,7 @@ def fail_object_writes_in_alarm(env: WorkflowTestEnv, times: int) -> dict[str, i
 
     def hook(obj: str, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
         live = env.ns._live.get(obj)
-        if live is None or not live.host.in_alarm_handler:
+        if live is None or not live.in_alarm_handler:
             return
         if current["task"] is not live.alarm_task:
             if seen["failed_runs"] >= times:

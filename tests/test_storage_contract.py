@@ -27,7 +27,7 @@ async def ns(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Loc
 
 
 def storage_of(ns: LocalNamespace, name: str = "obj") -> Storage:
-    return ns._instance(name).host.storage
+    return ns._instance(name).storage
 
 
 async def test_get_put_delete(ns: LocalNamespace) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..engine._ports import Cancellable, Clock, call_later
 from ._backends import Backend
-from ._host import ObjectEvicted, SimulatedCrash, _Live
+from ._host import LocalHost, ObjectEvicted, SimulatedCrash
 
 log = logging.getLogger("workkit_workflow.local")
 
@@ -47,7 +47,7 @@ class AlarmLoop:
     deliver_alarms: bool
     idle_eviction: float | None
     _rng: random.Random
-    _live: dict[str, _Live]
+    _live: dict[str, LocalHost]
     _alarm_loop: asyncio.Task[None] | None
     _alarm_event: asyncio.Event | None
     _retries: dict[str, int]
@@ -57,7 +57,7 @@ class AlarmLoop:
     _looking: bool
     _eviction_due: float | None
     _closed: bool
-    _instance: Callable[[str], _Live]
+    _instance: Callable[[str], LocalHost]
     evict: Callable[[str], None]
 
     def _start(self) -> None:
@@ -178,9 +178,9 @@ class AlarmLoop:
             return self._eviction_due  # no scan of every live object on every wake-up
         soonest: float | None = None
         for name, live in list(self._live.items()):
-            if live.host.busy():
+            if live.busy():
                 continue
-            deadline = live.host.idle_since + self.idle_eviction
+            deadline = live.idle_since + self.idle_eviction
             if deadline <= now:
                 log.debug("evicting idle object %s", name)
                 self.evict(name)
@@ -197,7 +197,7 @@ class AlarmLoop:
         scheduled = self.backend.get_alarm(obj)
         # getAlarm() is None inside the handler, but the alarm stays stored until the
         # handler succeeds: a process killed mid-handler gets it again on restart.
-        live.alarm_task = live.host.spawn(self._run_alarm(live, obj, scheduled))
+        live.alarm_task = live.spawn(self._run_alarm(live, obj, scheduled))
         live.alarm_task.add_done_callback(lambda task: self._unstarted_alarm(task, obj, scheduled))
 
     def _unstarted_alarm(self, task: asyncio.Task[None], obj: str, scheduled: float | None) -> None:
@@ -209,9 +209,9 @@ class AlarmLoop:
         if task.cancelled() and not self._closed and self.backend.get_alarm(obj) is None:
             self._reschedule(obj, self._retries.get(obj, 0), scheduled)
 
-    async def _run_alarm(self, live: _Live, obj: str, scheduled: float | None) -> None:
+    async def _run_alarm(self, live: LocalHost, obj: str, scheduled: float | None) -> None:
         retry = self._retries.get(obj, 0)
-        live.host.in_alarm_handler = True
+        live.in_alarm_handler = True
         live.alarm_written = False
         try:
             await live.instance.alarm({"retryCount": retry, "isRetry": retry > 0})
@@ -224,7 +224,7 @@ class AlarmLoop:
             self._reschedule(obj, retry, scheduled)
             return
         finally:
-            live.host.in_alarm_handler = False
+            live.in_alarm_handler = False
             # An alarm set while the handler ran is due for delivery now.
             self._wake()
         # An alarm written while the handler ran stays, as on Cloudflare, even when it

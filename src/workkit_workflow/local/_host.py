@@ -181,6 +181,13 @@ class LocalHost:
         """Its running tasks, each with the future its caller awaits if it serves a
         request (``serve``)."""
         self.storage = LocalStorage(self)
+        self.instance: Any = None
+        """The object instance it hosts (the namespace's live objects are their hosts: one
+        object less per live instance)."""
+        self.alarm_task: asyncio.Task[None] | None = None
+        """The instance's alarm handler while it runs."""
+        self.alarm_written = False
+        """Storage took an alarm for this object while its alarm handler ran."""
         self.faults: Callable[..., None] | None = self._fault if namespace.faults is not None else None
 
     def check_alive(self) -> None:
@@ -257,12 +264,3 @@ def _settle(reply: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
         reply.set_exception(exc)
     else:
         reply.set_result(task.result())
-
-
-@dataclass
-class _Live:
-    host: LocalHost
-    instance: Any
-    alarm_task: asyncio.Task[None] | None = None
-    alarm_written: bool = False
-    """Storage took an alarm for this object while its alarm handler ran."""

@@ -38,7 +38,7 @@ from ..engine._ports import Cancellable, Clock, SystemClock, WireRequest, WireRe
 from ..errors import TransportError
 from ._alarm_loop import AlarmLoop, _Hold
 from ._backends import Backend, MemoryBackend, SqliteBackend
-from ._host import LocalHost, ObjectEvicted, SimulatedCrash, StorageStats, _Live
+from ._host import LocalHost, ObjectEvicted, SimulatedCrash, StorageStats
 from ._lock import FileLock, lockable
 
 DEFAULT_IDLE_EVICTION = 10.0
@@ -130,7 +130,7 @@ class LocalNamespace(AlarmLoop):
         self._rng = random.Random(seed)
         self._skipped = 0
         """Storage awaits in a row that skipped their turn (see :meth:`_turns`)."""
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, LocalHost] = {}
         self._alarm_loop: asyncio.Task[None] | None = None
         self._alarm_event: asyncio.Event | None = None
         self._retries: dict[str, int] = {}
@@ -171,9 +171,8 @@ class LocalNamespace(AlarmLoop):
     async def fetch(self, name: str, request: WireRequest) -> WireResponse:
         """Deliver a raw request (any bytes) to the object ``name``."""
         self._start()
-        live = self._instance(name)
-        host = live.host
-        task, reply = host.serve(live.instance.fetch(request))
+        host = self._instance(name)
+        task, reply = host.serve(host.instance.fetch(request))
         try:
             response: WireResponse = await reply
         except (asyncio.CancelledError, ObjectEvicted, SimulatedCrash):
@@ -185,13 +184,14 @@ class LocalNamespace(AlarmLoop):
         # The body crosses a process boundary on Cloudflare: copy it through JSON.
         return WireResponse(response.status, _through_json(response.body))
 
-    def _instance(self, name: str) -> _Live:
-        live = self._live.get(name)
-        if live is None:
+    def _instance(self, name: str) -> LocalHost:
+        """The live instance of ``name``, made if there is none: its host."""
+        host = self._live.get(name)
+        if host is None:
             host = LocalHost(self, name)
-            live = _Live(host=host, instance=self.object_class(host, self.env))
-            self._live[name] = live
-        return live
+            host.instance = self.object_class(host, self.env)
+            self._live[name] = host
+        return host
 
     # -- failures ------------------------------------------------------------
 
@@ -200,9 +200,9 @@ class LocalNamespace(AlarmLoop):
         live = self._live.pop(name, None)
         if live is None:
             return
-        live.host.alive = False
+        live.alive = False
         current = asyncio.current_task() if _loop_running() else None
-        for task in list(live.host.tasks):
+        for task in list(live.tasks):
             if task is not current:
                 task.cancel()
 
@@ -243,7 +243,7 @@ class LocalNamespace(AlarmLoop):
                 lives = list(self._live.values())
             else:
                 lives = [self._live[name]] if name in self._live else []
-            busy = [t for live in lives for t in live.host.tasks if not t.done()]
+            busy = [t for live in lives for t in live.tasks if not t.done()]
             if not busy:
                 return
             if loop.time() >= end:
@@ -270,7 +270,7 @@ class LocalNamespace(AlarmLoop):
             self._alarm_loop.cancel()
             with contextlib.suppress(BaseException):
                 await self._alarm_loop
-        tasks = [t for live in self._live.values() for t in live.host.tasks]
+        tasks = [t for live in self._live.values() for t in live.tasks]
         self.evict_all()
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
