@@ -28,18 +28,23 @@ and buys prompt recovery after a crash."""
 
 class AlarmBackoff:
     """After a failure, the next alarm is set after a delay that grows with
-    consecutive failures (the runtime's own retries are few)."""
+    consecutive failures (the runtime's own retries are few).
 
-    def __init__(self, execution: ExecutionState) -> None:
-        self.execution = execution
-        self.failures = 0
-        self.unset = False
+    The execution's driver is its backoff (a base class of ``Driver``, not an object of
+    its own: one object less kept per execution in flight)."""
+
+    execution: ExecutionState
+
+    def __init__(self) -> None:
+        self.alarm_failures = 0
+        """Consecutive failures: the next delay is two to the power of it, in seconds."""
+        self.alarm_unset = False
         """The runner ended without being able to set its next alarm."""
 
     async def retry_later(self, exc: BaseException) -> bool:
         """Set an alarm after the backoff; False when even that write failed."""
-        self.failures += 1
-        delay = min(2.0**self.failures, 300.0)
+        self.alarm_failures += 1
+        delay = min(2.0**self.alarm_failures, 300.0)
         log.warning("workkit_workflow: alarm failed (%r); retrying in %.0fs", exc, delay)
         try:
             await self.execution.storage.set_alarm(self.execution.now() + delay)
@@ -76,8 +81,8 @@ class Alarms:
         except Exception as exc:
             if not await self.backoff.retry_later(exc):
                 raise AlarmNotSet(f"could not set the next alarm after {exc!r}") from exc
-        if self.backoff.unset:
-            self.backoff.unset = False
+        if self.backoff.alarm_unset:
+            self.backoff.alarm_unset = False
             raise AlarmNotSet("the runner could not set its next alarm")
 
     async def _on_alarm(self) -> None:

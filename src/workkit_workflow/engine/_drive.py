@@ -23,35 +23,46 @@ from ._recoveries import journal_mark, recovery_changes
 from ._retention import Retention
 from ._runner import Runner
 from ._signals import StorageFailure
-from ._state import ExecutionState
+from ._state import ExecutionState, decode_state
 from ._versions import resolve
 
 log = logging.getLogger("workkit_workflow")
 
 
-class Driver:
-    """The runner's body for one execution."""
+class Driver(AlarmBackoff):
+    """The runner's body for one execution, and the backoff of its alarm after failures."""
 
     def __init__(
         self,
         execution: ExecutionState,
         registry: Registry,
-        backoff: AlarmBackoff,
         *,
         lease: float,
         retention: float | None = None,
     ) -> None:
+        super().__init__()
         self.execution = execution
         self.registry = registry
-        self.backoff = backoff
         self.lease = lease
         self.runner = Runner(self)
-        self.retention = Retention(execution, retention)
-        self.phases = Phases(execution, self.runner, self.retention)
+        self.retention_default = retention
         self.incarnated = False
         """Whether this object instance has begun an incarnation of the execution. One begun
         while the stored one has not parked is a recovery (``_recoveries``) only in an instance
         that has not: in this one, it is a drive after a signal or a failure."""
+
+    # Stateless pieces made when used, not kept: each object an execution keeps is walked by
+    # the garbage collector for as long as it is in flight.
+
+    @property
+    def retention(self) -> Retention:
+        """What happens to the settled execution's storage."""
+        return Retention(self.execution, self.retention_default)
+
+    @property
+    def phases(self) -> Phases:
+        """The phase runs and ends."""
+        return Phases(self.execution, self.runner, self.retention)
 
     def failure(self, exc: BaseException) -> BaseException | None:
         """What waiters for a run that raised ``exc`` raise: what the runner does not
@@ -71,7 +82,7 @@ class Driver:
         # While the main phase's body runs, the runner's task holds this frame and the run's
         # (``PhaseRun.execute``, awaited here): the reading and deciding before it is done
         # by ``_next_phase``, which has returned by then, and the phase's end after it.
-        self.backoff.unset = False  # judged per run: the alarm handler asks about the run it awaited
+        self.alarm_unset = False  # judged per run: the alarm handler asks about the run it awaited
         execution = self.execution
         died: BaseException | None = None
         try:
@@ -84,19 +95,18 @@ class Driver:
                         break
                     definition, main_entries, comp_entries = ready
                     del ready  # not held while the phase runs
-                    phases = self.phases
                     if not execution.state or execution.state["phase"] != "main":
-                        outcome = await phases.compensation(definition, main_entries, comp_entries)
-                    elif (run := phases.main_run(definition, main_entries)) is None:
-                        await phases.main_stopped(definition, main_entries)
+                        outcome = await self.phases.compensation(definition, main_entries, comp_entries)
+                    elif (run := self.phases.main_run(definition, main_entries)) is None:
+                        await self.phases.main_stopped(definition, main_entries)
                         outcome = None
                     else:
-                        ended = await run.execute(phases.main_body(definition, run))
-                        outcome = await phases.main_ended(definition, run, ended)
+                        ended = await run.execute(self.phases.main_body(definition, run))
+                        outcome = await self.phases.main_ended(definition, run, ended)
                     if outcome is None or (outcome.kind == "parked" and self.runner.signalled):
                         continue
                     break
-                self.backoff.failures = 0
+                self.alarm_failures = 0
             except (StorageFailure, StorageReadError) as exc:
                 await self._after_failure(exc.cause)
             except WorkflowError as exc:
@@ -114,7 +124,7 @@ class Driver:
 
     async def _after_failure(self, exc: BaseException) -> None:
         self.execution.forget()
-        self.backoff.unset = not await self.backoff.retry_later(exc)
+        self.alarm_unset = not await self.retry_later(exc)
 
     async def _next_phase(self) -> tuple[Workflow, Entries, Entries] | bool:
         """Read the execution and start its next incarnation: the phase to run (its
@@ -171,7 +181,7 @@ class Driver:
         if meta_text is None or state_text is None:
             return False
         execution.meta = jn.decode_record(jn.META, meta_text)
-        execution.state = jn.decode_record(jn.STATE, state_text)
+        execution.state = decode_state(state_text)
         execution.loaded = True
         for observer in execution.observers:
             observer.load(snapshot, complete=True)

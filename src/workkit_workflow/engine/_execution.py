@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..definitions._workflow import REGISTRY, Registry
-from ._alarms import DEFAULT_LEASE, AlarmBackoff, Alarms
+from ._alarms import DEFAULT_LEASE, Alarms
 from ._children import outcome_mail
 from ._control import Control
 from ._drive import Driver
@@ -69,13 +69,12 @@ class ExecutionCore:
         self.mail = Mail(self.execution, getattr(host, "peers", None))
         self.execution.observers.append(self.mail)
         self.execution.mail = self.mail
-        self.execution.settle_hooks.append(settle_mail)
+        self.execution.settle_hooks = _SETTLE_HOOKS
         if history is not None:
             # ``history`` is the D1 binding of the history projection, which plugs in here.
             self.execution.observers.append(make_observer("history", self.execution, history))
             self.execution.hands_entries = True  # it reads a step's values rather than decode them
-        backoff = AlarmBackoff(self.execution)
-        self.driver = Driver(self.execution, registry, backoff, lease=lease, retention=retention)
+        self.driver = Driver(self.execution, registry, lease=lease, retention=retention)
         self.runner: Runner = self.driver.runner
         self.requests = Requests(self.execution, registry, self.runner, lease=lease)
         self.mail.inbox = self.requests  # a refusal becomes an event in the inbox
@@ -87,7 +86,7 @@ class ExecutionCore:
     @property
     def alarms(self) -> Alarms:
         """The alarm handler (its state, the backoff, is the driver's)."""
-        return Alarms(self.execution, self.runner, self.driver.backoff, self._lease)
+        return Alarms(self.execution, self.runner, self.driver, self._lease)
 
     @property
     def versions(self) -> VersionMoves:
@@ -196,3 +195,7 @@ def settle_mail(
     is kept per execution for it."""
     mail = outcome_mail(execution, state, puts)
     return {**mail, **release_mail(execution, state, {**puts, **mail})}
+
+
+_SETTLE_HOOKS = (settle_mail,)
+"""Every execution's settle hooks: one tuple, not one list per execution."""

@@ -33,7 +33,7 @@ other record is version 1.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any, Final, Literal, TypedDict
 
@@ -88,14 +88,14 @@ rewrites a small state at each child's outcome, not one that lists them all (its
 are listed in records of their own, ``CHILDREN``)."""
 
 
-def waiting_fields(state: Mapping[str, Any], types: list[str]) -> dict[str, Any]:
-    """The state's changes for an execution now waiting for ``types`` (none: it waits for
-    nothing, or has finished)."""
+def waiting_fields(state: Mapping[str, Any], types: Sequence[str]) -> dict[str, Any]:
+    """The state's changes for an execution now waiting for ``types`` (none, an empty
+    tuple as in ``_state.decode_state``: it waits for nothing, or has finished)."""
     if len(types) > WAITING_LISTED:
-        return {"waiting_for": types[:WAITING_LISTED], "waiting_for_count": len(types)}
+        return {"waiting_for": list(types[:WAITING_LISTED]), "waiting_for_count": len(types)}
     if state.get("waiting_for_count") is not None:
-        return {"waiting_for": types, "waiting_for_count": None}
-    return {"waiting_for": types}
+        return {"waiting_for": list(types) or (), "waiting_for_count": None}
+    return {"waiting_for": list(types) or ()}
 
 
 OpKind = Literal["step", "sleep", "wait", "state", "child"]

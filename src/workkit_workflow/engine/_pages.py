@@ -76,9 +76,13 @@ class JournalWindow(dict[int, dict[str, Any]]):
         """Where completed entries with an idempotency key are recorded: their storage
         keys, by key hash (the execution's ``keyed``)."""
         self._pages: dict[int, asyncio.Future[None]] = {}
-        self._reached: set[int] = set()
-        self._read_pages: set[int] = set()
-        """Pages read successfully (a read page stays read: its future never changes)."""
+        # Dicts of ints rather than sets: the garbage collector does not track them, and the
+        # window lives as long as the main phase runs (for every execution in flight).
+        self._reached: dict[int, None] = {}
+        """The operations reached (keys only)."""
+        self._read_pages: dict[int, None] = {}
+        """Pages read successfully, keys only (a read page stays read: its future never
+        changes)."""
         self.texts: dict[int, str] = {}
         """The entries of the pages read, not decoded yet: a replayed step takes its output
         from its text (``phase._step``); any other is decoded into the window once its
@@ -96,7 +100,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
         read, and its entries, held as ``texts``, are decoded as the phase reaches them."""
         window = cls(storage, prefix, max(texts, default=-1) + 1, hashes)
         window.texts = texts
-        window._read_pages = set(range(window._page_count()))
+        window._read_pages = dict.fromkeys(range(window._page_count()))
         return window
 
     def _page_count(self) -> int:
@@ -116,7 +120,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
             loading = self._pages.get(page)
             if loading is None or not loading.done() or loading.exception() is not None:
                 return False
-            self._read_pages.add(page)
+            self._read_pages[page] = None
         self._arrive(op)
         return True
 
@@ -148,7 +152,7 @@ class JournalWindow(dict[int, dict[str, Any]]):
         """``op`` is reached: its entry, if held as text, is decoded now. A text that is
         refused stays, so :meth:`finish` refuses it again and the drive fails, as when a
         page holding it is read whole."""
-        self._reached.add(op)
+        self._reached[op] = None
         if op in self.texts:
             if op not in self:
                 self[op] = self._decode(op, self.texts[op])
@@ -225,14 +229,14 @@ class JournalWindow(dict[int, dict[str, Any]]):
 
     def release(self, op: int) -> None:
         """Forget a finished entry replayed in passing (see ``PhaseRun.went_by``)."""
-        self._reached.discard(op)
+        self._reached.pop(op, None)
         self.pop(op, None)
 
     def _prune(self) -> None:
         done = [op for op in self._reached if _disposable(self.get(op))]
         for op in done:
             self.pop(op, None)
-            self._reached.discard(op)
+            self._reached.pop(op, None)
 
 
 async def read_execution(storage: Storage, observer_heads: Sequence[str]) -> dict[str, str]:

@@ -389,7 +389,7 @@ def _new_state(now: float) -> dict[str, Any]:
         "finished_at": None,
         "incarnation": 0,
         "wake_at": None,
-        "waiting_for": [],
+        "waiting_for": (),  # not a list: see ``_state.decode_state``
         "error": None,
         "failed_step": None,
         "step_attempt": 0,

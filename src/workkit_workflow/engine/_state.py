@@ -108,7 +108,7 @@ class ExecutionState(Deferral):
         their ``alarm_for`` is applied."""
         self.mail: Mail | None = None
         """The outbox of requests to other objects (set by ``ExecutionCore``)."""
-        self.settle_hooks: list[SettleHook] = []
+        self.settle_hooks: tuple[SettleHook, ...] = ()
         """Called in the write that settles it (``phase: done``): a child's outcome for its parent."""
         self.run: LiveRun | None = None
         """The phase run in progress, if any (set by the phases, read by requests)."""
@@ -289,7 +289,7 @@ class ExecutionState(Deferral):
             for observer in self.observers:
                 observer.load(found, complete=False)
             self.meta = jn.decode_record(jn.META, found[jn.META]) if jn.META in found else None
-            self.state = jn.decode_record(jn.STATE, found[jn.STATE]) if jn.STATE in found else None
+            self.state = decode_state(found[jn.STATE]) if jn.STATE in found else None
             self.loaded = True
             self._load_lock = None  # loaded: the next load (after ``forget``) makes its own
 
@@ -378,3 +378,15 @@ def _written_now() -> Awaitable[None]:
         _WRITTEN = asyncio.get_running_loop().create_future()
         _WRITTEN.set_result(None)
     return _WRITTEN
+
+
+def decode_state(text: Any) -> dict[str, Any]:
+    """The state record, decoded, with an empty ``waiting_for`` as an empty tuple in a dict
+    built by insertion: a state holding no list is a dict of scalars, which the garbage
+    collector does not track, nor the copies each write makes of it (a copy of a tracked
+    dict is tracked). Each object tracked is walked by every full collection."""
+    state = jn.decode_record(jn.STATE, text)
+    if state.get("waiting_for") == []:
+        state["waiting_for"] = ()
+        state = dict(state.items())
+    return state

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ...errors import ReplayMismatchError, StepFailedError
@@ -20,7 +21,7 @@ class Outcome:
     attempt: int = 0
     compensate: bool = True
     wake_at: float | None = None
-    waiting_for: list[str] = field(default_factory=list)
+    waiting_for: Sequence[str] = ()
 
 
 @dataclass
