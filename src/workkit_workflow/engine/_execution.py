@@ -45,13 +45,13 @@ from ._mail import Mail
 from ._plugins import make_observer
 from ._ports import Clock, Host, Storage
 from ._requests import Requests
-from ._runner import Runner
 from ._state import ExecutionState, FaultHook
 from ._versions import VersionMoves
 
 
-class ExecutionCore:
-    """One execution in one object instance: its pieces, wired together."""
+class ExecutionCore(Requests):
+    """One execution in one object instance: its pieces, wired together. It answers the
+    wire's requests itself (``Requests``, its base class: one object less per execution)."""
 
     def __init__(
         self,
@@ -75,70 +75,34 @@ class ExecutionCore:
             self.execution.observers.append(make_observer("history", self.execution, history))
             self.execution.hands_entries = True  # it reads a step's values rather than decode them
         self.driver = Driver(self.execution, registry, lease=lease, retention=retention)
-        self.runner: Runner = self.driver.runner
-        self.requests = Requests(self.execution, registry, self.runner, lease=lease)
-        self.mail.inbox = self.requests  # a refusal becomes an event in the inbox
-        self._registry = registry
-        self._lease = lease
+        super().__init__(self.execution, registry, self.driver.runner, lease=lease)
+        self.mail.inbox = self  # a refusal becomes an event in the inbox
 
     # Stateless pieces that only a rare request or the alarm uses: made for it, not kept.
 
     @property
     def alarms(self) -> Alarms:
         """The alarm handler (its state, the backoff, is the driver's)."""
-        return Alarms(self.execution, self.runner, self.driver, self._lease)
+        return Alarms(self.execution, self.runner, self.driver, self.lease)
 
     @property
     def versions(self) -> VersionMoves:
         """versions: move an unfinished execution to another deployed version."""
-        return VersionMoves(self.execution, self._registry, self.runner)
+        return VersionMoves(self.execution, self.registry, self.runner)
 
     @property
     def control(self) -> Control:
         """Operator control (engine/_control.py): pause, continue, delete."""
-        return Control(self.execution, self.runner, self.driver.retention, self.requests.view)
+        return Control(self.execution, self.runner, self.driver.retention, self.view)
 
-    # -- what the execution object calls: the wire operations and the alarm handler --
-    # Properties, not bound methods kept as attributes: every object the local
-    # runtime keeps alive is walked by each full garbage collection.
-
-    @property
-    def execute(self) -> Any:
-        return self.requests.execute
-
-    @property
-    def start(self) -> Any:
-        """``execute`` up to the wait (the execution object awaits the runner itself)."""
-        return self.requests.start
-
-    @property
-    def view(self) -> Any:
-        return self.requests.view
+    # -- what the execution object calls besides the wire operations (``Requests``'):
+    # the alarm handler and control. Properties, not bound methods kept as attributes:
+    # every object the local runtime keeps alive is walked by each full garbage collection.
 
     @property
     def status(self) -> Any:
         """``/status``: the view every request answers with."""
-        return self.requests.view
-
-    @property
-    def journal(self) -> Any:
-        return self.requests.journal
-
-    @property
-    def meta(self) -> Any:
-        return self.requests.meta
-
-    @property
-    def result(self) -> Any:
-        return self.requests.result
-
-    @property
-    def cancel(self) -> Any:
-        return self.requests.cancel
-
-    @property
-    def send_event(self) -> Any:
-        return self.requests.send_event
+        return self.view
 
     @property
     def alarm(self) -> Any:

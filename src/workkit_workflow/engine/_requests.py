@@ -24,9 +24,9 @@ from ._state import ExecutionState
 from ._undo import hide_undo_key
 
 
-@dataclass
+@dataclass(eq=False)
 class Requests:
-    """Answers the wire's requests about one execution."""
+    """Answers the wire's requests about one execution (the base of ``ExecutionCore``)."""
 
     execution: ExecutionState
     registry: Registry
