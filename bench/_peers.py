@@ -53,6 +53,14 @@ def restate_server() -> str | None:
     return str(RESTATE_FROM_NPM) if os.access(RESTATE_FROM_NPM, os.X_OK) else None
 
 
+def peer_environment() -> dict[str, str]:
+    """The environment of a peer's worker: this one, with this checkout's ``src`` first on
+    ``PYTHONPATH``. A worker runs in the peers' own Python (``--peer-python``), where this
+    package need not be installed, and some import it (Restate's, for the checkpoint interval)."""
+    paths = [str(ROOT / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 class PeerProcess:
     """One peer worker process."""
 
@@ -61,6 +69,7 @@ class PeerProcess:
         self.proc = subprocess.Popen(
             [python, "-m", module, *args],
             cwd=ROOT,
+            env=peer_environment(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -4,6 +4,7 @@ a peer's own servers are stopped with it between runs (``bench._peers``)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -94,3 +95,21 @@ def test_the_restate_server_bench_peers_installs_is_pinned() -> None:
     assert pinned[0].isdigit()  # an exact version: the peers' figures name what ran
     assert lock["packages"]["node_modules/@restatedev/restate-server"]["version"] == pinned
     assert _peers.RESTATE_FROM_NPM.relative_to(_peers.ROOT).parts[:3] == ("bench", "peers", "node_modules")
+
+
+def test_a_peer_worker_imports_this_checkout_from_a_python_that_lacks_it(tmp_path: Path) -> None:
+    # The peers run in a Python of their own (``--peer-python``); Restate's worker imports
+    # this package. ``-S``: no site-packages, so only the worker's environment can provide it.
+    probe = "import workkit_workflow.local._backends as b; print(b.__file__)"
+    found = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        cwd=tmp_path,
+        env=_peers.peer_environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()).is_relative_to(_peers.ROOT / "src")
+    bare = {k: v for k, v in _peers.peer_environment().items() if k != "PYTHONPATH"}
+    refused = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=bare, capture_output=True)
+    assert refused.returncode != 0  # the probe does test the environment
