@@ -784,11 +784,13 @@ def test_the_state_lists_the_first_event_types_and_counts_them_past_that(
 ) -> None:
     types = [f"t{n:02d}" for n in range(waiting)]
     fields = jn.waiting_fields({}, types)
-    assert list(fields["waiting_for"]) == types[:listed] and fields.get("waiting_for_count") == count
+    # None listed is an empty tuple, not a list (``_state.decode_state``).
+    assert fields["waiting_for"] == (types[:listed] or ()) and fields.get("waiting_for_count") == count
     # A count left from an earlier wait goes with it; none is written where none was.
-    moved = jn.waiting_fields({"waiting_for_count": 40}, types[:1])
-    assert list(moved["waiting_for"]) == types[:1] and moved == {**moved, "waiting_for_count": None}
-    assert set(moved) == {"waiting_for", "waiting_for_count"}
+    assert jn.waiting_fields({"waiting_for_count": 40}, types[:1]) == {
+        "waiting_for": types[:1] or (),
+        "waiting_for_count": None,
+    }
     assert "waiting_for_count" not in jn.waiting_fields({}, types[:1])
 
 
