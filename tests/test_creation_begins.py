@@ -25,6 +25,25 @@ def _linear(steps: int, ran: list[int]) -> Workflow:
     return flow
 
 
+def _count_decodes(monkeypatch: Any) -> list[str]:
+    """The execution's records decoded (its meta, its state), in order."""
+    decoded: list[str] = []
+    decode_record, decode_state = _drive.jn.decode_record, _drive.decode_state
+
+    def counted_record(key: str, text: Any) -> Any:
+        if key == _drive.jn.META:
+            decoded.append(key)
+        return decode_record(key, text)
+
+    def counted_state(text: Any) -> Any:
+        decoded.append("state")
+        return decode_state(text)
+
+    monkeypatch.setattr(_drive.jn, "decode_record", counted_record)
+    monkeypatch.setattr(_drive, "decode_state", counted_state)
+    return decoded
+
+
 async def test_a_driven_start_writes_its_creation_its_steps_and_its_end(env: WorkflowTestEnv) -> None:
     ran: list[int] = []
     flow = _linear(4, ran)
@@ -75,10 +94,13 @@ async def test_a_cancel_between_the_creation_and_its_drive_stops_it_in_its_first
         return await next_phase(self)
 
     monkeypatch.setattr(_drive.Driver, "_next_phase", cancel_first)
+    decoded = _count_decodes(monkeypatch)
     await env.run(flow, {}, execution_id=execution_id)
     result = await env.result(handle)
     assert cancelled and result.status == "cancelled"
     assert ran == []
+    # Its state is no longer the one its creation wrote: the drive decoded what it read.
+    assert decoded[:2] == ["meta", "state"]
     # The cancel's write changed the state the creation wrote: the drive wrote its own
     # start, still counted as the first incarnation.
     assert (await handle.meta())["incarnations"] == 1
@@ -132,3 +154,33 @@ async def test_a_drive_during_the_creation_write_is_not_undone_by_the_creation(
     assert (described["status"], described["waiting_for"]) == ("waiting", ["go"])
     assert await handle.send_event("go", 1)
     assert (await env.result(handle)).ok
+
+
+async def test_the_drive_its_creation_began_keeps_the_records_the_creation_cached(
+    env: WorkflowTestEnv, monkeypatch: Any
+) -> None:
+    """Read back unchanged, the creation's records are not decoded again: the meta and
+    state it cached are the ones the drive runs on (about 2 KB per execution in flight
+    that were copies of them)."""
+    ran: list[int] = []
+    flow = _linear(3, ran)
+    created: list[tuple[Any, Any]] = []
+    load = _drive.Driver._load
+
+    def load_seen(self: _drive.Driver, snapshot: Any) -> bool:
+        before = (self.execution.meta, self.execution.state)
+        found = load(self, snapshot)
+        if not created:
+            created.append(before)
+            assert (self.execution.meta, self.execution.state) == before  # equal...
+            assert self.execution.meta is before[0] and self.execution.state is before[1]  # ...and the same
+        return found
+
+    monkeypatch.setattr(_drive.Driver, "_load", load_seen)
+    decoded = _count_decodes(monkeypatch)
+    handle = await env.run(flow, {"n": 1})
+    assert (await env.result(handle)).value == 2 and ran == [0, 1, 2]
+    assert created and decoded == []
+    # What it kept is what storage holds: a cold read of it agrees.
+    meta = await handle.meta()
+    assert (meta["input"], meta["incarnations"]) == ({"n": 1}, 1)

@@ -180,8 +180,11 @@ class Driver(AlarmBackoff):
         meta_text, state_text = snapshot.get(jn.META), snapshot.get(jn.STATE)
         if meta_text is None or state_text is None:
             return False
-        execution.meta = jn.decode_record(jn.META, meta_text)
-        execution.state = decode_state(state_text)
+        if execution.begun is None or execution.begun != state_text or execution.meta is None:
+            execution.meta = jn.decode_record(jn.META, meta_text)
+            execution.state = decode_state(state_text)
+        # Else its creation began it and nothing was written since (``Requests._create``):
+        # the records it cached are these, as written; not decoded into copies of them.
         execution.loaded = True
         for observer in execution.observers:
             observer.load(snapshot, complete=True)

@@ -114,7 +114,7 @@ class ExecutionState(Deferral):
         """The phase run in progress, if any (set by the phases, read by requests)."""
         self.begun: str | None = None
         """The state record a creation wrote with its first incarnation begun, for the drive
-        it starts at once (``Driver._start_incarnation`` writes none then); None once read."""
+        it starts at once (which writes none then, nor decodes them: ``Driver``); None once read."""
 
     # -- plumbing ------------------------------------------------------------
 
