@@ -379,20 +379,19 @@ class WorkflowExecutionDO(_cloudflare.DurableObjectBase):  # type: ignore[misc,v
         retention = None if self.retention is None else to_seconds(self.retention, what="retention")
         self._object = ExecutionObject(host, lease=self.lease, history=history, retention=retention)
 
-    async def fetch(self, request: Any) -> Any:
+    def fetch(self, request: Any) -> Awaitable[Any]:
+        # Not async: the local runtime's request is served by the handler's coroutine itself.
         if isinstance(request, WireRequest):
-            return await self._object.handle(request)
-        wire = await _cloudflare.read_request(request)
-        return _cloudflare.make_response(await self._object.handle(wire))
+            return self._object.handle(request)
+        return _cloudflare.serve_request(self._object.handle, request)
 
     async def alarm(self, alarm_info: Any = None) -> None:
         await self._object.alarm()
 
-    # From 2025-08-14 the runtime calls fetch / alarm with as many arguments as they
-    # declare. Earlier dates call on_fetch / on_alarm: today's runtime passes
-    # (request, env, ctx) to a handler declaring *args, the April-2025 one passes
-    # (request, undefined, undefined) whatever it declares; these ignore the extras. They
-    # delegate, so a subclass that overrides fetch or alarm is honoured.
+    # From 2025-08-14 the runtime calls fetch / alarm with as many arguments as they declare.
+    # Earlier dates call on_fetch / on_alarm: today's runtime passes (request, env, ctx) to a
+    # handler declaring *args, the April-2025 one passes (request, undefined, undefined)
+    # whatever it declares; these ignore the extras. They delegate: an override is honoured.
     async def on_fetch(self, request: Any, *_runtime_args: Any) -> Any:
         return await self.fetch(request)
 

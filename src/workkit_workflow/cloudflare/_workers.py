@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -183,6 +183,11 @@ def make_response(response: WireResponse, headers: Mapping[str, str] | None = No
     """A JSON response object for the runtime (see :func:`make_text_response`)."""
     text = json.dumps(response.body, separators=(",", ":"))
     return make_text_response(response.status, text, {"content-type": "application/json", **(headers or {})})
+
+
+async def serve_request(handle: Callable[[WireRequest], Awaitable[WireResponse]], request: Any) -> Any:
+    """The runtime's response to its ``request``, served by ``handle``."""
+    return make_response(await handle(await read_request(request)))
 
 
 def make_text_response(status: int, text: str, headers: Mapping[str, str]) -> Any:
