@@ -37,7 +37,7 @@ from typing import Any
 from ..definitions._durations import to_seconds
 from ..engine._alarms import DEFAULT_LEASE
 from ..engine._execution import ExecutionCore
-from ..engine._ports import Host, Namespace, StorageReadError, WireRequest, WireResponse
+from ..engine._ports import RUN_REQUEST, Host, Namespace, StorageReadError, WireRequest, WireResponse
 from ..engine._signals import StorageFailure
 from ..errors import (
     ExecutionConflictError,
@@ -110,9 +110,10 @@ class ExecutionObject:
                 return await answer
             # /execute: this frame awaits the run itself (the runner drives in this
             # request's task unless one is active), so a request driving an execution
-            # holds three frames (``fetch``, ``handle``, the run's) and no task of its own.
+            # holds this frame and the run's, no task of its own, and not the request.
             created, run = await self._start(request)
             if run is not None:
+                request = RUN_REQUEST
                 await run
             view = await self.core.view()
             return WireResponse(201 if created else 200, {"execution": view, "created": created})

@@ -214,6 +214,11 @@ class WireRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+RUN_REQUEST = WireRequest("POST", "/execute")
+"""What a request that drives its execution is logged as while the run goes on: its handler
+holds this rather than the request (body, query, headers) for as long as the run lasts."""
+
+
 @dataclass(frozen=True)
 class WireResponse:
     status: int

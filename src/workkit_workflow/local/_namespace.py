@@ -173,6 +173,7 @@ class LocalNamespace(AlarmLoop):
         self._start()
         host = self._instance(name)
         task, reply = host.serve(host.instance.fetch(request))
+        del request  # not held here while the object serves it (an execution's whole run)
         try:
             response: WireResponse = await reply
         except (asyncio.CancelledError, ObjectEvicted, SimulatedCrash):
