@@ -192,7 +192,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             kids = await _engine.children_ops(workdir, [50, 400])
             _report.children(kids)
         if "concurrency" in only:
-            conc = await concurrency_section(workdir, [10, 100, 1000, 5000], 2 if quick else 3)
+            # As many interleaved runs as every other cell (the header's): the flatness
+            # target is a ratio of two cells' medians, each moved by a shared machine's noise.
+            conc = await concurrency_section(workdir, [10, 100, 1000, 5000], reps)
             verdicts += _report.concurrency(conc)
         counted: Any = "skipped (--quick)"
         if "instructions" in only and (not quick or args.only is not None):
