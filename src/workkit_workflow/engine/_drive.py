@@ -180,7 +180,7 @@ class Driver(AlarmBackoff):
         meta_text, state_text = snapshot.get(jn.META), snapshot.get(jn.STATE)
         if meta_text is None or state_text is None:
             return False
-        if execution.begun is None or execution.begun != state_text or execution.meta is None:
+        if execution.begun != state_text or execution.meta is None:
             execution.meta = jn.decode_record(jn.META, meta_text)
             execution.state = decode_state(state_text)
         # Else its creation began it and nothing was written since (``Requests._create``):
