@@ -19,6 +19,7 @@ from workkit_workflow.cloudflare._workers import IN_PYODIDE, DurableObjectBase, 
 from workkit_workflow.errors import SerializationError
 
 from _cf_harness import require, summary
+from conftest import unique
 
 
 def test_on_cpython_nothing_is_converted_and_the_class_is_plain() -> None:
@@ -406,3 +407,30 @@ async def test_a_subclass_sees_self_env_as_a_direct_subclass_of_the_sdk_would(tm
         await ns.close()
     assert seen and all(env is once for env in seen)
     assert seen[0].OTHER_DO == "binding"
+
+
+async def test_a_subclass_fetch_that_awaits_the_base_one_serves_its_requests(tmp_path: Path) -> None:
+    """``fetch`` is a plain function returning the handler's coroutine (a frame less per
+    request in flight): an ``async def`` override that awaits ``super().fetch`` still serves
+    every request, the one driving the execution included."""
+    from workkit_workflow import WorkflowExecutionDO, workflow
+    from workkit_workflow.local import LocalNamespace
+
+    served: list[str] = []
+
+    class Mine(WorkflowExecutionDO):  # type: ignore[misc]
+        async def fetch(self, request: Any) -> Any:
+            served.append(request.path)
+            return await super().fetch(request)
+
+    @workflow(unique("override-fetch"))
+    async def flow(ctx: Any, data: Any) -> str:
+        return await ctx.step("s", lambda: "done")
+
+    ns = LocalNamespace(str(tmp_path / "o.db"), object_class=Mine)
+    try:
+        handle = await create_durable_workflow(ns).run(flow, None, execution_id="o1")
+        assert (await handle.result()).value == "done"
+    finally:
+        await ns.close()
+    assert served[0] == "/execute" and "/result" in served
