@@ -5,6 +5,7 @@ lands between that write and the drive (a cancel, a crash) is still observed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,6 +24,35 @@ def _linear(steps: int, ran: list[int]) -> Workflow:
     for i in range(steps):
         flow = flow.step(f"s{i}", lambda input, prev, ctx, i=i: ran.append(i) or i)
     return flow
+
+
+def _before_the_drive(monkeypatch: Any, request: Callable[[], Awaitable[bool]]) -> list[bool]:
+    """Make the whole ``request`` after the creation's write and before its drive reads."""
+    next_phase = _drive.Driver._next_phase
+    made: list[bool] = []
+
+    async def request_first(self: _drive.Driver) -> Any:
+        if not made:
+            made.append(await request())
+            assert made == [True]
+        return await next_phase(self)
+
+    monkeypatch.setattr(_drive.Driver, "_next_phase", request_first)
+    return made
+
+
+def _snapshots_loaded(monkeypatch: Any) -> list[bool]:
+    """For each snapshot a drive loads: whether it is what the creation wrote, not read back."""
+    cached: list[bool] = []
+    load = _drive.Driver._load
+
+    def load_seen(self: _drive.Driver, snapshot: Any) -> bool:
+        begun = self.execution.begun
+        cached.append(begun is not None and snapshot is begun[0])
+        return load(self, snapshot)
+
+    monkeypatch.setattr(_drive.Driver, "_load", load_seen)
+    return cached
 
 
 def _count_decodes(monkeypatch: Any) -> list[str]:
@@ -83,23 +113,15 @@ async def test_a_cancel_between_the_creation_and_its_drive_stops_it_in_its_first
     flow = _linear(3, ran)
     execution_id = unique("begun-cancel")
     handle = env.client.execution(execution_id)
-    next_phase = _drive.Driver._next_phase
-    cancelled: list[bool] = []
-
-    async def cancel_first(self: _drive.Driver) -> Any:
-        if not cancelled:
-            cancelled.append(True)
-            # The whole request, after the creation's write and before the drive reads.
-            assert await handle.cancel("changed my mind")
-        return await next_phase(self)
-
-    monkeypatch.setattr(_drive.Driver, "_next_phase", cancel_first)
+    cancelled = _before_the_drive(monkeypatch, lambda: handle.cancel("changed my mind"))
     decoded = _count_decodes(monkeypatch)
+    lists = env.ns.stats.lists
     await env.run(flow, {}, execution_id=execution_id)
     result = await env.result(handle)
     assert cancelled and result.status == "cancelled"
     assert ran == []
-    # Its state is no longer the one its creation wrote: the drive decoded what it read.
+    # Its state is no longer the one its creation wrote: the drive read it back and decoded it.
+    assert env.ns.stats.lists > lists
     assert decoded[:2] == ["meta", "state"]
     # The cancel's write changed the state the creation wrote: the drive wrote its own
     # start, still counted as the first incarnation.
@@ -184,3 +206,56 @@ async def test_the_drive_its_creation_began_keeps_the_records_the_creation_cache
     # What it kept is what storage holds: a cold read of it agrees.
     meta = await handle.meta()
     assert (meta["input"], meta["incarnations"]) == ({"n": 1}, 1)
+
+
+async def test_the_drive_its_creation_began_reads_nothing_back(
+    env: WorkflowTestEnv, monkeypatch: Any
+) -> None:
+    """With no meta before it, the object held nothing: the creation's write is all it holds,
+    and the drive it starts at once runs on it without reading it back (one read and one
+    turn of the event loop less per execution)."""
+    ran: list[int] = []
+    cached = _snapshots_loaded(monkeypatch)
+    stats = env.ns.stats
+    reads, lists = stats.reads, stats.lists
+    handle = await env.run(_linear(3, ran), {"n": 1})
+    # One read: the start's, which found no execution of that id.
+    assert (stats.reads - reads, stats.lists - lists) == (1, 0)
+    assert cached == [True]
+    assert ran == [0, 1, 2] and (await env.result(handle)).value == 2
+    meta = await handle.meta()
+    assert (meta["input"], meta["incarnations"], meta["steps"]) == ({"n": 1}, 1, 3)
+
+
+async def test_a_creation_an_observer_adds_to_is_read_back_by_its_drive(monkeypatch: Any) -> None:
+    """The history projection adds its records to the creation's write: those are not in
+    what the creation cached, so its drive reads the execution back."""
+    env = WorkflowTestEnv(history=True)
+    try:
+        ran: list[int] = []
+        cached = _snapshots_loaded(monkeypatch)
+        handle = await env.run(_linear(2, ran), {})
+        assert cached == [False]
+        assert ran == [0, 1] and (await env.result(handle)).ok
+        await env.ns.idle()
+        assert env.client.history is not None
+        history = await env.client.history.get_execution(handle.execution_id)
+        assert history.execution.status == "completed" and len(history.steps) == 2
+    finally:
+        await env.close()
+
+
+async def test_a_write_between_the_creation_and_its_drive_makes_the_drive_read_back(
+    env: WorkflowTestEnv, monkeypatch: Any
+) -> None:
+    """An event stored between the creation's write and the drive's start: the drive reads
+    the execution back, and its wait finds the event there."""
+    flow = Workflow(unique("begun-event")).wait_for_event("go", "go").step("after", lambda i, prev, ctx: prev)
+    execution_id = unique("begun-event")
+    handle = env.client.execution(execution_id)
+    sent = _before_the_drive(monkeypatch, lambda: handle.send_event("go", {"early": True}))
+    cached = _snapshots_loaded(monkeypatch)
+    await env.run(flow, {}, execution_id=execution_id)
+    result = await env.result(handle)
+    assert sent and cached[0] is False
+    assert result.ok and result.value == {"early": True}

@@ -132,7 +132,11 @@ class Driver(AlarmBackoff):
         there is nothing to run."""
         execution = self.execution
         self.runner.mark()
-        snapshot = await execution.storage.list(limit=_pages.FIRST_READ)
+        begun = execution.begun
+        if begun is not None and begun[1] == execution.writes:
+            snapshot = begun[0]  # its creation's records, all the object holds (``Requests._create``)
+        else:
+            snapshot = await execution.storage.list(limit=_pages.FIRST_READ)
         paged = len(snapshot) >= _pages.FIRST_READ  # a long journal: read by pages (``_pages``)
         if paged:
             heads = [observer.HEAD for observer in execution.observers]
@@ -180,7 +184,8 @@ class Driver(AlarmBackoff):
         meta_text, state_text = snapshot.get(jn.META), snapshot.get(jn.STATE)
         if meta_text is None or state_text is None:
             return False
-        if execution.begun != state_text or execution.meta is None:
+        begun = execution.begun
+        if begun is None or begun[0][jn.STATE] != state_text or execution.meta is None:
             execution.meta = jn.decode_record(jn.META, meta_text)
             execution.state = decode_state(state_text)
         # Else its creation began it and nothing was written since (``Requests._create``):
@@ -247,7 +252,7 @@ class Driver(AlarmBackoff):
         begun, execution.begun = execution.begun, None
         recovers = not self.incarnated and begun is None and bool(state.get("driving"))
         self.incarnated = True
-        if begun == text:  # its creation began it, and its state was not written since (``Requests._create``)
+        if begun is not None and begun[0][jn.STATE] == text:  # its creation began it; its state is as written
             if execution.faulting:
                 execution.fault("after_incarnation", incarnation=int(state.get("incarnation", 0)))
             return True

@@ -13,10 +13,11 @@ from typing import Any
 from ..definitions._steps import check_name
 from ..definitions._values import validate
 from ..definitions._versions import version_of
-from ..definitions._workflow import Registry, Workflow
+from ..definitions._workflow import Registry
 from ..errors import ExecutionConflictError, InvalidRequestError
 from . import _journal as jn
 from ._children import check_same_parent, children_of, refuse_forged_outcome
+from ._creation import begun_by, new_meta, new_state, restored_records
 from ._limits import limit_meta
 from ._runner import Runner
 from ._signals import StorageFailure
@@ -126,7 +127,7 @@ class Requests:
         if definition.input_type is not None:
             validate(definition.input_type, input, what="workflow input")
         now = self.execution.now()
-        meta = _new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
+        meta = new_meta(definition, workflow, input, execution_id or str(uuid.uuid4()), now)
         puts: dict[str, str] = {}
         limit = limit_meta(self.execution, definition, input)  # concurrency limits: wait queued for a slot
         if limit is not None:
@@ -140,9 +141,9 @@ class Requests:
                 "kind": restart.get("kind", "step"),
                 "occurrence": restart.get("occurrence", 1),
             }
-            puts = _restored_records(restart)
+            puts = restored_records(restart)
         meta_text = jn.encode_record(jn.META, meta, what="workflow input")
-        state = _new_state(now)
+        state = new_state(now)
         begins = driven_here and limit is None
         if limit is not None:
             state["status"] = "queued"
@@ -156,9 +157,11 @@ class Requests:
         # awaited (its alarm due now) builds on them, and nothing here undoes what it wrote.
         execution = self.execution
         execution.meta, execution.state = meta, state
-        execution.begun = state_text if begins else None
+        records = {**puts, jn.META: meta_text, jn.STATE: state_text}
         try:
-            await execution.write({**puts, jn.META: meta_text, jn.STATE: state_text}, alarm=alarm)
+            written = execution.write(records, alarm=alarm)
+            execution.begun = begun_by(execution, records) if begins else None
+            await written
         except StorageFailure:
             if execution.state is state:
                 execution.meta = execution.state = execution.begun = None  # nothing was written
@@ -344,57 +347,4 @@ def _view(meta: Mapping[str, Any], state: Mapping[str, Any], running: list[str])
         "parent": meta.get("parent"),
         "queue": state.get("queue") if state["status"] == "queued" else None,
         "children": state.get("children") or [],
-    }
-
-
-def _new_meta(
-    definition: Workflow, workflow: str, input: Any, execution_id: str, now: float
-) -> dict[str, Any]:
-    return {
-        "execution_id": execution_id,
-        "workflow": workflow,
-        "version": definition.version,
-        "input": input,
-        "created_at": now,
-        "deadline": None if definition.timeout is None else now + definition.timeout,
-        "restarted_from": None,
-    }
-
-
-def _restored_records(restart: Mapping[str, Any]) -> dict[str, str]:
-    """The journal entries and idempotent results a restart carries over."""
-    puts: dict[str, str] = {}
-    source = restart.get("execution_id")
-    for entry in restart.get("entries", []):
-        key = jn.op_key(jn.MAIN, int(entry["op"]))
-        puts[key] = jn.encode_record(key, {**entry, "restored_from": source}, what="restored entry")
-    for entry in restart.get("idempotent", []):
-        key = jn.IDEMPOTENT + str(entry["idempotency_hash"])
-        record = {
-            "name": entry.get("name"),
-            "output": entry.get("output"),
-            "source": f"{entry.get('name')} in {source}",
-        }
-        puts[key] = jn.encode_record(key, record, what="recorded idempotent result")
-    return puts
-
-
-def _new_state(now: float) -> dict[str, Any]:
-    return {
-        "status": "pending",
-        "phase": "main",
-        "created_at": now,
-        "updated_at": now,
-        "started_at": None,
-        "finished_at": None,
-        "incarnation": 0,
-        "wake_at": None,
-        "waiting_for": (),  # not a list: see ``_state.decode_state``
-        "error": None,
-        "failed_step": None,
-        "step_attempt": 0,
-        "cancel_requested_at": None,
-        "cancel_reason": None,
-        "compensation": None,
-        "events_received": 0,
     }

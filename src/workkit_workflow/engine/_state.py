@@ -112,9 +112,9 @@ class ExecutionState(Deferral):
         """Called in the write that settles it (``phase: done``): a child's outcome for its parent."""
         self.run: LiveRun | None = None
         """The phase run in progress, if any (set by the phases, read by requests)."""
-        self.begun: str | None = None
-        """The state record a creation wrote with its first incarnation begun, for the drive
-        it starts at once (which writes none then, nor decodes them: ``Driver``); None once read."""
+        self.begun: tuple[dict[str, str], int | None] | None = None
+        """What a creation that began the first incarnation wrote, for the drive it starts at
+        once (``_creation.begun_by``); None once that drive began."""
 
     # -- plumbing ------------------------------------------------------------
 
